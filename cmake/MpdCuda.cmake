@@ -1,0 +1,31 @@
+# Resolves MPD_ENABLE_CUDA (ON, OFF, AUTO) into MPD_WITH_CUDA and enables the CUDA language.
+# AUTO turns CUDA on wherever a CUDA compiler is found, GPU or not, so the kernels are compiled
+# (and their compile errors caught) on every machine that has nvcc.
+set(MPD_WITH_CUDA OFF)
+string(TOUPPER "${MPD_ENABLE_CUDA}" _mpd_cuda_request)
+if(NOT _mpd_cuda_request MATCHES "^(ON|OFF|AUTO)$")
+  message(FATAL_ERROR "MPD_ENABLE_CUDA must be ON, OFF or AUTO, got '${MPD_ENABLE_CUDA}'")
+endif()
+
+if(NOT _mpd_cuda_request STREQUAL "OFF")
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      set(CMAKE_CUDA_ARCHITECTURES ${MPD_CUDA_ARCHITECTURES})
+    endif()
+    enable_language(CUDA)
+    set(CMAKE_CUDA_STANDARD 17)
+    set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+    find_package(CUDAToolkit REQUIRED)
+    set(MPD_WITH_CUDA ON)
+  elseif(_mpd_cuda_request STREQUAL "ON")
+    message(FATAL_ERROR "MPD_ENABLE_CUDA=ON but no CUDA compiler was found (set CUDACXX or put nvcc on PATH)")
+  endif()
+endif()
+
+if(MPD_WITH_CUDA)
+  message(STATUS "mpdiffuser: CUDA backend ON (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, architectures ${MPD_CUDA_ARCHITECTURES})")
+else()
+  message(STATUS "mpdiffuser: CUDA backend OFF (MPD_ENABLE_CUDA=${MPD_ENABLE_CUDA})")
+endif()

@@ -1,0 +1,18 @@
+// Status strings and version of the C API.
+#include "mpdiffuser/mpdiffuser.h"
+
+extern "C" const char* mpd_status_string(mpd_status status) {
+  switch (status) {
+    case MPD_OK: return "ok";
+    case MPD_ERR_NULL_POINTER: return "a required pointer argument was NULL";
+    case MPD_ERR_INVALID_ARGUMENT: return "an argument is out of its valid range";
+    case MPD_ERR_NOT_AVAILABLE: return "backend not compiled in or no device present";
+    case MPD_ERR_DEVICE: return "the accelerator runtime reported an error";
+    case MPD_ERR_IO: return "a file could not be opened or read";
+    case MPD_ERR_BAD_MODEL_FILE: return "the model file is truncated, corrupt or of another version";
+    case MPD_ERR_NON_FINITE: return "an input holds NaN or infinity";
+  }
+  return "unknown status code";
+}
+
+extern "C" const char* mpd_version_string(void) { return MPD_VERSION_STRING; }

@@ -1,0 +1,1 @@
+"""Networks and diffusion schedules of MPDiffuser."""
