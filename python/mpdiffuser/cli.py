@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -38,12 +40,147 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _cmd_generate(args: argparse.Namespace) -> int:
+    """Generate an offline dataset from a gymnasium MuJoCo v5 environment (written as HDF5)."""
+    from mpdiffuser.data.dataset import load_dataset
+    from mpdiffuser.data.generate import GenerateConfig, generate
+
+    config = GenerateConfig(args.env, args.kind, args.transitions, args.policy_steps, args.expert_steps,
+                            args.constrained, args.seed)
+    path = generate(config, args.out)
+    data = load_dataset(path)
+    if args.minari_id:
+        data.save_minari(args.minari_id, args.env)
+        print(f"also written as Minari dataset {args.minari_id}")
+    r = data.returns()
+    print(f"{path}: {len(data.episodes)} episodes, {data.num_transitions} transitions, "
+          f"return mean {r.mean():.1f} min {r.min():.1f} max {r.max():.1f}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    """Train the models of a bundle: the planner on --data, dynamics and ranker on --data plus --extra-data."""
+    from mpdiffuser.config import ModelConfig, TrainConfig
+    from mpdiffuser.data.dataset import load_dataset
+    from mpdiffuser.models.bundle import BundleSpec
+    from mpdiffuser.training.train import train_model
+
+    task = [load_dataset(p) for p in args.data]
+    extra = [load_dataset(p) for p in args.extra_data]
+    bundle = Path(args.bundle)
+    if not (bundle / "bundle.json").exists():
+        merged = task[0]
+        for d in task[1:]:
+            merged = merged.merged(d)
+        model = ModelConfig(horizon=args.horizon, num_steps=args.diffusion_steps, width=args.width, layers=args.layers)
+        BundleSpec.fit(merged, task + extra, model).save(bundle)
+        print(f"created bundle {bundle}")
+    names = ["planner", "dynamics", "reward"] + (["cost"] if BundleSpec.load(bundle).with_cost else [])
+    if args.model != "all":
+        names = [args.model]
+    for name in names:
+        data = task if name == "planner" else task + extra
+        config = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
+                             checkpoint_every=args.checkpoint_every)
+        info = train_model(bundle, name, data, config, fine_tune=args.fine_tune)
+        print(f"{name}: {info['steps']} steps, final loss {info['final_loss']:.4f}, {info['seconds']:.0f}s")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    """Control an environment with a trained bundle (MPC, replanning every step) and report scores."""
+    from mpdiffuser.config import SamplerOptions
+    from mpdiffuser.control.evaluate import evaluate
+    from mpdiffuser.control.mpc import MPCPolicy
+    from mpdiffuser.models.bundle import ModelBundle
+    from mpdiffuser.sampling.reference import ReferenceSampler
+
+    bundle = ModelBundle.load(args.bundle, env_id=args.env)
+    options = SamplerOptions(num_candidates=args.candidates, guidance=args.guidance, return_target=args.return_target,
+                             dynamics_weight=args.dynamics_weight, dynamics_every=args.dynamics_every,
+                             dynamics_last=args.dynamics_last, actions_per_plan=args.actions_per_plan)
+    policy = MPCPolicy(ReferenceSampler(bundle), options, episode_budget=args.budget)
+    summary = evaluate(policy, args.env, args.episodes, args.seed, args.max_steps, constrained=args.budget is not None)
+    report = summary.to_dict()
+    lat = report["latency"]
+    print(f"{args.env}: score {report['score_mean']:.1f} +- {report['score_stderr']:.1f}, return {report['return_mean']:.1f}, "
+          f"cost {report['cost_mean']:.1f}; latency p50 {lat['p50_ms']:.1f} ms p99 {lat['p99_ms']:.1f} ms")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """End to end: generate Hopper data, train the models, control Hopper; print scores and latency."""
+    from mpdiffuser.demo import DemoConfig, run_demo
+
+    config = DemoConfig(out_dir=args.out, episodes=args.episodes, train_steps=args.train_steps,
+                        policy_steps=args.policy_steps, max_steps=args.max_steps, seed=args.seed)
+    run_demo(config)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mpdiffuser", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     info = commands.add_parser("info", help="build configuration and native self-check",
                                description=_cmd_info.__doc__)
     info.set_defaults(func=_cmd_info)
+
+    gen = commands.add_parser("generate-data", help="generate a dataset locally", description=_cmd_generate.__doc__)
+    gen.add_argument("--env", default="Hopper-v5", help="Hopper-v5, Walker2d-v5, HalfCheetah-v5 or Ant-v5")
+    gen.add_argument("--kind", default="medium", help="random, medium, medium-replay or medium-expert")
+    gen.add_argument("--transitions", type=int, default=100_000, help="transitions to roll out")
+    gen.add_argument("--policy-steps", type=int, default=30_000, help="SAC steps of the medium behaviour policy")
+    gen.add_argument("--expert-steps", type=int, default=200_000, help="SAC steps of the expert policy")
+    gen.add_argument("--constrained", action="store_true", help="record velocity costs (DSRL-style)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--out", default="data", help="output directory (datasets and cached policies)")
+    gen.add_argument("--minari-id", default=None, help="also write a local Minari dataset with this id (ns/name-v0)")
+    gen.set_defaults(func=_cmd_generate)
+
+    train = commands.add_parser("train", help="train planner, dynamics and ranker", description=_cmd_train.__doc__)
+    train.add_argument("--bundle", required=True, help="model bundle directory (created if missing)")
+    train.add_argument("--data", action="append", required=True, help="task dataset (.hdf5, .npz, minari:<id>); repeatable")
+    train.add_argument("--extra-data", action="append", default=[], help="more data for dynamics and ranker only")
+    train.add_argument("--model", default="all", choices=["all", "planner", "dynamics", "reward", "cost"])
+    train.add_argument("--fine-tune", action="store_true", help="start from the bundle's existing weights")
+    train.add_argument("--steps", type=int, default=5000)
+    train.add_argument("--batch-size", type=int, default=256)
+    train.add_argument("--lr", type=float, default=3e-4)
+    train.add_argument("--checkpoint-every", type=int, default=500)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--horizon", type=int, default=16, help="H (new bundles only)")
+    train.add_argument("--diffusion-steps", type=int, default=20, help="K (new bundles only)")
+    train.add_argument("--width", type=int, default=256, help="hidden width (new bundles only)")
+    train.add_argument("--layers", type=int, default=3, help="hidden layers L (new bundles only)")
+    train.set_defaults(func=_cmd_train)
+
+    ev = commands.add_parser("eval", help="control an environment with trained models", description=_cmd_eval.__doc__)
+    ev.add_argument("--bundle", required=True)
+    ev.add_argument("--env", default="Hopper-v5")
+    ev.add_argument("--episodes", type=int, default=5)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--max-steps", type=int, default=None)
+    ev.add_argument("--candidates", type=int, default=8, help="N")
+    ev.add_argument("--guidance", type=float, default=1.2, help="w")
+    ev.add_argument("--return-target", type=float, default=0.9, help="g")
+    ev.add_argument("--dynamics-weight", "--lambda", type=float, default=1.0, help="lambda (0: planner only)")
+    ev.add_argument("--dynamics-every", type=int, default=1)
+    ev.add_argument("--dynamics-last", type=int, default=0)
+    ev.add_argument("--actions-per-plan", type=int, default=1)
+    ev.add_argument("--budget", type=float, default=None, help="episode cost budget (constrained tasks)")
+    ev.add_argument("--json", default=None, help="write the results as JSON here")
+    ev.set_defaults(func=_cmd_eval)
+
+    demo = commands.add_parser("demo", help="the end-to-end Hopper demo", description=_cmd_demo.__doc__)
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--episodes", type=int, default=2)
+    demo.add_argument("--train-steps", type=int, default=3000)
+    demo.add_argument("--policy-steps", type=int, default=8000)
+    demo.add_argument("--max-steps", type=int, default=1000)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 

@@ -1,0 +1,104 @@
+"""Frozen configuration dataclasses (mirrored by plain structs in the C++ core)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and conditioning of the three models (DESIGN section 3).
+
+    Defaults are sized so that one guided plan fits a 20 ms control step on 2 CPU cores with the
+    native backend: H = 16 and 256-wide residual MLPs.
+    """
+
+    horizon: int = 16  # H: window length (actions u_0..u_{H-1}, states x_1..x_H)
+    num_steps: int = 20  # K: diffusion steps
+    width: int = 256  # hidden width of planner and dynamics networks
+    layers: int = 3  # L: hidden layers; layer L is the output layer
+    ranker_width: int = 128
+    ranker_layers: int = 2
+    return_discount: float = 0.99  # discount of the return-to-go condition g
+    cost_scale: float = 0.1  # s_c: the cost limit enters the condition as l * s_c
+    condition_dropout: float = 0.25  # classifier-free guidance training
+
+    def __post_init__(self) -> None:
+        for name in ("horizon", "num_steps", "width", "layers", "ranker_width", "ranker_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+        if not 0.0 < self.return_discount <= 1.0:
+            raise ValueError(f"ModelConfig.return_discount must be in (0, 1], got {self.return_discount}")
+        if not 0.0 <= self.condition_dropout < 1.0:
+            raise ValueError(f"ModelConfig.condition_dropout must be in [0, 1), got {self.condition_dropout}")
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """Per-plan options of the alternating sampler; every backend honours all of them."""
+
+    # N. Measured on the demo's briefly trained Hopper models: N = 8 scored 190 (return), N = 32
+    # scored about 110, as more candidates let selection exploit the reward model's errors.
+    num_candidates: int = 8
+    guidance: float = 1.2  # w: eps = eps(., 0) + w (eps(., c) - eps(., 0)); 1 = conditional only
+    return_target: float = 0.9  # g: fraction of the dataset's best normalized return-to-go
+    cost_limit: float | None = None  # l: cost-to-go condition (constrained models only)
+    cost_budget: float | None = None  # b: selection keeps candidates with predicted cost <= b
+    dynamics_weight: float = 1.0  # lambda; 0 = planner only (Diffuser-style baseline)
+    dynamics_every: int = 1  # dynamics update at steps k with (k - 1) % every == 0
+    dynamics_last: int = 0  # if > 0, dynamics updates only at steps k <= dynamics_last
+    discount: float = 0.997  # gamma of the ranker's value and cost
+    actions_per_plan: int = 1  # actions executed before replanning (MPC)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.num_candidates, bool) or not isinstance(self.num_candidates, int) or self.num_candidates < 1:
+            raise ValueError(f"num_candidates must be a positive integer, got {self.num_candidates!r}")
+        if not self.guidance >= 0.0:
+            raise ValueError(f"guidance must be >= 0, got {self.guidance}")
+        if not 0.0 <= self.dynamics_weight <= 1.0:
+            raise ValueError(f"dynamics_weight (lambda) must be in [0, 1], got {self.dynamics_weight}")
+        if self.dynamics_every < 1 or self.dynamics_last < 0:
+            raise ValueError(f"dynamics_every must be >= 1 and dynamics_last >= 0, got "
+                             f"{self.dynamics_every} and {self.dynamics_last}")
+        if not 0.0 < self.discount <= 1.0:
+            raise ValueError(f"discount must be in (0, 1], got {self.discount}")
+        if self.actions_per_plan < 1:
+            raise ValueError(f"actions_per_plan must be >= 1, got {self.actions_per_plan}")
+        for name in ("cost_limit", "cost_budget"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0.0:
+                raise ValueError(f"{name} must be >= 0 or None, got {value}")
+
+    def dynamics_at(self, k: int) -> bool:
+        """Whether the dynamics update runs at denoising step k (1..K); the last step k = 1 always
+        qualifies under dynamics_every, so feasibility is corrected right before the output."""
+        if self.dynamics_weight == 0.0:
+            return False
+        if self.dynamics_last and k > self.dynamics_last:
+            return False
+        return (k - 1) % self.dynamics_every == 0
+
+    def replace(self, **changes) -> "SamplerOptions":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run of one model; shared by all four models."""
+
+    steps: int = 5000
+    batch_size: int = 256
+    learning_rate: float = 3e-4
+    weight_decay: float = 1e-4
+    ema_decay: float = 0.995
+    grad_clip: float = 1.0
+    checkpoint_every: int = 500
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 1 or self.checkpoint_every < 1:
+            raise ValueError(f"TrainConfig needs steps >= 0, batch_size >= 1, checkpoint_every >= 1: {self}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")

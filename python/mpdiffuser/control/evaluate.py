@@ -1,0 +1,91 @@
+"""Run a policy in a gymnasium environment: returns, D4RL-normalized scores, costs, latency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mpdiffuser.envs import SCORE_REFERENCES, make_env
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    episode_return: float
+    normalized_score: float | None
+    cost: float
+    length: int
+
+
+@dataclass
+class EvalSummary:
+    env_id: str
+    episodes: list[EpisodeResult]
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def _stat(self, values: list[float]) -> tuple[float, float]:
+        a = np.asarray(values, dtype=np.float64)
+        return float(a.mean()), float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0
+
+    @property
+    def score(self) -> tuple[float, float]:
+        """(mean, standard error) of the D4RL-normalized score."""
+        return self._stat([e.normalized_score for e in self.episodes])
+
+    @property
+    def episode_return(self) -> tuple[float, float]:
+        return self._stat([e.episode_return for e in self.episodes])
+
+    @property
+    def cost(self) -> tuple[float, float]:
+        return self._stat([e.cost for e in self.episodes])
+
+    def latency_percentiles(self) -> dict[str, float]:
+        if not self.latencies_ms:
+            return {}
+        a = np.asarray(self.latencies_ms)
+        return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
+                "mean_ms": float(a.mean()), "plans": int(a.size)}
+
+    def to_dict(self) -> dict:
+        return {"env_id": self.env_id, "score_mean": self.score[0], "score_stderr": self.score[1],
+                "return_mean": self.episode_return[0], "cost_mean": self.cost[0],
+                "episodes": [e.__dict__ for e in self.episodes], "latency": self.latency_percentiles()}
+
+
+def evaluate(policy, env_id: str, episodes: int = 1, seed: int = 0, max_steps: int | None = None,
+             constrained: bool = False, progress: bool = True, desc: str = "eval") -> EvalSummary:
+    """Run `episodes` episodes of `policy` (an MPCPolicy or anything with reset/act) in `env_id`.
+
+    Episode i resets the env and the policy with seed + i. Costs come from info['cost']
+    (constrained envs) and are fed back to the policy's budget when it has `observe_cost`.
+    """
+    env = make_env(env_id, constrained=constrained)
+    limit = max_steps or env.spec.max_episode_steps or 1000
+    reference = SCORE_REFERENCES.get(env_id)
+    results, latencies = [], []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed + i)
+        policy.reset(seed + i)
+        start_latencies = len(getattr(policy, "latencies_ms", []))
+        total, cost, steps = 0.0, 0.0, 0
+        bar = tqdm(total=limit, desc=f"{desc} ep {i + 1}/{episodes}", disable=not progress, dynamic_ncols=True,
+                   leave=False)
+        done = False
+        while not done and steps < limit:
+            obs, reward, terminated, truncated, info = env.step(policy.act(obs))
+            total += float(reward)
+            step_cost = float(info.get("cost", 0.0))
+            cost += step_cost
+            if hasattr(policy, "observe_cost"):
+                policy.observe_cost(step_cost)
+            steps += 1
+            done = terminated or truncated
+            bar.update(1)
+            if steps % 25 == 0:
+                bar.set_postfix(ret=f"{total:.0f}")
+        bar.close()
+        latencies.extend(getattr(policy, "latencies_ms", [])[start_latencies:])
+        results.append(EpisodeResult(total, reference.normalize(total) if reference else None, cost, steps))
+    return EvalSummary(env_id, results, latencies)

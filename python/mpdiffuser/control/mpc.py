@@ -1,0 +1,69 @@
+"""The MPC policy (DESIGN 3.2): plan at every step, execute the first action(s), replan.
+
+The plan at control step t uses seed `seed + t`, so an episode is reproducible from `reset(seed)`.
+For constrained tasks the policy keeps the episode's remaining cost budget: the models are
+conditioned on it (cost limit l) and selection keeps candidates whose predicted window cost is
+within the remaining budget scaled to the window (b = remaining * H / remaining steps).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from mpdiffuser.config import SamplerOptions
+
+
+class MPCPolicy:
+    """`act(observation) -> action` over any sampler with `plan(state, seed, options) -> Plan`."""
+
+    def __init__(self, sampler, options: SamplerOptions | None = None, episode_budget: float | None = None,
+                 episode_length: int = 1000):
+        self.sampler = sampler
+        self.options = options or SamplerOptions()
+        if episode_budget is not None and episode_budget < 0:
+            raise ValueError(f"episode_budget must be >= 0, got {episode_budget}")
+        self.episode_budget = episode_budget
+        self.episode_length = episode_length
+        self.state_dim = sampler.spec.state_dim
+        self.latencies_ms: list[float] = []
+        self.reset(0)
+
+    def reset(self, seed: int) -> None:
+        """Start an episode: plans use seeds seed, seed + 1, ...; the cost budget is refilled."""
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.seed, self.step = int(seed), 0
+        self.remaining_budget = self.episode_budget
+        self._queue: list[np.ndarray] = []
+        self.last_plan = None
+
+    def observe_cost(self, cost: float) -> None:
+        """Subtract the cost the last action incurred from the episode budget."""
+        if self.remaining_budget is not None:
+            self.remaining_budget = max(self.remaining_budget - float(cost), 0.0)
+
+    def _options(self) -> SamplerOptions:
+        if self.remaining_budget is None:
+            return self.options
+        steps_left = max(self.episode_length - self.step, 1)
+        horizon = self.sampler.spec.model.horizon
+        return self.options.replace(cost_limit=self.remaining_budget,
+                                    cost_budget=self.remaining_budget * min(horizon / steps_left, 1.0))
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        """observation: [dx] raw env observation -> action [du] in env units."""
+        obs = np.asarray(observation, dtype=np.float32)
+        if obs.shape != (self.state_dim,):
+            raise ValueError(f"observation must have shape ({self.state_dim},), got {obs.shape}")
+        if not np.isfinite(obs).all():
+            raise ValueError("observation holds NaN or infinity")
+        if not self._queue:
+            started = time.perf_counter()
+            plan = self.sampler.plan(obs, self.seed + self.step, self._options())
+            self.latencies_ms.append((time.perf_counter() - started) * 1e3)
+            self.last_plan = plan
+            self._queue = list(plan.actions)
+        self.step += 1
+        return self._queue.pop(0)

@@ -1,0 +1,276 @@
+"""Episodes of offline data and the file formats users already have.
+
+An :class:`OfflineDataset` is a list of :class:`Episode` objects, each holding ``T`` transitions
+and ``T + 1`` observations (the last one is the state the final action led to), so that windows
+of states ``x_0..x_H`` never cross an episode boundary.
+
+Readers: D4RL-style HDF5 (``observations, actions, rewards, terminals, timeouts`` and optionally
+``next_observations`` and ``costs``), ``.npz`` with the same keys, and Minari datasets loaded from
+local storage (never downloaded).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REQUIRED_FLAT_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
+
+
+@dataclass
+class Episode:
+    """One episode: observations [T+1, dx], actions [T, du], rewards [T], costs [T] or None.
+
+    ``terminated`` is True when the episode ended in a terminal state (the robot fell), False
+    when it was cut by a time limit or the data simply ends.
+    """
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminated: bool
+    costs: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.observations = np.asarray(self.observations, dtype=np.float32)
+        self.actions = np.asarray(self.actions, dtype=np.float32)
+        self.rewards = np.asarray(self.rewards, dtype=np.float32).reshape(-1)
+        if self.costs is not None:
+            self.costs = np.asarray(self.costs, dtype=np.float32).reshape(-1)
+        steps = len(self.actions)
+        if self.observations.ndim != 2 or self.actions.ndim != 2:
+            raise ValueError(f"observations and actions must be 2-D, got shapes {self.observations.shape} "
+                             f"and {self.actions.shape}")
+        if len(self.observations) != steps + 1:
+            raise ValueError(f"an episode of {steps} actions needs {steps + 1} observations, "
+                             f"got {len(self.observations)}")
+        if len(self.rewards) != steps or (self.costs is not None and len(self.costs) != steps):
+            raise ValueError(f"rewards/costs must have one entry per action ({steps})")
+
+    @property
+    def length(self) -> int:
+        return len(self.actions)
+
+
+@dataclass
+class OfflineDataset:
+    """Episodes plus metadata (environment id, generation recipe, source)."""
+
+    episodes: list[Episode]
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.episodes:
+            raise ValueError("a dataset needs at least one episode")
+        dims = {(e.observations.shape[1], e.actions.shape[1]) for e in self.episodes}
+        if len(dims) != 1:
+            raise ValueError(f"episodes disagree on (state dim, action dim): {sorted(dims)}")
+        with_costs = {e.costs is not None for e in self.episodes}
+        if len(with_costs) != 1:
+            raise ValueError("either every episode has costs or none has")
+
+    @property
+    def state_dim(self) -> int:
+        return self.episodes[0].observations.shape[1]
+
+    @property
+    def action_dim(self) -> int:
+        return self.episodes[0].actions.shape[1]
+
+    @property
+    def has_costs(self) -> bool:
+        return self.episodes[0].costs is not None
+
+    @property
+    def num_transitions(self) -> int:
+        return sum(e.length for e in self.episodes)
+
+    @property
+    def env_id(self) -> str | None:
+        return self.metadata.get("env_id")
+
+    def returns(self) -> np.ndarray:
+        """Undiscounted return of every episode, float64 [E]."""
+        return np.array([float(e.rewards.sum()) for e in self.episodes])
+
+    def merged(self, other: "OfflineDataset") -> "OfflineDataset":
+        """Both datasets' episodes (same dimensions required); metadata of self, sources listed."""
+        meta = dict(self.metadata)
+        meta["merged_with"] = other.metadata.get("name", "unnamed")
+        return OfflineDataset(self.episodes + other.episodes, meta)
+
+    # ---- flat D4RL layout -------------------------------------------------------------------
+    def to_flat(self) -> dict[str, np.ndarray]:
+        """The D4RL layout: one row per transition, with next_observations."""
+        cat = lambda xs: np.concatenate(xs, axis=0)  # noqa: E731
+        flat = {
+            "observations": cat([e.observations[:-1] for e in self.episodes]),
+            "next_observations": cat([e.observations[1:] for e in self.episodes]),
+            "actions": cat([e.actions for e in self.episodes]),
+            "rewards": cat([e.rewards for e in self.episodes]),
+            "terminals": cat([_last_flag(e.length, e.terminated) for e in self.episodes]),
+            "timeouts": cat([_last_flag(e.length, not e.terminated) for e in self.episodes]),
+        }
+        if self.has_costs:
+            flat["costs"] = cat([e.costs for e in self.episodes])
+        return flat
+
+    @classmethod
+    def from_flat(cls, data: dict[str, np.ndarray], metadata: dict | None = None, source: str = "data") -> "OfflineDataset":
+        """Split D4RL-style flat arrays into episodes at terminals | timeouts.
+
+        Without ``next_observations`` the final state of an episode is unknown, so each episode's
+        last transition is dropped (as D4RL-based planners do).
+        """
+        for key in REQUIRED_FLAT_KEYS:
+            if key not in data:
+                raise KeyError(f"{source}: missing required key '{key}' (need {', '.join(REQUIRED_FLAT_KEYS)})")
+        obs = np.asarray(data["observations"], dtype=np.float32)
+        act = np.asarray(data["actions"], dtype=np.float32)
+        rows = len(obs)
+        if obs.ndim != 2:
+            raise ValueError(f"{source}: 'observations' must be [rows, state_dim], got shape {obs.shape}")
+        if act.ndim != 2 or len(act) != rows:
+            raise ValueError(f"{source}: 'actions' must be [{rows}, action_dim], got shape {act.shape}")
+        columns = {}
+        for key in ("rewards", "terminals", "timeouts", "costs"):
+            if key in data:
+                column = np.asarray(data[key]).reshape(-1) if np.ndim(data[key]) <= 2 else None
+                if column is None or len(column) != rows:
+                    raise ValueError(f"{source}: '{key}' must have one entry per row ({rows}), "
+                                     f"got shape {np.shape(data[key])}")
+                columns[key] = column
+        nxt = data.get("next_observations")
+        if nxt is not None and np.shape(nxt) != obs.shape:
+            raise ValueError(f"{source}: 'next_observations' must match 'observations' {obs.shape}, got {np.shape(nxt)}")
+        ends = np.flatnonzero(columns["terminals"].astype(bool) | columns["timeouts"].astype(bool))
+        if len(ends) == 0 or ends[-1] != rows - 1:
+            ends = np.append(ends, rows - 1)  # the data ends mid-episode: treat as a time limit
+        episodes, start = [], 0
+        for end in ends:
+            stop = end + 1
+            terminated = bool(columns["terminals"][end])
+            costs = columns.get("costs")
+            if nxt is not None:
+                ep_obs = np.concatenate([obs[start:stop], np.asarray(nxt[end:end + 1], dtype=np.float32)])
+                sl = slice(start, stop)
+            else:
+                ep_obs = obs[start:stop]
+                sl = slice(start, stop - 1)
+            if sl.stop - sl.start >= 1:
+                episodes.append(Episode(ep_obs, act[sl], columns["rewards"][sl], terminated,
+                                        None if costs is None else costs[sl]))
+            start = stop
+        return cls(episodes, dict(metadata or {}))
+
+    # ---- files ---------------------------------------------------------------------------------
+    def save_hdf5(self, path: str | Path) -> Path:
+        """Write the D4RL-style layout; metadata goes to the file's ``mpdiffuser_metadata`` attribute."""
+        import h5py
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        with h5py.File(tmp, "w") as f:
+            for key, value in self.to_flat().items():
+                f.create_dataset(key, data=value, compression="gzip", compression_opts=1)
+            f.attrs["mpdiffuser_metadata"] = json.dumps(self.metadata)
+        tmp.replace(path)  # never leave a half-written dataset under the final name
+        return path
+
+    def save_minari(self, dataset_id: str, env_id: str, root: str | Path | None = None) -> None:
+        """Write a local Minari dataset (``namespace/name-v0``) with the recipe in its description."""
+        import os
+
+        import minari
+        from minari.data_collector import EpisodeBuffer
+
+        if root is not None:
+            os.environ["MINARI_DATASETS_PATH"] = str(Path(root).resolve())
+        buffers = []
+        for i, e in enumerate(self.episodes):
+            buffers.append(EpisodeBuffer(
+                id=i, observations=e.observations, actions=e.actions, rewards=e.rewards,
+                terminations=_last_flag(e.length, e.terminated),
+                truncations=_last_flag(e.length, not e.terminated),
+                infos={"cost": e.costs} if e.costs is not None else {},
+            ))
+        minari.create_dataset_from_buffers(
+            dataset_id=dataset_id, buffer=buffers, env=env_id, algorithm_name=self.metadata.get("recipe", {}).get("policy"),
+            description=json.dumps(self.metadata), author="mpdiffuser",
+        )
+
+
+def _last_flag(length: int, value: bool) -> np.ndarray:
+    flags = np.zeros(length, dtype=bool)
+    flags[-1] = value
+    return flags
+
+
+def load_hdf5(path: str | Path) -> OfflineDataset:
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"dataset file not found: {path}")
+    with h5py.File(path, "r") as f:
+        data = {key: f[key][()] for key in f.keys() if isinstance(f[key], h5py.Dataset)}
+        meta = json.loads(f.attrs["mpdiffuser_metadata"]) if "mpdiffuser_metadata" in f.attrs else {}
+    meta.setdefault("source", str(path))
+    return OfflineDataset.from_flat(data, meta, source=str(path))
+
+
+def load_npz(path: str | Path) -> OfflineDataset:
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as f:
+        data = {key: f[key] for key in f.files}
+    meta = json.loads(str(data.pop("mpdiffuser_metadata"))) if "mpdiffuser_metadata" in data else {}
+    meta.setdefault("source", str(path))
+    return OfflineDataset.from_flat(data, meta, source=str(path))
+
+
+def load_minari(dataset_id: str, root: str | Path | None = None) -> OfflineDataset:
+    """A Minari dataset from local storage only (``MINARI_DATASETS_PATH`` or ``root``)."""
+    import os
+
+    import minari
+
+    if root is not None:
+        os.environ["MINARI_DATASETS_PATH"] = str(Path(root).resolve())
+    try:
+        ds = minari.load_dataset(dataset_id, download=False)
+    except Exception as exc:  # minari raises several types for a missing local dataset
+        raise FileNotFoundError(f"Minari dataset '{dataset_id}' is not in local storage "
+                                f"({os.environ.get('MINARI_DATASETS_PATH', '~/.minari/datasets')}): {exc}") from exc
+    episodes = []
+    for ep in ds.iterate_episodes():
+        if ep.actions is None or np.size(ep.actions) == 0:
+            raise KeyError(f"Minari dataset '{dataset_id}': episode {ep.id} has no actions")
+        costs = ep.infos.get("cost") if isinstance(ep.infos, dict) else None
+        episodes.append(Episode(np.asarray(ep.observations), ep.actions, ep.rewards,
+                                bool(np.asarray(ep.terminations)[-1]), costs))
+    meta = {}
+    description = getattr(ds.spec, "description", None) or ""
+    try:
+        meta = json.loads(description)
+    except (json.JSONDecodeError, TypeError):
+        meta = {"description": description}
+    meta.setdefault("env_id", getattr(ds.spec.env_spec, "id", None) if ds.spec.env_spec else None)
+    meta.setdefault("source", f"minari:{dataset_id}")
+    return OfflineDataset(episodes, meta)
+
+
+def load_dataset(spec: str | Path) -> OfflineDataset:
+    """Load ``path.hdf5|.h5``, ``path.npz`` or ``minari:<dataset_id>``."""
+    spec = str(spec)
+    if spec.startswith("minari:"):
+        return load_minari(spec[len("minari:"):])
+    suffix = Path(spec).suffix.lower()
+    if suffix in (".hdf5", ".h5"):
+        return load_hdf5(spec)
+    if suffix == ".npz":
+        return load_npz(spec)
+    raise ValueError(f"unknown dataset '{spec}': expected a .hdf5/.h5 or .npz file, or minari:<dataset_id>")

@@ -1,0 +1,147 @@
+"""Training samples: windows for the diffusion models, transitions for the ranker.
+
+A window starting at step t of an episode is ``x_0 = x_t`` (the conditioning state) and ``H``
+rows ``[x_{t+i+1}, u_{t+i}]``, all normalized to [-1, 1]. Windows of episodes that ended in a
+terminal state may run past the end: states are padded with the terminal state and actions
+with zeros (an absorbing state), as Diffuser does. Windows of time-limited episodes never pass
+the end, since what follows is unknown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mpdiffuser.data.dataset import OfflineDataset
+from mpdiffuser.data.normalizer import MinMaxNormalizer
+
+
+@dataclass(frozen=True)
+class ConditionScale:
+    """Maps return-to-go and cost-to-go to the condition vector c = [g, l * s_c]."""
+
+    return_low: float
+    return_high: float
+    return_discount: float
+    cost_scale: float
+    with_cost: bool
+
+    @property
+    def dim(self) -> int:
+        return 2 if self.with_cost else 1
+
+    def returns_to_go(self, rewards: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(rewards), dtype=np.float64)
+        acc = 0.0
+        for i in range(len(rewards) - 1, -1, -1):
+            acc = rewards[i] + self.return_discount * acc
+            out[i] = acc
+        return out
+
+    def normalized_return(self, rtg: np.ndarray) -> np.ndarray:
+        span = max(self.return_high - self.return_low, 1e-6)
+        return (rtg - self.return_low) / span
+
+    def condition(self, return_target: float, cost_limit: float | None) -> np.ndarray:
+        """The sampling condition [g] or [g, l * s_c] as float32 [dim]."""
+        if self.with_cost:
+            if cost_limit is None:
+                raise ValueError("this model is cost-conditioned: pass a cost_limit")
+            return np.array([return_target, cost_limit * self.cost_scale], dtype=np.float32)
+        if cost_limit is not None:
+            raise ValueError("cost_limit given, but the model was trained without costs")
+        return np.array([return_target], dtype=np.float32)
+
+    def to_dict(self) -> dict:
+        return dict(return_low=self.return_low, return_high=self.return_high, return_discount=self.return_discount,
+                    cost_scale=self.cost_scale, with_cost=self.with_cost)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ConditionScale":
+        return cls(**d)
+
+    @classmethod
+    def fit(cls, dataset: OfflineDataset, return_discount: float, cost_scale: float) -> "ConditionScale":
+        probe = cls(0.0, 1.0, return_discount, cost_scale, dataset.has_costs)
+        rtgs = np.concatenate([probe.returns_to_go(e.rewards) for e in dataset.episodes])
+        return cls(float(rtgs.min()), float(rtgs.max()), return_discount, cost_scale, dataset.has_costs)
+
+
+class WindowSampler:
+    """Uniform random windows of one dataset, precomputed once as padded normalized arrays."""
+
+    def __init__(self, dataset: OfflineDataset, states: MinMaxNormalizer, actions: MinMaxNormalizer,
+                 horizon: int, conditions: ConditionScale):
+        if states.dim != dataset.state_dim or actions.dim != dataset.action_dim:
+            raise ValueError(f"normalizer dims ({states.dim}, {actions.dim}) do not match the dataset "
+                             f"({dataset.state_dim}, {dataset.action_dim})")
+        if conditions.with_cost and not dataset.has_costs:
+            raise ValueError("cost-conditioned models need a dataset with costs")
+        self.horizon = horizon
+        obs, act, cond, starts = [], [], [], []
+        offset = 0
+        for e in dataset.episodes:
+            T = e.length
+            x = states.normalize(e.observations)  # [T+1, dx]
+            u = actions.normalize(e.actions)  # [T, du]
+            x = np.concatenate([x, np.repeat(x[-1:], horizon, axis=0)])  # [T+1+H, dx]
+            u = np.concatenate([u, np.zeros((horizon, u.shape[1]), np.float32)])  # [T+H, du]
+            g = conditions.normalized_return(conditions.returns_to_go(e.rewards))  # [T]
+            columns = [g]
+            if conditions.with_cost:
+                columns.append(np.cumsum(e.costs[::-1])[::-1] * conditions.cost_scale)
+            last_start = T - 1 if e.terminated else T - horizon
+            if last_start >= 0:
+                starts.append(offset + np.arange(last_start + 1))
+            obs.append(x)
+            act.append(np.concatenate([u, np.zeros((1, u.shape[1]), np.float32)]))  # align rows with obs
+            cond.append(np.concatenate([np.stack(columns, 1), np.zeros((1 + horizon, len(columns)))]).astype(np.float32))
+            offset += T + 1 + horizon
+        if not starts:
+            raise ValueError(f"no episode is long enough for a window of horizon {horizon}")
+        self._obs = np.concatenate(obs)
+        self._act = np.concatenate(act)
+        self._cond = np.concatenate(cond)
+        self._starts = np.concatenate(starts)
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def sample(self, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
+        """x0 [B, dx], states [B, H, dx] (x_1..x_H), actions [B, H, du], cond [B, c]."""
+        t = self._starts[rng.integers(0, len(self._starts), size=batch)]
+        rows = t[:, None] + np.arange(self.horizon)[None, :]  # [B, H]
+        return {
+            "x0": self._obs[t],
+            "states": self._obs[rows + 1],
+            "actions": self._act[rows],
+            "cond": self._cond[t],
+        }
+
+
+class TransitionSampler:
+    """Uniform random transitions (x_t, u_t) -> reward r_t, termination flag, cost c_t."""
+
+    def __init__(self, dataset: OfflineDataset, states: MinMaxNormalizer, actions: MinMaxNormalizer):
+        self.x = np.concatenate([states.normalize(e.observations[:-1]) for e in dataset.episodes])
+        self.u = np.concatenate([actions.normalize(e.actions) for e in dataset.episodes])
+        self.reward = np.concatenate([e.rewards for e in dataset.episodes]).astype(np.float32)
+        flags = []
+        for e in dataset.episodes:
+            f = np.zeros(e.length, np.float32)
+            f[-1] = float(e.terminated)
+            flags.append(f)
+        self.terminal = np.concatenate(flags)
+        self.cost = (np.concatenate([e.costs for e in dataset.episodes]).astype(np.float32)
+                     if dataset.has_costs else None)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def sample(self, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
+        i = rng.integers(0, len(self.x), size=batch)
+        out = {"x": self.x[i], "u": self.u[i], "reward": self.reward[i], "terminal": self.terminal[i]}
+        if self.cost is not None:
+            out["cost"] = self.cost[i]
+        return out

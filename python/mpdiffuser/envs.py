@@ -1,0 +1,62 @@
+"""Gymnasium MuJoCo v5 environments as mpdiffuser uses them, and D4RL-style score references."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+
+SUPPORTED = ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Ant-v5")
+
+# Safety-Gymnasium velocity limits (m/s) used by DSRL's velocity tasks (Ant: planar torso speed).
+VELOCITY_LIMITS = {"Hopper-v5": 0.7402, "Walker2d-v5": 2.3415, "HalfCheetah-v5": 3.2096, "Ant-v5": 2.6222}
+
+
+@dataclass(frozen=True)
+class ScoreReference:
+    """Returns that map a raw return to a D4RL-normalized score 100 (R - random) / (expert - random)."""
+
+    random: float
+    expert: float
+    source: str
+
+    def normalize(self, episode_return: float) -> float:
+        return 100.0 * (episode_return - self.random) / (self.expert - self.random)
+
+
+# D4RL's published reference returns (Fu et al. 2020, infos.py; the -v2 environments). Our v5
+# environments share the reward definitions; the random returns we measured on v5 are stated in
+# docs/results.md beside these.
+SCORE_REFERENCES = {
+    "Hopper-v5": ScoreReference(-20.272305, 3234.3, "D4RL hopper reference returns"),
+    "Walker2d-v5": ScoreReference(1.629008, 4592.3, "D4RL walker2d reference returns"),
+    "HalfCheetah-v5": ScoreReference(-280.178953, 12135.0, "D4RL halfcheetah reference returns"),
+    "Ant-v5": ScoreReference(-325.6, 3879.7, "D4RL ant reference returns"),
+}
+
+
+class VelocityCost(gym.Wrapper):
+    """Adds info['cost'] = 1 for each step whose forward speed (Ant: planar torso speed) exceeds the limit."""
+
+    def __init__(self, env: gym.Env, limit: float):
+        super().__init__(env)
+        self.limit = float(limit)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        vx = float(info.get("x_velocity", 0.0))
+        speed = float(np.hypot(vx, info.get("y_velocity", 0.0))) if "y_velocity" in info else vx
+        info["cost"] = float(speed > self.limit)
+        return obs, reward, terminated, truncated, info
+
+
+def make_env(env_id: str, constrained: bool = False, **kwargs) -> gym.Env:
+    """A v5 MuJoCo env; Ant without contact forces in its observation (27 dims); with
+    `constrained`, info['cost'] from the velocity limit. kwargs go to gymnasium.make."""
+    if env_id not in SUPPORTED:
+        raise ValueError(f"unsupported environment '{env_id}', expected one of {', '.join(SUPPORTED)}")
+    if env_id == "Ant-v5":
+        kwargs.setdefault("include_cfrc_ext_in_observation", False)
+    env = gym.make(env_id, **kwargs)
+    return VelocityCost(env, VELOCITY_LIMITS[env_id]) if constrained else env

@@ -1,0 +1,163 @@
+"""The MPDiffuser alternating sampler in plain PyTorch: the executable specification of DESIGN
+section 3, batched over candidates, with the Philox noise of section 3.1.
+
+For k = K..1: a dynamics update denoises the window's states given x_0 and the window's actions
+(X' = (1 - lambda) X + lambda mu_k(X, eps_phi)), then a planner update denoises the corrected
+window one step (tau^{k-1} = mu_k(tau', eps_theta) + sigma_k z). Finally the ranker scores every
+candidate and the best (feasible) one is chosen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mpdiffuser import noise
+from mpdiffuser.config import SamplerOptions
+from mpdiffuser.models.bundle import ModelBundle
+from mpdiffuser.models.schedule import CosineSchedule
+
+TERMINATION_PENALTY = 100.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The result of one plan.
+
+    actions: [a, du] the chosen candidate's first a = actions_per_plan actions, in env units.
+    index: the chosen candidate. values: [N] V_n. costs: [N] C_n or None (no cost model).
+    window: [H, D] the chosen normalized window [x_{t+1}, u_t]; windows: [N, H, D] all of them.
+    """
+
+    actions: np.ndarray
+    index: int
+    values: np.ndarray
+    costs: np.ndarray | None
+    window: np.ndarray
+    windows: np.ndarray
+
+    @property
+    def action(self) -> np.ndarray:
+        """[du] the first action u_0 in env units."""
+        return self.actions[0]
+
+
+def select_candidate(values: np.ndarray, costs: np.ndarray | None, budget: float | None) -> int:
+    """DESIGN 3 step 3: argmax V; with a budget b, the feasible (C <= b) candidate of largest V,
+    else the one of smallest C. Ties go to the lowest index."""
+    values = np.asarray(values)
+    if budget is None or costs is None:
+        return int(np.argmax(values))
+    costs = np.asarray(costs)
+    feasible = costs <= budget
+    if feasible.any():
+        return int(np.argmax(np.where(feasible, values, -np.inf)))
+    return int(np.argmin(costs))
+
+
+class ReferenceSampler:
+    """Plans with a ModelBundle; float32 PyTorch on the CPU, one eager call per layer and step."""
+
+    def __init__(self, bundle: ModelBundle):
+        self.bundle = bundle
+        self.spec = bundle.spec
+        m = self.spec.model
+        self.horizon, self.num_steps = m.horizon, m.num_steps
+        self.dx, self.du = self.spec.state_dim, self.spec.action_dim
+        s = CosineSchedule.make(m.num_steps)
+        f32 = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+        self._sqrt_ab = f32(np.sqrt(s.alpha_bar))
+        self._sqrt_1mab = f32(np.sqrt(1.0 - s.alpha_bar))
+        self._c1, self._c2, self._sigma = f32(s.posterior_c1), f32(s.posterior_c2), f32(s.posterior_sigma)
+
+    # ---- pieces --------------------------------------------------------------------------------
+    def posterior_mean(self, v: torch.Tensor, eps: torch.Tensor, k: int) -> torch.Tensor:
+        """mu_k(v, eps) = c1 clip((v - sqrt(1-abar) eps) / sqrt(abar), -1, 1) + c2 v."""
+        i = k - 1
+        clean = ((v - self._sqrt_1mab[i] * eps) / self._sqrt_ab[i]).clamp(-1.0, 1.0)
+        return self._c1[i] * clean + self._c2[i] * v
+
+    @staticmethod
+    def _guided(net, args_cond: tuple, args_uncond: tuple, w: float) -> torch.Tensor:
+        """eps(., 0) + w (eps(., c) - eps(., 0)), the 2N rows evaluated as one batch."""
+        if w == 1.0:
+            return net(*args_cond)
+        n = args_cond[0].shape[0]
+        both = net(*(torch.cat([a, b]) for a, b in zip(args_cond, args_uncond)))
+        eps_c, eps_u = both[:n], both[n:]
+        return eps_u + w * (eps_c - eps_u)
+
+    def check_state(self, state: np.ndarray) -> np.ndarray:
+        state = np.asarray(state, dtype=np.float32)
+        if state.shape != (self.dx,):
+            raise ValueError(f"state must have shape ({self.dx},), got {state.shape}")
+        if not np.isfinite(state).all():
+            raise ValueError(f"state holds NaN or infinity at indices {np.flatnonzero(~np.isfinite(state)).tolist()}")
+        return state
+
+    def condition(self, options: SamplerOptions) -> np.ndarray:
+        return self.spec.conditions.condition(options.return_target, options.cost_limit)
+
+    @torch.no_grad()
+    def sample_windows(self, x0: np.ndarray, seed: int, options: SamplerOptions,
+                       candidates: np.ndarray | None = None) -> torch.Tensor:
+        """x0: [dx] normalized state; candidates: [N] indices (default 0..N-1) -> tau^0 [N, H, D]."""
+        H, dx, K = self.horizon, self.dx, self.num_steps
+        cand = np.arange(options.num_candidates) if candidates is None else np.asarray(candidates)
+        N, D = len(cand), self.dx + self.du
+        x0_rows = torch.from_numpy(np.asarray(x0, dtype=np.float32)).expand(N, dx)
+        cond = torch.from_numpy(self.condition(options)).expand(N, -1)
+        zero = torch.zeros_like(cond)
+        w, lam = float(options.guidance), float(options.dynamics_weight)
+        z = lambda step: torch.from_numpy(noise.normal_blocks(seed, cand, step, H * D)).view(N, H, D)  # noqa: E731
+        tau = z(K + 1)
+        for k in range(K, 0, -1):
+            kk = torch.full((N,), k, dtype=torch.long)
+            states, actions = tau[..., :dx], tau[..., dx:]
+            if options.dynamics_at(k):
+                eps_d = self._guided(self.bundle.dynamics, (states, actions, x0_rows, cond, kk),
+                                     (states, actions, x0_rows, zero, kk), w)
+                states = (1.0 - lam) * states + lam * self.posterior_mean(states, eps_d, k)
+                tau = torch.cat([states, actions], dim=-1)
+            eps_p = self._guided(self.bundle.planner, (tau, x0_rows, cond, kk), (tau, x0_rows, zero, kk), w)
+            tau = self.posterior_mean(tau, eps_p, k)
+            if k > 1:
+                tau = tau + self._sigma[k - 1] * z(k)
+        return tau
+
+    @torch.no_grad()
+    def rank(self, x0: np.ndarray, tau: torch.Tensor, discount: float) -> tuple[np.ndarray, np.ndarray | None]:
+        """V [N] and C [N] (None without a cost model) of finished windows tau [N, H, D]."""
+        N, H, dx = tau.shape[0], self.horizon, self.dx
+        x0_row = torch.from_numpy(np.asarray(x0, dtype=np.float32)).view(1, 1, dx).expand(N, 1, dx)
+        x = torch.cat([x0_row, tau[:, :-1, :dx]], dim=1)  # [N, H, dx]: x_0..x_{H-1}
+        u = tau[..., dx:]  # [N, H, du]: u_0..u_{H-1}
+        weights = torch.tensor(discount, dtype=torch.float64) ** torch.arange(H, dtype=torch.float64)
+        weights = weights.to(torch.float32)
+        out = self.bundle.reward(x, u)  # [N, H, 1 or 2]
+        values = (out[..., 0] * weights).sum(dim=1)
+        if out.shape[-1] == 2:
+            fell = out[..., 1] > 0  # [N, H]
+            first = torch.where(fell.any(dim=1), fell.to(torch.int64).argmax(dim=1), torch.full((N,), -1))
+            penalty = torch.where(first >= 0, TERMINATION_PENALTY * weights[first.clamp(min=0)], torch.zeros(N))
+            values = values - penalty
+        costs = None
+        if self.bundle.cost is not None:
+            costs = (self.bundle.cost(x, u)[..., 0] * weights).sum(dim=1).numpy()
+        return values.numpy(), costs
+
+    # ---- the plan ------------------------------------------------------------------------------
+    def plan(self, state: np.ndarray, seed: int, options: SamplerOptions | None = None) -> Plan:
+        """One MPDiffuser plan from the raw (env-unit) state [dx]."""
+        options = options or SamplerOptions()
+        if options.actions_per_plan > self.horizon:
+            raise ValueError(f"actions_per_plan ({options.actions_per_plan}) exceeds the horizon ({self.horizon})")
+        x0 = self.spec.states.normalize(self.check_state(state))
+        tau = self.sample_windows(x0, seed, options)
+        values, costs = self.rank(x0, tau, options.discount)
+        index = select_candidate(values, costs, options.cost_budget)
+        windows = tau.numpy()
+        actions = self.spec.actions.unnormalize(windows[index, : options.actions_per_plan, self.dx:])
+        return Plan(actions, index, values, costs, windows[index], windows)

@@ -1,0 +1,62 @@
+"""The loss of each model (DESIGN section 3): epsilon-prediction for the diffusion models with
+condition dropout for classifier-free guidance, regression for the per-step ranker models."""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from mpdiffuser.models.schedule import CosineSchedule
+
+
+class DiffusionLoss:
+    """Shared noising for planner and dynamics: level k ~ U{1..K}, v_k = sqrt(abar) v + sqrt(1-abar) eps."""
+
+    def __init__(self, num_steps: int, condition_dropout: float):
+        s = CosineSchedule.make(num_steps)
+        self.num_steps = num_steps
+        self.sqrt_ab = torch.tensor(s.alpha_bar, dtype=torch.float32).sqrt()
+        self.sqrt_1mab = torch.tensor(1.0 - s.alpha_bar, dtype=torch.float32).sqrt()
+        self.dropout = condition_dropout
+
+    def levels(self, batch: int, gen: torch.Generator) -> torch.Tensor:
+        return torch.randint(1, self.num_steps + 1, (batch,), generator=gen)
+
+    def noised(self, v: torch.Tensor, k: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        eps = torch.randn(v.shape, generator=gen)
+        shape = (-1,) + (1,) * (v.dim() - 1)
+        return self.sqrt_ab[k - 1].view(shape) * v + self.sqrt_1mab[k - 1].view(shape) * eps, eps
+
+    def dropped(self, cond: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        keep = (torch.rand(cond.shape[0], 1, generator=gen) >= self.dropout).to(cond.dtype)
+        return cond * keep
+
+
+class PlannerLoss(DiffusionLoss):
+    def __call__(self, model, batch: dict, gen: torch.Generator) -> torch.Tensor:
+        tau = torch.cat([batch["states"], batch["actions"]], dim=-1)  # [B, H, D]
+        k = self.levels(tau.shape[0], gen)
+        tau_k, eps = self.noised(tau, k, gen)
+        return F.mse_loss(model(tau_k, batch["x0"], self.dropped(batch["cond"], gen), k), eps)
+
+
+class DynamicsLoss(DiffusionLoss):
+    """States and actions noised to the same level k; the model predicts the states' noise."""
+
+    def __call__(self, model, batch: dict, gen: torch.Generator) -> torch.Tensor:
+        k = self.levels(batch["states"].shape[0], gen)
+        states_k, eps = self.noised(batch["states"], k, gen)
+        actions_k, _ = self.noised(batch["actions"], k, gen)
+        return F.mse_loss(model(states_k, actions_k, batch["x0"], self.dropped(batch["cond"], gen), k), eps)
+
+
+def reward_loss(model, batch: dict, gen: torch.Generator) -> torch.Tensor:
+    out = model(batch["x"], batch["u"])
+    loss = F.mse_loss(out[:, 0], batch["reward"])
+    if out.shape[1] == 2:
+        loss = loss + F.binary_cross_entropy_with_logits(out[:, 1], batch["terminal"])
+    return loss
+
+
+def cost_loss(model, batch: dict, gen: torch.Generator) -> torch.Tensor:
+    return F.mse_loss(model(batch["x"], batch["u"])[:, 0], batch["cost"])

@@ -1,0 +1,99 @@
+"""The MPC policy and the evaluator; the end-to-end test on a real MuJoCo Hopper."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mpdiffuser.config import ModelConfig, SamplerOptions, TrainConfig
+from mpdiffuser.control.evaluate import evaluate
+from mpdiffuser.control.mpc import MPCPolicy
+from mpdiffuser.data.generate import GenerateConfig, generate
+from mpdiffuser.data.dataset import load_dataset
+from mpdiffuser.envs import SCORE_REFERENCES, make_env
+from mpdiffuser.models.bundle import BundleSpec, ModelBundle
+from mpdiffuser.sampling.reference import ReferenceSampler
+from mpdiffuser.training.train import train_model
+
+
+class RecordingSampler:
+    """A stand-in sampler that records what the policy asks for."""
+
+    def __init__(self, sampler):
+        self.inner, self.spec, self.calls = sampler, sampler.spec, []
+
+    def plan(self, state, seed, options):
+        self.calls.append((seed, options))
+        return self.inner.plan(state, seed, options)
+
+
+@pytest.fixture(scope="module")
+def sampler(toy_bundle):
+    return ReferenceSampler(ModelBundle.load(toy_bundle[0]))
+
+
+def test_seeds_replanning_and_budget(sampler, toy_bundle):
+    rec = RecordingSampler(sampler)
+    policy = MPCPolicy(rec, SamplerOptions(num_candidates=4, actions_per_plan=2), episode_budget=10.0,
+                       episode_length=100)
+    policy.reset(7)
+    obs = toy_bundle[1].episodes[0].observations[0]
+    first = policy.act(obs)
+    second = policy.act(obs)
+    np.testing.assert_array_equal(np.stack([first, second]), policy.last_plan.actions)
+    policy.observe_cost(4.0)
+    policy.act(obs)
+    assert [c[0] for c in rec.calls] == [7, 9]  # seed + step, a plan every 2 actions
+    assert rec.calls[0][1].cost_limit == 10.0 and rec.calls[1][1].cost_limit == 6.0
+    assert rec.calls[1][1].cost_budget == pytest.approx(6.0 * 6 / 98)  # remaining * H / steps left
+    assert len(policy.latencies_ms) == 2
+
+
+def test_policy_rejects_bad_observations(sampler):
+    policy = MPCPolicy(sampler, SamplerOptions(num_candidates=2, cost_limit=1.0))
+    with pytest.raises(ValueError, match="shape"):
+        policy.act(np.zeros(sampler.dx + 1))
+    with pytest.raises(ValueError, match="NaN"):
+        policy.act(np.full(sampler.dx, np.nan))
+    with pytest.raises(ValueError, match="seed"):
+        policy.reset(-1)
+
+
+def test_constrained_env_reports_velocity_cost():
+    env = make_env("Hopper-v5", constrained=True)
+    env.reset(seed=0)
+    costs = [env.step(env.action_space.sample())[4]["cost"] for _ in range(30)]
+    assert set(costs) <= {0.0, 1.0}
+    assert SCORE_REFERENCES["Hopper-v5"].normalize(-20.272305) == pytest.approx(0.0)
+    assert SCORE_REFERENCES["Hopper-v5"].normalize(3234.3) == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="unsupported environment"):
+        make_env("Humanoid-v5")
+
+
+@pytest.mark.slow
+def test_end_to_end_tiny_models_control_hopper(tmp_path):
+    """Generate random Hopper data, train tiny models for seconds, control a short episode."""
+    path = generate(GenerateConfig("Hopper-v5", "random", transitions=3000, seed=0), tmp_path, progress=False)
+    data = load_dataset(path)
+    assert data.env_id == "Hopper-v5" and data.state_dim == 11 and data.num_transitions == 3000
+    model = ModelConfig(horizon=8, num_steps=5, width=64, layers=2, ranker_width=32)
+    BundleSpec.fit(data, [data], model).save(tmp_path / "m")
+    for name in ("planner", "dynamics", "reward"):
+        info = train_model(tmp_path / "m", name, [data], TrainConfig(steps=150, batch_size=64), progress=False)
+        assert np.isfinite(info["final_loss"])
+    bundle = ModelBundle.load(tmp_path / "m", env_id="Hopper-v5")
+    policy = MPCPolicy(ReferenceSampler(bundle), SamplerOptions(num_candidates=8))
+    summary = evaluate(policy, "Hopper-v5", episodes=2, seed=3, max_steps=40, progress=False)
+    assert len(summary.episodes) == 2
+    for ep in summary.episodes:
+        assert 1 <= ep.length <= 40 and np.isfinite(ep.episode_return)
+        assert ep.normalized_score == pytest.approx(SCORE_REFERENCES["Hopper-v5"].normalize(ep.episode_return))
+    assert len(summary.latencies_ms) == sum(ep.length for ep in summary.episodes)
+    lat = summary.latency_percentiles()
+    assert 0 < lat["p50_ms"] <= lat["p99_ms"]
+    # The same seeds replay the same episodes exactly.
+    again = evaluate(MPCPolicy(ReferenceSampler(bundle), SamplerOptions(num_candidates=8)), "Hopper-v5", episodes=2,
+                     seed=3, max_steps=40, progress=False)
+    assert [e.episode_return for e in again.episodes] == [e.episode_return for e in summary.episodes]
+    with pytest.raises(ValueError, match="Hopper-v5, not Walker2d-v5"):
+        ModelBundle.load(tmp_path / "m", env_id="Walker2d-v5")

@@ -1,0 +1,76 @@
+"""Windows and transitions: content, padding after termination, conditions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mpdiffuser.data.dataset import Episode, OfflineDataset
+from mpdiffuser.data.normalizer import MinMaxNormalizer
+from mpdiffuser.data.windows import ConditionScale, TransitionSampler, WindowSampler
+
+
+def _dataset(terminated: bool, T: int = 10, costs: bool = False) -> OfflineDataset:
+    obs = np.arange((T + 1) * 2, dtype=np.float32).reshape(T + 1, 2)
+    act = np.arange(T, dtype=np.float32).reshape(T, 1)
+    return OfflineDataset([Episode(obs, act, np.ones(T), terminated, np.ones(T) if costs else None)], {})
+
+
+def _identity(dim, low=-1000.0, high=1000.0):
+    return MinMaxNormalizer(np.full(dim, low, np.float32), np.full(dim, high, np.float32))
+
+
+def test_window_content_and_padding():
+    data = _dataset(terminated=True)
+    cond = ConditionScale(0.0, 10.0, 1.0, 0.1, False)
+    sx, su = _identity(2), _identity(1)
+    s = WindowSampler(data, sx, su, 4, cond)
+    assert len(s) == 10  # terminated: every start 0..T-1, padded past the end
+    batch = s.sample(np.random.default_rng(0), 400)
+    obs, act = data.episodes[0].observations, data.episodes[0].actions
+    for x0, states, actions, c in zip(batch["x0"], batch["states"], batch["actions"], batch["cond"]):
+        t = int(round(float(sx.unnormalize(x0)[0]))) // 2
+        want_states = obs[np.minimum(np.arange(t + 1, t + 5), 10)]
+        np.testing.assert_allclose(sx.unnormalize(states), want_states, atol=1e-3)
+        want_actions = [act[i, 0] if i < 10 else None for i in range(t, t + 4)]
+        for got, want in zip(su.unnormalize(actions)[:, 0], want_actions):
+            if want is None:
+                assert got == pytest.approx(0.0, abs=1e-3)  # padded actions are zero (normalized mid-range)
+            else:
+                assert got == pytest.approx(want, abs=1e-3)
+        assert c[0] == pytest.approx((10 - t) / 10.0)  # undiscounted return-to-go / range
+
+
+def test_time_limited_episodes_are_not_padded():
+    s = WindowSampler(_dataset(terminated=False), _identity(2), _identity(1), 4, ConditionScale(0, 10, 1.0, 0.1, False))
+    assert len(s) == 10 - 4 + 1
+
+
+def test_cost_condition_is_scaled_cost_to_go():
+    s = WindowSampler(_dataset(True, costs=True), _identity(2), _identity(1), 3, ConditionScale(0, 10, 1.0, 0.1, True))
+    b = s.sample(np.random.default_rng(1), 50)
+    g, l = b["cond"][:, 0], b["cond"][:, 1]
+    np.testing.assert_allclose(l, g * 10 * 0.1, atol=1e-6)  # here cost-to-go equals return-to-go
+
+
+def test_discounted_return_to_go():
+    c = ConditionScale(0, 1, 0.5, 0.1, False)
+    np.testing.assert_allclose(c.returns_to_go(np.array([1.0, 1.0, 1.0])), [1.75, 1.5, 1.0])
+
+
+def test_condition_vector_checks_cost_usage():
+    with pytest.raises(ValueError, match="cost_limit"):
+        ConditionScale(0, 1, 1.0, 0.1, True).condition(0.9, None)
+    with pytest.raises(ValueError, match="without costs"):
+        ConditionScale(0, 1, 1.0, 0.1, False).condition(0.9, 3.0)
+    np.testing.assert_allclose(ConditionScale(0, 1, 1.0, 0.1, True).condition(0.9, 20.0), [0.9, 2.0])
+
+
+def test_too_short_for_any_window():
+    with pytest.raises(ValueError, match="long enough"):
+        WindowSampler(_dataset(False, T=3), _identity(2), _identity(1), 8, ConditionScale(0, 1, 1.0, 0.1, False))
+
+
+def test_transitions_mark_terminal_step():
+    t = TransitionSampler(_dataset(True), _identity(2), _identity(1))
+    assert len(t) == 10 and t.terminal.sum() == 1 and t.terminal[-1] == 1

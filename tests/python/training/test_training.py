@@ -1,0 +1,120 @@
+"""The shared training loop: determinism, resume after interruption, learning, fine-tuning."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from mpdiffuser.config import TrainConfig
+from mpdiffuser.models.bundle import BundleSpec, ModelBundle
+from mpdiffuser.training.loop import train_loop
+from mpdiffuser.training.train import train_model
+from tests.python.conftest import TINY_MODEL, make_toy_dataset
+
+
+def _linear_problem():
+    w_true = torch.tensor([[2.0, -1.0, 0.5]])
+
+    def sample(rng, batch):
+        x = rng.normal(size=(batch, 3)).astype(np.float32)
+        return {"x": x, "y": (x @ w_true.numpy().T).astype(np.float32)}
+
+    def loss(model, batch, gen):
+        return torch.nn.functional.mse_loss(model(batch["x"]), batch["y"])
+
+    return sample, loss
+
+
+def _fresh(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Linear(3, 1)
+
+
+def test_learns_and_is_deterministic():
+    sample, loss = _linear_problem()
+    cfg = TrainConfig(steps=300, batch_size=64, learning_rate=3e-2, weight_decay=0.0, ema_decay=0.9)
+    ema_a, hist_a = train_loop(_fresh(), loss, sample, cfg, progress=False)
+    ema_b, hist_b = train_loop(_fresh(), loss, sample, cfg, progress=False)
+    assert hist_a == hist_b
+    assert torch.equal(ema_a.weight, ema_b.weight)
+    assert np.mean(hist_a[-20:]) < 0.01 * np.mean(hist_a[:20])
+    np.testing.assert_allclose(ema_a.weight.detach().numpy(), [[2.0, -1.0, 0.5]], atol=0.05)
+
+
+def test_resume_after_interruption_equals_uninterrupted(tmp_path):
+    sample, loss = _linear_problem()
+    cfg = TrainConfig(steps=60, batch_size=16, learning_rate=1e-2, checkpoint_every=20)
+    full_ema, full_hist = train_loop(_fresh(), loss, sample, cfg, progress=False)
+
+    calls = {"n": 0}
+
+    def crashing_sample(rng, batch):
+        calls["n"] += 1
+        if calls["n"] == 35:
+            raise KeyboardInterrupt  # the process dies between checkpoints 20 and 40
+        return sample(rng, batch)
+
+    ckpt = tmp_path / "m.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train_loop(_fresh(), loss, crashing_sample, cfg, checkpoint=ckpt, progress=False)
+    assert torch.load(ckpt, weights_only=False)["step"] == 20  # lost at most one interval
+    resumed_ema, resumed_hist = train_loop(_fresh(seed=123), loss, sample, cfg, checkpoint=ckpt, progress=False)
+    assert resumed_hist == full_hist
+    assert torch.equal(resumed_ema.weight, full_ema.weight)
+
+
+def test_checkpoint_of_other_config_is_refused(tmp_path):
+    sample, loss = _linear_problem()
+    ckpt = tmp_path / "m.ckpt"
+    train_loop(_fresh(), loss, sample, TrainConfig(steps=5, checkpoint_every=5), checkpoint=ckpt, progress=False)
+    with pytest.raises(ValueError, match="another training config"):
+        train_loop(_fresh(), loss, sample, TrainConfig(steps=6, checkpoint_every=5), checkpoint=ckpt, progress=False)
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_fine_tuning_dynamics_leaves_other_models_byte_identical(tmp_path):
+    data = make_toy_dataset(seed=1)
+    BundleSpec.fit(data, [data], TINY_MODEL).save(tmp_path)
+    cfg = TrainConfig(steps=10, batch_size=16, checkpoint_every=5)
+    for name in ("planner", "dynamics", "reward"):
+        train_model(tmp_path, name, [data], cfg, progress=False)
+    before = {n: _digest(tmp_path / f"{n}.pt") for n in ("planner", "reward", "dynamics")}
+    new_data = make_toy_dataset(seed=2)
+    info = train_model(tmp_path, "dynamics", [new_data], cfg, fine_tune=True, progress=False)
+    assert info["fine_tuned"]
+    assert _digest(tmp_path / "planner.pt") == before["planner"]
+    assert _digest(tmp_path / "reward.pt") == before["reward"]
+    assert _digest(tmp_path / "dynamics.pt") != before["dynamics"]
+    ModelBundle.load(tmp_path)  # still loads as one bundle
+
+
+def test_models_of_another_environment_are_rejected(tmp_path):
+    data = make_toy_dataset(seed=1)
+    BundleSpec.fit(data, [data], TINY_MODEL).save(tmp_path)
+    for name in ("planner", "dynamics", "reward"):
+        train_model(tmp_path, name, [data], TrainConfig(steps=2, batch_size=8), progress=False)
+    with pytest.raises(ValueError, match="trained for Toy-v0, not Hopper-v5"):
+        ModelBundle.load(tmp_path, env_id="Hopper-v5")
+    other = make_toy_dataset(seed=1, env_id="Other-v0")
+    with pytest.raises(ValueError, match="Other-v0"):
+        train_model(tmp_path, "dynamics", [other], TrainConfig(steps=2), progress=False)
+    # A weight file copied in from a bundle of another environment.
+    other_dir = tmp_path / "other"
+    BundleSpec.fit(other, [other], TINY_MODEL).save(other_dir)
+    train_model(other_dir, "planner", [other], TrainConfig(steps=2, batch_size=8), progress=False)
+    (tmp_path / "planner.pt").write_bytes((other_dir / "planner.pt").read_bytes())
+    with pytest.raises(ValueError, match="trained for Other-v0"):
+        ModelBundle.load(tmp_path)
+
+
+def test_untrained_model_is_reported(tmp_path):
+    data = make_toy_dataset()
+    BundleSpec.fit(data, [data], TINY_MODEL).save(tmp_path)
+    with pytest.raises(FileNotFoundError, match="'planner' has not been trained"):
+        ModelBundle.load(tmp_path)
