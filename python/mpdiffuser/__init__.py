@@ -2,11 +2,28 @@
 
 A diffusion planner, a diffusion dynamics model and a ranker trained from offline data, and an
 alternating sampler that interleaves their denoising updates, run as model-predictive control.
+
+    import mpdiffuser as mpd
+    bundle = mpd.ModelBundle.load("runs/demo/models", env_id="Hopper-v5")
+    policy = mpd.MPCPolicy(mpd.ReferenceSampler(bundle), mpd.SamplerOptions(num_candidates=8))
+    policy.reset(seed=0); action = policy.act(observation)
 """
+
+from importlib import import_module
 
 from mpdiffuser._core import build_info as _build_info
 
 __version__ = _build_info()["version"]
+
+# Public names, imported on first use so that `import mpdiffuser` does not load torch.
+_EXPORTS = {
+    "ModelConfig": "mpdiffuser.config", "SamplerOptions": "mpdiffuser.config", "TrainConfig": "mpdiffuser.config",
+    "OfflineDataset": "mpdiffuser.data.dataset", "load_dataset": "mpdiffuser.data.dataset",
+    "BundleSpec": "mpdiffuser.models.bundle", "ModelBundle": "mpdiffuser.models.bundle",
+    "ReferenceSampler": "mpdiffuser.sampling.reference", "Plan": "mpdiffuser.sampling.reference",
+    "train_model": "mpdiffuser.training.train",
+    "MPCPolicy": "mpdiffuser.control.mpc", "evaluate": "mpdiffuser.control.evaluate",
+}
 
 
 def build_info() -> dict:
@@ -14,4 +31,10 @@ def build_info() -> dict:
     return dict(_build_info())
 
 
-__all__ = ["__version__", "build_info"]
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mpdiffuser' has no attribute '{name}'")
+
+
+__all__ = ["__version__", "build_info", *_EXPORTS]

@@ -18,13 +18,15 @@ Batch = dict[str, np.ndarray]
 
 def train_loop(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict, torch.Generator], torch.Tensor],
                sample: Callable[[np.random.Generator, int], Batch], config: TrainConfig,
-               checkpoint: str | Path | None = None, desc: str = "train", progress: bool = True) -> tuple[torch.nn.Module, list[float]]:
+               checkpoint: str | Path | None = None, desc: str = "train", progress: bool = True,
+               identity: dict | None = None) -> tuple[torch.nn.Module, list[float]]:
     """Train `model` in place for config.steps steps; returns (EMA copy, loss history).
 
     `checkpoint`: resumable state (model, EMA, optimizer, step, RNG states) written every
     config.checkpoint_every steps and at the end; an existing one is resumed from, so an
     interrupted run loses at most one checkpoint interval. Resuming yields the same weights as
-    an uninterrupted run with the same seed.
+    an uninterrupted run with the same seed. `identity` (for example the datasets' names and
+    sizes) must match too, so a checkpoint of other data is never resumed.
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -35,8 +37,9 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict,
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if state["config"] != config.__dict__:
-            raise ValueError(f"checkpoint {checkpoint} was made with another training config; delete it to start over")
+        if state["config"] != config.__dict__ or state.get("identity") != identity:
+            raise ValueError(f"checkpoint {checkpoint} was made with another training config or other data; "
+                             "delete it to start over")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -51,7 +54,7 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict,
         tmp = checkpoint.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                     "numpy_rng": rng.bit_generator.state, "noise_rng": noise_gen.get_state(), "step": step,
-                    "history": history, "config": config.__dict__}, tmp)
+                    "history": history, "config": config.__dict__, "identity": identity}, tmp)
         tmp.replace(checkpoint)
 
     model.train()

@@ -52,7 +52,8 @@ def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset
     suffix = "finetune" if fine_tune else "train"
     started = time.perf_counter()
     ema, history = train_loop(model, loss, sampler.sample, config, bundle_dir / "checkpoints" / f"{name}.{suffix}.ckpt",
-                              desc=f"{name:8s}", progress=progress)
+                              desc=f"{name:8s}", progress=progress,
+                              identity={"data": [(d.metadata.get("name"), d.num_transitions) for d in datasets]})
     seconds = time.perf_counter() - started
     final = float(sum(history[-100:]) / max(len(history[-100:]), 1)) if history else float("nan")
     info = {"steps": config.steps, "final_loss": final, "seconds": seconds, "fine_tuned": fine_tune,

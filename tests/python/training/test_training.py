@@ -70,7 +70,7 @@ def test_checkpoint_of_other_config_is_refused(tmp_path):
     sample, loss = _linear_problem()
     ckpt = tmp_path / "m.ckpt"
     train_loop(_fresh(), loss, sample, TrainConfig(steps=5, checkpoint_every=5), checkpoint=ckpt, progress=False)
-    with pytest.raises(ValueError, match="another training config"):
+    with pytest.raises(ValueError, match="another training config or other data"):
         train_loop(_fresh(), loss, sample, TrainConfig(steps=6, checkpoint_every=5), checkpoint=ckpt, progress=False)
 
 

@@ -1,0 +1,38 @@
+"""The CLI pipeline as a user runs it: generate-data, train, eval, on a tiny Hopper setting."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mpdiffuser import cli
+
+
+@pytest.mark.parametrize("command", ["generate-data", "train", "eval", "demo", "info"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"usage: mpdiffuser {command}" in capsys.readouterr().out
+
+
+def test_generate_train_eval(tmp_path, capsys):
+    data_dir, bundle = tmp_path / "data", tmp_path / "bundle"
+    assert cli.main(["generate-data", "--env", "Hopper-v5", "--kind", "random", "--transitions", "800",
+                     "--out", str(data_dir)]) == 0
+    path = data_dir / "hopper-random-s0.hdf5"
+    assert path.exists() and "800 transitions" in capsys.readouterr().out
+    assert cli.main(["train", "--bundle", str(bundle), "--data", str(path), "--steps", "20", "--batch-size", "32",
+                     "--horizon", "4", "--diffusion-steps", "3", "--width", "32", "--layers", "2"]) == 0
+    out = capsys.readouterr().out
+    for name in ("planner", "dynamics", "reward"):
+        assert f"{name}: 20 steps" in out and (bundle / f"{name}.pt").exists()
+    report_path = tmp_path / "eval.json"
+    assert cli.main(["eval", "--bundle", str(bundle), "--env", "Hopper-v5", "--episodes", "1", "--max-steps", "5",
+                     "--candidates", "4", "--lambda", "0.5", "--json", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["env_id"] == "Hopper-v5" and 1 <= report["episodes"][0]["length"] <= 5
+    assert report["latency"]["plans"] == report["episodes"][0]["length"]
+    with pytest.raises(ValueError, match="Hopper-v5, not Walker2d-v5"):
+        cli.main(["eval", "--bundle", str(bundle), "--env", "Walker2d-v5", "--episodes", "1"])
