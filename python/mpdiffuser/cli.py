@@ -61,7 +61,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     """Train the models of a bundle: the planner on --data, dynamics and ranker on --data plus --extra-data."""
     from mpdiffuser.config import ModelConfig, TrainConfig
-    from mpdiffuser.data.dataset import load_dataset
+    from mpdiffuser.data.dataset import load_dataset, merge_datasets
     from mpdiffuser.models.bundle import BundleSpec
     from mpdiffuser.training.train import train_model
 
@@ -69,11 +69,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     extra = [load_dataset(p) for p in args.extra_data]
     bundle = Path(args.bundle)
     if not (bundle / "bundle.json").exists():
-        merged = task[0]
-        for d in task[1:]:
-            merged = merged.merged(d)
         model = ModelConfig(horizon=args.horizon, num_steps=args.diffusion_steps, width=args.width, layers=args.layers)
-        BundleSpec.fit(merged, task + extra, model).save(bundle)
+        BundleSpec.fit(merge_datasets(task), task + extra, model).save(bundle)
         print(f"created bundle {bundle}")
     names = ["planner", "dynamics", "reward"] + (["cost"] if BundleSpec.load(bundle).with_cost else [])
     if args.model != "all":
@@ -175,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the end-to-end Hopper demo", description=_cmd_demo.__doc__)
     demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--episodes", type=int, default=2)
+    demo.add_argument("--episodes", type=int, default=5)
     demo.add_argument("--train-steps", type=int, default=3000)
     demo.add_argument("--policy-steps", type=int, default=8000)
     demo.add_argument("--max-steps", type=int, default=1000)

@@ -27,7 +27,7 @@ class DemoConfig:
     random_transitions: int = 10_000
     train_steps: int = 3000
     ranker_steps: int = 2000
-    episodes: int = 2
+    episodes: int = 5
     max_steps: int = 1000
     seed: int = 0
 

@@ -9,6 +9,8 @@ from tqdm.auto import tqdm
 
 from mpdiffuser.envs import SCORE_REFERENCES, make_env
 
+PLAN_SEED_STRIDE = 100_003  # more than any episode's steps: episodes never share plan seeds
+
 
 @dataclass(frozen=True)
 class EpisodeResult:
@@ -58,7 +60,9 @@ def evaluate(policy, env_id: str, episodes: int = 1, seed: int = 0, max_steps: i
              constrained: bool = False, progress: bool = True, desc: str = "eval") -> EvalSummary:
     """Run `episodes` episodes of `policy` (an MPCPolicy or anything with reset/act) in `env_id`.
 
-    Episode i resets the env and the policy with seed + i. Costs come from info['cost']
+    Episode i resets the env with seed + i and the policy with (seed + i) * PLAN_SEED_STRIDE: the
+    policy plans with seed + step, so without the stride consecutive episodes would reuse each
+    other's noise shifted by one step and would not be independent samples. Costs come from info['cost']
     (constrained envs) and are fed back to the policy's budget when it has `observe_cost`.
     """
     env = make_env(env_id, constrained=constrained)
@@ -67,7 +71,7 @@ def evaluate(policy, env_id: str, episodes: int = 1, seed: int = 0, max_steps: i
     results, latencies = [], []
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
-        policy.reset(seed + i)
+        policy.reset((seed + i) * PLAN_SEED_STRIDE)
         start_latencies = len(getattr(policy, "latencies_ms", []))
         total, cost, steps = 0.0, 0.0, 0
         bar = tqdm(total=limit, desc=f"{desc} ep {i + 1}/{episodes}", disable=not progress, dynamic_ncols=True,

@@ -210,6 +210,16 @@ def _last_flag(length: int, value: bool) -> np.ndarray:
     return flags
 
 
+def merge_datasets(datasets: list[OfflineDataset]) -> OfflineDataset:
+    """All episodes of `datasets` (same dimensions) as one dataset with the first one's metadata."""
+    if not datasets:
+        raise ValueError("no datasets to merge")
+    merged = datasets[0]
+    for d in datasets[1:]:
+        merged = merged.merged(d)
+    return merged
+
+
 def load_hdf5(path: str | Path) -> OfflineDataset:
     import h5py
 

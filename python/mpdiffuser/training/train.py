@@ -7,18 +7,11 @@ import time
 from pathlib import Path
 
 from mpdiffuser.config import TrainConfig
-from mpdiffuser.data.dataset import OfflineDataset
+from mpdiffuser.data.dataset import OfflineDataset, merge_datasets
 from mpdiffuser.data.windows import TransitionSampler, WindowSampler
 from mpdiffuser.models.bundle import BundleSpec, load_weights, save_weights
 from mpdiffuser.training.loop import train_loop
 from mpdiffuser.training.losses import DynamicsLoss, PlannerLoss, cost_loss, reward_loss
-
-
-def _merge(datasets: list[OfflineDataset]) -> OfflineDataset:
-    merged = datasets[0]
-    for d in datasets[1:]:
-        merged = merged.merged(d)
-    return merged
 
 
 def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset], config: TrainConfig,
@@ -30,7 +23,7 @@ def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset
     """
     bundle_dir = Path(bundle_dir)
     spec = BundleSpec.load(bundle_dir)
-    data = _merge(datasets)
+    data = merge_datasets(datasets)
     for d in datasets:
         if spec.env_id and d.env_id and d.env_id != spec.env_id:
             raise ValueError(f"dataset for {d.env_id} cannot train a model of a {spec.env_id} bundle")

@@ -97,3 +97,26 @@ def test_end_to_end_tiny_models_control_hopper(tmp_path):
     assert [e.episode_return for e in again.episodes] == [e.episode_return for e in summary.episodes]
     with pytest.raises(ValueError, match="Hopper-v5, not Walker2d-v5"):
         ModelBundle.load(tmp_path / "m", env_id="Walker2d-v5")
+
+
+def test_episodes_use_disjoint_plan_seeds(sampler, toy_bundle):
+    """Each episode's plans use their own seeds: no noise is shared between episodes."""
+
+    class Fixed:
+        def __init__(self, policy):
+            self.policy, self.seeds = policy, []
+
+        def reset(self, seed):
+            self.seeds.append(seed)
+            self.policy.reset(seed)
+
+        def act(self, obs):
+            return np.zeros(3)  # Hopper's action; the sampler is not called
+
+    fixed = Fixed(None)
+    fixed.policy = type("P", (), {"reset": lambda self, s: None})()
+    evaluate(fixed, "Hopper-v5", episodes=3, seed=4, max_steps=5, progress=False)
+    from mpdiffuser.control.evaluate import PLAN_SEED_STRIDE
+
+    assert fixed.seeds == [4 * PLAN_SEED_STRIDE, 5 * PLAN_SEED_STRIDE, 6 * PLAN_SEED_STRIDE]
+    assert PLAN_SEED_STRIDE > 1000  # longer than any episode
