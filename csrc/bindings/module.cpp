@@ -4,8 +4,12 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cmath>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "math/philox.h"
 #include "math/schedule.h"
@@ -137,6 +141,211 @@ py::dict build_info() {
   return info;
 }
 
+
+// ---- The sampler: Model and Workspace over the C API -----------------------------------------
+
+class Model {
+ public:
+  explicit Model(const std::string& path) {
+    char message[1024] = {0};
+    mpd_model* model = nullptr;
+    mpd_status status;
+    {
+      py::gil_scoped_release release;
+      status = mpd_model_load(path.c_str(), &model, message, sizeof message);
+    }
+    if (status == MPD_ERR_IO) {
+      PyErr_SetString(PyExc_FileNotFoundError, message);
+      throw py::error_already_set();
+    }
+    if (status != MPD_OK) throw py::value_error(message[0] ? message : mpd_status_string(status));
+    model_.reset(model);
+    mpd_model_get_info(model, &info_);
+  }
+  const mpd_model* get() const { return model_.get(); }
+  const mpd_model_info& info() const { return info_; }
+
+  py::dict info_dict() const {
+    py::dict d;
+    d["env_id"] = std::string(info_.env_id);
+    d["state_dim"] = info_.state_dim;
+    d["action_dim"] = info_.action_dim;
+    d["cond_dim"] = info_.cond_dim;
+    d["horizon"] = info_.horizon;
+    d["num_steps"] = info_.num_steps;
+    d["width"] = info_.width;
+    d["layers"] = info_.layers;
+    d["ranker_width"] = info_.ranker_width;
+    d["ranker_layers"] = info_.ranker_layers;
+    d["reward_outputs"] = info_.reward_outputs;
+    d["has_cost"] = info_.has_cost != 0;
+    return d;
+  }
+  mpd_options default_options() const {
+    mpd_options o;
+    mpd_model_default_options(model_.get(), &o);
+    return o;
+  }
+
+ private:
+  struct Free {
+    void operator()(mpd_model* m) const { mpd_model_free(m); }
+  };
+  std::unique_ptr<mpd_model, Free> model_;
+  mpd_model_info info_{};
+};
+
+mpd_backend parse_backend(const std::string& name) {
+  if (name == "cpu") return MPD_BACKEND_CPU;
+  if (name == "cuda") return MPD_BACKEND_CUDA;
+  throw py::value_error("backend must be 'cpu' or 'cuda', got '" + name + "'");
+}
+
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+// A float32 C-contiguous copy (or view) of `value` with exactly `shape`, else ValueError naming it.
+FloatArray checked_floats(const py::handle& value, const char* name, const std::vector<py::ssize_t>& shape) {
+  if (!py::isinstance<py::array>(value) && !py::isinstance<py::sequence>(value)) {
+    throw py::type_error(std::string(name) + " must be an array of float32, got " +
+                         std::string(py::str(py::type::of(value).attr("__name__"))));
+  }
+  FloatArray a = FloatArray::ensure(value);
+  if (!a) throw py::type_error(std::string(name) + " cannot be converted to float32");
+  bool same = a.ndim() == static_cast<py::ssize_t>(shape.size());
+  for (size_t i = 0; same && i < shape.size(); ++i) same = a.shape(static_cast<py::ssize_t>(i)) == shape[i];
+  if (!same) {
+    std::string want = "(", got = "(";
+    for (size_t i = 0; i < shape.size(); ++i) want += (i ? ", " : "") + std::to_string(shape[i]);
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) got += (i ? ", " : "") + std::to_string(a.shape(i));
+    throw py::value_error(std::string(name) + " must have shape " + want + (shape.size() == 1 ? ",)" : ")") +
+                          ", got " + got + (a.ndim() == 1 ? ",)" : ")"));
+  }
+  return a;
+}
+
+class Workspace {
+ public:
+  Workspace(std::shared_ptr<Model> model, const std::string& backend, const py::object& max_candidates,
+            const py::object& threads)
+      : model_(std::move(model)) {
+    const uint32_t n = static_cast<uint32_t>(checked_uint(max_candidates, "max_candidates", 1u << 20));
+    const uint32_t t = static_cast<uint32_t>(checked_uint(threads, "threads", 1024));
+    if (n < 1) throw py::value_error("max_candidates must be >= 1");
+    mpd_workspace* ws = nullptr;
+    const mpd_status status = mpd_workspace_create(model_->get(), parse_backend(backend), n, t, &ws);
+    if (status == MPD_ERR_NOT_AVAILABLE) {
+      throw std::runtime_error("backend '" + backend + "' is not available: " + mpd_status_string(status));
+    }
+    raise_status(status, "mpd_workspace_create");
+    workspace_.reset(ws);
+    max_candidates_ = n;
+  }
+
+  // One plan per row of states [B, dx] with seeds [B]: (actions [B, a, du], index [B],
+  // values [B, N], costs [B, N] or None, windows [B, N, H, D] or None).
+  py::tuple plan_batch(const py::handle& states, const py::handle& seeds, const mpd_options& options,
+                       bool return_windows) {
+    const mpd_model_info& info = model_->info();
+    const auto dx = static_cast<py::ssize_t>(info.state_dim);
+    py::array state_probe = py::array::ensure(states);
+    if (!state_probe || state_probe.ndim() != 2) throw py::value_error("states must be a 2-D array [batch, state_dim]");
+    const py::ssize_t batch = state_probe.shape(0);
+    FloatArray s = checked_floats(states, "states", {batch, dx});
+    py::array_t<uint64_t, py::array::c_style | py::array::forcecast> seed_array;
+    {
+      py::array probe = py::array::ensure(seeds);
+      if (!probe || probe.ndim() != 1 || probe.shape(0) != batch) {
+        throw py::value_error("seeds must be a 1-D integer array of length " + std::to_string(batch));
+      }
+      if (probe.dtype().kind() != 'i' && probe.dtype().kind() != 'u') throw py::type_error("seeds must be integers");
+      py::module_ np = py::module_::import("numpy");
+      if (probe.size() && probe.dtype().kind() == 'i' && py::bool_(np.attr("any")(np.attr("less")(probe, 0)))) {
+        throw py::value_error("seeds must be non-negative");
+      }
+      seed_array = probe;
+    }
+    if (options.num_candidates < 1 || options.num_candidates > max_candidates_) {
+      throw py::value_error("num_candidates must be in [1, " + std::to_string(max_candidates_) +
+                            "] for this sampler, got " + std::to_string(options.num_candidates));
+    }
+    char message[512] = {0};
+    if (mpd_options_check(model_->get(), &options, message, sizeof message) != MPD_OK) throw py::value_error(message);
+    const float* sp = s.data();
+    for (py::ssize_t i = 0; i < batch * dx; ++i) {
+      if (!std::isfinite(sp[i])) {
+        throw py::value_error("state holds NaN or infinity at row " + std::to_string(i / dx) + ", index " +
+                              std::to_string(i % dx));
+      }
+    }
+    const auto N = static_cast<py::ssize_t>(options.num_candidates);
+    const auto H = static_cast<py::ssize_t>(info.horizon), D = static_cast<py::ssize_t>(info.state_dim + info.action_dim);
+    py::array_t<float> actions({batch, static_cast<py::ssize_t>(options.actions_per_plan),
+                                static_cast<py::ssize_t>(info.action_dim)});
+    py::array_t<uint32_t> index(batch);
+    py::array_t<float> values({batch, N});
+    py::array_t<float> costs({batch, info.has_cost ? N : 0});
+    py::array_t<float> windows(return_windows ? std::vector<py::ssize_t>{batch, N, H, D} : std::vector<py::ssize_t>{0});
+    const uint64_t* seed_data = seed_array.data();
+    float* a = actions.mutable_data();
+    uint32_t* idx = index.mutable_data();
+    float* v = values.mutable_data();
+    float* c = costs.mutable_data();
+    float* w = windows.mutable_data();
+    mpd_status status = MPD_OK;
+    {
+      py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (py::ssize_t b = 0; b < batch && status == MPD_OK; ++b) {
+        mpd_plan_output out{a + b * options.actions_per_plan * info.action_dim, 0, v + b * N,
+                            info.has_cost ? c + b * N : nullptr, return_windows ? w + b * N * H * D : nullptr};
+        status = mpd_plan(model_->get(), workspace_.get(), sp + b * dx, seed_data[b], &options, &out, nullptr);
+        idx[b] = out.index;
+      }
+    }
+    raise_status(status, "mpd_plan");
+    return py::make_tuple(actions, index, values, info.has_cost ? py::object(costs) : py::none(),
+                          return_windows ? py::object(windows) : py::none());
+  }
+
+  uint32_t max_candidates() const { return max_candidates_; }
+
+ private:
+  struct Free {
+    void operator()(mpd_workspace* w) const { mpd_workspace_free(w); }
+  };
+  std::shared_ptr<Model> model_;  // keeps the model alive while the workspace lives
+  std::unique_ptr<mpd_workspace, Free> workspace_;
+  std::mutex mutex_;  // one plan at a time per workspace
+  uint32_t max_candidates_ = 0;
+};
+
+void bind_sampler(py::module_& m) {
+  py::class_<mpd_options>(m, "Options", "Mirror of the C struct mpd_options (use mpdiffuser.SamplerOptions).")
+      .def(py::init<>())
+      .def_readwrite("num_candidates", &mpd_options::num_candidates)
+      .def_readwrite("guidance", &mpd_options::guidance)
+      .def_readwrite("return_target", &mpd_options::return_target)
+      .def_readwrite("cost_limit", &mpd_options::cost_limit)
+      .def_readwrite("cost_budget", &mpd_options::cost_budget)
+      .def_readwrite("has_cost_limit", &mpd_options::has_cost_limit)
+      .def_readwrite("has_cost_budget", &mpd_options::has_cost_budget)
+      .def_readwrite("dynamics_weight", &mpd_options::dynamics_weight)
+      .def_readwrite("dynamics_every", &mpd_options::dynamics_every)
+      .def_readwrite("dynamics_last", &mpd_options::dynamics_last)
+      .def_readwrite("discount", &mpd_options::discount)
+      .def_readwrite("actions_per_plan", &mpd_options::actions_per_plan);
+  py::class_<Model, std::shared_ptr<Model>>(m, "Model", "A loaded, validated model file (immutable).")
+      .def(py::init<const std::string&>(), py::arg("path"))
+      .def("info", &Model::info_dict)
+      .def("default_options", &Model::default_options);
+  py::class_<Workspace>(m, "Workspace", "A sampler workspace sized once for max_candidates.")
+      .def(py::init<std::shared_ptr<Model>, const std::string&, const py::object&, const py::object&>(),
+           py::arg("model"), py::arg("backend"), py::arg("max_candidates"), py::arg("threads"))
+      .def_property_readonly("max_candidates", &Workspace::max_candidates)
+      .def("plan_batch", &Workspace::plan_batch, py::arg("states"), py::arg("seeds"), py::arg("options"),
+           py::arg("return_windows") = true);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -152,4 +361,5 @@ PYBIND11_MODULE(_core, m) {
         "True when the CUDA backend is compiled and a device is present.");
   m.def("cuda_noise_normal", &cuda_noise_normal, py::arg("seed"), py::arg("candidate"),
         py::arg("step"), py::arg("count"), "The noise generated by the CUDA kernel, copied to host.");
+  bind_sampler(m);
 }

@@ -11,6 +11,8 @@ extern "C" const char* mpd_status_string(mpd_status status) {
     case MPD_ERR_IO: return "a file could not be opened or read";
     case MPD_ERR_BAD_MODEL_FILE: return "the model file is truncated, corrupt or of another version";
     case MPD_ERR_NON_FINITE: return "an input holds NaN or infinity";
+    case MPD_ERR_MODEL_MISMATCH: return "the workspace was created for another model";
+    case MPD_ERR_OUT_OF_MEMORY: return "out of memory";
   }
   return "unknown status code";
 }

@@ -21,6 +21,7 @@ _EXPORTS = {
     "OfflineDataset": "mpdiffuser.data.dataset", "load_dataset": "mpdiffuser.data.dataset",
     "BundleSpec": "mpdiffuser.models.bundle", "ModelBundle": "mpdiffuser.models.bundle",
     "ReferenceSampler": "mpdiffuser.sampling.reference", "Plan": "mpdiffuser.sampling.reference",
+    "Sampler": "mpdiffuser.sampling.sampler", "export_model": "mpdiffuser.export",
     "train_model": "mpdiffuser.training.train",
     "MPCPolicy": "mpdiffuser.control.mpc", "evaluate": "mpdiffuser.control.evaluate",
 }

@@ -24,7 +24,9 @@ typedef enum mpd_status {
   MPD_ERR_DEVICE = 4,           /* the accelerator runtime reported an error */
   MPD_ERR_IO = 5,               /* a file could not be opened or read */
   MPD_ERR_BAD_MODEL_FILE = 6,   /* a model file is truncated, corrupt or of another version */
-  MPD_ERR_NON_FINITE = 7        /* an input holds NaN or infinity */
+  MPD_ERR_NON_FINITE = 7,       /* an input holds NaN or infinity */
+  MPD_ERR_MODEL_MISMATCH = 8,   /* a workspace used with a model it was not created for */
+  MPD_ERR_OUT_OF_MEMORY = 9     /* an allocation at load or workspace creation failed */
 } mpd_status;
 
 /* A short, static, human-readable description of a status; never NULL. */
@@ -37,6 +39,89 @@ const char* mpd_version_string(void);
  * DESIGN section 3.1 that every backend uses. count may be 0 (out may then be NULL). */
 mpd_status mpd_noise_normal(uint64_t seed, uint32_t candidate, uint32_t step, float* out,
                             size_t count);
+
+/* ---- The sampler (DESIGN sections 2 and 3) ------------------------------------------------
+ * A model is immutable once loaded and may be shared by any number of workspaces and threads.
+ * A workspace is sized once for (candidates, horizon) and owned by one thread at a time;
+ * mpd_plan never allocates. Different workspaces may plan concurrently. */
+
+typedef struct mpd_model mpd_model;
+typedef struct mpd_workspace mpd_workspace;
+
+typedef enum mpd_backend {
+  MPD_BACKEND_CPU = 0, /* threads over candidates, vectorized inner loops */
+  MPD_BACKEND_CUDA = 1 /* the fused GPU sampler (when compiled in and a device is present) */
+} mpd_backend;
+
+/* Per-plan options; every backend honours all of them. mpd_model_default_options fills the
+ * defaults stored in the model file. */
+typedef struct mpd_options {
+  uint32_t num_candidates;   /* N >= 1, at most the workspace's max_candidates */
+  double guidance;           /* w >= 0: eps = eps(., 0) + w (eps(., c) - eps(., 0)); 1 = one pass */
+  double return_target;      /* g: fraction of the dataset's best normalized return */
+  double cost_limit;         /* l >= 0, read when has_cost_limit; required by cost models */
+  double cost_budget;        /* b >= 0, read when has_cost_budget: keep candidates with C <= b */
+  uint32_t has_cost_limit;   /* 0 or 1 */
+  uint32_t has_cost_budget;  /* 0 or 1 */
+  double dynamics_weight;    /* lambda in [0, 1]; 0 = planner only (Diffuser-style) */
+  uint32_t dynamics_every;   /* >= 1: dynamics update at steps k with (k - 1) % every == 0 */
+  uint32_t dynamics_last;    /* if > 0, dynamics updates only at steps k <= dynamics_last */
+  double discount;           /* gamma in (0, 1] of the ranker's value and cost */
+  uint32_t actions_per_plan; /* 1..H actions returned (executed before replanning) */
+} mpd_options;
+
+/* What a loaded model is; env_id is NUL-terminated (truncated to 63 bytes). */
+typedef struct mpd_model_info {
+  uint32_t state_dim, action_dim, cond_dim, horizon, num_steps;
+  uint32_t width, layers, ranker_width, ranker_layers, reward_outputs, has_cost;
+  char env_id[64];
+} mpd_model_info;
+
+/* Where mpd_plan writes. actions is required; the others may be NULL. */
+typedef struct mpd_plan_output {
+  float* actions;   /* [actions_per_plan, action_dim] the chosen candidate's actions, env units */
+  uint32_t index;   /* out: the chosen candidate */
+  float* values;    /* [N] or NULL: every candidate's value V_n */
+  float* costs;     /* [N] or NULL: every candidate's cost C_n (written only with a cost model) */
+  float* windows;   /* [N, H, state_dim + action_dim] or NULL: the finished normalized windows */
+} mpd_plan_output;
+
+/* Loads and validates a model file. On failure *model is NULL and, when message is not NULL,
+ * message[0..message_size) receives the reason (NUL-terminated). */
+mpd_status mpd_model_load(const char* path, mpd_model** model, char* message, size_t message_size);
+
+/* The same from a buffer holding the file's bytes (for firmware with the model in flash). */
+mpd_status mpd_model_load_memory(const void* data, size_t size, mpd_model** model, char* message,
+                                 size_t message_size);
+
+/* Frees a model; NULL is allowed. Free its workspaces first. */
+void mpd_model_free(mpd_model* model);
+
+mpd_status mpd_model_get_info(const mpd_model* model, mpd_model_info* info);
+
+/* The sampler defaults stored in the model file. */
+mpd_status mpd_model_default_options(const mpd_model* model, mpd_options* options);
+
+/* Checks options against a model; on failure message receives the reason. */
+mpd_status mpd_options_check(const mpd_model* model, const mpd_options* options, char* message,
+                             size_t message_size);
+
+/* A workspace for plans of up to max_candidates candidates with `backend`. num_threads = 0 uses
+ * every hardware thread (CPU backend; the CUDA backend ignores it). */
+mpd_status mpd_workspace_create(const mpd_model* model, mpd_backend backend,
+                                uint32_t max_candidates, uint32_t num_threads,
+                                mpd_workspace** workspace);
+
+/* Frees a workspace; NULL is allowed. */
+void mpd_workspace_free(mpd_workspace* workspace);
+
+/* One MPDiffuser plan from the raw (env-unit) state [state_dim] with the seed's noise.
+ * options NULL = the model's defaults. stream: a cudaStream_t for the CUDA backend (NULL = the
+ * default stream), ignored by the CPU backend. Never allocates; the workspace stays usable after
+ * any error. */
+mpd_status mpd_plan(const mpd_model* model, mpd_workspace* workspace, const float* state,
+                    uint64_t seed, const mpd_options* options, mpd_plan_output* output,
+                    void* stream);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -21,7 +21,7 @@ class MPCPolicy:
     def __init__(self, sampler, options: SamplerOptions | None = None, episode_budget: float | None = None,
                  episode_length: int = 1000):
         self.sampler = sampler
-        self.options = options or SamplerOptions()
+        self.options = options or getattr(sampler, "defaults", None) or SamplerOptions()
         if episode_budget is not None and episode_budget < 0:
             raise ValueError(f"episode_budget must be >= 0, got {episode_budget}")
         self.episode_budget = episode_budget

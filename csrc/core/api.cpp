@@ -1,0 +1,225 @@
+// The C API of the sampler (mpdiffuser.h): argument checks, normalization, backend dispatch and
+// candidate selection. Nothing here throws across the C boundary or allocates inside mpd_plan.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <new>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/model.h"
+#include "math/update.h"
+
+namespace {
+
+void set_message(char* message, size_t size, const std::string& text) {
+  if (message == nullptr || size == 0) return;
+  const size_t n = std::min(size - 1, text.size());
+  std::memcpy(message, text.data(), n);
+  message[n] = '\0';
+}
+
+// mid = (high + low) / 2 and half = (high - low) / 2 (1 where high == low), in double as the
+// Python normalizer computes them.
+void normalizer(const std::vector<float>& low, const std::vector<float>& high, std::vector<double>* mid,
+                std::vector<double>* half) {
+  for (size_t i = 0; i < low.size(); ++i) {
+    mid->push_back((static_cast<double>(high[i]) + low[i]) / 2.0);
+    const double h = (static_cast<double>(high[i]) - low[i]) / 2.0;
+    half->push_back(h > 0.0 ? h : 1.0);
+  }
+}
+
+}  // namespace
+
+mpd_model::mpd_model(mpd::ModelFile f) : file(std::move(f)), cpu(file) {
+  normalizer(file.state_low, file.state_high, &state_mid, &state_half);
+  normalizer(file.action_low, file.action_high, &action_mid, &action_half);
+}
+
+extern "C" mpd_status mpd_model_load_memory(const void* data, size_t size, mpd_model** model,
+                                            char* message, size_t message_size) {
+  if (model == nullptr) return MPD_ERR_NULL_POINTER;
+  *model = nullptr;
+  if (data == nullptr && size > 0) return MPD_ERR_NULL_POINTER;
+  std::string error;
+  try {
+    mpd::ModelFile file;
+    const mpd_status status =
+        mpd::read_model_file(static_cast<const uint8_t*>(data), size, &file, &error);
+    if (status != MPD_OK) {
+      set_message(message, message_size, error);
+      return status;
+    }
+    *model = new mpd_model(std::move(file));
+  } catch (const std::bad_alloc&) {
+    set_message(message, message_size, "out of memory while loading the model");
+    return MPD_ERR_OUT_OF_MEMORY;
+  }
+  set_message(message, message_size, "");
+  return MPD_OK;
+}
+
+extern "C" mpd_status mpd_model_load(const char* path, mpd_model** model, char* message,
+                                     size_t message_size) {
+  if (model == nullptr) return MPD_ERR_NULL_POINTER;
+  *model = nullptr;
+  if (path == nullptr) return MPD_ERR_NULL_POINTER;
+  std::FILE* f = std::fopen(path, "rb");
+  if (f == nullptr) {
+    set_message(message, message_size, std::string("cannot open ") + path);
+    return MPD_ERR_IO;
+  }
+  std::vector<uint8_t> bytes;
+  mpd_status status = MPD_OK;
+  try {
+    uint8_t buffer[1 << 16];
+    size_t n = 0;
+    while ((n = std::fread(buffer, 1, sizeof buffer, f)) > 0) bytes.insert(bytes.end(), buffer, buffer + n);
+    if (std::ferror(f)) status = MPD_ERR_IO;
+  } catch (const std::bad_alloc&) {
+    status = MPD_ERR_OUT_OF_MEMORY;
+  }
+  std::fclose(f);
+  if (status != MPD_OK) {
+    set_message(message, message_size, std::string("cannot read ") + path);
+    return status;
+  }
+  status = mpd_model_load_memory(bytes.data(), bytes.size(), model, message, message_size);
+  if (status == MPD_ERR_BAD_MODEL_FILE && message != nullptr && message_size > 0) {
+    set_message(message, message_size, std::string(path) + ": " + message);
+  }
+  return status;
+}
+
+extern "C" void mpd_model_free(mpd_model* model) { delete model; }
+
+extern "C" mpd_status mpd_model_get_info(const mpd_model* model, mpd_model_info* info) {
+  if (model == nullptr || info == nullptr) return MPD_ERR_NULL_POINTER;
+  const mpd::ModelConfig& c = model->file.config;
+  std::memset(info, 0, sizeof *info);
+  info->state_dim = static_cast<uint32_t>(c.state_dim);
+  info->action_dim = static_cast<uint32_t>(c.action_dim);
+  info->cond_dim = static_cast<uint32_t>(c.cond_dim);
+  info->horizon = static_cast<uint32_t>(c.horizon);
+  info->num_steps = static_cast<uint32_t>(c.num_steps);
+  info->width = static_cast<uint32_t>(c.width);
+  info->layers = static_cast<uint32_t>(c.layers);
+  info->ranker_width = static_cast<uint32_t>(c.ranker_width);
+  info->ranker_layers = static_cast<uint32_t>(c.ranker_layers);
+  info->reward_outputs = static_cast<uint32_t>(c.reward_outputs);
+  info->has_cost = c.has_cost ? 1u : 0u;
+  std::strncpy(info->env_id, c.env_id.c_str(), sizeof info->env_id - 1);
+  return MPD_OK;
+}
+
+extern "C" mpd_status mpd_model_default_options(const mpd_model* model, mpd_options* options) {
+  if (model == nullptr || options == nullptr) return MPD_ERR_NULL_POINTER;
+  *options = model->file.defaults;
+  return MPD_OK;
+}
+
+extern "C" mpd_status mpd_options_check(const mpd_model* model, const mpd_options* options,
+                                        char* message, size_t message_size) {
+  if (model == nullptr || options == nullptr) return MPD_ERR_NULL_POINTER;
+  std::string error;
+  const mpd_status status = mpd::check_options(model->file.config, *options, &error);
+  set_message(message, message_size, error);
+  return status;
+}
+
+extern "C" mpd_status mpd_workspace_create(const mpd_model* model, mpd_backend backend,
+                                           uint32_t max_candidates, uint32_t num_threads,
+                                           mpd_workspace** workspace) {
+  if (workspace == nullptr) return MPD_ERR_NULL_POINTER;
+  *workspace = nullptr;
+  if (model == nullptr) return MPD_ERR_NULL_POINTER;
+  if (max_candidates < 1 || max_candidates > (1u << 20) || num_threads > 1024) {
+    return MPD_ERR_INVALID_ARGUMENT;
+  }
+  if (backend != MPD_BACKEND_CPU) return backend == MPD_BACKEND_CUDA ? MPD_ERR_NOT_AVAILABLE : MPD_ERR_INVALID_ARGUMENT;
+  try {
+    auto ws = std::make_unique<mpd_workspace>();
+    ws->model = model;
+    ws->backend = backend;
+    int threads = static_cast<int>(num_threads);
+    if (threads == 0) threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    ws->cpu = std::make_unique<mpd::cpu::CpuSampler>(model->cpu, static_cast<int>(max_candidates), threads);
+    ws->x0.resize(static_cast<size_t>(model->file.config.state_dim));
+    ws->cond.resize(static_cast<size_t>(model->file.config.cond_dim));
+    *workspace = ws.release();
+  } catch (const std::bad_alloc&) {
+    return MPD_ERR_OUT_OF_MEMORY;
+  } catch (const std::system_error&) {
+    return MPD_ERR_OUT_OF_MEMORY;  // threads could not be started
+  }
+  return MPD_OK;
+}
+
+extern "C" void mpd_workspace_free(mpd_workspace* workspace) { delete workspace; }
+
+extern "C" mpd_status mpd_plan(const mpd_model* model, mpd_workspace* workspace, const float* state,
+                               uint64_t seed, const mpd_options* options, mpd_plan_output* output,
+                               void* stream) {
+  (void)stream;  // the CPU backend runs synchronously
+  if (model == nullptr || workspace == nullptr || state == nullptr || output == nullptr ||
+      output->actions == nullptr) {
+    return MPD_ERR_NULL_POINTER;
+  }
+  if (workspace->model != model) return MPD_ERR_MODEL_MISMATCH;
+  const mpd_options& o = options != nullptr ? *options : model->file.defaults;
+  const mpd::ModelConfig& c = model->file.config;
+  // check_options builds its message only on failure; success allocates nothing.
+  std::string unused;
+  if (o.num_candidates > static_cast<uint32_t>(workspace->cpu->max_candidates())) {
+    return MPD_ERR_INVALID_ARGUMENT;
+  }
+  if (mpd::check_options(c, o, &unused) != MPD_OK) return MPD_ERR_INVALID_ARGUMENT;
+  for (int i = 0; i < c.state_dim; ++i) {
+    if (!std::isfinite(state[i])) return MPD_ERR_NON_FINITE;
+  }
+  for (size_t i = 0; i < workspace->x0.size(); ++i) {
+    workspace->x0[i] = static_cast<float>((state[i] - model->state_mid[i]) / model->state_half[i]);
+  }
+  workspace->cond[0] = static_cast<float>(o.return_target);
+  if (c.has_cost) workspace->cond[1] = static_cast<float>(o.cost_limit * c.cost_scale);
+
+  const float w = static_cast<float>(o.guidance), lambda = static_cast<float>(o.dynamics_weight);
+  mpd::cpu::PlanRequest request{workspace->x0.data(), workspace->cond.data(), seed,
+                                static_cast<int>(o.num_candidates), w != 1.0f, w, lambda,
+                                static_cast<float>(1.0 - o.dynamics_weight), o.dynamics_every,
+                                o.dynamics_last, o.discount};
+  mpd::cpu::CpuSampler& sampler = *workspace->cpu;
+  sampler.plan(request);
+
+  const int N = static_cast<int>(o.num_candidates);
+  const float* values = sampler.values();
+  const float* costs = sampler.costs();
+  const bool budget = c.has_cost && o.has_cost_budget;
+  const float b = static_cast<float>(o.cost_budget);
+  int best = 0;
+  for (int n = 1; n < N; ++n) {
+    const float cost_n = budget ? costs[n] : 0.0f, cost_best = budget ? costs[best] : 0.0f;
+    if (mpd::math::better_candidate(values[n], cost_n, !budget || cost_n <= b, values[best],
+                                    cost_best, !budget || cost_best <= b)) {
+      best = n;
+    }
+  }
+  const int H = c.horizon, dx = c.state_dim, du = c.action_dim, D = c.window_dim();
+  const float* window = sampler.windows() + static_cast<size_t>(best) * H * D;
+  for (uint32_t t = 0; t < o.actions_per_plan; ++t) {
+    for (int j = 0; j < du; ++j) {
+      output->actions[t * du + j] = static_cast<float>(
+          window[t * D + dx + j] * model->action_half[j] + model->action_mid[j]);
+    }
+  }
+  output->index = static_cast<uint32_t>(best);
+  if (output->values) std::memcpy(output->values, values, sizeof(float) * N);
+  if (output->costs && c.has_cost) std::memcpy(output->costs, costs, sizeof(float) * N);
+  if (output->windows) {
+    std::memcpy(output->windows, sampler.windows(), sizeof(float) * static_cast<size_t>(N) * H * D);
+  }
+  return MPD_OK;
+}

@@ -1,0 +1,418 @@
+// Reading and validating the safetensors model file of model_file.h.
+//
+// Container: 8-byte little-endian header length n, n bytes of JSON {name: {dtype, shape,
+// data_offsets}, "__metadata__": {key: string}}, then the data; offsets are relative to the
+// data and must tile it exactly (no gaps, no overlaps), as the safetensors format requires.
+#include "core/model_file.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <new>
+
+#include "core/json.h"
+
+namespace mpd {
+
+MlpShape ModelConfig::planner() const {
+  const int window = horizon * window_dim();
+  return {window + state_dim + cond_dim + kEmbedDim, width, layers, window};
+}
+MlpShape ModelConfig::dynamics() const {
+  return {horizon * window_dim() + state_dim + cond_dim + kEmbedDim, width, layers,
+          horizon * state_dim};
+}
+MlpShape ModelConfig::reward() const {
+  return {window_dim(), ranker_width, ranker_layers, reward_outputs};
+}
+MlpShape ModelConfig::cost() const { return {window_dim(), ranker_width, ranker_layers, 1}; }
+
+namespace {
+
+constexpr uint64_t kMaxHeaderBytes = uint64_t{1} << 26;  // 64 MiB of JSON is not a model file
+
+struct TensorEntry {
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;
+};
+
+// The metadata map with typed, range-checked getters; each failure names the key.
+class Metadata {
+ public:
+  explicit Metadata(std::map<std::string, std::string> values) : values_(std::move(values)) {}
+
+  bool text(const char* key, std::string* out, std::string* error) const {
+    const auto it = values_.find(key);
+    if (it == values_.end()) {
+      *error = std::string("metadata key '") + key + "' is missing";
+      return false;
+    }
+    *out = it->second;
+    return true;
+  }
+  bool integer(const char* key, int lo, int hi, int* out, std::string* error) const {
+    std::string s;
+    if (!text(key, &s, error)) return false;
+    char* end = nullptr;
+    errno = 0;
+    const long v = std::strtol(s.c_str(), &end, 10);
+    if (s.empty() || *end != '\0' || errno != 0 || v < lo || v > hi) {
+      *error = std::string("metadata '") + key + "' must be an integer in [" + std::to_string(lo) +
+               ", " + std::to_string(hi) + "], got '" + s + "'";
+      return false;
+    }
+    *out = static_cast<int>(v);
+    return true;
+  }
+  bool real(const char* key, double lo, double hi, double* out, std::string* error) const {
+    std::string s;
+    if (!text(key, &s, error)) return false;
+    char* end = nullptr;
+    const double v = std::strtod(s.c_str(), &end);
+    if (s.empty() || *end != '\0' || !std::isfinite(v) || v < lo || v > hi) {
+      *error = std::string("metadata '") + key + "' must be a number in [" + std::to_string(lo) +
+               ", " + std::to_string(hi) + "], got '" + s + "'";
+      return false;
+    }
+    *out = v;
+    return true;
+  }
+  // A number, or "none" (has = 0).
+  bool optional_real(const char* key, double* out, uint32_t* has, std::string* error) const {
+    std::string s;
+    if (!text(key, &s, error)) return false;
+    if (s == "none") {
+      *out = 0.0;
+      *has = 0;
+      return true;
+    }
+    *has = 1;
+    return real(key, 0.0, 1e30, out, error);
+  }
+
+ private:
+  std::map<std::string, std::string> values_;
+};
+
+bool read_config(const Metadata& meta, ModelConfig* c, mpd_options* d, std::string* error) {
+  std::string format, schedule;
+  int version = 0, has_cost = 0;
+  if (!meta.text("format", &format, error)) return false;
+  if (format != "mpdiffuser.model") {
+    *error = "metadata 'format' is '" + format + "', expected 'mpdiffuser.model'";
+    return false;
+  }
+  if (!meta.integer("format_version", 0, 1 << 30, &version, error)) return false;
+  if (version != kModelFormatVersion) {
+    *error = "model format version " + std::to_string(version) + " is not supported (expected " +
+             std::to_string(kModelFormatVersion) + ")";
+    return false;
+  }
+  if (!meta.text("schedule", &schedule, error)) return false;
+  if (schedule != "cosine") {
+    *error = "metadata 'schedule' is '" + schedule + "', only 'cosine' is supported";
+    return false;
+  }
+  if (!meta.text("env_id", &c->env_id, error)) return false;
+  const bool ok =
+      meta.integer("state_dim", 1, 4096, &c->state_dim, error) &&
+      meta.integer("action_dim", 1, 4096, &c->action_dim, error) &&
+      meta.integer("cond_dim", 1, 2, &c->cond_dim, error) &&
+      meta.integer("horizon", 1, 1024, &c->horizon, error) &&
+      meta.integer("num_steps", 1, 10000, &c->num_steps, error) &&
+      meta.integer("width", 1, 65536, &c->width, error) &&
+      meta.integer("layers", 1, 64, &c->layers, error) &&
+      meta.integer("ranker_width", 1, 65536, &c->ranker_width, error) &&
+      meta.integer("ranker_layers", 1, 64, &c->ranker_layers, error) &&
+      meta.integer("reward_outputs", 1, 2, &c->reward_outputs, error) &&
+      meta.integer("has_cost", 0, 1, &has_cost, error) &&
+      meta.real("cost_scale", 0.0, 1e30, &c->cost_scale, error);
+  if (!ok) return false;
+  c->has_cost = has_cost == 1;
+  if (c->cond_dim != (c->has_cost ? 2 : 1)) {
+    *error = "metadata 'cond_dim' is " + std::to_string(c->cond_dim) + " but 'has_cost' is " +
+             std::to_string(has_cost) + " (expected cond_dim " + (c->has_cost ? "2)" : "1)");
+    return false;
+  }
+  if (static_cast<int64_t>(c->horizon) * c->window_dim() > (1 << 24)) {
+    *error = "horizon * (state_dim + action_dim) exceeds 2^24";
+    return false;
+  }
+  int n = 0, every = 0, last = 0, apl = 0;
+  const bool defaults_ok =
+      meta.integer("default.num_candidates", 1, 1 << 20, &n, error) &&
+      meta.real("default.guidance", 0.0, 1e6, &d->guidance, error) &&
+      meta.real("default.return_target", -1e6, 1e6, &d->return_target, error) &&
+      meta.optional_real("default.cost_limit", &d->cost_limit, &d->has_cost_limit, error) &&
+      meta.optional_real("default.cost_budget", &d->cost_budget, &d->has_cost_budget, error) &&
+      meta.real("default.dynamics_weight", 0.0, 1.0, &d->dynamics_weight, error) &&
+      meta.integer("default.dynamics_every", 1, 1 << 20, &every, error) &&
+      meta.integer("default.dynamics_last", 0, 1 << 20, &last, error) &&
+      meta.real("default.discount", 1e-9, 1.0, &d->discount, error) &&
+      meta.integer("default.actions_per_plan", 1, c->horizon, &apl, error);
+  if (!defaults_ok) return false;
+  d->num_candidates = static_cast<uint32_t>(n);
+  d->dynamics_every = static_cast<uint32_t>(every);
+  d->dynamics_last = static_cast<uint32_t>(last);
+  d->actions_per_plan = static_cast<uint32_t>(apl);
+  return true;
+}
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// Copies tensor `name` of exactly `shape` out of the data section (unaligned little-endian f32).
+bool take(const std::map<std::string, TensorEntry>& tensors, const uint8_t* data,
+          const std::string& name, const std::vector<int64_t>& shape, std::vector<float>* out,
+          std::vector<std::string>* used, std::string* error) {
+  const auto it = tensors.find(name);
+  if (it == tensors.end()) {
+    *error = "tensor '" + name + "' is missing";
+    return false;
+  }
+  if (it->second.shape != shape) {
+    *error = "tensor '" + name + "' has shape " + shape_string(it->second.shape) + ", expected " +
+             shape_string(shape);
+    return false;
+  }
+  const size_t count = static_cast<size_t>((it->second.end - it->second.begin) / 4);
+  out->resize(count);
+  if (count) std::memcpy(out->data(), data + it->second.begin, count * 4);
+  for (float v : *out) {
+    if (!std::isfinite(v)) {
+      *error = "tensor '" + name + "' holds NaN or infinity";
+      return false;
+    }
+  }
+  used->push_back(name);
+  return true;
+}
+
+bool take_mlp(const std::map<std::string, TensorEntry>& tensors, const uint8_t* data,
+              const std::string& net, const MlpShape& shape, MlpWeights* out,
+              std::vector<std::string>* used, std::string* error) {
+  out->shape = shape;
+  out->layers.assign(static_cast<size_t>(shape.layers) + 1, DenseWeights{});
+  for (int l = 0; l <= shape.layers; ++l) {
+    DenseWeights& layer = out->layers[static_cast<size_t>(l)];
+    layer.in = l == 0 ? shape.in : shape.width;
+    layer.out = l == shape.layers ? shape.out : shape.width;
+    const std::string prefix = net + "." + std::to_string(l);
+    if (!take(tensors, data, prefix + ".weight", {layer.out, layer.in}, &layer.weight, used, error) ||
+        !take(tensors, data, prefix + ".bias", {layer.out}, &layer.bias, used, error)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool parse_tensor_entry(const std::string& name, const json::Value& v, uint64_t data_size,
+                        TensorEntry* entry, std::string* error) {
+  const std::string where = "tensor '" + name + "': ";
+  if (v.kind != json::Value::Kind::kObject) {
+    *error = where + "header entry is not an object";
+    return false;
+  }
+  const json::Value* dtype = v.find("dtype");
+  const json::Value* shape = v.find("shape");
+  const json::Value* offsets = v.find("data_offsets");
+  if (!dtype || dtype->kind != json::Value::Kind::kString || !shape ||
+      shape->kind != json::Value::Kind::kArray || !offsets ||
+      offsets->kind != json::Value::Kind::kArray || offsets->array.size() != 2) {
+    *error = where + "needs 'dtype' (string), 'shape' (array) and 'data_offsets' ([begin, end])";
+    return false;
+  }
+  if (dtype->string != "F32") {
+    *error = where + "dtype is " + dtype->string + ", expected F32";
+    return false;
+  }
+  uint64_t count = 1;
+  for (const json::Value& d : shape->array) {
+    if (d.kind != json::Value::Kind::kNumber || !d.is_integer || d.integer < 0 ||
+        d.integer > (int64_t{1} << 32)) {
+      *error = where + "shape holds a value that is not a small non-negative integer";
+      return false;
+    }
+    entry->shape.push_back(d.integer);
+    count *= static_cast<uint64_t>(d.integer);
+    if (count > (uint64_t{1} << 40)) {
+      *error = where + "shape is too large";
+      return false;
+    }
+  }
+  for (const json::Value& o : offsets->array) {
+    if (o.kind != json::Value::Kind::kNumber || !o.is_integer || o.integer < 0) {
+      *error = where + "data_offsets must be non-negative integers";
+      return false;
+    }
+  }
+  entry->begin = static_cast<uint64_t>(offsets->array[0].integer);
+  entry->end = static_cast<uint64_t>(offsets->array[1].integer);
+  if (entry->begin > entry->end || entry->end > data_size) {
+    *error = where + "data_offsets [" + std::to_string(entry->begin) + ", " +
+             std::to_string(entry->end) + "] fall outside the " + std::to_string(data_size) +
+             "-byte data section (truncated file?)";
+    return false;
+  }
+  if (entry->end - entry->begin != count * 4) {
+    *error = where + "holds " + std::to_string(entry->end - entry->begin) + " bytes, but shape " +
+             shape_string(entry->shape) + " of F32 needs " + std::to_string(count * 4);
+    return false;
+  }
+  return true;
+}
+
+mpd_status parse(const uint8_t* bytes, size_t size, ModelFile* out, std::string* error) {
+  if (size < 8) {
+    *error = "file of " + std::to_string(size) + " bytes is too short for a safetensors header";
+    return MPD_ERR_BAD_MODEL_FILE;
+  }
+  uint64_t header_size = 0;
+  for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | bytes[i];
+  if (header_size > kMaxHeaderBytes || header_size > size - 8) {
+    *error = "header length " + std::to_string(header_size) + " exceeds the file's " +
+             std::to_string(size - 8) + " remaining bytes (truncated or not a safetensors file)";
+    return MPD_ERR_BAD_MODEL_FILE;
+  }
+  json::Value header;
+  std::string json_error;
+  if (!json::parse(reinterpret_cast<const char*>(bytes + 8), static_cast<size_t>(header_size),
+                   &header, &json_error)) {
+    *error = "header is not valid JSON: " + json_error;
+    return MPD_ERR_BAD_MODEL_FILE;
+  }
+  if (header.kind != json::Value::Kind::kObject) {
+    *error = "header is not a JSON object";
+    return MPD_ERR_BAD_MODEL_FILE;
+  }
+  const uint64_t data_size = size - 8 - header_size;
+  const uint8_t* data = bytes + 8 + header_size;
+  std::map<std::string, std::string> meta_values;
+  std::map<std::string, TensorEntry> tensors;
+  for (const auto& member : header.object) {
+    if (member.first == "__metadata__") {
+      if (member.second.kind != json::Value::Kind::kObject) {
+        *error = "__metadata__ is not an object";
+        return MPD_ERR_BAD_MODEL_FILE;
+      }
+      for (const auto& kv : member.second.object) {
+        if (kv.second.kind != json::Value::Kind::kString) {
+          *error = "metadata '" + kv.first + "' is not a string";
+          return MPD_ERR_BAD_MODEL_FILE;
+        }
+        meta_values[kv.first] = kv.second.string;
+      }
+      continue;
+    }
+    TensorEntry entry;
+    if (!parse_tensor_entry(member.first, member.second, data_size, &entry, error)) {
+      return MPD_ERR_BAD_MODEL_FILE;
+    }
+    tensors[member.first] = entry;
+  }
+  // The tensors must tile the data section: sorted by offset, each starts where the last ended.
+  std::vector<std::pair<uint64_t, uint64_t>> spans;
+  for (const auto& t : tensors) spans.emplace_back(t.second.begin, t.second.end);
+  std::sort(spans.begin(), spans.end());
+  uint64_t cursor = 0;
+  for (const auto& span : spans) {
+    if (span.first != cursor) {
+      *error = "tensor data " + std::string(span.first < cursor ? "overlaps" : "leaves a gap") +
+               " at byte " + std::to_string(std::min(span.first, cursor));
+      return MPD_ERR_BAD_MODEL_FILE;
+    }
+    cursor = span.second;
+  }
+  if (cursor != data_size) {
+    *error = "data section holds " + std::to_string(data_size) + " bytes, tensors cover " +
+             std::to_string(cursor);
+    return MPD_ERR_BAD_MODEL_FILE;
+  }
+
+  const Metadata meta(std::move(meta_values));
+  ModelFile file;
+  if (!read_config(meta, &file.config, &file.defaults, error)) return MPD_ERR_BAD_MODEL_FILE;
+  const ModelConfig& c = file.config;
+  std::vector<std::string> used;
+  const bool ok =
+      take_mlp(tensors, data, "planner", c.planner(), &file.planner, &used, error) &&
+      take_mlp(tensors, data, "dynamics", c.dynamics(), &file.dynamics, &used, error) &&
+      take_mlp(tensors, data, "reward", c.reward(), &file.reward, &used, error) &&
+      (!c.has_cost || take_mlp(tensors, data, "cost", c.cost(), &file.cost, &used, error)) &&
+      take(tensors, data, "normalizer.state_low", {c.state_dim}, &file.state_low, &used, error) &&
+      take(tensors, data, "normalizer.state_high", {c.state_dim}, &file.state_high, &used, error) &&
+      take(tensors, data, "normalizer.action_low", {c.action_dim}, &file.action_low, &used, error) &&
+      take(tensors, data, "normalizer.action_high", {c.action_dim}, &file.action_high, &used, error);
+  if (!ok) return MPD_ERR_BAD_MODEL_FILE;
+  if (used.size() != tensors.size()) {
+    std::sort(used.begin(), used.end());
+    for (const auto& t : tensors) {
+      if (!std::binary_search(used.begin(), used.end(), t.first)) {
+        *error = "unexpected tensor '" + t.first + "' (file written for another architecture?)";
+        return MPD_ERR_BAD_MODEL_FILE;
+      }
+    }
+  }
+  std::string options_error;
+  // A cost model's stored defaults may leave the cost limit to the caller ("none").
+  mpd_options stored = file.defaults;
+  if (c.has_cost && !stored.has_cost_limit) stored.has_cost_limit = 1;
+  if (check_options(c, stored, &options_error) != MPD_OK) {
+    *error = "stored sampler defaults are invalid: " + options_error;
+    return MPD_ERR_BAD_MODEL_FILE;
+  }
+  *out = std::move(file);
+  return MPD_OK;
+}
+
+}  // namespace
+
+mpd_status read_model_file(const uint8_t* data, size_t size, ModelFile* out, std::string* error) {
+  try {
+    return parse(data, size, out, error);
+  } catch (const std::bad_alloc&) {
+    *error = "out of memory while reading the model file";
+    return MPD_ERR_OUT_OF_MEMORY;
+  }
+}
+
+mpd_status check_options(const ModelConfig& c, const mpd_options& o, std::string* error) {
+  auto bad = [&](const std::string& what) {
+    *error = what;
+    return MPD_ERR_INVALID_ARGUMENT;
+  };
+  if (o.num_candidates < 1) return bad("num_candidates must be >= 1");
+  if (!(o.guidance >= 0.0) || !std::isfinite(o.guidance)) {
+    return bad("guidance must be a finite number >= 0, got " + std::to_string(o.guidance));
+  }
+  if (!std::isfinite(o.return_target)) return bad("return_target must be finite");
+  if (!(o.dynamics_weight >= 0.0 && o.dynamics_weight <= 1.0)) {
+    return bad("dynamics_weight (lambda) must be in [0, 1], got " + std::to_string(o.dynamics_weight));
+  }
+  if (o.dynamics_every < 1) return bad("dynamics_every must be >= 1");
+  if (!(o.discount > 0.0 && o.discount <= 1.0)) {
+    return bad("discount must be in (0, 1], got " + std::to_string(o.discount));
+  }
+  if (o.actions_per_plan < 1 || o.actions_per_plan > static_cast<uint32_t>(c.horizon)) {
+    return bad("actions_per_plan must be in [1, " + std::to_string(c.horizon) + "], got " +
+               std::to_string(o.actions_per_plan));
+  }
+  if (o.has_cost_limit > 1 || o.has_cost_budget > 1) return bad("has_cost_limit and has_cost_budget must be 0 or 1");
+  if (o.has_cost_limit && !(o.cost_limit >= 0.0 && std::isfinite(o.cost_limit))) {
+    return bad("cost_limit must be a finite number >= 0");
+  }
+  if (o.has_cost_budget && !(o.cost_budget >= 0.0 && std::isfinite(o.cost_budget))) {
+    return bad("cost_budget must be a finite number >= 0");
+  }
+  if (c.has_cost && !o.has_cost_limit) return bad("this model is cost-conditioned: set a cost_limit");
+  if (!c.has_cost && o.has_cost_limit) return bad("cost_limit given, but the model was trained without costs");
+  return MPD_OK;
+}
+
+}  // namespace mpd

@@ -1,0 +1,79 @@
+// The model file (DESIGN section 2): one safetensors file holding every float32 weight of the
+// planner, dynamics, reward and (constrained tasks) cost networks, the normalizer, and string
+// metadata: format version, architecture, schedule and sampler defaults.
+//
+// read_model_file checks the container (header length, JSON, offsets that tile the data exactly),
+// then every expected tensor's name, dtype and shape against the metadata, and fails with the
+// reason. It never returns a partly filled ModelFile.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mpdiffuser/mpdiffuser.h"
+
+namespace mpd {
+
+constexpr int kModelFormatVersion = 1;
+constexpr int kEmbedDim = 32;
+
+// Architecture of one residual MLP: in -> width (layers hidden layers) -> out; tensors 0..layers.
+struct MlpShape {
+  int in = 0;
+  int width = 0;
+  int layers = 0;
+  int out = 0;
+};
+
+// The sizes every backend needs, read from the metadata.
+struct ModelConfig {
+  std::string env_id;
+  int state_dim = 0;   // dx
+  int action_dim = 0;  // du
+  int cond_dim = 0;    // 1 (return) or 2 (return, cost limit)
+  int horizon = 0;     // H
+  int num_steps = 0;   // K
+  int width = 0;
+  int layers = 0;
+  int ranker_width = 0;
+  int ranker_layers = 0;
+  int reward_outputs = 0;  // 1, or 2 with a termination logit
+  bool has_cost = false;
+  double cost_scale = 0.0;  // s_c
+
+  int window_dim() const { return state_dim + action_dim; }  // D
+  MlpShape planner() const;
+  MlpShape dynamics() const;
+  MlpShape reward() const;
+  MlpShape cost() const;
+};
+
+// One dense layer's float32 weights as stored: weight [out, in] row-major, bias [out].
+struct DenseWeights {
+  int in = 0;
+  int out = 0;
+  std::vector<float> weight;
+  std::vector<float> bias;
+};
+
+struct MlpWeights {
+  MlpShape shape;
+  std::vector<DenseWeights> layers;  // layers + 1 entries
+};
+
+struct ModelFile {
+  ModelConfig config;
+  mpd_options defaults{};
+  MlpWeights planner, dynamics, reward, cost;  // cost is empty without a cost model
+  std::vector<float> state_low, state_high, action_low, action_high;
+};
+
+// Parses and validates data[0, size). On failure returns MPD_ERR_BAD_MODEL_FILE and sets *error.
+mpd_status read_model_file(const uint8_t* data, size_t size, ModelFile* out, std::string* error);
+
+// Checks options against a model (ranges, cost limit presence); sets *error on failure.
+mpd_status check_options(const ModelConfig& config, const mpd_options& options, std::string* error);
+
+}  // namespace mpd

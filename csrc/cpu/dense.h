@@ -1,0 +1,58 @@
+// Dense layers and residual MLPs of the CPU backend (DESIGN section 3, "Networks").
+//
+// Weights are packed once at model load into panels of kPanel = 2 * kVec outputs: panel p holds
+// W^T[:, p*kPanel .. p*kPanel + kPanel) as [in][kPanel] (outputs past `out` are zero), so the
+// micro-kernel reads it contiguously and keeps a block of rows x kPanel accumulators in registers.
+// Every output element sums its inputs in index order, whatever the row blocking: results do not
+// depend on how many rows (candidates) a call or a thread holds.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+#include "core/model_file.h"
+#include "cpu/vec.h"
+
+namespace mpd::cpu {
+
+constexpr int kPanel = 2 * kVec;
+
+inline int padded(int n) { return (n + kPanel - 1) / kPanel * kPanel; }
+
+// A float buffer aligned to 64 bytes (one cache line, one AVX-512 vector).
+struct AlignedFree {
+  void operator()(float* p) const;
+};
+using AlignedBuffer = std::unique_ptr<float[], AlignedFree>;
+AlignedBuffer aligned_floats(size_t count);  // zero-filled; throws std::bad_alloc
+
+struct PackedDense {
+  int in = 0, out = 0, out_padded = 0;
+  AlignedBuffer panels;  // [out_padded / kPanel][in][kPanel]
+  AlignedBuffer bias;    // [out_padded], zero past out
+};
+
+enum class Epilogue { kLinear, kSilu, kResidualSilu };
+
+// y[r, :] = epilogue(x[r, :in] W^T + b) for r < rows. x: [rows, ldx]; y: [rows, ldy] with
+// ldy >= out_padded; kResidualSilu adds residual[r, :] ([rows, ldr]) to SiLU(.). y may not
+// alias x or residual.
+void dense_forward(const PackedDense& layer, const float* x, size_t ldx, int rows, Epilogue epilogue,
+                   const float* residual, size_t ldr, float* y, size_t ldy);
+
+struct PackedMlp {
+  MlpShape shape;
+  std::vector<PackedDense> layers;
+  int out_padded() const { return layers.back().out_padded; }
+  int width_padded() const { return padded(shape.width); }
+  double flops_per_row() const;  // 2 * sum(in * out) over layers
+};
+
+PackedMlp pack_mlp(const MlpWeights& weights);
+
+// out[rows, ldo] = MLP(x[rows, ldx]); h0, h1: scratch [rows, width_padded()].
+void mlp_forward(const PackedMlp& mlp, const float* x, size_t ldx, int rows, float* h0, float* h1,
+                 float* out, size_t ldo);
+
+}  // namespace mpd::cpu

@@ -1,0 +1,209 @@
+// The CPU backend's alternating sampler; see sampler.h.
+#include "cpu/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "math/philox.h"
+#include "math/schedule.h"
+
+namespace mpd::cpu {
+
+namespace {
+
+constexpr float kTerminationPenalty = 100.0f;
+
+size_t round16(int n) { return static_cast<size_t>((n + 15) / 16 * 16); }
+
+}  // namespace
+
+CpuModel::CpuModel(const ModelFile& file)
+    : config(file.config),
+      planner(pack_mlp(file.planner)),
+      dynamics(pack_mlp(file.dynamics)),
+      reward(pack_mlp(file.reward)) {
+  if (config.has_cost) cost = pack_mlp(file.cost);
+  const int K = config.num_steps;
+  steps.resize(static_cast<size_t>(K));
+  embeddings.resize(static_cast<size_t>(K) * kEmbedDim);
+  for (int k = 1; k <= K; ++k) {
+    const math::StepCoefficients c = math::cosine_step(k, K);
+    steps[static_cast<size_t>(k - 1)] = math::StepFloats{
+        static_cast<float>(c.sqrt_alpha_bar), static_cast<float>(c.sqrt_one_minus_alpha_bar),
+        static_cast<float>(c.posterior_c1), static_cast<float>(c.posterior_c2),
+        static_cast<float>(c.posterior_sigma)};
+    math::step_embedding(k, embeddings.data() + static_cast<size_t>(k - 1) * kEmbedDim);
+  }
+}
+
+CpuSampler::CpuSampler(const CpuModel& model, int max_candidates, int threads)
+    : model_(model),
+      max_candidates_(max_candidates),
+      chunk_capacity_((max_candidates + std::min(threads, max_candidates) - 1) /
+                      std::min(threads, max_candidates)),
+      pool_(std::min(threads, max_candidates)) {
+  const ModelConfig& c = model.config;
+  const int H = c.horizon, D = c.window_dim();
+  const int C = chunk_capacity_;
+  const int rows = std::max(2 * C, C * H);  // network rows: 2C denoiser rows or C H ranker rows
+  ld_input_ = round16(std::max({model.planner.shape.in, model.dynamics.shape.in, D}));
+  ld_hidden_ = static_cast<size_t>(std::max(model.planner.width_padded(), model.reward.width_padded()));
+  ld_eps_ = static_cast<size_t>(std::max({model.planner.out_padded(), model.dynamics.out_padded(),
+                                          model.reward.out_padded()}));
+  if (c.has_cost) {
+    ld_hidden_ = std::max(ld_hidden_, static_cast<size_t>(model.cost.width_padded()));
+    ld_eps_ = std::max(ld_eps_, static_cast<size_t>(model.cost.out_padded()));
+  }
+  const size_t r = static_cast<size_t>(rows);
+  for (int t = 0; t < pool_.size(); ++t) {
+    Scratch s;
+    s.input = aligned_floats(r * ld_input_);
+    s.h0 = aligned_floats(r * ld_hidden_);
+    s.h1 = aligned_floats(r * ld_hidden_);
+    s.eps = aligned_floats(r * ld_eps_);
+    s.noise = aligned_floats(static_cast<size_t>(H) * D);
+    scratch_.push_back(std::move(s));
+  }
+  const size_t n = static_cast<size_t>(max_candidates);
+  windows_ = aligned_floats(n * static_cast<size_t>(H) * D);
+  values_ = aligned_floats(n);
+  costs_ = aligned_floats(n);
+  gammas_ = aligned_floats(static_cast<size_t>(H));
+}
+
+void CpuSampler::plan(const PlanRequest& req) {
+  request_ = &req;
+  for (int t = 0; t < model_.config.horizon; ++t) {
+    gammas_[static_cast<size_t>(t)] = static_cast<float>(std::pow(req.discount, t));
+  }
+  active_threads_ = std::min(pool_.size(), req.num_candidates);
+  pool_.run(active_threads_, &CpuSampler::run_chunk, this);
+  request_ = nullptr;
+}
+
+void CpuSampler::run_chunk(void* self, int index) {
+  auto* s = static_cast<CpuSampler*>(self);
+  const int n = s->request_->num_candidates, threads = s->active_threads_;
+  const int first = index * n / threads, last = (index + 1) * n / threads;
+  Scratch& scratch = s->scratch_[static_cast<size_t>(index)];
+  s->sample_chunk(first, last - first, scratch);
+  s->rank_chunk(first, last - first, scratch);
+}
+
+// Candidates first..first+count: tau^K from noise, then K steps of dynamics and planner updates.
+void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
+  const PlanRequest& q = *request_;
+  const ModelConfig& c = model_.config;
+  const int H = c.horizon, dx = c.state_dim, du = c.action_dim, D = c.window_dim(), K = c.num_steps;
+  const size_t HD = static_cast<size_t>(H) * D;
+  const int rows = q.guided ? 2 * count : count;
+  float* tau = windows_.get() + static_cast<size_t>(first) * HD;  // [count, H, D]
+
+  for (int n = 0; n < count; ++n) {
+    math::fill_normal(q.seed, static_cast<uint32_t>(first + n), static_cast<uint32_t>(K + 1),
+                      tau + n * HD, HD);
+  }
+  // The input tail [x_0, c or 0, emb(k)] of row r; r >= count are the unconditional rows.
+  auto write_tail = [&](float* tail, int r, int k) {
+    std::memcpy(tail, q.x0, sizeof(float) * static_cast<size_t>(dx));
+    for (int j = 0; j < c.cond_dim; ++j) tail[dx + j] = r < count ? q.cond[j] : 0.0f;
+    std::memcpy(tail + dx + c.cond_dim, model_.embeddings.data() + static_cast<size_t>(k - 1) * kEmbedDim,
+                sizeof(float) * kEmbedDim);
+  };
+  // Guided noise estimate of element e of candidate n from the network outputs.
+  auto eps_at = [&](int n, size_t e) {
+    const float cond = s.eps[static_cast<size_t>(n) * ld_eps_ + e];
+    if (!q.guided) return cond;
+    return math::guided(cond, s.eps[static_cast<size_t>(n + count) * ld_eps_ + e], q.guidance);
+  };
+
+  for (int k = K; k >= 1; --k) {
+    const math::StepFloats& st = model_.steps[static_cast<size_t>(k - 1)];
+    if (math::dynamics_at(k, q.lambda, q.dynamics_every, q.dynamics_last)) {
+      // Dynamics input [flatten(X^k), flatten(U^k), x_0, c, emb(k)].
+      for (int r = 0; r < rows; ++r) {
+        const float* src = tau + static_cast<size_t>(r % count) * HD;
+        float* row = s.input.get() + static_cast<size_t>(r) * ld_input_;
+        for (int t = 0; t < H; ++t) {
+          std::memcpy(row + t * dx, src + t * D, sizeof(float) * static_cast<size_t>(dx));
+          std::memcpy(row + H * dx + t * du, src + t * D + dx, sizeof(float) * static_cast<size_t>(du));
+        }
+        write_tail(row + static_cast<size_t>(H) * D, r, k);
+      }
+      mlp_forward(model_.dynamics, s.input.get(), ld_input_, rows, s.h0.get(), s.h1.get(),
+                  s.eps.get(), ld_eps_);
+      for (int n = 0; n < count; ++n) {
+        float* win = tau + static_cast<size_t>(n) * HD;
+        for (int t = 0; t < H; ++t) {
+          for (int j = 0; j < dx; ++j) {
+            float& x = win[t * D + j];
+            x = math::dynamics_update(x, eps_at(n, static_cast<size_t>(t * dx + j)), st,
+                                      q.one_minus_lambda, q.lambda);
+          }
+        }
+      }
+    }
+    // Planner input [flatten(tau'), x_0, c, emb(k)].
+    for (int r = 0; r < rows; ++r) {
+      float* row = s.input.get() + static_cast<size_t>(r) * ld_input_;
+      std::memcpy(row, tau + static_cast<size_t>(r % count) * HD, sizeof(float) * HD);
+      write_tail(row + HD, r, k);
+    }
+    mlp_forward(model_.planner, s.input.get(), ld_input_, rows, s.h0.get(), s.h1.get(), s.eps.get(),
+                ld_eps_);
+    for (int n = 0; n < count; ++n) {
+      float* win = tau + static_cast<size_t>(n) * HD;
+      if (k > 1) {
+        math::fill_normal(q.seed, static_cast<uint32_t>(first + n), static_cast<uint32_t>(k),
+                          s.noise.get(), HD);
+        for (size_t e = 0; e < HD; ++e) win[e] = math::planner_update(win[e], eps_at(n, e), st, s.noise[e]);
+      } else {
+        for (size_t e = 0; e < HD; ++e) win[e] = math::posterior_mean(win[e], eps_at(n, e), st);
+      }
+    }
+  }
+}
+
+// V_n and C_n of the chunk's finished windows (DESIGN 3 step 3).
+void CpuSampler::rank_chunk(int first, int count, Scratch& s) {
+  const PlanRequest& q = *request_;
+  const ModelConfig& c = model_.config;
+  const int H = c.horizon, dx = c.state_dim, du = c.action_dim, D = c.window_dim();
+  const size_t HD = static_cast<size_t>(H) * D;
+  const float* tau = windows_.get() + static_cast<size_t>(first) * HD;
+  // Rows [x_t, u_t], t = 0..H-1, with x_0 the current state and x_t = the window's x_t.
+  for (int n = 0; n < count; ++n) {
+    for (int t = 0; t < H; ++t) {
+      float* row = s.input.get() + static_cast<size_t>(n * H + t) * D;
+      const float* x = t == 0 ? q.x0 : tau + n * HD + static_cast<size_t>(t - 1) * D;
+      std::memcpy(row, x, sizeof(float) * static_cast<size_t>(dx));
+      std::memcpy(row + dx, tau + n * HD + static_cast<size_t>(t) * D + dx, sizeof(float) * static_cast<size_t>(du));
+    }
+  }
+  const int rows = count * H;
+  const float* gamma = gammas_.get();
+  mlp_forward(model_.reward, s.input.get(), static_cast<size_t>(D), rows, s.h0.get(), s.h1.get(),
+              s.eps.get(), ld_eps_);
+  for (int n = 0; n < count; ++n) {
+    float value = 0.0f;
+    int fell = -1;
+    for (int t = 0; t < H; ++t) {
+      const float* out = s.eps.get() + static_cast<size_t>(n * H + t) * ld_eps_;
+      value += out[0] * gamma[t];
+      if (c.reward_outputs == 2 && fell < 0 && out[1] > 0.0f) fell = t;
+    }
+    if (fell >= 0) value -= kTerminationPenalty * gamma[fell];
+    values_[static_cast<size_t>(first + n)] = value;
+  }
+  if (!c.has_cost) return;
+  mlp_forward(model_.cost, s.input.get(), static_cast<size_t>(D), rows, s.h0.get(), s.h1.get(),
+              s.eps.get(), ld_eps_);
+  for (int n = 0; n < count; ++n) {
+    float cost = 0.0f;
+    for (int t = 0; t < H; ++t) cost += s.eps[static_cast<size_t>(n * H + t) * ld_eps_] * gamma[t];
+    costs_[static_cast<size_t>(first + n)] = cost;
+  }
+}
+
+}  // namespace mpd::cpu

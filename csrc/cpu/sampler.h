@@ -1,0 +1,76 @@
+// The CPU backend of the alternating sampler (DESIGN section 3): candidates are split into
+// contiguous chunks, one per thread; each thread runs all K steps of dynamics and planner updates
+// and the ranker for its chunk (conditional and unconditional rows as one batch), so the only
+// synchronization is one join per plan. Per-candidate arithmetic does not depend on the chunking:
+// plans are bit-identical for any thread count and any candidate count split.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/model_file.h"
+#include "cpu/dense.h"
+#include "cpu/thread_pool.h"
+#include "math/update.h"
+
+namespace mpd::cpu {
+
+// What the CPU backend needs of a model: packed networks and per-step constants.
+struct CpuModel {
+  ModelConfig config;
+  PackedMlp planner, dynamics, reward, cost;  // cost: empty layers without a cost model
+  std::vector<math::StepFloats> steps;        // [K], index k - 1
+  std::vector<float> embeddings;              // [K, 32], row k - 1 = emb(k)
+
+  explicit CpuModel(const ModelFile& file);
+};
+
+// One plan's inputs, already normalized and checked.
+struct PlanRequest {
+  const float* x0;    // [dx] normalized current state
+  const float* cond;  // [cond_dim] condition c
+  uint64_t seed;
+  int num_candidates;
+  bool guided;  // w != 1: conditional and unconditional rows, 2N per network call
+  float guidance, lambda, one_minus_lambda;
+  unsigned dynamics_every, dynamics_last;
+  double discount;
+};
+
+class CpuSampler {
+ public:
+  CpuSampler(const CpuModel& model, int max_candidates, int threads);  // throws std::bad_alloc
+
+  int max_candidates() const { return max_candidates_; }
+  int threads() const { return pool_.size(); }
+
+  // Samples and ranks req.num_candidates windows; results in windows(), values(), costs().
+  void plan(const PlanRequest& req);
+
+  const float* windows() const { return windows_.get(); }  // [N, H, D] normalized
+  const float* values() const { return values_.get(); }    // [N]
+  const float* costs() const { return costs_.get(); }      // [N], with a cost model
+
+ private:
+  struct Scratch {
+    AlignedBuffer input;  // [2C, ld_input]: network inputs (also [C H, D] ranker rows)
+    AlignedBuffer h0, h1;  // [max(2C, C H), ld_hidden]
+    AlignedBuffer eps;     // [max(2C, C H), ld_eps]: network outputs
+    AlignedBuffer noise;   // [H D]
+  };
+  static void run_chunk(void* self, int index);
+  void sample_chunk(int first, int count, Scratch& s);
+  void rank_chunk(int first, int count, Scratch& s);
+
+  const CpuModel& model_;
+  int max_candidates_;
+  int chunk_capacity_;  // candidates per thread at most
+  size_t ld_input_, ld_hidden_, ld_eps_;
+  ThreadPool pool_;
+  std::vector<Scratch> scratch_;
+  AlignedBuffer windows_, values_, costs_, gammas_;  // gammas_: [H] discount^t
+  const PlanRequest* request_ = nullptr;
+  int active_threads_ = 1;
+};
+
+}  // namespace mpd::cpu

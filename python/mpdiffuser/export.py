@@ -1,0 +1,174 @@
+"""Trained models -> one .safetensors model file that the C++ core loads (DESIGN section 2).
+
+The file holds every float32 weight, named ``<net>.<l>.weight`` ([out, in]) and ``<net>.<l>.bias``
+for ``<net>`` in planner, dynamics, reward and (constrained tasks) cost, the normalizer as
+``normalizer.{state,action}_{low,high}`` tensors (float32, so the native core reads them exactly),
+and string metadata:
+
+    format = "mpdiffuser.model", format_version = "1", schedule = "cosine", env_id,
+    state_dim, action_dim, cond_dim, horizon, num_steps, width, layers, ranker_width,
+    ranker_layers, reward_outputs, has_cost ("0"/"1"), cost_scale, return_low, return_high,
+    return_discount, condition_dropout,
+    default.<option> for every SamplerOptions field ("none" for an unset cost limit or budget).
+
+Numbers are written with repr(), which round-trips float64 exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from mpdiffuser.config import ModelConfig, SamplerOptions
+
+FORMAT = "mpdiffuser.model"
+FORMAT_VERSION = 1
+NETS = ("planner", "dynamics", "reward", "cost")
+
+
+def _metadata(spec, options: SamplerOptions) -> dict[str, str]:
+    m = spec.model
+    meta = {
+        "format": FORMAT, "format_version": str(FORMAT_VERSION), "schedule": "cosine",
+        "env_id": spec.env_id or "",
+        "state_dim": str(spec.state_dim), "action_dim": str(spec.action_dim),
+        "cond_dim": str(spec.conditions.dim), "horizon": str(m.horizon), "num_steps": str(m.num_steps),
+        "width": str(m.width), "layers": str(m.layers), "ranker_width": str(m.ranker_width),
+        "ranker_layers": str(m.ranker_layers), "reward_outputs": str(2 if spec.reward_has_termination else 1),
+        "has_cost": "1" if spec.with_cost else "0", "cost_scale": repr(float(spec.conditions.cost_scale)),
+        "return_low": repr(float(spec.conditions.return_low)), "return_high": repr(float(spec.conditions.return_high)),
+        "return_discount": repr(float(spec.conditions.return_discount)),
+        "condition_dropout": repr(float(m.condition_dropout)),
+    }
+    for field in dataclasses.fields(SamplerOptions):
+        value = getattr(options, field.name)
+        meta[f"default.{field.name}"] = "none" if value is None else (
+            str(value) if isinstance(value, int) else repr(float(value)))
+    return meta
+
+
+def export_model(bundle_dir: str | Path, out_path: str | Path, options: SamplerOptions | None = None) -> Path:
+    """Write the trained models of `bundle_dir` to `out_path` (.safetensors); returns the path.
+
+    options: the sampler defaults stored in the file (default: SamplerOptions()).
+    """
+    from safetensors.numpy import save_file
+
+    from mpdiffuser.models.bundle import ModelBundle
+
+    bundle = ModelBundle.load(bundle_dir)
+    options = options or SamplerOptions()
+    spec = bundle.spec
+    if spec.with_cost and options.cost_limit is not None:
+        spec.conditions.condition(options.return_target, options.cost_limit)  # validates
+    elif not spec.with_cost and options.cost_limit is not None:
+        raise ValueError("options.cost_limit is set, but the models were trained without costs")
+    if options.actions_per_plan > spec.model.horizon:
+        raise ValueError(f"actions_per_plan ({options.actions_per_plan}) exceeds the horizon ({spec.model.horizon})")
+    tensors: dict[str, np.ndarray] = {}
+    for net in NETS:
+        module = getattr(bundle, net)
+        if module is None:
+            continue
+        for name, value in module.state_dict().items():
+            # "<mlp>.net.<l>.weight" -> "<net>.<l>.weight"
+            layer, kind = name.split(".")[-2:]
+            tensors[f"{net}.{layer}.{kind}"] = np.ascontiguousarray(value.detach().cpu().numpy(), dtype=np.float32)
+    tensors["normalizer.state_low"] = spec.states.low.astype(np.float32)
+    tensors["normalizer.state_high"] = spec.states.high.astype(np.float32)
+    tensors["normalizer.action_low"] = spec.actions.low.astype(np.float32)
+    tensors["normalizer.action_high"] = spec.actions.high.astype(np.float32)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=_metadata(spec, options))
+    tmp.replace(out_path)
+    return out_path
+
+
+def _number(meta: dict[str, str], key: str, kind=float):
+    if key not in meta:
+        raise ValueError(f"model file metadata lacks '{key}'")
+    try:
+        return kind(meta[key])
+    except ValueError as exc:
+        raise ValueError(f"model file metadata '{key}' = {meta[key]!r} is not a valid {kind.__name__}") from exc
+
+
+def read_model_file(path: str | Path):
+    """(BundleSpec, tensors by name, SamplerOptions defaults) of a model file.
+
+    Raises FileNotFoundError, or ValueError naming what is wrong with the file.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    from mpdiffuser.data.normalizer import MinMaxNormalizer
+    from mpdiffuser.data.windows import ConditionScale
+    from mpdiffuser.models.bundle import BundleSpec
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{path} is not a readable safetensors file: {exc}") from exc
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an mpdiffuser model file (format {meta.get('format')!r})")
+    version = _number(meta, "format_version", int)
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{path} has model format version {version}; this mpdiffuser reads {FORMAT_VERSION}")
+    model = ModelConfig(
+        horizon=_number(meta, "horizon", int), num_steps=_number(meta, "num_steps", int),
+        width=_number(meta, "width", int), layers=_number(meta, "layers", int),
+        ranker_width=_number(meta, "ranker_width", int), ranker_layers=_number(meta, "ranker_layers", int),
+        return_discount=_number(meta, "return_discount"), cost_scale=_number(meta, "cost_scale"),
+        condition_dropout=_number(meta, "condition_dropout"))
+    with_cost = meta.get("has_cost") == "1"
+    conditions = ConditionScale(_number(meta, "return_low"), _number(meta, "return_high"),
+                                model.return_discount, model.cost_scale, with_cost)
+    for key in ("normalizer.state_low", "normalizer.state_high", "normalizer.action_low", "normalizer.action_high"):
+        if key not in tensors:
+            raise ValueError(f"{path} lacks tensor '{key}'")
+    spec = BundleSpec(meta.get("env_id") or None, _number(meta, "state_dim", int), _number(meta, "action_dim", int),
+                      model, MinMaxNormalizer(tensors["normalizer.state_low"], tensors["normalizer.state_high"]),
+                      MinMaxNormalizer(tensors["normalizer.action_low"], tensors["normalizer.action_high"]),
+                      conditions, _number(meta, "reward_outputs", int) == 2)
+    defaults = {}
+    for field in dataclasses.fields(SamplerOptions):
+        raw = meta.get(f"default.{field.name}")
+        if raw is None:
+            raise ValueError(f"{path} lacks metadata 'default.{field.name}'")
+        defaults[field.name] = None if raw == "none" else (int(raw) if field.type in ("int", int) else float(raw))
+    return spec, tensors, SamplerOptions(**defaults)
+
+
+def bundle_from_model_file(path: str | Path):
+    """The PyTorch models (a ModelBundle) stored in a model file, and its sampler defaults."""
+    import torch
+
+    from mpdiffuser.models.bundle import ModelBundle
+
+    spec, tensors, defaults = read_model_file(path)
+    modules = {}
+    for net in NETS:
+        if net == "cost" and not spec.with_cost:
+            continue
+        module = spec.build(net)
+        state = {}
+        for name in module.state_dict():
+            layer, kind = name.split(".")[-2:]
+            key = f"{net}.{layer}.{kind}"
+            if key not in tensors:
+                raise ValueError(f"{path} lacks tensor '{key}'")
+            state[name] = torch.from_numpy(np.array(tensors[key], dtype=np.float32))
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ValueError(f"{path}: tensors of '{net}' do not match the stored architecture: {exc}") from exc
+        modules[net] = module
+    return ModelBundle.from_modules(spec, **modules), defaults

@@ -1,0 +1,121 @@
+"""The public sampler: one model file, three backends with the same answers (DESIGN section 2).
+
+    sampler = Sampler("hopper.safetensors", backend="cpu")   # or "torch" (the reference), "cuda"
+    plan = sampler.plan(observation, seed=0)                  # plan.action: [du] in env units
+
+"cpu" and "cuda" run the native core (the GIL is released while planning); "torch" runs the
+PyTorch reference sampler on the same weights. Arguments are checked here, before any native call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from mpdiffuser.config import SamplerOptions
+from mpdiffuser.sampling.reference import Plan
+
+BACKENDS = ("torch", "cpu", "cuda")
+
+
+class Sampler:
+    """Plans with the models of a model file (see `mpdiffuser.export`).
+
+    backend: "cpu" (native, threads over candidates), "cuda" (native, GPU) or "torch" (reference).
+    threads: CPU threads (0 = all hardware threads). env_id: when given, the file must be for it.
+    """
+
+    def __init__(self, model_file: str | Path, backend: str = "cpu", *, threads: int = 0, env_id: str | None = None):
+        from mpdiffuser.export import read_model_file
+
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
+            raise ValueError(f"threads must be an integer >= 0, got {threads!r}")
+        self.model_file = Path(model_file)
+        self.backend = backend
+        self.threads = int(threads)
+        self.spec, _, self.defaults = read_model_file(self.model_file)
+        if env_id is not None and self.spec.env_id is not None and env_id != self.spec.env_id:
+            raise ValueError(f"{self.model_file} holds models for {self.spec.env_id}, not {env_id}")
+        self._reference = None
+        self._native = None
+        self._workspace = None
+        if backend == "torch":
+            from mpdiffuser.export import bundle_from_model_file
+            from mpdiffuser.sampling.reference import ReferenceSampler
+
+            bundle, _ = bundle_from_model_file(self.model_file)
+            self._reference = ReferenceSampler(bundle)
+        else:
+            from mpdiffuser import _core
+
+            if backend == "cuda" and not _core.build_info()["cuda_compiled"]:
+                raise RuntimeError("backend 'cuda': this mpdiffuser was built without CUDA")
+            self._native = _core.Model(str(self.model_file))
+            self._ensure_workspace(self.defaults.num_candidates)
+
+    def _ensure_workspace(self, num_candidates: int) -> None:
+        """(Re)size the native workspace; happens outside the timed plan path only when N grows."""
+        from mpdiffuser import _core
+
+        if self._workspace is None or self._workspace.max_candidates < num_candidates:
+            self._workspace = _core.Workspace(self._native, self.backend, num_candidates, self.threads)
+
+    def _native_options(self, options: SamplerOptions):
+        from mpdiffuser import _core
+
+        o = _core.Options()
+        for field in dataclasses.fields(SamplerOptions):
+            value = getattr(options, field.name)
+            if field.name in ("cost_limit", "cost_budget"):
+                setattr(o, f"has_{field.name}", 0 if value is None else 1)
+                value = 0.0 if value is None else value
+            setattr(o, field.name, value)
+        return o
+
+    def _check(self, states: np.ndarray, seeds) -> tuple[np.ndarray, np.ndarray]:
+        dx = self.spec.state_dim
+        states = np.asarray(states, dtype=np.float32)
+        if states.ndim != 2 or states.shape[1] != dx:
+            raise ValueError(f"states must have shape (batch, {dx}), got {states.shape}")
+        bad = ~np.isfinite(states)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise ValueError(f"state holds NaN or infinity (row {row}, index {col})")
+        seeds = np.asarray(seeds)
+        if seeds.shape != (states.shape[0],) or (seeds.size and seeds.dtype.kind not in "iu"):
+            raise ValueError(f"seeds must be {states.shape[0]} integers, got {seeds!r}")
+        if seeds.size and seeds.min() < 0:
+            raise ValueError("seeds must be non-negative")
+        return states, seeds.astype(np.uint64)
+
+    def plan(self, state: np.ndarray, seed: int, options: SamplerOptions | None = None) -> Plan:
+        """One plan from the raw (env-unit) state [dx]; options default to the file's."""
+        state = np.asarray(state, dtype=np.float32)
+        if state.shape != (self.spec.state_dim,):
+            raise ValueError(f"state must have shape ({self.spec.state_dim},), got {state.shape}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        return self.plan_batch(state[None], [int(seed)], options)[0]
+
+    def plan_batch(self, states: np.ndarray, seeds, options: SamplerOptions | None = None) -> list[Plan]:
+        """One plan per row of states [B, dx] with seeds [B]."""
+        options = options or self.defaults
+        states, seeds = self._check(states, seeds)
+        if self._reference is not None:
+            return [self._reference.plan(s, int(k), options) for s, k in zip(states, seeds)]
+        self.spec.conditions.condition(options.return_target, options.cost_limit)  # cost-limit rules
+        if options.actions_per_plan > self.spec.model.horizon:
+            raise ValueError(f"actions_per_plan ({options.actions_per_plan}) exceeds the horizon "
+                             f"({self.spec.model.horizon})")
+        self._ensure_workspace(options.num_candidates)
+        actions, index, values, costs, windows = self._workspace.plan_batch(
+            states, seeds, self._native_options(options), True)
+        return [Plan(actions[b], int(index[b]), values[b], None if costs is None else costs[b],
+                     windows[b, index[b]], windows[b]) for b in range(len(states))]
+
+    def __repr__(self) -> str:
+        return f"Sampler({str(self.model_file)!r}, backend={self.backend!r})"
