@@ -84,26 +84,70 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _options_from_args(args: argparse.Namespace, defaults):
+    return defaults.replace(num_candidates=args.candidates, guidance=args.guidance, return_target=args.return_target,
+                            dynamics_weight=args.dynamics_weight, dynamics_every=args.dynamics_every,
+                            dynamics_last=args.dynamics_last, actions_per_plan=args.actions_per_plan)
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
-    """Control an environment with a trained bundle (MPC, replanning every step) and report scores."""
+    """Control an environment with trained models (MPC, replanning every step) and report scores.
+
+    --bundle DIR runs the PyTorch reference on the bundle (or, with --backend cpu, exports
+    DIR/model.safetensors first); --model-file F runs an exported model file on --backend.
+    """
     from mpdiffuser.config import SamplerOptions
     from mpdiffuser.control.evaluate import evaluate
     from mpdiffuser.control.mpc import MPCPolicy
-    from mpdiffuser.models.bundle import ModelBundle
-    from mpdiffuser.sampling.reference import ReferenceSampler
 
-    bundle = ModelBundle.load(args.bundle, env_id=args.env)
-    options = SamplerOptions(num_candidates=args.candidates, guidance=args.guidance, return_target=args.return_target,
-                             dynamics_weight=args.dynamics_weight, dynamics_every=args.dynamics_every,
-                             dynamics_last=args.dynamics_last, actions_per_plan=args.actions_per_plan)
-    policy = MPCPolicy(ReferenceSampler(bundle), options, episode_budget=args.budget)
+    if (args.bundle is None) == (args.model_file is None):
+        raise SystemExit("error: give exactly one of --bundle and --model-file")
+    if args.model_file is not None or args.backend != "torch":
+        from mpdiffuser.export import export_model
+        from mpdiffuser.sampling.sampler import Sampler
+
+        model_file = args.model_file or export_model(args.bundle, Path(args.bundle) / "model.safetensors")
+        sampler = Sampler(model_file, args.backend, env_id=args.env)
+        defaults = sampler.defaults
+    else:
+        from mpdiffuser.models.bundle import ModelBundle
+        from mpdiffuser.sampling.reference import ReferenceSampler
+
+        sampler = ReferenceSampler(ModelBundle.load(args.bundle, env_id=args.env))
+        defaults = SamplerOptions()
+    policy = MPCPolicy(sampler, _options_from_args(args, defaults), episode_budget=args.budget)
     summary = evaluate(policy, args.env, args.episodes, args.seed, args.max_steps, constrained=args.budget is not None)
-    report = summary.to_dict()
+    report = summary.to_dict() | {"backend": args.backend}
     lat = report["latency"]
     print(f"{args.env}: score {report['score_mean']:.1f} +- {report['score_stderr']:.1f}, return {report['return_mean']:.1f}, "
-          f"cost {report['cost_mean']:.1f}; latency p50 {lat['p50_ms']:.1f} ms p99 {lat['p99_ms']:.1f} ms")
+          f"cost {report['cost_mean']:.1f}; latency ({args.backend}) p50 {lat['p50_ms']:.2f} ms p99 {lat['p99_ms']:.2f} ms")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Write a trained bundle's models to one .safetensors model file for the native core."""
+    from mpdiffuser.config import SamplerOptions
+    from mpdiffuser.export import export_model
+
+    defaults = SamplerOptions(cost_limit=args.cost_limit)
+    path = export_model(args.bundle, args.out, _options_from_args(args, defaults))
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    """Plan latency of the native CPU backend against the PyTorch reference on the same model file."""
+    from mpdiffuser.bench import format_table, run_cpu_benchmark, synthetic_model_file, write_json
+
+    model_file = args.model_file
+    if model_file is None:
+        model_file = synthetic_model_file(Path(args.out).with_suffix("") / "synthetic-hopper.safetensors")
+        print(f"no --model-file: benchmarking a default-size Hopper model with random weights ({model_file})")
+    result = run_cpu_benchmark(model_file, candidates=args.candidates, threads=args.threads, iters=args.iters)
+    print(format_table(result))
+    print(f"wrote {write_json(result, args.out)}")
     return 0
 
 
@@ -115,6 +159,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                         policy_steps=args.policy_steps, max_steps=args.max_steps, seed=args.seed)
     run_demo(config)
     return 0
+
+
+def _add_sampler_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--candidates", type=int, default=8, help="N")
+    p.add_argument("--guidance", type=float, default=1.2, help="w")
+    p.add_argument("--return-target", type=float, default=0.9, help="g")
+    p.add_argument("--dynamics-weight", "--lambda", type=float, default=1.0, help="lambda (0: planner only)")
+    p.add_argument("--dynamics-every", type=int, default=1)
+    p.add_argument("--dynamics-last", type=int, default=0)
+    p.add_argument("--actions-per-plan", type=int, default=1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,21 +208,32 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_cmd_train)
 
     ev = commands.add_parser("eval", help="control an environment with trained models", description=_cmd_eval.__doc__)
-    ev.add_argument("--bundle", required=True)
+    ev.add_argument("--bundle", default=None, help="model bundle directory")
+    ev.add_argument("--model-file", default=None, help="exported .safetensors model file")
+    ev.add_argument("--backend", default="torch", choices=["torch", "cpu", "cuda"])
     ev.add_argument("--env", default="Hopper-v5")
     ev.add_argument("--episodes", type=int, default=5)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--max-steps", type=int, default=None)
-    ev.add_argument("--candidates", type=int, default=8, help="N")
-    ev.add_argument("--guidance", type=float, default=1.2, help="w")
-    ev.add_argument("--return-target", type=float, default=0.9, help="g")
-    ev.add_argument("--dynamics-weight", "--lambda", type=float, default=1.0, help="lambda (0: planner only)")
-    ev.add_argument("--dynamics-every", type=int, default=1)
-    ev.add_argument("--dynamics-last", type=int, default=0)
-    ev.add_argument("--actions-per-plan", type=int, default=1)
+    _add_sampler_args(ev)
     ev.add_argument("--budget", type=float, default=None, help="episode cost budget (constrained tasks)")
     ev.add_argument("--json", default=None, help="write the results as JSON here")
     ev.set_defaults(func=_cmd_eval)
+
+    ex = commands.add_parser("export", help="write a bundle as one .safetensors model file", description=_cmd_export.__doc__)
+    ex.add_argument("--bundle", required=True)
+    ex.add_argument("--out", required=True, help="output .safetensors path")
+    _add_sampler_args(ex)
+    ex.add_argument("--cost-limit", type=float, default=None, help="default cost limit (cost models)")
+    ex.set_defaults(func=_cmd_export)
+
+    bench = commands.add_parser("bench", help="native vs reference plan latency", description=_cmd_bench.__doc__)
+    bench.add_argument("--model-file", default=None, help="default: a default-size Hopper model with random weights")
+    bench.add_argument("--candidates", type=int, nargs="+", default=[1, 16, 64, 256], help="N values")
+    bench.add_argument("--threads", type=int, default=None, help="default: every core")
+    bench.add_argument("--iters", type=int, default=30)
+    bench.add_argument("--out", default="runs/bench/cpu_latency.json")
+    bench.set_defaults(func=_cmd_bench)
 
     demo = commands.add_parser("demo", help="the end-to-end Hopper demo", description=_cmd_demo.__doc__)
     demo.add_argument("--out", default="runs/demo")

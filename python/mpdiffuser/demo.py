@@ -1,5 +1,6 @@
 """The end-to-end demo: generate a small Hopper dataset, train the three models briefly, control
-Hopper with MPDiffuser and with the planner-only baseline (lambda = 0), print scores and latency."""
+Hopper with MPDiffuser and with the planner-only baseline (lambda = 0) on the native CPU backend,
+print scores and latency (native and PyTorch reference on the same model file)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from mpdiffuser.control.evaluate import evaluate
 from mpdiffuser.control.mpc import MPCPolicy
 from mpdiffuser.data.dataset import load_dataset
 from mpdiffuser.data.generate import GenerateConfig, generate
-from mpdiffuser.models.bundle import BundleSpec, ModelBundle
-from mpdiffuser.sampling.reference import ReferenceSampler
+from mpdiffuser.export import export_model
+from mpdiffuser.models.bundle import BundleSpec
+from mpdiffuser.sampling.sampler import Sampler
 from mpdiffuser.training.train import train_model
 
 
@@ -37,7 +39,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
     out = Path(config.out_dir)
     say = lambda msg: print(f"[{time.perf_counter() - started:6.1f}s] {msg}", flush=True)  # noqa: E731
 
-    say(f"1/4 data: {config.env_id} medium-style (SAC {config.policy_steps} steps) + random, cached in {out / 'data'}")
+    say(f"1/5 data: {config.env_id} medium-style (SAC {config.policy_steps} steps) + random, cached in {out / 'data'}")
     task_path = generate(GenerateConfig(config.env_id, "medium", config.task_transitions, config.policy_steps,
                                         seed=config.seed), out / "data", progress)
     random_path = generate(GenerateConfig(config.env_id, "random", config.random_transitions, seed=config.seed),
@@ -48,7 +50,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
         f"random data: {random.num_transitions} steps")
 
     bundle_dir = out / "models"
-    say(f"2/4 training planner, dynamics model and reward model -> {bundle_dir}")
+    say(f"2/5 training planner, dynamics model and reward model -> {bundle_dir}")
     BundleSpec.fit(task, [task, random], ModelConfig()).save(bundle_dir)
     losses = {}
     for name, data, steps in (("planner", [task], config.train_steps), ("dynamics", [task, random], config.train_steps),
@@ -57,26 +59,48 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
         losses[name] = info["final_loss"]
         say(f"    {name:8s}: {steps} steps in {info['seconds']:.0f}s, final loss {info['final_loss']:.4f}")
 
-    bundle = ModelBundle.load(bundle_dir, env_id=config.env_id)
-    sampler = ReferenceSampler(bundle)
+    model_file = export_model(bundle_dir, bundle_dir / "model.safetensors", SamplerOptions())
+    say(f"3/5 exported the three models to {model_file} ({model_file.stat().st_size / 1e6:.1f} MB)")
+    sampler = Sampler(model_file, "cpu", env_id=config.env_id)
     results = {}
     for label, lam in (("MPDiffuser (lambda=1)", 1.0), ("planner only (lambda=0)", 0.0)):
-        say(f"3/4 control: {label}, {config.episodes} episode(s), replanning every step")
-        policy = MPCPolicy(sampler, SamplerOptions(dynamics_weight=lam))
+        say(f"4/5 control: {label}, {config.episodes} episode(s), replanning every step, native CPU backend")
+        policy = MPCPolicy(sampler, sampler.defaults.replace(dynamics_weight=lam))
         summary = evaluate(policy, config.env_id, config.episodes, seed=1000 + config.seed,
                            max_steps=config.max_steps, progress=progress, desc=label)
         results[label] = summary.to_dict()
 
-    say("4/4 results (PyTorch reference backend, this machine's CPU)")
-    options = SamplerOptions()
-    print(f"    N={options.num_candidates} candidates, H={bundle.spec.model.horizon}, K={bundle.spec.model.num_steps}, "
-          f"guidance w={options.guidance}")
+    options = sampler.defaults
+    latency = compare_latency(model_file, task.episodes[0].observations[:40], options)
+    say("5/5 results")
+    print(f"    N={options.num_candidates} candidates, H={sampler.spec.model.horizon}, K={sampler.spec.model.num_steps}, "
+          f"guidance w={options.guidance}; latency per plan measured during control (native CPU backend)")
     for label, res in results.items():
         lat = res["latency"]
         print(f"    {label:24s} score {res['score_mean']:6.1f} +- {res['score_stderr']:4.1f} "
-              f"(return {res['return_mean']:7.1f})  latency per plan p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms")
-    report = {"config": config.__dict__, "losses": losses, "results": results,
+              f"(return {res['return_mean']:7.1f})  latency per plan p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms")
+    print(f"    same model file, 40 dataset states: native CPU p50 {latency['cpu_ms_p50']:.2f} ms, PyTorch reference "
+          f"p50 {latency['torch_ms_p50']:.2f} ms ({latency['speedup']:.1f}x faster)")
+    report = {"config": config.__dict__, "losses": losses, "results": results, "latency": latency,
               "seconds": round(time.perf_counter() - started, 1)}
     (out / "demo_results.json").write_text(json.dumps(report, indent=1))
     say(f"done; results in {out / 'demo_results.json'}")
     return report
+
+
+def compare_latency(model_file: Path, states, options: SamplerOptions) -> dict:
+    """p50 plan latency of the native CPU backend and the PyTorch reference on the same states."""
+    import numpy as np
+
+    timings = {}
+    for backend in ("cpu", "torch"):
+        sampler = Sampler(model_file, backend)
+        sampler.plan(states[0], 0, options)  # warm-up
+        times = []
+        for i, state in enumerate(states):
+            begin = time.perf_counter()
+            sampler.plan(state, i, options)
+            times.append((time.perf_counter() - begin) * 1e3)
+        timings[f"{backend}_ms_p50"] = float(np.percentile(times, 50))
+    timings["speedup"] = timings["torch_ms_p50"] / timings["cpu_ms_p50"]
+    return timings

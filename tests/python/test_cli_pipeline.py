@@ -9,7 +9,7 @@ import pytest
 from mpdiffuser import cli
 
 
-@pytest.mark.parametrize("command", ["generate-data", "train", "eval", "demo", "info"])
+@pytest.mark.parametrize("command", ["generate-data", "train", "eval", "export", "bench", "demo", "info"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main([command, "--help"])
@@ -36,3 +36,34 @@ def test_generate_train_eval(tmp_path, capsys):
     assert report["latency"]["plans"] == report["episodes"][0]["length"]
     with pytest.raises(ValueError, match="Hopper-v5, not Walker2d-v5"):
         cli.main(["eval", "--bundle", str(bundle), "--env", "Walker2d-v5", "--episodes", "1"])
+
+    # Export, then control with the native CPU backend: the same episode as the reference within
+    # float tolerance, so the same length and nearly the same return over 5 steps.
+    model_file = tmp_path / "model.safetensors"
+    assert cli.main(["export", "--bundle", str(bundle), "--out", str(model_file), "--candidates", "4"]) == 0
+    assert model_file.exists() and "wrote" in capsys.readouterr().out
+    native_path = tmp_path / "eval-native.json"
+    assert cli.main(["eval", "--model-file", str(model_file), "--backend", "cpu", "--env", "Hopper-v5", "--episodes",
+                     "1", "--max-steps", "5", "--candidates", "4", "--lambda", "0.5", "--json", str(native_path)]) == 0
+    native = json.loads(native_path.read_text())
+    assert native["backend"] == "cpu"
+    assert native["episodes"][0]["length"] == report["episodes"][0]["length"]
+    assert native["return_mean"] == pytest.approx(report["return_mean"], rel=1e-3, abs=1e-3)
+    with pytest.raises(SystemExit):
+        cli.main(["eval", "--bundle", str(bundle), "--model-file", str(model_file)])
+    with pytest.raises(ValueError, match="not Walker2d-v5"):
+        cli.main(["eval", "--model-file", str(model_file), "--backend", "cpu", "--env", "Walker2d-v5"])
+
+
+def test_bench_writes_a_ratio_table(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert cli.main(["bench", "--candidates", "1", "4", "--iters", "3", "--threads", "1", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert [r["num_candidates"] for r in result["rows"]] == [1, 4]
+    for row in result["rows"]:
+        assert row["cpu_ms_p50"] > 0 and row["torch_ms_p50"] > 0
+        assert row["speedup"] == pytest.approx(row["torch_ms_p50"] / row["cpu_ms_p50"])
+        assert row["gflop_per_plan"] > 0
+    assert result["matmul_gflops"] > 1 and result["machine"]["cores"] >= 1
+    assert "speedup" in text and "matmul rate" in text

@@ -38,14 +38,19 @@ def standalone(repo_root: Path) -> dict:
     build = repo_root / "build" / "standalone"
     prefix = repo_root / "build" / "standalone-install"
     cmake, ninja = _tool("cmake"), _tool("ninja")
+    # The firmware example's ctest plans with a model file the test suite exports.
+    from mpdiffuser.bench import synthetic_model_file
+
+    model_file = synthetic_model_file(repo_root / "build" / "standalone-model" / "hopper.safetensors")
     configure = _run([cmake, "-S", str(repo_root), "-B", str(build), "-G", "Ninja",
                       f"-DCMAKE_MAKE_PROGRAM={ninja}", "-DMPD_BUILD_PYTHON=OFF",
-                      "-DMPD_BUILD_TESTS=ON", "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON"], repo_root)
+                      "-DMPD_BUILD_TESTS=ON", "-DMPD_BUILD_EXAMPLES=ON", f"-DMPD_EXAMPLE_MODEL={model_file}",
+                      "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON"], repo_root)
     build_log = _run([cmake, "--build", str(build), "--verbose"], repo_root)
     ctest = _run([str(Path(cmake).parent / "ctest"), "--test-dir", str(build), "--output-on-failure"], repo_root)
     shutil.rmtree(prefix, ignore_errors=True)
     _run([cmake, "--install", str(build), "--prefix", str(prefix)], repo_root)
-    return {"configure": configure, "build": build_log, "ctest": ctest, "prefix": prefix,
+    return {"configure": configure, "build": build_log, "ctest": ctest, "prefix": prefix, "model_file": model_file,
             "cmake": cmake, "ninja": ninja, "build_dir": build}
 
 
@@ -53,8 +58,9 @@ def test_ctest_passes_and_runs_tests(standalone):
     # ctest 3.x: "100% tests passed, 0 tests failed out of 4"; ctest 4.x: "100% tests passed out of 4".
     summary = re.search(r"(\d+)% tests passed(?:, (\d+) tests failed)? out of (\d+)", standalone["ctest"])
     assert summary, standalone["ctest"]
-    assert summary.group(1) == "100" and int(summary.group(3)) >= 3
-    for name in ("philox_test", "schedule_test", "c_api_test"):
+    assert summary.group(1) == "100" and int(summary.group(3)) >= 9
+    for name in ("philox_test", "schedule_test", "c_api_test", "json_test", "model_file_test", "cpu_dense_test",
+                 "plan_test", "plan_noalloc_test", "firmware_example"):
         assert re.search(rf"{name} \.+\s+Passed", standalone["ctest"]), name
 
 
@@ -102,3 +108,22 @@ def test_bad_cuda_option_is_rejected(repo_root: Path, tmp_path: Path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert "MPD_ENABLE_CUDA must be ON, OFF or AUTO" in done.stdout + done.stderr
+
+
+def test_firmware_example_builds_from_the_installed_package(standalone, repo_root: Path, tmp_path: Path):
+    prefix = standalone["prefix"]
+    assert (prefix / "include" / "mpdiffuser" / "mpdiffuser.hpp").exists()
+    build = tmp_path / "firmware"
+    _run([standalone["cmake"], "-S", str(repo_root / "examples" / "firmware"), "-B", str(build), "-G", "Ninja",
+          f"-DCMAKE_MAKE_PROGRAM={standalone['ninja']}", f"-DCMAKE_PREFIX_PATH={prefix}"], repo_root)
+    _run([standalone["cmake"], "--build", str(build)], repo_root)
+    out = subprocess.run([str(build / "mpd_firmware_example"), str(standalone["model_file"]), "--steps", "25",
+                          "--rate", "50"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    match = re.search(r"latency_ms p50=([\d.]+) p90=([\d.]+) p99=([\d.]+) max=([\d.]+) missed_deadlines=(\d+)", out.stdout)
+    assert match, out.stdout
+    p50, p99 = float(match.group(1)), float(match.group(3))
+    assert 0 < p50 <= p99 < 20.0, out.stdout  # the default model plans inside a 50 Hz step
+    bad = subprocess.run([str(build / "mpd_firmware_example"), str(tmp_path / "missing.safetensors")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "cannot open" in bad.stderr

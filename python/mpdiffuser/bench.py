@@ -1,0 +1,195 @@
+"""Latency benchmarks of the sampler backends against the PyTorch reference, in one process.
+
+Every row measures the reference (`backend="torch"`, eager, same threads) on the same model file
+and options, so the figure is a ratio; it also measures this machine's float32 matrix-multiply
+rate (a large torch matmul on the same threads) so the native backend's FLOP/s can be read as a
+fraction of what the machine can do. `mpdiffuser bench` prints the table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mpdiffuser.config import ModelConfig, SamplerOptions
+
+EMBED_DIM = 32
+
+
+def synthetic_model_file(path: str | Path, state_dim: int = 11, action_dim: int = 3,
+                         model: ModelConfig | None = None, with_cost: bool = False, seed: int = 0,
+                         env_id: str | None = "Hopper-v5", options: SamplerOptions | None = None) -> Path:
+    """A model file with random (untrained, He-scaled) weights of a given architecture: for
+    benchmarks and tests of the backends, where only the arithmetic matters. Hopper-sized by default."""
+    import torch
+
+    from mpdiffuser.data.normalizer import MinMaxNormalizer
+    from mpdiffuser.data.windows import ConditionScale
+    from mpdiffuser.export import export_model
+    from mpdiffuser.models.bundle import BundleSpec, save_weights
+
+    model = model or ModelConfig()
+    rng = np.random.default_rng(seed)
+    spec = BundleSpec(env_id, state_dim, action_dim, model,
+                      MinMaxNormalizer(-rng.uniform(1, 3, state_dim).astype(np.float32),
+                                       rng.uniform(1, 3, state_dim).astype(np.float32)),
+                      MinMaxNormalizer(-np.ones(action_dim, np.float32), np.ones(action_dim, np.float32)),
+                      ConditionScale(0.0, 300.0, model.return_discount, model.cost_scale, with_cost), True)
+    directory = Path(path).with_suffix(".bundle")
+    spec.save(directory)
+    torch.manual_seed(seed)
+    for name in ("planner", "dynamics", "reward") + (("cost",) if with_cost else ()):
+        module = spec.build(name)
+        with torch.no_grad():
+            for p in module.parameters():
+                fan_in = p.shape[-1] if p.ndim == 2 else 1
+                p.normal_(0.0, (1.0 / fan_in) ** 0.5 if p.ndim == 2 else 0.05)
+        save_weights(directory, name, module, spec, {"synthetic": True, "seed": seed})
+    if with_cost and options is None:
+        options = SamplerOptions(cost_limit=10.0)
+    return export_model(directory, path, options)
+
+
+def plan_flops(spec, options: SamplerOptions) -> float:
+    """Floating-point operations of one plan: every network layer's 2 * rows * in * out."""
+    m, dx, du = spec.model, spec.state_dim, spec.action_dim
+    H, D, c = m.horizon, dx + du, spec.conditions.dim
+
+    def mlp(in_dim, width, layers, out_dim):
+        dims = [in_dim] + [width] * layers + [out_dim]
+        return sum(2.0 * a * b for a, b in zip(dims[:-1], dims[1:]))
+
+    n = options.num_candidates
+    rows = n if options.guidance == 1.0 else 2 * n
+    planner = mlp(H * D + dx + c + EMBED_DIM, m.width, m.layers, H * D)
+    dynamics = mlp(H * D + dx + c + EMBED_DIM, m.width, m.layers, H * dx)
+    ranker = mlp(D, m.ranker_width, m.ranker_layers, 2 if spec.reward_has_termination else 1)
+    if spec.with_cost:
+        ranker += mlp(D, m.ranker_width, m.ranker_layers, 1)
+    dyn_steps = sum(options.dynamics_at(k) for k in range(1, m.num_steps + 1))
+    return rows * (m.num_steps * planner + dyn_steps * dynamics) + n * H * ranker
+
+
+def matmul_gflops(threads: int, size: int = 2048, repeats: int = 10) -> float:
+    """This machine's float32 matrix-multiply rate on `threads` threads (torch, best of repeats)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a = torch.randn(size, size)
+        b = torch.randn(size, size)
+        torch.mm(a, b)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - start)
+        return 2.0 * size**3 / best / 1e9
+    finally:
+        torch.set_num_threads(previous)
+
+
+def time_plans(sampler, state: np.ndarray, options: SamplerOptions, warmup: int, iters: int,
+               max_seconds: float = 20.0) -> np.ndarray:
+    """Latency in ms of `iters` plans (seeds 0, 1, ...) after `warmup` plans."""
+    for i in range(warmup):
+        sampler.plan(state, i, options)
+    times = []
+    deadline = time.perf_counter() + max_seconds
+    for i in range(iters):
+        start = time.perf_counter()
+        sampler.plan(state, 1000 + i, options)
+        times.append((time.perf_counter() - start) * 1e3)
+        if time.perf_counter() > deadline and len(times) >= 3:
+            break
+    return np.asarray(times)
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "commit": commit}
+
+
+def run_cpu_benchmark(model_file: str | Path, candidates=(1, 16, 64, 256), threads: int | None = None,
+                      warmup: int = 3, iters: int = 30, guidance: float | None = None) -> dict:
+    """Native CPU backend vs the PyTorch reference on `model_file`, one row per N."""
+    import torch
+
+    from mpdiffuser.sampling.sampler import Sampler
+
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    native = Sampler(model_file, "cpu", threads=threads)
+    reference = Sampler(model_file, "torch")
+    spec = native.spec
+    rng = np.random.default_rng(0)
+    state = ((spec.states.low + spec.states.high) / 2 + rng.uniform(-0.3, 0.3, spec.state_dim)
+             * (spec.states.high - spec.states.low) / 2).astype(np.float32)
+    peak = matmul_gflops(threads)
+    rows = []
+    for n in candidates:
+        options = native.defaults.replace(num_candidates=int(n))
+        if guidance is not None:
+            options = options.replace(guidance=guidance)
+        flops = plan_flops(spec, options)
+        cpu = time_plans(native, state, options, warmup, iters)
+        ref = time_plans(reference, state, options, max(1, warmup // 2), max(3, iters // 3))
+        rows.append({
+            "num_candidates": int(n), "gflop_per_plan": flops / 1e9,
+            "cpu_ms_p50": float(np.percentile(cpu, 50)), "cpu_ms_p99": float(np.percentile(cpu, 99)),
+            "torch_ms_p50": float(np.percentile(ref, 50)), "torch_ms_p99": float(np.percentile(ref, 99)),
+            "cpu_gflops": flops / np.percentile(cpu, 50) / 1e6, "torch_gflops": flops / np.percentile(ref, 50) / 1e6,
+            "speedup": float(np.percentile(ref, 50) / np.percentile(cpu, 50)),
+            "cpu_fraction_of_matmul": flops / np.percentile(cpu, 50) / 1e6 / peak,
+            "cpu_iters": len(cpu), "torch_iters": len(ref),
+        })
+    m = spec.model
+    return {
+        "benchmark": "cpu_plan_latency", "machine": machine_info(), "threads": threads,
+        "matmul_gflops": peak, "model_file": str(model_file),
+        "model": {"env_id": spec.env_id, "state_dim": spec.state_dim, "action_dim": spec.action_dim,
+                  **dataclasses.asdict(m)},
+        "options": {k: v for k, v in dataclasses.asdict(native.defaults).items() if k != "num_candidates"} | (
+            {"guidance": guidance} if guidance is not None else {}),
+        "rows": rows,
+    }
+
+
+def format_table(result: dict) -> str:
+    lines = [f"machine: {result['machine']['cpu']} ({result['machine']['cores']} cores), threads {result['threads']}, "
+             f"commit {result['machine']['commit']}",
+             f"matmul rate: {result['matmul_gflops']:.1f} GFLOP/s (float32 torch.mm 2048^2, same threads)",
+             f"{'N':>5} {'GFLOP':>7} {'cpu p50 ms':>11} {'cpu p99':>8} {'torch p50':>10} {'speedup':>8} "
+             f"{'cpu GFLOP/s':>12} {'of matmul':>10}"]
+    for r in result["rows"]:
+        lines.append(f"{r['num_candidates']:>5} {r['gflop_per_plan']:>7.3f} {r['cpu_ms_p50']:>11.3f} "
+                     f"{r['cpu_ms_p99']:>8.3f} {r['torch_ms_p50']:>10.3f} {r['speedup']:>7.1f}x "
+                     f"{r['cpu_gflops']:>12.1f} {100 * r['cpu_fraction_of_matmul']:>9.0f}%")
+    return "\n".join(lines)
+
+
+def write_json(result: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    return path

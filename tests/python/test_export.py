@@ -1,0 +1,112 @@
+"""Export: a trained bundle -> one .safetensors model file that both the PyTorch reference and the
+native core read, with the same weights, normalizer, architecture and sampler defaults."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from mpdiffuser.config import SamplerOptions
+from mpdiffuser.export import bundle_from_model_file, export_model, read_model_file
+from mpdiffuser.models.bundle import ModelBundle
+
+
+@pytest.fixture(scope="module")
+def exported(toy_bundle, tmp_path_factory):
+    directory, _ = toy_bundle
+    options = SamplerOptions(num_candidates=5, guidance=1.7, cost_limit=4.0, dynamics_every=2, actions_per_plan=2)
+    path = export_model(directory, tmp_path_factory.mktemp("export") / "toy.safetensors", options)
+    return directory, path, options
+
+
+def test_file_layout_follows_the_design(exported):
+    directory, path, _ = exported
+    bundle = ModelBundle.load(directory)
+    m = bundle.spec.model
+    with safe_open(str(path), framework="numpy") as f:
+        meta, names = f.metadata(), set(f.keys())
+        assert meta["format"] == "mpdiffuser.model" and meta["format_version"] == "1"
+        assert meta["horizon"] == str(m.horizon) and meta["has_cost"] == "1" and meta["cond_dim"] == "2"
+        window = m.horizon * (bundle.spec.state_dim + bundle.spec.action_dim)
+        assert f.get_tensor("planner.0.weight").shape == (m.width, window + bundle.spec.state_dim + 2 + 32)
+        assert f.get_tensor(f"planner.{m.layers}.weight").shape == (window, m.width)
+        assert f.get_tensor("planner.0.weight").dtype == np.float32
+        np.testing.assert_array_equal(f.get_tensor("dynamics.1.bias"),
+                                      bundle.dynamics.state_dict()["mlp.net.1.bias"].numpy())
+    expected = {f"{net}.{layer}.{kind}" for net, layers in
+                (("planner", m.layers), ("dynamics", m.layers), ("reward", m.ranker_layers), ("cost", m.ranker_layers))
+                for layer in range(layers + 1) for kind in ("weight", "bias")}
+    expected |= {f"normalizer.{w}_{b}" for w in ("state", "action") for b in ("low", "high")}
+    assert names == expected
+
+
+def test_round_trip_gives_the_same_models_and_defaults(exported):
+    directory, path, options = exported
+    original = ModelBundle.load(directory)
+    spec, _, defaults = read_model_file(path)
+    assert defaults == options
+    assert spec.model == original.spec.model and spec.conditions == original.spec.conditions
+    assert spec.env_id == original.spec.env_id and spec.reward_has_termination == original.spec.reward_has_termination
+    np.testing.assert_array_equal(spec.states.low, original.spec.states.low)
+    np.testing.assert_array_equal(spec.actions.high, original.spec.actions.high)
+    loaded, _ = bundle_from_model_file(path)
+    x = torch.randn(3, spec.state_dim)
+    u = torch.randn(3, spec.action_dim)
+    for net in ("reward", "cost"):
+        assert torch.equal(getattr(loaded, net)(x, u), getattr(original, net)(x, u))
+    tau = torch.randn(3, spec.model.horizon, spec.state_dim + spec.action_dim)
+    c, k = torch.randn(3, 2), torch.tensor([1, 2, 3])
+    assert torch.equal(loaded.planner(tau, x, c, k), original.planner(tau, x, c, k))
+
+
+def test_native_core_reads_the_same_file(exported):
+    from mpdiffuser import _core
+
+    _, path, options = exported
+    model = _core.Model(str(path))
+    spec, _, _ = read_model_file(path)
+    info = model.info()
+    assert (info["state_dim"], info["action_dim"], info["horizon"], info["has_cost"]) == (
+        spec.state_dim, spec.action_dim, spec.model.horizon, True)
+    native = model.default_options()
+    assert native.num_candidates == 5 and native.guidance == 1.7 and native.dynamics_every == 2
+    assert native.has_cost_limit == 1 and native.cost_limit == 4.0 and native.has_cost_budget == 0
+
+
+def test_export_rejects_options_the_models_cannot_take(toy_bundle, tmp_path):
+    directory, _ = toy_bundle
+    with pytest.raises(ValueError, match="actions_per_plan"):
+        export_model(directory, tmp_path / "x.safetensors", SamplerOptions(actions_per_plan=99))
+    with pytest.raises(FileNotFoundError):
+        export_model(tmp_path / "nothing", tmp_path / "x.safetensors")
+
+
+def test_files_of_another_version_are_rejected_by_both_readers(exported, tmp_path):
+    from mpdiffuser import _core
+
+    _, path, _ = exported
+    with safe_open(str(path), framework="numpy") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta["format_version"] = "7"
+    newer = tmp_path / "newer.safetensors"
+    save_file(tensors, str(newer), metadata=meta)
+    with pytest.raises(ValueError, match="version 7"):
+        read_model_file(newer)
+    with pytest.raises(ValueError, match="format version 7 is not supported"):
+        _core.Model(str(newer))
+    del tensors["dynamics.0.weight"]
+    meta["format_version"] = "1"
+    missing = tmp_path / "missing.safetensors"
+    save_file(tensors, str(missing), metadata=meta)
+    with pytest.raises(ValueError, match="'dynamics.0.weight' is missing"):
+        _core.Model(str(missing))
+    with pytest.raises(ValueError, match="dynamics.0.weight"):
+        bundle_from_model_file(missing)
+    not_a_model = tmp_path / "plain.safetensors"
+    save_file({"w": np.zeros(3, np.float32)}, str(not_a_model))
+    with pytest.raises(ValueError, match="not an mpdiffuser model file"):
+        read_model_file(not_a_model)
