@@ -97,6 +97,18 @@ def matmul_gflops(threads: int, size: int = 2048, repeats: int = 10) -> float:
         torch.set_num_threads(previous)
 
 
+def numpy_matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """The same rate through NumPy's BLAS (OpenBLAS in the wheels; its own thread count)."""
+    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    a @ a
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best / 1e9
+
+
 def time_plans(sampler, state: np.ndarray, options: SamplerOptions, warmup: int, iters: int,
                max_seconds: float = 20.0) -> np.ndarray:
     """Latency in ms of `iters` plans (seeds 0, 1, ...) after `warmup` plans."""
@@ -166,7 +178,7 @@ def run_cpu_benchmark(model_file: str | Path, candidates=(1, 16, 64, 256), threa
     m = spec.model
     return {
         "benchmark": "cpu_plan_latency", "machine": machine_info(), "threads": threads,
-        "matmul_gflops": peak, "model_file": str(model_file),
+        "matmul_gflops": peak, "numpy_matmul_gflops": numpy_matmul_gflops(), "model_file": str(model_file),
         "model": {"env_id": spec.env_id, "state_dim": spec.state_dim, "action_dim": spec.action_dim,
                   **dataclasses.asdict(m)},
         "options": {k: v for k, v in dataclasses.asdict(native.defaults).items() if k != "num_candidates"} | (
@@ -178,7 +190,8 @@ def run_cpu_benchmark(model_file: str | Path, candidates=(1, 16, 64, 256), threa
 def format_table(result: dict) -> str:
     lines = [f"machine: {result['machine']['cpu']} ({result['machine']['cores']} cores), threads {result['threads']}, "
              f"commit {result['machine']['commit']}",
-             f"matmul rate: {result['matmul_gflops']:.1f} GFLOP/s (float32 torch.mm 2048^2, same threads)",
+             f"matmul rate: {result['matmul_gflops']:.1f} GFLOP/s (float32 torch.mm 2048^2, same threads; "
+             f"NumPy/OpenBLAS {result.get('numpy_matmul_gflops', float('nan')):.1f})",
              f"{'N':>5} {'GFLOP':>7} {'cpu p50 ms':>11} {'cpu p99':>8} {'torch p50':>10} {'speedup':>8} "
              f"{'cpu GFLOP/s':>12} {'of matmul':>10}"]
     for r in result["rows"]:

@@ -143,7 +143,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     model_file = args.model_file
     if model_file is None:
-        model_file = synthetic_model_file(Path(args.out).with_suffix("") / "synthetic-hopper.safetensors")
+        model_file = synthetic_model_file(Path("runs/bench/synthetic-hopper.safetensors"))
         print(f"no --model-file: benchmarking a default-size Hopper model with random weights ({model_file})")
     result = run_cpu_benchmark(model_file, candidates=args.candidates, threads=args.threads, iters=args.iters)
     print(format_table(result))
@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the end-to-end Hopper demo", description=_cmd_demo.__doc__)
     demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--episodes", type=int, default=5)
+    demo.add_argument("--episodes", type=int, default=20)
     demo.add_argument("--train-steps", type=int, default=3000)
     demo.add_argument("--policy-steps", type=int, default=8000)
     demo.add_argument("--max-steps", type=int, default=1000)

@@ -29,7 +29,7 @@ class DemoConfig:
     random_transitions: int = 10_000
     train_steps: int = 3000
     ranker_steps: int = 2000
-    episodes: int = 5
+    episodes: int = 20
     max_steps: int = 1000
     seed: int = 0
 
