@@ -161,6 +161,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    """Run one experiment of the evaluation suite; --quick runs a minutes-long version of it."""
+    from mpdiffuser.experiments.quadruped import QuadrupedConfig, run_quadruped
+
+    changes = {k: v for k, v in (("out_dir", args.out), ("control_hz", args.hz), ("backend", args.backend),
+                                 ("seed", args.seed)) if v is not None}
+    config = QuadrupedConfig.quick(**changes) if args.quick else QuadrupedConfig(**changes)
+    run_quadruped(config)
+    return 0
+
+
 def _add_sampler_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidates", type=int, default=8, help="N")
     p.add_argument("--guidance", type=float, default=1.2, help="w")
@@ -234,6 +245,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--iters", type=int, default=30)
     bench.add_argument("--out", default="runs/bench/cpu_latency.json")
     bench.set_defaults(func=_cmd_bench)
+
+    experiment = commands.add_parser("experiment", help="run an experiment of the evaluation suite",
+                                     description=_cmd_experiment.__doc__)
+    experiment.add_argument("name", choices=["quadruped"], help="quadruped: Ant real-time control at a fixed rate")
+    experiment.add_argument("--quick", action="store_true", help="small data and training: minutes on 2 cores")
+    experiment.add_argument("--out", default=None, help="output directory (default runs/<name>[-quick])")
+    experiment.add_argument("--hz", type=float, default=None, help="control rate (default 50)")
+    experiment.add_argument("--backend", default=None, choices=["auto", "cpu", "cuda", "torch"])
+    experiment.add_argument("--seed", type=int, default=None)
+    experiment.set_defaults(func=_cmd_experiment)
 
     demo = commands.add_parser("demo", help="the end-to-end Hopper demo", description=_cmd_demo.__doc__)
     demo.add_argument("--out", default="runs/demo")
