@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mpdiffuser.config import ModelConfig, SamplerOptions, TrainConfig
+from mpdiffuser.control.evaluate import PLAN_SEED_STRIDE
 
 
 @dataclass(frozen=True)
@@ -45,35 +46,22 @@ class QuadrupedConfig:
 
 
 def fastest_backend() -> str:
-    """The fastest backend this build can run: the native CPU backend (the CUDA sampler's
-    workspace creation reports MPD_ERR_NOT_AVAILABLE until the CUDA backend lands)."""
-    from mpdiffuser import _core
-
-    if _core.cuda_device_available():
-        try:
-            from mpdiffuser.bench import synthetic_model_file  # noqa: F401
-
-            return "cuda" if _cuda_workspace_works() else "cpu"
-        except RuntimeError:
-            return "cpu"
-    return "cpu"
-
-
-def _cuda_workspace_works() -> bool:
+    """"cuda" when a GPU is present and the CUDA sampler can make a workspace, else "cpu"."""
     import tempfile
 
     from mpdiffuser import _core
     from mpdiffuser.bench import synthetic_model_file
 
+    if not _core.cuda_device_available():
+        return "cpu"
+    tiny = ModelConfig(horizon=2, num_steps=2, width=8, layers=1, ranker_width=8, ranker_layers=1)
     with tempfile.TemporaryDirectory() as tmp:
-        path = synthetic_model_file(Path(tmp) / "probe.safetensors", model=ModelConfig(horizon=2, num_steps=2, width=8,
-                                                                                          layers=1, ranker_width=8,
-                                                                                          ranker_layers=1))
+        path = synthetic_model_file(Path(tmp) / "probe.safetensors", model=tiny)
         try:
             _core.Workspace(_core.Model(str(path)), "cuda", 1, 0)
-            return True
-        except RuntimeError:
-            return False
+            return "cuda"
+        except RuntimeError:  # MPD_ERR_NOT_AVAILABLE until the CUDA sampler lands
+            return "cpu"
 
 
 def fixed_rate_episode(policy, env, seed: int, hz: float, max_steps: int) -> dict:
@@ -81,7 +69,7 @@ def fixed_rate_episode(policy, env, seed: int, hz: float, max_steps: int) -> dic
     ends after its deadline is a miss. Returns return, length, latencies (ms) and misses."""
     period = 1.0 / hz
     obs, _ = env.reset(seed=seed)
-    policy.reset(seed * 100_003)
+    policy.reset(seed * PLAN_SEED_STRIDE)
     latencies, total, misses = [], 0.0, 0
     next_tick = time.perf_counter()
     started = next_tick
