@@ -51,12 +51,61 @@ class VelocityCost(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-def make_env(env_id: str, constrained: bool = False, **kwargs) -> gym.Env:
+@dataclass(frozen=True)
+class PhysicsChange:
+    """Changed dynamics (novel-dynamics experiments): every body's mass and inertia, every geom's
+    sliding friction and every actuator's gear (its gain) scaled by the given factors."""
+
+    mass: float = 1.0
+    friction: float = 1.0
+    gear: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("mass", "friction", "gear"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value > 0.0):
+                raise ValueError(f"PhysicsChange.{name} must be a positive finite factor, got {value}")
+
+    @property
+    def is_nominal(self) -> bool:
+        return self.mass == self.friction == self.gear == 1.0
+
+    @property
+    def tag(self) -> str:
+        """'nominal' or a file-name-safe summary such as 'mass1.5-gear0.7'."""
+        parts = [f"{n}{getattr(self, n):g}" for n in ("mass", "friction", "gear") if getattr(self, n) != 1.0]
+        return "-".join(parts) or "nominal"
+
+    def apply(self, env: gym.Env) -> gym.Env:
+        model = env.unwrapped.model
+        model.body_mass[:] *= self.mass
+        model.body_inertia[:] *= self.mass
+        model.geom_friction[:, 0] *= self.friction
+        model.actuator_gear[:, 0] *= self.gear
+        return env
+
+
+def make_env(env_id: str, constrained: bool = False, physics: PhysicsChange | None = None, **kwargs) -> gym.Env:
     """A v5 MuJoCo env; Ant without contact forces in its observation (27 dims); with
-    `constrained`, info['cost'] from the velocity limit. kwargs go to gymnasium.make."""
+    `constrained`, info['cost'] from the velocity limit; with `physics`, changed dynamics.
+    kwargs go to gymnasium.make."""
     if env_id not in SUPPORTED:
         raise ValueError(f"unsupported environment '{env_id}', expected one of {', '.join(SUPPORTED)}")
     if env_id == "Ant-v5":
         kwargs.setdefault("include_cfrc_ext_in_observation", False)
     env = gym.make(env_id, **kwargs)
+    if physics is not None:
+        physics.apply(env)
     return VelocityCost(env, VELOCITY_LIMITS[env_id]) if constrained else env
+
+
+class CostPenalty(gym.Wrapper):
+    """reward - penalty * info['cost']: trains cautious behaviour policies for mixed-safety data."""
+
+    def __init__(self, env: gym.Env, penalty: float):
+        super().__init__(env)
+        self.penalty = float(penalty)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward - self.penalty * float(info["cost"]), terminated, truncated, info

@@ -57,15 +57,17 @@ class EvalSummary:
 
 
 def evaluate(policy, env_id: str, episodes: int = 1, seed: int = 0, max_steps: int | None = None,
-             constrained: bool = False, progress: bool = True, desc: str = "eval") -> EvalSummary:
+             constrained: bool = False, progress: bool = True, desc: str = "eval",
+             physics=None) -> EvalSummary:
     """Run `episodes` episodes of `policy` (an MPCPolicy or anything with reset/act) in `env_id`.
 
     Episode i resets the env with seed + i and the policy with (seed + i) * PLAN_SEED_STRIDE: the
     policy plans with seed + step, so without the stride consecutive episodes would reuse each
     other's noise shifted by one step and would not be independent samples. Costs come from info['cost']
     (constrained envs) and are fed back to the policy's budget when it has `observe_cost`.
+    `physics` (an envs.PhysicsChange) runs the episodes under changed dynamics.
     """
-    env = make_env(env_id, constrained=constrained)
+    env = make_env(env_id, constrained=constrained, physics=physics)
     limit = max_steps or env.spec.max_episode_steps or 1000
     reference = SCORE_REFERENCES.get(env_id)
     results, latencies = [], []
@@ -92,4 +94,5 @@ def evaluate(policy, env_id: str, episodes: int = 1, seed: int = 0, max_steps: i
         bar.close()
         latencies.extend(getattr(policy, "latencies_ms", [])[start_latencies:])
         results.append(EpisodeResult(total, reference.normalize(total) if reference else None, cost, steps))
+    env.close()
     return EvalSummary(env_id, results, latencies)

@@ -5,7 +5,11 @@ Kinds, after D4RL:
   medium         rollouts of a SAC behaviour policy trained for `policy_steps` steps
   medium-replay  SAC's replay buffer from that training run
   medium-expert  medium rollouts plus rollouts of a policy trained for `expert_steps` steps
-Behaviour policies are trained with stable-baselines3 SAC and cached next to the datasets.
+  mixed          (constrained only) half rollouts of the medium policy, half of a cautious one
+                 trained for as long on reward - cost_penalty * cost: data of mixed safety
+Behaviour policies are trained with stable-baselines3 SAC and cached next to the datasets (with
+their replay buffers, which medium-replay needs). `physics` rolls the policies out under changed
+dynamics (novel-dynamics experiments); the policies themselves are trained on the nominal robot.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mpdiffuser.data.dataset import Episode, OfflineDataset
-from mpdiffuser.envs import make_env
+from mpdiffuser.envs import CostPenalty, PhysicsChange, make_env
 
-KINDS = ("random", "medium", "medium-replay", "medium-expert")
+KINDS = ("random", "medium", "medium-replay", "medium-expert", "mixed")
 
 
 @dataclass(frozen=True)
@@ -33,29 +37,51 @@ class GenerateConfig:
     expert_steps: int = 200_000  # SAC environment steps of the expert policy (medium-expert)
     constrained: bool = False  # record velocity costs (DSRL-style)
     seed: int = 0
+    cost_penalty: float = 1.0  # mixed: the cautious policy's reward is reward - cost_penalty * cost
+    physics: PhysicsChange | None = None  # roll out under changed dynamics
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got '{self.kind}'")
         if self.transitions < 1 or self.policy_steps < 1 or self.expert_steps < 1:
             raise ValueError("transitions, policy_steps and expert_steps must be positive")
+        if self.kind == "mixed" and not self.constrained:
+            raise ValueError("kind 'mixed' (mixed-safety data) needs constrained=True: safety is defined by costs")
+        if self.kind == "medium-replay" and self.constrained:
+            raise ValueError("medium-replay with costs is not supported: the replay buffer has no cost column")
+        if not self.cost_penalty >= 0.0:
+            raise ValueError(f"cost_penalty must be >= 0, got {self.cost_penalty}")
 
     @property
     def name(self) -> str:
         tag = "-cost" if self.constrained else ""
+        if self.physics is not None and not self.physics.is_nominal:
+            tag += f"-{self.physics.tag}"
         return f"{self.env_id.split('-')[0].lower()}-{self.kind}{tag}-s{self.seed}"
+
+    def recipe(self) -> dict:
+        """What the data depends on, as stored in the file (a cached file must match it)."""
+        return dataclasses.asdict(self)
 
 
 def train_behaviour_policy(env_id: str, steps: int, seed: int, cache_dir: Path, progress: bool = True,
-                           constrained: bool = False):
-    """A SAC policy trained for `steps` environment steps (cached). Returns (model, seconds)."""
+                           cost_penalty: float = 0.0):
+    """A SAC policy trained for `steps` environment steps on the nominal robot, on reward minus
+    cost_penalty * velocity cost when cost_penalty > 0 (cached, with its replay buffer).
+    Returns (model, seconds)."""
     from stable_baselines3 import SAC
     from stable_baselines3.common.callbacks import BaseCallback
 
-    path = cache_dir / f"sac-{env_id}-{steps}-s{seed}.zip"
-    env = make_env(env_id, constrained=constrained)
-    if path.exists():
-        return SAC.load(path, env=env, device="cpu"), 0.0
+    tag = f"-pen{cost_penalty:g}" if cost_penalty > 0 else ""
+    path = cache_dir / f"sac-{env_id}-{steps}{tag}-s{seed}.zip"
+    buffer_path = path.with_suffix(".replay.pkl")
+    env = make_env(env_id, constrained=cost_penalty > 0)
+    if cost_penalty > 0:
+        env = CostPenalty(env, cost_penalty)
+    if path.exists() and buffer_path.exists():
+        model = SAC.load(path, env=env, device="cpu")
+        model.load_replay_buffer(buffer_path)
+        return model, 0.0
 
     class Progress(BaseCallback):
         def _on_training_start(self) -> None:
@@ -73,14 +99,15 @@ def train_behaviour_policy(env_id: str, steps: int, seed: int, cache_dir: Path, 
                 buffer_size=max(steps, 1000))
     model.learn(total_timesteps=steps, callback=Progress())
     cache_dir.mkdir(parents=True, exist_ok=True)
+    model.save_replay_buffer(buffer_path)
     model.save(path)
     return model, time.perf_counter() - started
 
 
 def rollout(env_id: str, policy, transitions: int, seed: int, constrained: bool, desc: str,
-            progress: bool = True) -> list[Episode]:
+            progress: bool = True, physics: PhysicsChange | None = None) -> list[Episode]:
     """Episodes of `policy(obs) -> action` (None: uniform random) until `transitions` steps."""
-    env = make_env(env_id, constrained=constrained)
+    env = make_env(env_id, constrained=constrained, physics=physics)
     env.action_space.seed(seed)
     episodes, done_steps, episode_index = [], 0, 0
     bar = tqdm(total=transitions, desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
@@ -101,6 +128,7 @@ def rollout(env_id: str, policy, transitions: int, seed: int, constrained: bool,
                                 np.array(costs) if constrained else None))
         episode_index += 1
     bar.close()
+    env.close()
     return episodes
 
 
@@ -122,32 +150,51 @@ def _replay_episodes(model, constrained: bool) -> list[Episode]:
 
 
 def generate(config: GenerateConfig, out_dir: str | Path, progress: bool = True) -> Path:
-    """Generate the dataset of `config` as `<out_dir>/<name>.hdf5` (reused if it exists)."""
+    """Generate the dataset of `config` as `<out_dir>/<name>.hdf5`. An existing file is reused
+    when it was made by the same recipe; one made by another recipe is an error, never reused."""
     out_dir = Path(out_dir)
     path = out_dir / f"{config.name}.hdf5"
     if path.exists():
+        _check_recipe(path, config)
         return path
     started = time.perf_counter()
     cache = out_dir / "policies"
+    c = config
     stochastic = lambda m: (lambda o: m.predict(o, deterministic=False)[0])  # noqa: E731
-    if config.kind == "random":
-        episodes = rollout(config.env_id, None, config.transitions, config.seed, config.constrained, "random", progress)
+    run = lambda policy, n, seed, desc: rollout(c.env_id, policy, n, seed, c.constrained, desc, progress,  # noqa: E731
+                                                 c.physics)
+    if c.kind == "random":
+        episodes = run(None, c.transitions, c.seed, "random")
     else:
-        medium, _ = train_behaviour_policy(config.env_id, config.policy_steps, config.seed, cache, progress,
-                                           config.constrained)
-        if config.kind == "medium-replay":
-            if config.constrained:
-                raise ValueError("medium-replay with costs is not supported: the replay buffer has no cost column")
-            episodes = _replay_episodes(medium, config.constrained)
+        medium, _ = train_behaviour_policy(c.env_id, c.policy_steps, c.seed, cache, progress)
+        if c.kind == "medium-replay":
+            episodes = _replay_episodes(medium, c.constrained)
         else:
-            episodes = rollout(config.env_id, stochastic(medium), config.transitions, config.seed,
-                               config.constrained, "medium rollouts", progress)
-        if config.kind == "medium-expert":
-            expert, _ = train_behaviour_policy(config.env_id, config.expert_steps, config.seed, cache, progress,
-                                               config.constrained)
-            episodes += rollout(config.env_id, stochastic(expert), config.transitions, config.seed + 10_000,
-                                config.constrained, "expert rollouts", progress)
-    metadata = {"env_id": config.env_id, "name": config.name, "recipe": dataclasses.asdict(config)
-                | {"policy": "uniform random" if config.kind == "random" else "stable-baselines3 SAC (MlpPolicy, stochastic actions)"},
+            episodes = run(stochastic(medium), c.transitions, c.seed, "medium rollouts")
+        if c.kind == "medium-expert":
+            expert, _ = train_behaviour_policy(c.env_id, c.expert_steps, c.seed, cache, progress)
+            episodes += run(stochastic(expert), c.transitions, c.seed + 10_000, "expert rollouts")
+        if c.kind == "mixed":
+            cautious, _ = train_behaviour_policy(c.env_id, c.policy_steps, c.seed, cache, progress, c.cost_penalty)
+            episodes += run(stochastic(cautious), c.transitions, c.seed + 20_000, "cautious rollouts")
+    policy = "uniform random" if c.kind == "random" else "stable-baselines3 SAC (MlpPolicy, stochastic actions)"
+    metadata = {"env_id": c.env_id, "name": c.name, "recipe": c.recipe() | {"policy": policy},
                 "seconds": round(time.perf_counter() - started, 1)}
     return OfflineDataset(episodes, metadata).save_hdf5(path)
+
+
+def _check_recipe(path: Path, config: GenerateConfig) -> None:
+    import json
+
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        meta = json.loads(f.attrs.get("mpdiffuser_metadata", "{}"))
+    stored = {k: v for k, v in meta.get("recipe", {}).items() if k != "policy"}
+    wanted = json.loads(json.dumps(config.recipe()))  # tuples and dataclasses as JSON has them
+    stored.setdefault("cost_penalty", 1.0)  # files of format 1 predate these two fields
+    stored.setdefault("physics", None)
+    if stored != wanted:
+        diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+        raise ValueError(f"{path} was generated with another recipe (differs in {', '.join(diff)}); "
+                         "delete it or choose another output directory")

@@ -9,17 +9,16 @@ percentiles and missed deadlines; writes JSON, CSV and a latency histogram.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mpdiffuser.config import ModelConfig, SamplerOptions, TrainConfig
+from mpdiffuser.config import ModelConfig
 from mpdiffuser.control.evaluate import PLAN_SEED_STRIDE
+from mpdiffuser.experiments.common import Log, pyplot, train_bundle, write_csv, write_json
 
 
 @dataclass(frozen=True)
@@ -100,14 +99,10 @@ def run_quadruped(config: QuadrupedConfig, progress: bool = True) -> dict:
     from mpdiffuser.data.dataset import load_dataset
     from mpdiffuser.data.generate import GenerateConfig, generate
     from mpdiffuser.envs import SCORE_REFERENCES, make_env
-    from mpdiffuser.export import export_model
-    from mpdiffuser.models.bundle import BundleSpec
     from mpdiffuser.sampling.sampler import Sampler
-    from mpdiffuser.training.train import train_model
 
-    started = time.perf_counter()
+    say = Log()
     out = Path(config.out_dir)
-    say = lambda msg: print(f"[{time.perf_counter() - started:6.1f}s] {msg}", flush=True)  # noqa: E731
     say(f"1/4 data: {config.env_id} medium-style (SAC {config.policy_steps} steps) + random, cached in {out / 'data'}")
     task = load_dataset(generate(GenerateConfig(config.env_id, "medium", config.task_transitions, config.policy_steps,
                                                 seed=config.seed), out / "data", progress))
@@ -118,12 +113,8 @@ def run_quadruped(config: QuadrupedConfig, progress: bool = True) -> dict:
 
     bundle_dir = out / "models"
     say(f"2/4 training -> {bundle_dir}")
-    BundleSpec.fit(task, [task, random], ModelConfig()).save(bundle_dir)
-    for name, data, steps in (("planner", [task], config.train_steps), ("dynamics", [task, random], config.train_steps),
-                              ("reward", [task, random], config.ranker_steps)):
-        info = train_model(bundle_dir, name, data, TrainConfig(steps=steps, seed=config.seed), progress=progress)
-        say(f"    {name:8s}: {steps} steps in {info['seconds']:.0f}s, final loss {info['final_loss']:.4f}")
-    model_file = export_model(bundle_dir, bundle_dir / "model.safetensors", SamplerOptions())
+    model_file = train_bundle(bundle_dir, task, [random], config.train_steps, config.ranker_steps, config.seed, say,
+                              progress)
 
     backend = fastest_backend() if config.backend == "auto" else config.backend
     say(f"3/4 control: {config.episodes} episode(s) at {config.control_hz:.0f} Hz, backend {backend}")
@@ -146,7 +137,7 @@ def run_quadruped(config: QuadrupedConfig, progress: bool = True) -> dict:
         "latency_ms": {q: float(np.percentile(latencies, p)) for q, p in
                        (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
         "episodes": [{k: v for k, v in e.items() if k != "latencies_ms"} | {"score": s} for e, s in zip(episodes, scores)],
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": round(say.seconds, 1),
     }
     write_outputs(report, latencies, out)
     lat = report["latency_ms"]
@@ -159,19 +150,11 @@ def run_quadruped(config: QuadrupedConfig, progress: bool = True) -> dict:
 
 
 def write_outputs(report: dict, latencies: np.ndarray, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "quadruped.json").write_text(json.dumps(report, indent=1))
-    with open(out / "quadruped.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["episode", "return", "score", "length", "missed_deadlines", "achieved_hz"])
-        for i, e in enumerate(report["episodes"]):
-            writer.writerow([i, f"{e['return']:.3f}", f"{e['score']:.3f}", e["length"], e["missed_deadlines"],
-                             f"{e['achieved_hz']:.2f}"])
+    write_json(out / "quadruped.json", report)
+    write_csv(out / "quadruped.csv", [{"episode": i} | {k: e[k] for k in ("return", "score", "length", "missed_deadlines",
+                                                                         "achieved_hz")}
+                                      for i, e in enumerate(report["episodes"])])
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.hist(latencies, bins=50, color="tab:blue")
     ax.axvline(1e3 / report["control_hz"], color="tab:red", linestyle="--", label=f"deadline ({report['control_hz']:.0f} Hz)")

@@ -1,0 +1,123 @@
+"""What the experiments of the evaluation suite share: a timestamped log, training a bundle and
+exporting its model file, statistics, and CSV/JSON/plot writing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mpdiffuser.config import ModelConfig, SamplerOptions, TrainConfig
+from mpdiffuser.data.dataset import OfflineDataset
+
+
+class Log:
+    """Prints `[elapsed] message` lines; `elapsed` is the seconds since the experiment began."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def __call__(self, message: str) -> None:
+        print(f"[{self.seconds:7.1f}s] {message}", flush=True)
+
+
+def train_bundle(bundle_dir: Path, task: OfflineDataset, extra: list[OfflineDataset], train_steps: int,
+                 ranker_steps: int, seed: int, log: Log, progress: bool = True,
+                 model: ModelConfig | None = None, options: SamplerOptions | None = None) -> Path:
+    """Planner on `task`; dynamics, reward (and cost, for data with costs) on task + extra; then the
+    model file. Training resumes from checkpoints, so a finished bundle is not trained twice."""
+    from mpdiffuser.export import export_model
+    from mpdiffuser.models.bundle import BundleSpec
+    from mpdiffuser.training.train import train_model
+
+    spec = BundleSpec.fit(task, [task, *extra], model or ModelConfig())
+    if (bundle_dir / "bundle.json").exists() and BundleSpec.load(bundle_dir).to_dict() != spec.to_dict():
+        raise ValueError(f"{bundle_dir} holds a bundle of other data or another architecture; delete it or "
+                         "choose another output directory")
+    spec.save(bundle_dir)
+    names = ["planner", "dynamics", "reward"] + (["cost"] if spec.with_cost else [])
+    for name in names:
+        data = [task] if name == "planner" else [task, *extra]
+        steps = train_steps if name in ("planner", "dynamics") else ranker_steps
+        info = train_model(bundle_dir, name, data, TrainConfig(steps=steps, seed=seed), progress=progress)
+        log(f"    {name:8s}: {steps} steps, final loss {info['final_loss']:.4f} ({info['seconds']:.0f}s)")
+    return export_model(bundle_dir, bundle_dir / "model.safetensors", options or SamplerOptions())
+
+
+def mean_stderr(values) -> tuple[float, float]:
+    """Mean and standard error of the mean (0 for a single value)."""
+    a = np.asarray(list(values), dtype=np.float64)
+    if a.size == 0:
+        return float("nan"), float("nan")
+    return float(a.mean()), float(a.std(ddof=1) / np.sqrt(a.size)) if a.size > 1 else 0.0
+
+
+def summarize(rows: list[dict], keys: tuple[str, ...], fields: tuple[str, ...]) -> list[dict]:
+    """Group `rows` by `keys` (first-seen order) and give mean and stderr of each of `fields`."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    out = []
+    for group_key, members in groups.items():
+        entry = dict(zip(keys, group_key)) | {"n": len(members)}
+        for f in fields:
+            entry[f"{f}_mean"], entry[f"{f}_stderr"] = mean_stderr(m[f] for m in members)
+        out.append(entry)
+    return out
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return path
+
+
+def write_json(path: Path, report: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1, default=str))
+    return path
+
+
+def machine() -> dict:
+    import os
+
+    import torch
+
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__}
+
+
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def grouped_bars(ax, groups: list[str], series: dict[str, tuple[list[float], list[float]]], ylabel: str) -> None:
+    """One bar per series within each group, with standard-error bars."""
+    width = 0.8 / max(len(series), 1)
+    x = np.arange(len(groups))
+    for i, (label, (means, errs)) in enumerate(series.items()):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, means, width, yerr=errs, capsize=3, label=label)
+    ax.set_xticks(x)
+    ax.set_xticklabels(groups, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.axhline(0.0, color="black", linewidth=0.5)
+    ax.legend(fontsize=8)

@@ -1,0 +1,171 @@
+"""Adaptation to novel dynamics (evaluation suite, item 3): train MPDiffuser on a nominal robot,
+change its physics (mass, friction, actuator gain), collect a small dataset on the changed robot,
+fine-tune only the dynamics model on it, and compare on the changed robot: the original models,
+the models with the fine-tuned dynamics model, and the planner-only sampler (lambda = 0, whose
+models are the same in both). The planner and ranker files are checked to stay byte-identical.
+
+    mpdiffuser experiment dynamics --quick       # minutes on 2 CPU cores
+    mpdiffuser experiment dynamics               # larger data and training
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from mpdiffuser.envs import PhysicsChange
+from mpdiffuser.experiments.common import (Log, grouped_bars, machine, pyplot, summarize, train_bundle, write_csv,
+                                           write_json)
+
+ORIGINAL, FINE_TUNED, PLANNER_ONLY = "original models", "fine-tuned dynamics", "planner only (lambda=0)"
+METHODS = (ORIGINAL, FINE_TUNED, PLANNER_ONLY)
+UNCHANGED_FILES = ("planner.pt", "reward.pt", "bundle.json")
+
+
+@dataclass(frozen=True)
+class DynamicsShiftConfig:
+    env_id: str = "Hopper-v5"
+    shifts: tuple[PhysicsChange, ...] = (PhysicsChange(mass=1.5), PhysicsChange(friction=0.4),
+                                         PhysicsChange(gear=0.6))
+    seed: int = 0  # training seed; data are generated with it too
+    out_dir: str = "runs/dynamics"
+    data_dir: str = "runs/data"
+    policy_steps: int = 30_000  # SAC steps of the behaviour policy (trained on the nominal robot)
+    task_transitions: int = 50_000
+    random_transitions: int = 20_000
+    shift_transitions: int = 10_000  # behaviour-policy rollouts on each changed robot
+    shift_random_transitions: int = 5000
+    train_steps: int = 5000
+    ranker_steps: int = 3000
+    finetune_steps: int = 2000
+    episodes: int = 5
+    max_steps: int = 1000
+    backend: str = "cpu"
+    threads: int = 0
+
+    @classmethod
+    def quick(cls, **changes) -> "DynamicsShiftConfig":
+        base = cls(out_dir="runs/dynamics-quick", data_dir="runs/data-quick", policy_steps=3000, task_transitions=5000,
+                   random_transitions=3000, shift_transitions=2000, shift_random_transitions=1000, train_steps=500,
+                   ranker_steps=300, finetune_steps=300, episodes=3)
+        return dataclasses.replace(base, **changes)
+
+    def __post_init__(self) -> None:
+        if not self.shifts or any(s.is_nominal for s in self.shifts):
+            raise ValueError("DynamicsShiftConfig needs at least one non-nominal PhysicsChange")
+        if self.episodes < 1 or self.max_steps < 1 or self.finetune_steps < 1:
+            raise ValueError("episodes, max_steps and finetune_steps must be >= 1")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def fine_tune_dynamics(base_dir: Path, out_dir: Path, data: list, steps: int, seed: int, progress: bool) -> dict:
+    """Copy the bundle at `base_dir` to `out_dir` (models only, no checkpoints) and fine-tune its
+    dynamics model on `data`; returns the training summary. Everything else stays as it was."""
+    from mpdiffuser.config import TrainConfig
+    from mpdiffuser.training.train import train_model
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in UNCHANGED_FILES:
+        shutil.copyfile(base_dir / name, out_dir / name)
+    if not (out_dir / "checkpoints" / "dynamics.finetune.ckpt").exists():  # else resume the fine-tuning
+        shutil.copyfile(base_dir / "dynamics.pt", out_dir / "dynamics.pt")
+    return train_model(out_dir, "dynamics", data, TrainConfig(steps=steps, seed=seed), fine_tune=True,
+                       progress=progress)
+
+
+def run_dynamics_shift(config: DynamicsShiftConfig, progress: bool = True) -> dict:
+    from mpdiffuser.control.evaluate import evaluate
+    from mpdiffuser.control.mpc import MPCPolicy
+    from mpdiffuser.data.dataset import load_dataset
+    from mpdiffuser.data.generate import GenerateConfig, generate
+    from mpdiffuser.export import export_model
+    from mpdiffuser.sampling.sampler import Sampler
+
+    log = Log()
+    out = Path(config.out_dir)
+    c = config
+    log(f"1/4 nominal data: {c.env_id} medium-style (SAC {c.policy_steps} steps) + random, cached in {c.data_dir}")
+    task = load_dataset(generate(GenerateConfig(c.env_id, "medium", c.task_transitions, c.policy_steps, seed=c.seed),
+                                 c.data_dir, progress))
+    random = load_dataset(generate(GenerateConfig(c.env_id, "random", c.random_transitions, seed=c.seed),
+                                   c.data_dir, progress))
+    base_dir = out / "models" / "nominal"
+    log(f"2/4 training on the nominal robot -> {base_dir}")
+    base_file = train_bundle(base_dir, task, [random], c.train_steps, c.ranker_steps, c.seed, log, progress)
+    base = Sampler(base_file, c.backend, threads=c.threads, env_id=c.env_id)
+    eval_seed = 10_000 * (c.seed + 1)
+
+    rows, checks, finetune = [], {}, {}
+
+    def run(label: str, method: str, sampler: Sampler, lam: float, physics: PhysicsChange | None) -> None:
+        policy = MPCPolicy(sampler, sampler.defaults.replace(dynamics_weight=lam))
+        summary = evaluate(policy, c.env_id, c.episodes, eval_seed, c.max_steps, progress=progress,
+                           desc=f"{label} {method}", physics=physics)
+        for i, e in enumerate(summary.episodes):
+            rows.append({"robot": label, "method": method, "episode": i, "return": e.episode_return,
+                         "score": e.normalized_score, "length": e.length})
+        log(f"    {label:22s} {method:24s} score {summary.score[0]:6.1f} +- {summary.score[1]:4.1f} "
+            f"(return {summary.episode_return[0]:.0f})")
+
+    log("3/4 nominal robot (reference)")
+    run("nominal", ORIGINAL, base, 1.0, None)
+    run("nominal", PLANNER_ONLY, base, 0.0, None)
+    for s, physics in enumerate(c.shifts):
+        label = physics.tag
+        log(f"4/4 changed robot {s + 1}/{len(c.shifts)}: {label}")
+        shift_task = load_dataset(generate(GenerateConfig(c.env_id, "medium", c.shift_transitions, c.policy_steps,
+                                                          seed=c.seed, physics=physics), c.data_dir, progress))
+        shift_random = load_dataset(generate(GenerateConfig(c.env_id, "random", c.shift_random_transitions,
+                                                            seed=c.seed, physics=physics), c.data_dir, progress))
+        tuned_dir = out / "models" / label
+        info = fine_tune_dynamics(base_dir, tuned_dir, [shift_task, shift_random], c.finetune_steps, c.seed, progress)
+        finetune[label] = {"steps": c.finetune_steps, "final_loss": info["final_loss"], "seconds": info["seconds"],
+                           "transitions": shift_task.num_transitions + shift_random.num_transitions}
+        log(f"    fine-tuned dynamics on {finetune[label]['transitions']} transitions: {c.finetune_steps} steps, "
+            f"final loss {info['final_loss']:.4f} ({info['seconds']:.0f}s)")
+        checks[label] = {name: sha256(base_dir / name) == sha256(tuned_dir / name) for name in UNCHANGED_FILES}
+        checks[label]["dynamics.pt changed"] = sha256(base_dir / "dynamics.pt") != sha256(tuned_dir / "dynamics.pt")
+        if not all(checks[label].values()):
+            raise RuntimeError(f"fine-tuning changed more than the dynamics model: {checks[label]}")
+        tuned = Sampler(export_model(tuned_dir, tuned_dir / "model.safetensors"), c.backend, threads=c.threads,
+                        env_id=c.env_id)
+        run(label, ORIGINAL, base, 1.0, physics)
+        run(label, FINE_TUNED, tuned, 1.0, physics)
+        run(label, PLANNER_ONLY, base, 0.0, physics)
+    summary = summarize(rows, ("robot", "method"), ("score", "return"))
+    report = {"experiment": "dynamics", "config": dataclasses.asdict(config), "machine": machine(),
+              "score_note": "D4RL-normalized score, mean and standard error over evaluation episodes",
+              "summary": summary, "byte_identical": checks, "fine_tuning": finetune, "episodes": rows,
+              "seconds": round(log.seconds, 1)}
+    write_outputs(report, out)
+    log("D4RL-normalized scores on each robot (mean +- standard error)")
+    for e in summary:
+        print(f"    {e['robot']:22s} {e['method']:24s} {e['score_mean']:6.1f} +- {e['score_stderr']:4.1f}")
+    log(f"planner, ranker and bundle.json byte-identical after fine-tuning: "
+        f"{all(all(v.values()) for v in checks.values())}")
+    log(f"results in {out / 'dynamics.json'}, {out / 'dynamics.csv'}, {out / 'dynamics.png'}")
+    return report
+
+
+def write_outputs(report: dict, out: Path) -> None:
+    write_json(out / "dynamics.json", report)
+    write_csv(out / "dynamics.csv", report["episodes"])
+    plt = pyplot()
+    summary = report["summary"]
+    robots = list(dict.fromkeys(e["robot"] for e in summary))
+    cell = {(e["robot"], e["method"]): e for e in summary}
+    nan = (float("nan"), 0.0)
+    series = {m: ([cell.get((r, m), {}).get("score_mean", nan[0]) for r in robots],
+                  [cell.get((r, m), {}).get("score_stderr", nan[1]) for r in robots]) for m in METHODS}
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(robots) + 2), 4))
+    grouped_bars(ax, robots, series, "D4RL-normalized score")
+    ax.set_title(f"{report['config']['env_id']}: changed dynamics, dynamics model fine-tuned alone")
+    fig.tight_layout()
+    fig.savefig(out / "dynamics.png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,228 @@
+"""Offline locomotion, D4RL style (evaluation suite, item 1): Hopper, Walker2d and HalfCheetah with
+locally generated medium, medium-replay and medium-expert datasets (or the user's own D4RL/Minari
+files). On every task, for every training seed: MPDiffuser (lambda = 1), the planner-only
+diffusion sampler (lambda = 0, same models) and behaviour cloning on the same data. On the first
+task, the score against lambda and against the dynamics schedule. Writes JSON, CSV and plots.
+
+    mpdiffuser experiment locomotion --quick     # minutes on 2 CPU cores, one training seed
+    mpdiffuser experiment locomotion             # larger data and training, three seeds: hours
+    mpdiffuser experiment locomotion --dataset hopper-medium-v2.hdf5 --dataset minari:mujoco/walker2d/medium-v0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mpdiffuser.config import SamplerOptions, TrainConfig
+from mpdiffuser.experiments.common import (Log, grouped_bars, machine, pyplot, summarize, train_bundle, write_csv,
+                                           write_json)
+
+METHODS = ("MPDiffuser", "planner only (lambda=0)", "behaviour cloning")
+
+
+@dataclass(frozen=True)
+class LocomotionConfig:
+    envs: tuple[str, ...] = ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5")
+    kinds: tuple[str, ...] = ("medium", "medium-replay", "medium-expert")
+    datasets: tuple[str, ...] = ()  # the user's files (.hdf5, .npz, minari:<id>) instead of generated data
+    seeds: tuple[int, ...] = (0, 1, 2)  # training seeds (diffusion models, ranker and BC)
+    out_dir: str = "runs/locomotion"
+    data_dir: str = "runs/data"  # generated datasets and behaviour policies, shared by experiments
+    data_seed: int = 0
+    policy_steps: int = 30_000  # SAC steps of the medium behaviour policy
+    expert_steps: int = 100_000  # SAC steps of the expert policy (medium-expert)
+    task_transitions: int = 50_000
+    random_transitions: int = 20_000  # extra data for the dynamics model and the ranker
+    train_steps: int = 5000
+    ranker_steps: int = 3000
+    bc_steps: int = 5000
+    episodes: int = 5  # evaluation episodes per method, task and seed
+    max_steps: int = 1000
+    lambdas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    schedules: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (5, 0), (1, 10), (1, 3))  # (every m, only last j)
+    backend: str = "cpu"
+    threads: int = 0
+
+    @classmethod
+    def quick(cls, **changes) -> "LocomotionConfig":
+        base = cls(seeds=(0,), out_dir="runs/locomotion-quick", data_dir="runs/data-quick", policy_steps=3000,
+                   expert_steps=6000, task_transitions=5000, random_transitions=3000, train_steps=500,
+                   ranker_steps=300, bc_steps=500, episodes=3, lambdas=(0.0, 0.5, 1.0),
+                   schedules=((1, 0), (4, 0), (1, 5)))
+        return dataclasses.replace(base, **changes)
+
+    def __post_init__(self) -> None:
+        if not self.seeds or self.episodes < 1 or self.max_steps < 1:
+            raise ValueError("LocomotionConfig needs at least one seed, episodes >= 1 and max_steps >= 1")
+        if not self.datasets and not (self.envs and self.kinds):
+            raise ValueError("LocomotionConfig needs envs and kinds, or datasets")
+
+
+def schedule_label(every: int, last: int) -> str:
+    if last:
+        return f"last {last} steps" if every == 1 else f"every {every}, last {last}"
+    return "every step" if every == 1 else f"every {every} steps"
+
+
+def _tasks(config: LocomotionConfig, log: Log, progress: bool) -> list[tuple[str, object]]:
+    """(label, task dataset) pairs: the user's files, or generated env x kind datasets."""
+    from mpdiffuser.data.dataset import load_dataset
+    from mpdiffuser.data.generate import GenerateConfig, generate
+    from mpdiffuser.envs import SUPPORTED
+
+    tasks = []
+    if config.datasets:
+        for spec in config.datasets:
+            data = load_dataset(spec)
+            if data.env_id not in SUPPORTED:
+                raise ValueError(f"dataset {spec} is for environment {data.env_id!r}; its metadata must name one of "
+                                 f"{', '.join(SUPPORTED)} so that it can be evaluated")
+            label = str(data.metadata.get("name") or Path(str(spec)).stem)
+            tasks.append((label, data))
+        return tasks
+    for env_id in config.envs:
+        for kind in config.kinds:
+            recipe = GenerateConfig(env_id, kind, config.task_transitions, config.policy_steps, config.expert_steps,
+                                    seed=config.data_seed)
+            log(f"data: {recipe.name} (SAC {config.policy_steps}"
+                f"{f' and {config.expert_steps}' if kind == 'medium-expert' else ''} steps), cached in {config.data_dir}")
+            tasks.append((f"{env_id.split('-')[0].lower()}-{kind}", load_dataset(generate(recipe, config.data_dir, progress))))
+    return tasks
+
+
+def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
+    from mpdiffuser.control.bc import BCPolicy
+    from mpdiffuser.control.evaluate import evaluate
+    from mpdiffuser.control.mpc import MPCPolicy
+    from mpdiffuser.data.dataset import load_dataset
+    from mpdiffuser.data.generate import GenerateConfig, generate
+    from mpdiffuser.envs import SCORE_REFERENCES
+    from mpdiffuser.models.bundle import BundleSpec
+    from mpdiffuser.sampling.sampler import Sampler
+
+    log = Log()
+    out = Path(config.out_dir)
+    tasks = _tasks(config, log, progress)
+    rows, data_scores, sweep_rows = [], {}, []
+    for t, (label, task) in enumerate(tasks):
+        env_id = task.env_id
+        reference = SCORE_REFERENCES[env_id]
+        random = load_dataset(generate(GenerateConfig(env_id, "random", config.random_transitions, seed=config.data_seed),
+                                       config.data_dir, progress))
+        returns = task.returns()
+        data_scores[label] = float(np.mean([reference.normalize(r) for r in returns]))
+        log(f"task {t + 1}/{len(tasks)} {label}: {len(task.episodes)} episodes, {task.num_transitions} steps, "
+            f"data score {data_scores[label]:.1f} (return {returns.mean():.0f})")
+        for seed in config.seeds:
+            bundle_dir = out / "models" / label / f"s{seed}"
+            log(f"  seed {seed}: training -> {bundle_dir}")
+            model_file = train_bundle(bundle_dir, task, [random], config.train_steps, config.ranker_steps, seed, log,
+                                      progress)
+            sampler = Sampler(model_file, config.backend, threads=config.threads, env_id=env_id)
+            spec = BundleSpec.load(bundle_dir)
+            bc, info = BCPolicy.train(task, spec.states, spec.actions, TrainConfig(steps=config.bc_steps, seed=seed),
+                                      progress=progress)
+            log(f"    bc      : {config.bc_steps} steps, final loss {info['final_loss']:.4f} ({info['seconds']:.0f}s)")
+            eval_seed = 10_000 * (seed + 1)  # the same start states for every method of this seed
+            policies = {METHODS[0]: MPCPolicy(sampler, sampler.defaults),
+                        METHODS[1]: MPCPolicy(sampler, sampler.defaults.replace(dynamics_weight=0.0)),
+                        METHODS[2]: bc}
+            for method, policy in policies.items():
+                summary = evaluate(policy, env_id, config.episodes, eval_seed, config.max_steps, progress=progress,
+                                   desc=f"{label} {method}")
+                for i, e in enumerate(summary.episodes):
+                    rows.append({"task": label, "env": env_id, "method": method, "seed": seed, "episode": i,
+                                 "return": e.episode_return, "score": e.normalized_score, "length": e.length})
+                log(f"    {method:24s} score {summary.score[0]:6.1f} +- {summary.score[1]:4.1f} "
+                    f"(return {summary.episode_return[0]:.0f})")
+            if t == 0 and seed == config.seeds[0]:
+                sweep_rows = _sweeps(config, sampler, env_id, label, eval_seed, log, progress)
+    summary = summarize(rows, ("task", "method"), ("score", "return"))
+    for entry in summary:
+        entry["data_score"] = data_scores[entry["task"]]
+    report = {"experiment": "locomotion", "config": dataclasses.asdict(config), "machine": machine(),
+              "score_note": "D4RL-normalized: 100 (R - random) / (expert - random) with D4RL's reference returns; "
+                            "mean and standard error over all evaluation episodes of all training seeds",
+              "summary": summary, "sweeps": summarize(sweep_rows, ("sweep", "setting"), ("score", "return")),
+              "episodes": rows, "sweep_episodes": sweep_rows, "seconds": round(log.seconds, 1)}
+    write_outputs(report, out)
+    _print_table(summary, log)
+    log(f"results in {out / 'locomotion.json'}, {out / 'locomotion.csv'}, {out / 'locomotion_scores.png'}, "
+        f"{out / 'locomotion_sweeps.png'}")
+    return report
+
+
+def _sweeps(config: LocomotionConfig, sampler, env_id: str, label: str, eval_seed: int, log: Log,
+            progress: bool) -> list[dict]:
+    """Score against lambda and against the dynamics schedule on one task (same models, same starts)."""
+    from mpdiffuser.control.evaluate import evaluate
+    from mpdiffuser.control.mpc import MPCPolicy
+
+    settings = [("lambda", f"{lam:g}", sampler.defaults.replace(dynamics_weight=lam)) for lam in config.lambdas]
+    settings += [("schedule", schedule_label(every, last),
+                  sampler.defaults.replace(dynamics_every=every, dynamics_last=last)) for every, last in config.schedules]
+    rows = []
+    for sweep, setting, options in settings:
+        summary = evaluate(MPCPolicy(sampler, options), env_id, config.episodes, eval_seed, config.max_steps,
+                           progress=progress, desc=f"{sweep} {setting}")
+        for i, e in enumerate(summary.episodes):
+            rows.append({"task": label, "sweep": sweep, "setting": setting, "episode": i,
+                         "return": e.episode_return, "score": e.normalized_score, "length": e.length})
+        log(f"  sweep {sweep:8s} {setting:16s} score {summary.score[0]:6.1f} +- {summary.score[1]:4.1f}")
+    return rows
+
+
+def _print_table(summary: list[dict], log: Log) -> None:
+    tasks = list(dict.fromkeys(e["task"] for e in summary))
+    cell = {(e["task"], e["method"]): e for e in summary}
+    header = f"    {'task':28s} {'data':>6s} " + " ".join(f"{m[:22]:>22s}" for m in METHODS)
+    log("D4RL-normalized scores (mean +- standard error)")
+    print(header)
+    for task in tasks:
+        line = f"    {task:28s} {cell[(task, METHODS[0])]['data_score']:6.1f} "
+        line += " ".join(f"{cell[(task, m)]['score_mean']:14.1f} +- {cell[(task, m)]['score_stderr']:4.1f}"
+                         for m in METHODS)
+        print(line)
+
+
+def write_outputs(report: dict, out: Path) -> None:
+    write_json(out / "locomotion.json", report)
+    write_csv(out / "locomotion.csv", report["episodes"])
+    write_csv(out / "locomotion_sweeps.csv", report["sweep_episodes"])
+    plt = pyplot()
+    summary = report["summary"]
+    tasks = list(dict.fromkeys(e["task"] for e in summary))
+    cell = {(e["task"], e["method"]): e for e in summary}
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(tasks) + 2), 4))
+    grouped_bars(ax, tasks, {m: ([cell[(t, m)]["score_mean"] for t in tasks], [cell[(t, m)]["score_stderr"] for t in tasks])
+                             for m in METHODS}, "D4RL-normalized score")
+    ax.scatter(np.arange(len(tasks)), [cell[(t, METHODS[0])]["data_score"] for t in tasks], marker="_", s=400,
+               color="black", label="behaviour data", zorder=3)
+    ax.legend(fontsize=8)
+    ax.set_title("Offline locomotion: MPDiffuser vs planner-only vs behaviour cloning")
+    fig.tight_layout()
+    fig.savefig(out / "locomotion_scores.png", dpi=120)
+    plt.close(fig)
+
+    sweeps = report["sweeps"]
+    if sweeps:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+        lam = [e for e in sweeps if e["sweep"] == "lambda"]
+        left.errorbar([float(e["setting"]) for e in lam], [e["score_mean"] for e in lam],
+                      yerr=[e["score_stderr"] for e in lam], marker="o", capsize=3)
+        left.set_xlabel("lambda (dynamics weight)")
+        left.set_ylabel("D4RL-normalized score")
+        left.set_title(f"{report['sweep_episodes'][0]['task']}: score vs lambda")
+        sched = [e for e in sweeps if e["sweep"] == "schedule"]
+        right.bar(range(len(sched)), [e["score_mean"] for e in sched], yerr=[e["score_stderr"] for e in sched], capsize=3)
+        right.set_xticks(range(len(sched)))
+        right.set_xticklabels([e["setting"] for e in sched], rotation=20, ha="right", fontsize=8)
+        right.set_title("score vs dynamics schedule (lambda = 1)")
+        fig.tight_layout()
+        fig.savefig(out / "locomotion_sweeps.png", dpi=120)
+        plt.close(fig)
