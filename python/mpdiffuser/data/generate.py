@@ -60,8 +60,13 @@ class GenerateConfig:
         return f"{self.env_id.split('-')[0].lower()}-{self.kind}{tag}-s{self.seed}"
 
     def recipe(self) -> dict:
-        """What the data depends on, as stored in the file (a cached file must match it)."""
-        return dataclasses.asdict(self)
+        """The fields the data of this kind depend on, as stored in the file; a cached file is
+        reused only when they all match (medium data does not depend on expert_steps, say)."""
+        unused = {"random": ("policy_steps", "expert_steps", "cost_penalty"),
+                  "medium": ("expert_steps", "cost_penalty"),
+                  "medium-replay": ("transitions", "expert_steps", "cost_penalty"),  # the whole replay buffer
+                  "medium-expert": ("cost_penalty",), "mixed": ("expert_steps",)}[self.kind]
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in unused}
 
 
 def train_behaviour_policy(env_id: str, steps: int, seed: int, cache_dir: Path, progress: bool = True,
@@ -149,16 +154,19 @@ def _replay_episodes(model, constrained: bool) -> list[Episode]:
     return episodes
 
 
-def generate(config: GenerateConfig, out_dir: str | Path, progress: bool = True) -> Path:
+def generate(config: GenerateConfig, out_dir: str | Path, progress: bool = True,
+             policy_dir: str | Path | None = None) -> Path:
     """Generate the dataset of `config` as `<out_dir>/<name>.hdf5`. An existing file is reused
-    when it was made by the same recipe; one made by another recipe is an error, never reused."""
+    when it was made by the same recipe; one made by another recipe is an error, never reused.
+    Behaviour policies are cached in `policy_dir` (default `<out_dir>/policies`), which several
+    data directories may share: a policy depends only on env, steps, cost penalty and seed."""
     out_dir = Path(out_dir)
     path = out_dir / f"{config.name}.hdf5"
     if path.exists():
         _check_recipe(path, config)
         return path
     started = time.perf_counter()
-    cache = out_dir / "policies"
+    cache = Path(policy_dir) if policy_dir is not None else out_dir / "policies"
     c = config
     stochastic = lambda m: (lambda o: m.predict(o, deterministic=False)[0])  # noqa: E731
     run = lambda policy, n, seed, desc: rollout(c.env_id, policy, n, seed, c.constrained, desc, progress,  # noqa: E731
@@ -190,11 +198,10 @@ def _check_recipe(path: Path, config: GenerateConfig) -> None:
 
     with h5py.File(path, "r") as f:
         meta = json.loads(f.attrs.get("mpdiffuser_metadata", "{}"))
-    stored = {k: v for k, v in meta.get("recipe", {}).items() if k != "policy"}
+    stored = meta.get("recipe", {})
     wanted = json.loads(json.dumps(config.recipe()))  # tuples and dataclasses as JSON has them
-    stored.setdefault("cost_penalty", 1.0)  # files of format 1 predate these two fields
-    stored.setdefault("physics", None)
-    if stored != wanted:
-        diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+    stored = {"cost_penalty": 1.0, "physics": None} | stored  # files of session 2 predate these fields
+    diff = sorted(k for k in wanted if stored.get(k) != wanted[k])
+    if diff:
         raise ValueError(f"{path} was generated with another recipe (differs in {', '.join(diff)}); "
                          "delete it or choose another output directory")

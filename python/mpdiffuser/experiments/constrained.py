@@ -33,7 +33,7 @@ class ConstrainedConfig:
     budgets: tuple[float, ...] = (10.0, 20.0, 40.0)  # episode cost budgets per 1000 steps
     seeds: tuple[int, ...] = (0,)  # training seeds
     out_dir: str = "runs/constrained"
-    data_dir: str = "runs/data"
+    policy_dir: str = "runs/policies"  # behaviour policies, shared by experiments; datasets go to <out_dir>/data
     data_seed: int = 0
     policy_steps: int = 30_000  # SAC steps of the unpenalized and of the cautious behaviour policy
     cost_penalty: float = 1.0  # the cautious policy trains on reward - cost_penalty * cost
@@ -46,11 +46,15 @@ class ConstrainedConfig:
     backend: str = "cpu"
     threads: int = 0
 
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.out_dir) / "data"
+
     @classmethod
     def quick(cls, **changes) -> "ConstrainedConfig":
-        base = cls(envs=("Hopper-v5",), out_dir="runs/constrained-quick", data_dir="runs/data-quick",
-                   policy_steps=3000, task_transitions=5000, random_transitions=3000, train_steps=500,
-                   ranker_steps=300, episodes=3)
+        base = cls(envs=("Hopper-v5",), out_dir="runs/constrained-quick", policy_dir="runs/policies-quick",
+                   policy_steps=5000, task_transitions=5000, random_transitions=5000, train_steps=2000,
+                   ranker_steps=1000, episodes=3)
         return dataclasses.replace(base, **changes)
 
     def __post_init__(self) -> None:
@@ -75,8 +79,8 @@ def run_constrained(config: ConstrainedConfig, progress: bool = True) -> dict:
         mixed = GenerateConfig(env_id, "mixed", config.task_transitions, config.policy_steps, constrained=True,
                                seed=config.data_seed, cost_penalty=config.cost_penalty)
         log(f"{env_id}: mixed-safety data ({mixed.name}: SAC {config.policy_steps} steps with and without a cost "
-            f"penalty of {config.cost_penalty:g}) + random, cached in {config.data_dir}")
-        task = load_dataset(generate(mixed, config.data_dir, progress))
+            f"penalty of {config.cost_penalty:g}) + random, policies cached in {config.policy_dir}")
+        task = load_dataset(generate(mixed, config.data_dir, progress, config.policy_dir))
         random = load_dataset(generate(GenerateConfig(env_id, "random", config.random_transitions, constrained=True,
                                                       seed=config.data_seed), config.data_dir, progress))
         returns = task.returns()

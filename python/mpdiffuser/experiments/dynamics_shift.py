@@ -32,7 +32,7 @@ class DynamicsShiftConfig:
                                          PhysicsChange(gear=0.6))
     seed: int = 0  # training seed; data are generated with it too
     out_dir: str = "runs/dynamics"
-    data_dir: str = "runs/data"
+    policy_dir: str = "runs/policies"  # behaviour policies, shared by experiments; datasets go to <out_dir>/data
     policy_steps: int = 30_000  # SAC steps of the behaviour policy (trained on the nominal robot)
     task_transitions: int = 50_000
     random_transitions: int = 20_000
@@ -46,11 +46,15 @@ class DynamicsShiftConfig:
     backend: str = "cpu"
     threads: int = 0
 
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.out_dir) / "data"
+
     @classmethod
     def quick(cls, **changes) -> "DynamicsShiftConfig":
-        base = cls(out_dir="runs/dynamics-quick", data_dir="runs/data-quick", policy_steps=3000, task_transitions=5000,
-                   random_transitions=3000, shift_transitions=2000, shift_random_transitions=1000, train_steps=500,
-                   ranker_steps=300, finetune_steps=300, episodes=3)
+        base = cls(out_dir="runs/dynamics-quick", policy_dir="runs/policies-quick", policy_steps=5000,
+                   task_transitions=10_000, random_transitions=5000, shift_transitions=3000,
+                   shift_random_transitions=1500, train_steps=2000, ranker_steps=1000, finetune_steps=1000, episodes=5)
         return dataclasses.replace(base, **changes)
 
     def __post_init__(self) -> None:
@@ -90,9 +94,9 @@ def run_dynamics_shift(config: DynamicsShiftConfig, progress: bool = True) -> di
     log = Log()
     out = Path(config.out_dir)
     c = config
-    log(f"1/4 nominal data: {c.env_id} medium-style (SAC {c.policy_steps} steps) + random, cached in {c.data_dir}")
+    log(f"1/4 nominal data: {c.env_id} medium-style (SAC {c.policy_steps} steps) + random; policies in {c.policy_dir}")
     task = load_dataset(generate(GenerateConfig(c.env_id, "medium", c.task_transitions, c.policy_steps, seed=c.seed),
-                                 c.data_dir, progress))
+                                 c.data_dir, progress, c.policy_dir))
     random = load_dataset(generate(GenerateConfig(c.env_id, "random", c.random_transitions, seed=c.seed),
                                    c.data_dir, progress))
     base_dir = out / "models" / "nominal"
@@ -120,7 +124,8 @@ def run_dynamics_shift(config: DynamicsShiftConfig, progress: bool = True) -> di
         label = physics.tag
         log(f"4/4 changed robot {s + 1}/{len(c.shifts)}: {label}")
         shift_task = load_dataset(generate(GenerateConfig(c.env_id, "medium", c.shift_transitions, c.policy_steps,
-                                                          seed=c.seed, physics=physics), c.data_dir, progress))
+                                                          seed=c.seed, physics=physics), c.data_dir, progress,
+                                           c.policy_dir))
         shift_random = load_dataset(generate(GenerateConfig(c.env_id, "random", c.shift_random_transitions,
                                                             seed=c.seed, physics=physics), c.data_dir, progress))
         tuned_dir = out / "models" / label

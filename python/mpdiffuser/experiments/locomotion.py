@@ -4,7 +4,7 @@ files). On every task, for every training seed: MPDiffuser (lambda = 1), the pla
 diffusion sampler (lambda = 0, same models) and behaviour cloning on the same data. On the first
 task, the score against lambda and against the dynamics schedule. Writes JSON, CSV and plots.
 
-    mpdiffuser experiment locomotion --quick     # minutes on 2 CPU cores, one training seed
+    mpdiffuser experiment locomotion --quick     # minutes on 2 CPU cores: Hopper, one training seed
     mpdiffuser experiment locomotion             # larger data and training, three seeds: hours
     mpdiffuser experiment locomotion --dataset hopper-medium-v2.hdf5 --dataset minari:mujoco/walker2d/medium-v0
 """
@@ -32,7 +32,7 @@ class LocomotionConfig:
     datasets: tuple[str, ...] = ()  # the user's files (.hdf5, .npz, minari:<id>) instead of generated data
     seeds: tuple[int, ...] = (0, 1, 2)  # training seeds (diffusion models, ranker and BC)
     out_dir: str = "runs/locomotion"
-    data_dir: str = "runs/data"  # generated datasets and behaviour policies, shared by experiments
+    policy_dir: str = "runs/policies"  # behaviour policies, shared by experiments; datasets go to <out_dir>/data
     data_seed: int = 0
     policy_steps: int = 30_000  # SAC steps of the medium behaviour policy
     expert_steps: int = 100_000  # SAC steps of the expert policy (medium-expert)
@@ -48,12 +48,16 @@ class LocomotionConfig:
     backend: str = "cpu"
     threads: int = 0
 
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.out_dir) / "data"
+
     @classmethod
     def quick(cls, **changes) -> "LocomotionConfig":
-        base = cls(seeds=(0,), out_dir="runs/locomotion-quick", data_dir="runs/data-quick", policy_steps=3000,
-                   expert_steps=6000, task_transitions=5000, random_transitions=3000, train_steps=500,
-                   ranker_steps=300, bc_steps=500, episodes=3, lambdas=(0.0, 0.5, 1.0),
-                   schedules=((1, 0), (4, 0), (1, 5)))
+        base = cls(envs=("Hopper-v5",), seeds=(0,), out_dir="runs/locomotion-quick",
+                   policy_dir="runs/policies-quick", policy_steps=5000, expert_steps=10_000, task_transitions=10_000,
+                   random_transitions=5000, train_steps=2000, ranker_steps=1000, bc_steps=2000, episodes=5,
+                   lambdas=(0.0, 0.5, 1.0), schedules=((1, 0), (4, 0), (1, 5)))
         return dataclasses.replace(base, **changes)
 
     def __post_init__(self) -> None:
@@ -89,9 +93,10 @@ def _tasks(config: LocomotionConfig, log: Log, progress: bool) -> list[tuple[str
         for kind in config.kinds:
             recipe = GenerateConfig(env_id, kind, config.task_transitions, config.policy_steps, config.expert_steps,
                                     seed=config.data_seed)
-            log(f"data: {recipe.name} (SAC {config.policy_steps}"
-                f"{f' and {config.expert_steps}' if kind == 'medium-expert' else ''} steps), cached in {config.data_dir}")
-            tasks.append((f"{env_id.split('-')[0].lower()}-{kind}", load_dataset(generate(recipe, config.data_dir, progress))))
+            steps = f"{config.policy_steps}" + (f" and {config.expert_steps}" if kind == "medium-expert" else "")
+            log(f"data: {recipe.name} (SAC {steps} steps), policies cached in {config.policy_dir}")
+            path = generate(recipe, config.data_dir, progress, config.policy_dir)
+            tasks.append((f"{env_id.split('-')[0].lower()}-{kind}", load_dataset(path)))
     return tasks
 
 
@@ -112,8 +117,8 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
     for t, (label, task) in enumerate(tasks):
         env_id = task.env_id
         reference = SCORE_REFERENCES[env_id]
-        random = load_dataset(generate(GenerateConfig(env_id, "random", config.random_transitions, seed=config.data_seed),
-                                       config.data_dir, progress))
+        random = load_dataset(generate(GenerateConfig(env_id, "random", config.random_transitions,
+                                                      seed=config.data_seed), config.data_dir, progress))
         returns = task.returns()
         data_scores[label] = float(np.mean([reference.normalize(r) for r in returns]))
         log(f"task {t + 1}/{len(tasks)} {label}: {len(task.episodes)} episodes, {task.num_transitions} steps, "

@@ -127,11 +127,11 @@ def test_locomotion_tiny_end_to_end_with_a_user_dataset(tmp_path):
 
     user_file = generate(GenerateConfig("Hopper-v5", "medium", 600, policy_steps=400), tmp_path / "mine", progress=False)
     config = LocomotionConfig.quick(envs=("Hopper-v5",), kinds=("medium",), out_dir=str(tmp_path / "out"),
-                                    data_dir=str(tmp_path / "data"), bc_steps=60, **TINY)
+                                    policy_dir=str(tmp_path / "policies"), bc_steps=60, **TINY)
     report = run_locomotion(config, progress=False)
     assert [e["task"] for e in report["summary"]] == ["hopper-medium"] * 3
     user = run_locomotion(LocomotionConfig.quick(datasets=(str(user_file),), out_dir=str(tmp_path / "out2"),
-                                                 data_dir=str(tmp_path / "data"), bc_steps=60, **TINY), progress=False)
+                                                 policy_dir=str(tmp_path / "policies"), bc_steps=60, **TINY), progress=False)
     assert {e["task"] for e in user["summary"]} == {"hopper-medium-s0"}
     rows = report["episodes"]
     assert len(rows) == len(METHODS) * config.episodes
@@ -150,7 +150,7 @@ def test_locomotion_tiny_end_to_end_with_a_user_dataset(tmp_path):
 def test_constrained_tiny_end_to_end(tmp_path):
     from mpdiffuser.experiments.constrained import METHODS, NO_BUDGET, ConstrainedConfig, run_constrained
 
-    config = ConstrainedConfig.quick(out_dir=str(tmp_path / "out"), data_dir=str(tmp_path / "data"), **TINY)
+    config = ConstrainedConfig.quick(out_dir=str(tmp_path / "out"), policy_dir=str(tmp_path / "policies"), **TINY)
     report = run_constrained(config, progress=False)
     assert report["data"]["Hopper-v5"]["episodes"] > 0
     assert {(e["budget"], e["method"]) for e in report["summary"]} == {(b, m) for b in config.budgets for m in METHODS}
@@ -171,7 +171,7 @@ def test_dynamics_tiny_end_to_end_keeps_planner_and_ranker_byte_identical(tmp_pa
 
     tiny = {k: v for k, v in TINY.items()}
     config = DynamicsShiftConfig.quick(shifts=(PhysicsChange(mass=1.5), PhysicsChange(gear=0.6)),
-                                       out_dir=str(tmp_path / "out"), data_dir=str(tmp_path / "data"),
+                                       out_dir=str(tmp_path / "out"), policy_dir=str(tmp_path / "policies"),
                                        shift_transitions=300, shift_random_transitions=200, finetune_steps=30, **tiny)
     report = run_dynamics_shift(config, progress=False)
     assert set(report["byte_identical"]) == {"mass1.5", "gear0.6"}
@@ -186,8 +186,8 @@ def test_dynamics_tiny_end_to_end_keeps_planner_and_ranker_byte_identical(tmp_pa
                                                                           for m in METHODS}
     assert (tmp_path / "out" / "dynamics.png").stat().st_size > 5000
     # The changed robots' data were generated under the changed physics, on the nominal policy.
-    assert (tmp_path / "data" / "hopper-medium-mass1.5-s0.hdf5").exists()
-    assert load_dataset(tmp_path / "data" / "hopper-medium-gear0.6-s0.hdf5").metadata["recipe"]["physics"]["gear"] == 0.6
+    assert (tmp_path / "out" / "data" / "hopper-medium-mass1.5-s0.hdf5").exists()
+    assert load_dataset(tmp_path / "out" / "data" / "hopper-medium-gear0.6-s0.hdf5").metadata["recipe"]["physics"]["gear"] == 0.6
 
 
 def test_experiment_cli_rejects_options_of_other_experiments():
