@@ -297,8 +297,9 @@ class Workspace {
       std::lock_guard<std::mutex> lock(mutex_);
       for (py::ssize_t b = 0; b < batch && status == MPD_OK; ++b) {
         mpd_plan_output out{a + b * options.actions_per_plan * info.action_dim, 0, v + b * N,
-                            info.has_cost ? c + b * N : nullptr, return_windows ? w + b * N * H * D : nullptr};
-        status = mpd_plan(model_->get(), workspace_.get(), sp + b * dx, seed_data[b], &options, &out, nullptr);
+                            info.has_cost ? c + b * N : nullptr, return_windows ? w + b * N * H * D : nullptr,
+                            nullptr};
+        status = mpd_plan_host(model_->get(), workspace_.get(), sp + b * dx, seed_data[b], &options, &out, nullptr);
         idx[b] = out.index;
       }
     }

@@ -139,14 +139,28 @@ extern "C" mpd_status mpd_workspace_create(const mpd_model* model, mpd_backend b
   if (max_candidates < 1 || max_candidates > (1u << 20) || num_threads > 1024) {
     return MPD_ERR_INVALID_ARGUMENT;
   }
-  if (backend != MPD_BACKEND_CPU) return backend == MPD_BACKEND_CUDA ? MPD_ERR_NOT_AVAILABLE : MPD_ERR_INVALID_ARGUMENT;
+  if (backend != MPD_BACKEND_CPU && backend != MPD_BACKEND_CUDA) return MPD_ERR_INVALID_ARGUMENT;
+#ifndef MPD_WITH_CUDA
+  if (backend == MPD_BACKEND_CUDA) return MPD_ERR_NOT_AVAILABLE;
+#endif
   try {
     auto ws = std::make_unique<mpd_workspace>();
     ws->model = model;
     ws->backend = backend;
+#ifdef MPD_WITH_CUDA
+    if (backend == MPD_BACKEND_CUDA) {
+      const mpd_status status =
+          mpd::cuda::CudaSampler::create(model->file, static_cast<int>(max_candidates), &ws->cuda);
+      if (status != MPD_OK) return status;
+      ws->max_candidates = max_candidates;
+    }
+#endif
     int threads = static_cast<int>(num_threads);
     if (threads == 0) threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-    ws->cpu = std::make_unique<mpd::cpu::CpuSampler>(model->cpu, static_cast<int>(max_candidates), threads);
+    if (backend == MPD_BACKEND_CPU) {
+      ws->cpu = std::make_unique<mpd::cpu::CpuSampler>(model->cpu, static_cast<int>(max_candidates), threads);
+      ws->max_candidates = max_candidates;
+    }
     ws->x0.resize(static_cast<size_t>(model->file.config.state_dim));
     ws->cond.resize(static_cast<size_t>(model->file.config.cond_dim));
     *workspace = ws.release();
@@ -163,7 +177,6 @@ extern "C" void mpd_workspace_free(mpd_workspace* workspace) { delete workspace;
 extern "C" mpd_status mpd_plan(const mpd_model* model, mpd_workspace* workspace, const float* state,
                                uint64_t seed, const mpd_options* options, mpd_plan_output* output,
                                void* stream) {
-  (void)stream;  // the CPU backend runs synchronously
   if (model == nullptr || workspace == nullptr || state == nullptr || output == nullptr ||
       output->actions == nullptr) {
     return MPD_ERR_NULL_POINTER;
@@ -173,19 +186,24 @@ extern "C" mpd_status mpd_plan(const mpd_model* model, mpd_workspace* workspace,
   const mpd::ModelConfig& c = model->file.config;
   // check_options builds its message only on failure; success allocates nothing.
   std::string unused;
-  if (o.num_candidates > static_cast<uint32_t>(workspace->cpu->max_candidates())) {
-    return MPD_ERR_INVALID_ARGUMENT;
-  }
+  if (o.num_candidates > workspace->max_candidates) return MPD_ERR_INVALID_ARGUMENT;
   if (mpd::check_options(c, o, &unused) != MPD_OK) return MPD_ERR_INVALID_ARGUMENT;
+  workspace->cond[0] = static_cast<float>(o.return_target);
+  if (c.has_cost) workspace->cond[1] = static_cast<float>(o.cost_limit * c.cost_scale);
+#ifdef MPD_WITH_CUDA
+  if (workspace->backend == MPD_BACKEND_CUDA) {  // device pointers, asynchronous on the stream
+    return workspace->host_staged
+               ? workspace->cuda->plan_host(state, seed, o, workspace->cond.data(), output, stream)
+               : workspace->cuda->plan(state, seed, o, workspace->cond.data(), output, stream);
+  }
+#endif
+  (void)stream;  // the CPU backend runs synchronously
   for (int i = 0; i < c.state_dim; ++i) {
     if (!std::isfinite(state[i])) return MPD_ERR_NON_FINITE;
   }
   for (size_t i = 0; i < workspace->x0.size(); ++i) {
     workspace->x0[i] = static_cast<float>((state[i] - model->state_mid[i]) / model->state_half[i]);
   }
-  workspace->cond[0] = static_cast<float>(o.return_target);
-  if (c.has_cost) workspace->cond[1] = static_cast<float>(o.cost_limit * c.cost_scale);
-
   const float w = static_cast<float>(o.guidance), lambda = static_cast<float>(o.dynamics_weight);
   mpd::cpu::PlanRequest request{workspace->x0.data(), workspace->cond.data(), seed,
                                 static_cast<int>(o.num_candidates), w != 1.0f, w, lambda,
@@ -216,10 +234,21 @@ extern "C" mpd_status mpd_plan(const mpd_model* model, mpd_workspace* workspace,
     }
   }
   output->index = static_cast<uint32_t>(best);
+  if (output->index_ptr) *output->index_ptr = static_cast<uint32_t>(best);
   if (output->values) std::memcpy(output->values, values, sizeof(float) * N);
   if (output->costs && c.has_cost) std::memcpy(output->costs, costs, sizeof(float) * N);
   if (output->windows) {
     std::memcpy(output->windows, sampler.windows(), sizeof(float) * static_cast<size_t>(N) * H * D);
   }
   return MPD_OK;
+}
+
+extern "C" mpd_status mpd_plan_host(const mpd_model* model, mpd_workspace* workspace, const float* state,
+                                    uint64_t seed, const mpd_options* options, mpd_plan_output* output,
+                                    void* stream) {
+  if (workspace == nullptr) return MPD_ERR_NULL_POINTER;
+  workspace->host_staged = true;
+  const mpd_status status = mpd_plan(model, workspace, state, seed, options, output, stream);
+  workspace->host_staged = false;
+  return status;
 }

@@ -7,6 +7,9 @@
 #include "core/model_file.h"
 #include "cpu/sampler.h"
 #include "mpdiffuser/mpdiffuser.h"
+#ifdef MPD_WITH_CUDA
+#include "cuda/sampler.h"
+#endif
 
 struct mpd_model {
   mpd::ModelFile file;            // validated weights as stored (uploaded by the CUDA backend)
@@ -20,5 +23,10 @@ struct mpd_workspace {
   const mpd_model* model = nullptr;
   mpd_backend backend = MPD_BACKEND_CPU;
   std::unique_ptr<mpd::cpu::CpuSampler> cpu;
+#ifdef MPD_WITH_CUDA
+  std::unique_ptr<mpd::cuda::CudaSampler> cuda;
+#endif
+  uint32_t max_candidates = 0;
+  bool host_staged = false;  // inside mpd_plan_host: state and outputs are host memory
   std::vector<float> x0, cond;  // [dx], [cond_dim]: this plan's normalized inputs
 };

@@ -77,13 +77,17 @@ typedef struct mpd_model_info {
   char env_id[64];
 } mpd_model_info;
 
-/* Where mpd_plan writes. actions is required; the others may be NULL. */
+/* Where mpd_plan writes. actions is required; the others may be NULL. With the CUDA backend
+ * every pointer (state included) is device memory and the plan runs asynchronously on the
+ * stream, so `index` is not written: pass index_ptr to receive it on the device. A CUDA plan of
+ * a non-finite state writes index UINT32_MAX and NaN actions instead of returning a status. */
 typedef struct mpd_plan_output {
-  float* actions;   /* [actions_per_plan, action_dim] the chosen candidate's actions, env units */
-  uint32_t index;   /* out: the chosen candidate */
-  float* values;    /* [N] or NULL: every candidate's value V_n */
-  float* costs;     /* [N] or NULL: every candidate's cost C_n (written only with a cost model) */
-  float* windows;   /* [N, H, state_dim + action_dim] or NULL: the finished normalized windows */
+  float* actions;     /* [actions_per_plan, action_dim] the chosen candidate's actions, env units */
+  uint32_t index;     /* out (CPU backend): the chosen candidate */
+  float* values;      /* [N] or NULL: every candidate's value V_n */
+  float* costs;       /* [N] or NULL: every candidate's cost C_n (written only with a cost model) */
+  float* windows;     /* [N, H, state_dim + action_dim] or NULL: the finished normalized windows */
+  uint32_t* index_ptr; /* [1] or NULL: also receives the chosen candidate (device memory for CUDA) */
 } mpd_plan_output;
 
 /* Loads and validates a model file. On failure *model is NULL and, when message is not NULL,
@@ -122,6 +126,13 @@ void mpd_workspace_free(mpd_workspace* workspace);
 mpd_status mpd_plan(const mpd_model* model, mpd_workspace* workspace, const float* state,
                     uint64_t seed, const mpd_options* options, mpd_plan_output* output,
                     void* stream);
+
+/* mpd_plan with state and outputs in host memory for every backend: the CUDA backend copies
+ * them through the workspace's own device buffers and synchronizes the stream before returning
+ * (a non-finite state returns MPD_ERR_NON_FINITE). On the CPU backend it is mpd_plan. */
+mpd_status mpd_plan_host(const mpd_model* model, mpd_workspace* workspace, const float* state,
+                         uint64_t seed, const mpd_options* options, mpd_plan_output* output,
+                         void* stream);
 
 #ifdef __cplusplus
 } /* extern "C" */

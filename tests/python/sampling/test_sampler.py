@@ -207,3 +207,42 @@ def test_gil_is_released_while_planning(samplers):
         time.sleep(0.001)
     worker.join()
     assert ticks >= 5  # the main thread ran while the native plans were in progress
+
+
+def _cuda_device() -> bool:
+    from mpdiffuser import _core
+
+    return bool(_core.build_info()["cuda_compiled"] and _core.cuda_device_available())
+
+
+@pytest.mark.skipif(not _cuda_device(), reason="no CUDA device")
+@pytest.mark.parametrize("size", ["tiny", "odd", "hopper"])
+@pytest.mark.parametrize("cost", [False, True])
+@pytest.mark.parametrize("n", [1, 7, 64, 1024])
+@pytest.mark.parametrize("lam", [0.0, 1.0])
+def test_cuda_matches_reference_and_cpu(model_files, samplers, size, cost, n, lam):
+    """The CUDA backend against the PyTorch reference (same tolerances as the CPU backend) and
+    against the CPU backend (same chosen index); repeats are bit-identical."""
+    cuda = Sampler(model_files[size, cost], "cuda")
+    cpu, reference = samplers[size, cost]
+    options = cuda.defaults.replace(num_candidates=n, dynamics_weight=lam,
+                                    cost_limit=2.0 if cost else None, cost_budget=0.5 if cost else None)
+    _compare(cuda, reference, options, seed=5)
+    state = _state(cuda.spec, 5)
+    a, b = cuda.plan(state, 9, options), cpu.plan(state, 9, options)
+    assert a.index == b.index
+    assert_close(a.windows, b.windows, WINDOW_ABS, WINDOW_REL_L2)
+    again = cuda.plan(state, 9, options)
+    assert np.array_equal(again.windows, a.windows) and again.index == a.index
+
+
+def test_cuda_backend_without_a_device_says_so(model_files):
+    from mpdiffuser import _core
+
+    if _cuda_device():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(RuntimeError, match="cuda"):
+        Sampler(model_files["tiny", False], "cuda")
+    if _core.build_info()["cuda_compiled"]:  # compiled in: the workspace itself reports the missing device
+        with pytest.raises(RuntimeError, match="not available"):
+            _core.Workspace(_core.Model(str(model_files["tiny", False])), "cuda", 4, 0)

@@ -1,0 +1,583 @@
+// The CUDA backend's fused sampler; see sampler.h.
+//
+// Thread block b owns candidates [b CPB, b CPB + CPB). Its windows, network inputs, hidden
+// activations and network outputs live in shared memory for the whole plan; the conditional and
+// unconditional rows of its candidates form one batch of up to 2 CPB rows. A dense layer gives
+// each thread output columns j, j + 256, ...; the thread keeps one accumulator per row in
+// registers and reads weight column j from the transposed [in, out] copy, so a warp's weight
+// loads are coalesced and each weight is read once per block and step for all its rows. The
+// per-element update rules and the noise are csrc/math's, shared with the CPU backend.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "cuda/sampler.h"
+#include "math/philox.h"
+#include "math/schedule.h"
+#include "math/update.h"
+
+namespace mpd::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kMaxDense = 17;  // dense layers per network (16 hidden layers + output)
+constexpr float kTerminationPenalty = 100.0f;
+
+// One residual MLP on the device: weight[l] is layer l's [in, out] transposed weight.
+struct DeviceMlp {
+  const float* weight[kMaxDense];
+  const float* bias[kMaxDense];
+  int dims[kMaxDense + 1];  // dims[l] -> dims[l + 1]
+  int dense;                // hidden layers + 1
+};
+
+struct PlanParams {
+  DeviceMlp planner, dynamics, reward, cost;
+  const math::StepFloats* steps;  // [K], index k - 1
+  const float* embeddings;        // [K, 32]
+  const double* state_mid;        // [dx]
+  const double* state_half;
+  const float* state;  // [dx] raw, device
+  float* windows;      // [N, H, D]
+  float* values;       // [N]
+  float* costs;        // [N]
+  float cond[2];
+  uint64_t seed;
+  int num_candidates, horizon, dx, du, cond_dim, num_steps, reward_outputs, has_cost, guided;
+  float guidance, lambda, one_minus_lambda;
+  unsigned dynamics_every, dynamics_last;
+  double discount;
+  int ld_tau, ld_in, ld_h, ld_out;  // shared-memory row strides (floats)
+};
+
+struct SelectParams {
+  const float* state;  // [dx] raw, device (checked for NaN/inf)
+  const float* windows;
+  const float* values;
+  const float* costs;
+  const double* action_mid;
+  const double* action_half;
+  float* actions;     // [a, du]
+  uint32_t* index;    // [1]
+  int num_candidates, horizon, dx, du, actions_per_plan, budget;
+  float cost_budget;
+};
+
+__host__ __device__ int round4(int n) { return (n + 3) / 4 * 4; }
+
+// y[r, j] = epilogue(b[j] + sum_i W[j, i] x[r, i]) for r < rows; R = rows at most.
+// epilogue 0: linear, 1: SiLU, 2: x[r, j] + SiLU (residual; in == out).
+template <int R>
+__device__ void dense(const float* __restrict__ wt, const float* __restrict__ b, int in, int out, const float* x,
+                      int ldx, int rows, float* y, int ldy, int epilogue) {
+  for (int j = threadIdx.x; j < out; j += blockDim.x) {
+    float acc[R];
+    const float bias = __ldg(b + j);
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+    for (int i = 0; i < in; ++i) {
+      const float w = __ldg(wt + static_cast<size_t>(i) * out + j);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        if (r < rows) acc[r] = fmaf(w, x[r * ldx + i], acc[r]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      if (r >= rows) continue;
+      float v = acc[r] + bias;
+      if (epilogue == 1) v = math::silu(v);
+      if (epilogue == 2) v = x[r * ldx + j] + math::silu(v);
+      y[r * ldy + j] = v;
+    }
+  }
+  __syncthreads();
+}
+
+// out[r] = net(in[r]) for r < rows; h0, h1: [R, ld_h] scratch. Ends synchronized.
+template <int R>
+__device__ void mlp(const DeviceMlp& net, const float* in, int ld_in, int rows, float* h0, float* h1, int ld_h,
+                    float* out, int ld_out) {
+  dense<R>(net.weight[0], net.bias[0], net.dims[0], net.dims[1], in, ld_in, rows, h0, ld_h, 1);
+  float* cur = h0;
+  float* next = h1;
+  for (int l = 1; l < net.dense - 1; ++l) {
+    dense<R>(net.weight[l], net.bias[l], net.dims[l], net.dims[l + 1], cur, ld_h, rows, next, ld_h, 2);
+    float* t = cur;
+    cur = next;
+    next = t;
+  }
+  const int last = net.dense - 1;
+  dense<R>(net.weight[last], net.bias[last], net.dims[last], net.dims[last + 1], cur, ld_h, rows, out, ld_out, 0);
+}
+
+// tau[n, e] = z(seed, first + n, step)[e] for the block's cnt candidates (or, with eps, the
+// planner update with that noise; step 0 = the last step, no noise).
+__device__ void noise_update(const PlanParams& p, float* tau, int first, int cnt, int step, const float* eps,
+                             const math::StepFloats* st) {
+  const int HD = p.horizon * (p.dx + p.du), blocks = (HD + 3) / 4;
+  for (int q = threadIdx.x; q < cnt * blocks; q += blockDim.x) {
+    const int n = q / blocks, blk = q % blocks;
+    float lanes[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (step > 0) math::normal4(p.seed, static_cast<uint32_t>(first + n), static_cast<uint32_t>(step),
+                                static_cast<uint32_t>(blk), lanes);
+    for (int lane = 0; lane < 4; ++lane) {
+      const int e = 4 * blk + lane;
+      if (e >= HD) break;
+      float& v = tau[n * p.ld_tau + e];
+      if (eps == nullptr) {
+        v = lanes[lane];
+        continue;
+      }
+      const float cond = eps[n * p.ld_out + e];
+      const float g = p.guided ? math::guided(cond, eps[(n + cnt) * p.ld_out + e], p.guidance) : cond;
+      v = step > 0 ? math::planner_update(v, g, *st, lanes[lane]) : math::posterior_mean(v, g, *st);
+    }
+  }
+  __syncthreads();
+}
+
+// Row tail [x_0, c or 0, emb(k)] element i (0-based within the tail) of row r.
+__device__ float tail_at(const PlanParams& p, const float* x0, int r, int cnt, int i, const float* emb) {
+  if (i < p.dx) return x0[i];
+  i -= p.dx;
+  if (i < p.cond_dim) return r < cnt ? p.cond[i] : 0.0f;
+  return emb[i - p.cond_dim];
+}
+
+template <int CPB>
+__global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
+  extern __shared__ float smem[];
+  const int H = p.horizon, dx = p.dx, du = p.du, D = dx + du, HD = H * D, K = p.num_steps;
+  const int first = blockIdx.x * CPB;
+  const int cnt = min(CPB, p.num_candidates - first);
+  const int rows = p.guided ? 2 * cnt : cnt;
+  float* x0 = smem;                       // [dx]
+  float* tau = x0 + round4(dx);           // [CPB, ld_tau]
+  float* in = tau + CPB * p.ld_tau;       // [2 CPB, ld_in]
+  float* h0 = in + 2 * CPB * p.ld_in;     // [2 CPB, ld_h]
+  float* h1 = h0 + 2 * CPB * p.ld_h;      // [2 CPB, ld_h]
+  float* eps = h1 + 2 * CPB * p.ld_h;     // [2 CPB, ld_out]
+
+  for (int i = threadIdx.x; i < dx; i += blockDim.x) {
+    x0[i] = static_cast<float>((static_cast<double>(p.state[i]) - p.state_mid[i]) / p.state_half[i]);
+  }
+  noise_update(p, tau, first, cnt, K + 1, nullptr, nullptr);
+
+  for (int k = K; k >= 1; --k) {
+    const math::StepFloats st = p.steps[k - 1];
+    const float* emb = p.embeddings + (k - 1) * 32;
+    if (math::dynamics_at(k, p.lambda, p.dynamics_every, p.dynamics_last)) {
+      // [flatten(X^k), flatten(U^k), x_0, c, emb(k)]
+      const int in_dim = p.dynamics.dims[0];
+      for (int q = threadIdx.x; q < rows * in_dim; q += blockDim.x) {
+        const int r = q / in_dim, i = q % in_dim;
+        const float* win = tau + (r % cnt) * p.ld_tau;
+        float v;
+        if (i < H * dx) {
+          v = win[(i / dx) * D + i % dx];
+        } else if (i < HD) {
+          const int u = i - H * dx;
+          v = win[(u / du) * D + dx + u % du];
+        } else {
+          v = tail_at(p, x0, r, cnt, i - HD, emb);
+        }
+        in[r * p.ld_in + i] = v;
+      }
+      __syncthreads();
+      mlp<2 * CPB>(p.dynamics, in, p.ld_in, rows, h0, h1, p.ld_h, eps, p.ld_out);
+      for (int q = threadIdx.x; q < cnt * H * dx; q += blockDim.x) {
+        const int n = q / (H * dx), e = q % (H * dx);
+        const float cond = eps[n * p.ld_out + e];
+        const float g = p.guided ? math::guided(cond, eps[(n + cnt) * p.ld_out + e], p.guidance) : cond;
+        float& x = tau[n * p.ld_tau + (e / dx) * D + e % dx];
+        x = math::dynamics_update(x, g, st, p.one_minus_lambda, p.lambda);
+      }
+      __syncthreads();
+    }
+    // [flatten(tau'), x_0, c, emb(k)]
+    const int in_dim = p.planner.dims[0];
+    for (int q = threadIdx.x; q < rows * in_dim; q += blockDim.x) {
+      const int r = q / in_dim, i = q % in_dim;
+      in[r * p.ld_in + i] = i < HD ? tau[(r % cnt) * p.ld_tau + i] : tail_at(p, x0, r, cnt, i - HD, emb);
+    }
+    __syncthreads();
+    mlp<2 * CPB>(p.planner, in, p.ld_in, rows, h0, h1, p.ld_h, eps, p.ld_out);
+    noise_update(p, tau, first, cnt, k > 1 ? k : 0, eps, &st);
+  }
+
+  for (int q = threadIdx.x; q < cnt * HD; q += blockDim.x) {
+    p.windows[static_cast<size_t>(first + q / HD) * HD + q % HD] = tau[(q / HD) * p.ld_tau + q % HD];
+  }
+
+  // Ranking: rows [x_t, u_t], t = 0..H-1 (x_0 the current state), 2 CPB rows at a time, summed
+  // in t order by thread 0 as the CPU backend sums them.
+  __shared__ float value_acc, cost_acc;
+  __shared__ int fell;
+  const int R = 2 * CPB;
+  for (int n = 0; n < cnt; ++n) {
+    if (threadIdx.x == 0) {
+      value_acc = 0.0f;
+      cost_acc = 0.0f;
+      fell = -1;
+    }
+    const float* win = tau + n * p.ld_tau;
+    for (int t0 = 0; t0 < H; t0 += R) {
+      const int rr = min(R, H - t0);
+      for (int q = threadIdx.x; q < rr * D; q += blockDim.x) {
+        const int r = q / D, i = q % D, t = t0 + r;
+        in[r * p.ld_in + i] = i < dx ? (t == 0 ? x0[i] : win[(t - 1) * D + i]) : win[t * D + i];
+      }
+      __syncthreads();
+      mlp<2 * CPB>(p.reward, in, p.ld_in, rr, h0, h1, p.ld_h, eps, p.ld_out);
+      if (threadIdx.x == 0) {
+        for (int r = 0; r < rr; ++r) {
+          const int t = t0 + r;
+          const float gamma = static_cast<float>(pow(p.discount, static_cast<double>(t)));
+          value_acc += eps[r * p.ld_out] * gamma;
+          if (p.reward_outputs == 2 && fell < 0 && eps[r * p.ld_out + 1] > 0.0f) fell = t;
+        }
+      }
+      __syncthreads();
+      if (p.has_cost) {
+        mlp<2 * CPB>(p.cost, in, p.ld_in, rr, h0, h1, p.ld_h, eps, p.ld_out);
+        if (threadIdx.x == 0) {
+          for (int r = 0; r < rr; ++r) {
+            cost_acc += eps[r * p.ld_out] * static_cast<float>(pow(p.discount, static_cast<double>(t0 + r)));
+          }
+        }
+        __syncthreads();
+      }
+    }
+    if (threadIdx.x == 0) {
+      float value = value_acc;
+      if (fell >= 0) value -= kTerminationPenalty * static_cast<float>(pow(p.discount, static_cast<double>(fell)));
+      p.values[first + n] = value;
+      if (p.has_cost) p.costs[first + n] = cost_acc;
+    }
+    __syncthreads();
+  }
+}
+
+// One warp: the selection rule of DESIGN 3 step 3 (ties to the lowest index), then the chosen
+// candidate's first actions in env units.
+__global__ void select_kernel(const SelectParams s) {
+  const int lane = threadIdx.x;
+  auto better = [&](int a, int b) {
+    const float ca = s.budget ? s.costs[a] : 0.0f, cb = s.budget ? s.costs[b] : 0.0f;
+    return math::better_candidate(s.values[a], ca, !s.budget || ca <= s.cost_budget, s.values[b], cb,
+                                  !s.budget || cb <= s.cost_budget);
+  };
+  int best = -1;
+  for (int n = lane; n < s.num_candidates; n += 32) {
+    if (best < 0 || better(n, best)) best = n;
+  }
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const int other = __shfl_down_sync(0xffffffffu, best, offset);
+    if (other >= 0 && (best < 0 || better(other, best) || (!better(best, other) && other < best))) best = other;
+  }
+  best = __shfl_sync(0xffffffffu, best, 0);
+  bool finite = true;
+  for (int i = lane; i < s.dx; i += 32) finite = finite && isfinite(s.state[i]);
+  finite = __all_sync(0xffffffffu, finite);
+  const int D = s.dx + s.du;
+  const float* window = s.windows + static_cast<size_t>(best) * s.horizon * D;
+  for (int q = lane; q < s.actions_per_plan * s.du; q += 32) {
+    const int t = q / s.du, j = q % s.du;
+    s.actions[q] = finite ? static_cast<float>(window[t * D + s.dx + j] * s.action_half[j] + s.action_mid[j]) : NAN;
+  }
+  if (lane == 0 && s.index != nullptr) *s.index = finite ? static_cast<uint32_t>(best) : 0xffffffffu;
+}
+
+}  // namespace
+
+struct CudaSampler::Impl {
+  ModelConfig config;
+  int max_candidates = 0;
+  int cpb = 1;                 // candidates per block of this workspace's kernel
+  size_t shared_bytes[2] = {};  // dynamic shared memory of the CPB = 1 and CPB = 4 kernels
+  int sm_count = 0;
+  float* arena = nullptr;      // weights, steps, embeddings, then plan buffers
+  double* norms = nullptr;     // state mid, half; action mid, half
+  PlanParams params{};         // the fixed part of every launch
+  SelectParams select{};
+  // Device buffers of plan_host: state, actions, index, values, costs, windows.
+  float* host_state = nullptr;
+  float* host_actions = nullptr;
+  uint32_t* host_index = nullptr;
+  float* host_values = nullptr;
+  float* host_costs = nullptr;
+  float* host_windows = nullptr;
+
+  ~Impl() {
+    cudaFree(arena);
+    cudaFree(norms);
+  }
+};
+
+CudaSampler::CudaSampler(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CudaSampler::~CudaSampler() = default;
+
+int CudaSampler::max_candidates() const { return impl_->max_candidates; }
+
+mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::unique_ptr<CudaSampler>* out) {
+  int device = 0, devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0 || cudaGetDevice(&device) != cudaSuccess) {
+    cudaGetLastError();
+    return MPD_ERR_NOT_AVAILABLE;
+  }
+  const ModelConfig& c = file.config;
+  const MlpWeights* nets[4] = {&file.planner, &file.dynamics, &file.reward, &file.cost};
+  const int num_nets = c.has_cost ? 4 : 3;
+  for (int i = 0; i < num_nets; ++i) {
+    if (static_cast<int>(nets[i]->layers.size()) > kMaxDense) return MPD_ERR_NOT_AVAILABLE;
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->config = c;
+  impl->max_candidates = max_candidates;
+  const int H = c.horizon, D = c.window_dim(), HD = H * D, K = c.num_steps;
+
+  // Host image of the arena: every network's transposed layers, steps, embeddings; then the
+  // plan buffers (windows, values, costs, plan_host staging) that need no initial contents.
+  std::vector<float> image;
+  auto align = [&image] { image.resize((image.size() + 31) / 32 * 32, 0.0f); };  // 128-byte rows
+  std::vector<size_t> offsets;  // per network and layer: weight offset, bias offset
+  for (int i = 0; i < num_nets; ++i) {
+    for (const DenseWeights& layer : nets[i]->layers) {
+      align();
+      offsets.push_back(image.size());
+      for (int r = 0; r < layer.in; ++r) {
+        for (int j = 0; j < layer.out; ++j) image.push_back(layer.weight[static_cast<size_t>(j) * layer.in + r]);
+      }
+      align();
+      offsets.push_back(image.size());
+      image.insert(image.end(), layer.bias.begin(), layer.bias.end());
+    }
+  }
+  align();
+  const size_t steps_at = image.size();
+  for (int k = 1; k <= K; ++k) {
+    const math::StepCoefficients s = math::cosine_step(k, K);
+    const math::StepFloats f{static_cast<float>(s.sqrt_alpha_bar), static_cast<float>(s.sqrt_one_minus_alpha_bar),
+                             static_cast<float>(s.posterior_c1), static_cast<float>(s.posterior_c2),
+                             static_cast<float>(s.posterior_sigma)};
+    static_assert(sizeof(math::StepFloats) == 5 * sizeof(float), "StepFloats is five floats");
+    const float* as_floats = &f.sqrt_alpha_bar;
+    image.insert(image.end(), as_floats, as_floats + 5);
+  }
+  align();
+  const size_t emb_at = image.size();
+  image.resize(image.size() + static_cast<size_t>(K) * 32);
+  for (int k = 1; k <= K; ++k) math::step_embedding(k, image.data() + emb_at + static_cast<size_t>(k - 1) * 32);
+  align();
+  const size_t N = static_cast<size_t>(max_candidates);
+  const size_t buffers_at = image.size();
+  const size_t windows_at = buffers_at, values_at = windows_at + N * HD, costs_at = values_at + N;
+  const size_t host_state_at = costs_at + N, host_actions_at = host_state_at + round4(c.state_dim);
+  const size_t host_index_at = host_actions_at + static_cast<size_t>(H) * c.action_dim;
+  const size_t host_values_at = host_index_at + 4, host_costs_at = host_values_at + N;
+  const size_t host_windows_at = host_costs_at + N, total = host_windows_at + N * HD;
+
+  if (cudaMalloc(&impl->arena, total * sizeof(float)) != cudaSuccess ||
+      cudaMalloc(&impl->norms, 2 * static_cast<size_t>(D) * sizeof(double)) != cudaSuccess) {
+    cudaGetLastError();
+    return MPD_ERR_OUT_OF_MEMORY;
+  }
+  std::vector<double> norms(2 * static_cast<size_t>(D));
+  for (int i = 0; i < c.state_dim; ++i) {
+    norms[i] = (static_cast<double>(file.state_high[i]) + file.state_low[i]) / 2;
+    const double half = (static_cast<double>(file.state_high[i]) - file.state_low[i]) / 2;
+    norms[c.state_dim + i] = half > 0 ? half : 1.0;
+  }
+  for (int j = 0; j < c.action_dim; ++j) {
+    norms[2 * c.state_dim + j] = (static_cast<double>(file.action_high[j]) + file.action_low[j]) / 2;
+    const double half = (static_cast<double>(file.action_high[j]) - file.action_low[j]) / 2;
+    norms[2 * c.state_dim + c.action_dim + j] = half > 0 ? half : 1.0;
+  }
+  if (cudaMemcpy(impl->arena, image.data(), image.size() * sizeof(float), cudaMemcpyHostToDevice) != cudaSuccess ||
+      cudaMemcpy(impl->norms, norms.data(), norms.size() * sizeof(double), cudaMemcpyHostToDevice) != cudaSuccess) {
+    cudaGetLastError();
+    return MPD_ERR_DEVICE;
+  }
+
+  float* a = impl->arena;
+  PlanParams& p = impl->params;
+  DeviceMlp* device_nets[4] = {&p.planner, &p.dynamics, &p.reward, &p.cost};
+  size_t o = 0;
+  int ld_in = D, ld_h = 1, ld_out = 1;
+  for (int i = 0; i < num_nets; ++i) {
+    DeviceMlp& m = *device_nets[i];
+    m.dense = static_cast<int>(nets[i]->layers.size());
+    for (int l = 0; l < m.dense; ++l) {
+      const DenseWeights& layer = nets[i]->layers[static_cast<size_t>(l)];
+      m.weight[l] = a + offsets[o++];
+      m.bias[l] = a + offsets[o++];
+      m.dims[l] = layer.in;
+      m.dims[l + 1] = layer.out;
+      if (l > 0) ld_h = std::max(ld_h, layer.in);
+    }
+    ld_in = std::max(ld_in, m.dims[0]);
+    ld_out = std::max(ld_out, m.dims[m.dense]);
+  }
+  p.steps = reinterpret_cast<const math::StepFloats*>(a + steps_at);
+  p.embeddings = a + emb_at;
+  p.state_mid = impl->norms;
+  p.state_half = impl->norms + c.state_dim;
+  p.windows = a + windows_at;
+  p.values = a + values_at;
+  p.costs = a + costs_at;
+  p.horizon = H;
+  p.dx = c.state_dim;
+  p.du = c.action_dim;
+  p.cond_dim = c.cond_dim;
+  p.num_steps = K;
+  p.reward_outputs = c.reward_outputs;
+  p.has_cost = c.has_cost ? 1 : 0;
+  p.ld_tau = round4(HD) + 1;  // odd strides spread the candidates' rows over shared-memory banks
+  p.ld_in = round4(ld_in) + 1;
+  p.ld_h = round4(ld_h) + 1;
+  p.ld_out = round4(ld_out) + 1;
+
+  SelectParams& s = impl->select;
+  s.windows = p.windows;
+  s.values = p.values;
+  s.costs = p.costs;
+  s.action_mid = impl->norms + 2 * c.state_dim;
+  s.action_half = s.action_mid + c.action_dim;
+  s.horizon = H;
+  s.dx = c.state_dim;
+  s.du = c.action_dim;
+
+  impl->host_state = a + host_state_at;
+  impl->host_actions = a + host_actions_at;
+  impl->host_index = reinterpret_cast<uint32_t*>(a + host_index_at);
+  impl->host_values = a + host_values_at;
+  impl->host_costs = a + host_costs_at;
+  impl->host_windows = a + host_windows_at;
+
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return MPD_ERR_DEVICE;
+  impl->sm_count = prop.multiProcessorCount;
+  const int cpbs[2] = {1, 4};
+  for (int v = 0; v < 2; ++v) {
+    const int cpb = cpbs[v];
+    const size_t floats = round4(c.state_dim) + static_cast<size_t>(cpb) * p.ld_tau +
+                          2 * static_cast<size_t>(cpb) * (p.ld_in + 2 * p.ld_h + p.ld_out);
+    impl->shared_bytes[v] = floats * sizeof(float);
+  }
+  if (impl->shared_bytes[0] > prop.sharedMemPerBlockOptin) return MPD_ERR_NOT_AVAILABLE;
+  if (cudaFuncSetAttribute(plan_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(impl->shared_bytes[0])) != cudaSuccess) {
+    cudaGetLastError();
+    return MPD_ERR_DEVICE;
+  }
+  // Four candidates per block once there are enough candidates to fill every SM twice over.
+  impl->cpb = 1;
+  if (max_candidates >= 8 * impl->sm_count && impl->shared_bytes[1] <= prop.sharedMemPerBlockOptin &&
+      cudaFuncSetAttribute(plan_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(impl->shared_bytes[1])) == cudaSuccess) {
+    impl->cpb = 4;
+  }
+  cudaGetLastError();
+  out->reset(new CudaSampler(std::move(impl)));
+  return MPD_OK;
+}
+
+mpd_status CudaSampler::plan(const float* state, uint64_t seed, const mpd_options& o, const float* cond,
+                             mpd_plan_output* output, void* stream_ptr) {
+  Impl& m = *impl_;
+  cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  const int N = static_cast<int>(o.num_candidates);
+  PlanParams p = m.params;
+  p.state = state;
+  p.cond[0] = cond[0];
+  p.cond[1] = m.config.cond_dim > 1 ? cond[1] : 0.0f;
+  p.seed = seed;
+  p.num_candidates = N;
+  p.guidance = static_cast<float>(o.guidance);
+  p.guided = p.guidance != 1.0f;
+  p.lambda = static_cast<float>(o.dynamics_weight);
+  p.one_minus_lambda = static_cast<float>(1.0 - o.dynamics_weight);
+  p.dynamics_every = o.dynamics_every;
+  p.dynamics_last = o.dynamics_last;
+  p.discount = o.discount;
+  // The larger blocks only where N fills the GPU with them; the answer does not depend on it.
+  const int cpb = (m.cpb == 4 && N >= 8 * m.sm_count) ? 4 : 1;
+  const unsigned grid = static_cast<unsigned>((N + cpb - 1) / cpb);
+  if (cpb == 4) {
+    plan_kernel<4><<<grid, kThreads, m.shared_bytes[1], stream>>>(p);
+  } else {
+    plan_kernel<1><<<grid, kThreads, m.shared_bytes[0], stream>>>(p);
+  }
+  SelectParams s = m.select;
+  s.state = state;
+  s.actions = output->actions;
+  s.index = output->index_ptr;
+  s.num_candidates = N;
+  s.actions_per_plan = static_cast<int>(o.actions_per_plan);
+  s.budget = m.config.has_cost && o.has_cost_budget ? 1 : 0;
+  s.cost_budget = static_cast<float>(o.cost_budget);
+  select_kernel<<<1, 32, 0, stream>>>(s);
+  const size_t n = static_cast<size_t>(N), HD = static_cast<size_t>(m.config.horizon) * m.config.window_dim();
+  bool ok = cudaGetLastError() == cudaSuccess;
+  if (ok && output->values) {
+    ok = cudaMemcpyAsync(output->values, p.values, n * sizeof(float), cudaMemcpyDefault, stream) == cudaSuccess;
+  }
+  if (ok && output->costs && m.config.has_cost) {
+    ok = cudaMemcpyAsync(output->costs, p.costs, n * sizeof(float), cudaMemcpyDefault, stream) == cudaSuccess;
+  }
+  if (ok && output->windows) {
+    ok = cudaMemcpyAsync(output->windows, p.windows, n * HD * sizeof(float), cudaMemcpyDefault, stream) ==
+         cudaSuccess;
+  }
+  if (!ok) cudaGetLastError();
+  return ok ? MPD_OK : MPD_ERR_DEVICE;
+}
+
+mpd_status CudaSampler::plan_host(const float* state, uint64_t seed, const mpd_options& o, const float* cond,
+                                  mpd_plan_output* output, void* stream_ptr) {
+  Impl& m = *impl_;
+  cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  const ModelConfig& c = m.config;
+  const size_t n = o.num_candidates, HD = static_cast<size_t>(c.horizon) * c.window_dim();
+  if (cudaMemcpyAsync(m.host_state, state, sizeof(float) * c.state_dim, cudaMemcpyHostToDevice, stream) !=
+      cudaSuccess) {
+    cudaGetLastError();
+    return MPD_ERR_DEVICE;
+  }
+  mpd_plan_output device{m.host_actions, 0, output->values ? m.host_values : nullptr,
+                         output->costs ? m.host_costs : nullptr, output->windows ? m.host_windows : nullptr,
+                         m.host_index};
+  mpd_status status = plan(m.host_state, seed, o, cond, &device, stream);
+  if (status != MPD_OK) return status;
+  uint32_t index = 0;
+  bool ok = cudaMemcpyAsync(output->actions, m.host_actions, sizeof(float) * o.actions_per_plan * c.action_dim,
+                            cudaMemcpyDeviceToHost, stream) == cudaSuccess &&
+            cudaMemcpyAsync(&index, m.host_index, sizeof index, cudaMemcpyDeviceToHost, stream) == cudaSuccess;
+  if (ok && output->values) {
+    ok = cudaMemcpyAsync(output->values, m.host_values, n * sizeof(float), cudaMemcpyDeviceToHost, stream) ==
+         cudaSuccess;
+  }
+  if (ok && output->costs && c.has_cost) {
+    ok = cudaMemcpyAsync(output->costs, m.host_costs, n * sizeof(float), cudaMemcpyDeviceToHost, stream) ==
+         cudaSuccess;
+  }
+  if (ok && output->windows) {
+    ok = cudaMemcpyAsync(output->windows, m.host_windows, n * HD * sizeof(float), cudaMemcpyDeviceToHost,
+                         stream) == cudaSuccess;
+  }
+  ok = ok && cudaStreamSynchronize(stream) == cudaSuccess;
+  if (!ok) {
+    cudaGetLastError();
+    return MPD_ERR_DEVICE;
+  }
+  if (index == 0xffffffffu) return MPD_ERR_NON_FINITE;
+  output->index = index;
+  if (output->index_ptr) *output->index_ptr = index;
+  return MPD_OK;
+}
+
+}  // namespace mpd::cuda

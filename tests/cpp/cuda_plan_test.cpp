@@ -1,0 +1,214 @@
+// mpd_plan on the CUDA backend against the CPU backend on the same tiny models and seeds: the
+// same chosen index, actions and windows within 2e-4 (float rounding and expf only), values
+// within 1e-4 relative; bit-identical repeats; the plan captured in a CUDA graph and replayed on
+// new state contents; no allocation visible to the caller; bad input answered with a status or
+// the documented index. Skips (exit 77) without a GPU.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <vector>
+
+#include "check.h"
+#include "cuda/noise_kernel.h"
+#include "model_writer.h"
+#include "mpdiffuser/mpdiffuser.h"
+
+namespace {
+
+struct Result {
+  std::vector<float> actions, values, costs, windows;
+  uint32_t index = 0;
+  mpd_status status = MPD_OK;
+};
+
+mpd_model* load(const testing::TinyModel& m) {
+  const std::vector<uint8_t> bytes = testing::write_model(m);
+  mpd_model* model = nullptr;
+  char message[256];
+  if (mpd_model_load_memory(bytes.data(), bytes.size(), &model, message, sizeof message) != MPD_OK) {
+    std::printf("load failed: %s\n", message);
+  }
+  return model;
+}
+
+struct Sizes {
+  size_t actions, n, windows, dx;
+};
+
+Sizes sizes(const mpd_model* model, const mpd_options& o) {
+  mpd_model_info info;
+  mpd_model_get_info(model, &info);
+  return {static_cast<size_t>(o.actions_per_plan) * info.action_dim, o.num_candidates,
+          static_cast<size_t>(o.num_candidates) * info.horizon * (info.state_dim + info.action_dim), info.state_dim};
+}
+
+Result cpu_plan(const mpd_model* model, const float* state, uint64_t seed, const mpd_options& o) {
+  const Sizes s = sizes(model, o);
+  mpd_workspace* ws = nullptr;
+  CHECK(mpd_workspace_create(model, MPD_BACKEND_CPU, o.num_candidates, 2, &ws) == MPD_OK);
+  Result r;
+  r.actions.assign(s.actions, 0.0f);
+  r.values.assign(s.n, 0.0f);
+  r.costs.assign(s.n, 0.0f);
+  r.windows.assign(s.windows, 0.0f);
+  mpd_plan_output out{r.actions.data(), 0, r.values.data(), r.costs.data(), r.windows.data(), nullptr};
+  r.status = mpd_plan(model, ws, state, seed, &o, &out, nullptr);
+  r.index = out.index;
+  mpd_workspace_free(ws);
+  return r;
+}
+
+// Device buffers of one plan's inputs and outputs.
+struct DevicePlan {
+  float *state = nullptr, *actions = nullptr, *values = nullptr, *costs = nullptr, *windows = nullptr;
+  uint32_t* index = nullptr;
+  Sizes s{};
+  explicit DevicePlan(Sizes sz) : s(sz) {
+    cudaMalloc(&state, s.dx * sizeof(float));
+    cudaMalloc(&actions, s.actions * sizeof(float));
+    cudaMalloc(&values, s.n * sizeof(float));
+    cudaMalloc(&costs, s.n * sizeof(float));
+    cudaMalloc(&windows, s.windows * sizeof(float));
+    cudaMalloc(&index, sizeof(uint32_t));
+  }
+  ~DevicePlan() {
+    cudaFree(state), cudaFree(actions), cudaFree(values), cudaFree(costs), cudaFree(windows), cudaFree(index);
+  }
+  mpd_plan_output output() { return {actions, 0, values, costs, windows, index}; }
+  Result fetch() const {
+    Result r;
+    r.actions.resize(s.actions), r.values.resize(s.n), r.costs.resize(s.n), r.windows.resize(s.windows);
+    cudaMemcpy(r.actions.data(), actions, s.actions * sizeof(float), cudaMemcpyDeviceToHost);
+    cudaMemcpy(r.values.data(), values, s.n * sizeof(float), cudaMemcpyDeviceToHost);
+    cudaMemcpy(r.costs.data(), costs, s.n * sizeof(float), cudaMemcpyDeviceToHost);
+    cudaMemcpy(r.windows.data(), windows, s.windows * sizeof(float), cudaMemcpyDeviceToHost);
+    cudaMemcpy(&r.index, index, sizeof(uint32_t), cudaMemcpyDeviceToHost);
+    return r;
+  }
+};
+
+Result cuda_plan(const mpd_model* model, mpd_workspace* ws, const float* state, uint64_t seed, const mpd_options& o,
+                 cudaStream_t stream) {
+  DevicePlan d(sizes(model, o));
+  cudaMemcpy(d.state, state, d.s.dx * sizeof(float), cudaMemcpyHostToDevice);
+  mpd_plan_output out = d.output();
+  const mpd_status status = mpd_plan(model, ws, d.state, seed, &o, &out, stream);
+  cudaStreamSynchronize(stream);
+  Result r = d.fetch();
+  r.status = status;
+  return r;
+}
+
+float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  float m = a.size() == b.size() ? 0.0f : INFINITY;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::fmax(m, std::fabs(a[i] - b[i]));
+  return m;
+}
+
+float max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  float m = 0.0f;
+  for (size_t i = 0; i < a.size(); ++i) m = std::fmax(m, std::fabs(a[i] - b[i]) / std::fmax(1.0f, std::fabs(b[i])));
+  return m;
+}
+
+bool same_bits(const Result& a, const Result& b) {
+  return a.index == b.index && a.actions == b.actions && a.values == b.values && a.windows == b.windows;
+}
+
+}  // namespace
+
+int main() {
+  if (!mpd::cuda::device_available()) {
+    std::printf("no CUDA device: skipped\n");
+    return 77;
+  }
+  const float state[3] = {0.3f, -1.1f, 1.7f};
+  cudaStream_t stream;
+  CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
+
+  for (bool has_cost : {false, true}) {
+    testing::TinyModel spec;
+    spec.has_cost = has_cost;
+    mpd_model* model = load(spec);
+    CHECK(model != nullptr);
+    if (!model) return check::exit_code();
+    mpd_workspace* ws = nullptr;
+    CHECK(mpd_workspace_create(model, MPD_BACKEND_CUDA, 2048, 0, &ws) == MPD_OK);
+    for (uint32_t n : {1u, 7u, 64u, 1100u}) {  // 1100: four candidates per block on every GPU
+      for (double w : {1.0, 1.7}) {
+        for (double lambda : {0.0, 0.5, 1.0}) {
+          mpd_options o;
+          mpd_model_default_options(model, &o);
+          o.num_candidates = n;
+          o.guidance = w;
+          o.dynamics_weight = lambda;
+          o.actions_per_plan = 2;
+          if (has_cost) {
+            o.has_cost_limit = 1;
+            o.cost_limit = 3.0;
+            o.has_cost_budget = 1;
+            o.cost_budget = 0.05;
+          }
+          const Result cpu = cpu_plan(model, state, 7, o);
+          const Result gpu = cuda_plan(model, ws, state, 7, o, stream);
+          CHECK(cpu.status == MPD_OK && gpu.status == MPD_OK);
+          CHECK(gpu.index == cpu.index);
+          CHECK(max_abs_diff(gpu.windows, cpu.windows) <= 2e-4f);
+          CHECK(max_abs_diff(gpu.actions, cpu.actions) <= 2e-4f * 4);  // env units: action range up to 4
+          CHECK(max_rel_diff(gpu.values, cpu.values) <= 1e-4f);
+          if (has_cost) {
+            CHECK(max_rel_diff(gpu.costs, cpu.costs) <= 1e-4f);
+          }
+          const Result again = cuda_plan(model, ws, state, 7, o, stream);
+          CHECK(same_bits(again, gpu));
+          if (gpu.index != cpu.index || max_abs_diff(gpu.windows, cpu.windows) > 2e-4f) {
+            std::printf("n=%u w=%g lambda=%g cost=%d: index %u vs %u, windows max diff %g\n", n, w, lambda,
+                        has_cost, gpu.index, cpu.index, max_abs_diff(gpu.windows, cpu.windows));
+          }
+        }
+      }
+    }
+
+    // Graph capture: the two launches and copies recorded once, replayed on new state contents.
+    mpd_options o;
+    mpd_model_default_options(model, &o);
+    o.num_candidates = 64;
+    if (has_cost) {
+      o.has_cost_limit = 1;
+      o.cost_limit = 3.0;
+    }
+    DevicePlan d(sizes(model, o));
+    cudaMemcpy(d.state, state, 3 * sizeof(float), cudaMemcpyHostToDevice);
+    mpd_plan_output out = d.output();
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+    const mpd_status captured = mpd_plan(model, ws, d.state, 11, &o, &out, stream);
+    CHECK(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
+    CHECK(captured == MPD_OK);
+    CHECK(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+    const float other_state[3] = {-0.4f, 0.9f, 0.1f};
+    for (const float* s : {state, other_state}) {
+      cudaMemcpy(d.state, s, 3 * sizeof(float), cudaMemcpyHostToDevice);
+      CHECK(cudaGraphLaunch(exec, stream) == cudaSuccess);
+      CHECK(cudaStreamSynchronize(stream) == cudaSuccess);
+      CHECK(same_bits(d.fetch(), cuda_plan(model, ws, s, 11, o, stream)));
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+
+    // Bad input: too many candidates, a workspace of another model, a non-finite state.
+    o.num_candidates = 4096;
+    CHECK(mpd_plan(model, ws, d.state, 1, &o, &out, stream) == MPD_ERR_INVALID_ARGUMENT);
+    o.num_candidates = 8;
+    const float nan_state[3] = {0.0f, NAN, 1.0f};
+    const Result bad = cuda_plan(model, ws, nan_state, 1, o, stream);
+    CHECK(bad.status == MPD_OK && bad.index == 0xffffffffu && std::isnan(bad.actions[0]));
+    CHECK(cuda_plan(model, ws, state, 1, o, stream).index < 8);  // the workspace is still usable
+    mpd_workspace_free(ws);
+    mpd_model_free(model);
+  }
+  cudaStreamDestroy(stream);
+  return check::exit_code();
+}
