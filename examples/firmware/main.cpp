@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
 
     std::vector<float> state(info.state_dim, 0.0f), actions(options.actions_per_plan * info.action_dim);
     std::vector<double> latency_ms(static_cast<size_t>(steps));
-    mpd_plan_output out{actions.data(), 0, nullptr, nullptr, nullptr};
+    mpd_plan_output out{actions.data(), 0, nullptr, nullptr, nullptr, nullptr};
     const auto period = std::chrono::nanoseconds(1000000000LL / rate);
     auto deadline = std::chrono::steady_clock::now() + period;
     int missed = 0;

@@ -75,7 +75,8 @@ class Sampler {
     return mpd_plan(model_.get(), ws_, state, seed, options, out, stream);
   }
 
-  // Convenience: allocates the result; throws mpd::Error on failure.
+  // Convenience from host memory on any backend (mpd_plan_host): allocates the result; throws
+  // mpd::Error on failure.
   PlanResult plan(const std::vector<float>& state, uint64_t seed, const mpd_options& options) {
     if (state.size() != model_.info().state_dim) throw Error(MPD_ERR_INVALID_ARGUMENT, "state size");
     PlanResult r;
@@ -83,9 +84,9 @@ class Sampler {
     r.values.resize(options.num_candidates);
     if (model_.info().has_cost) r.costs.resize(options.num_candidates);
     mpd_plan_output out{r.actions.data(), 0, r.values.data(), r.costs.empty() ? nullptr : r.costs.data(),
-                        nullptr};
-    const mpd_status s = plan(state.data(), seed, &options, &out);
-    if (s != MPD_OK) throw Error(s, "mpd_plan");
+                        nullptr, nullptr};
+    const mpd_status s = mpd_plan_host(model_.get(), ws_, state.data(), seed, &options, &out, nullptr);
+    if (s != MPD_OK) throw Error(s, "mpd_plan_host");
     r.index = out.index;
     return r;
   }
