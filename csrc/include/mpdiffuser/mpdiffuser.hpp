@@ -69,6 +69,8 @@ class Sampler {
   Sampler(const Sampler&) = delete;
   Sampler& operator=(const Sampler&) = delete;
 
+  mpd_workspace* get() const { return ws_; }
+
   // The allocation-free path: output buffers owned by the caller. Returns the status.
   mpd_status plan(const float* state, uint64_t seed, const mpd_options* options, mpd_plan_output* out,
                   void* stream = nullptr) {

@@ -58,16 +58,26 @@ def select_candidate(values: np.ndarray, costs: np.ndarray | None, budget: float
 
 
 class ReferenceSampler:
-    """Plans with a ModelBundle; float32 PyTorch on the CPU, one eager call per layer and step."""
+    """Plans with a ModelBundle; float32 PyTorch, one eager call per layer and step.
 
-    def __init__(self, bundle: ModelBundle):
+    device: where the networks run ("cpu", or "cuda" for the GPU benchmarks' PyTorch peer; the
+    bundle's modules are moved there). Plans are returned as NumPy arrays either way.
+    """
+
+    def __init__(self, bundle: ModelBundle, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        for name in ("planner", "dynamics", "reward", "cost"):
+            module = getattr(bundle, name)
+            if module is not None:
+                module.to(self.device)
         self.bundle = bundle
         self.spec = bundle.spec
+        self._constants: dict[tuple, torch.Tensor] = {}
         m = self.spec.model
         self.horizon, self.num_steps = m.horizon, m.num_steps
         self.dx, self.du = self.spec.state_dim, self.spec.action_dim
         s = CosineSchedule.make(m.num_steps)
-        f32 = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+        f32 = lambda a: torch.tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
         self._sqrt_ab = f32(np.sqrt(s.alpha_bar))
         self._sqrt_1mab = f32(np.sqrt(1.0 - s.alpha_bar))
         self._c1, self._c2, self._sigma = f32(s.posterior_c1), f32(s.posterior_c2), f32(s.posterior_sigma)
@@ -100,21 +110,42 @@ class ReferenceSampler:
     def condition(self, options: SamplerOptions) -> np.ndarray:
         return self.spec.conditions.condition(options.return_target, options.cost_limit)
 
+    def _constant(self, key: tuple, make) -> torch.Tensor:
+        """A small per-option tensor on the device, made once: no host-to-device copy happens in
+        later plans, so a warmed-up plan can be captured in a CUDA graph."""
+        if key not in self._constants:
+            self._constants[key] = torch.as_tensor(make(), dtype=torch.float32).to(self.device)
+        return self._constants[key]
+
+    def noise(self, seed: int, candidates: np.ndarray) -> torch.Tensor:
+        """Every draw of one plan, [K + 1, N, H, D] on the device; row step - 1 is z(seed, n, step)."""
+        H, D = self.horizon, self.dx + self.du
+        steps = [noise.normal_blocks(seed, candidates, step, H * D) for step in range(1, self.num_steps + 2)]
+        return torch.from_numpy(np.stack(steps)).view(len(steps), len(candidates), H, D).to(self.device)
+
     @torch.no_grad()
-    def sample_windows(self, x0: np.ndarray, seed: int, options: SamplerOptions,
-                       candidates: np.ndarray | None = None) -> torch.Tensor:
-        """x0: [dx] normalized state; candidates: [N] indices (default 0..N-1) -> tau^0 [N, H, D]."""
+    def sample_windows(self, x0: np.ndarray | torch.Tensor, seed: int, options: SamplerOptions,
+                       candidates: np.ndarray | None = None, draws: torch.Tensor | None = None) -> torch.Tensor:
+        """x0: [dx] normalized state; candidates: [N] indices (default 0..N-1) -> tau^0 [N, H, D].
+        draws: this plan's noise from `noise(seed, candidates)`, precomputed (the GPU benchmark's
+        CUDA-graph peer needs every input in device memory); by default drawn step by step."""
         H, dx, K = self.horizon, self.dx, self.num_steps
         cand = np.arange(options.num_candidates) if candidates is None else np.asarray(candidates)
         N, D = len(cand), self.dx + self.du
-        x0_rows = torch.from_numpy(np.asarray(x0, dtype=np.float32)).expand(N, dx)
-        cond = torch.from_numpy(self.condition(options)).expand(N, -1)
+        x0 = x0 if isinstance(x0, torch.Tensor) else torch.from_numpy(np.asarray(x0, dtype=np.float32))
+        x0_rows = x0.to(self.device).expand(N, dx)
+        cond = self._constant(("cond", options.return_target, options.cost_limit),
+                              lambda: self.condition(options)).expand(N, -1)
         zero = torch.zeros_like(cond)
         w, lam = float(options.guidance), float(options.dynamics_weight)
-        z = lambda step: torch.from_numpy(noise.normal_blocks(seed, cand, step, H * D)).view(N, H, D)  # noqa: E731
+        if draws is not None:
+            z = lambda step: draws[step - 1]  # noqa: E731
+        else:
+            z = lambda step: torch.from_numpy(  # noqa: E731
+                noise.normal_blocks(seed, cand, step, H * D)).view(N, H, D).to(self.device)
         tau = z(K + 1)
         for k in range(K, 0, -1):
-            kk = torch.full((N,), k, dtype=torch.long)
+            kk = torch.full((N,), k, dtype=torch.long, device=self.device)
             states, actions = tau[..., :dx], tau[..., dx:]
             if options.dynamics_at(k):
                 eps_d = self._guided(self.bundle.dynamics, (states, actions, x0_rows, cond, kk),
@@ -128,25 +159,34 @@ class ReferenceSampler:
         return tau
 
     @torch.no_grad()
-    def rank(self, x0: np.ndarray, tau: torch.Tensor, discount: float) -> tuple[np.ndarray, np.ndarray | None]:
-        """V [N] and C [N] (None without a cost model) of finished windows tau [N, H, D]."""
+    def rank_tensors(self, x0: np.ndarray | torch.Tensor, tau: torch.Tensor,
+                     discount: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """V [N] and C [N] (None without a cost model) of finished windows tau [N, H, D], on the device."""
         N, H, dx = tau.shape[0], self.horizon, self.dx
-        x0_row = torch.from_numpy(np.asarray(x0, dtype=np.float32)).view(1, 1, dx).expand(N, 1, dx)
+        x0 = x0 if isinstance(x0, torch.Tensor) else torch.from_numpy(np.asarray(x0, dtype=np.float32))
+        x0_row = x0.to(self.device).view(1, 1, dx).expand(N, 1, dx)
         x = torch.cat([x0_row, tau[:, :-1, :dx]], dim=1)  # [N, H, dx]: x_0..x_{H-1}
         u = tau[..., dx:]  # [N, H, du]: u_0..u_{H-1}
-        weights = torch.tensor(discount, dtype=torch.float64) ** torch.arange(H, dtype=torch.float64)
-        weights = weights.to(torch.float32)
+        weights = self._constant(("gamma", discount, H), lambda: (  # float64 powers rounded to float32
+            torch.tensor(discount, dtype=torch.float64) ** torch.arange(H, dtype=torch.float64)).to(torch.float32))
         out = self.bundle.reward(x, u)  # [N, H, 1 or 2]
         values = (out[..., 0] * weights).sum(dim=1)
         if out.shape[-1] == 2:
             fell = out[..., 1] > 0  # [N, H]
-            first = torch.where(fell.any(dim=1), fell.to(torch.int64).argmax(dim=1), torch.full((N,), -1))
-            penalty = torch.where(first >= 0, TERMINATION_PENALTY * weights[first.clamp(min=0)], torch.zeros(N))
+            none = torch.full((N,), -1, device=self.device)
+            first = torch.where(fell.any(dim=1), fell.to(torch.int64).argmax(dim=1), none)
+            penalty = torch.where(first >= 0, TERMINATION_PENALTY * weights[first.clamp(min=0)],
+                                  torch.zeros(N, device=self.device))
             values = values - penalty
         costs = None
         if self.bundle.cost is not None:
-            costs = (self.bundle.cost(x, u)[..., 0] * weights).sum(dim=1).numpy()
-        return values.numpy(), costs
+            costs = (self.bundle.cost(x, u)[..., 0] * weights).sum(dim=1)
+        return values, costs
+
+    def rank(self, x0: np.ndarray, tau: torch.Tensor, discount: float) -> tuple[np.ndarray, np.ndarray | None]:
+        """V [N] and C [N] (None without a cost model) of finished windows tau [N, H, D], as NumPy."""
+        values, costs = self.rank_tensors(x0, tau, discount)
+        return values.cpu().numpy(), None if costs is None else costs.cpu().numpy()
 
     # ---- the plan ------------------------------------------------------------------------------
     def plan(self, state: np.ndarray, seed: int, options: SamplerOptions | None = None) -> Plan:
@@ -158,6 +198,6 @@ class ReferenceSampler:
         tau = self.sample_windows(x0, seed, options)
         values, costs = self.rank(x0, tau, options.discount)
         index = select_candidate(values, costs, options.cost_budget)
-        windows = tau.numpy()
+        windows = tau.cpu().numpy()
         actions = self.spec.actions.unnormalize(windows[index, : options.actions_per_plan, self.dx:])
         return Plan(actions, index, values, costs, windows[index], windows)

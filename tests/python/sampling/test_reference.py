@@ -204,3 +204,18 @@ def test_bad_options(sampler, state):
         SamplerOptions(dynamics_weight=1.5)
     with pytest.raises(ValueError, match="actions_per_plan"):
         sampler.plan(state, 0, OPTS.replace(actions_per_plan=99))
+
+
+def test_precomputed_draws_and_tensor_inputs_give_the_same_plan(sampler, state):
+    """The GPU benchmark's PyTorch peer passes x0 as a tensor and every draw precomputed (so the
+    loop can be captured in a CUDA graph); that must be the same computation, bit for bit."""
+    options = OPTS.replace(num_candidates=6)
+    x0 = sampler.spec.states.normalize(state)
+    default = sampler.sample_windows(x0, 3, options)
+    draws = sampler.noise(3, np.arange(6))
+    assert draws.shape == (sampler.num_steps + 1, 6, sampler.horizon, sampler.dx + sampler.du)
+    precomputed = sampler.sample_windows(torch.from_numpy(x0), 3, options, draws=draws)
+    assert torch.equal(default, precomputed)
+    v1, c1 = sampler.rank(x0, default, 0.99)
+    v2, c2 = sampler.rank_tensors(torch.from_numpy(x0), precomputed, 0.99)
+    assert np.array_equal(v1, v2.numpy()) and (c1 is None) == (c2 is None)
