@@ -239,6 +239,7 @@ class Workspace {
     raise_status(status, "mpd_workspace_create");
     workspace_.reset(ws);
     max_candidates_ = n;
+    backend_ = parse_backend(backend);
   }
 
   // One plan per row of states [B, dx] with seeds [B]: (actions [B, a, du], index [B],
@@ -308,6 +309,29 @@ class Workspace {
                           return_windows ? py::object(windows) : py::none());
   }
 
+  // CUDA backend: one plan from device memory into device memory, asynchronously on `stream`
+  // (raw pointers and a cudaStream_t as integers; mpdiffuser.Sampler.plan_device checks the
+  // arrays they come from). No synchronization, no copy.
+  void plan_device(uintptr_t state, uint64_t seed, const mpd_options& options, uintptr_t actions, uintptr_t index,
+                   uintptr_t values, uintptr_t costs, uintptr_t windows, uintptr_t stream) {
+    if (backend_ != MPD_BACKEND_CUDA) throw py::value_error("plan_device needs a 'cuda' workspace");
+    if (options.num_candidates < 1 || options.num_candidates > max_candidates_) {
+      throw py::value_error("num_candidates must be in [1, " + std::to_string(max_candidates_) + "]");
+    }
+    char message[512] = {0};
+    if (mpd_options_check(model_->get(), &options, message, sizeof message) != MPD_OK) throw py::value_error(message);
+    auto ptr = [](uintptr_t p) { return reinterpret_cast<float*>(p); };
+    mpd_plan_output out{ptr(actions), 0, ptr(values), ptr(costs), ptr(windows), reinterpret_cast<uint32_t*>(index)};
+    mpd_status status;
+    {
+      py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(mutex_);
+      status = mpd_plan(model_->get(), workspace_.get(), reinterpret_cast<const float*>(state), seed, &options, &out,
+                        reinterpret_cast<void*>(stream));
+    }
+    raise_status(status, "mpd_plan");
+  }
+
   uint32_t max_candidates() const { return max_candidates_; }
 
  private:
@@ -318,6 +342,7 @@ class Workspace {
   std::unique_ptr<mpd_workspace, Free> workspace_;
   std::mutex mutex_;  // one plan at a time per workspace
   uint32_t max_candidates_ = 0;
+  mpd_backend backend_ = MPD_BACKEND_CPU;
 };
 
 void bind_sampler(py::module_& m) {
@@ -344,7 +369,10 @@ void bind_sampler(py::module_& m) {
            py::arg("model"), py::arg("backend"), py::arg("max_candidates"), py::arg("threads"))
       .def_property_readonly("max_candidates", &Workspace::max_candidates)
       .def("plan_batch", &Workspace::plan_batch, py::arg("states"), py::arg("seeds"), py::arg("options"),
-           py::arg("return_windows") = true);
+           py::arg("return_windows") = true)
+      .def("plan_device", &Workspace::plan_device, py::arg("state"), py::arg("seed"), py::arg("options"),
+           py::arg("actions"), py::arg("index"), py::arg("values"), py::arg("costs"), py::arg("windows"),
+           py::arg("stream"));
 }
 
 }  // namespace

@@ -117,5 +117,78 @@ class Sampler:
         return [Plan(actions[b], int(index[b]), values[b], None if costs is None else costs[b],
                      windows[b, index[b]], windows[b]) for b in range(len(states))]
 
+    def plan_device(self, state, seed: int, options: SamplerOptions | None = None, *, actions, index,
+                    values=None, costs=None, windows=None, stream=None) -> None:
+        """CUDA backend: plan from device memory into device memory, asynchronously, no copies.
+
+        Arrays are anything exposing `__cuda_array_interface__` (torch CUDA tensors, CuPy arrays),
+        C-contiguous: state float32 [dx] in env units; actions float32 [actions_per_plan, du];
+        index uint32 or int32 [1]; values, costs float32 [N] and windows float32 [N, H, D] or None.
+        stream: a `torch.cuda.Stream`, a `cupy.cuda.Stream`, a raw cudaStream_t integer, or None
+        (the legacy default stream); synchronize it before reading the outputs. A non-finite
+        state is not reported here: index becomes 2**32 - 1 and the actions NaN.
+        """
+        if self.backend != "cuda":
+            raise ValueError(f"plan_device needs backend 'cuda', this sampler is {self.backend!r}")
+        options = options or self.defaults
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.spec.conditions.condition(options.return_target, options.cost_limit)  # cost-limit rules
+        dx, du, H = self.spec.state_dim, self.spec.action_dim, self.spec.model.horizon
+        if options.actions_per_plan > H:
+            raise ValueError(f"actions_per_plan ({options.actions_per_plan}) exceeds the horizon ({H})")
+        N = options.num_candidates
+        pointers = {
+            "state": device_pointer(state, "state", (dx,), ("<f4",)),
+            "actions": device_pointer(actions, "actions", (options.actions_per_plan, du), ("<f4",)),
+            "index": device_pointer(index, "index", (1,), ("<u4", "<i4")),
+            "values": device_pointer(values, "values", (N,), ("<f4",)),
+            "costs": device_pointer(costs if self.spec.with_cost else None, "costs", (N,), ("<f4",)),
+            "windows": device_pointer(windows, "windows", (N, H, dx + du), ("<f4",)),
+        }
+        self._ensure_workspace(N)
+        self._workspace.plan_device(pointers["state"], int(seed), self._native_options(options), pointers["actions"],
+                                    pointers["index"], pointers["values"], pointers["costs"], pointers["windows"],
+                                    stream_handle(stream))
+
     def __repr__(self) -> str:
         return f"Sampler({str(self.model_file)!r}, backend={self.backend!r})"
+
+
+def device_pointer(array, name: str, shape: tuple, typestrs: tuple) -> int:
+    """The device address of `array` (0 for None) after checking its `__cuda_array_interface__`:
+    shape, element type and C-contiguity."""
+    if array is None:
+        return 0
+    interface = getattr(array, "__cuda_array_interface__", None)
+    if interface is None:
+        raise TypeError(f"{name} must be a device array with __cuda_array_interface__ (a torch CUDA tensor or a "
+                        f"CuPy array), got {type(array).__name__}")
+    if tuple(interface["shape"]) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(interface['shape'])}")
+    if interface["typestr"] not in typestrs:
+        raise ValueError(f"{name} must have dtype {' or '.join(typestrs)}, got {interface['typestr']}")
+    strides = interface.get("strides")
+    if strides is not None:
+        itemsize = int(interface["typestr"][2:])
+        expected = [itemsize] * len(shape)
+        for i in range(len(shape) - 2, -1, -1):
+            expected[i] = expected[i + 1] * shape[i + 1]
+        if any(s != e for s, e, n in zip(strides, expected, shape) if n > 1):
+            raise ValueError(f"{name} must be C-contiguous, got strides {tuple(strides)}")
+    pointer, read_only = interface["data"]
+    if read_only and name != "state":
+        raise ValueError(f"{name} is read-only")
+    return int(pointer)
+
+
+def stream_handle(stream) -> int:
+    """A cudaStream_t as an integer from a torch or CuPy stream, an integer, or None (0)."""
+    if stream is None:
+        return 0
+    for attribute in ("cuda_stream", "ptr"):  # torch.cuda.Stream, cupy.cuda.Stream
+        if hasattr(stream, attribute):
+            return int(getattr(stream, attribute))
+    if isinstance(stream, (int, np.integer)) and not isinstance(stream, bool) and stream >= 0:
+        return int(stream)
+    raise TypeError(f"stream must be a torch or CuPy stream, an integer handle or None, got {type(stream).__name__}")

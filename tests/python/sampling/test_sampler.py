@@ -246,3 +246,64 @@ def test_cuda_backend_without_a_device_says_so(model_files):
     if _core.build_info()["cuda_compiled"]:  # compiled in: the workspace itself reports the missing device
         with pytest.raises(RuntimeError, match="not available"):
             _core.Workspace(_core.Model(str(model_files["tiny", False])), "cuda", 4, 0)
+
+
+class _FakeDeviceArray:
+    """Only the __cuda_array_interface__ of a device array, for checking the argument checks."""
+
+    def __init__(self, shape, typestr="<f4", strides=None, read_only=False, pointer=0x7f0000001000):
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "strides": strides,
+                                         "data": (pointer, read_only), "version": 3}
+
+
+def test_device_array_checks():
+    from mpdiffuser.sampling.sampler import device_pointer, stream_handle
+
+    assert device_pointer(_FakeDeviceArray((4, 3)), "windows", (4, 3), ("<f4",)) == 0x7f0000001000
+    assert device_pointer(_FakeDeviceArray((4, 3), strides=(12, 4)), "w", (4, 3), ("<f4",)) == 0x7f0000001000
+    assert device_pointer(None, "values", (4,), ("<f4",)) == 0
+    with pytest.raises(TypeError, match="__cuda_array_interface__"):
+        device_pointer(np.zeros(3, np.float32), "state", (3,), ("<f4",))
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        device_pointer(_FakeDeviceArray((4,)), "state", (3,), ("<f4",))
+    with pytest.raises(ValueError, match="dtype"):
+        device_pointer(_FakeDeviceArray((3,), "<f8"), "state", (3,), ("<f4",))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        device_pointer(_FakeDeviceArray((4, 3), strides=(4, 16)), "windows", (4, 3), ("<f4",))
+    with pytest.raises(ValueError, match="read-only"):
+        device_pointer(_FakeDeviceArray((2,), read_only=True), "actions", (2,), ("<f4",))
+
+    class TorchLikeStream:
+        cuda_stream = 1234
+
+    assert stream_handle(None) == 0 and stream_handle(TorchLikeStream()) == 1234 and stream_handle(77) == 77
+    with pytest.raises(TypeError, match="stream"):
+        stream_handle("default")
+
+
+def test_plan_device_needs_the_cuda_backend(samplers):
+    cpu, _ = samplers["tiny", False]
+    with pytest.raises(ValueError, match="backend 'cuda'"):
+        cpu.plan_device(_FakeDeviceArray((3,)), 0, actions=_FakeDeviceArray((1, 2)), index=_FakeDeviceArray((1,), "<u4"))
+
+
+@pytest.mark.skipif(not _cuda_device(), reason="no CUDA device")
+def test_plan_device_with_torch_tensors_equals_plan(model_files):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA")
+    sampler = Sampler(model_files["odd", True], "cuda")
+    options = sampler.defaults.replace(num_candidates=33, cost_limit=2.0, cost_budget=0.5)
+    state = _state(sampler.spec, 3)
+    expected = sampler.plan(state, 12, options)
+    H, D = sampler.spec.model.horizon, sampler.spec.state_dim + sampler.spec.action_dim
+    dev = dict(device="cuda", dtype=torch.float32)
+    actions, values, costs = torch.empty(1, sampler.spec.action_dim, **dev), torch.empty(33, **dev), torch.empty(33, **dev)
+    windows, index = torch.empty(33, H, D, **dev), torch.empty(1, device="cuda", dtype=torch.int32)
+    stream = torch.cuda.current_stream()
+    sampler.plan_device(torch.from_numpy(state).cuda(), 12, options, actions=actions, index=index, values=values,
+                        costs=costs, windows=windows, stream=stream)
+    stream.synchronize()
+    assert int(index.item()) == expected.index
+    assert np.array_equal(windows.cpu().numpy(), expected.windows)
+    assert np.array_equal(actions.cpu().numpy(), expected.actions)
