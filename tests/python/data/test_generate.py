@@ -1,0 +1,33 @@
+"""Dataset generation: kinds, the recipe check of cached files, cached policies with their replay
+buffers, mixed-safety data."""
+
+from __future__ import annotations
+
+import pytest
+
+from mpdiffuser.data.dataset import load_dataset
+from mpdiffuser.data.generate import GenerateConfig, generate
+
+
+def test_generate_validates_kinds_and_refuses_a_file_of_another_recipe(tmp_path):
+    with pytest.raises(ValueError, match="constrained"):
+        GenerateConfig("Hopper-v5", "mixed")
+    with pytest.raises(ValueError, match="medium-replay"):
+        GenerateConfig("Hopper-v5", "medium-replay", constrained=True)
+    path = generate(GenerateConfig("Hopper-v5", "random", 200), tmp_path, progress=False)
+    assert generate(GenerateConfig("Hopper-v5", "random", 200), tmp_path, progress=False) == path
+    with pytest.raises(ValueError, match="another recipe .*transitions"):
+        generate(GenerateConfig("Hopper-v5", "random", 300), tmp_path, progress=False)
+
+
+def test_medium_replay_after_a_cached_policy_and_mixed_safety_data(tmp_path):
+    medium = load_dataset(generate(GenerateConfig("Hopper-v5", "medium", 300, policy_steps=300), tmp_path, progress=False))
+    # The policy is now cached: medium-replay must still find its replay buffer (saved beside it).
+    replay = load_dataset(generate(GenerateConfig("Hopper-v5", "medium-replay", 300, policy_steps=300), tmp_path,
+                                   progress=False))
+    assert replay.num_transitions == 300 and medium.num_transitions == 300
+    mixed = load_dataset(generate(GenerateConfig("Hopper-v5", "mixed", 300, policy_steps=300, constrained=True,
+                                                 cost_penalty=3.0), tmp_path, progress=False))
+    assert mixed.has_costs and mixed.num_transitions == 600
+    assert mixed.metadata["recipe"]["cost_penalty"] == 3.0
+    assert (tmp_path / "policies" / "sac-Hopper-v5-300-pen3-s0.zip").exists()

@@ -1,0 +1,50 @@
+"""Changed physics and the cost-penalty wrapper of mpdiffuser.envs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mpdiffuser.envs import CostPenalty, PhysicsChange, make_env
+
+
+def test_physics_change_scales_the_model():
+    nominal = make_env("Hopper-v5").unwrapped.model
+    changed = make_env("Hopper-v5", physics=PhysicsChange(mass=2.0, friction=0.5, gear=0.25)).unwrapped.model
+    np.testing.assert_allclose(changed.body_mass, 2.0 * nominal.body_mass)
+    np.testing.assert_allclose(changed.body_inertia, 2.0 * nominal.body_inertia)
+    np.testing.assert_allclose(changed.geom_friction[:, 0], 0.5 * nominal.geom_friction[:, 0])
+    np.testing.assert_allclose(changed.geom_friction[:, 1:], nominal.geom_friction[:, 1:])
+    np.testing.assert_allclose(changed.actuator_gear[:, 0], 0.25 * nominal.actuator_gear[:, 0])
+    assert PhysicsChange(mass=1.5, gear=0.7).tag == "mass1.5-gear0.7" and PhysicsChange().tag == "nominal"
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="positive finite"):
+            PhysicsChange(friction=bad)
+
+
+def test_changed_physics_changes_the_motion_and_the_nominal_env_is_untouched():
+    def trajectory(physics):
+        env = make_env("Hopper-v5", physics=physics)
+        obs, _ = env.reset(seed=3)
+        for _ in range(20):
+            obs, *_ = env.step(np.full(3, 0.8, np.float32))
+        return obs
+
+    nominal = trajectory(None)
+    assert not np.allclose(trajectory(PhysicsChange(gear=0.3)), nominal, atol=1e-3)
+    np.testing.assert_array_equal(trajectory(None), nominal)  # changes never leak into a fresh env
+
+
+def test_cost_penalty_subtracts_the_velocity_cost():
+    plain, penalized = make_env("Hopper-v5", constrained=True), CostPenalty(make_env("Hopper-v5", constrained=True), 2.5)
+    plain.reset(seed=0), penalized.reset(seed=0)
+    costs = 0.0
+    for _ in range(60):
+        action = np.ones(3, np.float32)  # a full push: the hopper lunges forward faster than 0.74 m/s
+        _, r, term, _, info = plain.step(action)
+        _, r_pen, _, _, info_pen = penalized.step(action)
+        assert info["cost"] == info_pen["cost"] and r_pen == pytest.approx(r - 2.5 * info["cost"])
+        costs += info["cost"]
+        if term:
+            break
+    assert costs > 0  # the test saw a penalty
