@@ -92,12 +92,12 @@ def write_json(path: Path, report: dict) -> Path:
 
 
 def machine() -> dict:
-    import os
-
+    """CPU model, cores, platform and commit (bench.machine_info) plus the Python and torch versions."""
     import torch
 
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "python": platform.python_version(), "torch": torch.__version__}
+    from mpdiffuser.bench import machine_info
+
+    return machine_info() | {"python": platform.python_version(), "torch": torch.__version__}
 
 
 def pyplot():
