@@ -176,7 +176,9 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         raise SystemExit("error: --hz applies to the quadruped experiment only")
     if args.dataset and args.name != "locomotion":
         raise SystemExit("error: --dataset applies to the locomotion experiment only")
-    common = {"out_dir": args.out, "backend": args.backend}
+    if args.physics and args.name != "dynamics":
+        raise SystemExit("error: --physics applies to the dynamics experiment only")
+    common = {"out_dir": args.out, "backend": args.backend, "threads": args.threads}
     if args.name == "quadruped":
         from mpdiffuser.experiments.quadruped import QuadrupedConfig as Config, run_quadruped as run
 
@@ -197,7 +199,11 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
         if args.env and len(args.env) > 1:
             raise SystemExit("error: the dynamics experiment takes one --env")
-        changes = common | {"env_id": args.env[0] if args.env else None, "seed": args.seed}
+        try:
+            shifts = tuple(PhysicsChange.parse(p) for p in args.physics) if args.physics else None
+        except ValueError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        changes = common | {"env_id": args.env[0] if args.env else None, "seed": args.seed, "shifts": shifts}
     changes = {k: v for k, v in changes.items() if v is not None}
     if args.backend == "auto" and args.name != "quadruped":  # the quadruped experiment resolves it itself
         from mpdiffuser.experiments.quadruped import fastest_backend
@@ -294,9 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--dataset", action="append", default=None,
                             help="locomotion: your own D4RL/Minari dataset (.hdf5, .npz, minari:<id>) instead of "
                                  "generated data (repeatable)")
+    experiment.add_argument("--physics", action="append", default=None,
+                            help="dynamics: a changed robot as factors, e.g. mass=3 or gear=0.4,friction=0.5 "
+                                 "(repeatable; default mass=1.5, friction=0.4, gear=0.6)")
     experiment.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (locomotion, constrained)")
     experiment.add_argument("--seed", type=int, default=None, help="seed (quadruped, dynamics)")
     experiment.add_argument("--hz", type=float, default=None, help="quadruped: control rate (default 50)")
+    experiment.add_argument("--threads", type=int, default=None,
+                            help="native CPU backend threads (default: every core)")
     experiment.add_argument("--backend", default=None, choices=["auto", "cpu", "cuda", "torch"],
                             help="sampler backend (default: cpu; quadruped: auto, the fastest available)")
     experiment.set_defaults(func=_cmd_experiment)

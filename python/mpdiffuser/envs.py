@@ -76,6 +76,23 @@ class PhysicsChange:
         parts = [f"{n}{getattr(self, n):g}" for n in ("mass", "friction", "gear") if getattr(self, n) != 1.0]
         return "-".join(parts) or "nominal"
 
+    @classmethod
+    def parse(cls, text: str) -> "PhysicsChange":
+        """'mass=1.5,gear=0.7' -> PhysicsChange(mass=1.5, gear=0.7) (the command line's form)."""
+        factors = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            name, sep, value = item.partition("=")
+            if not sep or name.strip() not in ("mass", "friction", "gear"):
+                raise ValueError(f"physics change {text!r}: expected name=factor items with name mass, friction or "
+                                 f"gear, got {item!r}")
+            try:
+                factors[name.strip()] = float(value)
+            except ValueError:
+                raise ValueError(f"physics change {text!r}: {value!r} is not a number") from None
+        if not factors:
+            raise ValueError(f"physics change {text!r} names no factor")
+        return cls(**factors)
+
     def apply(self, env: gym.Env) -> gym.Env:
         model = env.unwrapped.model
         model.body_mass[:] *= self.mass

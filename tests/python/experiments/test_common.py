@@ -23,5 +23,9 @@ def test_experiment_cli_rejects_options_of_other_experiments():
         cli.main(["experiment", "locomotion", "--quick", "--hz", "20"])
     with pytest.raises(SystemExit, match="--dataset applies to the locomotion"):
         cli.main(["experiment", "constrained", "--dataset", "x.hdf5"])
+    with pytest.raises(SystemExit, match="--physics applies to the dynamics"):
+        cli.main(["experiment", "locomotion", "--physics", "mass=2"])
+    with pytest.raises(SystemExit, match="not a number"):
+        cli.main(["experiment", "dynamics", "--physics", "mass=x"])
     with pytest.raises(SystemExit, match="one --env"):
         cli.main(["experiment", "dynamics", "--env", "Hopper-v5", "--env", "Walker2d-v5"])
