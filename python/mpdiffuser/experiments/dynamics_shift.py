@@ -83,6 +83,25 @@ def fine_tune_dynamics(base_dir: Path, out_dir: Path, data: list, steps: int, se
                        progress=progress)
 
 
+def heldout_dynamics_loss(bundle_dir: Path, data, samples: int = 4096, seed: int = 123) -> float:
+    """The dynamics model's denoising loss (epsilon MSE, conditioned, levels k uniform) on windows
+    of `data` it was not trained on. Windows, levels and noise depend only on `seed`, so two
+    bundles' dynamics models are compared on exactly the same draws."""
+    import numpy as np
+    import torch
+
+    from mpdiffuser.data.windows import WindowSampler
+    from mpdiffuser.models.bundle import BundleSpec, load_weights
+    from mpdiffuser.training.losses import DynamicsLoss
+
+    spec = BundleSpec.load(bundle_dir)
+    model = load_weights(bundle_dir, "dynamics", spec)
+    windows = WindowSampler(data, spec.states, spec.actions, spec.model.horizon, spec.conditions)
+    batch = {k: torch.from_numpy(v) for k, v in windows.sample(np.random.default_rng(seed), samples).items()}
+    with torch.no_grad():
+        return float(DynamicsLoss(spec.model.num_steps, 0.0)(model, batch, torch.Generator().manual_seed(seed)))
+
+
 def run_dynamics_shift(config: DynamicsShiftConfig, progress: bool = True) -> dict:
     from mpdiffuser.control.evaluate import evaluate
     from mpdiffuser.control.mpc import MPCPolicy
@@ -105,7 +124,7 @@ def run_dynamics_shift(config: DynamicsShiftConfig, progress: bool = True) -> di
     base = Sampler(base_file, c.backend, threads=c.threads, env_id=c.env_id)
     eval_seed = 10_000 * (c.seed + 1)
 
-    rows, checks, finetune = [], {}, {}
+    rows, checks, finetune, losses = [], {}, {}, {}
 
     def run(label: str, method: str, sampler: Sampler, lam: float, physics: PhysicsChange | None) -> None:
         policy = MPCPolicy(sampler, sampler.defaults.replace(dynamics_weight=lam))
@@ -138,6 +157,14 @@ def run_dynamics_shift(config: DynamicsShiftConfig, progress: bool = True) -> di
         checks[label]["dynamics.pt changed"] = sha256(base_dir / "dynamics.pt") != sha256(tuned_dir / "dynamics.pt")
         if not all(checks[label].values()):
             raise RuntimeError(f"fine-tuning changed more than the dynamics model: {checks[label]}")
+        # Held-out random-action transitions of the changed robot (another rollout seed): does
+        # fine-tuning make the dynamics model better at the new physics?
+        heldout = load_dataset(generate(GenerateConfig(c.env_id, "random", c.shift_random_transitions,
+                                                       seed=c.seed + 1, physics=physics), c.data_dir, progress))
+        losses[label] = {"original": heldout_dynamics_loss(base_dir, heldout),
+                         "fine-tuned": heldout_dynamics_loss(tuned_dir, heldout)}
+        log(f"    held-out dynamics loss on the changed robot: original {losses[label]['original']:.4f}, "
+            f"fine-tuned {losses[label]['fine-tuned']:.4f}")
         tuned = Sampler(export_model(tuned_dir, tuned_dir / "model.safetensors"), c.backend, threads=c.threads,
                         env_id=c.env_id)
         run(label, ORIGINAL, base, 1.0, physics)
@@ -146,7 +173,8 @@ def run_dynamics_shift(config: DynamicsShiftConfig, progress: bool = True) -> di
     summary = summarize(rows, ("robot", "method"), ("score", "return"))
     report = {"experiment": "dynamics", "config": dataclasses.asdict(config), "machine": machine(),
               "score_note": "D4RL-normalized score, mean and standard error over evaluation episodes",
-              "summary": summary, "byte_identical": checks, "fine_tuning": finetune, "episodes": rows,
+              "summary": summary, "byte_identical": checks, "fine_tuning": finetune,
+              "heldout_dynamics_loss": losses, "episodes": rows,
               "seconds": round(log.seconds, 1)}
     write_outputs(report, out)
     log("D4RL-normalized scores on each robot (mean +- standard error)")

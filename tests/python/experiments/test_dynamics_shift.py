@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mpdiffuser.data.dataset import load_dataset
+from mpdiffuser.experiments.dynamics_shift import heldout_dynamics_loss
 from mpdiffuser.envs import PhysicsChange
 from tests.python.experiments.tiny import TINY
 
@@ -26,6 +27,11 @@ def test_dynamics_tiny_end_to_end_keeps_planner_and_ranker_byte_identical(tmp_pa
     assert robots == {("nominal", METHODS[0]), ("nominal", METHODS[2])} | {(r, m) for r in ("mass1.5", "gear0.6")
                                                                           for m in METHODS}
     assert (tmp_path / "out" / "dynamics.png").stat().st_size > 5000
+    heldout = load_dataset(tmp_path / "out" / "data" / "hopper-random-mass1.5-s1.hdf5")
+    loss = heldout_dynamics_loss(models / "mass1.5", heldout)
+    assert loss == heldout_dynamics_loss(models / "mass1.5", heldout) == report["heldout_dynamics_loss"]["mass1.5"]["fine-tuned"]
+    for loss in report["heldout_dynamics_loss"].values():  # paired draws: two different models, finite losses
+        assert 0 < loss["original"] < 10 and 0 < loss["fine-tuned"] < 10 and loss["original"] != loss["fine-tuned"]
     # The changed robots' data were generated under the changed physics, on the nominal policy.
     assert (tmp_path / "out" / "data" / "hopper-medium-mass1.5-s0.hdf5").exists()
     assert load_dataset(tmp_path / "out" / "data" / "hopper-medium-gear0.6-s0.hdf5").metadata["recipe"]["physics"]["gear"] == 0.6
