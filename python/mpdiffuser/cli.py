@@ -69,8 +69,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     extra = [load_dataset(p) for p in args.extra_data]
     bundle = Path(args.bundle)
     if not (bundle / "bundle.json").exists():
-        model = ModelConfig(horizon=args.horizon, num_steps=args.diffusion_steps, width=args.width, layers=args.layers)
-        BundleSpec.fit(merge_datasets(task), task + extra, model).save(bundle)
+        planner_data = merge_datasets(task)
+        sizes = {"horizon": args.horizon, "num_steps": args.diffusion_steps, "layers": args.layers}
+        if args.width is not None:
+            sizes["width"] = args.width
+        model = ModelConfig.sized_for(planner_data.state_dim, planner_data.action_dim, **sizes)
+        BundleSpec.fit(planner_data, task + extra, model).save(bundle)
         print(f"created bundle {bundle}")
     names = ["planner", "dynamics", "reward"] + (["cost"] if BundleSpec.load(bundle).with_cost else [])
     if args.model != "all":
@@ -256,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--horizon", type=int, default=16, help="H (new bundles only)")
     train.add_argument("--diffusion-steps", type=int, default=20, help="K (new bundles only)")
-    train.add_argument("--width", type=int, default=256, help="hidden width (new bundles only)")
+    train.add_argument("--width", type=int, default=None,
+                       help="hidden width (new bundles only; default 256, or 512 when the window H*(dx+du) is wider)")
     train.add_argument("--layers", type=int, default=3, help="hidden layers L (new bundles only)")
     train.set_defaults(func=_cmd_train)
 

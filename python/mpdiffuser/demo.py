@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mpdiffuser.config import ModelConfig, SamplerOptions, TrainConfig
+from mpdiffuser.config import SamplerOptions, TrainConfig
 from mpdiffuser.control.evaluate import evaluate
 from mpdiffuser.control.mpc import MPCPolicy
 from mpdiffuser.data.dataset import load_dataset
@@ -51,7 +51,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
 
     bundle_dir = out / "models"
     say(f"2/5 training planner, dynamics model and reward model -> {bundle_dir}")
-    BundleSpec.fit(task, [task, random], ModelConfig()).save(bundle_dir)
+    BundleSpec.fit(task, [task, random]).save(bundle_dir)
     losses = {}
     for name, data, steps in (("planner", [task], config.train_steps), ("dynamics", [task, random], config.train_steps),
                               ("reward", [task, random], config.ranker_steps)):

@@ -38,7 +38,7 @@ def train_bundle(bundle_dir: Path, task: OfflineDataset, extra: list[OfflineData
     from mpdiffuser.models.bundle import BundleSpec
     from mpdiffuser.training.train import train_model
 
-    spec = BundleSpec.fit(task, [task, *extra], model or ModelConfig())
+    spec = BundleSpec.fit(task, [task, *extra], model)
     if (bundle_dir / "bundle.json").exists() and BundleSpec.load(bundle_dir).to_dict() != spec.to_dict():
         raise ValueError(f"{bundle_dir} holds a bundle of other data or another architecture; delete it or "
                          "choose another output directory")

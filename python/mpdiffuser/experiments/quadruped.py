@@ -59,7 +59,7 @@ def fastest_backend() -> str:
         try:
             _core.Workspace(_core.Model(str(path)), "cuda", 1, 0)
             return "cuda"
-        except RuntimeError:  # MPD_ERR_NOT_AVAILABLE until the CUDA sampler lands
+        except RuntimeError:  # a build without CUDA, or a device the fatbin does not cover
             return "cpu"
 
 

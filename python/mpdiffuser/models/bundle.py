@@ -41,9 +41,13 @@ class BundleSpec:
     reward_has_termination: bool
 
     @classmethod
-    def fit(cls, planner_data: OfflineDataset, all_data: list[OfflineDataset], model: ModelConfig) -> "BundleSpec":
-        """Normalizers over all data (the dynamics model sees all of it), conditions from the planner's data."""
+    def fit(cls, planner_data: OfflineDataset, all_data: list[OfflineDataset],
+            model: ModelConfig | None = None) -> "BundleSpec":
+        """Normalizers over all data (the dynamics model sees all of it), conditions from the planner's
+        data; `model` defaults to ModelConfig.sized_for the data's state and action sizes."""
         import numpy as np
+
+        model = model or ModelConfig.sized_for(planner_data.state_dim, planner_data.action_dim)
 
         for d in all_data:
             if (d.state_dim, d.action_dim) != (planner_data.state_dim, planner_data.action_dim):
