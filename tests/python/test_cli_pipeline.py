@@ -67,3 +67,17 @@ def test_bench_writes_a_ratio_table(tmp_path, capsys):
         assert row["gflop_per_plan"] > 0
     assert result["matmul_gflops"] > 1 and result["machine"]["cores"] >= 1
     assert "speedup" in text and "matmul rate" in text
+
+
+def test_train_sizes_new_bundles_by_the_window(tmp_path, capsys):
+    """Without --width a Walker2d bundle (window 16 x 23 = 368) gets 512-wide networks; --width wins."""
+    data_dir = tmp_path / "data"
+    assert cli.main(["generate-data", "--env", "Walker2d-v5", "--kind", "random", "--transitions", "300",
+                     "--out", str(data_dir)]) == 0
+    path = str(data_dir / "walker2d-random-s0.hdf5")
+    for extra, width in (([], 512), (["--horizon", "8"], 256), (["--width", "64"], 64)):
+        bundle = tmp_path / f"bundle-{width}"
+        assert cli.main(["train", "--bundle", str(bundle), "--data", path, "--model", "reward", "--steps", "1",
+                         "--batch-size", "8", *extra]) == 0
+        assert json.loads((bundle / "bundle.json").read_text())["model"]["width"] == width
+    capsys.readouterr()
