@@ -182,7 +182,13 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         raise SystemExit("error: --dataset applies to the locomotion experiment only")
     if args.physics and args.name != "dynamics":
         raise SystemExit("error: --physics applies to the dynamics experiment only")
-    common = {"out_dir": args.out, "backend": args.backend, "threads": args.threads}
+    if args.expert_steps is not None and args.name != "locomotion":
+        raise SystemExit("error: --expert-steps applies to the locomotion experiment only")
+    for flag in ("policy_steps", "expert_steps", "train_steps", "episodes"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise SystemExit(f"error: --{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    common = {"out_dir": args.out, "backend": args.backend, "threads": args.threads,
+              "policy_steps": args.policy_steps, "train_steps": args.train_steps, "episodes": args.episodes}
     if args.name == "quadruped":
         from mpdiffuser.experiments.quadruped import QuadrupedConfig as Config, run_quadruped as run
 
@@ -192,7 +198,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
         changes = common | {"envs": tuple(args.env) if args.env else None,
                             "datasets": tuple(args.dataset) if args.dataset else None,
-                            "seeds": tuple(args.seeds) if args.seeds else None}
+                            "seeds": tuple(args.seeds) if args.seeds else None,
+                            "expert_steps": args.expert_steps, "bc_steps": args.train_steps}
     elif args.name == "constrained":
         from mpdiffuser.experiments.constrained import ConstrainedConfig as Config, run_constrained as run
 
@@ -310,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(repeatable; default mass=1.5, friction=0.4, gear=0.6)")
     experiment.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (locomotion, constrained)")
     experiment.add_argument("--seed", type=int, default=None, help="seed (quadruped, dynamics)")
+    experiment.add_argument("--policy-steps", type=int, default=None,
+                            help="SAC steps of the (medium) behaviour policy: stronger data (default 30000)")
+    experiment.add_argument("--expert-steps", type=int, default=None,
+                            help="locomotion: SAC steps of the medium-expert data's expert policy (default 100000)")
+    experiment.add_argument("--train-steps", type=int, default=None,
+                            help="training steps of each diffusion model (locomotion: and of behaviour cloning)")
+    experiment.add_argument("--episodes", type=int, default=None, help="evaluation episodes per method and seed")
     experiment.add_argument("--hz", type=float, default=None, help="quadruped: control rate (default 50)")
     experiment.add_argument("--threads", type=int, default=None,
                             help="native CPU backend threads (default: every core)")

@@ -29,3 +29,28 @@ def test_experiment_cli_rejects_options_of_other_experiments():
         cli.main(["experiment", "dynamics", "--physics", "mass=x"])
     with pytest.raises(SystemExit, match="one --env"):
         cli.main(["experiment", "dynamics", "--env", "Hopper-v5", "--env", "Walker2d-v5"])
+    with pytest.raises(SystemExit, match="--expert-steps applies to the locomotion"):
+        cli.main(["experiment", "constrained", "--expert-steps", "1000"])
+    with pytest.raises(SystemExit, match="--train-steps must be >= 1"):
+        cli.main(["experiment", "locomotion", "--train-steps", "0"])
+
+
+@pytest.mark.parametrize("name, module, function", [
+    ("locomotion", "locomotion", "run_locomotion"), ("constrained", "constrained", "run_constrained"),
+    ("dynamics", "dynamics_shift", "run_dynamics_shift"), ("quadruped", "quadruped", "run_quadruped")])
+def test_experiment_cli_sizes_data_training_and_evaluation(monkeypatch, name, module, function):
+    import importlib
+
+    seen = []
+    monkeypatch.setattr(importlib.import_module(f"mpdiffuser.experiments.{module}"), function, seen.append)
+    extra = ["--expert-steps", "250000"] if name == "locomotion" else []
+    argv = ["experiment", name, "--policy-steps", "60000", "--train-steps", "7000", "--episodes", "9", *extra]
+    assert cli.main(argv) == 0
+    (config,) = seen
+    assert (config.policy_steps, config.train_steps, config.episodes) == (60_000, 7000, 9)
+    if name == "locomotion":  # behaviour cloning trains as long as the diffusion models
+        assert (config.expert_steps, config.bc_steps) == (250_000, 7000)
+    quick = []
+    monkeypatch.setattr(importlib.import_module(f"mpdiffuser.experiments.{module}"), function, quick.append)
+    assert cli.main(["experiment", name, "--quick", "--episodes", "2"]) == 0
+    assert quick[0].episodes == 2 and quick[0].policy_steps < 30_000  # the rest stays quick
