@@ -130,6 +130,39 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_consistency(args: argparse.Namespace) -> int:
+    """Plan consistency of a model file: drive the robot at the first --lambdas value and, at every
+    visited state, replay each lambda's plan open loop on a copy of the simulator. Reports how far
+    the planned states are from the reached ones (normalized units), what the plans' actions earn
+    over the window and what the ranker predicted. Measures what the dynamics update buys."""
+    from mpdiffuser.control.consistency import plan_consistency
+    from mpdiffuser.sampling.sampler import Sampler
+
+    sampler = Sampler(args.model_file, args.backend, threads=args.threads)
+    env_id = args.env or sampler.spec.env_id
+    if env_id is None:
+        raise SystemExit("error: the model file names no environment; pass --env")
+    if args.episodes < 1:
+        raise SystemExit(f"error: --episodes must be >= 1, got {args.episodes}")
+    try:
+        changes = {"num_candidates": args.candidates, "guidance": args.guidance, "return_target": args.return_target}
+        options = sampler.defaults.replace(**{k: v for k, v in changes.items() if v is not None})
+        report = plan_consistency(sampler, env_id, tuple(args.lambdas), args.episodes, args.seed, args.max_steps,
+                                  options=options)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(f"{env_id}: {report['states']} states over {len(report['steps'])} episode(s), driven at lambda "
+          f"{args.lambdas[0]:g}; state errors in normalized units")
+    print(f"{'lambda':>7} {'x_1 error':>10} {'window error':>13} {'window return':>14} {'ranker value':>13} {'falls':>6}")
+    for lam, m in report["lambdas"].items():
+        print(f"{lam:>7} {m['state_error_first']:>10.3f} {m['state_error_window']:>13.3f} "
+              f"{m['window_return']:>14.1f} {m['predicted_value']:>13.1f} {m['fall_rate']:>6.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report | {"model_file": str(args.model_file)}, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     """Write a trained bundle's models to one .safetensors model file for the native core."""
     from mpdiffuser.config import SamplerOptions
@@ -284,6 +317,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--budget", type=float, default=None, help="episode cost budget (constrained tasks)")
     ev.add_argument("--json", default=None, help="write the results as JSON here")
     ev.set_defaults(func=_cmd_eval)
+
+    co = commands.add_parser("consistency", help="do plans match what the robot does? (per lambda)",
+                             description=_cmd_consistency.__doc__)
+    co.add_argument("model_file", help="exported .safetensors model file")
+    co.add_argument("--env", default=None, help="environment (default: the model file's)")
+    co.add_argument("--lambdas", type=float, nargs="+", default=[1.0, 0.0],
+                    help="dynamics weights to compare; the first drives the robot")
+    co.add_argument("--backend", default="cpu", choices=["torch", "cpu", "cuda"])
+    co.add_argument("--threads", type=int, default=0)
+    co.add_argument("--episodes", type=int, default=1)
+    co.add_argument("--seed", type=int, default=1000)
+    co.add_argument("--max-steps", type=int, default=1000)
+    co.add_argument("--candidates", type=int, default=None, help="N (default: the model file's)")
+    co.add_argument("--guidance", type=float, default=None, help="w (default: the model file's)")
+    co.add_argument("--return-target", type=float, default=None, help="g (default: the model file's)")
+    co.add_argument("--json", default=None, help="write the results as JSON here")
+    co.set_defaults(func=_cmd_consistency)
 
     ex = commands.add_parser("export", help="write a bundle as one .safetensors model file", description=_cmd_export.__doc__)
     ex.add_argument("--bundle", required=True)

@@ -54,6 +54,17 @@ def test_generate_train_eval(tmp_path, capsys):
     with pytest.raises(ValueError, match="not Walker2d-v5"):
         cli.main(["eval", "--model-file", str(model_file), "--backend", "cpu", "--env", "Walker2d-v5"])
 
+    # Plan consistency of the same file: one row per lambda, as many plans as the robot took steps.
+    consistency_path = tmp_path / "consistency.json"
+    assert cli.main(["consistency", str(model_file), "--max-steps", "6", "--lambdas", "1", "0", "0.5",
+                     "--threads", "1", "--json", str(consistency_path)]) == 0
+    consistency = json.loads(consistency_path.read_text())
+    assert consistency["env_id"] == "Hopper-v5" and list(consistency["lambdas"]) == ["1", "0", "0.5"]
+    assert all(m["plans"] == consistency["states"] == sum(consistency["steps"]) for m in consistency["lambdas"].values())
+    assert "x_1 error" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="lambdas"):
+        cli.main(["consistency", str(model_file), "--lambdas", "1.5"])
+
 
 def test_bench_writes_a_ratio_table(tmp_path, capsys):
     out = tmp_path / "bench.json"
