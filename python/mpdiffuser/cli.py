@@ -136,8 +136,13 @@ def _cmd_consistency(args: argparse.Namespace) -> int:
     the planned states are from the reached ones (normalized units), what the plans' actions earn
     over the window and what the ranker predicted. Measures what the dynamics update buys."""
     from mpdiffuser.control.consistency import plan_consistency
+    from mpdiffuser.envs import PhysicsChange
     from mpdiffuser.sampling.sampler import Sampler
 
+    try:
+        physics = PhysicsChange.parse(args.physics) if args.physics else None
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     sampler = Sampler(args.model_file, args.backend, threads=args.threads)
     env_id = args.env or sampler.spec.env_id
     if env_id is None:
@@ -148,17 +153,19 @@ def _cmd_consistency(args: argparse.Namespace) -> int:
         changes = {"num_candidates": args.candidates, "guidance": args.guidance, "return_target": args.return_target}
         options = sampler.defaults.replace(**{k: v for k, v in changes.items() if v is not None})
         report = plan_consistency(sampler, env_id, tuple(args.lambdas), args.episodes, args.seed, args.max_steps,
-                                  options=options)
+                                  physics=physics, options=options)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
-    print(f"{env_id}: {report['states']} states over {len(report['steps'])} episode(s), driven at lambda "
+    robot = f" ({physics.tag})" if physics is not None else ""
+    print(f"{env_id}{robot}: {report['states']} states over {len(report['steps'])} episode(s), driven at lambda "
           f"{args.lambdas[0]:g}; state errors in normalized units")
     print(f"{'lambda':>7} {'x_1 error':>10} {'window error':>13} {'window return':>14} {'ranker value':>13} {'falls':>6}")
     for lam, m in report["lambdas"].items():
         print(f"{lam:>7} {m['state_error_first']:>10.3f} {m['state_error_window']:>13.3f} "
               f"{m['window_return']:>14.1f} {m['predicted_value']:>13.1f} {m['fall_rate']:>6.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(report | {"model_file": str(args.model_file)}, indent=1))
+        report |= {"model_file": str(args.model_file), "physics": physics.tag if physics is not None else "nominal"}
+        Path(args.json).write_text(json.dumps(report, indent=1))
         print(f"wrote {args.json}")
     return 0
 
@@ -324,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--env", default=None, help="environment (default: the model file's)")
     co.add_argument("--lambdas", type=float, nargs="+", default=[1.0, 0.0],
                     help="dynamics weights to compare; the first drives the robot")
+    co.add_argument("--physics", default=None, help="changed robot, e.g. mass=1.5,gear=0.6 (default: nominal)")
     co.add_argument("--backend", default="cpu", choices=["torch", "cpu", "cuda"])
     co.add_argument("--threads", type=int, default=0)
     co.add_argument("--episodes", type=int, default=1)

@@ -64,6 +64,11 @@ def test_generate_train_eval(tmp_path, capsys):
     assert "x_1 error" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="lambdas"):
         cli.main(["consistency", str(model_file), "--lambdas", "1.5"])
+    with pytest.raises(SystemExit, match="not a number"):
+        cli.main(["consistency", str(model_file), "--physics", "mass=heavy"])
+    assert cli.main(["consistency", str(model_file), "--max-steps", "2", "--physics", "gear=0.5", "--threads", "1",
+                     "--json", str(consistency_path)]) == 0
+    assert json.loads(consistency_path.read_text())["physics"] == "gear0.5"
 
 
 def test_bench_writes_a_ratio_table(tmp_path, capsys):

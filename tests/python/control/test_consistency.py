@@ -77,3 +77,12 @@ def test_bad_arguments():
         plan_consistency(sampler, "Hopper-v5", episodes=0)
     with pytest.raises(ValueError, match="cost budget"):
         plan_consistency(sampler, "Hopper-v5", options=SamplerOptions(cost_budget=1.0, cost_limit=1.0))
+
+
+def test_replays_run_on_the_changed_robot():
+    """The oracle simulates the nominal Hopper; on a heavier robot its plans no longer come true."""
+    from mpdiffuser.envs import PhysicsChange
+
+    report = plan_consistency(OracleSampler(), "Hopper-v5", lambdas=(1.0,), max_steps=20,
+                              physics=PhysicsChange(mass=2.0), progress=False)
+    assert report["lambdas"]["1"]["state_error_window"] > 1e-3
