@@ -222,6 +222,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         raise SystemExit("error: --dataset applies to the locomotion experiment only")
     if args.physics and args.name != "dynamics":
         raise SystemExit("error: --physics applies to the dynamics experiment only")
+    if args.kind and args.name != "locomotion":
+        raise SystemExit("error: --kind applies to the locomotion experiment only")
     if args.expert_steps is not None and args.name != "locomotion":
         raise SystemExit("error: --expert-steps applies to the locomotion experiment only")
     for flag in ("policy_steps", "expert_steps", "train_steps", "episodes"):
@@ -239,7 +241,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         changes = common | {"envs": tuple(args.env) if args.env else None,
                             "datasets": tuple(args.dataset) if args.dataset else None,
                             "seeds": tuple(args.seeds) if args.seeds else None,
-                            "expert_steps": args.expert_steps, "bc_steps": args.train_steps}
+                            "expert_steps": args.expert_steps, "bc_steps": args.train_steps,
+                            "kinds": tuple(args.kind) if args.kind else None}
     elif args.name == "constrained":
         from mpdiffuser.experiments.constrained import ConstrainedConfig as Config, run_constrained as run
 
@@ -375,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(repeatable; default mass=1.5, friction=0.4, gear=0.6)")
     experiment.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (locomotion, constrained)")
     experiment.add_argument("--seed", type=int, default=None, help="seed (quadruped, dynamics)")
+    experiment.add_argument("--kind", action="append", default=None,
+                            choices=["medium", "medium-replay", "medium-expert"],
+                            help="locomotion: dataset kind(s) instead of all three (repeatable)")
     experiment.add_argument("--policy-steps", type=int, default=None,
                             help="SAC steps of the (medium) behaviour policy: stronger data (default 30000)")
     experiment.add_argument("--expert-steps", type=int, default=None,

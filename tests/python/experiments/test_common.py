@@ -31,6 +31,8 @@ def test_experiment_cli_rejects_options_of_other_experiments():
         cli.main(["experiment", "dynamics", "--env", "Hopper-v5", "--env", "Walker2d-v5"])
     with pytest.raises(SystemExit, match="--expert-steps applies to the locomotion"):
         cli.main(["experiment", "constrained", "--expert-steps", "1000"])
+    with pytest.raises(SystemExit, match="--kind applies to the locomotion"):
+        cli.main(["experiment", "dynamics", "--kind", "medium"])
     with pytest.raises(SystemExit, match="--train-steps must be >= 1"):
         cli.main(["experiment", "locomotion", "--train-steps", "0"])
 
@@ -43,13 +45,14 @@ def test_experiment_cli_sizes_data_training_and_evaluation(monkeypatch, name, mo
 
     seen = []
     monkeypatch.setattr(importlib.import_module(f"mpdiffuser.experiments.{module}"), function, seen.append)
-    extra = ["--expert-steps", "250000"] if name == "locomotion" else []
+    extra = ["--expert-steps", "250000", "--kind", "medium", "--kind", "medium-replay"] if name == "locomotion" else []
     argv = ["experiment", name, "--policy-steps", "60000", "--train-steps", "7000", "--episodes", "9", *extra]
     assert cli.main(argv) == 0
     (config,) = seen
     assert (config.policy_steps, config.train_steps, config.episodes) == (60_000, 7000, 9)
     if name == "locomotion":  # behaviour cloning trains as long as the diffusion models
         assert (config.expert_steps, config.bc_steps) == (250_000, 7000)
+        assert config.kinds == ("medium", "medium-replay")
     quick = []
     monkeypatch.setattr(importlib.import_module(f"mpdiffuser.experiments.{module}"), function, quick.append)
     assert cli.main(["experiment", name, "--quick", "--episodes", "2"]) == 0
