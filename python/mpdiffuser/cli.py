@@ -222,6 +222,10 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         raise SystemExit("error: --dataset applies to the locomotion experiment only")
     if args.physics and args.name != "dynamics":
         raise SystemExit("error: --physics applies to the dynamics experiment only")
+    if args.cost_penalty is not None and args.name != "constrained":
+        raise SystemExit("error: --cost-penalty applies to the constrained experiment only")
+    if args.cost_penalty is not None and not args.cost_penalty > 0:
+        raise SystemExit(f"error: --cost-penalty must be > 0, got {args.cost_penalty}")
     if args.kind and args.name != "locomotion":
         raise SystemExit("error: --kind applies to the locomotion experiment only")
     if args.expert_steps is not None and args.name != "locomotion":
@@ -247,7 +251,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         from mpdiffuser.experiments.constrained import ConstrainedConfig as Config, run_constrained as run
 
         changes = common | {"envs": tuple(args.env) if args.env else None,
-                            "seeds": tuple(args.seeds) if args.seeds else None}
+                            "seeds": tuple(args.seeds) if args.seeds else None, "cost_penalty": args.cost_penalty}
     else:
         from mpdiffuser.experiments.dynamics_shift import DynamicsShiftConfig as Config, run_dynamics_shift as run
 
@@ -388,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--train-steps", type=int, default=None,
                             help="training steps of each diffusion model (locomotion: and of behaviour cloning)")
     experiment.add_argument("--episodes", type=int, default=None, help="evaluation episodes per method and seed")
+    experiment.add_argument("--cost-penalty", type=float, default=None,
+                            help="constrained: the cautious behaviour policy trains on reward - penalty * cost "
+                                 "(default 1; larger: safer data)")
     experiment.add_argument("--hz", type=float, default=None, help="quadruped: control rate (default 50)")
     experiment.add_argument("--threads", type=int, default=None,
                             help="native CPU backend threads (default: every core)")

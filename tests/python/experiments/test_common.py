@@ -31,6 +31,10 @@ def test_experiment_cli_rejects_options_of_other_experiments():
         cli.main(["experiment", "dynamics", "--env", "Hopper-v5", "--env", "Walker2d-v5"])
     with pytest.raises(SystemExit, match="--expert-steps applies to the locomotion"):
         cli.main(["experiment", "constrained", "--expert-steps", "1000"])
+    with pytest.raises(SystemExit, match="--cost-penalty applies to the constrained"):
+        cli.main(["experiment", "locomotion", "--cost-penalty", "5"])
+    with pytest.raises(SystemExit, match="--cost-penalty must be > 0"):
+        cli.main(["experiment", "constrained", "--cost-penalty", "0"])
     with pytest.raises(SystemExit, match="--kind applies to the locomotion"):
         cli.main(["experiment", "dynamics", "--kind", "medium"])
     with pytest.raises(SystemExit, match="--train-steps must be >= 1"):
@@ -53,6 +57,9 @@ def test_experiment_cli_sizes_data_training_and_evaluation(monkeypatch, name, mo
     if name == "locomotion":  # behaviour cloning trains as long as the diffusion models
         assert (config.expert_steps, config.bc_steps) == (250_000, 7000)
         assert config.kinds == ("medium", "medium-replay")
+    if name == "constrained":
+        assert config.cost_penalty == 1.0  # the default, unless --cost-penalty
+        assert cli.main(["experiment", name, "--cost-penalty", "5"]) == 0 and seen[-1].cost_penalty == 5.0
     quick = []
     monkeypatch.setattr(importlib.import_module(f"mpdiffuser.experiments.{module}"), function, quick.append)
     assert cli.main(["experiment", name, "--quick", "--episodes", "2"]) == 0
