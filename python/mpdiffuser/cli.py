@@ -230,11 +230,12 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         raise SystemExit("error: --kind applies to the locomotion experiment only")
     if args.expert_steps is not None and args.name != "locomotion":
         raise SystemExit("error: --expert-steps applies to the locomotion experiment only")
-    for flag in ("policy_steps", "expert_steps", "train_steps", "episodes"):
+    for flag in ("policy_steps", "expert_steps", "train_steps", "episodes", "candidates"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise SystemExit(f"error: --{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     common = {"out_dir": args.out, "backend": args.backend, "threads": args.threads,
-              "policy_steps": args.policy_steps, "train_steps": args.train_steps, "episodes": args.episodes}
+              "policy_steps": args.policy_steps, "train_steps": args.train_steps, "episodes": args.episodes,
+              "candidates": args.candidates}
     if args.name == "quadruped":
         from mpdiffuser.experiments.quadruped import QuadrupedConfig as Config, run_quadruped as run
 
@@ -392,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--train-steps", type=int, default=None,
                             help="training steps of each diffusion model (locomotion: and of behaviour cloning)")
     experiment.add_argument("--episodes", type=int, default=None, help="evaluation episodes per method and seed")
+    experiment.add_argument("--candidates", type=int, default=None,
+                            help="N, candidates per plan (default 8; 1 skips ranking, better on near-expert data)")
     experiment.add_argument("--cost-penalty", type=float, default=None,
                             help="constrained: the cautious behaviour policy trains on reward - penalty * cost "
                                  "(default 1; larger: safer data)")

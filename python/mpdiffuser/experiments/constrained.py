@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mpdiffuser.config import SamplerOptions
 from mpdiffuser.experiments.common import (Log, grouped_bars, machine, pyplot, summarize, train_bundle, write_csv,
                                            write_json)
 
@@ -45,6 +46,7 @@ class ConstrainedConfig:
     max_steps: int = 1000
     backend: str = "cpu"
     threads: int = 0
+    candidates: int = 8  # N of the exported model file (every sampler of the experiment plans with it)
 
     @property
     def data_dir(self) -> Path:
@@ -58,6 +60,7 @@ class ConstrainedConfig:
         return dataclasses.replace(base, **changes)
 
     def __post_init__(self) -> None:
+        SamplerOptions(num_candidates=self.candidates)  # a bad N fails here, not after hours of training
         if not self.envs or not self.budgets or not self.seeds or self.episodes < 1 or self.max_steps < 1:
             raise ValueError("ConstrainedConfig needs envs, budgets, seeds, episodes >= 1 and max_steps >= 1")
         if any(not b > 0 for b in self.budgets):
@@ -97,7 +100,8 @@ def run_constrained(config: ConstrainedConfig, progress: bool = True) -> dict:
             bundle_dir = out / "models" / env_id.split("-")[0].lower() / f"s{seed}"
             log(f"  seed {seed}: training planner, dynamics, reward and cost models -> {bundle_dir}")
             model_file = train_bundle(bundle_dir, task, [random], config.train_steps, config.ranker_steps, seed, log,
-                                      progress)
+                                      progress,
+                                      options=SamplerOptions(num_candidates=config.candidates))
             sampler = Sampler(model_file, config.backend, threads=config.threads, env_id=env_id)
             eval_seed = 10_000 * (seed + 1)
             d = sampler.defaults

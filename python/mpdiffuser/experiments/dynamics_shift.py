@@ -16,6 +16,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from mpdiffuser.config import SamplerOptions
 from mpdiffuser.envs import PhysicsChange
 from mpdiffuser.experiments.common import (Log, grouped_bars, machine, pyplot, summarize, train_bundle, write_csv,
                                            write_json)
@@ -45,6 +46,7 @@ class DynamicsShiftConfig:
     max_steps: int = 1000
     backend: str = "cpu"
     threads: int = 0
+    candidates: int = 8  # N of the exported model file (every sampler of the experiment plans with it)
 
     @property
     def data_dir(self) -> Path:
@@ -58,6 +60,7 @@ class DynamicsShiftConfig:
         return dataclasses.replace(base, **changes)
 
     def __post_init__(self) -> None:
+        SamplerOptions(num_candidates=self.candidates)  # a bad N fails here, not after hours of training
         if not self.shifts or any(s.is_nominal for s in self.shifts):
             raise ValueError("DynamicsShiftConfig needs at least one non-nominal PhysicsChange")
         if self.episodes < 1 or self.max_steps < 1 or self.finetune_steps < 1:
@@ -120,7 +123,9 @@ def run_dynamics_shift(config: DynamicsShiftConfig, progress: bool = True) -> di
                                    c.data_dir, progress))
     base_dir = out / "models" / "nominal"
     log(f"2/4 training on the nominal robot -> {base_dir}")
-    base_file = train_bundle(base_dir, task, [random], c.train_steps, c.ranker_steps, c.seed, log, progress)
+    options = SamplerOptions(num_candidates=c.candidates)
+    base_file = train_bundle(base_dir, task, [random], c.train_steps, c.ranker_steps, c.seed, log, progress,
+                             options=options)
     base = Sampler(base_file, c.backend, threads=c.threads, env_id=c.env_id)
     eval_seed = 10_000 * (c.seed + 1)
 
@@ -165,7 +170,7 @@ def run_dynamics_shift(config: DynamicsShiftConfig, progress: bool = True) -> di
                          "fine-tuned": heldout_dynamics_loss(tuned_dir, heldout)}
         log(f"    held-out dynamics loss on the changed robot: original {losses[label]['original']:.4f}, "
             f"fine-tuned {losses[label]['fine-tuned']:.4f}")
-        tuned = Sampler(export_model(tuned_dir, tuned_dir / "model.safetensors"), c.backend, threads=c.threads,
+        tuned = Sampler(export_model(tuned_dir, tuned_dir / "model.safetensors", options), c.backend, threads=c.threads,
                         env_id=c.env_id)
         run(label, ORIGINAL, base, 1.0, physics)
         run(label, FINE_TUNED, tuned, 1.0, physics)

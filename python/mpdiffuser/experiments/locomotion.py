@@ -47,6 +47,7 @@ class LocomotionConfig:
     schedules: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (5, 0), (1, 10), (1, 3))  # (every m, only last j)
     backend: str = "cpu"
     threads: int = 0
+    candidates: int = 8  # N of the exported model file (every sampler of the experiment plans with it)
 
     @property
     def data_dir(self) -> Path:
@@ -61,6 +62,7 @@ class LocomotionConfig:
         return dataclasses.replace(base, **changes)
 
     def __post_init__(self) -> None:
+        SamplerOptions(num_candidates=self.candidates)  # a bad N fails here, not after hours of training
         if not self.seeds or self.episodes < 1 or self.max_steps < 1:
             raise ValueError("LocomotionConfig needs at least one seed, episodes >= 1 and max_steps >= 1")
         if not self.datasets and not (self.envs and self.kinds):
@@ -127,7 +129,8 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
             bundle_dir = out / "models" / label / f"s{seed}"
             log(f"  seed {seed}: training -> {bundle_dir}")
             model_file = train_bundle(bundle_dir, task, [random], config.train_steps, config.ranker_steps, seed, log,
-                                      progress)
+                                      progress,
+                                      options=SamplerOptions(num_candidates=config.candidates))
             sampler = Sampler(model_file, config.backend, threads=config.threads, env_id=env_id)
             spec = BundleSpec.load(bundle_dir)
             bc, info = BCPolicy.train(task, spec.states, spec.actions, TrainConfig(steps=config.bc_steps, seed=seed),

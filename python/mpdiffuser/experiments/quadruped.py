@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpdiffuser.config import ModelConfig
+from mpdiffuser.config import ModelConfig, SamplerOptions
 from mpdiffuser.control.evaluate import PLAN_SEED_STRIDE
 from mpdiffuser.experiments.common import Log, pyplot, train_bundle, write_csv, write_json
 
@@ -35,7 +35,11 @@ class QuadrupedConfig:
     episodes: int = 3
     backend: str = "auto"  # auto: cuda when a GPU is present, else cpu
     threads: int = 0
+    candidates: int = 8  # N of the exported model file (every sampler of the experiment plans with it)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        SamplerOptions(num_candidates=self.candidates)  # a bad N fails here, not after hours of training
 
     @classmethod
     def quick(cls, **changes) -> "QuadrupedConfig":
@@ -114,7 +118,7 @@ def run_quadruped(config: QuadrupedConfig, progress: bool = True) -> dict:
     bundle_dir = out / "models"
     say(f"2/4 training -> {bundle_dir}")
     model_file = train_bundle(bundle_dir, task, [random], config.train_steps, config.ranker_steps, config.seed, say,
-                              progress)
+                              progress, options=SamplerOptions(num_candidates=config.candidates))
 
     backend = fastest_backend() if config.backend == "auto" else config.backend
     say(f"3/4 control: {config.episodes} episode(s) at {config.control_hz:.0f} Hz, backend {backend}")

@@ -37,6 +37,8 @@ def test_experiment_cli_rejects_options_of_other_experiments():
         cli.main(["experiment", "constrained", "--cost-penalty", "0"])
     with pytest.raises(SystemExit, match="--kind applies to the locomotion"):
         cli.main(["experiment", "dynamics", "--kind", "medium"])
+    with pytest.raises(SystemExit, match="--candidates must be >= 1"):
+        cli.main(["experiment", "quadruped", "--candidates", "0"])
     with pytest.raises(SystemExit, match="--train-steps must be >= 1"):
         cli.main(["experiment", "locomotion", "--train-steps", "0"])
 
@@ -50,10 +52,11 @@ def test_experiment_cli_sizes_data_training_and_evaluation(monkeypatch, name, mo
     seen = []
     monkeypatch.setattr(importlib.import_module(f"mpdiffuser.experiments.{module}"), function, seen.append)
     extra = ["--expert-steps", "250000", "--kind", "medium", "--kind", "medium-replay"] if name == "locomotion" else []
-    argv = ["experiment", name, "--policy-steps", "60000", "--train-steps", "7000", "--episodes", "9", *extra]
+    argv = ["experiment", name, "--policy-steps", "60000", "--train-steps", "7000", "--episodes", "9", "--candidates", "1",
+            *extra]
     assert cli.main(argv) == 0
     (config,) = seen
-    assert (config.policy_steps, config.train_steps, config.episodes) == (60_000, 7000, 9)
+    assert (config.policy_steps, config.train_steps, config.episodes, config.candidates) == (60_000, 7000, 9, 1)
     if name == "locomotion":  # behaviour cloning trains as long as the diffusion models
         assert (config.expert_steps, config.bc_steps) == (250_000, 7000)
         assert config.kinds == ("medium", "medium-replay")

@@ -14,7 +14,8 @@ def test_dynamics_tiny_end_to_end_keeps_planner_and_ranker_byte_identical(tmp_pa
     tiny = {k: v for k, v in TINY.items()}
     config = DynamicsShiftConfig.quick(shifts=(PhysicsChange(mass=1.5), PhysicsChange(gear=0.6)),
                                        out_dir=str(tmp_path / "out"), policy_dir=str(tmp_path / "policies"),
-                                       shift_transitions=300, shift_random_transitions=200, finetune_steps=30, **tiny)
+                                       shift_transitions=300, shift_random_transitions=200, finetune_steps=30, candidates=3,
+                                       **tiny)
     report = run_dynamics_shift(config, progress=False)
     assert set(report["byte_identical"]) == {"mass1.5", "gear0.6"}
     for checks in report["byte_identical"].values():
@@ -27,6 +28,10 @@ def test_dynamics_tiny_end_to_end_keeps_planner_and_ranker_byte_identical(tmp_pa
     assert robots == {("nominal", METHODS[0]), ("nominal", METHODS[2])} | {(r, m) for r in ("mass1.5", "gear0.6")
                                                                           for m in METHODS}
     assert (tmp_path / "out" / "dynamics.png").stat().st_size > 5000
+    from mpdiffuser.sampling.sampler import Sampler  # original and fine-tuned files plan with the experiment's N
+
+    for robot in ("nominal", "mass1.5", "gear0.6"):
+        assert Sampler(models / robot / "model.safetensors").defaults.num_candidates == 3
     heldout = load_dataset(tmp_path / "out" / "data" / "hopper-random-mass1.5-s1.hdf5")
     loss = heldout_dynamics_loss(models / "mass1.5", heldout)
     assert loss == heldout_dynamics_loss(models / "mass1.5", heldout) == report["heldout_dynamics_loss"]["mass1.5"]["fine-tuned"]

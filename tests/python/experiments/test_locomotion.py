@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from mpdiffuser.data.generate import GenerateConfig, generate
 from tests.python.experiments.tiny import TINY
 
@@ -21,8 +23,15 @@ def test_locomotion_tiny_end_to_end_with_a_user_dataset(tmp_path):
     report = run_locomotion(config, progress=False)
     assert [e["task"] for e in report["summary"]] == ["hopper-medium"] * 3
     user = run_locomotion(LocomotionConfig.quick(datasets=(str(user_file),), out_dir=str(tmp_path / "out2"),
-                                                 policy_dir=str(tmp_path / "policies"), bc_steps=60, **TINY), progress=False)
+                                                 policy_dir=str(tmp_path / "policies"), bc_steps=60, candidates=2,
+                                                 **TINY), progress=False)
     assert {e["task"] for e in user["summary"]} == {"hopper-medium-s0"}
+    from mpdiffuser.sampling.sampler import Sampler  # the model files carry the experiment's N
+
+    assert Sampler(tmp_path / "out2" / "models" / "hopper-medium-s0" / "s0" / "model.safetensors").defaults.num_candidates == 2
+    assert Sampler(tmp_path / "out" / "models" / "hopper-medium" / "s0" / "model.safetensors").defaults.num_candidates == 8
+    with pytest.raises(ValueError, match="num_candidates"):
+        LocomotionConfig(candidates=0)
     rows = report["episodes"]
     assert len(rows) == len(METHODS) * config.episodes
     by = lambda method: [r["return"] for r in rows if r["method"] == method]  # noqa: E731
