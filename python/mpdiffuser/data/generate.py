@@ -111,7 +111,20 @@ def train_behaviour_policy(env_id: str, steps: int, seed: int, cache_dir: Path, 
 
 def rollout(env_id: str, policy, transitions: int, seed: int, constrained: bool, desc: str,
             progress: bool = True, physics: PhysicsChange | None = None) -> list[Episode]:
-    """Episodes of `policy(obs) -> action` (None: uniform random) until `transitions` steps."""
+    """Episodes of `policy(obs) -> action` (None: uniform random) until `transitions` steps.
+
+    Reproducible from `seed` alone: a stochastic policy draws from torch's generator, which is
+    seeded here (and restored afterwards), so the data do not depend on what the process did before,
+    such as training the policy instead of loading it from the cache."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _rollout(env_id, policy, transitions, seed, constrained, desc, progress, physics)
+
+
+def _rollout(env_id: str, policy, transitions: int, seed: int, constrained: bool, desc: str, progress: bool,
+             physics: PhysicsChange | None) -> list[Episode]:
     env = make_env(env_id, constrained=constrained, physics=physics)
     env.action_space.seed(seed)
     episodes, done_steps, episode_index = [], 0, 0

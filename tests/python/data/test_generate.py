@@ -26,6 +26,17 @@ def test_medium_replay_after_a_cached_policy_and_mixed_safety_data(tmp_path):
     replay = load_dataset(generate(GenerateConfig("Hopper-v5", "medium-replay", 300, policy_steps=300), tmp_path,
                                    progress=False))
     assert replay.num_transitions == 300 and medium.num_transitions == 300
+    # The same recipe with the policy loaded from the cache (not trained in this process first) and
+    # torch's generator in another state: the same data, action for action.
+    import numpy as np
+    import torch
+
+    torch.rand(1000)
+    again = load_dataset(generate(GenerateConfig("Hopper-v5", "medium", 300, policy_steps=300), tmp_path / "again",
+                                  progress=False, policy_dir=tmp_path / "policies"))
+    assert len(again.episodes) == len(medium.episodes)
+    for a, b in zip(again.episodes, medium.episodes):
+        np.testing.assert_array_equal(a.actions, b.actions)
     mixed = load_dataset(generate(GenerateConfig("Hopper-v5", "mixed", 300, policy_steps=300, constrained=True,
                                                  cost_penalty=3.0), tmp_path, progress=False))
     assert mixed.has_costs and mixed.num_transitions == 600
