@@ -15,7 +15,7 @@ from mpdiffuser.data.dataset import OfflineDataset
 from mpdiffuser.data.normalizer import MinMaxNormalizer
 from mpdiffuser.data.windows import TransitionSampler
 from mpdiffuser.models.networks import ResidualMLP
-from mpdiffuser.training.loop import train_loop
+from mpdiffuser.training.loop import initialized, train_loop
 
 
 def bc_loss(model: torch.nn.Module, batch: dict, gen: torch.Generator) -> torch.Tensor:
@@ -35,7 +35,7 @@ class BCPolicy:
               width: int = 256, layers: int = 3, progress: bool = True) -> tuple["BCPolicy", dict]:
         """Fit on every transition of `data`; returns (policy, {final_loss, seconds})."""
         sampler = TransitionSampler(data, states, actions)
-        network = ResidualMLP(data.state_dim, width, layers, data.action_dim)
+        network = initialized(lambda: ResidualMLP(data.state_dim, width, layers, data.action_dim), config.seed)
         started = time.perf_counter()
         ema, history = train_loop(network, bc_loss, sampler.sample, config, desc="bc      ", progress=progress)
         final = float(np.mean(history[-100:])) if history else float("nan")

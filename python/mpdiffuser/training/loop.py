@@ -16,6 +16,15 @@ from mpdiffuser.config import TrainConfig
 Batch = dict[str, np.ndarray]
 
 
+def initialized(build, seed: int):
+    """`build()`, a fresh network whose initial weights depend on `seed` alone: torch's generator is
+    seeded for the call and restored afterwards, so what the process did before (training a SAC
+    policy, say) cannot change them."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
 def train_loop(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict, torch.Generator], torch.Tensor],
                sample: Callable[[np.random.Generator, int], Batch], config: TrainConfig,
                checkpoint: str | Path | None = None, desc: str = "train", progress: bool = True,
@@ -28,7 +37,8 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict,
     an uninterrupted run with the same seed. `identity` (for example the datasets' names and
     sizes) must match too, so a checkpoint of other data is never resumed.
     """
-    torch.manual_seed(config.seed)
+    # Every draw comes from these two generators (and is checkpointed with them); torch's global
+    # generator is never touched, so training leaves the caller's random state as it was.
     rng = np.random.default_rng(config.seed)
     noise_gen = torch.Generator().manual_seed(config.seed + 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)

@@ -10,8 +10,11 @@ from mpdiffuser.config import TrainConfig
 from mpdiffuser.data.dataset import OfflineDataset, merge_datasets
 from mpdiffuser.data.windows import TransitionSampler, WindowSampler
 from mpdiffuser.models.bundle import BundleSpec, load_weights, save_weights
-from mpdiffuser.training.loop import train_loop
+from mpdiffuser.training.loop import initialized, train_loop
 from mpdiffuser.training.losses import DynamicsLoss, PlannerLoss, cost_loss, reward_loss
+
+
+MODEL_NAMES = ("planner", "dynamics", "reward", "cost")
 
 
 def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset], config: TrainConfig,
@@ -30,18 +33,21 @@ def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset
         if (d.state_dim, d.action_dim) != (spec.state_dim, spec.action_dim):
             raise ValueError(f"dataset dims ({d.state_dim}, {d.action_dim}) differ from the bundle's "
                              f"({spec.state_dim}, {spec.action_dim})")
-    model = load_weights(bundle_dir, name, spec).train() if fine_tune else spec.build(name)
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model '{name}'")
+    if fine_tune:
+        model = load_weights(bundle_dir, name, spec).train()
+    else:  # each model of a seed starts from its own initialization
+        model = initialized(lambda: spec.build(name), 16 * config.seed + MODEL_NAMES.index(name))
     m = spec.model
     if name in ("planner", "dynamics"):
         sampler = WindowSampler(data, spec.states, spec.actions, m.horizon, spec.conditions)
         loss = (PlannerLoss if name == "planner" else DynamicsLoss)(m.num_steps, m.condition_dropout)
-    elif name in ("reward", "cost"):
+    else:
         sampler = TransitionSampler(data, spec.states, spec.actions)
         if name == "cost" and sampler.cost is None:
             raise ValueError("the cost model needs datasets with costs")
         loss = reward_loss if name == "reward" else cost_loss
-    else:
-        raise ValueError(f"unknown model '{name}'")
     suffix = "finetune" if fine_tune else "train"
     started = time.perf_counter()
     ema, history = train_loop(model, loss, sampler.sample, config, bundle_dir / "checkpoints" / f"{name}.{suffix}.ckpt",

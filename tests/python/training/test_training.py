@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mpdiffuser.config import TrainConfig
-from mpdiffuser.models.bundle import BundleSpec, ModelBundle
+from mpdiffuser.models.bundle import BundleSpec, ModelBundle, load_weights
 from mpdiffuser.training.loop import train_loop
 from mpdiffuser.training.train import train_model
 from tests.python.conftest import TINY_MODEL, make_toy_dataset
@@ -92,6 +92,26 @@ def test_fine_tuning_dynamics_leaves_other_models_byte_identical(tmp_path):
     assert _digest(tmp_path / "reward.pt") == before["reward"]
     assert _digest(tmp_path / "dynamics.pt") != before["dynamics"]
     ModelBundle.load(tmp_path)  # still loads as one bundle
+
+
+def test_initial_weights_depend_on_the_seed_alone(tmp_path):
+    """The same bundle, data and seed train the same weights whatever the process did before (for
+    example training a SAC policy, which draws from torch's generator); another seed does not."""
+    data = make_toy_dataset(seed=1)
+    cfg = TrainConfig(steps=5, batch_size=16)
+    weights = []
+    for i, seed in enumerate((0, 0, 1)):
+        BundleSpec.fit(data, [data], TINY_MODEL).save(tmp_path / str(i))
+        torch.rand(100 * (i + 1))  # a different generator state each time
+        train_model(tmp_path / str(i), "planner", [data], TrainConfig(steps=5, batch_size=16, seed=seed), progress=False)
+        weights.append(load_weights(tmp_path / str(i), "planner", BundleSpec.load(tmp_path / str(i))).state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+    state = torch.random.get_rng_state()
+    train_model(tmp_path / "0", "reward", [data], cfg, progress=False)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's generator is left as it was
+    with pytest.raises(ValueError, match="unknown model"):
+        train_model(tmp_path / "0", "ranker", [data], cfg, progress=False)
 
 
 def test_models_of_another_environment_are_rejected(tmp_path):
