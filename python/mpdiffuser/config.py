@@ -52,10 +52,11 @@ class ModelConfig:
 class SamplerOptions:
     """Per-plan options of the alternating sampler; every backend honours all of them."""
 
-    # N. Measured on the demo's briefly trained Hopper models: N = 8 scored 190 (return), N = 32
-    # scored about 110, as more candidates let selection exploit the reward model's errors; N = 1
-    # and 4 scored 3.4 and 3.9 (D4RL) against N = 8's 6.0. On near-expert Hopper data the ranker
-    # hurts instead: N = 1 scored 24.0, N = 8 10.1 (docs/results.md, strong behaviour data).
+    # N. Ranking N candidates is part of the method. Measured on the demo's briefly trained Hopper
+    # models: N = 8 scored 190 (return) and N = 32 about 110, as more candidates let selection
+    # exploit the reward model's errors. N = 1 vs 8 on those models is within seed-to-seed
+    # variation. On near-expert Hopper data the ranker hurts: N = 1 scored 24.0 and N = 8 10.1
+    # (docs/results.md, strong behaviour data).
     num_candidates: int = 8
     guidance: float = 1.2  # w: eps = eps(., 0) + w (eps(., c) - eps(., 0)); 1 = conditional only
     return_target: float = 0.9  # g: fraction of the dataset's best normalized return-to-go
