@@ -216,20 +216,13 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     """
     from mpdiffuser.envs import PhysicsChange
 
-    if args.hz is not None and args.name != "quadruped":
-        raise SystemExit("error: --hz applies to the quadruped experiment only")
-    if args.dataset and args.name != "locomotion":
-        raise SystemExit("error: --dataset applies to the locomotion experiment only")
-    if args.physics and args.name != "dynamics":
-        raise SystemExit("error: --physics applies to the dynamics experiment only")
-    if args.cost_penalty is not None and args.name != "constrained":
-        raise SystemExit("error: --cost-penalty applies to the constrained experiment only")
+    only = {"hz": "quadruped", "dataset": "locomotion", "physics": "dynamics", "cost_penalty": "constrained",
+            "kind": "locomotion", "expert_steps": "locomotion"}  # options of one experiment
+    for flag, name in only.items():
+        if getattr(args, flag) is not None and args.name != name:
+            raise SystemExit(f"error: --{flag.replace('_', '-')} applies to the {name} experiment only")
     if args.cost_penalty is not None and not args.cost_penalty > 0:
         raise SystemExit(f"error: --cost-penalty must be > 0, got {args.cost_penalty}")
-    if args.kind and args.name != "locomotion":
-        raise SystemExit("error: --kind applies to the locomotion experiment only")
-    if args.expert_steps is not None and args.name != "locomotion":
-        raise SystemExit("error: --expert-steps applies to the locomotion experiment only")
     for flag in ("policy_steps", "expert_steps", "train_steps", "episodes", "candidates"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise SystemExit(f"error: --{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")

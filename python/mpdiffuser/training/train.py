@@ -9,12 +9,9 @@ from pathlib import Path
 from mpdiffuser.config import TrainConfig
 from mpdiffuser.data.dataset import OfflineDataset, merge_datasets
 from mpdiffuser.data.windows import TransitionSampler, WindowSampler
-from mpdiffuser.models.bundle import BundleSpec, load_weights, save_weights
+from mpdiffuser.models.bundle import MODEL_NAMES, BundleSpec, load_weights, save_weights
 from mpdiffuser.training.loop import initialized, train_loop
 from mpdiffuser.training.losses import DynamicsLoss, PlannerLoss, cost_loss, reward_loss
-
-
-MODEL_NAMES = ("planner", "dynamics", "reward", "cost")
 
 
 def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset], config: TrainConfig,

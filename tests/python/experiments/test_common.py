@@ -18,29 +18,21 @@ def test_statistics():
     assert out[0]["s_stderr"] == pytest.approx(1.0)
 
 
-def test_experiment_cli_rejects_options_of_other_experiments():
-    with pytest.raises(SystemExit, match="--hz applies to the quadruped"):
-        cli.main(["experiment", "locomotion", "--quick", "--hz", "20"])
-    with pytest.raises(SystemExit, match="--dataset applies to the locomotion"):
-        cli.main(["experiment", "constrained", "--dataset", "x.hdf5"])
-    with pytest.raises(SystemExit, match="--physics applies to the dynamics"):
-        cli.main(["experiment", "locomotion", "--physics", "mass=2"])
-    with pytest.raises(SystemExit, match="not a number"):
-        cli.main(["experiment", "dynamics", "--physics", "mass=x"])
-    with pytest.raises(SystemExit, match="one --env"):
-        cli.main(["experiment", "dynamics", "--env", "Hopper-v5", "--env", "Walker2d-v5"])
-    with pytest.raises(SystemExit, match="--expert-steps applies to the locomotion"):
-        cli.main(["experiment", "constrained", "--expert-steps", "1000"])
-    with pytest.raises(SystemExit, match="--cost-penalty applies to the constrained"):
-        cli.main(["experiment", "locomotion", "--cost-penalty", "5"])
-    with pytest.raises(SystemExit, match="--cost-penalty must be > 0"):
-        cli.main(["experiment", "constrained", "--cost-penalty", "0"])
-    with pytest.raises(SystemExit, match="--kind applies to the locomotion"):
-        cli.main(["experiment", "dynamics", "--kind", "medium"])
-    with pytest.raises(SystemExit, match="--candidates must be >= 1"):
-        cli.main(["experiment", "quadruped", "--candidates", "0"])
-    with pytest.raises(SystemExit, match="--train-steps must be >= 1"):
-        cli.main(["experiment", "locomotion", "--train-steps", "0"])
+@pytest.mark.parametrize("argv, message", [
+    (["locomotion", "--quick", "--hz", "20"], "--hz applies to the quadruped"),
+    (["constrained", "--dataset", "x.hdf5"], "--dataset applies to the locomotion"),
+    (["locomotion", "--physics", "mass=2"], "--physics applies to the dynamics"),
+    (["dynamics", "--physics", "mass=x"], "not a number"),
+    (["dynamics", "--env", "Hopper-v5", "--env", "Walker2d-v5"], "one --env"),
+    (["constrained", "--expert-steps", "1000"], "--expert-steps applies to the locomotion"),
+    (["locomotion", "--cost-penalty", "5"], "--cost-penalty applies to the constrained"),
+    (["constrained", "--cost-penalty", "0"], "--cost-penalty must be > 0"),
+    (["dynamics", "--kind", "medium"], "--kind applies to the locomotion"),
+    (["quadruped", "--candidates", "0"], "--candidates must be >= 1"),
+    (["locomotion", "--train-steps", "0"], "--train-steps must be >= 1")])
+def test_experiment_cli_rejects_bad_options_and_options_of_other_experiments(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        cli.main(["experiment", *argv])
 
 
 @pytest.mark.parametrize("name, module, function", [
