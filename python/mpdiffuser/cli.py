@@ -226,7 +226,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     for flag in ("policy_steps", "expert_steps", "train_steps", "episodes", "candidates"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise SystemExit(f"error: --{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-    common = {"out_dir": args.out, "backend": args.backend, "threads": args.threads,
+    common = {"out_dir": args.out, "policy_dir": args.policy_dir, "backend": args.backend, "threads": args.threads,
               "policy_steps": args.policy_steps, "train_steps": args.train_steps, "episodes": args.episodes,
               "candidates": args.candidates}
     if args.name == "quadruped":
@@ -366,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  "physics, dynamics fine-tuned alone; quadruped: Ant real-time control")
     experiment.add_argument("--quick", action="store_true", help="small data and training: minutes on 2 cores")
     experiment.add_argument("--out", default=None, help="output directory (default runs/<name>[-quick])")
+    experiment.add_argument("--policy-dir", default=None,
+                            help="where SAC behaviour policies are cached, shared by experiments "
+                                 "(default runs/policies[-quick])")
     experiment.add_argument("--env", action="append", default=None,
                             help="environment(s) instead of the experiment's own (repeatable)")
     experiment.add_argument("--dataset", action="append", default=None,

@@ -25,6 +25,7 @@ from mpdiffuser.experiments.common import Log, pyplot, train_bundle, write_csv, 
 class QuadrupedConfig:
     env_id: str = "Ant-v5"
     out_dir: str = "runs/quadruped"
+    policy_dir: str = "runs/policies"  # behaviour policies, shared by experiments; datasets go to <out_dir>/data
     policy_steps: int = 30_000  # SAC steps of the behaviour policy
     task_transitions: int = 50_000
     random_transitions: int = 20_000
@@ -43,7 +44,7 @@ class QuadrupedConfig:
 
     @classmethod
     def quick(cls, **changes) -> "QuadrupedConfig":
-        base = cls(out_dir="runs/quadruped-quick", policy_steps=3000, task_transitions=8000, random_transitions=4000,
+        base = cls(out_dir="runs/quadruped-quick", policy_dir="runs/policies-quick", policy_steps=3000, task_transitions=8000, random_transitions=4000,
                    train_steps=800, ranker_steps=500, control_steps=300, episodes=2)
         return dataclasses.replace(base, **changes)
 
@@ -107,9 +108,10 @@ def run_quadruped(config: QuadrupedConfig, progress: bool = True) -> dict:
 
     say = Log()
     out = Path(config.out_dir)
-    say(f"1/4 data: {config.env_id} medium-style (SAC {config.policy_steps} steps) + random, cached in {out / 'data'}")
+    say(f"1/4 data: {config.env_id} medium-style (SAC {config.policy_steps} steps) + random, cached in {out / 'data'}, "
+        f"policy cached in {config.policy_dir}")
     task = load_dataset(generate(GenerateConfig(config.env_id, "medium", config.task_transitions, config.policy_steps,
-                                                seed=config.seed), out / "data", progress))
+                                                seed=config.seed), out / "data", progress, config.policy_dir))
     random = load_dataset(generate(GenerateConfig(config.env_id, "random", config.random_transitions,
                                                   seed=config.seed), out / "data", progress))
     returns = task.returns()

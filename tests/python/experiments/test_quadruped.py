@@ -15,10 +15,12 @@ from mpdiffuser.experiments.quadruped import QuadrupedConfig, fixed_rate_episode
 @pytest.mark.slow
 def test_quick_setting_end_to_end(tmp_path, capsys):
     out = tmp_path / "quadruped"
-    assert cli.main(["experiment", "quadruped", "--quick", "--out", str(out)]) == 0
+    policies = tmp_path / "policies"
+    assert cli.main(["experiment", "quadruped", "--quick", "--out", str(out), "--policy-dir", str(policies)]) == 0
     report = json.loads((out / "quadruped.json").read_text())
     quick = QuadrupedConfig.quick()
     assert report["backend"] == "cpu" and report["config"]["env_id"] == "Ant-v5"
+    assert report["config"]["policy_dir"] == str(policies) and (policies / "sac-Ant-v5-3000-s0.zip").exists()
     assert report["config"]["train_steps"] == quick.train_steps and len(report["episodes"]) == quick.episodes
     assert report["steps"] == sum(e["length"] for e in report["episodes"]) and report["steps"] >= quick.episodes
     lat = report["latency_ms"]
