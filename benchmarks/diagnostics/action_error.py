@@ -28,6 +28,9 @@ def main() -> None:
     p.add_argument("policy", help="the stable-baselines3 SAC behaviour policy (.zip) that made the data")
     p.add_argument("--states", type=int, default=300)
     p.add_argument("--bc-steps", type=int, default=3000)
+    p.add_argument("--cost-limit", type=float, default=None,
+                   help="cost-conditioned models: the episode cost limit to plan under (default: the data's "
+                        "largest episode cost, as the constrained experiment's unbudgeted runs)")
     args = p.parse_args()
     from stable_baselines3 import SAC
 
@@ -44,9 +47,13 @@ def main() -> None:
     bc, _ = BCPolicy.train(data, spec.states, spec.actions, TrainConfig(steps=args.bc_steps, seed=0), progress=False)
     rows = {"behaviour policy, mean action (noise floor)": error([sac.predict(states[i], deterministic=True)[0] for i in idx]),
             f"behaviour cloning ({args.bc_steps} steps)": error([bc.act(states[i]) for i in idx])}
+    defaults = sampler.defaults
+    if spec.with_cost:
+        limit = args.cost_limit if args.cost_limit is not None else max(float(e.costs.sum()) for e in data.episodes)
+        defaults = defaults.replace(cost_limit=limit)
     for lam in (0.0, 1.0):
         for n in (1, 8):
-            options = sampler.defaults.replace(dynamics_weight=lam, num_candidates=n)
+            options = defaults.replace(dynamics_weight=lam, num_candidates=n)
             rows[f"plan u_0, lambda {lam:g}, N = {n}"] = error(
                 [sampler.plan(states[i], seed=int(i), options=options).actions[0] for i in idx])
     for name, value in rows.items():
