@@ -217,13 +217,15 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     from mpdiffuser.envs import PhysicsChange
 
     only = {"hz": "quadruped", "dataset": "locomotion", "physics": "dynamics", "cost_penalty": "constrained",
-            "kind": "locomotion", "expert_steps": "locomotion"}  # options of one experiment
+            "kind": "locomotion", "expert_steps": "locomotion", "finetune_steps": "dynamics",
+            "shift_transitions": "dynamics"}  # options of one experiment
     for flag, name in only.items():
         if getattr(args, flag) is not None and args.name != name:
             raise SystemExit(f"error: --{flag.replace('_', '-')} applies to the {name} experiment only")
     if args.cost_penalty is not None and not args.cost_penalty > 0:
         raise SystemExit(f"error: --cost-penalty must be > 0, got {args.cost_penalty}")
-    for flag in ("policy_steps", "expert_steps", "train_steps", "episodes", "candidates"):
+    for flag in ("policy_steps", "expert_steps", "train_steps", "episodes", "candidates", "finetune_steps",
+                 "shift_transitions"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise SystemExit(f"error: --{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     common = {"out_dir": args.out, "policy_dir": args.policy_dir, "backend": args.backend, "threads": args.threads,
@@ -255,7 +257,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
             shifts = tuple(PhysicsChange.parse(p) for p in args.physics) if args.physics else None
         except ValueError as exc:
             raise SystemExit(f"error: {exc}") from None
-        changes = common | {"env_id": args.env[0] if args.env else None, "seed": args.seed, "shifts": shifts}
+        changes = common | {"env_id": args.env[0] if args.env else None, "seed": args.seed, "shifts": shifts,
+                            "finetune_steps": args.finetune_steps, "shift_transitions": args.shift_transitions}
     changes = {k: v for k, v in changes.items() if v is not None}
     if args.backend == "auto" and args.name != "quadruped":  # the quadruped experiment resolves it itself
         from mpdiffuser.experiments.quadruped import fastest_backend
@@ -394,6 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--cost-penalty", type=float, default=None,
                             help="constrained: the cautious behaviour policy trains on reward - penalty * cost "
                                  "(default 1; larger: safer data)")
+    experiment.add_argument("--finetune-steps", type=int, default=None,
+                            help="dynamics: fine-tuning steps of the dynamics model on each changed robot (default 2000)")
+    experiment.add_argument("--shift-transitions", type=int, default=None,
+                            help="dynamics: behaviour-policy transitions collected on each changed robot "
+                                 "(default 10000; 5000 random-action ones are added)")
     experiment.add_argument("--hz", type=float, default=None, help="quadruped: control rate (default 50)")
     experiment.add_argument("--threads", type=int, default=None,
                             help="native CPU backend threads (default: every core)")

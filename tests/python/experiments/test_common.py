@@ -29,7 +29,9 @@ def test_statistics():
     (["constrained", "--cost-penalty", "0"], "--cost-penalty must be > 0"),
     (["dynamics", "--kind", "medium"], "--kind applies to the locomotion"),
     (["quadruped", "--candidates", "0"], "--candidates must be >= 1"),
-    (["locomotion", "--train-steps", "0"], "--train-steps must be >= 1")])
+    (["locomotion", "--train-steps", "0"], "--train-steps must be >= 1"),
+    (["constrained", "--finetune-steps", "100"], "--finetune-steps applies to the dynamics"),
+    (["dynamics", "--shift-transitions", "0"], "--shift-transitions must be >= 1")])
 def test_experiment_cli_rejects_bad_options_and_options_of_other_experiments(argv, message):
     with pytest.raises(SystemExit, match=message):
         cli.main(["experiment", *argv])
@@ -53,6 +55,10 @@ def test_experiment_cli_sizes_data_training_and_evaluation(monkeypatch, name, mo
     if name == "locomotion":  # behaviour cloning trains as long as the diffusion models
         assert (config.expert_steps, config.bc_steps) == (250_000, 7000)
         assert config.kinds == ("medium", "medium-replay")
+    if name == "dynamics":
+        assert (config.finetune_steps, config.shift_transitions) == (2000, 10_000)  # the defaults
+        assert cli.main(["experiment", name, "--finetune-steps", "8000", "--shift-transitions", "40000"]) == 0
+        assert (seen[-1].finetune_steps, seen[-1].shift_transitions) == (8000, 40_000)
     if name == "constrained":
         assert config.cost_penalty == 1.0  # the default, unless --cost-penalty
         assert cli.main(["experiment", name, "--cost-penalty", "5"]) == 0 and seen[-1].cost_penalty == 5.0
