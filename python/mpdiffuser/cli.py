@@ -398,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="constrained: the cautious behaviour policy trains on reward - penalty * cost "
                                  "(default 1; larger: safer data)")
     experiment.add_argument("--finetune-steps", type=int, default=None,
-                            help="dynamics: fine-tuning steps of the dynamics model on each changed robot (default 2000)")
+                            help="dynamics: fine-tuning steps of the dynamics model on each changed robot "
+                                 "(default 2000)")
     experiment.add_argument("--shift-transitions", type=int, default=None,
                             help="dynamics: behaviour-policy transitions collected on each changed robot "
                                  "(default 10000; 5000 random-action ones are added)")

@@ -44,8 +44,9 @@ class QuadrupedConfig:
 
     @classmethod
     def quick(cls, **changes) -> "QuadrupedConfig":
-        base = cls(out_dir="runs/quadruped-quick", policy_dir="runs/policies-quick", policy_steps=3000, task_transitions=8000, random_transitions=4000,
-                   train_steps=800, ranker_steps=500, control_steps=300, episodes=2)
+        base = cls(out_dir="runs/quadruped-quick", policy_dir="runs/policies-quick", policy_steps=3000,
+                   task_transitions=8000, random_transitions=4000, train_steps=800, ranker_steps=500,
+                   control_steps=300, episodes=2)
         return dataclasses.replace(base, **changes)
 
 

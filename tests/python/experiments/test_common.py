@@ -46,8 +46,8 @@ def test_experiment_cli_sizes_data_training_and_evaluation(monkeypatch, name, mo
     seen = []
     monkeypatch.setattr(importlib.import_module(f"mpdiffuser.experiments.{module}"), function, seen.append)
     extra = ["--expert-steps", "250000", "--kind", "medium", "--kind", "medium-replay"] if name == "locomotion" else []
-    argv = ["experiment", name, "--policy-dir", "/tmp/p", "--policy-steps", "60000", "--train-steps", "7000", "--episodes", "9", "--candidates", "1",
-            *extra]
+    argv = ["experiment", name, "--policy-dir", "/tmp/p", "--policy-steps", "60000", "--train-steps", "7000",
+            "--episodes", "9", "--candidates", "1", *extra]
     assert cli.main(argv) == 0
     (config,) = seen
     assert (config.policy_steps, config.train_steps, config.episodes, config.candidates) == (60_000, 7000, 9, 1)
