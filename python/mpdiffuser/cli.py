@@ -82,7 +82,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for name in names:
         data = task if name == "planner" else task + extra
         config = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
-                             checkpoint_every=args.checkpoint_every)
+                             checkpoint_every=args.checkpoint_every, action_weight=args.action_weight)
         info = train_model(bundle, name, data, config, fine_tune=args.fine_tune)
         print(f"{name}: {info['steps']} steps, final loss {info['final_loss']:.4f}, {info['seconds']:.0f}s")
     return 0
@@ -309,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=3e-4)
     train.add_argument("--checkpoint-every", type=int, default=500)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--action-weight", type=float, default=1.0,
+                       help="planner: loss weight of the first action u_0 (Diffuser uses 10)")
     train.add_argument("--horizon", type=int, default=16, help="H (new bundles only)")
     train.add_argument("--diffusion-steps", type=int, default=20, help="K (new bundles only)")
     train.add_argument("--width", type=int, default=None,

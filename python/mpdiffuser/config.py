@@ -112,9 +112,14 @@ class TrainConfig:
     grad_clip: float = 1.0
     checkpoint_every: int = 500
     seed: int = 0
+    # Planner only: loss weight of the first action u_0 in the window (the one MPC executes);
+    # every other element weighs 1. Diffuser's locomotion setting is 10.
+    action_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ValueError(f"TrainConfig needs steps >= 0, batch_size >= 1, checkpoint_every >= 1: {self}")
+        if not self.action_weight > 0.0:
+            raise ValueError(f"action_weight must be > 0, got {self.action_weight}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from mpdiffuser import cli
 
@@ -24,10 +25,13 @@ def test_generate_train_eval(tmp_path, capsys):
     path = data_dir / "hopper-random-s0.hdf5"
     assert path.exists() and "800 transitions" in capsys.readouterr().out
     assert cli.main(["train", "--bundle", str(bundle), "--data", str(path), "--steps", "20", "--batch-size", "32",
-                     "--horizon", "4", "--diffusion-steps", "3", "--width", "32", "--layers", "2"]) == 0
+                     "--horizon", "4", "--diffusion-steps", "3", "--width", "32", "--layers", "2",
+                     "--action-weight", "10"]) == 0
     out = capsys.readouterr().out
     for name in ("planner", "dynamics", "reward"):
         assert f"{name}: 20 steps" in out and (bundle / f"{name}.pt").exists()
+    info = torch.load(bundle / "planner.pt", weights_only=False)["info"]
+    assert info["train_config"]["action_weight"] == 10.0
     report_path = tmp_path / "eval.json"
     assert cli.main(["eval", "--bundle", str(bundle), "--env", "Hopper-v5", "--episodes", "1", "--max-steps", "5",
                      "--candidates", "4", "--lambda", "0.5", "--json", str(report_path)]) == 0

@@ -33,11 +33,23 @@ class DiffusionLoss:
 
 
 class PlannerLoss(DiffusionLoss):
+    """Window rows are [x_{t+1}, u_t]; the elements of u_0 (row 0, the last du columns) weigh
+    `action_weight` in the mean squared error, every other element 1."""
+
+    def __init__(self, num_steps: int, condition_dropout: float, action_weight: float = 1.0):
+        super().__init__(num_steps, condition_dropout)
+        self.action_weight = action_weight
+
     def __call__(self, model, batch: dict, gen: torch.Generator) -> torch.Tensor:
         tau = torch.cat([batch["states"], batch["actions"]], dim=-1)  # [B, H, D]
         k = self.levels(tau.shape[0], gen)
         tau_k, eps = self.noised(tau, k, gen)
-        return F.mse_loss(model(tau_k, batch["x0"], self.dropped(batch["cond"], gen), k), eps)
+        err = (model(tau_k, batch["x0"], self.dropped(batch["cond"], gen), k) - eps).square()
+        if self.action_weight == 1.0:
+            return err.mean()
+        weights = torch.ones(tau.shape[1:], dtype=err.dtype)
+        weights[0, batch["states"].shape[-1]:] = self.action_weight
+        return (err * weights).mean()
 
 
 class DynamicsLoss(DiffusionLoss):

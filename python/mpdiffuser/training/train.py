@@ -39,7 +39,10 @@ def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset
     m = spec.model
     if name in ("planner", "dynamics"):
         sampler = WindowSampler(data, spec.states, spec.actions, m.horizon, spec.conditions)
-        loss = (PlannerLoss if name == "planner" else DynamicsLoss)(m.num_steps, m.condition_dropout)
+        if name == "planner":
+            loss = PlannerLoss(m.num_steps, m.condition_dropout, config.action_weight)
+        else:
+            loss = DynamicsLoss(m.num_steps, m.condition_dropout)
     else:
         sampler = TransitionSampler(data, spec.states, spec.actions)
         if name == "cost" and sampler.cost is None:

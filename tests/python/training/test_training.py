@@ -138,3 +138,35 @@ def test_untrained_model_is_reported(tmp_path):
     BundleSpec.fit(data, [data], TINY_MODEL).save(tmp_path)
     with pytest.raises(FileNotFoundError, match="'planner' has not been trained"):
         ModelBundle.load(tmp_path)
+
+
+def test_planner_loss_weights_the_first_action_only():
+    """action_weight scales the squared error of u_0 (row 0, the last du columns) and nothing else:
+    with the same noise draws, loss(w) - loss(1) = (w - 1) * sum(err of u_0) / numel."""
+    from mpdiffuser.training.losses import PlannerLoss
+
+    B, H, dx, du = 6, 4, 3, 2
+    batch = {"states": torch.rand(B, H, dx) * 2 - 1, "actions": torch.rand(B, H, du) * 2 - 1,
+             "x0": torch.zeros(B, dx), "cond": torch.zeros(B, 1)}
+    seen = {}
+
+    def model(tau_k, x0, cond, k):  # predicts a fixed offset so the error depends on the element
+        out = torch.linspace(-1.0, 1.0, H * (dx + du)).view(1, H, dx + du).expand_as(tau_k)
+        seen["out"] = out
+        return out
+
+    def run(weight):
+        return PlannerLoss(5, 0.0, weight)(model, batch, torch.Generator().manual_seed(3))
+
+    base, weighted = run(1.0), run(10.0)
+    gen = torch.Generator().manual_seed(3)  # the same draws, in the loss's order: levels, then noise
+    ref = PlannerLoss(5, 0.0)
+    tau = torch.cat([batch["states"], batch["actions"]], -1)
+    k = ref.levels(B, gen)
+    _, eps = ref.noised(tau, k, gen)
+    err = (seen["out"] - eps).square()
+    assert base.item() == pytest.approx(err.mean().item(), rel=1e-6)
+    expected = base.item() + 9.0 * err[:, 0, dx:].sum().item() / err.numel()
+    assert weighted.item() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="action_weight"):
+        TrainConfig(action_weight=0.0)
