@@ -31,6 +31,8 @@ def main() -> None:
     p.add_argument("--cost-limit", type=float, default=None,
                    help="cost-conditioned models: the episode cost limit to plan under (default: the data's "
                         "largest episode cost, as the constrained experiment's unbudgeted runs)")
+    p.add_argument("--guidance", type=float, default=None, help="w (default: the model file's)")
+    p.add_argument("--return-target", type=float, default=None, help="g (default: the model file's)")
     args = p.parse_args()
     from stable_baselines3 import SAC
 
@@ -48,6 +50,10 @@ def main() -> None:
     rows = {"behaviour policy, mean action (noise floor)": error([sac.predict(states[i], deterministic=True)[0] for i in idx]),
             f"behaviour cloning ({args.bc_steps} steps)": error([bc.act(states[i]) for i in idx])}
     defaults = sampler.defaults
+    if args.guidance is not None:
+        defaults = defaults.replace(guidance=args.guidance)
+    if args.return_target is not None:
+        defaults = defaults.replace(return_target=args.return_target)
     if spec.with_cost:
         limit = args.cost_limit if args.cost_limit is not None else max(float(e.costs.sum()) for e in data.episodes)
         defaults = defaults.replace(cost_limit=limit)

@@ -222,15 +222,16 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     for flag, name in only.items():
         if getattr(args, flag) is not None and args.name != name:
             raise SystemExit(f"error: --{flag.replace('_', '-')} applies to the {name} experiment only")
-    if args.cost_penalty is not None and not args.cost_penalty > 0:
-        raise SystemExit(f"error: --cost-penalty must be > 0, got {args.cost_penalty}")
+    for flag in ("cost_penalty", "action_weight"):
+        if getattr(args, flag) is not None and not getattr(args, flag) > 0:
+            raise SystemExit(f"error: --{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}")
     for flag in ("policy_steps", "expert_steps", "train_steps", "episodes", "candidates", "finetune_steps",
-                 "shift_transitions"):
+                 "shift_transitions", "width"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise SystemExit(f"error: --{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     common = {"out_dir": args.out, "policy_dir": args.policy_dir, "backend": args.backend, "threads": args.threads,
               "policy_steps": args.policy_steps, "train_steps": args.train_steps, "episodes": args.episodes,
-              "candidates": args.candidates}
+              "candidates": args.candidates, "width": args.width, "action_weight": args.action_weight}
     if args.name == "quadruped":
         from mpdiffuser.experiments.quadruped import QuadrupedConfig as Config, run_quadruped as run
 
@@ -396,6 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--episodes", type=int, default=None, help="evaluation episodes per method and seed")
     experiment.add_argument("--candidates", type=int, default=None,
                             help="N, candidates per plan (default 8; 1 skips ranking, better on near-expert data)")
+    experiment.add_argument("--width", type=int, default=None,
+                            help="hidden width of planner and dynamics (default: 256, or 512 for robots whose window "
+                                 "does not fit in 256)")
+    experiment.add_argument("--action-weight", type=float, default=None,
+                            help="the planner's loss weight on the executed first action u_0 (default 1; Diffuser "
+                                 "uses 10)")
     experiment.add_argument("--cost-penalty", type=float, default=None,
                             help="constrained: the cautious behaviour policy trains on reward - penalty * cost "
                                  "(default 1; larger: safer data)")

@@ -29,15 +29,28 @@ class Log:
         print(f"[{self.seconds:7.1f}s] {message}", flush=True)
 
 
+def check_model_options(width: int | None, action_weight: float) -> None:
+    """The experiments' model options, checked before any data or training: `width` of planner and
+    dynamics (None: ModelConfig.sized_for the robot), the planner's u_0 loss weight."""
+    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
+        raise ValueError(f"width must be a positive integer or None, got {width!r}")
+    if not action_weight > 0.0:
+        raise ValueError(f"action_weight must be > 0, got {action_weight}")
+
+
 def train_bundle(bundle_dir: Path, task: OfflineDataset, extra: list[OfflineDataset], train_steps: int,
                  ranker_steps: int, seed: int, log: Log, progress: bool = True,
-                 model: ModelConfig | None = None, options: SamplerOptions | None = None) -> Path:
+                 options: SamplerOptions | None = None, width: int | None = None,
+                 action_weight: float = 1.0) -> Path:
     """Planner on `task`; dynamics, reward (and cost, for data with costs) on task + extra; then the
-    model file. Training resumes from checkpoints, so a finished bundle is not trained twice."""
+    model file. Training resumes from checkpoints, so a finished bundle is not trained twice.
+    width: hidden width of planner and dynamics (None: sized for the robot); action_weight: the
+    planner's loss weight on u_0 (TrainConfig.action_weight)."""
     from mpdiffuser.export import export_model
     from mpdiffuser.models.bundle import BundleSpec
     from mpdiffuser.training.train import train_model
 
+    model = ModelConfig.sized_for(task.state_dim, task.action_dim, width=width) if width else None
     spec = BundleSpec.fit(task, [task, *extra], model)
     if (bundle_dir / "bundle.json").exists() and BundleSpec.load(bundle_dir).to_dict() != spec.to_dict():
         raise ValueError(f"{bundle_dir} holds a bundle of other data or another architecture; delete it or "
@@ -47,7 +60,8 @@ def train_bundle(bundle_dir: Path, task: OfflineDataset, extra: list[OfflineData
     for name in names:
         data = [task] if name == "planner" else [task, *extra]
         steps = train_steps if name in ("planner", "dynamics") else ranker_steps
-        info = train_model(bundle_dir, name, data, TrainConfig(steps=steps, seed=seed), progress=progress)
+        config = TrainConfig(steps=steps, seed=seed, action_weight=action_weight if name == "planner" else 1.0)
+        info = train_model(bundle_dir, name, data, config, progress=progress)
         log(f"    {name:8s}: {steps} steps, final loss {info['final_loss']:.4f} ({info['seconds']:.0f}s)")
     return export_model(bundle_dir, bundle_dir / "model.safetensors", options or SamplerOptions())
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from mpdiffuser.config import SamplerOptions
-from mpdiffuser.experiments.common import (Log, grouped_bars, machine, pyplot, summarize, train_bundle, write_csv,
-                                           write_json)
+from mpdiffuser.experiments.common import (Log, check_model_options, grouped_bars, machine, pyplot, summarize,
+                                           train_bundle, write_csv, write_json)
 
 WITH_BUDGET, NO_BUDGET, PLANNER_ONLY = "MPDiffuser", "MPDiffuser, no budget", "planner only (lambda=0)"
 METHODS = (WITH_BUDGET, NO_BUDGET, PLANNER_ONLY)
@@ -47,6 +47,8 @@ class ConstrainedConfig:
     backend: str = "cpu"
     threads: int = 0
     candidates: int = 8  # N of the exported model file (every sampler of the experiment plans with it)
+    width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
+    action_weight: float = 1.0  # the planner's loss weight on u_0 (TrainConfig.action_weight)
 
     @property
     def data_dir(self) -> Path:
@@ -61,6 +63,7 @@ class ConstrainedConfig:
 
     def __post_init__(self) -> None:
         SamplerOptions(num_candidates=self.candidates)  # a bad N fails here, not after hours of training
+        check_model_options(self.width, self.action_weight)
         if not self.envs or not self.budgets or not self.seeds or self.episodes < 1 or self.max_steps < 1:
             raise ValueError("ConstrainedConfig needs envs, budgets, seeds, episodes >= 1 and max_steps >= 1")
         if any(not b > 0 for b in self.budgets):
@@ -101,7 +104,8 @@ def run_constrained(config: ConstrainedConfig, progress: bool = True) -> dict:
             log(f"  seed {seed}: training planner, dynamics, reward and cost models -> {bundle_dir}")
             model_file = train_bundle(bundle_dir, task, [random], config.train_steps, config.ranker_steps, seed, log,
                                       progress,
-                                      options=SamplerOptions(num_candidates=config.candidates))
+                                      options=SamplerOptions(num_candidates=config.candidates), width=config.width,
+                                      action_weight=config.action_weight)
             sampler = Sampler(model_file, config.backend, threads=config.threads, env_id=env_id)
             eval_seed = 10_000 * (seed + 1)
             d = sampler.defaults

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from mpdiffuser.config import SamplerOptions
 from mpdiffuser.envs import PhysicsChange
-from mpdiffuser.experiments.common import (Log, grouped_bars, machine, pyplot, summarize, train_bundle, write_csv,
-                                           write_json)
+from mpdiffuser.experiments.common import (Log, check_model_options, grouped_bars, machine, pyplot, summarize,
+                                           train_bundle, write_csv, write_json)
 
 ORIGINAL, FINE_TUNED, PLANNER_ONLY = "original models", "fine-tuned dynamics", "planner only (lambda=0)"
 METHODS = (ORIGINAL, FINE_TUNED, PLANNER_ONLY)
@@ -47,6 +47,8 @@ class DynamicsShiftConfig:
     backend: str = "cpu"
     threads: int = 0
     candidates: int = 8  # N of the exported model file (every sampler of the experiment plans with it)
+    width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
+    action_weight: float = 1.0  # the planner's loss weight on u_0 (TrainConfig.action_weight)
 
     @property
     def data_dir(self) -> Path:
@@ -61,6 +63,7 @@ class DynamicsShiftConfig:
 
     def __post_init__(self) -> None:
         SamplerOptions(num_candidates=self.candidates)  # a bad N fails here, not after hours of training
+        check_model_options(self.width, self.action_weight)
         if not self.shifts or any(s.is_nominal for s in self.shifts):
             raise ValueError("DynamicsShiftConfig needs at least one non-nominal PhysicsChange")
         if self.episodes < 1 or self.max_steps < 1 or self.finetune_steps < 1:
@@ -125,7 +128,7 @@ def run_dynamics_shift(config: DynamicsShiftConfig, progress: bool = True) -> di
     log(f"2/4 training on the nominal robot -> {base_dir}")
     options = SamplerOptions(num_candidates=c.candidates)
     base_file = train_bundle(base_dir, task, [random], c.train_steps, c.ranker_steps, c.seed, log, progress,
-                             options=options)
+                             options=options, width=c.width, action_weight=c.action_weight)
     base = Sampler(base_file, c.backend, threads=c.threads, env_id=c.env_id)
     eval_seed = 10_000 * (c.seed + 1)
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from mpdiffuser.config import SamplerOptions, TrainConfig
-from mpdiffuser.experiments.common import (Log, grouped_bars, machine, pyplot, summarize, train_bundle, write_csv,
-                                           write_json)
+from mpdiffuser.experiments.common import (Log, check_model_options, grouped_bars, machine, pyplot, summarize,
+                                           train_bundle, write_csv, write_json)
 
 METHODS = ("MPDiffuser", "planner only (lambda=0)", "behaviour cloning")
 
@@ -48,6 +48,8 @@ class LocomotionConfig:
     backend: str = "cpu"
     threads: int = 0
     candidates: int = 8  # N of the exported model file (every sampler of the experiment plans with it)
+    width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
+    action_weight: float = 1.0  # the planner's loss weight on u_0 (TrainConfig.action_weight)
 
     @property
     def data_dir(self) -> Path:
@@ -63,6 +65,7 @@ class LocomotionConfig:
 
     def __post_init__(self) -> None:
         SamplerOptions(num_candidates=self.candidates)  # a bad N fails here, not after hours of training
+        check_model_options(self.width, self.action_weight)
         if not self.seeds or self.episodes < 1 or self.max_steps < 1:
             raise ValueError("LocomotionConfig needs at least one seed, episodes >= 1 and max_steps >= 1")
         if not self.datasets and not (self.envs and self.kinds):
@@ -130,7 +133,8 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
             log(f"  seed {seed}: training -> {bundle_dir}")
             model_file = train_bundle(bundle_dir, task, [random], config.train_steps, config.ranker_steps, seed, log,
                                       progress,
-                                      options=SamplerOptions(num_candidates=config.candidates))
+                                      options=SamplerOptions(num_candidates=config.candidates), width=config.width,
+                                      action_weight=config.action_weight)
             sampler = Sampler(model_file, config.backend, threads=config.threads, env_id=env_id)
             spec = BundleSpec.load(bundle_dir)
             bc, info = BCPolicy.train(task, spec.states, spec.actions, TrainConfig(steps=config.bc_steps, seed=seed),

@@ -18,7 +18,7 @@ import numpy as np
 
 from mpdiffuser.config import ModelConfig, SamplerOptions
 from mpdiffuser.control.evaluate import PLAN_SEED_STRIDE
-from mpdiffuser.experiments.common import Log, pyplot, train_bundle, write_csv, write_json
+from mpdiffuser.experiments.common import Log, check_model_options, pyplot, train_bundle, write_csv, write_json
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,13 @@ class QuadrupedConfig:
     backend: str = "auto"  # auto: cuda when a GPU is present, else cpu
     threads: int = 0
     candidates: int = 8  # N of the exported model file (every sampler of the experiment plans with it)
+    width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
+    action_weight: float = 1.0  # the planner's loss weight on u_0 (TrainConfig.action_weight)
     seed: int = 0
 
     def __post_init__(self) -> None:
         SamplerOptions(num_candidates=self.candidates)  # a bad N fails here, not after hours of training
+        check_model_options(self.width, self.action_weight)
 
     @classmethod
     def quick(cls, **changes) -> "QuadrupedConfig":
@@ -121,7 +124,8 @@ def run_quadruped(config: QuadrupedConfig, progress: bool = True) -> dict:
     bundle_dir = out / "models"
     say(f"2/4 training -> {bundle_dir}")
     model_file = train_bundle(bundle_dir, task, [random], config.train_steps, config.ranker_steps, config.seed, say,
-                              progress, options=SamplerOptions(num_candidates=config.candidates))
+                              progress, options=SamplerOptions(num_candidates=config.candidates), width=config.width,
+                              action_weight=config.action_weight)
 
     backend = fastest_backend() if config.backend == "auto" else config.backend
     say(f"3/4 control: {config.episodes} episode(s) at {config.control_hz:.0f} Hz, backend {backend}")

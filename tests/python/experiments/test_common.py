@@ -31,7 +31,9 @@ def test_statistics():
     (["quadruped", "--candidates", "0"], "--candidates must be >= 1"),
     (["locomotion", "--train-steps", "0"], "--train-steps must be >= 1"),
     (["constrained", "--finetune-steps", "100"], "--finetune-steps applies to the dynamics"),
-    (["dynamics", "--shift-transitions", "0"], "--shift-transitions must be >= 1")])
+    (["dynamics", "--shift-transitions", "0"], "--shift-transitions must be >= 1"),
+    (["locomotion", "--width", "0"], "--width must be >= 1"),
+    (["quadruped", "--action-weight", "0"], "--action-weight must be > 0")])
 def test_experiment_cli_rejects_bad_options_and_options_of_other_experiments(argv, message):
     with pytest.raises(SystemExit, match=message):
         cli.main(["experiment", *argv])
@@ -47,10 +49,11 @@ def test_experiment_cli_sizes_data_training_and_evaluation(monkeypatch, name, mo
     monkeypatch.setattr(importlib.import_module(f"mpdiffuser.experiments.{module}"), function, seen.append)
     extra = ["--expert-steps", "250000", "--kind", "medium", "--kind", "medium-replay"] if name == "locomotion" else []
     argv = ["experiment", name, "--policy-dir", "/tmp/p", "--policy-steps", "60000", "--train-steps", "7000",
-            "--episodes", "9", "--candidates", "1", *extra]
+            "--episodes", "9", "--candidates", "1", "--width", "384", "--action-weight", "10", *extra]
     assert cli.main(argv) == 0
     (config,) = seen
     assert (config.policy_steps, config.train_steps, config.episodes, config.candidates) == (60_000, 7000, 9, 1)
+    assert (config.width, config.action_weight) == (384, 10.0)
     assert config.policy_dir == "/tmp/p"
     if name == "locomotion":  # behaviour cloning trains as long as the diffusion models
         assert (config.expert_steps, config.bc_steps) == (250_000, 7000)
@@ -66,3 +69,28 @@ def test_experiment_cli_sizes_data_training_and_evaluation(monkeypatch, name, mo
     monkeypatch.setattr(importlib.import_module(f"mpdiffuser.experiments.{module}"), function, quick.append)
     assert cli.main(["experiment", name, "--quick", "--episodes", "2"]) == 0
     assert quick[0].episodes == 2 and quick[0].policy_steps < 30_000  # the rest stays quick
+    assert (quick[0].width, quick[0].action_weight) == (None, 1.0)  # sized for the robot, unweighted loss
+    config_class = type(quick[0])
+    with pytest.raises(ValueError, match="width"):
+        config_class.quick(width=0)
+    with pytest.raises(ValueError, match="action_weight"):
+        config_class.quick(action_weight=-1.0)
+
+
+def test_train_bundle_takes_width_and_action_weight(tmp_path):
+    """The width reaches both diffusion models; the u_0 weight reaches the planner's training only."""
+    import torch
+
+    from mpdiffuser.experiments.common import Log, train_bundle
+    from mpdiffuser.models.bundle import BundleSpec
+    from tests.python.conftest import make_toy_dataset
+
+    data = make_toy_dataset()
+    path = train_bundle(tmp_path / "b", data, [], 2, 1, 0, Log(), progress=False, width=48, action_weight=5.0)
+    assert path.exists()
+    spec = BundleSpec.load(tmp_path / "b")
+    assert spec.model.width == 48
+    assert torch.load(tmp_path / "b" / "planner.pt", weights_only=False)["state_dict"]["mlp.net.0.weight"].shape[0] == 48
+    weights = {name: torch.load(tmp_path / "b" / f"{name}.pt", weights_only=False)["info"]["train_config"]["action_weight"]
+               for name in ("planner", "dynamics", "reward")}
+    assert weights == {"planner": 5.0, "dynamics": 1.0, "reward": 1.0}
