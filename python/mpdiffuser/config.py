@@ -113,7 +113,8 @@ class TrainConfig:
     checkpoint_every: int = 500
     seed: int = 0
     # Planner only: loss weight of the first action u_0 in the window (the one MPC executes);
-    # every other element weighs 1. Diffuser's locomotion setting is 10.
+    # every other element weighs 1. Diffuser's locomotion setting is 10. On near-expert Hopper data
+    # 10 helped only together with width 512, and hurt at width 256 (docs/results.md), so 1 stays.
     action_weight: float = 1.0
 
     def __post_init__(self) -> None:
