@@ -47,7 +47,10 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict,
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if state["config"] != config.__dict__ or state.get("identity") != identity:
+        # A field added to TrainConfig later (action_weight) has the default that reproduces older
+        # training, so a checkpoint written before it existed resumes under that default.
+        saved = {**TrainConfig().__dict__, **state["config"]}
+        if saved != config.__dict__ or state.get("identity") != identity:
             raise ValueError(f"checkpoint {checkpoint} was made with another training config or other data; "
                              "delete it to start over")
         model.load_state_dict(state["model"])
