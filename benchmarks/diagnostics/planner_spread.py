@@ -101,14 +101,13 @@ def main() -> None:
                     "return_target": defaults.return_target, "data_u0_std": rms(u0 - u0.mean(0))}
 
     print(f"1. one-step denoising of the true window noised to level k (K = {K}):")
-    ab = sampler._sqrt_ab.cpu().square()
     levels = sorted({1, 2, max(1, K // 4), max(1, K // 2), max(1, 3 * K // 4), K})
     report["one_step"] = []
     with torch.no_grad():
         for k in levels:
-            v = ab[k - 1].sqrt() * tau + (1 - ab[k - 1]).sqrt() * torch.randn(tau.shape, generator=gen)
+            v = sampler._sqrt_ab[k - 1] * tau + sampler._sqrt_1mab[k - 1] * torch.randn(tau.shape, generator=gen)
             eps = sampler.bundle.planner(v, x0, cond, torch.full((args.windows,), k))
-            clean = ((v - (1 - ab[k - 1]).sqrt() * eps) / ab[k - 1].sqrt()).clamp(-1.0, 1.0)
+            clean = sampler.clean_estimate(v, eps, k)
             row = {"k": k, "u0": rms(clean[:, 0, dx:] - u0), "states": rms(clean[..., :dx] - tau[..., :dx])}
             report["one_step"].append(row)
             print(f"   k = {k:3d}: u_0 error {row['u0']:.3f}, states error {row['states']:.3f}")

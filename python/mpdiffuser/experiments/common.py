@@ -31,11 +31,11 @@ class Log:
 
 def check_model_options(width: int | None, action_weight: float) -> None:
     """The experiments' model options, checked before any data or training: `width` of planner and
-    dynamics (None: ModelConfig.sized_for the robot), the planner's u_0 loss weight."""
-    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
-        raise ValueError(f"width must be a positive integer or None, got {width!r}")
-    if not action_weight > 0.0:
-        raise ValueError(f"action_weight must be > 0, got {action_weight}")
+    dynamics (None: ModelConfig.sized_for the robot), the planner's u_0 loss weight. The configs'
+    own checks decide."""
+    if width is not None:
+        ModelConfig(width=width)
+    TrainConfig(action_weight=action_weight)
 
 
 def train_bundle(bundle_dir: Path, task: OfflineDataset, extra: list[OfflineDataset], train_steps: int,

@@ -83,11 +83,14 @@ class ReferenceSampler:
         self._c1, self._c2, self._sigma = f32(s.posterior_c1), f32(s.posterior_c2), f32(s.posterior_sigma)
 
     # ---- pieces --------------------------------------------------------------------------------
-    def posterior_mean(self, v: torch.Tensor, eps: torch.Tensor, k: int) -> torch.Tensor:
-        """mu_k(v, eps) = c1 clip((v - sqrt(1-abar) eps) / sqrt(abar), -1, 1) + c2 v."""
+    def clean_estimate(self, v: torch.Tensor, eps: torch.Tensor, k: int) -> torch.Tensor:
+        """clip((v - sqrt(1-abar_k) eps) / sqrt(abar_k), -1, 1): the clean window implied by eps at level k."""
         i = k - 1
-        clean = ((v - self._sqrt_1mab[i] * eps) / self._sqrt_ab[i]).clamp(-1.0, 1.0)
-        return self._c1[i] * clean + self._c2[i] * v
+        return ((v - self._sqrt_1mab[i] * eps) / self._sqrt_ab[i]).clamp(-1.0, 1.0)
+
+    def posterior_mean(self, v: torch.Tensor, eps: torch.Tensor, k: int) -> torch.Tensor:
+        """mu_k(v, eps) = c1 clean_estimate(v, eps, k) + c2 v."""
+        return self._c1[k - 1] * self.clean_estimate(v, eps, k) + self._c2[k - 1] * v
 
     @staticmethod
     def _guided(net, args_cond: tuple, args_uncond: tuple, w: float) -> torch.Tensor:
