@@ -59,11 +59,20 @@ double plan_flops(const mpd_model_info& m, const mpd_options& o) {
          o.num_candidates * H * ranker;
 }
 
-// Weight bytes read per plan: every block reads a network's weights once per evaluation (the
-// kernel uses one candidate per block below 8 x SMs candidates, four above).
+// Candidates per thread block: one below 8 x SMs candidates, four above, unless
+// MPD_CUDA_CANDIDATES_PER_BLOCK forces one of 1, 2, 4, 8.
+double candidates_per_block(const mpd_options& o, int sms) {
+  if (const char* env = std::getenv("MPD_CUDA_CANDIDATES_PER_BLOCK")) {
+    const int forced = std::atoi(env);
+    if (forced == 1 || forced == 2 || forced == 4 || forced == 8) return forced;
+  }
+  return o.num_candidates >= 8u * static_cast<unsigned>(sms) ? 4.0 : 1.0;
+}
+
+// Weight bytes read per plan: every block reads a network's weights once per evaluation.
 double weight_bytes(const mpd_model_info& m, const mpd_options& o, int sms) {
   const double H = m.horizon, D = m.state_dim + m.action_dim, in = H * D + m.state_dim + m.cond_dim + 32;
-  const double cpb = o.num_candidates >= 8u * static_cast<unsigned>(sms) ? 4.0 : 1.0;
+  const double cpb = candidates_per_block(o, sms);
   const double blocks = (o.num_candidates + cpb - 1) / cpb;
   const double chunks = (H + 2 * cpb - 1) / (2 * cpb);  // ranker row groups per candidate
   double ranker = mlp_params(D, m.ranker_width, m.ranker_layers, m.reward_outputs);
@@ -172,9 +181,10 @@ int main(int argc, char** argv) {
       std::snprintf(row, sizeof row,
                     "%s{\"num_candidates\": %u, \"gflop_per_plan\": %.6f, \"kernel_ms_p50\": %.5f, "
                     "\"kernel_ms_p99\": %.5f, \"graph_ms_p50\": %.5f, \"host_ms_p50\": %.5f, \"host_ms_p99\": %.5f, "
-                    "\"gflops\": %.1f, \"weight_gb_read\": %.4f, \"weight_tb_per_s\": %.3f}",
+                    "\"gflops\": %.1f, \"weight_gb_read\": %.4f, \"weight_tb_per_s\": %.3f, "
+                    "\"candidates_per_block\": %d}",
                     rows.empty() ? "" : ", ", n, flops / 1e9, k50, k99, g50, h50, h99, flops / k50 / 1e6, bytes / 1e9,
-                    bytes / k50 / 1e9);
+                    bytes / k50 / 1e9, static_cast<int>(candidates_per_block(o, prop.multiProcessorCount)));
       rows += row;
     }
     const char* json = arg(argc, argv, "--json", nullptr);

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -262,6 +263,13 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
   }
 }
 
+// The kernel variants: candidates per thread block. The answer does not depend on the variant
+// (each row's arithmetic is the same); only the weight traffic and the parallelism do.
+constexpr int kVariants = 4;
+constexpr int kCandidatesPerBlock[kVariants] = {1, 2, 4, 8};
+using PlanKernel = void (*)(PlanParams);
+constexpr PlanKernel kPlanKernels[kVariants] = {plan_kernel<1>, plan_kernel<2>, plan_kernel<4>, plan_kernel<8>};
+
 // One warp: the selection rule of DESIGN 3 step 3 (ties to the lowest index), then the chosen
 // candidate's first actions in env units.
 __global__ void select_kernel(const SelectParams s) {
@@ -297,8 +305,9 @@ __global__ void select_kernel(const SelectParams s) {
 struct CudaSampler::Impl {
   ModelConfig config;
   int max_candidates = 0;
-  int cpb = 1;                 // candidates per block of this workspace's kernel
-  size_t shared_bytes[2] = {};  // dynamic shared memory of the CPB = 1 and CPB = 4 kernels
+  int auto_large = 0;           // variant used once N >= 8 x SMs (0 when it does not fit)
+  int forced = -1;              // variant forced by MPD_CUDA_CANDIDATES_PER_BLOCK, else -1
+  size_t shared_bytes[kVariants] = {};  // dynamic shared memory of each variant
   int sm_count = 0;
   float* arena = nullptr;      // weights, steps, embeddings, then plan buffers
   double* norms = nullptr;     // state mid, half; action mid, half
@@ -461,25 +470,24 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
   cudaDeviceProp prop{};
   if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return MPD_ERR_DEVICE;
   impl->sm_count = prop.multiProcessorCount;
-  const int cpbs[2] = {1, 4};
-  for (int v = 0; v < 2; ++v) {
-    const int cpb = cpbs[v];
-    const size_t floats = round4(c.state_dim) + static_cast<size_t>(cpb) * p.ld_tau +
-                          2 * static_cast<size_t>(cpb) * (p.ld_in + 2 * p.ld_h + p.ld_out);
+  bool fits[kVariants] = {};
+  for (int v = 0; v < kVariants; ++v) {
+    const size_t cpb = static_cast<size_t>(kCandidatesPerBlock[v]);
+    const size_t floats = round4(c.state_dim) + cpb * p.ld_tau + 2 * cpb * (p.ld_in + 2 * p.ld_h + p.ld_out);
     impl->shared_bytes[v] = floats * sizeof(float);
-  }
-  if (impl->shared_bytes[0] > prop.sharedMemPerBlockOptin) return MPD_ERR_NOT_AVAILABLE;
-  if (cudaFuncSetAttribute(plan_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(impl->shared_bytes[0])) != cudaSuccess) {
+    fits[v] = impl->shared_bytes[v] <= prop.sharedMemPerBlockOptin &&
+              cudaFuncSetAttribute(kPlanKernels[v], cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   static_cast<int>(impl->shared_bytes[v])) == cudaSuccess;
     cudaGetLastError();
-    return MPD_ERR_DEVICE;
   }
+  if (!fits[0]) return MPD_ERR_NOT_AVAILABLE;
   // Four candidates per block once there are enough candidates to fill every SM twice over.
-  impl->cpb = 1;
-  if (max_candidates >= 8 * impl->sm_count && impl->shared_bytes[1] <= prop.sharedMemPerBlockOptin &&
-      cudaFuncSetAttribute(plan_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(impl->shared_bytes[1])) == cudaSuccess) {
-    impl->cpb = 4;
+  impl->auto_large = fits[2] ? 2 : 0;
+  // Tuning override (benchmarks): MPD_CUDA_CANDIDATES_PER_BLOCK = 1, 2, 4 or 8 for every plan.
+  if (const char* env = std::getenv("MPD_CUDA_CANDIDATES_PER_BLOCK")) {
+    for (int v = 0; v < kVariants; ++v) {
+      if (std::atoi(env) == kCandidatesPerBlock[v] && fits[v]) impl->forced = v;
+    }
   }
   cudaGetLastError();
   out->reset(new CudaSampler(std::move(impl)));
@@ -505,13 +513,10 @@ mpd_status CudaSampler::plan(const float* state, uint64_t seed, const mpd_option
   p.dynamics_last = o.dynamics_last;
   p.discount = o.discount;
   // The larger blocks only where N fills the GPU with them; the answer does not depend on it.
-  const int cpb = (m.cpb == 4 && N >= 8 * m.sm_count) ? 4 : 1;
+  const int v = m.forced >= 0 ? m.forced : (N >= 8 * m.sm_count ? m.auto_large : 0);
+  const int cpb = kCandidatesPerBlock[v];
   const unsigned grid = static_cast<unsigned>((N + cpb - 1) / cpb);
-  if (cpb == 4) {
-    plan_kernel<4><<<grid, kThreads, m.shared_bytes[1], stream>>>(p);
-  } else {
-    plan_kernel<1><<<grid, kThreads, m.shared_bytes[0], stream>>>(p);
-  }
+  kPlanKernels[v]<<<grid, kThreads, m.shared_bytes[v], stream>>>(p);
   SelectParams s = m.select;
   s.state = state;
   s.actions = output->actions;

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Everything the CUDA backend needs checked on a GPU, in one call (the device tool's lease is
+# short): build the Python module and the C++ tests/benchmarks for this GPU, run the CUDA tests
+# (each kernel variant), then the latency benchmarks and a short Nsight Compute profile.
+#
+#   bash benchmarks/gpu_runbook.sh            # logs and JSON under $OUT (default runs/gpu)
+#   STEPS="tests bench" bash benchmarks/gpu_runbook.sh
+#
+# Results: $OUT/log.txt (every step's output), gpu_latency.json (PyTorch reference vs ours),
+# cuda_cxx_h16.json / cuda_cxx_h32.json (mpd_bench_cuda), sweep.jsonl (candidates per block).
+set -uo pipefail
+OUT=${OUT:-runs/gpu}
+STEPS=${STEPS:-"build tests bench sweep profile"}
+ARCH=${ARCH:-90}
+mkdir -p "$OUT"
+LOG="$OUT/log.txt"
+export PYTHONUNBUFFERED=1 CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
+[ -d /usr/local/cuda/bin ] && export PATH="$PATH:/usr/local/cuda/bin"
+BENCH=build/gpu/benchmarks/mpd_bench_cuda
+
+# step NAME LIMIT_S CMD...: run with a time limit, the whole output to the log, its tail here.
+step() {
+  local name=$1 limit=$2 t0 rc
+  shift 2
+  t0=$(date +%s)
+  echo "===== $name" >>"$LOG"
+  timeout "$limit" "$@" >"$OUT/step.log" 2>&1
+  rc=$?
+  cat "$OUT/step.log" >>"$LOG"
+  echo "===== $name: rc=$rc in $(($(date +%s) - t0)) s" | tee -a "$LOG"
+  tail -n "${TAIL:-12}" "$OUT/step.log"
+  rm -f "$OUT/step.log"
+  return $rc
+}
+want() { [[ " $STEPS " == *" $1 "* ]]; }
+
+step machine 30 bash -c 'nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.total --format=csv;
+  nvcc --version | tail -2; python3 -c "import torch, numpy; print(torch.__version__, numpy.__version__)"'
+
+if want build; then
+  step pip 300 python3 -m pip install --no-build-isolation --no-deps \
+    --config-settings=cmake.define.MPD_CUDA_ARCHITECTURES="$ARCH" . || exit 1
+  step import 30 python3 -c 'import mpdiffuser, mpdiffuser._core as c; i = mpdiffuser.build_info(); print(i);
+assert i["cuda_compiled"] and c.cuda_device_available(), "CUDA backend not compiled or no device"' || exit 1
+  step cmake 300 bash -c "cmake -S . -B build/gpu -G Ninja -DMPD_BUILD_PYTHON=OFF -DMPD_BUILD_BENCHMARKS=ON \
+    -DMPD_ENABLE_CUDA=ON -DMPD_CUDA_ARCHITECTURES=$ARCH >/dev/null && cmake --build build/gpu" || exit 1
+fi
+
+if want tests; then
+  step ctest 240 ctest --test-dir build/gpu --output-on-failure
+  for cpb in 2 8; do
+    MPD_CUDA_CANDIDATES_PER_BLOCK=$cpb step "ctest-cuda-cpb$cpb" 120 ctest --test-dir build/gpu -R cuda --output-on-failure
+  done
+  step pytest-cuda 300 python3 -m pytest -q -x tests/python/sampling/test_sampler.py tests/python/test_noise.py -k cuda
+  MPD_CUDA_CANDIDATES_PER_BLOCK=8 step pytest-cuda-cpb8 240 python3 -m pytest -q -x \
+    tests/python/sampling/test_sampler.py -k "cuda_matches"
+fi
+
+if want bench; then
+  step gpu-reference 300 python3 benchmarks/gpu_reference_latency.py --iters "${ITERS:-50}" --out "$OUT/gpu_latency.json"
+  for h in 16 32; do
+    step "bench-cxx-h$h" 120 "$BENCH" "runs/bench/synthetic-hopper-h$h.safetensors" --iters 100 --json "$OUT/cuda_cxx_h$h.json"
+  done
+fi
+
+if want sweep; then
+  for cpb in 1 2 4 8; do
+    for h in 16 32; do
+      MPD_CUDA_CANDIDATES_PER_BLOCK=$cpb step "sweep-cpb$cpb-h$h" 120 "$BENCH" "runs/bench/synthetic-hopper-h$h.safetensors" \
+        --candidates 16,64,256,1024 --iters 30 --json "$OUT/sweep.json" && cat "$OUT/sweep.json" >>"$OUT/sweep.jsonl"
+      rm -f "$OUT/sweep.json"
+    done
+  done
+fi
+
+if want profile; then
+  step ncu 180 ncu --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis \
+    --section WarpStateStats --section Occupancy --section LaunchStats -k regex:plan_kernel -c 1 \
+    "$BENCH" runs/bench/synthetic-hopper-h32.safetensors --candidates 64 --iters 1
+fi
+echo "done: $LOG"
