@@ -60,11 +60,11 @@ double plan_flops(const mpd_model_info& m, const mpd_options& o) {
 }
 
 // Candidates per thread block: one below 8 x SMs candidates, four above, unless
-// MPD_CUDA_CANDIDATES_PER_BLOCK forces one of 1, 2, 4, 8.
+// MPD_CUDA_CANDIDATES_PER_BLOCK forces one of 1, 2, 4.
 double candidates_per_block(const mpd_options& o, int sms) {
   if (const char* env = std::getenv("MPD_CUDA_CANDIDATES_PER_BLOCK")) {
     const int forced = std::atoi(env);
-    if (forced == 1 || forced == 2 || forced == 4 || forced == 8) return forced;
+    if (forced == 1 || forced == 2 || forced == 4) return forced;
   }
   return o.num_candidates >= 8u * static_cast<unsigned>(sms) ? 4.0 : 1.0;
 }

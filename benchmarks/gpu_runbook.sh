@@ -48,11 +48,11 @@ fi
 
 if want tests; then
   step ctest 240 ctest --test-dir build/gpu --output-on-failure
-  for cpb in 2 8; do
+  for cpb in 2 4; do
     MPD_CUDA_CANDIDATES_PER_BLOCK=$cpb step "ctest-cuda-cpb$cpb" 120 ctest --test-dir build/gpu -R cuda --output-on-failure
   done
   step pytest-cuda 300 python3 -m pytest -q -x tests/python/sampling/test_sampler.py tests/python/test_noise.py -k cuda
-  MPD_CUDA_CANDIDATES_PER_BLOCK=8 step pytest-cuda-cpb8 240 python3 -m pytest -q -x \
+  MPD_CUDA_CANDIDATES_PER_BLOCK=4 step pytest-cuda-cpb4 240 python3 -m pytest -q -x \
     tests/python/sampling/test_sampler.py -k "cuda_matches and not hopper"
 fi
 
@@ -64,7 +64,7 @@ if want bench; then
 fi
 
 if want sweep; then
-  for cpb in 1 2 4 8; do
+  for cpb in 1 2 4; do
     for h in ${SWEEP_H:-32}; do
       MPD_CUDA_CANDIDATES_PER_BLOCK=$cpb step "sweep-cpb$cpb-h$h" 120 "$BENCH" "runs/bench/synthetic-hopper-h$h.safetensors" \
         --candidates 16,64,256,1024 --iters 20 --json "$OUT/sweep.json" && cat "$OUT/sweep.json" >>"$OUT/sweep.jsonl"

@@ -2,11 +2,13 @@
 //
 // Thread block b owns candidates [b CPB, b CPB + CPB). Its windows, network inputs, hidden
 // activations and network outputs live in shared memory for the whole plan; the conditional and
-// unconditional rows of its candidates form one batch of up to 2 CPB rows. A dense layer gives
-// each thread output columns j, j + 256, ...; the thread keeps one accumulator per row in
-// registers and reads weight column j from the transposed [in, out] copy, so a warp's weight
-// loads are coalesced and each weight is read once per block and step for all its rows. The
-// per-element update rules and the noise are csrc/math's, shared with the CPU backend.
+// unconditional rows of its candidates form one batch of up to 2 CPB rows. A dense layer splits
+// its work into tasks (4 output columns x one slice of the inputs): a task reads its weights as
+// 16-byte rows of the transposed, zero-padded [in, out] copy (coalesced across the warp, each
+// weight read once per block and evaluation for all rows), its inputs as 16-byte broadcasts from
+// shared memory, and keeps a 4-column accumulator per row in registers; the slices' partial sums
+// are then added in slice order (deterministic, independent of the variant). The per-element
+// update rules and the noise are csrc/math's, shared with the CPU backend.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -23,8 +25,9 @@
 namespace mpd::cuda {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = 512;
 constexpr int kMaxDense = 17;  // dense layers per network (16 hidden layers + output)
+constexpr int kRankRows = 8;   // window rows the ranker scores per batch
 constexpr float kTerminationPenalty = 100.0f;
 
 // One residual MLP on the device: weight[l] is layer l's [in, out] transposed weight.
@@ -51,7 +54,9 @@ struct PlanParams {
   float guidance, lambda, one_minus_lambda;
   unsigned dynamics_every, dynamics_last;
   double discount;
-  int ld_tau, ld_in, ld_h, ld_out;  // shared-memory row strides (floats)
+  int ld_tau, ld_in, ld_h, ld_out;  // shared-memory row strides (floats, multiples of 4)
+  int ld_rin, ld_rh, ld_rout;       // the same for the ranker's rows
+  int part_cols;                    // partial-sum columns per row: max(4 kThreads, widest padded layer)
 };
 
 struct SelectParams {
@@ -69,31 +74,74 @@ struct SelectParams {
 
 __host__ __device__ int round4(int n) { return (n + 3) / 4 * 4; }
 
-// y[r, j] = epilogue(b[j] + sum_i W[j, i] x[r, i]) for r < rows; R = rows at most.
+// Shared-memory layout of a block of CPB candidates (float offsets; every buffer starts on a
+// 16-byte boundary). Host and device compute it with this one function.
+struct Layout {
+  int x0, gamma, tau, in, h0, h1, eps, part, total;
+};
+
+__host__ __device__ Layout layout(const PlanParams& p, int cpb) {
+  const int rows = 2 * cpb, ranked = kRankRows, part_rows = rows > ranked ? rows : ranked;
+  auto most = [](int a, int b) { return a > b ? a : b; };
+  Layout l{};
+  l.x0 = 0;
+  l.gamma = l.x0 + round4(p.dx);
+  l.tau = l.gamma + round4(p.horizon);
+  l.in = l.tau + cpb * p.ld_tau;
+  l.h0 = l.in + most(rows * p.ld_in, ranked * p.ld_rin);
+  l.h1 = l.h0 + most(rows * p.ld_h, ranked * p.ld_rh);
+  l.eps = l.h1 + most(rows * p.ld_h, ranked * p.ld_rh);
+  l.part = l.eps + most(rows * p.ld_out, ranked * p.ld_rout);
+  l.total = l.part + part_rows * p.part_cols;
+  return l;
+}
+
+// y[r, j] = epilogue(b[j] + sum_i W[j, i] x[r, i]) for r < rows; R = rows at most. wt: the
+// transposed weight, [round4(in), round4(out)] with zero padding, so the padding lanes of x
+// (finite: shared memory is zeroed at the start) add nothing. part: [S R, round4(out)] scratch.
 // epilogue 0: linear, 1: SiLU, 2: x[r, j] + SiLU (residual; in == out).
 template <int R>
 __device__ void dense(const float* __restrict__ wt, const float* __restrict__ b, int in, int out, const float* x,
-                      int ldx, int rows, float* y, int ldy, int epilogue) {
-  for (int j = threadIdx.x; j < out; j += blockDim.x) {
-    float acc[R];
-    const float bias = __ldg(b + j);
+                      int ldx, int rows, float* y, int ldy, int epilogue, float* part) {
+  const int G = (out + 3) / 4, ldw = 4 * G, Q = (in + 3) / 4;  // column quads, padded width, input quads
+  const int S = max(1, min(static_cast<int>(blockDim.x) / G, Q));  // input slices
+  const int L = (Q + S - 1) / S;                                    // quads per slice
+  for (int task = threadIdx.x; task < G * S; task += blockDim.x) {
+    const int g = task % G, slice = task / G, q0 = slice * L, q1 = min(Q, q0 + L);
+    float acc[R][4];
 #pragma unroll
-    for (int r = 0; r < R; ++r) acc[r] = 0.0f;
-    for (int i = 0; i < in; ++i) {
-      const float w = __ldg(wt + static_cast<size_t>(i) * out + j);
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0.0f;
+    const float4* w = reinterpret_cast<const float4*>(wt) + static_cast<size_t>(q0) * ldw + g;
+#pragma unroll 2
+    for (int q = q0; q < q1; ++q, w += ldw) {
+      const float4 w0 = __ldg(w), w1 = __ldg(w + G), w2 = __ldg(w + 2 * G), w3 = __ldg(w + 3 * G);
 #pragma unroll
       for (int r = 0; r < R; ++r) {
-        if (r < rows) acc[r] = fmaf(w, x[r * ldx + i], acc[r]);
+        if (r >= rows) continue;
+        const float4 v = *reinterpret_cast<const float4*>(x + r * ldx + 4 * q);
+        acc[r][0] = fmaf(v.w, w3.x, fmaf(v.z, w2.x, fmaf(v.y, w1.x, fmaf(v.x, w0.x, acc[r][0]))));
+        acc[r][1] = fmaf(v.w, w3.y, fmaf(v.z, w2.y, fmaf(v.y, w1.y, fmaf(v.x, w0.y, acc[r][1]))));
+        acc[r][2] = fmaf(v.w, w3.z, fmaf(v.z, w2.z, fmaf(v.y, w1.z, fmaf(v.x, w0.z, acc[r][2]))));
+        acc[r][3] = fmaf(v.w, w3.w, fmaf(v.z, w2.w, fmaf(v.y, w1.w, fmaf(v.x, w0.w, acc[r][3]))));
       }
     }
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      if (r >= rows) continue;
-      float v = acc[r] + bias;
-      if (epilogue == 1) v = math::silu(v);
-      if (epilogue == 2) v = x[r * ldx + j] + math::silu(v);
-      y[r * ldy + j] = v;
+      if (r < rows) {
+        *reinterpret_cast<float4*>(part + (slice * R + r) * ldw + 4 * g) =
+            make_float4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
+      }
     }
+  }
+  __syncthreads();
+  for (int q = threadIdx.x; q < rows * out; q += blockDim.x) {
+    const int r = q / out, j = q % out;
+    float v = 0.0f;
+    for (int slice = 0; slice < S; ++slice) v += part[(slice * R + r) * ldw + j];
+    v += __ldg(b + j);
+    if (epilogue == 1) v = math::silu(v);
+    if (epilogue == 2) v = x[r * ldx + j] + math::silu(v);
+    y[r * ldy + j] = v;
   }
   __syncthreads();
 }
@@ -101,18 +149,19 @@ __device__ void dense(const float* __restrict__ wt, const float* __restrict__ b,
 // out[r] = net(in[r]) for r < rows; h0, h1: [R, ld_h] scratch. Ends synchronized.
 template <int R>
 __device__ void mlp(const DeviceMlp& net, const float* in, int ld_in, int rows, float* h0, float* h1, int ld_h,
-                    float* out, int ld_out) {
-  dense<R>(net.weight[0], net.bias[0], net.dims[0], net.dims[1], in, ld_in, rows, h0, ld_h, 1);
+                    float* out, int ld_out, float* part) {
+  dense<R>(net.weight[0], net.bias[0], net.dims[0], net.dims[1], in, ld_in, rows, h0, ld_h, 1, part);
   float* cur = h0;
   float* next = h1;
   for (int l = 1; l < net.dense - 1; ++l) {
-    dense<R>(net.weight[l], net.bias[l], net.dims[l], net.dims[l + 1], cur, ld_h, rows, next, ld_h, 2);
+    dense<R>(net.weight[l], net.bias[l], net.dims[l], net.dims[l + 1], cur, ld_h, rows, next, ld_h, 2, part);
     float* t = cur;
     cur = next;
     next = t;
   }
   const int last = net.dense - 1;
-  dense<R>(net.weight[last], net.bias[last], net.dims[last], net.dims[last + 1], cur, ld_h, rows, out, ld_out, 0);
+  dense<R>(net.weight[last], net.bias[last], net.dims[last], net.dims[last + 1], cur, ld_h, rows, out, ld_out, 0,
+           part);
 }
 
 // tau[n, e] = z(seed, first + n, step)[e] for the block's cnt candidates (or, with eps, the
@@ -151,21 +200,28 @@ __device__ float tail_at(const PlanParams& p, const float* x0, int r, int cnt, i
 
 template <int CPB>
 __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
-  extern __shared__ float smem[];
+  extern __shared__ float4 smem4[];
+  float* smem = reinterpret_cast<float*>(smem4);
   const int H = p.horizon, dx = p.dx, du = p.du, D = dx + du, HD = H * D, K = p.num_steps;
   const int first = blockIdx.x * CPB;
   const int cnt = min(CPB, p.num_candidates - first);
   const int rows = p.guided ? 2 * cnt : cnt;
-  float* x0 = smem;                       // [dx]
-  float* tau = x0 + round4(dx);           // [CPB, ld_tau]
-  float* in = tau + CPB * p.ld_tau;       // [2 CPB, ld_in]
-  float* h0 = in + 2 * CPB * p.ld_in;     // [2 CPB, ld_h]
-  float* h1 = h0 + 2 * CPB * p.ld_h;      // [2 CPB, ld_h]
-  float* eps = h1 + 2 * CPB * p.ld_h;     // [2 CPB, ld_out]
+  const Layout l = layout(p, CPB);
+  float* x0 = smem + l.x0;      // [dx]
+  float* gamma = smem + l.gamma;  // [H]: float(discount^t)
+  float* tau = smem + l.tau;    // [CPB, ld_tau]
+  float* in = smem + l.in;      // [2 CPB, ld_in] or [kRankRows, ld_rin]
+  float* h0 = smem + l.h0;      // [2 CPB, ld_h] or [kRankRows, ld_rh]
+  float* h1 = smem + l.h1;
+  float* eps = smem + l.eps;    // [2 CPB, ld_out] or [kRankRows, ld_rout]
+  float* part = smem + l.part;  // dense layers' partial sums
 
+  for (int i = threadIdx.x; i < l.total; i += blockDim.x) smem[i] = 0.0f;
+  __syncthreads();
   for (int i = threadIdx.x; i < dx; i += blockDim.x) {
     x0[i] = static_cast<float>((static_cast<double>(p.state[i]) - p.state_mid[i]) / p.state_half[i]);
   }
+  for (int t = threadIdx.x; t < H; t += blockDim.x) gamma[t] = static_cast<float>(pow(p.discount, static_cast<double>(t)));
   noise_update(p, tau, first, cnt, K + 1, nullptr, nullptr);
 
   for (int k = K; k >= 1; --k) {
@@ -189,7 +245,7 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
         in[r * p.ld_in + i] = v;
       }
       __syncthreads();
-      mlp<2 * CPB>(p.dynamics, in, p.ld_in, rows, h0, h1, p.ld_h, eps, p.ld_out);
+      mlp<2 * CPB>(p.dynamics, in, p.ld_in, rows, h0, h1, p.ld_h, eps, p.ld_out, part);
       for (int q = threadIdx.x; q < cnt * H * dx; q += blockDim.x) {
         const int n = q / (H * dx), e = q % (H * dx);
         const float cond = eps[n * p.ld_out + e];
@@ -206,7 +262,7 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
       in[r * p.ld_in + i] = i < HD ? tau[(r % cnt) * p.ld_tau + i] : tail_at(p, x0, r, cnt, i - HD, emb);
     }
     __syncthreads();
-    mlp<2 * CPB>(p.planner, in, p.ld_in, rows, h0, h1, p.ld_h, eps, p.ld_out);
+    mlp<2 * CPB>(p.planner, in, p.ld_in, rows, h0, h1, p.ld_h, eps, p.ld_out, part);
     noise_update(p, tau, first, cnt, k > 1 ? k : 0, eps, &st);
   }
 
@@ -214,11 +270,10 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
     p.windows[static_cast<size_t>(first + q / HD) * HD + q % HD] = tau[(q / HD) * p.ld_tau + q % HD];
   }
 
-  // Ranking: rows [x_t, u_t], t = 0..H-1 (x_0 the current state), 2 CPB rows at a time, summed
-  // in t order by thread 0 as the CPU backend sums them.
+  // Ranking: rows [x_t, u_t], t = 0..H-1 (x_0 the current state), kRankRows rows at a time,
+  // summed in t order by thread 0 as the CPU backend sums them.
   __shared__ float value_acc, cost_acc;
   __shared__ int fell;
-  const int R = 2 * CPB;
   for (int n = 0; n < cnt; ++n) {
     if (threadIdx.x == 0) {
       value_acc = 0.0f;
@@ -226,36 +281,33 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
       fell = -1;
     }
     const float* win = tau + n * p.ld_tau;
-    for (int t0 = 0; t0 < H; t0 += R) {
-      const int rr = min(R, H - t0);
+    for (int t0 = 0; t0 < H; t0 += kRankRows) {
+      const int rr = min(kRankRows, H - t0);
       for (int q = threadIdx.x; q < rr * D; q += blockDim.x) {
         const int r = q / D, i = q % D, t = t0 + r;
-        in[r * p.ld_in + i] = i < dx ? (t == 0 ? x0[i] : win[(t - 1) * D + i]) : win[t * D + i];
+        in[r * p.ld_rin + i] = i < dx ? (t == 0 ? x0[i] : win[(t - 1) * D + i]) : win[t * D + i];
       }
       __syncthreads();
-      mlp<2 * CPB>(p.reward, in, p.ld_in, rr, h0, h1, p.ld_h, eps, p.ld_out);
+      mlp<kRankRows>(p.reward, in, p.ld_rin, rr, h0, h1, p.ld_rh, eps, p.ld_rout, part);
       if (threadIdx.x == 0) {
         for (int r = 0; r < rr; ++r) {
           const int t = t0 + r;
-          const float gamma = static_cast<float>(pow(p.discount, static_cast<double>(t)));
-          value_acc += eps[r * p.ld_out] * gamma;
-          if (p.reward_outputs == 2 && fell < 0 && eps[r * p.ld_out + 1] > 0.0f) fell = t;
+          value_acc += eps[r * p.ld_rout] * gamma[t];
+          if (p.reward_outputs == 2 && fell < 0 && eps[r * p.ld_rout + 1] > 0.0f) fell = t;
         }
       }
       __syncthreads();
       if (p.has_cost) {
-        mlp<2 * CPB>(p.cost, in, p.ld_in, rr, h0, h1, p.ld_h, eps, p.ld_out);
+        mlp<kRankRows>(p.cost, in, p.ld_rin, rr, h0, h1, p.ld_rh, eps, p.ld_rout, part);
         if (threadIdx.x == 0) {
-          for (int r = 0; r < rr; ++r) {
-            cost_acc += eps[r * p.ld_out] * static_cast<float>(pow(p.discount, static_cast<double>(t0 + r)));
-          }
+          for (int r = 0; r < rr; ++r) cost_acc += eps[r * p.ld_rout] * gamma[t0 + r];
         }
         __syncthreads();
       }
     }
     if (threadIdx.x == 0) {
       float value = value_acc;
-      if (fell >= 0) value -= kTerminationPenalty * static_cast<float>(pow(p.discount, static_cast<double>(fell)));
+      if (fell >= 0) value -= kTerminationPenalty * gamma[fell];
       p.values[first + n] = value;
       if (p.has_cost) p.costs[first + n] = cost_acc;
     }
@@ -265,10 +317,10 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
 
 // The kernel variants: candidates per thread block. The answer does not depend on the variant
 // (each row's arithmetic is the same); only the weight traffic and the parallelism do.
-constexpr int kVariants = 4;
-constexpr int kCandidatesPerBlock[kVariants] = {1, 2, 4, 8};
+constexpr int kVariants = 3;
+constexpr int kCandidatesPerBlock[kVariants] = {1, 2, 4};
 using PlanKernel = void (*)(PlanParams);
-constexpr PlanKernel kPlanKernels[kVariants] = {plan_kernel<1>, plan_kernel<2>, plan_kernel<4>, plan_kernel<8>};
+constexpr PlanKernel kPlanKernels[kVariants] = {plan_kernel<1>, plan_kernel<2>, plan_kernel<4>};
 
 // One warp: the selection rule of DESIGN 3 step 3 (ties to the lowest index), then the chosen
 // candidate's first actions in env units.
@@ -358,8 +410,10 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
     for (const DenseWeights& layer : nets[i]->layers) {
       align();
       offsets.push_back(image.size());
-      for (int r = 0; r < layer.in; ++r) {
-        for (int j = 0; j < layer.out; ++j) image.push_back(layer.weight[static_cast<size_t>(j) * layer.in + r]);
+      for (int r = 0; r < round4(layer.in); ++r) {  // [round4(in), round4(out)], zero padded
+        for (int j = 0; j < round4(layer.out); ++j) {
+          image.push_back(r < layer.in && j < layer.out ? layer.weight[static_cast<size_t>(j) * layer.in + r] : 0.0f);
+        }
       }
       align();
       offsets.push_back(image.size());
@@ -416,9 +470,10 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
   PlanParams& p = impl->params;
   DeviceMlp* device_nets[4] = {&p.planner, &p.dynamics, &p.reward, &p.cost};
   size_t o = 0;
-  int ld_in = D, ld_h = 1, ld_out = 1;
+  int ld_in = 4, ld_h = 4, ld_out = 4, ld_rin = 4, ld_rh = 4, ld_rout = 4, widest = 4;
   for (int i = 0; i < num_nets; ++i) {
     DeviceMlp& m = *device_nets[i];
+    const bool ranker = i >= 2;
     m.dense = static_cast<int>(nets[i]->layers.size());
     for (int l = 0; l < m.dense; ++l) {
       const DenseWeights& layer = nets[i]->layers[static_cast<size_t>(l)];
@@ -426,10 +481,11 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
       m.bias[l] = a + offsets[o++];
       m.dims[l] = layer.in;
       m.dims[l + 1] = layer.out;
-      if (l > 0) ld_h = std::max(ld_h, layer.in);
+      if (l > 0) (ranker ? ld_rh : ld_h) = std::max(ranker ? ld_rh : ld_h, round4(layer.in));
+      widest = std::max(widest, round4(layer.out));
     }
-    ld_in = std::max(ld_in, m.dims[0]);
-    ld_out = std::max(ld_out, m.dims[m.dense]);
+    (ranker ? ld_rin : ld_in) = std::max(ranker ? ld_rin : ld_in, round4(m.dims[0]));
+    (ranker ? ld_rout : ld_out) = std::max(ranker ? ld_rout : ld_out, round4(m.dims[m.dense]));
   }
   p.steps = reinterpret_cast<const math::StepFloats*>(a + steps_at);
   p.embeddings = a + emb_at;
@@ -445,10 +501,14 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
   p.num_steps = K;
   p.reward_outputs = c.reward_outputs;
   p.has_cost = c.has_cost ? 1 : 0;
-  p.ld_tau = round4(HD) + 1;  // odd strides spread the candidates' rows over shared-memory banks
-  p.ld_in = round4(ld_in) + 1;
-  p.ld_h = round4(ld_h) + 1;
-  p.ld_out = round4(ld_out) + 1;
+  p.ld_tau = round4(HD);
+  p.ld_in = ld_in;
+  p.ld_h = ld_h;
+  p.ld_out = ld_out;
+  p.ld_rin = ld_rin;
+  p.ld_rh = ld_rh;
+  p.ld_rout = ld_rout;
+  p.part_cols = std::max(4 * kThreads, widest);
 
   SelectParams& s = impl->select;
   s.windows = p.windows;
@@ -472,9 +532,7 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
   impl->sm_count = prop.multiProcessorCount;
   bool fits[kVariants] = {};
   for (int v = 0; v < kVariants; ++v) {
-    const size_t cpb = static_cast<size_t>(kCandidatesPerBlock[v]);
-    const size_t floats = round4(c.state_dim) + cpb * p.ld_tau + 2 * cpb * (p.ld_in + 2 * p.ld_h + p.ld_out);
-    impl->shared_bytes[v] = floats * sizeof(float);
+    impl->shared_bytes[v] = static_cast<size_t>(layout(p, kCandidatesPerBlock[v]).total) * sizeof(float);
     fits[v] = impl->shared_bytes[v] <= prop.sharedMemPerBlockOptin &&
               cudaFuncSetAttribute(kPlanKernels[v], cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    static_cast<int>(impl->shared_bytes[v])) == cudaSuccess;
@@ -483,7 +541,7 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
   if (!fits[0]) return MPD_ERR_NOT_AVAILABLE;
   // Four candidates per block once there are enough candidates to fill every SM twice over.
   impl->auto_large = fits[2] ? 2 : 0;
-  // Tuning override (benchmarks): MPD_CUDA_CANDIDATES_PER_BLOCK = 1, 2, 4 or 8 for every plan.
+  // Tuning override (benchmarks): MPD_CUDA_CANDIDATES_PER_BLOCK = 1, 2 or 4 for every plan.
   if (const char* env = std::getenv("MPD_CUDA_CANDIDATES_PER_BLOCK")) {
     for (int v = 0; v < kVariants; ++v) {
       if (std::atoi(env) == kCandidatesPerBlock[v] && fits[v]) impl->forced = v;

@@ -105,7 +105,7 @@ def test_numpy_integers_are_accepted():
 def test_cuda_kernel_equals_numpy():
     if not _core.cuda_device_available():
         pytest.skip("no CUDA device")
-    for seed, candidate, step, count in KEYS[:4]:
+    for seed, candidate, step in KEYS[:4]:
         got = _core.cuda_noise_normal(seed, candidate, step, 1003)
         assert np.array_equal(got, noise.normal(seed, candidate, step, 1003))
 
