@@ -59,14 +59,18 @@ double plan_flops(const mpd_model_info& m, const mpd_options& o) {
          o.num_candidates * H * ranker;
 }
 
-// Candidates per thread block: one below 8 x SMs candidates, four above, unless
-// MPD_CUDA_CANDIDATES_PER_BLOCK forces one of 1, 2, 4.
+// Candidates per thread block, as the sampler chooses them: the fewest of 1, 2, 4 whose blocks
+// run in one wave (one 512-thread block per SM, as on an H100/H200), else 4; or the one that
+// MPD_CUDA_CANDIDATES_PER_BLOCK forces.
 double candidates_per_block(const mpd_options& o, int sms) {
   if (const char* env = std::getenv("MPD_CUDA_CANDIDATES_PER_BLOCK")) {
     const int forced = std::atoi(env);
     if (forced == 1 || forced == 2 || forced == 4) return forced;
   }
-  return o.num_candidates >= 8u * static_cast<unsigned>(sms) ? 4.0 : 1.0;
+  for (int cpb : {1, 2, 4}) {
+    if ((o.num_candidates + cpb - 1) / cpb <= static_cast<unsigned>(sms)) return cpb;
+  }
+  return 4;
 }
 
 // Weight bytes read per plan: every block reads a network's weights once per evaluation.

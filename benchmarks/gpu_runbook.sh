@@ -5,12 +5,14 @@
 #
 #   bash benchmarks/gpu_runbook.sh            # logs and JSON under $OUT (default runs/gpu)
 #   STEPS="tests bench" bash benchmarks/gpu_runbook.sh
+#   BASELINE=old/sampler.cu bash benchmarks/gpu_runbook.sh   # also time another csrc/cuda/sampler.cu
 #
 # Results: $OUT/log.txt (every step's output), gpu_latency.json (PyTorch reference vs ours),
-# cuda_cxx_h16.json / cuda_cxx_h32.json (mpd_bench_cuda), sweep.jsonl (candidates per block).
+# cuda_cxx_h16.json / cuda_cxx_h32.json (mpd_bench_cuda), sweep.jsonl (candidates per block),
+# baseline.jsonl (mpd_bench_cuda built with $BASELINE instead of csrc/cuda/sampler.cu).
 set -uo pipefail
 OUT=${OUT:-runs/gpu}
-STEPS=${STEPS:-"build tests bench sweep profile"}
+STEPS=${STEPS:-"build tests bench sweep baseline profile"}
 ARCH=${ARCH:-90}
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
@@ -51,8 +53,8 @@ if want tests; then
   for cpb in 2 4; do
     MPD_CUDA_CANDIDATES_PER_BLOCK=$cpb step "ctest-cuda-cpb$cpb" 120 ctest --test-dir build/gpu -R cuda --output-on-failure
   done
-  step pytest-cuda 300 python3 -m pytest -q -x tests/python/sampling/test_sampler.py tests/python/test_noise.py -k cuda
-  MPD_CUDA_CANDIDATES_PER_BLOCK=4 step pytest-cuda-cpb4 240 python3 -m pytest -q -x \
+  step pytest-cuda 300 python3 -m pytest -q tests/python/sampling/test_sampler.py tests/python/test_noise.py -k cuda
+  MPD_CUDA_CANDIDATES_PER_BLOCK=4 step pytest-cuda-cpb4 240 python3 -m pytest -q \
     tests/python/sampling/test_sampler.py -k "cuda_matches and not hopper"
 fi
 
@@ -73,9 +75,25 @@ if want sweep; then
   done
 fi
 
+if want baseline && [ -n "${BASELINE:-}" ]; then
+  base=/tmp/mpd-baseline
+  rm -rf "$base" && mkdir -p "$base" && cp -r CMakeLists.txt cmake csrc benchmarks tests examples "$base"/ &&
+    cp "$BASELINE" "$base/csrc/cuda/sampler.cu"
+  step baseline-build 300 bash -c "cmake -S $base -B $base/build -G Ninja -DMPD_BUILD_PYTHON=OFF -DMPD_BUILD_TESTS=OFF \
+    -DMPD_BUILD_EXAMPLES=OFF -DMPD_BUILD_BENCHMARKS=ON -DMPD_ENABLE_CUDA=ON -DMPD_CUDA_ARCHITECTURES=$ARCH >/dev/null &&
+    cmake --build $base/build --target mpd_bench_cuda"
+  for h in 16 32; do
+    step "baseline-h$h" 120 "$base/build/benchmarks/mpd_bench_cuda" "runs/bench/synthetic-hopper-h$h.safetensors" \
+      --iters 100 --json "$OUT/base.json" && cat "$OUT/base.json" >>"$OUT/baseline.jsonl"
+    rm -f "$OUT/base.json"
+  done
+fi
+
 if want profile; then
-  step ncu 180 ncu --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis \
-    --section WarpStateStats --section Occupancy --section LaunchStats -k regex:plan_kernel -c 1 \
-    "$BENCH" runs/bench/synthetic-hopper-h32.safetensors --candidates 64 --iters 1
+  for n in 64 1024; do
+    step "ncu-n$n" 180 ncu --clock-control none --section SpeedOfLight --section ComputeWorkloadAnalysis \
+      --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --section LaunchStats \
+      -k regex:plan_kernel -c 1 "$BENCH" runs/bench/synthetic-hopper-h32.safetensors --candidates $n --iters 1
+  done
 fi
 echo "done: $LOG"

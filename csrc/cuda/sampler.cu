@@ -357,8 +357,8 @@ __global__ void select_kernel(const SelectParams s) {
 struct CudaSampler::Impl {
   ModelConfig config;
   int max_candidates = 0;
-  int auto_large = 0;           // variant used once N >= 8 x SMs (0 when it does not fit)
-  int forced = -1;              // variant forced by MPD_CUDA_CANDIDATES_PER_BLOCK, else -1
+  int capacity[kVariants] = {};  // blocks of each variant resident at once (0: does not fit)
+  int forced = -1;               // variant forced by MPD_CUDA_CANDIDATES_PER_BLOCK, else -1
   size_t shared_bytes[kVariants] = {};  // dynamic shared memory of each variant
   int sm_count = 0;
   float* arena = nullptr;      // weights, steps, embeddings, then plan buffers
@@ -539,8 +539,14 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
     cudaGetLastError();
   }
   if (!fits[0]) return MPD_ERR_NOT_AVAILABLE;
-  // Four candidates per block once there are enough candidates to fill every SM twice over.
-  impl->auto_large = fits[2] ? 2 : 0;
+  for (int v = 0; v < kVariants; ++v) {
+    int per_sm = 0;
+    if (fits[v] && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kPlanKernels[v], kThreads,
+                                                                 impl->shared_bytes[v]) == cudaSuccess) {
+      impl->capacity[v] = per_sm * impl->sm_count;
+    }
+    cudaGetLastError();
+  }
   // Tuning override (benchmarks): MPD_CUDA_CANDIDATES_PER_BLOCK = 1, 2 or 4 for every plan.
   if (const char* env = std::getenv("MPD_CUDA_CANDIDATES_PER_BLOCK")) {
     for (int v = 0; v < kVariants; ++v) {
@@ -570,8 +576,16 @@ mpd_status CudaSampler::plan(const float* state, uint64_t seed, const mpd_option
   p.dynamics_every = o.dynamics_every;
   p.dynamics_last = o.dynamics_last;
   p.discount = o.discount;
-  // The larger blocks only where N fills the GPU with them; the answer does not depend on it.
-  const int v = m.forced >= 0 ? m.forced : (N >= 8 * m.sm_count ? m.auto_large : 0);
+  // The fewest candidates per block whose blocks all run at once (one wave): a block's time grows
+  // with its candidates, a second wave doubles the plan's (measured on an H100/H200, N = 16..1024).
+  // Past four candidates per block, the largest variant that fits. The answer does not depend on it.
+  int v = m.forced;
+  for (int i = 0; v < 0 && i < kVariants; ++i) {
+    if (m.capacity[i] > 0 && (N + kCandidatesPerBlock[i] - 1) / kCandidatesPerBlock[i] <= m.capacity[i]) v = i;
+  }
+  for (int i = kVariants - 1; v < 0; --i) {
+    if (i == 0 || m.capacity[i] > 0) v = i;
+  }
   const int cpb = kCandidatesPerBlock[v];
   const unsigned grid = static_cast<unsigned>((N + cpb - 1) / cpb);
   kPlanKernels[v]<<<grid, kThreads, m.shared_bytes[v], stream>>>(p);

@@ -18,6 +18,10 @@ from mpdiffuser.config import ModelConfig, SamplerOptions
 from mpdiffuser.sampling.sampler import Sampler
 
 WINDOW_ABS, WINDOW_REL_L2, VALUE_REL = 2e-4, 1e-5, 1e-4
+# The CUDA kernel adds each dense layer's inputs in slices (split-K) and then the slices' sums, an
+# order unlike the reference's and the CPU's; over K steps one window element in 57000 drifted to
+# 3e-4 (odd size, N = 1024) while the relative L2 error stayed 2e-6. Same relative bound.
+CUDA_WINDOW_ABS = 5e-4
 
 SIZES = {
     "tiny": dict(state_dim=3, action_dim=2, model=ModelConfig(horizon=4, num_steps=5, width=24, layers=2,
@@ -55,13 +59,14 @@ def _state(spec, seed: int) -> np.ndarray:
     return (rng.uniform(spec.states.low, spec.states.high)).astype(np.float32)
 
 
-def _compare(native: Sampler, reference: Sampler, options: SamplerOptions, seed: int) -> None:
+def _compare(native: Sampler, reference: Sampler, options: SamplerOptions, seed: int,
+             window_abs: float = WINDOW_ABS) -> None:
     state = _state(native.spec, seed)
     a, b = native.plan(state, seed, options), reference.plan(state, seed, options)
     assert a.index == b.index
-    assert_close(a.windows, b.windows.astype(np.float32), WINDOW_ABS, WINDOW_REL_L2)
+    assert_close(a.windows, b.windows.astype(np.float32), window_abs, WINDOW_REL_L2)
     np.testing.assert_allclose(a.values, b.values, rtol=VALUE_REL, atol=VALUE_REL * np.abs(b.values).max())
-    np.testing.assert_allclose(a.actions, b.actions, rtol=0, atol=WINDOW_ABS * 4)
+    np.testing.assert_allclose(a.actions, b.actions, rtol=0, atol=window_abs * 4)
     if b.costs is not None:
         np.testing.assert_allclose(a.costs, b.costs, rtol=VALUE_REL, atol=VALUE_REL * max(np.abs(b.costs).max(), 1))
 
@@ -221,19 +226,36 @@ def _cuda_device() -> bool:
 @pytest.mark.parametrize("n", [1, 7, 64, 1024])
 @pytest.mark.parametrize("lam", [0.0, 1.0])
 def test_cuda_matches_reference_and_cpu(model_files, samplers, size, cost, n, lam):
-    """The CUDA backend against the PyTorch reference (same tolerances as the CPU backend) and
-    against the CPU backend (same chosen index); repeats are bit-identical."""
+    """The CUDA backend against the PyTorch reference (the CPU backend's tolerances, but 5e-4 on a
+    window element: CUDA_WINDOW_ABS) and against the CPU backend (same chosen index); repeats are
+    bit-identical."""
     cuda = Sampler(model_files[size, cost], "cuda")
     cpu, reference = samplers[size, cost]
     options = cuda.defaults.replace(num_candidates=n, dynamics_weight=lam,
                                     cost_limit=2.0 if cost else None, cost_budget=0.5 if cost else None)
-    _compare(cuda, reference, options, seed=5)
+    _compare(cuda, reference, options, seed=5, window_abs=CUDA_WINDOW_ABS)
     state = _state(cuda.spec, 5)
     a, b = cuda.plan(state, 9, options), cpu.plan(state, 9, options)
     assert a.index == b.index
-    assert_close(a.windows, b.windows, WINDOW_ABS, WINDOW_REL_L2)
+    assert_close(a.windows, b.windows, CUDA_WINDOW_ABS, WINDOW_REL_L2)
     again = cuda.plan(state, 9, options)
     assert np.array_equal(again.windows, a.windows) and again.index == a.index
+
+
+@pytest.mark.skipif(not _cuda_device(), reason="no CUDA device")
+@pytest.mark.parametrize("size", ["odd", "hopper"])
+def test_cuda_kernel_variants_agree_bit_for_bit(model_files, monkeypatch, size):
+    """1, 2 or 4 candidates per thread block (MPD_CUDA_CANDIDATES_PER_BLOCK, read when the
+    workspace is made) change the grid, never a plan: windows, values and index bit-identical."""
+    plans = []
+    for cpb in ("1", "2", "4"):
+        monkeypatch.setenv("MPD_CUDA_CANDIDATES_PER_BLOCK", cpb)
+        sampler = Sampler(model_files[size, True], "cuda")
+        options = sampler.defaults.replace(num_candidates=37, cost_limit=2.0, cost_budget=0.5)
+        plans.append(sampler.plan(_state(sampler.spec, 3), 11, options))
+    for plan in plans[1:]:
+        assert np.array_equal(plan.windows, plans[0].windows) and np.array_equal(plan.values, plans[0].values)
+        assert np.array_equal(plan.costs, plans[0].costs) and plan.index == plans[0].index
 
 
 def test_cuda_backend_without_a_device_says_so(model_files):
