@@ -216,7 +216,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     """
     from mpdiffuser.envs import PhysicsChange
 
-    only = {"hz": "quadruped", "dataset": "locomotion", "physics": "dynamics", "cost_penalty": "constrained",
+    only = {"hz": "quadruped", "model_file": "quadruped", "dataset": "locomotion", "physics": "dynamics", "cost_penalty": "constrained",
             "kind": "locomotion", "expert_steps": "locomotion", "finetune_steps": "dynamics",
             "shift_transitions": "dynamics"}  # options of one experiment
     for flag, name in only.items():
@@ -235,7 +235,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     if args.name == "quadruped":
         from mpdiffuser.experiments.quadruped import QuadrupedConfig as Config, run_quadruped as run
 
-        changes = common | {"control_hz": args.hz, "seed": args.seed}
+        changes = common | {"control_hz": args.hz, "seed": args.seed, "model_file": args.model_file}
     elif args.name == "locomotion":
         from mpdiffuser.experiments.locomotion import LocomotionConfig as Config, run_locomotion as run
 
@@ -413,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="dynamics: behaviour-policy transitions collected on each changed robot "
                                  "(default 10000; 5000 random-action ones are added)")
     experiment.add_argument("--hz", type=float, default=None, help="quadruped: control rate (default 50)")
+    experiment.add_argument("--model-file", default=None,
+                            help="quadruped: control this exported model file (no data, no training); "
+                                 "--candidates sets N (default 8)")
     experiment.add_argument("--threads", type=int, default=None,
                             help="native CPU backend threads (default: every core)")
     experiment.add_argument("--backend", default=None, choices=["auto", "cpu", "cuda", "torch"],

@@ -20,6 +20,7 @@ def test_statistics():
 
 @pytest.mark.parametrize("argv, message", [
     (["locomotion", "--quick", "--hz", "20"], "--hz applies to the quadruped"),
+    (["dynamics", "--model-file", "m.safetensors"], "--model-file applies to the quadruped"),
     (["constrained", "--dataset", "x.hdf5"], "--dataset applies to the locomotion"),
     (["locomotion", "--physics", "mass=2"], "--physics applies to the dynamics"),
     (["dynamics", "--physics", "mass=x"], "not a number"),

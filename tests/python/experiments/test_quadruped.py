@@ -1,5 +1,6 @@
 """The quadruped experiment's --quick setting, end to end: Ant-v5 data, training, export, and
-fixed-rate MPC control with the native backend, with its JSON, CSV and latency plot."""
+fixed-rate MPC control with the native backend, with its JSON, CSV and latency plot; and the
+control phase alone on a model file the user has (--model-file)."""
 
 from __future__ import annotations
 
@@ -64,3 +65,36 @@ def test_fixed_rate_loop_counts_missed_deadlines():
     assert result["length"] == 30
     assert result["missed_deadlines"] == 10
     assert 40 <= result["achieved_hz"] <= 101
+
+
+def test_model_file_runs_the_control_phase_alone(tmp_path, monkeypatch):
+    """--model-file: no data and no training (they would fail here), the file's model at the
+    asked N and rate, the same report."""
+    from mpdiffuser import bench
+    from mpdiffuser.config import ModelConfig
+    from mpdiffuser.envs import make_env
+    from mpdiffuser.experiments import quadruped
+
+    env = make_env("Ant-v5")
+    dx, du = env.observation_space.shape[0], env.action_space.shape[0]
+    env.close()
+    model = bench.synthetic_model_file(tmp_path / "ant.safetensors", dx, du, env_id="Ant-v5",
+                                       model=ModelConfig(horizon=4, num_steps=3, width=32, layers=2, ranker_width=16))
+
+    def no_training(*args):
+        raise AssertionError("the data and training steps ran")
+
+    monkeypatch.setattr(quadruped, "_data_and_models", no_training)
+    out = tmp_path / "out"
+    assert cli.main(["experiment", "quadruped", "--model-file", str(model), "--out", str(out), "--backend", "cpu",
+                     "--candidates", "3", "--episodes", "1", "--hz", "200", "--threads", "1"]) == 0
+    report = json.loads((out / "quadruped.json").read_text())
+    assert report["model_file"] == str(model) and report["backend"] == "cpu"
+    assert report["options"]["num_candidates"] == 3 and report["control_hz"] == 200
+    assert report["steps"] == report["episodes"][0]["length"] >= 1
+    assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["max"]
+
+
+def test_missing_model_file_is_refused_before_anything_runs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        QuadrupedConfig(model_file=str(tmp_path / "none.safetensors"))

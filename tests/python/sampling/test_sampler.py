@@ -329,3 +329,14 @@ def test_plan_device_with_torch_tensors_equals_plan(model_files):
     assert int(index.item()) == expected.index
     assert np.array_equal(windows.cpu().numpy(), expected.windows)
     assert np.array_equal(actions.cpu().numpy(), expected.actions)
+
+
+def test_warm_up_sizes_the_workspace_before_the_first_timed_plan(model_files):
+    sampler = Sampler(model_files["tiny", False], "cpu", threads=1)
+    options = sampler.defaults.replace(num_candidates=37)
+    sampler.warm_up(options)
+    workspace = sampler._workspace
+    assert workspace.max_candidates >= 37
+    plan = sampler.plan(_state(sampler.spec, 1), 4, options)
+    assert sampler._workspace is workspace and plan.windows.shape[0] == 37  # no second workspace
+    Sampler(model_files["tiny", False], "torch").warm_up(options)  # the reference has none; still plans
