@@ -1,8 +1,8 @@
 // mpd_plan on the CUDA backend against the CPU backend on the same tiny models and seeds: the
-// same chosen index, actions and windows within 2e-4 (float rounding and expf only), values
-// within 1e-4 relative; bit-identical repeats; the plan captured in a CUDA graph and replayed on
-// new state contents; no allocation visible to the caller; bad input answered with a status or
-// the documented index. Skips (exit 77) without a GPU.
+// same chosen index, actions and windows within 2e-4 (float rounding: expf and the kernel's
+// split-K summation order), values within 1e-4 relative; bit-identical repeats; the plan
+// captured in a CUDA graph and replayed on new state contents; no allocation visible to the
+// caller; bad input answered with a status or the documented index. Skips (exit 77) without a GPU.
 #include <cuda_runtime.h>
 
 #include <cmath>
