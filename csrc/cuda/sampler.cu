@@ -17,6 +17,7 @@
 #include <cstring>
 #include <vector>
 
+#include "cuda/layout.h"
 #include "cuda/sampler.h"
 #include "math/philox.h"
 #include "math/schedule.h"
@@ -25,9 +26,7 @@
 namespace mpd::cuda {
 namespace {
 
-constexpr int kThreads = 512;
 constexpr int kMaxDense = 17;  // dense layers per network (16 hidden layers + output)
-constexpr int kRankRows = 8;   // window rows the ranker scores per batch
 constexpr float kTerminationPenalty = 100.0f;
 
 // One residual MLP on the device: weight[l] is layer l's [in, out] transposed weight.
@@ -72,30 +71,6 @@ struct SelectParams {
   float cost_budget;
 };
 
-__host__ __device__ int round4(int n) { return (n + 3) / 4 * 4; }
-
-// Shared-memory layout of a block of CPB candidates (float offsets; every buffer starts on a
-// 16-byte boundary). Host and device compute it with this one function.
-struct Layout {
-  int x0, gamma, tau, in, h0, h1, eps, part, total;
-};
-
-__host__ __device__ Layout layout(const PlanParams& p, int cpb) {
-  const int rows = 2 * cpb, ranked = kRankRows, part_rows = rows > ranked ? rows : ranked;
-  auto most = [](int a, int b) { return a > b ? a : b; };
-  Layout l{};
-  l.x0 = 0;
-  l.gamma = l.x0 + round4(p.dx);
-  l.tau = l.gamma + round4(p.horizon);
-  l.in = l.tau + cpb * p.ld_tau;
-  l.h0 = l.in + most(rows * p.ld_in, ranked * p.ld_rin);
-  l.h1 = l.h0 + most(rows * p.ld_h, ranked * p.ld_rh);
-  l.eps = l.h1 + most(rows * p.ld_h, ranked * p.ld_rh);
-  l.part = l.eps + most(rows * p.ld_out, ranked * p.ld_rout);
-  l.total = l.part + part_rows * p.part_cols;
-  return l;
-}
-
 // y[r, j] = epilogue(b[j] + sum_i W[j, i] x[r, i]) for r < rows; R = rows at most. wt: the
 // transposed weight, [round4(in), round4(out)] with zero padding, so the padding lanes of x
 // (finite: shared memory is zeroed at the start) add nothing. part: [S R, round4(out)] scratch.
@@ -103,9 +78,8 @@ __host__ __device__ Layout layout(const PlanParams& p, int cpb) {
 template <int R>
 __device__ void dense(const float* __restrict__ wt, const float* __restrict__ b, int in, int out, const float* x,
                       int ldx, int rows, float* y, int ldy, int epilogue, float* part) {
-  const int G = (out + 3) / 4, ldw = 4 * G, Q = (in + 3) / 4;  // column quads, padded width, input quads
-  const int S = max(1, min(static_cast<int>(blockDim.x) / G, Q));  // input slices
-  const int L = (Q + S - 1) / S;                                    // quads per slice
+  const DenseSplit d = dense_split(in, out, static_cast<int>(blockDim.x));
+  const int G = d.G, ldw = d.ldw, Q = d.Q, S = d.S, L = d.L;  // see layout.h
   for (int task = threadIdx.x; task < G * S; task += blockDim.x) {
     const int g = task % G, slice = task / G, q0 = slice * L, q1 = min(Q, q0 + L);
     float acc[R][4];
@@ -206,7 +180,7 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
   const int first = blockIdx.x * CPB;
   const int cnt = min(CPB, p.num_candidates - first);
   const int rows = p.guided ? 2 * cnt : cnt;
-  const Layout l = layout(p, CPB);
+  const Layout l = plan_layout(p, CPB);
   float* x0 = smem + l.x0;      // [dx]
   float* gamma = smem + l.gamma;  // [H]: float(discount^t)
   float* tau = smem + l.tau;    // [CPB, ld_tau]
@@ -470,10 +444,10 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
   PlanParams& p = impl->params;
   DeviceMlp* device_nets[4] = {&p.planner, &p.dynamics, &p.reward, &p.cost};
   size_t o = 0;
-  int ld_in = 4, ld_h = 4, ld_out = 4, ld_rin = 4, ld_rh = 4, ld_rout = 4, widest = 4;
+  const int* dims[4] = {};
+  int dense[4] = {};
   for (int i = 0; i < num_nets; ++i) {
     DeviceMlp& m = *device_nets[i];
-    const bool ranker = i >= 2;
     m.dense = static_cast<int>(nets[i]->layers.size());
     for (int l = 0; l < m.dense; ++l) {
       const DenseWeights& layer = nets[i]->layers[static_cast<size_t>(l)];
@@ -481,12 +455,11 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
       m.bias[l] = a + offsets[o++];
       m.dims[l] = layer.in;
       m.dims[l + 1] = layer.out;
-      if (l > 0) (ranker ? ld_rh : ld_h) = std::max(ranker ? ld_rh : ld_h, round4(layer.in));
-      widest = std::max(widest, round4(layer.out));
     }
-    (ranker ? ld_rin : ld_in) = std::max(ranker ? ld_rin : ld_in, round4(m.dims[0]));
-    (ranker ? ld_rout : ld_out) = std::max(ranker ? ld_rout : ld_out, round4(m.dims[m.dense]));
+    dims[i] = m.dims;
+    dense[i] = m.dense;
   }
+  const Strides strides = plan_strides(c.state_dim, c.action_dim, H, dims, dense, num_nets);
   p.steps = reinterpret_cast<const math::StepFloats*>(a + steps_at);
   p.embeddings = a + emb_at;
   p.state_mid = impl->norms;
@@ -501,14 +474,14 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
   p.num_steps = K;
   p.reward_outputs = c.reward_outputs;
   p.has_cost = c.has_cost ? 1 : 0;
-  p.ld_tau = round4(HD);
-  p.ld_in = ld_in;
-  p.ld_h = ld_h;
-  p.ld_out = ld_out;
-  p.ld_rin = ld_rin;
-  p.ld_rh = ld_rh;
-  p.ld_rout = ld_rout;
-  p.part_cols = std::max(4 * kThreads, widest);
+  p.ld_tau = strides.ld_tau;
+  p.ld_in = strides.ld_in;
+  p.ld_h = strides.ld_h;
+  p.ld_out = strides.ld_out;
+  p.ld_rin = strides.ld_rin;
+  p.ld_rh = strides.ld_rh;
+  p.ld_rout = strides.ld_rout;
+  p.part_cols = strides.part_cols;
 
   SelectParams& s = impl->select;
   s.windows = p.windows;
@@ -532,7 +505,7 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
   impl->sm_count = prop.multiProcessorCount;
   bool fits[kVariants] = {};
   for (int v = 0; v < kVariants; ++v) {
-    impl->shared_bytes[v] = static_cast<size_t>(layout(p, kCandidatesPerBlock[v]).total) * sizeof(float);
+    impl->shared_bytes[v] = static_cast<size_t>(plan_layout(p, kCandidatesPerBlock[v]).total) * sizeof(float);
     fits[v] = impl->shared_bytes[v] <= prop.sharedMemPerBlockOptin &&
               cudaFuncSetAttribute(kPlanKernels[v], cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    static_cast<int>(impl->shared_bytes[v])) == cudaSuccess;

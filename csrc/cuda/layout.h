@@ -1,0 +1,100 @@
+// The CUDA plan kernel's shared-memory layout, row strides and the work split of its dense layers,
+// in plain integer arithmetic: the kernel, its host setup (sampler.cu) and a CPU test
+// (tests/cpp/cuda_layout_test.cpp) use these same functions, so the invariants the kernel relies on
+// (16-byte aligned buffers, strides that hold every layer's padded rows, a partial-sum buffer that
+// holds every layer's slices) are checked on every machine, GPU or not.
+#pragma once
+
+#include "math/host_device.h"
+
+namespace mpd::cuda {
+
+constexpr int kThreads = 512;  // threads per plan-kernel block
+constexpr int kRankRows = 8;   // window rows the ranker scores per batch
+
+MPD_HOST_DEVICE int round4(int n) { return (n + 3) / 4 * 4; }
+MPD_HOST_DEVICE int most(int a, int b) { return a > b ? a : b; }
+
+// Row strides (floats, multiples of 4) of a block's shared buffers. P: any type with these members
+// (the kernel's PlanParams, or Strides below).
+struct Strides {
+  int dx = 0, horizon = 0;
+  int ld_tau = 0, ld_in = 0, ld_h = 0, ld_out = 0;  // windows; planner and dynamics rows
+  int ld_rin = 0, ld_rh = 0, ld_rout = 0;           // ranker rows
+  int part_cols = 0;  // partial-sum columns per row: max(4 kThreads, widest padded layer)
+};
+
+// Float offsets of a block's buffers for CPB candidates per block; every buffer starts on a
+// 16-byte boundary.
+struct Layout {
+  int x0, gamma, tau, in, h0, h1, eps, part, total;
+};
+
+MPD_HOST_DEVICE int part_rows(int cpb) { return most(2 * cpb, kRankRows); }
+
+template <class P>
+MPD_HOST_DEVICE Layout plan_layout(const P& p, int cpb) {
+  const int rows = 2 * cpb, ranked = kRankRows;
+  Layout l{};
+  l.x0 = 0;
+  l.gamma = l.x0 + round4(p.dx);
+  l.tau = l.gamma + round4(p.horizon);
+  l.in = l.tau + cpb * p.ld_tau;
+  l.h0 = l.in + most(rows * p.ld_in, ranked * p.ld_rin);
+  l.h1 = l.h0 + most(rows * p.ld_h, ranked * p.ld_rh);
+  l.eps = l.h1 + most(rows * p.ld_h, ranked * p.ld_rh);
+  l.part = l.eps + most(rows * p.ld_out, ranked * p.ld_rout);
+  l.total = l.part + part_rows(cpb) * p.part_cols;
+  return l;
+}
+
+// How a dense layer in -> out splits over `threads` threads: G column quads (padded width ldw =
+// 4 G), Q input quads, S input slices of L quads each; a task is (column quad, slice), G S tasks.
+// Its partial sums take S x rows x ldw floats.
+struct DenseSplit {
+  int G, ldw, Q, S, L;
+};
+
+MPD_HOST_DEVICE DenseSplit dense_split(int in, int out, int threads) {
+  DenseSplit d{};
+  d.G = (out + 3) / 4;
+  d.ldw = 4 * d.G;
+  d.Q = (in + 3) / 4;
+  const int per_task = threads / d.G;
+  d.S = most(1, per_task < d.Q ? per_task : d.Q);
+  d.L = (d.Q + d.S - 1) / d.S;
+  return d;
+}
+
+// The strides for a model's networks: dims[i] holds network i's layer widths (dims[i][0] its
+// input, dims[i][dense[i]] its output); networks 0 and 1 are the planner and the dynamics model,
+// 2 and 3 the reward and cost models (num_nets 3 without a cost model).
+inline Strides plan_strides(int dx, int du, int horizon, const int* const dims[4], const int dense[4], int num_nets) {
+  Strides s;
+  s.dx = dx;
+  s.horizon = horizon;
+  s.ld_tau = round4(horizon * (dx + du));
+  int ld_in = 4, ld_h = 4, ld_out = 4, ld_rin = 4, ld_rh = 4, ld_rout = 4, widest = 4;
+  for (int i = 0; i < num_nets; ++i) {
+    const bool ranker = i >= 2;
+    for (int l = 1; l < dense[i]; ++l) {  // hidden widths: the inputs of layers 1..dense-1
+      int& h = ranker ? ld_rh : ld_h;
+      h = most(h, round4(dims[i][l]));
+    }
+    for (int l = 1; l <= dense[i]; ++l) widest = most(widest, round4(dims[i][l]));
+    int& in = ranker ? ld_rin : ld_in;
+    int& out = ranker ? ld_rout : ld_out;
+    in = most(in, round4(dims[i][0]));
+    out = most(out, round4(dims[i][dense[i]]));
+  }
+  s.ld_in = ld_in;
+  s.ld_h = ld_h;
+  s.ld_out = ld_out;
+  s.ld_rin = ld_rin;
+  s.ld_rh = ld_rh;
+  s.ld_rout = ld_rout;
+  s.part_cols = most(4 * kThreads, widest);
+  return s;
+}
+
+}  // namespace mpd::cuda

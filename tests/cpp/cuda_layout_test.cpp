@@ -1,0 +1,120 @@
+// The CUDA plan kernel's layout math (csrc/cuda/layout.h) on the CPU, for models of several shapes
+// and every kernel variant: aligned, disjoint buffers; strides that hold every layer's padded rows;
+// a partial-sum buffer that holds every layer's slices; every input quad in exactly one slice. And
+// the shared memory of the Hopper-sized H = 32 model equals what Nsight Compute read off the kernel
+// on an H100 (83.22 KB with one candidate per block, 119.34 KB with four). Runs without a GPU.
+#include <cstdio>
+#include <vector>
+
+#include "check.h"
+#include "cuda/layout.h"
+
+namespace {
+
+using mpd::cuda::DenseSplit;
+using mpd::cuda::kRankRows;
+using mpd::cuda::kThreads;
+using mpd::cuda::Layout;
+using mpd::cuda::Strides;
+
+// A model as the exporter writes it (DESIGN 3): residual MLPs with `layers` hidden layers.
+struct Shape {
+  const char* name;
+  int dx, du, horizon, width, layers, ranker_width, ranker_layers, reward_outputs;
+  bool cost;
+};
+
+std::vector<int> mlp_dims(int in, int width, int layers, int out) {
+  std::vector<int> dims{in};
+  for (int l = 0; l < layers; ++l) dims.push_back(width);
+  dims.push_back(out);
+  return dims;
+}
+
+struct Nets {
+  std::vector<int> dims[4];
+  int num = 3;
+};
+
+Nets nets_of(const Shape& s) {
+  const int D = s.dx + s.du, cond = s.cost ? 2 : 1, in = s.horizon * D + s.dx + cond + 32;
+  Nets n;
+  n.dims[0] = mlp_dims(in, s.width, s.layers, s.horizon * D);       // planner
+  n.dims[1] = mlp_dims(in, s.width, s.layers, s.horizon * s.dx);    // dynamics
+  n.dims[2] = mlp_dims(D, s.ranker_width, s.ranker_layers, s.reward_outputs);
+  n.dims[3] = mlp_dims(D, s.ranker_width, s.ranker_layers, 1);
+  n.num = s.cost ? 4 : 3;
+  return n;
+}
+
+Strides strides_of(const Shape& s, const Nets& n) {
+  const int* dims[4] = {};
+  int dense[4] = {};
+  for (int i = 0; i < n.num; ++i) {
+    dims[i] = n.dims[i].data();
+    dense[i] = static_cast<int>(n.dims[i].size()) - 1;
+  }
+  return mpd::cuda::plan_strides(s.dx, s.du, s.horizon, dims, dense, n.num);
+}
+
+void check_shape(const Shape& s) {
+  const Nets n = nets_of(s);
+  const Strides st = strides_of(s, n);
+  for (int ld : {st.ld_tau, st.ld_in, st.ld_h, st.ld_out, st.ld_rin, st.ld_rh, st.ld_rout, st.part_cols}) {
+    CHECK(ld % 4 == 0 && ld > 0);
+  }
+  CHECK(st.ld_tau >= s.horizon * (s.dx + s.du));
+  for (int cpb : {1, 2, 4}) {
+    const Layout l = mpd::cuda::plan_layout(st, cpb);
+    const int offsets[] = {l.x0, l.gamma, l.tau, l.in, l.h0, l.h1, l.eps, l.part, l.total};
+    for (int i = 0; i + 1 < 9; ++i) CHECK(offsets[i] % 4 == 0 && offsets[i] <= offsets[i + 1]);
+    CHECK(l.gamma - l.x0 >= s.dx && l.tau - l.gamma >= s.horizon && l.in - l.tau >= cpb * st.ld_tau);
+    for (int i = 0; i < n.num; ++i) {
+      const bool ranker = i >= 2;
+      const int rows = ranker ? kRankRows : 2 * cpb;
+      const int ld_in = ranker ? st.ld_rin : st.ld_in, ld_h = ranker ? st.ld_rh : st.ld_h;
+      const int ld_out = ranker ? st.ld_rout : st.ld_out;
+      CHECK(rows * ld_in <= l.h0 - l.in && rows * ld_h <= l.h1 - l.h0 && rows * ld_h <= l.eps - l.h1);
+      CHECK(rows * ld_out <= l.part - l.eps);
+      const std::vector<int>& dims = n.dims[i];
+      const int dense = static_cast<int>(dims.size()) - 1;
+      for (int layer = 0; layer < dense; ++layer) {
+        const int in = dims[layer], out = dims[layer + 1];
+        const int x_stride = layer == 0 ? ld_in : ld_h, y_stride = layer + 1 == dense ? ld_out : ld_h;
+        const DenseSplit d = mpd::cuda::dense_split(in, out, kThreads);
+        CHECK(4 * d.Q <= x_stride);  // the 16-byte input reads stay inside the row
+        CHECK(out <= y_stride && d.ldw >= out);
+        CHECK(d.S >= 1 && d.L >= 1 && d.S * d.L >= d.Q);  // every input quad in a slice
+        CHECK(d.G * d.S <= (d.G > kThreads ? d.G : kThreads));               // one task per thread or fewer
+        const int rows_alloc = ranker ? kRankRows : 2 * cpb;  // the template's R: the row stride in part
+        CHECK(d.S * rows_alloc * d.ldw <= l.total - l.part);
+        if (layer == 0 && i == 0 && cpb == 1) {
+          std::printf("%s: planner layer 0 %d -> %d: %d slices of %d quads, %d tasks\n", s.name, in, out, d.S, d.L,
+                      d.G * d.S);
+        }
+      }
+    }
+    if (cpb == 1) std::printf("%s: %d bytes of shared memory with 1 candidate per block\n", s.name, 4 * l.total);
+  }
+}
+
+}  // namespace
+
+int main() {
+  const Shape shapes[] = {
+      {"tiny", 3, 2, 4, 24, 2, 16, 2, 2, false},
+      {"odd", 5, 3, 7, 72, 3, 40, 3, 2, true},
+      {"hopper H=16", 11, 3, 16, 256, 3, 128, 2, 2, true},
+      {"hopper H=32", 11, 3, 32, 256, 3, 128, 2, 2, false},
+      {"ant", 27, 8, 16, 512, 3, 128, 2, 2, false},
+      {"wide", 60, 20, 64, 2304, 4, 2304, 3, 2, true},  // layers wider than 4 x 512 columns
+  };
+  for (const Shape& s : shapes) check_shape(s);
+
+  // What ran on the H100 (benchmarks/results/gpu): the synthetic Hopper H = 32 model, no cost model.
+  const Shape h32{"hopper H=32", 11, 3, 32, 256, 3, 128, 2, 2, false};
+  const Strides st = strides_of(h32, nets_of(h32));
+  CHECK(4 * mpd::cuda::plan_layout(st, 1).total == 83216);   // ncu: 83.22 KB per block
+  CHECK(4 * mpd::cuda::plan_layout(st, 4).total == 119344);  // ncu: 119.34 KB per block
+  return check::exit_code();
+}
