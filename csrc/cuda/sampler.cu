@@ -29,7 +29,8 @@ namespace {
 constexpr int kMaxDense = 17;  // dense layers per network (16 hidden layers + output)
 constexpr float kTerminationPenalty = 100.0f;
 
-// One residual MLP on the device: weight[l] is layer l's [in, out] transposed weight.
+// One residual MLP on the device: weight[l] is layer l's transposed weight, [round4(in),
+// round4(out)] with zero padding (16-byte rows).
 struct DeviceMlp {
   const float* weight[kMaxDense];
   const float* bias[kMaxDense];
@@ -53,7 +54,7 @@ struct PlanParams {
   float guidance, lambda, one_minus_lambda;
   unsigned dynamics_every, dynamics_last;
   double discount;
-  int ld_tau, ld_in, ld_h, ld_out;  // shared-memory row strides (floats, multiples of 4)
+  int ld_tau, ld_in, ld_h, ld_out;  // shared-memory row strides (floats, multiples of 4; layout.h)
   int ld_rin, ld_rh, ld_rout;       // the same for the ranker's rows
   int part_cols;                    // partial-sum columns per row: max(4 kThreads, widest padded layer)
 };
