@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -78,7 +79,7 @@ double weight_bytes(const mpd_model_info& m, const mpd_options& o, int sms) {
   const double H = m.horizon, D = m.state_dim + m.action_dim, in = H * D + m.state_dim + m.cond_dim + 32;
   const double cpb = candidates_per_block(o, sms);
   const double blocks = (o.num_candidates + cpb - 1) / cpb;
-  const double chunks = (H + 2 * cpb - 1) / (2 * cpb);  // ranker row groups per candidate
+  const double chunks = std::ceil(H / 8.0);  // ranker batches per candidate (8 window rows each)
   double ranker = mlp_params(D, m.ranker_width, m.ranker_layers, m.reward_outputs);
   if (m.has_cost) ranker += mlp_params(D, m.ranker_width, m.ranker_layers, 1);
   return 4.0 * blocks * (m.num_steps * mlp_params(in, m.width, m.layers, H * D) +

@@ -1,12 +1,12 @@
 // The C API of the sampler (mpdiffuser.h): argument checks, normalization, backend dispatch and
 // candidate selection. Nothing here throws across the C boundary or allocates inside mpd_plan.
 #include <algorithm>
-#include <system_error>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <new>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 

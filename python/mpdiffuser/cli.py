@@ -216,9 +216,9 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     """
     from mpdiffuser.envs import PhysicsChange
 
-    only = {"hz": "quadruped", "model_file": "quadruped", "dataset": "locomotion", "physics": "dynamics", "cost_penalty": "constrained",
-            "kind": "locomotion", "expert_steps": "locomotion", "finetune_steps": "dynamics",
-            "shift_transitions": "dynamics"}  # options of one experiment
+    only = {"hz": "quadruped", "model_file": "quadruped", "dataset": "locomotion", "physics": "dynamics",
+            "cost_penalty": "constrained", "kind": "locomotion", "expert_steps": "locomotion",
+            "finetune_steps": "dynamics", "shift_transitions": "dynamics"}  # options of one experiment
     for flag, name in only.items():
         if getattr(args, flag) is not None and args.name != name:
             raise SystemExit(f"error: --{flag.replace('_', '-')} applies to the {name} experiment only")
