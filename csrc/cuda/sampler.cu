@@ -11,7 +11,6 @@
 // update rules and the noise are csrc/math's, shared with the CPU backend.
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -335,7 +334,6 @@ struct CudaSampler::Impl {
   int capacity[kVariants] = {};  // blocks of each variant resident at once (0: does not fit)
   int forced = -1;               // variant forced by MPD_CUDA_CANDIDATES_PER_BLOCK, else -1
   size_t shared_bytes[kVariants] = {};  // dynamic shared memory of each variant
-  int sm_count = 0;
   float* arena = nullptr;      // weights, steps, embeddings, then plan buffers
   double* norms = nullptr;     // state mid, half; action mid, half
   PlanParams params{};         // the fixed part of every launch
@@ -503,7 +501,6 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
 
   cudaDeviceProp prop{};
   if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return MPD_ERR_DEVICE;
-  impl->sm_count = prop.multiProcessorCount;
   bool fits[kVariants] = {};
   for (int v = 0; v < kVariants; ++v) {
     impl->shared_bytes[v] = static_cast<size_t>(plan_layout(p, kCandidatesPerBlock[v]).total) * sizeof(float);
@@ -517,7 +514,7 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
     int per_sm = 0;
     if (fits[v] && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kPlanKernels[v], kThreads,
                                                                  impl->shared_bytes[v]) == cudaSuccess) {
-      impl->capacity[v] = per_sm * impl->sm_count;
+      impl->capacity[v] = per_sm * prop.multiProcessorCount;
     }
     cudaGetLastError();
   }
