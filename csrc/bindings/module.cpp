@@ -179,6 +179,8 @@ class Model {
     d["ranker_layers"] = info_.ranker_layers;
     d["reward_outputs"] = info_.reward_outputs;
     d["has_cost"] = info_.has_cost != 0;
+    d["format_version"] = info_.format_version;
+    d["prediction"] = info_.prediction == MPD_PREDICT_SAMPLE ? "sample" : "epsilon";
     return d;
   }
   mpd_options default_options() const {
@@ -242,10 +244,11 @@ class Workspace {
     backend_ = parse_backend(backend);
   }
 
-  // One plan per row of states [B, dx] with seeds [B]: (actions [B, a, du], index [B],
-  // values [B, N], costs [B, N] or None, windows [B, N, H, D] or None).
+  // One plan per row of states [B, dx] with seeds [B], warm-started from warm_starts [B, H, D]
+  // when not None: (actions [B, a, du], index [B], values [B, N], costs [B, N] or None,
+  // windows [B, N, H, D] or None).
   py::tuple plan_batch(const py::handle& states, const py::handle& seeds, const mpd_options& options,
-                       bool return_windows) {
+                       bool return_windows, const py::object& warm_starts) {
     const mpd_model_info& info = model_->info();
     const auto dx = static_cast<py::ssize_t>(info.state_dim);
     py::array state_probe = py::array::ensure(states);
@@ -280,6 +283,16 @@ class Workspace {
     }
     const auto N = static_cast<py::ssize_t>(options.num_candidates);
     const auto H = static_cast<py::ssize_t>(info.horizon), D = static_cast<py::ssize_t>(info.state_dim + info.action_dim);
+    FloatArray warm;
+    if (!warm_starts.is_none()) {
+      warm = checked_floats(warm_starts, "warm_starts", {batch, H, D});
+      for (py::ssize_t i = 0; i < batch * H * D; ++i) {
+        if (!std::isfinite(warm.data()[i])) {
+          throw py::value_error("warm_starts hold NaN or infinity in row " + std::to_string(i / (H * D)));
+        }
+      }
+    }
+    const float* wp = warm_starts.is_none() ? nullptr : warm.data();
     py::array_t<float> actions({batch, static_cast<py::ssize_t>(options.actions_per_plan),
                                 static_cast<py::ssize_t>(info.action_dim)});
     py::array_t<uint32_t> index(batch);
@@ -299,8 +312,9 @@ class Workspace {
       for (py::ssize_t b = 0; b < batch && status == MPD_OK; ++b) {
         mpd_plan_output out{a + b * options.actions_per_plan * info.action_dim, 0, v + b * N,
                             info.has_cost ? c + b * N : nullptr, return_windows ? w + b * N * H * D : nullptr,
-                            nullptr};
-        status = mpd_plan_host(model_->get(), workspace_.get(), sp + b * dx, seed_data[b], &options, &out, nullptr);
+                            nullptr, nullptr};
+        status = mpd_plan_warm_host(model_->get(), workspace_.get(), sp + b * dx, wp ? wp + b * H * D : nullptr,
+                                    seed_data[b], &options, &out, nullptr);
         idx[b] = out.index;
       }
     }
@@ -321,7 +335,8 @@ class Workspace {
     char message[512] = {0};
     if (mpd_options_check(model_->get(), &options, message, sizeof message) != MPD_OK) throw py::value_error(message);
     auto ptr = [](uintptr_t p) { return reinterpret_cast<float*>(p); };
-    mpd_plan_output out{ptr(actions), 0, ptr(values), ptr(costs), ptr(windows), reinterpret_cast<uint32_t*>(index)};
+    mpd_plan_output out{ptr(actions), 0, ptr(values), ptr(costs), ptr(windows), reinterpret_cast<uint32_t*>(index),
+                        nullptr};
     mpd_status status;
     {
       py::gil_scoped_release release;
@@ -359,7 +374,9 @@ void bind_sampler(py::module_& m) {
       .def_readwrite("dynamics_every", &mpd_options::dynamics_every)
       .def_readwrite("dynamics_last", &mpd_options::dynamics_last)
       .def_readwrite("discount", &mpd_options::discount)
-      .def_readwrite("actions_per_plan", &mpd_options::actions_per_plan);
+      .def_readwrite("actions_per_plan", &mpd_options::actions_per_plan)
+      .def_readwrite("temperature", &mpd_options::temperature)
+      .def_readwrite("warm_start_level", &mpd_options::warm_start_level);
   py::class_<Model, std::shared_ptr<Model>>(m, "Model", "A loaded, validated model file (immutable).")
       .def(py::init<const std::string&>(), py::arg("path"))
       .def("info", &Model::info_dict)
@@ -369,7 +386,7 @@ void bind_sampler(py::module_& m) {
            py::arg("model"), py::arg("backend"), py::arg("max_candidates"), py::arg("threads"))
       .def_property_readonly("max_candidates", &Workspace::max_candidates)
       .def("plan_batch", &Workspace::plan_batch, py::arg("states"), py::arg("seeds"), py::arg("options"),
-           py::arg("return_windows") = true)
+           py::arg("return_windows") = true, py::arg("warm_starts") = py::none())
       .def("plan_device", &Workspace::plan_device, py::arg("state"), py::arg("seed"), py::arg("options"),
            py::arg("actions"), py::arg("index"), py::arg("values"), py::arg("costs"), py::arg("windows"),
            py::arg("stream"));

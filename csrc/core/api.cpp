@@ -113,6 +113,8 @@ extern "C" mpd_status mpd_model_get_info(const mpd_model* model, mpd_model_info*
   info->reward_outputs = static_cast<uint32_t>(c.reward_outputs);
   info->has_cost = c.has_cost ? 1u : 0u;
   std::strncpy(info->env_id, c.env_id.c_str(), sizeof info->env_id - 1);
+  info->format_version = static_cast<uint32_t>(c.format_version);
+  info->prediction = c.prediction;
   return MPD_OK;
 }
 
@@ -178,6 +180,12 @@ extern "C" void mpd_workspace_free(mpd_workspace* workspace) { delete workspace;
 extern "C" mpd_status mpd_plan(const mpd_model* model, mpd_workspace* workspace, const float* state,
                                uint64_t seed, const mpd_options* options, mpd_plan_output* output,
                                void* stream) {
+  return mpd_plan_warm(model, workspace, state, nullptr, seed, options, output, stream);
+}
+
+extern "C" mpd_status mpd_plan_warm(const mpd_model* model, mpd_workspace* workspace, const float* state,
+                                    const float* previous_window, uint64_t seed, const mpd_options* options,
+                                    mpd_plan_output* output, void* stream) {
   if (model == nullptr || workspace == nullptr || state == nullptr || output == nullptr ||
       output->actions == nullptr) {
     return MPD_ERR_NULL_POINTER;
@@ -191,16 +199,23 @@ extern "C" mpd_status mpd_plan(const mpd_model* model, mpd_workspace* workspace,
   if (mpd::check_options(c, o, &unused) != MPD_OK) return MPD_ERR_INVALID_ARGUMENT;
   workspace->cond[0] = static_cast<float>(o.return_target);
   if (c.has_cost) workspace->cond[1] = static_cast<float>(o.cost_limit * c.cost_scale);
+  const float* warm = o.warm_start_level > 0 ? previous_window : nullptr;  // k_w = 0: cold
 #ifdef MPD_WITH_CUDA
   if (workspace->backend == MPD_BACKEND_CUDA) {  // device pointers, asynchronous on the stream
     return workspace->host_staged
-               ? workspace->cuda->plan_host(state, seed, o, workspace->cond.data(), output, stream)
-               : workspace->cuda->plan(state, seed, o, workspace->cond.data(), output, stream);
+               ? workspace->cuda->plan_host(state, warm, seed, o, workspace->cond.data(), output, stream)
+               : workspace->cuda->plan(state, warm, seed, o, workspace->cond.data(), output, stream);
   }
 #endif
   (void)stream;  // the CPU backend runs synchronously
   for (int i = 0; i < c.state_dim; ++i) {
     if (!std::isfinite(state[i])) return MPD_ERR_NON_FINITE;
+  }
+  const int H = c.horizon, dx = c.state_dim, du = c.action_dim, D = c.window_dim();
+  if (warm != nullptr) {
+    for (int i = 0; i < H * D; ++i) {
+      if (!std::isfinite(warm[i])) return MPD_ERR_NON_FINITE;
+    }
   }
   for (size_t i = 0; i < workspace->x0.size(); ++i) {
     workspace->x0[i] = static_cast<float>((state[i] - model->state_mid[i]) / model->state_half[i]);
@@ -209,7 +224,9 @@ extern "C" mpd_status mpd_plan(const mpd_model* model, mpd_workspace* workspace,
   mpd::cpu::PlanRequest request{workspace->x0.data(), workspace->cond.data(), seed,
                                 static_cast<int>(o.num_candidates), w != 1.0f, w, lambda,
                                 static_cast<float>(1.0 - o.dynamics_weight), o.dynamics_every,
-                                o.dynamics_last, o.discount};
+                                o.dynamics_last, o.discount, std::sqrt(static_cast<float>(o.temperature)),
+                                warm, warm != nullptr ? static_cast<int>(o.warm_start_level) : c.num_steps,
+                                static_cast<int>(o.actions_per_plan)};
   mpd::cpu::CpuSampler& sampler = *workspace->cpu;
   sampler.plan(request);
 
@@ -226,7 +243,6 @@ extern "C" mpd_status mpd_plan(const mpd_model* model, mpd_workspace* workspace,
       best = n;
     }
   }
-  const int H = c.horizon, dx = c.state_dim, du = c.action_dim, D = c.window_dim();
   const float* window = sampler.windows() + static_cast<size_t>(best) * H * D;
   for (uint32_t t = 0; t < o.actions_per_plan; ++t) {
     for (int j = 0; j < du; ++j) {
@@ -241,15 +257,22 @@ extern "C" mpd_status mpd_plan(const mpd_model* model, mpd_workspace* workspace,
   if (output->windows) {
     std::memcpy(output->windows, sampler.windows(), sizeof(float) * static_cast<size_t>(N) * H * D);
   }
+  if (output->window) std::memcpy(output->window, window, sizeof(float) * static_cast<size_t>(H) * D);
   return MPD_OK;
+}
+
+extern "C" mpd_status mpd_plan_warm_host(const mpd_model* model, mpd_workspace* workspace, const float* state,
+                                         const float* previous_window, uint64_t seed, const mpd_options* options,
+                                         mpd_plan_output* output, void* stream) {
+  if (workspace == nullptr) return MPD_ERR_NULL_POINTER;
+  workspace->host_staged = true;
+  const mpd_status status = mpd_plan_warm(model, workspace, state, previous_window, seed, options, output, stream);
+  workspace->host_staged = false;
+  return status;
 }
 
 extern "C" mpd_status mpd_plan_host(const mpd_model* model, mpd_workspace* workspace, const float* state,
                                     uint64_t seed, const mpd_options* options, mpd_plan_output* output,
                                     void* stream) {
-  if (workspace == nullptr) return MPD_ERR_NULL_POINTER;
-  workspace->host_staged = true;
-  const mpd_status status = mpd_plan(model, workspace, state, seed, options, output, stream);
-  workspace->host_staged = false;
-  return status;
+  return mpd_plan_warm_host(model, workspace, state, nullptr, seed, options, output, stream);
 }

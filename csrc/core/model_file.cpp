@@ -106,11 +106,12 @@ bool read_config(const Metadata& meta, ModelConfig* c, mpd_options* d, std::stri
     return false;
   }
   if (!meta.integer("format_version", 0, 1 << 30, &version, error)) return false;
-  if (version != kModelFormatVersion) {
-    *error = "model format version " + std::to_string(version) + " is not supported (expected " +
+  if (version < 1 || version > kModelFormatVersion) {
+    *error = "model format version " + std::to_string(version) + " is not supported (expected 1 to " +
              std::to_string(kModelFormatVersion) + ")";
     return false;
   }
+  c->format_version = version;
   if (!meta.text("schedule", &schedule, error)) return false;
   if (schedule != "cosine") {
     *error = "metadata 'schedule' is '" + schedule + "', only 'cosine' is supported";
@@ -141,6 +142,35 @@ bool read_config(const Metadata& meta, ModelConfig* c, mpd_options* d, std::stri
     *error = "horizon * (state_dim + action_dim) exceeds 2^24";
     return false;
   }
+  // Version 1 predates these keys; its files are epsilon-prediction, min-max models sampled cold
+  // at temperature 1.
+  c->prediction = MPD_PREDICT_EPSILON;
+  d->temperature = 1.0;
+  d->warm_start_level = 0;
+  int warm = 0;
+  if (version >= 2) {
+    std::string prediction, normalizer;
+    if (!meta.text("prediction", &prediction, error) || !meta.text("normalizer", &normalizer, error)) return false;
+    if (prediction == "sample") {
+      c->prediction = MPD_PREDICT_SAMPLE;
+    } else if (prediction != "epsilon") {
+      *error = "metadata 'prediction' is '" + prediction + "', expected 'epsilon' or 'sample'";
+      return false;
+    }
+    if (normalizer != "minmax") {
+      *error = "metadata 'normalizer' is '" + normalizer + "', only 'minmax' is supported";
+      return false;
+    }
+    if (!meta.real("default.temperature", 1e-30, 1.0, &d->temperature, error) ||
+        !meta.integer("default.warm_start_level", 0, c->num_steps - 1, &warm, error)) {
+      return false;
+    }
+    if (!(d->temperature > 0.0)) {
+      *error = "metadata 'default.temperature' must be in (0, 1]";
+      return false;
+    }
+  }
+  d->warm_start_level = static_cast<uint32_t>(warm);
   int n = 0, every = 0, last = 0, apl = 0;
   const bool defaults_ok =
       meta.integer("default.num_candidates", 1, 1 << 20, &n, error) &&
@@ -409,6 +439,13 @@ mpd_status check_options(const ModelConfig& c, const mpd_options& o, std::string
   }
   if (o.has_cost_budget && !(o.cost_budget >= 0.0 && std::isfinite(o.cost_budget))) {
     return bad("cost_budget must be a finite number >= 0");
+  }
+  if (!(o.temperature > 0.0 && o.temperature <= 1.0)) {
+    return bad("temperature must be in (0, 1], got " + std::to_string(o.temperature));
+  }
+  if (o.warm_start_level >= static_cast<uint32_t>(c.num_steps)) {
+    return bad("warm_start_level must be in [0, K) = [0, " + std::to_string(c.num_steps) + "), got " +
+               std::to_string(o.warm_start_level));
   }
   if (c.has_cost && !o.has_cost_limit) return bad("this model is cost-conditioned: set a cost_limit");
   if (!c.has_cost && o.has_cost_limit) return bad("cost_limit given, but the model was trained without costs");

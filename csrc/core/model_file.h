@@ -16,7 +16,7 @@
 
 namespace mpd {
 
-constexpr int kModelFormatVersion = 1;
+constexpr int kModelFormatVersion = 2;  // version 1 files still load (epsilon, cold, tau = 1)
 constexpr int kEmbedDim = 32;
 
 // Architecture of one residual MLP: in -> width (layers hidden layers) -> out; tensors 0..layers.
@@ -42,6 +42,8 @@ struct ModelConfig {
   int reward_outputs = 0;  // 1, or 2 with a termination logit
   bool has_cost = false;
   double cost_scale = 0.0;  // s_c
+  int format_version = 0;
+  mpd_prediction prediction = MPD_PREDICT_EPSILON;
 
   int window_dim() const { return state_dim + action_dim; }  // D
   MlpShape planner() const;

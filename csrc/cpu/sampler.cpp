@@ -32,7 +32,7 @@ CpuModel::CpuModel(const ModelFile& file)
     steps[static_cast<size_t>(k - 1)] = math::StepFloats{
         static_cast<float>(c.sqrt_alpha_bar), static_cast<float>(c.sqrt_one_minus_alpha_bar),
         static_cast<float>(c.posterior_c1), static_cast<float>(c.posterior_c2),
-        static_cast<float>(c.posterior_sigma)};
+        static_cast<float>(c.posterior_sigma), config.prediction == MPD_PREDICT_SAMPLE ? 1 : 0};
     math::step_embedding(k, embeddings.data() + static_cast<size_t>(k - 1) * kEmbedDim);
   }
 }
@@ -91,7 +91,8 @@ void CpuSampler::run_chunk(void* self, int index) {
   s->rank_chunk(first, last - first, scratch);
 }
 
-// Candidates first..first+count: tau^K from noise, then K steps of dynamics and planner updates.
+// Candidates first..first+count: tau^K from noise (or a warm start's tau^{k_w}), then the steps
+// of dynamics and planner updates down to k = 1.
 void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
   const PlanRequest& q = *request_;
   const ModelConfig& c = model_.config;
@@ -100,9 +101,19 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
   const int rows = q.guided ? 2 * count : count;
   float* tau = windows_.get() + static_cast<size_t>(first) * HD;  // [count, H, D]
 
+  const float scale = q.noise_scale;
   for (int n = 0; n < count; ++n) {
-    math::fill_normal(q.seed, static_cast<uint32_t>(first + n), static_cast<uint32_t>(K + 1),
-                      tau + n * HD, HD);
+    float* win = tau + n * HD;
+    math::fill_normal(q.seed, static_cast<uint32_t>(first + n), static_cast<uint32_t>(K + 1), win, HD);
+    if (q.warm_window == nullptr) {
+      for (size_t e = 0; e < HD; ++e) win[e] = scale * win[e];
+      continue;
+    }
+    const math::StepFloats& sw = model_.steps[static_cast<size_t>(q.start_level - 1)];
+    for (int t = 0; t < H; ++t) {
+      const float* prev = q.warm_window + static_cast<size_t>(math::shifted_row(t, q.shift, H)) * D;
+      for (int j = 0; j < D; ++j) win[t * D + j] = math::renoised(prev[j], scale * win[t * D + j], sw);
+    }
   }
   // The input tail [x_0, c or 0, emb(k)] of row r; r >= count are the unconditional rows.
   auto write_tail = [&](float* tail, int r, int k) {
@@ -118,7 +129,7 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
     return math::guided(cond, s.eps[static_cast<size_t>(n + count) * ld_eps_ + e], q.guidance);
   };
 
-  for (int k = K; k >= 1; --k) {
+  for (int k = q.start_level; k >= 1; --k) {
     const math::StepFloats& st = model_.steps[static_cast<size_t>(k - 1)];
     if (math::dynamics_at(k, q.lambda, q.dynamics_every, q.dynamics_last)) {
       // Dynamics input [flatten(X^k), flatten(U^k), x_0, c, emb(k)].
@@ -157,7 +168,9 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
       if (k > 1) {
         math::fill_normal(q.seed, static_cast<uint32_t>(first + n), static_cast<uint32_t>(k),
                           s.noise.get(), HD);
-        for (size_t e = 0; e < HD; ++e) win[e] = math::planner_update(win[e], eps_at(n, e), st, s.noise[e]);
+        for (size_t e = 0; e < HD; ++e) {
+          win[e] = math::planner_update(win[e], eps_at(n, e), st, scale * s.noise[e]);
+        }
       } else {
         for (size_t e = 0; e < HD; ++e) win[e] = math::posterior_mean(win[e], eps_at(n, e), st);
       }

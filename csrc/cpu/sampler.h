@@ -35,6 +35,10 @@ struct PlanRequest {
   float guidance, lambda, one_minus_lambda;
   unsigned dynamics_every, dynamics_last;
   double discount;
+  float noise_scale;         // sqrt(temperature), float32
+  const float* warm_window;  // [H, D] previous normalized window, or nullptr (cold)
+  int start_level;           // K cold; k_w warm
+  int shift;                 // rows the warm window is shifted by (actions executed)
 };
 
 class CpuSampler {

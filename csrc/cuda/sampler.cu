@@ -44,6 +44,7 @@ struct PlanParams {
   const double* state_mid;        // [dx]
   const double* state_half;
   const float* state;  // [dx] raw, device
+  const float* warm;   // [H, D] previous normalized window, device, or nullptr (cold)
   float* windows;      // [N, H, D]
   float* values;       // [N]
   float* costs;        // [N]
@@ -53,6 +54,8 @@ struct PlanParams {
   float guidance, lambda, one_minus_lambda;
   unsigned dynamics_every, dynamics_last;
   double discount;
+  float noise_scale;            // sqrt(temperature)
+  int start_level, shift;       // first step (K cold, k_w warm); warm window's row shift
   int ld_tau, ld_in, ld_h, ld_out;  // shared-memory row strides (floats, multiples of 4; layout.h)
   int ld_rin, ld_rh, ld_rout;       // the same for the ranker's rows
   int part_cols;                    // partial-sum columns per row: max(4 kThreads, widest padded layer)
@@ -60,6 +63,8 @@ struct PlanParams {
 
 struct SelectParams {
   const float* state;  // [dx] raw, device (checked for NaN/inf)
+  const float* warm;   // [H, D] or nullptr, device (checked for NaN/inf)
+  float* window;       // [H, D] or nullptr: receives the chosen window
   const float* windows;
   const float* values;
   const float* costs;
@@ -138,8 +143,10 @@ __device__ void mlp(const DeviceMlp& net, const float* in, int ld_in, int rows, 
            part);
 }
 
-// tau[n, e] = z(seed, first + n, step)[e] for the block's cnt candidates (or, with eps, the
-// planner update with that noise; step 0 = the last step, no noise).
+// Without eps: the block's cnt initial windows, tau[n, e] = s z(seed, first + n, K + 1)[e] (s the
+// temperature's noise scale), or warm-started at st = level k_w's floats, the shifted previous
+// window re-noised. With eps: the planner update with noise s z(seed, first + n, step); step 0 =
+// the last step, no noise.
 __device__ void noise_update(const PlanParams& p, float* tau, int first, int cnt, int step, const float* eps,
                              const math::StepFloats* st) {
   const int HD = p.horizon * (p.dx + p.du), blocks = (HD + 3) / 4;
@@ -152,13 +159,19 @@ __device__ void noise_update(const PlanParams& p, float* tau, int first, int cnt
       const int e = 4 * blk + lane;
       if (e >= HD) break;
       float& v = tau[n * p.ld_tau + e];
+      const float z = p.noise_scale * lanes[lane];
       if (eps == nullptr) {
-        v = lanes[lane];
+        if (p.warm == nullptr) {
+          v = z;
+        } else {
+          const int D = p.dx + p.du;
+          v = math::renoised(p.warm[math::shifted_row(e / D, p.shift, p.horizon) * D + e % D], z, *st);
+        }
         continue;
       }
       const float cond = eps[n * p.ld_out + e];
       const float g = p.guided ? math::guided(cond, eps[(n + cnt) * p.ld_out + e], p.guidance) : cond;
-      v = step > 0 ? math::planner_update(v, g, *st, lanes[lane]) : math::posterior_mean(v, g, *st);
+      v = step > 0 ? math::planner_update(v, g, *st, z) : math::posterior_mean(v, g, *st);
     }
   }
   __syncthreads();
@@ -196,9 +209,9 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
     x0[i] = static_cast<float>((static_cast<double>(p.state[i]) - p.state_mid[i]) / p.state_half[i]);
   }
   for (int t = threadIdx.x; t < H; t += blockDim.x) gamma[t] = static_cast<float>(pow(p.discount, static_cast<double>(t)));
-  noise_update(p, tau, first, cnt, K + 1, nullptr, nullptr);
+  noise_update(p, tau, first, cnt, K + 1, nullptr, p.steps + (p.start_level - 1));
 
-  for (int k = K; k >= 1; --k) {
+  for (int k = p.start_level; k >= 1; --k) {
     const math::StepFloats st = p.steps[k - 1];
     const float* emb = p.embeddings + (k - 1) * 32;
     if (math::dynamics_at(k, p.lambda, p.dynamics_every, p.dynamics_last)) {
@@ -314,11 +327,13 @@ __global__ void select_kernel(const SelectParams s) {
     if (other >= 0 && (best < 0 || better(other, best) || (!better(best, other) && other < best))) best = other;
   }
   best = __shfl_sync(0xffffffffu, best, 0);
+  const int D = s.dx + s.du;
   bool finite = true;
   for (int i = lane; i < s.dx; i += 32) finite = finite && isfinite(s.state[i]);
+  for (int i = lane; s.warm != nullptr && i < s.horizon * D; i += 32) finite = finite && isfinite(s.warm[i]);
   finite = __all_sync(0xffffffffu, finite);
-  const int D = s.dx + s.du;
   const float* window = s.windows + static_cast<size_t>(best) * s.horizon * D;
+  for (int q = lane; s.window != nullptr && q < s.horizon * D; q += 32) s.window[q] = finite ? window[q] : NAN;
   for (int q = lane; q < s.actions_per_plan * s.du; q += 32) {
     const int t = q / s.du, j = q % s.du;
     s.actions[q] = finite ? static_cast<float>(window[t * D + s.dx + j] * s.action_half[j] + s.action_mid[j]) : NAN;
@@ -345,6 +360,8 @@ struct CudaSampler::Impl {
   float* host_values = nullptr;
   float* host_costs = nullptr;
   float* host_windows = nullptr;
+  float* host_warm = nullptr;    // [H, D] plan_host's copy of the previous window
+  float* host_window = nullptr;  // [H, D] plan_host's chosen window
 
   ~Impl() {
     cudaFree(arena);
@@ -399,10 +416,11 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
     const math::StepCoefficients s = math::cosine_step(k, K);
     const math::StepFloats f{static_cast<float>(s.sqrt_alpha_bar), static_cast<float>(s.sqrt_one_minus_alpha_bar),
                              static_cast<float>(s.posterior_c1), static_cast<float>(s.posterior_c2),
-                             static_cast<float>(s.posterior_sigma)};
-    static_assert(sizeof(math::StepFloats) == 5 * sizeof(float), "StepFloats is five floats");
-    const float* as_floats = &f.sqrt_alpha_bar;
-    image.insert(image.end(), as_floats, as_floats + 5);
+                             static_cast<float>(s.posterior_sigma), c.prediction == MPD_PREDICT_SAMPLE ? 1 : 0};
+    static_assert(sizeof(math::StepFloats) == 6 * sizeof(float), "StepFloats is five floats and an int");
+    float as_floats[6];
+    std::memcpy(as_floats, &f, sizeof f);
+    image.insert(image.end(), as_floats, as_floats + 6);
   }
   align();
   const size_t emb_at = image.size();
@@ -415,7 +433,8 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
   const size_t host_state_at = costs_at + N, host_actions_at = host_state_at + round4(c.state_dim);
   const size_t host_index_at = host_actions_at + static_cast<size_t>(H) * c.action_dim;
   const size_t host_values_at = host_index_at + 4, host_costs_at = host_values_at + N;
-  const size_t host_windows_at = host_costs_at + N, total = host_windows_at + N * HD;
+  const size_t host_windows_at = host_costs_at + N, host_warm_at = host_windows_at + N * HD;
+  const size_t host_window_at = host_warm_at + HD, total = host_window_at + HD;
 
   if (cudaMalloc(&impl->arena, total * sizeof(float)) != cudaSuccess ||
       cudaMalloc(&impl->norms, 2 * static_cast<size_t>(D) * sizeof(double)) != cudaSuccess) {
@@ -498,6 +517,8 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
   impl->host_values = a + host_values_at;
   impl->host_costs = a + host_costs_at;
   impl->host_windows = a + host_windows_at;
+  impl->host_warm = a + host_warm_at;
+  impl->host_window = a + host_window_at;
 
   cudaDeviceProp prop{};
   if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return MPD_ERR_DEVICE;
@@ -529,8 +550,8 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
   return MPD_OK;
 }
 
-mpd_status CudaSampler::plan(const float* state, uint64_t seed, const mpd_options& o, const float* cond,
-                             mpd_plan_output* output, void* stream_ptr) {
+mpd_status CudaSampler::plan(const float* state, const float* warm, uint64_t seed, const mpd_options& o,
+                             const float* cond, mpd_plan_output* output, void* stream_ptr) {
   Impl& m = *impl_;
   cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
   const int N = static_cast<int>(o.num_candidates);
@@ -547,6 +568,10 @@ mpd_status CudaSampler::plan(const float* state, uint64_t seed, const mpd_option
   p.dynamics_every = o.dynamics_every;
   p.dynamics_last = o.dynamics_last;
   p.discount = o.discount;
+  p.noise_scale = sqrtf(static_cast<float>(o.temperature));
+  p.warm = warm;
+  p.start_level = warm != nullptr ? static_cast<int>(o.warm_start_level) : m.config.num_steps;
+  p.shift = static_cast<int>(o.actions_per_plan);
   // The fewest candidates per block whose blocks all run at once (one wave): a block's time grows
   // with its candidates, a second wave doubles the plan's (measured on an H100/H200, N = 16..1024).
   // Past four candidates per block, the largest variant that fits. The answer does not depend on it.
@@ -562,6 +587,8 @@ mpd_status CudaSampler::plan(const float* state, uint64_t seed, const mpd_option
   kPlanKernels[v]<<<grid, kThreads, m.shared_bytes[v], stream>>>(p);
   SelectParams s = m.select;
   s.state = state;
+  s.warm = warm;
+  s.window = output->window;
   s.actions = output->actions;
   s.index = output->index_ptr;
   s.num_candidates = N;
@@ -585,21 +612,23 @@ mpd_status CudaSampler::plan(const float* state, uint64_t seed, const mpd_option
   return ok ? MPD_OK : MPD_ERR_DEVICE;
 }
 
-mpd_status CudaSampler::plan_host(const float* state, uint64_t seed, const mpd_options& o, const float* cond,
-                                  mpd_plan_output* output, void* stream_ptr) {
+mpd_status CudaSampler::plan_host(const float* state, const float* warm, uint64_t seed, const mpd_options& o,
+                                  const float* cond, mpd_plan_output* output, void* stream_ptr) {
   Impl& m = *impl_;
   cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
   const ModelConfig& c = m.config;
   const size_t n = o.num_candidates, HD = static_cast<size_t>(c.horizon) * c.window_dim();
   if (cudaMemcpyAsync(m.host_state, state, sizeof(float) * c.state_dim, cudaMemcpyHostToDevice, stream) !=
-      cudaSuccess) {
+          cudaSuccess ||
+      (warm != nullptr &&
+       cudaMemcpyAsync(m.host_warm, warm, sizeof(float) * HD, cudaMemcpyHostToDevice, stream) != cudaSuccess)) {
     cudaGetLastError();
     return MPD_ERR_DEVICE;
   }
   mpd_plan_output device{m.host_actions, 0, output->values ? m.host_values : nullptr,
                          output->costs ? m.host_costs : nullptr, output->windows ? m.host_windows : nullptr,
-                         m.host_index};
-  mpd_status status = plan(m.host_state, seed, o, cond, &device, stream);
+                         m.host_index, output->window ? m.host_window : nullptr};
+  mpd_status status = plan(m.host_state, warm != nullptr ? m.host_warm : nullptr, seed, o, cond, &device, stream);
   if (status != MPD_OK) return status;
   uint32_t index = 0;
   bool ok = cudaMemcpyAsync(output->actions, m.host_actions, sizeof(float) * o.actions_per_plan * c.action_dim,
@@ -616,6 +645,10 @@ mpd_status CudaSampler::plan_host(const float* state, uint64_t seed, const mpd_o
   if (ok && output->windows) {
     ok = cudaMemcpyAsync(output->windows, m.host_windows, n * HD * sizeof(float), cudaMemcpyDeviceToHost,
                          stream) == cudaSuccess;
+  }
+  if (ok && output->window) {
+    ok = cudaMemcpyAsync(output->window, m.host_window, HD * sizeof(float), cudaMemcpyDeviceToHost, stream) ==
+         cudaSuccess;
   }
   ok = ok && cudaStreamSynchronize(stream) == cudaSuccess;
   if (!ok) {

@@ -32,14 +32,15 @@ class CudaSampler {
   // state: [dx] raw state in device memory; output's pointers are device memory; index_ptr, when
   // not NULL, receives the chosen index on the device. A non-finite state yields index
   // UINT32_MAX and NaN actions (the kernel cannot return a status without a synchronization).
-  // options are checked by the caller.
-  mpd_status plan(const float* state, uint64_t seed, const mpd_options& options, const float* cond,
-                  mpd_plan_output* output, void* stream);
+  // options are checked by the caller. warm: [H, D] the previous window in device memory for a
+  // warm start at options.warm_start_level, or nullptr (cold); a non-finite one yields NaN too.
+  mpd_status plan(const float* state, const float* warm, uint64_t seed, const mpd_options& options,
+                  const float* cond, mpd_plan_output* output, void* stream);
 
   // The same from host memory: copies state in and every requested output back through the
   // sampler's own device buffers, then synchronizes the stream (for Python and tests).
-  mpd_status plan_host(const float* state, uint64_t seed, const mpd_options& options, const float* cond,
-                       mpd_plan_output* output, void* stream);
+  mpd_status plan_host(const float* state, const float* warm, uint64_t seed, const mpd_options& options,
+                       const float* cond, mpd_plan_output* output, void* stream);
 
  private:
   struct Impl;

@@ -9,19 +9,37 @@
 
 namespace mpd::math {
 
-// The float32 coefficients of one denoising step k, as the reference holds them.
+// The float32 coefficients of one denoising step k, as the reference holds them, and how the
+// networks' output maps to the clean window (the model's prediction target).
 struct StepFloats {
   float sqrt_alpha_bar;            // sqrt(abar_k)
   float sqrt_one_minus_alpha_bar;  // sqrt(1 - abar_k)
   float c1, c2;                    // posterior mean coefficients
   float sigma;                     // posterior standard deviation
+  int sample_prediction;           // 1: the output is the clean window; 0: it is the noise
 };
 
-// mu_k(v, eps) = c1 clip((v - sqrt(1 - abar) eps) / sqrt(abar), -1, 1) + c2 v.
+// The clean window element implied by network output o at this step, clipped to [-1, 1]:
+// (v - sqrt(1 - abar) o) / sqrt(abar) for epsilon-prediction, o for sample-prediction.
+MPD_HOST_DEVICE float clean_estimate(float v, float o, const StepFloats& s) {
+  float clean = s.sample_prediction ? o : (v - s.sqrt_one_minus_alpha_bar * o) / s.sqrt_alpha_bar;
+  return clean < -1.0f ? -1.0f : (clean > 1.0f ? 1.0f : clean);
+}
+
+// mu_k(v, o) = c1 clean_estimate(v, o) + c2 v.
 MPD_HOST_DEVICE float posterior_mean(float v, float eps, const StepFloats& s) {
-  float clean = (v - s.sqrt_one_minus_alpha_bar * eps) / s.sqrt_alpha_bar;
-  clean = clean < -1.0f ? -1.0f : (clean > 1.0f ? 1.0f : clean);
-  return s.c1 * clean + s.c2 * v;
+  return s.c1 * clean_estimate(v, eps, s) + s.c2 * v;
+}
+
+// A warm start's window element at level k_w (s = that step's floats): sqrt(abar) S + sqrt(1 -
+// abar) z, with S the shifted previous window and z the temperature-scaled draw.
+MPD_HOST_DEVICE float renoised(float shifted, float scaled_z, const StepFloats& s) {
+  return s.sqrt_alpha_bar * shifted + s.sqrt_one_minus_alpha_bar * scaled_z;
+}
+
+// Row i of the warm start's shifted window: previous row i + shift, the last row past the end.
+MPD_HOST_DEVICE int shifted_row(int i, int shift, int horizon) {
+  return i + shift < horizon ? i + shift : horizon - 1;
 }
 
 // Classifier-free guidance: eps(., 0) + w (eps(., c) - eps(., 0)).
@@ -35,7 +53,8 @@ MPD_HOST_DEVICE float dynamics_update(float x, float eps, const StepFloats& s, f
   return one_minus_lambda * x + lambda * posterior_mean(x, eps, s);
 }
 
-// Planner update of one window element: tau^{k-1} = mu_k(tau', eps_p) + sigma_k z (z = 0 at k = 1).
+// Planner update of one window element: tau^{k-1} = mu_k(tau', eps_p) + sigma_k z (z = 0 at k = 1;
+// z is the temperature-scaled draw).
 MPD_HOST_DEVICE float planner_update(float v, float eps, const StepFloats& s, float z) {
   return posterior_mean(v, eps, s) + s.sigma * z;
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -60,38 +61,46 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     """Train the models of a bundle: the planner on --data, dynamics and ranker on --data plus --extra-data."""
-    from mpdiffuser.config import ModelConfig, TrainConfig
+    from mpdiffuser.config import ModelConfig
     from mpdiffuser.data.dataset import load_dataset, merge_datasets
     from mpdiffuser.models.bundle import BundleSpec
+    from mpdiffuser.recipes import recipe
     from mpdiffuser.training.train import train_model
 
+    chosen = recipe(args.recipe)
     task = [load_dataset(p) for p in args.data]
     extra = [load_dataset(p) for p in args.extra_data]
     bundle = Path(args.bundle)
     if not (bundle / "bundle.json").exists():
         planner_data = merge_datasets(task)
-        sizes = {"horizon": args.horizon, "num_steps": args.diffusion_steps, "layers": args.layers}
-        if args.width is not None:
-            sizes["width"] = args.width
+        sizes = dict(chosen.model)
+        for flag, name in (("horizon", "horizon"), ("diffusion_steps", "num_steps"), ("layers", "layers"),
+                           ("width", "width"), ("prediction", "prediction"), ("return_condition", "return_condition")):
+            if getattr(args, flag) is not None:
+                sizes[name] = getattr(args, flag)
         model = ModelConfig.sized_for(planner_data.state_dim, planner_data.action_dim, **sizes)
-        BundleSpec.fit(planner_data, task + extra, model).save(bundle)
-        print(f"created bundle {bundle}")
+        BundleSpec.fit(planner_data, task + extra, model, chosen.sampler).save(bundle)
+        print(f"created bundle {bundle} (recipe {args.recipe})")
     names = ["planner", "dynamics", "reward"] + (["cost"] if BundleSpec.load(bundle).with_cost else [])
     if args.model != "all":
         names = [args.model]
     for name in names:
         data = task if name == "planner" else task + extra
-        config = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
-                             checkpoint_every=args.checkpoint_every, action_weight=args.action_weight)
+        given = {field: getattr(args, flag) for flag, field in (
+            ("steps", "steps"), ("batch_size", "batch_size"), ("lr", "learning_rate"), ("seed", "seed"),
+            ("checkpoint_every", "checkpoint_every"), ("action_weight", "action_weight"), ("ema_every", "ema_every"))
+            if getattr(args, flag) is not None}
+        config = dataclasses.replace(chosen.train, **given)
         info = train_model(bundle, name, data, config, fine_tune=args.fine_tune)
         print(f"{name}: {info['steps']} steps, final loss {info['final_loss']:.4f}, {info['seconds']:.0f}s")
     return 0
 
 
 def _options_from_args(args: argparse.Namespace, defaults):
-    return defaults.replace(num_candidates=args.candidates, guidance=args.guidance, return_target=args.return_target,
-                            dynamics_weight=args.dynamics_weight, dynamics_every=args.dynamics_every,
-                            dynamics_last=args.dynamics_last, actions_per_plan=args.actions_per_plan)
+    """`defaults` (the model file's) with every sampler flag the user gave."""
+    given = {field: getattr(args, dest) for dest, (field, _, _) in SAMPLER_FLAGS.items()
+             if getattr(args, dest, None) is not None}
+    return defaults.replace(**given)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -110,18 +119,25 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         from mpdiffuser.export import export_model
         from mpdiffuser.sampling.sampler import Sampler
 
-        model_file = args.model_file or export_model(args.bundle, Path(args.bundle) / "model.safetensors")
+        model_file = args.model_file
+        if model_file is None:
+            model_file = export_model(args.bundle, Path(args.bundle) / "model.safetensors")
+            print(f"exported {args.bundle} to {model_file} for the native backend")
         sampler = Sampler(model_file, args.backend, env_id=args.env)
         defaults = sampler.defaults
     else:
         from mpdiffuser.models.bundle import ModelBundle
         from mpdiffuser.sampling.reference import ReferenceSampler
 
-        sampler = ReferenceSampler(ModelBundle.load(args.bundle, env_id=args.env))
-        defaults = SamplerOptions()
-    policy = MPCPolicy(sampler, _options_from_args(args, defaults), episode_budget=args.budget)
+        bundle = ModelBundle.load(args.bundle, env_id=args.env)
+        sampler = ReferenceSampler(bundle)
+        defaults = bundle.spec.sampler_defaults or SamplerOptions()
+    options = _options_from_args(args, defaults)
+    policy = MPCPolicy(sampler, options, episode_budget=args.budget)
     summary = evaluate(policy, args.env, args.episodes, args.seed, args.max_steps, constrained=args.budget is not None)
-    report = summary.to_dict() | {"backend": args.backend}
+    report = summary.to_dict() | {"backend": args.backend, "seed": args.seed, "options": dataclasses.asdict(options),
+                                  "model_file": None if args.model_file is None else str(args.model_file),
+                                  "bundle": args.bundle}
     lat = report["latency"]
     print(f"{args.env}: score {report['score_mean']:.1f} +- {report['score_stderr']:.1f}, return {report['return_mean']:.1f}, "
           f"cost {report['cost_mean']:.1f}; latency ({args.backend}) p50 {lat['p50_ms']:.2f} ms p99 {lat['p99_ms']:.2f} ms")
@@ -173,9 +189,12 @@ def _cmd_consistency(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     """Write a trained bundle's models to one .safetensors model file for the native core."""
     from mpdiffuser.config import SamplerOptions
+    from mpdiffuser.models.bundle import BundleSpec
     from mpdiffuser.export import export_model
 
-    defaults = SamplerOptions(cost_limit=args.cost_limit)
+    defaults = BundleSpec.load(args.bundle).sampler_defaults or SamplerOptions()
+    if args.cost_limit is not None:
+        defaults = defaults.replace(cost_limit=args.cost_limit)
     path = export_model(args.bundle, args.out, _options_from_args(args, defaults))
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     return 0
@@ -270,14 +289,26 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+# Sampler flags -> SamplerOptions fields. Every default is None: the model file's (or the
+# bundle's) stored defaults apply unless a flag is given.
+SAMPLER_FLAGS = {
+    "candidates": ("num_candidates", int, "N, candidates ranked per plan"),
+    "guidance": ("guidance", float, "w, classifier-free guidance scale (1 = conditional only)"),
+    "return_target": ("return_target", float, "g, the return condition (authors' condition: 1 = the best start in the data)"),
+    "dynamics_weight": ("dynamics_weight", float, "lambda, weight of the dynamics update (0: planner only)"),
+    "dynamics_every": ("dynamics_every", int, "dynamics update every m steps"),
+    "dynamics_last": ("dynamics_last", int, "dynamics updates only in the last j steps (0: all)"),
+    "actions_per_plan": ("actions_per_plan", int, "actions executed before replanning"),
+    "temperature": ("temperature", float, "tau in (0, 1], variance scale of every draw"),
+    "warm_start_level": ("warm_start_level", int, "k_w: start each plan from the previous window re-noised to "
+                                                   "level k_w (0: cold)"),
+}
+
+
 def _add_sampler_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--candidates", type=int, default=8, help="N")
-    p.add_argument("--guidance", type=float, default=1.2, help="w")
-    p.add_argument("--return-target", type=float, default=0.9, help="g")
-    p.add_argument("--dynamics-weight", "--lambda", type=float, default=1.0, help="lambda (0: planner only)")
-    p.add_argument("--dynamics-every", type=int, default=1)
-    p.add_argument("--dynamics-last", type=int, default=0)
-    p.add_argument("--actions-per-plan", type=int, default=1)
+    for dest, (_, kind, text) in SAMPLER_FLAGS.items():
+        flags = ["--" + dest.replace("_", "-")] + (["--lambda"] if dest == "dynamics_weight" else [])
+        p.add_argument(*flags, dest=dest, type=kind, default=None, help=f"{text} (default: the model's stored value)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -305,18 +336,28 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--extra-data", action="append", default=[], help="more data for dynamics and ranker only")
     train.add_argument("--model", default="all", choices=["all", "planner", "dynamics", "reward", "cost"])
     train.add_argument("--fine-tune", action="store_true", help="start from the bundle's existing weights")
-    train.add_argument("--steps", type=int, default=5000)
-    train.add_argument("--batch-size", type=int, default=256)
-    train.add_argument("--lr", type=float, default=3e-4)
-    train.add_argument("--checkpoint-every", type=int, default=500)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--action-weight", type=float, default=1.0,
-                       help="planner: loss weight of the first action u_0 (Diffuser uses 10)")
-    train.add_argument("--horizon", type=int, default=16, help="H (new bundles only)")
-    train.add_argument("--diffusion-steps", type=int, default=20, help="K (new bundles only)")
+    train.add_argument("--recipe", default="default", choices=["default", "authors"],
+                       help="training, model and sampler defaults: ours, chosen by measurement, or the paper code's "
+                            "(K = 100, epsilon, 1M steps at batch 64; tau = 1e-3, N = 1, w = 2, g = 1.1); "
+                            "the flags below override it")
+    train.add_argument("--steps", type=int, default=None, help="training steps per model (default 5000)")
+    train.add_argument("--batch-size", type=int, default=None, help="batch size (default 256)")
+    train.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 3e-4)")
+    train.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 500)")
+    train.add_argument("--ema-every", type=int, default=None, help="steps between EMA updates (default 1)")
+    train.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
+    train.add_argument("--action-weight", type=float, default=None,
+                       help="planner: loss weight of the first action u_0 (default 10, as Diffuser and the authors)")
+    train.add_argument("--horizon", type=int, default=None, help="H (new bundles only; default 16)")
+    train.add_argument("--diffusion-steps", type=int, default=None, help="K (new bundles only; default 20)")
     train.add_argument("--width", type=int, default=None,
                        help="hidden width (new bundles only; default 256, or 512 when the window H*(dx+du) is wider)")
-    train.add_argument("--layers", type=int, default=3, help="hidden layers L (new bundles only)")
+    train.add_argument("--layers", type=int, default=None, help="hidden layers L (new bundles only; default 3)")
+    train.add_argument("--prediction", default=None, choices=["sample", "epsilon"],
+                       help="what the diffusion networks predict (new bundles only; default sample)")
+    train.add_argument("--return-condition", default=None, choices=["authors", "minmax"],
+                       help="return condition g (new bundles only; default authors: rtg with fall penalty over the "
+                            "best start)")
     train.set_defaults(func=_cmd_train)
 
     ev = commands.add_parser("eval", help="control an environment with trained models", description=_cmd_eval.__doc__)

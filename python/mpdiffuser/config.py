@@ -5,6 +5,18 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+PREDICTIONS = ("epsilon", "sample")  # what the diffusion networks output (DESIGN section 3)
+NORMALIZERS = ("minmax", "cdf")
+RETURN_CONDITIONS = ("authors", "minmax")
+TERMINATION_PENALTY = 100.0  # subtracted at a fall: in the authors' return condition and the ranker's value
+
+# TrainConfig fields added later, with the values that reproduce the training before them.
+LEGACY_TRAIN_FIELDS = {"action_weight": 1.0, "ema_every": 1}
+
+# ModelConfig fields added after format 1, with the values every older bundle and model file was
+# made with: a file that lacks them loads as what it is.
+LEGACY_MODEL_FIELDS = {"prediction": "epsilon", "normalizer": "minmax", "return_condition": "minmax"}
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -21,9 +33,17 @@ class ModelConfig:
     layers: int = 3  # L: hidden layers; layer L is the output layer
     ranker_width: int = 128
     ranker_layers: int = 2
-    return_discount: float = 0.99  # discount of the return-to-go condition g
+    return_discount: float = 0.997  # discount of the return-to-go condition g (authors: 0.997)
     cost_scale: float = 0.1  # s_c: the cost limit enters the condition as l * s_c
     condition_dropout: float = 0.25  # classifier-free guidance training
+    # What planner and dynamics networks predict: the clean window ("sample", Diffuser's choice for
+    # locomotion) or the noise ("epsilon", the authors'). Measured on the shared suite's near-expert
+    # Hopper data: sample 44, epsilon 0.9-8.7 (docs/results.md).
+    prediction: str = "sample"
+    normalizer: str = "minmax"  # "minmax" or "cdf" (empirical CDF per dimension, the authors')
+    # "authors": discounted return-to-go with TERMINATION_PENALTY at a fall, over the best
+    # episode-start return (g = 1 asks for the best start in the data); "minmax": (rtg - min) / (max - min).
+    return_condition: str = "authors"
 
     @classmethod
     def sized_for(cls, state_dim: int, action_dim: int, **changes) -> "ModelConfig":
@@ -46,6 +66,15 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.return_discount must be in (0, 1], got {self.return_discount}")
         if not 0.0 <= self.condition_dropout < 1.0:
             raise ValueError(f"ModelConfig.condition_dropout must be in [0, 1), got {self.condition_dropout}")
+        for name, choices in (("prediction", PREDICTIONS), ("normalizer", NORMALIZERS),
+                              ("return_condition", RETURN_CONDITIONS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"ModelConfig.{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        """A stored config; fields it predates take the values it was made with (LEGACY_MODEL_FIELDS)."""
+        return cls(**(LEGACY_MODEL_FIELDS | d))
 
 
 @dataclass(frozen=True)
@@ -67,6 +96,12 @@ class SamplerOptions:
     dynamics_last: int = 0  # if > 0, dynamics updates only at steps k <= dynamics_last
     discount: float = 0.997  # gamma of the ranker's value and cost
     actions_per_plan: int = 1  # actions executed before replanning (MPC)
+    # tau in (0, 1]: variance scale of the initial window and of every step's noise (1 = DDPM;
+    # the authors sample at 1e-3).
+    temperature: float = 1.0
+    # k_w: 0 plans cold from noise; k_w in [1, K) starts from the previous plan's window, shifted
+    # by the executed actions and re-noised to level k_w (costs k_w / K of a cold plan).
+    warm_start_level: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.num_candidates, bool) or not isinstance(self.num_candidates, int) or self.num_candidates < 1:
@@ -86,6 +121,18 @@ class SamplerOptions:
             value = getattr(self, name)
             if value is not None and not value >= 0.0:
                 raise ValueError(f"{name} must be >= 0 or None, got {value}")
+        if not 0.0 < self.temperature <= 1.0:
+            raise ValueError(f"temperature must be in (0, 1], got {self.temperature}")
+        if isinstance(self.warm_start_level, bool) or not isinstance(self.warm_start_level, int) \
+                or self.warm_start_level < 0:
+            raise ValueError(f"warm_start_level must be an integer >= 0 (0 = cold), got {self.warm_start_level!r}")
+
+    def check_for(self, num_steps: int, horizon: int) -> None:
+        """The checks that need the model: warm_start_level < K, actions_per_plan <= H."""
+        if self.warm_start_level >= num_steps:
+            raise ValueError(f"warm_start_level must be in [0, K) = [0, {num_steps}), got {self.warm_start_level}")
+        if self.actions_per_plan > horizon:
+            raise ValueError(f"actions_per_plan ({self.actions_per_plan}) exceeds the horizon ({horizon})")
 
     def dynamics_at(self, k: int) -> bool:
         """Whether the dynamics update runs at denoising step k (1..K); the last step k = 1 always
@@ -113,11 +160,14 @@ class TrainConfig:
     checkpoint_every: int = 500
     seed: int = 0
     # Planner only: loss weight of the first action u_0 in the window (the one MPC executes);
-    # every other element weighs 1. Diffuser's locomotion setting is 10. On near-expert Hopper data
-    # 10 helped only together with width 512, and hurt at width 256 (docs/results.md), so 1 stays.
-    action_weight: float = 1.0
+    # every other element weighs 1. Diffuser's locomotion setting and the authors' is 10. With
+    # sample-prediction on near-expert Hopper data (30000 steps) 10 scored 62 against 44 for 1.
+    action_weight: float = 10.0
+    ema_every: int = 1  # EMA update every this many steps (authors: 10, with decay 0.995)
 
     def __post_init__(self) -> None:
+        if self.ema_every < 1:
+            raise ValueError(f"ema_every must be >= 1, got {self.ema_every}")
         if self.steps < 0 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ValueError(f"TrainConfig needs steps >= 0, batch_size >= 1, checkpoint_every >= 1: {self}")
         if not self.action_weight > 0.0:

@@ -5,11 +5,16 @@ for ``<net>`` in planner, dynamics, reward and (constrained tasks) cost, the nor
 ``normalizer.{state,action}_{low,high}`` tensors (float32, so the native core reads them exactly),
 and string metadata:
 
-    format = "mpdiffuser.model", format_version = "1", schedule = "cosine", env_id,
+    format = "mpdiffuser.model", format_version = "2", schedule = "cosine", env_id,
     state_dim, action_dim, cond_dim, horizon, num_steps, width, layers, ranker_width,
     ranker_layers, reward_outputs, has_cost ("0"/"1"), cost_scale, return_low, return_high,
     return_discount, condition_dropout,
+    prediction ("epsilon"/"sample"), normalizer ("minmax"), return_condition, termination_penalty,
     default.<option> for every SamplerOptions field ("none" for an unset cost limit or budget).
+
+Version 1 files (before prediction, normalizer, return condition, temperature and warm start)
+still load: they are epsilon-prediction, min-max models, and their missing sampler defaults are
+temperature 1 and a cold start, which is how they were sampled.
 
 Numbers are written with repr(), which round-trips float64 exactly.
 """
@@ -21,11 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mpdiffuser.config import ModelConfig, SamplerOptions
+from mpdiffuser.config import LEGACY_MODEL_FIELDS, ModelConfig, SamplerOptions
 
 FORMAT = "mpdiffuser.model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 NETS = ("planner", "dynamics", "reward", "cost")
+# Sampler defaults a version 1 file lacks, with the values its plans were made with.
+LEGACY_DEFAULTS = {"temperature": "1.0", "warm_start_level": "0"}
 
 
 def _metadata(spec, options: SamplerOptions) -> dict[str, str]:
@@ -41,6 +49,8 @@ def _metadata(spec, options: SamplerOptions) -> dict[str, str]:
         "return_low": repr(float(spec.conditions.return_low)), "return_high": repr(float(spec.conditions.return_high)),
         "return_discount": repr(float(spec.conditions.return_discount)),
         "condition_dropout": repr(float(m.condition_dropout)),
+        "prediction": m.prediction, "normalizer": m.normalizer, "return_condition": m.return_condition,
+        "termination_penalty": repr(float(spec.conditions.termination_penalty)),
     }
     for field in dataclasses.fields(SamplerOptions):
         value = getattr(options, field.name)
@@ -52,21 +62,20 @@ def _metadata(spec, options: SamplerOptions) -> dict[str, str]:
 def export_model(bundle_dir: str | Path, out_path: str | Path, options: SamplerOptions | None = None) -> Path:
     """Write the trained models of `bundle_dir` to `out_path` (.safetensors); returns the path.
 
-    options: the sampler defaults stored in the file (default: SamplerOptions()).
+    options: the sampler defaults stored in the file (default: the bundle's, else SamplerOptions()).
     """
     from safetensors.numpy import save_file
 
     from mpdiffuser.models.bundle import ModelBundle
 
     bundle = ModelBundle.load(bundle_dir)
-    options = options or SamplerOptions()
+    options = options or bundle.spec.sampler_defaults or SamplerOptions()
     spec = bundle.spec
     if spec.with_cost and options.cost_limit is not None:
         spec.conditions.condition(options.return_target, options.cost_limit)  # validates
     elif not spec.with_cost and options.cost_limit is not None:
         raise ValueError("options.cost_limit is set, but the models were trained without costs")
-    if options.actions_per_plan > spec.model.horizon:
-        raise ValueError(f"actions_per_plan ({options.actions_per_plan}) exceeds the horizon ({spec.model.horizon})")
+    options.check_for(spec.model.num_steps, spec.model.horizon)
     tensors: dict[str, np.ndarray] = {}
     for net in NETS:
         module = getattr(bundle, net)
@@ -120,17 +129,27 @@ def read_model_file(path: str | Path):
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not an mpdiffuser model file (format {meta.get('format')!r})")
     version = _number(meta, "format_version", int)
-    if version != FORMAT_VERSION:
-        raise ValueError(f"{path} has model format version {version}; this mpdiffuser reads {FORMAT_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"{path} has model format version {version}; this mpdiffuser reads versions "
+                         f"{', '.join(map(str, READABLE_VERSIONS))}")
+    if version == 1:
+        meta = {**LEGACY_MODEL_FIELDS, "termination_penalty": "0.0",
+                **{f"default.{k}": v for k, v in LEGACY_DEFAULTS.items()}, **meta}
+    for key, choices in (("prediction", ("epsilon", "sample")), ("normalizer", ("minmax",)),
+                         ("return_condition", ("authors", "minmax"))):
+        if meta.get(key) not in choices:
+            raise ValueError(f"{path}: metadata '{key}' = {meta.get(key)!r} is not one of {', '.join(choices)}")
     model = ModelConfig(
         horizon=_number(meta, "horizon", int), num_steps=_number(meta, "num_steps", int),
         width=_number(meta, "width", int), layers=_number(meta, "layers", int),
         ranker_width=_number(meta, "ranker_width", int), ranker_layers=_number(meta, "ranker_layers", int),
         return_discount=_number(meta, "return_discount"), cost_scale=_number(meta, "cost_scale"),
-        condition_dropout=_number(meta, "condition_dropout"))
+        condition_dropout=_number(meta, "condition_dropout"), prediction=meta["prediction"],
+        normalizer=meta["normalizer"], return_condition=meta["return_condition"])
     with_cost = meta.get("has_cost") == "1"
     conditions = ConditionScale(_number(meta, "return_low"), _number(meta, "return_high"),
-                                model.return_discount, model.cost_scale, with_cost)
+                                model.return_discount, model.cost_scale, with_cost,
+                                _number(meta, "termination_penalty"))
     for key in ("normalizer.state_low", "normalizer.state_high", "normalizer.action_low", "normalizer.action_high"):
         if key not in tensors:
             raise ValueError(f"{path} lacks tensor '{key}'")
@@ -144,7 +163,8 @@ def read_model_file(path: str | Path):
         if raw is None:
             raise ValueError(f"{path} lacks metadata 'default.{field.name}'")
         defaults[field.name] = None if raw == "none" else (int(raw) if field.type in ("int", int) else float(raw))
-    return spec, tensors, SamplerOptions(**defaults)
+    options = SamplerOptions(**defaults)
+    return dataclasses.replace(spec, sampler_defaults=options), tensors, options
 
 
 def bundle_from_model_file(path: str | Path):

@@ -170,6 +170,47 @@ int main() {
       }
     }
 
+    // The recipe options (host-staged API): sample-prediction, low temperature, warm start from a
+    // previous window, the chosen window written out; CUDA equals the CPU backend.
+    for (const char* prediction : {"epsilon", "sample"}) {
+      testing::TinyModel rspec = spec;
+      rspec.prediction = prediction;
+      mpd_model* rmodel = load(rspec);
+      mpd_workspace *gws = nullptr, *cws = nullptr;
+      CHECK(mpd_workspace_create(rmodel, MPD_BACKEND_CUDA, 64, 0, &gws) == MPD_OK);
+      CHECK(mpd_workspace_create(rmodel, MPD_BACKEND_CPU, 64, 2, &cws) == MPD_OK);
+      mpd_options o;
+      mpd_model_default_options(rmodel, &o);
+      o.num_candidates = 64;
+      o.temperature = 0.01;
+      if (has_cost) o.has_cost_limit = 1, o.cost_limit = 3.0;
+      const Sizes sz = sizes(rmodel, o);
+      const size_t HD = sz.windows / sz.n;
+      std::vector<float> previous(HD), ca(sz.actions), ga(sz.actions), cw(sz.windows), gw(sz.windows), cc(HD), gc(HD);
+      mpd_plan_output first{ca.data(), 0, nullptr, nullptr, nullptr, nullptr, previous.data()};
+      CHECK(mpd_plan(rmodel, cws, state, 3, &o, &first, nullptr) == MPD_OK);
+      for (uint32_t level : {0u, 2u, 4u}) {
+        o.warm_start_level = level;
+        mpd_plan_output cout_{ca.data(), 0, nullptr, nullptr, cw.data(), nullptr, cc.data()};
+        mpd_plan_output gout{ga.data(), 0, nullptr, nullptr, gw.data(), nullptr, gc.data()};
+        CHECK(mpd_plan_warm(rmodel, cws, state, previous.data(), 9, &o, &cout_, nullptr) == MPD_OK);
+        CHECK(mpd_plan_warm_host(rmodel, gws, state, previous.data(), 9, &o, &gout, stream) == MPD_OK);
+        CHECK(gout.index == cout_.index);
+        CHECK(max_abs_diff(gw, cw) <= 5e-4f && max_abs_diff(gc, cc) <= 5e-4f);
+        if (gout.index != cout_.index || max_abs_diff(gw, cw) > 5e-4f) {
+          std::printf("%s k_w=%u cost=%d: index %u vs %u, windows max diff %g\n", prediction, level, has_cost,
+                      gout.index, cout_.index, max_abs_diff(gw, cw));
+        }
+      }
+      std::vector<float> bad = previous;
+      bad[1] = NAN;
+      mpd_plan_output bout{ga.data(), 0, nullptr, nullptr, nullptr, nullptr, nullptr};
+      CHECK(mpd_plan_warm_host(rmodel, gws, state, bad.data(), 9, &o, &bout, stream) == MPD_ERR_NON_FINITE);
+      mpd_workspace_free(gws);
+      mpd_workspace_free(cws);
+      mpd_model_free(rmodel);
+    }
+
     // Graph capture: the two launches and copies recorded once, replayed on new state contents.
     mpd_options o;
     mpd_model_default_options(model, &o);

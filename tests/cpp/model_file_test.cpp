@@ -66,7 +66,36 @@ int main() {
   mpd_model_free(model);
 
   // Broken variants: each rejected with a message naming the problem.
-  expect_rejected(with_meta("format_version", "2"), "format version 2");
+  CHECK(options.temperature == 1.0 && options.warm_start_level == 0);
+  CHECK(info.format_version == 2 && info.prediction == MPD_PREDICT_EPSILON);
+
+  // A version 1 file (before prediction, normalizer, temperature and warm start) still loads:
+  // epsilon-prediction, sampled cold at temperature 1.
+  testing::TinyModel v1;
+  v1.metadata_overrides = {{"format_version", "1"}, {"prediction", "<erase>"}, {"normalizer", "<erase>"},
+                           {"return_condition", "<erase>"}, {"termination_penalty", "<erase>"},
+                           {"default.temperature", "<erase>"}, {"default.warm_start_level", "<erase>"}};
+  const std::vector<uint8_t> v1_bytes = testing::write_model(v1);
+  CHECK(mpd_model_load_memory(v1_bytes.data(), v1_bytes.size(), &model, nullptr, 0) == MPD_OK);
+  CHECK(mpd_model_get_info(model, &info) == MPD_OK && info.format_version == 1);
+  CHECK(info.prediction == MPD_PREDICT_EPSILON);
+  CHECK(mpd_model_default_options(model, &options) == MPD_OK);
+  CHECK(options.temperature == 1.0 && options.warm_start_level == 0);
+  mpd_model_free(model);
+  testing::TinyModel sample;
+  sample.prediction = "sample";
+  const std::vector<uint8_t> sample_bytes = testing::write_model(sample);
+  CHECK(mpd_model_load_memory(sample_bytes.data(), sample_bytes.size(), &model, nullptr, 0) == MPD_OK);
+  CHECK(mpd_model_get_info(model, &info) == MPD_OK && info.prediction == MPD_PREDICT_SAMPLE);
+  mpd_model_free(model);
+
+  expect_rejected(with_meta("format_version", "3"), "format version 3");
+  expect_rejected(with_meta("prediction", "velocity"), "'prediction'");
+  expect_rejected(with_meta("prediction", "<erase>"), "'prediction' is missing");
+  expect_rejected(with_meta("normalizer", "zscore"), "'normalizer'");
+  expect_rejected(with_meta("default.temperature", "0"), "temperature");
+  expect_rejected(with_meta("default.temperature", "1.5"), "temperature");
+  expect_rejected(with_meta("default.warm_start_level", "5"), "warm_start_level");  // K = 5
   expect_rejected(with_meta("format", "other"), "format");
   expect_rejected(with_meta("schedule", "linear"), "schedule");
   expect_rejected(with_meta("horizon", "<erase>"), "'horizon' is missing");

@@ -15,6 +15,7 @@ struct TinyModel {
   int state_dim = 3, action_dim = 2, horizon = 4, num_steps = 5, width = 24, layers = 2;
   int ranker_width = 16, ranker_layers = 2, reward_outputs = 2;
   bool has_cost = false;
+  std::string prediction = "epsilon";  // "epsilon" or "sample"
   uint32_t seed = 1;
   std::map<std::string, std::string> metadata_overrides;  // key -> value ("<erase>" removes it)
   std::string drop_tensor;                                // omit this tensor
@@ -76,7 +77,7 @@ inline std::vector<uint8_t> write_model(const TinyModel& m) {
   if (!m.extra_tensor.empty()) tensors[m.extra_tensor] = Tensor{{1}, {0.5f}};
 
   std::map<std::string, std::string> meta = {
-      {"format", "mpdiffuser.model"}, {"format_version", "1"}, {"schedule", "cosine"}, {"env_id", "Tiny-v0"},
+      {"format", "mpdiffuser.model"}, {"format_version", "2"}, {"schedule", "cosine"}, {"env_id", "Tiny-v0"},
       {"state_dim", std::to_string(m.state_dim)}, {"action_dim", std::to_string(m.action_dim)},
       {"cond_dim", std::to_string(cond)}, {"horizon", std::to_string(m.horizon)},
       {"num_steps", std::to_string(m.num_steps)}, {"width", std::to_string(m.width)},
@@ -86,7 +87,9 @@ inline std::vector<uint8_t> write_model(const TinyModel& m) {
       {"default.num_candidates", "8"}, {"default.guidance", "1.2"}, {"default.return_target", "0.9"},
       {"default.cost_limit", m.has_cost ? "10.0" : "none"}, {"default.cost_budget", "none"},
       {"default.dynamics_weight", "1.0"}, {"default.dynamics_every", "1"}, {"default.dynamics_last", "0"},
-      {"default.discount", "0.997"}, {"default.actions_per_plan", "1"}};
+      {"default.discount", "0.997"}, {"default.actions_per_plan", "1"},
+      {"prediction", m.prediction}, {"normalizer", "minmax"}, {"return_condition", "authors"},
+      {"termination_penalty", "100.0"}, {"default.temperature", "1.0"}, {"default.warm_start_level", "0"}};
   for (const auto& kv : m.metadata_overrides) {
     if (kv.second == "<erase>") meta.erase(kv.first);
     else meta[kv.first] = kv.second;

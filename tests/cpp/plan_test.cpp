@@ -170,11 +170,45 @@ int main() {
   rejects([](mpd_options* b) { b->actions_per_plan = 5; });  // H = 4
   rejects([](mpd_options* b) { b->has_cost_limit = 0; });   // a cost model needs its limit
   rejects([](mpd_options* b) { b->cost_budget = -1.0, b->has_cost_budget = 1; });
+  rejects([](mpd_options* b) { b->temperature = 0.0; });
+  rejects([](mpd_options* b) { b->temperature = 1.5; });
+  rejects([](mpd_options* b) { b->temperature = NAN; });
+  rejects([](mpd_options* b) { b->warm_start_level = 5; });  // K = 5
   char message[256];
   mpd_options missing = o;
   missing.has_cost_limit = 0;
   mpd_options_check(model, &missing, message, sizeof message);
   CHECK(std::strstr(message, "cost_limit") != nullptr);
+
+  // Warm start: the chosen window comes out; k_w = 0 ignores a previous window; a non-finite one
+  // is rejected; a warm plan is bit-identical across thread counts and differs from a cold one.
+  {
+    const size_t HD = 4 * 5;
+    std::vector<float> chosen(HD, -7.0f), all(64 * HD);
+    float act[2];
+    mpd_plan_output wout{act, 0, nullptr, nullptr, all.data(), nullptr, chosen.data()};
+    CHECK(mpd_plan(model, ws, state, 42, &o, &wout, nullptr) == MPD_OK);
+    CHECK(std::memcmp(chosen.data(), all.data() + wout.index * HD, HD * sizeof(float)) == 0);
+    CHECK(mpd_plan_warm(model, ws, state, chosen.data(), 42, &o, &out, nullptr) == MPD_OK);  // k_w = 0: cold
+    CHECK(plan(model, ws, state, 42, o) == first);
+    mpd_options warm = o;
+    warm.warm_start_level = 3;
+    warm.temperature = 0.25;
+    std::vector<float> w1(HD), w2(HD), cold(HD);
+    mpd_plan_output o1{act, 0, nullptr, nullptr, nullptr, nullptr, w1.data()};
+    mpd_plan_output o2{act, 0, nullptr, nullptr, nullptr, nullptr, w2.data()};
+    mpd_workspace* one = workspace(model, 64, 1);
+    CHECK(mpd_plan_warm(model, ws, state, chosen.data(), 7, &warm, &o1, nullptr) == MPD_OK);
+    CHECK(mpd_plan_warm(model, one, state, chosen.data(), 7, &warm, &o2, nullptr) == MPD_OK);
+    CHECK(w1 == w2 && o1.index == o2.index);
+    mpd_plan_output oc{act, 0, nullptr, nullptr, nullptr, nullptr, cold.data()};
+    CHECK(mpd_plan_warm(model, ws, state, nullptr, 7, &warm, &oc, nullptr) == MPD_OK);  // no window: cold
+    CHECK(cold != w1);
+    std::vector<float> bad_window = chosen;
+    bad_window[5] = NAN;
+    CHECK(mpd_plan_warm(model, ws, state, bad_window.data(), 7, &warm, &o1, nullptr) == MPD_ERR_NON_FINITE);
+    mpd_workspace_free(one);
+  }
 
   // A workspace of another model, and backends that are not there.
   testing::TinyModel other_spec;

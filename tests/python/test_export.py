@@ -28,8 +28,10 @@ def test_file_layout_follows_the_design(exported):
     m = bundle.spec.model
     with safe_open(str(path), framework="numpy") as f:
         meta, names = f.metadata(), set(f.keys())
-        assert meta["format"] == "mpdiffuser.model" and meta["format_version"] == "1"
+        assert meta["format"] == "mpdiffuser.model" and meta["format_version"] == "2"
         assert meta["horizon"] == str(m.horizon) and meta["has_cost"] == "1" and meta["cond_dim"] == "2"
+        assert meta["prediction"] == m.prediction and meta["normalizer"] == "minmax"
+        assert meta["default.temperature"] == "1.0" and meta["default.warm_start_level"] == "0"
         window = m.horizon * (bundle.spec.state_dim + bundle.spec.action_dim)
         assert f.get_tensor("planner.0.weight").shape == (m.width, window + bundle.spec.state_dim + 2 + 32)
         assert f.get_tensor(f"planner.{m.layers}.weight").shape == (window, m.width)
@@ -110,3 +112,51 @@ def test_files_of_another_version_are_rejected_by_both_readers(exported, tmp_pat
     save_file({"w": np.zeros(3, np.float32)}, str(not_a_model))
     with pytest.raises(ValueError, match="not an mpdiffuser model file"):
         read_model_file(not_a_model)
+
+
+V2_ONLY = ("prediction", "normalizer", "return_condition", "termination_penalty", "default.temperature",
+           "default.warm_start_level")
+
+
+def test_version_1_files_load_and_plan_as_before(exported, tmp_path):
+    """A version 1 file (epsilon-prediction, min-max, no temperature or warm start) loads in both
+    readers and plans exactly as the same models marked epsilon at temperature 1 in version 2."""
+    from mpdiffuser.sampling.sampler import Sampler
+
+    _, path, options = exported
+    with safe_open(str(path), framework="numpy") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    v2 = {**meta, "prediction": "epsilon", "return_condition": "minmax", "termination_penalty": "0.0"}
+    v1 = {k: v for k, v in v2.items() if k not in V2_ONLY} | {"format_version": "1"}
+    save_file(tensors, str(tmp_path / "v1.safetensors"), metadata=v1)
+    save_file(tensors, str(tmp_path / "v2.safetensors"), metadata=v2)
+    spec, _, defaults = read_model_file(tmp_path / "v1.safetensors")
+    assert spec.model.prediction == "epsilon" and spec.model.normalizer == "minmax"
+    assert defaults == options and defaults.temperature == 1.0 and defaults.warm_start_level == 0
+    state = ((spec.states.low + spec.states.high) / 2).astype(np.float32)
+    for backend in ("cpu", "torch"):
+        old, new = Sampler(tmp_path / "v1.safetensors", backend), Sampler(tmp_path / "v2.safetensors", backend)
+        np.testing.assert_array_equal(old.plan(state, 3).windows, new.plan(state, 3).windows)
+    from mpdiffuser import _core
+
+    info = _core.Model(str(tmp_path / "v1.safetensors")).info()
+    assert info["format_version"] == 1 and info["prediction"] == "epsilon"
+    assert _core.Model(str(tmp_path / "v1.safetensors")).default_options().temperature == 1.0
+
+
+def test_unknown_prediction_or_normalizer_is_rejected_by_both_readers(exported, tmp_path):
+    from mpdiffuser import _core
+
+    _, path, _ = exported
+    with safe_open(str(path), framework="numpy") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    for key, value in (("prediction", "velocity"), ("normalizer", "zscore"), ("default.temperature", "0"),
+                       ("default.temperature", "2")):
+        bad = tmp_path / f"bad-{key}-{value}.safetensors"
+        save_file(tensors, str(bad), metadata=meta | {key: value})
+        with pytest.raises(ValueError, match=key.split(".")[-1]):
+            read_model_file(bad)
+        with pytest.raises(ValueError, match=key.split(".")[-1]):
+            _core.Model(str(bad))

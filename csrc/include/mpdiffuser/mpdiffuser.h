@@ -68,13 +68,23 @@ typedef struct mpd_options {
   uint32_t dynamics_last;    /* if > 0, dynamics updates only at steps k <= dynamics_last */
   double discount;           /* gamma in (0, 1] of the ranker's value and cost */
   uint32_t actions_per_plan; /* 1..H actions returned (executed before replanning) */
+  double temperature;        /* tau in (0, 1]: variance scale of the initial window and every draw */
+  uint32_t warm_start_level; /* k_w in [0, K): 0 = cold; else mpd_plan_warm starts from level k_w */
 } mpd_options;
+
+/* What the planner and dynamics networks output (the model file's `prediction`). */
+typedef enum mpd_prediction {
+  MPD_PREDICT_EPSILON = 0, /* the noise */
+  MPD_PREDICT_SAMPLE = 1   /* the clean window */
+} mpd_prediction;
 
 /* What a loaded model is; env_id is NUL-terminated (truncated to 63 bytes). */
 typedef struct mpd_model_info {
   uint32_t state_dim, action_dim, cond_dim, horizon, num_steps;
   uint32_t width, layers, ranker_width, ranker_layers, reward_outputs, has_cost;
   char env_id[64];
+  uint32_t format_version; /* of the file it was loaded from */
+  mpd_prediction prediction;
 } mpd_model_info;
 
 /* Where mpd_plan writes. actions is required; the others may be NULL. With the CUDA backend
@@ -88,6 +98,8 @@ typedef struct mpd_plan_output {
   float* costs;       /* [N] or NULL: every candidate's cost C_n (written only with a cost model) */
   float* windows;     /* [N, H, state_dim + action_dim] or NULL: the finished normalized windows */
   uint32_t* index_ptr; /* [1] or NULL: also receives the chosen candidate (device memory for CUDA) */
+  float* window;      /* [H, state_dim + action_dim] or NULL: the chosen normalized window, the
+                         next plan's warm start */
 } mpd_plan_output;
 
 /* Loads and validates a model file. On failure *model is NULL and, when message is not NULL,
@@ -126,6 +138,20 @@ void mpd_workspace_free(mpd_workspace* workspace);
 mpd_status mpd_plan(const mpd_model* model, mpd_workspace* workspace, const float* state,
                     uint64_t seed, const mpd_options* options, mpd_plan_output* output,
                     void* stream);
+
+/* mpd_plan warm-started (DESIGN section 3, warm start): with options->warm_start_level = k_w > 0
+ * and previous_window [H, state_dim + action_dim] (the last plan's output->window; device memory
+ * for CUDA) the plan starts from that window shifted by actions_per_plan rows and re-noised to
+ * level k_w, and runs steps k_w..1 only. previous_window NULL or k_w = 0 plans cold, as mpd_plan.
+ * A non-finite previous window returns MPD_ERR_NON_FINITE (CPU; CUDA writes NaN actions). */
+mpd_status mpd_plan_warm(const mpd_model* model, mpd_workspace* workspace, const float* state,
+                         const float* previous_window, uint64_t seed, const mpd_options* options,
+                         mpd_plan_output* output, void* stream);
+
+/* mpd_plan_warm with state, previous window and outputs in host memory for every backend. */
+mpd_status mpd_plan_warm_host(const mpd_model* model, mpd_workspace* workspace, const float* state,
+                              const float* previous_window, uint64_t seed,
+                              const mpd_options* options, mpd_plan_output* output, void* stream);
 
 /* mpd_plan with state and outputs in host memory for every backend: the CUDA backend copies
  * them through the workspace's own device buffers and synchronizes the stream before returning

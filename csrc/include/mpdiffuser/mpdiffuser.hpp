@@ -55,6 +55,7 @@ struct PlanResult {
   uint32_t index = 0;          // chosen candidate
   std::vector<float> values;   // [N]
   std::vector<float> costs;    // [N], empty without a cost model
+  std::vector<float> window;   // [H * (state_dim + action_dim)] chosen normalized window (warm start)
 };
 
 // A workspace bound to one model; one thread plans with it at a time.
@@ -77,17 +78,34 @@ class Sampler {
     return mpd_plan(model_.get(), ws_, state, seed, options, out, stream);
   }
 
+  // The same warm-started from previous_window [H, D] (the last plan's out->window), used when
+  // options->warm_start_level > 0.
+  mpd_status plan_warm(const float* state, const float* previous_window, uint64_t seed, const mpd_options* options,
+                       mpd_plan_output* out, void* stream = nullptr) {
+    return mpd_plan_warm(model_.get(), ws_, state, previous_window, seed, options, out, stream);
+  }
+
   // Convenience from host memory on any backend (mpd_plan_host): allocates the result; throws
   // mpd::Error on failure.
-  PlanResult plan(const std::vector<float>& state, uint64_t seed, const mpd_options& options) {
-    if (state.size() != model_.info().state_dim) throw Error(MPD_ERR_INVALID_ARGUMENT, "state size");
+  // previous_window: the last result's window, for a warm start (options.warm_start_level > 0).
+  PlanResult plan(const std::vector<float>& state, uint64_t seed, const mpd_options& options,
+                  const std::vector<float>* previous_window = nullptr) {
+    const mpd_model_info& info = model_.info();
+    if (state.size() != info.state_dim) throw Error(MPD_ERR_INVALID_ARGUMENT, "state size");
+    const size_t window = static_cast<size_t>(info.horizon) * (info.state_dim + info.action_dim);
+    if (previous_window != nullptr && previous_window->size() != window) {
+      throw Error(MPD_ERR_INVALID_ARGUMENT, "previous window size");
+    }
     PlanResult r;
+    r.window.resize(window);
     r.actions.resize(static_cast<size_t>(options.actions_per_plan) * model_.info().action_dim);
     r.values.resize(options.num_candidates);
     if (model_.info().has_cost) r.costs.resize(options.num_candidates);
     mpd_plan_output out{r.actions.data(), 0, r.values.data(), r.costs.empty() ? nullptr : r.costs.data(),
-                        nullptr, nullptr};
-    const mpd_status s = mpd_plan_host(model_.get(), ws_, state.data(), seed, &options, &out, nullptr);
+                        nullptr, nullptr, r.window.data()};
+    const mpd_status s = mpd_plan_warm_host(model_.get(), ws_, state.data(),
+                                            previous_window ? previous_window->data() : nullptr, seed, &options,
+                                            &out, nullptr);
     if (s != MPD_OK) throw Error(s, "mpd_plan_host");
     r.index = out.index;
     return r;

@@ -1,6 +1,8 @@
 """The MPC policy (DESIGN 3.2): plan at every step, execute the first action(s), replan.
 
 The plan at control step t uses seed `seed + t`, so an episode is reproducible from `reset(seed)`.
+With options.warm_start_level > 0 every plan after an episode's first starts from the previous
+plan's window (shifted by the executed actions, re-noised to that level); `reset` starts cold.
 For constrained tasks the policy keeps the episode's remaining cost budget: the models are
 conditioned on it (cost limit l) and selection keeps candidates whose predicted window cost is
 within the remaining budget scaled to the window (b = remaining * H / remaining steps).
@@ -61,9 +63,17 @@ class MPCPolicy:
             raise ValueError("observation holds NaN or infinity")
         if not self._queue:
             started = time.perf_counter()
-            plan = self.sampler.plan(obs, self.seed + self.step, self._options())
+            options = self._options()
+            if options.warm_start_level > 0 and self.last_plan is not None:
+                plan = self.sampler.plan(obs, self.seed + self.step, options, warm_start=self.last_plan.window)
+            else:
+                plan = self.sampler.plan(obs, self.seed + self.step, options)
             self.latencies_ms.append((time.perf_counter() - started) * 1e3)
             self.last_plan = plan
             self._queue = list(plan.actions)
         self.step += 1
         return self._queue.pop(0)
+
+    def predict(self, observation: np.ndarray, state=None, episode_start=None, deterministic: bool = True):
+        """stable-baselines3's policy call: (action, None); the plan's own seed decides its noise."""
+        return self.act(observation), None

@@ -13,25 +13,37 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpdiffuser.config import TERMINATION_PENALTY
 from mpdiffuser.data.dataset import OfflineDataset
 from mpdiffuser.data.normalizer import MinMaxNormalizer
 
 
 @dataclass(frozen=True)
 class ConditionScale:
-    """Maps return-to-go and cost-to-go to the condition vector c = [g, l * s_c]."""
+    """Maps return-to-go and cost-to-go to the condition vector c = [g, l * s_c].
+
+    g = (rtg - return_low) / (return_high - return_low), with rtg the discounted return-to-go in
+    which an episode that terminated (fell) loses `termination_penalty` at its last step. The
+    authors' condition is return_low = 0, return_high = the best episode-start rtg, penalty 100.
+    """
 
     return_low: float
     return_high: float
     return_discount: float
     cost_scale: float
     with_cost: bool
+    termination_penalty: float = 0.0
 
     @property
     def dim(self) -> int:
         return 2 if self.with_cost else 1
 
-    def returns_to_go(self, rewards: np.ndarray) -> np.ndarray:
+    def returns_to_go(self, rewards: np.ndarray, terminated: bool = False) -> np.ndarray:
+        """[T] discounted return-to-go of one episode's rewards [T]."""
+        rewards = np.asarray(rewards, dtype=np.float64)
+        if terminated and self.termination_penalty and len(rewards):
+            rewards = rewards.copy()
+            rewards[-1] -= self.termination_penalty
         out = np.zeros(len(rewards), dtype=np.float64)
         acc = 0.0
         for i in range(len(rewards) - 1, -1, -1):
@@ -59,13 +71,25 @@ class ConditionScale:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ConditionScale":
-        return cls(**d)
+        return cls(**d)  # bundles made before termination_penalty existed had none: its default 0
 
     @classmethod
-    def fit(cls, dataset: OfflineDataset, return_discount: float, cost_scale: float) -> "ConditionScale":
-        probe = cls(0.0, 1.0, return_discount, cost_scale, dataset.has_costs)
-        rtgs = np.concatenate([probe.returns_to_go(e.rewards) for e in dataset.episodes])
-        return cls(float(rtgs.min()), float(rtgs.max()), return_discount, cost_scale, dataset.has_costs)
+    def fit(cls, dataset: OfflineDataset, return_discount: float, cost_scale: float,
+            kind: str = "minmax") -> "ConditionScale":
+        """kind "minmax": the data's rtg range maps to [0, 1]; "authors": rtg with the fall penalty
+        over the best episode-start rtg (DESIGN section 3, Conditions)."""
+        if kind == "minmax":
+            probe = cls(0.0, 1.0, return_discount, cost_scale, dataset.has_costs)
+            rtgs = np.concatenate([probe.returns_to_go(e.rewards) for e in dataset.episodes])
+            return cls(float(rtgs.min()), float(rtgs.max()), return_discount, cost_scale, dataset.has_costs)
+        if kind != "authors":
+            raise ValueError(f"unknown return condition {kind!r}, expected 'minmax' or 'authors'")
+        probe = cls(0.0, 1.0, return_discount, cost_scale, dataset.has_costs, TERMINATION_PENALTY)
+        best_start = max(probe.returns_to_go(e.rewards, e.terminated)[0] for e in dataset.episodes)
+        if not best_start > 0.0:
+            raise ValueError(f"the authors' return condition needs an episode with a positive return-to-go at its "
+                             f"start; the best in this dataset is {best_start:.4g}")
+        return cls(0.0, float(best_start), return_discount, cost_scale, dataset.has_costs, TERMINATION_PENALTY)
 
 
 class WindowSampler:
@@ -87,7 +111,7 @@ class WindowSampler:
             u = actions.normalize(e.actions)  # [T, du]
             x = np.concatenate([x, np.repeat(x[-1:], horizon, axis=0)])  # [T+1+H, dx]
             u = np.concatenate([u, np.zeros((horizon, u.shape[1]), np.float32)])  # [T+H, du]
-            g = conditions.normalized_return(conditions.returns_to_go(e.rewards))  # [T]
+            g = conditions.normalized_return(conditions.returns_to_go(e.rewards, e.terminated))  # [T]
             columns = [g]
             if conditions.with_cost:
                 columns.append(np.cumsum(e.costs[::-1])[::-1] * conditions.cost_scale)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from mpdiffuser.config import ModelConfig
+from mpdiffuser.config import ModelConfig, SamplerOptions
 from mpdiffuser.data.dataset import OfflineDataset
 from mpdiffuser.data.normalizer import MinMaxNormalizer
 from mpdiffuser.data.windows import ConditionScale
@@ -39,10 +39,11 @@ class BundleSpec:
     actions: MinMaxNormalizer
     conditions: ConditionScale
     reward_has_termination: bool
+    sampler_defaults: SamplerOptions | None = None  # what export stores (None: SamplerOptions())
 
     @classmethod
     def fit(cls, planner_data: OfflineDataset, all_data: list[OfflineDataset],
-            model: ModelConfig | None = None) -> "BundleSpec":
+            model: ModelConfig | None = None, sampler_defaults: SamplerOptions | None = None) -> "BundleSpec":
         """Normalizers over all data (the dynamics model sees all of it), conditions from the planner's
         data; `model` defaults to ModelConfig.sized_for the data's state and action sizes."""
         import numpy as np
@@ -60,7 +61,8 @@ class BundleSpec:
         terminal = any(e.terminated for d in all_data for e in d.episodes)
         return cls(planner_data.env_id, planner_data.state_dim, planner_data.action_dim, model,
                    MinMaxNormalizer.fit(obs), MinMaxNormalizer.fit(act),
-                   ConditionScale.fit(planner_data, model.return_discount, model.cost_scale), terminal)
+                   ConditionScale.fit(planner_data, model.return_discount, model.cost_scale, model.return_condition),
+                   terminal, sampler_defaults)
 
     @property
     def with_cost(self) -> bool:
@@ -86,15 +88,17 @@ class BundleSpec:
             "format": BUNDLE_FORMAT, "env_id": self.env_id, "state_dim": self.state_dim, "action_dim": self.action_dim,
             "model": dataclasses.asdict(self.model), "states": self.states.to_dict(), "actions": self.actions.to_dict(),
             "conditions": self.conditions.to_dict(), "reward_has_termination": self.reward_has_termination,
+            "sampler_defaults": None if self.sampler_defaults is None else dataclasses.asdict(self.sampler_defaults),
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> "BundleSpec":
         if d.get("format") != BUNDLE_FORMAT:
             raise ValueError(f"bundle format {d.get('format')} is not supported (expected {BUNDLE_FORMAT})")
-        return cls(d["env_id"], d["state_dim"], d["action_dim"], ModelConfig(**d["model"]),
+        return cls(d["env_id"], d["state_dim"], d["action_dim"], ModelConfig.from_dict(d["model"]),
                    MinMaxNormalizer.from_dict(d["states"]), MinMaxNormalizer.from_dict(d["actions"]),
-                   ConditionScale.from_dict(d["conditions"]), d["reward_has_termination"])
+                   ConditionScale.from_dict(d["conditions"]), d["reward_has_termination"],
+                   None if d.get("sampler_defaults") is None else SamplerOptions(**d["sampler_defaults"]))
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)

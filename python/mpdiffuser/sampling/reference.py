@@ -1,10 +1,12 @@
 """The MPDiffuser alternating sampler in plain PyTorch: the executable specification of DESIGN
 section 3, batched over candidates, with the Philox noise of section 3.1.
 
-For k = K..1: a dynamics update denoises the window's states given x_0 and the window's actions
-(X' = (1 - lambda) X + lambda mu_k(X, eps_phi)), then a planner update denoises the corrected
-window one step (tau^{k-1} = mu_k(tau', eps_theta) + sigma_k z). Finally the ranker scores every
-candidate and the best (feasible) one is chosen.
+The window starts as sqrt(temperature) z (or, warm-started, as the previous plan's window shifted
+and re-noised to level k_w). For k = K (or k_w) .. 1: a dynamics update denoises the window's states
+given x_0 and the window's actions (X' = (1 - lambda) X + lambda mu_k(X, o_phi)), then a planner
+update denoises the corrected window one step (tau^{k-1} = mu_k(tau', o_theta) + sqrt(temperature)
+sigma_k z). The networks' outputs o are noise or clean-sample predictions (the model's
+`prediction`). Finally the ranker scores every candidate and the best (feasible) one is chosen.
 """
 
 from __future__ import annotations
@@ -15,11 +17,9 @@ import numpy as np
 import torch
 
 from mpdiffuser import noise
-from mpdiffuser.config import SamplerOptions
+from mpdiffuser.config import TERMINATION_PENALTY, SamplerOptions
 from mpdiffuser.models.bundle import ModelBundle
 from mpdiffuser.models.schedule import CosineSchedule
-
-TERMINATION_PENALTY = 100.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ class ReferenceSampler:
         self._constants: dict[tuple, torch.Tensor] = {}
         m = self.spec.model
         self.horizon, self.num_steps = m.horizon, m.num_steps
+        self.sample_prediction = m.prediction == "sample"
         self.dx, self.du = self.spec.state_dim, self.spec.action_dim
         s = CosineSchedule.make(m.num_steps)
         f32 = lambda a: torch.tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
@@ -83,14 +84,34 @@ class ReferenceSampler:
         self._c1, self._c2, self._sigma = f32(s.posterior_c1), f32(s.posterior_c2), f32(s.posterior_sigma)
 
     # ---- pieces --------------------------------------------------------------------------------
-    def clean_estimate(self, v: torch.Tensor, eps: torch.Tensor, k: int) -> torch.Tensor:
-        """clip((v - sqrt(1-abar_k) eps) / sqrt(abar_k), -1, 1): the clean window implied by eps at level k."""
+    def clean_estimate(self, v: torch.Tensor, out: torch.Tensor, k: int) -> torch.Tensor:
+        """The clean window implied by the network output at level k, clipped to [-1, 1]:
+        (v - sqrt(1-abar_k) out) / sqrt(abar_k) for epsilon-prediction, out itself for sample-prediction."""
+        if self.sample_prediction:
+            return out.clamp(-1.0, 1.0)
         i = k - 1
-        return ((v - self._sqrt_1mab[i] * eps) / self._sqrt_ab[i]).clamp(-1.0, 1.0)
+        return ((v - self._sqrt_1mab[i] * out) / self._sqrt_ab[i]).clamp(-1.0, 1.0)
 
-    def posterior_mean(self, v: torch.Tensor, eps: torch.Tensor, k: int) -> torch.Tensor:
-        """mu_k(v, eps) = c1 clean_estimate(v, eps, k) + c2 v."""
-        return self._c1[k - 1] * self.clean_estimate(v, eps, k) + self._c2[k - 1] * v
+    def posterior_mean(self, v: torch.Tensor, out: torch.Tensor, k: int) -> torch.Tensor:
+        """mu_k(v, out) = c1 clean_estimate(v, out, k) + c2 v."""
+        return self._c1[k - 1] * self.clean_estimate(v, out, k) + self._c2[k - 1] * v
+
+    def shifted(self, previous: np.ndarray | torch.Tensor, shift: int) -> torch.Tensor:
+        """DESIGN 3, warm start: S[i] = prev[i + shift] for i < H - shift, then prev[H - 1]. [H, D]."""
+        prev = previous if isinstance(previous, torch.Tensor) else torch.from_numpy(np.asarray(previous, np.float32))
+        prev = prev.to(self.device)
+        rows = torch.clamp(torch.arange(self.horizon, device=self.device) + shift, max=self.horizon - 1)
+        return prev[rows]
+
+    def check_window(self, window) -> np.ndarray:
+        """A warm-start window: float32 [H, D], finite."""
+        H, D = self.horizon, self.dx + self.du
+        window = np.asarray(window, dtype=np.float32)
+        if window.shape != (H, D):
+            raise ValueError(f"warm_start window must have shape ({H}, {D}), got {window.shape}")
+        if not np.isfinite(window).all():
+            raise ValueError("warm_start window holds NaN or infinity")
+        return window
 
     @staticmethod
     def _guided(net, args_cond: tuple, args_uncond: tuple, w: float) -> torch.Tensor:
@@ -128,10 +149,13 @@ class ReferenceSampler:
 
     @torch.no_grad()
     def sample_windows(self, x0: np.ndarray | torch.Tensor, seed: int, options: SamplerOptions,
-                       candidates: np.ndarray | None = None, draws: torch.Tensor | None = None) -> torch.Tensor:
+                       candidates: np.ndarray | None = None, draws: torch.Tensor | None = None,
+                       warm_start: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
         """x0: [dx] normalized state; candidates: [N] indices (default 0..N-1) -> tau^0 [N, H, D].
         draws: this plan's noise from `noise(seed, candidates)`, precomputed (the GPU benchmark's
-        CUDA-graph peer needs every input in device memory); by default drawn step by step."""
+        CUDA-graph peer needs every input in device memory); by default drawn step by step.
+        warm_start: [H, D] the previous plan's chosen normalized window; used when
+        options.warm_start_level > 0, shifted by options.actions_per_plan."""
         H, dx, K = self.horizon, self.dx, self.num_steps
         cand = np.arange(options.num_candidates) if candidates is None else np.asarray(candidates)
         N, D = len(cand), self.dx + self.du
@@ -146,8 +170,15 @@ class ReferenceSampler:
         else:
             z = lambda step: torch.from_numpy(  # noqa: E731
                 noise.normal_blocks(seed, cand, step, H * D)).view(N, H, D).to(self.device)
-        tau = z(K + 1)
-        for k in range(K, 0, -1):
+        scale = float(np.float32(np.sqrt(np.float32(options.temperature))))  # sqrt(tau) in float32, as the cores
+        start = K
+        if warm_start is not None and options.warm_start_level > 0:
+            start = options.warm_start_level
+            shifted = self.shifted(warm_start, options.actions_per_plan)
+            tau = self._sqrt_ab[start - 1] * shifted + self._sqrt_1mab[start - 1] * (scale * z(K + 1))
+        else:
+            tau = scale * z(K + 1)
+        for k in range(start, 0, -1):
             kk = torch.full((N,), k, dtype=torch.long, device=self.device)
             states, actions = tau[..., :dx], tau[..., dx:]
             if options.dynamics_at(k):
@@ -158,7 +189,7 @@ class ReferenceSampler:
             eps_p = self._guided(self.bundle.planner, (tau, x0_rows, cond, kk), (tau, x0_rows, zero, kk), w)
             tau = self.posterior_mean(tau, eps_p, k)
             if k > 1:
-                tau = tau + self._sigma[k - 1] * z(k)
+                tau = tau + self._sigma[k - 1] * (scale * z(k))
         return tau
 
     @torch.no_grad()
@@ -192,13 +223,16 @@ class ReferenceSampler:
         return values.cpu().numpy(), None if costs is None else costs.cpu().numpy()
 
     # ---- the plan ------------------------------------------------------------------------------
-    def plan(self, state: np.ndarray, seed: int, options: SamplerOptions | None = None) -> Plan:
-        """One MPDiffuser plan from the raw (env-unit) state [dx]."""
+    def plan(self, state: np.ndarray, seed: int, options: SamplerOptions | None = None,
+             warm_start: np.ndarray | None = None) -> Plan:
+        """One MPDiffuser plan from the raw (env-unit) state [dx]. warm_start: the previous plan's
+        `window` [H, D], used when options.warm_start_level > 0 (None plans cold)."""
         options = options or SamplerOptions()
-        if options.actions_per_plan > self.horizon:
-            raise ValueError(f"actions_per_plan ({options.actions_per_plan}) exceeds the horizon ({self.horizon})")
+        options.check_for(self.num_steps, self.horizon)
+        if warm_start is not None:
+            warm_start = self.check_window(warm_start)
         x0 = self.spec.states.normalize(self.check_state(state))
-        tau = self.sample_windows(x0, seed, options)
+        tau = self.sample_windows(x0, seed, options, warm_start=warm_start)
         values, costs = self.rank(x0, tau, options.discount)
         index = select_candidate(values, costs, options.cost_budget)
         windows = tau.cpu().numpy()

@@ -99,28 +99,44 @@ class Sampler:
         mid = ((self.spec.states.low + self.spec.states.high) / 2).astype(np.float32)
         self.plan(mid, 0, options)
 
-    def plan(self, state: np.ndarray, seed: int, options: SamplerOptions | None = None) -> Plan:
-        """One plan from the raw (env-unit) state [dx]; options default to the file's."""
+    def plan(self, state: np.ndarray, seed: int, options: SamplerOptions | None = None,
+             warm_start: np.ndarray | None = None) -> Plan:
+        """One plan from the raw (env-unit) state [dx]; options default to the file's.
+        warm_start: the previous plan's `window` [H, D]; used when options.warm_start_level > 0
+        (shifted by options.actions_per_plan and re-noised to that level), None plans cold."""
         state = np.asarray(state, dtype=np.float32)
         if state.shape != (self.spec.state_dim,):
             raise ValueError(f"state must have shape ({self.spec.state_dim},), got {state.shape}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        return self.plan_batch(state[None], [int(seed)], options)[0]
+        warm = None if warm_start is None else np.asarray(warm_start, dtype=np.float32)[None]
+        return self.plan_batch(state[None], [int(seed)], options, warm)[0]
 
-    def plan_batch(self, states: np.ndarray, seeds, options: SamplerOptions | None = None) -> list[Plan]:
-        """One plan per row of states [B, dx] with seeds [B]."""
+    def _check_windows(self, windows, batch: int) -> np.ndarray:
+        H, D = self.spec.model.horizon, self.spec.state_dim + self.spec.action_dim
+        windows = np.ascontiguousarray(windows, dtype=np.float32)
+        if windows.shape != (batch, H, D):
+            raise ValueError(f"warm_start windows must have shape ({batch}, {H}, {D}), got {windows.shape}")
+        if not np.isfinite(windows).all():
+            raise ValueError("warm_start window holds NaN or infinity")
+        return windows
+
+    def plan_batch(self, states: np.ndarray, seeds, options: SamplerOptions | None = None,
+                   warm_starts: np.ndarray | None = None) -> list[Plan]:
+        """One plan per row of states [B, dx] with seeds [B]; warm_starts: None or [B, H, D]
+        previous windows (see `plan`)."""
         options = options or self.defaults
         states, seeds = self._check(states, seeds)
+        options.check_for(self.spec.model.num_steps, self.spec.model.horizon)
+        if warm_starts is not None:
+            warm_starts = self._check_windows(warm_starts, len(states))
         if self._reference is not None:
-            return [self._reference.plan(s, int(k), options) for s, k in zip(states, seeds)]
+            return [self._reference.plan(s, int(k), options, None if warm_starts is None else warm_starts[b])
+                    for b, (s, k) in enumerate(zip(states, seeds))]
         self.spec.conditions.condition(options.return_target, options.cost_limit)  # cost-limit rules
-        if options.actions_per_plan > self.spec.model.horizon:
-            raise ValueError(f"actions_per_plan ({options.actions_per_plan}) exceeds the horizon "
-                             f"({self.spec.model.horizon})")
         self._ensure_workspace(options.num_candidates)
         actions, index, values, costs, windows = self._workspace.plan_batch(
-            states, seeds, self._native_options(options), True)
+            states, seeds, self._native_options(options), True, warm_starts)
         return [Plan(actions[b], int(index[b]), values[b], None if costs is None else costs[b],
                      windows[b, index[b]], windows[b]) for b in range(len(states))]
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mpdiffuser.config import TrainConfig
+from mpdiffuser.config import LEGACY_TRAIN_FIELDS, TrainConfig
 
 Batch = dict[str, np.ndarray]
 
@@ -47,9 +47,9 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict,
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        # A field added to TrainConfig later (action_weight) has the default that reproduces older
-        # training, so a checkpoint written before it existed resumes under that default.
-        saved = {**TrainConfig().__dict__, **state["config"]}
+        # A field added to TrainConfig later resumes under the value that reproduces the training
+        # before it existed.
+        saved = {**TrainConfig().__dict__, **LEGACY_TRAIN_FIELDS, **state["config"]}
         if saved != config.__dict__ or state.get("identity") != identity:
             raise ValueError(f"checkpoint {checkpoint} was made with another training config or other data; "
                              "delete it to start over")
@@ -83,8 +83,9 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict,
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
         optimizer.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(ema_params, params, 1.0 - config.ema_decay)
+        if (step + 1) % config.ema_every == 0:
+            with torch.no_grad():
+                torch._foreach_lerp_(ema_params, params, 1.0 - config.ema_decay)
         history.append(loss.item())
         if step % 20 == 0:
             bar.set_postfix(loss=f"{np.mean(history[-50:]):.4f}")

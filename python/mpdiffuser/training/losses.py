@@ -1,5 +1,6 @@
-"""The loss of each model (DESIGN section 3): epsilon-prediction for the diffusion models with
-condition dropout for classifier-free guidance, regression for the per-step ranker models."""
+"""The loss of each model (DESIGN section 3): the diffusion models regress their prediction target
+(the noise for "epsilon", the clean window for "sample") with condition dropout for
+classifier-free guidance; the per-step ranker models are regressions on transitions."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from mpdiffuser.models.schedule import CosineSchedule
 class DiffusionLoss:
     """Shared noising for planner and dynamics: level k ~ U{1..K}, v_k = sqrt(abar) v + sqrt(1-abar) eps."""
 
-    def __init__(self, num_steps: int, condition_dropout: float):
+    def __init__(self, num_steps: int, condition_dropout: float, prediction: str = "epsilon"):
+        if prediction not in ("epsilon", "sample"):
+            raise ValueError(f"prediction must be 'epsilon' or 'sample', got {prediction!r}")
+        self.prediction = prediction
         s = CosineSchedule.make(num_steps)
         self.num_steps = num_steps
         self.sqrt_ab = torch.tensor(s.alpha_bar, dtype=torch.float32).sqrt()
@@ -27,6 +31,10 @@ class DiffusionLoss:
         shape = (-1,) + (1,) * (v.dim() - 1)
         return self.sqrt_ab[k - 1].view(shape) * v + self.sqrt_1mab[k - 1].view(shape) * eps, eps
 
+    def target(self, clean: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """What the network learns to output: the noise, or the clean sample."""
+        return eps if self.prediction == "epsilon" else clean
+
     def dropped(self, cond: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         keep = (torch.rand(cond.shape[0], 1, generator=gen) >= self.dropout).to(cond.dtype)
         return cond * keep
@@ -36,15 +44,16 @@ class PlannerLoss(DiffusionLoss):
     """Window rows are [x_{t+1}, u_t]; the elements of u_0 (row 0, the last du columns) weigh
     `action_weight` in the mean squared error, every other element 1."""
 
-    def __init__(self, num_steps: int, condition_dropout: float, action_weight: float = 1.0):
-        super().__init__(num_steps, condition_dropout)
+    def __init__(self, num_steps: int, condition_dropout: float, action_weight: float = 1.0,
+                 prediction: str = "epsilon"):
+        super().__init__(num_steps, condition_dropout, prediction)
         self.action_weight = action_weight
 
     def __call__(self, model, batch: dict, gen: torch.Generator) -> torch.Tensor:
         tau = torch.cat([batch["states"], batch["actions"]], dim=-1)  # [B, H, D]
         k = self.levels(tau.shape[0], gen)
         tau_k, eps = self.noised(tau, k, gen)
-        err = (model(tau_k, batch["x0"], self.dropped(batch["cond"], gen), k) - eps).square()
+        err = (model(tau_k, batch["x0"], self.dropped(batch["cond"], gen), k) - self.target(tau, eps)).square()
         if self.action_weight == 1.0:
             return err.mean()
         weights = torch.ones(tau.shape[1:], dtype=err.dtype)
@@ -53,13 +62,15 @@ class PlannerLoss(DiffusionLoss):
 
 
 class DynamicsLoss(DiffusionLoss):
-    """States and actions noised to the same level k; the model predicts the states' noise."""
+    """States and actions noised to the same level k; the model predicts the states' noise (or the
+    clean states)."""
 
     def __call__(self, model, batch: dict, gen: torch.Generator) -> torch.Tensor:
         k = self.levels(batch["states"].shape[0], gen)
         states_k, eps = self.noised(batch["states"], k, gen)
         actions_k, _ = self.noised(batch["actions"], k, gen)
-        return F.mse_loss(model(states_k, actions_k, batch["x0"], self.dropped(batch["cond"], gen), k), eps)
+        out = model(states_k, actions_k, batch["x0"], self.dropped(batch["cond"], gen), k)
+        return F.mse_loss(out, self.target(batch["states"], eps))
 
 
 def reward_loss(model, batch: dict, gen: torch.Generator) -> torch.Tensor:

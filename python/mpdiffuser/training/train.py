@@ -40,9 +40,9 @@ def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset
     if name in ("planner", "dynamics"):
         sampler = WindowSampler(data, spec.states, spec.actions, m.horizon, spec.conditions)
         if name == "planner":
-            loss = PlannerLoss(m.num_steps, m.condition_dropout, config.action_weight)
+            loss = PlannerLoss(m.num_steps, m.condition_dropout, config.action_weight, m.prediction)
         else:
-            loss = DynamicsLoss(m.num_steps, m.condition_dropout)
+            loss = DynamicsLoss(m.num_steps, m.condition_dropout, m.prediction)
     else:
         sampler = TransitionSampler(data, spec.states, spec.actions)
         if name == "cost" and sampler.cost is None:

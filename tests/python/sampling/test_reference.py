@@ -43,7 +43,10 @@ def _spec_sampler_float64(bundle, x0, seed, opts, N):
 
     def mu(v, eps, k):
         i = k - 1
-        v_hat = ((v - np.sqrt(1 - s.alpha_bar[i]) * eps) / np.sqrt(s.alpha_bar[i])).clamp(-1, 1)
+        if spec.model.prediction == "sample":
+            v_hat = eps.clamp(-1, 1)
+        else:
+            v_hat = ((v - np.sqrt(1 - s.alpha_bar[i]) * eps) / np.sqrt(s.alpha_bar[i])).clamp(-1, 1)
         return s.posterior_c1[i] * v_hat + s.posterior_c2[i] * v
 
     z = lambda step: torch.tensor(noise.normal_blocks(seed, np.arange(N), step, H * (dx + du)),  # noqa: E731

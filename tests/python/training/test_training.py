@@ -73,28 +73,33 @@ def test_checkpoint_of_other_config_is_refused(tmp_path):
     with pytest.raises(ValueError, match="another training config or other data"):
         train_loop(_fresh(), loss, sample, TrainConfig(steps=6, checkpoint_every=5), checkpoint=ckpt, progress=False)
     with pytest.raises(ValueError, match="another training config or other data"):
-        train_loop(_fresh(), loss, sample, TrainConfig(steps=5, checkpoint_every=5, action_weight=10.0),
+        train_loop(_fresh(), loss, sample, TrainConfig(steps=5, checkpoint_every=5, action_weight=3.0),
+                   checkpoint=ckpt, progress=False)
+    with pytest.raises(ValueError, match="another training config or other data"):
+        train_loop(_fresh(), loss, sample, TrainConfig(steps=5, checkpoint_every=5, ema_every=10),
                    checkpoint=ckpt, progress=False)
 
 
 def test_checkpoint_from_before_action_weight_resumes(tmp_path):
-    """Checkpoints written before TrainConfig.action_weight existed hold no such key; they resume
-    under its default (1, the old loss) and are refused under any other weight."""
+    """Checkpoints written before TrainConfig.action_weight and ema_every existed hold no such keys;
+    they resume under the values of the training they came from (weight 1, EMA every step) and are
+    refused under any other."""
     sample, loss = _linear_problem()
     ckpt = tmp_path / "m.ckpt"
-    cfg = TrainConfig(steps=10, batch_size=16, checkpoint_every=5)
+    cfg = TrainConfig(steps=10, batch_size=16, checkpoint_every=5, action_weight=1.0, ema_every=1)
     full_ema, full_hist = train_loop(_fresh(), loss, sample, cfg, progress=False)
-    train_loop(_fresh(), loss, sample, TrainConfig(steps=5, batch_size=16, checkpoint_every=5), checkpoint=ckpt,
+    train_loop(_fresh(), loss, sample, cfg.__class__(**{**cfg.__dict__, "steps": 5}), checkpoint=ckpt,
                progress=False)
     state = torch.load(ckpt, weights_only=False)
     del state["config"]["action_weight"]
+    del state["config"]["ema_every"]
     state["config"]["steps"] = 10  # as if the old run had been asked for 10 steps and stopped at 5
     torch.save(state, ckpt)
     resumed_ema, resumed_hist = train_loop(_fresh(), loss, sample, cfg, checkpoint=ckpt, progress=False)
     assert resumed_hist == full_hist and torch.equal(resumed_ema.weight, full_ema.weight)
     with pytest.raises(ValueError, match="another training config"):
-        train_loop(_fresh(), loss, sample, TrainConfig(steps=10, batch_size=16, checkpoint_every=5, action_weight=2.0),
-                   checkpoint=ckpt, progress=False)
+        train_loop(_fresh(), loss, sample, TrainConfig(steps=10, batch_size=16, checkpoint_every=5),
+                   checkpoint=ckpt, progress=False)  # today's default weight 10
 
 
 def _digest(path):

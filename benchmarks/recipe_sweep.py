@@ -1,0 +1,160 @@
+"""The recipe sweep behind the defaults (issue 15, docs/results.md): train bundles on the shared
+data suite, then control Hopper with every combination of sampler options on the native CPU
+backend, against behaviour cloning on the same data.
+
+    # one training seed per process (one thread each; run two side by side on 2 cores)
+    python benchmarks/recipe_sweep.py train --seed 0 --out runs/sweep [--prediction epsilon] [--action-weight 1]
+    python benchmarks/recipe_sweep.py eval --out runs/sweep --grid default   # every bundle under --out
+    python benchmarks/recipe_sweep.py bc --out runs/sweep --seed 0
+    python benchmarks/recipe_sweep.py table --out runs/sweep                 # the markdown table
+
+Every evaluation row (one bundle x one option set, 10 episodes, start seeds 1000-1009) is appended
+to <out>/rows.jsonl with its options, episode scores and plan latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ENV = "Hopper-v5"
+
+GRIDS = {
+    # sampler options crossed on every bundle; lambda 0 is the planner-only baseline
+    "default": dict(num_candidates=[1, 8], temperature=[1.0, 1e-3], guidance=[1.2, 2.0], return_target=[0.9, 1.1],
+                    dynamics_weight=[1.0, 0.0]),
+    "small": dict(num_candidates=[1], temperature=[1e-3], guidance=[1.2], return_target=[1.0],
+                  dynamics_weight=[1.0, 0.0]),
+    "warm": dict(num_candidates=[1], temperature=[1e-3], guidance=[1.2], return_target=[1.0],
+                 dynamics_weight=[1.0], warm_start_level=[0, 5, 10]),
+}
+
+
+def bundle_name(a) -> str:
+    return f"{a.task}-{a.prediction}-aw{a.action_weight:g}-{a.return_condition}-{a.steps}-s{a.seed}"
+
+
+def cmd_train(a) -> None:
+    from mpdiffuser.config import ModelConfig, TrainConfig
+    from mpdiffuser.data.dataset import load_dataset
+    from mpdiffuser.models.bundle import BundleSpec
+    from mpdiffuser.training.train import train_model
+
+    task = load_dataset(DATA / f"{a.task}.hdf5")
+    extra = load_dataset(DATA / "hopper-random-s0.hdf5")
+    out = Path(a.out) / bundle_name(a)
+    model = ModelConfig.sized_for(task.state_dim, task.action_dim, prediction=a.prediction,
+                                  return_condition=a.return_condition)
+    if not (out / "bundle.json").exists():
+        BundleSpec.fit(task, [task, extra], model).save(out)
+    for name, data, steps in (("planner", [task], a.steps), ("dynamics", [task, extra], a.dynamics_steps),
+                              ("reward", [task, extra], a.ranker_steps)):
+        config = TrainConfig(steps=steps, seed=a.seed, action_weight=a.action_weight if name == "planner" else 1.0)
+        info = train_model(out, name, data, config, progress=False)
+        print(f"{out.name} {name}: {steps} steps, loss {info['final_loss']:.4f}, {info['seconds']:.0f}s", flush=True)
+
+
+def evaluate_rows(model_file: Path, grid: dict, episodes: int, label: str, rows_path: Path) -> None:
+    from mpdiffuser.control.evaluate import evaluate
+    from mpdiffuser.control.mpc import MPCPolicy
+    from mpdiffuser.sampling.sampler import Sampler
+
+    sampler = Sampler(model_file, "cpu", threads=1)
+    done = set()
+    if rows_path.exists():
+        done = {(r["bundle"], json.dumps(r["changes"], sort_keys=True)) for r in map(json.loads, rows_path.open())}
+    keys = list(grid)
+    for values in itertools.product(*(grid[k] for k in keys)):
+        changes = dict(zip(keys, values))
+        if (label, json.dumps(changes, sort_keys=True)) in done:
+            continue
+        options = sampler.defaults.replace(**changes)
+        started = time.perf_counter()
+        summary = evaluate(MPCPolicy(sampler, options), ENV, episodes, seed=1000, progress=False).to_dict()
+        row = {"bundle": label, "changes": changes, "options": dataclasses.asdict(options),
+               "score_mean": summary["score_mean"], "score_stderr": summary["score_stderr"],
+               "scores": [e["normalized_score"] for e in summary["episodes"]], "latency": summary["latency"],
+               "seconds": round(time.perf_counter() - started, 1)}
+        with rows_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"{label} {changes}: {row['score_mean']:.1f} +- {row['score_stderr']:.1f} ({row['seconds']}s)", flush=True)
+
+
+def cmd_eval(a) -> None:
+    from mpdiffuser.export import export_model
+
+    root = Path(a.out)
+    for bundle in sorted(p.parent for p in root.glob("*/reward.pt")):
+        if a.match and a.match not in bundle.name:
+            continue
+        model_file = bundle / "model.safetensors"
+        if not model_file.exists():
+            export_model(bundle, model_file)
+        evaluate_rows(model_file, GRIDS[a.grid], a.episodes, bundle.name, root / "rows.jsonl")
+
+
+def cmd_bc(a) -> None:
+    from mpdiffuser.config import TrainConfig
+    from mpdiffuser.control.bc import BCPolicy
+    from mpdiffuser.control.evaluate import evaluate
+    from mpdiffuser.data.dataset import load_dataset
+    from mpdiffuser.data.normalizer import MinMaxNormalizer
+
+    task = load_dataset(DATA / f"{a.task}.hdf5")
+    states = MinMaxNormalizer.fit(np.concatenate([e.observations for e in task.episodes]))
+    actions = MinMaxNormalizer.fit(np.concatenate([e.actions for e in task.episodes]))
+    policy, _ = BCPolicy.train(task, states, actions, TrainConfig(steps=a.bc_steps, seed=a.seed), progress=False)
+    summary = evaluate(policy, ENV, a.episodes, seed=1000, progress=False).to_dict()
+    row = {"bundle": f"{a.task}-bc-{a.bc_steps}-s{a.seed}", "changes": {"bc": True},
+           "score_mean": summary["score_mean"], "score_stderr": summary["score_stderr"],
+           "scores": [e["normalized_score"] for e in summary["episodes"]]}
+    with (Path(a.out) / "rows.jsonl").open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(f"BC {a.task} seed {a.seed}: {row['score_mean']:.1f} +- {row['score_stderr']:.1f}", flush=True)
+
+
+def cmd_table(a) -> None:
+    """Mean over training seeds of each (recipe, options) row; stderr over seeds' means."""
+    rows = [json.loads(line) for line in (Path(a.out) / "rows.jsonl").open()]
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        recipe = r["bundle"].rsplit("-s", 1)[0]
+        groups.setdefault((recipe, json.dumps(r["changes"], sort_keys=True)), []).append(r["score_mean"])
+    print("| recipe | options | seeds | score |\n|---|---|---:|---:|")
+    for (recipe, changes), scores in sorted(groups.items(), key=lambda kv: -np.mean(kv[1])):
+        s = np.asarray(scores)
+        se = s.std(ddof=1) / np.sqrt(len(s)) if len(s) > 1 else 0.0
+        print(f"| {recipe} | {changes} | {len(s)} | {s.mean():.1f} +- {se:.1f} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["train", "eval", "bc", "table"])
+    p.add_argument("--out", default="runs/sweep")
+    p.add_argument("--task", default="hopper-medium-s0")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prediction", default="sample", choices=["sample", "epsilon"])
+    p.add_argument("--return-condition", default="authors", choices=["authors", "minmax"])
+    p.add_argument("--action-weight", type=float, default=10.0)
+    p.add_argument("--steps", type=int, default=30000, help="planner steps")
+    p.add_argument("--dynamics-steps", type=int, default=20000)
+    p.add_argument("--ranker-steps", type=int, default=5000)
+    p.add_argument("--bc-steps", type=int, default=5000)
+    p.add_argument("--grid", default="default", choices=list(GRIDS))
+    p.add_argument("--match", default=None, help="eval: only bundles whose name contains this")
+    p.add_argument("--episodes", type=int, default=10)
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    {"train": cmd_train, "eval": cmd_eval, "bc": cmd_bc, "table": cmd_table}[a.command](a)
+
+
+if __name__ == "__main__":
+    main()
