@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/model.h"
+#include "math/normalizer.h"
 #include "math/update.h"
 
 namespace {
@@ -218,7 +219,10 @@ extern "C" mpd_status mpd_plan_warm(const mpd_model* model, mpd_workspace* works
     }
   }
   for (size_t i = 0; i < workspace->x0.size(); ++i) {
-    workspace->x0[i] = static_cast<float>((state[i] - model->state_mid[i]) / model->state_half[i]);
+    const int Q = c.quantiles;
+    workspace->x0[i] = static_cast<float>(
+        Q ? mpd::math::cdf_forward(model->file.state_quantiles.data() + i * Q, Q, state[i])
+          : mpd::math::minmax_forward(state[i], model->state_mid[i], model->state_half[i]));
   }
   const float w = static_cast<float>(o.guidance), lambda = static_cast<float>(o.dynamics_weight);
   mpd::cpu::PlanRequest request{workspace->x0.data(), workspace->cond.data(), seed,
@@ -246,8 +250,11 @@ extern "C" mpd_status mpd_plan_warm(const mpd_model* model, mpd_workspace* works
   const float* window = sampler.windows() + static_cast<size_t>(best) * H * D;
   for (uint32_t t = 0; t < o.actions_per_plan; ++t) {
     for (int j = 0; j < du; ++j) {
+      const double y = window[t * D + dx + j];
+      const int Q = c.quantiles;
       output->actions[t * du + j] = static_cast<float>(
-          window[t * D + dx + j] * model->action_half[j] + model->action_mid[j]);
+          Q ? mpd::math::cdf_inverse(model->file.action_quantiles.data() + j * Q, Q, y)
+            : mpd::math::minmax_inverse(y, model->action_mid[j], model->action_half[j]));
     }
   }
   output->index = static_cast<uint32_t>(best);

@@ -157,8 +157,10 @@ bool read_config(const Metadata& meta, ModelConfig* c, mpd_options* d, std::stri
       *error = "metadata 'prediction' is '" + prediction + "', expected 'epsilon' or 'sample'";
       return false;
     }
-    if (normalizer != "minmax") {
-      *error = "metadata 'normalizer' is '" + normalizer + "', only 'minmax' is supported";
+    if (normalizer == "cdf") {
+      if (!meta.integer("normalizer_quantiles", 2, 1 << 16, &c->quantiles, error)) return false;
+    } else if (normalizer != "minmax") {
+      *error = "metadata 'normalizer' is '" + normalizer + "', expected 'minmax' or 'cdf'";
       return false;
     }
     if (!meta.real("default.temperature", 1e-30, 1.0, &d->temperature, error) ||
@@ -221,6 +223,17 @@ bool take(const std::map<std::string, TensorEntry>& tensors, const uint8_t* data
     }
   }
   used->push_back(name);
+  return true;
+}
+
+// Every row of a CDF table [dim, Q] must be non-decreasing, or F would not be a function.
+bool monotone(const std::vector<float>& table, int Q, const std::string& name, std::string* error) {
+  for (size_t i = 1; i < table.size(); ++i) {
+    if (i % static_cast<size_t>(Q) != 0 && table[i] < table[i - 1]) {
+      *error = "tensor '" + name + "' is not non-decreasing in row " + std::to_string(i / static_cast<size_t>(Q));
+      return false;
+    }
+  }
   return true;
 }
 
@@ -378,7 +391,14 @@ mpd_status parse(const uint8_t* bytes, size_t size, ModelFile* out, std::string*
       take(tensors, data, "normalizer.state_low", {c.state_dim}, &file.state_low, &used, error) &&
       take(tensors, data, "normalizer.state_high", {c.state_dim}, &file.state_high, &used, error) &&
       take(tensors, data, "normalizer.action_low", {c.action_dim}, &file.action_low, &used, error) &&
-      take(tensors, data, "normalizer.action_high", {c.action_dim}, &file.action_high, &used, error);
+      take(tensors, data, "normalizer.action_high", {c.action_dim}, &file.action_high, &used, error) &&
+      (c.quantiles == 0 ||
+       (take(tensors, data, "normalizer.state_quantiles", {c.state_dim, c.quantiles}, &file.state_quantiles, &used,
+             error) &&
+        take(tensors, data, "normalizer.action_quantiles", {c.action_dim, c.quantiles}, &file.action_quantiles,
+             &used, error) &&
+        monotone(file.state_quantiles, c.quantiles, "normalizer.state_quantiles", error) &&
+        monotone(file.action_quantiles, c.quantiles, "normalizer.action_quantiles", error)));
   if (!ok) return MPD_ERR_BAD_MODEL_FILE;
   if (used.size() != tensors.size()) {
     std::sort(used.begin(), used.end());

@@ -44,6 +44,7 @@ struct ModelConfig {
   double cost_scale = 0.0;  // s_c
   int format_version = 0;
   mpd_prediction prediction = MPD_PREDICT_EPSILON;
+  int quantiles = 0;  // Q of the CDF normalizer; 0 = min-max
 
   int window_dim() const { return state_dim + action_dim; }  // D
   MlpShape planner() const;
@@ -70,6 +71,7 @@ struct ModelFile {
   mpd_options defaults{};
   MlpWeights planner, dynamics, reward, cost;  // cost is empty without a cost model
   std::vector<float> state_low, state_high, action_low, action_high;
+  std::vector<float> state_quantiles, action_quantiles;  // [dx, Q], [du, Q] with the CDF normalizer
 };
 
 // Parses and validates data[0, size). On failure returns MPD_ERR_BAD_MODEL_FILE and sets *error.

@@ -19,6 +19,7 @@
 #include "cuda/layout.h"
 #include "cuda/sampler.h"
 #include "math/philox.h"
+#include "math/normalizer.h"
 #include "math/schedule.h"
 #include "math/update.h"
 
@@ -43,6 +44,7 @@ struct PlanParams {
   const float* embeddings;        // [K, 32]
   const double* state_mid;        // [dx]
   const double* state_half;
+  const float* state_quantiles;   // [dx, quantiles] CDF normalizer, or unused when quantiles = 0
   const float* state;  // [dx] raw, device
   const float* warm;   // [H, D] previous normalized window, device, or nullptr (cold)
   float* windows;      // [N, H, D]
@@ -50,7 +52,7 @@ struct PlanParams {
   float* costs;        // [N]
   float cond[2];
   uint64_t seed;
-  int num_candidates, horizon, dx, du, cond_dim, num_steps, reward_outputs, has_cost, guided;
+  int num_candidates, horizon, dx, du, cond_dim, num_steps, reward_outputs, has_cost, guided, quantiles;
   float guidance, lambda, one_minus_lambda;
   unsigned dynamics_every, dynamics_last;
   double discount;
@@ -70,6 +72,8 @@ struct SelectParams {
   const float* costs;
   const double* action_mid;
   const double* action_half;
+  const float* action_quantiles;  // [du, quantiles] CDF normalizer, or unused when quantiles = 0
+  int quantiles;
   float* actions;     // [a, du]
   uint32_t* index;    // [1]
   int num_candidates, horizon, dx, du, actions_per_plan, budget;
@@ -206,7 +210,9 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
   for (int i = threadIdx.x; i < l.total; i += blockDim.x) smem[i] = 0.0f;
   __syncthreads();
   for (int i = threadIdx.x; i < dx; i += blockDim.x) {
-    x0[i] = static_cast<float>((static_cast<double>(p.state[i]) - p.state_mid[i]) / p.state_half[i]);
+    const double x = p.state[i];
+    x0[i] = static_cast<float>(p.quantiles ? math::cdf_forward(p.state_quantiles + i * p.quantiles, p.quantiles, x)
+                                           : math::minmax_forward(x, p.state_mid[i], p.state_half[i]));
   }
   for (int t = threadIdx.x; t < H; t += blockDim.x) gamma[t] = static_cast<float>(pow(p.discount, static_cast<double>(t)));
   noise_update(p, tau, first, cnt, K + 1, nullptr, p.steps + (p.start_level - 1));
@@ -336,7 +342,10 @@ __global__ void select_kernel(const SelectParams s) {
   for (int q = lane; s.window != nullptr && q < s.horizon * D; q += 32) s.window[q] = finite ? window[q] : NAN;
   for (int q = lane; q < s.actions_per_plan * s.du; q += 32) {
     const int t = q / s.du, j = q % s.du;
-    s.actions[q] = finite ? static_cast<float>(window[t * D + s.dx + j] * s.action_half[j] + s.action_mid[j]) : NAN;
+    const double y = window[t * D + s.dx + j];
+    const double u = s.quantiles ? math::cdf_inverse(s.action_quantiles + j * s.quantiles, s.quantiles, y)
+                                 : math::minmax_inverse(y, s.action_mid[j], s.action_half[j]);
+    s.actions[q] = finite ? static_cast<float>(u) : NAN;
   }
   if (lane == 0 && s.index != nullptr) *s.index = finite ? static_cast<uint32_t>(best) : 0xffffffffu;
 }
@@ -427,6 +436,10 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
   image.resize(image.size() + static_cast<size_t>(K) * 32);
   for (int k = 1; k <= K; ++k) math::step_embedding(k, image.data() + emb_at + static_cast<size_t>(k - 1) * 32);
   align();
+  const size_t quantiles_at = image.size();  // CDF tables: states [dx, Q], then actions [du, Q]
+  image.insert(image.end(), file.state_quantiles.begin(), file.state_quantiles.end());
+  image.insert(image.end(), file.action_quantiles.begin(), file.action_quantiles.end());
+  align();
   const size_t N = static_cast<size_t>(max_candidates);
   const size_t buffers_at = image.size();
   const size_t windows_at = buffers_at, values_at = windows_at + N * HD, costs_at = values_at + N;
@@ -482,6 +495,8 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
   p.embeddings = a + emb_at;
   p.state_mid = impl->norms;
   p.state_half = impl->norms + c.state_dim;
+  p.quantiles = c.quantiles;
+  p.state_quantiles = a + quantiles_at;
   p.windows = a + windows_at;
   p.values = a + values_at;
   p.costs = a + costs_at;
@@ -507,6 +522,8 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
   s.costs = p.costs;
   s.action_mid = impl->norms + 2 * c.state_dim;
   s.action_half = s.action_mid + c.action_dim;
+  s.quantiles = c.quantiles;
+  s.action_quantiles = a + quantiles_at + file.state_quantiles.size();
   s.horizon = H;
   s.dx = c.state_dim;
   s.du = c.action_dim;

@@ -30,17 +30,20 @@ def synthetic_model_file(path: str | Path, state_dim: int = 11, action_dim: int 
     benchmarks and tests of the backends, where only the arithmetic matters. Hopper-sized by default."""
     import torch
 
-    from mpdiffuser.data.normalizer import MinMaxNormalizer
+    from mpdiffuser.data.normalizer import CdfNormalizer, MinMaxNormalizer
     from mpdiffuser.data.windows import ConditionScale
     from mpdiffuser.export import export_model
     from mpdiffuser.models.bundle import BundleSpec, save_weights
 
     model = model or ModelConfig()
     rng = np.random.default_rng(seed)
-    spec = BundleSpec(env_id, state_dim, action_dim, model,
-                      MinMaxNormalizer(-rng.uniform(1, 3, state_dim).astype(np.float32),
-                                       rng.uniform(1, 3, state_dim).astype(np.float32)),
-                      MinMaxNormalizer(-np.ones(action_dim, np.float32), np.ones(action_dim, np.float32)),
+    states = MinMaxNormalizer(-rng.uniform(1, 3, state_dim).astype(np.float32),
+                              rng.uniform(1, 3, state_dim).astype(np.float32))
+    actions = MinMaxNormalizer(-np.ones(action_dim, np.float32), np.ones(action_dim, np.float32))
+    if model.normalizer == "cdf":  # skewed marginals over the same ranges
+        states, actions = (CdfNormalizer.fit(n.unnormalize(rng.uniform(-1, 1, (400, n.dim)) ** 3))
+                           for n in (states, actions))
+    spec = BundleSpec(env_id, state_dim, action_dim, model, states, actions,
                       ConditionScale(0.0, 300.0, model.return_discount, model.cost_scale, with_cost), True)
     directory = Path(path).with_suffix(".bundle")
     spec.save(directory)

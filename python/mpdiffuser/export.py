@@ -2,14 +2,17 @@
 
 The file holds every float32 weight, named ``<net>.<l>.weight`` ([out, in]) and ``<net>.<l>.bias``
 for ``<net>`` in planner, dynamics, reward and (constrained tasks) cost, the normalizer as
-``normalizer.{state,action}_{low,high}`` tensors (float32, so the native core reads them exactly),
+``normalizer.{state,action}_{low,high}`` tensors (float32, so the native core reads them exactly;
+for the CDF normalizer also ``normalizer.{state,action}_quantiles`` [dim, Q], whose first and last
+columns are low and high),
 and string metadata:
 
     format = "mpdiffuser.model", format_version = "2", schedule = "cosine", env_id,
     state_dim, action_dim, cond_dim, horizon, num_steps, width, layers, ranker_width,
     ranker_layers, reward_outputs, has_cost ("0"/"1"), cost_scale, return_low, return_high,
     return_discount, condition_dropout,
-    prediction ("epsilon"/"sample"), normalizer ("minmax"), return_condition, termination_penalty,
+    prediction ("epsilon"/"sample"), normalizer ("minmax"/"cdf"), normalizer_quantiles (Q, cdf only),
+    return_condition, termination_penalty,
     default.<option> for every SamplerOptions field ("none" for an unset cost limit or budget).
 
 Version 1 files (before prediction, normalizer, return condition, temperature and warm start)
@@ -52,6 +55,8 @@ def _metadata(spec, options: SamplerOptions) -> dict[str, str]:
         "prediction": m.prediction, "normalizer": m.normalizer, "return_condition": m.return_condition,
         "termination_penalty": repr(float(spec.conditions.termination_penalty)),
     }
+    if m.normalizer == "cdf":
+        meta["normalizer_quantiles"] = str(spec.states.quantiles.shape[1])
     for field in dataclasses.fields(SamplerOptions):
         value = getattr(options, field.name)
         meta[f"default.{field.name}"] = "none" if value is None else (
@@ -89,6 +94,9 @@ def export_model(bundle_dir: str | Path, out_path: str | Path, options: SamplerO
     tensors["normalizer.state_high"] = spec.states.high.astype(np.float32)
     tensors["normalizer.action_low"] = spec.actions.low.astype(np.float32)
     tensors["normalizer.action_high"] = spec.actions.high.astype(np.float32)
+    if spec.model.normalizer == "cdf":
+        tensors["normalizer.state_quantiles"] = np.ascontiguousarray(spec.states.quantiles, dtype=np.float32)
+        tensors["normalizer.action_quantiles"] = np.ascontiguousarray(spec.actions.quantiles, dtype=np.float32)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
@@ -113,7 +121,7 @@ def read_model_file(path: str | Path):
     """
     from safetensors import SafetensorError, safe_open
 
-    from mpdiffuser.data.normalizer import MinMaxNormalizer
+    from mpdiffuser.data.normalizer import CdfNormalizer, MinMaxNormalizer
     from mpdiffuser.data.windows import ConditionScale
     from mpdiffuser.models.bundle import BundleSpec
 
@@ -135,7 +143,7 @@ def read_model_file(path: str | Path):
     if version == 1:
         meta = {**LEGACY_MODEL_FIELDS, "termination_penalty": "0.0",
                 **{f"default.{k}": v for k, v in LEGACY_DEFAULTS.items()}, **meta}
-    for key, choices in (("prediction", ("epsilon", "sample")), ("normalizer", ("minmax",)),
+    for key, choices in (("prediction", ("epsilon", "sample")), ("normalizer", ("minmax", "cdf")),
                          ("return_condition", ("authors", "minmax"))):
         if meta.get(key) not in choices:
             raise ValueError(f"{path}: metadata '{key}' = {meta.get(key)!r} is not one of {', '.join(choices)}")
@@ -153,10 +161,20 @@ def read_model_file(path: str | Path):
     for key in ("normalizer.state_low", "normalizer.state_high", "normalizer.action_low", "normalizer.action_high"):
         if key not in tensors:
             raise ValueError(f"{path} lacks tensor '{key}'")
+    if model.normalizer == "cdf":
+        for key in ("normalizer.state_quantiles", "normalizer.action_quantiles"):
+            if key not in tensors:
+                raise ValueError(f"{path} lacks tensor '{key}'")
+        try:
+            states = CdfNormalizer(tensors["normalizer.state_quantiles"])
+            actions = CdfNormalizer(tensors["normalizer.action_quantiles"])
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+    else:
+        states = MinMaxNormalizer(tensors["normalizer.state_low"], tensors["normalizer.state_high"])
+        actions = MinMaxNormalizer(tensors["normalizer.action_low"], tensors["normalizer.action_high"])
     spec = BundleSpec(meta.get("env_id") or None, _number(meta, "state_dim", int), _number(meta, "action_dim", int),
-                      model, MinMaxNormalizer(tensors["normalizer.state_low"], tensors["normalizer.state_high"]),
-                      MinMaxNormalizer(tensors["normalizer.action_low"], tensors["normalizer.action_high"]),
-                      conditions, _number(meta, "reward_outputs", int) == 2)
+                      model, states, actions, conditions, _number(meta, "reward_outputs", int) == 2)
     defaults = {}
     for field in dataclasses.fields(SamplerOptions):
         raw = meta.get(f"default.{field.name}")

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <vector>
 
@@ -170,11 +171,12 @@ int main() {
       }
     }
 
-    // The recipe options (host-staged API): sample-prediction, low temperature, warm start from a
+    // The recipe options (host-staged API): sample-prediction with the CDF normalizer, low temperature, warm start from a
     // previous window, the chosen window written out; CUDA equals the CPU backend.
     for (const char* prediction : {"epsilon", "sample"}) {
       testing::TinyModel rspec = spec;
       rspec.prediction = prediction;
+      rspec.quantiles = std::strcmp(prediction, "sample") == 0 ? 9 : 0;  // the CDF normalizer too
       mpd_model* rmodel = load(rspec);
       mpd_workspace *gws = nullptr, *cws = nullptr;
       CHECK(mpd_workspace_create(rmodel, MPD_BACKEND_CUDA, 64, 0, &gws) == MPD_OK);

@@ -89,6 +89,24 @@ int main() {
   CHECK(mpd_model_get_info(model, &info) == MPD_OK && info.prediction == MPD_PREDICT_SAMPLE);
   mpd_model_free(model);
 
+  testing::TinyModel cdf;
+  cdf.quantiles = 9;
+  const std::vector<uint8_t> cdf_bytes = testing::write_model(cdf);
+  CHECK(mpd_model_load_memory(cdf_bytes.data(), cdf_bytes.size(), &model, nullptr, 0) == MPD_OK);
+  mpd_model_free(model);
+  testing::TinyModel unsorted = cdf;
+  unsorted.unsorted_quantiles = true;
+  expect_rejected(unsorted, "'normalizer.state_quantiles' is not non-decreasing in row 0");
+  testing::TinyModel no_table = cdf;
+  no_table.drop_tensor = "normalizer.action_quantiles";
+  expect_rejected(no_table, "'normalizer.action_quantiles' is missing");
+  testing::TinyModel short_table = cdf;
+  short_table.metadata_overrides = {{"normalizer_quantiles", "8"}};
+  expect_rejected(short_table, "normalizer.state_quantiles");
+  testing::TinyModel stray = cdf;
+  stray.metadata_overrides = {{"normalizer", "minmax"}};
+  expect_rejected(stray, "unexpected tensor");
+
   expect_rejected(with_meta("format_version", "3"), "format version 3");
   expect_rejected(with_meta("prediction", "velocity"), "'prediction'");
   expect_rejected(with_meta("prediction", "<erase>"), "'prediction' is missing");

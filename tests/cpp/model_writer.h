@@ -16,6 +16,8 @@ struct TinyModel {
   int ranker_width = 16, ranker_layers = 2, reward_outputs = 2;
   bool has_cost = false;
   std::string prediction = "epsilon";  // "epsilon" or "sample"
+  int quantiles = 0;                    // > 0: a CDF normalizer of this many quantiles per dimension
+  bool unsorted_quantiles = false;      // swap two state quantiles (a broken file)
   uint32_t seed = 1;
   std::map<std::string, std::string> metadata_overrides;  // key -> value ("<erase>" removes it)
   std::string drop_tensor;                                // omit this tensor
@@ -73,6 +75,18 @@ inline std::vector<uint8_t> write_model(const TinyModel& m) {
   tensors["normalizer.state_high"] = hi;
   tensors["normalizer.action_low"] = Tensor{{m.action_dim}, std::vector<float>(static_cast<size_t>(m.action_dim), -1.0f)};
   tensors["normalizer.action_high"] = Tensor{{m.action_dim}, std::vector<float>(static_cast<size_t>(m.action_dim), 1.0f)};
+  if (m.quantiles > 0) {  // evenly spaced quantiles over the min-max ranges above
+    auto table = [&](int dim, float lo, float hi) {
+      Tensor t{{dim, m.quantiles}, {}};
+      for (int i = 0; i < dim; ++i) {
+        for (int j = 0; j < m.quantiles; ++j) t.data.push_back(lo + (hi - lo) * j / (m.quantiles - 1) + 0.01f * i);
+      }
+      return t;
+    };
+    tensors["normalizer.state_quantiles"] = table(m.state_dim, -2.0f, 2.0f);
+    tensors["normalizer.action_quantiles"] = table(m.action_dim, -1.0f, 1.0f);
+    if (m.unsorted_quantiles) std::swap(tensors["normalizer.state_quantiles"].data[1], tensors["normalizer.state_quantiles"].data[2]);
+  }
   if (!m.drop_tensor.empty()) tensors.erase(m.drop_tensor);
   if (!m.extra_tensor.empty()) tensors[m.extra_tensor] = Tensor{{1}, {0.5f}};
 
@@ -88,8 +102,9 @@ inline std::vector<uint8_t> write_model(const TinyModel& m) {
       {"default.cost_limit", m.has_cost ? "10.0" : "none"}, {"default.cost_budget", "none"},
       {"default.dynamics_weight", "1.0"}, {"default.dynamics_every", "1"}, {"default.dynamics_last", "0"},
       {"default.discount", "0.997"}, {"default.actions_per_plan", "1"},
-      {"prediction", m.prediction}, {"normalizer", "minmax"}, {"return_condition", "authors"},
+      {"prediction", m.prediction}, {"normalizer", m.quantiles > 0 ? "cdf" : "minmax"}, {"return_condition", "authors"},
       {"termination_penalty", "100.0"}, {"default.temperature", "1.0"}, {"default.warm_start_level", "0"}};
+  if (m.quantiles > 0) meta["normalizer_quantiles"] = std::to_string(m.quantiles);
   for (const auto& kv : m.metadata_overrides) {
     if (kv.second == "<erase>") meta.erase(kv.first);
     else meta[kv.first] = kv.second;

@@ -19,7 +19,7 @@ import torch
 
 from mpdiffuser.config import ModelConfig, SamplerOptions
 from mpdiffuser.data.dataset import OfflineDataset
-from mpdiffuser.data.normalizer import MinMaxNormalizer
+from mpdiffuser.data.normalizer import CdfNormalizer, MinMaxNormalizer, fit_normalizer, normalizer_from_dict
 from mpdiffuser.data.windows import ConditionScale
 from mpdiffuser.models.networks import DynamicsDenoiser, PlannerDenoiser, StepModel
 
@@ -35,8 +35,8 @@ class BundleSpec:
     state_dim: int
     action_dim: int
     model: ModelConfig
-    states: MinMaxNormalizer
-    actions: MinMaxNormalizer
+    states: MinMaxNormalizer | CdfNormalizer
+    actions: MinMaxNormalizer | CdfNormalizer
     conditions: ConditionScale
     reward_has_termination: bool
     sampler_defaults: SamplerOptions | None = None  # what export stores (None: SamplerOptions())
@@ -60,7 +60,7 @@ class BundleSpec:
         act = np.concatenate([e.actions for d in all_data for e in d.episodes])
         terminal = any(e.terminated for d in all_data for e in d.episodes)
         return cls(planner_data.env_id, planner_data.state_dim, planner_data.action_dim, model,
-                   MinMaxNormalizer.fit(obs), MinMaxNormalizer.fit(act),
+                   fit_normalizer(model.normalizer, obs), fit_normalizer(model.normalizer, act),
                    ConditionScale.fit(planner_data, model.return_discount, model.cost_scale, model.return_condition),
                    terminal, sampler_defaults)
 
@@ -96,7 +96,7 @@ class BundleSpec:
         if d.get("format") != BUNDLE_FORMAT:
             raise ValueError(f"bundle format {d.get('format')} is not supported (expected {BUNDLE_FORMAT})")
         return cls(d["env_id"], d["state_dim"], d["action_dim"], ModelConfig.from_dict(d["model"]),
-                   MinMaxNormalizer.from_dict(d["states"]), MinMaxNormalizer.from_dict(d["actions"]),
+                   normalizer_from_dict(d["states"]), normalizer_from_dict(d["actions"]),
                    ConditionScale.from_dict(d["conditions"]), d["reward_has_termination"],
                    None if d.get("sampler_defaults") is None else SamplerOptions(**d["sampler_defaults"]))
 

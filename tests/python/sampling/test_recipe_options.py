@@ -27,11 +27,13 @@ from .test_sampler import WINDOW_ABS, WINDOW_REL_L2, assert_close
 TINY = ModelConfig(horizon=4, num_steps=6, width=24, layers=2, ranker_width=16, ranker_layers=2)
 
 
-@pytest.fixture(scope="module", params=["epsilon", "sample"])
+@pytest.fixture(scope="module", params=[("epsilon", "minmax"), ("sample", "minmax"), ("sample", "cdf")],
+                ids=lambda p: "-".join(p))
 def files(request, tmp_path_factory):
-    """(model file, CPU sampler, torch sampler) of one prediction target."""
-    model = dataclasses.replace(TINY, prediction=request.param)
-    path = synthetic_model_file(tmp_path_factory.mktemp(request.param) / "m.safetensors", 3, 2, model, seed=4,
+    """(model file, CPU sampler, torch sampler) of one prediction target and normalizer."""
+    prediction, normalizer = request.param
+    model = dataclasses.replace(TINY, prediction=prediction, normalizer=normalizer)
+    path = synthetic_model_file(tmp_path_factory.mktemp(prediction) / "m.safetensors", 3, 2, model, seed=4,
                                 env_id="Tiny-v0")
     return path, Sampler(path, "cpu"), Sampler(path, "torch")
 
@@ -49,6 +51,9 @@ def test_native_matches_reference(files, temperature, n, w, lam):
     a, b = native.plan(state, 17, options), reference.plan(state, 17, options)
     assert a.index == b.index
     assert_close(a.windows, b.windows, WINDOW_ABS, WINDOW_REL_L2)
+    # actions de-normalized by each backend's own normalizer code (min-max or CDF tables)
+    np.testing.assert_allclose(a.actions, b.actions, rtol=0, atol=WINDOW_ABS * 8)
+    np.testing.assert_allclose(a.actions, native.spec.actions.unnormalize(a.window[:1, 3:]), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("level", [1, 3, 5])
