@@ -312,6 +312,8 @@ def _add_sampler_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mpdiffuser.demo import DemoConfig
+
     parser = argparse.ArgumentParser(prog="mpdiffuser", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     info = commands.add_parser("info", help="build configuration and native self-check",
@@ -464,12 +466,15 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.set_defaults(func=_cmd_experiment)
 
     demo = commands.add_parser("demo", help="the end-to-end Hopper demo", description=_cmd_demo.__doc__)
-    demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--episodes", type=int, default=20)
-    demo.add_argument("--train-steps", type=int, default=3000)
-    demo.add_argument("--policy-steps", type=int, default=8000)
-    demo.add_argument("--max-steps", type=int, default=1000)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", default="runs/demo", help="output directory (data, models, results)")
+    demo.add_argument("--episodes", type=int, default=DemoConfig.episodes, help="evaluation episodes per controller")
+    demo.add_argument("--train-steps", type=int, default=DemoConfig.train_steps,
+                      help="training steps of planner and dynamics model")
+    demo.add_argument("--policy-steps", type=int, default=DemoConfig.policy_steps,
+                      help="0: the shipped dataset (200k-step SAC data); N > 0: train a SAC policy N steps and make "
+                           "the data here")
+    demo.add_argument("--max-steps", type=int, default=DemoConfig.max_steps, help="steps per episode at most")
+    demo.add_argument("--seed", type=int, default=DemoConfig.seed, help="seed of data, training and evaluation")
     demo.set_defaults(func=_cmd_demo)
     return parser
 

@@ -1,53 +1,73 @@
-"""The end-to-end demo: generate a small Hopper dataset, train the three models briefly, control
-Hopper with MPDiffuser and with the planner-only baseline (lambda = 0) on the native CPU backend,
-print scores and latency (native and PyTorch reference on the same model file)."""
+"""The end-to-end demo: a small Hopper dataset (shipped with the package, or made here from a SAC
+policy it trains), random transitions for the dynamics and reward models, the three models
+trained with the default recipe, Hopper controlled with MPDiffuser and with the planner-only
+baseline (lambda = 0) on the native CPU backend; prints scores against the behaviour data's and
+latency (native and PyTorch reference on the same model file)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from mpdiffuser.config import SamplerOptions, TrainConfig
-from mpdiffuser.control.evaluate import evaluate
-from mpdiffuser.control.mpc import MPCPolicy
-from mpdiffuser.data.dataset import load_dataset
-from mpdiffuser.data.generate import GenerateConfig, generate
-from mpdiffuser.export import export_model
-from mpdiffuser.models.bundle import BundleSpec
-from mpdiffuser.sampling.sampler import Sampler
-from mpdiffuser.training.train import train_model
+
+
+DEMO_DATA = Path(__file__).resolve().parent / "data" / "demo" / "hopper-medium-200k-20k.hdf5"
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     env_id: str = "Hopper-v5"
     out_dir: str = "runs/demo"
-    policy_steps: int = 8000  # SAC steps of the behaviour policy (about 95 steps/s on 2 cores)
+    # 0: the shipped dataset (data/demo/README.md: 20k transitions of a 200k-step SAC policy);
+    # > 0: train a SAC behaviour policy of this many steps here (about 95 steps/s on 2 cores)
+    # and roll out task_transitions of it.
+    policy_steps: int = 0
     task_transitions: int = 20_000
     random_transitions: int = 10_000
-    train_steps: int = 3000
-    ranker_steps: int = 2000
-    episodes: int = 20
+    train_steps: int = 8000
+    ranker_steps: int = 3000
+    episodes: int = 10
     max_steps: int = 1000
     seed: int = 0
 
 
 def run_demo(config: DemoConfig, progress: bool = True) -> dict:
+    from mpdiffuser.control.evaluate import evaluate
+    from mpdiffuser.control.mpc import MPCPolicy
+    from mpdiffuser.data.dataset import load_dataset
+    from mpdiffuser.data.generate import GenerateConfig, generate
+    from mpdiffuser.envs import SCORE_REFERENCES
+    from mpdiffuser.export import export_model
+    from mpdiffuser.models.bundle import BundleSpec
+    from mpdiffuser.sampling.sampler import Sampler
+    from mpdiffuser.training.train import train_model
+
     started = time.perf_counter()
     out = Path(config.out_dir)
     say = lambda msg: print(f"[{time.perf_counter() - started:6.1f}s] {msg}", flush=True)  # noqa: E731
 
-    say(f"1/5 data: {config.env_id} medium-style (SAC {config.policy_steps} steps) + random, cached in {out / 'data'}")
-    task_path = generate(GenerateConfig(config.env_id, "medium", config.task_transitions, config.policy_steps,
-                                        seed=config.seed), out / "data", progress)
+    if config.policy_steps > 0:
+        say(f"1/5 data: {config.env_id} medium-style (SAC {config.policy_steps} steps) + random, cached in {out / 'data'}")
+        task_path = generate(GenerateConfig(config.env_id, "medium", config.task_transitions, config.policy_steps,
+                                            seed=config.seed), out / "data", progress)
+    else:
+        if config.env_id != "Hopper-v5":
+            raise ValueError("the shipped demo dataset is Hopper-v5's; pass policy_steps > 0 for other robots")
+        say(f"1/5 data: the shipped {DEMO_DATA.name} (200k-step SAC policy) + random transitions made here")
+        task_path = DEMO_DATA
     random_path = generate(GenerateConfig(config.env_id, "random", config.random_transitions, seed=config.seed),
                            out / "data", progress)
     task, random = load_dataset(task_path), load_dataset(random_path)
     r = task.returns()
+    data_score = float(np.mean([SCORE_REFERENCES[config.env_id].normalize(x) for x in r]))
     say(f"    task data: {len(task.episodes)} episodes, {task.num_transitions} steps, returns mean {r.mean():.0f} max {r.max():.0f}; "
-        f"random data: {random.num_transitions} steps")
+        f"(score {data_score:.1f}); random data: {random.num_transitions} steps")
 
     bundle_dir = out / "models"
     say(f"2/5 training planner, dynamics model and reward model -> {bundle_dir}")
@@ -59,7 +79,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
         losses[name] = info["final_loss"]
         say(f"    {name:8s}: {steps} steps in {info['seconds']:.0f}s, final loss {info['final_loss']:.4f}")
 
-    model_file = export_model(bundle_dir, bundle_dir / "model.safetensors", SamplerOptions())
+    model_file = export_model(bundle_dir, bundle_dir / "model.safetensors", SamplerOptions())  # the default recipe
     say(f"3/5 exported the three models to {model_file} ({model_file.stat().st_size / 1e6:.1f} MB)")
     sampler = Sampler(model_file, "cpu", env_id=config.env_id)
     results = {}
@@ -74,14 +94,18 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
     latency = compare_latency(model_file, task.episodes[0].observations[:40], options)
     say("5/5 results")
     print(f"    N={options.num_candidates} candidates, H={sampler.spec.model.horizon}, K={sampler.spec.model.num_steps}, "
-          f"guidance w={options.guidance}; latency per plan measured during control (native CPU backend)")
+          f"guidance w={options.guidance}, return target g={options.return_target}, temperature "
+          f"{options.temperature:g}, {sampler.spec.model.prediction}-prediction; latency per plan measured during "
+          f"control (native CPU backend)")
+    print(f"    {'behaviour data':24s} score {data_score:6.1f}            (return {r.mean():7.1f})")
     for label, res in results.items():
         lat = res["latency"]
         print(f"    {label:24s} score {res['score_mean']:6.1f} +- {res['score_stderr']:4.1f} "
               f"(return {res['return_mean']:7.1f})  latency per plan p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms")
     print(f"    same model file, 40 dataset states: native CPU p50 {latency['cpu_ms_p50']:.2f} ms, PyTorch reference "
           f"p50 {latency['torch_ms_p50']:.2f} ms ({latency['speedup']:.1f}x faster)")
-    report = {"config": config.__dict__, "losses": losses, "results": results, "latency": latency,
+    report = {"config": config.__dict__, "data_score": data_score, "options": dataclasses.asdict(options),
+              "losses": losses, "results": results, "latency": latency,
               "seconds": round(time.perf_counter() - started, 1)}
     (out / "demo_results.json").write_text(json.dumps(report, indent=1))
     say(f"done; results in {out / 'demo_results.json'}")
@@ -90,7 +114,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
 
 def compare_latency(model_file: Path, states, options: SamplerOptions) -> dict:
     """p50 plan latency of the native CPU backend and the PyTorch reference on the same states."""
-    import numpy as np
+    from mpdiffuser.sampling.sampler import Sampler
 
     timings = {}
     for backend in ("cpu", "torch"):

@@ -41,7 +41,7 @@ def check_model_options(width: int | None, action_weight: float) -> None:
 def train_bundle(bundle_dir: Path, task: OfflineDataset, extra: list[OfflineDataset], train_steps: int,
                  ranker_steps: int, seed: int, log: Log, progress: bool = True,
                  options: SamplerOptions | None = None, width: int | None = None,
-                 action_weight: float = 1.0) -> Path:
+                 action_weight: float = TrainConfig.action_weight) -> Path:
     """Planner on `task`; dynamics, reward (and cost, for data with costs) on task + extra; then the
     model file. Training resumes from checkpoints, so a finished bundle is not trained twice.
     width: hidden width of planner and dynamics (None: sized for the robot); action_weight: the

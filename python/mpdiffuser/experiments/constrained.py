@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpdiffuser.config import SamplerOptions
+from mpdiffuser.config import SamplerOptions, TrainConfig
 from mpdiffuser.experiments.common import (Log, check_model_options, grouped_bars, machine, pyplot, summarize,
                                            train_bundle, write_csv, write_json)
 
@@ -48,7 +48,7 @@ class ConstrainedConfig:
     threads: int = 0
     candidates: int = 8  # N of the exported model file (every sampler of the experiment plans with it)
     width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
-    action_weight: float = 1.0  # the planner's loss weight on u_0 (TrainConfig.action_weight)
+    action_weight: float = TrainConfig.action_weight  # the planner's loss weight on u_0
 
     @property
     def data_dir(self) -> Path:

@@ -49,7 +49,7 @@ class LocomotionConfig:
     threads: int = 0
     candidates: int = 8  # N of the exported model file (every sampler of the experiment plans with it)
     width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
-    action_weight: float = 1.0  # the planner's loss weight on u_0 (TrainConfig.action_weight)
+    action_weight: float = TrainConfig.action_weight  # the planner's loss weight on u_0
 
     @property
     def data_dir(self) -> Path:

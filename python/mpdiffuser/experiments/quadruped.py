@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpdiffuser.config import ModelConfig, SamplerOptions
+from mpdiffuser.config import ModelConfig, SamplerOptions, TrainConfig
 from mpdiffuser.control.evaluate import PLAN_SEED_STRIDE
 from mpdiffuser.experiments.common import Log, check_model_options, pyplot, train_bundle, write_csv, write_json
 
@@ -40,7 +40,7 @@ class QuadrupedConfig:
     threads: int = 0
     candidates: int = 8  # N of the exported model file (every sampler of the experiment plans with it)
     width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
-    action_weight: float = 1.0  # the planner's loss weight on u_0 (TrainConfig.action_weight)
+    action_weight: float = TrainConfig.action_weight  # the planner's loss weight on u_0
     seed: int = 0
     model_file: str | None = None  # control this exported model file: no data, no training
 
