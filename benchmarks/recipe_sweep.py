@@ -33,6 +33,11 @@ GRIDS = {
                     dynamics_weight=[1.0, 0.0]),
     "small": dict(num_candidates=[1], temperature=[1e-3], guidance=[1.2], return_target=[1.0],
                   dynamics_weight=[1.0, 0.0]),
+    # ranking needs diverse candidates: moderate temperatures, more candidates, guidance and target
+    "explore": dict(num_candidates=[8, 32], temperature=[0.1, 0.3], guidance=[1.2], return_target=[1.1],
+                    dynamics_weight=[1.0, 0.0]),
+    "guidance": dict(num_candidates=[1], temperature=[1e-3], guidance=[3.0, 5.0], return_target=[1.3, 1.6],
+                     dynamics_weight=[1.0, 0.0]),
     "warm": dict(num_candidates=[1], temperature=[1e-3], guidance=[1.2], return_target=[1.0],
                  dynamics_weight=[1.0], warm_start_level=[0, 5, 10]),
 }

@@ -127,3 +127,14 @@ def test_firmware_example_builds_from_the_installed_package(standalone, repo_roo
     bad = subprocess.run([str(build / "mpd_firmware_example"), str(tmp_path / "missing.safetensors")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "cannot open" in bad.stderr
+    warm = subprocess.run([str(build / "mpd_firmware_example"), str(standalone["model_file"]), "--steps", "10",
+                           "--warm-start-level", "5"], capture_output=True, text=True, timeout=120)
+    assert warm.returncode == 0 and "warm start level 5" in warm.stdout, warm.stdout + warm.stderr
+    helped = subprocess.run([str(build / "mpd_firmware_example"), "--help"], capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0 and "--warm-start-level" in helped.stdout
+    for args, message in ((["--speed", "3"], "unknown argument '--speed'"), (["--rate"], "--rate needs a value"),
+                          (["--rate", "fast"], "--rate needs an integer"), (["--rate", "0"], "--rate must be >= 1"),
+                          (["--warm-start-level", "999"], "--warm-start-level must be in [0, ")):
+        out = subprocess.run([str(build / "mpd_firmware_example"), str(standalone["model_file"]), *args],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and message in out.stderr, (args, out.stderr)
