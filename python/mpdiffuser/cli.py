@@ -75,7 +75,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         planner_data = merge_datasets(task)
         sizes = dict(chosen.model)
         for flag, name in (("horizon", "horizon"), ("diffusion_steps", "num_steps"), ("layers", "layers"),
-                           ("width", "width"), ("prediction", "prediction"), ("return_condition", "return_condition")):
+                           ("width", "width"), ("prediction", "prediction"), ("normalizer", "normalizer"),
+                           ("return_condition", "return_condition")):
             if getattr(args, flag) is not None:
                 sizes[name] = getattr(args, flag)
         model = ModelConfig.sized_for(planner_data.state_dim, planner_data.action_dim, **sizes)
@@ -357,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--layers", type=int, default=None, help="hidden layers L (new bundles only; default 3)")
     train.add_argument("--prediction", default=None, choices=["sample", "epsilon"],
                        help="what the diffusion networks predict (new bundles only; default sample)")
+    train.add_argument("--normalizer", default=None, choices=["minmax", "cdf"],
+                       help="state and action normalizer (new bundles only; default minmax)")
     train.add_argument("--return-condition", default=None, choices=["authors", "minmax"],
                        help="return condition g (new bundles only; default authors: rtg with fall penalty over the "
                             "best start)")

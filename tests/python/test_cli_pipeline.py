@@ -101,3 +101,37 @@ def test_train_sizes_new_bundles_by_the_window(tmp_path, capsys):
                          "--batch-size", "8", *extra]) == 0
         assert json.loads((bundle / "bundle.json").read_text())["model"]["width"] == width
     capsys.readouterr()
+
+
+def test_recipes_and_file_defaults_reach_the_controller(tmp_path, capsys):
+    """`train --recipe authors` stores the authors' model config and sampler defaults; export and
+    `eval --model-file` use the file's defaults unless a flag is given, and the JSON says which."""
+    data_dir = tmp_path / "data"
+    assert cli.main(["generate-data", "--env", "Hopper-v5", "--kind", "random", "--transitions", "400",
+                     "--out", str(data_dir)]) == 0
+    path = str(data_dir / "hopper-random-s0.hdf5")
+    bundle = tmp_path / "authors"
+    assert cli.main(["train", "--bundle", str(bundle), "--data", path, "--recipe", "authors", "--steps", "3",
+                     "--batch-size", "8", "--horizon", "4", "--diffusion-steps", "6", "--width", "16",
+                     "--layers", "1"]) == 0
+    stored = json.loads((bundle / "bundle.json").read_text())
+    assert stored["model"]["prediction"] == "epsilon" and stored["model"]["normalizer"] == "cdf"
+    assert stored["model"]["num_steps"] == 6 and stored["states"]["kind"] == "cdf"  # the flag beat the recipe's 100
+    assert stored["sampler_defaults"]["temperature"] == 1e-3 and stored["sampler_defaults"]["guidance"] == 2.0
+    info = torch.load(bundle / "planner.pt", weights_only=True)["info"]["train_config"]
+    assert (info["batch_size"], info["learning_rate"], info["ema_every"], info["action_weight"]) == (8, 2e-4, 10, 10.0)
+    model_file = tmp_path / "authors.safetensors"
+    assert cli.main(["export", "--bundle", str(bundle), "--out", str(model_file)]) == 0
+    report_path = tmp_path / "eval.json"
+    assert cli.main(["eval", "--model-file", str(model_file), "--backend", "cpu", "--episodes", "1",
+                     "--max-steps", "3", "--warm-start-level", "2", "--json", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    options = report["options"]
+    assert options["num_candidates"] == 1 and options["temperature"] == 1e-3 and options["return_target"] == 1.1
+    assert options["warm_start_level"] == 2 and report["model_file"] == str(model_file) and report["seed"] == 0
+    default = tmp_path / "default"
+    assert cli.main(["train", "--bundle", str(default), "--data", path, "--model", "planner", "--steps", "2",
+                     "--batch-size", "8", "--horizon", "4", "--width", "16", "--layers", "1"]) == 0
+    stored = json.loads((default / "bundle.json").read_text())["model"]
+    assert (stored["prediction"], stored["return_condition"], stored["normalizer"]) == ("sample", "authors", "minmax")
+    capsys.readouterr()
