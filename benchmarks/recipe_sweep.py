@@ -44,7 +44,8 @@ GRIDS = {
 
 
 def bundle_name(a) -> str:
-    return f"{a.task}-{a.prediction}-aw{a.action_weight:g}-{a.return_condition}-{a.steps}-s{a.seed}"
+    norm = "" if a.normalizer == "minmax" else f"-{a.normalizer}"
+    return f"{a.task}-{a.prediction}-aw{a.action_weight:g}-{a.return_condition}{norm}-{a.steps}-s{a.seed}"
 
 
 def cmd_train(a) -> None:
@@ -57,7 +58,7 @@ def cmd_train(a) -> None:
     extra = load_dataset(DATA / "hopper-random-s0.hdf5")
     out = Path(a.out) / bundle_name(a)
     model = ModelConfig.sized_for(task.state_dim, task.action_dim, prediction=a.prediction,
-                                  return_condition=a.return_condition)
+                                  return_condition=a.return_condition, normalizer=a.normalizer)
     if not (out / "bundle.json").exists():
         BundleSpec.fit(task, [task, extra], model).save(out)
     for name, data, steps in (("planner", [task], a.steps), ("dynamics", [task, extra], a.dynamics_steps),
@@ -148,6 +149,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prediction", default="sample", choices=["sample", "epsilon"])
     p.add_argument("--return-condition", default="authors", choices=["authors", "minmax"])
+    p.add_argument("--normalizer", default="minmax", choices=["minmax", "cdf"])
     p.add_argument("--action-weight", type=float, default=10.0)
     p.add_argument("--steps", type=int, default=30000, help="planner steps")
     p.add_argument("--dynamics-steps", type=int, default=20000)

@@ -114,14 +114,17 @@ def numpy_matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
 
 def time_plans(sampler, state: np.ndarray, options: SamplerOptions, warmup: int, iters: int,
                max_seconds: float = 20.0) -> np.ndarray:
-    """Latency in ms of `iters` plans (seeds 0, 1, ...) after `warmup` plans."""
+    """Latency in ms of `iters` plans (seeds 0, 1, ...) after `warmup` plans. With
+    options.warm_start_level > 0 every plan is warm-started from the last warm-up plan's window."""
+    plan = None
     for i in range(warmup):
-        sampler.plan(state, i, options)
+        plan = sampler.plan(state, i, options.replace(warm_start_level=0))
+    warm = {} if options.warm_start_level == 0 or plan is None else {"warm_start": plan.window}
     times = []
     deadline = time.perf_counter() + max_seconds
     for i in range(iters):
         start = time.perf_counter()
-        sampler.plan(state, 1000 + i, options)
+        sampler.plan(state, 1000 + i, options, **warm)
         times.append((time.perf_counter() - start) * 1e3)
         if time.perf_counter() > deadline and len(times) >= 3:
             break
@@ -146,8 +149,10 @@ def machine_info() -> dict:
 
 
 def run_cpu_benchmark(model_file: str | Path, candidates=(1, 16, 64, 256), threads: int | None = None,
-                      warmup: int = 3, iters: int = 30, guidance: float | None = None) -> dict:
-    """Native CPU backend vs the PyTorch reference on `model_file`, one row per N."""
+                      warmup: int = 3, iters: int = 30, guidance: float | None = None,
+                      warm_start_level: int = 0) -> dict:
+    """Native CPU backend vs the PyTorch reference on `model_file`, one row per N; with
+    warm_start_level > 0 also the native warm-started plan (`cpu_warm_ms_p50`)."""
     import torch
 
     from mpdiffuser.sampling.sampler import Sampler
@@ -169,6 +174,10 @@ def run_cpu_benchmark(model_file: str | Path, candidates=(1, 16, 64, 256), threa
         flops = plan_flops(spec, options)
         cpu = time_plans(native, state, options, warmup, iters)
         ref = time_plans(reference, state, options, max(1, warmup // 2), max(3, iters // 3))
+        warm = {}
+        if warm_start_level > 0:
+            timed = time_plans(native, state, options.replace(warm_start_level=warm_start_level), warmup, iters)
+            warm = {"cpu_warm_ms_p50": float(np.percentile(timed, 50)), "cpu_warm_ms_p99": float(np.percentile(timed, 99))}
         rows.append({
             "num_candidates": int(n), "gflop_per_plan": flops / 1e9,
             "cpu_ms_p50": float(np.percentile(cpu, 50)), "cpu_ms_p99": float(np.percentile(cpu, 99)),
@@ -176,7 +185,7 @@ def run_cpu_benchmark(model_file: str | Path, candidates=(1, 16, 64, 256), threa
             "cpu_gflops": flops / np.percentile(cpu, 50) / 1e6, "torch_gflops": flops / np.percentile(ref, 50) / 1e6,
             "speedup": float(np.percentile(ref, 50) / np.percentile(cpu, 50)),
             "cpu_fraction_of_matmul": flops / np.percentile(cpu, 50) / 1e6 / peak,
-            "cpu_iters": len(cpu), "torch_iters": len(ref),
+            "cpu_iters": len(cpu), "torch_iters": len(ref), **warm,
         })
     m = spec.model
     return {
@@ -186,7 +195,7 @@ def run_cpu_benchmark(model_file: str | Path, candidates=(1, 16, 64, 256), threa
                   **dataclasses.asdict(m)},
         "options": {k: v for k, v in dataclasses.asdict(native.defaults).items() if k != "num_candidates"} | (
             {"guidance": guidance} if guidance is not None else {}),
-        "rows": rows,
+        "warm_start_level": warm_start_level, "rows": rows,
     }
 
 
@@ -200,7 +209,9 @@ def format_table(result: dict) -> str:
     for r in result["rows"]:
         lines.append(f"{r['num_candidates']:>5} {r['gflop_per_plan']:>7.3f} {r['cpu_ms_p50']:>11.3f} "
                      f"{r['cpu_ms_p99']:>8.3f} {r['torch_ms_p50']:>10.3f} {r['speedup']:>7.1f}x "
-                     f"{r['cpu_gflops']:>12.1f} {100 * r['cpu_fraction_of_matmul']:>9.0f}%")
+                     f"{r['cpu_gflops']:>12.1f} {100 * r['cpu_fraction_of_matmul']:>9.0f}%"
+                     + (f"   warm k_w={result['warm_start_level']}: p50 {r['cpu_warm_ms_p50']:.3f} ms"
+                        if "cpu_warm_ms_p50" in r else ""))
     return "\n".join(lines)
 
 

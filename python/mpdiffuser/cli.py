@@ -209,7 +209,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if model_file is None:
         model_file = synthetic_model_file(Path("runs/bench/synthetic-hopper.safetensors"))
         print(f"no --model-file: benchmarking a default-size Hopper model with random weights ({model_file})")
-    result = run_cpu_benchmark(model_file, candidates=args.candidates, threads=args.threads, iters=args.iters)
+    result = run_cpu_benchmark(model_file, candidates=args.candidates, threads=args.threads, iters=args.iters,
+                               warm_start_level=args.warm_start_level)
     print(format_table(result))
     print(f"wrote {write_json(result, args.out)}")
     return 0
@@ -407,7 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model-file", default=None, help="default: a default-size Hopper model with random weights")
     bench.add_argument("--candidates", type=int, nargs="+", default=[1, 16, 64, 256], help="N values")
     bench.add_argument("--threads", type=int, default=None, help="default: every core")
-    bench.add_argument("--iters", type=int, default=30)
+    bench.add_argument("--iters", type=int, default=30, help="timed plans per N")
+    bench.add_argument("--warm-start-level", type=int, default=0,
+                       help="also time warm-started plans from this level k_w (0: cold plans only)")
     bench.add_argument("--out", default="runs/bench/cpu_latency.json")
     bench.set_defaults(func=_cmd_bench)
 

@@ -87,6 +87,11 @@ def test_bench_writes_a_ratio_table(tmp_path, capsys):
         assert row["gflop_per_plan"] > 0
     assert result["matmul_gflops"] > 1 and result["machine"]["cores"] >= 1
     assert "speedup" in text and "matmul rate" in text
+    assert cli.main(["bench", "--candidates", "1", "--iters", "3", "--threads", "1", "--warm-start-level", "5",
+                     "--out", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert 0 < row["cpu_warm_ms_p50"] < row["cpu_ms_p50"]  # 5 of the 20 steps
+    assert "warm k_w=5" in capsys.readouterr().out
 
 
 def test_train_sizes_new_bundles_by_the_window(tmp_path, capsys):
