@@ -136,6 +136,9 @@ def read_model_file(path: str | Path):
         raise ValueError(f"{path} is not a readable safetensors file: {exc}") from exc
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not an mpdiffuser model file (format {meta.get('format')!r})")
+    for name, value in tensors.items():  # the native reader refuses these too
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise ValueError(f"{path}: tensor '{name}' holds NaN or infinity")
     version = _number(meta, "format_version", int)
     if version not in READABLE_VERSIONS:
         raise ValueError(f"{path} has model format version {version}; this mpdiffuser reads versions "

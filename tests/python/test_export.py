@@ -160,3 +160,23 @@ def test_unknown_prediction_or_normalizer_is_rejected_by_both_readers(exported, 
             read_model_file(bad)
         with pytest.raises(ValueError, match=key.split(".")[-1]):
             _core.Model(str(bad))
+
+
+def test_nan_weights_are_rejected_by_every_backend(exported, tmp_path):
+    """A file with a NaN weight: the torch backend refuses it as the native core does."""
+    from mpdiffuser import _core
+    from mpdiffuser.sampling.sampler import Sampler
+
+    _, path, _ = exported
+    with safe_open(str(path), framework="numpy") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tensors["planner.1.weight"] = tensors["planner.1.weight"].copy()
+    tensors["planner.1.weight"][0, 0] = np.nan
+    bad = tmp_path / "nan.safetensors"
+    save_file(tensors, str(bad), metadata=meta)
+    for backend in ("torch", "cpu"):
+        with pytest.raises(ValueError, match="planner.1.weight' holds NaN"):
+            Sampler(bad, backend)
+    with pytest.raises(ValueError, match="NaN"):
+        _core.Model(str(bad))

@@ -67,8 +67,13 @@ def evaluate(policy, env_id: str, episodes: int = 1, seed: int = 0, max_steps: i
     (constrained envs) and are fed back to the policy's budget when it has `observe_cost`.
     `physics` (an envs.PhysicsChange) runs the episodes under changed dynamics.
     """
+    if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
+        raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer))
+                                  or max_steps < 1):
+        raise ValueError(f"max_steps must be a positive integer or None (the environment's limit), got {max_steps!r}")
     env = make_env(env_id, constrained=constrained, physics=physics)
-    limit = max_steps or env.spec.max_episode_steps or 1000
+    limit = max_steps if max_steps is not None else (env.spec.max_episode_steps or 1000)
     reference = SCORE_REFERENCES.get(env_id)
     results, latencies = [], []
     for i in range(episodes):

@@ -71,6 +71,14 @@ class OfflineDataset:
         with_costs = {e.costs is not None for e in self.episodes}
         if len(with_costs) != 1:
             raise ValueError("either every episode has costs or none has")
+        name = self.metadata.get("name") or self.metadata.get("source") or "the dataset"
+        for key in ("observations", "actions", "rewards", "costs"):
+            for i, e in enumerate(self.episodes):
+                values = getattr(e, key)
+                if values is not None and not np.isfinite(values).all():
+                    row = int(np.argwhere(~np.isfinite(values))[0][0])
+                    raise ValueError(f"{name}: '{key}' holds NaN or infinity (episode {i}, step {row}); "
+                                     "clean the data before training")
 
     @property
     def state_dim(self) -> int:

@@ -120,3 +120,37 @@ def test_episodes_use_disjoint_plan_seeds(sampler, toy_bundle):
 
     assert fixed.seeds == [4 * PLAN_SEED_STRIDE, 5 * PLAN_SEED_STRIDE, 6 * PLAN_SEED_STRIDE]
     assert PLAN_SEED_STRIDE > 1000  # longer than any episode
+
+
+class WarmRecorder:
+    """A stand-in sampler recording the warm-start window each plan receives."""
+
+    def __init__(self, sampler):
+        self.inner, self.spec, self.windows = sampler, sampler.spec, []
+
+    def plan(self, state, seed, options, warm_start=None):
+        self.windows.append(None if warm_start is None else np.array(warm_start))
+        return self.inner.plan(state, seed, options, warm_start=warm_start)
+
+
+def test_policy_warm_starts_from_its_last_window_and_resets_cold(sampler):
+    recorder = WarmRecorder(sampler)
+    policy = MPCPolicy(recorder, SamplerOptions(num_candidates=2, cost_limit=1.0, warm_start_level=3))
+    obs = np.zeros(sampler.dx, np.float32)
+    policy.act(obs)
+    first = policy.last_plan.window
+    policy.act(obs)
+    assert recorder.windows[0] is None and np.array_equal(recorder.windows[1], first)
+    policy.reset(7)
+    policy.act(obs)
+    assert recorder.windows[2] is None  # a new episode starts cold
+    assert policy.predict(obs)[1] is None and policy.predict(obs)[0].shape == (sampler.du,)
+
+
+def test_evaluate_rejects_empty_runs(sampler):
+    policy = MPCPolicy(sampler, SamplerOptions(num_candidates=1, cost_limit=1.0))
+    with pytest.raises(ValueError, match="episodes must be a positive integer"):
+        evaluate(policy, "Hopper-v5", episodes=0)
+    for bad in (0, -5):
+        with pytest.raises(ValueError, match="max_steps must be a positive integer"):
+            evaluate(policy, "Hopper-v5", episodes=1, max_steps=bad)

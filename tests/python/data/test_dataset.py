@@ -107,3 +107,18 @@ def test_episode_validation():
     with pytest.raises(ValueError, match="observations"):
         OfflineDataset.from_flat({"observations": np.zeros(5), "actions": np.zeros((5, 1)), "rewards": np.zeros(5),
                                   "terminals": np.zeros(5), "timeouts": np.zeros(5)})
+
+
+def test_non_finite_data_is_refused_with_its_place():
+    import numpy as np
+
+    from mpdiffuser.data.dataset import Episode, OfflineDataset
+
+    obs = np.zeros((5, 3))
+    obs[3, 1] = np.nan
+    episode = Episode(obs, np.zeros((4, 2)), np.zeros(4), False)
+    with pytest.raises(ValueError, match=r"toy: 'observations' holds NaN or infinity \(episode 0, step 3\)"):
+        OfflineDataset([episode], {"name": "toy"})
+    rewards = np.array([0.0, np.inf, 0.0, 0.0])
+    with pytest.raises(ValueError, match="'rewards' holds NaN"):
+        OfflineDataset([Episode(np.zeros((5, 3)), np.zeros((4, 2)), rewards, False)])
