@@ -68,6 +68,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from mpdiffuser.training.train import train_model
 
     chosen = recipe(args.recipe)
+    given = {field: getattr(args, flag) for flag, field in (
+        ("steps", "steps"), ("batch_size", "batch_size"), ("lr", "learning_rate"), ("seed", "seed"),
+        ("checkpoint_every", "checkpoint_every"), ("action_weight", "action_weight"), ("ema_every", "ema_every"))
+        if getattr(args, flag) is not None}
+    config = dataclasses.replace(chosen.train, **given)  # bad values fail here, before any file is written
     task = [load_dataset(p) for p in args.data]
     extra = [load_dataset(p) for p in args.extra_data]
     bundle = Path(args.bundle)
@@ -87,11 +92,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         names = [args.model]
     for name in names:
         data = task if name == "planner" else task + extra
-        given = {field: getattr(args, flag) for flag, field in (
-            ("steps", "steps"), ("batch_size", "batch_size"), ("lr", "learning_rate"), ("seed", "seed"),
-            ("checkpoint_every", "checkpoint_every"), ("action_weight", "action_weight"), ("ema_every", "ema_every"))
-            if getattr(args, flag) is not None}
-        config = dataclasses.replace(chosen.train, **given)
         info = train_model(bundle, name, data, config, fine_tune=args.fine_tune)
         print(f"{name}: {info['steps']} steps, final loss {info['final_loss']:.4f}, {info['seconds']:.0f}s")
     return 0
@@ -134,6 +134,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         sampler = ReferenceSampler(bundle)
         defaults = bundle.spec.sampler_defaults or SamplerOptions()
     options = _options_from_args(args, defaults)
+    if args.json:  # before the evaluation, so its results cannot be lost to a missing directory
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     policy = MPCPolicy(sampler, options, episode_budget=args.budget)
     summary = evaluate(policy, args.env, args.episodes, args.seed, args.max_steps, constrained=args.budget is not None)
     report = summary.to_dict() | {"backend": args.backend, "seed": args.seed, "options": dataclasses.asdict(options),
@@ -316,7 +318,11 @@ def _add_sampler_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from mpdiffuser.demo import DemoConfig
 
+    from mpdiffuser import __version__
+
     parser = argparse.ArgumentParser(prog="mpdiffuser", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mpdiffuser {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     info = commands.add_parser("info", help="build configuration and native self-check",
                                description=_cmd_info.__doc__)
@@ -485,9 +491,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Errors a user can act on: one line naming the file, option or key, exit code 2 (argparse's
+# convention); `mpdiffuser --debug ...` shows the traceback instead.
+USER_ERRORS = (ValueError, OSError, RuntimeError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"mpdiffuser {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # a command's own usage error: "error: ..."
+        if isinstance(exc.code, str) and not args.debug:
+            print(f"mpdiffuser {args.command}: {exc.code}", file=sys.stderr)
+            return 2
+        raise
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        print(f"mpdiffuser {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -168,8 +168,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.ema_every < 1:
             raise ValueError(f"ema_every must be >= 1, got {self.ema_every}")
-        if self.steps < 0 or self.batch_size < 1 or self.checkpoint_every < 1:
-            raise ValueError(f"TrainConfig needs steps >= 0, batch_size >= 1, checkpoint_every >= 1: {self}")
+        for name, low in (("steps", 0), ("batch_size", 1), ("checkpoint_every", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if not self.action_weight > 0.0:
             raise ValueError(f"action_weight must be > 0, got {self.action_weight}")
         if not 0.0 <= self.ema_decay < 1.0:

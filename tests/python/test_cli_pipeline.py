@@ -38,8 +38,8 @@ def test_generate_train_eval(tmp_path, capsys):
     report = json.loads(report_path.read_text())
     assert report["env_id"] == "Hopper-v5" and 1 <= report["episodes"][0]["length"] <= 5
     assert report["latency"]["plans"] == report["episodes"][0]["length"]
-    with pytest.raises(ValueError, match="Hopper-v5, not Walker2d-v5"):
-        cli.main(["eval", "--bundle", str(bundle), "--env", "Walker2d-v5", "--episodes", "1"])
+    assert cli.main(["eval", "--bundle", str(bundle), "--env", "Walker2d-v5", "--episodes", "1"]) == 2
+    assert "mpdiffuser eval: error:" in capsys.readouterr().err
 
     # Export, then control with the native CPU backend: the same episode as the reference within
     # float tolerance, so the same length and nearly the same return over 5 steps.
@@ -53,10 +53,10 @@ def test_generate_train_eval(tmp_path, capsys):
     assert native["backend"] == "cpu"
     assert native["episodes"][0]["length"] == report["episodes"][0]["length"]
     assert native["return_mean"] == pytest.approx(report["return_mean"], rel=1e-3, abs=1e-3)
-    with pytest.raises(SystemExit):
-        cli.main(["eval", "--bundle", str(bundle), "--model-file", str(model_file)])
-    with pytest.raises(ValueError, match="not Walker2d-v5"):
-        cli.main(["eval", "--model-file", str(model_file), "--backend", "cpu", "--env", "Walker2d-v5"])
+    assert cli.main(["eval", "--bundle", str(bundle), "--model-file", str(model_file)]) == 2
+    assert "exactly one of --bundle and --model-file" in capsys.readouterr().err
+    assert cli.main(["eval", "--model-file", str(model_file), "--backend", "cpu", "--env", "Walker2d-v5"]) == 2
+    assert "not Walker2d-v5" in capsys.readouterr().err
 
     # Plan consistency of the same file: one row per lambda, as many plans as the robot took steps.
     consistency_path = tmp_path / "consistency.json"
@@ -66,10 +66,10 @@ def test_generate_train_eval(tmp_path, capsys):
     assert consistency["env_id"] == "Hopper-v5" and list(consistency["lambdas"]) == ["1", "0", "0.5"]
     assert all(m["plans"] == consistency["states"] == sum(consistency["steps"]) for m in consistency["lambdas"].values())
     assert "x_1 error" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="lambdas"):
-        cli.main(["consistency", str(model_file), "--lambdas", "1.5"])
-    with pytest.raises(SystemExit, match="not a number"):
-        cli.main(["consistency", str(model_file), "--physics", "mass=heavy"])
+    assert cli.main(["consistency", str(model_file), "--lambdas", "1.5"]) == 2
+    assert "lambdas" in capsys.readouterr().err
+    assert cli.main(["consistency", str(model_file), "--physics", "mass=heavy"]) == 2
+    assert "not a number" in capsys.readouterr().err
     assert cli.main(["consistency", str(model_file), "--max-steps", "2", "--physics", "gear=0.5", "--threads", "1",
                      "--json", str(consistency_path)]) == 0
     assert json.loads(consistency_path.read_text())["physics"] == "gear0.5"
@@ -140,3 +140,21 @@ def test_recipes_and_file_defaults_reach_the_controller(tmp_path, capsys):
     stored = json.loads((default / "bundle.json").read_text())["model"]
     assert (stored["prediction"], stored["return_condition"], stored["normalizer"]) == ("sample", "authors", "minmax")
     capsys.readouterr()
+
+
+def test_user_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
+    """No traceback for a user's mistake: `mpdiffuser <command>: error: ...` naming what is wrong."""
+    text = tmp_path / "notes.hdf5"
+    text.write_text("not hdf5")
+    assert cli.main(["train", "--bundle", str(tmp_path / "b"), "--data", str(text)]) == 2
+    assert f"mpdiffuser train: error: {text} is not a readable HDF5 file" in capsys.readouterr().err
+    assert cli.main(["train", "--bundle", str(tmp_path / "b2"), "--data", str(text), "--steps", "-1"]) == 2
+    assert "steps must be an integer >= 0, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "b2").exists()  # nothing written before the check
+    assert cli.main(["eval", "--model-file", str(tmp_path / "none.safetensors"), "--backend", "cpu"]) == 2
+    assert "no model file at" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError):
+        cli.main(["--debug", "eval", "--model-file", str(tmp_path / "none.safetensors"), "--backend", "cpu"])
+    with pytest.raises(SystemExit) as version:
+        cli.main(["--version"])
+    assert version.value.code == 0 and "mpdiffuser " in capsys.readouterr().out

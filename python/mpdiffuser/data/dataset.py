@@ -234,9 +234,12 @@ def load_hdf5(path: str | Path) -> OfflineDataset:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"dataset file not found: {path}")
-    with h5py.File(path, "r") as f:
-        data = {key: f[key][()] for key in f.keys() if isinstance(f[key], h5py.Dataset)}
-        meta = json.loads(f.attrs["mpdiffuser_metadata"]) if "mpdiffuser_metadata" in f.attrs else {}
+    try:
+        with h5py.File(path, "r") as f:
+            data = {key: f[key][()] for key in f.keys() if isinstance(f[key], h5py.Dataset)}
+            meta = json.loads(f.attrs["mpdiffuser_metadata"]) if "mpdiffuser_metadata" in f.attrs else {}
+    except OSError as exc:  # h5py's message does not name the file
+        raise ValueError(f"{path} is not a readable HDF5 file ({exc})") from None
     meta.setdefault("source", str(path))
     return OfflineDataset.from_flat(data, meta, source=str(path))
 

@@ -35,9 +35,10 @@ def test_statistics():
     (["dynamics", "--shift-transitions", "0"], "--shift-transitions must be >= 1"),
     (["locomotion", "--width", "0"], "--width must be >= 1"),
     (["quadruped", "--action-weight", "0"], "--action-weight must be > 0")])
-def test_experiment_cli_rejects_bad_options_and_options_of_other_experiments(argv, message):
-    with pytest.raises(SystemExit, match=message):
-        cli.main(["experiment", *argv])
+def test_experiment_cli_rejects_bad_options_and_options_of_other_experiments(argv, message, capsys):
+    assert cli.main(["experiment", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mpdiffuser experiment: error:") and message in err
 
 
 @pytest.mark.parametrize("name, module, function", [
@@ -70,7 +71,7 @@ def test_experiment_cli_sizes_data_training_and_evaluation(monkeypatch, name, mo
     monkeypatch.setattr(importlib.import_module(f"mpdiffuser.experiments.{module}"), function, quick.append)
     assert cli.main(["experiment", name, "--quick", "--episodes", "2"]) == 0
     assert quick[0].episodes == 2 and quick[0].policy_steps < 30_000  # the rest stays quick
-    assert (quick[0].width, quick[0].action_weight) == (None, 1.0)  # sized for the robot, unweighted loss
+    assert (quick[0].width, quick[0].action_weight) == (None, 10.0)  # sized for the robot, the default u_0 weight
     config_class = type(quick[0])
     with pytest.raises(ValueError, match="width"):
         config_class.quick(width=0)
