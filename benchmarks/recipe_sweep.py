@@ -31,6 +31,14 @@ GRIDS = {
     # sampler options crossed on every bundle; lambda 0 is the planner-only baseline
     "default": dict(num_candidates=[1, 8], temperature=[1.0, 1e-3], guidance=[1.2, 2.0], return_target=[0.9, 1.1],
                     dynamics_weight=[1.0, 0.0]),
+    # the chosen sampling (the authors' values, best or level-best on seed 0), N = 8 with it, and the
+    # old defaults, each with its planner-only twin
+    "core": [dict(num_candidates=1, temperature=1e-3, guidance=2.0, return_target=1.1, dynamics_weight=lam)
+             for lam in (1.0, 0.0)]
+            + [dict(num_candidates=8, temperature=1e-3, guidance=2.0, return_target=1.1, dynamics_weight=lam)
+               for lam in (1.0, 0.0)]
+            + [dict(num_candidates=8, temperature=1.0, guidance=1.2, return_target=0.9, dynamics_weight=lam)
+               for lam in (1.0, 0.0)],
     "small": dict(num_candidates=[1], temperature=[1e-3], guidance=[1.2], return_target=[1.0],
                   dynamics_weight=[1.0, 0.0]),
     # ranking needs diverse candidates: moderate temperatures, more candidates, guidance and target
@@ -77,9 +85,8 @@ def evaluate_rows(model_file: Path, grid: dict, episodes: int, label: str, rows_
     done = set()
     if rows_path.exists():
         done = {(r["bundle"], json.dumps(r["changes"], sort_keys=True)) for r in map(json.loads, rows_path.open())}
-    keys = list(grid)
-    for values in itertools.product(*(grid[k] for k in keys)):
-        changes = dict(zip(keys, values))
+    combos = grid if isinstance(grid, list) else [dict(zip(grid, v)) for v in itertools.product(*grid.values())]
+    for changes in combos:
         if (label, json.dumps(changes, sort_keys=True)) in done:
             continue
         options = sampler.defaults.replace(**changes)

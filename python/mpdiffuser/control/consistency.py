@@ -40,7 +40,7 @@ def plan_consistency(sampler, env_id: str, lambdas=(1.0, 0.0), episodes: int = 1
     sim.reset(seed=seed)
     records = {lam: [] for lam in per_lambda}
     steps = []
-    bar = tqdm(total=episodes * max_steps, desc="plan consistency", disable=not progress, dynamic_ncols=True,
+    bar = tqdm(total=episodes * max_steps, desc="plan consistency", disable=None if progress else True, dynamic_ncols=True,
                leave=False)
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)

@@ -81,7 +81,7 @@ def evaluate(policy, env_id: str, episodes: int = 1, seed: int = 0, max_steps: i
         policy.reset((seed + i) * PLAN_SEED_STRIDE)
         start_latencies = len(getattr(policy, "latencies_ms", []))
         total, cost, steps = 0.0, 0.0, 0
-        bar = tqdm(total=limit, desc=f"{desc} ep {i + 1}/{episodes}", disable=not progress, dynamic_ncols=True,
+        bar = tqdm(total=limit, desc=f"{desc} ep {i + 1}/{episodes}", disable=None if progress else True, dynamic_ncols=True,
                    leave=False)
         done = False
         while not done and steps < limit:

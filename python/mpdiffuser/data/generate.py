@@ -90,7 +90,7 @@ def train_behaviour_policy(env_id: str, steps: int, seed: int, cache_dir: Path, 
 
     class Progress(BaseCallback):
         def _on_training_start(self) -> None:
-            self.bar = tqdm(total=steps, desc=f"SAC {env_id}", disable=not progress, dynamic_ncols=True, leave=False)
+            self.bar = tqdm(total=steps, desc=f"SAC {env_id}", disable=None if progress else True, dynamic_ncols=True, leave=False)
 
         def _on_step(self) -> bool:
             self.bar.update(1)
@@ -128,7 +128,7 @@ def _rollout(env_id: str, policy, transitions: int, seed: int, constrained: bool
     env = make_env(env_id, constrained=constrained, physics=physics)
     env.action_space.seed(seed)
     episodes, done_steps, episode_index = [], 0, 0
-    bar = tqdm(total=transitions, desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
+    bar = tqdm(total=transitions, desc=desc, disable=None if progress else True, dynamic_ncols=True, leave=False)
     while done_steps < transitions:
         obs, _ = env.reset(seed=seed + episode_index)
         observations, actions, rewards, costs = [obs], [], [], []

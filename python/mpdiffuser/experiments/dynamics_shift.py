@@ -46,7 +46,7 @@ class DynamicsShiftConfig:
     max_steps: int = 1000
     backend: str = "cpu"
     threads: int = 0
-    candidates: int = 8  # N of the exported model file (every sampler of the experiment plans with it)
+    candidates: int = SamplerOptions.num_candidates  # N of the exported model file (every sampler plans with it)
     width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
     action_weight: float = TrainConfig.action_weight  # the planner's loss weight on u_0
 

@@ -47,7 +47,7 @@ class LocomotionConfig:
     schedules: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (5, 0), (1, 10), (1, 3))  # (every m, only last j)
     backend: str = "cpu"
     threads: int = 0
-    candidates: int = 8  # N of the exported model file (every sampler of the experiment plans with it)
+    candidates: int = SamplerOptions.num_candidates  # N of the exported model file (every sampler plans with it)
     width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
     action_weight: float = TrainConfig.action_weight  # the planner's loss weight on u_0
 

@@ -72,7 +72,7 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict,
 
     model.train()
     ema_params, params = list(ema.parameters()), list(model.parameters())
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=desc, disable=not progress,
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=desc, disable=None if progress else True,
                dynamic_ncols=True, leave=False)
     for step in bar:
         batch = {k: torch.from_numpy(v) for k, v in sample(rng, config.batch_size).items()}

@@ -29,7 +29,7 @@ def test_locomotion_tiny_end_to_end_with_a_user_dataset(tmp_path):
     from mpdiffuser.sampling.sampler import Sampler  # the model files carry the experiment's N
 
     assert Sampler(tmp_path / "out2" / "models" / "hopper-medium-s0" / "s0" / "model.safetensors").defaults.num_candidates == 2
-    assert Sampler(tmp_path / "out" / "models" / "hopper-medium" / "s0" / "model.safetensors").defaults.num_candidates == 8
+    assert Sampler(tmp_path / "out" / "models" / "hopper-medium" / "s0" / "model.safetensors").defaults.num_candidates == 1  # the default N
     with pytest.raises(ValueError, match="num_candidates"):
         LocomotionConfig(candidates=0)
     rows = report["episodes"]

