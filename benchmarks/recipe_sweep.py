@@ -135,17 +135,34 @@ def cmd_bc(a) -> None:
 
 
 def cmd_table(a) -> None:
-    """Mean over training seeds of each (recipe, options) row; stderr over seeds' means."""
+    """One row per (recipe, sampler options without lambda): MPDiffuser (lambda = 1) and
+    planner-only (lambda = 0) side by side. Score = mean over training seeds of each seed's mean
+    over its episodes; +- is the standard error over seeds, or over episodes for a single seed."""
     rows = [json.loads(line) for line in (Path(a.out) / "rows.jsonl").open()]
-    groups: dict[tuple, list[float]] = {}
+    groups: dict[tuple, dict[float, list]] = {}
     for r in rows:
         recipe = r["bundle"].rsplit("-s", 1)[0]
-        groups.setdefault((recipe, json.dumps(r["changes"], sort_keys=True)), []).append(r["score_mean"])
-    print("| recipe | options | seeds | score |\n|---|---|---:|---:|")
-    for (recipe, changes), scores in sorted(groups.items(), key=lambda kv: -np.mean(kv[1])):
-        s = np.asarray(scores)
-        se = s.std(ddof=1) / np.sqrt(len(s)) if len(s) > 1 else 0.0
-        print(f"| {recipe} | {changes} | {len(s)} | {s.mean():.1f} +- {se:.1f} |")
+        changes = dict(r["changes"])
+        lam = changes.pop("dynamics_weight", "bc")
+        groups.setdefault((recipe, json.dumps(changes, sort_keys=True)), {}).setdefault(lam, []).append(r)
+
+    def cell(found) -> str:
+        if not found:
+            return ""
+        means = np.array([r["score_mean"] for r in found])
+        if len(means) > 1:
+            se = means.std(ddof=1) / np.sqrt(len(means))
+        else:
+            scores = np.asarray(found[0]["scores"])
+            se = scores.std(ddof=1) / np.sqrt(len(scores)) if len(scores) > 1 else 0.0
+        return f"{means.mean():.1f} +- {se:.1f} ({len(means)})"
+
+    print("| recipe | sampler options | MPDiffuser (lambda 1) | planner only (lambda 0) |\n|---|---|---:|---:|")
+    for (recipe, changes), by in sorted(groups.items()):
+        if "bc" in by:
+            print(f"| {recipe} | behaviour cloning | {cell(by['bc'])} | |")
+            continue
+        print(f"| {recipe} | {changes} | {cell(by.get(1.0))} | {cell(by.get(0.0))} |")
 
 
 def main() -> None:
