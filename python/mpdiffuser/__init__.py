@@ -5,7 +5,7 @@ alternating sampler that interleaves their denoising updates, run as model-predi
 
     import mpdiffuser as mpd
     bundle = mpd.ModelBundle.load("runs/demo/models", env_id="Hopper-v5")
-    policy = mpd.MPCPolicy(mpd.ReferenceSampler(bundle), mpd.SamplerOptions(num_candidates=8))
+    policy = mpd.MPCPolicy(mpd.ReferenceSampler(bundle), bundle.spec.sampler_defaults)
     policy.reset(seed=0); action = policy.act(observation)
 """
 
@@ -24,6 +24,8 @@ _EXPORTS = {
     "Sampler": "mpdiffuser.sampling.sampler", "export_model": "mpdiffuser.export",
     "train_model": "mpdiffuser.training.train",
     "MPCPolicy": "mpdiffuser.control.mpc", "evaluate": "mpdiffuser.control.evaluate",
+    "RECIPES": "mpdiffuser.recipes", "CdfNormalizer": "mpdiffuser.data.normalizer",
+    "MinMaxNormalizer": "mpdiffuser.data.normalizer",
 }
 
 
@@ -36,6 +38,10 @@ def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'mpdiffuser' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
 
 
 __all__ = ["__version__", "build_info", *_EXPORTS]

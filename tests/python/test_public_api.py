@@ -13,6 +13,8 @@ def test_public_names_resolve():
     for name in mpdiffuser.__all__:
         assert getattr(mpdiffuser, name) is not None, name
     assert mpdiffuser.SamplerOptions().dynamics_weight == 1.0
+    listed = dir(mpdiffuser)
+    assert all(name in listed for name in mpdiffuser.__all__) and "Sampler" in listed
 
 
 def test_import_does_not_load_torch():
