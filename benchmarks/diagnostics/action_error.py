@@ -33,6 +33,7 @@ def main() -> None:
                         "largest episode cost, as the constrained experiment's unbudgeted runs)")
     p.add_argument("--guidance", type=float, default=None, help="w (default: the model file's)")
     p.add_argument("--return-target", type=float, default=None, help="g (default: the model file's)")
+    p.add_argument("--temperature", type=float, default=None, help="tau (default: the model file's)")
     args = p.parse_args()
     from stable_baselines3 import SAC
 
@@ -54,6 +55,8 @@ def main() -> None:
         defaults = defaults.replace(guidance=args.guidance)
     if args.return_target is not None:
         defaults = defaults.replace(return_target=args.return_target)
+    if args.temperature is not None:
+        defaults = defaults.replace(temperature=args.temperature)
     if spec.with_cost:
         limit = args.cost_limit if args.cost_limit is not None else max(float(e.costs.sum()) for e in data.episodes)
         defaults = defaults.replace(cost_limit=limit)
