@@ -376,7 +376,8 @@ void bind_sampler(py::module_& m) {
       .def_readwrite("discount", &mpd_options::discount)
       .def_readwrite("actions_per_plan", &mpd_options::actions_per_plan)
       .def_readwrite("temperature", &mpd_options::temperature)
-      .def_readwrite("warm_start_level", &mpd_options::warm_start_level);
+      .def_readwrite("warm_start_level", &mpd_options::warm_start_level)
+      .def_readwrite("dynamics_guidance", &mpd_options::dynamics_guidance);
   py::class_<Model, std::shared_ptr<Model>>(m, "Model", "A loaded, validated model file (immutable).")
       .def(py::init<const std::string&>(), py::arg("path"))
       .def("info", &Model::info_dict)

@@ -230,7 +230,9 @@ extern "C" mpd_status mpd_plan_warm(const mpd_model* model, mpd_workspace* works
                                 static_cast<float>(1.0 - o.dynamics_weight), o.dynamics_every,
                                 o.dynamics_last, o.discount, std::sqrt(static_cast<float>(o.temperature)),
                                 warm, warm != nullptr ? static_cast<int>(o.warm_start_level) : c.num_steps,
-                                static_cast<int>(o.actions_per_plan)};
+                                static_cast<int>(o.actions_per_plan),
+                                static_cast<float>(o.dynamics_guidance) != 1.0f,
+                                static_cast<float>(o.dynamics_guidance)};
   mpd::cpu::CpuSampler& sampler = *workspace->cpu;
   sampler.plan(request);
 

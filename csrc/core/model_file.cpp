@@ -164,6 +164,7 @@ bool read_config(const Metadata& meta, ModelConfig* c, mpd_options* d, std::stri
       return false;
     }
     if (!meta.real("default.temperature", 1e-30, 1.0, &d->temperature, error) ||
+        !meta.real("default.dynamics_guidance", 0.0, 1e6, &d->dynamics_guidance, error) ||
         !meta.integer("default.warm_start_level", 0, c->num_steps - 1, &warm, error)) {
       return false;
     }
@@ -186,6 +187,7 @@ bool read_config(const Metadata& meta, ModelConfig* c, mpd_options* d, std::stri
       meta.real("default.discount", 1e-9, 1.0, &d->discount, error) &&
       meta.integer("default.actions_per_plan", 1, c->horizon, &apl, error);
   if (!defaults_ok) return false;
+  if (version < 2) d->dynamics_guidance = d->guidance;  // version 1: one w guided both models
   d->num_candidates = static_cast<uint32_t>(n);
   d->dynamics_every = static_cast<uint32_t>(every);
   d->dynamics_last = static_cast<uint32_t>(last);
@@ -459,6 +461,9 @@ mpd_status check_options(const ModelConfig& c, const mpd_options& o, std::string
   }
   if (o.has_cost_budget && !(o.cost_budget >= 0.0 && std::isfinite(o.cost_budget))) {
     return bad("cost_budget must be a finite number >= 0");
+  }
+  if (!(o.dynamics_guidance >= 0.0) || !std::isfinite(o.dynamics_guidance)) {
+    return bad("dynamics_guidance must be a finite number >= 0, got " + std::to_string(o.dynamics_guidance));
   }
   if (!(o.temperature > 0.0 && o.temperature <= 1.0)) {
     return bad("temperature must be in (0, 1], got " + std::to_string(o.temperature));

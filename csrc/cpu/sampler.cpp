@@ -98,7 +98,8 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
   const ModelConfig& c = model_.config;
   const int H = c.horizon, dx = c.state_dim, du = c.action_dim, D = c.window_dim(), K = c.num_steps;
   const size_t HD = static_cast<size_t>(H) * D;
-  const int rows = q.guided ? 2 * count : count;
+  const int rows = q.guided ? 2 * count : count;  // planner rows
+  const int dynamics_rows = q.dynamics_guided ? 2 * count : count;
   float* tau = windows_.get() + static_cast<size_t>(first) * HD;  // [count, H, D]
 
   const float scale = q.noise_scale;
@@ -122,18 +123,19 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
     std::memcpy(tail + dx + c.cond_dim, model_.embeddings.data() + static_cast<size_t>(k - 1) * kEmbedDim,
                 sizeof(float) * kEmbedDim);
   };
-  // Guided noise estimate of element e of candidate n from the network outputs.
-  auto eps_at = [&](int n, size_t e) {
+  // Guided output element e of candidate n from the network outputs (guided: 2N rows, scale w).
+  auto out_at = [&](int n, size_t e, bool guided, float w) {
     const float cond = s.eps[static_cast<size_t>(n) * ld_eps_ + e];
-    if (!q.guided) return cond;
-    return math::guided(cond, s.eps[static_cast<size_t>(n + count) * ld_eps_ + e], q.guidance);
+    if (!guided) return cond;
+    return math::guided(cond, s.eps[static_cast<size_t>(n + count) * ld_eps_ + e], w);
   };
+  auto eps_at = [&](int n, size_t e) { return out_at(n, e, q.guided, q.guidance); };
 
   for (int k = q.start_level; k >= 1; --k) {
     const math::StepFloats& st = model_.steps[static_cast<size_t>(k - 1)];
     if (math::dynamics_at(k, q.lambda, q.dynamics_every, q.dynamics_last)) {
       // Dynamics input [flatten(X^k), flatten(U^k), x_0, c, emb(k)].
-      for (int r = 0; r < rows; ++r) {
+      for (int r = 0; r < dynamics_rows; ++r) {
         const float* src = tau + static_cast<size_t>(r % count) * HD;
         float* row = s.input.get() + static_cast<size_t>(r) * ld_input_;
         for (int t = 0; t < H; ++t) {
@@ -142,15 +144,15 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
         }
         write_tail(row + static_cast<size_t>(H) * D, r, k);
       }
-      mlp_forward(model_.dynamics, s.input.get(), ld_input_, rows, s.h0.get(), s.h1.get(),
+      mlp_forward(model_.dynamics, s.input.get(), ld_input_, dynamics_rows, s.h0.get(), s.h1.get(),
                   s.eps.get(), ld_eps_);
       for (int n = 0; n < count; ++n) {
         float* win = tau + static_cast<size_t>(n) * HD;
         for (int t = 0; t < H; ++t) {
           for (int j = 0; j < dx; ++j) {
             float& x = win[t * D + j];
-            x = math::dynamics_update(x, eps_at(n, static_cast<size_t>(t * dx + j)), st,
-                                      q.one_minus_lambda, q.lambda);
+            const float o = out_at(n, static_cast<size_t>(t * dx + j), q.dynamics_guided, q.dynamics_guidance);
+            x = math::dynamics_update(x, o, st, q.one_minus_lambda, q.lambda);
           }
         }
       }

@@ -31,7 +31,7 @@ struct PlanRequest {
   const float* cond;  // [cond_dim] condition c
   uint64_t seed;
   int num_candidates;
-  bool guided;  // w != 1: conditional and unconditional rows, 2N per network call
+  bool guided;  // planner w != 1: conditional and unconditional rows, 2N per network call
   float guidance, lambda, one_minus_lambda;
   unsigned dynamics_every, dynamics_last;
   double discount;
@@ -39,6 +39,8 @@ struct PlanRequest {
   const float* warm_window;  // [H, D] previous normalized window, or nullptr (cold)
   int start_level;           // K cold; k_w warm
   int shift;                 // rows the warm window is shifted by (actions executed)
+  bool dynamics_guided;      // dynamics w_d != 1: 2N rows per dynamics call
+  float dynamics_guidance;   // w_d
 };
 
 class CpuSampler {

@@ -53,7 +53,8 @@ struct PlanParams {
   float cond[2];
   uint64_t seed;
   int num_candidates, horizon, dx, du, cond_dim, num_steps, reward_outputs, has_cost, guided, quantiles;
-  float guidance, lambda, one_minus_lambda;
+  int dynamics_guided;  // w_d != 1: 2 cnt dynamics rows
+  float guidance, lambda, one_minus_lambda, dynamics_guidance;
   unsigned dynamics_every, dynamics_last;
   double discount;
   float noise_scale;            // sqrt(temperature)
@@ -223,7 +224,8 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
     if (math::dynamics_at(k, p.lambda, p.dynamics_every, p.dynamics_last)) {
       // [flatten(X^k), flatten(U^k), x_0, c, emb(k)]
       const int in_dim = p.dynamics.dims[0];
-      for (int q = threadIdx.x; q < rows * in_dim; q += blockDim.x) {
+      const int dynamics_rows = p.dynamics_guided ? 2 * cnt : cnt;
+      for (int q = threadIdx.x; q < dynamics_rows * in_dim; q += blockDim.x) {
         const int r = q / in_dim, i = q % in_dim;
         const float* win = tau + (r % cnt) * p.ld_tau;
         float v;
@@ -238,11 +240,13 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
         in[r * p.ld_in + i] = v;
       }
       __syncthreads();
-      mlp<2 * CPB>(p.dynamics, in, p.ld_in, rows, h0, h1, p.ld_h, eps, p.ld_out, part);
+      mlp<2 * CPB>(p.dynamics, in, p.ld_in, dynamics_rows, h0, h1, p.ld_h, eps, p.ld_out, part);
       for (int q = threadIdx.x; q < cnt * H * dx; q += blockDim.x) {
         const int n = q / (H * dx), e = q % (H * dx);
         const float cond = eps[n * p.ld_out + e];
-        const float g = p.guided ? math::guided(cond, eps[(n + cnt) * p.ld_out + e], p.guidance) : cond;
+        const float g = p.dynamics_guided
+                            ? math::guided(cond, eps[(n + cnt) * p.ld_out + e], p.dynamics_guidance)
+                            : cond;
         float& x = tau[n * p.ld_tau + (e / dx) * D + e % dx];
         x = math::dynamics_update(x, g, st, p.one_minus_lambda, p.lambda);
       }
@@ -580,6 +584,8 @@ mpd_status CudaSampler::plan(const float* state, const float* warm, uint64_t see
   p.num_candidates = N;
   p.guidance = static_cast<float>(o.guidance);
   p.guided = p.guidance != 1.0f;
+  p.dynamics_guidance = static_cast<float>(o.dynamics_guidance);
+  p.dynamics_guided = p.dynamics_guidance != 1.0f;
   p.lambda = static_cast<float>(o.dynamics_weight);
   p.one_minus_lambda = static_cast<float>(1.0 - o.dynamics_weight);
   p.dynamics_every = o.dynamics_every;

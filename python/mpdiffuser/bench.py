@@ -71,13 +71,14 @@ def plan_flops(spec, options: SamplerOptions) -> float:
 
     n = options.num_candidates
     rows = n if options.guidance == 1.0 else 2 * n
+    dynamics_rows = n if options.dynamics_guidance == 1.0 else 2 * n
     planner = mlp(H * D + dx + c + EMBED_DIM, m.width, m.layers, H * D)
     dynamics = mlp(H * D + dx + c + EMBED_DIM, m.width, m.layers, H * dx)
     ranker = mlp(D, m.ranker_width, m.ranker_layers, 2 if spec.reward_has_termination else 1)
     if spec.with_cost:
         ranker += mlp(D, m.ranker_width, m.ranker_layers, 1)
     dyn_steps = sum(options.dynamics_at(k) for k in range(1, m.num_steps + 1))
-    return rows * (m.num_steps * planner + dyn_steps * dynamics) + n * H * ranker
+    return rows * m.num_steps * planner + dynamics_rows * dyn_steps * dynamics + n * H * ranker
 
 
 def matmul_gflops(threads: int, size: int = 2048, repeats: int = 10) -> float:

@@ -297,7 +297,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 # bundle's) stored defaults apply unless a flag is given.
 SAMPLER_FLAGS = {
     "candidates": ("num_candidates", int, "N, candidates ranked per plan"),
-    "guidance": ("guidance", float, "w, classifier-free guidance scale (1 = conditional only)"),
+    "guidance": ("guidance", float, "w, the planner's classifier-free guidance scale (1 = conditional only)"),
+    "dynamics_guidance": ("dynamics_guidance", float, "w_d, the dynamics model's guidance scale"),
     "return_target": ("return_target", float, "g, the return condition (authors' condition: 1 = the best start in the data)"),
     "dynamics_weight": ("dynamics_weight", float, "lambda, weight of the dynamics update (0: planner only)"),
     "dynamics_every": ("dynamics_every", int, "dynamics update every m steps"),

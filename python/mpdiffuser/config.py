@@ -101,12 +101,19 @@ class SamplerOptions:
     # k_w: 0 plans cold from noise; k_w in [1, K) starts from the previous plan's window, shifted
     # by the executed actions and re-noised to level k_w (costs k_w / K of a cold plan).
     warm_start_level: int = 0
+    # w_d: the guidance of the dynamics model's output (the planner's is `guidance`). The authors
+    # guide both models with one w; the dynamics model predicts physics, and steering it towards
+    # high returns too made the plans infeasible: at w = 5, g = 1.6 on the shared near-expert
+    # Hopper data, w_d = 5 scored 66 and w_d = 1 (conditional only) 92 (docs/results.md).
+    dynamics_guidance: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.num_candidates, bool) or not isinstance(self.num_candidates, int) or self.num_candidates < 1:
             raise ValueError(f"num_candidates must be a positive integer, got {self.num_candidates!r}")
         if not self.guidance >= 0.0:
             raise ValueError(f"guidance must be >= 0, got {self.guidance}")
+        if not self.dynamics_guidance >= 0.0:
+            raise ValueError(f"dynamics_guidance must be >= 0, got {self.dynamics_guidance}")
         if not 0.0 <= self.dynamics_weight <= 1.0:
             raise ValueError(f"dynamics_weight (lambda) must be in [0, 1], got {self.dynamics_weight}")
         if self.dynamics_every < 1 or self.dynamics_last < 0:

@@ -36,7 +36,7 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 NETS = ("planner", "dynamics", "reward", "cost")
 # Sampler defaults a version 1 file lacks, with the values its plans were made with.
-LEGACY_DEFAULTS = {"temperature": "1.0", "warm_start_level": "0"}
+LEGACY_DEFAULTS = {"temperature": "1.0", "warm_start_level": "0"}  # and dynamics_guidance = guidance
 
 
 def _metadata(spec, options: SamplerOptions) -> dict[str, str]:
@@ -145,7 +145,8 @@ def read_model_file(path: str | Path):
                          f"{', '.join(map(str, READABLE_VERSIONS))}")
     if version == 1:
         meta = {**LEGACY_MODEL_FIELDS, "termination_penalty": "0.0",
-                **{f"default.{k}": v for k, v in LEGACY_DEFAULTS.items()}, **meta}
+                **{f"default.{k}": v for k, v in LEGACY_DEFAULTS.items()},
+                "default.dynamics_guidance": meta.get("default.guidance", "1.0"), **meta}
     for key, choices in (("prediction", ("epsilon", "sample")), ("normalizer", ("minmax", "cdf")),
                          ("return_condition", ("authors", "minmax"))):
         if meta.get(key) not in choices:

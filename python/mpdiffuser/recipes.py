@@ -27,7 +27,8 @@ RECIPES = {
                "return_discount": 0.997},
         train=TrainConfig(steps=1_000_000, batch_size=64, learning_rate=2e-4, ema_decay=0.995, ema_every=10,
                           action_weight=10.0, checkpoint_every=10_000),
-        sampler=SamplerOptions(num_candidates=1, guidance=2.0, return_target=1.1, temperature=1e-3)),
+        sampler=SamplerOptions(num_candidates=1, guidance=2.0, dynamics_guidance=2.0, return_target=1.1,
+                               temperature=1e-3)),
 }
 
 

@@ -185,6 +185,7 @@ int main() {
       mpd_model_default_options(rmodel, &o);
       o.num_candidates = 64;
       o.temperature = 0.01;
+      o.dynamics_guidance = std::strcmp(prediction, "sample") == 0 ? 1.0 : 2.5;  // one dynamics pass, or 2N rows
       if (has_cost) o.has_cost_limit = 1, o.cost_limit = 3.0;
       const Sizes sz = sizes(rmodel, o);
       const size_t HD = sz.windows / sz.n;

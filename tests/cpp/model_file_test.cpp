@@ -66,7 +66,7 @@ int main() {
   mpd_model_free(model);
 
   // Broken variants: each rejected with a message naming the problem.
-  CHECK(options.temperature == 1.0 && options.warm_start_level == 0);
+  CHECK(options.temperature == 1.0 && options.warm_start_level == 0 && options.dynamics_guidance == 1.5);
   CHECK(info.format_version == 2 && info.prediction == MPD_PREDICT_EPSILON);
 
   // A version 1 file (before prediction, normalizer, temperature and warm start) still loads:
@@ -74,13 +74,15 @@ int main() {
   testing::TinyModel v1;
   v1.metadata_overrides = {{"format_version", "1"}, {"prediction", "<erase>"}, {"normalizer", "<erase>"},
                            {"return_condition", "<erase>"}, {"termination_penalty", "<erase>"},
-                           {"default.temperature", "<erase>"}, {"default.warm_start_level", "<erase>"}};
+                           {"default.temperature", "<erase>"}, {"default.warm_start_level", "<erase>"},
+                           {"default.dynamics_guidance", "<erase>"}};
   const std::vector<uint8_t> v1_bytes = testing::write_model(v1);
   CHECK(mpd_model_load_memory(v1_bytes.data(), v1_bytes.size(), &model, nullptr, 0) == MPD_OK);
   CHECK(mpd_model_get_info(model, &info) == MPD_OK && info.format_version == 1);
   CHECK(info.prediction == MPD_PREDICT_EPSILON);
   CHECK(mpd_model_default_options(model, &options) == MPD_OK);
   CHECK(options.temperature == 1.0 && options.warm_start_level == 0);
+  CHECK(options.dynamics_guidance == options.guidance);  // version 1: one w for both models
   mpd_model_free(model);
   testing::TinyModel sample;
   sample.prediction = "sample";
@@ -114,6 +116,7 @@ int main() {
   expect_rejected(with_meta("default.temperature", "0"), "temperature");
   expect_rejected(with_meta("default.temperature", "1.5"), "temperature");
   expect_rejected(with_meta("default.warm_start_level", "5"), "warm_start_level");  // K = 5
+  expect_rejected(with_meta("default.dynamics_guidance", "-1"), "dynamics_guidance");
   expect_rejected(with_meta("format", "other"), "format");
   expect_rejected(with_meta("schedule", "linear"), "schedule");
   expect_rejected(with_meta("horizon", "<erase>"), "'horizon' is missing");

@@ -103,7 +103,8 @@ inline std::vector<uint8_t> write_model(const TinyModel& m) {
       {"default.dynamics_weight", "1.0"}, {"default.dynamics_every", "1"}, {"default.dynamics_last", "0"},
       {"default.discount", "0.997"}, {"default.actions_per_plan", "1"},
       {"prediction", m.prediction}, {"normalizer", m.quantiles > 0 ? "cdf" : "minmax"}, {"return_condition", "authors"},
-      {"termination_penalty", "100.0"}, {"default.temperature", "1.0"}, {"default.warm_start_level", "0"}};
+      {"termination_penalty", "100.0"}, {"default.temperature", "1.0"}, {"default.warm_start_level", "0"},
+      {"default.dynamics_guidance", "1.5"}};
   if (m.quantiles > 0) meta["normalizer_quantiles"] = std::to_string(m.quantiles);
   for (const auto& kv : m.metadata_overrides) {
     if (kv.second == "<erase>") meta.erase(kv.first);

@@ -171,6 +171,7 @@ int main() {
   rejects([](mpd_options* b) { b->has_cost_limit = 0; });   // a cost model needs its limit
   rejects([](mpd_options* b) { b->cost_budget = -1.0, b->has_cost_budget = 1; });
   rejects([](mpd_options* b) { b->temperature = 0.0; });
+  rejects([](mpd_options* b) { b->dynamics_guidance = -0.5; });
   rejects([](mpd_options* b) { b->temperature = 1.5; });
   rejects([](mpd_options* b) { b->temperature = NAN; });
   rejects([](mpd_options* b) { b->warm_start_level = 5; });  // K = 5

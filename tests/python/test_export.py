@@ -31,7 +31,8 @@ def test_file_layout_follows_the_design(exported):
         assert meta["format"] == "mpdiffuser.model" and meta["format_version"] == "2"
         assert meta["horizon"] == str(m.horizon) and meta["has_cost"] == "1" and meta["cond_dim"] == "2"
         assert meta["prediction"] == m.prediction and meta["normalizer"] == "minmax"
-        assert meta["default.temperature"] == "1.0" and meta["default.warm_start_level"] == "0"
+        assert meta["default.temperature"] == "0.001" and meta["default.warm_start_level"] == "0"
+        assert meta["default.dynamics_guidance"] == "1.0"
         window = m.horizon * (bundle.spec.state_dim + bundle.spec.action_dim)
         assert f.get_tensor("planner.0.weight").shape == (m.width, window + bundle.spec.state_dim + 2 + 32)
         assert f.get_tensor(f"planner.{m.layers}.weight").shape == (window, m.width)
@@ -115,7 +116,7 @@ def test_files_of_another_version_are_rejected_by_both_readers(exported, tmp_pat
 
 
 V2_ONLY = ("prediction", "normalizer", "return_condition", "termination_penalty", "default.temperature",
-           "default.warm_start_level")
+           "default.warm_start_level", "default.dynamics_guidance")
 
 
 def test_version_1_files_load_and_plan_as_before(exported, tmp_path):
@@ -127,13 +128,15 @@ def test_version_1_files_load_and_plan_as_before(exported, tmp_path):
     with safe_open(str(path), framework="numpy") as f:
         meta = dict(f.metadata())
         tensors = {k: f.get_tensor(k) for k in f.keys()}
-    v2 = {**meta, "prediction": "epsilon", "return_condition": "minmax", "termination_penalty": "0.0"}
+    v2 = {**meta, "prediction": "epsilon", "return_condition": "minmax", "termination_penalty": "0.0",
+          "default.dynamics_guidance": meta["default.guidance"], "default.temperature": "1.0"}  # as version 1 plans
     v1 = {k: v for k, v in v2.items() if k not in V2_ONLY} | {"format_version": "1"}
     save_file(tensors, str(tmp_path / "v1.safetensors"), metadata=v1)
     save_file(tensors, str(tmp_path / "v2.safetensors"), metadata=v2)
     spec, _, defaults = read_model_file(tmp_path / "v1.safetensors")
     assert spec.model.prediction == "epsilon" and spec.model.normalizer == "minmax"
-    assert defaults == options and defaults.temperature == 1.0 and defaults.warm_start_level == 0
+    assert defaults == options.replace(dynamics_guidance=options.guidance, temperature=1.0)
+    assert defaults.temperature == 1.0 and defaults.warm_start_level == 0
     state = ((spec.states.low + spec.states.high) / 2).astype(np.float32)
     for backend in ("cpu", "torch"):
         old, new = Sampler(tmp_path / "v1.safetensors", backend), Sampler(tmp_path / "v2.safetensors", backend)

@@ -70,6 +70,7 @@ typedef struct mpd_options {
   uint32_t actions_per_plan; /* 1..H actions returned (executed before replanning) */
   double temperature;        /* tau in (0, 1]: variance scale of the initial window and every draw */
   uint32_t warm_start_level; /* k_w in [0, K): 0 = cold; else mpd_plan_warm starts from level k_w */
+  double dynamics_guidance;  /* w_d >= 0: the dynamics model's guidance (guidance is the planner's) */
 } mpd_options;
 
 /* What the planner and dynamics networks output (the model file's `prediction`). */

@@ -164,7 +164,7 @@ class ReferenceSampler:
         cond = self._constant(("cond", options.return_target, options.cost_limit),
                               lambda: self.condition(options)).expand(N, -1)
         zero = torch.zeros_like(cond)
-        w, lam = float(options.guidance), float(options.dynamics_weight)
+        w, w_d, lam = float(options.guidance), float(options.dynamics_guidance), float(options.dynamics_weight)
         if draws is not None:
             z = lambda step: draws[step - 1]  # noqa: E731
         else:
@@ -183,7 +183,7 @@ class ReferenceSampler:
             states, actions = tau[..., :dx], tau[..., dx:]
             if options.dynamics_at(k):
                 eps_d = self._guided(self.bundle.dynamics, (states, actions, x0_rows, cond, kk),
-                                     (states, actions, x0_rows, zero, kk), w)
+                                     (states, actions, x0_rows, zero, kk), w_d)
                 states = (1.0 - lam) * states + lam * self.posterior_mean(states, eps_d, k)
                 tau = torch.cat([states, actions], dim=-1)
             eps_p = self._guided(self.bundle.planner, (tau, x0_rows, cond, kk), (tau, x0_rows, zero, kk), w)

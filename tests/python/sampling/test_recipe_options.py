@@ -56,6 +56,19 @@ def test_native_matches_reference(files, temperature, n, w, lam):
     np.testing.assert_allclose(a.actions, native.spec.actions.unnormalize(a.window[:1, 3:]), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("w, w_d", [(1.0, 1.0), (5.0, 1.0), (1.0, 3.0), (2.0, 2.0)])
+def test_dynamics_guidance_native_matches_reference(files, w, w_d):
+    """The dynamics model's own guidance scale: one pass at w_d = 1, 2N rows otherwise."""
+    _, native, reference = files
+    options = SamplerOptions(num_candidates=3, guidance=w, dynamics_guidance=w_d, temperature=0.2)
+    state = _state(native.spec, 5)
+    a, b = native.plan(state, 4, options), reference.plan(state, 4, options)
+    assert a.index == b.index
+    assert_close(a.windows, b.windows, WINDOW_ABS, WINDOW_REL_L2)
+    other = native.plan(state, 4, options.replace(dynamics_guidance=w_d + 1.0))
+    assert not np.allclose(other.windows, a.windows)  # the dynamics model's guidance is used
+
+
 @pytest.mark.parametrize("level", [1, 3, 5])
 @pytest.mark.parametrize("shift", [1, 2])
 def test_warm_start_native_matches_reference(files, level, shift):
@@ -118,7 +131,8 @@ def test_reference_matches_numpy_spec(files):
     path, _, reference = files
     sampler: ReferenceSampler = reference._reference
     bundle, _ = bundle_from_model_file(path)
-    options = SamplerOptions(num_candidates=3, guidance=1.7, temperature=1e-2, dynamics_weight=0.6)
+    options = SamplerOptions(num_candidates=3, guidance=1.7, dynamics_guidance=2.5, temperature=1e-2,
+                             dynamics_weight=0.6)
     K, H, dx, du = TINY.num_steps, TINY.horizon, 3, 2
     s = CosineSchedule.make(K)
     sample = bundle.spec.model.prediction == "sample"
@@ -127,13 +141,13 @@ def test_reference_matches_numpy_spec(files):
     z = lambda step: noise.normal_blocks(8, cand, step, H * (dx + du)).reshape(3, H, dx + du).astype(np.float64)  # noqa: E731
     cond = sampler.condition(options)
 
-    def net(f, *args):
+    def net(f, w, *args):
         with torch.no_grad():
             t = [torch.from_numpy(np.asarray(a, np.float32)) for a in args]
             k = t[-1].to(torch.long)
             c = f(*t[:-2], torch.from_numpy(np.tile(cond, (3, 1))), k).double().numpy()
             u = f(*t[:-2], torch.zeros(3, len(cond)), k).double().numpy()
-        return u + options.guidance * (c - u)
+        return u + w * (c - u)
 
     def mean(v, o, k):
         i = k - 1
@@ -145,10 +159,10 @@ def test_reference_matches_numpy_spec(files):
     for k in range(K, 0, -1):
         kk = np.full(3, k)
         X, U = tau[..., :dx], tau[..., dx:]
-        o = net(bundle.dynamics, X, U, x0_rows, None, kk)
+        o = net(bundle.dynamics, options.dynamics_guidance, X, U, x0_rows, None, kk)
         X = (1 - options.dynamics_weight) * X + options.dynamics_weight * mean(X, o, k)
         tau = np.concatenate([X, U], -1)
-        tau = mean(tau, net(bundle.planner, tau, x0_rows, None, kk), k)
+        tau = mean(tau, net(bundle.planner, options.guidance, tau, x0_rows, None, kk), k)
         if k > 1:
             tau = tau + np.sqrt(options.temperature) * s.posterior_sigma[k - 1] * z(k)
     got = sampler.sample_windows(x0, 8, options).numpy()

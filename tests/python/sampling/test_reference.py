@@ -38,8 +38,8 @@ def _spec_sampler_float64(bundle, x0, seed, opts, N):
     c = c.expand(N, -1)
     x0t = torch.tensor(x0, dtype=torch.float64).expand(N, dx)
 
-    def guided(eps_c, eps_u):
-        return eps_u + opts.guidance * (eps_c - eps_u)
+    def guided(eps_c, eps_u, w=opts.guidance):
+        return eps_u + w * (eps_c - eps_u)
 
     def mu(v, eps, k):
         i = k - 1
@@ -51,17 +51,18 @@ def _spec_sampler_float64(bundle, x0, seed, opts, N):
 
     z = lambda step: torch.tensor(noise.normal_blocks(seed, np.arange(N), step, H * (dx + du)),  # noqa: E731
                                   dtype=torch.float64).view(N, H, dx + du)
-    tau = z(K + 1)
+    root = np.sqrt(opts.temperature)
+    tau = root * z(K + 1)
     lam = opts.dynamics_weight
     for k in range(K, 0, -1):
         kk = torch.full((N,), k)
         X, U = tau[..., :dx], tau[..., dx:]
         if lam > 0:
-            eps_d = guided(dynamics(X, U, x0t, c, kk), dynamics(X, U, x0t, 0 * c, kk))
+            eps_d = guided(dynamics(X, U, x0t, c, kk), dynamics(X, U, x0t, 0 * c, kk), opts.dynamics_guidance)
             X = (1 - lam) * X + lam * mu(X, eps_d, k)
         tau_p = torch.cat([X, U], -1)
         eps_p = guided(planner(tau_p, x0t, c, kk), planner(tau_p, x0t, 0 * c, kk))
-        tau = mu(tau_p, eps_p, k) + (s.posterior_sigma[k - 1] * z(k) if k > 1 else 0)
+        tau = mu(tau_p, eps_p, k) + (root * s.posterior_sigma[k - 1] * z(k) if k > 1 else 0)
     return tau
 
 
@@ -101,8 +102,9 @@ def test_one_batch_of_64_equals_two_of_32(sampler, state):
 
 
 def test_lambda_zero_is_the_plain_planner_path(sampler, state):
-    """lambda = 0 never calls the dynamics model: a plain Diffuser-style sampler."""
-    opts = OPTS.replace(dynamics_weight=0.0)
+    """lambda = 0 never calls the dynamics model: a plain Diffuser-style sampler (at temperature 1,
+    DDPM's own noise)."""
+    opts = OPTS.replace(dynamics_weight=0.0, temperature=1.0)
     x0 = sampler.spec.states.normalize(state)
     baseline = sampler.sample_windows(x0, 2, opts)
     broken = copy.deepcopy(sampler.bundle)
