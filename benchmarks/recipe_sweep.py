@@ -46,6 +46,11 @@ GRIDS = {
                     dynamics_weight=[1.0, 0.0]),
     "guidance": dict(num_candidates=[1], temperature=[1e-3], guidance=[3.0, 5.0], return_target=[1.3, 1.6],
                      dynamics_weight=[1.0, 0.0]),
+    # strong planner guidance with the dynamics model unguided (w_d = 1)
+    "strong": dict(num_candidates=[1], temperature=[1e-3], guidance=[3.0, 5.0, 8.0], return_target=[1.3, 1.6, 2.0],
+                   dynamics_guidance=[1.0], dynamics_weight=[1.0, 0.0]),
+    "strong-core": dict(num_candidates=[1], temperature=[1e-3], guidance=[5.0], return_target=[1.6],
+                        dynamics_guidance=[1.0], dynamics_weight=[1.0, 0.0]),
     "warm": dict(num_candidates=[1], temperature=[1e-3], guidance=[1.2], return_target=[1.0],
                  dynamics_weight=[1.0], warm_start_level=[0, 5, 10]),
 }
@@ -89,7 +94,8 @@ def evaluate_rows(model_file: Path, grid: dict, episodes: int, label: str, rows_
     for changes in combos:
         if (label, json.dumps(changes, sort_keys=True)) in done:
             continue
-        options = sampler.defaults.replace(**changes)
+        # grids that name no w_d guide the dynamics model with w, as every row did before w_d existed
+        options = sampler.defaults.replace(**({"dynamics_guidance": changes.get("guidance", 1.0)} | changes))
         started = time.perf_counter()
         summary = evaluate(MPCPolicy(sampler, options), ENV, episodes, seed=1000, progress=False).to_dict()
         row = {"bundle": label, "changes": changes, "options": dataclasses.asdict(options),
@@ -101,6 +107,13 @@ def evaluate_rows(model_file: Path, grid: dict, episodes: int, label: str, rows_
         print(f"{label} {changes}: {row['score_mean']:.1f} +- {row['score_stderr']:.1f} ({row['seconds']}s)", flush=True)
 
 
+def _metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        return dict(f.metadata() or {})
+
+
 def cmd_eval(a) -> None:
     from mpdiffuser.export import export_model
 
@@ -109,8 +122,8 @@ def cmd_eval(a) -> None:
         if a.match and a.match not in bundle.name:
             continue
         model_file = bundle / "model.safetensors"
-        if not model_file.exists():
-            export_model(bundle, model_file)
+        if not model_file.exists() or "default.dynamics_guidance" not in _metadata(model_file):
+            export_model(bundle, model_file)  # (re-)export files written before w_d existed
         evaluate_rows(model_file, GRIDS[a.grid], a.episodes, bundle.name, root / "rows.jsonl")
 
 
