@@ -49,8 +49,8 @@ GRIDS = {
     # strong planner guidance with the dynamics model unguided (w_d = 1)
     "strong": dict(num_candidates=[1], temperature=[1e-3], guidance=[3.0, 5.0, 8.0], return_target=[1.3, 1.6, 2.0],
                    dynamics_guidance=[1.0], dynamics_weight=[1.0, 0.0]),
-    "strong-core": dict(num_candidates=[1], temperature=[1e-3], guidance=[5.0], return_target=[1.6],
-                        dynamics_guidance=[1.0], dynamics_weight=[1.0, 0.0]),
+    "strong-core": [dict(num_candidates=1, temperature=1e-3, guidance=w, return_target=g, dynamics_guidance=1.0,
+                         dynamics_weight=lam) for w, g in ((5.0, 2.0), (8.0, 1.6)) for lam in (1.0, 0.0)],
     "warm": dict(num_candidates=[1], temperature=[1e-3], guidance=[1.2], return_target=[1.0],
                  dynamics_weight=[1.0], warm_start_level=[0, 5, 10]),
 }

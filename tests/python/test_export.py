@@ -32,7 +32,7 @@ def test_file_layout_follows_the_design(exported):
         assert meta["horizon"] == str(m.horizon) and meta["has_cost"] == "1" and meta["cond_dim"] == "2"
         assert meta["prediction"] == m.prediction and meta["normalizer"] == "minmax"
         assert meta["default.temperature"] == "0.001" and meta["default.warm_start_level"] == "0"
-        assert meta["default.dynamics_guidance"] == "1.0"
+        assert meta["default.dynamics_guidance"] == "2.0"
         window = m.horizon * (bundle.spec.state_dim + bundle.spec.action_dim)
         assert f.get_tensor("planner.0.weight").shape == (m.width, window + bundle.spec.state_dim + 2 + 32)
         assert f.get_tensor(f"planner.{m.layers}.weight").shape == (window, m.width)
