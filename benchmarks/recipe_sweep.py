@@ -39,6 +39,8 @@ GRIDS = {
                for lam in (1.0, 0.0)]
             + [dict(num_candidates=8, temperature=1.0, guidance=1.2, return_target=0.9, dynamics_weight=lam)
                for lam in (1.0, 0.0)],
+    "default-only": [dict(num_candidates=1, temperature=1e-3, guidance=2.0, return_target=1.1, dynamics_weight=lam)
+                     for lam in (1.0, 0.0)],
     "small": dict(num_candidates=[1], temperature=[1e-3], guidance=[1.2], return_target=[1.0],
                   dynamics_weight=[1.0, 0.0]),
     # ranking needs diverse candidates: moderate temperatures, more candidates, guidance and target
