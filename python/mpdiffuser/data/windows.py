@@ -86,10 +86,10 @@ class ConditionScale:
             raise ValueError(f"unknown return condition {kind!r}, expected 'minmax' or 'authors'")
         probe = cls(0.0, 1.0, return_discount, cost_scale, dataset.has_costs, TERMINATION_PENALTY)
         best_start = max(probe.returns_to_go(e.rewards, e.terminated)[0] for e in dataset.episodes)
-        if not best_start > 0.0:
-            raise ValueError(f"the authors' return condition needs an episode with a positive return-to-go at its "
-                             f"start; the best in this dataset is {best_start:.4g}")
-        return cls(0.0, float(best_start), return_discount, cost_scale, dataset.has_costs, TERMINATION_PENALTY)
+        # Data whose best start is not positive (random rollouts that all fall) keep a positive
+        # scale, so g still orders returns: the best start's magnitude, at least 1.
+        scale = best_start if best_start > 0.0 else max(abs(best_start), 1.0)
+        return cls(0.0, float(scale), return_discount, cost_scale, dataset.has_costs, TERMINATION_PENALTY)
 
 
 class WindowSampler:

@@ -74,3 +74,22 @@ def test_too_short_for_any_window():
 def test_transitions_mark_terminal_step():
     t = TransitionSampler(_dataset(True), _identity(2), _identity(1))
     assert len(t) == 10 and t.terminal.sum() == 1 and t.terminal[-1] == 1
+
+
+def test_authors_return_condition_penalizes_falls_and_scales_by_the_best_start():
+    import numpy as np
+
+    from mpdiffuser.data.dataset import Episode, OfflineDataset
+    from mpdiffuser.data.windows import ConditionScale
+
+    fell = Episode(np.zeros((4, 2)), np.zeros((3, 1)), np.array([1.0, 1.0, 1.0]), True)
+    ran = Episode(np.zeros((4, 2)), np.zeros((3, 1)), np.array([2.0, 2.0, 2.0]), False)
+    c = ConditionScale.fit(OfflineDataset([fell, ran]), 0.5, 0.1, "authors")
+    assert c.termination_penalty == 100.0 and c.return_low == 0.0
+    np.testing.assert_allclose(c.returns_to_go(fell.rewards, True), [1 + 0.5 + 0.25 * (1 - 100), 1 + 0.5 * (1 - 100), -99])
+    assert c.return_high == 2 + 1 + 0.5  # the best episode start: the one that did not fall
+    assert c.normalized_return(np.array([3.5]))[0] == 1.0
+    only_falls = ConditionScale.fit(OfflineDataset([fell]), 0.5, 0.1, "authors")  # every start negative
+    assert only_falls.return_high == abs(1 + 0.5 + 0.25 * (1 - 100))
+    minmax = ConditionScale.fit(OfflineDataset([fell, ran]), 0.5, 0.1, "minmax")
+    assert minmax.termination_penalty == 0.0 and minmax.return_high == 3.5
