@@ -89,7 +89,8 @@ def test_warm_start_equals_cold_plan_from_the_renoised_window(files):
     """A warm start at k_w is the cold sampler's loop run from k_w on the re-noised shifted window."""
     path, _, reference = files
     sampler: ReferenceSampler = reference._reference
-    options = SamplerOptions(num_candidates=2, guidance=1.0, temperature=0.5, warm_start_level=3, actions_per_plan=1)
+    options = SamplerOptions(num_candidates=2, guidance=1.0, dynamics_guidance=1.0, temperature=0.5, warm_start_level=3,
+                             actions_per_plan=1)
     previous = np.random.default_rng(0).uniform(-1, 1, (TINY.horizon, 5)).astype(np.float32)
     x0 = np.zeros(3, np.float32)
     warm = sampler.sample_windows(x0, 5, options, warm_start=previous)
