@@ -44,6 +44,16 @@ class Plan:
         return self.actions[0]
 
 
+def check_windows(windows, shape: tuple) -> np.ndarray:
+    """Warm-start windows as float32 of exactly `shape` ([H, D], or [B, H, D] for a batch), finite."""
+    windows = np.ascontiguousarray(windows, dtype=np.float32)
+    if windows.shape != tuple(shape):
+        raise ValueError(f"warm_start windows must have shape {tuple(shape)}, got {windows.shape}")
+    if not np.isfinite(windows).all():
+        raise ValueError("warm_start window holds NaN or infinity")
+    return windows
+
+
 def select_candidate(values: np.ndarray, costs: np.ndarray | None, budget: float | None) -> int:
     """DESIGN 3 step 3: argmax V; with a budget b, the feasible (C <= b) candidate of largest V,
     else the one of smallest C. Ties go to the lowest index."""
@@ -103,15 +113,6 @@ class ReferenceSampler:
         rows = torch.clamp(torch.arange(self.horizon, device=self.device) + shift, max=self.horizon - 1)
         return prev[rows]
 
-    def check_window(self, window) -> np.ndarray:
-        """A warm-start window: float32 [H, D], finite."""
-        H, D = self.horizon, self.dx + self.du
-        window = np.asarray(window, dtype=np.float32)
-        if window.shape != (H, D):
-            raise ValueError(f"warm_start window must have shape ({H}, {D}), got {window.shape}")
-        if not np.isfinite(window).all():
-            raise ValueError("warm_start window holds NaN or infinity")
-        return window
 
     @staticmethod
     def _guided(net, args_cond: tuple, args_uncond: tuple, w: float) -> torch.Tensor:
@@ -230,7 +231,7 @@ class ReferenceSampler:
         options = options or SamplerOptions()
         options.check_for(self.num_steps, self.horizon)
         if warm_start is not None:
-            warm_start = self.check_window(warm_start)
+            warm_start = check_windows(warm_start, (self.horizon, self.dx + self.du))
         x0 = self.spec.states.normalize(self.check_state(state))
         tau = self.sample_windows(x0, seed, options, warm_start=warm_start)
         values, costs = self.rank(x0, tau, options.discount)

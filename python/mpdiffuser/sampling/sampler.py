@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mpdiffuser.config import SamplerOptions
-from mpdiffuser.sampling.reference import Plan
+from mpdiffuser.sampling.reference import Plan, check_windows
 
 BACKENDS = ("torch", "cpu", "cuda")
 
@@ -112,15 +112,6 @@ class Sampler:
         warm = None if warm_start is None else np.asarray(warm_start, dtype=np.float32)[None]
         return self.plan_batch(state[None], [int(seed)], options, warm)[0]
 
-    def _check_windows(self, windows, batch: int) -> np.ndarray:
-        H, D = self.spec.model.horizon, self.spec.state_dim + self.spec.action_dim
-        windows = np.ascontiguousarray(windows, dtype=np.float32)
-        if windows.shape != (batch, H, D):
-            raise ValueError(f"warm_start windows must have shape ({batch}, {H}, {D}), got {windows.shape}")
-        if not np.isfinite(windows).all():
-            raise ValueError("warm_start window holds NaN or infinity")
-        return windows
-
     def plan_batch(self, states: np.ndarray, seeds, options: SamplerOptions | None = None,
                    warm_starts: np.ndarray | None = None) -> list[Plan]:
         """One plan per row of states [B, dx] with seeds [B]; warm_starts: None or [B, H, D]
@@ -129,7 +120,8 @@ class Sampler:
         states, seeds = self._check(states, seeds)
         options.check_for(self.spec.model.num_steps, self.spec.model.horizon)
         if warm_starts is not None:
-            warm_starts = self._check_windows(warm_starts, len(states))
+            warm_starts = check_windows(warm_starts, (len(states), self.spec.model.horizon,
+                                                      self.spec.state_dim + self.spec.action_dim))
         if self._reference is not None:
             return [self._reference.plan(s, int(k), options, None if warm_starts is None else warm_starts[b])
                     for b, (s, k) in enumerate(zip(states, seeds))]
