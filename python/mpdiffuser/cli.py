@@ -60,40 +60,71 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    """Train the models of a bundle: the planner on --data, dynamics and ranker on --data plus --extra-data."""
+    """Train the models of a bundle: the planner on --data, dynamics and ranker on --data plus --extra-data.
+
+    An interrupted run resumes from its checkpoints; a larger --steps continues a finished one;
+    --force starts over. Loss logs: BUNDLE/logs/<model>.csv (and TensorBoard when installed).
+    Several GPUs or processes: torchrun --nproc_per_node N -m mpdiffuser train ... (the global
+    --batch-size is split over the N processes).
+    """
     from mpdiffuser.config import ModelConfig
     from mpdiffuser.data.dataset import load_dataset, merge_datasets
     from mpdiffuser.models.bundle import BundleSpec
     from mpdiffuser.recipes import recipe
+    from mpdiffuser.training.runtime import barrier, from_environment
     from mpdiffuser.training.train import train_model
 
     chosen = recipe(args.recipe)
     given = {field: getattr(args, flag) for flag, field in (
         ("steps", "steps"), ("batch_size", "batch_size"), ("lr", "learning_rate"), ("seed", "seed"),
-        ("checkpoint_every", "checkpoint_every"), ("action_weight", "action_weight"), ("ema_every", "ema_every"))
-        if getattr(args, flag) is not None}
+        ("checkpoint_every", "checkpoint_every"), ("action_weight", "action_weight"), ("ema_every", "ema_every"),
+        ("validate_every", "validate_every")) if getattr(args, flag) is not None}
     config = dataclasses.replace(chosen.train, **given)  # bad values fail here, before any file is written
+    runtime = from_environment(args.device, precision=args.precision, compile=args.compile,
+                               log_every=args.log_every, tensorboard=not args.no_tensorboard)
+    runtime.local_batch(config.batch_size)  # a world size that does not divide the batch fails here
+    say = print if runtime.is_main else (lambda *a, **k: None)
     task = [load_dataset(p) for p in args.data]
     extra = [load_dataset(p) for p in args.extra_data]
     bundle = Path(args.bundle)
-    if not (bundle / "bundle.json").exists():
+    sizes = {name: getattr(args, flag) for flag, name in (
+        ("horizon", "horizon"), ("diffusion_steps", "num_steps"), ("layers", "layers"), ("width", "width"),
+        ("prediction", "prediction"), ("normalizer", "normalizer"), ("return_condition", "return_condition"))
+        if getattr(args, flag) is not None}
+    fresh = not (bundle / "bundle.json").exists() or (args.force and args.model == "all" and not args.fine_tune)
+    if not fresh and sizes:
+        model = BundleSpec.load(bundle).model
+        differ = {k: v for k, v in sizes.items() if getattr(model, k) != v}
+        if differ:
+            raise SystemExit(f"error: {bundle} exists with other model settings "
+                             f"({', '.join(f'{k} {getattr(model, k)} != {v}' for k, v in differ.items())}); "
+                             "--force with --model all starts the bundle over")
+    if fresh and runtime.is_main:
         planner_data = merge_datasets(task)
-        sizes = dict(chosen.model)
-        for flag, name in (("horizon", "horizon"), ("diffusion_steps", "num_steps"), ("layers", "layers"),
-                           ("width", "width"), ("prediction", "prediction"), ("normalizer", "normalizer"),
-                           ("return_condition", "return_condition")):
-            if getattr(args, flag) is not None:
-                sizes[name] = getattr(args, flag)
-        model = ModelConfig.sized_for(planner_data.state_dim, planner_data.action_dim, **sizes)
+        model = ModelConfig.sized_for(planner_data.state_dim, planner_data.action_dim, **(dict(chosen.model) | sizes))
         BundleSpec.fit(planner_data, task + extra, model, chosen.sampler).save(bundle)
-        print(f"created bundle {bundle} (recipe {args.recipe})")
+        say(f"created bundle {bundle} (recipe {args.recipe})")
+    barrier(runtime)  # the other ranks read the bundle rank 0 wrote
     names = ["planner", "dynamics", "reward"] + (["cost"] if BundleSpec.load(bundle).with_cost else [])
     if args.model != "all":
         names = [args.model]
+    if runtime.distributed or runtime.device != "cpu" or runtime.precision != "fp32":
+        say(f"training on {runtime.device} x {runtime.world_size} process(es), {runtime.precision}"
+            + (", compiled" if runtime.compile else ""))
     for name in names:
         data = task if name == "planner" else task + extra
-        info = train_model(bundle, name, data, config, fine_tune=args.fine_tune)
-        print(f"{name}: {info['steps']} steps, final loss {info['final_loss']:.4f}, {info['seconds']:.0f}s")
+        info = train_model(bundle, name, data, config, fine_tune=args.fine_tune, runtime=runtime,
+                           force=args.force or fresh)
+        if info["nothing_to_do"]:
+            say(f"{name}: already trained for {config.steps} steps ({info['checkpoint']}); nothing to do "
+                "(a larger --steps continues it, --force starts over)")
+        else:
+            say(f"{name}: {info['steps']} steps, final loss {info['final_loss']:.4f}, {info['seconds']:.0f}s; "
+                f"log {info['log']}")
+    if runtime.distributed:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     return 0
 
 
@@ -359,6 +390,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
     train.add_argument("--action-weight", type=float, default=None,
                        help="planner: loss weight of the first action u_0 (default 10, as Diffuser and the authors)")
+    train.add_argument("--validate-every", type=int, default=None,
+                       help="planner and dynamics: validate on held-out episodes (5%%) every this many steps, "
+                            "written to the loss log (default 0: no validation, no held-out data)")
+    train.add_argument("--force", action="store_true",
+                       help="start over: delete the models' checkpoints (with --model all, the bundle's settings too)")
+    train.add_argument("--device", default="auto", help="auto (a GPU when torch sees one), cpu, cuda or cuda:<i>")
+    train.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                       help="autocast precision of forward and loss (fp16 with loss scaling); fp32 is bit-reproducible")
+    train.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    train.add_argument("--log-every", type=int, default=50, help="steps per row of the CSV loss log")
+    train.add_argument("--no-tensorboard", action="store_true",
+                       help="do not write TensorBoard events even when tensorboard is installed")
     train.add_argument("--horizon", type=int, default=None, help="H (new bundles only; default 16)")
     train.add_argument("--diffusion-steps", type=int, default=None, help="K (new bundles only; default 20)")
     train.add_argument("--width", type=int, default=None,

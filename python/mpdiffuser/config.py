@@ -171,6 +171,11 @@ class TrainConfig:
     # sample-prediction on near-expert Hopper data (30000 steps) 10 scored 62 against 44 for 1.
     action_weight: float = 10.0
     ema_every: int = 1  # EMA update every this many steps (authors: 10, with decay 0.995)
+    # Validation (planner and dynamics): every validate_every steps (0: never), the EMA model's
+    # loss on held-out windows, and for the planner the error of windows it samples at low
+    # temperature. validation_fraction of the episodes is held out of training when it is on.
+    validate_every: int = 0
+    validation_fraction: float = 0.05
 
     def __post_init__(self) -> None:
         if self.ema_every < 1:
@@ -179,6 +184,10 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if isinstance(self.validate_every, bool) or not isinstance(self.validate_every, int) or self.validate_every < 0:
+            raise ValueError(f"validate_every must be an integer >= 0, got {self.validate_every!r}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
         if not self.action_weight > 0.0:
             raise ValueError(f"action_weight must be > 0, got {self.action_weight}")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -9,6 +9,7 @@ the end, since what follows is unknown.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,6 +133,17 @@ class WindowSampler:
     def __len__(self) -> int:
         return len(self._starts)
 
+    def shard(self, rank: int, world_size: int) -> "WindowSampler":
+        """The windows of one rank of `world_size` (every world_size-th start): ranks of a torchrun
+        launch sample disjoint windows. shard(0, 1) is this sampler itself."""
+        if world_size == 1:
+            return self
+        if len(self._starts) < world_size:
+            raise ValueError(f"{len(self._starts)} windows cannot be shared by {world_size} processes")
+        out = copy.copy(self)
+        out._starts = self._starts[rank::world_size]
+        return out
+
     def sample(self, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
         """x0 [B, dx], states [B, H, dx] (x_1..x_H), actions [B, H, du], cond [B, c]."""
         t = self._starts[rng.integers(0, len(self._starts), size=batch)]
@@ -159,12 +171,24 @@ class TransitionSampler:
         self.terminal = np.concatenate(flags)
         self.cost = (np.concatenate([e.costs for e in dataset.episodes]).astype(np.float32)
                      if dataset.has_costs else None)
+        self._index = None  # all transitions; a shard's own otherwise
 
     def __len__(self) -> int:
         return len(self.x)
 
+    def shard(self, rank: int, world_size: int) -> "TransitionSampler":
+        """The transitions of one rank of `world_size` (every world_size-th); shard(0, 1) is self."""
+        if world_size == 1:
+            return self
+        if len(self.x) < world_size:
+            raise ValueError(f"{len(self.x)} transitions cannot be shared by {world_size} processes")
+        out = copy.copy(self)
+        out._index = np.arange(rank, len(self.x), world_size)
+        return out
+
     def sample(self, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
-        i = rng.integers(0, len(self.x), size=batch)
+        i = rng.integers(0, len(self.x), size=batch) if self._index is None else \
+            self._index[rng.integers(0, len(self._index), size=batch)]
         out = {"x": self.x[i], "u": self.u[i], "reward": self.reward[i], "terminal": self.terminal[i]}
         if self.cost is not None:
             out["cost"] = self.cost[i]

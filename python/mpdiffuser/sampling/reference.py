@@ -106,6 +106,10 @@ class ReferenceSampler:
         """mu_k(v, out) = c1 clean_estimate(v, out, k) + c2 v."""
         return self._c1[k - 1] * self.clean_estimate(v, out, k) + self._c2[k - 1] * v
 
+    def posterior_sigma(self, k: int) -> torch.Tensor:
+        """sigma_k, the standard deviation of the draw added at level k > 1 (before temperature)."""
+        return self._sigma[k - 1]
+
     def shifted(self, previous: np.ndarray | torch.Tensor, shift: int) -> torch.Tensor:
         """DESIGN 3, warm start: S[i] = prev[i + shift] for i < H - shift, then prev[H - 1]. [H, D]."""
         prev = previous if isinstance(previous, torch.Tensor) else torch.from_numpy(np.asarray(previous, np.float32))

@@ -1,9 +1,13 @@
-"""The training loop every model shares: AdamW, EMA weights, gradient clipping, resumable
-checkpoints, a progress bar with the loss, and a fixed seed giving the same result."""
+"""The training loop every model shares: AdamW, EMA weights, gradient clipping, resumable and
+continuable checkpoints, a loss log, a progress bar, on any device and precision, alone or as one
+rank of a torchrun launch (DistributedDataParallel). A fixed seed gives the same result on the
+same device."""
 
 from __future__ import annotations
 
 import copy
+import json
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -12,8 +16,17 @@ import torch
 from tqdm.auto import tqdm
 
 from mpdiffuser.config import LEGACY_TRAIN_FIELDS, TrainConfig
+from mpdiffuser.training.log import LossLog
+from mpdiffuser.training.runtime import TrainRuntime, all_gather, all_mean
 
 Batch = dict[str, np.ndarray]
+LossFn = Callable[[torch.nn.Module, dict, torch.Generator], "torch.Tensor | tuple[torch.Tensor, dict]"]
+
+# Fields that may change between a checkpoint and the run that continues it: more steps continue
+# the same run (no schedule depends on the total), and the checkpoint interval and validation
+# change nothing that is learned.
+CONTINUABLE_FIELDS = ("steps", "checkpoint_every", "validate_every")
+CHECKPOINT_FORMAT = 2
 
 
 def initialized(build, seed: int):
@@ -25,72 +38,188 @@ def initialized(build, seed: int):
         return build()
 
 
-def train_loop(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict, torch.Generator], torch.Tensor],
-               sample: Callable[[np.random.Generator, int], Batch], config: TrainConfig,
-               checkpoint: str | Path | None = None, desc: str = "train", progress: bool = True,
-               identity: dict | None = None) -> tuple[torch.nn.Module, list[float]]:
-    """Train `model` in place for config.steps steps; returns (EMA copy, loss history).
+def rank_generators(seed: int, rank: int, device: torch.device) -> tuple[np.random.Generator, torch.Generator]:
+    """The batch stream (NumPy) and the noise stream (torch, on `device`) of one rank. Rank 0
+    alone has the streams of an ordinary run, so one process reproduces earlier training."""
+    rng = np.random.default_rng(seed if rank == 0 else [seed, rank])
+    noise_gen = torch.Generator(device=device).manual_seed(seed + 1 + 7919 * rank)
+    return rng, noise_gen
 
-    `checkpoint`: resumable state (model, EMA, optimizer, step, RNG states) written every
-    config.checkpoint_every steps and at the end; an existing one is resumed from, so an
-    interrupted run loses at most one checkpoint interval. Resuming yields the same weights as
-    an uninterrupted run with the same seed. `identity` (for example the datasets' names and
-    sizes) must match too, so a checkpoint of other data is never resumed.
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint's state, unpickled with weights_only=True (tensors, numbers, strings only)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if "rng" not in state:  # format 1: one process, RNG states as their own objects
+        state["rng"] = [{"numpy": json.dumps(state.pop("numpy_rng")), "noise": state.pop("noise_rng")}]
+        state["world_size"] = 1
+    if not isinstance(state["history"], torch.Tensor):
+        state["history"] = torch.tensor(state["history"], dtype=torch.float64)
+    return state
+
+
+class NothingToDo(Exception):
+    """The checkpoint has already reached the requested steps."""
+
+
+def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.random.Generator, int], Batch],
+               config: TrainConfig, checkpoint: str | Path | None = None, desc: str = "train", progress: bool = True,
+               identity: dict | None = None, runtime: TrainRuntime | None = None, log: LossLog | None = None,
+               validate: Callable[[torch.nn.Module, int], dict] | None = None) -> tuple[torch.nn.Module, list[float]]:
+    """Train `model` in place for config.steps steps; returns (EMA copy, loss history, one mean
+    over the ranks per step). The model and the EMA copy end on the CPU.
+
+    `checkpoint`: resumable state (model, EMA, optimizer, step, every rank's RNG states) written
+    every config.checkpoint_every steps and at the end; an existing one is resumed from, so an
+    interrupted run loses at most one checkpoint interval, and one with fewer steps than
+    config.steps is continued. Either way the result equals an uninterrupted run with the same
+    seed. `identity` (for example the datasets' names and sizes) must match too, so a checkpoint
+    of other data is never resumed. A checkpoint already at config.steps raises NothingToDo.
+
+    `loss_fn` returns the loss, or (loss, {name: scalar}) with more values for the log.
+    `runtime`: device, precision, compile, rank and world size (default: one process on the CPU,
+    fp32). Under torchrun each rank draws its own batches and noise; gradients are averaged by
+    DistributedDataParallel; rank 0 writes the checkpoint and the log.
+    `validate(ema, step)`, called on rank 0 every config.validate_every steps, returns values
+    for the log.
     """
-    # Every draw comes from these two generators (and is checkpointed with them); torch's global
-    # generator is never touched, so training leaves the caller's random state as it was.
-    rng = np.random.default_rng(config.seed)
-    noise_gen = torch.Generator().manual_seed(config.seed + 1)
+    runtime = runtime or TrainRuntime()
+    device = runtime.torch_device
+    local_batch = runtime.local_batch(config.batch_size)
+    model.to(device)
+    rng, noise_gen = rank_generators(config.seed, runtime.rank, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scaler = runtime.grad_scaler()
     ema = copy.deepcopy(model).requires_grad_(False)
     start, history = 0, []
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        # A field added to TrainConfig later resumes under the value that reproduces the training
-        # before it existed.
-        saved = {**TrainConfig().__dict__, **LEGACY_TRAIN_FIELDS, **state["config"]}
-        if saved != config.__dict__ or state.get("identity") != identity:
-            raise ValueError(f"checkpoint {checkpoint} was made with another training config or other data; "
-                             "delete it to start over")
+        state = read_checkpoint(checkpoint)
+        _check_resumable(state, config, identity, runtime, checkpoint)
+        start, history = state["step"], state["history"].tolist()
+        if start == config.steps:
+            raise NothingToDo(f"{checkpoint} is at step {start} already")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
-        rng.bit_generator.state = state["numpy_rng"]
-        noise_gen.set_state(state["noise_rng"])
-        start, history = state["step"], state["history"]
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        mine = state["rng"][runtime.rank]
+        rng.bit_generator.state = json.loads(mine["numpy"])
+        noise_gen.set_state(mine["noise"])
 
     def save(step: int) -> None:
         if checkpoint is None:
             return
+        streams = all_gather(runtime, {"numpy": json.dumps(rng.bit_generator.state), "noise": noise_gen.get_state()})
+        if not runtime.is_main:
+            return
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         tmp = checkpoint.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                    "numpy_rng": rng.bit_generator.state, "noise_rng": noise_gen.get_state(), "step": step,
-                    "history": history, "config": config.__dict__, "identity": identity}, tmp)
+        state = {"format": CHECKPOINT_FORMAT, "model": _cpu(model.state_dict()), "ema": _cpu(ema.state_dict()),
+                 "optimizer": optimizer.state_dict(), "rng": streams, "step": step,
+                 "history": torch.tensor(history, dtype=torch.float64), "config": dict(config.__dict__),
+                 "identity": identity, "world_size": runtime.world_size}
+        if scaler is not None:
+            state["scaler"] = scaler.state_dict()
+        torch.save(state, tmp)
         tmp.replace(checkpoint)
 
+    net = model
+    if runtime.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if runtime.compile:
+        net = torch.compile(net)
+    if log is not None:
+        log.resume(start)
     model.train()
     ema_params, params = list(ema.parameters()), list(model.parameters())
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=desc, disable=None if progress else True,
-               dynamic_ncols=True, leave=False)
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=desc,
+               disable=None if progress and runtime.is_main else True, dynamic_ncols=True, leave=False)
+    pending: list[torch.Tensor] = []  # per-step values not yet brought to the host (one sync per log row)
+    unlogged: list[np.ndarray] = []  # values brought to the host but not yet in a log row
+    names: list[str] = []
+    clock = time.perf_counter()
     for step in bar:
-        batch = {k: torch.from_numpy(v) for k, v in sample(rng, config.batch_size).items()}
-        loss = loss_fn(model, batch, noise_gen)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}: loss became {loss.item()} at step {step}")
+        batch = {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in sample(rng, local_batch).items()}
+        with runtime.autocast():
+            out = loss_fn(net, batch, noise_gen)
+        loss, extra = out if isinstance(out, tuple) else (out, {})
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        optimizer.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
         if (step + 1) % config.ema_every == 0:
             with torch.no_grad():
                 torch._foreach_lerp_(ema_params, params, 1.0 - config.ema_decay)
-        history.append(loss.item())
-        if step % 20 == 0:
+        names = ["loss", *extra]
+        pending.append(torch.stack([loss.detach().float(), *(v.float() for v in extra.values())]))
+        done = step + 1
+        due_log = done % runtime.log_every == 0 or done == config.steps
+        due_validation = validate is not None and config.validate_every > 0 and (
+            done % config.validate_every == 0 or done == config.steps)
+        if due_log or due_validation or done % config.checkpoint_every == 0:
+            values = all_mean(runtime, torch.stack(pending)).cpu().numpy()  # [steps, values]
+            pending.clear()
+            if not np.isfinite(values).all():
+                raise FloatingPointError(f"{desc.strip()}: loss became {values[~np.isfinite(values)][0]} "
+                                         f"by step {done}")
+            history.extend(values[:, 0].tolist())
+            unlogged.append(values)
             bar.set_postfix(loss=f"{np.mean(history[-50:]):.4f}")
-        if (step + 1) % config.checkpoint_every == 0:
-            save(step + 1)
+        if due_log or due_validation:
+            rows = np.concatenate(unlogged)
+            unlogged.clear()
+            if log is not None and runtime.is_main:
+                speed = len(rows) / max(time.perf_counter() - clock, 1e-9)
+                row = dict(zip(names, rows.mean(axis=0).tolist()))
+                if due_validation:
+                    row |= validate(ema, done)
+                log.write(done, row, steps_per_s=speed)
+                clock = time.perf_counter()
+        if done % config.checkpoint_every == 0:
+            save(done)
     save(config.steps)
-    model.eval()
-    return ema.eval(), history
+    if log is not None:
+        log.close()
+    model.eval().cpu()
+    return ema.eval().cpu(), history
+
+
+def _cpu(state: dict) -> dict:
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
+def _check_resumable(state: dict, config: TrainConfig, identity, runtime: TrainRuntime, path: Path) -> None:
+    # A field added to TrainConfig later resumes under the value that reproduces the training
+    # before it existed.
+    saved = {**TrainConfig().__dict__, **LEGACY_TRAIN_FIELDS, **state["config"]}
+    differ = sorted(k for k, v in config.__dict__.items() if saved.get(k) != v and k not in CONTINUABLE_FIELDS)
+    if differ:
+        raise ValueError(f"checkpoint {path} was made with another training config ({', '.join(differ)}); "
+                         "--force starts over")
+    if _plain(state.get("identity")) != _plain(identity):
+        raise ValueError(f"checkpoint {path} was made on other data; --force starts over")
+    if state["world_size"] != runtime.world_size:
+        raise ValueError(f"checkpoint {path} was made by {state['world_size']} process(es), this run has "
+                         f"{runtime.world_size}: resume it with the same world size, or --force starts over")
+    if state["step"] > config.steps:
+        raise ValueError(f"checkpoint {path} is at step {state['step']}, past --steps {config.steps}: give at least "
+                         f"{state['step']} steps to continue it, or --force to start over")
+
+
+def _plain(value):
+    """Tuples and lists compare alike (a checkpoint stores what it was given)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

@@ -10,20 +10,32 @@ from mpdiffuser.config import TrainConfig
 from mpdiffuser.data.dataset import OfflineDataset, merge_datasets
 from mpdiffuser.data.windows import TransitionSampler, WindowSampler
 from mpdiffuser.models.bundle import MODEL_NAMES, BundleSpec, load_weights, save_weights
-from mpdiffuser.training.loop import initialized, train_loop
+from mpdiffuser.training.log import LossLog
+from mpdiffuser.training.loop import NothingToDo, initialized, read_checkpoint, train_loop
 from mpdiffuser.training.losses import DynamicsLoss, PlannerLoss, cost_loss, reward_loss
+from mpdiffuser.training.runtime import TrainRuntime, barrier
+
+
+def checkpoint_path(bundle_dir: str | Path, name: str, fine_tune: bool = False) -> Path:
+    """Where training model `name` of a bundle keeps its resumable state."""
+    return Path(bundle_dir) / "checkpoints" / f"{name}.{'finetune' if fine_tune else 'train'}.ckpt"
 
 
 def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset], config: TrainConfig,
-                fine_tune: bool = False, progress: bool = True) -> dict:
+                fine_tune: bool = False, progress: bool = True, runtime: TrainRuntime | None = None,
+                force: bool = False) -> dict:
     """Train model `name` of the bundle at `bundle_dir` on `datasets` and write `<name>.pt`.
 
     fine_tune: start from the existing `<name>.pt` (for example the dynamics model on data from
-    changed dynamics) instead of a fresh initialization. Returns a summary (final loss, seconds).
+    changed dynamics) instead of a fresh initialization. An existing checkpoint is resumed, or
+    continued when config.steps is larger; force=True deletes it and starts over. The loss log is
+    `logs/<name>.csv` in the bundle. Returns a summary (steps, final loss, seconds, steps/s);
+    "nothing_to_do" is true when the checkpoint had reached config.steps already.
+    runtime: device, precision, compile and torchrun rank (default: one process on the CPU).
     """
+    runtime = runtime or TrainRuntime()
     bundle_dir = Path(bundle_dir)
     spec = BundleSpec.load(bundle_dir)
-    data = merge_datasets(datasets)
     for d in datasets:
         if spec.env_id and d.env_id and d.env_id != spec.env_id:
             raise ValueError(f"dataset for {d.env_id} cannot train a model of a {spec.env_id} bundle")
@@ -32,31 +44,61 @@ def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset
                              f"({spec.state_dim}, {spec.action_dim})")
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model '{name}'")
+    data = merge_datasets(datasets)
+    diffusion = name in ("planner", "dynamics")
+    validator, held_out = None, 0
+    if diffusion and config.validate_every > 0:
+        from mpdiffuser.training.validation import Validator, split_episodes
+
+        data, held = split_episodes(data, config.validation_fraction, config.seed)
+        held_out = len(held.episodes)
+        validator = Validator(name, spec, held, runtime.torch_device, config.seed) if runtime.is_main else None
+    checkpoint = checkpoint_path(bundle_dir, name, fine_tune)
+    if force and runtime.is_main:
+        checkpoint.unlink(missing_ok=True)
+    barrier(runtime)
     if fine_tune:
         model = load_weights(bundle_dir, name, spec).train()
     else:  # each model of a seed starts from its own initialization
         model = initialized(lambda: spec.build(name), 16 * config.seed + MODEL_NAMES.index(name))
     m = spec.model
-    if name in ("planner", "dynamics"):
+    columns = ["loss"]
+    if diffusion:
         sampler = WindowSampler(data, spec.states, spec.actions, m.horizon, spec.conditions)
         if name == "planner":
             loss = PlannerLoss(m.num_steps, m.condition_dropout, config.action_weight, m.prediction)
+            columns.append("first_action_loss")
         else:
             loss = DynamicsLoss(m.num_steps, m.condition_dropout, m.prediction)
+        if validator is not None:
+            columns += ["val_loss"] + (["val_window_error", "val_first_action_error"] if name == "planner" else [])
     else:
         sampler = TransitionSampler(data, spec.states, spec.actions)
         if name == "cost" and sampler.cost is None:
             raise ValueError("the cost model needs datasets with costs")
         loss = reward_loss if name == "reward" else cost_loss
-    suffix = "finetune" if fine_tune else "train"
+    sampler = sampler.shard(runtime.rank, runtime.world_size)
+    log = LossLog(bundle_dir / "logs", f"{name}.finetune" if fine_tune else name, columns, runtime.tensorboard)
+    identity = {"data": [(d.metadata.get("name"), d.num_transitions) for d in datasets], "held_out": held_out}
     started = time.perf_counter()
-    ema, history = train_loop(model, loss, sampler.sample, config, bundle_dir / "checkpoints" / f"{name}.{suffix}.ckpt",
-                              desc=f"{name:8s}", progress=progress,
-                              identity={"data": [(d.metadata.get("name"), d.num_transitions) for d in datasets]})
+    try:
+        ema, history = train_loop(model, loss, sampler.sample, config, checkpoint, desc=f"{name:8s}",
+                                  progress=progress, identity=identity, runtime=runtime, log=log, validate=validator)
+    except NothingToDo:
+        if runtime.is_main and not (bundle_dir / f"{name}.pt").exists():  # stopped between checkpoint and weights
+            model.load_state_dict(read_checkpoint(checkpoint)["ema"])
+            save_weights(bundle_dir, name, model.eval(), spec, {"steps": config.steps, "from_checkpoint": True})
+        barrier(runtime)
+        return {"steps": config.steps, "nothing_to_do": True, "checkpoint": str(checkpoint)}
     seconds = time.perf_counter() - started
     final = float(sum(history[-100:]) / max(len(history[-100:]), 1)) if history else float("nan")
     info = {"steps": config.steps, "final_loss": final, "seconds": seconds, "fine_tuned": fine_tune,
-            "train_config": dataclasses.asdict(config),
+            "nothing_to_do": False, "train_config": dataclasses.asdict(config),
+            "runtime": {"device": runtime.device, "precision": runtime.precision, "compile": runtime.compile,
+                        "world_size": runtime.world_size},
+            "log": str(log.path), "held_out_episodes": held_out,
             "datasets": [d.metadata.get("name", d.metadata.get("source", "?")) for d in datasets]}
-    save_weights(bundle_dir, name, ema, spec, info)
+    if runtime.is_main:
+        save_weights(bundle_dir, name, ema, spec, info)
+    barrier(runtime)
     return info

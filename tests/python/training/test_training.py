@@ -10,7 +10,7 @@ import torch
 
 from mpdiffuser.config import TrainConfig
 from mpdiffuser.models.bundle import BundleSpec, ModelBundle, load_weights
-from mpdiffuser.training.loop import train_loop
+from mpdiffuser.training.loop import NothingToDo, train_loop
 from mpdiffuser.training.train import train_model
 from tests.python.conftest import TINY_MODEL, make_toy_dataset
 
@@ -60,7 +60,7 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
     ckpt = tmp_path / "m.ckpt"
     with pytest.raises(KeyboardInterrupt):
         train_loop(_fresh(), loss, crashing_sample, cfg, checkpoint=ckpt, progress=False)
-    assert torch.load(ckpt, weights_only=False)["step"] == 20  # lost at most one interval
+    assert torch.load(ckpt, weights_only=True)["step"] == 20  # lost at most one interval
     resumed_ema, resumed_hist = train_loop(_fresh(seed=123), loss, sample, cfg, checkpoint=ckpt, progress=False)
     assert resumed_hist == full_hist
     assert torch.equal(resumed_ema.weight, full_ema.weight)
@@ -70,14 +70,36 @@ def test_checkpoint_of_other_config_is_refused(tmp_path):
     sample, loss = _linear_problem()
     ckpt = tmp_path / "m.ckpt"
     train_loop(_fresh(), loss, sample, TrainConfig(steps=5, checkpoint_every=5), checkpoint=ckpt, progress=False)
-    with pytest.raises(ValueError, match="another training config or other data"):
-        train_loop(_fresh(), loss, sample, TrainConfig(steps=6, checkpoint_every=5), checkpoint=ckpt, progress=False)
-    with pytest.raises(ValueError, match="another training config or other data"):
+    with pytest.raises(ValueError, match=r"another training config \(action_weight\); --force starts over"):
         train_loop(_fresh(), loss, sample, TrainConfig(steps=5, checkpoint_every=5, action_weight=3.0),
                    checkpoint=ckpt, progress=False)
-    with pytest.raises(ValueError, match="another training config or other data"):
+    with pytest.raises(ValueError, match=r"another training config \(ema_every\)"):
         train_loop(_fresh(), loss, sample, TrainConfig(steps=5, checkpoint_every=5, ema_every=10),
                    checkpoint=ckpt, progress=False)
+    with pytest.raises(ValueError, match="at step 5, past --steps 4: give at least 5 steps"):
+        train_loop(_fresh(), loss, sample, TrainConfig(steps=4, checkpoint_every=5), checkpoint=ckpt, progress=False)
+    with pytest.raises(NothingToDo):
+        train_loop(_fresh(), loss, sample, TrainConfig(steps=5, checkpoint_every=5), checkpoint=ckpt, progress=False)
+    with pytest.raises(ValueError, match="on other data"):
+        train_loop(_fresh(), loss, sample, TrainConfig(steps=6, checkpoint_every=5), checkpoint=ckpt,
+                   progress=False, identity={"data": [("other", 5)]})
+
+
+def test_continued_training_equals_one_longer_run(tmp_path):
+    """--steps beyond a finished checkpoint continues it: 30 then 50 steps give the weights and
+    loss history of one 50-step run (no schedule depends on the total), whatever the checkpoint
+    interval; the checkpoint loads with weights_only=True (no unpickling)."""
+    sample, loss = _linear_problem()
+    cfg = TrainConfig(steps=50, batch_size=16, learning_rate=1e-2, checkpoint_every=20)
+    full_ema, full_hist = train_loop(_fresh(), loss, sample, cfg, progress=False)
+    ckpt = tmp_path / "m.ckpt"
+    train_loop(_fresh(), loss, sample, TrainConfig(steps=30, batch_size=16, learning_rate=1e-2, checkpoint_every=7),
+               checkpoint=ckpt, progress=False)
+    state = torch.load(ckpt, weights_only=True)
+    assert state["step"] == 30 and state["format"] == 2 and state["history"].shape == (30,)
+    more_ema, more_hist = train_loop(_fresh(seed=5), loss, sample, cfg, checkpoint=ckpt, progress=False)
+    assert more_hist == full_hist
+    assert torch.equal(more_ema.weight, full_ema.weight)
 
 
 def test_checkpoint_from_before_action_weight_resumes(tmp_path):
@@ -184,7 +206,9 @@ def test_planner_loss_weights_the_first_action_only():
         return out
 
     def run(weight):
-        return PlannerLoss(5, 0.0, weight)(model, batch, torch.Generator().manual_seed(3))
+        loss, extra = PlannerLoss(5, 0.0, weight)(model, batch, torch.Generator().manual_seed(3))
+        seen["first_action_loss"] = extra["first_action_loss"]
+        return loss
 
     base, weighted = run(1.0), run(10.0)
     gen = torch.Generator().manual_seed(3)  # the same draws, in the loss's order: levels, then noise
@@ -196,5 +220,6 @@ def test_planner_loss_weights_the_first_action_only():
     assert base.item() == pytest.approx(err.mean().item(), rel=1e-6)
     expected = base.item() + 9.0 * err[:, 0, dx:].sum().item() / err.numel()
     assert weighted.item() == pytest.approx(expected, rel=1e-6)
+    assert seen["first_action_loss"].item() == pytest.approx(err[:, 0, dx:].mean().item(), rel=1e-6)
     with pytest.raises(ValueError, match="action_weight"):
         TrainConfig(action_weight=0.0)

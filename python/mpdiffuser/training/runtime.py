@@ -1,0 +1,141 @@
+"""Where and how training runs: the device, the precision, torch.compile, and the process group
+of a `torchrun` launch. None of it changes what is learned on one device in fp32; all of it is
+outside TrainConfig so a checkpoint resumes on another device or precision."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+
+import torch
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
+    """"auto" -> the GPU of this rank when torch sees one, else the CPU; "cpu"; "cuda" or "cuda:i"."""
+    if spec == "auto":
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ValueError(f"--device {spec}: torch {torch.__version__} ({build}) sees no CUDA device; "
+                             "use --device cpu or auto")
+        index = local_rank if spec == "cuda" else _index(spec)
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+        return torch.device("cuda", index)
+    raise ValueError(f"--device must be auto, cpu, cuda or cuda:<index>, got {spec!r}")
+
+
+def _index(spec: str) -> int:
+    try:
+        index = int(spec.split(":", 1)[1])
+    except ValueError:
+        raise ValueError(f"--device {spec}: the index after 'cuda:' must be an integer") from None
+    if index < 0:
+        raise ValueError(f"--device {spec}: the index must be >= 0")
+    return index
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainRuntime:
+    """How one process trains. rank / world_size: this process in a torchrun launch (0 / 1 alone).
+    log_every: steps between loss rows in the CSV log (and TensorBoard, when installed)."""
+
+    device: str = "cpu"
+    precision: str = "fp32"
+    compile: bool = False
+    rank: int = 0
+    world_size: int = 1
+    log_every: int = 50
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} is outside a world of {self.world_size}")
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def autocast(self):
+        """Mixed precision for the forward pass and the loss; fp32 runs as it is."""
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.torch_device.type, dtype=dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
+        """fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range and needs none."""
+        return torch.amp.GradScaler(self.torch_device.type) if self.precision == "fp16" else None
+
+    def local_batch(self, batch_size: int) -> int:
+        """This rank's share of the global batch: the world size must divide it."""
+        if batch_size % self.world_size:
+            raise ValueError(f"the batch size {batch_size} is not divisible by the world size {self.world_size} of "
+                             "this torchrun launch; pass a --batch-size that is")
+        return batch_size // self.world_size
+
+
+def from_environment(device: str = "auto", **fields) -> TrainRuntime:
+    """The runtime of this process: alone, or one rank of a `torchrun` launch (WORLD_SIZE > 1),
+    whose process group this joins (NCCL on GPUs, gloo on the CPU). Each rank takes the GPU of
+    its LOCAL_RANK."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    resolved = resolve_device(device, local_rank)
+    if world == 1:
+        return TrainRuntime(device=str(resolved), **fields)
+    import torch.distributed as dist
+
+    if resolved.type == "cuda":
+        torch.cuda.set_device(resolved)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
+    return TrainRuntime(device=str(resolved), rank=dist.get_rank(), world_size=dist.get_world_size(), **fields)
+
+
+def barrier(runtime: TrainRuntime) -> None:
+    """Wait for every rank (no-op alone): rank 0 writes files the others read next."""
+    if runtime.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def all_mean(runtime: TrainRuntime, values: torch.Tensor) -> torch.Tensor:
+    """The mean of `values` over the ranks (gloo has no AVG: sum, then divide)."""
+    if not runtime.distributed:
+        return values
+    import torch.distributed as dist
+
+    values = values.clone()
+    dist.all_reduce(values)
+    return values / runtime.world_size
+
+
+def all_gather(runtime: TrainRuntime, obj) -> list:
+    """Every rank's `obj`, in rank order."""
+    if not runtime.distributed:
+        return [obj]
+    import torch.distributed as dist
+
+    out = [None] * runtime.world_size
+    dist.all_gather_object(out, obj)
+    return out
