@@ -269,6 +269,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     dynamics model fine-tuned alone. Each writes JSON, CSV and PNG files to its output directory.
     """
     from mpdiffuser.envs import PhysicsChange
+    from mpdiffuser.training.runtime import resolve_device
 
     only = {"hz": "quadruped", "model_file": "quadruped", "dataset": "locomotion", "physics": "dynamics",
             "cost_penalty": "constrained", "kind": "locomotion", "expert_steps": "locomotion",
@@ -285,7 +286,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
             raise SystemExit(f"error: --{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     common = {"out_dir": args.out, "policy_dir": args.policy_dir, "backend": args.backend, "threads": args.threads,
               "policy_steps": args.policy_steps, "train_steps": args.train_steps, "episodes": args.episodes,
-              "candidates": args.candidates, "width": args.width, "action_weight": args.action_weight}
+              "candidates": args.candidates, "width": args.width, "action_weight": args.action_weight,
+              "device": str(resolve_device(args.device))}
     if args.name == "quadruped":
         from mpdiffuser.experiments.quadruped import QuadrupedConfig as Config, run_quadruped as run
 
@@ -515,6 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--model-file", default=None,
                             help="quadruped: control this exported model file (no data, no training); "
                                  "--candidates sets N (default 8)")
+    experiment.add_argument("--device", default="auto",
+                            help="where the models train: auto (a GPU when torch sees one), cpu, cuda or cuda:<i>")
     experiment.add_argument("--threads", type=int, default=None,
                             help="native CPU backend threads (default: every core)")
     experiment.add_argument("--backend", default=None, choices=["auto", "cpu", "cuda", "torch"],

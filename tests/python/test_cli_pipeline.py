@@ -158,3 +158,34 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as version:
         cli.main(["--version"])
     assert version.value.code == 0 and "mpdiffuser " in capsys.readouterr().out
+
+
+def test_train_continues_forces_and_checks_its_options(tmp_path, capsys):
+    """Re-running train: nothing to do says so, more --steps continue, --force starts over, model
+    flags that contradict an existing bundle fail, a missing GPU is one line with exit code 2."""
+    from tests.python.conftest import make_toy_dataset
+
+    data = tmp_path / "toy.hdf5"
+    make_toy_dataset(seed=1, env_id="Hopper-v5", state_dim=11, action_dim=3).save_hdf5(data)
+    bundle = tmp_path / "b"
+    base = ["train", "--bundle", str(bundle), "--data", str(data), "--model", "reward", "--horizon", "4",
+            "--diffusion-steps", "3", "--width", "32", "--layers", "2", "--device", "cpu", "--batch-size", "16"]
+    assert cli.main(base + ["--steps", "10"]) == 0
+    assert "reward: 10 steps" in capsys.readouterr().out
+    assert cli.main(base + ["--steps", "10"]) == 0
+    assert "reward: already trained for 10 steps" in capsys.readouterr().out
+    assert cli.main(base + ["--steps", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "reward: 20 steps" in out and str(bundle / "logs" / "reward.csv") in out
+    assert cli.main(base + ["--steps", "10"]) == 2
+    assert "at step 20, past --steps 10" in capsys.readouterr().err
+    assert cli.main(base + ["--steps", "10", "--force"]) == 0
+    assert "reward: 10 steps" in capsys.readouterr().out
+    assert cli.main(base[:-4] + ["--horizon", "8", "--steps", "10"]) == 2
+    assert "exists with other model settings (horizon 4 != 8)" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert cli.main(base + ["--steps", "10", "--device", "cuda"]) == 2
+        err = capsys.readouterr().err
+        assert "mpdiffuser train: error: --device cuda: torch" in err and "sees no CUDA device" in err
+    assert cli.main(["train", "--bundle", str(bundle), "--data", str(data), "--log-every", "0"]) == 2
+    assert "log_every must be >= 1" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from mpdiffuser.data.normalizer import MinMaxNormalizer
 from mpdiffuser.data.windows import TransitionSampler
 from mpdiffuser.models.networks import ResidualMLP
 from mpdiffuser.training.loop import initialized, train_loop
+from mpdiffuser.training.runtime import TrainRuntime
 
 
 def bc_loss(model: torch.nn.Module, batch: dict, gen: torch.Generator) -> torch.Tensor:
@@ -32,12 +33,14 @@ class BCPolicy:
 
     @classmethod
     def train(cls, data: OfflineDataset, states: MinMaxNormalizer, actions: MinMaxNormalizer, config: TrainConfig,
-              width: int = 256, layers: int = 3, progress: bool = True) -> tuple["BCPolicy", dict]:
-        """Fit on every transition of `data`; returns (policy, {final_loss, seconds})."""
+              width: int = 256, layers: int = 3, progress: bool = True,
+              device: str = "cpu") -> tuple["BCPolicy", dict]:
+        """Fit on every transition of `data` (on `device`); returns (policy on the CPU, {final_loss, seconds})."""
         sampler = TransitionSampler(data, states, actions)
         network = initialized(lambda: ResidualMLP(data.state_dim, width, layers, data.action_dim), config.seed)
         started = time.perf_counter()
-        ema, history = train_loop(network, bc_loss, sampler.sample, config, desc="bc      ", progress=progress)
+        ema, history = train_loop(network, bc_loss, sampler.sample, config, desc="bc      ", progress=progress,
+                                  runtime=TrainRuntime(device=device))
         final = float(np.mean(history[-100:])) if history else float("nan")
         return cls(ema, states, actions), {"final_loss": final, "seconds": time.perf_counter() - started}
 

@@ -41,13 +41,14 @@ def check_model_options(width: int | None, action_weight: float) -> None:
 def train_bundle(bundle_dir: Path, task: OfflineDataset, extra: list[OfflineDataset], train_steps: int,
                  ranker_steps: int, seed: int, log: Log, progress: bool = True,
                  options: SamplerOptions | None = None, width: int | None = None,
-                 action_weight: float = TrainConfig.action_weight) -> Path:
+                 action_weight: float = TrainConfig.action_weight, device: str = "cpu") -> Path:
     """Planner on `task`; dynamics, reward (and cost, for data with costs) on task + extra; then the
     model file. Training resumes from checkpoints, so a finished bundle is not trained twice.
     width: hidden width of planner and dynamics (None: sized for the robot); action_weight: the
-    planner's loss weight on u_0 (TrainConfig.action_weight)."""
+    planner's loss weight on u_0 (TrainConfig.action_weight); device: where the models train."""
     from mpdiffuser.export import export_model
     from mpdiffuser.models.bundle import BundleSpec
+    from mpdiffuser.training.runtime import TrainRuntime
     from mpdiffuser.training.train import train_model
 
     model = ModelConfig.sized_for(task.state_dim, task.action_dim, width=width) if width else None
@@ -61,7 +62,7 @@ def train_bundle(bundle_dir: Path, task: OfflineDataset, extra: list[OfflineData
         data = [task] if name == "planner" else [task, *extra]
         steps = train_steps if name in ("planner", "dynamics") else ranker_steps
         config = TrainConfig(steps=steps, seed=seed, action_weight=action_weight if name == "planner" else 1.0)
-        info = train_model(bundle_dir, name, data, config, progress=progress)
+        info = train_model(bundle_dir, name, data, config, progress=progress, runtime=TrainRuntime(device=device))
         log(f"    {name:8s}: {steps} steps, final loss {info['final_loss']:.4f} ({info['seconds']:.0f}s)")
     return export_model(bundle_dir, bundle_dir / "model.safetensors", options or SamplerOptions())
 

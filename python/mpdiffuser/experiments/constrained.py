@@ -49,6 +49,7 @@ class ConstrainedConfig:
     candidates: int = 8  # N of the exported model file (every sampler of the experiment plans with it)
     width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
     action_weight: float = TrainConfig.action_weight  # the planner's loss weight on u_0
+    device: str = "cpu"  # where the models train: cpu, cuda, cuda:<i> (the CLI resolves auto)
 
     @property
     def data_dir(self) -> Path:
@@ -105,7 +106,7 @@ def run_constrained(config: ConstrainedConfig, progress: bool = True) -> dict:
             model_file = train_bundle(bundle_dir, task, [random], config.train_steps, config.ranker_steps, seed, log,
                                       progress,
                                       options=SamplerOptions(num_candidates=config.candidates), width=config.width,
-                                      action_weight=config.action_weight)
+                                      action_weight=config.action_weight, device=config.device)
             sampler = Sampler(model_file, config.backend, threads=config.threads, env_id=env_id)
             eval_seed = 10_000 * (seed + 1)
             d = sampler.defaults

@@ -49,6 +49,7 @@ class DynamicsShiftConfig:
     candidates: int = SamplerOptions.num_candidates  # N of the exported model file (every sampler plans with it)
     width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
     action_weight: float = TrainConfig.action_weight  # the planner's loss weight on u_0
+    device: str = "cpu"  # where the models train: cpu, cuda, cuda:<i> (the CLI resolves auto)
 
     @property
     def data_dir(self) -> Path:
@@ -74,10 +75,12 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def fine_tune_dynamics(base_dir: Path, out_dir: Path, data: list, steps: int, seed: int, progress: bool) -> dict:
+def fine_tune_dynamics(base_dir: Path, out_dir: Path, data: list, steps: int, seed: int, progress: bool,
+                       device: str = "cpu") -> dict:
     """Copy the bundle at `base_dir` to `out_dir` (models only, no checkpoints) and fine-tune its
     dynamics model on `data`; returns the training summary. Everything else stays as it was."""
     from mpdiffuser.config import TrainConfig
+    from mpdiffuser.training.runtime import TrainRuntime
     from mpdiffuser.training.train import train_model
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -86,7 +89,7 @@ def fine_tune_dynamics(base_dir: Path, out_dir: Path, data: list, steps: int, se
     if not (out_dir / "checkpoints" / "dynamics.finetune.ckpt").exists():  # else resume the fine-tuning
         shutil.copyfile(base_dir / "dynamics.pt", out_dir / "dynamics.pt")
     return train_model(out_dir, "dynamics", data, TrainConfig(steps=steps, seed=seed), fine_tune=True,
-                       progress=progress)
+                       progress=progress, runtime=TrainRuntime(device=device))
 
 
 def heldout_dynamics_loss(bundle_dir: Path, data, samples: int = 4096, seed: int = 123) -> float:
@@ -128,7 +131,7 @@ def run_dynamics_shift(config: DynamicsShiftConfig, progress: bool = True) -> di
     log(f"2/4 training on the nominal robot -> {base_dir}")
     options = SamplerOptions(num_candidates=c.candidates)
     base_file = train_bundle(base_dir, task, [random], c.train_steps, c.ranker_steps, c.seed, log, progress,
-                             options=options, width=c.width, action_weight=c.action_weight)
+                             options=options, width=c.width, action_weight=c.action_weight, device=c.device)
     base = Sampler(base_file, c.backend, threads=c.threads, env_id=c.env_id)
     eval_seed = 10_000 * (c.seed + 1)
 
@@ -156,7 +159,8 @@ def run_dynamics_shift(config: DynamicsShiftConfig, progress: bool = True) -> di
         shift_random = load_dataset(generate(GenerateConfig(c.env_id, "random", c.shift_random_transitions,
                                                             seed=c.seed, physics=physics), c.data_dir, progress))
         tuned_dir = out / "models" / label
-        info = fine_tune_dynamics(base_dir, tuned_dir, [shift_task, shift_random], c.finetune_steps, c.seed, progress)
+        info = fine_tune_dynamics(base_dir, tuned_dir, [shift_task, shift_random], c.finetune_steps, c.seed, progress,
+                                  c.device)
         finetune[label] = {"steps": c.finetune_steps, "final_loss": info["final_loss"], "seconds": info["seconds"],
                            "transitions": shift_task.num_transitions + shift_random.num_transitions}
         log(f"    fine-tuned dynamics on {finetune[label]['transitions']} transitions: {c.finetune_steps} steps, "

@@ -50,6 +50,7 @@ class LocomotionConfig:
     candidates: int = SamplerOptions.num_candidates  # N of the exported model file (every sampler plans with it)
     width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
     action_weight: float = TrainConfig.action_weight  # the planner's loss weight on u_0
+    device: str = "cpu"  # where the models train: cpu, cuda, cuda:<i> (the CLI resolves auto)
 
     @property
     def data_dir(self) -> Path:
@@ -134,11 +135,11 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
             model_file = train_bundle(bundle_dir, task, [random], config.train_steps, config.ranker_steps, seed, log,
                                       progress,
                                       options=SamplerOptions(num_candidates=config.candidates), width=config.width,
-                                      action_weight=config.action_weight)
+                                      action_weight=config.action_weight, device=config.device)
             sampler = Sampler(model_file, config.backend, threads=config.threads, env_id=env_id)
             spec = BundleSpec.load(bundle_dir)
             bc, info = BCPolicy.train(task, spec.states, spec.actions, TrainConfig(steps=config.bc_steps, seed=seed),
-                                      progress=progress)
+                                      progress=progress, device=config.device)
             log(f"    bc      : {config.bc_steps} steps, final loss {info['final_loss']:.4f} ({info['seconds']:.0f}s)")
             eval_seed = 10_000 * (seed + 1)  # the same start states for every method of this seed
             policies = {METHODS[0]: MPCPolicy(sampler, sampler.defaults),

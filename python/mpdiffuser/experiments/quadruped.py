@@ -41,6 +41,7 @@ class QuadrupedConfig:
     candidates: int = 8  # N of the exported model file (every sampler of the experiment plans with it)
     width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
     action_weight: float = TrainConfig.action_weight  # the planner's loss weight on u_0
+    device: str = "cpu"  # where the models train: cpu, cuda, cuda:<i> (the CLI resolves auto)
     seed: int = 0
     model_file: str | None = None  # control this exported model file: no data, no training
 
@@ -174,7 +175,7 @@ def _data_and_models(config: QuadrupedConfig, out: Path, say: Log, progress: boo
     say(f"2/4 training -> {bundle_dir}")
     return train_bundle(bundle_dir, task, [random], config.train_steps, config.ranker_steps, config.seed, say,
                         progress, options=SamplerOptions(num_candidates=config.candidates), width=config.width,
-                        action_weight=config.action_weight)
+                        action_weight=config.action_weight, device=config.device)
 
 
 def write_outputs(report: dict, latencies: np.ndarray, out: Path) -> None:

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from mpdiffuser.config import LEGACY_TRAIN_FIELDS, TrainConfig
 from mpdiffuser.training.log import LossLog
-from mpdiffuser.training.runtime import TrainRuntime, all_gather, all_mean
+from mpdiffuser.training.runtime import TrainRuntime, all_gather, all_mean, barrier
 
 Batch = dict[str, np.ndarray]
 LossFn = Callable[[torch.nn.Module, dict, torch.Generator], "torch.Tensor | tuple[torch.Tensor, dict]"]
@@ -111,8 +111,11 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
         if checkpoint is None:
             return
         streams = all_gather(runtime, {"numpy": json.dumps(rng.bit_generator.state), "noise": noise_gen.get_state()})
-        if not runtime.is_main:
-            return
+        if runtime.is_main:
+            _write(step, streams)
+        barrier(runtime)  # written before any rank reads it
+
+    def _write(step: int, streams: list) -> None:
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         tmp = checkpoint.with_suffix(".tmp")
         state = {"format": CHECKPOINT_FORMAT, "model": _cpu(model.state_dict()), "ema": _cpu(ema.state_dict()),
@@ -123,6 +126,12 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
             state["scaler"] = scaler.state_dict()
         torch.save(state, tmp)
         tmp.replace(checkpoint)
+
+    if runtime.distributed:  # every rank must resume from the same step, or their collectives pair up wrongly
+        starts = all_gather(runtime, start)
+        if len(set(starts)) > 1:
+            raise RuntimeError(f"the ranks found checkpoints at steps {starts} ({checkpoint}): a torchrun launch needs "
+                               "its checkpoints on a filesystem every rank shares")
 
     net = model
     if runtime.distributed:

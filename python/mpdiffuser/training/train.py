@@ -85,11 +85,15 @@ def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset
         ema, history = train_loop(model, loss, sampler.sample, config, checkpoint, desc=f"{name:8s}",
                                   progress=progress, identity=identity, runtime=runtime, log=log, validate=validator)
     except NothingToDo:
+        state = read_checkpoint(checkpoint)
+        history = state["history"][-100:]
+        info = {"steps": config.steps, "nothing_to_do": True, "checkpoint": str(checkpoint), "seconds": 0.0,
+                "final_loss": float(history.mean()) if len(history) else float("nan"), "log": str(log.path)}
         if runtime.is_main and not (bundle_dir / f"{name}.pt").exists():  # stopped between checkpoint and weights
-            model.load_state_dict(read_checkpoint(checkpoint)["ema"])
-            save_weights(bundle_dir, name, model.eval(), spec, {"steps": config.steps, "from_checkpoint": True})
+            model.load_state_dict(state["ema"])
+            save_weights(bundle_dir, name, model.eval(), spec, info | {"train_config": dataclasses.asdict(config)})
         barrier(runtime)
-        return {"steps": config.steps, "nothing_to_do": True, "checkpoint": str(checkpoint)}
+        return info
     seconds = time.perf_counter() - started
     final = float(sum(history[-100:]) / max(len(history[-100:]), 1)) if history else float("nan")
     info = {"steps": config.steps, "final_loss": final, "seconds": seconds, "fine_tuned": fine_tune,
