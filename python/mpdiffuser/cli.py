@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -85,7 +87,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     runtime.local_batch(config.batch_size)  # a world size that does not divide the batch fails here
     say = print if runtime.is_main else (lambda *a, **k: None)
     task = [load_dataset(p) for p in args.data]
-    extra = [load_dataset(p) for p in args.extra_data]
+    extra = [load_dataset(p) for p in args.extra_data or []]
     bundle = Path(args.bundle)
     sizes = {name: getattr(args, flag) for flag, name in (
         ("horizon", "horizon"), ("diffusion_steps", "num_steps"), ("layers", "layers"), ("width", "width"),
@@ -164,17 +166,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         bundle = ModelBundle.load(args.bundle, env_id=args.env)
         sampler = ReferenceSampler(bundle)
         defaults = bundle.spec.sampler_defaults or SamplerOptions()
+    env_id = args.env or sampler.spec.env_id
+    if env_id is None:
+        raise SystemExit("error: the models name no environment; pass --env")
     options = _options_from_args(args, defaults)
     if args.json:  # before the evaluation, so its results cannot be lost to a missing directory
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     policy = MPCPolicy(sampler, options, episode_budget=args.budget)
-    summary = evaluate(policy, args.env, args.episodes, args.seed, args.max_steps, constrained=args.budget is not None)
+    summary = evaluate(policy, env_id, args.episodes, args.seed, args.max_steps, constrained=args.budget is not None)
     report = summary.to_dict() | {"backend": args.backend, "seed": args.seed, "options": dataclasses.asdict(options),
                                   "model_file": None if args.model_file is None else str(args.model_file),
                                   "bundle": args.bundle}
     lat = report["latency"]
-    print(f"{args.env}: score {report['score_mean']:.1f} +- {report['score_stderr']:.1f}, return {report['return_mean']:.1f}, "
-          f"cost {report['cost_mean']:.1f}; latency ({args.backend}) p50 {lat['p50_ms']:.2f} ms p99 {lat['p99_ms']:.2f} ms")
+    score = f"score {report['score_mean']:.1f} +- {report['score_stderr']:.1f}, " if report["score_mean"] == report["score_mean"] else ""
+    print(f"{env_id}: {score}return {report['return_mean']:.1f}, cost {report['cost_mean']:.1f}; "
+          f"latency ({args.backend}) p50 {lat['p50_ms']:.2f} ms p99 {lat['p99_ms']:.2f} ms")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0
@@ -193,7 +199,10 @@ def _cmd_consistency(args: argparse.Namespace) -> int:
         physics = PhysicsChange.parse(args.physics) if args.physics else None
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
-    sampler = Sampler(args.model_file, args.backend, threads=args.threads)
+    if (args.model_file is None) == (args.model_file_option is None):
+        raise SystemExit("error: give the model file once, as an argument or as --model-file")
+    lambdas = args.lambdas or [1.0, 0.0]
+    sampler = Sampler(args.model_file or args.model_file_option, args.backend, threads=args.threads)
     env_id = args.env or sampler.spec.env_id
     if env_id is None:
         raise SystemExit("error: the model file names no environment; pass --env")
@@ -202,19 +211,19 @@ def _cmd_consistency(args: argparse.Namespace) -> int:
     try:
         changes = {"num_candidates": args.candidates, "guidance": args.guidance, "return_target": args.return_target}
         options = sampler.defaults.replace(**{k: v for k, v in changes.items() if v is not None})
-        report = plan_consistency(sampler, env_id, tuple(args.lambdas), args.episodes, args.seed, args.max_steps,
+        report = plan_consistency(sampler, env_id, tuple(lambdas), args.episodes, args.seed, args.max_steps,
                                   physics=physics, options=options)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     robot = f" ({physics.tag})" if physics is not None else ""
     print(f"{env_id}{robot}: {report['states']} states over {len(report['steps'])} episode(s), driven at lambda "
-          f"{args.lambdas[0]:g}; state errors in normalized units")
+          f"{lambdas[0]:g}; state errors in normalized units")
     print(f"{'lambda':>7} {'x_1 error':>10} {'window error':>13} {'window return':>14} {'ranker value':>13} {'falls':>6}")
     for lam, m in report["lambdas"].items():
         print(f"{lam:>7} {m['state_error_first']:>10.3f} {m['state_error_window']:>13.3f} "
               f"{m['window_return']:>14.1f} {m['predicted_value']:>13.1f} {m['fall_rate']:>6.2f}")
     if args.json:
-        report |= {"model_file": str(args.model_file), "physics": physics.tag if physics is not None else "nominal"}
+        report |= {"model_file": str(sampler.model_file), "physics": physics.tag if physics is not None else "nominal"}
         Path(args.json).write_text(json.dumps(report, indent=1))
         print(f"wrote {args.json}")
     return 0
@@ -242,7 +251,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if model_file is None:
         model_file = synthetic_model_file(Path("runs/bench/synthetic-hopper.safetensors"))
         print(f"no --model-file: benchmarking a default-size Hopper model with random weights ({model_file})")
-    result = run_cpu_benchmark(model_file, candidates=args.candidates, threads=args.threads, iters=args.iters,
+    result = run_cpu_benchmark(model_file, candidates=args.candidates or [1, 16, 64, 256], threads=args.threads, iters=args.iters,
                                warm_start_level=args.warm_start_level)
     print(format_table(result))
     print(f"wrote {write_json(result, args.out)}")
@@ -349,49 +358,78 @@ def _add_sampler_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(*flags, dest=dest, type=kind, default=None, help=f"{text} (default: the model's stored value)")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its help, except flags and None ("the model file's, the bundle's
+    or the recipe's value", which the help text says in words)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from mpdiffuser.config import ModelConfig, TrainConfig
+    from mpdiffuser.data.generate import KINDS
     from mpdiffuser.demo import DemoConfig
+    from mpdiffuser.envs import SUPPORTED
+    from mpdiffuser.models.bundle import MODEL_NAMES
+    from mpdiffuser.recipes import recipe
 
     from mpdiffuser import __version__
 
-    parser = argparse.ArgumentParser(prog="mpdiffuser", description=__doc__)
+    parser = argparse.ArgumentParser(prog="mpdiffuser", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"mpdiffuser {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (they are off anyway when the output "
+                                                                 "is not a terminal)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser = functools.partial(commands.add_parser, formatter_class=HelpFormatter)
     info = commands.add_parser("info", help="build configuration and native self-check",
                                description=_cmd_info.__doc__)
     info.set_defaults(func=_cmd_info)
 
     gen = commands.add_parser("generate-data", help="generate a dataset locally", description=_cmd_generate.__doc__)
-    gen.add_argument("--env", default="Hopper-v5", help="Hopper-v5, Walker2d-v5, HalfCheetah-v5 or Ant-v5")
-    gen.add_argument("--kind", default="medium", help="random, medium, medium-replay or medium-expert")
+    gen.add_argument("--env", default="Hopper-v5", choices=SUPPORTED, help="robot")
+    gen.add_argument("--kind", default="medium", choices=KINDS, help="what behaviour makes the data")
     gen.add_argument("--transitions", type=int, default=100_000, help="transitions to roll out")
     gen.add_argument("--policy-steps", type=int, default=30_000, help="SAC steps of the medium behaviour policy")
     gen.add_argument("--expert-steps", type=int, default=200_000, help="SAC steps of the expert policy")
     gen.add_argument("--constrained", action="store_true", help="record velocity costs (DSRL-style)")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=0, help="seed of the policy training and the rollouts")
     gen.add_argument("--out", default="data", help="output directory (datasets and cached policies)")
     gen.add_argument("--minari-id", default=None, help="also write a local Minari dataset with this id (ns/name-v0)")
     gen.set_defaults(func=_cmd_generate)
 
     train = commands.add_parser("train", help="train planner, dynamics and ranker", description=_cmd_train.__doc__)
     train.add_argument("--bundle", required=True, help="model bundle directory (created if missing)")
-    train.add_argument("--data", action="append", required=True, help="task dataset (.hdf5, .npz, minari:<id>); repeatable")
-    train.add_argument("--extra-data", action="append", default=[], help="more data for dynamics and ranker only")
-    train.add_argument("--model", default="all", choices=["all", "planner", "dynamics", "reward", "cost"])
+    train.add_argument("--data", action="extend", nargs="+", required=True,
+                       help="task dataset(s) (.hdf5, .npz, minari:<id>)")
+    train.add_argument("--extra-data", action="extend", nargs="+", default=None,
+                       help="more data for the dynamics and ranker models only (random actions, say)")
+    train.add_argument("--model", default="all", choices=["all", *MODEL_NAMES], help="which model(s) to train")
     train.add_argument("--fine-tune", action="store_true", help="start from the bundle's existing weights")
     train.add_argument("--recipe", default="default", choices=["default", "authors"],
                        help="training, model and sampler defaults: ours, chosen by measurement, or the paper code's "
                             "(K = 100, epsilon, 1M steps at batch 64; tau = 1e-3, N = 1, w = 2, g = 1.1); "
                             "the flags below override it")
-    train.add_argument("--steps", type=int, default=None, help="training steps per model (default 5000)")
-    train.add_argument("--batch-size", type=int, default=None, help="batch size (default 256)")
-    train.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 3e-4)")
-    train.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 500)")
-    train.add_argument("--ema-every", type=int, default=None, help="steps between EMA updates (default 1)")
-    train.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
+    t, authors = TrainConfig(), recipe("authors").train
+
+    def recipe_default(field: str) -> str:
+        show = lambda v: f"{v:,}" if isinstance(v, int) else f"{v:g}"  # noqa: E731
+        return f"(default {show(getattr(t, field))}; recipe authors {show(getattr(authors, field))})"
+
+    train.add_argument("--steps", type=int, default=None, help=f"training steps per model {recipe_default('steps')}")
+    train.add_argument("--batch-size", type=int, default=None,
+                       help=f"global batch size, split over torchrun's processes {recipe_default('batch_size')}")
+    train.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate {recipe_default('learning_rate')}")
+    train.add_argument("--checkpoint-every", type=int, default=None,
+                       help=f"steps between checkpoints {recipe_default('checkpoint_every')}")
+    train.add_argument("--ema-every", type=int, default=None, help=f"steps between EMA updates {recipe_default('ema_every')}")
+    train.add_argument("--seed", type=int, default=None, help=f"training seed {recipe_default('seed')}")
     train.add_argument("--action-weight", type=float, default=None,
-                       help="planner: loss weight of the first action u_0 (default 10, as Diffuser and the authors)")
+                       help=f"planner: loss weight of the first action u_0, as Diffuser and the authors "
+                            f"{recipe_default('action_weight')}")
     train.add_argument("--validate-every", type=int, default=None,
                        help="planner and dynamics: validate on held-out episodes (5%%) every this many steps, "
                             "written to the loss log (default 0: no validation, no held-out data)")
@@ -404,28 +442,35 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--log-every", type=int, default=50, help="steps per row of the CSV loss log")
     train.add_argument("--no-tensorboard", action="store_true",
                        help="do not write TensorBoard events even when tensorboard is installed")
-    train.add_argument("--horizon", type=int, default=None, help="H (new bundles only; default 16)")
-    train.add_argument("--diffusion-steps", type=int, default=None, help="K (new bundles only; default 20)")
+    m = ModelConfig()
+    train.add_argument("--horizon", type=int, default=None, help=f"H, window length (new bundles only; default {m.horizon})")
+    train.add_argument("--diffusion-steps", type=int, default=None,
+                       help=f"K, denoising steps (new bundles only; default {m.num_steps}; recipe authors "
+                            f"{recipe('authors').model.get('num_steps', m.num_steps)})")
     train.add_argument("--width", type=int, default=None,
-                       help="hidden width (new bundles only; default 256, or 512 when the window H*(dx+du) is wider)")
-    train.add_argument("--layers", type=int, default=None, help="hidden layers L (new bundles only; default 3)")
+                       help=f"hidden width (new bundles only; default {m.width}, or twice that when the window "
+                            "H*(dx+du) is wider)")
+    train.add_argument("--layers", type=int, default=None, help=f"hidden layers L (new bundles only; default {m.layers})")
     train.add_argument("--prediction", default=None, choices=["sample", "epsilon"],
-                       help="what the diffusion networks predict (new bundles only; default sample)")
+                       help=f"what the diffusion networks predict (new bundles only; default {m.prediction})")
     train.add_argument("--normalizer", default=None, choices=["minmax", "cdf"],
-                       help="state and action normalizer (new bundles only; default minmax)")
+                       help=f"state and action normalizer (new bundles only; default {m.normalizer})")
     train.add_argument("--return-condition", default=None, choices=["authors", "minmax"],
-                       help="return condition g (new bundles only; default authors: rtg with fall penalty over the "
-                            "best start)")
+                       help=f"return condition g (new bundles only; default {m.return_condition}; authors: "
+                            "return-to-go with a fall penalty, over the best episode start)")
     train.set_defaults(func=_cmd_train)
 
     ev = commands.add_parser("eval", help="control an environment with trained models", description=_cmd_eval.__doc__)
     ev.add_argument("--bundle", default=None, help="model bundle directory")
     ev.add_argument("--model-file", default=None, help="exported .safetensors model file")
-    ev.add_argument("--backend", default="torch", choices=["torch", "cpu", "cuda"])
-    ev.add_argument("--env", default="Hopper-v5")
-    ev.add_argument("--episodes", type=int, default=5)
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--max-steps", type=int, default=None)
+    ev.add_argument("--backend", default="torch", choices=["torch", "cpu", "cuda"],
+                    help="torch: the PyTorch reference; cpu / cuda: the native core")
+    ev.add_argument("--env", default=None,
+                    help="environment id: a built-in robot or any registered gymnasium id whose spaces match the "
+                         "model (default: the model's robot)")
+    ev.add_argument("--episodes", type=int, default=5, help="evaluation episodes")
+    ev.add_argument("--seed", type=int, default=0, help="episode i starts from seed + i (plans too)")
+    ev.add_argument("--max-steps", type=int, default=None, help="steps per episode at most (default: the env's limit)")
     _add_sampler_args(ev)
     ev.add_argument("--budget", type=float, default=None, help="episode cost budget (constrained tasks)")
     ev.add_argument("--json", default=None, help="write the results as JSON here")
@@ -433,16 +478,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     co = commands.add_parser("consistency", help="do plans match what the robot does? (per lambda)",
                              description=_cmd_consistency.__doc__)
-    co.add_argument("model_file", help="exported .safetensors model file")
+    co.add_argument("model_file", nargs="?", default=None, help="exported .safetensors model file (or --model-file)")
+    co.add_argument("--model-file", dest="model_file_option", default=None, help="exported .safetensors model file")
     co.add_argument("--env", default=None, help="environment (default: the model file's)")
-    co.add_argument("--lambdas", type=float, nargs="+", default=[1.0, 0.0],
-                    help="dynamics weights to compare; the first drives the robot")
+    co.add_argument("--lambdas", type=float, action="extend", nargs="+", default=None,
+                    help="dynamics weights to compare; the first drives the robot (default: 1 0)")
     co.add_argument("--physics", default=None, help="changed robot, e.g. mass=1.5,gear=0.6 (default: nominal)")
-    co.add_argument("--backend", default="cpu", choices=["torch", "cpu", "cuda"])
-    co.add_argument("--threads", type=int, default=0)
-    co.add_argument("--episodes", type=int, default=1)
-    co.add_argument("--seed", type=int, default=1000)
-    co.add_argument("--max-steps", type=int, default=1000)
+    co.add_argument("--backend", default="cpu", choices=["torch", "cpu", "cuda"],
+                    help="torch: the PyTorch reference; cpu / cuda: the native core")
+    co.add_argument("--threads", type=int, default=0, help="native CPU backend threads (0: every core)")
+    co.add_argument("--episodes", type=int, default=1, help="episodes driven")
+    co.add_argument("--seed", type=int, default=1000, help="episode i starts from seed + i")
+    co.add_argument("--max-steps", type=int, default=1000, help="steps per episode at most")
     co.add_argument("--candidates", type=int, default=None, help="N (default: the model file's)")
     co.add_argument("--guidance", type=float, default=None, help="w (default: the model file's)")
     co.add_argument("--return-target", type=float, default=None, help="g (default: the model file's)")
@@ -450,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     co.set_defaults(func=_cmd_consistency)
 
     ex = commands.add_parser("export", help="write a bundle as one .safetensors model file", description=_cmd_export.__doc__)
-    ex.add_argument("--bundle", required=True)
+    ex.add_argument("--bundle", required=True, help="trained model bundle directory")
     ex.add_argument("--out", required=True, help="output .safetensors path")
     _add_sampler_args(ex)
     ex.add_argument("--cost-limit", type=float, default=None, help="default cost limit (cost models)")
@@ -458,12 +505,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="native vs reference plan latency", description=_cmd_bench.__doc__)
     bench.add_argument("--model-file", default=None, help="default: a default-size Hopper model with random weights")
-    bench.add_argument("--candidates", type=int, nargs="+", default=[1, 16, 64, 256], help="N values")
+    bench.add_argument("--candidates", type=int, action="extend", nargs="+", default=None,
+                       help="N values (default: 1 16 64 256)")
     bench.add_argument("--threads", type=int, default=None, help="default: every core")
     bench.add_argument("--iters", type=int, default=30, help="timed plans per N")
     bench.add_argument("--warm-start-level", type=int, default=0,
                        help="also time warm-started plans from this level k_w (0: cold plans only)")
-    bench.add_argument("--out", default="runs/bench/cpu_latency.json")
+    bench.add_argument("--out", default="runs/bench/cpu_latency.json", help="JSON results")
     bench.set_defaults(func=_cmd_bench)
 
     experiment = commands.add_parser("experiment", help="run an experiment of the evaluation suite",
@@ -476,19 +524,20 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--policy-dir", default=None,
                             help="where SAC behaviour policies are cached, shared by experiments "
                                  "(default runs/policies[-quick])")
-    experiment.add_argument("--env", action="append", default=None,
-                            help="environment(s) instead of the experiment's own (repeatable)")
-    experiment.add_argument("--dataset", action="append", default=None,
-                            help="locomotion: your own D4RL/Minari dataset (.hdf5, .npz, minari:<id>) instead of "
-                                 "generated data (repeatable)")
-    experiment.add_argument("--physics", action="append", default=None,
-                            help="dynamics: a changed robot as factors, e.g. mass=3 or gear=0.4,friction=0.5 "
-                                 "(repeatable; default mass=1.5, friction=0.4, gear=0.6)")
-    experiment.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (locomotion, constrained)")
+    experiment.add_argument("--env", action="extend", nargs="+", default=None, choices=SUPPORTED,
+                            help="robot(s) instead of the experiment's own")
+    experiment.add_argument("--dataset", action="extend", nargs="+", default=None,
+                            help="locomotion: your own D4RL/Minari dataset(s) (.hdf5, .npz, minari:<id>) instead of "
+                                 "generated data")
+    experiment.add_argument("--physics", action="extend", nargs="+", default=None,
+                            help="dynamics: changed robot(s) as factors, e.g. mass=3 gear=0.4,friction=0.5 "
+                                 "(default mass=1.5 friction=0.4 gear=0.6)")
+    experiment.add_argument("--seeds", type=int, action="extend", nargs="+", default=None,
+                            help="training seeds (locomotion, constrained)")
     experiment.add_argument("--seed", type=int, default=None, help="seed (quadruped, dynamics)")
-    experiment.add_argument("--kind", action="append", default=None,
+    experiment.add_argument("--kind", action="extend", nargs="+", default=None,
                             choices=["medium", "medium-replay", "medium-expert"],
-                            help="locomotion: dataset kind(s) instead of all three (repeatable)")
+                            help="locomotion: dataset kind(s) instead of all three")
     experiment.add_argument("--policy-steps", type=int, default=None,
                             help="SAC steps of the (medium) behaviour policy: stronger data (default 30000)")
     experiment.add_argument("--expert-steps", type=int, default=None,
@@ -546,6 +595,8 @@ USER_ERRORS = (ValueError, OSError, RuntimeError)
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.quiet:
+        os.environ["TQDM_DISABLE"] = "1"  # tqdm's own switch: every bar of every command, off
     try:
         return args.func(args)
     except KeyboardInterrupt:

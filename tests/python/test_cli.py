@@ -28,3 +28,34 @@ def test_unknown_command_fails():
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["no-such-command"])
     assert exit_info.value.code == 2
+
+
+def test_every_option_is_described_with_its_default():
+    """Each option of each command has a help text; a set default is shown in it."""
+    import argparse
+
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        text = sub.format_help()
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"mpdiffuser {name} {action.option_strings or action.dest}: no help text"
+            if action.default not in (None, False) and action.option_strings:
+                assert "default" in cli.HelpFormatter("x")._get_help_string(action), (name, action.dest)
+        assert "(default: None)" not in text, name
+    ev = parser.parse_args(["eval", "--model-file", "m"])
+    assert ev.env is None  # the model's robot
+    exp = parser.parse_args(["experiment", "locomotion", "--env", "Hopper-v5", "Walker2d-v5", "--env", "Ant-v5"])
+    assert exp.env == ["Hopper-v5", "Walker2d-v5", "Ant-v5"]  # repeated values: either spelling
+    with pytest.raises(SystemExit):
+        parser.parse_args(["generate-data", "--env", "Pendulum-v1"])
+
+
+def test_quiet_turns_progress_bars_off(monkeypatch):
+    import os
+
+    monkeypatch.setenv("TQDM_DISABLE", "0")  # restored (unset) after the test
+    assert cli.main(["--quiet", "info"]) == 0
+    assert os.environ["TQDM_DISABLE"] == "1"

@@ -66,6 +66,10 @@ def test_generate_train_eval(tmp_path, capsys):
     assert consistency["env_id"] == "Hopper-v5" and list(consistency["lambdas"]) == ["1", "0", "0.5"]
     assert all(m["plans"] == consistency["states"] == sum(consistency["steps"]) for m in consistency["lambdas"].values())
     assert "x_1 error" in capsys.readouterr().out
+    assert cli.main(["consistency", "--model-file", str(model_file), "--max-steps", "2", "--lambdas", "1",
+                     "--threads", "1"]) == 0  # --model-file, like the other commands
+    assert cli.main(["consistency"]) == 2
+    assert "give the model file once" in capsys.readouterr().err
     assert cli.main(["consistency", str(model_file), "--lambdas", "1.5"]) == 2
     assert "lambdas" in capsys.readouterr().err
     assert cli.main(["consistency", str(model_file), "--physics", "mass=heavy"]) == 2

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
-from mpdiffuser.envs import SCORE_REFERENCES, make_env
+from mpdiffuser.envs import SCORE_REFERENCES, SUPPORTED, make_env
 
 PLAN_SEED_STRIDE = 100_003  # more than any episode's steps: episodes never share plan seeds
 
@@ -32,7 +33,9 @@ class EvalSummary:
 
     @property
     def score(self) -> tuple[float, float]:
-        """(mean, standard error) of the D4RL-normalized score."""
+        """(mean, standard error) of the D4RL-normalized score; NaN for robots without D4RL references."""
+        if any(e.normalized_score is None for e in self.episodes):
+            return float("nan"), float("nan")
         return self._stat([e.normalized_score for e in self.episodes])
 
     @property
@@ -56,10 +59,45 @@ class EvalSummary:
                 "episodes": [e.__dict__ for e in self.episodes], "latency": self.latency_percentiles()}
 
 
-def evaluate(policy, env_id: str, episodes: int = 1, seed: int = 0, max_steps: int | None = None,
+def resolve_env(env, constrained: bool = False, physics=None) -> tuple[gym.Env, str, bool]:
+    """(environment, its id, whether evaluate made it and must close it) for an env id or a
+    gymnasium Env. The four built-in robots get this project's options (constrained, physics);
+    any other registered id or Env instance runs as it is."""
+    if isinstance(env, gym.Env):
+        if constrained or physics is not None:
+            raise ValueError("constrained and physics apply to built-in environment ids only; wrap your Env yourself")
+        return env, env.spec.id if env.spec is not None else type(env.unwrapped).__name__, False
+    if not isinstance(env, str):
+        raise TypeError(f"env must be an environment id or a gymnasium.Env, got {type(env).__name__}")
+    if env in SUPPORTED:
+        return make_env(env, constrained=constrained, physics=physics), env, True
+    if constrained or physics is not None:
+        raise ValueError(f"constrained and physics apply to {', '.join(SUPPORTED)} only, not {env!r}")
+    try:
+        return gym.make(env), env, True
+    except gym.error.Error as exc:
+        raise ValueError(f"unknown environment {env!r}: {exc}") from None
+
+
+def check_spaces(policy, env: gym.Env, env_id: str) -> None:
+    """The env's observation and action shapes must be the model's (dx,) and (du,)."""
+    spec = getattr(getattr(policy, "sampler", None), "spec", None)
+    if spec is None:
+        return
+    for what, space, dim in (("observation", env.observation_space, spec.state_dim),
+                             ("action", env.action_space, spec.action_dim)):
+        if getattr(space, "shape", None) != (dim,):
+            raise ValueError(f"{env_id}: its {what} space has shape {getattr(space, 'shape', None)}, the model's "
+                             f"{what}s have shape ({dim},)")
+
+
+def evaluate(policy, env_id, episodes: int = 1, seed: int = 0, max_steps: int | None = None,
              constrained: bool = False, progress: bool = True, desc: str = "eval",
              physics=None) -> EvalSummary:
-    """Run `episodes` episodes of `policy` (an MPCPolicy or anything with reset/act) in `env_id`.
+    """Run `episodes` episodes of `policy` (an MPCPolicy or anything with reset/act) in `env_id`:
+    an environment id (a built-in robot, or any registered gymnasium id) or a gymnasium.Env whose
+    spaces match the model; an Env passed in is reset but not closed. D4RL scores exist for the
+    built-in robots only (None elsewhere).
 
     Episode i resets the env with seed + i and the policy with (seed + i) * PLAN_SEED_STRIDE: the
     policy plans with seed + step, so without the stride consecutive episodes would reuse each
@@ -72,7 +110,8 @@ def evaluate(policy, env_id: str, episodes: int = 1, seed: int = 0, max_steps: i
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer))
                                   or max_steps < 1):
         raise ValueError(f"max_steps must be a positive integer or None (the environment's limit), got {max_steps!r}")
-    env = make_env(env_id, constrained=constrained, physics=physics)
+    env, env_id, owned = resolve_env(env_id, constrained, physics)
+    check_spaces(policy, env, env_id)
     limit = max_steps if max_steps is not None else (env.spec.max_episode_steps or 1000)
     reference = SCORE_REFERENCES.get(env_id)
     results, latencies = [], []
@@ -99,5 +138,6 @@ def evaluate(policy, env_id: str, episodes: int = 1, seed: int = 0, max_steps: i
         bar.close()
         latencies.extend(getattr(policy, "latencies_ms", [])[start_latencies:])
         results.append(EpisodeResult(total, reference.normalize(total) if reference else None, cost, steps))
-    env.close()
+    if owned:
+        env.close()
     return EvalSummary(env_id, results, latencies)

@@ -261,11 +261,17 @@ def load_minari(dataset_id: str, root: str | Path | None = None) -> OfflineDatas
 
     if root is not None:
         os.environ["MINARI_DATASETS_PATH"] = str(Path(root).resolve())
+    local = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
     try:
         ds = minari.load_dataset(dataset_id, download=False)
     except Exception as exc:  # minari raises several types for a missing local dataset
-        raise FileNotFoundError(f"Minari dataset '{dataset_id}' is not in local storage "
-                                f"({os.environ.get('MINARI_DATASETS_PATH', '~/.minari/datasets')}): {exc}") from exc
+        # minari's own text ends with "Use download=True", which a command-line user cannot do and
+        # this project never does at run time: say what works instead.
+        raise FileNotFoundError(
+            f"Minari dataset '{dataset_id}' is not in local storage ({local}). Put it there "
+            f"(`minari download {dataset_id}` on a machine with internet, then copy the folder), set "
+            f"MINARI_DATASETS_PATH to where it is, or make one with `mpdiffuser generate-data --minari-id "
+            f"{dataset_id}`") from exc
     episodes = []
     for ep in ds.iterate_episodes():
         if ep.actions is None or np.size(ep.actions) == 0:

@@ -52,8 +52,16 @@ class Sampler:
         else:
             from mpdiffuser import _core
 
-            if backend == "cuda" and not _core.build_info()["cuda_compiled"]:
-                raise RuntimeError("backend 'cuda': this mpdiffuser was built without CUDA")
+            if backend == "cuda":
+                info = _core.build_info()
+                if not info["cuda_compiled"]:
+                    raise RuntimeError("backend 'cuda': this mpdiffuser was built without CUDA (no nvcc was found "
+                                       "at install time); reinstall on a machine with the CUDA toolkit, or use "
+                                       "backend 'cpu'")
+                if not _core.cuda_device_available():
+                    raise RuntimeError(f"backend 'cuda': the CUDA backend is built (sm {info['cuda_architectures']}) "
+                                       "but no CUDA device is visible (no GPU, no driver, or CUDA_VISIBLE_DEVICES "
+                                       "hides it); use backend 'cpu'")
             self._native = _core.Model(str(self.model_file))
             self._ensure_workspace(self.defaults.num_candidates)
 

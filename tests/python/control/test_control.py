@@ -154,3 +154,46 @@ def test_evaluate_rejects_empty_runs(sampler):
     for bad in (0, -5):
         with pytest.raises(ValueError, match="max_steps must be a positive integer"):
             evaluate(policy, "Hopper-v5", episodes=1, max_steps=bad)
+
+
+class PointMass(__import__("gymnasium").Env):
+    """A user's own environment: 4-dim state, 2-dim force, reward for staying near the origin."""
+
+    def __init__(self, state_dim: int = 4):
+        import gymnasium as gym
+
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (state_dim,), np.float64)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x = self.np_random.normal(size=self.observation_space.shape)
+        return self.x.copy(), {}
+
+    def step(self, action):
+        self.x[:2] += 0.1 * np.asarray(action, np.float64)
+        return self.x.copy(), -float(np.square(self.x).sum()), False, False, {}
+
+
+def test_evaluate_runs_any_gymnasium_env_whose_spaces_match(sampler):
+    import gymnasium as gym
+
+    policy = MPCPolicy(sampler, SamplerOptions(num_candidates=2, cost_limit=1.0))
+    env = PointMass()
+    summary = evaluate(policy, env, episodes=2, max_steps=3, progress=False)
+    assert [e.length for e in summary.episodes] == [3, 3] and np.isnan(summary.score[0])  # no D4RL reference
+    assert np.isfinite(summary.episode_return[0])
+    env.reset(seed=0)  # a caller's Env is not closed
+    gym.register("PointMass-v0", entry_point=PointMass, max_episode_steps=4)
+    try:
+        by_id = evaluate(policy, "PointMass-v0", episodes=1, progress=False)
+        assert by_id.env_id == "PointMass-v0" and by_id.episodes[0].length == 4  # the registered time limit
+        with pytest.raises(ValueError, match=r"its observation space has shape \(5,\), the model's observations "
+                                              r"have shape \(4,\)"):
+            evaluate(policy, PointMass(state_dim=5), episodes=1, max_steps=2, progress=False)
+        with pytest.raises(ValueError, match="constrained and physics apply to"):
+            evaluate(policy, "PointMass-v0", episodes=1, constrained=True, progress=False)
+        with pytest.raises(ValueError, match="unknown environment 'NoSuchEnv-v9'"):
+            evaluate(policy, "NoSuchEnv-v9", episodes=1, progress=False)
+    finally:
+        gym.registry.pop("PointMass-v0")

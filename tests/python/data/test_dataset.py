@@ -86,8 +86,11 @@ def test_minari_round_trip_local_only(tmp_path):
     data.save_minari("mpdtest/toy-v0", "Hopper-v5", root=tmp_path)
     loaded = load_minari("mpdtest/toy-v0", root=tmp_path)
     _assert_same(data, loaded)
-    with pytest.raises(FileNotFoundError, match="not in local storage"):
+    with pytest.raises(FileNotFoundError, match="not in local storage") as missing:
         load_minari("mpdtest/absent-v0", root=tmp_path)
+    # What a user can do, not minari's "Use download=True" (a keyword of an API call).
+    assert "download=True" not in str(missing.value)
+    assert "mpdiffuser generate-data --minari-id mpdtest/absent-v0" in str(missing.value)
 
 
 def test_normalizer_maps_range_to_unit_box():

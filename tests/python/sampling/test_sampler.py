@@ -340,3 +340,13 @@ def test_warm_up_sizes_the_workspace_before_the_first_timed_plan(model_files):
     plan = sampler.plan(_state(sampler.spec, 1), 4, options)
     assert sampler._workspace is workspace and plan.windows.shape[0] == 37  # no second workspace
     Sampler(model_files["tiny", False], "torch").warm_up(options)  # the reference has none; still plans
+
+
+@pytest.mark.skipif(_cuda_device(), reason="a CUDA device is present")
+def test_cuda_backend_says_whether_the_build_or_the_device_is_missing(model_files):
+    from mpdiffuser import _core
+
+    with pytest.raises(RuntimeError) as missing:
+        Sampler(next(iter(model_files.values())), "cuda")
+    expected = "no CUDA device is visible" if _core.build_info()["cuda_compiled"] else "built without CUDA"
+    assert expected in str(missing.value) and "use backend 'cpu'" in str(missing.value)
