@@ -399,7 +399,7 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "Native core of mpdiffuser (C++/CUDA). Use the mpdiffuser package, not this module.";
   m.def("build_info", &build_info, "Version, compilers and whether the CUDA backend is compiled.");
   m.def("noise_normal", &noise_normal, py::arg("seed"), py::arg("candidate"), py::arg("step"),
-        py::arg("count"), "z(seed, candidate, step)[0:count] as float32 [count] (DESIGN 3.1).");
+        py::arg("count"), "z(seed, candidate, step)[0:count] as float32 [count] (design section 3.1).");
   m.def("philox4x32_10", &philox4x32_10, py::arg("counter"), py::arg("key"),
         "The raw Philox4x32-10 block function: 4 counter words, 2 key words -> 4 words.");
   m.def("cosine_schedule", &cosine_schedule, py::arg("num_steps"),

@@ -1,4 +1,4 @@
-// The model file (DESIGN section 2): one safetensors file holding every float32 weight of the
+// The model file (design section 2): one safetensors file holding every float32 weight of the
 // planner, dynamics, reward and (constrained tasks) cost networks, the normalizer, and string
 // metadata: format version, architecture, schedule and sampler defaults.
 //

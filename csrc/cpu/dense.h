@@ -1,4 +1,4 @@
-// Dense layers and residual MLPs of the CPU backend (DESIGN section 3, "Networks").
+// Dense layers and residual MLPs of the CPU backend (design section 3, "Networks").
 //
 // Weights are packed once at model load into panels of kPanel = 2 * kVec outputs: panel p holds
 // W^T[:, p*kPanel .. p*kPanel + kPanel) as [in][kPanel] (outputs past `out` are zero), so the

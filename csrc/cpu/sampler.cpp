@@ -180,7 +180,7 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
   }
 }
 
-// V_n and C_n of the chunk's finished windows (DESIGN 3 step 3).
+// V_n and C_n of the chunk's finished windows (design section 3 step 3).
 void CpuSampler::rank_chunk(int first, int count, Scratch& s) {
   const PlanRequest& q = *request_;
   const ModelConfig& c = model_.config;

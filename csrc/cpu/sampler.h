@@ -1,4 +1,4 @@
-// The CPU backend of the alternating sampler (DESIGN section 3): candidates are split into
+// The CPU backend of the alternating sampler (design section 3): candidates are split into
 // contiguous chunks, one per thread; each thread runs all K steps of dynamics and planner updates
 // and the ranker for its chunk (conditional and unconditional rows as one batch), so the only
 // synchronization is one join per plan. Per-candidate arithmetic does not depend on the chunking:

@@ -319,7 +319,7 @@ constexpr int kCandidatesPerBlock[kVariants] = {1, 2, 4};
 using PlanKernel = void (*)(PlanParams);
 constexpr PlanKernel kPlanKernels[kVariants] = {plan_kernel<1>, plan_kernel<2>, plan_kernel<4>};
 
-// One warp: the selection rule of DESIGN 3 step 3 (ties to the lowest index), then the chosen
+// One warp: the selection rule of design section 3 step 3 (ties to the lowest index), then the chosen
 // candidate's first actions in env units.
 __global__ void select_kernel(const SelectParams s) {
   const int lane = threadIdx.x;

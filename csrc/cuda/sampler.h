@@ -1,4 +1,4 @@
-// The CUDA backend of the alternating sampler (DESIGN sections 2 and 3): one fused kernel runs
+// The CUDA backend of the alternating sampler (design sections 2 and 3): one fused kernel runs
 // all K denoising steps of the dynamics model and the planner plus the ranker for a group of
 // candidates per thread block (activations in shared memory, transposed weights read through
 // L2, Philox noise generated in the kernel); a second one-warp kernel selects the candidate and

@@ -1,4 +1,4 @@
-// The normalizers of DESIGN section 3, one dimension at a time, shared by the CPU backend and the
+// The normalizers of design section 3, one dimension at a time, shared by the CPU backend and the
 // CUDA kernels; computed in double from the file's float32 tables, in the order of the Python
 // normalizers (python/mpdiffuser/data/normalizer.py), so every backend maps a state alike.
 #pragma once

@@ -1,4 +1,4 @@
-// Philox4x32-10 counter-based generator and the standard-normal draws of DESIGN section 3.1.
+// Philox4x32-10 counter-based generator and the standard-normal draws of design section 3.1.
 //
 // z(seed, n, step)[e] uses key (seed & 0xffffffff, seed >> 32) and counter (e / 4, n, step, 0).
 // The four 32-bit outputs become uniforms u_i = (v_i + 0.5) * 2^-32 (exact in double) and two

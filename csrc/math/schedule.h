@@ -1,4 +1,4 @@
-// The cosine diffusion schedule and its posterior coefficients (DESIGN section 3).
+// The cosine diffusion schedule and its posterior coefficients (design section 3).
 //
 //   abar(s) = cos^2(((s / K) + 0.008) / 1.008 * pi / 2)
 //   beta_k  = min(1 - abar(k) / abar(k - 1), 0.999),  alpha_k = 1 - beta_k,  abar_k = prod alpha

@@ -1,4 +1,4 @@
-// The per-element update rules of the alternating sampler (DESIGN section 3), written once and
+// The per-element update rules of the alternating sampler (design section 3), written once and
 // used by the CPU backend and the CUDA kernels. Float32 throughout, in the reference's order of
 // operations, so backends differ from the PyTorch reference by float rounding only.
 #pragma once
@@ -81,7 +81,7 @@ MPD_HOST_DEVICE void step_embedding(int k, float* out) {
 // SiLU(x) = x sigmoid(x), the networks' activation (scalar form; the CPU backend vectorizes it).
 MPD_HOST_DEVICE float silu(float x) { return x / (1.0f + expf(-x)); }
 
-// Ranking (DESIGN 3 step 3): true when candidate (value a, cost ca) beats the current best
+// Ranking (design section 3 step 3): true when candidate (value a, cost ca) beats the current best
 // (value b, cost cb) under the selection rule; candidates are visited in index order, so ties
 // keep the lower index. feasible_*: C <= budget (always true without a budget).
 MPD_HOST_DEVICE bool better_candidate(float value_a, float cost_a, bool feasible_a, float value_b,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-PREDICTIONS = ("epsilon", "sample")  # what the diffusion networks output (DESIGN section 3)
+PREDICTIONS = ("epsilon", "sample")  # what the diffusion networks output (design section 3)
 NORMALIZERS = ("minmax", "cdf")
 RETURN_CONDITIONS = ("authors", "minmax")
 TERMINATION_PENALTY = 100.0  # subtracted at a fall: in the authors' return condition and the ranker's value
@@ -20,7 +20,7 @@ LEGACY_MODEL_FIELDS = {"prediction": "epsilon", "normalizer": "minmax", "return_
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture and conditioning of the three models (DESIGN section 3).
+    """Architecture and conditioning of the three models (design section 3).
 
     Defaults are sized so that one guided plan fits a 20 ms control step on 2 CPU cores with the
     native backend: H = 16 and 256-wide residual MLPs. New bundles take `sized_for(dx, du)`, which

@@ -1,4 +1,4 @@
-"""Trained models -> one .safetensors model file that the C++ core loads (DESIGN section 2).
+"""Trained models -> one .safetensors model file that the C++ core loads (design section 2).
 
 The file holds every float32 weight, named ``<net>.<l>.weight`` ([out, in]) and ``<net>.<l>.bias``
 for ``<net>`` in planner, dynamics, reward and (constrained tasks) cost, the normalizer as

@@ -1,4 +1,4 @@
-"""Philox4x32-10 standard normals in NumPy: the noise of DESIGN section 3.1.
+"""Philox4x32-10 standard normals in NumPy: the noise of design section 3.1.
 
 ``normal(seed, candidate, step, count)`` equals the native core's ``mpd_noise_normal`` and the
 CUDA kernel's draws bit for bit: the uniforms ``(v + 0.5) * 2**-32`` and the Box-Muller
@@ -78,6 +78,6 @@ def normal_blocks(seed: int, candidates: np.ndarray, step: int, count: int) -> n
 
 
 def normal(seed: int, candidate: int, step: int, count: int) -> np.ndarray:
-    """z(seed, candidate, step)[0:count] as float32 [count] (DESIGN 3.1)."""
+    """z(seed, candidate, step)[0:count] as float32 [count] (design section 3.1)."""
     _check_key(seed, candidate, step)
     return normal_blocks(seed, np.array([candidate]), step, count)[0]

@@ -1,7 +1,7 @@
 """Named training and sampling recipes: what `mpdiffuser train --recipe NAME` starts a bundle with.
 
 "default" is this project's, chosen by measurement on the shared data suite (docs/results.md);
-"authors" is the recipe of the MPDiffuser paper's code (DESIGN section 3), CDF normalizer
+"authors" is the recipe of the MPDiffuser paper's code (design section 3), CDF normalizer
 included, with our residual-MLP networks in place of their temporal U-Net.
 Explicit command-line flags override a recipe's values.
 """

@@ -17,7 +17,7 @@ using mpd::cuda::kThreads;
 using mpd::cuda::Layout;
 using mpd::cuda::Strides;
 
-// A model as the exporter writes it (DESIGN 3): residual MLPs with `layers` hidden layers.
+// A model as the exporter writes it (design section 3): residual MLPs with `layers` hidden layers.
 struct Shape {
   const char* name;
   int dx, du, horizon, width, layers, ranker_width, ranker_layers, reward_outputs;

@@ -18,7 +18,7 @@ def test_native_schedule_equals_numpy(num_steps):
 
 
 def test_formulas_by_hand_for_k_equals_two():
-    # Step k=2 of a K=4 schedule, written out from DESIGN section 3.
+    # Step k=2 of a K=4 schedule, written out from design section 3.
     K = 4
     abar = lambda s: np.cos(((s / K) + 0.008) / 1.008 * np.pi / 2) ** 2  # noqa: E731
     b1, b2 = 1 - abar(1) / abar(0), 1 - abar(2) / abar(1)

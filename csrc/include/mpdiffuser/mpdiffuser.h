@@ -36,11 +36,11 @@ const char* mpd_status_string(mpd_status status);
 const char* mpd_version_string(void);
 
 /* Fills out[0..count) with z(seed, candidate, step): the Philox4x32-10 standard normals of
- * DESIGN section 3.1 that every backend uses. count may be 0 (out may then be NULL). */
+ * design section 3.1 that every backend uses. count may be 0 (out may then be NULL). */
 mpd_status mpd_noise_normal(uint64_t seed, uint32_t candidate, uint32_t step, float* out,
                             size_t count);
 
-/* ---- The sampler (DESIGN sections 2 and 3) ------------------------------------------------
+/* ---- The sampler (design sections 2 and 3) ------------------------------------------------
  * A model is immutable once loaded and may be shared by any number of workspaces and threads.
  * A workspace is sized once for (candidates, horizon) and owned by one thread at a time;
  * mpd_plan never allocates. Different workspaces may plan concurrently. */
@@ -140,7 +140,7 @@ mpd_status mpd_plan(const mpd_model* model, mpd_workspace* workspace, const floa
                     uint64_t seed, const mpd_options* options, mpd_plan_output* output,
                     void* stream);
 
-/* mpd_plan warm-started (DESIGN section 3, warm start): with options->warm_start_level = k_w > 0
+/* mpd_plan warm-started (design section 3, warm start): with options->warm_start_level = k_w > 0
  * and previous_window [H, state_dim + action_dim] (the last plan's output->window; device memory
  * for CUDA) the plan starts from that window shifted by actions_per_plan rows and re-noised to
  * level k_w, and runs steps k_w..1 only. previous_window NULL or k_w = 0 plans cold, as mpd_plan.

@@ -1,4 +1,4 @@
-"""The MPC policy (DESIGN 3.2): plan at every step, execute the first action(s), replan.
+"""The MPC policy (design section 3.2): plan at every step, execute the first action(s), replan.
 
 The plan at control step t uses seed `seed + t`, so an episode is reproducible from `reset(seed)`.
 With options.warm_start_level > 0 every plan after an episode's first starts from the previous

@@ -1,4 +1,4 @@
-"""Local dataset generation from gymnasium MuJoCo v5 environments (DESIGN section 4).
+"""Local dataset generation from gymnasium MuJoCo v5 environments (design section 4).
 
 Kinds, after D4RL:
   random         uniform random actions

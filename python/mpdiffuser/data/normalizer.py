@@ -1,4 +1,4 @@
-"""Normalization of states and actions to [-1, 1], stored with the model (DESIGN section 3):
+"""Normalization of states and actions to [-1, 1], stored with the model (design section 3):
 min-max (affine) or CDF (each dimension through its empirical CDF, the authors' and Decision
 Diffuser's choice). `csrc/math/normalizer.h` computes the same maps in the native core."""
 

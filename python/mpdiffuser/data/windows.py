@@ -78,7 +78,7 @@ class ConditionScale:
     def fit(cls, dataset: OfflineDataset, return_discount: float, cost_scale: float,
             kind: str = "minmax") -> "ConditionScale":
         """kind "minmax": the data's rtg range maps to [0, 1]; "authors": rtg with the fall penalty
-        over the best episode-start rtg (DESIGN section 3, Conditions)."""
+        over the best episode-start rtg (design section 3, Conditions)."""
         if kind == "minmax":
             probe = cls(0.0, 1.0, return_discount, cost_scale, dataset.has_costs)
             rtgs = np.concatenate([probe.returns_to_go(e.rewards) for e in dataset.episodes])

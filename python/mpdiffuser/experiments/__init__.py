@@ -1,1 +1,1 @@
-"""Reproducible experiments of DESIGN section 4, one command each (`mpdiffuser experiment <name>`)."""
+"""Reproducible experiments of design section 4, one command each (`mpdiffuser experiment <name>`)."""

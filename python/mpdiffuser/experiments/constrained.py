@@ -3,7 +3,7 @@ rebuilt over the v5 robots (cost 1 per step over the speed limit, envs.VELOCITY_
 mixed safety (SAC with and without a cost penalty, plus random data), a cost model and cost-limit
 conditioning. For each episode cost budget (10, 20, 40 per 1000 steps): MPDiffuser given the
 budget (the models are conditioned on the remaining budget and selection rejects candidates over
-it, DESIGN 3.2), MPDiffuser without the budget, and the planner-only sampler given the budget.
+it, design section 3.2), MPDiffuser without the budget, and the planner-only sampler given the budget.
 
 Normalized return is DSRL's: (R - R_min) / (R_max - R_min) with the dataset's lowest and highest
 episode returns. Normalized cost is the episode cost / budget; an episode is safe when it is <= 1.

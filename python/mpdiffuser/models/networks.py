@@ -1,4 +1,4 @@
-"""The networks of DESIGN section 3: one residual MLP serves planner, dynamics and ranker.
+"""The networks of design section 3: one residual MLP serves planner, dynamics and ranker.
 
     h = SiLU(W_0 v + b_0);  h = h + SiLU(W_l h + b_l) for l = 1..L-1;  out = W_L h + b_L
 

@@ -1,4 +1,4 @@
-"""The cosine diffusion schedule and its posterior coefficients (DESIGN section 3).
+"""The cosine diffusion schedule and its posterior coefficients (design section 3).
 
 Computed in float64 with NumPy, exactly as ``csrc/math/schedule.h`` does; the sampler and the
 trainers take float32 copies. Index ``k - 1`` of every array holds step ``k`` (1..K).

@@ -1,4 +1,4 @@
-"""The MPDiffuser alternating sampler in plain PyTorch: the executable specification of DESIGN
+"""The MPDiffuser alternating sampler in plain PyTorch: the executable specification of design
 section 3, batched over candidates, with the Philox noise of section 3.1.
 
 The window starts as sqrt(temperature) z (or, warm-started, as the previous plan's window shifted
@@ -55,7 +55,7 @@ def check_windows(windows, shape: tuple) -> np.ndarray:
 
 
 def select_candidate(values: np.ndarray, costs: np.ndarray | None, budget: float | None) -> int:
-    """DESIGN 3 step 3: argmax V; with a budget b, the feasible (C <= b) candidate of largest V,
+    """design section 3 step 3: argmax V; with a budget b, the feasible (C <= b) candidate of largest V,
     else the one of smallest C. Ties go to the lowest index."""
     values = np.asarray(values)
     if budget is None or costs is None:
@@ -111,7 +111,7 @@ class ReferenceSampler:
         return self._sigma[k - 1]
 
     def shifted(self, previous: np.ndarray | torch.Tensor, shift: int) -> torch.Tensor:
-        """DESIGN 3, warm start: S[i] = prev[i + shift] for i < H - shift, then prev[H - 1]. [H, D]."""
+        """design section 3, warm start: S[i] = prev[i + shift] for i < H - shift, then prev[H - 1]. [H, D]."""
         prev = previous if isinstance(previous, torch.Tensor) else torch.from_numpy(np.asarray(previous, np.float32))
         prev = prev.to(self.device)
         rows = torch.clamp(torch.arange(self.horizon, device=self.device) + shift, max=self.horizon - 1)

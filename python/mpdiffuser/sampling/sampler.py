@@ -1,4 +1,4 @@
-"""The public sampler: one model file, three backends with the same answers (DESIGN section 2).
+"""The public sampler: one model file, three backends with the same answers (design section 2).
 
     sampler = Sampler("hopper.safetensors", backend="cpu")   # or "torch" (the reference), "cuda"
     plan = sampler.plan(observation, seed=0)                  # plan.action: [du] in env units

@@ -1,4 +1,4 @@
-"""The loss of each model (DESIGN section 3): the diffusion models regress their prediction target
+"""The loss of each model (design section 3): the diffusion models regress their prediction target
 (the noise for "epsilon", the clean window for "sample") with condition dropout for
 classifier-free guidance; the per-step ranker models are regressions on transitions."""
 

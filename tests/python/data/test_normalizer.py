@@ -1,4 +1,4 @@
-"""The normalizers (DESIGN section 3): min-max and CDF, their round trips, monotonicity, ties,
+"""The normalizers (design section 3): min-max and CDF, their round trips, monotonicity, ties,
 and the native core's copy of the CDF maps on the same float32 tables."""
 
 from __future__ import annotations

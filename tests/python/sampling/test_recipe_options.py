@@ -1,4 +1,4 @@
-"""The recipe's sampler options (DESIGN section 3): prediction target, temperature and warm start,
+"""The recipe's sampler options (design section 3): prediction target, temperature and warm start,
 the same in the reference and the native CPU backend, and the reference against an independent
 NumPy computation of the update equations.
 

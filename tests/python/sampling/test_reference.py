@@ -1,4 +1,4 @@
-"""The reference alternating sampler against DESIGN section 3, written out again independently."""
+"""The reference alternating sampler against design section 3, written out again independently."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ OPTS = SamplerOptions(num_candidates=8, guidance=1.5, cost_limit=5.0)
 
 
 def _spec_sampler_float64(bundle, x0, seed, opts, N):
-    """DESIGN 3 step by step in float64 with float64 copies of the networks."""
+    """design section 3 step by step in float64 with float64 copies of the networks."""
     planner, dynamics = copy.deepcopy(bundle.planner).double(), copy.deepcopy(bundle.dynamics).double()
     spec = bundle.spec
     H, dx, du, K = spec.model.horizon, spec.state_dim, spec.action_dim, spec.model.num_steps
