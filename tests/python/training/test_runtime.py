@@ -163,3 +163,16 @@ def test_tensorboard_events_when_installed(tmp_path):
     train_model(tmp_path, "dynamics", [data], TrainConfig(steps=10, batch_size=16), progress=False,
                 runtime=TrainRuntime(log_every=5, tensorboard=False))
     assert not (tmp_path / "logs" / "tensorboard" / "dynamics").exists()
+
+
+def test_checkpoints_and_weights_are_saved_device_agnostic(tmp_path):
+    """Everything training writes holds CPU tensors, whatever the device it ran on (the same
+    path moves a GPU run's state to the host), so a bundle loads and exports without a GPU."""
+    data = _bundle(tmp_path)
+    train_model(tmp_path, "planner", [data], TrainConfig(steps=5, batch_size=16), progress=False,
+                runtime=TrainRuntime(device=str(resolve_device("auto"))))
+    state = torch.load(checkpoint_path(tmp_path, "planner"), weights_only=True)  # no map_location
+    for key in ("model", "ema"):
+        assert all(t.device.type == "cpu" for t in state[key].values())
+    weights = torch.load(tmp_path / "planner.pt", weights_only=True)["state_dict"]
+    assert all(t.device.type == "cpu" for t in weights.values())
