@@ -44,6 +44,7 @@ class Metadata {
  public:
   explicit Metadata(std::map<std::string, std::string> values) : values_(std::move(values)) {}
 
+  bool has(const char* key) const { return values_.count(key) != 0; }
   bool text(const char* key, std::string* out, std::string* error) const {
     const auto it = values_.find(key);
     if (it == values_.end()) {
@@ -148,6 +149,12 @@ bool read_config(const Metadata& meta, ModelConfig* c, mpd_options* d, std::stri
   d->temperature = 1.0;
   d->warm_start_level = 0;
   int warm = 0;
+  std::string architecture = "mlp";  // files before the key are all mlp
+  if (meta.has("architecture") && !meta.text("architecture", &architecture, error)) return false;
+  if (architecture != "mlp") {
+    *error = "metadata 'architecture' is '" + architecture + "': this build runs the 'mlp' family only";
+    return false;
+  }
   if (version >= 2) {
     std::string prediction, normalizer;
     if (!meta.text("prediction", &prediction, error) || !meta.text("normalizer", &normalizer, error)) return false;

@@ -91,8 +91,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     bundle = Path(args.bundle)
     sizes = {name: getattr(args, flag) for flag, name in (
         ("horizon", "horizon"), ("diffusion_steps", "num_steps"), ("layers", "layers"), ("width", "width"),
-        ("prediction", "prediction"), ("normalizer", "normalizer"), ("return_condition", "return_condition"))
-        if getattr(args, flag) is not None}
+        ("prediction", "prediction"), ("normalizer", "normalizer"), ("return_condition", "return_condition"),
+        ("architecture", "architecture"), ("unet_dim", "unet_dim"), ("unet_mults", "unet_mults"),
+        ("unet_embed_dim", "unet_embed_dim")) if getattr(args, flag) is not None}
+    if "unet_mults" in sizes:
+        sizes["unet_mults"] = tuple(sizes["unet_mults"])
     fresh = not (bundle / "bundle.json").exists() or (args.force and args.model == "all" and not args.fine_tune)
     if not fresh and sizes:
         model = BundleSpec.load(bundle).model
@@ -369,7 +372,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mpdiffuser.config import ModelConfig, TrainConfig
+    from mpdiffuser.config import ARCHITECTURES, ModelConfig, TrainConfig
     from mpdiffuser.data.generate import KINDS
     from mpdiffuser.demo import DemoConfig
     from mpdiffuser.envs import SUPPORTED
@@ -451,6 +454,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"hidden width (new bundles only; default {m.width}, or twice that when the window "
                             "H*(dx+du) is wider)")
     train.add_argument("--layers", type=int, default=None, help=f"hidden layers L (new bundles only; default {m.layers})")
+    train.add_argument("--architecture", default=None, choices=ARCHITECTURES,
+                       help=f"planner and dynamics network family (new bundles only; default {m.architecture}): "
+                            "mlp runs on every backend; unet, the authors' temporal U-Net, on the torch backend")
+    train.add_argument("--unet-dim", type=int, default=None,
+                       help=f"unet: channels of the first level (default {m.unet_dim}; authors 128)")
+    train.add_argument("--unet-mults", type=int, nargs="+", default=None,
+                       help=f"unet: channel multiples per level (default {' '.join(map(str, m.unet_mults))}; "
+                            "authors 1 4 8)")
+    train.add_argument("--unet-embed-dim", type=int, default=None,
+                       help=f"unet: width of the x_0 and condition embeddings (default {m.unet_embed_dim}; authors 128)")
     train.add_argument("--prediction", default=None, choices=["sample", "epsilon"],
                        help=f"what the diffusion networks predict (new bundles only; default {m.prediction})")
     train.add_argument("--normalizer", default=None, choices=["minmax", "cdf"],

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 PREDICTIONS = ("epsilon", "sample")  # what the diffusion networks output (design section 3)
 NORMALIZERS = ("minmax", "cdf")
 RETURN_CONDITIONS = ("authors", "minmax")
+ARCHITECTURES = ("mlp", "unet")  # network families of planner and dynamics (models/registry.py)
 TERMINATION_PENALTY = 100.0  # subtracted at a fall: in the authors' return condition and the ranker's value
 
 # TrainConfig fields added later, with the values that reproduce the training before them.
@@ -44,6 +45,14 @@ class ModelConfig:
     # "authors": discounted return-to-go with TERMINATION_PENALTY at a fall, over the best
     # episode-start return (g = 1 asks for the best start in the data); "minmax": (rtg - min) / (max - min).
     return_condition: str = "authors"
+    # The planner's and dynamics model's network family: "mlp" (residual MLPs over the flattened
+    # window; every backend) or "unet" (the authors' temporal U-Net with FiLM; the torch backend
+    # only, until the native backends run it). The unet's sizes: channels unet_dim * unet_mults[i]
+    # per level, condition embeddings unet_embed_dim wide (authors: 128, (1, 4, 8), 128).
+    architecture: str = "mlp"
+    unet_dim: int = 32
+    unet_mults: tuple[int, ...] = (1, 2, 4)
+    unet_embed_dim: int = 32
 
     @classmethod
     def sized_for(cls, state_dim: int, action_dim: int, **changes) -> "ModelConfig":
@@ -66,8 +75,18 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.return_discount must be in (0, 1], got {self.return_discount}")
         if not 0.0 <= self.condition_dropout < 1.0:
             raise ValueError(f"ModelConfig.condition_dropout must be in [0, 1), got {self.condition_dropout}")
+        for name in ("unet_dim", "unet_embed_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise ValueError(f"ModelConfig.{name} must be an integer >= 2, got {value!r}")
+        if not isinstance(self.unet_mults, tuple):
+            object.__setattr__(self, "unet_mults", tuple(self.unet_mults))  # from JSON: a list
+        if self.architecture == "unet":
+            from mpdiffuser.models.unet import check_unet
+
+            check_unet(self.horizon, self.unet_dim, self.unet_mults)
         for name, choices in (("prediction", PREDICTIONS), ("normalizer", NORMALIZERS),
-                              ("return_condition", RETURN_CONDITIONS)):
+                              ("return_condition", RETURN_CONDITIONS), ("architecture", ARCHITECTURES)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"ModelConfig.{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
 

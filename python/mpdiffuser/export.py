@@ -35,6 +35,7 @@ FORMAT = "mpdiffuser.model"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 NETS = ("planner", "dynamics", "reward", "cost")
+NATIVE_ARCHITECTURES = ("mlp",)  # the families the model file and the native backends hold
 # Sampler defaults a version 1 file lacks, with the values its plans were made with.
 LEGACY_DEFAULTS = {"temperature": "1.0", "warm_start_level": "0"}  # and dynamics_guidance = guidance
 
@@ -52,6 +53,7 @@ def _metadata(spec, options: SamplerOptions) -> dict[str, str]:
         "return_low": repr(float(spec.conditions.return_low)), "return_high": repr(float(spec.conditions.return_high)),
         "return_discount": repr(float(spec.conditions.return_discount)),
         "condition_dropout": repr(float(m.condition_dropout)),
+        "architecture": m.architecture,
         "prediction": m.prediction, "normalizer": m.normalizer, "return_condition": m.return_condition,
         "termination_penalty": repr(float(spec.conditions.termination_penalty)),
     }
@@ -62,6 +64,28 @@ def _metadata(spec, options: SamplerOptions) -> dict[str, str]:
         meta[f"default.{field.name}"] = "none" if value is None else (
             str(value) if isinstance(value, int) else repr(float(value)))
     return meta
+
+
+def file_tensor_names(net: str, state_dict: dict) -> dict[str, str]:
+    """{module parameter name: model-file tensor name} of network `net`: "<mlp>.net.<l>.weight" ->
+    "<net>.<l>.weight" (the layer index and kind; the C++ reader expects exactly these). Two
+    parameters that would share a file name are an error, never a silent overwrite."""
+    names: dict[str, str] = {}
+    owner: dict[str, str] = {}
+    for name in state_dict:
+        layer, kind = name.split(".")[-2:]
+        key = f"{net}.{layer}.{kind}"
+        if key in owner:
+            raise ValueError(f"{net}: parameters '{owner[key]}' and '{name}' would both be written as '{key}'; "
+                             "this network's layout has no model-file naming yet")
+        owner[key] = name
+        names[name] = key
+    return names
+
+
+def file_tensors(net: str, state_dict: dict) -> dict:
+    """{model-file tensor name: tensor} of network `net` (see file_tensor_names)."""
+    return {key: state_dict[name] for name, key in file_tensor_names(net, state_dict).items()}
 
 
 def export_model(bundle_dir: str | Path, out_path: str | Path, options: SamplerOptions | None = None) -> Path:
@@ -81,15 +105,17 @@ def export_model(bundle_dir: str | Path, out_path: str | Path, options: SamplerO
     elif not spec.with_cost and options.cost_limit is not None:
         raise ValueError("options.cost_limit is set, but the models were trained without costs")
     options.check_for(spec.model.num_steps, spec.model.horizon)
+    if spec.model.architecture not in NATIVE_ARCHITECTURES:
+        raise ValueError(f"{bundle_dir}: model files hold the {', '.join(NATIVE_ARCHITECTURES)} family only; the "
+                         f"'{spec.model.architecture}' models run on the torch backend from the bundle "
+                         "(eval --bundle, or ReferenceSampler(ModelBundle.load(...)))")
     tensors: dict[str, np.ndarray] = {}
     for net in NETS:
         module = getattr(bundle, net)
         if module is None:
             continue
-        for name, value in module.state_dict().items():
-            # "<mlp>.net.<l>.weight" -> "<net>.<l>.weight"
-            layer, kind = name.split(".")[-2:]
-            tensors[f"{net}.{layer}.{kind}"] = np.ascontiguousarray(value.detach().cpu().numpy(), dtype=np.float32)
+        for key, value in file_tensors(net, module.state_dict()).items():
+            tensors[key] = np.ascontiguousarray(value.detach().cpu().numpy(), dtype=np.float32)
     tensors["normalizer.state_low"] = spec.states.low.astype(np.float32)
     tensors["normalizer.state_high"] = spec.states.high.astype(np.float32)
     tensors["normalizer.action_low"] = spec.actions.low.astype(np.float32)
@@ -147,8 +173,9 @@ def read_model_file(path: str | Path):
         meta = {**LEGACY_MODEL_FIELDS, "termination_penalty": "0.0",
                 **{f"default.{k}": v for k, v in LEGACY_DEFAULTS.items()},
                 "default.dynamics_guidance": meta.get("default.guidance", "1.0"), **meta}
-    for key, choices in (("prediction", ("epsilon", "sample")), ("normalizer", ("minmax", "cdf")),
-                         ("return_condition", ("authors", "minmax"))):
+    meta = {"architecture": "mlp", **meta}  # files before the key are all mlp
+    for key, choices in (("architecture", NATIVE_ARCHITECTURES), ("prediction", ("epsilon", "sample")),
+                         ("normalizer", ("minmax", "cdf")), ("return_condition", ("authors", "minmax"))):
         if meta.get(key) not in choices:
             raise ValueError(f"{path}: metadata '{key}' = {meta.get(key)!r} is not one of {', '.join(choices)}")
     model = ModelConfig(
@@ -202,9 +229,7 @@ def bundle_from_model_file(path: str | Path):
             continue
         module = spec.build(net)
         state = {}
-        for name in module.state_dict():
-            layer, kind = name.split(".")[-2:]
-            key = f"{net}.{layer}.{kind}"
+        for name, key in file_tensor_names(net, module.state_dict()).items():
             if key not in tensors:
                 raise ValueError(f"{path} lacks tensor '{key}'")
             state[name] = torch.from_numpy(np.array(tensors[key], dtype=np.float32))

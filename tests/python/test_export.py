@@ -155,8 +155,13 @@ def test_unknown_prediction_or_normalizer_is_rejected_by_both_readers(exported, 
     with safe_open(str(path), framework="numpy") as f:
         meta = dict(f.metadata())
         tensors = {k: f.get_tensor(k) for k in f.keys()}
+    assert meta["architecture"] == "mlp"  # files name their network family; files without the key are mlp
+    del meta["architecture"]
+    save_file(tensors, str(tmp_path / "no-architecture.safetensors"), metadata=meta)
+    assert read_model_file(tmp_path / "no-architecture.safetensors")[0].model.architecture == "mlp"
+    _core.Model(str(tmp_path / "no-architecture.safetensors"))
     for key, value in (("prediction", "velocity"), ("normalizer", "zscore"), ("default.temperature", "0"),
-                       ("default.temperature", "2")):
+                       ("default.temperature", "2"), ("architecture", "unet")):
         bad = tmp_path / f"bad-{key}-{value}.safetensors"
         save_file(tensors, str(bad), metadata=meta | {key: value})
         with pytest.raises(ValueError, match=key.split(".")[-1]):
@@ -183,3 +188,17 @@ def test_nan_weights_are_rejected_by_every_backend(exported, tmp_path):
             Sampler(bad, backend)
     with pytest.raises(ValueError, match="NaN"):
         _core.Model(str(bad))
+
+
+def test_a_tensor_name_collision_fails_instead_of_overwriting():
+    """Nested modules whose parameters end alike ("a.0.weight", "b.0.weight") would map to one
+    model-file name; export must refuse, not keep the last one."""
+    from mpdiffuser.export import file_tensor_names
+
+    mlp = {"net.0.weight": torch.zeros(2, 2), "net.0.bias": torch.zeros(2), "net.1.weight": torch.zeros(2, 2)}
+    assert file_tensor_names("planner", mlp) == {"net.0.weight": "planner.0.weight", "net.0.bias": "planner.0.bias",
+                                                  "net.1.weight": "planner.1.weight"}
+    nested = {"down.0.weight": torch.zeros(1), "up.0.weight": torch.zeros(1)}  # as the unet's blocks
+    with pytest.raises(ValueError, match="'down.0.weight' and 'up.0.weight' would both be written as "
+                                         "'dynamics.0.weight'"):
+        file_tensor_names("dynamics", nested)

@@ -22,6 +22,7 @@ from mpdiffuser.data.dataset import OfflineDataset
 from mpdiffuser.data.normalizer import CdfNormalizer, MinMaxNormalizer, fit_normalizer, normalizer_from_dict
 from mpdiffuser.data.windows import ConditionScale
 from mpdiffuser.models.networks import DynamicsDenoiser, PlannerDenoiser, StepModel
+from mpdiffuser.models.registry import family
 
 MODEL_NAMES = ("planner", "dynamics", "reward", "cost")
 BUNDLE_FORMAT = 1
@@ -72,9 +73,9 @@ class BundleSpec:
         """A freshly initialized model `name` of this bundle's architecture."""
         m, dx, du, c = self.model, self.state_dim, self.action_dim, self.conditions.dim
         if name == "planner":
-            return PlannerDenoiser(dx, du, c, m.horizon, m.width, m.layers)
+            return family(m.architecture).planner(dx, du, c, m)
         if name == "dynamics":
-            return DynamicsDenoiser(dx, du, c, m.horizon, m.width, m.layers)
+            return family(m.architecture).dynamics(dx, du, c, m)
         if name == "reward":
             return StepModel(dx, du, m.ranker_width, m.ranker_layers, 2 if self.reward_has_termination else 1)
         if name == "cost":
