@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything the CUDA backend needs checked on a GPU, in one call (the device tool's lease is
 # short): build the Python module and the C++ tests/benchmarks for this GPU, run the CUDA tests
-# (each kernel variant), then the latency benchmarks and a short Nsight Compute profile.
+# (each kernel variant), then the latency benchmarks and a short Nsight Compute profile; the
+# `train` step checks GPU training (tests, then steps/s at fp32, bf16, fp16, compiled or not).
 #
 #   bash benchmarks/gpu_runbook.sh            # logs and JSON under $OUT (default runs/gpu)
 #   STEPS="tests bench" bash benchmarks/gpu_runbook.sh
@@ -9,10 +10,11 @@
 #
 # Results: $OUT/log.txt (every step's output), gpu_latency.json (PyTorch reference vs ours),
 # cuda_cxx_h16.json / cuda_cxx_h32.json (mpd_bench_cuda), sweep.jsonl (candidates per block),
-# baseline.jsonl (mpd_bench_cuda built with $BASELINE instead of csrc/cuda/sampler.cu).
+# baseline.jsonl (mpd_bench_cuda built with $BASELINE instead of csrc/cuda/sampler.cu),
+# train_gpu.json (benchmarks/train_throughput.py on $TRAIN_DATA, default the shipped demo data).
 set -uo pipefail
 OUT=${OUT:-runs/gpu}
-STEPS=${STEPS:-"build tests bench sweep baseline profile"}
+STEPS=${STEPS:-"build tests bench sweep baseline profile train"}
 ARCH=${ARCH:-90}
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
@@ -95,5 +97,11 @@ if want profile; then
       --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --section LaunchStats \
       -k regex:plan_kernel -c 1 "$BENCH" runs/bench/synthetic-hopper-h32.safetensors --candidates $n --iters 1
   done
+fi
+if want train; then
+  step pytest-train-gpu 300 python3 -m pytest -q tests/python/training -k "cuda or device or precision or compile"
+  step train-throughput 420 python3 benchmarks/train_throughput.py \
+    --data "${TRAIN_DATA:-python/mpdiffuser/data/demo/hopper-medium-200k-20k.hdf5}" --device cuda \
+    --precision fp32 bf16 fp16 --compile off on --steps "${TRAIN_STEPS:-2000}" --warmup 200 --out "$OUT/train_gpu.json"
 fi
 echo "done: $LOG"

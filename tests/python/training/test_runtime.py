@@ -176,3 +176,21 @@ def test_checkpoints_and_weights_are_saved_device_agnostic(tmp_path):
         assert all(t.device.type == "cpu" for t in state[key].values())
     weights = torch.load(tmp_path / "planner.pt", weights_only=True)["state_dict"]
     assert all(t.device.type == "cpu" for t in weights.values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_training_is_reproducible_and_its_bundle_loads_on_the_cpu(tmp_path):
+    """On a GPU: the same seed gives the same weights twice; the bundle it writes loads and plans
+    with CPU tensors only."""
+    data = _bundle(tmp_path / "a")
+    _bundle(tmp_path / "b")
+    runtime = TrainRuntime(device="cuda")
+    for d in ("a", "b"):
+        train_model(tmp_path / d, "planner", [data], TrainConfig(steps=20, batch_size=16), progress=False,
+                    runtime=runtime)
+    a = load_weights(tmp_path / "a", "planner", BundleSpec.load(tmp_path / "a")).state_dict()
+    b = load_weights(tmp_path / "b", "planner", BundleSpec.load(tmp_path / "b")).state_dict()
+    assert all(torch.equal(a[k], b[k]) and a[k].device.type == "cpu" for k in a)
+    bf16 = train_model(tmp_path / "a", "dynamics", [data], TrainConfig(steps=20, batch_size=16), progress=False,
+                       runtime=TrainRuntime(device="cuda", precision="bf16"))
+    assert np.isfinite(bf16["final_loss"])
