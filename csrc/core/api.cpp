@@ -107,8 +107,10 @@ extern "C" mpd_status mpd_model_get_info(const mpd_model* model, mpd_model_info*
   info->cond_dim = static_cast<uint32_t>(c.cond_dim);
   info->horizon = static_cast<uint32_t>(c.horizon);
   info->num_steps = static_cast<uint32_t>(c.num_steps);
-  info->width = static_cast<uint32_t>(c.width);
-  info->layers = static_cast<uint32_t>(c.layers);
+  const bool mlp = c.architecture == MPD_ARCH_MLP;
+  info->width = mlp ? static_cast<uint32_t>(c.width) : 0u;
+  info->layers = mlp ? static_cast<uint32_t>(c.layers) : 0u;
+  info->architecture = c.architecture;
   info->ranker_width = static_cast<uint32_t>(c.ranker_width);
   info->ranker_layers = static_cast<uint32_t>(c.ranker_layers);
   info->reward_outputs = static_cast<uint32_t>(c.reward_outputs);
@@ -144,6 +146,9 @@ extern "C" mpd_status mpd_workspace_create(const mpd_model* model, mpd_backend b
     return MPD_ERR_INVALID_ARGUMENT;
   }
   if (backend != MPD_BACKEND_CPU && backend != MPD_BACKEND_CUDA) return MPD_ERR_INVALID_ARGUMENT;
+  // No native backend plans the unet family yet: it loads and validates, for tools and for the
+  // torch backend, but planning it here is not available.
+  if (model->file.config.architecture != MPD_ARCH_MLP) return MPD_ERR_NOT_AVAILABLE;
 #ifndef MPD_WITH_CUDA
   if (backend == MPD_BACKEND_CUDA) return MPD_ERR_NOT_AVAILABLE;
 #endif

@@ -98,6 +98,48 @@ class Metadata {
   std::map<std::string, std::string> values_;
 };
 
+// The unet family's sizes, with the shape rules of python/mpdiffuser/models/unet.py.
+bool read_unet(const Metadata& meta, ModelConfig* c, std::string* error) {
+  std::string mults;
+  if (!meta.integer("unet_dim", 2, 4096, &c->unet_dim, error) ||
+      !meta.integer("unet_embed_dim", 2, 4096, &c->unet_embed_dim, error) ||
+      !meta.text("unet_mults", &mults, error)) {
+    return false;
+  }
+  c->architecture = MPD_ARCH_UNET;
+  c->unet_mults.clear();
+  size_t start = 0;
+  while (start <= mults.size()) {
+    const size_t comma = std::min(mults.find(',', start), mults.size());
+    const std::string item = mults.substr(start, comma - start);
+    char* end = nullptr;
+    const long m = std::strtol(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || m < 1 || m > 64) {
+      *error = "metadata 'unet_mults' is '" + mults + "', expected comma-separated integers in [1, 64]";
+      return false;
+    }
+    c->unet_mults.push_back(static_cast<int>(m));
+    start = comma + 1;
+  }
+  const size_t levels = c->unet_mults.size();
+  if (levels < 2 || levels > 8) {
+    *error = "metadata 'unet_mults' must hold 2 to 8 levels, got " + std::to_string(levels);
+    return false;
+  }
+  for (int m : c->unet_mults) {
+    if ((c->unet_dim * m) % 8 != 0) {
+      *error = "metadata 'unet_dim' x 'unet_mults' must be divisible by 8 (GroupNorm groups)";
+      return false;
+    }
+  }
+  if (c->horizon % (1 << (levels - 1)) != 0) {
+    *error = "metadata 'horizon' " + std::to_string(c->horizon) + " is not divisible by " +
+             std::to_string(1 << (levels - 1)) + ", as the unet's " + std::to_string(levels) + " levels need";
+    return false;
+  }
+  return true;
+}
+
 bool read_config(const Metadata& meta, ModelConfig* c, mpd_options* d, std::string* error) {
   std::string format, schedule;
   int version = 0, has_cost = 0;
@@ -151,8 +193,10 @@ bool read_config(const Metadata& meta, ModelConfig* c, mpd_options* d, std::stri
   int warm = 0;
   std::string architecture = "mlp";  // files before the key are all mlp
   if (meta.has("architecture") && !meta.text("architecture", &architecture, error)) return false;
-  if (architecture != "mlp") {
-    *error = "metadata 'architecture' is '" + architecture + "': this build runs the 'mlp' family only";
+  if (architecture == "unet") {
+    if (!read_unet(meta, c, error)) return false;
+  } else if (architecture != "mlp") {
+    *error = "metadata 'architecture' is '" + architecture + "', expected 'mlp' or 'unet'";
     return false;
   }
   if (version >= 2) {
@@ -260,6 +304,18 @@ bool take_mlp(const std::map<std::string, TensorEntry>& tensors, const uint8_t* 
         !take(tensors, data, prefix + ".bias", {layer.out}, &layer.bias, used, error)) {
       return false;
     }
+  }
+  return true;
+}
+
+bool take_unet(const std::map<std::string, TensorEntry>& tensors, const uint8_t* data, const ModelConfig& c,
+               const std::string& net, std::vector<NamedTensor>* out, std::vector<std::string>* used,
+               std::string* error) {
+  out->clear();
+  for (const auto& spec : unet_layout(c, net)) {
+    NamedTensor t{spec.first, spec.second, {}};
+    if (!take(tensors, data, t.name, t.shape, &t.data, used, error)) return false;
+    out->push_back(std::move(t));
   }
   return true;
 }
@@ -392,9 +448,12 @@ mpd_status parse(const uint8_t* bytes, size_t size, ModelFile* out, std::string*
   if (!read_config(meta, &file.config, &file.defaults, error)) return MPD_ERR_BAD_MODEL_FILE;
   const ModelConfig& c = file.config;
   std::vector<std::string> used;
+  const bool unet = c.architecture == MPD_ARCH_UNET;
   const bool ok =
-      take_mlp(tensors, data, "planner", c.planner(), &file.planner, &used, error) &&
-      take_mlp(tensors, data, "dynamics", c.dynamics(), &file.dynamics, &used, error) &&
+      (unet ? take_unet(tensors, data, c, "planner", &file.planner_unet, &used, error) &&
+                  take_unet(tensors, data, c, "dynamics", &file.dynamics_unet, &used, error)
+            : take_mlp(tensors, data, "planner", c.planner(), &file.planner, &used, error) &&
+                  take_mlp(tensors, data, "dynamics", c.dynamics(), &file.dynamics, &used, error)) &&
       take_mlp(tensors, data, "reward", c.reward(), &file.reward, &used, error) &&
       (!c.has_cost || take_mlp(tensors, data, "cost", c.cost(), &file.cost, &used, error)) &&
       take(tensors, data, "normalizer.state_low", {c.state_dim}, &file.state_low, &used, error) &&

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "mpdiffuser/mpdiffuser.h"
@@ -45,6 +46,10 @@ struct ModelConfig {
   int format_version = 0;
   mpd_prediction prediction = MPD_PREDICT_EPSILON;
   int quantiles = 0;  // Q of the CDF normalizer; 0 = min-max
+  mpd_architecture architecture = MPD_ARCH_MLP;
+  int unet_dim = 0;             // unet: channels of the first level
+  std::vector<int> unet_mults;  // unet: channel multiples per level
+  int unet_embed_dim = 0;       // unet: width of the x_0 and condition embeddings
 
   int window_dim() const { return state_dim + action_dim; }  // D
   MlpShape planner() const;
@@ -66,10 +71,25 @@ struct MlpWeights {
   std::vector<DenseWeights> layers;  // layers + 1 entries
 };
 
+// One tensor of a network stored by name (the unet family), float32, row-major.
+struct NamedTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+};
+
+// The tensors (name, shape) a unet planner or dynamics model of `config` holds, in the PyTorch
+// module's naming (python/mpdiffuser/models/unet.py) with the network's name in front:
+// "planner.down.0.0.first.conv.weight" [d_0, D, 5], ...
+std::vector<std::pair<std::string, std::vector<int64_t>>> unet_layout(const ModelConfig& config,
+                                                                      const std::string& net);
+
 struct ModelFile {
   ModelConfig config;
   mpd_options defaults{};
-  MlpWeights planner, dynamics, reward, cost;  // cost is empty without a cost model
+  MlpWeights planner, dynamics, reward, cost;  // cost is empty without a cost model; planner and
+                                               // dynamics are empty for the unet family
+  std::vector<NamedTensor> planner_unet, dynamics_unet;  // the unet family's planner and dynamics
   std::vector<float> state_low, state_high, action_low, action_high;
   std::vector<float> state_quantiles, action_quantiles;  // [dx, Q], [du, Q] with the CDF normalizer
 };

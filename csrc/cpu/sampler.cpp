@@ -20,8 +20,9 @@ size_t round16(int n) { return static_cast<size_t>((n + 15) / 16 * 16); }
 
 CpuModel::CpuModel(const ModelFile& file)
     : config(file.config),
-      planner(pack_mlp(file.planner)),
-      dynamics(pack_mlp(file.dynamics)),
+      // The unet family is not packed: no CPU workspace is made for it (mpd_workspace_create).
+      planner(file.config.architecture == MPD_ARCH_MLP ? pack_mlp(file.planner) : PackedMlp{}),
+      dynamics(file.config.architecture == MPD_ARCH_MLP ? pack_mlp(file.dynamics) : PackedMlp{}),
       reward(pack_mlp(file.reward)) {
   if (config.has_cost) cost = pack_mlp(file.cost);
   const int K = config.num_steps;

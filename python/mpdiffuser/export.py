@@ -35,7 +35,7 @@ FORMAT = "mpdiffuser.model"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 NETS = ("planner", "dynamics", "reward", "cost")
-NATIVE_ARCHITECTURES = ("mlp",)  # the families the model file and the native backends hold
+FILE_ARCHITECTURES = ("mlp", "unet")  # the families a model file holds (both readers check them)
 # Sampler defaults a version 1 file lacks, with the values its plans were made with.
 LEGACY_DEFAULTS = {"temperature": "1.0", "warm_start_level": "0"}  # and dynamics_guidance = guidance
 
@@ -54,6 +54,8 @@ def _metadata(spec, options: SamplerOptions) -> dict[str, str]:
         "return_discount": repr(float(spec.conditions.return_discount)),
         "condition_dropout": repr(float(m.condition_dropout)),
         "architecture": m.architecture,
+        **({"unet_dim": str(m.unet_dim), "unet_mults": ",".join(map(str, m.unet_mults)),
+            "unet_embed_dim": str(m.unet_embed_dim)} if m.architecture == "unet" else {}),
         "prediction": m.prediction, "normalizer": m.normalizer, "return_condition": m.return_condition,
         "termination_penalty": repr(float(spec.conditions.termination_penalty)),
     }
@@ -66,15 +68,21 @@ def _metadata(spec, options: SamplerOptions) -> dict[str, str]:
     return meta
 
 
-def file_tensor_names(net: str, state_dict: dict) -> dict[str, str]:
-    """{module parameter name: model-file tensor name} of network `net`: "<mlp>.net.<l>.weight" ->
-    "<net>.<l>.weight" (the layer index and kind; the C++ reader expects exactly these). Two
-    parameters that would share a file name are an error, never a silent overwrite."""
+def file_tensor_names(net: str, state_dict: dict, architecture: str = "mlp") -> dict[str, str]:
+    """{module parameter name: model-file tensor name} of network `net`. mlp (and the ranker of
+    every family): "<mlp>.net.<l>.weight" -> "<net>.<l>.weight", the layer index and kind. unet
+    planner and dynamics: the module path behind the net, "unet.down.0.0.first.conv.weight" ->
+    "<net>.down.0.0.first.conv.weight" (the C++ reader lists the same names, core/unet_layout.cpp).
+    Two parameters that would share a file name are an error, never a silent overwrite."""
+    unet = architecture == "unet" and net in ("planner", "dynamics")
     names: dict[str, str] = {}
     owner: dict[str, str] = {}
     for name in state_dict:
-        layer, kind = name.split(".")[-2:]
-        key = f"{net}.{layer}.{kind}"
+        if unet:
+            key = f"{net}.{name.removeprefix('unet.')}"
+        else:
+            layer, kind = name.split(".")[-2:]
+            key = f"{net}.{layer}.{kind}"
         if key in owner:
             raise ValueError(f"{net}: parameters '{owner[key]}' and '{name}' would both be written as '{key}'; "
                              "this network's layout has no model-file naming yet")
@@ -83,9 +91,9 @@ def file_tensor_names(net: str, state_dict: dict) -> dict[str, str]:
     return names
 
 
-def file_tensors(net: str, state_dict: dict) -> dict:
+def file_tensors(net: str, state_dict: dict, architecture: str = "mlp") -> dict:
     """{model-file tensor name: tensor} of network `net` (see file_tensor_names)."""
-    return {key: state_dict[name] for name, key in file_tensor_names(net, state_dict).items()}
+    return {key: state_dict[name] for name, key in file_tensor_names(net, state_dict, architecture).items()}
 
 
 def export_model(bundle_dir: str | Path, out_path: str | Path, options: SamplerOptions | None = None) -> Path:
@@ -105,16 +113,12 @@ def export_model(bundle_dir: str | Path, out_path: str | Path, options: SamplerO
     elif not spec.with_cost and options.cost_limit is not None:
         raise ValueError("options.cost_limit is set, but the models were trained without costs")
     options.check_for(spec.model.num_steps, spec.model.horizon)
-    if spec.model.architecture not in NATIVE_ARCHITECTURES:
-        raise ValueError(f"{bundle_dir}: model files hold the {', '.join(NATIVE_ARCHITECTURES)} family only; the "
-                         f"'{spec.model.architecture}' models run on the torch backend from the bundle "
-                         "(eval --bundle, or ReferenceSampler(ModelBundle.load(...)))")
     tensors: dict[str, np.ndarray] = {}
     for net in NETS:
         module = getattr(bundle, net)
         if module is None:
             continue
-        for key, value in file_tensors(net, module.state_dict()).items():
+        for key, value in file_tensors(net, module.state_dict(), spec.model.architecture).items():
             tensors[key] = np.ascontiguousarray(value.detach().cpu().numpy(), dtype=np.float32)
     tensors["normalizer.state_low"] = spec.states.low.astype(np.float32)
     tensors["normalizer.state_high"] = spec.states.high.astype(np.float32)
@@ -138,6 +142,19 @@ def _number(meta: dict[str, str], key: str, kind=float):
         return kind(meta[key])
     except ValueError as exc:
         raise ValueError(f"model file metadata '{key}' = {meta[key]!r} is not a valid {kind.__name__}") from exc
+
+
+def _unet_sizes(meta: dict[str, str], path: Path) -> dict:
+    """The unet family's ModelConfig fields of a file (none for mlp)."""
+    if meta["architecture"] != "unet":
+        return {}
+    try:
+        mults = tuple(int(m) for m in meta.get("unet_mults", "").split(","))
+    except ValueError:
+        raise ValueError(f"{path}: metadata 'unet_mults' = {meta.get('unet_mults')!r} is not comma-separated "
+                         "integers") from None
+    return {"architecture": "unet", "unet_dim": _number(meta, "unet_dim", int), "unet_mults": mults,
+            "unet_embed_dim": _number(meta, "unet_embed_dim", int)}
 
 
 def read_model_file(path: str | Path):
@@ -174,7 +191,7 @@ def read_model_file(path: str | Path):
                 **{f"default.{k}": v for k, v in LEGACY_DEFAULTS.items()},
                 "default.dynamics_guidance": meta.get("default.guidance", "1.0"), **meta}
     meta = {"architecture": "mlp", **meta}  # files before the key are all mlp
-    for key, choices in (("architecture", NATIVE_ARCHITECTURES), ("prediction", ("epsilon", "sample")),
+    for key, choices in (("architecture", FILE_ARCHITECTURES), ("prediction", ("epsilon", "sample")),
                          ("normalizer", ("minmax", "cdf")), ("return_condition", ("authors", "minmax"))):
         if meta.get(key) not in choices:
             raise ValueError(f"{path}: metadata '{key}' = {meta.get(key)!r} is not one of {', '.join(choices)}")
@@ -184,7 +201,7 @@ def read_model_file(path: str | Path):
         ranker_width=_number(meta, "ranker_width", int), ranker_layers=_number(meta, "ranker_layers", int),
         return_discount=_number(meta, "return_discount"), cost_scale=_number(meta, "cost_scale"),
         condition_dropout=_number(meta, "condition_dropout"), prediction=meta["prediction"],
-        normalizer=meta["normalizer"], return_condition=meta["return_condition"])
+        normalizer=meta["normalizer"], return_condition=meta["return_condition"], **_unet_sizes(meta, path))
     with_cost = meta.get("has_cost") == "1"
     conditions = ConditionScale(_number(meta, "return_low"), _number(meta, "return_high"),
                                 model.return_discount, model.cost_scale, with_cost,
@@ -229,7 +246,7 @@ def bundle_from_model_file(path: str | Path):
             continue
         module = spec.build(net)
         state = {}
-        for name, key in file_tensor_names(net, module.state_dict()).items():
+        for name, key in file_tensor_names(net, module.state_dict(), spec.model.architecture).items():
             if key not in tensors:
                 raise ValueError(f"{path} lacks tensor '{key}'")
             state[name] = torch.from_numpy(np.array(tensors[key], dtype=np.float32))

@@ -161,7 +161,7 @@ def test_unknown_prediction_or_normalizer_is_rejected_by_both_readers(exported, 
     assert read_model_file(tmp_path / "no-architecture.safetensors")[0].model.architecture == "mlp"
     _core.Model(str(tmp_path / "no-architecture.safetensors"))
     for key, value in (("prediction", "velocity"), ("normalizer", "zscore"), ("default.temperature", "0"),
-                       ("default.temperature", "2"), ("architecture", "unet")):
+                       ("default.temperature", "2"), ("architecture", "transformer")):
         bad = tmp_path / f"bad-{key}-{value}.safetensors"
         save_file(tensors, str(bad), metadata=meta | {key: value})
         with pytest.raises(ValueError, match=key.split(".")[-1]):

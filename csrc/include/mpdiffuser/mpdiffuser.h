@@ -79,13 +79,22 @@ typedef enum mpd_prediction {
   MPD_PREDICT_SAMPLE = 1   /* the clean window */
 } mpd_prediction;
 
-/* What a loaded model is; env_id is NUL-terminated (truncated to 63 bytes). */
+/* The network family of the planner and the dynamics model (metadata 'architecture'). */
+typedef enum mpd_architecture {
+  MPD_ARCH_MLP = 0, /* residual MLPs over the flattened window: every backend */
+  MPD_ARCH_UNET = 1 /* the authors' temporal U-Net with FiLM: loads and validates; no native
+                       backend plans it yet (mpd_workspace_create returns MPD_ERR_NOT_AVAILABLE) */
+} mpd_architecture;
+
+/* What a loaded model is; env_id is NUL-terminated (truncated to 63 bytes). width and layers
+ * describe the mlp family (0 for unet). */
 typedef struct mpd_model_info {
   uint32_t state_dim, action_dim, cond_dim, horizon, num_steps;
   uint32_t width, layers, ranker_width, ranker_layers, reward_outputs, has_cost;
   char env_id[64];
   uint32_t format_version; /* of the file it was loaded from */
   mpd_prediction prediction;
+  mpd_architecture architecture;
 } mpd_model_info;
 
 /* Where mpd_plan writes. actions is required; the others may be NULL. With the CUDA backend

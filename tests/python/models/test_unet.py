@@ -63,7 +63,18 @@ def test_shape_rules_fail_with_the_reason():
         family("transformer")
 
 
-def test_unet_bundle_trains_plans_on_torch_and_refuses_the_model_file(tmp_path):
+def test_unet_bundle_trains_exports_and_plans_on_torch(tmp_path):
+    """A unet bundle trains, plans on the torch backend, and exports to a model file that both
+    readers validate tensor by tensor (the C++ reader lists the names and shapes itself, so its
+    acceptance checks core/unet_layout.cpp against the PyTorch module); the torch backend plans
+    the file as the bundle, and the native backends refuse it with the reason."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    from mpdiffuser import _core
+    from mpdiffuser.export import bundle_from_model_file, export_model, read_model_file
+    from mpdiffuser.sampling.sampler import Sampler
+
     data = make_toy_dataset(seed=3)
     spec = BundleSpec.fit(data, [data], TINY_UNET)
     spec.save(tmp_path)
@@ -73,11 +84,39 @@ def test_unet_bundle_trains_plans_on_torch_and_refuses_the_model_file(tmp_path):
         assert np.isfinite(info["final_loss"])
     bundle = ModelBundle.load(tmp_path)
     assert isinstance(bundle.planner, UnetPlanner) and isinstance(bundle.dynamics, UnetDynamics)
-    plan = ReferenceSampler(bundle).plan(data.episodes[0].observations[0].astype(np.float32), seed=1,
-                                         options=SamplerOptions(num_candidates=3))
-    assert plan.window.shape == (8, 6) and np.isfinite(plan.action).all() and plan.values.shape == (3,)
-    from mpdiffuser.export import export_model
+    state = data.episodes[0].observations[0].astype(np.float32)
+    options = SamplerOptions(num_candidates=3)
+    reference = ReferenceSampler(bundle).plan(state, seed=1, options=options)
+    assert reference.window.shape == (8, 6) and np.isfinite(reference.action).all()
 
-    with pytest.raises(ValueError, match="model files hold the mlp family only; the 'unet' models run on the "
-                                         "torch backend"):
-        export_model(tmp_path, tmp_path / "model.safetensors")
+    path = export_model(tmp_path, tmp_path / "model.safetensors")
+    file_spec, tensors, _ = read_model_file(path)
+    assert file_spec.model == TINY_UNET
+    assert "planner.down.0.0.first.conv.weight" in tensors and "dynamics.head.3.weight" in tensors
+    native = _core.Model(str(path))  # the C++ reader accepts every name and shape
+    assert native.info()["architecture"] == "unet"
+    with pytest.raises(RuntimeError, match="does not run the 'unet' family yet"):
+        _core.Workspace(native, "cpu", 1, 1)
+    with pytest.raises(RuntimeError, match="native backends run the mlp family only so far"):
+        Sampler(path, "cpu")
+    from_file = Sampler(path, "torch").plan(state, seed=1, options=options)
+    np.testing.assert_array_equal(from_file.window, reference.window)  # the same weights, bit for bit
+    assert from_file.index == reference.index
+
+    with safe_open(str(path), framework="numpy") as f:
+        meta = dict(f.metadata())
+        stored = {k: f.get_tensor(k) for k in f.keys()}
+    broken = {
+        "missing": ({k: v for k, v in stored.items() if k != "planner.up.0.2.weight"}, meta,
+                    "planner.up.0.2.weight"),
+        "shape": (stored | {"dynamics.head.3.weight": np.zeros((5, 8, 1), np.float32)}, meta, "head.3.weight"),
+        "mults": (stored, meta | {"unet_mults": "1,x"}, "unet_mults"),
+        "levels": (stored, meta | {"unet_mults": "1,2,4,8,16"}, "divisible by 16"),
+    }
+    for tag, (tensors_, meta_, reason) in broken.items():
+        bad = tmp_path / f"bad-{tag}.safetensors"
+        save_file(tensors_, str(bad), metadata=meta_)
+        with pytest.raises(ValueError, match=reason):
+            bundle_from_model_file(bad)
+        with pytest.raises(ValueError, match=reason):
+            _core.Model(str(bad))
