@@ -241,7 +241,7 @@ class Workspace {
       mpd_model_get_info(model_->get(), &info);
       if (info.architecture != MPD_ARCH_MLP) {
         throw std::runtime_error("backend '" + backend + "' does not run the 'unet' family yet (mlp only); plan "
-                                 "this model with the torch backend");
+                                 "this model with the cpu or torch backend");
       }
       throw std::runtime_error("backend '" + backend + "' is not available: " + mpd_status_string(status));
     }

@@ -146,9 +146,8 @@ extern "C" mpd_status mpd_workspace_create(const mpd_model* model, mpd_backend b
     return MPD_ERR_INVALID_ARGUMENT;
   }
   if (backend != MPD_BACKEND_CPU && backend != MPD_BACKEND_CUDA) return MPD_ERR_INVALID_ARGUMENT;
-  // No native backend plans the unet family yet: it loads and validates, for tools and for the
-  // torch backend, but planning it here is not available.
-  if (model->file.config.architecture != MPD_ARCH_MLP) return MPD_ERR_NOT_AVAILABLE;
+  // The CUDA backend does not plan the unet family yet (the CPU backend does).
+  if (backend == MPD_BACKEND_CUDA && model->file.config.architecture != MPD_ARCH_MLP) return MPD_ERR_NOT_AVAILABLE;
 #ifndef MPD_WITH_CUDA
   if (backend == MPD_BACKEND_CUDA) return MPD_ERR_NOT_AVAILABLE;
 #endif

@@ -20,11 +20,15 @@ size_t round16(int n) { return static_cast<size_t>((n + 15) / 16 * 16); }
 
 CpuModel::CpuModel(const ModelFile& file)
     : config(file.config),
-      // The unet family is not packed: no CPU workspace is made for it (mpd_workspace_create).
+      // The unet family's planner and dynamics model run as CpuUnet, not as packed MLPs.
       planner(file.config.architecture == MPD_ARCH_MLP ? pack_mlp(file.planner) : PackedMlp{}),
       dynamics(file.config.architecture == MPD_ARCH_MLP ? pack_mlp(file.dynamics) : PackedMlp{}),
       reward(pack_mlp(file.reward)) {
   if (config.has_cost) cost = pack_mlp(file.cost);
+  if (config.architecture == MPD_ARCH_UNET) {
+    planner_unet = CpuUnet(config, file.planner_unet, "planner");
+    dynamics_unet = CpuUnet(config, file.dynamics_unet, "dynamics");
+  }
   const int K = config.num_steps;
   steps.resize(static_cast<size_t>(K));
   embeddings.resize(static_cast<size_t>(K) * kEmbedDim);
@@ -48,10 +52,17 @@ CpuSampler::CpuSampler(const CpuModel& model, int max_candidates, int threads)
   const int H = c.horizon, D = c.window_dim();
   const int C = chunk_capacity_;
   const int rows = std::max(2 * C, C * H);  // network rows: 2C denoiser rows or C H ranker rows
-  ld_input_ = round16(std::max({model.planner.shape.in, model.dynamics.shape.in, D}));
-  ld_hidden_ = static_cast<size_t>(std::max(model.planner.width_padded(), model.reward.width_padded()));
-  ld_eps_ = static_cast<size_t>(std::max({model.planner.out_padded(), model.dynamics.out_padded(),
-                                          model.reward.out_padded()}));
+  const bool unet = c.architecture == MPD_ARCH_UNET;
+  if (unet) {  // the denoisers read the windows in place and write [H, D] or [H, dx] output rows
+    ld_input_ = round16(D);
+    ld_hidden_ = static_cast<size_t>(model.reward.width_padded());
+    ld_eps_ = std::max(round16(H * D), static_cast<size_t>(model.reward.out_padded()));
+  } else {
+    ld_input_ = round16(std::max({model.planner.shape.in, model.dynamics.shape.in, D}));
+    ld_hidden_ = static_cast<size_t>(std::max(model.planner.width_padded(), model.reward.width_padded()));
+    ld_eps_ = static_cast<size_t>(std::max({model.planner.out_padded(), model.dynamics.out_padded(),
+                                            model.reward.out_padded()}));
+  }
   if (c.has_cost) {
     ld_hidden_ = std::max(ld_hidden_, static_cast<size_t>(model.cost.width_padded()));
     ld_eps_ = std::max(ld_eps_, static_cast<size_t>(model.cost.out_padded()));
@@ -64,6 +75,9 @@ CpuSampler::CpuSampler(const CpuModel& model, int max_candidates, int threads)
     s.h1 = aligned_floats(r * ld_hidden_);
     s.eps = aligned_floats(r * ld_eps_);
     s.noise = aligned_floats(static_cast<size_t>(H) * D);
+    if (unet) {
+      s.unet = aligned_floats(std::max(model.planner_unet.scratch_floats(), model.dynamics_unet.scratch_floats()));
+    }
     scratch_.push_back(std::move(s));
   }
   const size_t n = static_cast<size_t>(max_candidates);
@@ -71,6 +85,7 @@ CpuSampler::CpuSampler(const CpuModel& model, int max_candidates, int threads)
   values_ = aligned_floats(n);
   costs_ = aligned_floats(n);
   gammas_ = aligned_floats(static_cast<size_t>(H));
+  zeros_ = aligned_floats(static_cast<size_t>(std::max(c.cond_dim, 1)));
 }
 
 void CpuSampler::plan(const PlanRequest& req) {
@@ -134,7 +149,15 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
 
   for (int k = q.start_level; k >= 1; --k) {
     const math::StepFloats& st = model_.steps[static_cast<size_t>(k - 1)];
-    if (math::dynamics_at(k, q.lambda, q.dynamics_every, q.dynamics_last)) {
+    const bool unet = c.architecture == MPD_ARCH_UNET;
+    if (math::dynamics_at(k, q.lambda, q.dynamics_every, q.dynamics_last) && unet) {
+      // The unet reads each window's rows [x_{t+1}, u_t] as its dx + du input channels.
+      for (int r = 0; r < dynamics_rows; ++r) {
+        model_.dynamics_unet.forward(tau + static_cast<size_t>(r % count) * HD, k - 1, q.x0,
+                                     r < count ? q.cond : zeros_.get(), s.eps.get() + static_cast<size_t>(r) * ld_eps_,
+                                     s.unet.get());
+      }
+    } else if (math::dynamics_at(k, q.lambda, q.dynamics_every, q.dynamics_last)) {
       // Dynamics input [flatten(X^k), flatten(U^k), x_0, c, emb(k)].
       for (int r = 0; r < dynamics_rows; ++r) {
         const float* src = tau + static_cast<size_t>(r % count) * HD;
@@ -147,6 +170,8 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
       }
       mlp_forward(model_.dynamics, s.input.get(), ld_input_, dynamics_rows, s.h0.get(), s.h1.get(),
                   s.eps.get(), ld_eps_);
+    }
+    if (math::dynamics_at(k, q.lambda, q.dynamics_every, q.dynamics_last)) {
       for (int n = 0; n < count; ++n) {
         float* win = tau + static_cast<size_t>(n) * HD;
         for (int t = 0; t < H; ++t) {
@@ -158,14 +183,22 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
         }
       }
     }
-    // Planner input [flatten(tau'), x_0, c, emb(k)].
-    for (int r = 0; r < rows; ++r) {
-      float* row = s.input.get() + static_cast<size_t>(r) * ld_input_;
-      std::memcpy(row, tau + static_cast<size_t>(r % count) * HD, sizeof(float) * HD);
-      write_tail(row + HD, r, k);
+    if (unet) {
+      for (int r = 0; r < rows; ++r) {
+        model_.planner_unet.forward(tau + static_cast<size_t>(r % count) * HD, k - 1, q.x0,
+                                    r < count ? q.cond : zeros_.get(), s.eps.get() + static_cast<size_t>(r) * ld_eps_,
+                                    s.unet.get());
+      }
+    } else {
+      // Planner input [flatten(tau'), x_0, c, emb(k)].
+      for (int r = 0; r < rows; ++r) {
+        float* row = s.input.get() + static_cast<size_t>(r) * ld_input_;
+        std::memcpy(row, tau + static_cast<size_t>(r % count) * HD, sizeof(float) * HD);
+        write_tail(row + HD, r, k);
+      }
+      mlp_forward(model_.planner, s.input.get(), ld_input_, rows, s.h0.get(), s.h1.get(), s.eps.get(),
+                  ld_eps_);
     }
-    mlp_forward(model_.planner, s.input.get(), ld_input_, rows, s.h0.get(), s.h1.get(), s.eps.get(),
-                ld_eps_);
     for (int n = 0; n < count; ++n) {
       float* win = tau + static_cast<size_t>(n) * HD;
       if (k > 1) {

@@ -11,6 +11,7 @@
 #include "core/model_file.h"
 #include "cpu/dense.h"
 #include "cpu/thread_pool.h"
+#include "cpu/unet.h"
 #include "math/update.h"
 
 namespace mpd::cpu {
@@ -18,7 +19,9 @@ namespace mpd::cpu {
 // What the CPU backend needs of a model: packed networks and per-step constants.
 struct CpuModel {
   ModelConfig config;
-  PackedMlp planner, dynamics, reward, cost;  // cost: empty layers without a cost model
+  PackedMlp planner, dynamics, reward, cost;  // cost: empty layers without a cost model; planner and
+                                              // dynamics: empty for the unet family
+  CpuUnet planner_unet, dynamics_unet;        // the unet family's (empty for mlp)
   std::vector<math::StepFloats> steps;        // [K], index k - 1
   std::vector<float> embeddings;              // [K, 32], row k - 1 = emb(k)
 
@@ -63,6 +66,7 @@ class CpuSampler {
     AlignedBuffer h0, h1;  // [max(2C, C H), ld_hidden]
     AlignedBuffer eps;     // [max(2C, C H), ld_eps]: network outputs
     AlignedBuffer noise;   // [H D]
+    AlignedBuffer unet;    // the unet forward's scratch (unet family only)
   };
   static void run_chunk(void* self, int index);
   void sample_chunk(int first, int count, Scratch& s);
@@ -75,6 +79,7 @@ class CpuSampler {
   ThreadPool pool_;
   std::vector<Scratch> scratch_;
   AlignedBuffer windows_, values_, costs_, gammas_;  // gammas_: [H] discount^t
+  AlignedBuffer zeros_;                              // [cond_dim]: the unconditional rows' condition
   const PlanRequest* request_ = nullptr;
   int active_threads_ = 1;
 };

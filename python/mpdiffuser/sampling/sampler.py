@@ -52,9 +52,9 @@ class Sampler:
         else:
             from mpdiffuser import _core
 
-            if self.spec.model.architecture != "mlp":
-                raise RuntimeError(f"backend {backend!r}: the native backends run the mlp family only so far; plan "
-                                   f"this {self.spec.model.architecture} model file with backend 'torch'")
+            if backend == "cuda" and self.spec.model.architecture != "mlp":
+                raise RuntimeError(f"backend 'cuda' does not run the {self.spec.model.architecture} family yet (mlp "
+                                   "only); plan this model file with backend 'cpu' or 'torch'")
             if backend == "cuda":
                 info = _core.build_info()
                 if not info["cuda_compiled"]:
