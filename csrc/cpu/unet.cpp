@@ -1,6 +1,8 @@
 // The unet family on the CPU backend; see unet.h.
 #include "cpu/unet.h"
 
+#include "cpu/vec.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -35,6 +37,16 @@ CpuUnet::Linear CpuUnet::linear(const std::vector<NamedTensor>& t, const std::st
   l.out = out;
   l.w = take(t, p + ".weight");
   l.b = take(t, p + ".bias");
+  // [out, in] -> [in][out_padded] and the bias padded: dense accumulates kVec outputs per vector.
+  const int out_padded = (out + kVec - 1) / kVec * kVec;
+  l.packed = packed_.size();
+  packed_.resize(packed_.size() + static_cast<size_t>(in) * out_padded, 0.0f);
+  for (int o = 0; o < out; ++o) {
+    for (int i = 0; i < in; ++i) packed_[l.packed + static_cast<size_t>(i) * out_padded + o] = weights_[l.w + o * in + i];
+  }
+  l.packed_bias = packed_.size();
+  packed_.resize(packed_.size() + static_cast<size_t>(out_padded), 0.0f);
+  for (int o = 0; o < out; ++o) packed_[l.packed_bias + o] = weights_[l.b + o];
   return l;
 }
 
@@ -45,6 +57,22 @@ CpuUnet::Conv CpuUnet::conv(const std::vector<NamedTensor>& t, const std::string
   c.kernel = kernel;
   c.w = take(t, p + ".weight");
   c.b = take(t, p + ".bias");
+  // [out, in, kernel] -> [in][kernel][out_padded] (zeros past out), and the bias padded alike;
+  // used by conv_forward (the stride-1 convolutions; the strided ones read weights_).
+  const int out_padded = (out + kVec - 1) / kVec * kVec;
+  c.packed = packed_.size();
+  packed_.resize(packed_.size() + static_cast<size_t>(in) * kernel * out_padded, 0.0f);
+  for (int o = 0; o < out; ++o) {
+    for (int i = 0; i < in; ++i) {
+      for (int j = 0; j < kernel; ++j) {
+        packed_[c.packed + (static_cast<size_t>(i) * kernel + j) * out_padded + o] =
+            weights_[c.w + (static_cast<size_t>(o) * in + i) * kernel + j];
+      }
+    }
+  }
+  c.packed_bias = packed_.size();
+  packed_.resize(packed_.size() + static_cast<size_t>(out_padded), 0.0f);
+  for (int o = 0; o < out; ++o) packed_[c.packed_bias + o] = weights_[c.b + o];
   return c;
 }
 
@@ -87,6 +115,7 @@ CpuUnet::CpuUnet(const ModelConfig& c, const std::vector<NamedTensor>& tensors, 
   const size_t levels = level_channels_.size();
   int channels = in_channels_, length = horizon_;
   size_t max_cl = static_cast<size_t>(channels) * length;
+  int max_channels = channels;
   for (size_t i = 0; i < levels; ++i) {
     const int d = level_channels_[i];
     const std::string level = p + "down." + std::to_string(i) + ".";
@@ -97,6 +126,7 @@ CpuUnet::CpuUnet(const ModelConfig& c, const std::vector<NamedTensor>& tensors, 
     if (l.has_down) l.down = conv(tensors, level + "2.conv", d, d, 3);
     down_.push_back(l);
     max_cl = std::max(max_cl, static_cast<size_t>(d) * length);
+    max_channels = std::max(max_channels, d);
     channels = d;
     if (l.has_down) length /= 2;
   }
@@ -111,6 +141,7 @@ CpuUnet::CpuUnet(const ModelConfig& c, const std::vector<NamedTensor>& tensors, 
     u.up = conv(tensors, level + "2", d, d, 4);
     up_.push_back(u);
     max_cl = std::max(max_cl, static_cast<size_t>(channels + skip) * length);
+    max_channels = std::max(max_channels, channels + skip);
     length *= 2;
     max_cl = std::max(max_cl, static_cast<size_t>(d) * length);
     channels = d;
@@ -120,6 +151,7 @@ CpuUnet::CpuUnet(const ModelConfig& c, const std::vector<NamedTensor>& tensors, 
   head_beta_ = take(tensors, p + "head.1.bias");
   head3_ = conv(tensors, p + "head.3", dim_, out_channels_, 1);
   max_cl = std::max(max_cl, static_cast<size_t>(dim_) * horizon_);
+  max_channels = std::max(max_channels, dim_);
   max_cl_ = max_cl;
   // Scratch: 4 activation buffers, the kept outputs of every level, the context and FiLM vectors.
   size_t kept = 0;
@@ -133,36 +165,58 @@ CpuUnet::CpuUnet(const ModelConfig& c, const std::vector<NamedTensor>& tensors, 
   const int widest = *std::max_element(level_channels_.begin(), level_channels_.end());
   const size_t vectors = static_cast<size_t>(context_) + static_cast<size_t>(dim_) +
                          static_cast<size_t>(std::max({4 * dim_, 4 * e, context_ + 2 * widest}));
-  scratch_floats_ = 4 * max_cl_ + kept + vectors;
+  vectors_ = vectors - static_cast<size_t>(context_);  // after the context
+  scratch_floats_ = 4 * max_cl_ + kept + vectors + max_cl_ + 4 * static_cast<size_t>(max_channels);
 }
 
+// y = x W^T + b (then SiLU), kVec outputs per vector, summed over the inputs in index order.
 void CpuUnet::dense(const Linear& l, const float* x, float* y, bool apply_silu) const {
-  const float* w = weights_.data() + l.w;
-  const float* b = weights_.data() + l.b;
-  for (int o = 0; o < l.out; ++o) {
-    float acc = b[o];
-    const float* row = w + static_cast<size_t>(o) * l.in;
-    for (int i = 0; i < l.in; ++i) acc += row[i] * x[i];
-    y[o] = apply_silu ? silu(acc) : acc;
+  const int out_padded = (l.out + kVec - 1) / kVec * kVec;
+  const float* w = packed_.data() + l.packed;
+  const float* b = packed_.data() + l.packed_bias;
+  float lanes[kVec];
+  for (int ob = 0; ob < out_padded; ob += kVec) {
+    vfloat acc = load(b + ob);
+    for (int i = 0; i < l.in; ++i) acc += load(w + static_cast<size_t>(i) * out_padded + ob) * x[i];
+    store(lanes, acc);
+    const int outs = std::min(kVec, l.out - ob);
+    for (int q = 0; q < outs; ++q) y[ob + q] = apply_silu ? silu(lanes[q]) : lanes[q];
   }
 }
 
-// y[o, l] = b[o] + sum_i sum_j w[o, i, j] x[i, l + j - k/2], zero outside [0, length).
-void CpuUnet::conv_forward(const Conv& c, const float* x, int length, float* y) const {
-  const float* w = weights_.data() + c.w;
-  const float* b = weights_.data() + c.b;
-  const int half = c.kernel / 2;
-  for (int o = 0; o < c.out; ++o) {
-    float* out = y + static_cast<size_t>(o) * length;
-    for (int l = 0; l < length; ++l) out[l] = b[o];
-    for (int i = 0; i < c.in; ++i) {
-      const float* in = x + static_cast<size_t>(i) * length;
-      const float* taps = w + (static_cast<size_t>(o) * c.in + i) * c.kernel;
-      for (int j = 0; j < c.kernel; ++j) {
-        const int shift = j - half;
-        const int lo = std::max(0, -shift), hi = std::min(length, length - shift);
-        const float tap = taps[j];
-        for (int l = lo; l < hi; ++l) out[l] += tap * in[l + shift];
+// y[o, l] = b[o] + sum_i sum_j w[o, i, j] x[i, l + j - k/2], zero outside [0, length). The input
+// is first copied with k/2 zero columns on each side (pad, [in, length + k - 1]). The weights
+// were repacked at load as [in][k][out_padded] (packed_), so a vector of kVec output channels
+// accumulates in registers for up to 16 positions at a time, over (i, j) in index order.
+void CpuUnet::conv_forward(const Conv& c, const float* x, int length, float* y, float* pad) const {
+  const int half = c.kernel / 2, K = c.kernel, padded_length = length + K - 1;
+  for (int i = 0; i < c.in; ++i) {
+    float* row = pad + static_cast<size_t>(i) * padded_length;
+    for (int j = 0; j < half; ++j) row[j] = row[padded_length - 1 - j] = 0.0f;
+    std::memcpy(row + half, x + static_cast<size_t>(i) * length, sizeof(float) * static_cast<size_t>(length));
+  }
+  const int out_padded = (c.out + kVec - 1) / kVec * kVec;
+  const float* wp = packed_.data() + c.packed;
+  const float* bp = packed_.data() + c.packed_bias;
+  constexpr int kPositions = 16;
+  vfloat acc[kPositions];
+  float lanes[kVec];
+  for (int l0 = 0; l0 < length; l0 += kPositions) {
+    const int positions = std::min(kPositions, length - l0);
+    for (int ob = 0; ob < out_padded; ob += kVec) {
+      const vfloat bias = load(bp + ob);
+      for (int l = 0; l < positions; ++l) acc[l] = bias;
+      for (int i = 0; i < c.in; ++i) {
+        const float* in = pad + static_cast<size_t>(i) * padded_length + l0;
+        for (int j = 0; j < K; ++j) {
+          const vfloat w = load(wp + (static_cast<size_t>(i) * K + j) * out_padded + ob);
+          for (int l = 0; l < positions; ++l) acc[l] += w * in[l + j];
+        }
+      }
+      const int outs = std::min(kVec, c.out - ob);
+      for (int l = 0; l < positions; ++l) {
+        store(lanes, acc[l]);
+        for (int q = 0; q < outs; ++q) y[static_cast<size_t>(ob + q) * length + l0 + l] = lanes[q];
       }
     }
   }
@@ -239,15 +293,15 @@ void CpuUnet::norm_film(const FilmConv& f, const float* context, float* x, int l
 }
 
 void CpuUnet::block_forward(const Block& b, const float* context, const float* x, int length, float* out,
-                            float* t1, float* t3, float* film) const {
-  conv_forward(b.first.conv, x, length, t1);
+                            float* t1, float* t3, float* film, float* pad) const {
+  conv_forward(b.first.conv, x, length, t1, pad);
   norm_film(b.first, context, t1, length, film);
-  conv_forward(b.second.conv, t1, length, out);
+  conv_forward(b.second.conv, t1, length, out, pad);
   norm_film(b.second, context, out, length, film);
   const size_t n = static_cast<size_t>(b.second.conv.out) * length;
   const float* skip = x;
   if (b.has_skip) {
-    conv_forward(b.skip, x, length, t3);
+    conv_forward(b.skip, x, length, t3, pad);
     skip = t3;
   }
   for (size_t e = 0; e < n; ++e) out[e] = silu(out[e] + skip[e]);
@@ -288,6 +342,7 @@ void CpuUnet::forward(const float* window, int t, const float* x0, const float* 
     offset += embed_[i][1].out;
   }
   float* film = hidden;  // the embeddings are done: the FiLM vectors reuse the space
+  float* pad = vec + vectors_;  // a convolution's zero-padded input
   // The window [H, C_in] -> channel-major [C_in, H].
   float* x = buf[0];
   for (int l = 0; l < H; ++l) {
@@ -298,8 +353,8 @@ void CpuUnet::forward(const float* window, int t, const float* x0, const float* 
   int kept_count = 0;
   float* kept_cursor = kept;
   for (const Level& level : down_) {
-    block_forward(level.b0, context, x, length, buf[1], buf[2], buf[3], film);
-    block_forward(level.b1, context, buf[1], length, buf[0], buf[2], buf[3], film);
+    block_forward(level.b0, context, x, length, buf[1], buf[2], buf[3], film, pad);
+    block_forward(level.b1, context, buf[1], length, buf[0], buf[2], buf[3], film, pad);
     const size_t n = static_cast<size_t>(level.b1.second.conv.out) * length;
     std::memcpy(kept_cursor, buf[0], n * sizeof(float));
     kept_at[kept_count++] = kept_cursor;
@@ -311,8 +366,8 @@ void CpuUnet::forward(const float* window, int t, const float* x0, const float* 
     }
     x = buf[0];
   }
-  block_forward(middle0_, context, x, length, buf[1], buf[2], buf[3], film);
-  block_forward(middle1_, context, buf[1], length, buf[0], buf[2], buf[3], film);
+  block_forward(middle0_, context, x, length, buf[1], buf[2], buf[3], film, pad);
+  block_forward(middle1_, context, buf[1], length, buf[0], buf[2], buf[3], film, pad);
   int channels = middle1_.second.conv.out;
   for (const Up& up : up_) {
     // [x; kept] along channels (x first), both [., length].
@@ -321,14 +376,14 @@ void CpuUnet::forward(const float* window, int t, const float* x0, const float* 
     std::memcpy(joined, buf[0], static_cast<size_t>(channels) * length * sizeof(float));
     std::memcpy(joined + static_cast<size_t>(channels) * length, kept_at[--kept_count],
                 static_cast<size_t>(skip_channels) * length * sizeof(float));
-    block_forward(up.b0, context, joined, length, buf[0], buf[2], buf[3], film);
-    block_forward(up.b1, context, buf[0], length, buf[1], buf[2], buf[3], film);
+    block_forward(up.b0, context, joined, length, buf[0], buf[2], buf[3], film, pad);
+    block_forward(up.b1, context, buf[0], length, buf[1], buf[2], buf[3], film, pad);
     up_forward(up.up, buf[1], length, buf[0]);
     length *= 2;
     channels = up.up.out;
   }
   // Head: conv k5 -> GroupNorm -> SiLU -> conv k1.
-  conv_forward(head0_, buf[0], length, buf[1]);
+  conv_forward(head0_, buf[0], length, buf[1], pad);
   {
     const int C = head0_.out, per_group = C / kGroups;
     const float* gamma = weights_.data() + head_gamma_;
@@ -349,7 +404,7 @@ void CpuUnet::forward(const float* window, int t, const float* x0, const float* 
       }
     }
   }
-  conv_forward(head3_, buf[1], length, buf[2]);
+  conv_forward(head3_, buf[1], length, buf[2], pad);
   // Channel-major [C_out, H] -> the output rows [H, C_out].
   for (int l = 0; l < H; ++l) {
     for (int ch = 0; ch < out_channels_; ++ch) out[l * out_channels_ + ch] = buf[2][static_cast<size_t>(ch) * H + l];

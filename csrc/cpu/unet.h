@@ -32,10 +32,12 @@ class CpuUnet {
   struct Linear {
     int in = 0, out = 0;
     size_t w = 0, b = 0;  // offsets into weights_: [out, in], [out]
+    size_t packed = 0, packed_bias = 0;  // into packed_: [in][out padded to kVec], [out padded]
   };
   struct Conv {
     int in = 0, out = 0, kernel = 0;
     size_t w = 0, b = 0;  // [out, in, kernel] ([in, out, kernel] for the transposed conv), [out]
+    size_t packed = 0, packed_bias = 0;  // into packed_: [in][kernel][out padded to kVec], [out padded]
   };
   struct FilmConv {
     Conv conv;
@@ -64,15 +66,17 @@ class CpuUnet {
   Block block(const std::vector<NamedTensor>& t, const std::string& p, int in, int out);
 
   void dense(const Linear& l, const float* x, float* y, bool silu) const;
-  void conv_forward(const Conv& c, const float* x, int length, float* y) const;  // stride 1, "same"
+  // stride 1, "same"; pad: scratch of in * (length + kernel - 1) floats
+  void conv_forward(const Conv& c, const float* x, int length, float* y, float* pad) const;
   void down_forward(const Conv& c, const float* x, int length, float* y) const;  // length -> length / 2
   void up_forward(const Conv& c, const float* x, int length, float* y) const;    // length -> 2 length
   void norm_film(const FilmConv& f, const float* context, float* x, int length, float* film) const;
   // out = block(x); work: 3 buffers of max_cl_ floats (out is one of them).
   void block_forward(const Block& b, const float* context, const float* x, int length, float* out, float* t1,
-                     float* t3, float* film) const;
+                     float* t3, float* film, float* pad) const;
 
   std::vector<float> weights_;
+  std::vector<float> packed_;  // the stride-1 convolutions' weights, output channels innermost
   int horizon_ = 0, dim_ = 0, in_channels_ = 0, out_channels_ = 0, context_ = 0;
   Linear time0_, time2_, embed_[2][2];
   std::vector<Level> down_;
@@ -82,6 +86,7 @@ class CpuUnet {
   size_t head_gamma_ = 0, head_beta_ = 0;
   std::vector<int> level_channels_;  // d_i
   size_t max_cl_ = 0;                // floats of the largest activation [C, L]
+  size_t vectors_ = 0;  // floats of the sinusoid, embedding and FiLM vectors after the context
   size_t scratch_floats_ = 0;
 };
 
