@@ -72,8 +72,13 @@ def plan_flops(spec, options: SamplerOptions) -> float:
     n = options.num_candidates
     rows = n if options.guidance == 1.0 else 2 * n
     dynamics_rows = n if options.dynamics_guidance == 1.0 else 2 * n
-    planner = mlp(H * D + dx + c + EMBED_DIM, m.width, m.layers, H * D)
-    dynamics = mlp(H * D + dx + c + EMBED_DIM, m.width, m.layers, H * dx)
+    if m.architecture == "mlp":
+        planner = mlp(H * D + dx + c + EMBED_DIM, m.width, m.layers, H * D)
+        dynamics = mlp(H * D + dx + c + EMBED_DIM, m.width, m.layers, H * dx)
+    else:  # counted on a forward pass of the family's modules
+        from mpdiffuser.models.registry import family
+
+        planner, dynamics = family(m.architecture).flops_per_row(dx, du, c, m)
     ranker = mlp(D, m.ranker_width, m.ranker_layers, 2 if spec.reward_has_termination else 1)
     if spec.with_cost:
         ranker += mlp(D, m.ranker_width, m.ranker_layers, 1)

@@ -14,7 +14,43 @@ from torch import nn
 class Family:
     planner: Callable[..., nn.Module]  # (dx, du, c, model config) -> PlannerDenoiser-like module
     dynamics: Callable[..., nn.Module]  # (dx, du, c, model config) -> DynamicsDenoiser-like module
-    native: bool  # the model file and the native backends support it
+    native: bool  # the CUDA backend runs it (every family runs on torch and the CPU backend)
+
+    def flops_per_row(self, dx: int, du: int, c: int, m) -> tuple[float, float]:
+        """Floating-point operations of one planner and one dynamics call on one row (2 per
+        multiply-add of every Linear and convolution), counted on a forward pass."""
+        import torch
+
+        H = m.horizon
+        planner, dynamics = self.planner(dx, du, c, m), self.dynamics(dx, du, c, m)
+        x0, cond, k = torch.zeros(1, dx), torch.zeros(1, c), torch.ones(1, dtype=torch.long)
+        return (module_flops(planner, torch.zeros(1, H, dx + du), x0, cond, k),
+                module_flops(dynamics, torch.zeros(1, H, dx), torch.zeros(1, H, du), x0, cond, k))
+
+
+def module_flops(module: nn.Module, *inputs) -> float:
+    """2 x the multiply-adds of the Linear, Conv1d and ConvTranspose1d layers of one forward."""
+    import torch
+
+    total = [0.0]
+
+    def count(layer, args, out):
+        if isinstance(layer, nn.Linear):
+            total[0] += 2.0 * layer.in_features * layer.out_features * out.numel() / layer.out_features
+        elif isinstance(layer, nn.Conv1d):
+            total[0] += 2.0 * layer.in_channels * layer.kernel_size[0] * out.numel()
+        elif isinstance(layer, nn.ConvTranspose1d):
+            total[0] += 2.0 * layer.out_channels * layer.kernel_size[0] * args[0].numel()
+
+    hooks = [m.register_forward_hook(count) for m in module.modules()
+             if isinstance(m, (nn.Linear, nn.Conv1d, nn.ConvTranspose1d))]
+    try:
+        with torch.no_grad():
+            module(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return total[0]
 
 
 def _mlp() -> Family:

@@ -147,3 +147,22 @@ def test_cpu_backend_plans_unet_files_as_the_reference(tmp_path, lam, guidance, 
     again = one.plan(state, seed=7, options=options)
     np.testing.assert_array_equal(again.windows, cpu.windows)
     np.testing.assert_array_equal(one.plan(state, seed=7, options=options).windows, again.windows)
+
+
+def test_flop_counts_of_each_family():
+    """The registry counts a family's FLOPs on a forward pass: for the mlp it equals the closed
+    form the benchmark always used; a convolution counts 2 in k per output element."""
+    from torch import nn
+
+    from mpdiffuser.models.registry import module_flops
+
+    m = ModelConfig()
+    planner, dynamics = family("mlp").flops_per_row(11, 3, 1, m)
+    window = 16 * 14
+    dims = [window + 11 + 1 + 32, 256, 256, 256, window]
+    assert planner == sum(2.0 * a * b for a, b in zip(dims[:-1], dims[1:]))
+    assert dynamics < planner  # its output is the states only
+    assert module_flops(nn.Conv1d(2, 3, 5, padding=2), torch.zeros(1, 2, 4)) == 2 * 2 * 5 * 3 * 4
+    assert module_flops(nn.ConvTranspose1d(3, 2, 4, stride=2, padding=1), torch.zeros(1, 3, 4)) == 2 * 2 * 4 * 3 * 4
+    unet_planner, _ = family("unet").flops_per_row(11, 3, 1, ModelConfig(architecture="unet"))
+    assert 5e6 < unet_planner < 2e7  # the default unet: about 10 MFLOP per row, 40x the mlp
