@@ -195,5 +195,35 @@ int main() {
   }
   std::printf("corrupted headers: %d rejected, %d loaded\n", rejected, loaded);
   CHECK(rejected > 2500);
+
+  // The unet family: a file loads and names its family; the CPU backend takes it, CUDA does not
+  // (yet); every listed tensor, its shape and the unet sizes are checked.
+  testing::TinyModel unet;
+  unet.architecture = "unet";
+  const std::vector<uint8_t> unet_bytes = testing::write_model(unet);
+  CHECK(mpd_model_load_memory(unet_bytes.data(), unet_bytes.size(), &model, nullptr, 0) == MPD_OK);
+  CHECK(mpd_model_get_info(model, &info) == MPD_OK);
+  CHECK(info.architecture == MPD_ARCH_UNET && info.width == 0 && info.layers == 0);
+  mpd_workspace* ws = nullptr;
+  CHECK(mpd_workspace_create(model, MPD_BACKEND_CUDA, 4, 1, &ws) == MPD_ERR_NOT_AVAILABLE && ws == nullptr);
+  CHECK(mpd_workspace_create(model, MPD_BACKEND_CPU, 4, 1, &ws) == MPD_OK);
+  mpd_workspace_free(ws);
+  mpd_model_free(model);
+  testing::TinyModel broken_unet = unet;
+  broken_unet.drop_tensor = "planner.up.0.2.weight";
+  expect_rejected(broken_unet, "tensor 'planner.up.0.2.weight' is missing");
+  broken_unet = unet;
+  broken_unet.extra_tensor = "dynamics.up.1.0.first.conv.weight";
+  expect_rejected(broken_unet, "unexpected tensor 'dynamics.up.1.0.first.conv.weight'");
+  broken_unet = unet;
+  broken_unet.metadata_overrides["unet_mults"] = "1,2,4,8";  // H = 4 cannot be halved three times
+  expect_rejected(broken_unet, "not divisible by 8");
+  broken_unet = unet;
+  broken_unet.metadata_overrides["unet_dim"] = "12";  // 12 channels in 8 GroupNorm groups
+  expect_rejected(broken_unet, "divisible by 8 (GroupNorm groups)");
+  broken_unet = unet;
+  broken_unet.metadata_overrides["unet_mults"] = "1,,2";
+  expect_rejected(broken_unet, "comma-separated integers");
+  expect_rejected(with_meta("architecture", "transformer"), "expected 'mlp' or 'unet'");
   return check::exit_code();
 }

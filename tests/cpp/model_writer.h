@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "core/model_file.h"  // mpd::unet_layout: the unet family's tensor list
+
 namespace testing {
 
 struct TinyModel {
@@ -22,6 +24,9 @@ struct TinyModel {
   std::map<std::string, std::string> metadata_overrides;  // key -> value ("<erase>" removes it)
   std::string drop_tensor;                                // omit this tensor
   std::string extra_tensor;                               // add an unexpected [1] tensor
+  std::string architecture = "mlp";                       // or "unet" (planner and dynamics)
+  int unet_dim = 8, unet_embed_dim = 8;
+  std::vector<int> unet_mults = {1, 2};
 };
 
 struct Tensor {
@@ -65,8 +70,29 @@ inline std::vector<uint8_t> write_model(const TinyModel& m) {
   const int D = m.state_dim + m.action_dim, cond = m.has_cost ? 2 : 1;
   const int in = m.horizon * D + m.state_dim + cond + 32;
   std::map<std::string, Tensor> tensors;
-  add_mlp(&tensors, "planner", in, m.width, m.layers, m.horizon * D, &rng);
-  add_mlp(&tensors, "dynamics", in, m.width, m.layers, m.horizon * m.state_dim, &rng);
+  if (m.architecture == "unet") {
+    mpd::ModelConfig c;
+    c.state_dim = m.state_dim;
+    c.action_dim = m.action_dim;
+    c.cond_dim = cond;
+    c.horizon = m.horizon;
+    c.unet_dim = m.unet_dim;
+    c.unet_mults = m.unet_mults;
+    c.unet_embed_dim = m.unet_embed_dim;
+    for (const char* net : {"planner", "dynamics"}) {
+      for (const auto& spec : mpd::unet_layout(c, net)) {
+        Tensor t{spec.second, {}};
+        size_t count = 1;
+        for (int64_t d : spec.second) count *= static_cast<size_t>(d);
+        const float scale = spec.second.size() > 1 ? 1.0f / std::sqrt(static_cast<float>(count / spec.second[0])) : 0.05f;
+        for (size_t e = 0; e < count; ++e) t.data.push_back(next_uniform(&rng) * scale);
+        tensors[spec.first] = t;
+      }
+    }
+  } else {
+    add_mlp(&tensors, "planner", in, m.width, m.layers, m.horizon * D, &rng);
+    add_mlp(&tensors, "dynamics", in, m.width, m.layers, m.horizon * m.state_dim, &rng);
+  }
   add_mlp(&tensors, "reward", D, m.ranker_width, m.ranker_layers, m.reward_outputs, &rng);
   if (m.has_cost) add_mlp(&tensors, "cost", D, m.ranker_width, m.ranker_layers, 1, &rng);
   Tensor lo{{m.state_dim}, std::vector<float>(static_cast<size_t>(m.state_dim), -2.0f)};
@@ -106,6 +132,14 @@ inline std::vector<uint8_t> write_model(const TinyModel& m) {
       {"termination_penalty", "100.0"}, {"default.temperature", "1.0"}, {"default.warm_start_level", "0"},
       {"default.dynamics_guidance", "1.5"}};
   if (m.quantiles > 0) meta["normalizer_quantiles"] = std::to_string(m.quantiles);
+  if (m.architecture == "unet") {
+    std::string mults;
+    for (size_t i = 0; i < m.unet_mults.size(); ++i) mults += (i ? "," : "") + std::to_string(m.unet_mults[i]);
+    meta["architecture"] = "unet";
+    meta["unet_dim"] = std::to_string(m.unet_dim);
+    meta["unet_mults"] = mults;
+    meta["unet_embed_dim"] = std::to_string(m.unet_embed_dim);
+  }
   for (const auto& kv : m.metadata_overrides) {
     if (kv.second == "<erase>") meta.erase(kv.first);
     else meta[kv.first] = kv.second;

@@ -53,9 +53,11 @@ void operator delete(void* p, size_t) noexcept { std::free(p); }
 void operator delete[](void* p, size_t) noexcept { std::free(p); }
 
 int main() {
-  for (bool has_cost : {false, true}) {
+  for (int variant = 0; variant < 3; ++variant) {  // mlp, mlp with a cost model, unet
+    const bool has_cost = variant == 1;
     testing::TinyModel spec;
     spec.has_cost = has_cost;
+    if (variant == 2) spec.architecture = "unet";
     const std::vector<uint8_t> bytes = testing::write_model(spec);
     mpd_model* model = nullptr;
     CHECK(mpd_model_load_memory(bytes.data(), bytes.size(), &model, nullptr, 0) == MPD_OK);
@@ -78,7 +80,8 @@ int main() {
     }
     g_counting = false;
     CHECK(status == MPD_OK);
-    std::printf("has_cost=%d: %ld allocations during 20 plans\n", has_cost, g_allocations.load());
+    std::printf("%s, has_cost=%d: %ld allocations during 20 plans\n", spec.architecture.c_str(), has_cost,
+                g_allocations.load());
     CHECK(g_allocations.load() == 0);
     // The counter works: creating a workspace allocates.
     g_counting = true;
