@@ -31,22 +31,32 @@ size_t CpuUnet::take(const std::vector<NamedTensor>& tensors, const std::string&
   throw std::invalid_argument("unet tensor '" + name + "' is missing");  // the reader checked: not reached
 }
 
+// Weights [out, in, kernel] (a Linear is kernel 1) -> packed_ as [in][kernel][out_padded], zeros
+// past out, and the bias padded alike: conv_forward and dense accumulate kVec outputs per vector.
+void CpuUnet::pack(size_t w, size_t b, int in, int out, int kernel, size_t* packed, size_t* packed_bias) {
+  const int out_padded = (out + kVec - 1) / kVec * kVec;
+  *packed = packed_.size();
+  packed_.resize(packed_.size() + static_cast<size_t>(in) * kernel * out_padded, 0.0f);
+  for (int o = 0; o < out; ++o) {
+    for (int i = 0; i < in; ++i) {
+      for (int j = 0; j < kernel; ++j) {
+        packed_[*packed + (static_cast<size_t>(i) * kernel + j) * out_padded + o] =
+            weights_[w + (static_cast<size_t>(o) * in + i) * kernel + j];
+      }
+    }
+  }
+  *packed_bias = packed_.size();
+  packed_.resize(packed_.size() + static_cast<size_t>(out_padded), 0.0f);
+  for (int o = 0; o < out; ++o) packed_[*packed_bias + o] = weights_[b + o];
+}
+
 CpuUnet::Linear CpuUnet::linear(const std::vector<NamedTensor>& t, const std::string& p, int in, int out) {
   Linear l;
   l.in = in;
   l.out = out;
   l.w = take(t, p + ".weight");
   l.b = take(t, p + ".bias");
-  // [out, in] -> [in][out_padded] and the bias padded: dense accumulates kVec outputs per vector.
-  const int out_padded = (out + kVec - 1) / kVec * kVec;
-  l.packed = packed_.size();
-  packed_.resize(packed_.size() + static_cast<size_t>(in) * out_padded, 0.0f);
-  for (int o = 0; o < out; ++o) {
-    for (int i = 0; i < in; ++i) packed_[l.packed + static_cast<size_t>(i) * out_padded + o] = weights_[l.w + o * in + i];
-  }
-  l.packed_bias = packed_.size();
-  packed_.resize(packed_.size() + static_cast<size_t>(out_padded), 0.0f);
-  for (int o = 0; o < out; ++o) packed_[l.packed_bias + o] = weights_[l.b + o];
+  pack(l.w, l.b, in, out, 1, &l.packed, &l.packed_bias);
   return l;
 }
 
@@ -57,22 +67,7 @@ CpuUnet::Conv CpuUnet::conv(const std::vector<NamedTensor>& t, const std::string
   c.kernel = kernel;
   c.w = take(t, p + ".weight");
   c.b = take(t, p + ".bias");
-  // [out, in, kernel] -> [in][kernel][out_padded] (zeros past out), and the bias padded alike;
-  // used by conv_forward (the stride-1 convolutions; the strided ones read weights_).
-  const int out_padded = (out + kVec - 1) / kVec * kVec;
-  c.packed = packed_.size();
-  packed_.resize(packed_.size() + static_cast<size_t>(in) * kernel * out_padded, 0.0f);
-  for (int o = 0; o < out; ++o) {
-    for (int i = 0; i < in; ++i) {
-      for (int j = 0; j < kernel; ++j) {
-        packed_[c.packed + (static_cast<size_t>(i) * kernel + j) * out_padded + o] =
-            weights_[c.w + (static_cast<size_t>(o) * in + i) * kernel + j];
-      }
-    }
-  }
-  c.packed_bias = packed_.size();
-  packed_.resize(packed_.size() + static_cast<size_t>(out_padded), 0.0f);
-  for (int o = 0; o < out; ++o) packed_[c.packed_bias + o] = weights_[c.b + o];
+  pack(c.w, c.b, in, out, kernel, &c.packed, &c.packed_bias);  // used by the stride-1 convolutions
   return c;
 }
 
@@ -264,16 +259,13 @@ void CpuUnet::up_forward(const Conv& c, const float* x, int length, float* y) co
   }
 }
 
-// GroupNorm (8 groups, biased variance) with its affine, then FiLM: x * scale + bias, where
-// [scale, bias] = film2(SiLU(film0(context))). film: scratch of context + 2 C floats.
-void CpuUnet::norm_film(const FilmConv& f, const float* context, float* x, int length, float* film) const {
-  const int C = f.conv.out, per_group = C / kGroups;
-  const float* gamma = weights_.data() + f.gamma;
-  const float* beta = weights_.data() + f.beta;
-  float* hidden = film;
-  float* scale_bias = film + f.film0.out;
-  dense(f.film0, context, hidden, true);
-  dense(f.film2, hidden, scale_bias, false);
+// GroupNorm (8 groups, biased variance) over x [C, length] in place, with its affine; then, when
+// given, FiLM (x * scale + shift per channel) and SiLU.
+namespace {
+
+void group_norm(float* x, int C, int length, const float* gamma, const float* beta, const float* scale,
+                const float* shift, bool apply_silu) {
+  const int per_group = C / kGroups;
   for (int g = 0; g < kGroups; ++g) {
     float* xs = x + static_cast<size_t>(g) * per_group * length;
     const size_t n = static_cast<size_t>(per_group) * length;
@@ -285,11 +277,29 @@ void CpuUnet::norm_film(const FilmConv& f, const float* context, float* x, int l
     const float inv = 1.0f / std::sqrt(static_cast<float>(sq / static_cast<double>(n)) + kNormEps);
     for (int ch = 0; ch < per_group; ++ch) {
       const int channel = g * per_group + ch;
-      const float a = gamma[channel] * inv, s = scale_bias[channel], t = scale_bias[C + channel];
+      const float a = gamma[channel] * inv, b = beta[channel];
+      const float s = scale ? scale[channel] : 1.0f, t = shift ? shift[channel] : 0.0f;
       float* row = xs + static_cast<size_t>(ch) * length;
-      for (int l = 0; l < length; ++l) row[l] = ((row[l] - mean) * a + beta[channel]) * s + t;
+      for (int l = 0; l < length; ++l) {
+        float v = (row[l] - mean) * a + b;
+        if (scale) v = v * s + t;
+        row[l] = apply_silu ? silu(v) : v;
+      }
     }
   }
+}
+
+}  // namespace
+
+// GroupNorm and FiLM of a FilmConv, [scale, shift] = film2(SiLU(film0(context))). film: scratch of
+// context + 2 C floats.
+void CpuUnet::norm_film(const FilmConv& f, const float* context, float* x, int length, float* film) const {
+  const int C = f.conv.out;
+  float* hidden = film;
+  float* scale_shift = film + f.film0.out;
+  dense(f.film0, context, hidden, true);
+  dense(f.film2, hidden, scale_shift, false);
+  group_norm(x, C, length, weights_.data() + f.gamma, weights_.data() + f.beta, scale_shift, scale_shift + C, false);
 }
 
 void CpuUnet::block_forward(const Block& b, const float* context, const float* x, int length, float* out,
@@ -384,26 +394,8 @@ void CpuUnet::forward(const float* window, int t, const float* x0, const float* 
   }
   // Head: conv k5 -> GroupNorm -> SiLU -> conv k1.
   conv_forward(head0_, buf[0], length, buf[1], pad);
-  {
-    const int C = head0_.out, per_group = C / kGroups;
-    const float* gamma = weights_.data() + head_gamma_;
-    const float* beta = weights_.data() + head_beta_;
-    for (int g = 0; g < kGroups; ++g) {
-      float* xs = buf[1] + static_cast<size_t>(g) * per_group * length;
-      const size_t n = static_cast<size_t>(per_group) * length;
-      double sum = 0.0;
-      for (size_t e = 0; e < n; ++e) sum += xs[e];
-      const float mean = static_cast<float>(sum / static_cast<double>(n));
-      double sq = 0.0;
-      for (size_t e = 0; e < n; ++e) sq += static_cast<double>(xs[e] - mean) * (xs[e] - mean);
-      const float inv = 1.0f / std::sqrt(static_cast<float>(sq / static_cast<double>(n)) + kNormEps);
-      for (int ch = 0; ch < per_group; ++ch) {
-        const int channel = g * per_group + ch;
-        float* row = xs + static_cast<size_t>(ch) * length;
-        for (int l = 0; l < length; ++l) row[l] = silu((row[l] - mean) * inv * gamma[channel] + beta[channel]);
-      }
-    }
-  }
+  group_norm(buf[1], head0_.out, length, weights_.data() + head_gamma_, weights_.data() + head_beta_, nullptr,
+             nullptr, true);
   conv_forward(head3_, buf[1], length, buf[2], pad);
   // Channel-major [C_out, H] -> the output rows [H, C_out].
   for (int l = 0; l < H; ++l) {

@@ -60,6 +60,7 @@ class CpuUnet {
   };
 
   size_t take(const std::vector<NamedTensor>& tensors, const std::string& name);
+  void pack(size_t w, size_t b, int in, int out, int kernel, size_t* packed, size_t* packed_bias);
   Linear linear(const std::vector<NamedTensor>& t, const std::string& p, int in, int out);
   Conv conv(const std::vector<NamedTensor>& t, const std::string& p, int in, int out, int kernel);
   FilmConv film_conv(const std::vector<NamedTensor>& t, const std::string& p, int in, int out);
