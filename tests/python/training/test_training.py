@@ -223,3 +223,24 @@ def test_planner_loss_weights_the_first_action_only():
     assert seen["first_action_loss"].item() == pytest.approx(err[:, 0, dx:].mean().item(), rel=1e-6)
     with pytest.raises(ValueError, match="action_weight"):
         TrainConfig(action_weight=0.0)
+
+
+def test_format_1_checkpoints_load_with_weights_only_and_resume(tmp_path):
+    """A checkpoint of the old format (RNG states as their own objects, the history a list, no
+    world size) loads with weights_only=True and resumes to the uninterrupted result."""
+    import json
+
+    sample, loss = _linear_problem()
+    cfg = TrainConfig(steps=10, batch_size=16, checkpoint_every=5)
+    full_ema, full_hist = train_loop(_fresh(), loss, sample, cfg, progress=False)
+    ckpt = tmp_path / "m.ckpt"
+    train_loop(_fresh(), loss, sample, TrainConfig(steps=5, batch_size=16, checkpoint_every=5), checkpoint=ckpt,
+               progress=False)
+    state = torch.load(ckpt, weights_only=True)
+    old = {k: state[k] for k in ("model", "ema", "optimizer", "step", "config", "identity")}
+    old |= {"numpy_rng": json.loads(state["rng"][0]["numpy"]), "noise_rng": state["rng"][0]["noise"],
+            "history": state["history"].tolist()}
+    torch.save(old, ckpt)
+    torch.load(ckpt, weights_only=True)  # no unpickling of arbitrary objects needed
+    resumed_ema, resumed_hist = train_loop(_fresh(), loss, sample, cfg, checkpoint=ckpt, progress=False)
+    assert resumed_hist == full_hist and torch.equal(resumed_ema.weight, full_ema.weight)
