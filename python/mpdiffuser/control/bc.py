@@ -15,7 +15,7 @@ from mpdiffuser.data.dataset import OfflineDataset
 from mpdiffuser.data.normalizer import MinMaxNormalizer
 from mpdiffuser.data.windows import TransitionSampler
 from mpdiffuser.models.networks import ResidualMLP
-from mpdiffuser.training.loop import initialized, train_loop
+from mpdiffuser.training.loop import final_loss, initialized, train_loop
 from mpdiffuser.training.runtime import TrainRuntime
 
 
@@ -41,8 +41,7 @@ class BCPolicy:
         started = time.perf_counter()
         ema, history = train_loop(network, bc_loss, sampler.sample, config, desc="bc      ", progress=progress,
                                   runtime=TrainRuntime(device=device))
-        final = float(np.mean(history[-100:])) if history else float("nan")
-        return cls(ema, states, actions), {"final_loss": final, "seconds": time.perf_counter() - started}
+        return cls(ema, states, actions), {"final_loss": final_loss(history), "seconds": time.perf_counter() - started}
 
     def reset(self, seed: int) -> None:
         pass

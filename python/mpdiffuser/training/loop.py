@@ -58,7 +58,17 @@ def read_checkpoint(path: Path) -> dict:
 
 
 class NothingToDo(Exception):
-    """The checkpoint has already reached the requested steps."""
+    """The checkpoint has already reached the requested steps; `state` is what it holds."""
+
+    def __init__(self, message: str, state: dict):
+        super().__init__(message)
+        self.state = state
+
+
+def final_loss(history) -> float:
+    """The mean loss of the last 100 steps of a history (NaN when empty)."""
+    tail = [float(v) for v in history[-100:]]
+    return sum(tail) / len(tail) if tail else float("nan")
 
 
 def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.random.Generator, int], Batch],
@@ -97,7 +107,7 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
         _check_resumable(state, config, identity, runtime, checkpoint)
         start, history = state["step"], state["history"].tolist()
         if start == config.steps:
-            raise NothingToDo(f"{checkpoint} is at step {start} already")
+            raise NothingToDo(f"{checkpoint} is at step {start} already", state)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])

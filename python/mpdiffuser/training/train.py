@@ -11,7 +11,7 @@ from mpdiffuser.data.dataset import OfflineDataset, merge_datasets
 from mpdiffuser.data.windows import TransitionSampler, WindowSampler
 from mpdiffuser.models.bundle import MODEL_NAMES, BundleSpec, load_weights, save_weights
 from mpdiffuser.training.log import LossLog
-from mpdiffuser.training.loop import NothingToDo, initialized, read_checkpoint, train_loop
+from mpdiffuser.training.loop import NothingToDo, final_loss, initialized, train_loop
 from mpdiffuser.training.losses import DynamicsLoss, PlannerLoss, cost_loss, reward_loss
 from mpdiffuser.training.runtime import TrainRuntime, barrier
 
@@ -29,7 +29,7 @@ def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset
     fine_tune: start from the existing `<name>.pt` (for example the dynamics model on data from
     changed dynamics) instead of a fresh initialization. An existing checkpoint is resumed, or
     continued when config.steps is larger; force=True deletes it and starts over. The loss log is
-    `logs/<name>.csv` in the bundle. Returns a summary (steps, final loss, seconds, steps/s);
+    `logs/<name>.csv` in the bundle. Returns a summary (steps, final loss, seconds, log path);
     "nothing_to_do" is true when the checkpoint had reached config.steps already.
     runtime: device, precision, compile and torchrun rank (default: one process on the CPU).
     """
@@ -84,19 +84,16 @@ def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset
     try:
         ema, history = train_loop(model, loss, sampler.sample, config, checkpoint, desc=f"{name:8s}",
                                   progress=progress, identity=identity, runtime=runtime, log=log, validate=validator)
-    except NothingToDo:
-        state = read_checkpoint(checkpoint)
-        history = state["history"][-100:]
+    except NothingToDo as done:
         info = {"steps": config.steps, "nothing_to_do": True, "checkpoint": str(checkpoint), "seconds": 0.0,
-                "final_loss": float(history.mean()) if len(history) else float("nan"), "log": str(log.path)}
+                "final_loss": final_loss(done.state["history"].tolist()), "log": str(log.path)}
         if runtime.is_main and not (bundle_dir / f"{name}.pt").exists():  # stopped between checkpoint and weights
-            model.load_state_dict(state["ema"])
+            model.load_state_dict(done.state["ema"])
             save_weights(bundle_dir, name, model.eval(), spec, info | {"train_config": dataclasses.asdict(config)})
         barrier(runtime)
         return info
     seconds = time.perf_counter() - started
-    final = float(sum(history[-100:]) / max(len(history[-100:]), 1)) if history else float("nan")
-    info = {"steps": config.steps, "final_loss": final, "seconds": seconds, "fine_tuned": fine_tune,
+    info = {"steps": config.steps, "final_loss": final_loss(history), "seconds": seconds, "fine_tuned": fine_tune,
             "nothing_to_do": False, "train_config": dataclasses.asdict(config),
             "runtime": {"device": runtime.device, "precision": runtime.precision, "compile": runtime.compile,
                         "world_size": runtime.world_size},
