@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -181,7 +182,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                   "model_file": None if args.model_file is None else str(args.model_file),
                                   "bundle": args.bundle}
     lat = report["latency"]
-    score = f"score {report['score_mean']:.1f} +- {report['score_stderr']:.1f}, " if report["score_mean"] == report["score_mean"] else ""
+    has_score = not math.isnan(report["score_mean"])  # NaN for robots without D4RL references
+    score = f"score {report['score_mean']:.1f} +- {report['score_stderr']:.1f}, " if has_score else ""
     print(f"{env_id}: {score}return {report['return_mean']:.1f}, cost {report['cost_mean']:.1f}; "
           f"latency ({args.backend}) p50 {lat['p50_ms']:.2f} ms p99 {lat['p99_ms']:.2f} ms")
     if args.json:
@@ -204,7 +206,7 @@ def _cmd_consistency(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {exc}") from None
     if (args.model_file is None) == (args.model_file_option is None):
         raise SystemExit("error: give the model file once, as an argument or as --model-file")
-    lambdas = args.lambdas or [1.0, 0.0]
+    lambdas = args.lambdas or list(CONSISTENCY_LAMBDAS)
     sampler = Sampler(args.model_file or args.model_file_option, args.backend, threads=args.threads)
     env_id = args.env or sampler.spec.env_id
     if env_id is None:
@@ -254,7 +256,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if model_file is None:
         model_file = synthetic_model_file(Path("runs/bench/synthetic-hopper.safetensors"))
         print(f"no --model-file: benchmarking a default-size Hopper model with random weights ({model_file})")
-    result = run_cpu_benchmark(model_file, candidates=args.candidates or [1, 16, 64, 256], threads=args.threads, iters=args.iters,
+    result = run_cpu_benchmark(model_file, candidates=args.candidates or list(BENCH_CANDIDATES), threads=args.threads, iters=args.iters,
                                warm_start_level=args.warm_start_level)
     print(format_table(result))
     print(f"wrote {write_json(result, args.out)}")
@@ -337,6 +339,9 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     run(config)
     return 0
 
+
+BENCH_CANDIDATES = (1, 16, 64, 256)  # bench's N values unless --candidates
+CONSISTENCY_LAMBDAS = (1.0, 0.0)  # consistency's lambdas unless --lambdas; the first drives the robot
 
 # Sampler flags -> SamplerOptions fields. Every default is None: the model file's (or the
 # bundle's) stored defaults apply unless a flag is given.
@@ -459,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "mlp runs on every backend; unet, the authors' temporal U-Net, on the torch backend")
     train.add_argument("--unet-dim", type=int, default=None,
                        help=f"unet: channels of the first level (default {m.unet_dim}; authors 128)")
-    train.add_argument("--unet-mults", type=int, nargs="+", default=None,
+    train.add_argument("--unet-mults", type=int, action="extend", nargs="+", default=None,
                        help=f"unet: channel multiples per level (default {' '.join(map(str, m.unet_mults))}; "
                             "authors 1 4 8)")
     train.add_argument("--unet-embed-dim", type=int, default=None,
@@ -495,7 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--model-file", dest="model_file_option", default=None, help="exported .safetensors model file")
     co.add_argument("--env", default=None, help="environment (default: the model file's)")
     co.add_argument("--lambdas", type=float, action="extend", nargs="+", default=None,
-                    help="dynamics weights to compare; the first drives the robot (default: 1 0)")
+                    help="dynamics weights to compare; the first drives the robot "
+                         f"(default: {' '.join(f'{v:g}' for v in CONSISTENCY_LAMBDAS)})")
     co.add_argument("--physics", default=None, help="changed robot, e.g. mass=1.5,gear=0.6 (default: nominal)")
     co.add_argument("--backend", default="cpu", choices=["torch", "cpu", "cuda"],
                     help="torch: the PyTorch reference; cpu / cuda: the native core")
@@ -519,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="native vs reference plan latency", description=_cmd_bench.__doc__)
     bench.add_argument("--model-file", default=None, help="default: a default-size Hopper model with random weights")
     bench.add_argument("--candidates", type=int, action="extend", nargs="+", default=None,
-                       help="N values (default: 1 16 64 256)")
+                       help=f"N values (default: {' '.join(map(str, BENCH_CANDIDATES))})")
     bench.add_argument("--threads", type=int, default=None, help="default: every core")
     bench.add_argument("--iters", type=int, default=30, help="timed plans per N")
     bench.add_argument("--warm-start-level", type=int, default=0,

@@ -29,13 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mpdiffuser.config import LEGACY_MODEL_FIELDS, ModelConfig, SamplerOptions
+from mpdiffuser.config import ARCHITECTURES, LEGACY_MODEL_FIELDS, ModelConfig, SamplerOptions
 
 FORMAT = "mpdiffuser.model"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 NETS = ("planner", "dynamics", "reward", "cost")
-FILE_ARCHITECTURES = ("mlp", "unet")  # the families a model file holds (both readers check them)
 # Sampler defaults a version 1 file lacks, with the values its plans were made with.
 LEGACY_DEFAULTS = {"temperature": "1.0", "warm_start_level": "0"}  # and dynamics_guidance = guidance
 
@@ -191,7 +190,7 @@ def read_model_file(path: str | Path):
                 **{f"default.{k}": v for k, v in LEGACY_DEFAULTS.items()},
                 "default.dynamics_guidance": meta.get("default.guidance", "1.0"), **meta}
     meta = {"architecture": "mlp", **meta}  # files before the key are all mlp
-    for key, choices in (("architecture", FILE_ARCHITECTURES), ("prediction", ("epsilon", "sample")),
+    for key, choices in (("architecture", ARCHITECTURES), ("prediction", ("epsilon", "sample")),
                          ("normalizer", ("minmax", "cdf")), ("return_condition", ("authors", "minmax"))):
         if meta.get(key) not in choices:
             raise ValueError(f"{path}: metadata '{key}' = {meta.get(key)!r} is not one of {', '.join(choices)}")

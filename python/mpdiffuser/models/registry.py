@@ -1,6 +1,6 @@
 """The network families of the planner and the dynamics model, one entry each: how to build the
-two denoisers from a ModelConfig, and whether the native backends (model file, CPU, CUDA) run
-the family yet. The reward and cost models are residual MLPs in every family."""
+two denoisers from a ModelConfig, their FLOP count, and whether the CUDA backend runs the family
+yet. The reward and cost models are residual MLPs in every family."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch import nn
 class Family:
     planner: Callable[..., nn.Module]  # (dx, du, c, model config) -> PlannerDenoiser-like module
     dynamics: Callable[..., nn.Module]  # (dx, du, c, model config) -> DynamicsDenoiser-like module
-    native: bool  # the CUDA backend runs it (every family runs on torch and the CPU backend)
+    cuda: bool  # the CUDA backend runs it (every family runs on torch and the CPU backend)
 
     def flops_per_row(self, dx: int, du: int, c: int, m) -> tuple[float, float]:
         """Floating-point operations of one planner and one dynamics call on one row (2 per
@@ -57,7 +57,7 @@ def _mlp() -> Family:
     from mpdiffuser.models.networks import DynamicsDenoiser, PlannerDenoiser
 
     return Family(lambda dx, du, c, m: PlannerDenoiser(dx, du, c, m.horizon, m.width, m.layers),
-                  lambda dx, du, c, m: DynamicsDenoiser(dx, du, c, m.horizon, m.width, m.layers), native=True)
+                  lambda dx, du, c, m: DynamicsDenoiser(dx, du, c, m.horizon, m.width, m.layers), cuda=True)
 
 
 def _unet() -> Family:
@@ -67,7 +67,7 @@ def _unet() -> Family:
         return m.horizon, m.unet_dim, tuple(m.unet_mults), m.unet_embed_dim
 
     return Family(lambda dx, du, c, m: UnetPlanner(dx, du, c, *sizes(m)),
-                  lambda dx, du, c, m: UnetDynamics(dx, du, c, *sizes(m)), native=False)
+                  lambda dx, du, c, m: UnetDynamics(dx, du, c, *sizes(m)), cuda=False)
 
 
 FAMILIES: dict[str, Callable[[], Family]] = {"mlp": _mlp, "unet": _unet}

@@ -52,7 +52,9 @@ class Sampler:
         else:
             from mpdiffuser import _core
 
-            if backend == "cuda" and self.spec.model.architecture != "mlp":
+            from mpdiffuser.models.registry import family
+
+            if backend == "cuda" and not family(self.spec.model.architecture).cuda:
                 raise RuntimeError(f"backend 'cuda' does not run the {self.spec.model.architecture} family yet (mlp "
                                    "only); plan this model file with backend 'cpu' or 'torch'")
             if backend == "cuda":
