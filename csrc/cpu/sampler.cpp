@@ -147,31 +147,35 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
   };
   auto eps_at = [&](int n, size_t e) { return out_at(n, e, q.guided, q.guidance); };
 
+  // The unet family reads each window's rows [x_{t+1}, u_t] in place (as its dx + du input
+  // channels) and writes output rows [H, D] (planner) or [H, dx] (dynamics) into s.eps.
+  const bool unet = c.architecture == MPD_ARCH_UNET;
+  auto unet_rows = [&](const CpuUnet& net, int net_rows, int k) {
+    for (int r = 0; r < net_rows; ++r) {
+      net.forward(tau + static_cast<size_t>(r % count) * HD, k - 1, q.x0, r < count ? q.cond : zeros_.get(),
+                  s.eps.get() + static_cast<size_t>(r) * ld_eps_, s.unet.get());
+    }
+  };
+
   for (int k = q.start_level; k >= 1; --k) {
     const math::StepFloats& st = model_.steps[static_cast<size_t>(k - 1)];
-    const bool unet = c.architecture == MPD_ARCH_UNET;
-    if (math::dynamics_at(k, q.lambda, q.dynamics_every, q.dynamics_last) && unet) {
-      // The unet reads each window's rows [x_{t+1}, u_t] as its dx + du input channels.
-      for (int r = 0; r < dynamics_rows; ++r) {
-        model_.dynamics_unet.forward(tau + static_cast<size_t>(r % count) * HD, k - 1, q.x0,
-                                     r < count ? q.cond : zeros_.get(), s.eps.get() + static_cast<size_t>(r) * ld_eps_,
-                                     s.unet.get());
-      }
-    } else if (math::dynamics_at(k, q.lambda, q.dynamics_every, q.dynamics_last)) {
-      // Dynamics input [flatten(X^k), flatten(U^k), x_0, c, emb(k)].
-      for (int r = 0; r < dynamics_rows; ++r) {
-        const float* src = tau + static_cast<size_t>(r % count) * HD;
-        float* row = s.input.get() + static_cast<size_t>(r) * ld_input_;
-        for (int t = 0; t < H; ++t) {
-          std::memcpy(row + t * dx, src + t * D, sizeof(float) * static_cast<size_t>(dx));
-          std::memcpy(row + H * dx + t * du, src + t * D + dx, sizeof(float) * static_cast<size_t>(du));
-        }
-        write_tail(row + static_cast<size_t>(H) * D, r, k);
-      }
-      mlp_forward(model_.dynamics, s.input.get(), ld_input_, dynamics_rows, s.h0.get(), s.h1.get(),
-                  s.eps.get(), ld_eps_);
-    }
     if (math::dynamics_at(k, q.lambda, q.dynamics_every, q.dynamics_last)) {
+      if (unet) {
+        unet_rows(model_.dynamics_unet, dynamics_rows, k);
+      } else {
+        // Dynamics input [flatten(X^k), flatten(U^k), x_0, c, emb(k)].
+        for (int r = 0; r < dynamics_rows; ++r) {
+          const float* src = tau + static_cast<size_t>(r % count) * HD;
+          float* row = s.input.get() + static_cast<size_t>(r) * ld_input_;
+          for (int t = 0; t < H; ++t) {
+            std::memcpy(row + t * dx, src + t * D, sizeof(float) * static_cast<size_t>(dx));
+            std::memcpy(row + H * dx + t * du, src + t * D + dx, sizeof(float) * static_cast<size_t>(du));
+          }
+          write_tail(row + static_cast<size_t>(H) * D, r, k);
+        }
+        mlp_forward(model_.dynamics, s.input.get(), ld_input_, dynamics_rows, s.h0.get(), s.h1.get(),
+                    s.eps.get(), ld_eps_);
+      }
       for (int n = 0; n < count; ++n) {
         float* win = tau + static_cast<size_t>(n) * HD;
         for (int t = 0; t < H; ++t) {
@@ -184,11 +188,7 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
       }
     }
     if (unet) {
-      for (int r = 0; r < rows; ++r) {
-        model_.planner_unet.forward(tau + static_cast<size_t>(r % count) * HD, k - 1, q.x0,
-                                    r < count ? q.cond : zeros_.get(), s.eps.get() + static_cast<size_t>(r) * ld_eps_,
-                                    s.unet.get());
-      }
+      unet_rows(model_.planner_unet, rows, k);
     } else {
       // Planner input [flatten(tau'), x_0, c, emb(k)].
       for (int r = 0; r < rows; ++r) {

@@ -60,14 +60,15 @@ CpuUnet::Linear CpuUnet::linear(const std::vector<NamedTensor>& t, const std::st
   return l;
 }
 
-CpuUnet::Conv CpuUnet::conv(const std::vector<NamedTensor>& t, const std::string& p, int in, int out, int kernel) {
+CpuUnet::Conv CpuUnet::conv(const std::vector<NamedTensor>& t, const std::string& p, int in, int out, int kernel,
+                            bool packed) {
   Conv c;
   c.in = in;
   c.out = out;
   c.kernel = kernel;
   c.w = take(t, p + ".weight");
   c.b = take(t, p + ".bias");
-  pack(c.w, c.b, in, out, kernel, &c.packed, &c.packed_bias);  // used by the stride-1 convolutions
+  if (packed) pack(c.w, c.b, in, out, kernel, &c.packed, &c.packed_bias);  // for conv_forward (stride 1)
   return c;
 }
 
@@ -118,10 +119,11 @@ CpuUnet::CpuUnet(const ModelConfig& c, const std::vector<NamedTensor>& tensors, 
     l.b0 = block(tensors, level + "0", channels, d);
     l.b1 = block(tensors, level + "1", d, d);
     l.has_down = i + 1 < levels;
-    if (l.has_down) l.down = conv(tensors, level + "2.conv", d, d, 3);
+    if (l.has_down) l.down = conv(tensors, level + "2.conv", d, d, 3, false);
     down_.push_back(l);
     max_cl = std::max(max_cl, static_cast<size_t>(d) * length);
     max_channels = std::max(max_channels, d);
+    kept_floats_ += static_cast<size_t>(d) * length;  // this level's output, kept for the up path
     channels = d;
     if (l.has_down) length /= 2;
   }
@@ -133,7 +135,7 @@ CpuUnet::CpuUnet(const ModelConfig& c, const std::vector<NamedTensor>& tensors, 
     Up u;
     u.b0 = block(tensors, level + "0", channels + skip, d);
     u.b1 = block(tensors, level + "1", d, d);
-    u.up = conv(tensors, level + "2", d, d, 4);
+    u.up = conv(tensors, level + "2", d, d, 4, false);
     up_.push_back(u);
     max_cl = std::max(max_cl, static_cast<size_t>(channels + skip) * length);
     max_channels = std::max(max_channels, channels + skip);
@@ -149,19 +151,13 @@ CpuUnet::CpuUnet(const ModelConfig& c, const std::vector<NamedTensor>& tensors, 
   max_channels = std::max(max_channels, dim_);
   max_cl_ = max_cl;
   // Scratch: 4 activation buffers, the kept outputs of every level, the context and FiLM vectors.
-  size_t kept = 0;
-  length = horizon_;
-  for (size_t i = 0; i < levels; ++i) {
-    kept += static_cast<size_t>(level_channels_[i]) * length;
-    if (i + 1 < levels) length /= 2;
-  }
   // The context, then the sinusoid (dim) and one region for the embeddings' hidden layer (4 dim or
   // 4 e) or a FiLM's hidden layer and [scale, bias] (context + 2 C).
   const int widest = *std::max_element(level_channels_.begin(), level_channels_.end());
   const size_t vectors = static_cast<size_t>(context_) + static_cast<size_t>(dim_) +
                          static_cast<size_t>(std::max({4 * dim_, 4 * e, context_ + 2 * widest}));
   vectors_ = vectors - static_cast<size_t>(context_);  // after the context
-  scratch_floats_ = 4 * max_cl_ + kept + vectors + max_cl_ + 4 * static_cast<size_t>(max_channels);
+  scratch_floats_ = 4 * max_cl_ + kept_floats_ + vectors + max_cl_ + 4 * static_cast<size_t>(max_channels);
 }
 
 // y = x W^T + b (then SiLU), kVec outputs per vector, summed over the inputs in index order.
@@ -323,15 +319,7 @@ void CpuUnet::forward(const float* window, int t, const float* x0, const float* 
   float* buf[4];
   for (int i = 0; i < 4; ++i) buf[i] = scratch + static_cast<size_t>(i) * max_cl_;
   float* kept = scratch + 4 * max_cl_;
-  size_t kept_floats = 0;
-  {
-    int length = H;
-    for (size_t i = 0; i < level_channels_.size(); ++i) {
-      kept_floats += static_cast<size_t>(level_channels_[i]) * length;
-      if (i + 1 < level_channels_.size()) length /= 2;
-    }
-  }
-  float* context = kept + kept_floats;
+  float* context = kept + kept_floats_;
   float* vec = context + context_;  // embedding temporaries, then FiLM scratch
   // Context: [time(t), embed(x_0), embed(c)].
   const int half = dim_ / 2;

@@ -37,7 +37,8 @@ class CpuUnet {
   struct Conv {
     int in = 0, out = 0, kernel = 0;
     size_t w = 0, b = 0;  // [out, in, kernel] ([in, out, kernel] for the transposed conv), [out]
-    size_t packed = 0, packed_bias = 0;  // into packed_: [in][kernel][out padded to kVec], [out padded]
+    // into packed_, stride-1 convolutions only: [in][kernel][out padded to kVec], [out padded]
+    size_t packed = 0, packed_bias = 0;
   };
   struct FilmConv {
     Conv conv;
@@ -62,7 +63,8 @@ class CpuUnet {
   size_t take(const std::vector<NamedTensor>& tensors, const std::string& name);
   void pack(size_t w, size_t b, int in, int out, int kernel, size_t* packed, size_t* packed_bias);
   Linear linear(const std::vector<NamedTensor>& t, const std::string& p, int in, int out);
-  Conv conv(const std::vector<NamedTensor>& t, const std::string& p, int in, int out, int kernel);
+  // packed: repack for conv_forward (stride 1); the strided convolutions read weights_ as stored.
+  Conv conv(const std::vector<NamedTensor>& t, const std::string& p, int in, int out, int kernel, bool packed = true);
   FilmConv film_conv(const std::vector<NamedTensor>& t, const std::string& p, int in, int out);
   Block block(const std::vector<NamedTensor>& t, const std::string& p, int in, int out);
 
@@ -87,6 +89,7 @@ class CpuUnet {
   size_t head_gamma_ = 0, head_beta_ = 0;
   std::vector<int> level_channels_;  // d_i
   size_t max_cl_ = 0;                // floats of the largest activation [C, L]
+  size_t kept_floats_ = 0;           // floats of every level's kept output
   size_t vectors_ = 0;  // floats of the sinusoid, embedding and FiLM vectors after the context
   size_t scratch_floats_ = 0;
 };
