@@ -8,6 +8,14 @@ backend, against behaviour cloning on the same data.
     python benchmarks/recipe_sweep.py bc --out runs/sweep --seed 0
     python benchmarks/recipe_sweep.py table --out runs/sweep                 # the markdown table
 
+The family comparison (issue 18): the same, with --architecture unet|mlp and the planner validated
+on 5% held-out episodes (--validate-every); `families` prints score, held-out planner loss,
+first-action error and training time per family and budget:
+
+    python benchmarks/recipe_sweep.py train --out runs/families --architecture unet --steps 3000 --dynamics-steps 3000 --validate-every 1000
+    python benchmarks/recipe_sweep.py eval --out runs/families --grid default-only --episodes 5
+    python benchmarks/recipe_sweep.py families --out runs/families
+
 Every evaluation row (one bundle x one option set, 10 episodes, start seeds 1000-1009) is appended
 to <out>/rows.jsonl with its options, episode scores and plan latency.
 """
@@ -60,7 +68,8 @@ GRIDS = {
 
 def bundle_name(a) -> str:
     norm = "" if a.normalizer == "minmax" else f"-{a.normalizer}"
-    return f"{a.task}-{a.prediction}-aw{a.action_weight:g}-{a.return_condition}{norm}-{a.steps}-s{a.seed}"
+    family = "" if a.architecture == "mlp" else f"-{a.architecture}"
+    return f"{a.task}{family}-{a.prediction}-aw{a.action_weight:g}-{a.return_condition}{norm}-{a.steps}-s{a.seed}"
 
 
 def cmd_train(a) -> None:
@@ -73,13 +82,19 @@ def cmd_train(a) -> None:
     extra = load_dataset(DATA / "hopper-random-s0.hdf5")
     out = Path(a.out) / bundle_name(a)
     model = ModelConfig.sized_for(task.state_dim, task.action_dim, prediction=a.prediction,
-                                  return_condition=a.return_condition, normalizer=a.normalizer)
+                                  return_condition=a.return_condition, normalizer=a.normalizer,
+                                  architecture=a.architecture)
     if not (out / "bundle.json").exists():
         BundleSpec.fit(task, [task, extra], model).save(out)
     for name, data, steps in (("planner", [task], a.steps), ("dynamics", [task, extra], a.dynamics_steps),
                               ("reward", [task, extra], a.ranker_steps)):
-        config = TrainConfig(steps=steps, seed=a.seed, action_weight=a.action_weight if name == "planner" else 1.0)
+        planner = name == "planner"
+        config = TrainConfig(steps=steps, seed=a.seed, action_weight=a.action_weight if planner else 1.0,
+                             validate_every=a.validate_every if planner else 0)
         info = train_model(out, name, data, config, progress=False)
+        with (Path(a.out) / "train.jsonl").open("a") as f:
+            f.write(json.dumps({"bundle": out.name, "model": name, "steps": steps, "seconds": info["seconds"],
+                                "final_loss": info["final_loss"]}) + "\n")
         print(f"{out.name} {name}: {steps} steps, loss {info['final_loss']:.4f}, {info['seconds']:.0f}s", flush=True)
 
 
@@ -180,9 +195,49 @@ def cmd_table(a) -> None:
         print(f"| {recipe} | {changes} | {cell(by.get(1.0))} | {cell(by.get(0.0))} |")
 
 
+def _last_validation(bundle: Path) -> dict:
+    """The planner's last validation row of logs/planner.csv (held-out loss and sampled errors)."""
+    import csv
+
+    rows = [r for r in csv.DictReader((bundle / "logs" / "planner.csv").open()) if r.get("val_loss")]
+    return {k: float(rows[-1][k]) for k in ("step", "val_loss", "val_first_action_error")} if rows else {}
+
+
+def cmd_families(a) -> None:
+    """One row per (family, budget) over its training seeds: MPDiffuser and planner-only at the
+    default sampling, the held-out planner loss and first-action error at the last validation,
+    and the planner + dynamics training time. Mean +- standard error over seeds."""
+    root = Path(a.out)
+    rows = [json.loads(line) for line in (root / "rows.jsonl").open()]
+    trained = [json.loads(line) for line in (root / "train.jsonl").open()]
+    groups: dict[str, dict[str, list]] = {}
+    for bundle in sorted({r["bundle"] for r in rows}):
+        group = groups.setdefault(bundle.rsplit("-s", 1)[0], {})
+        for r in rows:
+            if r["bundle"] == bundle:
+                group.setdefault(f"lambda{r['changes']['dynamics_weight']:g}", []).append(r["score_mean"])
+        val = _last_validation(root / bundle)
+        for key in ("val_loss", "val_first_action_error"):
+            group.setdefault(key, []).append(val.get(key, np.nan))
+        group.setdefault("minutes", []).append(sum(t["seconds"] for t in trained if t["bundle"] == bundle
+                                                   and t["model"] in ("planner", "dynamics")) / 60)
+
+    def cell(values, digits) -> str:
+        v = np.asarray(values, float)
+        se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0
+        return f"{v.mean():.{digits}f} +- {se:.{digits}f}"
+
+    print("| family and budget | seeds | MPDiffuser | planner only | held-out planner loss | first-action error "
+          "| planner + dynamics training (min) |\n|---|---:|---:|---:|---:|---:|---:|")
+    for name, g in groups.items():
+        print(f"| {name} | {len(g['minutes'])} | {cell(g.get('lambda1', [np.nan]), 1)} | "
+              f"{cell(g.get('lambda0', [np.nan]), 1)} | {cell(g['val_loss'], 4)} | "
+              f"{cell(g['val_first_action_error'], 4)} | {cell(g['minutes'], 1)} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["train", "eval", "bc", "table"])
+    p.add_argument("command", choices=["train", "eval", "bc", "table", "families"])
     p.add_argument("--out", default="runs/sweep")
     p.add_argument("--task", default="hopper-medium-s0")
     p.add_argument("--seed", type=int, default=0)
@@ -190,6 +245,8 @@ def main() -> None:
     p.add_argument("--return-condition", default="authors", choices=["authors", "minmax"])
     p.add_argument("--normalizer", default="minmax", choices=["minmax", "cdf"])
     p.add_argument("--action-weight", type=float, default=10.0)
+    p.add_argument("--architecture", default="mlp", choices=["mlp", "unet"])
+    p.add_argument("--validate-every", type=int, default=0, help="planner validation on held-out episodes (0: none)")
     p.add_argument("--steps", type=int, default=30000, help="planner steps")
     p.add_argument("--dynamics-steps", type=int, default=20000)
     p.add_argument("--ranker-steps", type=int, default=5000)
@@ -199,7 +256,7 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=10)
     a = p.parse_args()
     torch.set_num_threads(1)
-    {"train": cmd_train, "eval": cmd_eval, "bc": cmd_bc, "table": cmd_table}[a.command](a)
+    {"train": cmd_train, "eval": cmd_eval, "bc": cmd_bc, "table": cmd_table, "families": cmd_families}[a.command](a)
 
 
 if __name__ == "__main__":

@@ -95,25 +95,28 @@ void dense_forward(const PackedDense& layer, const float* x, size_t ldx, int row
   }
 }
 
+PackedDense pack_dense(const float* weight, const float* bias, int in, int out) {
+  PackedDense d;
+  d.in = in;
+  d.out = out;
+  d.out_padded = padded(out);
+  d.panels = aligned_floats(static_cast<size_t>(d.out_padded) * static_cast<size_t>(in));
+  d.bias = aligned_floats(static_cast<size_t>(d.out_padded));
+  for (int o = 0; o < out; ++o) {
+    float* panel = d.panels.get() + static_cast<size_t>(o / kPanel) * in * kPanel;
+    for (int i = 0; i < in; ++i) {
+      panel[static_cast<size_t>(i) * kPanel + o % kPanel] = weight[static_cast<size_t>(o) * in + i];
+    }
+    d.bias[static_cast<size_t>(o)] = bias ? bias[o] : 0.0f;
+  }
+  return d;
+}
+
 PackedMlp pack_mlp(const MlpWeights& weights) {
   PackedMlp mlp;
   mlp.shape = weights.shape;
   for (const DenseWeights& w : weights.layers) {
-    PackedDense d;
-    d.in = w.in;
-    d.out = w.out;
-    d.out_padded = padded(w.out);
-    d.panels = aligned_floats(static_cast<size_t>(d.out_padded) * static_cast<size_t>(d.in));
-    d.bias = aligned_floats(static_cast<size_t>(d.out_padded));
-    for (int o = 0; o < w.out; ++o) {
-      float* panel = d.panels.get() + static_cast<size_t>(o / kPanel) * d.in * kPanel;
-      for (int i = 0; i < w.in; ++i) {
-        panel[static_cast<size_t>(i) * kPanel + o % kPanel] =
-            w.weight[static_cast<size_t>(o) * w.in + i];
-      }
-      d.bias[static_cast<size_t>(o)] = w.bias[static_cast<size_t>(o)];
-    }
-    mlp.layers.push_back(std::move(d));
+    mlp.layers.push_back(pack_dense(w.weight.data(), w.bias.data(), w.in, w.out));
   }
   return mlp;
 }

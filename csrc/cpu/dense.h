@@ -49,6 +49,9 @@ struct PackedMlp {
   double flops_per_row() const;  // 2 * sum(in * out) over layers
 };
 
+// Packs W [out, in] row-major and b [out] (b may be null: zero).
+PackedDense pack_dense(const float* weight, const float* bias, int in, int out);
+
 PackedMlp pack_mlp(const MlpWeights& weights);
 
 // out[rows, ldo] = MLP(x[rows, ldx]); h0, h1: scratch [rows, width_padded()].

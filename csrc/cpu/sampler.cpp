@@ -14,31 +14,22 @@ namespace {
 
 constexpr float kTerminationPenalty = 100.0f;
 
-size_t round16(int n) { return static_cast<size_t>((n + 15) / 16 * 16); }
-
 }  // namespace
 
 CpuModel::CpuModel(const ModelFile& file)
     : config(file.config),
-      // The unet family's planner and dynamics model run as CpuUnet, not as packed MLPs.
-      planner(file.config.architecture == MPD_ARCH_MLP ? pack_mlp(file.planner) : PackedMlp{}),
-      dynamics(file.config.architecture == MPD_ARCH_MLP ? pack_mlp(file.dynamics) : PackedMlp{}),
+      planner(make_denoiser(file, true)),
+      dynamics(make_denoiser(file, false)),
       reward(pack_mlp(file.reward)) {
   if (config.has_cost) cost = pack_mlp(file.cost);
-  if (config.architecture == MPD_ARCH_UNET) {
-    planner_unet = CpuUnet(config, file.planner_unet, "planner");
-    dynamics_unet = CpuUnet(config, file.dynamics_unet, "dynamics");
-  }
   const int K = config.num_steps;
   steps.resize(static_cast<size_t>(K));
-  embeddings.resize(static_cast<size_t>(K) * kEmbedDim);
   for (int k = 1; k <= K; ++k) {
     const math::StepCoefficients c = math::cosine_step(k, K);
     steps[static_cast<size_t>(k - 1)] = math::StepFloats{
         static_cast<float>(c.sqrt_alpha_bar), static_cast<float>(c.sqrt_one_minus_alpha_bar),
         static_cast<float>(c.posterior_c1), static_cast<float>(c.posterior_c2),
         static_cast<float>(c.posterior_sigma), config.prediction == MPD_PREDICT_SAMPLE ? 1 : 0};
-    math::step_embedding(k, embeddings.data() + static_cast<size_t>(k - 1) * kEmbedDim);
   }
 }
 
@@ -51,33 +42,24 @@ CpuSampler::CpuSampler(const CpuModel& model, int max_candidates, int threads)
   const ModelConfig& c = model.config;
   const int H = c.horizon, D = c.window_dim();
   const int C = chunk_capacity_;
-  const int rows = std::max(2 * C, C * H);  // network rows: 2C denoiser rows or C H ranker rows
-  const bool unet = c.architecture == MPD_ARCH_UNET;
-  if (unet) {  // the denoisers read the windows in place and write [H, D] or [H, dx] output rows
-    ld_input_ = round16(D);
-    ld_hidden_ = static_cast<size_t>(model.reward.width_padded());
-    ld_eps_ = std::max(round16(H * D), static_cast<size_t>(model.reward.out_padded()));
-  } else {
-    ld_input_ = round16(std::max({model.planner.shape.in, model.dynamics.shape.in, D}));
-    ld_hidden_ = static_cast<size_t>(std::max(model.planner.width_padded(), model.reward.width_padded()));
-    ld_eps_ = static_cast<size_t>(std::max({model.planner.out_padded(), model.dynamics.out_padded(),
-                                            model.reward.out_padded()}));
-  }
+  ld_hidden_ = static_cast<size_t>(model.reward.width_padded());
+  ld_eps_ = std::max({model.planner->min_ldo(), model.dynamics->min_ldo(),
+                      static_cast<size_t>(model.reward.out_padded())});
   if (c.has_cost) {
     ld_hidden_ = std::max(ld_hidden_, static_cast<size_t>(model.cost.width_padded()));
     ld_eps_ = std::max(ld_eps_, static_cast<size_t>(model.cost.out_padded()));
   }
-  const size_t r = static_cast<size_t>(rows);
+  const size_t ranker_rows = static_cast<size_t>(C) * H;
+  const size_t output_rows = std::max(2 * static_cast<size_t>(C), ranker_rows);  // 2C denoiser or C H ranker rows
+  const size_t denoise = std::max(model.planner->scratch_floats(2 * C), model.dynamics->scratch_floats(2 * C));
   for (int t = 0; t < pool_.size(); ++t) {
     Scratch s;
-    s.input = aligned_floats(r * ld_input_);
-    s.h0 = aligned_floats(r * ld_hidden_);
-    s.h1 = aligned_floats(r * ld_hidden_);
-    s.eps = aligned_floats(r * ld_eps_);
+    s.input = aligned_floats(ranker_rows * static_cast<size_t>(D));
+    s.h0 = aligned_floats(ranker_rows * ld_hidden_);
+    s.h1 = aligned_floats(ranker_rows * ld_hidden_);
+    s.eps = aligned_floats(output_rows * ld_eps_);
     s.noise = aligned_floats(static_cast<size_t>(H) * D);
-    if (unet) {
-      s.unet = aligned_floats(std::max(model.planner_unet.scratch_floats(), model.dynamics_unet.scratch_floats()));
-    }
+    s.denoise = aligned_floats(denoise);
     scratch_.push_back(std::move(s));
   }
   const size_t n = static_cast<size_t>(max_candidates);
@@ -112,7 +94,7 @@ void CpuSampler::run_chunk(void* self, int index) {
 void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
   const PlanRequest& q = *request_;
   const ModelConfig& c = model_.config;
-  const int H = c.horizon, dx = c.state_dim, du = c.action_dim, D = c.window_dim(), K = c.num_steps;
+  const int H = c.horizon, dx = c.state_dim, D = c.window_dim(), K = c.num_steps;
   const size_t HD = static_cast<size_t>(H) * D;
   const int rows = q.guided ? 2 * count : count;  // planner rows
   const int dynamics_rows = q.dynamics_guided ? 2 * count : count;
@@ -132,13 +114,6 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
       for (int j = 0; j < D; ++j) win[t * D + j] = math::renoised(prev[j], scale * win[t * D + j], sw);
     }
   }
-  // The input tail [x_0, c or 0, emb(k)] of row r; r >= count are the unconditional rows.
-  auto write_tail = [&](float* tail, int r, int k) {
-    std::memcpy(tail, q.x0, sizeof(float) * static_cast<size_t>(dx));
-    for (int j = 0; j < c.cond_dim; ++j) tail[dx + j] = r < count ? q.cond[j] : 0.0f;
-    std::memcpy(tail + dx + c.cond_dim, model_.embeddings.data() + static_cast<size_t>(k - 1) * kEmbedDim,
-                sizeof(float) * kEmbedDim);
-  };
   // Guided output element e of candidate n from the network outputs (guided: 2N rows, scale w).
   auto out_at = [&](int n, size_t e, bool guided, float w) {
     const float cond = s.eps[static_cast<size_t>(n) * ld_eps_ + e];
@@ -146,36 +121,14 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
     return math::guided(cond, s.eps[static_cast<size_t>(n + count) * ld_eps_ + e], w);
   };
   auto eps_at = [&](int n, size_t e) { return out_at(n, e, q.guided, q.guidance); };
-
-  // The unet family reads each window's rows [x_{t+1}, u_t] in place (as its dx + du input
-  // channels) and writes output rows [H, D] (planner) or [H, dx] (dynamics) into s.eps.
-  const bool unet = c.architecture == MPD_ARCH_UNET;
-  auto unet_rows = [&](const CpuUnet& net, int net_rows, int k) {
-    for (int r = 0; r < net_rows; ++r) {
-      net.forward(tau + static_cast<size_t>(r % count) * HD, k - 1, q.x0, r < count ? q.cond : zeros_.get(),
-                  s.eps.get() + static_cast<size_t>(r) * ld_eps_, s.unet.get());
-    }
+  auto denoise = [&](const Denoiser& net, int net_rows, int k) {
+    net.run(DenoiseCall{tau, count, net_rows, k, q.x0, q.cond, zeros_.get(), s.eps.get(), ld_eps_}, s.denoise.get());
   };
 
   for (int k = q.start_level; k >= 1; --k) {
     const math::StepFloats& st = model_.steps[static_cast<size_t>(k - 1)];
     if (math::dynamics_at(k, q.lambda, q.dynamics_every, q.dynamics_last)) {
-      if (unet) {
-        unet_rows(model_.dynamics_unet, dynamics_rows, k);
-      } else {
-        // Dynamics input [flatten(X^k), flatten(U^k), x_0, c, emb(k)].
-        for (int r = 0; r < dynamics_rows; ++r) {
-          const float* src = tau + static_cast<size_t>(r % count) * HD;
-          float* row = s.input.get() + static_cast<size_t>(r) * ld_input_;
-          for (int t = 0; t < H; ++t) {
-            std::memcpy(row + t * dx, src + t * D, sizeof(float) * static_cast<size_t>(dx));
-            std::memcpy(row + H * dx + t * du, src + t * D + dx, sizeof(float) * static_cast<size_t>(du));
-          }
-          write_tail(row + static_cast<size_t>(H) * D, r, k);
-        }
-        mlp_forward(model_.dynamics, s.input.get(), ld_input_, dynamics_rows, s.h0.get(), s.h1.get(),
-                    s.eps.get(), ld_eps_);
-      }
+      denoise(*model_.dynamics, dynamics_rows, k);
       for (int n = 0; n < count; ++n) {
         float* win = tau + static_cast<size_t>(n) * HD;
         for (int t = 0; t < H; ++t) {
@@ -187,18 +140,7 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
         }
       }
     }
-    if (unet) {
-      unet_rows(model_.planner_unet, rows, k);
-    } else {
-      // Planner input [flatten(tau'), x_0, c, emb(k)].
-      for (int r = 0; r < rows; ++r) {
-        float* row = s.input.get() + static_cast<size_t>(r) * ld_input_;
-        std::memcpy(row, tau + static_cast<size_t>(r % count) * HD, sizeof(float) * HD);
-        write_tail(row + HD, r, k);
-      }
-      mlp_forward(model_.planner, s.input.get(), ld_input_, rows, s.h0.get(), s.h1.get(), s.eps.get(),
-                  ld_eps_);
-    }
+    denoise(*model_.planner, rows, k);
     for (int n = 0; n < count; ++n) {
       float* win = tau + static_cast<size_t>(n) * HD;
       if (k > 1) {

@@ -6,24 +6,23 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "core/model_file.h"
 #include "cpu/dense.h"
+#include "cpu/denoiser.h"
 #include "cpu/thread_pool.h"
-#include "cpu/unet.h"
 #include "math/update.h"
 
 namespace mpd::cpu {
 
-// What the CPU backend needs of a model: packed networks and per-step constants.
+// What the CPU backend needs of a model: its networks, ready to run, and per-step constants.
 struct CpuModel {
   ModelConfig config;
-  PackedMlp planner, dynamics, reward, cost;  // cost: empty layers without a cost model; planner and
-                                              // dynamics: empty for the unet family
-  CpuUnet planner_unet, dynamics_unet;        // the unet family's (empty for mlp)
-  std::vector<math::StepFloats> steps;        // [K], index k - 1
-  std::vector<float> embeddings;              // [K, 32], row k - 1 = emb(k)
+  std::unique_ptr<Denoiser> planner, dynamics;  // in the model file's family
+  PackedMlp reward, cost;                       // cost: empty layers without a cost model
+  std::vector<math::StepFloats> steps;          // [K], index k - 1
 
   explicit CpuModel(const ModelFile& file);
 };
@@ -62,11 +61,11 @@ class CpuSampler {
 
  private:
   struct Scratch {
-    AlignedBuffer input;  // [2C, ld_input]: network inputs (also [C H, D] ranker rows)
-    AlignedBuffer h0, h1;  // [max(2C, C H), ld_hidden]
-    AlignedBuffer eps;     // [max(2C, C H), ld_eps]: network outputs
-    AlignedBuffer noise;   // [H D]
-    AlignedBuffer unet;    // the unet forward's scratch (unet family only)
+    AlignedBuffer input;    // [C H, D] ranker rows
+    AlignedBuffer h0, h1;   // [C H, ld_hidden]
+    AlignedBuffer eps;      // [max(2C, C H), ld_eps]: network outputs
+    AlignedBuffer noise;    // [H D]
+    AlignedBuffer denoise;  // the denoisers' scratch for 2C rows
   };
   static void run_chunk(void* self, int index);
   void sample_chunk(int first, int count, Scratch& s);
@@ -75,7 +74,7 @@ class CpuSampler {
   const CpuModel& model_;
   int max_candidates_;
   int chunk_capacity_;  // candidates per thread at most
-  size_t ld_input_, ld_hidden_, ld_eps_;
+  size_t ld_hidden_, ld_eps_;
   ThreadPool pool_;
   std::vector<Scratch> scratch_;
   AlignedBuffer windows_, values_, costs_, gammas_;  // gammas_: [H] discount^t

@@ -1,13 +1,13 @@
 // The unet family on the CPU backend; see unet.h.
 #include "cpu/unet.h"
 
-#include "cpu/vec.h"
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+
+#include "cpu/vec.h"
 
 namespace mpd::cpu {
 
@@ -15,74 +15,116 @@ namespace {
 
 constexpr int kGroups = 8;
 constexpr float kNormEps = 1e-6f;
+constexpr int kMargin = 2;  // zero positions on each side of a row: half the widest kernel (5)
 
-inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+size_t ldc(int channels) { return static_cast<size_t>(padded(channels)); }
+
+// Zeroes the margins of every row of a padded-layout buffer holding `length` positions.
+void zero_margins(float* x, int rows, size_t row_floats, int length, size_t ld) {
+  for (int r = 0; r < rows; ++r) {
+    float* row = x + static_cast<size_t>(r) * row_floats;
+    std::memset(row, 0, sizeof(float) * kMargin * ld);
+    std::memset(row + (static_cast<size_t>(kMargin) + length) * ld, 0, sizeof(float) * kMargin * ld);
+  }
+}
+
+// x[e] = SiLU(x[e] + y[e]) for e < n (n a multiple of kVec).
+void add_silu(float* x, const float* y, size_t n) {
+  for (size_t e = 0; e < n; e += kVec) store(x + e, vsilu(load(x + e) + load(y + e)));
+}
 
 }  // namespace
 
-size_t CpuUnet::take(const std::vector<NamedTensor>& tensors, const std::string& name) {
+// The forward's scratch, carved in the constructor's order.
+struct CpuUnet::Work {
+  float* buf[4];    // [kMaxRows][row_floats_] activations
+  float* kept;      // [kMaxRows][kept_floats_]
+  float* context;   // [kMaxRows][ld_context_]
+  float* hidden;    // [kMaxRows][ld_hidden_]
+  float* hidden2;   // [kMaxRows][ld_hidden_]
+  float* film;      // [kMaxRows][ld_film_]
+  float* cond;      // [kMaxRows][cond_dim]
+  float* affine;    // [2 * widest ldc]: a row's GroupNorm scale and shift per channel
+  float* sinusoid;  // [dim]
+};
+
+const NamedTensor& CpuUnet::find(const std::vector<NamedTensor>& tensors, const std::string& name) const {
   for (const NamedTensor& t : tensors) {
-    if (t.name == name) {
-      const size_t at = weights_.size();
-      weights_.insert(weights_.end(), t.data.begin(), t.data.end());
-      return at;
-    }
+    if (t.name == name) return t;
   }
   throw std::invalid_argument("unet tensor '" + name + "' is missing");  // the reader checked: not reached
 }
 
-// Weights [out, in, kernel] (a Linear is kernel 1) -> packed_ as [in][kernel][out_padded], zeros
-// past out, and the bias padded alike: conv_forward and dense accumulate kVec outputs per vector.
-void CpuUnet::pack(size_t w, size_t b, int in, int out, int kernel, size_t* packed, size_t* packed_bias) {
-  const int out_padded = (out + kVec - 1) / kVec * kVec;
-  *packed = packed_.size();
-  packed_.resize(packed_.size() + static_cast<size_t>(in) * kernel * out_padded, 0.0f);
+PackedDense CpuUnet::linear(const std::vector<NamedTensor>& t, const std::string& p, int in, int out) const {
+  return pack_dense(find(t, p + ".weight").data.data(), find(t, p + ".bias").data.data(), in, out);
+}
+
+// Stride 1, "same": W [out, in, K] -> the dense layer over K positions x ldc(in) channels,
+// input column j ldc(in) + i = w[o, i, j] (zero past in).
+CpuUnet::Conv CpuUnet::conv(const std::vector<NamedTensor>& t, const std::string& p, int in, int out,
+                            int kernel) const {
+  const std::vector<float>& w = find(t, p + ".weight").data;
+  const size_t cols = static_cast<size_t>(kernel) * ldc(in);
+  std::vector<float> dense(static_cast<size_t>(out) * cols, 0.0f);
   for (int o = 0; o < out; ++o) {
     for (int i = 0; i < in; ++i) {
       for (int j = 0; j < kernel; ++j) {
-        packed_[*packed + (static_cast<size_t>(i) * kernel + j) * out_padded + o] =
-            weights_[w + (static_cast<size_t>(o) * in + i) * kernel + j];
+        dense[static_cast<size_t>(o) * cols + static_cast<size_t>(j) * ldc(in) + static_cast<size_t>(i)] =
+            w[(static_cast<size_t>(o) * in + i) * kernel + j];
       }
     }
   }
-  *packed_bias = packed_.size();
-  packed_.resize(packed_.size() + static_cast<size_t>(out_padded), 0.0f);
-  for (int o = 0; o < out; ++o) packed_[*packed_bias + o] = weights_[b + o];
-}
-
-CpuUnet::Linear CpuUnet::linear(const std::vector<NamedTensor>& t, const std::string& p, int in, int out) {
-  Linear l;
-  l.in = in;
-  l.out = out;
-  l.w = take(t, p + ".weight");
-  l.b = take(t, p + ".bias");
-  pack(l.w, l.b, in, out, 1, &l.packed, &l.packed_bias);
-  return l;
-}
-
-CpuUnet::Conv CpuUnet::conv(const std::vector<NamedTensor>& t, const std::string& p, int in, int out, int kernel,
-                            bool packed) {
   Conv c;
   c.in = in;
   c.out = out;
   c.kernel = kernel;
-  c.w = take(t, p + ".weight");
-  c.b = take(t, p + ".bias");
-  if (packed) pack(c.w, c.b, in, out, kernel, &c.packed, &c.packed_bias);  // for conv_forward (stride 1)
+  c.gemm = pack_dense(dense.data(), find(t, p + ".bias").data.data(), static_cast<int>(cols), out);
   return c;
 }
 
-CpuUnet::FilmConv CpuUnet::film_conv(const std::vector<NamedTensor>& t, const std::string& p, int in, int out) {
+// Stride 2, kernel 3: the same packing; the rows are two positions apart (down_forward).
+CpuUnet::Conv CpuUnet::down_conv(const std::vector<NamedTensor>& t, const std::string& p, int channels) const {
+  return conv(t, p, channels, channels, 3);
+}
+
+// Transposed, kernel 4, stride 2, padding 1 (W [in, out, 4]): output 2a = x[a - 1] w[., ., 3] +
+// x[a] w[., ., 1]; output 2a + 1 = x[a] w[., ., 2] + x[a + 1] w[., ., 0]. Two dense layers
+// over 2 positions each, even and odd.
+CpuUnet::Conv CpuUnet::up_conv(const std::vector<NamedTensor>& t, const std::string& p, int channels) const {
+  const std::vector<float>& w = find(t, p + ".weight").data;
+  const float* bias = find(t, p + ".bias").data.data();
+  const size_t ld = ldc(channels), cols = 2 * ld;
+  const int d = channels;
+  auto pack = [&](int first_tap, int second_tap) {
+    std::vector<float> dense(static_cast<size_t>(d) * cols, 0.0f);
+    for (int o = 0; o < d; ++o) {
+      for (int i = 0; i < d; ++i) {
+        const size_t at = (static_cast<size_t>(i) * d + o) * 4;
+        dense[static_cast<size_t>(o) * cols + i] = w[at + first_tap];
+        dense[static_cast<size_t>(o) * cols + ld + i] = w[at + second_tap];
+      }
+    }
+    return pack_dense(dense.data(), bias, static_cast<int>(cols), d);
+  };
+  Conv c;
+  c.in = c.out = d;
+  c.kernel = 4;
+  c.gemm = pack(3, 1);
+  c.odd = pack(2, 0);
+  return c;
+}
+
+CpuUnet::FilmConv CpuUnet::film_conv(const std::vector<NamedTensor>& t, const std::string& p, int in, int out) const {
   FilmConv f;
   f.conv = conv(t, p + ".conv", in, out, 5);
-  f.gamma = take(t, p + ".norm.weight");
-  f.beta = take(t, p + ".norm.bias");
+  f.gamma = find(t, p + ".norm.weight").data;
+  f.beta = find(t, p + ".norm.bias").data;
   f.film0 = linear(t, p + ".film.0", context_, context_);
   f.film2 = linear(t, p + ".film.2", context_, 2 * out);
   return f;
 }
 
-CpuUnet::Block CpuUnet::block(const std::vector<NamedTensor>& t, const std::string& p, int in, int out) {
+CpuUnet::Block CpuUnet::block(const std::vector<NamedTensor>& t, const std::string& p, int in, int out) const {
   Block b;
   b.first = film_conv(t, p + ".first", in, out);
   b.second = film_conv(t, p + ".second", out, out);
@@ -98,296 +140,298 @@ CpuUnet::CpuUnet(const ModelConfig& c, const std::vector<NamedTensor>& tensors, 
   dim_ = c.unet_dim;
   in_channels_ = c.window_dim();
   out_channels_ = net == "planner" ? c.window_dim() : c.state_dim;
-  const int e = c.unet_embed_dim;
-  context_ = dim_ + 2 * e;
+  embed_ = c.unet_embed_dim;
+  context_ = dim_ + 2 * embed_;
   time0_ = linear(tensors, p + "time.0", dim_, 4 * dim_);
   time2_ = linear(tensors, p + "time.2", 4 * dim_, dim_);
   const int condition_dims[2] = {c.state_dim, c.cond_dim};
   for (int i = 0; i < 2; ++i) {
-    embed_[i][0] = linear(tensors, p + "embeds." + std::to_string(i) + ".0", condition_dims[i], 4 * e);
-    embed_[i][1] = linear(tensors, p + "embeds." + std::to_string(i) + ".2", 4 * e, e);
+    embed_layers_[i][0] = linear(tensors, p + "embeds." + std::to_string(i) + ".0", condition_dims[i], 4 * embed_);
+    embed_layers_[i][1] = linear(tensors, p + "embeds." + std::to_string(i) + ".2", 4 * embed_, embed_);
   }
-  for (int m : c.unet_mults) level_channels_.push_back(dim_ * m);
-  const size_t levels = level_channels_.size();
+  std::vector<int> dims;
+  for (int m : c.unet_mults) dims.push_back(dim_ * m);
+  const size_t levels = dims.size();
   int channels = in_channels_, length = horizon_;
-  size_t max_cl = static_cast<size_t>(channels) * length;
-  int max_channels = channels;
+  size_t widest = ldc(channels);  // the widest ldc of any activation
+  auto grow = [&](int ch, int len) {
+    widest = std::max(widest, ldc(ch));
+    row_floats_ = std::max(row_floats_, (static_cast<size_t>(len) + 2 * kMargin) * ldc(ch));
+  };
+  grow(channels, length);
   for (size_t i = 0; i < levels; ++i) {
-    const int d = level_channels_[i];
     const std::string level = p + "down." + std::to_string(i) + ".";
     Level l;
-    l.b0 = block(tensors, level + "0", channels, d);
-    l.b1 = block(tensors, level + "1", d, d);
+    l.b0 = block(tensors, level + "0", channels, dims[i]);
+    l.b1 = block(tensors, level + "1", dims[i], dims[i]);
     l.has_down = i + 1 < levels;
-    if (l.has_down) l.down = conv(tensors, level + "2.conv", d, d, 3, false);
-    down_.push_back(l);
-    max_cl = std::max(max_cl, static_cast<size_t>(d) * length);
-    max_channels = std::max(max_channels, d);
-    kept_floats_ += static_cast<size_t>(d) * length;  // this level's output, kept for the up path
-    channels = d;
-    if (l.has_down) length /= 2;
+    if (l.has_down) l.down = down_conv(tensors, level + "2.conv", dims[i]);
+    down_.push_back(std::move(l));
+    grow(dims[i], length);
+    kept_floats_ += static_cast<size_t>(length) * ldc(dims[i]);  // this level's output, for the up path
+    channels = dims[i];
+    if (i + 1 < levels) length /= 2;
   }
   middle0_ = block(tensors, p + "middle.0", channels, channels);
   middle1_ = block(tensors, p + "middle.1", channels, channels);
   for (size_t j = 0; j + 1 < levels; ++j) {
-    const int d = level_channels_[levels - 2 - j], skip = level_channels_[levels - 1 - j];
+    const int d = dims[levels - 2 - j], skip = dims[levels - 1 - j];
     const std::string level = p + "up." + std::to_string(j) + ".";
     Up u;
     u.b0 = block(tensors, level + "0", channels + skip, d);
     u.b1 = block(tensors, level + "1", d, d);
-    u.up = conv(tensors, level + "2", d, d, 4, false);
-    up_.push_back(u);
-    max_cl = std::max(max_cl, static_cast<size_t>(channels + skip) * length);
-    max_channels = std::max(max_channels, channels + skip);
+    u.up = up_conv(tensors, level + "2", d);
+    up_.push_back(std::move(u));
+    grow(channels + skip, length);
     length *= 2;
-    max_cl = std::max(max_cl, static_cast<size_t>(d) * length);
+    grow(d, length);
     channels = d;
   }
   head0_ = conv(tensors, p + "head.0", channels, dim_, 5);
-  head_gamma_ = take(tensors, p + "head.1.weight");
-  head_beta_ = take(tensors, p + "head.1.bias");
+  head_gamma_ = find(tensors, p + "head.1.weight").data;
+  head_beta_ = find(tensors, p + "head.1.bias").data;
   head3_ = conv(tensors, p + "head.3", dim_, out_channels_, 1);
-  max_cl = std::max(max_cl, static_cast<size_t>(dim_) * horizon_);
-  max_channels = std::max(max_channels, dim_);
-  max_cl_ = max_cl;
-  // Scratch: 4 activation buffers, the kept outputs of every level, the context and FiLM vectors.
-  // The context, then the sinusoid (dim) and one region for the embeddings' hidden layer (4 dim or
-  // 4 e) or a FiLM's hidden layer and [scale, bias] (context + 2 C).
-  const int widest = *std::max_element(level_channels_.begin(), level_channels_.end());
-  const size_t vectors = static_cast<size_t>(context_) + static_cast<size_t>(dim_) +
-                         static_cast<size_t>(std::max({4 * dim_, 4 * e, context_ + 2 * widest}));
-  vectors_ = vectors - static_cast<size_t>(context_);  // after the context
-  scratch_floats_ = 4 * max_cl_ + kept_floats_ + vectors + max_cl_ + 4 * static_cast<size_t>(max_channels);
+  grow(dim_, horizon_);
+  grow(out_channels_, horizon_);
+  ld_context_ = ldc(context_);
+  ld_hidden_ = ldc(std::max({4 * dim_, 4 * embed_, context_}));
+  ld_film_ = 2 * widest;
+  const size_t R = kMaxRows;
+  scratch_floats_ = R * (4 * row_floats_ + kept_floats_ + ld_context_ + 2 * ld_hidden_ + ld_film_ +
+                         static_cast<size_t>(std::max(c.cond_dim, 1))) +
+                    2 * widest + static_cast<size_t>(dim_);
 }
 
-// y = x W^T + b (then SiLU), kVec outputs per vector, summed over the inputs in index order.
-void CpuUnet::dense(const Linear& l, const float* x, float* y, bool apply_silu) const {
-  const int out_padded = (l.out + kVec - 1) / kVec * kVec;
-  const float* w = packed_.data() + l.packed;
-  const float* b = packed_.data() + l.packed_bias;
-  float lanes[kVec];
-  for (int ob = 0; ob < out_padded; ob += kVec) {
-    vfloat acc = load(b + ob);
-    for (int i = 0; i < l.in; ++i) acc += load(w + static_cast<size_t>(i) * out_padded + ob) * x[i];
-    store(lanes, acc);
-    const int outs = std::min(kVec, l.out - ob);
-    for (int q = 0; q < outs; ++q) y[ob + q] = apply_silu ? silu(lanes[q]) : lanes[q];
+void CpuUnet::conv_forward(const Conv& c, int rows, const float* x, int length, float* y) const {
+  const size_t ld_in = ldc(c.in), ld_out = ldc(c.out);
+  const int half = c.kernel / 2;
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x + static_cast<size_t>(r) * row_floats_;
+    float* yr = y + static_cast<size_t>(r) * row_floats_;
+    dense_forward(c.gemm, xr + static_cast<size_t>(kMargin - half) * ld_in, ld_in, length, Epilogue::kLinear,
+                  nullptr, 0, yr + kMargin * ld_out, ld_out);
   }
+  zero_margins(y, rows, row_floats_, length, ld_out);
 }
 
-// y[o, l] = b[o] + sum_i sum_j w[o, i, j] x[i, l + j - k/2], zero outside [0, length). The input
-// is first copied with k/2 zero columns on each side (pad, [in, length + k - 1]). The weights
-// were repacked at load as [in][k][out_padded] (packed_), so a vector of kVec output channels
-// accumulates in registers for up to 16 positions at a time, over (i, j) in index order.
-void CpuUnet::conv_forward(const Conv& c, const float* x, int length, float* y, float* pad) const {
-  const int half = c.kernel / 2, K = c.kernel, padded_length = length + K - 1;
-  for (int i = 0; i < c.in; ++i) {
-    float* row = pad + static_cast<size_t>(i) * padded_length;
-    for (int j = 0; j < half; ++j) row[j] = row[padded_length - 1 - j] = 0.0f;
-    std::memcpy(row + half, x + static_cast<size_t>(i) * length, sizeof(float) * static_cast<size_t>(length));
+// Output l reads positions 2l, 2l + 1, 2l + 2 (the last one past the end reads the zero margin).
+void CpuUnet::down_forward(const Conv& c, int rows, const float* x, int length, float* y) const {
+  const size_t ld = ldc(c.in);
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x + static_cast<size_t>(r) * row_floats_;
+    float* yr = y + static_cast<size_t>(r) * row_floats_;
+    dense_forward(c.gemm, xr + kMargin * ld, 2 * ld, length / 2, Epilogue::kLinear, nullptr, 0, yr + kMargin * ld, ld);
   }
-  const int out_padded = (c.out + kVec - 1) / kVec * kVec;
-  const float* wp = packed_.data() + c.packed;
-  const float* bp = packed_.data() + c.packed_bias;
-  constexpr int kPositions = 16;
-  vfloat acc[kPositions];
-  float lanes[kVec];
-  for (int l0 = 0; l0 < length; l0 += kPositions) {
-    const int positions = std::min(kPositions, length - l0);
-    for (int ob = 0; ob < out_padded; ob += kVec) {
-      const vfloat bias = load(bp + ob);
-      for (int l = 0; l < positions; ++l) acc[l] = bias;
-      for (int i = 0; i < c.in; ++i) {
-        const float* in = pad + static_cast<size_t>(i) * padded_length + l0;
-        for (int j = 0; j < K; ++j) {
-          const vfloat w = load(wp + (static_cast<size_t>(i) * K + j) * out_padded + ob);
-          for (int l = 0; l < positions; ++l) acc[l] += w * in[l + j];
-        }
-      }
-      const int outs = std::min(kVec, c.out - ob);
-      for (int l = 0; l < positions; ++l) {
-        store(lanes, acc[l]);
-        for (int q = 0; q < outs; ++q) y[static_cast<size_t>(ob + q) * length + l0 + l] = lanes[q];
-      }
-    }
-  }
+  zero_margins(y, rows, row_floats_, length / 2, ld);
 }
 
-// Stride 2, kernel 3, input padded with one zero column on the right: y[o, l] reads x[., 2l + j].
-void CpuUnet::down_forward(const Conv& c, const float* x, int length, float* y) const {
-  const float* w = weights_.data() + c.w;
-  const float* b = weights_.data() + c.b;
-  const int half_length = length / 2;
-  for (int o = 0; o < c.out; ++o) {
-    float* out = y + static_cast<size_t>(o) * half_length;
-    for (int l = 0; l < half_length; ++l) out[l] = b[o];
-    for (int i = 0; i < c.in; ++i) {
-      const float* in = x + static_cast<size_t>(i) * length;
-      const float* taps = w + (static_cast<size_t>(o) * c.in + i) * 3;
-      for (int j = 0; j < 3; ++j) {
-        for (int l = 0; l < half_length; ++l) {
-          const int src = 2 * l + j;
-          if (src < length) out[l] += taps[j] * in[src];
-        }
-      }
-    }
+void CpuUnet::up_forward(const Conv& c, int rows, const float* x, int length, float* y) const {
+  const size_t ld = ldc(c.in);
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x + static_cast<size_t>(r) * row_floats_;
+    float* yr = y + static_cast<size_t>(r) * row_floats_;
+    dense_forward(c.gemm, xr + (kMargin - 1) * ld, ld, length, Epilogue::kLinear, nullptr, 0, yr + kMargin * ld,
+                  2 * ld);
+    dense_forward(c.odd, xr + kMargin * ld, ld, length, Epilogue::kLinear, nullptr, 0, yr + (kMargin + 1) * ld,
+                  2 * ld);
   }
+  zero_margins(y, rows, row_floats_, 2 * length, ld);
 }
 
-// Transposed conv, kernel 4, stride 2, padding 1: y[o, 2l + j - 1] += x[i, l] w[i, o, j].
-void CpuUnet::up_forward(const Conv& c, const float* x, int length, float* y) const {
-  const float* w = weights_.data() + c.w;
-  const float* b = weights_.data() + c.b;
-  const int out_length = 2 * length;
-  for (int o = 0; o < c.out; ++o) {
-    float* out = y + static_cast<size_t>(o) * out_length;
-    for (int m = 0; m < out_length; ++m) out[m] = b[o];
-    for (int i = 0; i < c.in; ++i) {
-      const float* in = x + static_cast<size_t>(i) * length;
-      const float* taps = w + (static_cast<size_t>(i) * c.out + o) * 4;
+// GroupNorm (8 groups, biased variance, float64 sums in position order), its affine, then, when
+// film is given, FiLM (h * scale + shift per channel; film row r = [scale (C), shift (C)]); SiLU
+// when asked. Folded per channel into h * a + b, zero on the padding channels.
+void CpuUnet::norm_silu(int rows, float* x, int channels, int length, const float* gamma, const float* beta,
+                        const float* film, float* affine, bool apply_silu) const {
+  const size_t ld = ldc(channels);
+  const int per_group = channels / kGroups;
+  float* a = affine;
+  float* b = affine + ld;
+  for (int r = 0; r < rows; ++r) {
+    float* xr = x + static_cast<size_t>(r) * row_floats_ + kMargin * ld;
+    const float* f = film ? film + static_cast<size_t>(r) * ld_film_ : nullptr;
+    std::fill(a, a + 2 * ld, 0.0f);
+    for (int g = 0; g < kGroups; ++g) {
+      const int c0 = g * per_group, c1 = c0 + per_group;
+      double sum = 0.0;
       for (int l = 0; l < length; ++l) {
-        for (int j = 0; j < 4; ++j) {
-          const int m = 2 * l + j - 1;
-          if (m >= 0 && m < out_length) out[m] += in[l] * taps[j];
+        for (int ch = c0; ch < c1; ++ch) sum += xr[static_cast<size_t>(l) * ld + ch];
+      }
+      const double n = static_cast<double>(per_group) * length;
+      const float mean = static_cast<float>(sum / n);
+      double sq = 0.0;
+      for (int l = 0; l < length; ++l) {
+        for (int ch = c0; ch < c1; ++ch) {
+          const double d = static_cast<double>(xr[static_cast<size_t>(l) * ld + ch] - mean);
+          sq += d * d;
         }
       }
+      const float inv = 1.0f / std::sqrt(static_cast<float>(sq / n) + kNormEps);
+      for (int ch = c0; ch < c1; ++ch) {
+        const float s = f ? f[ch] : 1.0f, t = f ? f[channels + ch] : 0.0f;
+        a[ch] = gamma[ch] * inv * s;
+        b[ch] = (beta[ch] - mean * gamma[ch] * inv) * s + t;
+      }
     }
-  }
-}
-
-// GroupNorm (8 groups, biased variance) over x [C, length] in place, with its affine; then, when
-// given, FiLM (x * scale + shift per channel) and SiLU.
-namespace {
-
-void group_norm(float* x, int C, int length, const float* gamma, const float* beta, const float* scale,
-                const float* shift, bool apply_silu) {
-  const int per_group = C / kGroups;
-  for (int g = 0; g < kGroups; ++g) {
-    float* xs = x + static_cast<size_t>(g) * per_group * length;
-    const size_t n = static_cast<size_t>(per_group) * length;
-    double sum = 0.0;
-    for (size_t e = 0; e < n; ++e) sum += xs[e];
-    const float mean = static_cast<float>(sum / static_cast<double>(n));
-    double sq = 0.0;
-    for (size_t e = 0; e < n; ++e) sq += static_cast<double>(xs[e] - mean) * (xs[e] - mean);
-    const float inv = 1.0f / std::sqrt(static_cast<float>(sq / static_cast<double>(n)) + kNormEps);
-    for (int ch = 0; ch < per_group; ++ch) {
-      const int channel = g * per_group + ch;
-      const float a = gamma[channel] * inv, b = beta[channel];
-      const float s = scale ? scale[channel] : 1.0f, t = shift ? shift[channel] : 0.0f;
-      float* row = xs + static_cast<size_t>(ch) * length;
-      for (int l = 0; l < length; ++l) {
-        float v = (row[l] - mean) * a + b;
-        if (scale) v = v * s + t;
-        row[l] = apply_silu ? silu(v) : v;
+    for (int l = 0; l < length; ++l) {
+      float* row = xr + static_cast<size_t>(l) * ld;
+      for (size_t e = 0; e < ld; e += kVec) {
+        const vfloat v = load(row + e) * load(a + e) + load(b + e);
+        store(row + e, apply_silu ? vsilu(v) : v);
       }
     }
   }
 }
 
-}  // namespace
-
-// GroupNorm and FiLM of a FilmConv, [scale, shift] = film2(SiLU(film0(context))). film: scratch of
-// context + 2 C floats.
-void CpuUnet::norm_film(const FilmConv& f, const float* context, float* x, int length, float* film) const {
-  const int C = f.conv.out;
-  float* hidden = film;
-  float* scale_shift = film + f.film0.out;
-  dense(f.film0, context, hidden, true);
-  dense(f.film2, hidden, scale_shift, false);
-  group_norm(x, C, length, weights_.data() + f.gamma, weights_.data() + f.beta, scale_shift, scale_shift + C, false);
-}
-
-void CpuUnet::block_forward(const Block& b, const float* context, const float* x, int length, float* out,
-                            float* t1, float* t3, float* film, float* pad) const {
-  conv_forward(b.first.conv, x, length, t1, pad);
-  norm_film(b.first, context, t1, length, film);
-  conv_forward(b.second.conv, t1, length, out, pad);
-  norm_film(b.second, context, out, length, film);
-  const size_t n = static_cast<size_t>(b.second.conv.out) * length;
+void CpuUnet::block_forward(const Block& b, const Work& w, int rows, const float* x, int length, float* out,
+                            float* t1, float* t3) const {
+  const FilmConv* films[2] = {&b.first, &b.second};
+  for (int i = 0; i < 2; ++i) {
+    const FilmConv& f = *films[i];
+    conv_forward(f.conv, rows, i == 0 ? x : t1, length, i == 0 ? t1 : out);
+    dense_forward(f.film0, w.context, ld_context_, rows, Epilogue::kSilu, nullptr, 0, w.hidden, ld_hidden_);
+    dense_forward(f.film2, w.hidden, ld_hidden_, rows, Epilogue::kLinear, nullptr, 0, w.film, ld_film_);
+    norm_silu(rows, i == 0 ? t1 : out, f.conv.out, length, f.gamma.data(), f.beta.data(), w.film, w.affine, false);
+  }
   const float* skip = x;
   if (b.has_skip) {
-    conv_forward(b.skip, x, length, t3, pad);
+    conv_forward(b.skip, rows, x, length, t3);
     skip = t3;
   }
-  for (size_t e = 0; e < n; ++e) out[e] = silu(out[e] + skip[e]);
+  const size_t ld = ldc(b.second.conv.out);
+  for (int r = 0; r < rows; ++r) {
+    const size_t at = static_cast<size_t>(r) * row_floats_ + kMargin * ld;
+    add_silu(out + at, skip + at, static_cast<size_t>(length) * ld);
+  }
 }
 
-void CpuUnet::forward(const float* window, int t, const float* x0, const float* cond, float* out,
-                      float* scratch) const {
+void CpuUnet::forward(int rows, const float* const* windows, int t, const float* x0, const float* const* conds,
+                      float* out, size_t ldo, float* scratch) const {
   const int H = horizon_;
-  float* buf[4];
-  for (int i = 0; i < 4; ++i) buf[i] = scratch + static_cast<size_t>(i) * max_cl_;
-  float* kept = scratch + 4 * max_cl_;
-  float* context = kept + kept_floats_;
-  float* vec = context + context_;  // embedding temporaries, then FiLM scratch
-  // Context: [time(t), embed(x_0), embed(c)].
+  const size_t R = kMaxRows;
+  Work w;
+  float* s = scratch;
+  for (float*& b : w.buf) {
+    b = s;
+    s += R * row_floats_;
+  }
+  w.kept = s;
+  s += R * kept_floats_;
+  w.context = s;
+  s += R * ld_context_;
+  w.hidden = s;
+  s += R * ld_hidden_;
+  w.hidden2 = s;
+  s += R * ld_hidden_;
+  w.film = s;
+  s += R * ld_film_;
+  w.cond = s;
+  const int cond_dim = embed_layers_[1][0].in;
+  s += R * static_cast<size_t>(std::max(cond_dim, 1));
+  w.affine = s;
+  s += ld_film_;
+  w.sinusoid = s;
+
+  // Context rows [time(t), embed(x_0), embed(c_r)]: time and x_0 are every row's, computed once.
   const int half = dim_ / 2;
   for (int j = 0; j < half; ++j) {
     const float freq = std::exp(static_cast<float>(j) * (-std::log(10000.0f) / static_cast<float>(half - 1)));
     const float angle = static_cast<float>(t) * freq;
-    vec[j] = std::sin(angle);
-    vec[half + j] = std::cos(angle);
+    w.sinusoid[j] = std::sin(angle);
+    w.sinusoid[half + j] = std::cos(angle);
   }
-  float* hidden = vec + dim_;
-  dense(time0_, vec, hidden, true);
-  dense(time2_, hidden, context, false);
-  const float* inputs[2] = {x0, cond};
-  int offset = dim_;
-  for (int i = 0; i < 2; ++i) {
-    dense(embed_[i][0], inputs[i], hidden, true);
-    dense(embed_[i][1], hidden, context + offset, false);
-    offset += embed_[i][1].out;
+  dense_forward(time0_, w.sinusoid, 0, 1, Epilogue::kSilu, nullptr, 0, w.hidden, ld_hidden_);
+  dense_forward(time2_, w.hidden, 0, 1, Epilogue::kLinear, nullptr, 0, w.hidden2, ld_hidden_);
+  std::memcpy(w.context, w.hidden2, sizeof(float) * static_cast<size_t>(dim_));
+  dense_forward(embed_layers_[0][0], x0, 0, 1, Epilogue::kSilu, nullptr, 0, w.hidden, ld_hidden_);
+  dense_forward(embed_layers_[0][1], w.hidden, 0, 1, Epilogue::kLinear, nullptr, 0, w.hidden2, ld_hidden_);
+  std::memcpy(w.context + dim_, w.hidden2, sizeof(float) * static_cast<size_t>(embed_));
+  for (int r = 0; r < rows; ++r) {
+    std::memcpy(w.cond + static_cast<size_t>(r) * cond_dim, conds[r], sizeof(float) * static_cast<size_t>(cond_dim));
+    if (r > 0) {
+      std::memcpy(w.context + static_cast<size_t>(r) * ld_context_, w.context,
+                  sizeof(float) * static_cast<size_t>(dim_ + embed_));
+    }
   }
-  float* film = hidden;  // the embeddings are done: the FiLM vectors reuse the space
-  float* pad = vec + vectors_;  // a convolution's zero-padded input
-  // The window [H, C_in] -> channel-major [C_in, H].
-  float* x = buf[0];
-  for (int l = 0; l < H; ++l) {
-    for (int ch = 0; ch < in_channels_; ++ch) x[static_cast<size_t>(ch) * H + l] = window[l * in_channels_ + ch];
+  dense_forward(embed_layers_[1][0], w.cond, static_cast<size_t>(cond_dim), rows, Epilogue::kSilu, nullptr, 0,
+                w.hidden, ld_hidden_);
+  dense_forward(embed_layers_[1][1], w.hidden, ld_hidden_, rows, Epilogue::kLinear, nullptr, 0, w.hidden2,
+                ld_hidden_);
+  for (int r = 0; r < rows; ++r) {
+    std::memcpy(w.context + static_cast<size_t>(r) * ld_context_ + dim_ + embed_,
+                w.hidden2 + static_cast<size_t>(r) * ld_hidden_, sizeof(float) * static_cast<size_t>(embed_));
+  }
+
+  // The windows [H, C_in] into the padded layout, zero past C_in.
+  float* buf[4] = {w.buf[0], w.buf[1], w.buf[2], w.buf[3]};
+  const size_t ld_in = ldc(in_channels_);
+  for (int r = 0; r < rows; ++r) {
+    float* row = buf[0] + static_cast<size_t>(r) * row_floats_;
+    std::memset(row, 0, sizeof(float) * (static_cast<size_t>(H) + 2 * kMargin) * ld_in);
+    for (int l = 0; l < H; ++l) {
+      std::memcpy(row + (static_cast<size_t>(kMargin) + l) * ld_in, windows[r] + static_cast<size_t>(l) * in_channels_,
+                  sizeof(float) * static_cast<size_t>(in_channels_));
+    }
   }
   int length = H;
-  float* kept_at[8];  // the reader allows 8 levels at most; no allocation in a plan
+  size_t kept_at[8];  // offsets of each level's kept output in a row's kept region (8 levels at most)
   int kept_count = 0;
-  float* kept_cursor = kept;
+  size_t kept_offset = 0;
   for (const Level& level : down_) {
-    block_forward(level.b0, context, x, length, buf[1], buf[2], buf[3], film, pad);
-    block_forward(level.b1, context, buf[1], length, buf[0], buf[2], buf[3], film, pad);
-    const size_t n = static_cast<size_t>(level.b1.second.conv.out) * length;
-    std::memcpy(kept_cursor, buf[0], n * sizeof(float));
-    kept_at[kept_count++] = kept_cursor;
-    kept_cursor += n;
+    block_forward(level.b0, w, rows, buf[0], length, buf[1], buf[2], buf[3]);
+    block_forward(level.b1, w, rows, buf[1], length, buf[0], buf[2], buf[3]);
+    const size_t n = static_cast<size_t>(length) * ldc(level.b1.second.conv.out);
+    for (int r = 0; r < rows; ++r) {
+      std::memcpy(w.kept + static_cast<size_t>(r) * kept_floats_ + kept_offset,
+                  buf[0] + static_cast<size_t>(r) * row_floats_ + kMargin * ldc(level.b1.second.conv.out),
+                  n * sizeof(float));
+    }
+    kept_at[kept_count++] = kept_offset;
+    kept_offset += n;
     if (level.has_down) {
-      down_forward(level.down, buf[0], length, buf[1]);
+      down_forward(level.down, rows, buf[0], length, buf[1]);
       std::swap(buf[0], buf[1]);
       length /= 2;
     }
-    x = buf[0];
   }
-  block_forward(middle0_, context, x, length, buf[1], buf[2], buf[3], film, pad);
-  block_forward(middle1_, context, buf[1], length, buf[0], buf[2], buf[3], film, pad);
+  block_forward(middle0_, w, rows, buf[0], length, buf[1], buf[2], buf[3]);
+  block_forward(middle1_, w, rows, buf[1], length, buf[0], buf[2], buf[3]);
   int channels = middle1_.second.conv.out;
   for (const Up& up : up_) {
-    // [x; kept] along channels (x first), both [., length].
+    // [h; kept] along the channels (h first), per position.
     const int skip_channels = up.b0.first.conv.in - channels;
-    float* joined = buf[1];
-    std::memcpy(joined, buf[0], static_cast<size_t>(channels) * length * sizeof(float));
-    std::memcpy(joined + static_cast<size_t>(channels) * length, kept_at[--kept_count],
-                static_cast<size_t>(skip_channels) * length * sizeof(float));
-    block_forward(up.b0, context, joined, length, buf[0], buf[2], buf[3], film, pad);
-    block_forward(up.b1, context, buf[0], length, buf[1], buf[2], buf[3], film, pad);
-    up_forward(up.up, buf[1], length, buf[0]);
+    const size_t ld_h = ldc(channels), ld_skip = ldc(skip_channels), ld_joined = ldc(channels + skip_channels);
+    const size_t kept_row = kept_at[--kept_count];
+    for (int r = 0; r < rows; ++r) {
+      const float* h = buf[0] + static_cast<size_t>(r) * row_floats_ + kMargin * ld_h;
+      const float* kept = w.kept + static_cast<size_t>(r) * kept_floats_ + kept_row;
+      float* joined = buf[1] + static_cast<size_t>(r) * row_floats_ + kMargin * ld_joined;
+      for (int l = 0; l < length; ++l) {
+        float* dst = joined + static_cast<size_t>(l) * ld_joined;
+        std::memcpy(dst, h + static_cast<size_t>(l) * ld_h, sizeof(float) * static_cast<size_t>(channels));
+        std::memcpy(dst + channels, kept + static_cast<size_t>(l) * ld_skip,
+                    sizeof(float) * static_cast<size_t>(skip_channels));
+        std::fill(dst + channels + skip_channels, dst + ld_joined, 0.0f);
+      }
+    }
+    zero_margins(buf[1], rows, row_floats_, length, ld_joined);
+    block_forward(up.b0, w, rows, buf[1], length, buf[0], buf[2], buf[3]);
+    block_forward(up.b1, w, rows, buf[0], length, buf[1], buf[2], buf[3]);
+    up_forward(up.up, rows, buf[1], length, buf[0]);
     length *= 2;
     channels = up.up.out;
   }
-  // Head: conv k5 -> GroupNorm -> SiLU -> conv k1.
-  conv_forward(head0_, buf[0], length, buf[1], pad);
-  group_norm(buf[1], head0_.out, length, weights_.data() + head_gamma_, weights_.data() + head_beta_, nullptr,
-             nullptr, true);
-  conv_forward(head3_, buf[1], length, buf[2], pad);
-  // Channel-major [C_out, H] -> the output rows [H, C_out].
-  for (int l = 0; l < H; ++l) {
-    for (int ch = 0; ch < out_channels_; ++ch) out[l * out_channels_ + ch] = buf[2][static_cast<size_t>(ch) * H + l];
+  // Head: conv k5 -> GroupNorm -> SiLU -> conv k1; then the rows [H, C_out] out of the layout.
+  conv_forward(head0_, rows, buf[0], length, buf[1]);
+  norm_silu(rows, buf[1], head0_.out, length, head_gamma_.data(), head_beta_.data(), nullptr, w.affine, true);
+  conv_forward(head3_, rows, buf[1], length, buf[2]);
+  const size_t ld_out = ldc(out_channels_);
+  for (int r = 0; r < rows; ++r) {
+    const float* src = buf[2] + static_cast<size_t>(r) * row_floats_ + kMargin * ld_out;
+    for (int l = 0; l < H; ++l) {
+      std::memcpy(out + static_cast<size_t>(r) * ldo + static_cast<size_t>(l) * out_channels_,
+                  src + static_cast<size_t>(l) * ld_out, sizeof(float) * static_cast<size_t>(out_channels_));
+    }
   }
 }
 

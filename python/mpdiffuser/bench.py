@@ -26,7 +26,7 @@ EMBED_DIM = 32
 def synthetic_model_file(path: str | Path, state_dim: int = 11, action_dim: int = 3,
                          model: ModelConfig | None = None, with_cost: bool = False, seed: int = 0,
                          env_id: str | None = "Hopper-v5", options: SamplerOptions | None = None) -> Path:
-    """A model file with random (untrained, He-scaled) weights of a given architecture: for
+    """A model file with random (untrained, fan-in-scaled) weights of a given architecture: for
     benchmarks and tests of the backends, where only the arithmetic matters. Hopper-sized by default."""
     import torch
 
@@ -52,8 +52,10 @@ def synthetic_model_file(path: str | Path, state_dim: int = 11, action_dim: int 
         module = spec.build(name)
         with torch.no_grad():
             for p in module.parameters():
-                fan_in = p.shape[-1] if p.ndim == 2 else 1
-                p.normal_(0.0, (1.0 / fan_in) ** 0.5 if p.ndim == 2 else 0.05)
+                fan_in = p.shape[-1] if p.ndim == 2 else p.shape[1] * p.shape[2] if p.ndim == 3 else 1
+                p.normal_(0.0, (1.0 / fan_in) ** 0.5 if p.ndim >= 2 else 0.05)
+            for norm in (m for m in module.modules() if isinstance(m, torch.nn.GroupNorm)):
+                norm.weight.normal_(1.0, 0.1)  # (the unet's) normalized activations keep their scale
         save_weights(directory, name, module, spec, {"synthetic": True, "seed": seed})
     if with_cost and options is None:
         options = SamplerOptions(cost_limit=10.0)
@@ -206,8 +208,11 @@ def run_cpu_benchmark(model_file: str | Path, candidates=(1, 16, 64, 256), threa
 
 
 def format_table(result: dict) -> str:
+    m = result["model"]
     lines = [f"machine: {result['machine']['cpu']} ({result['machine']['cores']} cores), threads {result['threads']}, "
              f"commit {result['machine']['commit']}",
+             f"model: {m.get('architecture', 'mlp')} family, H {m['horizon']}, K {m['num_steps']} "
+             f"({result['model_file']})",
              f"matmul rate: {result['matmul_gflops']:.1f} GFLOP/s (float32 torch.mm 2048^2, same threads; "
              f"NumPy/OpenBLAS {result.get('numpy_matmul_gflops', float('nan')):.1f})",
              f"{'N':>5} {'GFLOP':>7} {'cpu p50 ms':>11} {'cpu p99':>8} {'torch p50':>10} {'speedup':>8} "

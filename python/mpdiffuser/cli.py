@@ -254,8 +254,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     model_file = args.model_file
     if model_file is None:
-        model_file = synthetic_model_file(Path("runs/bench/synthetic-hopper.safetensors"))
-        print(f"no --model-file: benchmarking a default-size Hopper model with random weights ({model_file})")
+        from mpdiffuser.config import ModelConfig
+
+        model_file = synthetic_model_file(Path(f"runs/bench/synthetic-hopper-{args.architecture}.safetensors"),
+                                          model=ModelConfig(architecture=args.architecture))
+        print(f"no --model-file: benchmarking a default-size {args.architecture} Hopper model with random weights "
+              f"({model_file})")
     result = run_cpu_benchmark(model_file, candidates=args.candidates or list(BENCH_CANDIDATES), threads=args.threads, iters=args.iters,
                                warm_start_level=args.warm_start_level)
     print(format_table(result))
@@ -524,6 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="native vs reference plan latency", description=_cmd_bench.__doc__)
     bench.add_argument("--model-file", default=None, help="default: a default-size Hopper model with random weights")
+    bench.add_argument("--architecture", default="mlp", choices=ARCHITECTURES,
+                       help="the network family of the random-weight model (without --model-file)")
     bench.add_argument("--candidates", type=int, action="extend", nargs="+", default=None,
                        help=f"N values (default: {' '.join(map(str, BENCH_CANDIDATES))})")
     bench.add_argument("--threads", type=int, default=None, help="default: every core")

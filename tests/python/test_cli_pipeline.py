@@ -98,6 +98,18 @@ def test_bench_writes_a_ratio_table(tmp_path, capsys):
     assert "warm k_w=5" in capsys.readouterr().out
 
 
+def test_bench_times_the_unet_family(tmp_path, capsys, monkeypatch):
+    """Without --model-file, --architecture unet benchmarks a default-size random-weight U-Net."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "bench.json"
+    assert cli.main(["bench", "--architecture", "unet", "--candidates", "1", "--iters", "2", "--threads", "1",
+                     "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["model"]["architecture"] == "unet" and result["model"]["unet_dim"] == 32
+    assert result["rows"][0]["cpu_ms_p50"] > 0 and result["rows"][0]["gflop_per_plan"] > 0.1  # 20x the mlp's
+    assert "unet family" in capsys.readouterr().out
+
+
 def test_train_sizes_new_bundles_by_the_window(tmp_path, capsys):
     """Without --width a Walker2d bundle (window 16 x 23 = 368) gets 512-wide networks; --width wins."""
     data_dir = tmp_path / "data"

@@ -166,3 +166,42 @@ def test_flop_counts_of_each_family():
     assert module_flops(nn.ConvTranspose1d(3, 2, 4, stride=2, padding=1), torch.zeros(1, 3, 4)) == 2 * 2 * 4 * 3 * 4
     unet_planner, _ = family("unet").flops_per_row(11, 3, 1, ModelConfig(architecture="unet"))
     assert 5e6 < unet_planner < 2e7  # the default unet: about 10 MFLOP per row, 40x the mlp
+
+
+# Sizes the native unet is checked over: (dim, mults, H, with a cost model). Every size plans
+# N = 1 and 7 at (lambda, w) in {0, 1} x {1, 2}, and N = 64 once.
+NATIVE_SIZES = [(8, (1, 2), 8, False), (16, (1, 2, 4), 16, True), (32, (1, 2, 4), 32, False),
+                (32, (1, 2), 16, True), (16, (1, 2), 32, False), (8, (1, 2, 4), 8, True)]
+
+
+@pytest.mark.parametrize("dim, mults, horizon, with_cost", NATIVE_SIZES)
+def test_native_unet_equals_the_reference_over_sizes(tmp_path, dim, mults, horizon, with_cost):
+    """Random-weight unet files (K = 5) on the native CPU backend against the PyTorch reference,
+    same file and noise: windows within 1e-3 absolute (float32, about 30 layers of accumulated
+    rounding; values of order 1), values within 1e-4 relative, the same chosen candidate unless
+    random weights tie two within that tolerance. Rows are independent: the first 7
+    of N = 64 candidates equal the N = 7 plan bit for bit, and 1 thread equals 2."""
+    from mpdiffuser.bench import synthetic_model_file
+    from mpdiffuser.sampling.sampler import Sampler
+
+    config = ModelConfig(horizon=horizon, num_steps=5, architecture="unet", unet_dim=dim, unet_mults=mults,
+                         unet_embed_dim=dim)
+    path = synthetic_model_file(tmp_path / "unet.safetensors", model=config, with_cost=with_cost, seed=dim + horizon)
+    torch_sampler, one, two = Sampler(path, "torch"), Sampler(path, "cpu", threads=1), Sampler(path, "cpu", threads=2)
+    state = np.random.default_rng(horizon).uniform(-1, 1, 11).astype(np.float32)
+    worst = 0.0
+    for n, lam, w in [(1, 0.0, 1.0), (1, 1.0, 2.0), (7, 1.0, 1.0), (7, 0.0, 2.0), (7, 1.0, 2.0), (64, 1.0, 2.0)]:
+        options = one.defaults.replace(num_candidates=n, dynamics_weight=lam, guidance=w, dynamics_guidance=w,
+                                       temperature=1.0)
+        reference = torch_sampler.plan(state, seed=3, options=options)
+        cpu = two.plan(state, seed=3, options=options)
+        worst = max(worst, float(np.abs(cpu.windows - reference.windows).max()))
+        np.testing.assert_allclose(cpu.values, reference.values, rtol=1e-4, atol=1e-4)
+        best = reference.values.max()
+        assert cpu.index == reference.index or reference.values[cpu.index] >= best - 1e-4 * abs(best), (n, lam, w)
+        np.testing.assert_array_equal(one.plan(state, seed=3, options=options).windows, cpu.windows)
+        if n == 64:
+            few = two.plan(state, seed=3, options=options.replace(num_candidates=7))
+            np.testing.assert_array_equal(cpu.windows[:7], few.windows)
+    print(f"max |cpu - reference| {worst:.2e}")
+    assert worst < 1e-3, worst
