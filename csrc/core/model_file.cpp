@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <set>
 #include <new>
 
 #include "core/json.h"
@@ -46,6 +47,7 @@ class Metadata {
 
   bool has(const char* key) const { return values_.count(key) != 0; }
   bool text(const char* key, std::string* out, std::string* error) const {
+    read_.insert(key);
     const auto it = values_.find(key);
     if (it == values_.end()) {
       *error = std::string("metadata key '") + key + "' is missing";
@@ -93,10 +95,27 @@ class Metadata {
     *has = 1;
     return real(key, 0.0, 1e30, out, error);
   }
+  std::vector<std::string> read() const { return {read_.begin(), read_.end()}; }  // the keys asked for
 
  private:
   std::map<std::string, std::string> values_;
+  mutable std::set<std::string> read_;
 };
+
+// The index of `name` in a name table, or -1; "'a' or 'b'" for the error message.
+template <size_t N>
+int name_index(const char* const (&names)[N], const std::string& name) {
+  for (size_t i = 0; i < N; ++i) {
+    if (name == names[i]) return static_cast<int>(i);
+  }
+  return -1;
+}
+template <size_t N>
+std::string name_choices(const char* const (&names)[N]) {
+  std::string s;
+  for (size_t i = 0; i < N; ++i) s += std::string(i == 0 ? "" : i + 1 == N ? " or " : ", ") + "'" + names[i] + "'";
+  return s;
+}
 
 // The unet family's sizes, with the shape rules of python/mpdiffuser/models/unet.py.
 bool read_unet(const Metadata& meta, ModelConfig* c, std::string* error) {
@@ -106,7 +125,6 @@ bool read_unet(const Metadata& meta, ModelConfig* c, std::string* error) {
       !meta.text("unet_mults", &mults, error)) {
     return false;
   }
-  c->architecture = MPD_ARCH_UNET;
   c->unet_mults.clear();
   size_t start = 0;
   while (start <= mults.size()) {
@@ -191,29 +209,30 @@ bool read_config(const Metadata& meta, ModelConfig* c, mpd_options* d, std::stri
   d->temperature = 1.0;
   d->warm_start_level = 0;
   int warm = 0;
-  std::string architecture = "mlp";  // files before the key are all mlp
+  std::string architecture = kArchitectureNames[MPD_ARCH_MLP];  // files before the key are all mlp
   if (meta.has("architecture") && !meta.text("architecture", &architecture, error)) return false;
-  if (architecture == "unet") {
-    if (!read_unet(meta, c, error)) return false;
-  } else if (architecture != "mlp") {
-    *error = "metadata 'architecture' is '" + architecture + "', expected 'mlp' or 'unet'";
+  const int arch = name_index(kArchitectureNames, architecture);
+  if (arch < 0) {
+    *error = "metadata 'architecture' is '" + architecture + "', expected " + name_choices(kArchitectureNames);
     return false;
   }
+  c->architecture = static_cast<mpd_architecture>(arch);
+  if (c->architecture == MPD_ARCH_UNET && !read_unet(meta, c, error)) return false;
   if (version >= 2) {
     std::string prediction, normalizer;
     if (!meta.text("prediction", &prediction, error) || !meta.text("normalizer", &normalizer, error)) return false;
-    if (prediction == "sample") {
-      c->prediction = MPD_PREDICT_SAMPLE;
-    } else if (prediction != "epsilon") {
-      *error = "metadata 'prediction' is '" + prediction + "', expected 'epsilon' or 'sample'";
+    const int pred = name_index(kPredictionNames, prediction);
+    if (pred < 0) {
+      *error = "metadata 'prediction' is '" + prediction + "', expected " + name_choices(kPredictionNames);
       return false;
     }
-    if (normalizer == "cdf") {
-      if (!meta.integer("normalizer_quantiles", 2, 1 << 16, &c->quantiles, error)) return false;
-    } else if (normalizer != "minmax") {
-      *error = "metadata 'normalizer' is '" + normalizer + "', expected 'minmax' or 'cdf'";
+    c->prediction = static_cast<mpd_prediction>(pred);
+    const int norm = name_index(kNormalizerNames, normalizer);
+    if (norm < 0) {
+      *error = "metadata 'normalizer' is '" + normalizer + "', expected " + name_choices(kNormalizerNames);
       return false;
     }
+    if (norm == 1 && !meta.integer("normalizer_quantiles", 2, 1 << 16, &c->quantiles, error)) return false;
     if (!meta.real("default.temperature", 1e-30, 1.0, &d->temperature, error) ||
         !meta.real("default.dynamics_guidance", 0.0, 1e6, &d->dynamics_guidance, error) ||
         !meta.integer("default.warm_start_level", 0, c->num_steps - 1, &warm, error)) {
@@ -446,6 +465,7 @@ mpd_status parse(const uint8_t* bytes, size_t size, ModelFile* out, std::string*
   const Metadata meta(std::move(meta_values));
   ModelFile file;
   if (!read_config(meta, &file.config, &file.defaults, error)) return MPD_ERR_BAD_MODEL_FILE;
+  file.metadata_read = meta.read();
   const ModelConfig& c = file.config;
   std::vector<std::string> used;
   const bool unet = c.architecture == MPD_ARCH_UNET;

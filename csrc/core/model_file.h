@@ -18,7 +18,13 @@
 namespace mpd {
 
 constexpr int kModelFormatVersion = 2;  // version 1 files still load (epsilon, cold, tau = 1)
-constexpr int kEmbedDim = 32;
+constexpr int kEmbedDim = 32;                 // the mlp family's step embedding emb(k)
+constexpr float kTerminationPenalty = 100.0f;  // the ranker's penalty at a window's predicted fall
+// The metadata's names, indexed by the enums (mpd_architecture, mpd_prediction; normalizer: Q = 0
+// or not). python/mpdiffuser/config.py holds the same lists; tests/python/test_one_home.py checks.
+inline constexpr const char* kArchitectureNames[] = {"mlp", "unet"};
+inline constexpr const char* kPredictionNames[] = {"epsilon", "sample"};
+inline constexpr const char* kNormalizerNames[] = {"minmax", "cdf"};
 
 // Architecture of one residual MLP: in -> width (layers hidden layers) -> out; tensors 0..layers.
 struct MlpShape {
@@ -90,6 +96,7 @@ struct ModelFile {
   MlpWeights planner, dynamics, reward, cost;  // cost is empty without a cost model; planner and
                                                // dynamics are empty for the unet family
   std::vector<NamedTensor> planner_unet, dynamics_unet;  // the unet family's planner and dynamics
+  std::vector<std::string> metadata_read;                 // the metadata keys the reader used
   std::vector<float> state_low, state_high, action_low, action_high;
   std::vector<float> state_quantiles, action_quantiles;  // [dx, Q], [du, Q] with the CDF normalizer
 };

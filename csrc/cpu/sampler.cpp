@@ -10,12 +10,6 @@
 
 namespace mpd::cpu {
 
-namespace {
-
-constexpr float kTerminationPenalty = 100.0f;
-
-}  // namespace
-
 CpuModel::CpuModel(const ModelFile& file)
     : config(file.config),
       planner(make_denoiser(file, true)),

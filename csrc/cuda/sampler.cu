@@ -27,7 +27,6 @@ namespace mpd::cuda {
 namespace {
 
 constexpr int kMaxDense = 17;  // dense layers per network (16 hidden layers + output)
-constexpr float kTerminationPenalty = 100.0f;
 
 // One residual MLP on the device: weight[l] is layer l's transposed weight, [round4(in),
 // round4(out)] with zero padding (16-byte rows).

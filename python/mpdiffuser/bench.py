@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mpdiffuser.config import ModelConfig, SamplerOptions
-
-EMBED_DIM = 32
+from mpdiffuser.models.networks import EMBED_DIM
 
 
 def synthetic_model_file(path: str | Path, state_dim: int = 11, action_dim: int = 3,

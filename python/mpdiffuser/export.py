@@ -35,6 +35,11 @@ FORMAT = "mpdiffuser.model"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 NETS = ("planner", "dynamics", "reward", "cost")
+# Metadata only Python reads: the condition's scale and the training settings, which rebuild the
+# torch bundle (bundle_from_model_file); the native core plans in normalized condition units.
+# tests/python/test_one_home.py checks that every other key is read by the C++ reader.
+PYTHON_ONLY_KEYS = frozenset({"return_low", "return_high", "return_discount", "condition_dropout", "return_condition",
+                              "termination_penalty"})
 # Sampler defaults a version 1 file lacks, with the values its plans were made with.
 LEGACY_DEFAULTS = {"temperature": "1.0", "warm_start_level": "0"}  # and dynamics_guidance = guidance
 
