@@ -2,8 +2,19 @@
 # Installs mpdiffuser and everything it needs into ./.venv on a fresh machine.
 # Needs: Python >= 3.10 with venv, a C++17 compiler. CMake and Ninja come from pip; nvcc is
 # optional (when found, the CUDA backend is compiled too). PyTorch is the CPU build 2.13.0.
+#
+#   bash scripts/install.sh              # the package, its tests' tools
+#   bash scripts/install.sh --baselines  # also d3rlpy (IQL, TD3+BC) for `experiment locomotion --baselines`
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+baselines=0
+for arg in "$@"; do
+  case "$arg" in
+    --baselines) baselines=1 ;;
+    *) echo "usage: bash scripts/install.sh [--baselines]" >&2; exit 2 ;;
+  esac
+done
 
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
@@ -17,3 +28,15 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check)
 "${pip[@]}" install --quiet "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.24" "ninja>=1.11"
 "${pip[@]}" install --quiet --no-build-isolation ".[dev]"
 .venv/bin/python -c "import mpdiffuser; print('installed mpdiffuser', mpdiffuser.__version__, mpdiffuser.build_info())"
+if [ "$baselines" = 1 ]; then
+  # d3rlpy 2.8.1 pins gymnasium 1.0.0 and pulls the old gym; it fits and predicts with our gymnasium
+  # and NumPy 2, so it goes in without its dependencies and these are named here. A failure here
+  # leaves the main install as it was.
+  if "${pip[@]}" install --quiet --no-deps d3rlpy==2.8.1 gym==0.26.2 &&
+     "${pip[@]}" install --quiet structlog colorama dataclasses-json click scikit-learn gym-notices cloudpickle &&
+     .venv/bin/python -c "import mpdiffuser.control.baselines as b; b._d3rlpy()" 2>/dev/null; then
+    echo "installed the offline RL baselines (d3rlpy 2.8.1)"
+  else
+    echo "warning: the offline RL baselines (d3rlpy) did not install; everything else is installed" >&2
+  fi
+fi

@@ -299,7 +299,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None and not getattr(args, flag) > 0:
             raise SystemExit(f"error: --{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}")
     for flag in ("policy_steps", "expert_steps", "train_steps", "episodes", "candidates", "finetune_steps",
-                 "shift_transitions", "width"):
+                 "shift_transitions", "width", "baseline_steps"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise SystemExit(f"error: --{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     common = {"out_dir": args.out, "policy_dir": args.policy_dir, "backend": args.backend, "threads": args.threads,
@@ -317,7 +317,9 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
                             "datasets": tuple(args.dataset) if args.dataset else None,
                             "seeds": tuple(args.seeds) if args.seeds else None,
                             "expert_steps": args.expert_steps, "bc_steps": args.train_steps,
-                            "kinds": tuple(args.kind) if args.kind else None}
+                            "kinds": tuple(args.kind) if args.kind else None,
+                            "baselines": tuple(args.baselines) if args.baselines else None,
+                            "baseline_steps": args.baseline_steps}
     elif args.name == "constrained":
         from mpdiffuser.experiments.constrained import ConstrainedConfig as Config, run_constrained as run
 
@@ -570,6 +572,10 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--train-steps", type=int, default=None,
                             help="training steps of each diffusion model (locomotion: and of behaviour cloning)")
     experiment.add_argument("--episodes", type=int, default=None, help="evaluation episodes per method and seed")
+    experiment.add_argument("--baselines", action="extend", nargs="+", default=None, choices=["iql", "td3+bc"],
+                            help="locomotion: offline RL baselines from d3rlpy (install: scripts/install.sh --baselines)")
+    experiment.add_argument("--baseline-steps", type=int, default=None,
+                            help="locomotion: gradient steps of each baseline (default 100000)")
     experiment.add_argument("--candidates", type=int, default=None,
                             help="N, candidates per plan (default 8; 1 skips ranking, better on near-expert data)")
     experiment.add_argument("--width", type=int, default=None,

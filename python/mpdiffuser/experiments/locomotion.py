@@ -1,12 +1,14 @@
 """Offline locomotion, D4RL style (evaluation suite, item 1): Hopper, Walker2d and HalfCheetah with
 locally generated medium, medium-replay and medium-expert datasets (or the user's own D4RL/Minari
 files). On every task, for every training seed: MPDiffuser (lambda = 1), the planner-only
-diffusion sampler (lambda = 0, same models) and behaviour cloning on the same data. On the first
+diffusion sampler (lambda = 0, same models), behaviour cloning on the same data and, with
+`--baselines iql td3+bc` (d3rlpy, an optional install), offline RL baselines. On the first
 task, the score against lambda and against the dynamics schedule. Writes JSON, CSV and plots.
 
     mpdiffuser experiment locomotion --quick     # minutes on 2 CPU cores: Hopper, one training seed
     mpdiffuser experiment locomotion             # larger data and training, three seeds: hours
     mpdiffuser experiment locomotion --dataset hopper-medium-v2.hdf5 --dataset minari:mujoco/walker2d/medium-v0
+    mpdiffuser experiment locomotion --dataset ../shared/data/hopper-medium-s0.hdf5 --baselines iql td3+bc
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from mpdiffuser.experiments.common import (Log, check_model_options, grouped_bar
                                            train_bundle, write_csv, write_json)
 
 METHODS = ("MPDiffuser", "planner only (lambda=0)", "behaviour cloning")
+BASELINE_METHODS = {"iql": "IQL (d3rlpy)", "td3+bc": "TD3+BC (d3rlpy)"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class LocomotionConfig:
     train_steps: int = 5000
     ranker_steps: int = 3000
     bc_steps: int = 5000
+    baselines: tuple[str, ...] = ()  # offline RL baselines from d3rlpy: "iql", "td3+bc"
+    baseline_steps: int = 100_000  # their gradient steps (d3rlpy's reproductions: 500k-1M)
     episodes: int = 5  # evaluation episodes per method, task and seed
     max_steps: int = 1000
     lambdas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -71,6 +76,17 @@ class LocomotionConfig:
             raise ValueError("LocomotionConfig needs at least one seed, episodes >= 1 and max_steps >= 1")
         if not self.datasets and not (self.envs and self.kinds):
             raise ValueError("LocomotionConfig needs envs and kinds, or datasets")
+        unknown = set(self.baselines) - set(BASELINE_METHODS)
+        if unknown:
+            raise ValueError(f"unknown baselines {sorted(unknown)}: choose from {', '.join(BASELINE_METHODS)}")
+        if self.baselines:
+            from mpdiffuser.control.baselines import _d3rlpy
+
+            _d3rlpy()  # a missing optional install fails here, with the command, not after hours of training
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return METHODS + tuple(BASELINE_METHODS[b] for b in self.baselines)
 
 
 def schedule_label(every: int, last: int) -> str:
@@ -145,6 +161,12 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
             policies = {METHODS[0]: MPCPolicy(sampler, sampler.defaults),
                         METHODS[1]: MPCPolicy(sampler, sampler.defaults.replace(dynamics_weight=0.0)),
                         METHODS[2]: bc}
+            for name in config.baselines:
+                from mpdiffuser.control.baselines import OfflineRLPolicy
+
+                policies[BASELINE_METHODS[name]], info = OfflineRLPolicy.train(
+                    name, task, config.baseline_steps, seed=seed, device=config.device, progress=progress)
+                log(f"    {name:8s}: {config.baseline_steps} steps ({info['seconds']:.0f}s)")
             for method, policy in policies.items():
                 summary = evaluate(policy, env_id, config.episodes, eval_seed, config.max_steps, progress=progress,
                                    desc=f"{label} {method}")
@@ -164,7 +186,7 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
               "summary": summary, "sweeps": summarize(sweep_rows, ("sweep", "setting"), ("score", "return")),
               "episodes": rows, "sweep_episodes": sweep_rows, "seconds": round(log.seconds, 1)}
     write_outputs(report, out)
-    _print_table(summary, log)
+    _print_table(summary, config.methods, log)
     log(f"results in {out / 'locomotion.json'}, {out / 'locomotion.csv'}, {out / 'locomotion_scores.png'}, "
         f"{out / 'locomotion_sweeps.png'}")
     return report
@@ -190,16 +212,16 @@ def _sweeps(config: LocomotionConfig, sampler, env_id: str, label: str, eval_see
     return rows
 
 
-def _print_table(summary: list[dict], log: Log) -> None:
+def _print_table(summary: list[dict], methods: tuple[str, ...], log: Log) -> None:
     tasks = list(dict.fromkeys(e["task"] for e in summary))
     cell = {(e["task"], e["method"]): e for e in summary}
-    header = f"    {'task':28s} {'data':>6s} " + " ".join(f"{m[:22]:>22s}" for m in METHODS)
+    header = f"    {'task':28s} {'data':>6s} " + " ".join(f"{m[:22]:>22s}" for m in methods)
     log("D4RL-normalized scores (mean +- standard error)")
     print(header)
     for task in tasks:
         line = f"    {task:28s} {cell[(task, METHODS[0])]['data_score']:6.1f} "
         line += " ".join(f"{cell[(task, m)]['score_mean']:14.1f} +- {cell[(task, m)]['score_stderr']:4.1f}"
-                         for m in METHODS)
+                         for m in methods)
         print(line)
 
 
@@ -211,13 +233,14 @@ def write_outputs(report: dict, out: Path) -> None:
     summary = report["summary"]
     tasks = list(dict.fromkeys(e["task"] for e in summary))
     cell = {(e["task"], e["method"]): e for e in summary}
+    methods = list(dict.fromkeys(e["method"] for e in summary))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(tasks) + 2), 4))
     grouped_bars(ax, tasks, {m: ([cell[(t, m)]["score_mean"] for t in tasks], [cell[(t, m)]["score_stderr"] for t in tasks])
-                             for m in METHODS}, "D4RL-normalized score")
+                             for m in methods}, "D4RL-normalized score")
     ax.scatter(np.arange(len(tasks)), [cell[(t, METHODS[0])]["data_score"] for t in tasks], marker="_", s=400,
                color="black", label="behaviour data", zorder=3)
     ax.legend(fontsize=8)
-    ax.set_title("Offline locomotion: MPDiffuser vs planner-only vs behaviour cloning", fontsize=10)
+    ax.set_title("Offline locomotion: " + " vs ".join(m.split(" (")[0] for m in methods), fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "locomotion_scores.png", dpi=120)
     plt.close(fig)
