@@ -6,6 +6,7 @@ backend, against behaviour cloning on the same data.
     python benchmarks/recipe_sweep.py train --seed 0 --out runs/sweep [--prediction epsilon] [--action-weight 1]
     python benchmarks/recipe_sweep.py eval --out runs/sweep --grid default   # every bundle under --out
     python benchmarks/recipe_sweep.py bc --out runs/sweep --seed 0
+    python benchmarks/recipe_sweep.py baseline --out runs/sweep --algorithm iql --baseline-steps 20000   # d3rlpy
     python benchmarks/recipe_sweep.py table --out runs/sweep                 # the markdown table
 
 The family comparison (issue 18): the same, with --architecture unet|mlp and the planner validated
@@ -164,6 +165,25 @@ def cmd_bc(a) -> None:
     print(f"BC {a.task} seed {a.seed}: {row['score_mean']:.1f} +- {row['score_stderr']:.1f}", flush=True)
 
 
+def cmd_baseline(a) -> None:
+    """An offline RL baseline from d3rlpy (--algorithm, --baseline-steps) on the task data, the
+    same evaluation starts; one row in rows.jsonl."""
+    from mpdiffuser.control.baselines import OfflineRLPolicy
+    from mpdiffuser.control.evaluate import evaluate
+    from mpdiffuser.data.dataset import load_dataset
+
+    task = load_dataset(DATA / f"{a.task}.hdf5")
+    policy, info = OfflineRLPolicy.train(a.algorithm, task, a.baseline_steps, seed=a.seed, progress=False)
+    summary = evaluate(policy, ENV, a.episodes, seed=1000, progress=False).to_dict()
+    row = {"bundle": f"{a.task}-{a.algorithm}-{a.baseline_steps}-s{a.seed}", "changes": {"baseline": a.algorithm},
+           "score_mean": summary["score_mean"], "score_stderr": summary["score_stderr"],
+           "scores": [e["normalized_score"] for e in summary["episodes"]], "train_seconds": round(info["seconds"], 1)}
+    with (Path(a.out) / "rows.jsonl").open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(f"{a.algorithm} {a.task} seed {a.seed}: {row['score_mean']:.1f} +- {row['score_stderr']:.1f} "
+          f"({info['seconds']:.0f}s)", flush=True)
+
+
 def cmd_table(a) -> None:
     """One row per (recipe, sampler options without lambda): MPDiffuser (lambda = 1) and
     planner-only (lambda = 0) side by side. Score = mean over training seeds of each seed's mean
@@ -237,7 +257,7 @@ def cmd_families(a) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["train", "eval", "bc", "table", "families"])
+    p.add_argument("command", choices=["train", "eval", "bc", "baseline", "table", "families"])
     p.add_argument("--out", default="runs/sweep")
     p.add_argument("--task", default="hopper-medium-s0")
     p.add_argument("--seed", type=int, default=0)
@@ -251,12 +271,15 @@ def main() -> None:
     p.add_argument("--dynamics-steps", type=int, default=20000)
     p.add_argument("--ranker-steps", type=int, default=5000)
     p.add_argument("--bc-steps", type=int, default=5000)
+    p.add_argument("--algorithm", default="iql", choices=["iql", "td3+bc"], help="baseline: the d3rlpy algorithm")
+    p.add_argument("--baseline-steps", type=int, default=20000)
     p.add_argument("--grid", default="default", choices=list(GRIDS))
     p.add_argument("--match", default=None, help="eval: only bundles whose name contains this")
     p.add_argument("--episodes", type=int, default=10)
     a = p.parse_args()
     torch.set_num_threads(1)
-    {"train": cmd_train, "eval": cmd_eval, "bc": cmd_bc, "table": cmd_table, "families": cmd_families}[a.command](a)
+    {"train": cmd_train, "eval": cmd_eval, "bc": cmd_bc, "baseline": cmd_baseline, "table": cmd_table,
+     "families": cmd_families}[a.command](a)
 
 
 if __name__ == "__main__":
