@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import time
 
 import numpy as np
@@ -98,6 +99,7 @@ class OfflineRLPolicy:
                 observation_scaler=d3rlpy.preprocessing.StandardObservationScaler())
         algo = config.create(device=device)
         started = time.perf_counter()
-        algo.fit(dataset, n_steps=steps, n_steps_per_epoch=min(steps, 1000), show_progress=progress,
+        quiet = os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true")  # mpdiffuser --quiet
+        algo.fit(dataset, n_steps=steps, n_steps_per_epoch=min(steps, 1000), show_progress=progress and not quiet,
                  logger_adapter=d3rlpy.logging.NoopAdapterFactory(), save_interval=10**9)
         return cls(algo, algorithm), {"seconds": time.perf_counter() - started}

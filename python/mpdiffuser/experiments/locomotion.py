@@ -240,7 +240,7 @@ def write_outputs(report: dict, out: Path) -> None:
     ax.scatter(np.arange(len(tasks)), [cell[(t, METHODS[0])]["data_score"] for t in tasks], marker="_", s=400,
                color="black", label="behaviour data", zorder=3)
     ax.legend(fontsize=8)
-    ax.set_title("Offline locomotion: " + " vs ".join(m.split(" (")[0] for m in methods), fontsize=10)
+    ax.set_title(f"Offline locomotion: {len(methods)} controllers on the same data and starts", fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "locomotion_scores.png", dpi=120)
     plt.close(fig)
