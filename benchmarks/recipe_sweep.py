@@ -249,7 +249,11 @@ def cmd_families(a) -> None:
 
     print("| family and budget | seeds | MPDiffuser | planner only | held-out planner loss | first-action error "
           "| planner + dynamics training (min) |\n|---|---:|---:|---:|---:|---:|---:|")
-    for name, g in groups.items():
+    def order(name: str):  # family, then training steps
+        head, steps = name.rsplit("-", 1)
+        return ("-unet-" in head, head, int(steps) if steps.isdigit() else 0)
+
+    for name, g in sorted(groups.items(), key=lambda item: order(item[0])):
         print(f"| {name} | {len(g['minutes'])} | {cell(g.get('lambda1', [np.nan]), 1)} | "
               f"{cell(g.get('lambda0', [np.nan]), 1)} | {cell(g['val_loss'], 4)} | "
               f"{cell(g['val_first_action_error'], 4)} | {cell(g['minutes'], 1)} |")
