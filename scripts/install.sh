@@ -32,6 +32,7 @@ if [ "$baselines" = 1 ]; then
   # d3rlpy 2.8.1 pins gymnasium 1.0.0 and pulls the old gym; it fits and predicts with our gymnasium
   # and NumPy 2, so it goes in without its dependencies and these are named here. A failure here
   # leaves the main install as it was.
+  echo "installing the offline RL baselines; pip reports d3rlpy's gymnasium==1.0.0 pin as a conflict: expected"
   if "${pip[@]}" install --quiet --no-deps d3rlpy==2.8.1 gym==0.26.2 &&
      "${pip[@]}" install --quiet structlog colorama dataclasses-json click scikit-learn gym-notices cloudpickle &&
      .venv/bin/python -c "import mpdiffuser.control.baselines as b; b._d3rlpy()" 2>/dev/null; then
