@@ -35,7 +35,7 @@ if [ "$baselines" = 1 ]; then
   echo "installing the offline RL baselines; pip reports d3rlpy's gymnasium==1.0.0 pin as a conflict: expected"
   if "${pip[@]}" install --quiet --no-deps d3rlpy==2.8.1 gym==0.26.2 &&
      "${pip[@]}" install --quiet structlog colorama dataclasses-json click scikit-learn gym-notices cloudpickle &&
-     .venv/bin/python -c "import mpdiffuser.control.baselines as b; b._d3rlpy()" 2>/dev/null; then
+     .venv/bin/python -c "import mpdiffuser.control.baselines as b; b.require_d3rlpy()" 2>/dev/null; then
     echo "installed the offline RL baselines (d3rlpy 2.8.1)"
   else
     echo "warning: the offline RL baselines (d3rlpy) did not install; everything else is installed" >&2

@@ -82,11 +82,6 @@ CpuUnet::Conv CpuUnet::conv(const std::vector<NamedTensor>& t, const std::string
   return c;
 }
 
-// Stride 2, kernel 3: the same packing; the rows are two positions apart (down_forward).
-CpuUnet::Conv CpuUnet::down_conv(const std::vector<NamedTensor>& t, const std::string& p, int channels) const {
-  return conv(t, p, channels, channels, 3);
-}
-
 // Transposed, kernel 4, stride 2, padding 1 (W [in, out, 4]): output 2a = x[a - 1] w[., ., 3] +
 // x[a] w[., ., 1]; output 2a + 1 = x[a] w[., ., 2] + x[a + 1] w[., ., 0]. Two dense layers
 // over 2 positions each, even and odd.
@@ -165,7 +160,7 @@ CpuUnet::CpuUnet(const ModelConfig& c, const std::vector<NamedTensor>& tensors, 
     l.b0 = block(tensors, level + "0", channels, dims[i]);
     l.b1 = block(tensors, level + "1", dims[i], dims[i]);
     l.has_down = i + 1 < levels;
-    if (l.has_down) l.down = down_conv(tensors, level + "2.conv", dims[i]);
+    if (l.has_down) l.down = conv(tensors, level + "2.conv", dims[i], dims[i], 3);  // read two positions apart
     down_.push_back(std::move(l));
     grow(dims[i], length);
     kept_floats_ += static_cast<size_t>(length) * ldc(dims[i]);  // this level's output, for the up path
@@ -196,10 +191,8 @@ CpuUnet::CpuUnet(const ModelConfig& c, const std::vector<NamedTensor>& tensors, 
   ld_context_ = ldc(context_);
   ld_hidden_ = ldc(std::max({4 * dim_, 4 * embed_, context_}));
   ld_film_ = 2 * widest;
-  const size_t R = kMaxRows;
-  scratch_floats_ = R * (4 * row_floats_ + kept_floats_ + ld_context_ + 2 * ld_hidden_ + ld_film_ +
-                         static_cast<size_t>(std::max(c.cond_dim, 1))) +
-                    2 * widest + static_cast<size_t>(dim_);
+  Work sizes;
+  scratch_floats_ = carve(nullptr, &sizes);
 }
 
 void CpuUnet::conv_forward(const Conv& c, int rows, const float* x, int length, float* y) const {
@@ -305,32 +298,33 @@ void CpuUnet::block_forward(const Block& b, const Work& w, int rows, const float
   }
 }
 
+// The scratch regions of Work in order from base (null: sizes only); returns the floats used.
+size_t CpuUnet::carve(float* base, Work* w) const {
+  const size_t R = kMaxRows;
+  size_t at = 0;
+  auto take = [&](size_t floats) {
+    float* p = base ? base + at : nullptr;
+    at += floats;
+    return p;
+  };
+  for (float*& b : w->buf) b = take(R * row_floats_);
+  w->kept = take(R * kept_floats_);
+  w->context = take(R * ld_context_);
+  w->hidden = take(R * ld_hidden_);
+  w->hidden2 = take(R * ld_hidden_);
+  w->film = take(R * ld_film_);
+  w->cond = take(R * static_cast<size_t>(std::max(embed_layers_[1][0].in, 1)));
+  w->affine = take(ld_film_);
+  w->sinusoid = take(static_cast<size_t>(dim_));
+  return at;
+}
+
 void CpuUnet::forward(int rows, const float* const* windows, int t, const float* x0, const float* const* conds,
                       float* out, size_t ldo, float* scratch) const {
   const int H = horizon_;
-  const size_t R = kMaxRows;
   Work w;
-  float* s = scratch;
-  for (float*& b : w.buf) {
-    b = s;
-    s += R * row_floats_;
-  }
-  w.kept = s;
-  s += R * kept_floats_;
-  w.context = s;
-  s += R * ld_context_;
-  w.hidden = s;
-  s += R * ld_hidden_;
-  w.hidden2 = s;
-  s += R * ld_hidden_;
-  w.film = s;
-  s += R * ld_film_;
-  w.cond = s;
+  carve(scratch, &w);
   const int cond_dim = embed_layers_[1][0].in;
-  s += R * static_cast<size_t>(std::max(cond_dim, 1));
-  w.affine = s;
-  s += ld_film_;
-  w.sinusoid = s;
 
   // Context rows [time(t), embed(x_0), embed(c_r)]: time and x_0 are every row's, computed once.
   const int half = dim_ / 2;

@@ -41,7 +41,7 @@ class CpuUnet {
                float* out, size_t ldo, float* scratch) const;
 
  private:
-  // A convolution as dense layers: stride 1 (one), stride 2 (one) or transposed (even, odd).
+  // A convolution as dense layers: stride 1 or 2 (gemm) or transposed (gemm: even, odd).
   struct Conv {
     int in = 0, out = 0, kernel = 0;
     PackedDense gemm, odd;
@@ -66,11 +66,11 @@ class CpuUnet {
     Conv up;  // transposed k4 stride 2 padding 1
   };
   struct Work;  // forward's pointers into the scratch
+  size_t carve(float* base, Work* w) const;
 
   const NamedTensor& find(const std::vector<NamedTensor>& tensors, const std::string& name) const;
   PackedDense linear(const std::vector<NamedTensor>& t, const std::string& p, int in, int out) const;
   Conv conv(const std::vector<NamedTensor>& t, const std::string& p, int in, int out, int kernel) const;
-  Conv down_conv(const std::vector<NamedTensor>& t, const std::string& p, int channels) const;
   Conv up_conv(const std::vector<NamedTensor>& t, const std::string& p, int channels) const;
   FilmConv film_conv(const std::vector<NamedTensor>& t, const std::string& p, int in, int out) const;
   Block block(const std::vector<NamedTensor>& t, const std::string& p, int in, int out) const;

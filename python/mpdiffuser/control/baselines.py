@@ -24,7 +24,8 @@ ALGORITHMS = ("iql", "td3+bc")
 INSTALL_HINT = "the offline RL baselines need d3rlpy: run `bash scripts/install.sh --baselines`"
 
 
-def _d3rlpy():
+def require_d3rlpy():
+    """The d3rlpy module, or ImportError with the install command."""
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # gym's import-time notice about NumPy 2
             import d3rlpy
@@ -43,7 +44,7 @@ def to_mdp_dataset(data: OfflineDataset):
     """Our episodes as a d3rlpy MDPDataset: one step per action, the last one flagged terminal
     when the robot fell, timeout when the episode was cut (d3rlpy then drops that last step's
     transition, having no next observation for it)."""
-    d3rlpy = _d3rlpy()
+    d3rlpy = require_d3rlpy()
     observations, actions, rewards, terminals, timeouts = [], [], [], [], []
     for e in data.episodes:
         steps = len(e.actions)
@@ -82,7 +83,7 @@ class OfflineRLPolicy:
             raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        d3rlpy = _d3rlpy()
+        d3rlpy = require_d3rlpy()
         d3rlpy.seed(seed)
         dataset = to_mdp_dataset(data)
         if algorithm == "iql":

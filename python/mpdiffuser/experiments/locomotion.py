@@ -80,9 +80,9 @@ class LocomotionConfig:
         if unknown:
             raise ValueError(f"unknown baselines {sorted(unknown)}: choose from {', '.join(BASELINE_METHODS)}")
         if self.baselines:
-            from mpdiffuser.control.baselines import _d3rlpy
+            from mpdiffuser.control.baselines import require_d3rlpy
 
-            _d3rlpy()  # a missing optional install fails here, with the command, not after hours of training
+            require_d3rlpy()  # a missing optional install fails here, with the command, not after hours of training
 
     @property
     def methods(self) -> tuple[str, ...]:
