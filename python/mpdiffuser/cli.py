@@ -621,7 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Errors a user can act on: one line naming the file, option or key, exit code 2 (argparse's
 # convention); `mpdiffuser --debug ...` shows the traceback instead.
-USER_ERRORS = (ValueError, OSError, RuntimeError)
+USER_ERRORS = (ValueError, OSError, RuntimeError, ImportError)  # ImportError: an optional install missing
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,3 +59,17 @@ def test_quiet_turns_progress_bars_off(monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "0")  # restored (unset) after the test
     assert cli.main(["--quiet", "info"]) == 0
     assert os.environ["TQDM_DISABLE"] == "1"
+
+
+def test_a_missing_optional_install_is_one_line_and_exit_2(monkeypatch, capsys):
+    """--baselines without d3rlpy: the install command in one line, before any training."""
+    from mpdiffuser import cli
+    from mpdiffuser.control import baselines
+
+    def missing():
+        raise ImportError(baselines.INSTALL_HINT)
+
+    monkeypatch.setattr(baselines, "require_d3rlpy", missing)
+    assert cli.main(["experiment", "locomotion", "--quick", "--baselines", "iql"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["mpdiffuser experiment: error: " + baselines.INSTALL_HINT]
