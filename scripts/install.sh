@@ -31,10 +31,11 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check)
 if [ "$baselines" = 1 ]; then
   # d3rlpy 2.8.1 pins gymnasium 1.0.0 and pulls the old gym; it fits and predicts with our gymnasium
   # and NumPy 2, so it goes in without its dependencies and these are named here. A failure here
-  # leaves the main install as it was.
+  # leaves the main install as it was. gym's gym-notices is left out on purpose: gym only uses it
+  # to print a deprecation notice on every import, which stable-baselines3 triggers in every command.
   echo "installing the offline RL baselines; pip reports d3rlpy's gymnasium==1.0.0 pin as a conflict: expected"
   if "${pip[@]}" install --quiet --no-deps d3rlpy==2.8.1 gym==0.26.2 &&
-     "${pip[@]}" install --quiet structlog colorama dataclasses-json click scikit-learn gym-notices cloudpickle &&
+     "${pip[@]}" install --quiet structlog colorama dataclasses-json click scikit-learn cloudpickle &&
      .venv/bin/python -c "import mpdiffuser.control.baselines as b; b.require_d3rlpy()" 2>/dev/null; then
     echo "installed the offline RL baselines (d3rlpy 2.8.1)"
   else

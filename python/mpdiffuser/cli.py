@@ -291,7 +291,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
     only = {"hz": "quadruped", "model_file": "quadruped", "dataset": "locomotion", "physics": "dynamics",
             "cost_penalty": "constrained", "kind": "locomotion", "expert_steps": "locomotion",
-            "finetune_steps": "dynamics", "shift_transitions": "dynamics"}  # options of one experiment
+            "finetune_steps": "dynamics", "shift_transitions": "dynamics", "baselines": "locomotion",
+            "baseline_steps": "locomotion", "baseline_seeds": "locomotion"}  # options of one experiment
     for flag, name in only.items():
         if getattr(args, flag) is not None and args.name != name:
             raise SystemExit(f"error: --{flag.replace('_', '-')} applies to the {name} experiment only")
@@ -319,7 +320,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
                             "expert_steps": args.expert_steps, "bc_steps": args.train_steps,
                             "kinds": tuple(args.kind) if args.kind else None,
                             "baselines": tuple(args.baselines) if args.baselines else None,
-                            "baseline_steps": args.baseline_steps}
+                            "baseline_steps": args.baseline_steps,
+                            "baseline_seeds": tuple(args.baseline_seeds) if args.baseline_seeds else None}
     elif args.name == "constrained":
         from mpdiffuser.experiments.constrained import ConstrainedConfig as Config, run_constrained as run
 
@@ -576,14 +578,16 @@ def build_parser() -> argparse.ArgumentParser:
                             help="locomotion: offline RL baselines from d3rlpy (install: scripts/install.sh --baselines)")
     experiment.add_argument("--baseline-steps", type=int, default=None,
                             help="locomotion: gradient steps of each baseline (default 100000)")
+    experiment.add_argument("--baseline-seeds", type=int, action="extend", nargs="+", default=None,
+                            help="locomotion: train the baselines with these of the --seeds only (default: all)")
     experiment.add_argument("--candidates", type=int, default=None,
-                            help="N, candidates per plan (default 8; 1 skips ranking, better on near-expert data)")
+                            help="N, candidates per plan (default 1: no ranking; more let the ranker choose)")
     experiment.add_argument("--width", type=int, default=None,
                             help="hidden width of planner and dynamics (default: 256, or 512 for robots whose window "
                                  "does not fit in 256)")
     experiment.add_argument("--action-weight", type=float, default=None,
-                            help="the planner's loss weight on the executed first action u_0 (default 1; Diffuser "
-                                 "uses 10)")
+                            help="the planner's loss weight on the executed first action u_0 (default 10, as "
+                                 "Diffuser)")
     experiment.add_argument("--cost-penalty", type=float, default=None,
                             help="constrained: the cautious behaviour policy trains on reward - penalty * cost "
                                  "(default 1; larger: safer data)")

@@ -237,6 +237,25 @@ def read_model_file(path: str | Path):
     return dataclasses.replace(spec, sampler_defaults=options), tensors, options
 
 
+def model_file_digest(path: str | Path) -> str:
+    """SHA-256 of a model file's content: its metadata and tensors (names, dtypes, shapes, values),
+    in sorted order. Two exports of the same bundle and options have the same digest, though not
+    always the same bytes (safetensors writes the metadata in hash-map order)."""
+    import hashlib
+
+    from safetensors import safe_open
+
+    digest = hashlib.sha256()
+    with safe_open(str(path), framework="numpy") as f:
+        for key, value in sorted((f.metadata() or {}).items()):
+            digest.update(f"{key}={value}\n".encode())
+        for name in sorted(f.keys()):
+            tensor = np.ascontiguousarray(f.get_tensor(name))
+            digest.update(f"{name}:{tensor.dtype}:{tensor.shape}\n".encode())
+            digest.update(tensor.tobytes())
+    return digest.hexdigest()
+
+
 def bundle_from_model_file(path: str | Path):
     """The PyTorch models (a ModelBundle) stored in a model file, and its sampler defaults."""
     import torch

@@ -202,3 +202,22 @@ def test_a_tensor_name_collision_fails_instead_of_overwriting():
     with pytest.raises(ValueError, match="'down.0.weight' and 'up.0.weight' would both be written as "
                                          "'dynamics.0.weight'"):
         file_tensor_names("dynamics", nested)
+
+
+def test_the_digest_names_a_model_files_content_not_its_bytes(exported, tmp_path):
+    """Two exports of one bundle have one digest; one changed weight, or one changed option,
+    changes it. (The experiments key their saved results on it.)"""
+    from mpdiffuser.export import model_file_digest
+
+    directory, path, options = exported
+    again = export_model(directory, tmp_path / "again.safetensors", options)
+    assert model_file_digest(again) == model_file_digest(path)
+    other = export_model(directory, tmp_path / "other.safetensors", options.replace(guidance=1.5))
+    assert model_file_digest(other) != model_file_digest(path)
+    with safe_open(str(path), framework="numpy") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tensors["planner.1.weight"] = tensors["planner.1.weight"].copy()
+    tensors["planner.1.weight"][0, 0] += 1e-3
+    save_file(tensors, str(tmp_path / "changed.safetensors"), metadata=meta)
+    assert model_file_digest(tmp_path / "changed.safetensors") != model_file_digest(path)

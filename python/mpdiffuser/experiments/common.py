@@ -4,6 +4,7 @@ exporting its model file, statistics, and CSV/JSON/plot writing."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import platform
 import time
@@ -104,6 +105,24 @@ def write_json(path: Path, report: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1, default=str))
     return path
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def cached_rows(path: Path, key: dict, run) -> list[dict]:
+    """The result rows of one unit of an experiment (a method on a task and seed): read from `path`
+    when it was made with the same `key` (everything the rows depend on), else `run()` and save
+    them there. A rerun of an interrupted or extended experiment redoes only what is missing."""
+    key = json.loads(json.dumps(key, default=str))
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("key") == key:
+            return saved["rows"]
+    rows = run()
+    write_json(path, {"key": key, "rows": rows})
+    return rows
 
 
 def machine() -> dict:

@@ -11,15 +11,14 @@ models are the same in both). The planner and ranker files are checked to stay b
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from mpdiffuser.config import SamplerOptions, TrainConfig
 from mpdiffuser.envs import PhysicsChange
-from mpdiffuser.experiments.common import (Log, check_model_options, grouped_bars, machine, pyplot, summarize,
-                                           train_bundle, write_csv, write_json)
+from mpdiffuser.experiments.common import (Log, check_model_options, grouped_bars, machine, pyplot, sha256,
+                                           summarize, train_bundle, write_csv, write_json)
 
 ORIGINAL, FINE_TUNED, PLANNER_ONLY = "original models", "fine-tuned dynamics", "planner only (lambda=0)"
 METHODS = (ORIGINAL, FINE_TUNED, PLANNER_ONLY)
@@ -69,10 +68,6 @@ class DynamicsShiftConfig:
             raise ValueError("DynamicsShiftConfig needs at least one non-nominal PhysicsChange")
         if self.episodes < 1 or self.max_steps < 1 or self.finetune_steps < 1:
             raise ValueError("episodes, max_steps and finetune_steps must be >= 1")
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def fine_tune_dynamics(base_dir: Path, out_dir: Path, data: list, steps: int, seed: int, progress: bool,

@@ -4,6 +4,8 @@ files). On every task, for every training seed: MPDiffuser (lambda = 1), the pla
 diffusion sampler (lambda = 0, same models), behaviour cloning on the same data and, with
 `--baselines iql td3+bc` (d3rlpy, an optional install), offline RL baselines. On the first
 task, the score against lambda and against the dynamics schedule. Writes JSON, CSV and plots.
+Every method's episodes are saved as they finish (<out>/episodes/), with what they depend on
+(models, steps, starts): a rerun, or a run with more seeds or baselines, redoes only what is new.
 
     mpdiffuser experiment locomotion --quick     # minutes on 2 CPU cores: Hopper, one training seed
     mpdiffuser experiment locomotion             # larger data and training, three seeds: hours
@@ -21,8 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from mpdiffuser.config import SamplerOptions, TrainConfig
-from mpdiffuser.experiments.common import (Log, check_model_options, grouped_bars, machine, pyplot, summarize,
-                                           train_bundle, write_csv, write_json)
+from mpdiffuser.experiments.common import (Log, cached_rows, check_model_options, grouped_bars, machine,
+                                           mean_stderr, pyplot, summarize, train_bundle, write_csv,
+                                           write_json)
 
 METHODS = ("MPDiffuser", "planner only (lambda=0)", "behaviour cloning")
 BASELINE_METHODS = {"iql": "IQL (d3rlpy)", "td3+bc": "TD3+BC (d3rlpy)"}
@@ -46,6 +49,7 @@ class LocomotionConfig:
     bc_steps: int = 5000
     baselines: tuple[str, ...] = ()  # offline RL baselines from d3rlpy: "iql", "td3+bc"
     baseline_steps: int = 100_000  # their gradient steps (d3rlpy's reproductions: 500k-1M)
+    baseline_seeds: tuple[int, ...] | None = None  # the seeds the baselines train with (None: every seed)
     episodes: int = 5  # evaluation episodes per method, task and seed
     max_steps: int = 1000
     lambdas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -79,6 +83,8 @@ class LocomotionConfig:
         unknown = set(self.baselines) - set(BASELINE_METHODS)
         if unknown:
             raise ValueError(f"unknown baselines {sorted(unknown)}: choose from {', '.join(BASELINE_METHODS)}")
+        if self.baseline_seeds is not None and not set(self.baseline_seeds) <= set(self.seeds):
+            raise ValueError(f"baseline_seeds {list(self.baseline_seeds)} must be among the seeds {list(self.seeds)}")
         if self.baselines:
             from mpdiffuser.control.baselines import require_d3rlpy
 
@@ -129,6 +135,7 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
     from mpdiffuser.data.dataset import load_dataset
     from mpdiffuser.data.generate import GenerateConfig, generate
     from mpdiffuser.envs import SCORE_REFERENCES
+    from mpdiffuser.export import model_file_digest
     from mpdiffuser.models.bundle import BundleSpec
     from mpdiffuser.sampling.sampler import Sampler
 
@@ -154,29 +161,53 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
                                       action_weight=config.action_weight, device=config.device)
             sampler = Sampler(model_file, config.backend, threads=config.threads, env_id=env_id)
             spec = BundleSpec.load(bundle_dir)
-            bc, info = BCPolicy.train(task, spec.states, spec.actions, TrainConfig(steps=config.bc_steps, seed=seed),
-                                      progress=progress, device=config.device)
-            log(f"    bc      : {config.bc_steps} steps, final loss {info['final_loss']:.4f} ({info['seconds']:.0f}s)")
             eval_seed = 10_000 * (seed + 1)  # the same start states for every method of this seed
-            policies = {METHODS[0]: MPCPolicy(sampler, sampler.defaults),
-                        METHODS[1]: MPCPolicy(sampler, sampler.defaults.replace(dynamics_weight=0.0)),
-                        METHODS[2]: bc}
-            for name in config.baselines:
+            evaluation = {"task": label, "transitions": task.num_transitions, "episodes": config.episodes,
+                          "max_steps": config.max_steps, "start_seed": eval_seed}
+            model = {"model_file": model_file_digest(model_file), "backend": config.backend}
+
+            def train_bc(seed=seed, spec=spec):
+                bc, info = BCPolicy.train(task, spec.states, spec.actions,
+                                          TrainConfig(steps=config.bc_steps, seed=seed), progress=progress,
+                                          device=config.device)
+                log(f"    bc      : {config.bc_steps} steps, final loss {info['final_loss']:.4f} "
+                    f"({info['seconds']:.0f}s)")
+                return bc
+
+            def train_baseline(name, seed=seed):
                 from mpdiffuser.control.baselines import OfflineRLPolicy
 
-                policies[BASELINE_METHODS[name]], info = OfflineRLPolicy.train(
-                    name, task, config.baseline_steps, seed=seed, device=config.device, progress=progress)
+                policy, info = OfflineRLPolicy.train(name, task, config.baseline_steps, seed=seed,
+                                                     device=config.device, progress=progress)
                 log(f"    {name:8s}: {config.baseline_steps} steps ({info['seconds']:.0f}s)")
-            for method, policy in policies.items():
-                summary = evaluate(policy, env_id, config.episodes, eval_seed, config.max_steps, progress=progress,
-                                   desc=f"{label} {method}")
-                for i, e in enumerate(summary.episodes):
-                    rows.append({"task": label, "env": env_id, "method": method, "seed": seed, "episode": i,
-                                 "return": e.episode_return, "score": e.normalized_score, "length": e.length})
-                log(f"    {method:24s} score {summary.score[0]:6.1f} +- {summary.score[1]:4.1f} "
-                    f"(return {summary.episode_return[0]:.0f})")
+                return policy
+
+            # method -> (what its result depends on, a function that makes the policy); made only
+            # when the method's episodes are not already on disk from an earlier run
+            policies = {METHODS[0]: (model, lambda s=sampler: MPCPolicy(s, s.defaults)),
+                        METHODS[1]: (model, lambda s=sampler: MPCPolicy(s, s.defaults.replace(dynamics_weight=0.0))),
+                        METHODS[2]: ({"bc_steps": config.bc_steps, "seed": seed}, train_bc)}
+            if config.baseline_seeds is None or seed in config.baseline_seeds:
+                for name in config.baselines:
+                    policies[BASELINE_METHODS[name]] = ({"baseline_steps": config.baseline_steps, "seed": seed},
+                                                        lambda name=name: train_baseline(name))
+            for method, (depends, make) in policies.items():
+                def run(method=method, make=make):
+                    summary = evaluate(make(), env_id, config.episodes, eval_seed, config.max_steps,
+                                       progress=progress, desc=f"{label} {method}")
+                    return [{"task": label, "env": env_id, "method": method, "seed": seed, "episode": i,
+                             "return": e.episode_return, "score": e.normalized_score, "length": e.length}
+                            for i, e in enumerate(summary.episodes)]
+
+                done = cached_rows(out / "episodes" / label / f"s{seed}" / f"{slug(method)}.json",
+                                   evaluation | depends | {"method": method}, run)
+                rows += done
+                score = mean_stderr(r["score"] for r in done)
+                log(f"    {method:24s} score {score[0]:6.1f} +- {score[1]:4.1f} "
+                    f"(return {np.mean([r['return'] for r in done]):.0f})")
             if t == 0 and seed == config.seeds[0]:
-                sweep_rows = _sweeps(config, sampler, env_id, label, eval_seed, log, progress)
+                sweep_rows = _sweeps(config, sampler, env_id, label, eval_seed, log, progress,
+                                     out / "episodes" / label / f"s{seed}", evaluation | model)
     summary = summarize(rows, ("task", "method"), ("score", "return"))
     for entry in summary:
         entry["data_score"] = data_scores[entry["task"]]
@@ -193,7 +224,7 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
 
 
 def _sweeps(config: LocomotionConfig, sampler, env_id: str, label: str, eval_seed: int, log: Log,
-            progress: bool) -> list[dict]:
+            progress: bool, cache_dir: Path, key: dict) -> list[dict]:
     """Score against lambda and against the dynamics schedule on one task (same models, same starts)."""
     from mpdiffuser.control.evaluate import evaluate
     from mpdiffuser.control.mpc import MPCPolicy
@@ -203,13 +234,24 @@ def _sweeps(config: LocomotionConfig, sampler, env_id: str, label: str, eval_see
                   sampler.defaults.replace(dynamics_every=every, dynamics_last=last)) for every, last in config.schedules]
     rows = []
     for sweep, setting, options in settings:
-        summary = evaluate(MPCPolicy(sampler, options), env_id, config.episodes, eval_seed, config.max_steps,
-                           progress=progress, desc=f"{sweep} {setting}")
-        for i, e in enumerate(summary.episodes):
-            rows.append({"task": label, "sweep": sweep, "setting": setting, "episode": i,
-                         "return": e.episode_return, "score": e.normalized_score, "length": e.length})
-        log(f"  sweep {sweep:8s} {setting:16s} score {summary.score[0]:6.1f} +- {summary.score[1]:4.1f}")
+        def run(sweep=sweep, setting=setting, options=options):
+            summary = evaluate(MPCPolicy(sampler, options), env_id, config.episodes, eval_seed, config.max_steps,
+                               progress=progress, desc=f"{sweep} {setting}")
+            return [{"task": label, "sweep": sweep, "setting": setting, "episode": i,
+                     "return": e.episode_return, "score": e.normalized_score, "length": e.length}
+                    for i, e in enumerate(summary.episodes)]
+
+        done = cached_rows(cache_dir / f"sweep-{sweep}-{slug(setting)}.json",
+                           key | {"sweep": sweep, "options": dataclasses.asdict(options)}, run)
+        rows += done
+        score = mean_stderr(r["score"] for r in done)
+        log(f"  sweep {sweep:8s} {setting:16s} score {score[0]:6.1f} +- {score[1]:4.1f}")
     return rows
+
+
+def slug(name: str) -> str:
+    """A file name for a method or setting: 'planner only (lambda=0)' -> 'planner-only-lambda-0'."""
+    return "-".join("".join(c if c.isalnum() or c == "+" else " " for c in name.lower()).split())
 
 
 def _print_table(summary: list[dict], methods: tuple[str, ...], log: Log) -> None:

@@ -66,3 +66,14 @@ def test_locomotion_runs_the_baselines_on_the_same_starts(tmp_path):
                             "TD3+BC (d3rlpy)"}
     assert len(report["episodes"]) == 5 * config.episodes
     assert (tmp_path / "out" / "locomotion_scores.png").stat().st_size > 5000
+
+
+def test_the_baselines_install_keeps_every_command_quiet():
+    """stable-baselines3 imports gym whenever it is installed; with gym-notices beside it, gym
+    prints a deprecation notice to stderr in every command. The install leaves gym-notices out."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", "import stable_baselines3, d3rlpy, mpdiffuser.control.baselines"],
+                            capture_output=True, text=True, check=True)
+    assert "Gym has been unmaintained" not in result.stderr, result.stderr

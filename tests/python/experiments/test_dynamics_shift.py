@@ -9,7 +9,8 @@ from tests.python.experiments.tiny import TINY
 
 
 def test_dynamics_tiny_end_to_end_keeps_planner_and_ranker_byte_identical(tmp_path):
-    from mpdiffuser.experiments.dynamics_shift import METHODS, DynamicsShiftConfig, run_dynamics_shift, sha256
+    from mpdiffuser.experiments.common import sha256
+    from mpdiffuser.experiments.dynamics_shift import METHODS, DynamicsShiftConfig, run_dynamics_shift
 
     tiny = {k: v for k, v in TINY.items()}
     config = DynamicsShiftConfig.quick(shifts=(PhysicsChange(mass=1.5), PhysicsChange(gear=0.6)),

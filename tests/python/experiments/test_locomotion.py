@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import pytest
@@ -44,3 +45,40 @@ def test_locomotion_tiny_end_to_end_with_a_user_dataset(tmp_path):
     assert json.loads((out / "locomotion.json").read_text())["summary"] == json.loads(json.dumps(report["summary"]))
     for png in ("locomotion_scores.png", "locomotion_sweeps.png"):
         assert (out / png).stat().st_size > 5000
+
+
+def test_locomotion_rerun_reads_finished_methods_and_redoes_only_what_changed(tmp_path, monkeypatch):
+    """A rerun of the same experiment reads every method's and sweep's episodes from disk (no
+    training, no episode); changing one method's setting (here BC's steps) redoes that method only."""
+    import importlib
+
+    from mpdiffuser.experiments.locomotion import LocomotionConfig, run_locomotion
+
+    config = LocomotionConfig.quick(kinds=("medium",), out_dir=str(tmp_path / "out"),
+                                    policy_dir=str(tmp_path / "policies"), bc_steps=40, lambdas=(0.0, 1.0),
+                                    schedules=((2, 0),), **TINY)
+    first = run_locomotion(config, progress=False)
+    bc_module = importlib.import_module("mpdiffuser.control.bc")
+    evaluate_module = importlib.import_module("mpdiffuser.control.evaluate")  # the module, not the function
+    real_evaluate, evaluated = evaluate_module.evaluate, []
+
+    def counting_evaluate(policy, *args, **kwargs):
+        evaluated.append(kwargs.get("desc"))
+        return real_evaluate(policy, *args, **kwargs)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("behaviour cloning trained again")
+
+    monkeypatch.setattr(evaluate_module, "evaluate", counting_evaluate)
+    monkeypatch.setattr(bc_module.BCPolicy, "train", no_training)
+    again = run_locomotion(config, progress=False)
+    assert evaluated == []
+    assert again["episodes"] == first["episodes"] and again["sweep_episodes"] == first["sweep_episodes"]
+    monkeypatch.undo()
+    monkeypatch.setattr(evaluate_module, "evaluate", counting_evaluate)
+    changed = run_locomotion(dataclasses.replace(config, bc_steps=30), progress=False)
+    assert evaluated == ["hopper-medium behaviour cloning"]
+    keep = lambda report: [r for r in report["episodes"] if r["method"] != "behaviour cloning"]  # noqa: E731
+    assert keep(changed) == keep(first)
+    with pytest.raises(ValueError, match="baseline_seeds \\[3\\] must be among the seeds \\[0\\]"):
+        dataclasses.replace(config, baseline_seeds=(3,))
