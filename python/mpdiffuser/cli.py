@@ -336,7 +336,10 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
             shifts = tuple(PhysicsChange.parse(p) for p in args.physics) if args.physics else None
         except ValueError as exc:
             raise SystemExit(f"error: {exc}") from None
-        changes = common | {"env_id": args.env[0] if args.env else None, "seed": args.seed, "shifts": shifts,
+        if args.seed is not None and args.seeds:
+            raise SystemExit("error: give the dynamics experiment --seeds or --seed, not both")
+        seeds = tuple(args.seeds) if args.seeds else (args.seed,) if args.seed is not None else None
+        changes = common | {"env_id": args.env[0] if args.env else None, "seeds": seeds, "shifts": shifts,
                             "finetune_steps": args.finetune_steps, "shift_transitions": args.shift_transitions}
     changes = {k: v for k, v in changes.items() if v is not None}
     if args.backend == "auto" and args.name != "quadruped":  # the quadruped experiment resolves it itself
@@ -562,8 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="dynamics: changed robot(s) as factors, e.g. mass=3 gear=0.4,friction=0.5 "
                                  "(default mass=1.5 friction=0.4 gear=0.6)")
     experiment.add_argument("--seeds", type=int, action="extend", nargs="+", default=None,
-                            help="training seeds (locomotion, constrained)")
-    experiment.add_argument("--seed", type=int, default=None, help="seed (quadruped, dynamics)")
+                            help="training seeds (locomotion, constrained, dynamics)")
+    experiment.add_argument("--seed", type=int, default=None, help="seed (quadruped; dynamics: one training seed)")
     experiment.add_argument("--kind", action="extend", nargs="+", default=None,
                             choices=["medium", "medium-replay", "medium-expert"],
                             help="locomotion: dataset kind(s) instead of all three")

@@ -1,11 +1,13 @@
 """Adaptation to novel dynamics (evaluation suite, item 3): train MPDiffuser on a nominal robot,
 change its physics (mass, friction, actuator gain), collect a small dataset on the changed robot,
 fine-tune only the dynamics model on it, and compare on the changed robot: the original models,
-the models with the fine-tuned dynamics model, and the planner-only sampler (lambda = 0, whose
-models are the same in both). The planner and ranker files are checked to stay byte-identical.
+the models with the fine-tuned dynamics model, the planner-only sampler (lambda = 0, whose
+models are the same in both) and behaviour cloning trained on that robot's own data. The planner
+and ranker files are checked to stay byte-identical. With several training seeds (each with its
+own data), the paired gains (same start states) say which differences are real.
 
     mpdiffuser experiment dynamics --quick       # minutes on 2 CPU cores
-    mpdiffuser experiment dynamics               # larger data and training
+    mpdiffuser experiment dynamics --seeds 0 1 2 # larger data and training, three seeds
 """
 
 from __future__ import annotations
@@ -15,13 +17,18 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from mpdiffuser.config import SamplerOptions, TrainConfig
 from mpdiffuser.envs import PhysicsChange
-from mpdiffuser.experiments.common import (Log, check_model_options, grouped_bars, machine, pyplot, sha256,
-                                           summarize, train_bundle, write_csv, write_json)
+from mpdiffuser.experiments.common import (Log, check_model_options, grouped_bars, machine, mean_stderr, pyplot,
+                                           sha256, summarize, train_bundle, write_csv, write_json)
+from mpdiffuser.models.bundle import BundleSpec
 
 ORIGINAL, FINE_TUNED, PLANNER_ONLY = "original models", "fine-tuned dynamics", "planner only (lambda=0)"
-METHODS = (ORIGINAL, FINE_TUNED, PLANNER_ONLY)
+BC = "behaviour cloning (this robot's data)"
+METHODS = (ORIGINAL, FINE_TUNED, PLANNER_ONLY, BC)
+GAINS = ((FINE_TUNED, ORIGINAL), (ORIGINAL, PLANNER_ONLY), (FINE_TUNED, BC))  # (a, b): paired a - b
 UNCHANGED_FILES = ("planner.pt", "reward.pt", "bundle.json")
 
 
@@ -30,7 +37,7 @@ class DynamicsShiftConfig:
     env_id: str = "Hopper-v5"
     shifts: tuple[PhysicsChange, ...] = (PhysicsChange(mass=1.5), PhysicsChange(friction=0.4),
                                          PhysicsChange(gear=0.6))
-    seed: int = 0  # training seed; data are generated with it too
+    seeds: tuple[int, ...] = (0,)  # training seeds; each seed's data are generated with it too
     out_dir: str = "runs/dynamics"
     policy_dir: str = "runs/policies"  # behaviour policies, shared by experiments; datasets go to <out_dir>/data
     policy_steps: int = 30_000  # SAC steps of the behaviour policy (trained on the nominal robot)
@@ -68,6 +75,8 @@ class DynamicsShiftConfig:
             raise ValueError("DynamicsShiftConfig needs at least one non-nominal PhysicsChange")
         if self.episodes < 1 or self.max_steps < 1 or self.finetune_steps < 1:
             raise ValueError("episodes, max_steps and finetune_steps must be >= 1")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"DynamicsShiftConfig needs distinct seeds, got {list(self.seeds)}")
 
 
 def fine_tune_dynamics(base_dir: Path, out_dir: Path, data: list, steps: int, seed: int, progress: bool,
@@ -107,6 +116,36 @@ def heldout_dynamics_loss(bundle_dir: Path, data, samples: int = 4096, seed: int
 
 
 def run_dynamics_shift(config: DynamicsShiftConfig, progress: bool = True) -> dict:
+    log = Log()
+    out = Path(config.out_dir)
+    rows, checks, finetune, losses = [], {}, {}, {}
+    for n, seed in enumerate(config.seeds):
+        log(f"seed {seed} ({n + 1}/{len(config.seeds)})")
+        _run_seed(config, seed, out / "models" / f"s{seed}", log, progress, rows, checks, finetune, losses)
+    summary = summarize(rows, ("robot", "method"), ("score", "return"))
+    report = {"experiment": "dynamics", "config": dataclasses.asdict(config), "machine": machine(),
+              "score_note": "D4RL-normalized score, mean and standard error over the evaluation episodes of all "
+                            "seeds; gains are paired differences (same seed, same start state)",
+              "summary": summary, "gains": paired_gains(rows), "byte_identical": checks, "fine_tuning": finetune,
+              "heldout_dynamics_loss": losses, "episodes": rows,
+              "seconds": round(log.seconds, 1)}
+    write_outputs(report, out)
+    log("D4RL-normalized scores on each robot (mean +- standard error)")
+    for e in summary:
+        print(f"    {e['robot']:22s} {e['method']:40s} {e['score_mean']:6.1f} +- {e['score_stderr']:4.1f}")
+    log("paired gains (mean +- standard error over seeds x episodes)")
+    for e in report["gains"]:
+        print(f"    {e['robot']:22s} {e['gain']:50s} {e['mean']:+6.1f} +- {e['stderr']:4.1f} (n = {e['n']})")
+    log(f"planner, ranker and bundle.json byte-identical after fine-tuning: "
+        f"{all(all(v.values()) for v in checks.values())}")
+    log(f"results in {out / 'dynamics.json'}, {out / 'dynamics.csv'}, {out / 'dynamics.png'}")
+    return report
+
+
+def _run_seed(c: DynamicsShiftConfig, seed: int, models: Path, log: Log, progress: bool, rows: list, checks: dict,
+              finetune: dict, losses: dict) -> None:
+    """One training seed: its data, models, fine-tunings and evaluations (appended to the dicts)."""
+    from mpdiffuser.control.bc import BCPolicy
     from mpdiffuser.control.evaluate import evaluate
     from mpdiffuser.control.mpc import MPCPolicy
     from mpdiffuser.data.dataset import load_dataset
@@ -114,83 +153,97 @@ def run_dynamics_shift(config: DynamicsShiftConfig, progress: bool = True) -> di
     from mpdiffuser.export import export_model
     from mpdiffuser.sampling.sampler import Sampler
 
-    log = Log()
-    out = Path(config.out_dir)
-    c = config
     log(f"1/4 nominal data: {c.env_id} medium-style (SAC {c.policy_steps} steps) + random; policies in {c.policy_dir}")
-    task = load_dataset(generate(GenerateConfig(c.env_id, "medium", c.task_transitions, c.policy_steps, seed=c.seed),
+    task = load_dataset(generate(GenerateConfig(c.env_id, "medium", c.task_transitions, c.policy_steps, seed=seed),
                                  c.data_dir, progress, c.policy_dir))
-    random = load_dataset(generate(GenerateConfig(c.env_id, "random", c.random_transitions, seed=c.seed),
+    random = load_dataset(generate(GenerateConfig(c.env_id, "random", c.random_transitions, seed=seed),
                                    c.data_dir, progress))
-    base_dir = out / "models" / "nominal"
+    base_dir = models / "nominal"
     log(f"2/4 training on the nominal robot -> {base_dir}")
     options = SamplerOptions(num_candidates=c.candidates)
-    base_file = train_bundle(base_dir, task, [random], c.train_steps, c.ranker_steps, c.seed, log, progress,
+    base_file = train_bundle(base_dir, task, [random], c.train_steps, c.ranker_steps, seed, log, progress,
                              options=options, width=c.width, action_weight=c.action_weight, device=c.device)
     base = Sampler(base_file, c.backend, threads=c.threads, env_id=c.env_id)
-    eval_seed = 10_000 * (c.seed + 1)
+    spec = BundleSpec.load(base_dir)
+    eval_seed = 10_000 * (seed + 1)
 
-    rows, checks, finetune, losses = [], {}, {}, {}
+    def bc_on(data):
+        policy, info = BCPolicy.train(data, spec.states, spec.actions, TrainConfig(steps=c.train_steps, seed=seed),
+                                      progress=progress, device=c.device)
+        log(f"    bc on {data.num_transitions} transitions: {c.train_steps} steps, final loss "
+            f"{info['final_loss']:.4f} ({info['seconds']:.0f}s)")
+        return policy
 
-    def run(label: str, method: str, sampler: Sampler, lam: float, physics: PhysicsChange | None) -> None:
-        policy = MPCPolicy(sampler, sampler.defaults.replace(dynamics_weight=lam))
+    def run(label: str, method: str, policy, physics: PhysicsChange | None) -> None:
         summary = evaluate(policy, c.env_id, c.episodes, eval_seed, c.max_steps, progress=progress,
                            desc=f"{label} {method}", physics=physics)
         for i, e in enumerate(summary.episodes):
-            rows.append({"robot": label, "method": method, "episode": i, "return": e.episode_return,
+            rows.append({"robot": label, "method": method, "seed": seed, "episode": i, "return": e.episode_return,
                          "score": e.normalized_score, "length": e.length})
-        log(f"    {label:22s} {method:24s} score {summary.score[0]:6.1f} +- {summary.score[1]:4.1f} "
+        log(f"    {label:22s} {method:40s} score {summary.score[0]:6.1f} +- {summary.score[1]:4.1f} "
             f"(return {summary.episode_return[0]:.0f})")
 
+    def mpc(sampler, lam):
+        return MPCPolicy(sampler, sampler.defaults.replace(dynamics_weight=lam))
+
     log("3/4 nominal robot (reference)")
-    run("nominal", ORIGINAL, base, 1.0, None)
-    run("nominal", PLANNER_ONLY, base, 0.0, None)
+    run("nominal", ORIGINAL, mpc(base, 1.0), None)
+    run("nominal", PLANNER_ONLY, mpc(base, 0.0), None)
+    run("nominal", BC, bc_on(task), None)
     for s, physics in enumerate(c.shifts):
         label = physics.tag
         log(f"4/4 changed robot {s + 1}/{len(c.shifts)}: {label}")
         shift_task = load_dataset(generate(GenerateConfig(c.env_id, "medium", c.shift_transitions, c.policy_steps,
-                                                          seed=c.seed, physics=physics), c.data_dir, progress,
+                                                          seed=seed, physics=physics), c.data_dir, progress,
                                            c.policy_dir))
         shift_random = load_dataset(generate(GenerateConfig(c.env_id, "random", c.shift_random_transitions,
-                                                            seed=c.seed, physics=physics), c.data_dir, progress))
-        tuned_dir = out / "models" / label
-        info = fine_tune_dynamics(base_dir, tuned_dir, [shift_task, shift_random], c.finetune_steps, c.seed, progress,
+                                                            seed=seed, physics=physics), c.data_dir, progress))
+        tuned_dir = models / label
+        info = fine_tune_dynamics(base_dir, tuned_dir, [shift_task, shift_random], c.finetune_steps, seed, progress,
                                   c.device)
-        finetune[label] = {"steps": c.finetune_steps, "final_loss": info["final_loss"], "seconds": info["seconds"],
-                           "transitions": shift_task.num_transitions + shift_random.num_transitions}
-        log(f"    fine-tuned dynamics on {finetune[label]['transitions']} transitions: {c.finetune_steps} steps, "
+        key = f"s{seed}/{label}"
+        finetune[key] = {"steps": c.finetune_steps, "final_loss": info["final_loss"], "seconds": info["seconds"],
+                         "transitions": shift_task.num_transitions + shift_random.num_transitions}
+        log(f"    fine-tuned dynamics on {finetune[key]['transitions']} transitions: {c.finetune_steps} steps, "
             f"final loss {info['final_loss']:.4f} ({info['seconds']:.0f}s)")
-        checks[label] = {name: sha256(base_dir / name) == sha256(tuned_dir / name) for name in UNCHANGED_FILES}
-        checks[label]["dynamics.pt changed"] = sha256(base_dir / "dynamics.pt") != sha256(tuned_dir / "dynamics.pt")
-        if not all(checks[label].values()):
-            raise RuntimeError(f"fine-tuning changed more than the dynamics model: {checks[label]}")
+        checks[key] = {name: sha256(base_dir / name) == sha256(tuned_dir / name) for name in UNCHANGED_FILES}
+        checks[key]["dynamics.pt changed"] = sha256(base_dir / "dynamics.pt") != sha256(tuned_dir / "dynamics.pt")
+        if not all(checks[key].values()):
+            raise RuntimeError(f"fine-tuning changed more than the dynamics model: {checks[key]}")
         # Held-out random-action transitions of the changed robot (another rollout seed): does
         # fine-tuning make the dynamics model better at the new physics?
         heldout = load_dataset(generate(GenerateConfig(c.env_id, "random", c.shift_random_transitions,
-                                                       seed=c.seed + 1, physics=physics), c.data_dir, progress))
-        losses[label] = {"original": heldout_dynamics_loss(base_dir, heldout),
-                         "fine-tuned": heldout_dynamics_loss(tuned_dir, heldout)}
-        log(f"    held-out dynamics loss on the changed robot: original {losses[label]['original']:.4f}, "
-            f"fine-tuned {losses[label]['fine-tuned']:.4f}")
+                                                       seed=seed + 1000, physics=physics), c.data_dir, progress))
+        losses[key] = {"original": heldout_dynamics_loss(base_dir, heldout),
+                       "fine-tuned": heldout_dynamics_loss(tuned_dir, heldout)}
+        log(f"    held-out dynamics loss on the changed robot: original {losses[key]['original']:.4f}, "
+            f"fine-tuned {losses[key]['fine-tuned']:.4f}")
         tuned = Sampler(export_model(tuned_dir, tuned_dir / "model.safetensors", options), c.backend, threads=c.threads,
                         env_id=c.env_id)
-        run(label, ORIGINAL, base, 1.0, physics)
-        run(label, FINE_TUNED, tuned, 1.0, physics)
-        run(label, PLANNER_ONLY, base, 0.0, physics)
-    summary = summarize(rows, ("robot", "method"), ("score", "return"))
-    report = {"experiment": "dynamics", "config": dataclasses.asdict(config), "machine": machine(),
-              "score_note": "D4RL-normalized score, mean and standard error over evaluation episodes",
-              "summary": summary, "byte_identical": checks, "fine_tuning": finetune,
-              "heldout_dynamics_loss": losses, "episodes": rows,
-              "seconds": round(log.seconds, 1)}
-    write_outputs(report, out)
-    log("D4RL-normalized scores on each robot (mean +- standard error)")
-    for e in summary:
-        print(f"    {e['robot']:22s} {e['method']:24s} {e['score_mean']:6.1f} +- {e['score_stderr']:4.1f}")
-    log(f"planner, ranker and bundle.json byte-identical after fine-tuning: "
-        f"{all(all(v.values()) for v in checks.values())}")
-    log(f"results in {out / 'dynamics.json'}, {out / 'dynamics.csv'}, {out / 'dynamics.png'}")
-    return report
+        run(label, ORIGINAL, mpc(base, 1.0), physics)
+        run(label, FINE_TUNED, mpc(tuned, 1.0), physics)
+        run(label, PLANNER_ONLY, mpc(base, 0.0), physics)
+        run(label, BC, bc_on(shift_task), physics)
+
+
+def paired_gains(rows: list[dict]) -> list[dict]:
+    """For each robot and each (a, b) of GAINS: a's score minus b's on the same seed and start
+    state, mean and standard error over those pairs, and how many seeds' mean gain is positive."""
+    score = {(r["robot"], r["method"], r["seed"], r["episode"]): r["score"] for r in rows}
+    out = []
+    for robot in dict.fromkeys(r["robot"] for r in rows):
+        for a, b in GAINS:
+            pairs = [(seed, score[(robot, a, seed, i)] - score[(robot, b, seed, i)])
+                     for (r, m, seed, i) in score if r == robot and m == a and (robot, b, seed, i) in score]
+            if not pairs:
+                continue
+            by_seed = {}
+            for seed, d in pairs:
+                by_seed.setdefault(seed, []).append(d)
+            mean, stderr = mean_stderr(d for _, d in pairs)
+            out.append({"robot": robot, "gain": f"{a} - {b}", "n": len(pairs), "mean": mean, "stderr": stderr,
+                        "seeds_positive": sum(np.mean(v) > 0 for v in by_seed.values()), "seeds": len(by_seed)})
+    return out
 
 
 def write_outputs(report: dict, out: Path) -> None:

@@ -34,7 +34,10 @@ def test_statistics():
     (["constrained", "--finetune-steps", "100"], "--finetune-steps applies to the dynamics"),
     (["dynamics", "--shift-transitions", "0"], "--shift-transitions must be >= 1"),
     (["locomotion", "--width", "0"], "--width must be >= 1"),
-    (["quadruped", "--action-weight", "0"], "--action-weight must be > 0")])
+    (["quadruped", "--action-weight", "0"], "--action-weight must be > 0"),
+    (["dynamics", "--seed", "1", "--seeds", "2"], "--seeds or --seed, not both"),
+    (["constrained", "--baseline-seeds", "0"], "--baseline-seeds applies to the locomotion"),
+    (["locomotion", "--seeds", "0", "--baseline-seeds", "1"], "baseline_seeds [1] must be among the seeds [0]")])
 def test_experiment_cli_rejects_bad_options_and_options_of_other_experiments(argv, message, capsys):
     assert cli.main(["experiment", *argv]) == 2
     err = capsys.readouterr().err
