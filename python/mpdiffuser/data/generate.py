@@ -36,7 +36,8 @@ class GenerateConfig:
     policy_steps: int = 30_000  # SAC environment steps of the medium policy
     expert_steps: int = 200_000  # SAC environment steps of the expert policy (medium-expert)
     constrained: bool = False  # record velocity costs (DSRL-style)
-    seed: int = 0
+    seed: int = 0  # of the rollouts and, unless policy_seed says otherwise, of the behaviour policies' training
+    policy_seed: int | None = None  # the behaviour policies' training seed (None: seed), to roll one policy out anew
     cost_penalty: float = 1.0  # mixed: the cautious policy's reward is reward - cost_penalty * cost
     physics: PhysicsChange | None = None  # roll out under changed dynamics
 
@@ -51,22 +52,33 @@ class GenerateConfig:
             raise ValueError("medium-replay with costs is not supported: the replay buffer has no cost column")
         if not self.cost_penalty >= 0.0:
             raise ValueError(f"cost_penalty must be >= 0, got {self.cost_penalty}")
+        if self.policy_seed == self.seed or self.kind == "random":
+            object.__setattr__(self, "policy_seed", None)  # one recipe, one name
+
+    @property
+    def trained_with(self) -> int:
+        """The behaviour policies' training seed."""
+        return self.seed if self.policy_seed is None else self.policy_seed
 
     @property
     def name(self) -> str:
         tag = "-cost" if self.constrained else ""
         if self.physics is not None and not self.physics.is_nominal:
             tag += f"-{self.physics.tag}"
-        return f"{self.env_id.split('-')[0].lower()}-{self.kind}{tag}-s{self.seed}"
+        policy = "" if self.policy_seed is None else f"-policy{self.policy_seed}"
+        return f"{self.env_id.split('-')[0].lower()}-{self.kind}{tag}-s{self.seed}{policy}"
 
     def recipe(self) -> dict:
         """The fields the data of this kind depend on, as stored in the file; a cached file is
         reused only when they all match (medium data does not depend on expert_steps, say)."""
-        unused = {"random": ("policy_steps", "expert_steps", "cost_penalty"),
+        unused = {"random": ("policy_steps", "expert_steps", "cost_penalty", "policy_seed"),
                   "medium": ("expert_steps", "cost_penalty"),
                   "medium-replay": ("transitions", "expert_steps", "cost_penalty"),  # the whole replay buffer
                   "medium-expert": ("cost_penalty",), "mixed": ("expert_steps",)}[self.kind]
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in unused}
+        recipe = {k: v for k, v in dataclasses.asdict(self).items() if k not in unused}
+        if self.policy_seed is None:
+            recipe.pop("policy_seed", None)  # as files made before the field existed record it
+        return recipe
 
 
 def train_behaviour_policy(env_id: str, steps: int, seed: int, cache_dir: Path, progress: bool = True,
@@ -187,16 +199,17 @@ def generate(config: GenerateConfig, out_dir: str | Path, progress: bool = True,
     if c.kind == "random":
         episodes = run(None, c.transitions, c.seed, "random")
     else:
-        medium, _ = train_behaviour_policy(c.env_id, c.policy_steps, c.seed, cache, progress)
+        medium, _ = train_behaviour_policy(c.env_id, c.policy_steps, c.trained_with, cache, progress)
         if c.kind == "medium-replay":
             episodes = _replay_episodes(medium, c.constrained)
         else:
             episodes = run(stochastic(medium), c.transitions, c.seed, "medium rollouts")
         if c.kind == "medium-expert":
-            expert, _ = train_behaviour_policy(c.env_id, c.expert_steps, c.seed, cache, progress)
+            expert, _ = train_behaviour_policy(c.env_id, c.expert_steps, c.trained_with, cache, progress)
             episodes += run(stochastic(expert), c.transitions, c.seed + 10_000, "expert rollouts")
         if c.kind == "mixed":
-            cautious, _ = train_behaviour_policy(c.env_id, c.policy_steps, c.seed, cache, progress, c.cost_penalty)
+            cautious, _ = train_behaviour_policy(c.env_id, c.policy_steps, c.trained_with, cache, progress,
+                                                 c.cost_penalty)
             episodes += run(stochastic(cautious), c.transitions, c.seed + 20_000, "cautious rollouts")
     policy = "uniform random" if c.kind == "random" else "stable-baselines3 SAC (MlpPolicy, stochastic actions)"
     metadata = {"env_id": c.env_id, "name": c.name, "recipe": c.recipe() | {"policy": policy},

@@ -37,7 +37,8 @@ class DynamicsShiftConfig:
     env_id: str = "Hopper-v5"
     shifts: tuple[PhysicsChange, ...] = (PhysicsChange(mass=1.5), PhysicsChange(friction=0.4),
                                          PhysicsChange(gear=0.6))
-    seeds: tuple[int, ...] = (0,)  # training seeds; each seed's data are generated with it too
+    seeds: tuple[int, ...] = (0,)  # training seeds; each seed's data are rolled out with it too
+    policy_seed: int = 0  # the behaviour policy's training seed: one policy for every training seed
     out_dir: str = "runs/dynamics"
     policy_dir: str = "runs/policies"  # behaviour policies, shared by experiments; datasets go to <out_dir>/data
     policy_steps: int = 30_000  # SAC steps of the behaviour policy (trained on the nominal robot)
@@ -154,8 +155,8 @@ def _run_seed(c: DynamicsShiftConfig, seed: int, models: Path, log: Log, progres
     from mpdiffuser.sampling.sampler import Sampler
 
     log(f"1/4 nominal data: {c.env_id} medium-style (SAC {c.policy_steps} steps) + random; policies in {c.policy_dir}")
-    task = load_dataset(generate(GenerateConfig(c.env_id, "medium", c.task_transitions, c.policy_steps, seed=seed),
-                                 c.data_dir, progress, c.policy_dir))
+    task = load_dataset(generate(GenerateConfig(c.env_id, "medium", c.task_transitions, c.policy_steps, seed=seed,
+                                                policy_seed=c.policy_seed), c.data_dir, progress, c.policy_dir))
     random = load_dataset(generate(GenerateConfig(c.env_id, "random", c.random_transitions, seed=seed),
                                    c.data_dir, progress))
     base_dir = models / "nominal"
@@ -194,8 +195,8 @@ def _run_seed(c: DynamicsShiftConfig, seed: int, models: Path, log: Log, progres
         label = physics.tag
         log(f"4/4 changed robot {s + 1}/{len(c.shifts)}: {label}")
         shift_task = load_dataset(generate(GenerateConfig(c.env_id, "medium", c.shift_transitions, c.policy_steps,
-                                                          seed=seed, physics=physics), c.data_dir, progress,
-                                           c.policy_dir))
+                                                          seed=seed, policy_seed=c.policy_seed, physics=physics),
+                                           c.data_dir, progress, c.policy_dir))
         shift_random = load_dataset(generate(GenerateConfig(c.env_id, "random", c.shift_random_transitions,
                                                             seed=seed, physics=physics), c.data_dir, progress))
         tuned_dir = models / label

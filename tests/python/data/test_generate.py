@@ -42,3 +42,21 @@ def test_medium_replay_after_a_cached_policy_and_mixed_safety_data(tmp_path):
     assert mixed.has_costs and mixed.num_transitions == 600
     assert mixed.metadata["recipe"]["cost_penalty"] == 3.0
     assert (tmp_path / "policies" / "sac-Hopper-v5-300-pen3-s0.zip").exists()
+
+
+def test_new_rollouts_of_one_cached_policy_under_another_seed(tmp_path):
+    """policy_seed rolls out the policy trained with that seed under a new rollout seed: no new
+    policy is trained, the data differ, and the name and recipe say so; policy_seed = seed is the
+    plain recipe (so files made before the field existed still match)."""
+    import numpy as np
+
+    first = load_dataset(generate(GenerateConfig("Hopper-v5", "medium", 300, policy_steps=300), tmp_path, progress=False))
+    config = GenerateConfig("Hopper-v5", "medium", 300, policy_steps=300, seed=1, policy_seed=0)
+    assert config.name == "hopper-medium-s1-policy0" and config.trained_with == 0
+    other = load_dataset(generate(config, tmp_path, progress=False))
+    assert sorted(p.name for p in (tmp_path / "policies").glob("*.zip")) == ["sac-Hopper-v5-300-s0.zip"]
+    assert other.metadata["recipe"]["policy_seed"] == 0 and "policy_seed" not in first.metadata["recipe"]
+    assert not np.array_equal(other.episodes[0].actions[:10], first.episodes[0].actions[:10])
+    same = GenerateConfig("Hopper-v5", "medium", 300, policy_steps=300, seed=0, policy_seed=0)
+    assert same == GenerateConfig("Hopper-v5", "medium", 300, policy_steps=300) and same.name == "hopper-medium-s0"
+    assert GenerateConfig("Hopper-v5", "random", 300, seed=2, policy_seed=0).name == "hopper-random-s2"
