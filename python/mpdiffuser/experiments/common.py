@@ -76,18 +76,34 @@ def mean_stderr(values) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1) / np.sqrt(a.size)) if a.size > 1 else 0.0
 
 
-def summarize(rows: list[dict], keys: tuple[str, ...], fields: tuple[str, ...]) -> list[dict]:
-    """Group `rows` by `keys` (first-seen order) and give mean and stderr of each of `fields`."""
+def summarize(rows: list[dict], keys: tuple[str, ...], fields: tuple[str, ...], unit: str | None = None) -> list[dict]:
+    """Group `rows` by `keys` (first-seen order) and give mean and stderr of each of `fields`.
+    With `unit` (say "seed": the training seed, the unit that is replicated), also the number of
+    units and `<field>_stderr_<unit>s`, the standard error of the per-unit means: episodes of one
+    seed share its models, so their spread alone understates how much a result varies."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault(tuple(row[k] for k in keys), []).append(row)
     out = []
     for group_key, members in groups.items():
         entry = dict(zip(keys, group_key)) | {"n": len(members)}
+        units: dict = {}
+        if unit is not None:
+            for m in members:
+                units.setdefault(m[unit], []).append(m)
+            entry[f"{unit}s"] = len(units)
         for f in fields:
             entry[f"{f}_mean"], entry[f"{f}_stderr"] = mean_stderr(m[f] for m in members)
+            if unit is not None:
+                entry[f"{f}_stderr_{unit}s"] = mean_stderr(np.mean([m[f] for m in u]) for u in units.values())[1]
         out.append(entry)
     return out
+
+
+def score_error(entry: dict) -> float:
+    """The error of a summary entry: over the seeds' means when it has 2 or more seeds, else over
+    its episodes."""
+    return entry["score_stderr_seeds"] if entry.get("seeds", 1) > 1 else entry["score_stderr"]
 
 
 def write_csv(path: Path, rows: list[dict]) -> Path:

@@ -22,7 +22,7 @@ import numpy as np
 from mpdiffuser.config import SamplerOptions, TrainConfig
 from mpdiffuser.envs import PhysicsChange
 from mpdiffuser.experiments.common import (Log, check_model_options, grouped_bars, machine, mean_stderr, pyplot,
-                                           sha256, summarize, train_bundle, write_csv, write_json)
+                                           score_error, sha256, summarize, train_bundle, write_csv, write_json)
 from mpdiffuser.models.bundle import BundleSpec
 
 ORIGINAL, FINE_TUNED, PLANNER_ONLY = "original models", "fine-tuned dynamics", "planner only (lambda=0)"
@@ -98,10 +98,10 @@ def fine_tune_dynamics(base_dir: Path, out_dir: Path, data: list, steps: int, se
 
 
 def heldout_dynamics_loss(bundle_dir: Path, data, samples: int = 4096, seed: int = 123) -> float:
-    """The dynamics model's denoising loss (epsilon MSE, conditioned, levels k uniform) on windows
-    of `data` it was not trained on. Windows, levels and noise depend only on `seed`, so two
-    bundles' dynamics models are compared on exactly the same draws."""
-    import numpy as np
+    """The dynamics model's denoising loss (its training objective: MSE to its prediction target,
+    the clean states or the noise; conditioned, levels k uniform) on windows of `data` it was not
+    trained on. Windows, levels and noise depend only on `seed`, so two bundles' dynamics models
+    are compared on exactly the same draws."""
     import torch
 
     from mpdiffuser.data.windows import WindowSampler
@@ -113,7 +113,8 @@ def heldout_dynamics_loss(bundle_dir: Path, data, samples: int = 4096, seed: int
     windows = WindowSampler(data, spec.states, spec.actions, spec.model.horizon, spec.conditions)
     batch = {k: torch.from_numpy(v) for k, v in windows.sample(np.random.default_rng(seed), samples).items()}
     with torch.no_grad():
-        return float(DynamicsLoss(spec.model.num_steps, 0.0)(model, batch, torch.Generator().manual_seed(seed)))
+        loss = DynamicsLoss(spec.model.num_steps, 0.0, spec.model.prediction)
+        return float(loss(model, batch, torch.Generator().manual_seed(seed)))
 
 
 def run_dynamics_shift(config: DynamicsShiftConfig, progress: bool = True) -> dict:
@@ -123,20 +124,24 @@ def run_dynamics_shift(config: DynamicsShiftConfig, progress: bool = True) -> di
     for n, seed in enumerate(config.seeds):
         log(f"seed {seed} ({n + 1}/{len(config.seeds)})")
         _run_seed(config, seed, out / "models" / f"s{seed}", log, progress, rows, checks, finetune, losses)
-    summary = summarize(rows, ("robot", "method"), ("score", "return"))
+    summary = summarize(rows, ("robot", "method"), ("score", "return"), unit="seed")
     report = {"experiment": "dynamics", "config": dataclasses.asdict(config), "machine": machine(),
-              "score_note": "D4RL-normalized score, mean and standard error over the evaluation episodes of all "
-                            "seeds; gains are paired differences (same seed, same start state)",
+              "score_note": "D4RL-normalized score, mean over the evaluation episodes of all seeds; score_stderr "
+                            "over the episodes, score_stderr_seeds over the seeds' means (the plot's error with 2 "
+                            "or more seeds); gains are paired differences (same seed, same start state)",
               "summary": summary, "gains": paired_gains(rows), "byte_identical": checks, "fine_tuning": finetune,
               "heldout_dynamics_loss": losses, "episodes": rows,
               "seconds": round(log.seconds, 1)}
     write_outputs(report, out)
     log("D4RL-normalized scores on each robot (mean +- standard error)")
     for e in summary:
-        print(f"    {e['robot']:22s} {e['method']:40s} {e['score_mean']:6.1f} +- {e['score_stderr']:4.1f}")
-    log("paired gains (mean +- standard error over seeds x episodes)")
+        print(f"    {e['robot']:22s} {e['method']:40s} {e['score_mean']:6.1f} +- {score_error(e):4.1f} "
+              f"[{e['seeds']} seeds]")
+    log("paired gains (mean +- standard error over the seeds' mean gains; seeds with a positive gain)")
     for e in report["gains"]:
-        print(f"    {e['robot']:22s} {e['gain']:50s} {e['mean']:+6.1f} +- {e['stderr']:4.1f} (n = {e['n']})")
+        error = e["stderr_seeds"] if e["seeds"] > 1 else e["stderr"]
+        print(f"    {e['robot']:22s} {e['gain']:62s} {e['mean']:+6.1f} +- {error:4.1f} "
+              f"({e['seeds_positive']}/{e['seeds']} seeds positive)")
     log(f"planner, ranker and bundle.json byte-identical after fine-tuning: "
         f"{all(all(v.values()) for v in checks.values())}")
     log(f"results in {out / 'dynamics.json'}, {out / 'dynamics.csv'}, {out / 'dynamics.png'}")
@@ -229,7 +234,8 @@ def _run_seed(c: DynamicsShiftConfig, seed: int, models: Path, log: Log, progres
 
 def paired_gains(rows: list[dict]) -> list[dict]:
     """For each robot and each (a, b) of GAINS: a's score minus b's on the same seed and start
-    state, mean and standard error over those pairs, and how many seeds' mean gain is positive."""
+    state; the mean, its standard error over those pairs and over the seeds' mean gains, and how
+    many seeds' mean gain is positive."""
     score = {(r["robot"], r["method"], r["seed"], r["episode"]): r["score"] for r in rows}
     out = []
     for robot in dict.fromkeys(r["robot"] for r in rows):
@@ -243,7 +249,8 @@ def paired_gains(rows: list[dict]) -> list[dict]:
                 by_seed.setdefault(seed, []).append(d)
             mean, stderr = mean_stderr(d for _, d in pairs)
             out.append({"robot": robot, "gain": f"{a} - {b}", "n": len(pairs), "mean": mean, "stderr": stderr,
-                        "seeds_positive": sum(np.mean(v) > 0 for v in by_seed.values()), "seeds": len(by_seed)})
+                        "stderr_seeds": mean_stderr(np.mean(v) for v in by_seed.values())[1],
+                        "seeds_positive": int(sum(np.mean(v) > 0 for v in by_seed.values())), "seeds": len(by_seed)})
     return out
 
 
@@ -255,8 +262,8 @@ def write_outputs(report: dict, out: Path) -> None:
     robots = list(dict.fromkeys(e["robot"] for e in summary))
     cell = {(e["robot"], e["method"]): e for e in summary}
     nan = (float("nan"), 0.0)
-    series = {m: ([cell.get((r, m), {}).get("score_mean", nan[0]) for r in robots],
-                  [cell.get((r, m), {}).get("score_stderr", nan[1]) for r in robots]) for m in METHODS}
+    series = {m: ([cell[(r, m)]["score_mean"] if (r, m) in cell else nan[0] for r in robots],
+                  [score_error(cell[(r, m)]) if (r, m) in cell else nan[1] for r in robots]) for m in METHODS}
     fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(robots) + 2), 4))
     grouped_bars(ax, robots, series, "D4RL-normalized score")
     ax.set_title(f"{report['config']['env_id']}: changed dynamics, dynamics model fine-tuned alone")

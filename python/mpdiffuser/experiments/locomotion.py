@@ -24,7 +24,7 @@ import numpy as np
 
 from mpdiffuser.config import SamplerOptions, TrainConfig
 from mpdiffuser.experiments.common import (Log, cached_rows, check_model_options, grouped_bars, machine,
-                                           mean_stderr, pyplot, summarize, train_bundle, write_csv,
+                                           mean_stderr, pyplot, score_error, summarize, train_bundle, write_csv,
                                            write_json)
 
 METHODS = ("MPDiffuser", "planner only (lambda=0)", "behaviour cloning")
@@ -208,12 +208,14 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
             if t == 0 and seed == config.seeds[0]:
                 sweep_rows = _sweeps(config, sampler, env_id, label, eval_seed, log, progress,
                                      out / "episodes" / label / f"s{seed}", evaluation | model)
-    summary = summarize(rows, ("task", "method"), ("score", "return"))
+    summary = summarize(rows, ("task", "method"), ("score", "return"), unit="seed")
     for entry in summary:
         entry["data_score"] = data_scores[entry["task"]]
     report = {"experiment": "locomotion", "config": dataclasses.asdict(config), "machine": machine(),
               "score_note": "D4RL-normalized: 100 (R - random) / (expert - random) with D4RL's reference returns; "
-                            "mean and standard error over all evaluation episodes of all training seeds",
+                            "mean over all evaluation episodes of all training seeds; score_stderr over the "
+                            "episodes, score_stderr_seeds over the seeds' means (the table's and plot's error "
+                            "when a method has 2 or more seeds)",
               "summary": summary, "sweeps": summarize(sweep_rows, ("sweep", "setting"), ("score", "return")),
               "episodes": rows, "sweep_episodes": sweep_rows, "seconds": round(log.seconds, 1)}
     write_outputs(report, out)
@@ -257,13 +259,14 @@ def slug(name: str) -> str:
 def _print_table(summary: list[dict], methods: tuple[str, ...], log: Log) -> None:
     tasks = list(dict.fromkeys(e["task"] for e in summary))
     cell = {(e["task"], e["method"]): e for e in summary}
+    methods = [m for m in methods if any((t, m) in cell for t in tasks)]
     header = f"    {'task':28s} {'data':>6s} " + " ".join(f"{m[:22]:>22s}" for m in methods)
-    log("D4RL-normalized scores (mean +- standard error)")
+    log("D4RL-normalized scores (mean +- standard error over seeds; [k]: seeds, one seed: over episodes)")
     print(header)
     for task in tasks:
         line = f"    {task:28s} {cell[(task, METHODS[0])]['data_score']:6.1f} "
-        line += " ".join(f"{cell[(task, m)]['score_mean']:14.1f} +- {cell[(task, m)]['score_stderr']:4.1f}"
-                         for m in methods)
+        line += " ".join(f"{cell[(task, m)]['score_mean']:10.1f} +- {score_error(cell[(task, m)]):4.1f} "
+                         f"[{cell[(task, m)]['seeds']}]" if (task, m) in cell else f"{'-':>22s}" for m in methods)
         print(line)
 
 
@@ -277,12 +280,15 @@ def write_outputs(report: dict, out: Path) -> None:
     cell = {(e["task"], e["method"]): e for e in summary}
     methods = list(dict.fromkeys(e["method"] for e in summary))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(tasks) + 2), 4))
-    grouped_bars(ax, tasks, {m: ([cell[(t, m)]["score_mean"] for t in tasks], [cell[(t, m)]["score_stderr"] for t in tasks])
-                             for m in methods}, "D4RL-normalized score")
+    nan = {"score_mean": float("nan"), "score_stderr": 0.0}
+    grouped_bars(ax, tasks, {m: ([cell.get((t, m), nan)["score_mean"] for t in tasks],
+                                 [score_error(cell.get((t, m), nan)) for t in tasks]) for m in methods},
+                 "D4RL-normalized score")
     ax.scatter(np.arange(len(tasks)), [cell[(t, METHODS[0])]["data_score"] for t in tasks], marker="_", s=400,
                color="black", label="behaviour data", zorder=3)
     ax.legend(fontsize=8)
-    ax.set_title(f"Offline locomotion: {len(methods)} controllers on the same data and starts", fontsize=10)
+    ax.set_title(f"Offline locomotion: {len(methods)} controllers on the same data and starts "
+                 "(error: s.e. over training seeds; one seed: over episodes)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "locomotion_scores.png", dpi=120)
     plt.close(fig)

@@ -99,3 +99,18 @@ def test_train_bundle_takes_width_and_action_weight(tmp_path):
     weights = {name: torch.load(tmp_path / "b" / f"{name}.pt", weights_only=False)["info"]["train_config"]["action_weight"]
                for name in ("planner", "dynamics", "reward")}
     assert weights == {"planner": 5.0, "dynamics": 1.0, "reward": 1.0}
+
+
+def test_summaries_give_the_error_over_seeds_beside_the_error_over_episodes():
+    """Episodes of one seed share its models: with two seeds at 0 and 10 (no spread within a seed),
+    the error over episodes is small and the error over the seeds' means is 5."""
+    from mpdiffuser.experiments.common import score_error
+
+    rows = [{"m": "x", "seed": s, "score": 10.0 * s} for s in (0, 1) for _ in range(10)]
+    entry, = summarize(rows, ("m",), ("score",), unit="seed")
+    assert entry["seeds"] == 2 and entry["score_mean"] == 5.0
+    assert entry["score_stderr_seeds"] == pytest.approx(5.0)
+    assert entry["score_stderr"] == pytest.approx((20 * 25 / 19) ** 0.5 / 20 ** 0.5)  # 1.15
+    assert score_error(entry) == entry["score_stderr_seeds"]
+    one, = summarize(rows[:10], ("m",), ("score",), unit="seed")
+    assert one["seeds"] == 1 and score_error(one) == one["score_stderr"] == 0.0
