@@ -71,7 +71,7 @@ class GenerateConfig:
     def recipe(self) -> dict:
         """The fields the data of this kind depend on, as stored in the file; a cached file is
         reused only when they all match (medium data does not depend on expert_steps, say)."""
-        unused = {"random": ("policy_steps", "expert_steps", "cost_penalty", "policy_seed"),
+        unused = {"random": ("policy_steps", "expert_steps", "cost_penalty"),
                   "medium": ("expert_steps", "cost_penalty"),
                   "medium-replay": ("transitions", "expert_steps", "cost_penalty"),  # the whole replay buffer
                   "medium-expert": ("cost_penalty",), "mixed": ("expert_steps",)}[self.kind]

@@ -100,6 +100,13 @@ def summarize(rows: list[dict], keys: tuple[str, ...], fields: tuple[str, ...], 
     return out
 
 
+def episode_rows(summary, **labels) -> list[dict]:
+    """One result row per episode of an evaluation summary: `labels` (task, method, seed...) plus
+    the episode's index, return, normalized score and length."""
+    return [labels | {"episode": i, "return": e.episode_return, "score": e.normalized_score, "length": e.length}
+            for i, e in enumerate(summary.episodes)]
+
+
 def score_error(entry: dict) -> float:
     """The error of a summary entry: over the seeds' means when it has 2 or more seeds, else over
     its episodes."""

@@ -21,8 +21,9 @@ import numpy as np
 
 from mpdiffuser.config import SamplerOptions, TrainConfig
 from mpdiffuser.envs import PhysicsChange
-from mpdiffuser.experiments.common import (Log, check_model_options, grouped_bars, machine, mean_stderr, pyplot,
-                                           score_error, sha256, summarize, train_bundle, write_csv, write_json)
+from mpdiffuser.experiments.common import (Log, check_model_options, episode_rows, grouped_bars, machine,
+                                           mean_stderr, pyplot, score_error, sha256, summarize, train_bundle,
+                                           write_csv, write_json)
 from mpdiffuser.models.bundle import BundleSpec
 
 ORIGINAL, FINE_TUNED, PLANNER_ONLY = "original models", "fine-tuned dynamics", "planner only (lambda=0)"
@@ -183,9 +184,7 @@ def _run_seed(c: DynamicsShiftConfig, seed: int, models: Path, log: Log, progres
     def run(label: str, method: str, policy, physics: PhysicsChange | None) -> None:
         summary = evaluate(policy, c.env_id, c.episodes, eval_seed, c.max_steps, progress=progress,
                            desc=f"{label} {method}", physics=physics)
-        for i, e in enumerate(summary.episodes):
-            rows.append({"robot": label, "method": method, "seed": seed, "episode": i, "return": e.episode_return,
-                         "score": e.normalized_score, "length": e.length})
+        rows.extend(episode_rows(summary, robot=label, method=method, seed=seed))
         log(f"    {label:22s} {method:40s} score {summary.score[0]:6.1f} +- {summary.score[1]:4.1f} "
             f"(return {summary.episode_return[0]:.0f})")
 

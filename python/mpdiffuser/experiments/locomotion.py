@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from mpdiffuser.config import SamplerOptions, TrainConfig
-from mpdiffuser.experiments.common import (Log, cached_rows, check_model_options, grouped_bars, machine,
-                                           mean_stderr, pyplot, score_error, summarize, train_bundle, write_csv,
-                                           write_json)
+from mpdiffuser.experiments.common import (Log, cached_rows, check_model_options, episode_rows, grouped_bars,
+                                           machine, mean_stderr, pyplot, score_error, summarize, train_bundle,
+                                           write_csv, write_json)
 
 METHODS = ("MPDiffuser", "planner only (lambda=0)", "behaviour cloning")
 BASELINE_METHODS = {"iql": "IQL (d3rlpy)", "td3+bc": "TD3+BC (d3rlpy)"}
@@ -195,9 +195,7 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
                 def run(method=method, make=make):
                     summary = evaluate(make(), env_id, config.episodes, eval_seed, config.max_steps,
                                        progress=progress, desc=f"{label} {method}")
-                    return [{"task": label, "env": env_id, "method": method, "seed": seed, "episode": i,
-                             "return": e.episode_return, "score": e.normalized_score, "length": e.length}
-                            for i, e in enumerate(summary.episodes)]
+                    return episode_rows(summary, task=label, env=env_id, method=method, seed=seed)
 
                 done = cached_rows(out / "episodes" / label / f"s{seed}" / f"{slug(method)}.json",
                                    evaluation | depends | {"method": method}, run)
@@ -239,9 +237,7 @@ def _sweeps(config: LocomotionConfig, sampler, env_id: str, label: str, eval_see
         def run(sweep=sweep, setting=setting, options=options):
             summary = evaluate(MPCPolicy(sampler, options), env_id, config.episodes, eval_seed, config.max_steps,
                                progress=progress, desc=f"{sweep} {setting}")
-            return [{"task": label, "sweep": sweep, "setting": setting, "episode": i,
-                     "return": e.episode_return, "score": e.normalized_score, "length": e.length}
-                    for i, e in enumerate(summary.episodes)]
+            return episode_rows(summary, task=label, sweep=sweep, setting=setting)
 
         done = cached_rows(cache_dir / f"sweep-{sweep}-{slug(setting)}.json",
                            key | {"sweep": sweep, "options": dataclasses.asdict(options)}, run)
