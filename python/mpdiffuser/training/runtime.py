@@ -4,6 +4,7 @@ outside TrainConfig so a checkpoint resumes on another device or precision."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import os
@@ -108,7 +109,17 @@ def from_environment(device: str = "auto", **fields) -> TrainRuntime:
         torch.cuda.set_device(resolved)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
+        # Left to the interpreter's exit, the group's threads can outlive it: a rank then aborts
+        # ("terminate called without an active exception") after its work is done.
+        atexit.register(_leave_process_group)
     return TrainRuntime(device=str(resolved), rank=dist.get_rank(), world_size=dist.get_world_size(), **fields)
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def barrier(runtime: TrainRuntime) -> None:
