@@ -292,7 +292,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     only = {"hz": "quadruped", "model_file": "quadruped", "dataset": "locomotion", "physics": "dynamics",
             "cost_penalty": "constrained", "kind": "locomotion", "expert_steps": "locomotion",
             "finetune_steps": "dynamics", "shift_transitions": "dynamics", "baselines": "locomotion",
-            "baseline_steps": "locomotion", "baseline_seeds": "locomotion"}  # options of one experiment
+            "baseline_steps": "locomotion", "baseline_seeds": "locomotion", "return_targets": "locomotion",
+            "validation_episodes": "locomotion"}  # options of one experiment
     for flag, name in only.items():
         if getattr(args, flag) is not None and args.name != name:
             raise SystemExit(f"error: --{flag.replace('_', '-')} applies to the {name} experiment only")
@@ -300,7 +301,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None and not getattr(args, flag) > 0:
             raise SystemExit(f"error: --{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}")
     for flag in ("policy_steps", "expert_steps", "train_steps", "episodes", "candidates", "finetune_steps",
-                 "shift_transitions", "width", "baseline_steps"):
+                 "shift_transitions", "width", "baseline_steps", "validation_episodes"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise SystemExit(f"error: --{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     common = {"out_dir": args.out, "policy_dir": args.policy_dir, "backend": args.backend, "threads": args.threads,
@@ -321,7 +322,9 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
                             "kinds": tuple(args.kind) if args.kind else None,
                             "baselines": tuple(args.baselines) if args.baselines else None,
                             "baseline_steps": args.baseline_steps,
-                            "baseline_seeds": tuple(args.baseline_seeds) if args.baseline_seeds else None}
+                            "baseline_seeds": tuple(args.baseline_seeds) if args.baseline_seeds else None,
+                            "return_targets": tuple(args.return_targets) if args.return_targets else None,
+                            "validation_episodes": args.validation_episodes}
     elif args.name == "constrained":
         from mpdiffuser.experiments.constrained import ConstrainedConfig as Config, run_constrained as run
 
@@ -583,6 +586,12 @@ def build_parser() -> argparse.ArgumentParser:
                             help="locomotion: gradient steps of each baseline (default 100000)")
     experiment.add_argument("--baseline-seeds", type=int, action="extend", nargs="+", default=None,
                             help="locomotion: train the baselines with these of the --seeds only (default: all)")
+    experiment.add_argument("--return-targets", type=float, action="extend", nargs="+", default=None,
+                            help="locomotion: also run MPDiffuser and planner-only with the return target g "
+                                 "of these that scores best in validation episodes (start states the test "
+                                 "never uses), chosen per seed, e.g. 0.4 0.6 0.8 1")
+    experiment.add_argument("--validation-episodes", type=int, default=None,
+                            help="locomotion: validation episodes per --return-targets value (default 3)")
     experiment.add_argument("--candidates", type=int, default=None,
                             help="N, candidates per plan (default 1: no ranking; more let the ranker choose)")
     experiment.add_argument("--width", type=int, default=None,

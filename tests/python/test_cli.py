@@ -73,3 +73,21 @@ def test_a_missing_optional_install_is_one_line_and_exit_2(monkeypatch, capsys):
     assert cli.main(["experiment", "locomotion", "--quick", "--baselines", "iql"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["mpdiffuser experiment: error: " + baselines.INSTALL_HINT]
+
+
+def test_experiment_passes_the_return_targets_to_locomotion_only(monkeypatch, capsys):
+    """--return-targets and --validation-episodes reach the locomotion config; another experiment
+    refuses them in one line before any work."""
+    from mpdiffuser.experiments import locomotion
+
+    seen = []
+    monkeypatch.setattr(locomotion, "run_locomotion", lambda config: seen.append(config))
+    assert cli.main(["experiment", "locomotion", "--quick", "--backend", "cpu", "--return-targets", "0.4", "1",
+                     "--validation-episodes", "2"]) == 0
+    assert seen[0].return_targets == (0.4, 1.0) and seen[0].validation_episodes == 2
+    capsys.readouterr()
+    assert cli.main(["experiment", "dynamics", "--return-targets", "0.4"]) == 2
+    assert "--return-targets applies to the locomotion experiment only" in capsys.readouterr().err
+    assert cli.main(["experiment", "locomotion", "--validation-episodes", "0"]) == 2
+    assert "--validation-episodes must be >= 1" in capsys.readouterr().err
+    assert len(seen) == 1

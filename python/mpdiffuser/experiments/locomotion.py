@@ -3,7 +3,9 @@ locally generated medium, medium-replay and medium-expert datasets (or the user'
 files). On every task, for every training seed: MPDiffuser (lambda = 1), the planner-only
 diffusion sampler (lambda = 0, same models), behaviour cloning on the same data and, with
 `--baselines iql td3+bc` (d3rlpy, an optional install), offline RL baselines. On the first
-task, the score against lambda and against the dynamics schedule. Writes JSON, CSV and plots.
+task, the score against lambda and against the dynamics schedule. With `--return-targets`, each
+seed's MPDiffuser and planner-only samplers also pick their return target g by validation episodes
+(start states the test never uses) and run the test with it. Writes JSON, CSV and plots.
 Every method's episodes are saved as they finish (<out>/episodes/), with what they depend on
 (models, steps, starts): a rerun, or a run with more seeds or baselines, redoes only what is new.
 
@@ -29,6 +31,8 @@ from mpdiffuser.experiments.common import (Log, cached_rows, check_model_options
 
 METHODS = ("MPDiffuser", "planner only (lambda=0)", "behaviour cloning")
 BASELINE_METHODS = {"iql": "IQL (d3rlpy)", "td3+bc": "TD3+BC (d3rlpy)"}
+TUNED_METHODS = ("MPDiffuser, g by validation", "planner only, g by validation")
+VALIDATION_OFFSET = 5000  # validation starts: test starts + this (a test never has this many episodes)
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ class LocomotionConfig:
     baseline_steps: int = 100_000  # their gradient steps (d3rlpy's reproductions: 500k-1M)
     baseline_seeds: tuple[int, ...] | None = None  # the seeds the baselines train with (None: every seed)
     episodes: int = 5  # evaluation episodes per method, task and seed
+    return_targets: tuple[float, ...] = ()  # candidate return targets g: each seed picks one by validation
+    validation_episodes: int = 3  # episodes per candidate g, from start states the test never uses
     max_steps: int = 1000
     lambdas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     schedules: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (5, 0), (1, 10), (1, 3))  # (every m, only last j)
@@ -78,6 +84,10 @@ class LocomotionConfig:
         check_model_options(self.width, self.action_weight)
         if not self.seeds or self.episodes < 1 or self.max_steps < 1:
             raise ValueError("LocomotionConfig needs at least one seed, episodes >= 1 and max_steps >= 1")
+        if self.episodes >= VALIDATION_OFFSET or self.validation_episodes < 1:
+            raise ValueError(f"LocomotionConfig needs episodes < {VALIDATION_OFFSET} and validation_episodes >= 1")
+        if not all(np.isfinite(self.return_targets)):
+            raise ValueError(f"return_targets must be finite numbers, got {list(self.return_targets)}")
         if not self.datasets and not (self.envs and self.kinds):
             raise ValueError("LocomotionConfig needs envs and kinds, or datasets")
         unknown = set(self.baselines) - set(BASELINE_METHODS)
@@ -92,7 +102,8 @@ class LocomotionConfig:
 
     @property
     def methods(self) -> tuple[str, ...]:
-        return METHODS + tuple(BASELINE_METHODS[b] for b in self.baselines)
+        tuned = TUNED_METHODS if self.return_targets else ()
+        return METHODS + tuned + tuple(BASELINE_METHODS[b] for b in self.baselines)
 
 
 def schedule_label(every: int, last: int) -> str:
@@ -142,7 +153,7 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
     log = Log()
     out = Path(config.out_dir)
     tasks = _tasks(config, log, progress)
-    rows, data_scores, sweep_rows = [], {}, []
+    rows, data_scores, sweep_rows, validation_rows = [], {}, [], []
     for t, (label, task) in enumerate(tasks):
         env_id = task.env_id
         reference = SCORE_REFERENCES[env_id]
@@ -187,6 +198,17 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
             policies = {METHODS[0]: (model, lambda s=sampler: MPCPolicy(s, s.defaults)),
                         METHODS[1]: (model, lambda s=sampler: MPCPolicy(s, s.defaults.replace(dynamics_weight=0.0))),
                         METHODS[2]: ({"bc_steps": config.bc_steps, "seed": seed}, train_bc)}
+            cache_dir = out / "episodes" / label / f"s{seed}"
+            if config.return_targets:
+                for method, options in zip(TUNED_METHODS, (sampler.defaults,
+                                                           sampler.defaults.replace(dynamics_weight=0.0))):
+                    best, tried = _validate_return_target(config, sampler, options, env_id, eval_seed, method,
+                                                          cache_dir, evaluation | model, progress)
+                    validation_rows += [{"task": label, "seed": seed, "method": method} | r for r in tried]
+                    log(f"    {method}: g = {best:g} (validation returns "
+                        + ", ".join(f"g {r['return_target']:g}: {r['return_mean']:.0f}" for r in tried) + ")")
+                    policies[method] = (model | {"return_target": best},
+                                        lambda s=sampler, o=options.replace(return_target=best): MPCPolicy(s, o))
             if config.baseline_seeds is None or seed in config.baseline_seeds:
                 for name in config.baselines:
                     policies[BASELINE_METHODS[name]] = ({"baseline_steps": config.baseline_steps, "seed": seed},
@@ -197,15 +219,15 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
                                        progress=progress, desc=f"{label} {method}")
                     return episode_rows(summary, task=label, env=env_id, method=method, seed=seed)
 
-                done = cached_rows(out / "episodes" / label / f"s{seed}" / f"{slug(method)}.json",
+                done = cached_rows(cache_dir / f"{slug(method)}.json",
                                    evaluation | depends | {"method": method}, run)
                 rows += done
                 score = mean_stderr(r["score"] for r in done)
                 log(f"    {method:24s} score {score[0]:6.1f} +- {score[1]:4.1f} "
                     f"(return {np.mean([r['return'] for r in done]):.0f})")
             if t == 0 and seed == config.seeds[0]:
-                sweep_rows = _sweeps(config, sampler, env_id, label, eval_seed, log, progress,
-                                     out / "episodes" / label / f"s{seed}", evaluation | model)
+                sweep_rows = _sweeps(config, sampler, env_id, label, eval_seed, log, progress, cache_dir,
+                                     evaluation | model)
     summary = summarize(rows, ("task", "method"), ("score", "return"), unit="seed")
     for entry in summary:
         entry["data_score"] = data_scores[entry["task"]]
@@ -215,7 +237,8 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
                             "episodes, score_stderr_seeds over the seeds' means (the table's and plot's error "
                             "when a method has 2 or more seeds)",
               "summary": summary, "sweeps": summarize(sweep_rows, ("sweep", "setting"), ("score", "return")),
-              "episodes": rows, "sweep_episodes": sweep_rows, "seconds": round(log.seconds, 1)}
+              "episodes": rows, "sweep_episodes": sweep_rows, "validation": validation_rows,
+              "seconds": round(log.seconds, 1)}
     write_outputs(report, out)
     _print_table(summary, config.methods, log)
     log(f"results in {out / 'locomotion.json'}, {out / 'locomotion.csv'}, {out / 'locomotion_scores.png'}, "
@@ -247,6 +270,33 @@ def _sweeps(config: LocomotionConfig, sampler, env_id: str, label: str, eval_see
     return rows
 
 
+def _validate_return_target(config: LocomotionConfig, sampler, options, env_id: str, eval_seed: int, method: str,
+                            cache_dir: Path, key: dict, progress: bool) -> tuple[float, list[dict]]:
+    """The return target of `config.return_targets` whose validation episodes (start seeds
+    eval_seed + VALIDATION_OFFSET + i, never a test start) reach the highest mean return with
+    `options`; ties go to the first listed. Returns it and one row per target tried."""
+    from mpdiffuser.control.evaluate import evaluate
+    from mpdiffuser.control.mpc import MPCPolicy
+
+    start = eval_seed + VALIDATION_OFFSET
+    tried = []
+    for g in config.return_targets:
+        def run(g=g):
+            summary = evaluate(MPCPolicy(sampler, options.replace(return_target=g)), env_id,
+                               config.validation_episodes, start, config.max_steps, progress=progress,
+                               desc=f"validation {method} g={g:g}")
+            return episode_rows(summary, method=method, return_target=g)
+
+        done = cached_rows(cache_dir / f"validation-{slug(method)}-g{g:g}.json",
+                           key | {"start_seed": start, "episodes": config.validation_episodes, "method": method,
+                                  "return_target": g}, run)
+        tried.append({"return_target": g, "start_seed": start, "episodes": len(done),
+                      "return_mean": float(np.mean([r["return"] for r in done])),
+                      "score_mean": float(np.mean([r["score"] for r in done]))})
+    best = max(tried, key=lambda r: r["return_mean"])  # max keeps the first of equal returns
+    return best["return_target"], tried
+
+
 def slug(name: str) -> str:
     """A file name for a method or setting: 'planner only (lambda=0)' -> 'planner-only-lambda-0'."""
     return "-".join("".join(c if c.isalnum() or c == "+" else " " for c in name.lower()).split())
@@ -270,6 +320,8 @@ def write_outputs(report: dict, out: Path) -> None:
     write_json(out / "locomotion.json", report)
     write_csv(out / "locomotion.csv", report["episodes"])
     write_csv(out / "locomotion_sweeps.csv", report["sweep_episodes"])
+    if report["validation"]:
+        write_csv(out / "locomotion_validation.csv", report["validation"])
     plt = pyplot()
     summary = report["summary"]
     tasks = list(dict.fromkeys(e["task"] for e in summary))

@@ -82,3 +82,36 @@ def test_locomotion_rerun_reads_finished_methods_and_redoes_only_what_changed(tm
     assert keep(changed) == keep(first)
     with pytest.raises(ValueError, match="baseline_seeds \\[3\\] must be among the seeds \\[0\\]"):
         dataclasses.replace(config, baseline_seeds=(3,))
+
+
+def test_locomotion_picks_the_return_target_by_validation_on_unseen_starts(tmp_path):
+    """With return_targets, each tuned method runs validation episodes per target on start states
+    no test episode uses, takes the target of the highest validation return, and its test episodes
+    are exactly a plain run of the same models with that target on the test starts."""
+    from mpdiffuser.control.evaluate import evaluate
+    from mpdiffuser.control.mpc import MPCPolicy
+    from mpdiffuser.experiments.locomotion import TUNED_METHODS, LocomotionConfig, run_locomotion
+    from mpdiffuser.sampling.sampler import Sampler
+
+    config = LocomotionConfig.quick(kinds=("medium",), out_dir=str(tmp_path / "out"),
+                                    policy_dir=str(tmp_path / "policies"), bc_steps=40, lambdas=(1.0,),
+                                    schedules=((1, 0),), return_targets=(0.2, 1.0), validation_episodes=2, **TINY)
+    assert config.methods[3:5] == TUNED_METHODS
+    report = run_locomotion(config, progress=False)
+    sampler = Sampler(tmp_path / "out" / "models" / "hopper-medium" / "s0" / "model.safetensors", env_id="Hopper-v5")
+    test_start = 10_000  # seed 0's test starts: 10000, 10001
+    for method, lam in zip(TUNED_METHODS, (1.0, 0.0)):
+        tried = [r for r in report["validation"] if r["method"] == method]
+        assert [r["return_target"] for r in tried] == [0.2, 1.0]
+        assert all(r["start_seed"] == test_start + 5000 and r["episodes"] == 2 for r in tried)
+        best = max(tried, key=lambda r: r["return_mean"])["return_target"]
+        options = sampler.defaults.replace(dynamics_weight=lam, return_target=best)
+        plain = evaluate(MPCPolicy(sampler, options), "Hopper-v5", config.episodes, test_start, config.max_steps,
+                         progress=False)
+        assert [r["return"] for r in report["episodes"] if r["method"] == method] == \
+            [e.episode_return for e in plain.episodes]
+    assert len(list(csv.DictReader(open(tmp_path / "out" / "locomotion_validation.csv")))) == 4
+    with pytest.raises(ValueError, match="return_targets must be finite"):
+        dataclasses.replace(config, return_targets=(float("nan"),))
+    with pytest.raises(ValueError, match="validation_episodes >= 1"):
+        dataclasses.replace(config, validation_episodes=0)
