@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -110,10 +112,35 @@ def make_env(env_id: str, constrained: bool = False, physics: PhysicsChange | No
         raise ValueError(f"unsupported environment '{env_id}', expected one of {', '.join(SUPPORTED)}")
     if env_id == "Ant-v5":
         kwargs.setdefault("include_cfrc_ext_in_observation", False)
-    env = gym.make(env_id, **kwargs)
+    with _quiet_known_mujoco_warnings():
+        env = gym.make(env_id, **kwargs)
     if physics is not None:
         physics.apply(env)
     return VelocityCost(env, VELOCITY_LIMITS[env_id]) if constrained else env
+
+
+# MuJoCo 4 warns about gymnasium's own robot files on every load: HalfCheetah's XML sets the
+# deprecated compiler attribute settotalmass (the mass still comes out as 14, as before)
+KNOWN_MUJOCO_WARNINGS = ("compiler attribute 'settotalmass' is deprecated",)
+
+
+@contextlib.contextmanager
+def _quiet_known_mujoco_warnings():
+    """While building an env: drop MuJoCo's warnings about gymnasium's own files (above), which a
+    user can do nothing about and which printed once per episode; any other MuJoCo warning is
+    raised as a Python warning instead of printed."""
+    import mujoco
+
+    def handler(message: str) -> None:
+        if not message.startswith(KNOWN_MUJOCO_WARNINGS):
+            warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
+
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(handler)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
 
 
 class CostPenalty(gym.Wrapper):

@@ -57,3 +57,26 @@ def test_physics_change_parses_the_command_line_form():
                      ("", "names no factor"), ("gear=0", "positive finite")):
         with pytest.raises(ValueError, match=why):
             PhysicsChange.parse(bad)
+
+
+def test_halfcheetah_builds_without_mujoco_printing_a_warning(capfd):
+    """gymnasium's HalfCheetah file uses a compiler attribute MuJoCo 4 deprecates: make_env drops
+    that one warning (it printed once per episode), keeps the robot as it was (total mass 14), hands
+    any other MuJoCo warning to Python's warnings, and restores the previous handler afterwards."""
+    import mujoco
+
+    from mpdiffuser.envs import _quiet_known_mujoco_warnings, make_env
+
+    before = mujoco.get_mju_user_warning()
+    env = make_env("HalfCheetah-v5")
+    env.reset(seed=0)
+    assert env.unwrapped.model.body_mass.sum() == pytest.approx(14.0)
+    env.close()
+    out, err = capfd.readouterr()
+    assert "settotalmass" not in out + err
+    assert mujoco.get_mju_user_warning() is before
+    with _quiet_known_mujoco_warnings():
+        handler = mujoco.get_mju_user_warning()
+        handler("compiler attribute 'settotalmass' is deprecated and will be removed")  # dropped
+        with pytest.warns(RuntimeWarning, match="MuJoCo: something else"):
+            handler("something else")
