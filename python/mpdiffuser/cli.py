@@ -49,9 +49,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from mpdiffuser.data.dataset import load_dataset
     from mpdiffuser.data.generate import GenerateConfig, generate
 
+    if args.kind != "mixed" and (args.cost_penalty is not None or args.cautious_steps is not None):
+        raise SystemExit("error: --cost-penalty and --cautious-steps apply to --kind mixed only")
+    mixed = {"cost_penalty": args.cost_penalty, "cautious_steps": args.cautious_steps}
     config = GenerateConfig(args.env, args.kind, args.transitions, args.policy_steps, args.expert_steps,
-                            args.constrained, args.seed)
-    path = generate(config, args.out)
+                            args.constrained, args.seed, **{k: v for k, v in mixed.items() if v is not None})
+    path = generate(config, args.out, policy_dir=args.policy_dir)
     data = load_dataset(path)
     if args.minari_id:
         data.save_minari(args.minari_id, args.env)
@@ -293,7 +296,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
             "cost_penalty": "constrained", "kind": "locomotion", "expert_steps": "locomotion",
             "finetune_steps": "dynamics", "shift_transitions": "dynamics", "baselines": "locomotion",
             "baseline_steps": "locomotion", "baseline_seeds": "locomotion", "return_targets": "locomotion",
-            "validation_episodes": "locomotion"}  # options of one experiment
+            "validation_episodes": "locomotion", "cautious_steps": "constrained"}  # options of one experiment
     for flag, name in only.items():
         if getattr(args, flag) is not None and args.name != name:
             raise SystemExit(f"error: --{flag.replace('_', '-')} applies to the {name} experiment only")
@@ -301,7 +304,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None and not getattr(args, flag) > 0:
             raise SystemExit(f"error: --{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}")
     for flag in ("policy_steps", "expert_steps", "train_steps", "episodes", "candidates", "finetune_steps",
-                 "shift_transitions", "width", "baseline_steps", "validation_episodes"):
+                 "shift_transitions", "width", "baseline_steps", "validation_episodes",
+                 "cautious_steps"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise SystemExit(f"error: --{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     common = {"out_dir": args.out, "policy_dir": args.policy_dir, "backend": args.backend, "threads": args.threads,
@@ -329,7 +333,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         from mpdiffuser.experiments.constrained import ConstrainedConfig as Config, run_constrained as run
 
         changes = common | {"envs": tuple(args.env) if args.env else None,
-                            "seeds": tuple(args.seeds) if args.seeds else None, "cost_penalty": args.cost_penalty}
+                            "seeds": tuple(args.seeds) if args.seeds else None, "cost_penalty": args.cost_penalty,
+                            "cautious_steps": args.cautious_steps, "bc_steps": args.train_steps}
     else:
         from mpdiffuser.experiments.dynamics_shift import DynamicsShiftConfig as Config, run_dynamics_shift as run
 
@@ -418,8 +423,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--policy-steps", type=int, default=30_000, help="SAC steps of the medium behaviour policy")
     gen.add_argument("--expert-steps", type=int, default=200_000, help="SAC steps of the expert policy")
     gen.add_argument("--constrained", action="store_true", help="record velocity costs (DSRL-style)")
+    gen.add_argument("--cost-penalty", type=float, default=None,
+                     help="mixed: the cautious policy trains on reward - this x cost (default 1)")
+    gen.add_argument("--cautious-steps", type=int, default=None,
+                     help="mixed: SAC steps of the cautious policy (default: --policy-steps)")
     gen.add_argument("--seed", type=int, default=0, help="seed of the policy training and the rollouts")
     gen.add_argument("--out", default="data", help="output directory (datasets and cached policies)")
+    gen.add_argument("--policy-dir", default=None,
+                     help="where SAC behaviour policies are cached (default OUT/policies)")
     gen.add_argument("--minari-id", default=None, help="also write a local Minari dataset with this id (ns/name-v0)")
     gen.set_defaults(func=_cmd_generate)
 
@@ -578,7 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--expert-steps", type=int, default=None,
                             help="locomotion: SAC steps of the medium-expert data's expert policy (default 100000)")
     experiment.add_argument("--train-steps", type=int, default=None,
-                            help="training steps of each diffusion model (locomotion: and of behaviour cloning)")
+                            help="training steps of each diffusion model (locomotion, constrained: and of behaviour "
+                                 "cloning)")
     experiment.add_argument("--episodes", type=int, default=None, help="evaluation episodes per method and seed")
     experiment.add_argument("--baselines", action="extend", nargs="+", default=None, choices=["iql", "td3+bc"],
                             help="locomotion: offline RL baselines from d3rlpy (install: scripts/install.sh --baselines)")
@@ -600,6 +612,8 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--action-weight", type=float, default=None,
                             help="the planner's loss weight on the executed first action u_0 (default 10, as "
                                  "Diffuser)")
+    experiment.add_argument("--cautious-steps", type=int, default=None,
+                            help="constrained: SAC steps of the cautious behaviour policy (default: --policy-steps)")
     experiment.add_argument("--cost-penalty", type=float, default=None,
                             help="constrained: the cautious behaviour policy trains on reward - penalty * cost "
                                  "(default 1; larger: safer data)")

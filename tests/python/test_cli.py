@@ -91,3 +91,21 @@ def test_experiment_passes_the_return_targets_to_locomotion_only(monkeypatch, ca
     assert cli.main(["experiment", "locomotion", "--validation-episodes", "0"]) == 2
     assert "--validation-episodes must be >= 1" in capsys.readouterr().err
     assert len(seen) == 1
+
+
+def test_generate_data_takes_the_mixed_kinds_options_for_mixed_only(monkeypatch, capsys, tmp_path):
+    from mpdiffuser.data import generate as generate_module
+
+    assert cli.main(["generate-data", "--kind", "medium", "--cautious-steps", "5"]) == 2
+    assert "apply to --kind mixed only" in capsys.readouterr().err
+    seen = []
+
+    def stop_after_seeing(config, out, policy_dir=None):
+        seen.append((config, policy_dir))
+        raise KeyboardInterrupt  # the command ends here, as on Ctrl-C
+
+    monkeypatch.setattr(generate_module, "generate", stop_after_seeing)
+    assert cli.main(["generate-data", "--kind", "mixed", "--constrained", "--policy-steps", "900", "--cautious-steps", "300",
+              "--cost-penalty", "2.5", "--policy-dir", str(tmp_path)]) == 130
+    config, policy_dir = seen[0]
+    assert (config.cautious_policy_steps, config.cost_penalty, policy_dir) == (300, 2.5, str(tmp_path))

@@ -6,7 +6,8 @@ Kinds, after D4RL:
   medium-replay  SAC's replay buffer from that training run
   medium-expert  medium rollouts plus rollouts of a policy trained for `expert_steps` steps
   mixed          (constrained only) half rollouts of the medium policy, half of a cautious one
-                 trained for as long on reward - cost_penalty * cost: data of mixed safety
+                 trained on reward - cost_penalty * cost (for as long, or cautious_steps): data of
+                 mixed safety
 Behaviour policies are trained with stable-baselines3 SAC and cached next to the datasets (with
 their replay buffers, which medium-replay needs). `physics` rolls the policies out under changed
 dynamics (novel-dynamics experiments); the policies themselves are trained on the nominal robot.
@@ -39,6 +40,7 @@ class GenerateConfig:
     seed: int = 0  # of the rollouts and, unless policy_seed says otherwise, of the behaviour policies' training
     policy_seed: int | None = None  # the behaviour policies' training seed (None: seed), to roll one policy out anew
     cost_penalty: float = 1.0  # mixed: the cautious policy's reward is reward - cost_penalty * cost
+    cautious_steps: int | None = None  # mixed: SAC steps of the cautious policy (None: policy_steps)
     physics: PhysicsChange | None = None  # roll out under changed dynamics
 
     def __post_init__(self) -> None:
@@ -52,8 +54,17 @@ class GenerateConfig:
             raise ValueError("medium-replay with costs is not supported: the replay buffer has no cost column")
         if not self.cost_penalty >= 0.0:
             raise ValueError(f"cost_penalty must be >= 0, got {self.cost_penalty}")
+        if self.cautious_steps is not None and self.cautious_steps < 1:
+            raise ValueError(f"cautious_steps must be positive, got {self.cautious_steps}")
         if self.policy_seed == self.seed or self.kind == "random":
             object.__setattr__(self, "policy_seed", None)  # one recipe, one name
+        if self.cautious_steps == self.policy_steps or self.kind != "mixed":
+            object.__setattr__(self, "cautious_steps", None)
+
+    @property
+    def cautious_policy_steps(self) -> int:
+        """SAC steps of the mixed data's cautious policy."""
+        return self.policy_steps if self.cautious_steps is None else self.cautious_steps
 
     @property
     def trained_with(self) -> int:
@@ -76,8 +87,9 @@ class GenerateConfig:
                   "medium-replay": ("transitions", "expert_steps", "cost_penalty"),  # the whole replay buffer
                   "medium-expert": ("cost_penalty",), "mixed": ("expert_steps",)}[self.kind]
         recipe = {k: v for k, v in dataclasses.asdict(self).items() if k not in unused}
-        if self.policy_seed is None:
-            recipe.pop("policy_seed", None)  # as files made before the field existed record it
+        for optional in ("policy_seed", "cautious_steps"):
+            if recipe.get(optional) is None:
+                recipe.pop(optional, None)  # as files made before the field existed record it
         return recipe
 
 
@@ -208,7 +220,7 @@ def generate(config: GenerateConfig, out_dir: str | Path, progress: bool = True,
             expert, _ = train_behaviour_policy(c.env_id, c.expert_steps, c.trained_with, cache, progress)
             episodes += run(stochastic(expert), c.transitions, c.seed + 10_000, "expert rollouts")
         if c.kind == "mixed":
-            cautious, _ = train_behaviour_policy(c.env_id, c.policy_steps, c.trained_with, cache, progress,
+            cautious, _ = train_behaviour_policy(c.env_id, c.cautious_policy_steps, c.trained_with, cache, progress,
                                                  c.cost_penalty)
             episodes += run(stochastic(cautious), c.transitions, c.seed + 20_000, "cautious rollouts")
     policy = "uniform random" if c.kind == "random" else "stable-baselines3 SAC (MlpPolicy, stochastic actions)"

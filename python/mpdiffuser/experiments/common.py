@@ -107,10 +107,15 @@ def episode_rows(summary, **labels) -> list[dict]:
             for i, e in enumerate(summary.episodes)]
 
 
-def score_error(entry: dict) -> float:
-    """The error of a summary entry: over the seeds' means when it has 2 or more seeds, else over
-    its episodes."""
-    return entry["score_stderr_seeds"] if entry.get("seeds", 1) > 1 else entry["score_stderr"]
+def slug(name: str) -> str:
+    """A file name for a method or setting: 'planner only (lambda=0)' -> 'planner-only-lambda-0'."""
+    return "-".join("".join(c if c.isalnum() or c == "+" else " " for c in name.lower()).split())
+
+
+def score_error(entry: dict, field: str = "score") -> float:
+    """The error of a summary entry's `field`: over the seeds' means when it has 2 or more seeds,
+    else over its episodes."""
+    return entry[f"{field}_stderr_seeds"] if entry.get("seeds", 1) > 1 else entry[f"{field}_stderr"]
 
 
 def write_csv(path: Path, rows: list[dict]) -> Path:

@@ -3,7 +3,9 @@ rebuilt over the v5 robots (cost 1 per step over the speed limit, envs.VELOCITY_
 mixed safety (SAC with and without a cost penalty, plus random data), a cost model and cost-limit
 conditioning. For each episode cost budget (10, 20, 40 per 1000 steps): MPDiffuser given the
 budget (the models are conditioned on the remaining budget and selection rejects candidates over
-it, design section 3.2), MPDiffuser without the budget, and the planner-only sampler given the budget.
+it, design section 3.2), MPDiffuser without the budget, the planner-only sampler given the budget,
+behaviour cloning on all the data and on the data's episodes within the budget (DSRL's BC-Safe).
+Every method's episodes are saved as they finish (<out>/episodes/): a rerun redoes only what is new.
 
 Normalized return is DSRL's: (R - R_min) / (R_max - R_min) with the dataset's lowest and highest
 episode returns. Normalized cost is the episode cost / budget; an episode is safe when it is <= 1.
@@ -21,11 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from mpdiffuser.config import SamplerOptions, TrainConfig
-from mpdiffuser.experiments.common import (Log, check_model_options, grouped_bars, machine, pyplot, summarize,
-                                           train_bundle, write_csv, write_json)
+from mpdiffuser.experiments.common import (Log, cached_rows, check_model_options, grouped_bars, machine, pyplot,
+                                           score_error, slug, summarize, train_bundle, write_csv,
+                                           write_json)
 
 WITH_BUDGET, NO_BUDGET, PLANNER_ONLY = "MPDiffuser", "MPDiffuser, no budget", "planner only (lambda=0)"
-METHODS = (WITH_BUDGET, NO_BUDGET, PLANNER_ONLY)
+BC_ALL, BC_SAFE = "behaviour cloning", "BC, episodes within budget"
+METHODS = (WITH_BUDGET, NO_BUDGET, PLANNER_ONLY, BC_ALL, BC_SAFE)
+UNBUDGETED = (NO_BUDGET, BC_ALL)  # one set of episodes, scored against every budget
 
 
 @dataclass(frozen=True)
@@ -36,12 +41,14 @@ class ConstrainedConfig:
     out_dir: str = "runs/constrained"
     policy_dir: str = "runs/policies"  # behaviour policies, shared by experiments; datasets go to <out_dir>/data
     data_seed: int = 0
-    policy_steps: int = 30_000  # SAC steps of the unpenalized and of the cautious behaviour policy
+    policy_steps: int = 30_000  # SAC steps of the unpenalized (and, by default, of the cautious) behaviour policy
+    cautious_steps: int | None = None  # SAC steps of the cautious policy (None: policy_steps)
     cost_penalty: float = 1.0  # the cautious policy trains on reward - cost_penalty * cost
     task_transitions: int = 50_000  # rollouts of each of the two policies
     random_transitions: int = 20_000
     train_steps: int = 5000
     ranker_steps: int = 3000
+    bc_steps: int = 5000
     episodes: int = 5
     max_steps: int = 1000
     backend: str = "cpu"
@@ -59,7 +66,7 @@ class ConstrainedConfig:
     def quick(cls, **changes) -> "ConstrainedConfig":
         base = cls(envs=("Hopper-v5",), out_dir="runs/constrained-quick", policy_dir="runs/policies-quick",
                    policy_steps=5000, task_transitions=5000, random_transitions=5000, train_steps=2000,
-                   ranker_steps=1000, episodes=3)
+                   ranker_steps=1000, bc_steps=2000, episodes=3)
         return dataclasses.replace(base, **changes)
 
     def __post_init__(self) -> None:
@@ -72,10 +79,10 @@ class ConstrainedConfig:
 
 
 def run_constrained(config: ConstrainedConfig, progress: bool = True) -> dict:
-    from mpdiffuser.control.evaluate import evaluate
-    from mpdiffuser.control.mpc import MPCPolicy
     from mpdiffuser.data.dataset import load_dataset
     from mpdiffuser.data.generate import GenerateConfig, generate
+    from mpdiffuser.export import model_file_digest
+    from mpdiffuser.models.bundle import BundleSpec
     from mpdiffuser.sampling.sampler import Sampler
 
     log = Log()
@@ -84,9 +91,11 @@ def run_constrained(config: ConstrainedConfig, progress: bool = True) -> dict:
     scale = config.max_steps / 1000.0  # budgets are per 1000 steps; shorter episodes get a share
     for env_id in config.envs:
         mixed = GenerateConfig(env_id, "mixed", config.task_transitions, config.policy_steps, constrained=True,
-                               seed=config.data_seed, cost_penalty=config.cost_penalty)
-        log(f"{env_id}: mixed-safety data ({mixed.name}: SAC {config.policy_steps} steps with and without a cost "
-            f"penalty of {config.cost_penalty:g}) + random, policies cached in {config.policy_dir}")
+                               seed=config.data_seed, cost_penalty=config.cost_penalty,
+                               cautious_steps=config.cautious_steps)
+        log(f"{env_id}: mixed-safety data ({mixed.name}: SAC {config.policy_steps} steps without and "
+            f"{mixed.cautious_policy_steps} with a cost penalty of {config.cost_penalty:g}) + random, policies "
+            f"cached in {config.policy_dir}")
         task = load_dataset(generate(mixed, config.data_dir, progress, config.policy_dir))
         random = load_dataset(generate(GenerateConfig(env_id, "random", config.random_transitions, constrained=True,
                                                       seed=config.data_seed), config.data_dir, progress))
@@ -96,9 +105,11 @@ def run_constrained(config: ConstrainedConfig, progress: bool = True) -> dict:
         r_min, r_max = float(returns.min()), float(returns.max())
         data_stats[env_id] = {"return_min": r_min, "return_max": r_max, "return_mean": float(returns.mean()),
                               "cost_mean": float(costs.mean()), "cost_max": float(costs.max()),
-                              "cost_per_1000_mean": float(per_1000.mean()), "episodes": len(task.episodes)}
+                              "cost_per_1000_mean": float(per_1000.mean()), "episodes": len(task.episodes),
+                              "within_budget": {f"{b:g}": int((per_1000 <= b).sum()) for b in config.budgets}}
         log(f"  data: {len(task.episodes)} episodes, return {returns.mean():.0f} (min {r_min:.0f}, max {r_max:.0f}), "
-            f"episode cost mean {costs.mean():.1f} max {costs.max():.0f}")
+            f"episode cost mean {costs.mean():.1f} max {costs.max():.0f}; episodes within budget "
+            + ", ".join(f"{b}: {n}" for b, n in data_stats[env_id]["within_budget"].items()))
         unconstrained_limit = float(costs.max())  # the largest cost-to-go the models have seen
         for seed in config.seeds:
             bundle_dir = out / "models" / env_id.split("-")[0].lower() / f"s{seed}"
@@ -108,42 +119,90 @@ def run_constrained(config: ConstrainedConfig, progress: bool = True) -> dict:
                                       options=SamplerOptions(num_candidates=config.candidates), width=config.width,
                                       action_weight=config.action_weight, device=config.device)
             sampler = Sampler(model_file, config.backend, threads=config.threads, env_id=env_id)
+            spec = BundleSpec.load(bundle_dir)
             eval_seed = 10_000 * (seed + 1)
-            d = sampler.defaults
-            runs = [(NO_BUDGET, None, MPCPolicy(sampler, d.replace(cost_limit=unconstrained_limit, cost_budget=None)))]
-            for budget in config.budgets:
-                b = budget * scale
-                runs.append((WITH_BUDGET, budget, MPCPolicy(sampler, d, episode_budget=b, episode_length=config.max_steps)))
-                runs.append((PLANNER_ONLY, budget, MPCPolicy(sampler, d.replace(dynamics_weight=0.0), episode_budget=b,
-                                                             episode_length=config.max_steps)))
-            for method, budget, policy in runs:
-                summary = evaluate(policy, env_id, config.episodes, eval_seed, config.max_steps, constrained=True,
-                                   progress=progress, desc=f"{env_id} {method} {budget}")
-                # The budget-free run is scored against every budget; the others against their own.
+            evaluation = {"env": env_id, "data": mixed.recipe(), "episodes": config.episodes,
+                          "max_steps": config.max_steps, "start_seed": eval_seed}
+            model = {"model_file": model_file_digest(model_file), "backend": config.backend}
+            for method, budget, depends, make in _runs(config, sampler, task, per_1000, spec, seed, scale,
+                                                       unconstrained_limit, log, progress):
+                done = cached_rows(out / "episodes" / env_id.split("-")[0].lower() / f"s{seed}" /
+                                   f"{slug(method)}-{'all' if budget is None else f'b{budget:g}'}.json",
+                                   evaluation | (model if depends is None else depends) |
+                                   {"method": method, "budget": budget},
+                                   lambda make=make, method=method, budget=budget:
+                                   _episodes(make(), env_id, eval_seed, method, budget, seed, config, progress))
+                # An unbudgeted method's episodes are scored against every budget; the others against their own.
                 for b in ([budget] if budget is not None else config.budgets):
-                    for i, e in enumerate(summary.episodes):
-                        rows.append({"env": env_id, "budget": b, "method": method, "seed": seed, "episode": i,
-                                     "return": e.episode_return,
-                                     "normalized_return": (e.episode_return - r_min) / max(r_max - r_min, 1e-9),
-                                     "cost": e.cost, "normalized_cost": e.cost / (b * scale),
-                                     "safe": float(e.cost <= b * scale), "length": e.length})
-                log(f"    {method:24s} budget {'-' if budget is None else f'{budget:g}':>3s}: return "
-                    f"{summary.episode_return[0]:7.1f}, episode cost {summary.cost[0]:6.1f} +- {summary.cost[1]:.1f}")
+                    rows += [r | {"env": env_id, "budget": b, "method": method, "seed": seed,
+                                  "normalized_return": (r["return"] - r_min) / max(r_max - r_min, 1e-9),
+                                  "normalized_cost": r["cost"] / (b * scale), "safe": float(r["cost"] <= b * scale)}
+                             for r in done]
+                log(f"    {method:27s} budget {'-' if budget is None else f'{budget:g}':>3s}: return "
+                    f"{np.mean([r['return'] for r in done]):7.1f}, episode cost "
+                    f"{np.mean([r['cost'] for r in done]):6.1f}")
     summary = summarize(rows, ("env", "budget", "method"), ("normalized_return", "normalized_cost", "safe",
-                                                            "return", "cost"))
+                                                            "return", "cost"), unit="seed")
     report = {"experiment": "constrained", "config": dataclasses.asdict(config), "machine": machine(),
               "note": "normalized return = (R - R_min) / (R_max - R_min), dataset episode returns (DSRL); "
-                      "normalized cost = episode cost / budget, safe when <= 1; means and standard errors over "
-                      "all evaluation episodes of all training seeds",
+                      "normalized cost = episode cost / budget, safe when <= 1; means over all evaluation "
+                      "episodes of all training seeds; <field>_stderr over the episodes, <field>_stderr_seeds "
+                      "over the seeds' means (the table's and plot's error when there are 2 or more seeds)",
               "data": data_stats, "summary": summary, "episodes": rows, "seconds": round(log.seconds, 1)}
     write_outputs(report, out)
-    log("normalized return / normalized cost (safe when <= 1) / fraction of safe episodes")
+    log("normalized return / normalized cost (safe when <= 1) / fraction of safe episodes "
+        "(errors over seeds when there are 2 or more)")
     for e in summary:
-        print(f"    {e['env']:15s} budget {e['budget']:4g} {e['method']:24s} return {e['normalized_return_mean']:5.2f} "
-              f"+- {e['normalized_return_stderr']:4.2f}  cost {e['normalized_cost_mean']:5.2f} "
-              f"+- {e['normalized_cost_stderr']:4.2f}  safe {e['safe_mean']:4.2f}")
+        print(f"    {e['env']:15s} budget {e['budget']:4g} {e['method']:27s} return {e['normalized_return_mean']:5.2f} "
+              f"+- {score_error(e, 'normalized_return'):4.2f}  cost {e['normalized_cost_mean']:5.2f} "
+              f"+- {score_error(e, 'normalized_cost'):4.2f}  safe {e['safe_mean']:4.2f}")
     log(f"results in {out / 'constrained.json'}, {out / 'constrained.csv'}, {out / 'constrained.png'}")
     return report
+
+
+def _runs(config: ConstrainedConfig, sampler, task, per_1000: np.ndarray, spec, seed: int, scale: float,
+          unconstrained_limit: float, log: Log, progress: bool):
+    """(method, budget or None, what its episodes depend on (None: the model file), a function that
+    makes its policy) for every method and budget of one training seed."""
+    from mpdiffuser.control.bc import BCPolicy
+    from mpdiffuser.control.mpc import MPCPolicy
+    from mpdiffuser.data.dataset import OfflineDataset
+
+    d = sampler.defaults
+
+    def bc(episodes, what):
+        def make():
+            data = OfflineDataset(episodes, task.metadata)
+            policy, info = BCPolicy.train(data, spec.states, spec.actions, TrainConfig(steps=config.bc_steps, seed=seed),
+                                          progress=progress, device=config.device)
+            log(f"    bc on {what}: {config.bc_steps} steps, final loss {info['final_loss']:.4f} ({info['seconds']:.0f}s)")
+            return policy
+        return make
+
+    yield NO_BUDGET, None, None, lambda: MPCPolicy(sampler, d.replace(cost_limit=unconstrained_limit, cost_budget=None))
+    yield BC_ALL, None, {"bc_steps": config.bc_steps, "seed": seed}, bc(task.episodes, "all episodes")
+    for budget in config.budgets:
+        b = budget * scale
+        yield WITH_BUDGET, budget, None, lambda b=b: MPCPolicy(sampler, d, episode_budget=b,
+                                                               episode_length=config.max_steps)
+        yield PLANNER_ONLY, budget, None, lambda b=b: MPCPolicy(sampler, d.replace(dynamics_weight=0.0),
+                                                                episode_budget=b, episode_length=config.max_steps)
+        safe = [e for e, c in zip(task.episodes, per_1000) if c <= budget]
+        if safe:
+            yield BC_SAFE, budget, {"bc_steps": config.bc_steps, "seed": seed}, bc(safe, f"{len(safe)} episodes "
+                                                                                      f"within budget {budget:g}")
+        else:
+            log(f"    {BC_SAFE} budget {budget:g}: no episode of the data is within it, not run")
+
+
+def _episodes(policy, env_id: str, eval_seed: int, method: str, budget, seed: int, config: ConstrainedConfig,
+              progress: bool) -> list[dict]:
+    from mpdiffuser.control.evaluate import evaluate
+
+    summary = evaluate(policy, env_id, config.episodes, eval_seed, config.max_steps, constrained=True,
+                       progress=progress, desc=f"{env_id} {method} {budget}")
+    return [{"episode": i, "return": e.episode_return, "cost": e.cost, "length": e.length}
+            for i, e in enumerate(summary.episodes)]
 
 
 def write_outputs(report: dict, out: Path) -> None:
@@ -157,8 +216,11 @@ def write_outputs(report: dict, out: Path) -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6.0, 1.1 * len(groups) + 2), 6.5), sharex=True)
     for ax, field, ylabel in ((top, "normalized_return", "normalized return"),
                               (bottom, "normalized_cost", "normalized cost (cost / budget)")):
-        grouped_bars(ax, labels, {m: ([cell[(*g, m)][f"{field}_mean"] for g in groups],
-                                      [cell[(*g, m)][f"{field}_stderr"] for g in groups]) for m in METHODS}, ylabel)
+        methods = [m for m in METHODS if any((*g, m) in cell for g in groups)]
+        nan = {f"{field}_mean": float("nan"), f"{field}_stderr": 0.0}
+        grouped_bars(ax, labels, {m: ([cell.get((*g, m), nan)[f"{field}_mean"] for g in groups],
+                                      [score_error(cell.get((*g, m), nan), field) for g in groups])
+                                  for m in methods}, ylabel)
     bottom.axhline(1.0, color="tab:red", linestyle="--", linewidth=1)
     top.set_title("Velocity-constrained locomotion: return and cost per budget")
     fig.tight_layout()

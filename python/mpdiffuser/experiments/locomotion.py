@@ -26,7 +26,7 @@ import numpy as np
 
 from mpdiffuser.config import SamplerOptions, TrainConfig
 from mpdiffuser.experiments.common import (Log, cached_rows, check_model_options, episode_rows, grouped_bars,
-                                           machine, mean_stderr, pyplot, score_error, summarize, train_bundle,
+                                           machine, mean_stderr, pyplot, score_error, slug, summarize, train_bundle,
                                            write_csv, write_json)
 
 METHODS = ("MPDiffuser", "planner only (lambda=0)", "behaviour cloning")
@@ -295,11 +295,6 @@ def _validate_return_target(config: LocomotionConfig, sampler, options, env_id: 
                       "score_mean": float(np.mean([r["score"] for r in done]))})
     best = max(tried, key=lambda r: r["return_mean"])  # max keeps the first of equal returns
     return best["return_target"], tried
-
-
-def slug(name: str) -> str:
-    """A file name for a method or setting: 'planner only (lambda=0)' -> 'planner-only-lambda-0'."""
-    return "-".join("".join(c if c.isalnum() or c == "+" else " " for c in name.lower()).split())
 
 
 def _print_table(summary: list[dict], methods: tuple[str, ...], log: Log) -> None:
