@@ -194,6 +194,40 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    """Pick the return target g of a model file by validation episodes: run --episodes MPC
+    episodes per --return-targets value from start states --seed, --seed + 1, ... (keep them apart
+    from your test starts) and report the g of the highest mean return; --out writes a copy of the
+    model file with that g as its default (--out equal to --model-file updates it in place).
+    """
+    from mpdiffuser.control.tune import tune_return_target
+    from mpdiffuser.export import with_defaults
+    from mpdiffuser.sampling.sampler import Sampler
+
+    if args.episodes < 1:
+        raise SystemExit(f"error: --episodes must be >= 1, got {args.episodes}")
+    sampler = Sampler(args.model_file, args.backend, env_id=args.env)
+    env_id = args.env or sampler.spec.env_id
+    if env_id is None:
+        raise SystemExit("error: the model names no environment; pass --env")
+    options = _options_from_args(args, sampler.defaults)
+    print(f"{args.model_file} on {env_id}: {args.episodes} episode(s) per return target, starts {args.seed}-"
+          f"{args.seed + args.episodes - 1}, backend {args.backend}")
+    best, tried = tune_return_target(sampler, options, env_id, args.return_targets, args.episodes, args.seed,
+                                     args.max_steps)
+    for row in tried:
+        score = "" if row["score_mean"] is None else f", score {row['score_mean']:.1f}"
+        mark = "  <- best" if row["return_target"] == best else ""
+        print(f"  g = {row['return_target']:<6g} return {row['return_mean']:9.1f} +- {row['return_stderr']:.1f}"
+              f"{score}{mark}")
+    if args.out:
+        path = with_defaults(args.model_file, args.out, options.replace(return_target=best))
+        print(f"wrote {path}: default return target {best:g}")
+    else:
+        print(f"best return target {best:g}: pass --return-target {best:g} to eval, or rerun with --out to store it")
+    return 0
+
+
 def _cmd_consistency(args: argparse.Namespace) -> int:
     """Plan consistency of a model file: drive the robot at the first --lambdas value and, at every
     visited state, replay each lambda's plan open loop on a copy of the simulator. Reports how far
@@ -379,8 +413,10 @@ SAMPLER_FLAGS = {
 }
 
 
-def _add_sampler_args(p: argparse.ArgumentParser) -> None:
+def _add_sampler_args(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
     for dest, (_, kind, text) in SAMPLER_FLAGS.items():
+        if dest in exclude:
+            continue
         flags = ["--" + dest.replace("_", "-")] + (["--lambda"] if dest == "dynamics_weight" else [])
         p.add_argument(*flags, dest=dest, type=kind, default=None, help=f"{text} (default: the model's stored value)")
 
@@ -397,6 +433,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     from mpdiffuser.config import ARCHITECTURES, ModelConfig, TrainConfig
+    from mpdiffuser.control.tune import VALIDATION_SEED
     from mpdiffuser.data.generate import KINDS
     from mpdiffuser.demo import DemoConfig
     from mpdiffuser.envs import SUPPORTED
@@ -518,6 +555,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--budget", type=float, default=None, help="episode cost budget (constrained tasks)")
     ev.add_argument("--json", default=None, help="write the results as JSON here")
     ev.set_defaults(func=_cmd_eval)
+
+    tu = commands.add_parser("tune", help="pick the return target g by validation episodes",
+                             description=_cmd_tune.__doc__)
+    tu.add_argument("--model-file", required=True, help="exported .safetensors model file")
+    tu.add_argument("--return-targets", type=float, action="extend", nargs="+", required=True,
+                    help="candidate return targets g, e.g. 0.4 0.6 0.8 1.1")
+    tu.add_argument("--backend", default="cpu", choices=["torch", "cpu", "cuda"],
+                    help="torch: the PyTorch reference; cpu / cuda: the native core")
+    tu.add_argument("--env", default=None, help="environment id (default: the model's robot)")
+    tu.add_argument("--episodes", type=int, default=3, help="validation episodes per return target")
+    tu.add_argument("--seed", type=int, default=VALIDATION_SEED,
+                    help="first validation start (episode i starts from seed + i)")
+    tu.add_argument("--max-steps", type=int, default=None, help="steps per episode at most (default: the env's limit)")
+    _add_sampler_args(tu, exclude=("return_target",))  # tune chooses it
+    tu.add_argument("--out", default=None, help="write the model file with the chosen g as its default here")
+    tu.set_defaults(func=_cmd_tune)
 
     co = commands.add_parser("consistency", help="do plans match what the robot does? (per lambda)",
                              description=_cmd_consistency.__doc__)

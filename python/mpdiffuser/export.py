@@ -65,11 +65,40 @@ def _metadata(spec, options: SamplerOptions) -> dict[str, str]:
     }
     if m.normalizer == "cdf":
         meta["normalizer_quantiles"] = str(spec.states.quantiles.shape[1])
+    return meta | _default_entries(options)
+
+
+def _default_entries(options: SamplerOptions) -> dict[str, str]:
+    """The metadata entries of the sampler defaults: default.<field> = value ("none" for None)."""
+    entries = {}
     for field in dataclasses.fields(SamplerOptions):
         value = getattr(options, field.name)
-        meta[f"default.{field.name}"] = "none" if value is None else (
+        entries[f"default.{field.name}"] = "none" if value is None else (
             str(value) if isinstance(value, int) else repr(float(value)))
-    return meta
+    return entries
+
+
+def with_defaults(path: str | Path, out_path: str | Path, options: SamplerOptions) -> Path:
+    """A copy of model file `path` at `out_path` (which may be `path`) whose stored sampler defaults
+    are `options`; the weights and every other entry are unchanged. Returns out_path."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    spec, _, _ = read_model_file(path)  # a file this version cannot read is an error here
+    if options.cost_limit is not None:
+        if not spec.with_cost:
+            raise ValueError("options.cost_limit is set, but the models were trained without costs")
+        spec.conditions.condition(options.return_target, options.cost_limit)  # validates
+    options.check_for(spec.model.num_steps, spec.model.horizon)
+    with safe_open(str(path), framework="numpy") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {name: f.get_tensor(name) for name in f.keys()}
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta | _default_entries(options))
+    tmp.replace(out_path)
+    return out_path
 
 
 def file_tensor_names(net: str, state_dict: dict, architecture: str = "mlp") -> dict[str, str]:

@@ -274,14 +274,15 @@ def _validate_return_target(config: LocomotionConfig, sampler, options, env_id: 
                             cache_dir: Path, key: dict, progress: bool) -> tuple[float, list[dict]]:
     """The return target of `config.return_targets` whose validation episodes (start seeds
     eval_seed + VALIDATION_OFFSET + i, never a test start) reach the highest mean return with
-    `options`; ties go to the first listed. Returns it and one row per target tried."""
-    from mpdiffuser.control.evaluate import evaluate
+    `options` (control.tune); each target's episodes are cached like a method's."""
+    from mpdiffuser.control.evaluate import EpisodeResult, evaluate
     from mpdiffuser.control.mpc import MPCPolicy
+    from mpdiffuser.control.tune import choose_return_target
 
     start = eval_seed + VALIDATION_OFFSET
-    tried = []
-    for g in config.return_targets:
-        def run(g=g):
+
+    def run(g: float) -> list:
+        def episodes():
             summary = evaluate(MPCPolicy(sampler, options.replace(return_target=g)), env_id,
                                config.validation_episodes, start, config.max_steps, progress=progress,
                                desc=f"validation {method} g={g:g}")
@@ -289,12 +290,11 @@ def _validate_return_target(config: LocomotionConfig, sampler, options, env_id: 
 
         done = cached_rows(cache_dir / f"validation-{slug(method)}-g{g:g}.json",
                            key | {"start_seed": start, "episodes": config.validation_episodes, "method": method,
-                                  "return_target": g}, run)
-        tried.append({"return_target": g, "start_seed": start, "episodes": len(done),
-                      "return_mean": float(np.mean([r["return"] for r in done])),
-                      "score_mean": float(np.mean([r["score"] for r in done]))})
-    best = max(tried, key=lambda r: r["return_mean"])  # max keeps the first of equal returns
-    return best["return_target"], tried
+                                  "return_target": g}, episodes)
+        return [EpisodeResult(r["return"], r["score"], 0.0, r["length"]) for r in done]
+
+    best, tried = choose_return_target(config.return_targets, run)
+    return best, [r | {"start_seed": start} for r in tried]
 
 
 def _print_table(summary: list[dict], methods: tuple[str, ...], log: Log) -> None:

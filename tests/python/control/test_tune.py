@@ -1,0 +1,59 @@
+"""The return target chosen by validation episodes: the choice rule, the Python call, `mpdiffuser
+tune`, and the model file it writes (only the default g changes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mpdiffuser.config import ModelConfig
+from mpdiffuser.control.evaluate import EpisodeResult
+
+TINY = ModelConfig(horizon=4, num_steps=3, width=16, layers=1, ranker_width=16, ranker_layers=1)
+
+
+def test_choose_return_target_takes_the_highest_mean_return_and_the_first_of_equals():
+    from mpdiffuser.control.tune import choose_return_target
+
+    returns = {0.4: [10.0, 30.0], 0.6: [20.0, 20.0], 0.8: [40.0, 0.0], 1.1: [5.0, 5.0]}
+    best, tried = choose_return_target([0.4, 0.6, 0.8, 1.1],
+                                       lambda g: [EpisodeResult(r, r / 2, 0.0, 10) for r in returns[g]])
+    assert best == 0.4  # 0.4, 0.6 and 0.8 all average 20: the first listed wins
+    assert [r["return_mean"] for r in tried] == [20.0, 20.0, 20.0, 5.0]
+    assert [r["score_mean"] for r in tried] == [10.0, 10.0, 10.0, 2.5]
+    returns[0.6] = [25.0, 26.0]
+    best, tried = choose_return_target([0.4, 0.6, 0.8, 1.1],
+                                       lambda g: [EpisodeResult(r, None, 0.0, 10) for r in returns[g]])
+    assert best == 0.6 and tried[1]["return_stderr"] == pytest.approx(0.5) and tried[1]["score_mean"] is None
+    with pytest.raises(ValueError, match="at least one target"):
+        choose_return_target([], lambda g: [])
+
+
+def test_tune_command_reports_every_target_and_writes_only_the_new_default(tmp_path, capsys):
+    from safetensors.numpy import load_file
+
+    from mpdiffuser import cli
+    from mpdiffuser.bench import synthetic_model_file
+    from mpdiffuser.control.evaluate import evaluate
+    from mpdiffuser.control.mpc import MPCPolicy
+    from mpdiffuser.export import read_model_file
+    from mpdiffuser.sampling.sampler import Sampler
+
+    model_file = synthetic_model_file(tmp_path / "m.safetensors", model=TINY)
+    out = tmp_path / "tuned.safetensors"
+    assert cli.main(["tune", "--model-file", str(model_file), "--return-targets", "0.3", "0.9", "--episodes", "2",
+                     "--max-steps", "15", "--guidance", "1.5", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "g = 0.3" in printed and "g = 0.9" in printed and "<- best" in printed
+    sampler = Sampler(model_file, "cpu")
+    means = {}
+    for g in (0.3, 0.9):  # the command's episodes, rerun: starts 5000, 5001 and the given guidance
+        summary = evaluate(MPCPolicy(sampler, sampler.defaults.replace(return_target=g, guidance=1.5)), "Hopper-v5",
+                           2, 5000, 15, progress=False)
+        means[g] = np.mean([e.episode_return for e in summary.episodes])
+    best = max(means, key=means.get)
+    _, _, tuned = read_model_file(out)
+    assert tuned == sampler.defaults.replace(return_target=best, guidance=1.5)
+    before, after = load_file(str(model_file)), load_file(str(out))
+    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
+    assert cli.main(["tune", "--model-file", str(model_file), "--return-targets", "0.5", "--episodes", "0"]) == 2
