@@ -82,23 +82,13 @@ def with_defaults(path: str | Path, out_path: str | Path, options: SamplerOption
     """A copy of model file `path` at `out_path` (which may be `path`) whose stored sampler defaults
     are `options`; the weights and every other entry are unchanged. Returns out_path."""
     from safetensors import safe_open
-    from safetensors.numpy import save_file
 
     spec, _, _ = read_model_file(path)  # a file this version cannot read is an error here
-    if options.cost_limit is not None:
-        if not spec.with_cost:
-            raise ValueError("options.cost_limit is set, but the models were trained without costs")
-        spec.conditions.condition(options.return_target, options.cost_limit)  # validates
-    options.check_for(spec.model.num_steps, spec.model.horizon)
+    _check_defaults(spec, options)
     with safe_open(str(path), framework="numpy") as f:
         meta = dict(f.metadata() or {})
         tensors = {name: f.get_tensor(name) for name in f.keys()}
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta | _default_entries(options))
-    tmp.replace(out_path)
-    return out_path
+    return _write_model_file(tensors, meta | _default_entries(options), out_path)
 
 
 def file_tensor_names(net: str, state_dict: dict, architecture: str = "mlp") -> dict[str, str]:
@@ -134,18 +124,12 @@ def export_model(bundle_dir: str | Path, out_path: str | Path, options: SamplerO
 
     options: the sampler defaults stored in the file (default: the bundle's, else SamplerOptions()).
     """
-    from safetensors.numpy import save_file
-
     from mpdiffuser.models.bundle import ModelBundle
 
     bundle = ModelBundle.load(bundle_dir)
     options = options or bundle.spec.sampler_defaults or SamplerOptions()
     spec = bundle.spec
-    if spec.with_cost and options.cost_limit is not None:
-        spec.conditions.condition(options.return_target, options.cost_limit)  # validates
-    elif not spec.with_cost and options.cost_limit is not None:
-        raise ValueError("options.cost_limit is set, but the models were trained without costs")
-    options.check_for(spec.model.num_steps, spec.model.horizon)
+    _check_defaults(spec, options)
     tensors: dict[str, np.ndarray] = {}
     for net in NETS:
         module = getattr(bundle, net)
@@ -160,10 +144,27 @@ def export_model(bundle_dir: str | Path, out_path: str | Path, options: SamplerO
     if spec.model.normalizer == "cdf":
         tensors["normalizer.state_quantiles"] = np.ascontiguousarray(spec.states.quantiles, dtype=np.float32)
         tensors["normalizer.action_quantiles"] = np.ascontiguousarray(spec.actions.quantiles, dtype=np.float32)
+    return _write_model_file(tensors, _metadata(spec, options), out_path)
+
+
+def _check_defaults(spec, options: SamplerOptions) -> None:
+    """Sampler defaults a model file of `spec` may store: a cost limit only for cost models, within
+    the condition's rules; schedule options that fit its K and H."""
+    if options.cost_limit is not None:
+        if not spec.with_cost:
+            raise ValueError("options.cost_limit is set, but the models were trained without costs")
+        spec.conditions.condition(options.return_target, options.cost_limit)  # validates
+    options.check_for(spec.model.num_steps, spec.model.horizon)
+
+
+def _write_model_file(tensors: dict, metadata: dict[str, str], out_path: str | Path) -> Path:
+    """Write a .safetensors model file atomically (a temporary file, then a rename)."""
+    from safetensors.numpy import save_file
+
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=_metadata(spec, options))
+    save_file(tensors, str(tmp), metadata=metadata)
     tmp.replace(out_path)
     return out_path
 

@@ -131,7 +131,7 @@ def run_constrained(config: ConstrainedConfig, progress: bool = True) -> dict:
                                    evaluation | (model if depends is None else depends) |
                                    {"method": method, "budget": budget},
                                    lambda make=make, method=method, budget=budget:
-                                   _episodes(make(), env_id, eval_seed, method, budget, seed, config, progress))
+                                   _episodes(make(), env_id, eval_seed, method, budget, config, progress))
                 # An unbudgeted method's episodes are scored against every budget; the others against their own.
                 for b in ([budget] if budget is not None else config.budgets):
                     rows += [r | {"env": env_id, "budget": b, "method": method, "seed": seed,
@@ -195,7 +195,7 @@ def _runs(config: ConstrainedConfig, sampler, task, per_1000: np.ndarray, spec, 
             log(f"    {BC_SAFE} budget {budget:g}: no episode of the data is within it, not run")
 
 
-def _episodes(policy, env_id: str, eval_seed: int, method: str, budget, seed: int, config: ConstrainedConfig,
+def _episodes(policy, env_id: str, eval_seed: int, method: str, budget, config: ConstrainedConfig,
               progress: bool) -> list[dict]:
     from mpdiffuser.control.evaluate import evaluate
 
