@@ -330,7 +330,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
             "cost_penalty": "constrained", "kind": "locomotion", "expert_steps": "locomotion",
             "finetune_steps": "dynamics", "shift_transitions": "dynamics", "baselines": "locomotion",
             "baseline_steps": "locomotion", "baseline_seeds": "locomotion", "return_targets": "locomotion",
-            "validation_episodes": "locomotion", "cautious_steps": "constrained"}  # options of one experiment
+            "validation_episodes": "locomotion", "train_lengths": "locomotion",
+            "cautious_steps": "constrained"}  # options of one experiment
     for flag, name in only.items():
         if getattr(args, flag) is not None and args.name != name:
             raise SystemExit(f"error: --{flag.replace('_', '-')} applies to the {name} experiment only")
@@ -362,7 +363,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
                             "baseline_steps": args.baseline_steps,
                             "baseline_seeds": tuple(args.baseline_seeds) if args.baseline_seeds else None,
                             "return_targets": tuple(args.return_targets) if args.return_targets else None,
-                            "validation_episodes": args.validation_episodes}
+                            "validation_episodes": args.validation_episodes,
+                            "train_lengths": tuple(args.train_lengths) if args.train_lengths else None}
     elif args.name == "constrained":
         from mpdiffuser.experiments.constrained import ConstrainedConfig as Config, run_constrained as run
 
@@ -657,6 +659,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  "never uses), chosen per seed, e.g. 0.4 0.6 0.8 1")
     experiment.add_argument("--validation-episodes", type=int, default=None,
                             help="locomotion: validation episodes per --return-targets value (default 3)")
+    experiment.add_argument("--train-lengths", type=int, action="extend", nargs="+", default=None,
+                            help="locomotion: with --return-targets, also run MPDiffuser and planner-only with the "
+                                 "training steps of planner and dynamics (from these, snapshots of one run) and g "
+                                 "that score best in validation episodes, e.g. 2000 3000 5000 10000")
     experiment.add_argument("--candidates", type=int, default=None,
                             help="N, candidates per plan (default 1: no ranking; more let the ranker choose)")
     experiment.add_argument("--width", type=int, default=None,

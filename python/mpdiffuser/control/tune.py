@@ -12,21 +12,33 @@ import numpy as np
 VALIDATION_SEED = 5000  # validation starts of `mpdiffuser tune`: the evaluations' own starts are 0-4999
 
 
-def choose_return_target(targets, run: Callable[[float], list]) -> tuple[float, list[dict]]:
-    """The target of `targets` whose validation episodes, `run(g)` (EpisodeResults), reach the
-    highest mean return; equal returns go to the first listed. Returns it and one row per target:
-    return_target, episodes, return_mean, return_stderr, score_mean (None without D4RL scores)."""
-    if not targets:
-        raise ValueError("choose_return_target needs at least one target")
+def choose_setting(settings: list[dict], run: Callable[[dict], list]) -> tuple[dict, list[dict]]:
+    """The setting of `settings` (dicts, say {"return_target": g} or {"train_steps": T,
+    "return_target": g}) whose validation episodes, `run(setting)` (EpisodeResults), reach the
+    highest mean return; equal returns go to the first listed. Returns it and one row per setting:
+    the setting's entries plus episodes, return_mean, return_stderr and score_mean (None without
+    D4RL scores)."""
+    if not settings:
+        raise ValueError("choosing by validation needs at least one setting")
     tried = []
-    for g in targets:
-        episodes = run(float(g))
+    for setting in settings:
+        episodes = run(setting)
         returns = np.array([e.episode_return for e in episodes], dtype=np.float64)
         scores = [e.normalized_score for e in episodes]
-        tried.append({"return_target": float(g), "episodes": len(episodes), "return_mean": float(returns.mean()),
-                      "return_stderr": float(returns.std(ddof=1) / np.sqrt(returns.size)) if returns.size > 1 else 0.0,
-                      "score_mean": None if None in scores else float(np.mean(scores))})
-    best = max(tried, key=lambda r: r["return_mean"])  # max keeps the first of equal returns
+        tried.append(dict(setting) | {
+            "episodes": len(episodes), "return_mean": float(returns.mean()),
+            "return_stderr": float(returns.std(ddof=1) / np.sqrt(returns.size)) if returns.size > 1 else 0.0,
+            "score_mean": None if None in scores else float(np.mean(scores))})
+    best = max(range(len(tried)), key=lambda i: tried[i]["return_mean"])  # max keeps the first of equal returns
+    return settings[best], tried
+
+
+def choose_return_target(targets, run: Callable[[float], list]) -> tuple[float, list[dict]]:
+    """choose_setting over return targets: the g of `targets` whose validation episodes `run(g)`
+    reach the highest mean return (the first of equals), and one row per target."""
+    if not targets:
+        raise ValueError("choose_return_target needs at least one target")
+    best, tried = choose_setting([{"return_target": float(g)} for g in targets], lambda s: run(s["return_target"]))
     return best["return_target"], tried
 
 

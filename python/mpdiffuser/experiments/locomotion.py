@@ -5,7 +5,9 @@ diffusion sampler (lambda = 0, same models), behaviour cloning on the same data 
 `--baselines iql td3+bc` (d3rlpy, an optional install), offline RL baselines. On the first
 task, the score against lambda and against the dynamics schedule. With `--return-targets`, each
 seed's MPDiffuser and planner-only samplers also pick their return target g by validation episodes
-(start states the test never uses) and run the test with it. Writes JSON, CSV and plots.
+(start states the test never uses) and run the test with it; with `--train-lengths` as well, two
+more methods pick the planner's and dynamics model's training length and g together, from
+snapshots of the same training run. Writes JSON, CSV and plots.
 Every method's episodes are saved as they finish (<out>/episodes/), with what they depend on
 (models, steps, starts): a rerun, or a run with more seeds or baselines, redoes only what is new.
 
@@ -18,6 +20,7 @@ Every method's episodes are saved as they finish (<out>/episodes/), with what th
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,7 @@ from mpdiffuser.experiments.common import (Log, cached_rows, check_model_options
 METHODS = ("MPDiffuser", "planner only (lambda=0)", "behaviour cloning")
 BASELINE_METHODS = {"iql": "IQL (d3rlpy)", "td3+bc": "TD3+BC (d3rlpy)"}
 TUNED_METHODS = ("MPDiffuser, g by validation", "planner only, g by validation")
+LENGTH_METHODS = ("MPDiffuser, steps and g by validation", "planner only, steps and g by validation")
 VALIDATION_OFFSET = 5000  # validation starts: test starts + this (a test never has this many episodes)
 
 
@@ -57,6 +61,7 @@ class LocomotionConfig:
     episodes: int = 5  # evaluation episodes per method, task and seed
     return_targets: tuple[float, ...] = ()  # candidate return targets g: each seed picks one by validation
     validation_episodes: int = 3  # episodes per candidate g, from start states the test never uses
+    train_lengths: tuple[int, ...] = ()  # candidate training steps of planner and dynamics, chosen with g
     max_steps: int = 1000
     lambdas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     schedules: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (5, 0), (1, 10), (1, 3))  # (every m, only last j)
@@ -88,6 +93,12 @@ class LocomotionConfig:
             raise ValueError(f"LocomotionConfig needs episodes < {VALIDATION_OFFSET} and validation_episodes >= 1")
         if not all(np.isfinite(self.return_targets)):
             raise ValueError(f"return_targets must be finite numbers, got {list(self.return_targets)}")
+        if self.train_lengths and not self.return_targets:
+            raise ValueError("train_lengths are chosen together with g: give return_targets too (the default g "
+                             f"{SamplerOptions.return_target:g} alone tunes the training length only)")
+        if any(int(n) != n or n < 1 for n in self.train_lengths) or len(set(self.train_lengths)) < len(
+                self.train_lengths):
+            raise ValueError(f"train_lengths must be distinct step counts >= 1, got {list(self.train_lengths)}")
         if not self.datasets and not (self.envs and self.kinds):
             raise ValueError("LocomotionConfig needs envs and kinds, or datasets")
         unknown = set(self.baselines) - set(BASELINE_METHODS)
@@ -102,7 +113,7 @@ class LocomotionConfig:
 
     @property
     def methods(self) -> tuple[str, ...]:
-        tuned = TUNED_METHODS if self.return_targets else ()
+        tuned = (TUNED_METHODS if self.return_targets else ()) + (LENGTH_METHODS if self.train_lengths else ())
         return METHODS + tuned + tuple(BASELINE_METHODS[b] for b in self.baselines)
 
 
@@ -143,6 +154,7 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
     from mpdiffuser.control.bc import BCPolicy
     from mpdiffuser.control.evaluate import evaluate
     from mpdiffuser.control.mpc import MPCPolicy
+    from mpdiffuser.control.tune import choose_return_target, choose_setting
     from mpdiffuser.data.dataset import load_dataset
     from mpdiffuser.data.generate import GenerateConfig, generate
     from mpdiffuser.envs import SCORE_REFERENCES
@@ -199,16 +211,45 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
                         METHODS[1]: (model, lambda s=sampler: MPCPolicy(s, s.defaults.replace(dynamics_weight=0.0))),
                         METHODS[2]: ({"bc_steps": config.bc_steps, "seed": seed}, train_bc)}
             cache_dir = out / "episodes" / label / f"s{seed}"
+            lambdas = (1.0, 0.0)  # the tuned methods: MPDiffuser, planner only
             if config.return_targets:
-                for method, options in zip(TUNED_METHODS, (sampler.defaults,
-                                                           sampler.defaults.replace(dynamics_weight=0.0))):
-                    best, tried = _validate_return_target(config, sampler, options, env_id, eval_seed, method,
-                                                          cache_dir, evaluation | model, progress)
-                    validation_rows += [{"task": label, "seed": seed, "method": method} | r for r in tried]
+                for method, lam in zip(TUNED_METHODS, lambdas):
+                    options = sampler.defaults.replace(dynamics_weight=lam)
+                    best, tried = choose_return_target(config.return_targets, _validation_run(
+                        config, sampler, options, env_id, eval_seed, method, cache_dir, evaluation | model, progress))
+                    validation_rows += [{"task": label, "seed": seed, "method": method} | r
+                                        | {"start_seed": eval_seed + VALIDATION_OFFSET} for r in tried]
                     log(f"    {method}: g = {best:g} (validation returns "
                         + ", ".join(f"g {r['return_target']:g}: {r['return_mean']:.0f}" for r in tried) + ")")
                     policies[method] = (model | {"return_target": best},
                                         lambda s=sampler, o=options.replace(return_target=best): MPCPolicy(s, o))
+            if config.train_lengths:
+                samplers = {steps: Sampler(path, config.backend, threads=config.threads, env_id=env_id)
+                            for steps, path in _train_lengths(config, bundle_dir, task, random, seed, log,
+                                                              progress).items()}
+                lengths = sorted(samplers)
+                for method, tuned, lam in zip(LENGTH_METHODS, TUNED_METHODS, lambdas):
+                    # the main bundle's validation episodes are the g-only method's: read, not rerun
+                    runs = {n: _validation_run(config, samplers[n], samplers[n].defaults.replace(dynamics_weight=lam),
+                                               env_id, eval_seed, tuned, cache_dir,
+                                               evaluation | {"model_file": model_file_digest(samplers[n].model_file),
+                                                             "backend": config.backend}, progress,
+                                               tag="" if n == config.train_steps else f"-steps{n}")
+                            for n in lengths}
+                    best, tried = choose_setting([{"train_steps": n, "return_target": g}
+                                                  for n in lengths for g in config.return_targets],
+                                                 lambda s: runs[s["train_steps"]](s["return_target"]))
+                    validation_rows += [{"task": label, "seed": seed, "method": method} | r
+                                        | {"start_seed": eval_seed + VALIDATION_OFFSET} for r in tried]
+                    log(f"    {method}: {best['train_steps']} steps, g = {best['return_target']:g} (validation "
+                        "returns " + ", ".join(f"{r['train_steps']}/{r['return_target']:g}: {r['return_mean']:.0f}"
+                                               for r in tried) + ")")
+                    chosen = samplers[best["train_steps"]]
+                    policies[method] = (
+                        {"model_file": model_file_digest(chosen.model_file), "backend": config.backend} | best,
+                        lambda s=chosen, o=chosen.defaults.replace(dynamics_weight=lam,
+                                                                   return_target=best["return_target"]):
+                        MPCPolicy(s, o))
             if config.baseline_seeds is None or seed in config.baseline_seeds:
                 for name in config.baselines:
                     policies[BASELINE_METHODS[name]] = ({"baseline_steps": config.baseline_steps, "seed": seed},
@@ -270,14 +311,13 @@ def _sweeps(config: LocomotionConfig, sampler, env_id: str, label: str, eval_see
     return rows
 
 
-def _validate_return_target(config: LocomotionConfig, sampler, options, env_id: str, eval_seed: int, method: str,
-                            cache_dir: Path, key: dict, progress: bool) -> tuple[float, list[dict]]:
-    """The return target of `config.return_targets` whose validation episodes (start seeds
-    eval_seed + VALIDATION_OFFSET + i, never a test start) reach the highest mean return with
-    `options` (control.tune); each target's episodes are cached like a method's."""
+def _validation_run(config: LocomotionConfig, sampler, options, env_id: str, eval_seed: int, method: str,
+                    cache_dir: Path, key: dict, progress: bool, tag: str = ""):
+    """run(g) for control.tune's choice: `config.validation_episodes` episodes of `sampler` with
+    `options` and return target g from start seeds eval_seed + VALIDATION_OFFSET + i (never a
+    test start), as EpisodeResults; cached like a method's episodes (`tag` names the bundle)."""
     from mpdiffuser.control.evaluate import EpisodeResult, evaluate
     from mpdiffuser.control.mpc import MPCPolicy
-    from mpdiffuser.control.tune import choose_return_target
 
     start = eval_seed + VALIDATION_OFFSET
 
@@ -285,16 +325,39 @@ def _validate_return_target(config: LocomotionConfig, sampler, options, env_id: 
         def episodes():
             summary = evaluate(MPCPolicy(sampler, options.replace(return_target=g)), env_id,
                                config.validation_episodes, start, config.max_steps, progress=progress,
-                               desc=f"validation {method} g={g:g}")
+                               desc=f"validation {method}{tag} g={g:g}")
             return episode_rows(summary, method=method, return_target=g)
 
-        done = cached_rows(cache_dir / f"validation-{slug(method)}-g{g:g}.json",
+        done = cached_rows(cache_dir / f"validation-{slug(method)}{tag}-g{g:g}.json",
                            key | {"start_seed": start, "episodes": config.validation_episodes, "method": method,
                                   "return_target": g}, episodes)
         return [EpisodeResult(r["return"], r["score"], 0.0, r["length"]) for r in done]
 
-    best, tried = choose_return_target(config.return_targets, run)
-    return best, [r | {"start_seed": start} for r in tried]
+    return run
+
+
+def _train_lengths(config: LocomotionConfig, bundle_dir: Path, task, random, seed: int, log: Log,
+                   progress: bool) -> dict[int, Path]:
+    """The model file of each of config.train_lengths: planner and dynamics trained that many steps
+    (ranker as always), in `<bundle_dir>-steps<n>` (the main bundle for n = train_steps). Each
+    length continues a copy of the next shorter one's checkpoints, which equals training it from
+    scratch (training.loop), so the lengths cost the longest one's steps, not their sum."""
+    dirs = {config.train_steps: bundle_dir}
+    files = {}
+    for steps in sorted(config.train_lengths):
+        target = dirs.get(steps, bundle_dir.with_name(f"{bundle_dir.name}-steps{steps}"))
+        shorter = [n for n in dirs if n < steps]
+        if not (target / "bundle.json").exists() and shorter:
+            partial = target.with_name(target.name + ".copying")
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(dirs[max(shorter)], partial, ignore=shutil.ignore_patterns("model.safetensors"))
+            partial.rename(target)
+        dirs[steps] = target
+        log(f"    {steps} training steps -> {target}")
+        files[steps] = train_bundle(target, task, [random], steps, config.ranker_steps, seed, log, progress,
+                                    options=SamplerOptions(num_candidates=config.candidates), width=config.width,
+                                    action_weight=config.action_weight, device=config.device)
+    return files
 
 
 def _print_table(summary: list[dict], methods: tuple[str, ...], log: Log) -> None:

@@ -115,3 +115,52 @@ def test_locomotion_picks_the_return_target_by_validation_on_unseen_starts(tmp_p
         dataclasses.replace(config, return_targets=(float("nan"),))
     with pytest.raises(ValueError, match="validation_episodes >= 1"):
         dataclasses.replace(config, validation_episodes=0)
+
+
+def test_locomotion_picks_the_training_length_and_g_together_from_snapshots_of_one_run(tmp_path):
+    """With train_lengths, each seed's planner and dynamics are trained to each length, every
+    length continuing the next shorter one's checkpoint (the main bundle's for longer lengths);
+    the two methods pick (length, g) by the highest validation return, reuse the g-only methods'
+    validation episodes for the main bundle, and test exactly that sampler and g."""
+    import torch
+
+    from mpdiffuser.control.evaluate import evaluate
+    from mpdiffuser.control.mpc import MPCPolicy
+    from mpdiffuser.experiments.locomotion import LENGTH_METHODS, TUNED_METHODS, LocomotionConfig, run_locomotion
+    from mpdiffuser.sampling.sampler import Sampler
+    from mpdiffuser.training.train import checkpoint_path
+
+    config = LocomotionConfig.quick(kinds=("medium",), out_dir=str(tmp_path / "out"),
+                                    policy_dir=str(tmp_path / "policies"), bc_steps=40, lambdas=(1.0,),
+                                    schedules=((1, 0),), return_targets=(0.2, 1.0), validation_episodes=2,
+                                    **TINY | {"train_steps": 60}, train_lengths=(90, 30, 60))
+    assert config.methods[3:7] == TUNED_METHODS + LENGTH_METHODS
+    report = run_locomotion(config, progress=False)
+    models = tmp_path / "out" / "models" / "hopper-medium"
+    history = lambda d, name: torch.load(checkpoint_path(d, name), weights_only=True)["history"].tolist()  # noqa: E731
+    for name in ("planner", "dynamics"):
+        main, longer, shorter = history(models / "s0", name), history(models / "s0-steps90", name), \
+            history(models / "s0-steps30", name)
+        assert (len(shorter), len(main), len(longer)) == (30, 60, 90)
+        assert longer[:60] == main  # 90 continued the main bundle's 60 steps
+    assert history(models / "s0-steps90", "reward") == history(models / "s0", "reward")  # the ranker as always
+    for method, tuned, lam in zip(LENGTH_METHODS, TUNED_METHODS, (1.0, 0.0)):
+        tried = [r for r in report["validation"] if r["method"] == method]
+        assert [(r["train_steps"], r["return_target"]) for r in tried] == [(n, g) for n in (30, 60, 90)
+                                                                           for g in (0.2, 1.0)]
+        assert [r["return_mean"] for r in tried if r["train_steps"] == 60] == \
+            [r["return_mean"] for r in report["validation"] if r["method"] == tuned]
+        best = max(tried, key=lambda r: r["return_mean"])
+        path = models / ("s0" if best["train_steps"] == 60 else f"s0-steps{best['train_steps']}") / "model.safetensors"
+        sampler = Sampler(path, env_id="Hopper-v5")
+        plain = evaluate(MPCPolicy(sampler, sampler.defaults.replace(dynamics_weight=lam,
+                                                                     return_target=best["return_target"])),
+                         "Hopper-v5", config.episodes, 10_000, config.max_steps, progress=False)
+        assert [r["return"] for r in report["episodes"] if r["method"] == method] == \
+            [e.episode_return for e in plain.episodes]
+    with pytest.raises(ValueError, match="give return_targets too"):
+        dataclasses.replace(config, return_targets=())
+    with pytest.raises(ValueError, match="distinct step counts >= 1"):
+        dataclasses.replace(config, train_lengths=(30, 30))
+    with pytest.raises(ValueError, match="distinct step counts >= 1"):
+        dataclasses.replace(config, train_lengths=(0,))
