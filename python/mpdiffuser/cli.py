@@ -199,32 +199,39 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     episodes per --return-targets value from start states --seed, --seed + 1, ... (keep them apart
     from your test starts) and report the g of the highest mean return; --out writes a copy of the
     model file with that g as its default (--out equal to --model-file updates it in place).
+    Several --model-file (say exports of one training run at several lengths: `train --steps`
+    continues a checkpoint) pick the file and g together.
     """
-    from mpdiffuser.control.tune import tune_return_target
+    from mpdiffuser.control.tune import tune_models
     from mpdiffuser.export import with_defaults
     from mpdiffuser.sampling.sampler import Sampler
 
     if args.episodes < 1:
         raise SystemExit(f"error: --episodes must be >= 1, got {args.episodes}")
-    sampler = Sampler(args.model_file, args.backend, env_id=args.env)
-    env_id = args.env or sampler.spec.env_id
+    files = list(dict.fromkeys(args.model_file))
+    samplers = {f: Sampler(f, args.backend, env_id=args.env) for f in files}
+    robots = {s.spec.env_id for s in samplers.values()}
+    env_id = args.env or (robots.pop() if len(robots) == 1 else None)
     if env_id is None:
-        raise SystemExit("error: the model names no environment; pass --env")
-    options = _options_from_args(args, sampler.defaults)
-    print(f"{args.model_file} on {env_id}: {args.episodes} episode(s) per return target, starts {args.seed}-"
+        raise SystemExit("error: the model files name no environment, or different ones; pass --env"
+                         if len(files) > 1 else "error: the model names no environment; pass --env")
+    candidates = {f: (s, _options_from_args(args, s.defaults)) for f, s in samplers.items()}
+    print(f"{', '.join(files)} on {env_id}: {args.episodes} episode(s) per return target, starts {args.seed}-"
           f"{args.seed + args.episodes - 1}, backend {args.backend}")
-    best, tried = tune_return_target(sampler, options, env_id, args.return_targets, args.episodes, args.seed,
-                                     args.max_steps)
+    best, tried = tune_models(candidates, env_id, args.return_targets, args.episodes, args.seed, args.max_steps)
     for row in tried:
         score = "" if row["score_mean"] is None else f", score {row['score_mean']:.1f}"
-        mark = "  <- best" if row["return_target"] == best else ""
-        print(f"  g = {row['return_target']:<6g} return {row['return_mean']:9.1f} +- {row['return_stderr']:.1f}"
+        mark = "  <- best" if (row["model"], row["return_target"]) == (best["model"], best["return_target"]) else ""
+        name = f"{row['model']}  " if len(files) > 1 else ""
+        print(f"  {name}g = {row['return_target']:<6g} return {row['return_mean']:9.1f} +- {row['return_stderr']:.1f}"
               f"{score}{mark}")
+    g, chosen = best["return_target"], best["model"]
+    which = f"{chosen}, " if len(files) > 1 else ""
     if args.out:
-        path = with_defaults(args.model_file, args.out, options.replace(return_target=best))
-        print(f"wrote {path}: default return target {best:g}")
+        path = with_defaults(chosen, args.out, candidates[chosen][1].replace(return_target=g))
+        print(f"wrote {path}: {'copy of ' + chosen + ', ' if len(files) > 1 else ''}default return target {g:g}")
     else:
-        print(f"best return target {best:g}: pass --return-target {best:g} to eval, or rerun with --out to store it")
+        print(f"best: {which}return target {g:g}: pass --return-target {g:g} to eval, or rerun with --out to store it")
     return 0
 
 
@@ -558,9 +565,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", default=None, help="write the results as JSON here")
     ev.set_defaults(func=_cmd_eval)
 
-    tu = commands.add_parser("tune", help="pick the return target g by validation episodes",
+    tu = commands.add_parser("tune", help="pick the return target g (and model file) by validation episodes",
                              description=_cmd_tune.__doc__)
-    tu.add_argument("--model-file", required=True, help="exported .safetensors model file")
+    tu.add_argument("--model-file", required=True, action="extend", nargs="+",
+                    help="exported .safetensors model file(s); several: pick the file and g together")
     tu.add_argument("--return-targets", type=float, action="extend", nargs="+", required=True,
                     help="candidate return targets g, e.g. 0.4 0.6 0.8 1.1")
     tu.add_argument("--backend", default="cpu", choices=["torch", "cpu", "cuda"],

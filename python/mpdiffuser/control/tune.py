@@ -42,15 +42,31 @@ def choose_return_target(targets, run: Callable[[float], list]) -> tuple[float, 
     return best["return_target"], tried
 
 
-def tune_return_target(sampler, options, env_id, targets, episodes: int = 3, seed: int = VALIDATION_SEED,
-                       max_steps: int | None = None, progress: bool = True) -> tuple[float, list[dict]]:
-    """Run `episodes` MPC episodes per return target (starts seed, seed + 1, ...) with `options`
-    otherwise; returns the target of the highest mean return and the rows of choose_return_target."""
+def tune_models(candidates: dict, env_id: str, targets, episodes: int = 3, seed: int = VALIDATION_SEED,
+                max_steps: int | None = None, progress: bool = True) -> tuple[dict, list[dict]]:
+    """choose_setting over every model and return target: `candidates` maps a name (say a model
+    file's path) to (sampler, options); each pair of name and g runs `episodes` MPC episodes from
+    starts seed, seed + 1, ... with those options and that g. Returns the best
+    {"model": name, "return_target": g} and the rows of choose_setting."""
     from mpdiffuser.control.evaluate import evaluate
     from mpdiffuser.control.mpc import MPCPolicy
 
-    def run(g: float) -> list:
+    def run(setting: dict) -> list:
+        sampler, options = candidates[setting["model"]]
+        g = setting["return_target"]
+        desc = f"g = {g:g}" if len(candidates) == 1 else f"{setting['model']} g = {g:g}"
         return evaluate(MPCPolicy(sampler, options.replace(return_target=g)), env_id, episodes, seed, max_steps,
-                        progress=progress, desc=f"g = {g:g}").episodes
+                        progress=progress, desc=desc).episodes
 
-    return choose_return_target(targets, run)
+    return choose_setting([{"model": name, "return_target": float(g)} for name in candidates for g in targets], run)
+
+
+def tune_return_target(sampler, options, env_id, targets, episodes: int = 3, seed: int = VALIDATION_SEED,
+                       max_steps: int | None = None, progress: bool = True) -> tuple[float, list[dict]]:
+    """tune_models for one sampler: run `episodes` MPC episodes per return target (starts seed,
+    seed + 1, ...) with `options` otherwise; returns the target of the highest mean return and the
+    rows of choose_return_target."""
+    if not targets:
+        raise ValueError("choose_return_target needs at least one target")
+    best, tried = tune_models({"model": (sampler, options)}, env_id, targets, episodes, seed, max_steps, progress)
+    return best["return_target"], [{k: v for k, v in r.items() if k != "model"} for r in tried]

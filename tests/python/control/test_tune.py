@@ -57,3 +57,34 @@ def test_tune_command_reports_every_target_and_writes_only_the_new_default(tmp_p
     before, after = load_file(str(model_file)), load_file(str(out))
     assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
     assert cli.main(["tune", "--model-file", str(model_file), "--return-targets", "0.5", "--episodes", "0"]) == 2
+
+
+def test_tune_command_picks_the_model_file_and_g_together(tmp_path, capsys):
+    """Several --model-file: every (file, g) pair runs the same validation starts; the pair of the
+    highest mean return wins and --out copies that file with that g; files of different robots
+    need --env."""
+    from mpdiffuser import cli
+    from mpdiffuser.bench import synthetic_model_file
+    from mpdiffuser.control.tune import tune_models
+    from mpdiffuser.export import read_model_file
+    from mpdiffuser.sampling.sampler import Sampler
+
+    files = [synthetic_model_file(tmp_path / f"m{seed}.safetensors", model=TINY, seed=seed) for seed in (0, 1)]
+    out = tmp_path / "tuned.safetensors"
+    assert cli.main(["tune", "--model-file", *map(str, files), "--return-targets", "0.3", "0.9", "--episodes", "2",
+                     "--max-steps", "15", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("<- best") == 1 and all(printed.count(str(f)) >= 3 for f in files)
+    samplers = {str(f): Sampler(f, "cpu") for f in files}
+    best, tried = tune_models({f: (s, s.defaults) for f, s in samplers.items()}, "Hopper-v5", [0.3, 0.9], 2,
+                              max_steps=15, progress=False)
+    assert [(r["model"], r["return_target"]) for r in tried] == [(str(f), g) for f in files for g in (0.3, 0.9)]
+    top = max(tried, key=lambda r: r["return_mean"])  # the first of equal returns
+    assert best == {"model": top["model"], "return_target": top["return_target"]}
+    spec, _, tuned = read_model_file(out)
+    assert tuned == samplers[best["model"]].defaults.replace(return_target=best["return_target"])
+    assert f"wrote {out}: copy of {best['model']}" in printed
+    other = synthetic_model_file(tmp_path / "cheetah.safetensors", state_dim=17, action_dim=6, model=TINY,
+                                 env_id="HalfCheetah-v5")
+    assert cli.main(["tune", "--model-file", str(files[0]), str(other), "--return-targets", "0.5"]) == 2
+    assert "different ones; pass --env" in capsys.readouterr().err
