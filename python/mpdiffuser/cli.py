@@ -51,9 +51,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     if args.kind != "mixed" and (args.cost_penalty is not None or args.cautious_steps is not None):
         raise SystemExit("error: --cost-penalty and --cautious-steps apply to --kind mixed only")
-    mixed = {"cost_penalty": args.cost_penalty, "cautious_steps": args.cautious_steps}
+    if args.velocity_limit is not None and not (args.constrained or args.kind == "mixed"):
+        raise SystemExit("error: --velocity-limit applies to data with costs only (--constrained or --kind mixed)")
+    mixed = {"cost_penalty": args.cost_penalty, "cautious_steps": args.cautious_steps,
+             "velocity_limit": args.velocity_limit}
     config = GenerateConfig(args.env, args.kind, args.transitions, args.policy_steps, args.expert_steps,
-                            args.constrained, args.seed, **{k: v for k, v in mixed.items() if v is not None})
+                            args.constrained or args.kind == "mixed", args.seed,
+                            **{k: v for k, v in mixed.items() if v is not None})
     path = generate(config, args.out, policy_dir=args.policy_dir)
     data = load_dataset(path)
     if args.minari_id:
@@ -156,6 +160,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     if (args.bundle is None) == (args.model_file is None):
         raise SystemExit("error: give exactly one of --bundle and --model-file")
+    if args.velocity_limit is not None and args.budget is None:
+        raise SystemExit("error: --velocity-limit applies with --budget only (a constrained task)")
     if args.model_file is not None or args.backend != "torch":
         from mpdiffuser.export import export_model
         from mpdiffuser.sampling.sampler import Sampler
@@ -180,7 +186,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.json:  # before the evaluation, so its results cannot be lost to a missing directory
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     policy = MPCPolicy(sampler, options, episode_budget=args.budget)
-    summary = evaluate(policy, env_id, args.episodes, args.seed, args.max_steps, constrained=args.budget is not None)
+    summary = evaluate(policy, env_id, args.episodes, args.seed, args.max_steps, constrained=args.budget is not None,
+                       limit=args.velocity_limit)
     report = summary.to_dict() | {"backend": args.backend, "seed": args.seed, "options": dataclasses.asdict(options),
                                   "model_file": None if args.model_file is None else str(args.model_file),
                                   "bundle": args.bundle}
@@ -338,7 +345,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
             "finetune_steps": "dynamics", "shift_transitions": "dynamics", "baselines": "locomotion",
             "baseline_steps": "locomotion", "baseline_seeds": "locomotion", "return_targets": "locomotion",
             "validation_episodes": "locomotion", "train_lengths": "locomotion",
-            "cautious_steps": "constrained"}  # options of one experiment
+            "cautious_steps": "constrained", "velocity_limit": "constrained"}  # options of one experiment
     for flag, name in only.items():
         if getattr(args, flag) is not None and args.name != name:
             raise SystemExit(f"error: --{flag.replace('_', '-')} applies to the {name} experiment only")
@@ -377,7 +384,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
         changes = common | {"envs": tuple(args.env) if args.env else None,
                             "seeds": tuple(args.seeds) if args.seeds else None, "cost_penalty": args.cost_penalty,
-                            "cautious_steps": args.cautious_steps, "bc_steps": args.train_steps}
+                            "cautious_steps": args.cautious_steps, "bc_steps": args.train_steps,
+                            "velocity_limit": args.velocity_limit}
     else:
         from mpdiffuser.experiments.dynamics_shift import DynamicsShiftConfig as Config, run_dynamics_shift as run
 
@@ -468,11 +476,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--transitions", type=int, default=100_000, help="transitions to roll out")
     gen.add_argument("--policy-steps", type=int, default=30_000, help="SAC steps of the medium behaviour policy")
     gen.add_argument("--expert-steps", type=int, default=200_000, help="SAC steps of the expert policy")
-    gen.add_argument("--constrained", action="store_true", help="record velocity costs (DSRL-style)")
+    gen.add_argument("--constrained", action="store_true", help="record velocity costs (DSRL-style; --kind mixed always does)")
     gen.add_argument("--cost-penalty", type=float, default=None,
                      help="mixed: the cautious policy trains on reward - this x cost (default 1)")
     gen.add_argument("--cautious-steps", type=int, default=None,
                      help="mixed: SAC steps of the cautious policy (default: --policy-steps)")
+    gen.add_argument("--velocity-limit", type=float, default=None,
+                     help="data with costs: the speed limit in m/s (default: DSRL's for the robot)")
     gen.add_argument("--seed", type=int, default=0, help="seed of the policy training and the rollouts")
     gen.add_argument("--out", default="data", help="output directory (datasets and cached policies)")
     gen.add_argument("--policy-dir", default=None,
@@ -562,6 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-steps", type=int, default=None, help="steps per episode at most (default: the env's limit)")
     _add_sampler_args(ev)
     ev.add_argument("--budget", type=float, default=None, help="episode cost budget (constrained tasks)")
+    ev.add_argument("--velocity-limit", type=float, default=None,
+                    help="with --budget: the speed limit in m/s the models were trained with (default: DSRL's)")
     ev.add_argument("--json", default=None, help="write the results as JSON here")
     ev.set_defaults(func=_cmd_eval)
 
@@ -684,6 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--cost-penalty", type=float, default=None,
                             help="constrained: the cautious behaviour policy trains on reward - penalty * cost "
                                  "(default 1; larger: safer data)")
+    experiment.add_argument("--velocity-limit", type=float, default=None,
+                            help="constrained: the speed limit in m/s for data, cautious policy and evaluation "
+                                 "(default: DSRL's per robot; lower it for robots too slow to pay cost at DSRL's)")
     experiment.add_argument("--finetune-steps", type=int, default=None,
                             help="dynamics: fine-tuning steps of the dynamics model on each changed robot "
                                  "(default 2000)")

@@ -104,19 +104,32 @@ class PhysicsChange:
         return env
 
 
-def make_env(env_id: str, constrained: bool = False, physics: PhysicsChange | None = None, **kwargs) -> gym.Env:
+def velocity_limit(env_id: str, limit: float | None = None) -> float:
+    """The speed limit of a constrained robot: `limit` (m/s) when given, else DSRL's."""
+    if limit is None:
+        return VELOCITY_LIMITS[env_id]
+    if not (np.isfinite(limit) and limit > 0.0):
+        raise ValueError(f"the velocity limit must be a positive speed in m/s, got {limit}")
+    return float(limit)
+
+
+def make_env(env_id: str, constrained: bool = False, physics: PhysicsChange | None = None,
+             limit: float | None = None, **kwargs) -> gym.Env:
     """A v5 MuJoCo env; Ant without contact forces in its observation (27 dims); with
-    `constrained`, info['cost'] from the velocity limit; with `physics`, changed dynamics.
-    kwargs go to gymnasium.make."""
+    `constrained`, info['cost'] from the velocity limit (`limit` m/s, default DSRL's); with
+    `physics`, changed dynamics. kwargs go to gymnasium.make."""
     if env_id not in SUPPORTED:
         raise ValueError(f"unsupported environment '{env_id}', expected one of {', '.join(SUPPORTED)}")
+    if limit is not None and not constrained:
+        raise ValueError("a velocity limit applies to constrained environments only")
+    speed_limit = velocity_limit(env_id, limit) if constrained else None
     if env_id == "Ant-v5":
         kwargs.setdefault("include_cfrc_ext_in_observation", False)
     with _quiet_known_mujoco_warnings():
         env = gym.make(env_id, **kwargs)
     if physics is not None:
         physics.apply(env)
-    return VelocityCost(env, VELOCITY_LIMITS[env_id]) if constrained else env
+    return VelocityCost(env, speed_limit) if constrained else env
 
 
 # MuJoCo 4 warns about gymnasium's own robot files on every load: HalfCheetah's XML sets the

@@ -109,3 +109,15 @@ def test_generate_data_takes_the_mixed_kinds_options_for_mixed_only(monkeypatch,
               "--cost-penalty", "2.5", "--policy-dir", str(tmp_path)]) == 130
     config, policy_dir = seen[0]
     assert (config.cautious_policy_steps, config.cost_penalty, policy_dir) == (300, 2.5, str(tmp_path))
+    # mixed data always have costs; --velocity-limit reaches the config, and needs data with costs
+    assert cli.main(["generate-data", "--kind", "mixed", "--velocity-limit", "1.5", "--env", "Ant-v5"]) == 130
+    assert seen[1][0].constrained and seen[1][0].velocity_limit == 1.5 and seen[1][0].name == "ant-mixed-cost-v1.5-s0"
+    assert cli.main(["generate-data", "--kind", "medium", "--velocity-limit", "1.5"]) == 2
+    assert "--velocity-limit applies to data with costs only" in capsys.readouterr().err
+
+
+def test_the_velocity_limit_belongs_to_constrained_runs_only(capsys):
+    assert cli.main(["experiment", "locomotion", "--velocity-limit", "1"]) == 2
+    assert "--velocity-limit applies to the constrained experiment only" in capsys.readouterr().err
+    assert cli.main(["eval", "--model-file", "missing.safetensors", "--velocity-limit", "1"]) == 2
+    assert "--velocity-limit applies with --budget only" in capsys.readouterr().err

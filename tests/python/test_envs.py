@@ -80,3 +80,14 @@ def test_halfcheetah_builds_without_mujoco_printing_a_warning(capfd):
         handler("compiler attribute 'settotalmass' is deprecated and will be removed")  # dropped
         with pytest.warns(RuntimeWarning, match="MuJoCo: something else"):
             handler("something else")
+
+
+def test_a_constrained_env_takes_its_velocity_limit():
+    from mpdiffuser.envs import VELOCITY_LIMITS, make_env
+
+    assert make_env("Ant-v5", constrained=True).limit == VELOCITY_LIMITS["Ant-v5"]
+    assert make_env("Ant-v5", constrained=True, limit=1.0).limit == 1.0
+    with pytest.raises(ValueError, match="constrained environments only"):
+        make_env("Ant-v5", limit=1.0)
+    with pytest.raises(ValueError, match="positive speed"):
+        make_env("Ant-v5", constrained=True, limit=-1.0)

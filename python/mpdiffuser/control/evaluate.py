@@ -59,19 +59,19 @@ class EvalSummary:
                 "episodes": [e.__dict__ for e in self.episodes], "latency": self.latency_percentiles()}
 
 
-def resolve_env(env, constrained: bool = False, physics=None) -> tuple[gym.Env, str, bool]:
+def resolve_env(env, constrained: bool = False, physics=None, limit: float | None = None) -> tuple[gym.Env, str, bool]:
     """(environment, its id, whether evaluate made it and must close it) for an env id or a
-    gymnasium Env. The four built-in robots get this project's options (constrained, physics);
-    any other registered id or Env instance runs as it is."""
+    gymnasium Env. The four built-in robots get this project's options (constrained, physics,
+    velocity limit); any other registered id or Env instance runs as it is."""
     if isinstance(env, gym.Env):
-        if constrained or physics is not None:
+        if constrained or physics is not None or limit is not None:
             raise ValueError("constrained and physics apply to built-in environment ids only; wrap your Env yourself")
         return env, env.spec.id if env.spec is not None else type(env.unwrapped).__name__, False
     if not isinstance(env, str):
         raise TypeError(f"env must be an environment id or a gymnasium.Env, got {type(env).__name__}")
     if env in SUPPORTED:
-        return make_env(env, constrained=constrained, physics=physics), env, True
-    if constrained or physics is not None:
+        return make_env(env, constrained=constrained, physics=physics, limit=limit), env, True
+    if constrained or physics is not None or limit is not None:
         raise ValueError(f"constrained and physics apply to {', '.join(SUPPORTED)} only, not {env!r}")
     try:
         return gym.make(env), env, True
@@ -93,7 +93,7 @@ def check_spaces(policy, env: gym.Env, env_id: str) -> None:
 
 def evaluate(policy, env_id, episodes: int = 1, seed: int = 0, max_steps: int | None = None,
              constrained: bool = False, progress: bool = True, desc: str = "eval",
-             physics=None) -> EvalSummary:
+             physics=None, limit: float | None = None) -> EvalSummary:
     """Run `episodes` episodes of `policy` (an MPCPolicy or anything with reset/act) in `env_id`:
     an environment id (a built-in robot, or any registered gymnasium id) or a gymnasium.Env whose
     spaces match the model; an Env passed in is reset but not closed. D4RL scores exist for the
@@ -103,14 +103,15 @@ def evaluate(policy, env_id, episodes: int = 1, seed: int = 0, max_steps: int | 
     policy plans with seed + step, so without the stride consecutive episodes would reuse each
     other's noise shifted by one step and would not be independent samples. Costs come from info['cost']
     (constrained envs) and are fed back to the policy's budget when it has `observe_cost`.
-    `physics` (an envs.PhysicsChange) runs the episodes under changed dynamics.
+    `physics` (an envs.PhysicsChange) runs the episodes under changed dynamics; `limit` (m/s)
+    replaces a constrained robot's velocity limit (default DSRL's).
     """
     if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer))
                                   or max_steps < 1):
         raise ValueError(f"max_steps must be a positive integer or None (the environment's limit), got {max_steps!r}")
-    env, env_id, owned = resolve_env(env_id, constrained, physics)
+    env, env_id, owned = resolve_env(env_id, constrained, physics, limit)
     check_spaces(policy, env, env_id)
     limit = max_steps if max_steps is not None else (env.spec.max_episode_steps or 1000)
     reference = SCORE_REFERENCES.get(env_id)

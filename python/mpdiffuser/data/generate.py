@@ -11,6 +11,8 @@ Kinds, after D4RL:
 Behaviour policies are trained with stable-baselines3 SAC and cached next to the datasets (with
 their replay buffers, which medium-replay needs). `physics` rolls the policies out under changed
 dynamics (novel-dynamics experiments); the policies themselves are trained on the nominal robot.
+Costs are 1 per step over the robot's velocity limit: DSRL's, or `velocity_limit` m/s (a limit the
+data's policies actually reach, when they are too slow for DSRL's).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mpdiffuser.data.dataset import Episode, OfflineDataset
-from mpdiffuser.envs import CostPenalty, PhysicsChange, make_env
+from mpdiffuser.envs import VELOCITY_LIMITS, CostPenalty, PhysicsChange, make_env, velocity_limit
 
 KINDS = ("random", "medium", "medium-replay", "medium-expert", "mixed")
 
@@ -42,6 +44,7 @@ class GenerateConfig:
     cost_penalty: float = 1.0  # mixed: the cautious policy's reward is reward - cost_penalty * cost
     cautious_steps: int | None = None  # mixed: SAC steps of the cautious policy (None: policy_steps)
     physics: PhysicsChange | None = None  # roll out under changed dynamics
+    velocity_limit: float | None = None  # constrained: the speed limit in m/s (None: DSRL's, envs.VELOCITY_LIMITS)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -60,6 +63,11 @@ class GenerateConfig:
             object.__setattr__(self, "policy_seed", None)  # one recipe, one name
         if self.cautious_steps == self.policy_steps or self.kind != "mixed":
             object.__setattr__(self, "cautious_steps", None)
+        if self.velocity_limit is not None:
+            if not self.constrained:
+                raise ValueError("velocity_limit applies to constrained data only (constrained=True)")
+            limit = velocity_limit(self.env_id, self.velocity_limit)  # checks it
+            object.__setattr__(self, "velocity_limit", None if limit == VELOCITY_LIMITS.get(self.env_id) else limit)
 
     @property
     def cautious_policy_steps(self) -> int:
@@ -74,6 +82,8 @@ class GenerateConfig:
     @property
     def name(self) -> str:
         tag = "-cost" if self.constrained else ""
+        if self.velocity_limit is not None:
+            tag += f"-v{self.velocity_limit:g}"
         if self.physics is not None and not self.physics.is_nominal:
             tag += f"-{self.physics.tag}"
         policy = "" if self.policy_seed is None else f"-policy{self.policy_seed}"
@@ -87,24 +97,27 @@ class GenerateConfig:
                   "medium-replay": ("transitions", "expert_steps", "cost_penalty"),  # the whole replay buffer
                   "medium-expert": ("cost_penalty",), "mixed": ("expert_steps",)}[self.kind]
         recipe = {k: v for k, v in dataclasses.asdict(self).items() if k not in unused}
-        for optional in ("policy_seed", "cautious_steps"):
+        for optional in ("policy_seed", "cautious_steps", "velocity_limit"):
             if recipe.get(optional) is None:
                 recipe.pop(optional, None)  # as files made before the field existed record it
         return recipe
 
 
 def train_behaviour_policy(env_id: str, steps: int, seed: int, cache_dir: Path, progress: bool = True,
-                           cost_penalty: float = 0.0):
+                           cost_penalty: float = 0.0, limit: float | None = None):
     """A SAC policy trained for `steps` environment steps on the nominal robot, on reward minus
-    cost_penalty * velocity cost when cost_penalty > 0 (cached, with its replay buffer).
-    Returns (model, seconds)."""
+    cost_penalty * velocity cost when cost_penalty > 0 (cached, with its replay buffer); `limit`:
+    the velocity limit of that cost (None: DSRL's). Returns (model, seconds)."""
     from stable_baselines3 import SAC
     from stable_baselines3.common.callbacks import BaseCallback
 
-    tag = f"-pen{cost_penalty:g}" if cost_penalty > 0 else ""
+    penalized = cost_penalty > 0
+    tag = f"-pen{cost_penalty:g}" if penalized else ""
+    if penalized and limit is not None and velocity_limit(env_id, limit) != VELOCITY_LIMITS[env_id]:
+        tag += f"-v{limit:g}"
     path = cache_dir / f"sac-{env_id}-{steps}{tag}-s{seed}.zip"
     buffer_path = path.with_suffix(".replay.pkl")
-    env = make_env(env_id, constrained=cost_penalty > 0)
+    env = make_env(env_id, constrained=penalized, limit=limit if penalized else None)
     if cost_penalty > 0:
         env = CostPenalty(env, cost_penalty)
     if path.exists() and buffer_path.exists():
@@ -134,7 +147,8 @@ def train_behaviour_policy(env_id: str, steps: int, seed: int, cache_dir: Path, 
 
 
 def rollout(env_id: str, policy, transitions: int, seed: int, constrained: bool, desc: str,
-            progress: bool = True, physics: PhysicsChange | None = None) -> list[Episode]:
+            progress: bool = True, physics: PhysicsChange | None = None,
+            limit: float | None = None) -> list[Episode]:
     """Episodes of `policy(obs) -> action` (None: uniform random) until `transitions` steps.
 
     Reproducible from `seed` alone: a stochastic policy draws from torch's generator, which is
@@ -144,12 +158,12 @@ def rollout(env_id: str, policy, transitions: int, seed: int, constrained: bool,
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _rollout(env_id, policy, transitions, seed, constrained, desc, progress, physics)
+        return _rollout(env_id, policy, transitions, seed, constrained, desc, progress, physics, limit)
 
 
 def _rollout(env_id: str, policy, transitions: int, seed: int, constrained: bool, desc: str, progress: bool,
-             physics: PhysicsChange | None) -> list[Episode]:
-    env = make_env(env_id, constrained=constrained, physics=physics)
+             physics: PhysicsChange | None, limit: float | None) -> list[Episode]:
+    env = make_env(env_id, constrained=constrained, physics=physics, limit=limit)
     env.action_space.seed(seed)
     episodes, done_steps, episode_index = [], 0, 0
     bar = tqdm(total=transitions, desc=desc, disable=None if progress else True, dynamic_ncols=True, leave=False)
@@ -207,7 +221,7 @@ def generate(config: GenerateConfig, out_dir: str | Path, progress: bool = True,
     c = config
     stochastic = lambda m: (lambda o: m.predict(o, deterministic=False)[0])  # noqa: E731
     run = lambda policy, n, seed, desc: rollout(c.env_id, policy, n, seed, c.constrained, desc, progress,  # noqa: E731
-                                                 c.physics)
+                                                 c.physics, c.velocity_limit)
     if c.kind == "random":
         episodes = run(None, c.transitions, c.seed, "random")
     else:
@@ -221,7 +235,7 @@ def generate(config: GenerateConfig, out_dir: str | Path, progress: bool = True,
             episodes += run(stochastic(expert), c.transitions, c.seed + 10_000, "expert rollouts")
         if c.kind == "mixed":
             cautious, _ = train_behaviour_policy(c.env_id, c.cautious_policy_steps, c.trained_with, cache, progress,
-                                                 c.cost_penalty)
+                                                 c.cost_penalty, c.velocity_limit)
             episodes += run(stochastic(cautious), c.transitions, c.seed + 20_000, "cautious rollouts")
     policy = "uniform random" if c.kind == "random" else "stable-baselines3 SAC (MlpPolicy, stochastic actions)"
     metadata = {"env_id": c.env_id, "name": c.name, "recipe": c.recipe() | {"policy": policy},

@@ -7,6 +7,10 @@ it, design section 3.2), MPDiffuser without the budget, the planner-only sampler
 behaviour cloning on all the data and on the data's episodes within the budget (DSRL's BC-Safe).
 Every method's episodes are saved as they finish (<out>/episodes/): a rerun redoes only what is new.
 
+`velocity_limit` replaces DSRL's limit (m/s) for robots whose behaviour policies are too slow to
+pay cost at it (a 100k-step SAC Ant runs over DSRL's 2.62 m/s on 2% of its steps); data, cautious
+policy and evaluation all use it, and the reports say so.
+
 Normalized return is DSRL's: (R - R_min) / (R_max - R_min) with the dataset's lowest and highest
 episode returns. Normalized cost is the episode cost / budget; an episode is safe when it is <= 1.
 
@@ -44,6 +48,7 @@ class ConstrainedConfig:
     policy_steps: int = 30_000  # SAC steps of the unpenalized (and, by default, of the cautious) behaviour policy
     cautious_steps: int | None = None  # SAC steps of the cautious policy (None: policy_steps)
     cost_penalty: float = 1.0  # the cautious policy trains on reward - cost_penalty * cost
+    velocity_limit: float | None = None  # m/s for every robot of envs (None: DSRL's, envs.VELOCITY_LIMITS)
     task_transitions: int = 50_000  # rollouts of each of the two policies
     random_transitions: int = 20_000
     train_steps: int = 5000
@@ -76,11 +81,16 @@ class ConstrainedConfig:
             raise ValueError("ConstrainedConfig needs envs, budgets, seeds, episodes >= 1 and max_steps >= 1")
         if any(not b > 0 for b in self.budgets):
             raise ValueError(f"budgets must be positive, got {self.budgets}")
+        if self.velocity_limit is not None:
+            from mpdiffuser.envs import velocity_limit
+
+            velocity_limit(self.envs[0], self.velocity_limit)  # a bad limit fails here, not after SAC
 
 
 def run_constrained(config: ConstrainedConfig, progress: bool = True) -> dict:
     from mpdiffuser.data.dataset import load_dataset
     from mpdiffuser.data.generate import GenerateConfig, generate
+    from mpdiffuser.envs import velocity_limit
     from mpdiffuser.export import model_file_digest
     from mpdiffuser.models.bundle import BundleSpec
     from mpdiffuser.sampling.sampler import Sampler
@@ -92,18 +102,21 @@ def run_constrained(config: ConstrainedConfig, progress: bool = True) -> dict:
     for env_id in config.envs:
         mixed = GenerateConfig(env_id, "mixed", config.task_transitions, config.policy_steps, constrained=True,
                                seed=config.data_seed, cost_penalty=config.cost_penalty,
-                               cautious_steps=config.cautious_steps)
-        log(f"{env_id}: mixed-safety data ({mixed.name}: SAC {config.policy_steps} steps without and "
+                               cautious_steps=config.cautious_steps, velocity_limit=config.velocity_limit)
+        limit = velocity_limit(env_id, config.velocity_limit)
+        log(f"{env_id}: velocity limit {limit:g} m/s ({'DSRL' if mixed.velocity_limit is None else 'lowered'}), "
+            f"mixed-safety data ({mixed.name}: SAC {config.policy_steps} steps without and "
             f"{mixed.cautious_policy_steps} with a cost penalty of {config.cost_penalty:g}) + random, policies "
             f"cached in {config.policy_dir}")
         task = load_dataset(generate(mixed, config.data_dir, progress, config.policy_dir))
         random = load_dataset(generate(GenerateConfig(env_id, "random", config.random_transitions, constrained=True,
-                                                      seed=config.data_seed), config.data_dir, progress))
+                                                      seed=config.data_seed, velocity_limit=config.velocity_limit),
+                                       config.data_dir, progress))
         returns = task.returns()
         costs = np.array([e.costs.sum() for e in task.episodes])
         per_1000 = 1000.0 * costs / np.array([e.length for e in task.episodes])
         r_min, r_max = float(returns.min()), float(returns.max())
-        data_stats[env_id] = {"return_min": r_min, "return_max": r_max, "return_mean": float(returns.mean()),
+        data_stats[env_id] = {"velocity_limit": limit, "return_min": r_min, "return_max": r_max, "return_mean": float(returns.mean()),
                               "cost_mean": float(costs.mean()), "cost_max": float(costs.max()),
                               "cost_per_1000_mean": float(per_1000.mean()), "episodes": len(task.episodes),
                               "within_budget": {f"{b:g}": int((per_1000 <= b).sum()) for b in config.budgets}}
@@ -200,7 +213,7 @@ def _episodes(policy, env_id: str, eval_seed: int, method: str, budget, config: 
     from mpdiffuser.control.evaluate import evaluate
 
     summary = evaluate(policy, env_id, config.episodes, eval_seed, config.max_steps, constrained=True,
-                       progress=progress, desc=f"{env_id} {method} {budget}")
+                       progress=progress, desc=f"{env_id} {method} {budget}", limit=config.velocity_limit)
     return [{"episode": i, "return": e.episode_return, "cost": e.cost, "length": e.length}
             for i, e in enumerate(summary.episodes)]
 

@@ -61,3 +61,41 @@ def test_mixed_data_records_the_cautious_policys_steps_only_when_they_differ():
     assert GenerateConfig("Hopper-v5", "medium", 100, cautious_steps=200).cautious_steps is None  # not a mixed kind
     with pytest.raises(ValueError, match="cautious_steps must be positive"):
         GenerateConfig("Hopper-v5", "mixed", 100, constrained=True, cautious_steps=0)
+
+
+def test_a_lowered_velocity_limit_reaches_the_data_the_cautious_policy_and_the_evaluation(tmp_path):
+    """velocity_limit (for robots too slow for DSRL's limit): the mixed data, the cautious policy's
+    cache name and the random data carry it, the same motion pays more cost under it, and each
+    method's episode costs are those of an evaluation at that limit."""
+    from mpdiffuser.control.evaluate import evaluate
+    from mpdiffuser.control.mpc import MPCPolicy
+    from mpdiffuser.data.dataset import load_dataset
+    from mpdiffuser.data.generate import GenerateConfig, rollout
+    from mpdiffuser.experiments.constrained import NO_BUDGET, ConstrainedConfig, run_constrained
+    from mpdiffuser.sampling.sampler import Sampler
+
+    config = ConstrainedConfig.quick(out_dir=str(tmp_path / "out"), policy_dir=str(tmp_path / "policies"),
+                                     bc_steps=40, cautious_steps=300, budgets=(10.0,), velocity_limit=0.2, **TINY)
+    report = run_constrained(config, progress=False)
+    assert report["data"]["Hopper-v5"]["velocity_limit"] == 0.2 and report["config"]["velocity_limit"] == 0.2
+    assert (tmp_path / "policies" / "sac-Hopper-v5-300-pen1-v0.2-s0.zip").exists()
+    data = tmp_path / "out" / "data"
+    mixed = load_dataset(data / "hopper-mixed-cost-v0.2-s0.hdf5")
+    assert mixed.metadata["recipe"]["velocity_limit"] == 0.2
+    assert load_dataset(data / "hopper-random-cost-v0.2-s0.hdf5").metadata["recipe"]["velocity_limit"] == 0.2
+    at_dsrl = rollout("Hopper-v5", None, 300, 0, True, "random", progress=False)
+    at_low = rollout("Hopper-v5", None, 300, 0, True, "random", progress=False, limit=0.2)
+    assert [e.rewards.tolist() for e in at_dsrl] == [e.rewards.tolist() for e in at_low]  # the same motion
+    assert all((low.costs >= dsrl.costs).all() for low, dsrl in zip(at_low, at_dsrl))
+    assert sum(e.costs.sum() for e in at_low) > sum(e.costs.sum() for e in at_dsrl)
+    sampler = Sampler(tmp_path / "out" / "models" / "hopper" / "s0" / "model.safetensors", env_id="Hopper-v5")
+    largest = float(max(e.costs.sum() for e in mixed.episodes))  # the experiment's cost condition without a budget
+    plain = evaluate(MPCPolicy(sampler, sampler.defaults.replace(cost_limit=largest, cost_budget=None)), "Hopper-v5",
+                     config.episodes, 10_000, config.max_steps, constrained=True, progress=False, limit=0.2)
+    assert [r["cost"] for r in report["episodes"] if r["method"] == NO_BUDGET] == [e.cost for e in plain.episodes]
+    with pytest.raises(ValueError, match="positive speed"):
+        dataclasses.replace(config, velocity_limit=0.0)
+    with pytest.raises(ValueError, match="constrained data only"):
+        GenerateConfig("Hopper-v5", "medium", 100, velocity_limit=1.0)
+    same = GenerateConfig("Hopper-v5", "random", 100, constrained=True, velocity_limit=0.7402)
+    assert same.velocity_limit is None and same.name == "hopper-random-cost-s0"  # DSRL's limit: the old name
