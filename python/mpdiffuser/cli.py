@@ -75,7 +75,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     An interrupted run resumes from its checkpoints; a larger --steps continues a finished one;
     --force starts over. Loss logs: BUNDLE/logs/<model>.csv (and TensorBoard when installed).
     Several GPUs or processes: torchrun --nproc_per_node N -m mpdiffuser train ... (the global
-    --batch-size is split over the N processes).
+    --batch-size is split over the N processes). --export-at 2000 5000 also writes
+    BUNDLE/model-<n>.safetensors with planner and dynamics at n steps (the ranker fully trained),
+    for `tune` to pick the training length from.
     """
     from mpdiffuser.config import ModelConfig
     from mpdiffuser.data.dataset import load_dataset, merge_datasets
@@ -90,6 +92,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ("checkpoint_every", "checkpoint_every"), ("action_weight", "action_weight"), ("ema_every", "ema_every"),
         ("validate_every", "validate_every")) if getattr(args, flag) is not None}
     config = dataclasses.replace(chosen.train, **given)  # bad values fail here, before any file is written
+    snapshots = sorted(set(args.export_at or ()))
+    if snapshots and (args.model != "all" or args.fine_tune):
+        raise SystemExit("error: --export-at exports whole bundles: it needs --model all and no --fine-tune")
+    if snapshots and not 1 <= snapshots[0] <= snapshots[-1] <= config.steps:
+        raise SystemExit(f"error: --export-at steps must lie within 1..{config.steps} (--steps), got {snapshots}")
     runtime = from_environment(args.device, precision=args.precision, compile=args.compile,
                                log_every=args.log_every, tensorboard=not args.no_tensorboard)
     runtime.local_batch(config.batch_size)  # a world size that does not divide the batch fails here
@@ -124,12 +131,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if runtime.distributed or runtime.device != "cpu" or runtime.precision != "fp32":
         say(f"training on {runtime.device} x {runtime.world_size} process(es), {runtime.precision}"
             + (", compiled" if runtime.compile else ""))
-    for name in names:
+    plan = [(name, config) for name in names]  # (model, its config) in order; None: export a snapshot
+    if snapshots:  # the ranker first, then planner and dynamics continued from length to length
+        plan = [(n, config) for n in names if n not in ("planner", "dynamics")]
+        for steps in snapshots:
+            plan += [(n, dataclasses.replace(config, steps=steps)) for n in ("planner", "dynamics")] + [(None, steps)]
+        if snapshots[-1] < config.steps:
+            plan += [(n, config) for n in ("planner", "dynamics")]
+    started = set()
+    for name, step_config in plan:
+        if name is None:
+            if runtime.is_main:
+                from mpdiffuser.export import export_model
+
+                say(f"wrote {export_model(bundle, bundle / f'model-{step_config}.safetensors')}: planner and dynamics "
+                    f"at {step_config} steps")
+            barrier(runtime)
+            continue
         data = task if name == "planner" else task + extra
-        info = train_model(bundle, name, data, config, fine_tune=args.fine_tune, runtime=runtime,
-                           force=args.force or fresh)
+        info = train_model(bundle, name, data, step_config, fine_tune=args.fine_tune, runtime=runtime,
+                           force=(args.force or fresh) and name not in started)  # later lengths continue
+        started.add(name)
         if info["nothing_to_do"]:
-            say(f"{name}: already trained for {config.steps} steps ({info['checkpoint']}); nothing to do "
+            say(f"{name}: already trained for {step_config.steps} steps ({info['checkpoint']}); nothing to do "
                 "(a larger --steps continues it, --force starts over)")
         else:
             say(f"{name}: {info['steps']} steps, final loss {info['final_loss']:.4f}, {info['seconds']:.0f}s; "
@@ -522,6 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--validate-every", type=int, default=None,
                        help="planner and dynamics: validate on held-out episodes (5%%) every this many steps, "
                             "written to the loss log (default 0: no validation, no held-out data)")
+    train.add_argument("--export-at", type=int, action="extend", nargs="+", default=None,
+                       help="also export BUNDLE/model-<n>.safetensors with planner and dynamics at each of these "
+                            "steps (<= --steps), for tune --model-file to pick the training length")
     train.add_argument("--force", action="store_true",
                        help="start over: delete the models' checkpoints (with --model all, the bundle's settings too)")
     train.add_argument("--device", default="auto", help="auto (a GPU when torch sees one), cpu, cuda or cuda:<i>")

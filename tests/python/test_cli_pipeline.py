@@ -205,3 +205,31 @@ def test_train_continues_forces_and_checks_its_options(tmp_path, capsys):
         assert "mpdiffuser train: error: --device cuda: torch" in err and "sees no CUDA device" in err
     assert cli.main(["train", "--bundle", str(bundle), "--data", str(data), "--log-every", "0"]) == 2
     assert "log_every must be >= 1" in capsys.readouterr().err
+
+
+def test_train_exports_snapshots_that_equal_shorter_runs(tmp_path, capsys):
+    """--export-at writes one model file per length, with planner and dynamics at that many steps:
+    the same weights as a bundle trained to that length alone; the final models reach --steps."""
+    from safetensors.numpy import load_file
+
+    data_dir = tmp_path / "data"
+    assert cli.main(["generate-data", "--kind", "random", "--transitions", "600", "--out", str(data_dir)]) == 0
+    path = str(data_dir / "hopper-random-s0.hdf5")
+    tiny = ["--data", path, "--batch-size", "16", "--horizon", "4", "--diffusion-steps", "3", "--width", "16",
+            "--layers", "1", "--no-tensorboard"]
+    assert cli.main(["train", "--bundle", str(tmp_path / "b"), "--steps", "30", "--export-at", "20", "10", *tiny]) == 0
+    printed = capsys.readouterr().out
+    assert "planner and dynamics at 10 steps" in printed and "planner and dynamics at 20 steps" in printed
+    assert cli.main(["train", "--bundle", str(tmp_path / "b20"), "--steps", "20", *tiny]) == 0
+    assert cli.main(["export", "--bundle", str(tmp_path / "b20"), "--out", str(tmp_path / "b20.safetensors")]) == 0
+    snapshot, alone = load_file(str(tmp_path / "b" / "model-20.safetensors")), load_file(str(tmp_path / "b20.safetensors"))
+    diffusion = [k for k in alone if k.startswith(("planner", "dynamics"))]
+    assert diffusion and all((snapshot[k] == alone[k]).all() for k in diffusion)
+    ranker = [k for k in alone if k.startswith("reward")]  # trained the full 30 steps in the snapshot
+    assert ranker and not all((snapshot[k] == alone[k]).all() for k in ranker)
+    final = torch.load(tmp_path / "b" / "checkpoints" / "planner.train.ckpt", weights_only=True)
+    assert final["step"] == 30
+    assert cli.main(["train", "--bundle", str(tmp_path / "c"), "--steps", "30", "--export-at", "40", *tiny]) == 2
+    assert "within 1..30" in capsys.readouterr().err
+    assert cli.main(["train", "--bundle", str(tmp_path / "b"), "--model", "planner", "--export-at", "10", *tiny]) == 2
+    assert "needs --model all" in capsys.readouterr().err
