@@ -239,6 +239,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise SystemExit(f"error: --episodes must be >= 1, got {args.episodes}")
+    if args.velocity_limit is not None and args.budget is None:
+        raise SystemExit("error: --velocity-limit applies with --budget only (a constrained task)")
     files = list(dict.fromkeys(args.model_file))
     samplers = {f: Sampler(f, args.backend, env_id=args.env) for f in files}
     robots = {s.spec.env_id for s in samplers.values()}
@@ -249,9 +251,12 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     candidates = {f: (s, _options_from_args(args, s.defaults)) for f, s in samplers.items()}
     print(f"{', '.join(files)} on {env_id}: {args.episodes} episode(s) per return target, starts {args.seed}-"
           f"{args.seed + args.episodes - 1}, backend {args.backend}")
-    best, tried = tune_models(candidates, env_id, args.return_targets, args.episodes, args.seed, args.max_steps)
+    best, tried = tune_models(candidates, env_id, args.return_targets, args.episodes, args.seed, args.max_steps,
+                              budget=args.budget, limit=args.velocity_limit)
     for row in tried:
         score = "" if row["score_mean"] is None else f", score {row['score_mean']:.1f}"
+        if args.budget is not None:
+            score += f", cost {row['cost_mean']:.1f} (budget {args.budget:g})"
         mark = "  <- best" if (row["model"], row["return_target"]) == (best["model"], best["return_target"]) else ""
         name = f"{row['model']}  " if len(files) > 1 else ""
         print(f"  {name}g = {row['return_target']:<6g} return {row['return_mean']:9.1f} +- {row['return_stderr']:.1f}"
@@ -367,12 +372,14 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     only = {"hz": "quadruped", "model_file": "quadruped", "dataset": "locomotion", "physics": "dynamics",
             "cost_penalty": "constrained", "kind": "locomotion", "expert_steps": "locomotion",
             "finetune_steps": "dynamics", "shift_transitions": "dynamics", "baselines": "locomotion",
-            "baseline_steps": "locomotion", "baseline_seeds": "locomotion", "return_targets": "locomotion",
-            "validation_episodes": "locomotion", "train_lengths": "locomotion",
-            "cautious_steps": "constrained", "velocity_limit": "constrained"}  # options of one experiment
-    for flag, name in only.items():
-        if getattr(args, flag) is not None and args.name != name:
-            raise SystemExit(f"error: --{flag.replace('_', '-')} applies to the {name} experiment only")
+            "baseline_steps": "locomotion", "baseline_seeds": "locomotion",
+            "return_targets": "locomotion constrained", "validation_episodes": "locomotion constrained",
+            "train_lengths": "locomotion", "cautious_steps": "constrained",
+            "velocity_limit": "constrained"}  # options of some experiments only
+    for flag, names in only.items():
+        if getattr(args, flag) is not None and args.name not in names.split():
+            raise SystemExit(f"error: --{flag.replace('_', '-')} applies to the {' and '.join(names.split())} "
+                             f"experiment{'s' if ' ' in names else ''} only")
     for flag in ("cost_penalty", "action_weight"):
         if getattr(args, flag) is not None and not getattr(args, flag) > 0:
             raise SystemExit(f"error: --{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}")
@@ -409,7 +416,9 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         changes = common | {"envs": tuple(args.env) if args.env else None,
                             "seeds": tuple(args.seeds) if args.seeds else None, "cost_penalty": args.cost_penalty,
                             "cautious_steps": args.cautious_steps, "bc_steps": args.train_steps,
-                            "velocity_limit": args.velocity_limit}
+                            "velocity_limit": args.velocity_limit,
+                            "return_targets": tuple(args.return_targets) if args.return_targets else None,
+                            "validation_episodes": args.validation_episodes}
     else:
         from mpdiffuser.experiments.dynamics_shift import DynamicsShiftConfig as Config, run_dynamics_shift as run
 
@@ -617,6 +626,11 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--seed", type=int, default=VALIDATION_SEED,
                     help="first validation start (episode i starts from seed + i)")
     tu.add_argument("--max-steps", type=int, default=None, help="steps per episode at most (default: the env's limit)")
+    tu.add_argument("--budget", type=float, default=None,
+                    help="episode cost budget (cost-conditioned models): the highest return within it wins, or, "
+                         "when no setting keeps it, the lowest cost")
+    tu.add_argument("--velocity-limit", type=float, default=None,
+                    help="with --budget: the speed limit in m/s the models were trained with (default: DSRL's)")
     _add_sampler_args(tu, exclude=("return_target",))  # tune chooses it
     tu.add_argument("--out", default=None, help="write the model file with the chosen g as its default here")
     tu.set_defaults(func=_cmd_tune)
@@ -703,9 +717,11 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--return-targets", type=float, action="extend", nargs="+", default=None,
                             help="locomotion: also run MPDiffuser and planner-only with the return target g "
                                  "of these that scores best in validation episodes (start states the test "
-                                 "never uses), chosen per seed, e.g. 0.4 0.6 0.8 1")
+                                 "never uses), chosen per seed, e.g. 0.4 0.6 0.8 1; constrained: the same per "
+                                 "budget, the best return within the budget")
     experiment.add_argument("--validation-episodes", type=int, default=None,
-                            help="locomotion: validation episodes per --return-targets value (default 3)")
+                            help="locomotion, constrained: validation episodes per --return-targets value "
+                                 "(default 3)")
     experiment.add_argument("--train-lengths", type=int, action="extend", nargs="+", default=None,
                             help="locomotion: with --return-targets, also run MPDiffuser and planner-only with the "
                                  "training steps of planner and dynamics (from these, snapshots of one run) and g "

@@ -87,7 +87,7 @@ def test_experiment_passes_the_return_targets_to_locomotion_only(monkeypatch, ca
     assert seen[0].return_targets == (0.4, 1.0) and seen[0].validation_episodes == 2
     capsys.readouterr()
     assert cli.main(["experiment", "dynamics", "--return-targets", "0.4"]) == 2
-    assert "--return-targets applies to the locomotion experiment only" in capsys.readouterr().err
+    assert "--return-targets applies to the locomotion and constrained experiments only" in capsys.readouterr().err
     assert cli.main(["experiment", "locomotion", "--validation-episodes", "0"]) == 2
     assert "--validation-episodes must be >= 1" in capsys.readouterr().err
     assert len(seen) == 1

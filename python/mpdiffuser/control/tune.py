@@ -12,12 +12,15 @@ import numpy as np
 VALIDATION_SEED = 5000  # validation starts of `mpdiffuser tune`: the evaluations' own starts are 0-4999
 
 
-def choose_setting(settings: list[dict], run: Callable[[dict], list]) -> tuple[dict, list[dict]]:
+def choose_setting(settings: list[dict], run: Callable[[dict], list],
+                   budget: float | None = None) -> tuple[dict, list[dict]]:
     """The setting of `settings` (dicts, say {"return_target": g} or {"train_steps": T,
     "return_target": g}) whose validation episodes, `run(setting)` (EpisodeResults), reach the
-    highest mean return; equal returns go to the first listed. Returns it and one row per setting:
-    the setting's entries plus episodes, return_mean, return_stderr and score_mean (None without
-    D4RL scores)."""
+    highest mean return; equal returns go to the first listed. With an episode cost `budget`
+    (constrained tasks): the highest return among the settings whose mean episode cost is within
+    it, or, when none is, the lowest mean cost. Returns it and one row per setting: the setting's
+    entries plus episodes, return_mean, return_stderr, cost_mean and score_mean (None without D4RL
+    scores)."""
     if not settings:
         raise ValueError("choosing by validation needs at least one setting")
     tried = []
@@ -28,8 +31,15 @@ def choose_setting(settings: list[dict], run: Callable[[dict], list]) -> tuple[d
         tried.append(dict(setting) | {
             "episodes": len(episodes), "return_mean": float(returns.mean()),
             "return_stderr": float(returns.std(ddof=1) / np.sqrt(returns.size)) if returns.size > 1 else 0.0,
+            "cost_mean": float(np.mean([e.cost for e in episodes])),
             "score_mean": None if None in scores else float(np.mean(scores))})
-    best = max(range(len(tried)), key=lambda i: tried[i]["return_mean"])  # max keeps the first of equal returns
+    order = range(len(tried))
+    if budget is not None:
+        within = [i for i in order if tried[i]["cost_mean"] <= budget]
+        if not within:  # min keeps the first of equal costs
+            return settings[min(order, key=lambda i: tried[i]["cost_mean"])], tried
+        order = within
+    best = max(order, key=lambda i: tried[i]["return_mean"])  # max keeps the first of equal returns
     return settings[best], tried
 
 
@@ -43,11 +53,13 @@ def choose_return_target(targets, run: Callable[[float], list]) -> tuple[float, 
 
 
 def tune_models(candidates: dict, env_id: str, targets, episodes: int = 3, seed: int = VALIDATION_SEED,
-                max_steps: int | None = None, progress: bool = True) -> tuple[dict, list[dict]]:
+                max_steps: int | None = None, progress: bool = True, budget: float | None = None,
+                limit: float | None = None) -> tuple[dict, list[dict]]:
     """choose_setting over every model and return target: `candidates` maps a name (say a model
     file's path) to (sampler, options); each pair of name and g runs `episodes` MPC episodes from
-    starts seed, seed + 1, ... with those options and that g. Returns the best
-    {"model": name, "return_target": g} and the rows of choose_setting."""
+    starts seed, seed + 1, ... with those options and that g. `budget`: an episode cost budget
+    (the constrained robot, velocity limit `limit` m/s or DSRL's), given to the policy and to the
+    choice. Returns the best {"model": name, "return_target": g} and the rows of choose_setting."""
     from mpdiffuser.control.evaluate import evaluate
     from mpdiffuser.control.mpc import MPCPolicy
 
@@ -55,10 +67,12 @@ def tune_models(candidates: dict, env_id: str, targets, episodes: int = 3, seed:
         sampler, options = candidates[setting["model"]]
         g = setting["return_target"]
         desc = f"g = {g:g}" if len(candidates) == 1 else f"{setting['model']} g = {g:g}"
-        return evaluate(MPCPolicy(sampler, options.replace(return_target=g)), env_id, episodes, seed, max_steps,
-                        progress=progress, desc=desc).episodes
+        policy = MPCPolicy(sampler, options.replace(return_target=g), episode_budget=budget)
+        return evaluate(policy, env_id, episodes, seed, max_steps, constrained=budget is not None, progress=progress,
+                        desc=desc, limit=limit).episodes
 
-    return choose_setting([{"model": name, "return_target": float(g)} for name in candidates for g in targets], run)
+    return choose_setting([{"model": name, "return_target": float(g)} for name in candidates for g in targets], run,
+                          budget)
 
 
 def tune_return_target(sampler, options, env_id, targets, episodes: int = 3, seed: int = VALIDATION_SEED,

@@ -16,6 +16,9 @@ from mpdiffuser.config import ModelConfig, SamplerOptions, TrainConfig
 from mpdiffuser.data.dataset import OfflineDataset
 
 
+VALIDATION_OFFSET = 5000  # validation starts of the experiments: test starts + this (a test never has this many)
+
+
 class Log:
     """Prints `[elapsed] message` lines; `elapsed` is the seconds since the experiment began."""
 

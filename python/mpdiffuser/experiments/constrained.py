@@ -5,6 +5,9 @@ conditioning. For each episode cost budget (10, 20, 40 per 1000 steps): MPDiffus
 budget (the models are conditioned on the remaining budget and selection rejects candidates over
 it, design section 3.2), MPDiffuser without the budget, the planner-only sampler given the budget,
 behaviour cloning on all the data and on the data's episodes within the budget (DSRL's BC-Safe).
+With `return_targets`, MPDiffuser and planner-only with each budget also pick their return target
+g by validation episodes (start states the test never uses): the highest return within the budget,
+or the lowest cost when no g keeps it (control.tune.choose_setting).
 Every method's episodes are saved as they finish (<out>/episodes/): a rerun redoes only what is new.
 
 `velocity_limit` replaces DSRL's limit (m/s) for robots whose behaviour policies are too slow to
@@ -27,13 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from mpdiffuser.config import SamplerOptions, TrainConfig
-from mpdiffuser.experiments.common import (Log, cached_rows, check_model_options, grouped_bars, machine, pyplot,
-                                           score_error, slug, summarize, train_bundle, write_csv,
+from mpdiffuser.experiments.common import (VALIDATION_OFFSET, Log, cached_rows, check_model_options, grouped_bars,
+                                           machine, pyplot, score_error, slug, summarize, train_bundle, write_csv,
                                            write_json)
 
 WITH_BUDGET, NO_BUDGET, PLANNER_ONLY = "MPDiffuser", "MPDiffuser, no budget", "planner only (lambda=0)"
 BC_ALL, BC_SAFE = "behaviour cloning", "BC, episodes within budget"
+TUNED_WITH_BUDGET, TUNED_PLANNER_ONLY = "MPDiffuser, g by validation", "planner only, g by validation"
 METHODS = (WITH_BUDGET, NO_BUDGET, PLANNER_ONLY, BC_ALL, BC_SAFE)
+TUNED_METHODS = (TUNED_WITH_BUDGET, TUNED_PLANNER_ONLY)  # with return_targets
 UNBUDGETED = (NO_BUDGET, BC_ALL)  # one set of episodes, scored against every budget
 
 
@@ -49,6 +54,8 @@ class ConstrainedConfig:
     cautious_steps: int | None = None  # SAC steps of the cautious policy (None: policy_steps)
     cost_penalty: float = 1.0  # the cautious policy trains on reward - cost_penalty * cost
     velocity_limit: float | None = None  # m/s for every robot of envs (None: DSRL's, envs.VELOCITY_LIMITS)
+    return_targets: tuple[float, ...] = ()  # candidate g: the tuned methods pick one per seed and budget
+    validation_episodes: int = 3  # per candidate g, from start states the test never uses
     task_transitions: int = 50_000  # rollouts of each of the two policies
     random_transitions: int = 20_000
     train_steps: int = 5000
@@ -79,6 +86,8 @@ class ConstrainedConfig:
         check_model_options(self.width, self.action_weight)
         if not self.envs or not self.budgets or not self.seeds or self.episodes < 1 or self.max_steps < 1:
             raise ValueError("ConstrainedConfig needs envs, budgets, seeds, episodes >= 1 and max_steps >= 1")
+        if not all(np.isfinite(self.return_targets)) or self.validation_episodes < 1:
+            raise ValueError("ConstrainedConfig needs finite return_targets and validation_episodes >= 1")
         if any(not b > 0 for b in self.budgets):
             raise ValueError(f"budgets must be positive, got {self.budgets}")
         if self.velocity_limit is not None:
@@ -97,7 +106,7 @@ def run_constrained(config: ConstrainedConfig, progress: bool = True) -> dict:
 
     log = Log()
     out = Path(config.out_dir)
-    rows, data_stats = [], {}
+    rows, data_stats, validation_rows = [], {}, []
     scale = config.max_steps / 1000.0  # budgets are per 1000 steps; shorter episodes get a share
     for env_id in config.envs:
         mixed = GenerateConfig(env_id, "mixed", config.task_transitions, config.policy_steps, constrained=True,
@@ -137,10 +146,40 @@ def run_constrained(config: ConstrainedConfig, progress: bool = True) -> dict:
             evaluation = {"env": env_id, "data": mixed.recipe(), "episodes": config.episodes,
                           "max_steps": config.max_steps, "start_seed": eval_seed}
             model = {"model_file": model_file_digest(model_file), "backend": config.backend}
+            cache_dir = out / "episodes" / env_id.split("-")[0].lower() / f"s{seed}"
+
+            def choose_g(method, budget, options, b, key=evaluation | model, cache_dir=cache_dir, seed=seed,
+                         eval_seed=eval_seed, env_id=env_id):
+                """The return target of config.return_targets for `method` under episode budget b,
+                by validation episodes from start seeds eval_seed + VALIDATION_OFFSET on."""
+                from mpdiffuser.control.evaluate import EpisodeResult
+                from mpdiffuser.control.mpc import MPCPolicy
+                from mpdiffuser.control.tune import choose_setting
+
+                start = eval_seed + VALIDATION_OFFSET
+
+                def run(setting):
+                    g = setting["return_target"]
+                    done = cached_rows(cache_dir / f"validation-{slug(method)}-b{budget:g}-g{g:g}.json",
+                                       key | {"method": method, "budget": budget, "return_target": g,
+                                              "start_seed": start, "episodes": config.validation_episodes},
+                                       lambda: _episodes(MPCPolicy(sampler, options.replace(return_target=g),
+                                                                   episode_budget=b, episode_length=config.max_steps),
+                                                         env_id, start, f"validation {method} g={g:g}", budget, config,
+                                                         progress, config.validation_episodes))
+                    return [EpisodeResult(r["return"], None, r["cost"], r["length"]) for r in done]
+
+                best, tried = choose_setting([{"return_target": float(g)} for g in config.return_targets], run, b)
+                validation_rows.extend({"env": env_id, "seed": seed, "budget": budget, "method": method,
+                                        "start_seed": start} | r for r in tried)
+                log(f"    {method} budget {budget:g}: g = {best['return_target']:g} (validation return / cost "
+                    + ", ".join(f"g {r['return_target']:g}: {r['return_mean']:.0f} / {r['cost_mean']:.0f}"
+                                for r in tried) + ")")
+                return best["return_target"]
+
             for method, budget, depends, make in _runs(config, sampler, task, per_1000, spec, seed, scale,
-                                                       unconstrained_limit, log, progress):
-                done = cached_rows(out / "episodes" / env_id.split("-")[0].lower() / f"s{seed}" /
-                                   f"{slug(method)}-{'all' if budget is None else f'b{budget:g}'}.json",
+                                                       unconstrained_limit, log, progress, model, choose_g):
+                done = cached_rows(cache_dir / f"{slug(method)}-{'all' if budget is None else f'b{budget:g}'}.json",
                                    evaluation | (model if depends is None else depends) |
                                    {"method": method, "budget": budget},
                                    lambda make=make, method=method, budget=budget:
@@ -161,7 +200,8 @@ def run_constrained(config: ConstrainedConfig, progress: bool = True) -> dict:
                       "normalized cost = episode cost / budget, safe when <= 1; means over all evaluation "
                       "episodes of all training seeds; <field>_stderr over the episodes, <field>_stderr_seeds "
                       "over the seeds' means (the table's and plot's error when there are 2 or more seeds)",
-              "data": data_stats, "summary": summary, "episodes": rows, "seconds": round(log.seconds, 1)}
+              "data": data_stats, "summary": summary, "episodes": rows, "validation": validation_rows,
+              "seconds": round(log.seconds, 1)}
     write_outputs(report, out)
     log("normalized return / normalized cost (safe when <= 1) / fraction of safe episodes "
         "(errors over seeds when there are 2 or more)")
@@ -174,9 +214,10 @@ def run_constrained(config: ConstrainedConfig, progress: bool = True) -> dict:
 
 
 def _runs(config: ConstrainedConfig, sampler, task, per_1000: np.ndarray, spec, seed: int, scale: float,
-          unconstrained_limit: float, log: Log, progress: bool):
+          unconstrained_limit: float, log: Log, progress: bool, model: dict, choose_g):
     """(method, budget or None, what its episodes depend on (None: the model file), a function that
-    makes its policy) for every method and budget of one training seed."""
+    makes its policy) for every method and budget of one training seed; the tuned methods run
+    their validation (choose_g(method, budget, options, scaled budget) -> g) when reached."""
     from mpdiffuser.control.bc import BCPolicy
     from mpdiffuser.control.mpc import MPCPolicy
     from mpdiffuser.data.dataset import OfflineDataset
@@ -200,6 +241,12 @@ def _runs(config: ConstrainedConfig, sampler, task, per_1000: np.ndarray, spec, 
                                                                episode_length=config.max_steps)
         yield PLANNER_ONLY, budget, None, lambda b=b: MPCPolicy(sampler, d.replace(dynamics_weight=0.0),
                                                                 episode_budget=b, episode_length=config.max_steps)
+        if config.return_targets:
+            for method, options in ((TUNED_WITH_BUDGET, d), (TUNED_PLANNER_ONLY, d.replace(dynamics_weight=0.0))):
+                g = choose_g(method, budget, options, b)
+                yield method, budget, model | {"return_target": g}, (
+                    lambda b=b, o=options.replace(return_target=g): MPCPolicy(sampler, o, episode_budget=b,
+                                                                              episode_length=config.max_steps))
         safe = [e for e, c in zip(task.episodes, per_1000) if c <= budget]
         if safe:
             yield BC_SAFE, budget, {"bc_steps": config.bc_steps, "seed": seed}, bc(safe, f"{len(safe)} episodes "
@@ -209,10 +256,10 @@ def _runs(config: ConstrainedConfig, sampler, task, per_1000: np.ndarray, spec, 
 
 
 def _episodes(policy, env_id: str, eval_seed: int, method: str, budget, config: ConstrainedConfig,
-              progress: bool) -> list[dict]:
+              progress: bool, episodes: int | None = None) -> list[dict]:
     from mpdiffuser.control.evaluate import evaluate
 
-    summary = evaluate(policy, env_id, config.episodes, eval_seed, config.max_steps, constrained=True,
+    summary = evaluate(policy, env_id, episodes or config.episodes, eval_seed, config.max_steps, constrained=True,
                        progress=progress, desc=f"{env_id} {method} {budget}", limit=config.velocity_limit)
     return [{"episode": i, "return": e.episode_return, "cost": e.cost, "length": e.length}
             for i, e in enumerate(summary.episodes)]
@@ -221,6 +268,8 @@ def _episodes(policy, env_id: str, eval_seed: int, method: str, budget, config: 
 def write_outputs(report: dict, out: Path) -> None:
     write_json(out / "constrained.json", report)
     write_csv(out / "constrained.csv", report["episodes"])
+    if report["validation"]:
+        write_csv(out / "constrained_validation.csv", report["validation"])
     plt = pyplot()
     summary = report["summary"]
     groups = list(dict.fromkeys((e["env"], e["budget"]) for e in summary))
@@ -229,7 +278,7 @@ def write_outputs(report: dict, out: Path) -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6.0, 1.1 * len(groups) + 2), 6.5), sharex=True)
     for ax, field, ylabel in ((top, "normalized_return", "normalized return"),
                               (bottom, "normalized_cost", "normalized cost (cost / budget)")):
-        methods = [m for m in METHODS if any((*g, m) in cell for g in groups)]
+        methods = [m for m in METHODS + TUNED_METHODS if any((*g, m) in cell for g in groups)]
         nan = {f"{field}_mean": float("nan"), f"{field}_stderr": 0.0}
         grouped_bars(ax, labels, {m: ([cell.get((*g, m), nan)[f"{field}_mean"] for g in groups],
                                       [score_error(cell.get((*g, m), nan), field) for g in groups])

@@ -28,15 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from mpdiffuser.config import SamplerOptions, TrainConfig
-from mpdiffuser.experiments.common import (Log, cached_rows, check_model_options, episode_rows, grouped_bars,
-                                           machine, mean_stderr, pyplot, score_error, slug, summarize, train_bundle,
-                                           write_csv, write_json)
+from mpdiffuser.experiments.common import (VALIDATION_OFFSET, Log, cached_rows, check_model_options, episode_rows,
+                                           grouped_bars, machine, mean_stderr, pyplot, score_error, slug, summarize,
+                                           train_bundle, write_csv, write_json)
 
 METHODS = ("MPDiffuser", "planner only (lambda=0)", "behaviour cloning")
 BASELINE_METHODS = {"iql": "IQL (d3rlpy)", "td3+bc": "TD3+BC (d3rlpy)"}
 TUNED_METHODS = ("MPDiffuser, g by validation", "planner only, g by validation")
 LENGTH_METHODS = ("MPDiffuser, steps and g by validation", "planner only, steps and g by validation")
-VALIDATION_OFFSET = 5000  # validation starts: test starts + this (a test never has this many episodes)
 
 
 @dataclass(frozen=True)

@@ -88,3 +88,28 @@ def test_tune_command_picks_the_model_file_and_g_together(tmp_path, capsys):
                                  env_id="HalfCheetah-v5")
     assert cli.main(["tune", "--model-file", str(files[0]), str(other), "--return-targets", "0.5"]) == 2
     assert "different ones; pass --env" in capsys.readouterr().err
+
+
+def test_with_a_budget_the_best_return_within_it_wins_or_else_the_lowest_cost():
+    from mpdiffuser.control.tune import choose_setting
+
+    episodes = {0.4: [(10.0, 5.0)], 0.8: [(30.0, 50.0)], 1.1: [(20.0, 8.0)]}  # (return, cost)
+    run = lambda s: [EpisodeResult(r, None, c, 10) for r, c in episodes[s["return_target"]]]  # noqa: E731
+    settings = [{"return_target": g} for g in (0.4, 0.8, 1.1)]
+    assert choose_setting(settings, run)[0] == {"return_target": 0.8}  # no budget: the highest return
+    best, tried = choose_setting(settings, run, budget=10.0)
+    assert best == {"return_target": 1.1} and [r["cost_mean"] for r in tried] == [5.0, 50.0, 8.0]
+    assert choose_setting(settings, run, budget=1.0)[0] == {"return_target": 0.4}  # none within: the lowest cost
+
+
+def test_tune_command_tunes_a_cost_conditioned_model_under_its_budget(tmp_path, capsys):
+    from mpdiffuser import cli
+    from mpdiffuser.bench import synthetic_model_file
+
+    model_file = synthetic_model_file(tmp_path / "c.safetensors", model=TINY, with_cost=True)
+    assert cli.main(["tune", "--model-file", str(model_file), "--return-targets", "0.5", "1", "--episodes", "1",
+                     "--max-steps", "10", "--budget", "5", "--velocity-limit", "0.5"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("(budget 5)") == 2 and "<- best" in printed
+    assert cli.main(["tune", "--model-file", str(model_file), "--return-targets", "1", "--velocity-limit", "1"]) == 2
+    assert "--velocity-limit applies with --budget only" in capsys.readouterr().err

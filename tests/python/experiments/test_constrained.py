@@ -99,3 +99,37 @@ def test_a_lowered_velocity_limit_reaches_the_data_the_cautious_policy_and_the_e
         GenerateConfig("Hopper-v5", "medium", 100, velocity_limit=1.0)
     same = GenerateConfig("Hopper-v5", "random", 100, constrained=True, velocity_limit=0.7402)
     assert same.velocity_limit is None and same.name == "hopper-random-cost-s0"  # DSRL's limit: the old name
+
+
+def test_constrained_picks_g_per_budget_by_validation_within_the_budget(tmp_path):
+    """With return_targets the tuned methods run validation episodes per budget and g from start
+    states the test never uses, take the highest return within the budget (or the lowest cost),
+    and their test episodes are a plain run of that g under that budget."""
+    from mpdiffuser.control.evaluate import evaluate
+    from mpdiffuser.control.mpc import MPCPolicy
+    from mpdiffuser.experiments.constrained import TUNED_METHODS, ConstrainedConfig, run_constrained
+    from mpdiffuser.sampling.sampler import Sampler
+
+    config = ConstrainedConfig.quick(out_dir=str(tmp_path / "out"), policy_dir=str(tmp_path / "policies"),
+                                     bc_steps=40, cautious_steps=300, budgets=(10.0,), return_targets=(0.3, 1.0),
+                                     validation_episodes=2, **TINY)
+    report = run_constrained(config, progress=False)
+    sampler = Sampler(tmp_path / "out" / "models" / "hopper" / "s0" / "model.safetensors", env_id="Hopper-v5")
+    budget = 10.0 * config.max_steps / 1000
+    for method, lam in zip(TUNED_METHODS, (1.0, 0.0)):
+        tried = [r for r in report["validation"] if r["method"] == method]
+        assert [r["return_target"] for r in tried] == [0.3, 1.0]
+        assert all(r["start_seed"] == 15_000 and r["episodes"] == 2 for r in tried)
+        within = [r for r in tried if r["cost_mean"] <= budget]
+        best = (max(within, key=lambda r: r["return_mean"]) if within
+                else min(tried, key=lambda r: r["cost_mean"]))["return_target"]
+        policy = MPCPolicy(sampler, sampler.defaults.replace(dynamics_weight=lam, return_target=best),
+                           episode_budget=budget, episode_length=config.max_steps)
+        plain = evaluate(policy, "Hopper-v5", config.episodes, 10_000, config.max_steps, constrained=True,
+                         progress=False)
+        assert [r["cost"] for r in report["episodes"] if r["method"] == method] == [e.cost for e in plain.episodes]
+        assert [r["return"] for r in report["episodes"] if r["method"] == method] == \
+            [e.episode_return for e in plain.episodes]
+    assert len(list(csv.DictReader(open(tmp_path / "out" / "constrained_validation.csv")))) == 4
+    with pytest.raises(ValueError, match="validation_episodes >= 1"):
+        dataclasses.replace(config, validation_episodes=0)
