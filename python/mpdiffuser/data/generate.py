@@ -118,7 +118,7 @@ def train_behaviour_policy(env_id: str, steps: int, seed: int, cache_dir: Path, 
     path = cache_dir / f"sac-{env_id}-{steps}{tag}-s{seed}.zip"
     buffer_path = path.with_suffix(".replay.pkl")
     env = make_env(env_id, constrained=penalized, limit=limit if penalized else None)
-    if cost_penalty > 0:
+    if penalized:
         env = CostPenalty(env, cost_penalty)
     if path.exists() and buffer_path.exists():
         model = SAC.load(path, env=env, device="cpu")

@@ -125,7 +125,8 @@ def run_constrained(config: ConstrainedConfig, progress: bool = True) -> dict:
         costs = np.array([e.costs.sum() for e in task.episodes])
         per_1000 = 1000.0 * costs / np.array([e.length for e in task.episodes])
         r_min, r_max = float(returns.min()), float(returns.max())
-        data_stats[env_id] = {"velocity_limit": limit, "return_min": r_min, "return_max": r_max, "return_mean": float(returns.mean()),
+        data_stats[env_id] = {"velocity_limit": limit, "return_min": r_min, "return_max": r_max,
+                              "return_mean": float(returns.mean()),
                               "cost_mean": float(costs.mean()), "cost_max": float(costs.max()),
                               "cost_per_1000_mean": float(per_1000.mean()), "episodes": len(task.episodes),
                               "within_budget": {f"{b:g}": int((per_1000 <= b).sum()) for b in config.budgets}}

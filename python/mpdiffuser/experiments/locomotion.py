@@ -223,16 +223,18 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
                     policies[method] = (model | {"return_target": best},
                                         lambda s=sampler, o=options.replace(return_target=best): MPCPolicy(s, o))
             if config.train_lengths:
-                samplers = {steps: Sampler(path, config.backend, threads=config.threads, env_id=env_id)
-                            for steps, path in _train_lengths(config, bundle_dir, task, random, seed, log,
-                                                              progress).items()}
+                paths = _train_lengths(config, bundle_dir, model_file, task, random, seed, log, progress)
+                samplers = {n: sampler if n == config.train_steps else
+                            Sampler(path, config.backend, threads=config.threads, env_id=env_id)
+                            for n, path in paths.items()}
+                models = {n: model if n == config.train_steps else
+                          {"model_file": model_file_digest(path), "backend": config.backend}
+                          for n, path in paths.items()}
                 lengths = sorted(samplers)
                 for method, tuned, lam in zip(LENGTH_METHODS, TUNED_METHODS, lambdas):
                     # the main bundle's validation episodes are the g-only method's: read, not rerun
                     runs = {n: _validation_run(config, samplers[n], samplers[n].defaults.replace(dynamics_weight=lam),
-                                               env_id, eval_seed, tuned, cache_dir,
-                                               evaluation | {"model_file": model_file_digest(samplers[n].model_file),
-                                                             "backend": config.backend}, progress,
+                                               env_id, eval_seed, tuned, cache_dir, evaluation | models[n], progress,
                                                tag="" if n == config.train_steps else f"-steps{n}")
                             for n in lengths}
                     best, tried = choose_setting([{"train_steps": n, "return_target": g}
@@ -245,7 +247,7 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
                                                for r in tried) + ")")
                     chosen = samplers[best["train_steps"]]
                     policies[method] = (
-                        {"model_file": model_file_digest(chosen.model_file), "backend": config.backend} | best,
+                        models[best["train_steps"]] | best,
                         lambda s=chosen, o=chosen.defaults.replace(dynamics_weight=lam,
                                                                    return_target=best["return_target"]):
                         MPCPolicy(s, o))
@@ -335,16 +337,17 @@ def _validation_run(config: LocomotionConfig, sampler, options, env_id: str, eva
     return run
 
 
-def _train_lengths(config: LocomotionConfig, bundle_dir: Path, task, random, seed: int, log: Log,
+def _train_lengths(config: LocomotionConfig, bundle_dir: Path, model_file: Path, task, random, seed: int, log: Log,
                    progress: bool) -> dict[int, Path]:
     """The model file of each of config.train_lengths: planner and dynamics trained that many steps
-    (ranker as always), in `<bundle_dir>-steps<n>` (the main bundle for n = train_steps). Each
-    length continues a copy of the next shorter one's checkpoints, which equals training it from
-    scratch (training.loop), so the lengths cost the longest one's steps, not their sum."""
+    (ranker as always), in `<bundle_dir>-steps<n>`; for n = train_steps, the main bundle's
+    `model_file`, already trained. Each length continues a copy of the next shorter one's
+    checkpoints, which equals training it from scratch (training.loop), so the lengths cost the
+    longest one's steps, not their sum."""
     dirs = {config.train_steps: bundle_dir}
-    files = {}
-    for steps in sorted(config.train_lengths):
-        target = dirs.get(steps, bundle_dir.with_name(f"{bundle_dir.name}-steps{steps}"))
+    files = {config.train_steps: model_file} if config.train_steps in config.train_lengths else {}
+    for steps in sorted(set(config.train_lengths) - {config.train_steps}):
+        target = bundle_dir.with_name(f"{bundle_dir.name}-steps{steps}")
         shorter = [n for n in dirs if n < steps]
         if not (target / "bundle.json").exists() and shorter:
             partial = target.with_name(target.name + ".copying")
