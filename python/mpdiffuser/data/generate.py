@@ -110,6 +110,7 @@ def train_behaviour_policy(env_id: str, steps: int, seed: int, cache_dir: Path, 
     the velocity limit of that cost (None: DSRL's). Returns (model, seconds)."""
     from stable_baselines3 import SAC
     from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.logger import Logger
 
     penalized = cost_penalty > 0
     tag = f"-pen{cost_penalty:g}" if penalized else ""
@@ -139,6 +140,8 @@ def train_behaviour_policy(env_id: str, steps: int, seed: int, cache_dir: Path, 
     started = time.perf_counter()
     model = SAC("MlpPolicy", env, seed=seed, device="cpu", verbose=0, learning_starts=min(1000, steps // 2),
                 buffer_size=max(steps, 1000))
+    # SB3's default logger makes an empty /tmp/SB3-<date> folder per run, even at verbose=0.
+    model.set_logger(Logger(folder=None, output_formats=[]))
     model.learn(total_timesteps=steps, callback=Progress())
     cache_dir.mkdir(parents=True, exist_ok=True)
     model.save_replay_buffer(buffer_path)

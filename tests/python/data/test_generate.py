@@ -60,3 +60,19 @@ def test_new_rollouts_of_one_cached_policy_under_another_seed(tmp_path):
     same = GenerateConfig("Hopper-v5", "medium", 300, policy_steps=300, seed=0, policy_seed=0)
     assert same == GenerateConfig("Hopper-v5", "medium", 300, policy_steps=300) and same.name == "hopper-medium-s0"
     assert GenerateConfig("Hopper-v5", "random", 300, seed=2, policy_seed=0).name == "hopper-random-s2"
+
+
+def test_training_a_behaviour_policy_leaves_no_logger_folder(tmp_path, monkeypatch):
+    """SB3's default logger makes an empty tempdir/SB3-<date> folder per training run; one per
+    cached policy piled up hundreds in /tmp."""
+    import tempfile
+
+    from mpdiffuser.data.generate import train_behaviour_policy
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    model, seconds = train_behaviour_policy("Hopper-v5", 120, 0, tmp_path / "policies", progress=False)
+    assert seconds > 0 and model.num_timesteps == 120
+    assert list(scratch.glob("SB3-*")) == []
