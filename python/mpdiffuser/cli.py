@@ -391,7 +391,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     common = {"out_dir": args.out, "policy_dir": args.policy_dir, "backend": args.backend, "threads": args.threads,
               "policy_steps": args.policy_steps, "train_steps": args.train_steps, "episodes": args.episodes,
               "candidates": args.candidates, "width": args.width, "action_weight": args.action_weight,
-              "device": str(resolve_device(args.device))}
+              "return_target": args.return_target, "device": str(resolve_device(args.device))}
     if args.name == "quadruped":
         from mpdiffuser.experiments.quadruped import QuadrupedConfig as Config, run_quadruped as run
 
@@ -482,7 +482,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mpdiffuser.config import ARCHITECTURES, ModelConfig, TrainConfig
+    from mpdiffuser.config import ARCHITECTURES, ModelConfig, SamplerOptions, TrainConfig
     from mpdiffuser.control.tune import VALIDATION_SEED
     from mpdiffuser.data.generate import KINDS
     from mpdiffuser.demo import DemoConfig
@@ -719,6 +719,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  "of these that scores best in validation episodes (start states the test "
                                  "never uses), chosen per seed, e.g. 0.4 0.6 0.8 1; constrained: the same per "
                                  "budget, the best return within the budget")
+    experiment.add_argument("--return-target", type=float, default=None,
+                            help="g stored as the default of the experiment's model files, which the methods "
+                                 "without 'g by validation' plan with (default: the sampler's, "
+                                 f"{SamplerOptions.return_target:g})")
     experiment.add_argument("--validation-episodes", type=int, default=None,
                             help="locomotion, constrained: validation episodes per --return-targets value "
                                  "(default 3)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 PREDICTIONS = ("epsilon", "sample")  # what the diffusion networks output (design section 3)
@@ -132,6 +133,8 @@ class SamplerOptions:
             raise ValueError(f"num_candidates must be a positive integer, got {self.num_candidates!r}")
         if not self.guidance >= 0.0:
             raise ValueError(f"guidance must be >= 0, got {self.guidance}")
+        if not math.isfinite(self.return_target):
+            raise ValueError(f"return_target (g) must be a finite number, got {self.return_target}")
         if not self.dynamics_guidance >= 0.0:
             raise ValueError(f"dynamics_guidance must be >= 0, got {self.dynamics_guidance}")
         if not 0.0 <= self.dynamics_weight <= 1.0:

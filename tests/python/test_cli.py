@@ -93,6 +93,22 @@ def test_experiment_passes_the_return_targets_to_locomotion_only(monkeypatch, ca
     assert len(seen) == 1
 
 
+def test_experiment_return_target_reaches_every_experiment_and_a_bad_one_fails_before_work(monkeypatch, capsys):
+    """--return-target: the g stored in the experiment's model files, for all four experiments."""
+    from mpdiffuser.experiments import dynamics_shift, locomotion
+
+    seen = []
+    monkeypatch.setattr(locomotion, "run_locomotion", lambda config: seen.append(config))
+    monkeypatch.setattr(dynamics_shift, "run_dynamics_shift", lambda config: seen.append(config))
+    assert cli.main(["experiment", "locomotion", "--quick", "--backend", "cpu", "--return-target", "1.1"]) == 0
+    assert cli.main(["experiment", "dynamics", "--quick", "--backend", "cpu", "--return-target", "0.9"]) == 0
+    assert [c.sampler_options.return_target for c in seen] == [1.1, 0.9]
+    capsys.readouterr()
+    assert cli.main(["experiment", "locomotion", "--backend", "cpu", "--return-target", "nan"]) == 2
+    assert "return_target (g) must be a finite number" in capsys.readouterr().err
+    assert len(seen) == 2
+
+
 def test_generate_data_takes_the_mixed_kinds_options_for_mixed_only(monkeypatch, capsys, tmp_path):
     from mpdiffuser.data import generate as generate_module
 

@@ -66,6 +66,7 @@ class ConstrainedConfig:
     backend: str = "cpu"
     threads: int = 0
     candidates: int = 8  # N of the exported model file (every sampler of the experiment plans with it)
+    return_target: float = SamplerOptions.return_target  # g: the model files' default, for the untuned methods
     width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
     action_weight: float = TrainConfig.action_weight  # the planner's loss weight on u_0
     device: str = "cpu"  # where the models train: cpu, cuda, cuda:<i> (the CLI resolves auto)
@@ -81,8 +82,13 @@ class ConstrainedConfig:
                    ranker_steps=1000, bc_steps=2000, episodes=3)
         return dataclasses.replace(base, **changes)
 
+    @property
+    def sampler_options(self) -> SamplerOptions:
+        """The sampler defaults stored in the experiment's model files."""
+        return SamplerOptions(num_candidates=self.candidates, return_target=self.return_target)
+
     def __post_init__(self) -> None:
-        SamplerOptions(num_candidates=self.candidates)  # a bad N fails here, not after hours of training
+        self.sampler_options  # a bad N or g fails here, not after hours of training
         check_model_options(self.width, self.action_weight)
         if not self.envs or not self.budgets or not self.seeds or self.episodes < 1 or self.max_steps < 1:
             raise ValueError("ConstrainedConfig needs envs, budgets, seeds, episodes >= 1 and max_steps >= 1")
@@ -139,7 +145,7 @@ def run_constrained(config: ConstrainedConfig, progress: bool = True) -> dict:
             log(f"  seed {seed}: training planner, dynamics, reward and cost models -> {bundle_dir}")
             model_file = train_bundle(bundle_dir, task, [random], config.train_steps, config.ranker_steps, seed, log,
                                       progress,
-                                      options=SamplerOptions(num_candidates=config.candidates), width=config.width,
+                                      options=config.sampler_options, width=config.width,
                                       action_weight=config.action_weight, device=config.device)
             sampler = Sampler(model_file, config.backend, threads=config.threads, env_id=env_id)
             spec = BundleSpec.load(bundle_dir)

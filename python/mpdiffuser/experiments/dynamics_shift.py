@@ -55,6 +55,7 @@ class DynamicsShiftConfig:
     backend: str = "cpu"
     threads: int = 0
     candidates: int = SamplerOptions.num_candidates  # N of the exported model file (every sampler plans with it)
+    return_target: float = SamplerOptions.return_target  # g: the model files' default, for the untuned methods
     width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
     action_weight: float = TrainConfig.action_weight  # the planner's loss weight on u_0
     device: str = "cpu"  # where the models train: cpu, cuda, cuda:<i> (the CLI resolves auto)
@@ -70,8 +71,13 @@ class DynamicsShiftConfig:
                    shift_random_transitions=1500, train_steps=2000, ranker_steps=1000, finetune_steps=1000, episodes=5)
         return dataclasses.replace(base, **changes)
 
+    @property
+    def sampler_options(self) -> SamplerOptions:
+        """The sampler defaults stored in the experiment's model files."""
+        return SamplerOptions(num_candidates=self.candidates, return_target=self.return_target)
+
     def __post_init__(self) -> None:
-        SamplerOptions(num_candidates=self.candidates)  # a bad N fails here, not after hours of training
+        self.sampler_options  # a bad N or g fails here, not after hours of training
         check_model_options(self.width, self.action_weight)
         if not self.shifts or any(s.is_nominal for s in self.shifts):
             raise ValueError("DynamicsShiftConfig needs at least one non-nominal PhysicsChange")
@@ -167,7 +173,7 @@ def _run_seed(c: DynamicsShiftConfig, seed: int, models: Path, log: Log, progres
                                    c.data_dir, progress))
     base_dir = models / "nominal"
     log(f"2/4 training on the nominal robot -> {base_dir}")
-    options = SamplerOptions(num_candidates=c.candidates)
+    options = c.sampler_options
     base_file = train_bundle(base_dir, task, [random], c.train_steps, c.ranker_steps, seed, log, progress,
                              options=options, width=c.width, action_weight=c.action_weight, device=c.device)
     base = Sampler(base_file, c.backend, threads=c.threads, env_id=c.env_id)

@@ -67,6 +67,7 @@ class LocomotionConfig:
     backend: str = "cpu"
     threads: int = 0
     candidates: int = SamplerOptions.num_candidates  # N of the exported model file (every sampler plans with it)
+    return_target: float = SamplerOptions.return_target  # g: the model files' default, for the untuned methods
     width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
     action_weight: float = TrainConfig.action_weight  # the planner's loss weight on u_0
     device: str = "cpu"  # where the models train: cpu, cuda, cuda:<i> (the CLI resolves auto)
@@ -83,8 +84,13 @@ class LocomotionConfig:
                    lambdas=(0.0, 0.5, 1.0), schedules=((1, 0), (4, 0), (1, 5)))
         return dataclasses.replace(base, **changes)
 
+    @property
+    def sampler_options(self) -> SamplerOptions:
+        """The sampler defaults stored in the experiment's model files."""
+        return SamplerOptions(num_candidates=self.candidates, return_target=self.return_target)
+
     def __post_init__(self) -> None:
-        SamplerOptions(num_candidates=self.candidates)  # a bad N fails here, not after hours of training
+        self.sampler_options  # a bad N or g fails here, not after hours of training
         check_model_options(self.width, self.action_weight)
         if not self.seeds or self.episodes < 1 or self.max_steps < 1:
             raise ValueError("LocomotionConfig needs at least one seed, episodes >= 1 and max_steps >= 1")
@@ -179,7 +185,7 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
             log(f"  seed {seed}: training -> {bundle_dir}")
             model_file = train_bundle(bundle_dir, task, [random], config.train_steps, config.ranker_steps, seed, log,
                                       progress,
-                                      options=SamplerOptions(num_candidates=config.candidates), width=config.width,
+                                      options=config.sampler_options, width=config.width,
                                       action_weight=config.action_weight, device=config.device)
             sampler = Sampler(model_file, config.backend, threads=config.threads, env_id=env_id)
             spec = BundleSpec.load(bundle_dir)
@@ -357,7 +363,7 @@ def _train_lengths(config: LocomotionConfig, bundle_dir: Path, model_file: Path,
         dirs[steps] = target
         log(f"    {steps} training steps -> {target}")
         files[steps] = train_bundle(target, task, [random], steps, config.ranker_steps, seed, log, progress,
-                                    options=SamplerOptions(num_candidates=config.candidates), width=config.width,
+                                    options=config.sampler_options, width=config.width,
                                     action_weight=config.action_weight, device=config.device)
     return files
 

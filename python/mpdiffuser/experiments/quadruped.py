@@ -39,14 +39,20 @@ class QuadrupedConfig:
     backend: str = "auto"  # auto: cuda when a GPU is present, else cpu
     threads: int = 0
     candidates: int = 8  # N of the exported model file (every sampler of the experiment plans with it)
+    return_target: float = SamplerOptions.return_target  # g: the model files' default, for the untuned methods
     width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
     action_weight: float = TrainConfig.action_weight  # the planner's loss weight on u_0
     device: str = "cpu"  # where the models train: cpu, cuda, cuda:<i> (the CLI resolves auto)
     seed: int = 0
     model_file: str | None = None  # control this exported model file: no data, no training
 
+    @property
+    def sampler_options(self) -> SamplerOptions:
+        """The sampler defaults stored in the experiment's model files."""
+        return SamplerOptions(num_candidates=self.candidates, return_target=self.return_target)
+
     def __post_init__(self) -> None:
-        SamplerOptions(num_candidates=self.candidates)  # a bad N fails here, not after hours of training
+        self.sampler_options  # a bad N or g fails here, not after hours of training
         check_model_options(self.width, self.action_weight)
         if self.model_file is not None and not Path(self.model_file).is_file():
             raise FileNotFoundError(f"model file {self.model_file} does not exist")
@@ -174,7 +180,7 @@ def _data_and_models(config: QuadrupedConfig, out: Path, say: Log, progress: boo
     bundle_dir = out / "models"
     say(f"2/4 training -> {bundle_dir}")
     return train_bundle(bundle_dir, task, [random], config.train_steps, config.ranker_steps, config.seed, say,
-                        progress, options=SamplerOptions(num_candidates=config.candidates), width=config.width,
+                        progress, options=config.sampler_options, width=config.width,
                         action_weight=config.action_weight, device=config.device)
 
 

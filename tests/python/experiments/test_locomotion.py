@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from mpdiffuser.config import SamplerOptions
 from mpdiffuser.data.generate import GenerateConfig, generate
 from tests.python.experiments.tiny import TINY
 
@@ -25,14 +26,18 @@ def test_locomotion_tiny_end_to_end_with_a_user_dataset(tmp_path):
     assert [e["task"] for e in report["summary"]] == ["hopper-medium"] * 3
     user = run_locomotion(LocomotionConfig.quick(datasets=(str(user_file),), out_dir=str(tmp_path / "out2"),
                                                  policy_dir=str(tmp_path / "policies"), bc_steps=60, candidates=2,
-                                                 **TINY), progress=False)
+                                                 return_target=0.9, **TINY), progress=False)
     assert {e["task"] for e in user["summary"]} == {"hopper-medium-s0"}
     from mpdiffuser.sampling.sampler import Sampler  # the model files carry the experiment's N
 
-    assert Sampler(tmp_path / "out2" / "models" / "hopper-medium-s0" / "s0" / "model.safetensors").defaults.num_candidates == 2
-    assert Sampler(tmp_path / "out" / "models" / "hopper-medium" / "s0" / "model.safetensors").defaults.num_candidates == 1  # the default N
+    mine = Sampler(tmp_path / "out2" / "models" / "hopper-medium-s0" / "s0" / "model.safetensors").defaults
+    assert mine.num_candidates == 2 and mine.return_target == 0.9  # and the experiment's g
+    default = Sampler(tmp_path / "out" / "models" / "hopper-medium" / "s0" / "model.safetensors").defaults
+    assert default.num_candidates == 1 and default.return_target == SamplerOptions.return_target
     with pytest.raises(ValueError, match="num_candidates"):
         LocomotionConfig(candidates=0)
+    with pytest.raises(ValueError, match="return_target"):
+        LocomotionConfig(return_target=float("nan"))
     rows = report["episodes"]
     assert len(rows) == len(METHODS) * config.episodes
     by = lambda method: [r["return"] for r in rows if r["method"] == method]  # noqa: E731
