@@ -94,7 +94,7 @@ def test_experiment_passes_the_return_targets_to_locomotion_only(monkeypatch, ca
 
 
 def test_experiment_return_target_reaches_every_experiment_and_a_bad_one_fails_before_work(monkeypatch, capsys):
-    """--return-target: the g stored in the experiment's model files, for all four experiments."""
+    """--return-target: the g stored in the experiment's model files (locomotion and dynamics here)."""
     from mpdiffuser.experiments import dynamics_shift, locomotion
 
     seen = []

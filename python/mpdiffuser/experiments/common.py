@@ -42,6 +42,15 @@ def check_model_options(width: int | None, action_weight: float) -> None:
     TrainConfig(action_weight=action_weight)
 
 
+class ModelFileDefaults:
+    """For an experiment's config with `candidates` and `return_target` fields: the sampler defaults
+    stored in the experiment's model files."""
+
+    @property
+    def sampler_options(self) -> SamplerOptions:
+        return SamplerOptions(num_candidates=self.candidates, return_target=self.return_target)
+
+
 def train_bundle(bundle_dir: Path, task: OfflineDataset, extra: list[OfflineDataset], train_steps: int,
                  ranker_steps: int, seed: int, log: Log, progress: bool = True,
                  options: SamplerOptions | None = None, width: int | None = None,

@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from mpdiffuser.config import SamplerOptions, TrainConfig
-from mpdiffuser.experiments.common import (VALIDATION_OFFSET, Log, cached_rows, check_model_options, grouped_bars,
-                                           machine, pyplot, score_error, slug, summarize, train_bundle, write_csv,
-                                           write_json)
+from mpdiffuser.experiments.common import (VALIDATION_OFFSET, Log, ModelFileDefaults, cached_rows,
+                                           check_model_options, grouped_bars, machine, pyplot, score_error, slug,
+                                           summarize, train_bundle, write_csv, write_json)
 
 WITH_BUDGET, NO_BUDGET, PLANNER_ONLY = "MPDiffuser", "MPDiffuser, no budget", "planner only (lambda=0)"
 BC_ALL, BC_SAFE = "behaviour cloning", "BC, episodes within budget"
@@ -43,7 +43,7 @@ UNBUDGETED = (NO_BUDGET, BC_ALL)  # one set of episodes, scored against every bu
 
 
 @dataclass(frozen=True)
-class ConstrainedConfig:
+class ConstrainedConfig(ModelFileDefaults):
     envs: tuple[str, ...] = ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Ant-v5")
     budgets: tuple[float, ...] = (10.0, 20.0, 40.0)  # episode cost budgets per 1000 steps
     seeds: tuple[int, ...] = (0,)  # training seeds
@@ -81,11 +81,6 @@ class ConstrainedConfig:
                    policy_steps=5000, task_transitions=5000, random_transitions=5000, train_steps=2000,
                    ranker_steps=1000, bc_steps=2000, episodes=3)
         return dataclasses.replace(base, **changes)
-
-    @property
-    def sampler_options(self) -> SamplerOptions:
-        """The sampler defaults stored in the experiment's model files."""
-        return SamplerOptions(num_candidates=self.candidates, return_target=self.return_target)
 
     def __post_init__(self) -> None:
         self.sampler_options  # a bad N or g fails here, not after hours of training

@@ -21,7 +21,7 @@ import numpy as np
 
 from mpdiffuser.config import SamplerOptions, TrainConfig
 from mpdiffuser.envs import PhysicsChange
-from mpdiffuser.experiments.common import (Log, check_model_options, episode_rows, grouped_bars, machine,
+from mpdiffuser.experiments.common import (Log, ModelFileDefaults, check_model_options, episode_rows, grouped_bars, machine,
                                            mean_stderr, pyplot, score_error, sha256, summarize, train_bundle,
                                            write_csv, write_json)
 from mpdiffuser.models.bundle import BundleSpec
@@ -34,7 +34,7 @@ UNCHANGED_FILES = ("planner.pt", "reward.pt", "bundle.json")
 
 
 @dataclass(frozen=True)
-class DynamicsShiftConfig:
+class DynamicsShiftConfig(ModelFileDefaults):
     env_id: str = "Hopper-v5"
     shifts: tuple[PhysicsChange, ...] = (PhysicsChange(mass=1.5), PhysicsChange(friction=0.4),
                                          PhysicsChange(gear=0.6))
@@ -70,11 +70,6 @@ class DynamicsShiftConfig:
                    task_transitions=10_000, random_transitions=5000, shift_transitions=3000,
                    shift_random_transitions=1500, train_steps=2000, ranker_steps=1000, finetune_steps=1000, episodes=5)
         return dataclasses.replace(base, **changes)
-
-    @property
-    def sampler_options(self) -> SamplerOptions:
-        """The sampler defaults stored in the experiment's model files."""
-        return SamplerOptions(num_candidates=self.candidates, return_target=self.return_target)
 
     def __post_init__(self) -> None:
         self.sampler_options  # a bad N or g fails here, not after hours of training

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from mpdiffuser.config import SamplerOptions, TrainConfig
-from mpdiffuser.experiments.common import (VALIDATION_OFFSET, Log, cached_rows, check_model_options, episode_rows,
-                                           grouped_bars, machine, mean_stderr, pyplot, score_error, slug, summarize,
-                                           train_bundle, write_csv, write_json)
+from mpdiffuser.experiments.common import (VALIDATION_OFFSET, Log, ModelFileDefaults, cached_rows,
+                                           check_model_options, episode_rows, grouped_bars, machine, mean_stderr,
+                                           pyplot, score_error, slug, summarize, train_bundle, write_csv, write_json)
 
 METHODS = ("MPDiffuser", "planner only (lambda=0)", "behaviour cloning")
 BASELINE_METHODS = {"iql": "IQL (d3rlpy)", "td3+bc": "TD3+BC (d3rlpy)"}
@@ -39,7 +39,7 @@ LENGTH_METHODS = ("MPDiffuser, steps and g by validation", "planner only, steps 
 
 
 @dataclass(frozen=True)
-class LocomotionConfig:
+class LocomotionConfig(ModelFileDefaults):
     envs: tuple[str, ...] = ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5")
     kinds: tuple[str, ...] = ("medium", "medium-replay", "medium-expert")
     datasets: tuple[str, ...] = ()  # the user's files (.hdf5, .npz, minari:<id>) instead of generated data
@@ -83,11 +83,6 @@ class LocomotionConfig:
                    random_transitions=5000, train_steps=2000, ranker_steps=1000, bc_steps=2000, episodes=5,
                    lambdas=(0.0, 0.5, 1.0), schedules=((1, 0), (4, 0), (1, 5)))
         return dataclasses.replace(base, **changes)
-
-    @property
-    def sampler_options(self) -> SamplerOptions:
-        """The sampler defaults stored in the experiment's model files."""
-        return SamplerOptions(num_candidates=self.candidates, return_target=self.return_target)
 
     def __post_init__(self) -> None:
         self.sampler_options  # a bad N or g fails here, not after hours of training

@@ -20,11 +20,11 @@ import numpy as np
 
 from mpdiffuser.config import ModelConfig, SamplerOptions, TrainConfig
 from mpdiffuser.control.evaluate import PLAN_SEED_STRIDE
-from mpdiffuser.experiments.common import Log, check_model_options, pyplot, train_bundle, write_csv, write_json
+from mpdiffuser.experiments.common import Log, ModelFileDefaults, check_model_options, pyplot, train_bundle, write_csv, write_json
 
 
 @dataclass(frozen=True)
-class QuadrupedConfig:
+class QuadrupedConfig(ModelFileDefaults):
     env_id: str = "Ant-v5"
     out_dir: str = "runs/quadruped"
     policy_dir: str = "runs/policies"  # behaviour policies, shared by experiments; datasets go to <out_dir>/data
@@ -45,11 +45,6 @@ class QuadrupedConfig:
     device: str = "cpu"  # where the models train: cpu, cuda, cuda:<i> (the CLI resolves auto)
     seed: int = 0
     model_file: str | None = None  # control this exported model file: no data, no training
-
-    @property
-    def sampler_options(self) -> SamplerOptions:
-        """The sampler defaults stored in the experiment's model files."""
-        return SamplerOptions(num_candidates=self.candidates, return_target=self.return_target)
 
     def __post_init__(self) -> None:
         self.sampler_options  # a bad N or g fails here, not after hours of training
