@@ -391,7 +391,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     common = {"out_dir": args.out, "policy_dir": args.policy_dir, "backend": args.backend, "threads": args.threads,
               "policy_steps": args.policy_steps, "train_steps": args.train_steps, "episodes": args.episodes,
               "candidates": args.candidates, "width": args.width, "action_weight": args.action_weight,
-              "return_target": args.return_target, "device": str(resolve_device(args.device))}
+              "prediction": args.prediction, "return_target": args.return_target,
+              "device": str(resolve_device(args.device))}
     if args.name == "quadruped":
         from mpdiffuser.experiments.quadruped import QuadrupedConfig as Config, run_quadruped as run
 
@@ -738,6 +739,9 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--action-weight", type=float, default=None,
                             help="the planner's loss weight on the executed first action u_0 (default 10, as "
                                  "Diffuser)")
+    experiment.add_argument("--prediction", default=None, choices=["sample", "epsilon"],
+                            help="what planner and dynamics model predict: the clean window (default, sample) or "
+                                 "the noise (epsilon, the authors' target; the dynamics update matters more there)")
     experiment.add_argument("--cautious-steps", type=int, default=None,
                             help="constrained: SAC steps of the cautious behaviour policy (default: --policy-steps)")
     experiment.add_argument("--cost-penalty", type=float, default=None,

@@ -33,12 +33,11 @@ class Log:
         print(f"[{self.seconds:7.1f}s] {message}", flush=True)
 
 
-def check_model_options(width: int | None, action_weight: float) -> None:
+def check_model_options(width: int | None, action_weight: float, prediction: str = ModelConfig.prediction) -> None:
     """The experiments' model options, checked before any data or training: `width` of planner and
-    dynamics (None: ModelConfig.sized_for the robot), the planner's u_0 loss weight. The configs'
-    own checks decide."""
-    if width is not None:
-        ModelConfig(width=width)
+    dynamics (None: ModelConfig.sized_for the robot), the planner's u_0 loss weight, what the
+    diffusion networks predict. The configs' own checks decide."""
+    ModelConfig(prediction=prediction, **({} if width is None else {"width": width}))
     TrainConfig(action_weight=action_weight)
 
 
@@ -54,17 +53,20 @@ class ModelFileDefaults:
 def train_bundle(bundle_dir: Path, task: OfflineDataset, extra: list[OfflineDataset], train_steps: int,
                  ranker_steps: int, seed: int, log: Log, progress: bool = True,
                  options: SamplerOptions | None = None, width: int | None = None,
-                 action_weight: float = TrainConfig.action_weight, device: str = "cpu") -> Path:
+                 action_weight: float = TrainConfig.action_weight, device: str = "cpu",
+                 prediction: str = ModelConfig.prediction) -> Path:
     """Planner on `task`; dynamics, reward (and cost, for data with costs) on task + extra; then the
     model file. Training resumes from checkpoints, so a finished bundle is not trained twice.
     width: hidden width of planner and dynamics (None: sized for the robot); action_weight: the
-    planner's loss weight on u_0 (TrainConfig.action_weight); device: where the models train."""
+    planner's loss weight on u_0 (TrainConfig.action_weight); device: where the models train;
+    prediction: what planner and dynamics predict, "sample" or "epsilon" (ModelConfig.prediction)."""
     from mpdiffuser.export import export_model
     from mpdiffuser.models.bundle import BundleSpec
     from mpdiffuser.training.runtime import TrainRuntime
     from mpdiffuser.training.train import train_model
 
-    model = ModelConfig.sized_for(task.state_dim, task.action_dim, width=width) if width else None
+    model = ModelConfig.sized_for(task.state_dim, task.action_dim, prediction=prediction,
+                                  **({"width": width} if width else {}))
     spec = BundleSpec.fit(task, [task, *extra], model)
     if (bundle_dir / "bundle.json").exists() and BundleSpec.load(bundle_dir).to_dict() != spec.to_dict():
         raise ValueError(f"{bundle_dir} holds a bundle of other data or another architecture; delete it or "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpdiffuser.config import SamplerOptions, TrainConfig
+from mpdiffuser.config import ModelConfig, SamplerOptions, TrainConfig
 from mpdiffuser.envs import PhysicsChange
 from mpdiffuser.experiments.common import (Log, ModelFileDefaults, check_model_options, episode_rows, grouped_bars, machine,
                                            mean_stderr, pyplot, score_error, sha256, summarize, train_bundle,
@@ -58,6 +58,7 @@ class DynamicsShiftConfig(ModelFileDefaults):
     return_target: float = SamplerOptions.return_target  # g: the model files' default, for the untuned methods
     width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
     action_weight: float = TrainConfig.action_weight  # the planner's loss weight on u_0
+    prediction: str = ModelConfig.prediction  # what planner and dynamics predict: "sample" or "epsilon"
     device: str = "cpu"  # where the models train: cpu, cuda, cuda:<i> (the CLI resolves auto)
 
     @property
@@ -73,7 +74,7 @@ class DynamicsShiftConfig(ModelFileDefaults):
 
     def __post_init__(self) -> None:
         self.sampler_options  # a bad N or g fails here, not after hours of training
-        check_model_options(self.width, self.action_weight)
+        check_model_options(self.width, self.action_weight, self.prediction)
         if not self.shifts or any(s.is_nominal for s in self.shifts):
             raise ValueError("DynamicsShiftConfig needs at least one non-nominal PhysicsChange")
         if self.episodes < 1 or self.max_steps < 1 or self.finetune_steps < 1:
@@ -170,7 +171,8 @@ def _run_seed(c: DynamicsShiftConfig, seed: int, models: Path, log: Log, progres
     log(f"2/4 training on the nominal robot -> {base_dir}")
     options = c.sampler_options
     base_file = train_bundle(base_dir, task, [random], c.train_steps, c.ranker_steps, seed, log, progress,
-                             options=options, width=c.width, action_weight=c.action_weight, device=c.device)
+                             options=options, width=c.width, action_weight=c.action_weight, device=c.device,
+                             prediction=c.prediction)
     base = Sampler(base_file, c.backend, threads=c.threads, env_id=c.env_id)
     spec = BundleSpec.load(base_dir)
     eval_seed = 10_000 * (seed + 1)

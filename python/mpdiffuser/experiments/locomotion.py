@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpdiffuser.config import SamplerOptions, TrainConfig
+from mpdiffuser.config import ModelConfig, SamplerOptions, TrainConfig
 from mpdiffuser.experiments.common import (VALIDATION_OFFSET, Log, ModelFileDefaults, cached_rows,
                                            check_model_options, episode_rows, grouped_bars, machine, mean_stderr,
                                            pyplot, score_error, slug, summarize, train_bundle, write_csv, write_json)
@@ -70,6 +70,7 @@ class LocomotionConfig(ModelFileDefaults):
     return_target: float = SamplerOptions.return_target  # g: the model files' default, for the untuned methods
     width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
     action_weight: float = TrainConfig.action_weight  # the planner's loss weight on u_0
+    prediction: str = ModelConfig.prediction  # what planner and dynamics predict: "sample" or "epsilon"
     device: str = "cpu"  # where the models train: cpu, cuda, cuda:<i> (the CLI resolves auto)
 
     @property
@@ -86,7 +87,7 @@ class LocomotionConfig(ModelFileDefaults):
 
     def __post_init__(self) -> None:
         self.sampler_options  # a bad N or g fails here, not after hours of training
-        check_model_options(self.width, self.action_weight)
+        check_model_options(self.width, self.action_weight, self.prediction)
         if not self.seeds or self.episodes < 1 or self.max_steps < 1:
             raise ValueError("LocomotionConfig needs at least one seed, episodes >= 1 and max_steps >= 1")
         if self.episodes >= VALIDATION_OFFSET or self.validation_episodes < 1:
@@ -181,7 +182,8 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
             model_file = train_bundle(bundle_dir, task, [random], config.train_steps, config.ranker_steps, seed, log,
                                       progress,
                                       options=config.sampler_options, width=config.width,
-                                      action_weight=config.action_weight, device=config.device)
+                                      action_weight=config.action_weight, device=config.device,
+                                      prediction=config.prediction)
             sampler = Sampler(model_file, config.backend, threads=config.threads, env_id=env_id)
             spec = BundleSpec.load(bundle_dir)
             eval_seed = 10_000 * (seed + 1)  # the same start states for every method of this seed
@@ -359,7 +361,8 @@ def _train_lengths(config: LocomotionConfig, bundle_dir: Path, model_file: Path,
         log(f"    {steps} training steps -> {target}")
         files[steps] = train_bundle(target, task, [random], steps, config.ranker_steps, seed, log, progress,
                                     options=config.sampler_options, width=config.width,
-                                    action_weight=config.action_weight, device=config.device)
+                                    action_weight=config.action_weight, device=config.device,
+                                    prediction=config.prediction)
     return files
 
 

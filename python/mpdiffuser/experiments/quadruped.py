@@ -42,13 +42,14 @@ class QuadrupedConfig(ModelFileDefaults):
     return_target: float = SamplerOptions.return_target  # g: the model files' default, for the untuned methods
     width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
     action_weight: float = TrainConfig.action_weight  # the planner's loss weight on u_0
+    prediction: str = ModelConfig.prediction  # what planner and dynamics predict: "sample" or "epsilon"
     device: str = "cpu"  # where the models train: cpu, cuda, cuda:<i> (the CLI resolves auto)
     seed: int = 0
     model_file: str | None = None  # control this exported model file: no data, no training
 
     def __post_init__(self) -> None:
         self.sampler_options  # a bad N or g fails here, not after hours of training
-        check_model_options(self.width, self.action_weight)
+        check_model_options(self.width, self.action_weight, self.prediction)
         if self.model_file is not None and not Path(self.model_file).is_file():
             raise FileNotFoundError(f"model file {self.model_file} does not exist")
 
@@ -176,7 +177,8 @@ def _data_and_models(config: QuadrupedConfig, out: Path, say: Log, progress: boo
     say(f"2/4 training -> {bundle_dir}")
     return train_bundle(bundle_dir, task, [random], config.train_steps, config.ranker_steps, config.seed, say,
                         progress, options=config.sampler_options, width=config.width,
-                        action_weight=config.action_weight, device=config.device)
+                        action_weight=config.action_weight, device=config.device,
+                        prediction=config.prediction)
 
 
 def write_outputs(report: dict, latencies: np.ndarray, out: Path) -> None:

@@ -54,11 +54,12 @@ def test_experiment_cli_sizes_data_training_and_evaluation(monkeypatch, name, mo
     monkeypatch.setattr(importlib.import_module(f"mpdiffuser.experiments.{module}"), function, seen.append)
     extra = ["--expert-steps", "250000", "--kind", "medium", "--kind", "medium-replay"] if name == "locomotion" else []
     argv = ["experiment", name, "--policy-dir", "/tmp/p", "--policy-steps", "60000", "--train-steps", "7000",
-            "--episodes", "9", "--candidates", "1", "--width", "384", "--action-weight", "10", *extra]
+            "--episodes", "9", "--candidates", "1", "--width", "384", "--action-weight", "10",
+            "--prediction", "epsilon", *extra]
     assert cli.main(argv) == 0
     (config,) = seen
     assert (config.policy_steps, config.train_steps, config.episodes, config.candidates) == (60_000, 7000, 9, 1)
-    assert (config.width, config.action_weight) == (384, 10.0)
+    assert (config.width, config.action_weight, config.prediction) == (384, 10.0, "epsilon")
     assert config.policy_dir == "/tmp/p"
     if name == "locomotion":  # behaviour cloning trains as long as the diffusion models
         assert (config.expert_steps, config.bc_steps) == (250_000, 7000)
@@ -74,27 +75,34 @@ def test_experiment_cli_sizes_data_training_and_evaluation(monkeypatch, name, mo
     monkeypatch.setattr(importlib.import_module(f"mpdiffuser.experiments.{module}"), function, quick.append)
     assert cli.main(["experiment", name, "--quick", "--episodes", "2"]) == 0
     assert quick[0].episodes == 2 and quick[0].policy_steps < 30_000  # the rest stays quick
-    assert (quick[0].width, quick[0].action_weight) == (None, 10.0)  # sized for the robot, the default u_0 weight
+    # sized for the robot, the default u_0 weight and prediction target
+    assert (quick[0].width, quick[0].action_weight, quick[0].prediction) == (None, 10.0, "sample")
     config_class = type(quick[0])
     with pytest.raises(ValueError, match="width"):
         config_class.quick(width=0)
+    with pytest.raises(ValueError, match="prediction"):
+        config_class.quick(prediction="velocity")
     with pytest.raises(ValueError, match="action_weight"):
         config_class.quick(action_weight=-1.0)
 
 
-def test_train_bundle_takes_width_and_action_weight(tmp_path):
-    """The width reaches both diffusion models; the u_0 weight reaches the planner's training only."""
+def test_train_bundle_takes_width_action_weight_and_prediction(tmp_path):
+    """The width and the prediction target reach both diffusion models and the model file; the u_0
+    weight reaches the planner's training only."""
     import torch
 
     from mpdiffuser.experiments.common import Log, train_bundle
+    from mpdiffuser.export import read_model_file
     from mpdiffuser.models.bundle import BundleSpec
     from tests.python.conftest import make_toy_dataset
 
     data = make_toy_dataset()
-    path = train_bundle(tmp_path / "b", data, [], 2, 1, 0, Log(), progress=False, width=48, action_weight=5.0)
+    path = train_bundle(tmp_path / "b", data, [], 2, 1, 0, Log(), progress=False, width=48, action_weight=5.0,
+                        prediction="epsilon")
     assert path.exists()
     spec = BundleSpec.load(tmp_path / "b")
-    assert spec.model.width == 48
+    assert (spec.model.width, spec.model.prediction) == (48, "epsilon")
+    assert read_model_file(path)[0].model.prediction == "epsilon"  # the model file plans as it was trained
     assert torch.load(tmp_path / "b" / "planner.pt", weights_only=False)["state_dict"]["mlp.net.0.weight"].shape[0] == 48
     weights = {name: torch.load(tmp_path / "b" / f"{name}.pt", weights_only=False)["info"]["train_config"]["action_weight"]
                for name in ("planner", "dynamics", "reward")}
