@@ -371,7 +371,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
     only = {"hz": "quadruped", "model_file": "quadruped", "dataset": "locomotion", "physics": "dynamics",
             "cost_penalty": "constrained", "kind": "locomotion", "expert_steps": "locomotion",
-            "finetune_steps": "dynamics", "shift_transitions": "dynamics", "baselines": "locomotion",
+            "finetune_steps": "dynamics", "finetune_replay": "dynamics", "shift_transitions": "dynamics",
+            "baselines": "locomotion",
             "baseline_steps": "locomotion", "baseline_seeds": "locomotion",
             "return_targets": "locomotion constrained", "validation_episodes": "locomotion constrained",
             "train_lengths": "locomotion", "cautious_steps": "constrained",
@@ -433,7 +434,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
             raise SystemExit("error: give the dynamics experiment --seeds or --seed, not both")
         seeds = tuple(args.seeds) if args.seeds else (args.seed,) if args.seed is not None else None
         changes = common | {"env_id": args.env[0] if args.env else None, "seeds": seeds, "shifts": shifts,
-                            "finetune_steps": args.finetune_steps, "shift_transitions": args.shift_transitions}
+                            "finetune_steps": args.finetune_steps, "finetune_replay": args.finetune_replay,
+                            "shift_transitions": args.shift_transitions}
     changes = {k: v for k, v in changes.items() if v is not None}
     if args.backend == "auto" and args.name != "quadruped":  # the quadruped experiment resolves it itself
         from mpdiffuser.experiments.quadruped import fastest_backend
@@ -753,6 +755,9 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--finetune-steps", type=int, default=None,
                             help="dynamics: fine-tuning steps of the dynamics model on each changed robot "
                                  "(default 2000)")
+    experiment.add_argument("--finetune-replay", type=float, default=None,
+                            help="dynamics: fraction of the fine-tuning data drawn from the nominal robot's data "
+                                 "(default 0: the changed robot's data alone)")
     experiment.add_argument("--shift-transitions", type=int, default=None,
                             help="dynamics: behaviour-policy transitions collected on each changed robot "
                                  "(default 10000; 5000 random-action ones are added)")

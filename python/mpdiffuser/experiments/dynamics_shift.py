@@ -50,6 +50,9 @@ class DynamicsShiftConfig(ModelFileDefaults):
     train_steps: int = 5000
     ranker_steps: int = 3000
     finetune_steps: int = 2000
+    # Fraction of the fine-tuning transitions drawn from the nominal robot's data (whole episodes,
+    # seeded), the rest the changed robot's: 0 fine-tunes on the changed robot's data alone.
+    finetune_replay: float = 0.0
     episodes: int = 5
     max_steps: int = 1000
     backend: str = "cpu"
@@ -79,6 +82,8 @@ class DynamicsShiftConfig(ModelFileDefaults):
             raise ValueError("DynamicsShiftConfig needs at least one non-nominal PhysicsChange")
         if self.episodes < 1 or self.max_steps < 1 or self.finetune_steps < 1:
             raise ValueError("episodes, max_steps and finetune_steps must be >= 1")
+        if not 0.0 <= self.finetune_replay < 1.0:
+            raise ValueError(f"finetune_replay must be in [0, 1), got {self.finetune_replay}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"DynamicsShiftConfig needs distinct seeds, got {list(self.seeds)}")
 
@@ -98,6 +103,25 @@ def fine_tune_dynamics(base_dir: Path, out_dir: Path, data: list, steps: int, se
         shutil.copyfile(base_dir / "dynamics.pt", out_dir / "dynamics.pt")
     return train_model(out_dir, "dynamics", data, TrainConfig(steps=steps, seed=seed), fine_tune=True,
                        progress=progress, runtime=TrainRuntime(device=device))
+
+
+def replay_data(nominal: list, fraction: float, new_transitions: int, seed: int) -> list:
+    """Whole episodes of the `nominal` datasets, drawn without replacement in a seeded order until
+    they hold fraction / (1 - fraction) x `new_transitions` transitions, so that about `fraction`
+    of the fine-tuning data is the nominal robot's; [] for fraction 0."""
+    from mpdiffuser.data.dataset import OfflineDataset
+
+    if fraction == 0.0:
+        return []
+    episodes = [e for d in nominal for e in d.episodes]
+    wanted = fraction / (1.0 - fraction) * new_transitions
+    chosen, count = [], 0
+    for i in np.random.default_rng(seed).permutation(len(episodes)):
+        if count >= wanted:
+            break
+        chosen.append(episodes[i])
+        count += episodes[i].length
+    return [OfflineDataset(chosen, nominal[0].metadata | {"name": f"replay of the nominal data ({count} transitions)"})]
 
 
 def heldout_dynamics_loss(bundle_dir: Path, data, samples: int = 4096, seed: int = 123) -> float:
@@ -207,13 +231,16 @@ def _run_seed(c: DynamicsShiftConfig, seed: int, models: Path, log: Log, progres
         shift_random = load_dataset(generate(GenerateConfig(c.env_id, "random", c.shift_random_transitions,
                                                             seed=seed, physics=physics), c.data_dir, progress))
         tuned_dir = models / label
-        info = fine_tune_dynamics(base_dir, tuned_dir, [shift_task, shift_random], c.finetune_steps, seed, progress,
-                                  c.device)
+        new = shift_task.num_transitions + shift_random.num_transitions
+        replay = replay_data([task, random], c.finetune_replay, new, seed)
+        info = fine_tune_dynamics(base_dir, tuned_dir, [shift_task, shift_random, *replay], c.finetune_steps, seed,
+                                  progress, c.device)
         key = f"s{seed}/{label}"
         finetune[key] = {"steps": c.finetune_steps, "final_loss": info["final_loss"], "seconds": info["seconds"],
-                         "transitions": shift_task.num_transitions + shift_random.num_transitions}
-        log(f"    fine-tuned dynamics on {finetune[key]['transitions']} transitions: {c.finetune_steps} steps, "
-            f"final loss {info['final_loss']:.4f} ({info['seconds']:.0f}s)")
+                         "transitions": new, "replay_transitions": sum(d.num_transitions for d in replay)}
+        log(f"    fine-tuned dynamics on {new} transitions"
+            + (f" + {finetune[key]['replay_transitions']} of the nominal robot" if replay else "")
+            + f": {c.finetune_steps} steps, final loss {info['final_loss']:.4f} ({info['seconds']:.0f}s)")
         checks[key] = {name: sha256(base_dir / name) == sha256(tuned_dir / name) for name in UNCHANGED_FILES}
         checks[key]["dynamics.pt changed"] = sha256(base_dir / "dynamics.pt") != sha256(tuned_dir / "dynamics.pt")
         if not all(checks[key].values()):

@@ -33,6 +33,8 @@ def test_statistics():
     (["locomotion", "--train-steps", "0"], "--train-steps must be >= 1"),
     (["constrained", "--finetune-steps", "100"], "--finetune-steps applies to the dynamics"),
     (["dynamics", "--shift-transitions", "0"], "--shift-transitions must be >= 1"),
+    (["dynamics", "--finetune-replay", "1"], "finetune_replay must be in [0, 1)"),
+    (["locomotion", "--finetune-replay", "0.5"], "--finetune-replay applies to the dynamics"),
     (["locomotion", "--width", "0"], "--width must be >= 1"),
     (["quadruped", "--action-weight", "0"], "--action-weight must be > 0"),
     (["dynamics", "--seed", "1", "--seeds", "2"], "--seeds or --seed, not both"),
@@ -66,8 +68,10 @@ def test_experiment_cli_sizes_data_training_and_evaluation(monkeypatch, name, mo
         assert config.kinds == ("medium", "medium-replay")
     if name == "dynamics":
         assert (config.finetune_steps, config.shift_transitions) == (2000, 10_000)  # the defaults
-        assert cli.main(["experiment", name, "--finetune-steps", "8000", "--shift-transitions", "40000"]) == 0
-        assert (seen[-1].finetune_steps, seen[-1].shift_transitions) == (8000, 40_000)
+        assert config.finetune_replay == 0.0
+        assert cli.main(["experiment", name, "--finetune-steps", "8000", "--shift-transitions", "40000",
+                         "--finetune-replay", "0.5"]) == 0
+        assert (seen[-1].finetune_steps, seen[-1].shift_transitions, seen[-1].finetune_replay) == (8000, 40_000, 0.5)
     if name == "constrained":
         assert config.cost_penalty == 1.0  # the default, unless --cost-penalty
         assert cli.main(["experiment", name, "--cost-penalty", "5"]) == 0 and seen[-1].cost_penalty == 5.0

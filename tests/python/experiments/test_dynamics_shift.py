@@ -38,6 +38,7 @@ def test_dynamics_tiny_end_to_end_keeps_planner_and_ranker_byte_identical(tmp_pa
     assert {g["gain"] for g in report["gains"] if g["robot"] == "nominal"} == {f"{ORIGINAL} - planner only (lambda=0)"}
     assert any(g["gain"].endswith(BC) for g in report["gains"])
     assert (tmp_path / "out" / "dynamics.png").stat().st_size > 5000
+    assert {f["replay_transitions"] for f in report["fine_tuning"].values()} == {0}  # the changed robot's data alone
     from mpdiffuser.sampling.sampler import Sampler  # original and fine-tuned files plan with the experiment's N
 
     for robot in ("nominal", "mass1.5", "gear0.6"):
@@ -74,3 +75,24 @@ def test_the_heldout_dynamics_loss_is_the_models_own_objective(tmp_path):
             train_model(directory, "dynamics", [data], TrainConfig(steps=steps, batch_size=64), progress=False)
             losses[steps] = heldout_dynamics_loss(directory, heldout)
         assert losses[600] < 0.85 * losses[1], (prediction, losses)  # measured: 0.52 (sample), 0.76 (epsilon)
+
+
+def test_replay_draws_whole_nominal_episodes_to_the_asked_share():
+    """finetune_replay: whole episodes of the nominal data, seeded, just enough that they make up
+    the asked fraction of the fine-tuning transitions; none at 0."""
+    import pytest
+
+    from mpdiffuser.experiments.dynamics_shift import DynamicsShiftConfig, replay_data
+    from tests.python.conftest import make_toy_dataset
+
+    nominal = [make_toy_dataset(0), make_toy_dataset(1)]
+    assert replay_data(nominal, 0.0, 100, seed=0) == []
+    (replay,) = replay_data(nominal, 0.5, 100, seed=0)
+    lengths = [e.length for e in replay.episodes]
+    assert sum(lengths) >= 100 and sum(lengths) - lengths[-1] < 100  # stops at the first episode that reaches it
+    everything = [e for d in nominal for e in d.episodes]
+    assert all(any(e is n for n in everything) for e in replay.episodes)  # whole nominal episodes, no copies
+    assert [e.length for e in replay_data(nominal, 0.5, 100, seed=0)[0].episodes] == lengths  # seeded
+    assert replay_data(nominal, 0.25, 300, seed=1)[0].num_transitions >= 100  # 0.25 / 0.75 x 300
+    with pytest.raises(ValueError, match="finetune_replay"):
+        DynamicsShiftConfig.quick(finetune_replay=1.0)
