@@ -1,9 +1,9 @@
 """Why fine-tuning the dynamics model alone does not pay (docs/results.md, "Novel dynamics"): two
 checks on the output folder of `mpdiffuser experiment dynamics`, seeds 0 1 2.
 
-1. Dynamics guidance: original and fine-tuned models on each changed robot at every w_d of
-   --dynamics-guidance (the experiment plans at the model file's w_d, 2), on the experiment's own
-   start states (10000 (seed + 1) on), 5 episodes.
+1. Dynamics guidance: original and fine-tuned models on each of the experiment's changed robots at
+   every w_d of --dynamics-guidance (the experiment plans at the model file's w_d, 2), on the
+   experiment's own start states (10000 (seed + 1) on), 5 episodes.
 2. Held-out dynamics loss on behaviour-policy windows the fine-tuning never saw: the next seed's
    rollouts of the same policy, on the changed robot and on the nominal one. The experiment's own
    held-out loss is on random-action data.
@@ -23,7 +23,6 @@ import torch
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="the dynamics experiment's output folder")
-    parser.add_argument("--robots", nargs="+", default=["mass1.5", "friction0.4", "gear0.6"])
     parser.add_argument("--dynamics-guidance", type=float, nargs="+", default=[2.0, 1.0])
     parser.add_argument("--episodes", type=int, default=5)
     parser.add_argument("--json", default=None, help="write every row here")
@@ -39,6 +38,7 @@ def main() -> None:
 
     root, seeds = Path(args.out), (0, 1, 2)
     spec = json.loads((root / "dynamics.json").read_text())["config"]
+    shifts = [PhysicsChange(**shift) for shift in spec["shifts"]]  # the experiment's changed robots
     env_id = spec["env_id"]
     data = root / "data"
     name = env_id.split("-")[0].lower()
@@ -49,9 +49,8 @@ def main() -> None:
         models = root / "models" / f"s{seed}"
         base = Sampler(models / "nominal" / "model.safetensors", "cpu", threads=1, env_id=env_id)
         held = rollouts[seeds[(seeds.index(seed) + 1) % len(seeds)]]
-        for robot in args.robots:
-            physics = PhysicsChange.parse(robot.replace("mass", "mass=").replace("friction", "friction=")
-                                          .replace("gear", "gear="))
+        for physics in shifts:
+            robot = physics.tag
             tuned = Sampler(models / robot / "model.safetensors", "cpu", threads=1, env_id=env_id)
             for model, sampler in (("original", base), ("fine-tuned", tuned)):
                 for w_d in args.dynamics_guidance:
