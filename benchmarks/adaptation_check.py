@@ -32,6 +32,7 @@ def main() -> None:
     from mpdiffuser.control.evaluate import evaluate
     from mpdiffuser.control.mpc import MPCPolicy
     from mpdiffuser.data.dataset import load_dataset
+    from mpdiffuser.data.generate import GenerateConfig
     from mpdiffuser.envs import PhysicsChange
     from mpdiffuser.experiments.dynamics_shift import heldout_dynamics_loss
     from mpdiffuser.sampling.sampler import Sampler
@@ -41,14 +42,17 @@ def main() -> None:
     shifts = [PhysicsChange(**shift) for shift in spec["shifts"]]  # the experiment's changed robots
     env_id = spec["env_id"]
     data = root / "data"
-    name = env_id.split("-")[0].lower()
-    # the next seed's rollouts (their file names as generate-data wrote them)
-    rollouts = {s: f"s{s}" if s == spec["policy_seed"] else f"s{s}-policy{spec['policy_seed']}" for s in seeds}
+
+    def rollouts(seed: int, physics=None) -> str:
+        """The file of the behaviour policy's rollouts for training seed `seed`, as the experiment named it."""
+        return GenerateConfig(env_id, "medium", spec["task_transitions"], spec["policy_steps"], seed=seed,
+                              policy_seed=spec["policy_seed"], physics=physics).name + ".hdf5"
+
     rows = []
     for seed in seeds:
         models = root / "models" / f"s{seed}"
         base = Sampler(models / "nominal" / "model.safetensors", "cpu", threads=1, env_id=env_id)
-        held = rollouts[seeds[(seeds.index(seed) + 1) % len(seeds)]]
+        held = seeds[(seeds.index(seed) + 1) % len(seeds)]  # the next seed's rollouts: never fine-tuned on
         for physics in shifts:
             robot = physics.tag
             tuned = Sampler(models / robot / "model.safetensors", "cpu", threads=1, env_id=env_id)
@@ -60,7 +64,7 @@ def main() -> None:
                     rows.append({"check": "dynamics guidance", "seed": seed, "robot": robot, "model": model,
                                  "dynamics_guidance": w_d, "score": summary.score[0]})
                     print(rows[-1], flush=True)
-            for where, file in ((robot, f"{name}-medium-{robot}-{held}.hdf5"), ("nominal", f"{name}-medium-{held}.hdf5")):
+            for where, file in ((robot, rollouts(held, physics)), ("nominal", rollouts(held))):
                 windows = load_dataset(data / file)
                 rows.append({"check": "held-out loss on policy data", "seed": seed, "robot": robot,
                              "data": f"{where} ({file})",
