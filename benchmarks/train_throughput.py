@@ -30,7 +30,7 @@ from mpdiffuser.recipes import recipe
 from mpdiffuser.training.log import LossLog, read_log
 from mpdiffuser.training.loop import initialized, train_loop
 from mpdiffuser.training.losses import DynamicsLoss, PlannerLoss
-from mpdiffuser.training.runtime import from_environment
+from mpdiffuser.training.runtime import from_environment, leave_process_group
 
 
 def measure(spec: BundleSpec, data, name: str, runtime, batch_size: int, steps: int, warmup: int,
@@ -101,9 +101,7 @@ def main() -> None:
         Path(a.out).write_text(json.dumps(out, indent=1))
         print(f"wrote {a.out}")
     if base.distributed:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+        leave_process_group()
 
 
 if __name__ == "__main__":

@@ -207,6 +207,7 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
         if done % config.checkpoint_every == 0:
             save(done)
     save(config.steps)
+    del net  # the DDP wrapper holds the process group: leave_process_group can only free it once this is gone
     if log is not None:
         log.close()
     model.eval().cpu()

@@ -108,18 +108,32 @@ def from_environment(device: str = "auto", **fields) -> TrainRuntime:
     if resolved.type == "cuda":
         torch.cuda.set_device(resolved)
     if not dist.is_initialized():
+        # torch.distributed.nn (imported by DistributedDataParallel on first use) gives ten of its
+        # functions the default `group=group.WORLD`, evaluated at import: imported after the group
+        # exists, it holds the group for the life of the interpreter and destroy_process_group
+        # cannot free it. Imported first, the defaults are None and leaving frees the group.
+        import torch.distributed.nn  # noqa: F401
+
         dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
-        # Left to the interpreter's exit, the group's threads can outlive it: a rank then aborts
-        # ("terminate called without an active exception") after its work is done.
-        atexit.register(_leave_process_group)
+        atexit.register(leave_process_group)
     return TrainRuntime(device=str(resolved), rank=dist.get_rank(), world_size=dist.get_world_size(), **fields)
 
 
-def _leave_process_group() -> None:
+def leave_process_group() -> None:
+    """Destroy this process's group, joining gloo's worker threads while the interpreter is alive.
+
+    A group still alive at interpreter exit aborts the rank ("terminate called without an active
+    exception"): a gloo worker thread that is still releasing the tensors of the last collective
+    needs the GIL for them, and a thread that asks for the GIL during finalization is unwound
+    through a noexcept destructor. Called at the end of `train` and at exit; a no-op alone. The
+    DistributedDataParallel wrappers must be gone first (train_loop drops its own)."""
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_initialized():
         dist.destroy_process_group()
+    gc.collect()  # wrappers caught in reference cycles still hold the group
 
 
 def barrier(runtime: TrainRuntime) -> None:

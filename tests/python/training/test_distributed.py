@@ -53,6 +53,17 @@ def test_two_ranks_stay_in_sync_and_learn_like_one(tmp_path):
     np.testing.assert_allclose(two[0]["weight"], [[2.0, -1.0, 0.5]], atol=0.1)
 
 
+def test_leaving_the_process_group_joins_gloos_threads(tmp_path):
+    # A group still alive at interpreter exit aborted ranks by chance (a gloo thread releasing the
+    # last collective's tensors asks for the GIL during finalization; SIGABRT, 'terminate called
+    # without an active exception'). After leave_process_group no gloo thread may be left, even
+    # though DistributedDataParallel imported torch.distributed.nn, whose defaults used to pin it.
+    _torchrun(2, WORKER, tmp_path, 20, "-")
+    for r, rank in enumerate(_ranks(tmp_path, 2)):
+        threads = [str(t) for t in rank["threads"]]
+        assert not [t for t in threads if "gloo" in t], f"rank {r} still runs {threads}"
+
+
 def test_interrupted_two_rank_run_resumes_to_the_uninterrupted_result(tmp_path):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     full.mkdir()
