@@ -52,7 +52,12 @@ size_t to_count(const py::object& v) { return checked_uint(v, "count", uint64_t{
 
 void raise_status(mpd_status status, const char* what) {
   if (status == MPD_OK) return;
-  throw std::runtime_error(std::string(what) + ": " + mpd_status_string(status));
+  const std::string text = std::string(what) + ": " + mpd_status_string(status);
+  if (status == MPD_ERR_NON_FINITE_PLAN) {  // a numerical failure, not a programming error
+    PyErr_SetString(PyExc_FloatingPointError, text.c_str());
+    throw py::error_already_set();
+  }
+  throw std::runtime_error(text);
 }
 
 py::array_t<float> noise_normal(const py::object& seed, const py::object& candidate,
@@ -214,6 +219,7 @@ class Model {
     d["reward_outputs"] = info_.reward_outputs;
     d["has_cost"] = info_.has_cost != 0;
     d["format_version"] = info_.format_version;
+    d["digest_verified"] = info_.digest_verified != 0;
     d["prediction"] = info_.prediction == MPD_PREDICT_SAMPLE ? "sample" : "epsilon";
     d["architecture"] = info_.architecture == MPD_ARCH_UNET ? "unet" : "mlp";
     return d;
@@ -347,19 +353,22 @@ class Workspace {
     float* c = costs.mutable_data();
     float* w = windows.mutable_data();
     mpd_status status = MPD_OK;
+    py::ssize_t b = 0;
     {
       py::gil_scoped_release release;
       std::lock_guard<std::mutex> lock(mutex_);
-      for (py::ssize_t b = 0; b < batch && status == MPD_OK; ++b) {
+      for (; b < batch; ++b) {
         mpd_plan_output out{a + b * options.actions_per_plan * info.action_dim, 0, v + b * N,
                             info.has_cost ? c + b * N : nullptr, return_windows ? w + b * N * H * D : nullptr,
                             nullptr, nullptr};
         status = mpd_plan_warm_host(model_->get(), workspace_.get(), sp + b * dx, wp ? wp + b * H * D : nullptr,
                                     seed_data[b], &options, &out, nullptr);
         idx[b] = out.index;
+        if (status != MPD_OK) break;
       }
     }
-    raise_status(status, "mpd_plan");
+    raise_status(status, ("mpd_plan (row " + std::to_string(b) + ", seed " +
+                          std::to_string(b < batch ? seed_data[b] : 0) + ")").c_str());
     return py::make_tuple(actions, index, values, info.has_cost ? py::object(costs) : py::none(),
                           return_windows ? py::object(windows) : py::none());
   }

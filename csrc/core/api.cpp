@@ -118,6 +118,7 @@ extern "C" mpd_status mpd_model_get_info(const mpd_model* model, mpd_model_info*
   std::strncpy(info->env_id, c.env_id.c_str(), sizeof info->env_id - 1);
   info->format_version = static_cast<uint32_t>(c.format_version);
   info->prediction = c.prediction;
+  info->digest_verified = model->file.digest_verified ? 1u : 0u;
   return MPD_OK;
 }
 
@@ -271,7 +272,15 @@ extern "C" mpd_status mpd_plan_warm(const mpd_model* model, mpd_workspace* works
     std::memcpy(output->windows, sampler.windows(), sizeof(float) * static_cast<size_t>(N) * H * D);
   }
   if (output->window) std::memcpy(output->window, window, sizeof(float) * static_cast<size_t>(H) * D);
-  return MPD_OK;
+  // A NaN value makes the selection meaningless and a NaN window or action must never reach a
+  // motor; the check reads N + H D + a du floats, against the K network passes of the plan.
+  bool finite = true;
+  for (int n = 0; n < N; ++n) finite = finite && std::isfinite(values[n]);
+  for (int i = 0; i < H * D; ++i) finite = finite && std::isfinite(window[i]);
+  for (uint32_t i = 0; i < o.actions_per_plan * static_cast<uint32_t>(du); ++i) {
+    finite = finite && std::isfinite(output->actions[i]);
+  }
+  return finite ? MPD_OK : MPD_ERR_NON_FINITE_PLAN;
 }
 
 extern "C" mpd_status mpd_plan_warm_host(const mpd_model* model, mpd_workspace* workspace, const float* state,

@@ -158,6 +158,33 @@ class Parser {
     }
   }
 
+  // One well-formed UTF-8 sequence (RFC 3629: no overlong forms, no surrogates, at most
+  // U+10FFFF) whose lead byte was just read; appended to out. JSON text must be UTF-8 (RFC 8259).
+  bool utf8_sequence(unsigned char lead, std::string* out) {
+    int extra = 0;
+    uint32_t cp = 0, least = 0;
+    if (lead >= 0xC2 && lead <= 0xDF) {
+      extra = 1, cp = lead & 0x1Fu, least = 0x80;
+    } else if (lead >= 0xE0 && lead <= 0xEF) {
+      extra = 2, cp = lead & 0x0Fu, least = 0x800;
+    } else if (lead >= 0xF0 && lead <= 0xF4) {
+      extra = 3, cp = lead & 0x07u, least = 0x10000;
+    } else {
+      return false;
+    }
+    if (size_ - pos_ < static_cast<size_t>(extra)) return false;
+    for (int i = 0; i < extra; ++i) {
+      const auto b = static_cast<unsigned char>(text_[pos_ + i]);
+      if ((b & 0xC0u) != 0x80u) return false;
+      cp = (cp << 6) | (b & 0x3Fu);
+    }
+    if (cp < least || cp > 0x10FFFF || (cp >= 0xD800 && cp < 0xE000)) return false;
+    out->push_back(static_cast<char>(lead));
+    out->append(text_ + pos_, static_cast<size_t>(extra));
+    pos_ += static_cast<size_t>(extra);
+    return true;
+  }
+
   bool parse_hex4(uint32_t* out) {
     if (size_ - pos_ < 4) return fail("truncated \\u escape");
     uint32_t v = 0;
@@ -179,6 +206,10 @@ class Parser {
       const char c = text_[pos_++];
       if (c == '"') return true;
       if (static_cast<unsigned char>(c) < 0x20) return fail("control character in string");
+      if (static_cast<unsigned char>(c) >= 0x80) {
+        if (!utf8_sequence(static_cast<unsigned char>(c), out)) return fail("invalid UTF-8 in string");
+        continue;
+      }
       if (c != '\\') {
         out->push_back(c);
         continue;
@@ -205,6 +236,8 @@ class Parser {
             pos_ += 2;
             if (!parse_hex4(&low) || low < 0xDC00 || low >= 0xE000) return fail("bad surrogate pair");
             cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+          } else if (cp >= 0xDC00 && cp < 0xE000) {
+            return fail("unpaired surrogate in string");
           }
           append_utf8(cp, out);
           break;

@@ -15,6 +15,7 @@
 #include <new>
 
 #include "core/json.h"
+#include "core/sha256.h"
 
 namespace mpd {
 
@@ -35,10 +36,56 @@ namespace {
 
 constexpr uint64_t kMaxHeaderBytes = uint64_t{1} << 26;  // 64 MiB of JSON is not a model file
 
+// `text` for an error message: control bytes (a NUL inside a dtype, say) as \xNN, at most 80 bytes,
+// so a message never ends early or hides what the file holds.
+std::string printable(const std::string& text) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < text.size() && i < 80; ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c < 0x20 || c == 0x7f) {
+      out += "\\x";
+      out.push_back(kDigits[c >> 4]);
+      out.push_back(kDigits[c & 15]);
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  if (text.size() > 80) out += "...";
+  return out;
+}
+
 struct TensorEntry {
   std::vector<int64_t> shape;
   uint64_t begin = 0, end = 0;
 };
+
+// A number as the writers spell it (Python's str(int) and repr(float)): JSON's number grammar (an
+// optional '-', digits without a leading zero, for reals an optional fraction and exponent), at
+// most 64 characters. strtod alone would also take " 1", "inf", "nan",
+// "0x1p3" and "+1", which the Python reader (python/mpdiffuser/export.py) refuses too.
+bool plain_number(const std::string& s, bool real) {
+  if (s.empty() || s.size() > 64) return false;
+  size_t i = 0;
+  auto digits = [&]() {
+    const size_t start = i;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
+    return i > start;
+  };
+  if (i < s.size() && s[i] == '-') ++i;
+  const size_t first = i;
+  if (!digits() || (s[first] == '0' && i - first > 1)) return false;  // JSON's grammar: no leading zeros
+  if (real && i < s.size() && s[i] == '.') {
+    ++i;
+    if (!digits()) return false;
+  }
+  if (real && i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    if (i < s.size() && (s[i] == '+' || s[i] == '-')) ++i;
+    if (!digits()) return false;
+  }
+  return i == s.size();
+}
 
 // The metadata map with typed, range-checked getters; each failure names the key.
 class Metadata {
@@ -62,9 +109,9 @@ class Metadata {
     char* end = nullptr;
     errno = 0;
     const long v = std::strtol(s.c_str(), &end, 10);
-    if (s.empty() || *end != '\0' || errno != 0 || v < lo || v > hi) {
+    if (!plain_number(s, false) || *end != '\0' || errno != 0 || v < lo || v > hi) {
       *error = std::string("metadata '") + key + "' must be an integer in [" + std::to_string(lo) +
-               ", " + std::to_string(hi) + "], got '" + s + "'";
+               ", " + std::to_string(hi) + "], got '" + printable(s) + "'";
       return false;
     }
     *out = static_cast<int>(v);
@@ -75,9 +122,9 @@ class Metadata {
     if (!text(key, &s, error)) return false;
     char* end = nullptr;
     const double v = std::strtod(s.c_str(), &end);
-    if (s.empty() || *end != '\0' || !std::isfinite(v) || v < lo || v > hi) {
+    if (!plain_number(s, true) || *end != '\0' || !std::isfinite(v) || v < lo || v > hi) {
       *error = std::string("metadata '") + key + "' must be a number in [" + std::to_string(lo) +
-               ", " + std::to_string(hi) + "], got '" + s + "'";
+               ", " + std::to_string(hi) + "], got '" + printable(s) + "'";
       return false;
     }
     *out = v;
@@ -243,6 +290,30 @@ bool read_config(const Metadata& meta, ModelConfig* c, mpd_options* d, std::stri
       return false;
     }
   }
+  // Keys the native planner does not use (the condition's scale, training settings, provenance),
+  // checked by the same rules as the Python reader so that both accept the same files.
+  if (version >= 2) {
+    double unused = 0.0;
+    std::string text;
+    const bool python_keys_ok =
+        meta.real("return_low", -1e30, 1e30, &unused, error) && meta.real("return_high", -1e30, 1e30, &unused, error) &&
+        meta.real("return_discount", 1e-9, 1.0, &unused, error) &&
+        meta.real("condition_dropout", 0.0, 0.999999, &unused, error) &&
+        meta.real("termination_penalty", 0.0, 1e30, &unused, error) && meta.text("return_condition", &text, error);
+    if (!python_keys_ok) return false;
+    if (text != "authors" && text != "minmax") {
+      *error = "metadata 'return_condition' is '" + printable(text) + "', expected 'authors' or 'minmax'";
+      return false;
+    }
+  }
+  if (meta.has("written_by")) {
+    std::string writer;
+    meta.text("written_by", &writer, error);
+    if (writer != "export" && writer != "eval" && writer != "tune" && writer != "train") {
+      *error = "metadata 'written_by' is '" + printable(writer) + "', expected export, eval, tune or train";
+      return false;
+    }
+  }
   d->warm_start_level = static_cast<uint32_t>(warm);
   int n = 0, every = 0, last = 0, apl = 0;
   const bool defaults_ok =
@@ -341,7 +412,7 @@ bool take_unet(const std::map<std::string, TensorEntry>& tensors, const uint8_t*
 
 bool parse_tensor_entry(const std::string& name, const json::Value& v, uint64_t data_size,
                         TensorEntry* entry, std::string* error) {
-  const std::string where = "tensor '" + name + "': ";
+  const std::string where = "tensor '" + printable(name) + "': ";
   if (v.kind != json::Value::Kind::kObject) {
     *error = where + "header entry is not an object";
     return false;
@@ -395,6 +466,29 @@ bool parse_tensor_entry(const std::string& name, const json::Value& v, uint64_t 
   return true;
 }
 
+// The content digest of python/mpdiffuser/digest.py: metadata (the digest left out) and tensors,
+// each list in byte order of its keys (std::map's order), strings and counts as u64 little-endian.
+std::string content_digest(const std::map<std::string, std::string>& meta,
+                           const std::map<std::string, TensorEntry>& tensors, const uint8_t* data) {
+  Sha256 h;
+  h.update_u64(meta.size() - meta.count(kDigestKey));
+  for (const auto& kv : meta) {
+    if (kv.first == kDigestKey) continue;
+    h.update_string(kv.first);
+    h.update_string(kv.second);
+  }
+  h.update_u64(tensors.size());
+  for (const auto& t : tensors) {
+    h.update_string(t.first);
+    h.update_string("F32");  // parse_tensor_entry accepts no other dtype
+    h.update_u64(t.second.shape.size());
+    for (int64_t d : t.second.shape) h.update_u64(static_cast<uint64_t>(d));
+    h.update_u64(t.second.end - t.second.begin);
+    h.update(data + t.second.begin, static_cast<size_t>(t.second.end - t.second.begin));
+  }
+  return Sha256::hex(h.finish());
+}
+
 mpd_status parse(const uint8_t* bytes, size_t size, ModelFile* out, std::string* error) {
   if (size < 8) {
     *error = "file of " + std::to_string(size) + " bytes is too short for a safetensors header";
@@ -430,7 +524,7 @@ mpd_status parse(const uint8_t* bytes, size_t size, ModelFile* out, std::string*
       }
       for (const auto& kv : member.second.object) {
         if (kv.second.kind != json::Value::Kind::kString) {
-          *error = "metadata '" + kv.first + "' is not a string";
+          *error = "metadata '" + printable(kv.first) + "' is not a string";
           return MPD_ERR_BAD_MODEL_FILE;
         }
         meta_values[kv.first] = kv.second.string;
@@ -462,10 +556,21 @@ mpd_status parse(const uint8_t* bytes, size_t size, ModelFile* out, std::string*
     return MPD_ERR_BAD_MODEL_FILE;
   }
 
-  const Metadata meta(std::move(meta_values));
   ModelFile file;
+  const auto stored_digest = meta_values.find(kDigestKey);
+  if (stored_digest != meta_values.end()) {
+    const std::string actual = content_digest(meta_values, tensors, data);
+    if (actual != stored_digest->second) {
+      *error = "content digest mismatch (stored " + printable(stored_digest->second.substr(0, 16)) + "..., computed " +
+               actual.substr(0, 16) + "...): the file was changed or corrupted after it was written";
+      return MPD_ERR_BAD_MODEL_FILE;
+    }
+    file.digest_verified = true;
+  }
+  const Metadata meta(std::move(meta_values));
   if (!read_config(meta, &file.config, &file.defaults, error)) return MPD_ERR_BAD_MODEL_FILE;
   file.metadata_read = meta.read();
+  if (file.digest_verified) file.metadata_read.push_back(kDigestKey);
   const ModelConfig& c = file.config;
   std::vector<std::string> used;
   const bool unet = c.architecture == MPD_ARCH_UNET;
@@ -492,7 +597,7 @@ mpd_status parse(const uint8_t* bytes, size_t size, ModelFile* out, std::string*
     std::sort(used.begin(), used.end());
     for (const auto& t : tensors) {
       if (!std::binary_search(used.begin(), used.end(), t.first)) {
-        *error = "unexpected tensor '" + t.first + "' (file written for another architecture?)";
+        *error = "unexpected tensor '" + printable(t.first) + "' (file written for another architecture?)";
         return MPD_ERR_BAD_MODEL_FILE;
       }
     }

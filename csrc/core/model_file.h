@@ -18,6 +18,9 @@
 namespace mpd {
 
 constexpr int kModelFormatVersion = 2;  // version 1 files still load (epsilon, cold, tau = 1)
+// The metadata key of the content digest (python/mpdiffuser/digest.py DIGEST_KEY): a file that has
+// it must match it; one without it loads unverified (mpd_model_info.digest_verified = 0).
+constexpr const char* kDigestKey = "digest.sha256";
 constexpr int kEmbedDim = 32;                 // the mlp family's step embedding emb(k)
 constexpr float kTerminationPenalty = 100.0f;  // the ranker's penalty at a window's predicted fall
 // The metadata's names, indexed by the enums (mpd_architecture, mpd_prediction; normalizer: Q = 0
@@ -97,6 +100,7 @@ struct ModelFile {
                                                // dynamics are empty for the unet family
   std::vector<NamedTensor> planner_unet, dynamics_unet;  // the unet family's planner and dynamics
   std::vector<std::string> metadata_read;                 // the metadata keys the reader used
+  bool digest_verified = false;                           // the file had a digest and it matched
   std::vector<float> state_low, state_high, action_low, action_high;
   std::vector<float> state_quantiles, action_quantiles;  // [dx, Q], [du, Q] with the CDF normalizer
 };

@@ -13,6 +13,8 @@ extern "C" const char* mpd_status_string(mpd_status status) {
     case MPD_ERR_NON_FINITE: return "an input holds NaN or infinity";
     case MPD_ERR_MODEL_MISMATCH: return "the workspace was created for another model";
     case MPD_ERR_OUT_OF_MEMORY: return "out of memory";
+    case MPD_ERR_NON_FINITE_PLAN:
+      return "the plan came out NaN or infinite (corrupt weights or a diverging sampler); do not execute it";
   }
   return "unknown status code";
 }

@@ -328,7 +328,9 @@ __global__ void select_kernel(const SelectParams s) {
                                   !s.budget || cb <= s.cost_budget);
   };
   int best = -1;
+  bool plan_finite = true;  // every value, then the chosen window and actions (mpd_plan's contract)
   for (int n = lane; n < s.num_candidates; n += 32) {
+    plan_finite = plan_finite && isfinite(s.values[n]);
     if (best < 0 || better(n, best)) best = n;
   }
   for (int offset = 16; offset > 0; offset /= 2) {
@@ -342,15 +344,23 @@ __global__ void select_kernel(const SelectParams s) {
   for (int i = lane; s.warm != nullptr && i < s.horizon * D; i += 32) finite = finite && isfinite(s.warm[i]);
   finite = __all_sync(0xffffffffu, finite);
   const float* window = s.windows + static_cast<size_t>(best) * s.horizon * D;
-  for (int q = lane; s.window != nullptr && q < s.horizon * D; q += 32) s.window[q] = finite ? window[q] : NAN;
+  for (int q = lane; q < s.horizon * D; q += 32) plan_finite = plan_finite && isfinite(window[q]);
   for (int q = lane; q < s.actions_per_plan * s.du; q += 32) {
     const int t = q / s.du, j = q % s.du;
     const double y = window[t * D + s.dx + j];
     const double u = s.quantiles ? math::cdf_inverse(s.action_quantiles + j * s.quantiles, s.quantiles, y)
                                  : math::minmax_inverse(y, s.action_mid[j], s.action_half[j]);
-    s.actions[q] = finite ? static_cast<float>(u) : NAN;
+    s.actions[q] = static_cast<float>(u);
+    plan_finite = plan_finite && isfinite(s.actions[q]);
   }
-  if (lane == 0 && s.index != nullptr) *s.index = finite ? static_cast<uint32_t>(best) : 0xffffffffu;
+  plan_finite = __all_sync(0xffffffffu, plan_finite);
+  const bool ok = finite && plan_finite;
+  for (int q = lane; s.window != nullptr && q < s.horizon * D; q += 32) s.window[q] = ok ? window[q] : NAN;
+  for (int q = lane; !ok && q < s.actions_per_plan * s.du; q += 32) s.actions[q] = NAN;  // this lane's own writes
+  if (lane == 0 && s.index != nullptr) {
+    *s.index = !finite ? MPD_INDEX_NON_FINITE_INPUT : !plan_finite ? MPD_INDEX_NON_FINITE_PLAN
+                                                                   : static_cast<uint32_t>(best);
+  }
 }
 
 }  // namespace
@@ -677,7 +687,8 @@ mpd_status CudaSampler::plan_host(const float* state, const float* warm, uint64_
     cudaGetLastError();
     return MPD_ERR_DEVICE;
   }
-  if (index == 0xffffffffu) return MPD_ERR_NON_FINITE;
+  if (index == MPD_INDEX_NON_FINITE_INPUT) return MPD_ERR_NON_FINITE;
+  if (index == MPD_INDEX_NON_FINITE_PLAN) return MPD_ERR_NON_FINITE_PLAN;
   output->index = index;
   if (output->index_ptr) *output->index_ptr = index;
   return MPD_OK;

@@ -96,6 +96,10 @@ int main(int argc, char** argv) {
   try {
     mpd::Model model(argv[1]);
     const mpd_model_info& info = model.info();
+    if (!info.digest_verified) {
+      std::fprintf(stderr, "warning: %s has no content digest (written before digests): its integrity is not verified\n",
+                   argv[1]);
+    }
     mpd_options options = model.default_options();
     const int candidates = arg_int(argc, argv, "--candidates", static_cast<int>(options.num_candidates), &bad);
     const int warm = arg_int(argc, argv, "--warm-start-level", static_cast<int>(options.warm_start_level), &bad);

@@ -13,7 +13,8 @@ and string metadata:
     return_discount, condition_dropout,
     prediction ("epsilon"/"sample"), normalizer ("minmax"/"cdf"), normalizer_quantiles (Q, cdf only),
     return_condition, termination_penalty,
-    default.<option> for every SamplerOptions field ("none" for an unset cost limit or budget).
+    default.<option> for every SamplerOptions field ("none" for an unset cost limit or budget),
+    digest.sha256 (the content digest of everything else, mpdiffuser.digest; both readers verify it).
 
 Version 1 files (before prediction, normalizer, return condition, temperature and warm start)
 still load: they are epsilon-prediction, min-max models, and their missing sampler defaults are
@@ -25,11 +26,13 @@ Numbers are written with repr(), which round-trips float64 exactly.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
 
 from mpdiffuser.config import ARCHITECTURES, LEGACY_MODEL_FIELDS, ModelConfig, SamplerOptions
+from mpdiffuser.digest import DIGEST_KEY, content_digest, file_content_digest, read_header, stored_and_actual
 
 FORMAT = "mpdiffuser.model"
 FORMAT_VERSION = 2
@@ -39,7 +42,10 @@ NETS = ("planner", "dynamics", "reward", "cost")
 # torch bundle (bundle_from_model_file); the native core plans in normalized condition units.
 # tests/python/test_one_home.py checks that every other key is read by the C++ reader.
 PYTHON_ONLY_KEYS = frozenset({"return_low", "return_high", "return_discount", "condition_dropout", "return_condition",
-                              "termination_penalty"})
+                              "termination_penalty", "written_by"})
+# Which command wrote a model file (metadata written_by): eval --bundle re-exports over its own
+# automatic export only, never over a file that `export`, `tune --out` or `train --export-at` wrote.
+WRITERS = ("export", "eval", "tune", "train")
 # Sampler defaults a version 1 file lacks, with the values its plans were made with.
 LEGACY_DEFAULTS = {"temperature": "1.0", "warm_start_level": "0"}  # and dynamics_guidance = guidance
 
@@ -78,17 +84,14 @@ def _default_entries(options: SamplerOptions) -> dict[str, str]:
     return entries
 
 
-def with_defaults(path: str | Path, out_path: str | Path, options: SamplerOptions) -> Path:
+def with_defaults(path: str | Path, out_path: str | Path, options: SamplerOptions, written_by: str = "tune") -> Path:
     """A copy of model file `path` at `out_path` (which may be `path`) whose stored sampler defaults
-    are `options`; the weights and every other entry are unchanged. Returns out_path."""
-    from safetensors import safe_open
-
+    are `options`; the weights and every other entry are unchanged (written_by becomes
+    `written_by`). Returns out_path."""
     spec, _, _ = read_model_file(path)  # a file this version cannot read is an error here
     _check_defaults(spec, options)
-    with safe_open(str(path), framework="numpy") as f:
-        meta = dict(f.metadata() or {})
-        tensors = {name: f.get_tensor(name) for name in f.keys()}
-    return _write_model_file(tensors, meta | _default_entries(options), out_path)
+    meta, tensors = _read_verified(Path(path))
+    return _write_model_file(tensors, meta | _default_entries(options) | {"written_by": written_by}, out_path)
 
 
 def file_tensor_names(net: str, state_dict: dict, architecture: str = "mlp") -> dict[str, str]:
@@ -119,10 +122,12 @@ def file_tensors(net: str, state_dict: dict, architecture: str = "mlp") -> dict:
     return {key: state_dict[name] for name, key in file_tensor_names(net, state_dict, architecture).items()}
 
 
-def export_model(bundle_dir: str | Path, out_path: str | Path, options: SamplerOptions | None = None) -> Path:
+def export_model(bundle_dir: str | Path, out_path: str | Path, options: SamplerOptions | None = None,
+                 written_by: str = "export") -> Path:
     """Write the trained models of `bundle_dir` to `out_path` (.safetensors); returns the path.
 
     options: the sampler defaults stored in the file (default: the bundle's, else SamplerOptions()).
+    written_by: the command that writes it (WRITERS), stored in the file.
     """
     from mpdiffuser.models.bundle import ModelBundle
 
@@ -144,7 +149,33 @@ def export_model(bundle_dir: str | Path, out_path: str | Path, options: SamplerO
     if spec.model.normalizer == "cdf":
         tensors["normalizer.state_quantiles"] = np.ascontiguousarray(spec.states.quantiles, dtype=np.float32)
         tensors["normalizer.action_quantiles"] = np.ascontiguousarray(spec.actions.quantiles, dtype=np.float32)
-    return _write_model_file(tensors, _metadata(spec, options), out_path)
+    return _write_model_file(tensors, _metadata(spec, options) | {"written_by": written_by}, out_path)
+
+
+def model_file_for_bundle(bundle_dir: str | Path) -> tuple[Path, str]:
+    """(BUNDLE/model.safetensors, what was done) for planning a bundle natively: exported when
+    missing, re-exported when an earlier automatic export is older than the bundle's weights, used
+    as it is when newer than them. A file another command wrote (export, tune --out) is never
+    overwritten: older than the weights, it is refused with what to do."""
+    bundle_dir = Path(bundle_dir)
+    path = bundle_dir / "model.safetensors"
+    sources = [bundle_dir / "bundle.json", *bundle_dir.glob("*.pt")]
+    weights_time = max(p.stat().st_mtime_ns for p in sources if p.exists())
+    if not path.exists():
+        export_model(bundle_dir, path, written_by="eval")
+        return path, f"exported {bundle_dir} to {path} for the native backend"
+    try:
+        writer = read_header(path.read_bytes())[0].get("written_by")
+    except (OSError, ValueError):
+        writer = None
+    who = f"written by {writer}" if writer else "of unknown origin"
+    if path.stat().st_mtime_ns >= weights_time:
+        return path, f"using {path} ({who}, newer than the bundle's weights)"
+    if writer == "eval":
+        export_model(bundle_dir, path, written_by="eval")
+        return path, f"re-exported {bundle_dir} to {path}: the bundle's weights changed since its last export"
+    raise ValueError(f"{path} ({who}) is older than the bundle's weights and is not overwritten: export it again "
+                     f"(mpdiffuser export --bundle {bundle_dir} --out {path}) or plan it as it is with --model-file")
 
 
 def _check_defaults(spec, options: SamplerOptions) -> None:
@@ -158,9 +189,20 @@ def _check_defaults(spec, options: SamplerOptions) -> None:
 
 
 def _write_model_file(tensors: dict, metadata: dict[str, str], out_path: str | Path) -> Path:
-    """Write a .safetensors model file atomically (a temporary file, then a rename)."""
+    """Write a .safetensors model file atomically (a temporary file, then a rename), with the
+    content digest of its metadata and tensors (mpdiffuser.digest) in the metadata. Every writer of
+    model files goes through here, so every file written carries a valid digest."""
     from safetensors.numpy import save_file
 
+    tensors = {name: np.ascontiguousarray(value) for name, value in tensors.items()}
+    for name, value in tensors.items():
+        if value.dtype != np.float32:
+            raise ValueError(f"tensor '{name}' is {value.dtype}; model files hold float32 only")
+    if metadata.get("written_by", "export") not in WRITERS:
+        raise ValueError(f"written_by must be one of {', '.join(WRITERS)}, got {metadata['written_by']!r}")
+    metadata = {k: v for k, v in metadata.items() if k != DIGEST_KEY}
+    metadata[DIGEST_KEY] = content_digest(metadata, [(name, "F32", value.shape, value.astype("<f4").tobytes())
+                                                     for name, value in tensors.items()])
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
@@ -169,13 +211,41 @@ def _write_model_file(tensors: dict, metadata: dict[str, str], out_path: str | P
     return out_path
 
 
-def _number(meta: dict[str, str], key: str, kind=float):
+# Numbers as the writers spell them (str(int), repr(float) of a finite value); the C++ reader
+# (core/model_file.cpp plain_number) accepts exactly these, not " 1", "1_0", "inf" or "nan".
+# JSON's number grammar (no leading zeros), at most 64 characters.
+_PLAIN_NUMBER = {int: re.compile(r"-?(0|[1-9][0-9]{0,62})"),
+                 float: re.compile(r"(?=.{1,64}$)-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")}
+
+
+# The range of every numeric metadata key, as core/model_file.cpp read_config checks it (the
+# corpus test tests/python/test_model_file_corpus.py holds the two readers to one verdict).
+METADATA_RANGES = {
+    "format_version": (0, 1 << 30), "state_dim": (1, 4096), "action_dim": (1, 4096), "cond_dim": (1, 2),
+    "horizon": (1, 1024), "num_steps": (1, 10000), "width": (1, 65536), "layers": (1, 64),
+    "ranker_width": (1, 65536), "ranker_layers": (1, 64), "reward_outputs": (1, 2), "cost_scale": (0.0, 1e30),
+    "unet_dim": (2, 4096), "unet_embed_dim": (2, 4096), "normalizer_quantiles": (2, 1 << 16),
+    "return_low": (-1e30, 1e30), "return_high": (-1e30, 1e30), "return_discount": (1e-9, 1.0),
+    "condition_dropout": (0.0, 0.999999), "termination_penalty": (0.0, 1e30),
+    "default.num_candidates": (1, 1 << 20), "default.guidance": (0.0, 1e6), "default.return_target": (-1e6, 1e6),
+    "default.cost_limit": (0.0, 1e30), "default.cost_budget": (0.0, 1e30), "default.dynamics_weight": (0.0, 1.0),
+    "default.dynamics_every": (1, 1 << 20), "default.dynamics_last": (0, 1 << 20), "default.discount": (1e-9, 1.0),
+    "default.temperature": (1e-30, 1.0), "default.dynamics_guidance": (0.0, 1e6),
+}
+
+
+def _number(meta: dict[str, str], key: str, kind=float, low: float | None = None, high: float | None = None):
+    """meta[key] as `kind`, spelled as the writers spell it and within [low, high] (default: the
+    key's METADATA_RANGES entry)."""
+    low = METADATA_RANGES.get(key, (-1e30, 1e30))[0] if low is None else low
+    high = METADATA_RANGES.get(key, (-1e30, 1e30))[1] if high is None else high
     if key not in meta:
         raise ValueError(f"model file metadata lacks '{key}'")
-    try:
-        return kind(meta[key])
-    except ValueError as exc:
-        raise ValueError(f"model file metadata '{key}' = {meta[key]!r} is not a valid {kind.__name__}") from exc
+    text = meta[key]
+    if not _PLAIN_NUMBER[kind].fullmatch(text) or not low <= kind(text) <= high:
+        raise ValueError(f"model file metadata '{key}' must be {'an integer' if kind is int else 'a number'} in "
+                         f"[{low}, {high}], got {text[:80]!r}")
+    return kind(text)
 
 
 def _unet_sizes(meta: dict[str, str], path: Path) -> dict:
@@ -196,8 +266,6 @@ def read_model_file(path: str | Path):
 
     Raises FileNotFoundError, or ValueError naming what is wrong with the file.
     """
-    from safetensors import SafetensorError, safe_open
-
     from mpdiffuser.data.normalizer import CdfNormalizer, MinMaxNormalizer
     from mpdiffuser.data.windows import ConditionScale
     from mpdiffuser.models.bundle import BundleSpec
@@ -205,17 +273,14 @@ def read_model_file(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except (SafetensorError, OSError) as exc:
-        raise ValueError(f"{path} is not a readable safetensors file: {exc}") from exc
+    meta, tensors = _read_verified(path)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not an mpdiffuser model file (format {meta.get('format')!r})")
     for name, value in tensors.items():  # the native reader refuses these too
         if value.dtype.kind == "f" and not np.isfinite(value).all():
             raise ValueError(f"{path}: tensor '{name}' holds NaN or infinity")
+    if meta.get("schedule") != "cosine":
+        raise ValueError(f"{path}: metadata 'schedule' is {meta.get('schedule', '')[:80]!r}, only 'cosine' is supported")
     version = _number(meta, "format_version", int)
     if version not in READABLE_VERSIONS:
         raise ValueError(f"{path} has model format version {version}; this mpdiffuser reads versions "
@@ -225,6 +290,8 @@ def read_model_file(path: str | Path):
                 **{f"default.{k}": v for k, v in LEGACY_DEFAULTS.items()},
                 "default.dynamics_guidance": meta.get("default.guidance", "1.0"), **meta}
     meta = {"architecture": "mlp", **meta}  # files before the key are all mlp
+    if meta.get("written_by", "export") not in WRITERS:
+        raise ValueError(f"{path}: metadata 'written_by' = {meta['written_by'][:80]!r} is not one of {', '.join(WRITERS)}")
     for key, choices in (("architecture", ARCHITECTURES), ("prediction", ("epsilon", "sample")),
                          ("normalizer", ("minmax", "cdf")), ("return_condition", ("authors", "minmax"))):
         if meta.get(key) not in choices:
@@ -236,17 +303,30 @@ def read_model_file(path: str | Path):
         return_discount=_number(meta, "return_discount"), cost_scale=_number(meta, "cost_scale"),
         condition_dropout=_number(meta, "condition_dropout"), prediction=meta["prediction"],
         normalizer=meta["normalizer"], return_condition=meta["return_condition"], **_unet_sizes(meta, path))
+    if meta.get("has_cost") not in ("0", "1"):
+        raise ValueError(f"{path}: metadata 'has_cost' must be 0 or 1, got {meta.get('has_cost')!r}")
     with_cost = meta.get("has_cost") == "1"
+    if _number(meta, "cond_dim", int) != (2 if with_cost else 1):
+        raise ValueError(f"{path}: metadata 'cond_dim' is {meta['cond_dim']} but 'has_cost' is {meta['has_cost']}")
     conditions = ConditionScale(_number(meta, "return_low"), _number(meta, "return_high"),
                                 model.return_discount, model.cost_scale, with_cost,
                                 _number(meta, "termination_penalty"))
+    dims = {"state": _number(meta, "state_dim", int), "action": _number(meta, "action_dim", int)}
     for key in ("normalizer.state_low", "normalizer.state_high", "normalizer.action_low", "normalizer.action_high"):
         if key not in tensors:
             raise ValueError(f"{path} lacks tensor '{key}'")
+        expected = (dims[key.split(".")[1].split("_")[0]],)
+        if tensors[key].shape != expected:
+            raise ValueError(f"{path}: tensor '{key}' has shape {list(tensors[key].shape)}, expected {list(expected)}")
     if model.normalizer == "cdf":
         for key in ("normalizer.state_quantiles", "normalizer.action_quantiles"):
             if key not in tensors:
                 raise ValueError(f"{path} lacks tensor '{key}'")
+        quantiles = _number(meta, "normalizer_quantiles", int)
+        for key in ("normalizer.state_quantiles", "normalizer.action_quantiles"):
+            if tensors[key].ndim != 2 or tensors[key].shape[1] != quantiles:
+                raise ValueError(f"{path}: tensor '{key}' has shape {tensors[key].shape}, metadata "
+                                 f"'normalizer_quantiles' says {quantiles} columns")
         try:
             states = CdfNormalizer(tensors["normalizer.state_quantiles"])
             actions = CdfNormalizer(tensors["normalizer.action_quantiles"])
@@ -262,28 +342,67 @@ def read_model_file(path: str | Path):
         raw = meta.get(f"default.{field.name}")
         if raw is None:
             raise ValueError(f"{path} lacks metadata 'default.{field.name}'")
-        defaults[field.name] = None if raw == "none" else (int(raw) if field.type in ("int", int) else float(raw))
-    options = SamplerOptions(**defaults)
+        kind = int if field.type in ("int", int) else float
+        optional = field.default is None  # cost_limit, cost_budget: "none" when unset
+        defaults[field.name] = None if optional and raw == "none" else _number(meta, f"default.{field.name}", kind)
+    try:
+        options = SamplerOptions(**defaults)
+        options.check_for(model.num_steps, model.horizon)
+    except ValueError as exc:
+        raise ValueError(f"{path}: stored sampler defaults are invalid: {exc}") from None
     return dataclasses.replace(spec, sampler_defaults=options), tensors, options
+
+
+def _read_verified(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """(metadata, float32 tensors) of a model file whose container and content digest check out,
+    as the C++ reader checks them (core/model_file.cpp). A file without a digest (written before
+    digests) loads with a warning; a digest that does not match is an error."""
+    import warnings
+
+    try:
+        raw = path.read_bytes()
+        meta, entries, data = read_header(raw)
+    except OSError as exc:
+        raise ValueError(f"{path} is not a readable file: {exc}") from exc
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    spans = sorted(tuple(e["data_offsets"]) for e in entries.values())
+    cursor = 0
+    for begin, end in spans:  # the tensors must tile the data section
+        if begin != cursor:
+            raise ValueError(f"{path}: tensor data {'overlaps' if begin < cursor else 'leaves a gap'} at byte "
+                             f"{min(begin, cursor)}")
+        cursor = end
+    if cursor != len(data):
+        raise ValueError(f"{path}: data section holds {len(data)} bytes, tensors cover {cursor}")
+    stored = meta.get(DIGEST_KEY)
+    if stored is None:
+        warnings.warn(f"{path} has no content digest ({DIGEST_KEY}; written before mpdiffuser stored one): its "
+                      "integrity is not verified. Re-export it (or `mpdiffuser tune --out`) to add one.", stacklevel=3)
+    else:
+        actual = file_content_digest(meta, entries, data)
+        if stored != actual:
+            raise ValueError(f"{path}: content digest mismatch (stored {stored[:16]}..., computed {actual[:16]}...): "
+                             "the file was changed or corrupted after it was written")
+    tensors = {}
+    for name, e in entries.items():
+        begin, end = e["data_offsets"]
+        if e["dtype"] != "F32":
+            raise ValueError(f"{path}: tensor {name!r} has dtype {e['dtype']!r}, expected F32")
+        count = int(np.prod(e["shape"], dtype=np.int64)) if e["shape"] else 1
+        if end - begin != 4 * count:
+            raise ValueError(f"{path}: tensor {name!r} holds {end - begin} bytes, but shape {tuple(e['shape'])} of F32 "
+                             f"needs {4 * count}")
+        tensors[name] = np.frombuffer(data[begin:end], dtype="<f4").reshape(e["shape"]).astype(np.float32)
+    return meta, tensors
 
 
 def model_file_digest(path: str | Path) -> str:
     """SHA-256 of a model file's content: its metadata and tensors (names, dtypes, shapes, values),
-    in sorted order. Two exports of the same bundle and options have the same digest, though not
-    always the same bytes (safetensors writes the metadata in hash-map order)."""
-    import hashlib
-
-    from safetensors import safe_open
-
-    digest = hashlib.sha256()
-    with safe_open(str(path), framework="numpy") as f:
-        for key, value in sorted((f.metadata() or {}).items()):
-            digest.update(f"{key}={value}\n".encode())
-        for name in sorted(f.keys()):
-            tensor = np.ascontiguousarray(f.get_tensor(name))
-            digest.update(f"{name}:{tensor.dtype}:{tensor.shape}\n".encode())
-            digest.update(tensor.tobytes())
-    return digest.hexdigest()
+    in sorted order (mpdiffuser.digest; the stored digest is left out). Two exports of the same
+    bundle and options have the same digest, though not always the same bytes (safetensors writes
+    the metadata in hash-map order)."""
+    return stored_and_actual(path)[1]
 
 
 def bundle_from_model_file(path: str | Path):

@@ -248,10 +248,32 @@ int main() {
     o.num_candidates = 8;
     const float nan_state[3] = {0.0f, NAN, 1.0f};
     const Result bad = cuda_plan(model, ws, nan_state, 1, o, stream);
-    CHECK(bad.status == MPD_OK && bad.index == 0xffffffffu && std::isnan(bad.actions[0]));
+    CHECK(bad.status == MPD_OK && bad.index == MPD_INDEX_NON_FINITE_INPUT && std::isnan(bad.actions[0]));
     CHECK(cuda_plan(model, ws, state, 1, o, stream).index < 8);  // the workspace is still usable
     mpd_workspace_free(ws);
     mpd_model_free(model);
+  }
+  // Finite weights that overflow: the device plan marks the index and NaNs the actions, the host
+  // plan returns MPD_ERR_NON_FINITE_PLAN, as the CPU backend does.
+  {
+    testing::TinyModel huge;
+    huge.scaled_net = "reward";
+    huge.scale = 1e30f;
+    mpd_model* bad = load(huge);
+    mpd_workspace* ws = nullptr;
+    CHECK(bad != nullptr && mpd_workspace_create(bad, MPD_BACKEND_CUDA, 4, 0, &ws) == MPD_OK);
+    mpd_options o;
+    mpd_model_default_options(bad, &o);
+    o.num_candidates = 4;
+    const float state[3] = {0.3f, -1.1f, 1.7f};
+    const Result device = cuda_plan(bad, ws, state, 1, o, stream);
+    CHECK(device.status == MPD_OK && device.index == MPD_INDEX_NON_FINITE_PLAN && std::isnan(device.actions[0]));
+    CHECK(cpu_plan(bad, state, 1, o).status == MPD_ERR_NON_FINITE_PLAN);
+    float actions[2];
+    mpd_plan_output host{actions, 0, nullptr, nullptr, nullptr, nullptr, nullptr};
+    CHECK(mpd_plan_host(bad, ws, state, 1, &o, &host, stream) == MPD_ERR_NON_FINITE_PLAN);
+    mpd_workspace_free(ws);
+    mpd_model_free(bad);
   }
   cudaStreamDestroy(stream);
   return check::exit_code();

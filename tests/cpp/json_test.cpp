@@ -34,6 +34,13 @@ int main() {
       ++check::failures();
     }
   }
+  // JSON text is UTF-8 (RFC 8259): invalid bytes, overlong forms, encoded surrogates, truncated
+  // sequences and a lone low surrogate escape are refused; well-formed multi-byte text is kept.
+  const char* bad_utf8[] = {"\"\xff\"", "\"\xc0\xaf\"", "\"\xed\xa0\x80\"", "\"\xe2\x82\"",
+                            "\"\xf4\x90\x80\x80\"", "\"\\udc00\"", "\"a\x80\""};
+  for (const char* text : bad_utf8) CHECK(!parses(text));
+  Value u;
+  CHECK(parses("\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"", &u) && u.string == "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80");
   std::string deep(40, '['), close(40, ']');
   CHECK(!parses(deep + close));  // depth limit, no stack overflow
   return check::exit_code();

@@ -27,6 +27,8 @@ struct TinyModel {
   std::string architecture = "mlp";                       // or "unet" (planner and dynamics)
   int unet_dim = 8, unet_embed_dim = 8;
   std::vector<int> unet_mults = {1, 2};
+  std::string scaled_net;  // multiply every tensor of this network by `scale` (finite weights that overflow)
+  float scale = 1.0f;
 };
 
 struct Tensor {
@@ -95,6 +97,11 @@ inline std::vector<uint8_t> write_model(const TinyModel& m) {
   }
   add_mlp(&tensors, "reward", D, m.ranker_width, m.ranker_layers, m.reward_outputs, &rng);
   if (m.has_cost) add_mlp(&tensors, "cost", D, m.ranker_width, m.ranker_layers, 1, &rng);
+  for (auto& t : tensors) {
+    if (!m.scaled_net.empty() && t.first.rfind(m.scaled_net + ".", 0) == 0) {
+      for (float& v : t.second.data) v *= m.scale;
+    }
+  }
   Tensor lo{{m.state_dim}, std::vector<float>(static_cast<size_t>(m.state_dim), -2.0f)};
   Tensor hi{{m.state_dim}, std::vector<float>(static_cast<size_t>(m.state_dim), 2.0f)};
   tensors["normalizer.state_low"] = lo;
@@ -130,6 +137,7 @@ inline std::vector<uint8_t> write_model(const TinyModel& m) {
       {"default.discount", "0.997"}, {"default.actions_per_plan", "1"},
       {"prediction", m.prediction}, {"normalizer", m.quantiles > 0 ? "cdf" : "minmax"}, {"return_condition", "authors"},
       {"termination_penalty", "100.0"}, {"default.temperature", "1.0"}, {"default.warm_start_level", "0"},
+      {"return_low", "0.0"}, {"return_high", "300.0"}, {"return_discount", "0.997"}, {"condition_dropout", "0.25"},
       {"default.dynamics_guidance", "1.5"}};
   if (m.quantiles > 0) meta["normalizer_quantiles"] = std::to_string(m.quantiles);
   if (m.architecture == "unet") {

@@ -233,6 +233,26 @@ int main() {
     CHECK(mpd_plan(other, ows, state, 3, &oo, &oout, nullptr) == MPD_ERR_INVALID_ARGUMENT);
     mpd_workspace_free(ows);
   }
+  // Finite weights that overflow (what random bytes in a file's data often are): the values come
+  // out infinite or NaN, and the plan is refused with its own status, outputs still written.
+  {
+    testing::TinyModel huge;
+    huge.scaled_net = "reward";
+    huge.scale = 1e30f;
+    mpd_model* bad = load(huge);
+    CHECK(bad != nullptr);
+    mpd_workspace* bws = workspace(bad, 4, 1);
+    mpd_options bo;
+    mpd_model_default_options(bad, &bo);
+    bo.num_candidates = 4;
+    const Result r = plan(bad, bws, state, 1, bo);
+    CHECK(r.status == MPD_ERR_NON_FINITE_PLAN);
+    CHECK(!std::isfinite(r.values[0]) || !std::isfinite(r.values[1]) || !std::isfinite(r.values[2]) ||
+          !std::isfinite(r.values[3]));
+    CHECK(std::strstr(mpd_status_string(MPD_ERR_NON_FINITE_PLAN), "NaN or infinite") != nullptr);
+    mpd_workspace_free(bws);
+    mpd_model_free(bad);
+  }
   mpd_workspace_free(ws);
   mpd_model_free(other);
   mpd_model_free(model);

@@ -26,7 +26,9 @@ typedef enum mpd_status {
   MPD_ERR_BAD_MODEL_FILE = 6,   /* a model file is truncated, corrupt or of another version */
   MPD_ERR_NON_FINITE = 7,       /* an input holds NaN or infinity */
   MPD_ERR_MODEL_MISMATCH = 8,   /* a workspace used with a model it was not created for */
-  MPD_ERR_OUT_OF_MEMORY = 9     /* an allocation at load or workspace creation failed */
+  MPD_ERR_OUT_OF_MEMORY = 9,    /* an allocation at load or workspace creation failed */
+  MPD_ERR_NON_FINITE_PLAN = 10  /* the plan came out NaN or infinite (corrupt weights, a diverging
+                                   sampler): its actions must not be executed */
 } mpd_status;
 
 /* A short, static, human-readable description of a status; never NULL. */
@@ -95,12 +97,18 @@ typedef struct mpd_model_info {
   uint32_t format_version; /* of the file it was loaded from */
   mpd_prediction prediction;
   mpd_architecture architecture;
+  uint32_t digest_verified; /* 1: the file's content digest (digest.sha256) matched; 0: the file
+                               has none (written before digests), so its integrity is unknown */
 } mpd_model_info;
 
 /* Where mpd_plan writes. actions is required; the others may be NULL. With the CUDA backend
  * every pointer (state included) is device memory and the plan runs asynchronously on the
  * stream, so `index` is not written: pass index_ptr to receive it on the device. A CUDA plan of
- * a non-finite state writes index UINT32_MAX and NaN actions instead of returning a status. */
+ * a non-finite state writes index MPD_INDEX_NON_FINITE_INPUT and NaN actions, and one whose
+ * chosen window, actions or any value came out non-finite writes MPD_INDEX_NON_FINITE_PLAN and
+ * NaN actions, instead of returning a status (mpd_plan_host returns the statuses). */
+#define MPD_INDEX_NON_FINITE_INPUT 0xffffffffu
+#define MPD_INDEX_NON_FINITE_PLAN 0xfffffffeu
 typedef struct mpd_plan_output {
   float* actions;     /* [actions_per_plan, action_dim] the chosen candidate's actions, env units */
   uint32_t index;     /* out (CPU backend): the chosen candidate */
@@ -113,7 +121,9 @@ typedef struct mpd_plan_output {
 } mpd_plan_output;
 
 /* Loads and validates a model file. On failure *model is NULL and, when message is not NULL,
- * message[0..message_size) receives the reason (NUL-terminated). */
+ * message[0..message_size) receives the reason (NUL-terminated). A file whose content digest does
+ * not match its metadata and tensors is refused (MPD_ERR_BAD_MODEL_FILE); one without a digest
+ * loads with mpd_model_info.digest_verified = 0. */
 mpd_status mpd_model_load(const char* path, mpd_model** model, char* message, size_t message_size);
 
 /* The same from a buffer holding the file's bytes (for firmware with the model in flash). */
@@ -144,7 +154,9 @@ void mpd_workspace_free(mpd_workspace* workspace);
 /* One MPDiffuser plan from the raw (env-unit) state [state_dim] with the seed's noise.
  * options NULL = the model's defaults. stream: a cudaStream_t for the CUDA backend (NULL = the
  * default stream), ignored by the CPU backend. Never allocates; the workspace stays usable after
- * any error. */
+ * any error. MPD_ERR_NON_FINITE_PLAN: every value V_n, the chosen window and its actions are
+ * checked; on failure the outputs are still written (for diagnosis), the actions must not be
+ * executed. */
 mpd_status mpd_plan(const mpd_model* model, mpd_workspace* workspace, const float* state,
                     uint64_t seed, const mpd_options* options, mpd_plan_output* output,
                     void* stream);

@@ -242,4 +242,14 @@ class ReferenceSampler:
         index = select_candidate(values, costs, options.cost_budget)
         windows = tau.cpu().numpy()
         actions = self.spec.actions.unnormalize(windows[index, : options.actions_per_plan, self.dx:])
+        check_plan_finite(values, windows[index], actions, seed)
         return Plan(actions, index, values, costs, windows[index], windows)
+
+
+def check_plan_finite(values: np.ndarray, window: np.ndarray, actions: np.ndarray, seed: int) -> None:
+    """The reference's twin of the native MPD_ERR_NON_FINITE_PLAN: values [N], the chosen window
+    [H, D] and its actions [a, du] must be finite, or the plan must not be executed."""
+    for name, array in (("values", values), ("chosen window", window), ("actions", actions)):
+        if not np.isfinite(array).all():
+            raise FloatingPointError(f"plan (seed {seed}): the {name} came out NaN or infinite (corrupt weights or a "
+                                     "diverging sampler); do not execute it")
