@@ -79,12 +79,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     BUNDLE/model-<n>.safetensors with planner and dynamics at n steps (the ranker fully trained),
     for `tune` to pick the training length from.
     """
-    from mpdiffuser.config import ModelConfig
-    from mpdiffuser.data.dataset import load_dataset, merge_datasets
-    from mpdiffuser.models.bundle import BundleSpec
+    from mpdiffuser.data.dataset import load_dataset
     from mpdiffuser.recipes import recipe
-    from mpdiffuser.training.runtime import barrier, from_environment
-    from mpdiffuser.training.train import train_model
+    from mpdiffuser.training.lock import BundleLock, BundleLocked
+    from mpdiffuser.training.runtime import all_gather, from_environment, leave_process_group
 
     chosen = recipe(args.recipe)
     given = {field: getattr(args, flag) for flag, field in (
@@ -104,6 +102,33 @@ def _cmd_train(args: argparse.Namespace) -> int:
     task = [load_dataset(p) for p in args.data]
     extra = [load_dataset(p) for p in args.extra_data or []]
     bundle = Path(args.bundle)
+    lock = BundleLock(bundle, say)
+    refused = None
+    if runtime.is_main:
+        try:
+            lock.acquire()
+        except BundleLocked as exc:
+            refused = str(exc)
+    refused = all_gather(runtime, refused)[0]  # every rank stops when rank 0 could not take the lock
+    if refused:
+        raise BundleLocked(refused)
+    try:
+        _train_bundle(args, runtime, chosen, config, snapshots, task, extra, bundle, say)
+    finally:
+        lock.release()
+    if runtime.distributed:
+        leave_process_group()
+    return 0
+
+
+def _train_bundle(args, runtime, chosen, config, snapshots, task, extra, bundle: Path, say) -> None:
+    """The work of `train` once the bundle's lock is held."""
+    from mpdiffuser.config import ModelConfig
+    from mpdiffuser.data.dataset import merge_datasets
+    from mpdiffuser.models.bundle import BundleSpec
+    from mpdiffuser.training.runtime import barrier
+    from mpdiffuser.training.train import train_model
+
     sizes = {name: getattr(args, flag) for flag, name in (
         ("horizon", "horizon"), ("diffusion_steps", "num_steps"), ("layers", "layers"), ("width", "width"),
         ("prediction", "prediction"), ("normalizer", "normalizer"), ("return_condition", "return_condition"),
@@ -144,7 +169,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             if runtime.is_main:
                 from mpdiffuser.export import export_model
 
-                say(f"wrote {export_model(bundle, bundle / f'model-{step_config}.safetensors')}: planner and dynamics "
+                say(f"wrote {export_model(bundle, bundle / f'model-{step_config}.safetensors', written_by='train')}: "
+                    "planner and dynamics "
                     f"at {step_config} steps")
             barrier(runtime)
             continue
@@ -158,11 +184,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         else:
             say(f"{name}: {info['steps']} steps, final loss {info['final_loss']:.4f}, {info['seconds']:.0f}s; "
                 f"log {info['log']}")
-    if runtime.distributed:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
-    return 0
 
 
 def _options_from_args(args: argparse.Namespace, defaults):
@@ -175,8 +196,9 @@ def _options_from_args(args: argparse.Namespace, defaults):
 def _cmd_eval(args: argparse.Namespace) -> int:
     """Control an environment with trained models (MPC, replanning every step) and report scores.
 
-    --bundle DIR runs the PyTorch reference on the bundle (or, with --backend cpu, exports
-    DIR/model.safetensors first); --model-file F runs an exported model file on --backend.
+    --bundle DIR runs the PyTorch reference on the bundle (or, with --backend cpu, plans
+    DIR/model.safetensors: exported when missing or when its own earlier export is stale, never
+    over a file `export` or `tune --out` wrote); --model-file F runs an exported model file on --backend.
     """
     from mpdiffuser.config import SamplerOptions
     from mpdiffuser.control.evaluate import evaluate
@@ -187,13 +209,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.velocity_limit is not None and args.budget is None:
         raise SystemExit("error: --velocity-limit applies with --budget only (a constrained task)")
     if args.model_file is not None or args.backend != "torch":
-        from mpdiffuser.export import export_model
+        from mpdiffuser.export import model_file_for_bundle
         from mpdiffuser.sampling.sampler import Sampler
 
         model_file = args.model_file
         if model_file is None:
-            model_file = export_model(args.bundle, Path(args.bundle) / "model.safetensors")
-            print(f"exported {args.bundle} to {model_file} for the native backend")
+            model_file, done = model_file_for_bundle(args.bundle)
+            print(done)
         sampler = Sampler(model_file, args.backend, env_id=args.env)
         defaults = sampler.defaults
     else:
@@ -484,6 +506,17 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _seed(text: str) -> int:
+    """A --seed value: an integer in [0, 2^63) (episode starts and plan noise derive from it)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2^63), got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mpdiffuser.config import ARCHITECTURES, ModelConfig, SamplerOptions, TrainConfig
     from mpdiffuser.control.tune import VALIDATION_SEED
@@ -519,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="mixed: SAC steps of the cautious policy (default: --policy-steps)")
     gen.add_argument("--velocity-limit", type=float, default=None,
                      help="data with costs: the speed limit in m/s (default: DSRL's for the robot)")
-    gen.add_argument("--seed", type=int, default=0, help="seed of the policy training and the rollouts")
+    gen.add_argument("--seed", type=_seed, default=0, help="seed of the policy training and the rollouts")
     gen.add_argument("--out", default="data", help="output directory (datasets and cached policies)")
     gen.add_argument("--policy-dir", default=None,
                      help="where SAC behaviour policies are cached (default OUT/policies)")
@@ -551,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=None,
                        help=f"steps between checkpoints {recipe_default('checkpoint_every')}")
     train.add_argument("--ema-every", type=int, default=None, help=f"steps between EMA updates {recipe_default('ema_every')}")
-    train.add_argument("--seed", type=int, default=None, help=f"training seed {recipe_default('seed')}")
+    train.add_argument("--seed", type=_seed, default=None, help=f"training seed {recipe_default('seed')}")
     train.add_argument("--action-weight", type=float, default=None,
                        help=f"planner: loss weight of the first action u_0, as Diffuser and the authors "
                             f"{recipe_default('action_weight')}")
@@ -607,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="environment id: a built-in robot or any registered gymnasium id whose spaces match the "
                          "model (default: the model's robot)")
     ev.add_argument("--episodes", type=int, default=5, help="evaluation episodes")
-    ev.add_argument("--seed", type=int, default=0, help="episode i starts from seed + i (plans too)")
+    ev.add_argument("--seed", type=_seed, default=0, help="episode i starts from seed + i (plans too)")
     ev.add_argument("--max-steps", type=int, default=None, help="steps per episode at most (default: the env's limit)")
     _add_sampler_args(ev)
     ev.add_argument("--budget", type=float, default=None, help="episode cost budget (constrained tasks)")
@@ -626,7 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="torch: the PyTorch reference; cpu / cuda: the native core")
     tu.add_argument("--env", default=None, help="environment id (default: the model's robot)")
     tu.add_argument("--episodes", type=int, default=3, help="validation episodes per return target")
-    tu.add_argument("--seed", type=int, default=VALIDATION_SEED,
+    tu.add_argument("--seed", type=_seed, default=VALIDATION_SEED,
                     help="first validation start (episode i starts from seed + i)")
     tu.add_argument("--max-steps", type=int, default=None, help="steps per episode at most (default: the env's limit)")
     tu.add_argument("--budget", type=float, default=None,
@@ -651,7 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="torch: the PyTorch reference; cpu / cuda: the native core")
     co.add_argument("--threads", type=int, default=0, help="native CPU backend threads (0: every core)")
     co.add_argument("--episodes", type=int, default=1, help="episodes driven")
-    co.add_argument("--seed", type=int, default=1000, help="episode i starts from seed + i")
+    co.add_argument("--seed", type=_seed, default=1000, help="episode i starts from seed + i")
     co.add_argument("--max-steps", type=int, default=1000, help="steps per episode at most")
     co.add_argument("--candidates", type=int, default=None, help="N (default: the model file's)")
     co.add_argument("--guidance", type=float, default=None, help="w (default: the model file's)")
@@ -699,7 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(default mass=1.5 friction=0.4 gear=0.6)")
     experiment.add_argument("--seeds", type=int, action="extend", nargs="+", default=None,
                             help="training seeds (locomotion, constrained, dynamics)")
-    experiment.add_argument("--seed", type=int, default=None, help="seed (quadruped; dynamics: one training seed)")
+    experiment.add_argument("--seed", type=_seed, default=None, help="seed (quadruped; dynamics: one training seed)")
     experiment.add_argument("--kind", action="extend", nargs="+", default=None,
                             choices=["medium", "medium-replay", "medium-expert"],
                             help="locomotion: dataset kind(s) instead of all three")
@@ -782,14 +815,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="0: the shipped dataset (200k-step SAC data); N > 0: train a SAC policy N steps and make "
                            "the data here")
     demo.add_argument("--max-steps", type=int, default=DemoConfig.max_steps, help="steps per episode at most")
-    demo.add_argument("--seed", type=int, default=DemoConfig.seed, help="seed of data, training and evaluation")
+    demo.add_argument("--seed", type=_seed, default=DemoConfig.seed, help="seed of data, training and evaluation")
     demo.set_defaults(func=_cmd_demo)
     return parser
 
 
 # Errors a user can act on: one line naming the file, option or key, exit code 2 (argparse's
 # convention); `mpdiffuser --debug ...` shows the traceback instead.
-USER_ERRORS = (ValueError, OSError, RuntimeError, ImportError)  # ImportError: an optional install missing
+USER_ERRORS = (ValueError, OSError, RuntimeError, ImportError,  # ImportError: an optional install missing
+               FloatingPointError)  # a plan or a loss that came out NaN
 
 
 def main(argv: list[str] | None = None) -> int:

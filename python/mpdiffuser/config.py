@@ -203,7 +203,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.ema_every < 1:
             raise ValueError(f"ema_every must be >= 1, got {self.ema_every}")
-        for name, low in (("steps", 0), ("batch_size", 1), ("checkpoint_every", 1)):
+        for name, low in (("steps", 1), ("batch_size", 1), ("checkpoint_every", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")

@@ -165,7 +165,7 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     assert cli.main(["train", "--bundle", str(tmp_path / "b"), "--data", str(text)]) == 2
     assert f"mpdiffuser train: error: {text} is not a readable HDF5 file" in capsys.readouterr().err
     assert cli.main(["train", "--bundle", str(tmp_path / "b2"), "--data", str(text), "--steps", "-1"]) == 2
-    assert "steps must be an integer >= 0, got -1" in capsys.readouterr().err
+    assert "steps must be an integer >= 1, got -1" in capsys.readouterr().err
     assert not (tmp_path / "b2").exists()  # nothing written before the check
     assert cli.main(["eval", "--model-file", str(tmp_path / "none.safetensors"), "--backend", "cpu"]) == 2
     assert "no model file at" in capsys.readouterr().err

@@ -135,12 +135,15 @@ class OfflineDataset:
         """
         for key in REQUIRED_FLAT_KEYS:
             if key not in data:
-                raise KeyError(f"{source}: missing required key '{key}' (need {', '.join(REQUIRED_FLAT_KEYS)})")
+                raise ValueError(f"{source}: missing required key '{key}' (need {', '.join(REQUIRED_FLAT_KEYS)}"
+                                 f"{'; it has ' + ', '.join(sorted(data)) if data else '; it holds no arrays'})")
         obs = np.asarray(data["observations"], dtype=np.float32)
         act = np.asarray(data["actions"], dtype=np.float32)
-        rows = len(obs)
         if obs.ndim != 2:
             raise ValueError(f"{source}: 'observations' must be [rows, state_dim], got shape {obs.shape}")
+        rows = len(obs)
+        if rows == 0:
+            raise ValueError(f"{source}: the dataset holds no rows")
         if act.ndim != 2 or len(act) != rows:
             raise ValueError(f"{source}: 'actions' must be [{rows}, action_dim], got shape {act.shape}")
         columns = {}
@@ -172,6 +175,9 @@ class OfflineDataset:
                 episodes.append(Episode(ep_obs, act[sl], columns["rewards"][sl], terminated,
                                         None if costs is None else costs[sl]))
             start = stop
+        if not episodes:
+            raise ValueError(f"{source}: no episode has a transition (each of the {len(ends)} episode(s) is one row "
+                             "long and the file has no next_observations)")
         return cls(episodes, dict(metadata or {}))
 
     # ---- files ---------------------------------------------------------------------------------
@@ -238,16 +244,32 @@ def load_hdf5(path: str | Path) -> OfflineDataset:
         with h5py.File(path, "r") as f:
             data = {key: f[key][()] for key in f.keys() if isinstance(f[key], h5py.Dataset)}
             meta = json.loads(f.attrs["mpdiffuser_metadata"]) if "mpdiffuser_metadata" in f.attrs else {}
+            nested = []  # datasets inside groups (D4RL's infos/..., metadata/...): not read
+            f.visititems(lambda name, item: nested.append(name) if isinstance(item, h5py.Dataset) and "/" in name
+                         else None)
     except OSError as exc:  # h5py's message does not name the file
         raise ValueError(f"{path} is not a readable HDF5 file ({exc})") from None
+    missing = [k for k in REQUIRED_FLAT_KEYS if k not in data]
+    inside = [n for n in nested if n.rsplit("/", 1)[-1] in missing]
+    if missing and inside:
+        raise ValueError(f"{path}: missing required key '{missing[0]}' at the top level; the file holds "
+                         f"{', '.join(inside[:5])} inside groups: mpdiffuser reads the D4RL layout "
+                         f"({', '.join(REQUIRED_FLAT_KEYS)} at the top level)")
     meta.setdefault("source", str(path))
     return OfflineDataset.from_flat(data, meta, source=str(path))
 
 
 def load_npz(path: str | Path) -> OfflineDataset:
+    import zipfile
+
     path = Path(path)
-    with np.load(path, allow_pickle=False) as f:
-        data = {key: f[key] for key in f.files}
+    if not path.exists():
+        raise FileNotFoundError(f"dataset file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {key: f[key] for key in f.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:  # ValueError: not a zip, NumPy guesses a pickle
+        raise ValueError(f"{path} is not a readable .npz file ({exc})") from None
     meta = json.loads(str(data.pop("mpdiffuser_metadata"))) if "mpdiffuser_metadata" in data else {}
     meta.setdefault("source", str(path))
     return OfflineDataset.from_flat(data, meta, source=str(path))

@@ -57,7 +57,7 @@ def test_missing_key_is_named(tmp_path, missing):
     flat = make_toy_dataset().to_flat()
     del flat[missing]
     np.savez(tmp_path / "bad.npz", **flat)
-    with pytest.raises(KeyError, match=f"'{missing}'"):
+    with pytest.raises(ValueError, match=f"missing required key '{missing}'"):  # a user error: one line in the CLI
         load_dataset(tmp_path / "bad.npz")
 
 

@@ -1,0 +1,160 @@
+"""What a user's mistakes and accidents must not do: bad datasets and arguments end in one line and
+exit code 2 with nothing written; a tuned model file is never overwritten by eval's export; two
+trainings of one bundle cannot run at once; a plan that came out NaN stops eval with the reason."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from mpdiffuser import cli
+from tests.python.conftest import make_toy_dataset
+
+TINY = ["--horizon", "4", "--diffusion-steps", "3", "--width", "16", "--layers", "2", "--batch-size", "16"]
+
+
+def _flat(rows: int, drop: str | None = None) -> dict:
+    data = {"observations": np.zeros((rows, 11), np.float32), "actions": np.zeros((rows, 3), np.float32),
+            "rewards": np.zeros(rows, np.float32), "terminals": np.zeros(rows, bool), "timeouts": np.zeros(rows, bool)}
+    data.pop(drop, None)
+    return data
+
+
+def _bad_datasets(tmp_path: Path) -> dict[str, Path]:
+    files = {}
+    for name, data in (("zero-rows", _flat(0)), ("no-rewards", _flat(10, "rewards"))):
+        files[name] = tmp_path / f"{name}.hdf5"
+        with h5py.File(files[name], "w") as f:
+            for k, v in data.items():
+                f[k] = v
+    files["in-a-group"] = tmp_path / "group.hdf5"
+    with h5py.File(files["in-a-group"], "w") as f:
+        group = f.create_group("data")
+        for k, v in _flat(10).items():
+            group[k] = v
+    files["empty-npz"] = tmp_path / "empty.npz"
+    np.savez(files["empty-npz"])
+    files["not-npz"] = tmp_path / "text.npz"
+    files["not-npz"].write_text("hello")
+    return files
+
+
+@pytest.mark.parametrize("case, message", [
+    ("zero-rows", "holds no rows"), ("no-rewards", "missing required key 'rewards'"),
+    ("in-a-group", "inside groups"), ("empty-npz", "holds no arrays"), ("not-npz", "not a readable .npz file")])
+def test_bad_datasets_are_one_line_and_write_nothing(tmp_path, capsys, case, message):
+    data = _bad_datasets(tmp_path)[case]
+    bundle = tmp_path / "bundle"
+    assert cli.main(["train", "--bundle", str(bundle), "--data", str(data), "--steps", "5", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mpdiffuser train: error:") and message in err and err.count("\n") == 1, err
+    assert not bundle.exists()
+
+
+def test_train_steps_0_and_eval_seed_below_0_are_refused(tmp_path, capsys):
+    data = tmp_path / "toy.hdf5"
+    make_toy_dataset(seed=1, env_id="Hopper-v5", state_dim=11, action_dim=3).save_hdf5(data)
+    assert cli.main(["train", "--bundle", str(tmp_path / "b"), "--data", str(data), "--steps", "0", *TINY]) == 2
+    assert "steps must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["eval", "--model-file", "m.safetensors", "--seed", "-5"])
+    assert exit_info.value.code == 2
+    assert "argument --seed: must be in [0, 2^63), got -5" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("robust")
+    data = root / "toy.hdf5"
+    make_toy_dataset(seed=1, env_id="Hopper-v5", state_dim=11, action_dim=3).save_hdf5(data)
+    bundle = root / "bundle"
+    assert cli.main(["train", "--bundle", str(bundle), "--data", str(data), "--steps", "10", *TINY]) == 0
+    return data, bundle
+
+
+def _metadata(path: Path) -> dict:
+    from mpdiffuser.digest import read_header
+
+    return read_header(path.read_bytes())[0]
+
+
+def test_eval_never_overwrites_a_tuned_model_file(trained, tmp_path, capsys):
+    from mpdiffuser.export import model_file_for_bundle, read_model_file, with_defaults
+
+    data, bundle = trained
+    model_file = bundle / "model.safetensors"
+    model_file.unlink(missing_ok=True)
+    path, done = model_file_for_bundle(bundle)  # missing: exported, marked as eval's own
+    assert path == model_file and done.startswith("exported") and _metadata(path)["written_by"] == "eval"
+    assert model_file_for_bundle(bundle)[1].startswith("using")  # fresh: used as it is
+    _, _, defaults = read_model_file(model_file)
+    with_defaults(model_file, model_file, defaults.replace(return_target=0.4))  # tune --out over it
+    path, done = model_file_for_bundle(bundle)
+    assert "written by tune" in done and read_model_file(path)[2].return_target == 0.4
+    # The bundle retrained since: a tuned file is refused, never overwritten ...
+    later = time.time() + 5
+    os.utime(bundle / "planner.pt", (later, later))
+    with pytest.raises(ValueError, match="older than the bundle's weights and is not overwritten"):
+        model_file_for_bundle(bundle)
+    assert read_model_file(model_file)[2].return_target == 0.4
+    assert cli.main(["eval", "--bundle", str(bundle), "--backend", "cpu", "--episodes", "1", "--max-steps", "2"]) == 2
+    assert "is not overwritten" in capsys.readouterr().err
+    # ... while eval's own stale export is refreshed.
+    model_file.unlink()
+    model_file_for_bundle(bundle)
+    os.utime(model_file, (later - 10, later - 10))
+    assert model_file_for_bundle(bundle)[1].startswith("re-exported")
+
+
+def test_a_second_training_of_one_bundle_is_refused(trained, tmp_path):
+    from mpdiffuser.training.lock import LOCK_NAME, BundleLock, BundleLocked
+
+    data, _ = trained
+    bundle = tmp_path / "conc"
+    cmd = [sys.executable, "-m", "mpdiffuser", "train", "--bundle", str(bundle), "--data", str(data), "--steps",
+           "100000", *TINY, "--model", "planner"]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 120
+        while not (bundle / LOCK_NAME).exists() and time.time() < deadline:
+            time.sleep(0.1)
+        second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+        assert second.returncode == 2
+        assert f"is being trained by process {first.pid}" in second.stderr and second.stderr.count("\n") == 1
+    finally:
+        first.kill()
+        first.wait()
+    # The killed owner left its lock behind: stale, taken over with a note.
+    assert (bundle / LOCK_NAME).exists()
+    notes = []
+    with BundleLock(bundle, say=notes.append):
+        assert (bundle / LOCK_NAME).exists()
+        with pytest.raises(BundleLocked, match=f"process {os.getpid()}"):
+            BundleLock(bundle).acquire()
+    assert "stale lock" in notes[0] and not (bundle / LOCK_NAME).exists()
+
+
+def test_eval_stops_with_the_reason_when_a_plan_is_nan(trained, tmp_path, capsys):
+    from mpdiffuser.export import _read_verified, _write_model_file, export_model
+
+    _, bundle = trained
+    good = export_model(bundle, tmp_path / "good.safetensors")
+    meta, tensors = _read_verified(good)
+    for name in tensors:
+        if name.startswith("reward."):
+            tensors[name] = tensors[name] * np.float32(1e30)
+    bad = _write_model_file(tensors, meta, tmp_path / "bad.safetensors")
+    for backend in ("cpu", "torch"):
+        assert cli.main(["eval", "--model-file", str(bad), "--backend", backend, "--episodes", "1",
+                         "--max-steps", "3"]) == 2
+        err = capsys.readouterr().err
+        assert "mpdiffuser eval: error:" in err and "NaN or infinite" in err
