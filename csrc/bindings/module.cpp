@@ -4,17 +4,21 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fstream>
 #include <iterator>
 
 #include "core/model_file.h"
+#include "math/normalizer.h"
 #include "math/philox.h"
 #include "math/schedule.h"
 #include "mpdiffuser/mpdiffuser.h"
@@ -157,6 +161,8 @@ py::dict constants() {
   d["model_format_version"] = mpd::kModelFormatVersion;
   d["embed_dim"] = mpd::kEmbedDim;
   d["termination_penalty"] = mpd::kTerminationPenalty;
+  d["state_range_limit"] = mpd::math::kStateRangeLimit;
+  d["min_half_range"] = mpd::math::kMinHalfRange;
   auto names = [](const auto& table) {
     py::list out;
     for (const char* name : table) out.append(name);
@@ -266,6 +272,9 @@ FloatArray checked_floats(const py::handle& value, const char* name, const std::
   return a;
 }
 
+// Plans of at least this many candidate-steps (batch x N x K) run interruptibly (plan_batch).
+constexpr uint64_t kLongPlanCandidateSteps = uint64_t{1} << 16;
+
 class Workspace {
  public:
   Workspace(std::shared_ptr<Model> model, const std::string& backend, const py::object& max_candidates,
@@ -354,9 +363,7 @@ class Workspace {
     float* w = windows.mutable_data();
     mpd_status status = MPD_OK;
     py::ssize_t b = 0;
-    {
-      py::gil_scoped_release release;
-      std::lock_guard<std::mutex> lock(mutex_);
+    auto run = [&]() {
       for (; b < batch; ++b) {
         mpd_plan_output out{a + b * options.actions_per_plan * info.action_dim, 0, v + b * N,
                             info.has_cost ? c + b * N : nullptr, return_windows ? w + b * N * H * D : nullptr,
@@ -366,7 +373,32 @@ class Workspace {
         idx[b] = out.index;
         if (status != MPD_OK) break;
       }
+    };
+    bool interrupted = false;
+    {
+      py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(mutex_);
+      // A long CPU plan runs on a helper thread while this one answers Ctrl-C: every 50 ms it
+      // takes the GIL to run Python's signal handlers and, on KeyboardInterrupt, cancels the plan
+      // (it stops at its next denoising step). Short plans run here, without the thread's cost.
+      const uint64_t candidate_steps = static_cast<uint64_t>(batch) * static_cast<uint64_t>(N) * info.num_steps;
+      if (backend_ == MPD_BACKEND_CPU && candidate_steps >= kLongPlanCandidateSteps) {
+        std::packaged_task<void()> task(run);
+        std::future<void> done = task.get_future();
+        std::thread worker(std::move(task));
+        while (done.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
+          py::gil_scoped_acquire acquire;
+          if (!interrupted && PyErr_CheckSignals() != 0) {
+            interrupted = true;
+            mpd_workspace_cancel(workspace_.get());
+          }
+        }
+        worker.join();
+      } else {
+        run();
+      }
     }
+    if (interrupted) throw py::error_already_set();  // the KeyboardInterrupt (or a handler's error)
     raise_status(status, ("mpd_plan (row " + std::to_string(b) + ", seed " +
                           std::to_string(b < batch ? seed_data[b] : 0) + ")").c_str());
     return py::make_tuple(actions, index, values, info.has_cost ? py::object(costs) : py::none(),
@@ -431,7 +463,20 @@ void bind_sampler(py::module_& m) {
   py::class_<Model, std::shared_ptr<Model>>(m, "Model", "A loaded, validated model file (immutable).")
       .def(py::init<const std::string&>(), py::arg("path"))
       .def("info", &Model::info_dict)
-      .def("default_options", &Model::default_options);
+      .def("default_options", &Model::default_options)
+      .def(
+          "workspace_bytes",
+          [](const Model& model, const std::string& backend, const py::object& max_candidates,
+             const py::object& threads) {
+            const uint32_t n = static_cast<uint32_t>(checked_uint(max_candidates, "max_candidates", 1u << 20));
+            const uint32_t t = static_cast<uint32_t>(checked_uint(threads, "threads", 1024));
+            size_t bytes = 0;
+            raise_status(mpd_workspace_bytes(model.get(), parse_backend(backend), n, t, &bytes),
+                         "mpd_workspace_bytes");
+            return bytes;
+          },
+          py::arg("backend"), py::arg("max_candidates"), py::arg("threads"),
+          "The bytes a CPU workspace of these sizes allocates (mpd_workspace_bytes).");
   py::class_<Workspace>(m, "Workspace", "A sampler workspace sized once for max_candidates.")
       .def(py::init<std::shared_ptr<Model>, const std::string&, const py::object&, const py::object&>(),
            py::arg("model"), py::arg("backend"), py::arg("max_candidates"), py::arg("threads"))

@@ -183,6 +183,24 @@ extern "C" mpd_status mpd_workspace_create(const mpd_model* model, mpd_backend b
 
 extern "C" void mpd_workspace_free(mpd_workspace* workspace) { delete workspace; }
 
+extern "C" mpd_status mpd_workspace_bytes(const mpd_model* model, mpd_backend backend, uint32_t max_candidates,
+                                          uint32_t num_threads, size_t* bytes) {
+  if (model == nullptr || bytes == nullptr) return MPD_ERR_NULL_POINTER;
+  if (max_candidates < 1 || max_candidates > (1u << 20) || num_threads > 1024) return MPD_ERR_INVALID_ARGUMENT;
+  if (backend != MPD_BACKEND_CPU) return backend == MPD_BACKEND_CUDA ? MPD_ERR_NOT_AVAILABLE : MPD_ERR_INVALID_ARGUMENT;
+  int threads = static_cast<int>(num_threads);
+  if (threads == 0) threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  *bytes = mpd::cpu::CpuSampler::workspace_bytes(model->cpu, static_cast<int>(max_candidates), threads);
+  return MPD_OK;
+}
+
+extern "C" mpd_status mpd_workspace_cancel(mpd_workspace* workspace) {
+  if (workspace == nullptr) return MPD_ERR_NULL_POINTER;
+  if (workspace->backend != MPD_BACKEND_CPU || !workspace->cpu) return MPD_ERR_NOT_AVAILABLE;
+  workspace->cpu->cancel();
+  return MPD_OK;
+}
+
 extern "C" mpd_status mpd_plan(const mpd_model* model, mpd_workspace* workspace, const float* state,
                                uint64_t seed, const mpd_options* options, mpd_plan_output* output,
                                void* stream) {
@@ -217,6 +235,11 @@ extern "C" mpd_status mpd_plan_warm(const mpd_model* model, mpd_workspace* works
   for (int i = 0; i < c.state_dim; ++i) {
     if (!std::isfinite(state[i])) return MPD_ERR_NON_FINITE;
   }
+  for (int i = 0; i < c.state_dim; ++i) {
+    if (!mpd::math::state_in_range(state[i], model->state_mid[i], model->state_half[i])) {
+      return MPD_ERR_STATE_OUT_OF_RANGE;
+    }
+  }
   const int H = c.horizon, dx = c.state_dim, du = c.action_dim, D = c.window_dim();
   if (warm != nullptr) {
     for (int i = 0; i < H * D; ++i) {
@@ -239,7 +262,7 @@ extern "C" mpd_status mpd_plan_warm(const mpd_model* model, mpd_workspace* works
                                 static_cast<float>(o.dynamics_guidance) != 1.0f,
                                 static_cast<float>(o.dynamics_guidance)};
   mpd::cpu::CpuSampler& sampler = *workspace->cpu;
-  sampler.plan(request);
+  if (!sampler.plan(request)) return MPD_ERR_CANCELLED;
 
   const int N = static_cast<int>(o.num_candidates);
   const float* values = sampler.values();

@@ -15,6 +15,9 @@ extern "C" const char* mpd_status_string(mpd_status status) {
     case MPD_ERR_OUT_OF_MEMORY: return "out of memory";
     case MPD_ERR_NON_FINITE_PLAN:
       return "the plan came out NaN or infinite (corrupt weights or a diverging sampler); do not execute it";
+    case MPD_ERR_CANCELLED: return "the plan was cancelled (mpd_workspace_cancel)";
+    case MPD_ERR_STATE_OUT_OF_RANGE:
+      return "the state lies more than 100 half-ranges of the training data from its middle (a sensor or unit fault?)";
   }
   return "unknown status code";
 }

@@ -27,44 +27,65 @@ CpuModel::CpuModel(const ModelFile& file)
   }
 }
 
-CpuSampler::CpuSampler(const CpuModel& model, int max_candidates, int threads)
-    : model_(model),
-      max_candidates_(max_candidates),
-      chunk_capacity_((max_candidates + std::min(threads, max_candidates) - 1) /
-                      std::min(threads, max_candidates)),
-      pool_(std::min(threads, max_candidates)) {
+CpuSampler::Layout CpuSampler::layout(const CpuModel& model, int max_candidates, int threads) {
   const ModelConfig& c = model.config;
-  const int H = c.horizon, D = c.window_dim();
-  const int C = chunk_capacity_;
-  ld_hidden_ = static_cast<size_t>(model.reward.width_padded());
-  ld_eps_ = std::max({model.planner->min_ldo(), model.dynamics->min_ldo(),
-                      static_cast<size_t>(model.reward.out_padded())});
+  Layout l{};
+  l.threads = std::min(threads, max_candidates);
+  l.chunk_capacity = (max_candidates + l.threads - 1) / l.threads;
+  const size_t H = static_cast<size_t>(c.horizon), D = static_cast<size_t>(c.window_dim());
+  const size_t C = static_cast<size_t>(l.chunk_capacity);
+  l.ld_hidden = static_cast<size_t>(model.reward.width_padded());
+  l.ld_eps = std::max({model.planner->min_ldo(), model.dynamics->min_ldo(),
+                       static_cast<size_t>(model.reward.out_padded())});
   if (c.has_cost) {
-    ld_hidden_ = std::max(ld_hidden_, static_cast<size_t>(model.cost.width_padded()));
-    ld_eps_ = std::max(ld_eps_, static_cast<size_t>(model.cost.out_padded()));
+    l.ld_hidden = std::max(l.ld_hidden, static_cast<size_t>(model.cost.width_padded()));
+    l.ld_eps = std::max(l.ld_eps, static_cast<size_t>(model.cost.out_padded()));
   }
-  const size_t ranker_rows = static_cast<size_t>(C) * H;
-  const size_t output_rows = std::max(2 * static_cast<size_t>(C), ranker_rows);  // 2C denoiser or C H ranker rows
-  const size_t denoise = std::max(model.planner->scratch_floats(2 * C), model.dynamics->scratch_floats(2 * C));
-  for (int t = 0; t < pool_.size(); ++t) {
-    Scratch s;
-    s.input = aligned_floats(ranker_rows * static_cast<size_t>(D));
-    s.h0 = aligned_floats(ranker_rows * ld_hidden_);
-    s.h1 = aligned_floats(ranker_rows * ld_hidden_);
-    s.eps = aligned_floats(output_rows * ld_eps_);
-    s.noise = aligned_floats(static_cast<size_t>(H) * D);
-    s.denoise = aligned_floats(denoise);
-    scratch_.push_back(std::move(s));
-  }
-  const size_t n = static_cast<size_t>(max_candidates);
-  windows_ = aligned_floats(n * static_cast<size_t>(H) * D);
-  values_ = aligned_floats(n);
-  costs_ = aligned_floats(n);
-  gammas_ = aligned_floats(static_cast<size_t>(H));
-  zeros_ = aligned_floats(static_cast<size_t>(std::max(c.cond_dim, 1)));
+  const size_t ranker_rows = C * H;
+  l.input = ranker_rows * D;
+  l.hidden = ranker_rows * l.ld_hidden;
+  l.eps = std::max(2 * C, ranker_rows) * l.ld_eps;  // 2C denoiser or C H ranker rows
+  l.noise = H * D;
+  l.denoise = std::max(model.planner->scratch_floats(2 * l.chunk_capacity),
+                       model.dynamics->scratch_floats(2 * l.chunk_capacity));
+  l.candidates = static_cast<size_t>(max_candidates);
+  l.windows = l.candidates * H * D;
+  l.horizon = H;
+  l.cond = static_cast<size_t>(std::max(c.cond_dim, 1));
+  return l;
 }
 
-void CpuSampler::plan(const PlanRequest& req) {
+size_t CpuSampler::workspace_bytes(const CpuModel& model, int max_candidates, int threads) {
+  const Layout l = layout(model, max_candidates, threads);
+  const size_t per_thread = l.input + 2 * l.hidden + l.eps + l.noise + l.denoise;
+  return sizeof(float) * (static_cast<size_t>(l.threads) * per_thread + l.windows + 2 * l.candidates + l.horizon +
+                          l.cond);
+}
+
+CpuSampler::CpuSampler(const CpuModel& model, int max_candidates, int threads)
+    : model_(model), max_candidates_(max_candidates), pool_(std::min(threads, max_candidates)) {
+  const Layout l = layout(model, max_candidates, threads);
+  chunk_capacity_ = l.chunk_capacity;
+  ld_hidden_ = l.ld_hidden;
+  ld_eps_ = l.ld_eps;
+  for (int t = 0; t < pool_.size(); ++t) {
+    Scratch s;
+    s.input = aligned_floats(l.input);
+    s.h0 = aligned_floats(l.hidden);
+    s.h1 = aligned_floats(l.hidden);
+    s.eps = aligned_floats(l.eps);
+    s.noise = aligned_floats(l.noise);
+    s.denoise = aligned_floats(l.denoise);
+    scratch_.push_back(std::move(s));
+  }
+  windows_ = aligned_floats(l.windows);
+  values_ = aligned_floats(l.candidates);
+  costs_ = aligned_floats(l.candidates);
+  gammas_ = aligned_floats(l.horizon);
+  zeros_ = aligned_floats(l.cond);
+}
+
+bool CpuSampler::plan(const PlanRequest& req) {
   request_ = &req;
   for (int t = 0; t < model_.config.horizon; ++t) {
     gammas_[static_cast<size_t>(t)] = static_cast<float>(std::pow(req.discount, t));
@@ -72,6 +93,7 @@ void CpuSampler::plan(const PlanRequest& req) {
   active_threads_ = std::min(pool_.size(), req.num_candidates);
   pool_.run(active_threads_, &CpuSampler::run_chunk, this);
   request_ = nullptr;
+  return !cancel_.exchange(false, std::memory_order_relaxed);
 }
 
 void CpuSampler::run_chunk(void* self, int index) {
@@ -80,7 +102,7 @@ void CpuSampler::run_chunk(void* self, int index) {
   const int first = index * n / threads, last = (index + 1) * n / threads;
   Scratch& scratch = s->scratch_[static_cast<size_t>(index)];
   s->sample_chunk(first, last - first, scratch);
-  s->rank_chunk(first, last - first, scratch);
+  if (!s->cancel_.load(std::memory_order_relaxed)) s->rank_chunk(first, last - first, scratch);
 }
 
 // Candidates first..first+count: tau^K from noise (or a warm start's tau^{k_w}), then the steps
@@ -120,6 +142,7 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
   };
 
   for (int k = q.start_level; k >= 1; --k) {
+    if (cancel_.load(std::memory_order_relaxed)) return;  // mpd_workspace_cancel
     const math::StepFloats& st = model_.steps[static_cast<size_t>(k - 1)];
     if (math::dynamics_at(k, q.lambda, q.dynamics_every, q.dynamics_last)) {
       denoise(*model_.dynamics, dynamics_rows, k);

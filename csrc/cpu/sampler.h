@@ -5,6 +5,7 @@
 // plans are bit-identical for any thread count and any candidate count split.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -49,11 +50,20 @@ class CpuSampler {
  public:
   CpuSampler(const CpuModel& model, int max_candidates, int threads);  // throws std::bad_alloc
 
+  // The bytes a sampler of these sizes allocates (its buffers; the thread stacks aside), computed
+  // by the same layout as the constructor, so it can be checked before anything is allocated.
+  static size_t workspace_bytes(const CpuModel& model, int max_candidates, int threads);
+
   int max_candidates() const { return max_candidates_; }
   int threads() const { return pool_.size(); }
 
   // Samples and ranks req.num_candidates windows; results in windows(), values(), costs().
-  void plan(const PlanRequest& req);
+  // Returns false when cancel() stopped it (its results are then incomplete).
+  bool plan(const PlanRequest& req);
+
+  // Thread-safe: the running plan (or, when none runs, the next one) stops at its next denoising
+  // step and plan() returns false. The flag is cleared when that plan returns.
+  void cancel() { cancel_.store(true, std::memory_order_relaxed); }
 
   const float* windows() const { return windows_.get(); }  // [N, H, D] normalized
   const float* values() const { return values_.get(); }    // [N]
@@ -67,6 +77,11 @@ class CpuSampler {
     AlignedBuffer noise;    // [H D]
     AlignedBuffer denoise;  // the denoisers' scratch for 2C rows
   };
+  struct Layout {  // buffer sizes in floats, one home for the constructor and workspace_bytes
+    int threads, chunk_capacity;
+    size_t ld_hidden, ld_eps, input, hidden, eps, noise, denoise, windows, candidates, horizon, cond;
+  };
+  static Layout layout(const CpuModel& model, int max_candidates, int threads);
   static void run_chunk(void* self, int index);
   void sample_chunk(int first, int count, Scratch& s);
   void rank_chunk(int first, int count, Scratch& s);
@@ -81,6 +96,7 @@ class CpuSampler {
   AlignedBuffer zeros_;                              // [cond_dim]: the unconditional rows' condition
   const PlanRequest* request_ = nullptr;
   int active_threads_ = 1;
+  std::atomic<bool> cancel_{false};
 };
 
 }  // namespace mpd::cpu

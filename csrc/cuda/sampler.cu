@@ -70,6 +70,8 @@ struct SelectParams {
   const float* windows;
   const float* values;
   const float* costs;
+  const double* state_mid;  // [dx] for the range check of the state
+  const double* state_half;
   const double* action_mid;
   const double* action_half;
   const float* action_quantiles;  // [du, quantiles] CDF normalizer, or unused when quantiles = 0
@@ -339,10 +341,15 @@ __global__ void select_kernel(const SelectParams s) {
   }
   best = __shfl_sync(0xffffffffu, best, 0);
   const int D = s.dx + s.du;
-  bool finite = true;
-  for (int i = lane; i < s.dx; i += 32) finite = finite && isfinite(s.state[i]);
+  bool finite = true, in_range = true;
+  for (int i = lane; i < s.dx; i += 32) {
+    finite = finite && isfinite(s.state[i]);
+    in_range = in_range && math::state_in_range(s.state[i], s.state_mid[i], s.state_half[i]);
+  }
   for (int i = lane; s.warm != nullptr && i < s.horizon * D; i += 32) finite = finite && isfinite(s.warm[i]);
   finite = __all_sync(0xffffffffu, finite);
+  in_range = __all_sync(0xffffffffu, in_range) || !finite;
+  finite = finite && in_range;  // a refused input: NaN outputs, the index says which
   const float* window = s.windows + static_cast<size_t>(best) * s.horizon * D;
   for (int q = lane; q < s.horizon * D; q += 32) plan_finite = plan_finite && isfinite(window[q]);
   for (int q = lane; q < s.actions_per_plan * s.du; q += 32) {
@@ -358,8 +365,9 @@ __global__ void select_kernel(const SelectParams s) {
   for (int q = lane; s.window != nullptr && q < s.horizon * D; q += 32) s.window[q] = ok ? window[q] : NAN;
   for (int q = lane; !ok && q < s.actions_per_plan * s.du; q += 32) s.actions[q] = NAN;  // this lane's own writes
   if (lane == 0 && s.index != nullptr) {
-    *s.index = !finite ? MPD_INDEX_NON_FINITE_INPUT : !plan_finite ? MPD_INDEX_NON_FINITE_PLAN
-                                                                   : static_cast<uint32_t>(best);
+    *s.index = !in_range ? MPD_INDEX_STATE_OUT_OF_RANGE
+               : !finite ? MPD_INDEX_NON_FINITE_INPUT
+               : !plan_finite ? MPD_INDEX_NON_FINITE_PLAN : static_cast<uint32_t>(best);
   }
 }
 
@@ -533,6 +541,8 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
   s.windows = p.windows;
   s.values = p.values;
   s.costs = p.costs;
+  s.state_mid = impl->norms;
+  s.state_half = impl->norms + c.state_dim;
   s.action_mid = impl->norms + 2 * c.state_dim;
   s.action_half = s.action_mid + c.action_dim;
   s.quantiles = c.quantiles;
@@ -689,6 +699,7 @@ mpd_status CudaSampler::plan_host(const float* state, const float* warm, uint64_
   }
   if (index == MPD_INDEX_NON_FINITE_INPUT) return MPD_ERR_NON_FINITE;
   if (index == MPD_INDEX_NON_FINITE_PLAN) return MPD_ERR_NON_FINITE_PLAN;
+  if (index == MPD_INDEX_STATE_OUT_OF_RANGE) return MPD_ERR_STATE_OUT_OF_RANGE;
   output->index = index;
   if (output->index_ptr) *output->index_ptr = index;
   return MPD_OK;

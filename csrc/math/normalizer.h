@@ -9,6 +9,18 @@
 
 namespace mpd::math {
 
+// A raw state is refused (MPD_ERR_STATE_OUT_OF_RANGE) when some dimension lies more than
+// kStateRangeLimit half-ranges of the training data from the data's middle, the half-range taken
+// as at least kMinHalfRange env units so that a dimension nearly constant in the data still admits
+// small deviations. Such a state is a sensor fault or a unit error: the models never saw anything
+// near it, and the min-max map would feed the networks values in the hundreds (a CDF normalizer
+// would clamp it to the edge without a word). python/mpdiffuser/config.py holds the same numbers.
+constexpr double kStateRangeLimit = 100.0;
+constexpr double kMinHalfRange = 1e-3;
+MPD_HOST_DEVICE bool state_in_range(double x, double mid, double half) {
+  return fabs(x - mid) <= kStateRangeLimit * fmax(half, kMinHalfRange);
+}
+
 // Min-max: y = (x - mid) / half (half = 1 where the range is empty).
 MPD_HOST_DEVICE double minmax_forward(double x, double mid, double half) { return (x - mid) / half; }
 MPD_HOST_DEVICE double minmax_inverse(double y, double mid, double half) { return y * half + mid; }

@@ -101,6 +101,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     say = print if runtime.is_main else (lambda *a, **k: None)
     task = [load_dataset(p) for p in args.data]
     extra = [load_dataset(p) for p in args.extra_data or []]
+    for path, data in zip([*args.data, *(args.extra_data or [])], task + extra):
+        for problem in data.problems(*_action_bounds(data.env_id)):
+            say(f"warning: {path}: {problem}")
     bundle = Path(args.bundle)
     lock = BundleLock(bundle, say)
     refused = None
@@ -119,6 +122,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if runtime.distributed:
         leave_process_group()
     return 0
+
+
+def _action_bounds(env_id: str | None) -> tuple:
+    """(low, high) of a registered environment's action space, or (None, None)."""
+    if env_id is None:
+        return None, None
+    try:
+        import gymnasium as gym
+
+        env = gym.make(env_id)
+        space = env.action_space
+        env.close()
+    except Exception:  # an unknown or unmakeable environment (gymnasium raises many kinds): nothing to check
+        return None, None
+    return (space.low, space.high) if hasattr(space, "low") else (None, None)
 
 
 def _train_bundle(args, runtime, chosen, config, snapshots, task, extra, bundle: Path, say) -> None:

@@ -11,6 +11,11 @@ NORMALIZERS = ("minmax", "cdf")
 RETURN_CONDITIONS = ("authors", "minmax")
 ARCHITECTURES = ("mlp", "unet")  # network families of planner and dynamics (models/registry.py)
 TERMINATION_PENALTY = 100.0  # subtracted at a fall: in the authors' return condition and the ranker's value
+# Every backend refuses a state more than STATE_RANGE_LIMIT half-ranges of the training data from
+# the data's middle in some dimension (the half-range at least MIN_HALF_RANGE env units): a sensor
+# or unit fault, not a state the models can plan from (csrc/math/normalizer.h).
+STATE_RANGE_LIMIT = 100.0
+MIN_HALF_RANGE = 1e-3
 
 # TrainConfig fields added later, with the values that reproduce the training before them.
 LEGACY_TRAIN_FIELDS = {"action_weight": 1.0, "ema_every": 1}

@@ -249,6 +249,15 @@ int main() {
     const float nan_state[3] = {0.0f, NAN, 1.0f};
     const Result bad = cuda_plan(model, ws, nan_state, 1, o, stream);
     CHECK(bad.status == MPD_OK && bad.index == MPD_INDEX_NON_FINITE_INPUT && std::isnan(bad.actions[0]));
+    const float far_state[3] = {0.0f, 500.0f, 1.0f};  // 250 half-ranges of the tiny model's [-2, 2]
+    const Result far = cuda_plan(model, ws, far_state, 1, o, stream);
+    CHECK(far.status == MPD_OK && far.index == MPD_INDEX_STATE_OUT_OF_RANGE && std::isnan(far.actions[0]));
+    CHECK(cpu_plan(model, far_state, 1, o).status == MPD_ERR_STATE_OUT_OF_RANGE);
+    {
+      std::vector<float> host_actions(sizes(model, o).actions);
+      mpd_plan_output host{host_actions.data(), 0, nullptr, nullptr, nullptr, nullptr, nullptr};
+      CHECK(mpd_plan_host(model, ws, far_state, 1, &o, &host, stream) == MPD_ERR_STATE_OUT_OF_RANGE);
+    }
     CHECK(cuda_plan(model, ws, state, 1, o, stream).index < 8);  // the workspace is still usable
     mpd_workspace_free(ws);
     mpd_model_free(model);

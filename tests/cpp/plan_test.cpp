@@ -233,6 +233,26 @@ int main() {
     CHECK(mpd_plan(other, ows, state, 3, &oo, &oout, nullptr) == MPD_ERR_INVALID_ARGUMENT);
     mpd_workspace_free(ows);
   }
+  // A cancel asked for before a plan stops that plan (MPD_ERR_CANCELLED) and is then spent: the
+  // next plan is the same as ever. Workspace sizes are known before anything is allocated.
+  {
+    CHECK(mpd_workspace_cancel(ws) == MPD_OK);
+    CHECK(plan(model, ws, state, 42, o).status == MPD_ERR_CANCELLED);
+    CHECK(plan(model, ws, state, 42, o) == first);
+    CHECK(mpd_workspace_cancel(nullptr) == MPD_ERR_NULL_POINTER);
+    size_t small = 0, large = 0;
+    CHECK(mpd_workspace_bytes(model, MPD_BACKEND_CPU, 64, 2, &small) == MPD_OK && small > 0);
+    CHECK(mpd_workspace_bytes(model, MPD_BACKEND_CPU, 6400, 2, &large) == MPD_OK && large > 50 * small);
+    CHECK(mpd_workspace_bytes(model, MPD_BACKEND_CPU, 0, 2, &large) == MPD_ERR_INVALID_ARGUMENT);
+    CHECK(mpd_workspace_bytes(model, MPD_BACKEND_CUDA, 64, 2, &large) == MPD_ERR_NOT_AVAILABLE);
+  }
+  // A state far outside the training data (design: 100 half-ranges of it) is refused; just inside
+  // it plans. The tiny model's states span [-2, 2]: half-range 2, middle 0.
+  {
+    const float far[3] = {0.3f, 201.0f, 1.7f}, near[3] = {0.3f, 199.0f, 1.7f};
+    CHECK(plan(model, ws, far, 42, o).status == MPD_ERR_STATE_OUT_OF_RANGE);
+    CHECK(plan(model, ws, near, 42, o).status == MPD_OK);
+  }
   // Finite weights that overflow (what random bytes in a file's data often are): the values come
   // out infinite or NaN, and the plan is refused with its own status, outputs still written.
   {

@@ -158,3 +158,20 @@ def test_eval_stops_with_the_reason_when_a_plan_is_nan(trained, tmp_path, capsys
                          "--max-steps", "3"]) == 2
         err = capsys.readouterr().err
         assert "mpdiffuser eval: error:" in err and "NaN or infinite" in err
+
+
+def test_suspicious_data_is_warned_about_once(tmp_path, capsys):
+    data = make_toy_dataset(seed=2, env_id="Hopper-v5", state_dim=11, action_dim=3)
+    for episode in data.episodes:
+        episode.actions[:, 1] *= 5.0  # outside Hopper's [-1, 1]: scaled actions
+        episode.observations[:, 7] = 0.25  # a dimension that never changes
+    path = tmp_path / "odd.hdf5"
+    data.save_hdf5(path)
+    assert cli.main(["train", "--bundle", str(tmp_path / "b"), "--data", str(path), "--steps", "2", *TINY,
+                     "--model", "reward"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("warning:") == 2
+    assert "actions lie outside the environment's action space [-1, 1]" in out and "were they scaled?" in out
+    assert "observation dimension(s) [7] never change (constant 0.25)" in out
+    assert make_toy_dataset(seed=2, env_id="Hopper-v5", state_dim=11, action_dim=3).problems(
+        -np.ones(3), np.ones(3)) == []

@@ -162,7 +162,9 @@ def test_a_corrupted_model_file_corpus(tmp_path):
         counts["accepted"] += 1
         for backend in ("cpu", "torch"):
             try:
-                plan = Sampler(path, backend).plan(state, seed=i)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # files without a digest
+                    plan = Sampler(path, backend).plan(state, seed=i)
             except FloatingPointError:
                 counts["plans refused"] += 1
                 continue

@@ -10,7 +10,8 @@ import dataclasses
 import pytest
 
 from mpdiffuser import _core
-from mpdiffuser.config import ARCHITECTURES, NORMALIZERS, PREDICTIONS, TERMINATION_PENALTY, ModelConfig, SamplerOptions
+from mpdiffuser.config import (ARCHITECTURES, MIN_HALF_RANGE, NORMALIZERS, PREDICTIONS, STATE_RANGE_LIMIT,
+                               TERMINATION_PENALTY, ModelConfig, SamplerOptions)
 
 
 def test_constants_and_name_lists_agree():
@@ -21,6 +22,7 @@ def test_constants_and_name_lists_agree():
     assert core["model_format_version"] == FORMAT_VERSION
     assert core["embed_dim"] == EMBED_DIM
     assert core["termination_penalty"] == TERMINATION_PENALTY
+    assert (core["state_range_limit"], core["min_half_range"]) == (STATE_RANGE_LIMIT, MIN_HALF_RANGE)
     assert tuple(core["architectures"]) == ARCHITECTURES
     assert tuple(core["predictions"]) == PREDICTIONS
     assert tuple(core["normalizers"]) == NORMALIZERS

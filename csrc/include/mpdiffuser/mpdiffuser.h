@@ -27,8 +27,11 @@ typedef enum mpd_status {
   MPD_ERR_NON_FINITE = 7,       /* an input holds NaN or infinity */
   MPD_ERR_MODEL_MISMATCH = 8,   /* a workspace used with a model it was not created for */
   MPD_ERR_OUT_OF_MEMORY = 9,    /* an allocation at load or workspace creation failed */
-  MPD_ERR_NON_FINITE_PLAN = 10  /* the plan came out NaN or infinite (corrupt weights, a diverging
+  MPD_ERR_NON_FINITE_PLAN = 10, /* the plan came out NaN or infinite (corrupt weights, a diverging
                                    sampler): its actions must not be executed */
+  MPD_ERR_CANCELLED = 11,       /* mpd_workspace_cancel stopped the plan; its outputs are not written */
+  MPD_ERR_STATE_OUT_OF_RANGE = 12 /* the state lies more than 100 half-ranges of the training data
+                                     from its middle in some dimension (a sensor or unit fault) */
 } mpd_status;
 
 /* A short, static, human-readable description of a status; never NULL. */
@@ -104,11 +107,13 @@ typedef struct mpd_model_info {
 /* Where mpd_plan writes. actions is required; the others may be NULL. With the CUDA backend
  * every pointer (state included) is device memory and the plan runs asynchronously on the
  * stream, so `index` is not written: pass index_ptr to receive it on the device. A CUDA plan of
- * a non-finite state writes index MPD_INDEX_NON_FINITE_INPUT and NaN actions, and one whose
- * chosen window, actions or any value came out non-finite writes MPD_INDEX_NON_FINITE_PLAN and
- * NaN actions, instead of returning a status (mpd_plan_host returns the statuses). */
+ * a non-finite state writes index MPD_INDEX_NON_FINITE_INPUT and NaN actions, one far outside
+ * the data (MPD_ERR_STATE_OUT_OF_RANGE) MPD_INDEX_STATE_OUT_OF_RANGE, and one whose chosen
+ * window, actions or any value came out non-finite MPD_INDEX_NON_FINITE_PLAN, with NaN actions,
+ * instead of returning a status (mpd_plan_host returns the statuses). */
 #define MPD_INDEX_NON_FINITE_INPUT 0xffffffffu
 #define MPD_INDEX_NON_FINITE_PLAN 0xfffffffeu
+#define MPD_INDEX_STATE_OUT_OF_RANGE 0xfffffffdu
 typedef struct mpd_plan_output {
   float* actions;     /* [actions_per_plan, action_dim] the chosen candidate's actions, env units */
   uint32_t index;     /* out (CPU backend): the chosen candidate */
@@ -150,6 +155,18 @@ mpd_status mpd_workspace_create(const mpd_model* model, mpd_backend backend,
 
 /* Frees a workspace; NULL is allowed. */
 void mpd_workspace_free(mpd_workspace* workspace);
+
+/* The bytes mpd_workspace_create would allocate for these arguments (CPU backend; the CUDA
+ * backend returns MPD_ERR_NOT_AVAILABLE), computed without allocating: check it against the
+ * memory the robot has before asking for many candidates. */
+mpd_status mpd_workspace_bytes(const mpd_model* model, mpd_backend backend, uint32_t max_candidates,
+                               uint32_t num_threads, size_t* bytes);
+
+/* Thread-safe, from any thread: the plan running on this CPU workspace (or, if none runs, its
+ * next one) stops at its next denoising step and returns MPD_ERR_CANCELLED. For long plans of
+ * many candidates that a user or a watchdog must be able to stop. CUDA workspaces:
+ * MPD_ERR_NOT_AVAILABLE (a launched plan cannot be stopped). */
+mpd_status mpd_workspace_cancel(mpd_workspace* workspace);
 
 /* One MPDiffuser plan from the raw (env-unit) state [state_dim] with the seed's noise.
  * options NULL = the model's defaults. stream: a cudaStream_t for the CUDA backend (NULL = the

@@ -100,6 +100,28 @@ class OfflineDataset:
     def env_id(self) -> str | None:
         return self.metadata.get("env_id")
 
+    def problems(self, action_low: np.ndarray | None = None, action_high: np.ndarray | None = None) -> list[str]:
+        """What in the data is probably a mistake, one line each (empty when nothing is): actions
+        outside [action_low, action_high] (the environment's action space, when known) and
+        observation or action dimensions that never change (nothing to learn; the min-max
+        normalizer maps them to 0)."""
+        found = []
+        obs = np.concatenate([e.observations for e in self.episodes])
+        act = np.concatenate([e.actions for e in self.episodes])
+        if action_low is not None and action_high is not None:
+            outside = (act < action_low - 1e-6) | (act > action_high + 1e-6)
+            if outside.any():
+                worst = np.abs(act[outside]).max()
+                found.append(f"{outside.any(axis=1).sum()} of {len(act)} actions lie outside the environment's action "
+                             f"space [{float(np.min(action_low)):g}, {float(np.max(action_high)):g}] (largest "
+                             f"magnitude {worst:g}): the robot cannot execute them; were they scaled?")
+        for name, values in (("observation", obs), ("action", act)):
+            constant = np.flatnonzero(values.min(axis=0) == values.max(axis=0))
+            if len(constant):
+                found.append(f"{name} dimension(s) {constant.tolist()[:10]} never change (constant "
+                             f"{values[0, constant[0]]:g}): nothing to learn from them")
+        return found
+
     def returns(self) -> np.ndarray:
         """Undiscounted return of every episode, float64 [E]."""
         return np.array([float(e.rewards.sum()) for e in self.episodes])

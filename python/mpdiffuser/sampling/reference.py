@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mpdiffuser import noise
-from mpdiffuser.config import TERMINATION_PENALTY, SamplerOptions
+from mpdiffuser.config import MIN_HALF_RANGE, STATE_RANGE_LIMIT, TERMINATION_PENALTY, SamplerOptions
 from mpdiffuser.models.bundle import ModelBundle
 from mpdiffuser.models.schedule import CosineSchedule
 
@@ -134,6 +134,7 @@ class ReferenceSampler:
             raise ValueError(f"state must have shape ({self.dx},), got {state.shape}")
         if not np.isfinite(state).all():
             raise ValueError(f"state holds NaN or infinity at indices {np.flatnonzero(~np.isfinite(state)).tolist()}")
+        check_state_range(state[None], self.spec.states.low, self.spec.states.high)
         return state
 
     def condition(self, options: SamplerOptions) -> np.ndarray:
@@ -232,6 +233,8 @@ class ReferenceSampler:
              warm_start: np.ndarray | None = None) -> Plan:
         """One MPDiffuser plan from the raw (env-unit) state [dx]. warm_start: the previous plan's
         `window` [H, D], used when options.warm_start_level > 0 (None plans cold)."""
+        if options is not None and not isinstance(options, SamplerOptions):
+            raise TypeError(f"options must be a SamplerOptions or None, got {type(options).__name__}")
         options = options or SamplerOptions()
         options.check_for(self.num_steps, self.horizon)
         if warm_start is not None:
@@ -253,3 +256,18 @@ def check_plan_finite(values: np.ndarray, window: np.ndarray, actions: np.ndarra
         if not np.isfinite(array).all():
             raise FloatingPointError(f"plan (seed {seed}): the {name} came out NaN or infinite (corrupt weights or a "
                                      "diverging sampler); do not execute it")
+
+
+def check_state_range(states: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
+    """Refuse raw states [B, dx] that lie more than STATE_RANGE_LIMIT half-ranges of the training
+    data [low, high] from its middle in some dimension (the native MPD_ERR_STATE_OUT_OF_RANGE):
+    a sensor or unit fault that no model trained on the data can plan from."""
+    mid = (high.astype(np.float64) + low) / 2
+    half = (high.astype(np.float64) - low) / 2
+    half = np.maximum(np.where(half > 0, half, 1.0), MIN_HALF_RANGE)  # the native normalizer's half, floored
+    far = np.abs(states.astype(np.float64) - mid) > STATE_RANGE_LIMIT * half
+    if far.any():
+        row, dim = np.argwhere(far)[0]
+        raise ValueError(f"state[{dim}] = {states[row, dim]:.6g}{f' (row {row})' if len(states) > 1 else ''} lies more "
+                         f"than {STATE_RANGE_LIMIT:g} half-ranges from the training data's [{low[dim]:.6g}, "
+                         f"{high[dim]:.6g}]: a sensor or unit fault? The models cannot plan from it")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mpdiffuser.config import SamplerOptions
-from mpdiffuser.sampling.reference import Plan, check_windows
+from mpdiffuser.sampling.reference import Plan, check_state_range, check_windows
 
 BACKENDS = ("torch", "cpu", "cuda")
 
@@ -71,10 +71,18 @@ class Sampler:
             self._ensure_workspace(self.defaults.num_candidates)
 
     def _ensure_workspace(self, num_candidates: int) -> None:
-        """(Re)size the native workspace; happens outside the timed plan path only when N grows."""
+        """(Re)size the native workspace; happens outside the timed plan path only when N grows.
+        A CPU workspace that would not fit in the memory available now is refused before it is
+        allocated, naming num_candidates."""
         from mpdiffuser import _core
 
         if self._workspace is None or self._workspace.max_candidates < num_candidates:
+            if self.backend == "cpu":
+                need = self._native.workspace_bytes("cpu", num_candidates, self.threads)
+                available = available_memory()
+                if available is not None and need > available:
+                    raise ValueError(f"num_candidates = {num_candidates} needs a {need / 2**30:.2f} GiB workspace; "
+                                     f"this machine has {available / 2**30:.2f} GiB available: plan fewer candidates")
             self._workspace = _core.Workspace(self._native, self.backend, num_candidates, self.threads)
 
     def _native_options(self, options: SamplerOptions):
@@ -98,7 +106,11 @@ class Sampler:
         if bad.any():
             row, col = np.argwhere(bad)[0]
             raise ValueError(f"state holds NaN or infinity (row {row}, index {col})")
+        check_state_range(states, self.spec.states.low, self.spec.states.high)
         seeds = np.asarray(seeds)
+        if seeds.dtype == object and seeds.shape == (states.shape[0],) and all(
+                isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in seeds):
+            raise ValueError(f"seeds must be in [0, 2^64) (the Philox key), got {max(seeds, key=abs)}")
         if seeds.shape != (states.shape[0],) or (seeds.size and seeds.dtype.kind not in "iu"):
             raise ValueError(f"seeds must be {states.shape[0]} integers, got {seeds!r}")
         if seeds.size and seeds.min() < 0:
@@ -120,8 +132,7 @@ class Sampler:
         state = np.asarray(state, dtype=np.float32)
         if state.shape != (self.spec.state_dim,):
             raise ValueError(f"state must have shape ({self.spec.state_dim},), got {state.shape}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        check_seed(seed)
         warm = None if warm_start is None else np.asarray(warm_start, dtype=np.float32)[None]
         return self.plan_batch(state[None], [int(seed)], options, warm)[0]
 
@@ -129,7 +140,7 @@ class Sampler:
                    warm_starts: np.ndarray | None = None) -> list[Plan]:
         """One plan per row of states [B, dx] with seeds [B]; warm_starts: None or [B, H, D]
         previous windows (see `plan`)."""
-        options = options or self.defaults
+        options = check_options_type(options) or self.defaults
         states, seeds = self._check(states, seeds)
         options.check_for(self.spec.model.num_steps, self.spec.model.horizon)
         if warm_starts is not None:
@@ -158,9 +169,8 @@ class Sampler:
         """
         if self.backend != "cuda":
             raise ValueError(f"plan_device needs backend 'cuda', this sampler is {self.backend!r}")
-        options = options or self.defaults
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        options = check_options_type(options) or self.defaults
+        check_seed(seed)
         self.spec.conditions.condition(options.return_target, options.cost_limit)  # cost-limit rules
         dx, du, H = self.spec.state_dim, self.spec.action_dim, self.spec.model.horizon
         if options.actions_per_plan > H:
@@ -181,6 +191,34 @@ class Sampler:
 
     def __repr__(self) -> str:
         return f"Sampler({str(self.model_file)!r}, backend={self.backend!r})"
+
+
+def check_seed(seed) -> None:
+    """A plan's seed: an integer in [0, 2^64) (the Philox key is 64 bits)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if not 0 <= int(seed) < 2**64:
+        raise ValueError(f"seed must be in [0, 2^64) (the Philox key), got {seed}")
+
+
+def check_options_type(options):
+    """options must be a SamplerOptions or None (a dict is not: its keys would go unchecked)."""
+    if options is not None and not isinstance(options, SamplerOptions):
+        raise TypeError(f"options must be a SamplerOptions or None, got {type(options).__name__}; for example "
+                        "sampler.defaults.replace(num_candidates=8)")
+    return options
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation now (Linux MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def device_pointer(array, name: str, shape: tuple, typestrs: tuple) -> int:

@@ -1,0 +1,97 @@
+"""Limits a user can hit by mistake: a candidate count whose workspace does not fit in memory, a
+long plan that must stop on Ctrl-C, a seed beyond 64 bits, options passed as a dict, and a state
+far outside the training data (a sensor or unit fault), on every backend."""
+
+from __future__ import annotations
+
+import _thread
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import mpdiffuser.sampling.sampler as sampler_module
+from mpdiffuser.bench import synthetic_model_file
+from mpdiffuser.config import STATE_RANGE_LIMIT, ModelConfig
+from mpdiffuser.sampling.sampler import Sampler
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    return synthetic_model_file(tmp_path_factory.mktemp("limits") / "hopper.safetensors")
+
+
+def test_a_workspace_that_does_not_fit_is_refused_naming_num_candidates(model_file, monkeypatch):
+    sampler = Sampler(model_file, "cpu", threads=2)
+    need = sampler._native.workspace_bytes("cpu", 4096, 2)
+    assert need > sampler._native.workspace_bytes("cpu", 64, 2) > 0
+    monkeypatch.setattr(sampler_module, "available_memory", lambda: need - 1)
+    options = sampler.defaults.replace(num_candidates=4096)
+    with pytest.raises(ValueError, match=r"num_candidates = 4096 needs a 0\.\d\d GiB workspace; this machine has "
+                                         r"0\.\d\d GiB available"):
+        sampler.plan(np.zeros(11, np.float32), 0, options)
+    monkeypatch.setattr(sampler_module, "available_memory", lambda: need)
+    assert sampler.plan(np.zeros(11, np.float32), 0, options).values.shape == (4096,)
+
+
+def test_a_long_plan_stops_on_ctrl_c(model_file):
+    # 65536 candidates x 20 steps takes seconds on this machine's 2 cores; Ctrl-C (simulated as the
+    # interpreter receives it) must stop it at the next denoising step, not when it ends.
+    sampler = Sampler(model_file, "cpu", threads=2)
+    options = sampler.defaults.replace(num_candidates=1024)
+    state = np.zeros(11, np.float32)
+    start = time.perf_counter()
+    sampler.plan(state, 0, options)
+    per_candidate = (time.perf_counter() - start) / 1024
+    options = options.replace(num_candidates=65536)
+    expected = per_candidate * 65536
+    sampler._ensure_workspace(65536)  # allocated (and zeroed) before the clock starts
+    timer = threading.Timer(0.3, _thread.interrupt_main)
+    start = time.perf_counter()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        sampler.plan(state, 0, options)
+    stopped = time.perf_counter() - start
+    timer.cancel()
+    assert expected > 1.5, f"the plan would take {expected:.2f} s: too short to test the interrupt"
+    assert stopped < 0.3 + max(0.5, expected / 20 * 2), f"stopped after {stopped:.2f} s of {expected:.2f} s"
+    assert sampler.plan(state, 0, options.replace(num_candidates=8)).values.shape == (8,)  # still usable
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_seeds_and_options_are_checked_with_their_names(model_file, backend):
+    sampler = Sampler(model_file, backend)
+    state = np.zeros(11, np.float32)
+    with pytest.raises(ValueError, match=r"seed must be in \[0, 2\^64\) \(the Philox key\), got 18446744073709551616"):
+        sampler.plan(state, 2**64)
+    sampler.plan(state, 2**64 - 1)  # the largest seed is fine
+    with pytest.raises(ValueError, match=r"seeds must be in \[0, 2\^64\)"):
+        sampler.plan_batch(state[None], [2**64])
+    with pytest.raises(TypeError, match="options must be a SamplerOptions or None, got dict"):
+        sampler.plan(state, 0, {"num_candidates": 4})
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_a_state_far_outside_the_data_is_refused(model_file, backend):
+    sampler = Sampler(model_file, backend)
+    low, high = sampler.spec.states.low, sampler.spec.states.high
+    mid, half = (high.astype(np.float64) + low) / 2, (high.astype(np.float64) - low) / 2
+    state = mid.astype(np.float32)
+    state[4] = 1e30  # the issue's case: planned to a value of -4.7e29 without a word
+    with pytest.raises(ValueError, match=r"state\[4\] = 1e\+30 lies more than 100 half-ranges"):
+        sampler.plan(state, 0)
+    state[4] = mid[4] + 0.99 * STATE_RANGE_LIMIT * half[4]  # far, but inside the stated limit
+    assert np.isfinite(sampler.plan(state, 0).values).all()
+
+
+def test_the_native_core_refuses_a_far_state_itself(model_file):
+    # Behind Sampler's check: the C API's own (MPD_ERR_STATE_OUT_OF_RANGE), as firmware meets it.
+    from mpdiffuser import _core
+
+    sampler = Sampler(model_file, "cpu")
+    state = ((sampler.spec.states.low + sampler.spec.states.high) / 2).astype(np.float32)
+    state[0] = 1e30
+    workspace = _core.Workspace(sampler._native, "cpu", 1, 1)
+    with pytest.raises(RuntimeError, match="more than 100 half-ranges"):
+        workspace.plan_batch(state[None], np.zeros(1, np.uint64), sampler._native_options(sampler.defaults))
