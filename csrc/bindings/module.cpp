@@ -162,6 +162,7 @@ py::dict constants() {
   d["embed_dim"] = mpd::kEmbedDim;
   d["termination_penalty"] = mpd::kTerminationPenalty;
   d["state_range_limit"] = mpd::math::kStateRangeLimit;
+  d["max_candidates"] = mpd::kMaxCandidates;
   d["min_half_range"] = mpd::math::kMinHalfRange;
   auto names = [](const auto& table) {
     py::list out;
@@ -280,7 +281,7 @@ class Workspace {
   Workspace(std::shared_ptr<Model> model, const std::string& backend, const py::object& max_candidates,
             const py::object& threads)
       : model_(std::move(model)) {
-    const uint32_t n = static_cast<uint32_t>(checked_uint(max_candidates, "max_candidates", 1u << 20));
+    const uint32_t n = static_cast<uint32_t>(checked_uint(max_candidates, "max_candidates", mpd::kMaxCandidates));
     const uint32_t t = static_cast<uint32_t>(checked_uint(threads, "threads", 1024));
     if (n < 1) throw py::value_error("max_candidates must be >= 1");
     mpd_workspace* ws = nullptr;
@@ -468,7 +469,7 @@ void bind_sampler(py::module_& m) {
           "workspace_bytes",
           [](const Model& model, const std::string& backend, const py::object& max_candidates,
              const py::object& threads) {
-            const uint32_t n = static_cast<uint32_t>(checked_uint(max_candidates, "max_candidates", 1u << 20));
+            const uint32_t n = static_cast<uint32_t>(checked_uint(max_candidates, "max_candidates", mpd::kMaxCandidates));
             const uint32_t t = static_cast<uint32_t>(checked_uint(threads, "threads", 1024));
             size_t bytes = 0;
             raise_status(mpd_workspace_bytes(model.get(), parse_backend(backend), n, t, &bytes),

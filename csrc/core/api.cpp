@@ -143,7 +143,7 @@ extern "C" mpd_status mpd_workspace_create(const mpd_model* model, mpd_backend b
   if (workspace == nullptr) return MPD_ERR_NULL_POINTER;
   *workspace = nullptr;
   if (model == nullptr) return MPD_ERR_NULL_POINTER;
-  if (max_candidates < 1 || max_candidates > (1u << 20) || num_threads > 1024) {
+  if (max_candidates < 1 || max_candidates > mpd::kMaxCandidates || num_threads > 1024) {
     return MPD_ERR_INVALID_ARGUMENT;
   }
   if (backend != MPD_BACKEND_CPU && backend != MPD_BACKEND_CUDA) return MPD_ERR_INVALID_ARGUMENT;
@@ -186,7 +186,7 @@ extern "C" void mpd_workspace_free(mpd_workspace* workspace) { delete workspace;
 extern "C" mpd_status mpd_workspace_bytes(const mpd_model* model, mpd_backend backend, uint32_t max_candidates,
                                           uint32_t num_threads, size_t* bytes) {
   if (model == nullptr || bytes == nullptr) return MPD_ERR_NULL_POINTER;
-  if (max_candidates < 1 || max_candidates > (1u << 20) || num_threads > 1024) return MPD_ERR_INVALID_ARGUMENT;
+  if (max_candidates < 1 || max_candidates > mpd::kMaxCandidates || num_threads > 1024) return MPD_ERR_INVALID_ARGUMENT;
   if (backend != MPD_BACKEND_CPU) return backend == MPD_BACKEND_CUDA ? MPD_ERR_NOT_AVAILABLE : MPD_ERR_INVALID_ARGUMENT;
   int threads = static_cast<int>(num_threads);
   if (threads == 0) threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));

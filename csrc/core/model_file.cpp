@@ -317,7 +317,7 @@ bool read_config(const Metadata& meta, ModelConfig* c, mpd_options* d, std::stri
   d->warm_start_level = static_cast<uint32_t>(warm);
   int n = 0, every = 0, last = 0, apl = 0;
   const bool defaults_ok =
-      meta.integer("default.num_candidates", 1, 1 << 20, &n, error) &&
+      meta.integer("default.num_candidates", 1, static_cast<int>(kMaxCandidates), &n, error) &&
       meta.real("default.guidance", 0.0, 1e6, &d->guidance, error) &&
       meta.real("default.return_target", -1e6, 1e6, &d->return_target, error) &&
       meta.optional_real("default.cost_limit", &d->cost_limit, &d->has_cost_limit, error) &&

@@ -21,6 +21,7 @@ constexpr int kModelFormatVersion = 2;  // version 1 files still load (epsilon, 
 // The metadata key of the content digest (python/mpdiffuser/digest.py DIGEST_KEY): a file that has
 // it must match it; one without it loads unverified (mpd_model_info.digest_verified = 0).
 constexpr const char* kDigestKey = "digest.sha256";
+constexpr uint32_t kMaxCandidates = 1u << 20;  // N at most (SamplerOptions: MAX_CANDIDATES)
 constexpr int kEmbedDim = 32;                 // the mlp family's step embedding emb(k)
 constexpr float kTerminationPenalty = 100.0f;  // the ranker's penalty at a window's predicted fall
 // The metadata's names, indexed by the enums (mpd_architecture, mpd_prediction; normalizer: Q = 0

@@ -15,6 +15,7 @@ TERMINATION_PENALTY = 100.0  # subtracted at a fall: in the authors' return cond
 # the data's middle in some dimension (the half-range at least MIN_HALF_RANGE env units): a sensor
 # or unit fault, not a state the models can plan from (csrc/math/normalizer.h).
 STATE_RANGE_LIMIT = 100.0
+MAX_CANDIDATES = 1 << 20  # N at most: the C API's cap (kMaxCandidates)
 MIN_HALF_RANGE = 1e-3
 
 # TrainConfig fields added later, with the values that reproduce the training before them.
@@ -134,8 +135,9 @@ class SamplerOptions:
     dynamics_guidance: float = 2.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.num_candidates, bool) or not isinstance(self.num_candidates, int) or self.num_candidates < 1:
-            raise ValueError(f"num_candidates must be a positive integer, got {self.num_candidates!r}")
+        if (isinstance(self.num_candidates, bool) or not isinstance(self.num_candidates, int)
+                or not 1 <= self.num_candidates <= MAX_CANDIDATES):
+            raise ValueError(f"num_candidates must be an integer in [1, {MAX_CANDIDATES}], got {self.num_candidates!r}")
         if not self.guidance >= 0.0:
             raise ValueError(f"guidance must be >= 0, got {self.guidance}")
         if not math.isfinite(self.return_target):

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpdiffuser.config import ARCHITECTURES, LEGACY_MODEL_FIELDS, ModelConfig, SamplerOptions
+from mpdiffuser.config import ARCHITECTURES, LEGACY_MODEL_FIELDS, MAX_CANDIDATES, ModelConfig, SamplerOptions
 from mpdiffuser.digest import DIGEST_KEY, content_digest, file_content_digest, read_header, stored_and_actual
 
 FORMAT = "mpdiffuser.model"
@@ -227,7 +227,7 @@ METADATA_RANGES = {
     "unet_dim": (2, 4096), "unet_embed_dim": (2, 4096), "normalizer_quantiles": (2, 1 << 16),
     "return_low": (-1e30, 1e30), "return_high": (-1e30, 1e30), "return_discount": (1e-9, 1.0),
     "condition_dropout": (0.0, 0.999999), "termination_penalty": (0.0, 1e30),
-    "default.num_candidates": (1, 1 << 20), "default.guidance": (0.0, 1e6), "default.return_target": (-1e6, 1e6),
+    "default.num_candidates": (1, MAX_CANDIDATES), "default.guidance": (0.0, 1e6), "default.return_target": (-1e6, 1e6),
     "default.cost_limit": (0.0, 1e30), "default.cost_budget": (0.0, 1e30), "default.dynamics_weight": (0.0, 1.0),
     "default.dynamics_every": (1, 1 << 20), "default.dynamics_last": (0, 1 << 20), "default.discount": (1e-9, 1.0),
     "default.temperature": (1e-30, 1.0), "default.dynamics_guidance": (0.0, 1e6),

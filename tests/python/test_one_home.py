@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 
 from mpdiffuser import _core
-from mpdiffuser.config import (ARCHITECTURES, MIN_HALF_RANGE, NORMALIZERS, PREDICTIONS, STATE_RANGE_LIMIT,
+from mpdiffuser.config import (ARCHITECTURES, MAX_CANDIDATES, MIN_HALF_RANGE, NORMALIZERS, PREDICTIONS, STATE_RANGE_LIMIT,
                                TERMINATION_PENALTY, ModelConfig, SamplerOptions)
 
 
@@ -23,6 +23,7 @@ def test_constants_and_name_lists_agree():
     assert core["embed_dim"] == EMBED_DIM
     assert core["termination_penalty"] == TERMINATION_PENALTY
     assert (core["state_range_limit"], core["min_half_range"]) == (STATE_RANGE_LIMIT, MIN_HALF_RANGE)
+    assert core["max_candidates"] == MAX_CANDIDATES
     assert tuple(core["architectures"]) == ARCHITECTURES
     assert tuple(core["predictions"]) == PREDICTIONS
     assert tuple(core["normalizers"]) == NORMALIZERS

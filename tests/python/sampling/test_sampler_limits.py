@@ -70,6 +70,8 @@ def test_seeds_and_options_are_checked_with_their_names(model_file, backend):
         sampler.plan_batch(state[None], [2**64])
     with pytest.raises(TypeError, match="options must be a SamplerOptions or None, got dict"):
         sampler.plan(state, 0, {"num_candidates": 4})
+    with pytest.raises(ValueError, match=r"num_candidates must be an integer in \[1, 1048576\], got 1048577"):
+        sampler.plan(state, 0, sampler.defaults.replace(num_candidates=2**20 + 1))  # the user's name, not an internal one
 
 
 @pytest.mark.parametrize("backend", ["cpu", "torch"])
