@@ -95,7 +95,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise SystemExit("error: --export-at exports whole bundles: it needs --model all and no --fine-tune")
     if snapshots and not 1 <= snapshots[0] <= snapshots[-1] <= config.steps:
         raise SystemExit(f"error: --export-at steps must lie within 1..{config.steps} (--steps), got {snapshots}")
-    runtime = from_environment(args.device, precision=args.precision, compile=args.compile,
+    runtime = from_environment(args.device, precision=args.precision, compile=args.compile, batches=args.batches,
                                log_every=args.log_every, tensorboard=not args.no_tensorboard)
     runtime.local_batch(config.batch_size)  # a world size that does not divide the batch fails here
     say = print if runtime.is_main else (lambda *a, **k: None)
@@ -536,7 +536,7 @@ def _seed(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mpdiffuser.config import ARCHITECTURES, ModelConfig, SamplerOptions, TrainConfig
+    from mpdiffuser.config import ARCHITECTURES, BATCHES, ModelConfig, SamplerOptions, TrainConfig
     from mpdiffuser.control.tune import VALIDATION_SEED
     from mpdiffuser.data.generate import KINDS
     from mpdiffuser.demo import DemoConfig
@@ -618,6 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                        help="autocast precision of forward and loss (fp16 with loss scaling); fp32 is bit-reproducible")
     train.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    train.add_argument("--batches", default=BATCHES[0], choices=BATCHES,
+                       help="where each step's batch is drawn: host (NumPy, copied over), device (the data on the "
+                            "training device, drawn there), auto (device on a GPU, host on the CPU)")
     train.add_argument("--log-every", type=int, default=50, help="steps per row of the CSV loss log")
     train.add_argument("--no-tensorboard", action="store_true",
                        help="do not write TensorBoard events even when tensorboard is installed")

@@ -16,6 +16,12 @@ TERMINATION_PENALTY = 100.0  # subtracted at a fall: in the authors' return cond
 # or unit fault, not a state the models can plan from (csrc/math/normalizer.h).
 STATE_RANGE_LIMIT = 100.0
 MAX_CANDIDATES = 1 << 20  # N at most: the C API's cap (kMaxCandidates)
+# Where a training step's batch is drawn (TrainRuntime.batches, train --batches). "host": NumPy
+# gathers the windows and they are copied to the device (the CPU path, whose streams earlier
+# checkpoints hold); "device": the data live on the training device and a torch.Generator draws
+# the batch there, with no copy and no synchronization; "auto" (the default): device on a GPU,
+# host on the CPU.
+BATCHES = ("auto", "host", "device")
 MIN_HALF_RANGE = 1e-3
 
 # TrainConfig fields added later, with the values that reproduce the training before them.

@@ -13,6 +13,7 @@ import copy
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from mpdiffuser.config import TERMINATION_PENALTY
 from mpdiffuser.data.dataset import OfflineDataset
@@ -144,6 +145,10 @@ class WindowSampler:
         out._starts = self._starts[rank::world_size]
         return out
 
+    def on_device(self, device: torch.device | str) -> "DeviceWindows":
+        """These windows on `device`, drawn there (DeviceWindows)."""
+        return DeviceWindows(self, device)
+
     def sample(self, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
         """x0 [B, dx], states [B, H, dx] (x_1..x_H), actions [B, H, du], cond [B, c]."""
         t = self._starts[rng.integers(0, len(self._starts), size=batch)]
@@ -154,6 +159,35 @@ class WindowSampler:
             "actions": self._act[rows],
             "cond": self._cond[t],
         }
+
+
+class DeviceWindows:
+    """A WindowSampler's tables on a torch device: batches are drawn there with a torch.Generator,
+    with no NumPy, no host-to-device copy and no synchronization (design section 2, "Training
+    fills the device"). The windows are the host sampler's, start for start."""
+
+    def __init__(self, host: WindowSampler, device: torch.device | str):
+        self.horizon = host.horizon
+        self.obs, self.act, self.cond = (_on(a, device) for a in (host._obs, host._act, host._cond))
+        self.starts = _on(host._starts.astype(np.int64), device)
+        self.offsets = torch.arange(host.horizon, device=self.starts.device)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def draw(self, gen: torch.Generator, batch: int) -> torch.Tensor:
+        """[B] window starts (rows of the tables), uniform over the valid starts."""
+        return self.starts[torch.randint(len(self.starts), (batch,), generator=gen, device=self.starts.device)]
+
+    def sample(self, gen: torch.Generator, batch: int) -> dict[str, torch.Tensor]:
+        """x0 [B, dx], states [B, H, dx] (x_1..x_H), actions [B, H, du], cond [B, c]: uniform windows."""
+        t = self.draw(gen, batch)
+        rows = t[:, None] + self.offsets  # [B, H]
+        return {"x0": self.obs[t], "states": self.obs[rows + 1], "actions": self.act[rows], "cond": self.cond[t]}
+
+
+def _on(array: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array)).to(device)
 
 
 class TransitionSampler:
@@ -186,6 +220,10 @@ class TransitionSampler:
         out._index = np.arange(rank, len(self.x), world_size)
         return out
 
+    def on_device(self, device: torch.device | str) -> "DeviceTransitions":
+        """These transitions on `device`, drawn there (DeviceTransitions)."""
+        return DeviceTransitions(self, device)
+
     def sample(self, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
         i = rng.integers(0, len(self.x), size=batch) if self._index is None else \
             self._index[rng.integers(0, len(self._index), size=batch)]
@@ -193,3 +231,22 @@ class TransitionSampler:
         if self.cost is not None:
             out["cost"] = self.cost[i]
         return out
+
+
+class DeviceTransitions:
+    """A TransitionSampler's transitions on a torch device, drawn there with a torch.Generator."""
+
+    def __init__(self, host: TransitionSampler, device: torch.device | str):
+        tables = {"x": host.x, "u": host.u, "reward": host.reward, "terminal": host.terminal}
+        if host.cost is not None:
+            tables["cost"] = host.cost
+        self.tables = {k: _on(v, device) for k, v in tables.items()}
+        index = np.arange(len(host.x)) if host._index is None else host._index
+        self.index = _on(index.astype(np.int64), device)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def sample(self, gen: torch.Generator, batch: int) -> dict[str, torch.Tensor]:
+        i = self.index[torch.randint(len(self.index), (batch,), generator=gen, device=self.index.device)]
+        return {k: v[i] for k, v in self.tables.items()}

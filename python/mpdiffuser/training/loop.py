@@ -20,6 +20,7 @@ from mpdiffuser.training.log import LossLog
 from mpdiffuser.training.runtime import TrainRuntime, all_gather, all_mean, barrier
 
 Batch = dict[str, np.ndarray]
+DeviceSample = Callable[[torch.Generator, int], dict[str, torch.Tensor]]
 LossFn = Callable[[torch.nn.Module, dict, torch.Generator], "torch.Tensor | tuple[torch.Tensor, dict]"]
 
 # Fields that may change between a checkpoint and the run that continues it: more steps continue
@@ -44,6 +45,12 @@ def rank_generators(seed: int, rank: int, device: torch.device) -> tuple[np.rand
     rng = np.random.default_rng(seed if rank == 0 else [seed, rank])
     noise_gen = torch.Generator(device=device).manual_seed(seed + 1 + 7919 * rank)
     return rng, noise_gen
+
+
+def batch_generator(seed: int, rank: int, device: torch.device) -> torch.Generator:
+    """The batch stream of one rank when batches are drawn on the device (TrainRuntime.batches):
+    a torch.Generator on `device`, seeded apart from the noise stream."""
+    return torch.Generator(device=device).manual_seed(0x5EED_0000_0000 + 7919 * seed + rank)
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -74,7 +81,8 @@ def final_loss(history) -> float:
 def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.random.Generator, int], Batch],
                config: TrainConfig, checkpoint: str | Path | None = None, desc: str = "train", progress: bool = True,
                identity: dict | None = None, runtime: TrainRuntime | None = None, log: LossLog | None = None,
-               validate: Callable[[torch.nn.Module, int], dict] | None = None) -> tuple[torch.nn.Module, list[float]]:
+               validate: Callable[[torch.nn.Module, int], dict] | None = None,
+               device_sample: DeviceSample | None = None) -> tuple[torch.nn.Module, list[float]]:
     """Train `model` in place for config.steps steps; returns (EMA copy, loss history, one mean
     over the ranks per step). The model and the EMA copy end on the CPU.
 
@@ -91,12 +99,17 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
     DistributedDataParallel; rank 0 writes the checkpoint and the log.
     `validate(ema, step)`, called on rank 0 every config.validate_every steps, returns values
     for the log.
+    `device_sample(gen, batch)`: the same batches drawn on the training device (a DeviceWindows
+    or DeviceTransitions sampler), used when runtime.device_batches; then no NumPy, no host copy
+    and no synchronization happen inside a step, and the checkpoint holds that stream instead.
     """
     runtime = runtime or TrainRuntime()
     device = runtime.torch_device
     local_batch = runtime.local_batch(config.batch_size)
     model.to(device)
     rng, noise_gen = rank_generators(config.seed, runtime.rank, device)
+    on_device = device_sample is not None and runtime.device_batches
+    batch_gen = batch_generator(config.seed, runtime.rank, device) if on_device else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scaler = runtime.grad_scaler()
     ema = copy.deepcopy(model).requires_grad_(False)
@@ -114,13 +127,22 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
         if scaler is not None and "scaler" in state:
             scaler.load_state_dict(state["scaler"])
         mine = state["rng"][runtime.rank]
-        rng.bit_generator.state = json.loads(mine["numpy"])
+        if ("batches" in mine) != on_device:
+            made, now = ("on the device", "on the host") if "batches" in mine else ("on the host", "on the device")
+            raise ValueError(f"checkpoint {checkpoint} drew its batches {made}, this run draws them {now} (the "
+                             "device decides: host on the CPU, device on a GPU); resume it where it was made, or "
+                             "--force starts over")
+        if on_device:
+            batch_gen.set_state(mine["batches"])
+        else:
+            rng.bit_generator.state = json.loads(mine["numpy"])
         noise_gen.set_state(mine["noise"])
 
     def save(step: int) -> None:
         if checkpoint is None:
             return
-        streams = all_gather(runtime, {"numpy": json.dumps(rng.bit_generator.state), "noise": noise_gen.get_state()})
+        mine = {"batches": batch_gen.get_state()} if on_device else {"numpy": json.dumps(rng.bit_generator.state)}
+        streams = all_gather(runtime, mine | {"noise": noise_gen.get_state()})
         if runtime.is_main:
             _write(step, streams)
         barrier(runtime)  # written before any rank reads it
@@ -161,7 +183,10 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
     names: list[str] = []
     clock = time.perf_counter()
     for step in bar:
-        batch = {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in sample(rng, local_batch).items()}
+        if on_device:
+            batch = device_sample(batch_gen, local_batch)
+        else:
+            batch = {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in sample(rng, local_batch).items()}
         with runtime.autocast():
             out = loss_fn(net, batch, noise_gen)
         loss, extra = out if isinstance(out, tuple) else (out, {})

@@ -11,6 +11,8 @@ import os
 
 import torch
 
+from mpdiffuser.config import BATCHES  # where batches are drawn; the first is the default
+
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -54,8 +56,11 @@ class TrainRuntime:
     world_size: int = 1
     log_every: int = 50
     tensorboard: bool = True
+    batches: str = BATCHES[0]  # where batches are drawn (config.BATCHES)
 
     def __post_init__(self) -> None:
+        if self.batches not in BATCHES:
+            raise ValueError(f"batches must be one of {', '.join(BATCHES)}, got {self.batches!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.log_every < 1:
@@ -66,6 +71,11 @@ class TrainRuntime:
     @property
     def torch_device(self) -> torch.device:
         return torch.device(self.device)
+
+    @property
+    def device_batches(self) -> bool:
+        """Whether batches are drawn on the training device (BATCHES)."""
+        return self.batches == "device" or (self.batches == "auto" and self.torch_device.type == "cuda")
 
     @property
     def is_main(self) -> bool:

@@ -78,12 +78,14 @@ def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset
             raise ValueError("the cost model needs datasets with costs")
         loss = reward_loss if name == "reward" else cost_loss
     sampler = sampler.shard(runtime.rank, runtime.world_size)
+    device_sample = sampler.on_device(runtime.torch_device).sample if runtime.device_batches else None
     log = LossLog(bundle_dir / "logs", f"{name}.finetune" if fine_tune else name, columns, runtime.tensorboard)
     identity = {"data": [(d.metadata.get("name"), d.num_transitions) for d in datasets], "held_out": held_out}
     started = time.perf_counter()
     try:
         ema, history = train_loop(model, loss, sampler.sample, config, checkpoint, desc=f"{name:8s}",
-                                  progress=progress, identity=identity, runtime=runtime, log=log, validate=validator)
+                                  progress=progress, identity=identity, runtime=runtime, log=log, validate=validator,
+                                  device_sample=device_sample)
     except NothingToDo as done:
         info = {"steps": config.steps, "nothing_to_do": True, "checkpoint": str(checkpoint), "seconds": 0.0,
                 "final_loss": final_loss(done.state["history"].tolist()), "log": str(log.path)}

@@ -8,6 +8,8 @@ import pytest
 from mpdiffuser.data.dataset import Episode, OfflineDataset
 from mpdiffuser.data.normalizer import MinMaxNormalizer
 from mpdiffuser.data.windows import ConditionScale, TransitionSampler, WindowSampler
+from mpdiffuser.models.bundle import BundleSpec
+from tests.python.conftest import TINY_MODEL, make_toy_dataset
 
 
 def _dataset(terminated: bool, T: int = 10, costs: bool = False) -> OfflineDataset:
@@ -93,3 +95,56 @@ def test_authors_return_condition_penalizes_falls_and_scales_by_the_best_start()
     assert only_falls.return_high == abs(1 + 0.5 + 0.25 * (1 - 100))
     minmax = ConditionScale.fit(OfflineDataset([fell, ran]), 0.5, 0.1, "minmax")
     assert minmax.termination_penalty == 0.0 and minmax.return_high == 3.5
+
+
+def test_device_windows_draw_what_the_host_sampler_draws():
+    """The device sampler (batches drawn with a torch.Generator on the training device): every
+    window is the host sampler's window at the same start, the starts are the host's valid starts,
+    and they are uniform over them. Bound: Pearson's chi-square over S starts must stay below
+    df + 6 sqrt(2 df) (df = S - 1; about 6 standard deviations, a false alarm below 1e-8), and
+    every start is drawn."""
+    import torch
+
+    data = make_toy_dataset(seed=5, episodes=20)
+    spec = BundleSpec.fit(data, [data], TINY_MODEL)
+    host = WindowSampler(data, spec.states, spec.actions, TINY_MODEL.horizon, spec.conditions)
+    device = host.on_device("cpu")
+    gen = torch.Generator().manual_seed(7)
+    state = gen.get_state()
+    batch = device.sample(gen, 64)
+    gen.set_state(state)
+    t = device.draw(gen, 64).numpy()
+    rows = t[:, None] + np.arange(TINY_MODEL.horizon)
+    np.testing.assert_array_equal(batch["x0"].numpy(), host._obs[t])
+    np.testing.assert_array_equal(batch["states"].numpy(), host._obs[rows + 1])
+    np.testing.assert_array_equal(batch["actions"].numpy(), host._act[rows])
+    np.testing.assert_array_equal(batch["cond"].numpy(), host._cond[t])
+
+    S, draws = len(host), 200 * len(host)
+    starts = device.draw(gen, draws).numpy()
+    assert set(np.unique(starts)) == set(host._starts)  # only valid starts, and every one of them
+    counts = np.bincount(np.searchsorted(host._starts, starts), minlength=S)
+    chi2 = ((counts - draws / S) ** 2 / (draws / S)).sum()
+    df = S - 1
+    assert chi2 < df + 6 * np.sqrt(2 * df), (chi2, df)
+    # A sampler that skipped half the starts fails the same test (the bound has teeth).
+    half = np.where(np.arange(S) % 2 == 0, 2 * draws / S, 0)
+    assert ((half - draws / S) ** 2 / (draws / S)).sum() > df + 6 * np.sqrt(2 * df)
+
+
+def test_device_transitions_are_the_host_transitions():
+    import torch
+
+    data = make_toy_dataset(seed=6, costs=True)
+    spec = BundleSpec.fit(data, [data], TINY_MODEL)
+    host = TransitionSampler(data, spec.states, spec.actions).shard(1, 2)
+    device = host.on_device("cpu")
+    gen = torch.Generator().manual_seed(3)
+    state = gen.get_state()
+    batch = device.sample(gen, 500)
+    gen.set_state(state)
+    i = device.index[torch.randint(len(device.index), (500,), generator=gen)].numpy()
+    assert set(i) <= set(range(1, len(host.x), 2))  # the shard's own transitions only
+    for key, table in (("x", host.x), ("u", host.u), ("reward", host.reward), ("terminal", host.terminal),
+                       ("cost", host.cost)):
+        np.testing.assert_array_equal(batch[key].numpy(), table[i])
