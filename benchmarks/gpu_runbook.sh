@@ -11,7 +11,9 @@
 # Results: $OUT/log.txt (every step's output), gpu_latency.json (PyTorch reference vs ours),
 # cuda_cxx_h16.json / cuda_cxx_h32.json (mpd_bench_cuda), sweep.jsonl (candidates per block),
 # baseline.jsonl (mpd_bench_cuda built with $BASELINE instead of csrc/cuda/sampler.cu),
-# train_gpu.json (benchmarks/train_throughput.py on $TRAIN_DATA, default the shipped demo data).
+# train_gpu.json (benchmarks/train_throughput.py on $TRAIN_DATA, default the shipped demo data: the
+# MLPs with host and device batches), train_gpu_unet.json and train_gpu_unet_authors.json (the
+# default U-Net and the authors' size, dim 128, mults 1-4-8, H 32, batch 64).
 set -uo pipefail
 OUT=${OUT:-runs/gpu}
 STEPS=${STEPS:-"build tests bench sweep baseline profile train"}
@@ -100,8 +102,16 @@ if want profile; then
 fi
 if want train; then
   step pytest-train-gpu 300 python3 -m pytest -q tests/python/training -k "cuda or device or precision or compile"
-  step train-throughput 420 python3 benchmarks/train_throughput.py \
-    --data "${TRAIN_DATA:-python/mpdiffuser/data/demo/hopper-medium-200k-20k.hdf5}" --device cuda \
-    --precision fp32 bf16 fp16 --compile off on --steps "${TRAIN_STEPS:-2000}" --warmup 200 --out "$OUT/train_gpu.json"
+  data=${TRAIN_DATA:-python/mpdiffuser/data/demo/hopper-medium-200k-20k.hdf5}
+  # The MLPs: batches drawn on the host (NumPy, copied over) against on the device, fp32 and bf16.
+  step train-throughput 300 python3 benchmarks/train_throughput.py --data "$data" --device cuda \
+    --precision fp32 bf16 --batches host device --steps "${TRAIN_STEPS:-2000}" --warmup 200 --out "$OUT/train_gpu.json"
+  # The U-Nets, batches on the device: the default size at the default batch, the authors' at theirs.
+  step train-throughput-unet 240 python3 benchmarks/train_throughput.py --data "$data" --device cuda \
+    --architecture unet --models planner --precision fp32 bf16 --batches device --steps 300 --warmup 50 \
+    --out "$OUT/train_gpu_unet.json"
+  step train-throughput-unet-authors 240 python3 benchmarks/train_throughput.py --data "$data" --device cuda \
+    --architecture unet --unet-dim 128 --unet-mults 1 4 8 --horizon 32 --batch-size 64 --models planner \
+    --precision fp32 bf16 --batches device --steps 300 --warmup 50 --out "$OUT/train_gpu_unet_authors.json"
 fi
 echo "done: $LOG"

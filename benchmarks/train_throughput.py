@@ -1,8 +1,15 @@
 """Training throughput: steps/s of the planner and the dynamics model on one dataset, per device,
 precision and torch.compile setting, with the same models, batch and data as `mpdiffuser train`.
 
-    python benchmarks/train_throughput.py --data ../shared/data/hopper-medium-s0.hdf5 \\
+    python benchmarks/train_throughput.py --data data/hopper-medium-s0.hdf5 \\
         --device cpu --precision fp32 bf16 --steps 300 --out benchmarks/results/train_cpu.json
+    python benchmarks/train_throughput.py --data data/hopper-medium-s0.hdf5 --device cuda \\
+        --batches host device --architecture unet --unet-dim 128 --unet-mults 1 4 8 --horizon 32 --batch-size 64
+
+(data/hopper-medium-s0.hdf5: `mpdiffuser generate-data --env Hopper-v5 --kind medium --transitions 100000
+--out data`, or the shipped demo data python/mpdiffuser/data/demo/hopper-medium-200k-20k.hdf5.)
+--batches host draws each batch with NumPy and copies it over (the CPU default), device draws it
+on the training device (the GPU default).
 
 Each cell is one training run of `--warmup` + `--steps` steps; its loss log (one row every
 `--warmup` steps) times the rows after the first (allocator, compile). Under torchrun the JSON records the
@@ -22,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mpdiffuser.config import ModelConfig, TrainConfig
+from mpdiffuser.config import ARCHITECTURES, BATCHES, ModelConfig, TrainConfig
 from mpdiffuser.data.dataset import load_dataset
 from mpdiffuser.data.windows import WindowSampler
 from mpdiffuser.models.bundle import BundleSpec
@@ -42,16 +49,17 @@ def measure(spec: BundleSpec, data, name: str, runtime, batch_size: int, steps: 
     m = spec.model
     windows = WindowSampler(data, spec.states, spec.actions, m.horizon, spec.conditions)
     windows = windows.shard(runtime.rank, runtime.world_size)
+    device_sample = windows.on_device(runtime.torch_device).sample if runtime.device_batches else None
     if name == "planner":
         loss, columns = PlannerLoss(m.num_steps, m.condition_dropout, 10.0, m.prediction), ["loss", "first_action_loss"]
     else:
         loss, columns = DynamicsLoss(m.num_steps, m.condition_dropout, m.prediction), ["loss"]
     model = initialized(lambda: spec.build(name), 0)
-    tag = f"{name}-{runtime.precision}-{'compiled' if runtime.compile else 'eager'}"
+    tag = f"{name}-{runtime.precision}-{'compiled' if runtime.compile else 'eager'}-{runtime.batches}"
     log = LossLog(workdir, tag, columns, tensorboard=False) if runtime.is_main else None
     config = TrainConfig(steps=warmup + steps, batch_size=batch_size, checkpoint_every=10**9)
     train_loop(model, loss, windows.sample, config, progress=False, log=log,
-               runtime=dataclasses.replace(runtime, log_every=warmup))
+               runtime=dataclasses.replace(runtime, log_every=warmup), device_sample=device_sample)
     if not runtime.is_main:
         return float("nan"), float("nan")
     rates = np.array([r["steps_per_s"] for r in read_log(log.path)[1:]])
@@ -66,6 +74,11 @@ def main() -> None:
     p.add_argument("--compile", nargs="+", default=["off"], choices=["off", "on"])
     p.add_argument("--models", nargs="+", default=["planner", "dynamics"], choices=["planner", "dynamics"])
     p.add_argument("--recipe", default="default", choices=["default", "authors"])
+    p.add_argument("--batches", nargs="+", default=["auto"], choices=BATCHES, help="where batches are drawn")
+    p.add_argument("--architecture", default=None, choices=ARCHITECTURES, help="default: the recipe's")
+    p.add_argument("--unet-dim", type=int, default=None)
+    p.add_argument("--unet-mults", type=int, nargs="+", default=None)
+    p.add_argument("--horizon", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--warmup", type=int, default=30)
@@ -75,21 +88,27 @@ def main() -> None:
     chosen = recipe(a.recipe)
     batch = a.batch_size or chosen.train.batch_size
     data = load_dataset(a.data)
-    spec = BundleSpec.fit(data, [data], ModelConfig.sized_for(data.state_dim, data.action_dim, **chosen.model))
+    sizes = {k: v for k, v in (("architecture", a.architecture), ("unet_dim", a.unet_dim), ("horizon", a.horizon),
+                               ("unet_mults", tuple(a.unet_mults) if a.unet_mults else None)) if v is not None}
+    spec = BundleSpec.fit(data, [data], ModelConfig.sized_for(data.state_dim, data.action_dim,
+                                                              **(dict(chosen.model) | sizes)))
     rows = []
     base = from_environment(a.device)
     workdir = Path(a.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     for precision in a.precision:
         for compiled in a.compile:
-            runtime = from_environment(a.device, precision=precision, compile=compiled == "on", tensorboard=False)
-            for name in a.models:
-                rate, stderr = measure(spec, data, name, runtime, batch, a.steps, a.warmup, workdir)
-                rows.append({"model": name, "precision": precision, "compile": compiled == "on",
-                             "steps_per_s": rate, "steps_per_s_stderr": stderr, "samples_per_s": rate * batch})
-                if base.is_main:
-                    print(f"{name:8s} {precision} compile={compiled:3s}: {rate:8.1f} +- {stderr:4.1f} steps/s "
-                          f"({rate * batch:,.0f} windows/s)", flush=True)
+            for batches in a.batches:
+                runtime = from_environment(a.device, precision=precision, compile=compiled == "on", tensorboard=False,
+                                           batches=batches)
+                for name in a.models:
+                    rate, stderr = measure(spec, data, name, runtime, batch, a.steps, a.warmup, workdir)
+                    rows.append({"model": name, "precision": precision, "compile": compiled == "on",
+                                 "batches": "device" if runtime.device_batches else "host",
+                                 "steps_per_s": rate, "steps_per_s_stderr": stderr, "samples_per_s": rate * batch})
+                    if base.is_main:
+                        print(f"{name:8s} {precision} compile={compiled:3s} batches={rows[-1]['batches']:6s}: "
+                              f"{rate:8.1f} +- {stderr:4.1f} steps/s ({rate * batch:,.0f} windows/s)", flush=True)
     if base.is_main and a.out:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         device = (torch.cuda.get_device_name(base.torch_device) if base.torch_device.type == "cuda"

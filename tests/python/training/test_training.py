@@ -308,3 +308,19 @@ def test_train_model_draws_device_batches_for_every_model(tmp_path):
         info = train_model(tmp_path, name, [data], TrainConfig(steps=6, batch_size=8, checkpoint_every=3),
                            progress=False, runtime=TrainRuntime(batches="device"))
         assert info["steps"] == 6 and np.isfinite(info["final_loss"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_training_draws_batches_on_the_gpu_and_repeats_bit_for_bit(tmp_path):
+    from mpdiffuser.training.runtime import TrainRuntime
+
+    runtime = TrainRuntime(device="cuda")
+    assert runtime.device_batches  # auto: on the device on a GPU
+    data = make_toy_dataset(seed=9)
+    weights = []
+    for run in ("a", "b"):
+        BundleSpec.fit(data, [data], TINY_MODEL).save(tmp_path / run)
+        train_model(tmp_path / run, "planner", [data], TrainConfig(steps=40, batch_size=32, checkpoint_every=20),
+                    progress=False, runtime=runtime)
+        weights.append(load_weights(tmp_path / run, "planner", BundleSpec.load(tmp_path / run)).state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
