@@ -103,15 +103,19 @@ fi
 if want train; then
   step pytest-train-gpu 300 python3 -m pytest -q tests/python/training -k "cuda or device or precision or compile"
   data=${TRAIN_DATA:-python/mpdiffuser/data/demo/hopper-medium-200k-20k.hdf5}
-  # The MLPs: batches drawn on the host (NumPy, copied over) against on the device, fp32 and bf16.
+  # The MLPs: today's path (batches on the host, eager) against batches on the device, eager and
+  # with the step captured as a CUDA graph, in fp32, tf32 and bf16.
+  step train-throughput-host 120 python3 benchmarks/train_throughput.py --data "$data" --device cuda \
+    --precision fp32 --batches host --steps "${TRAIN_STEPS:-2000}" --warmup 200 --out "$OUT/train_gpu_host.json"
   step train-throughput 300 python3 benchmarks/train_throughput.py --data "$data" --device cuda \
-    --precision fp32 bf16 --batches host device --steps "${TRAIN_STEPS:-2000}" --warmup 200 --out "$OUT/train_gpu.json"
+    --precision fp32 tf32 bf16 --batches device --capture auto off --steps "${TRAIN_STEPS:-2000}" --warmup 200 \
+    --out "$OUT/train_gpu.json"
   # The U-Nets, batches on the device: the default size at the default batch, the authors' at theirs.
   step train-throughput-unet 240 python3 benchmarks/train_throughput.py --data "$data" --device cuda \
-    --architecture unet --models planner --precision fp32 bf16 --batches device --steps 300 --warmup 50 \
+    --architecture unet --models planner --precision fp32 tf32 bf16 --batches device --steps 300 --warmup 50 \
     --out "$OUT/train_gpu_unet.json"
   step train-throughput-unet-authors 240 python3 benchmarks/train_throughput.py --data "$data" --device cuda \
     --architecture unet --unet-dim 128 --unet-mults 1 4 8 --horizon 32 --batch-size 64 --models planner \
-    --precision fp32 bf16 --batches device --steps 300 --warmup 50 --out "$OUT/train_gpu_unet_authors.json"
+    --precision tf32 bf16 --batches device --steps 300 --warmup 50 --out "$OUT/train_gpu_unet_authors.json"
 fi
 echo "done: $LOG"

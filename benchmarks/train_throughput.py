@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mpdiffuser.config import ARCHITECTURES, BATCHES, ModelConfig, TrainConfig
+from mpdiffuser.config import ARCHITECTURES, BATCHES, CAPTURE_MODES, PRECISION_NAMES, ModelConfig, TrainConfig
 from mpdiffuser.data.dataset import load_dataset
 from mpdiffuser.data.windows import WindowSampler
 from mpdiffuser.models.bundle import BundleSpec
 from mpdiffuser.recipes import recipe
+from mpdiffuser.training.captured import capture_refusal
 from mpdiffuser.training.log import LossLog, read_log
 from mpdiffuser.training.loop import initialized, train_loop
 from mpdiffuser.training.losses import DynamicsLoss, PlannerLoss
@@ -55,7 +56,7 @@ def measure(spec: BundleSpec, data, name: str, runtime, batch_size: int, steps: 
     else:
         loss, columns = DynamicsLoss(m.num_steps, m.condition_dropout, m.prediction), ["loss"]
     model = initialized(lambda: spec.build(name), 0)
-    tag = f"{name}-{runtime.precision}-{'compiled' if runtime.compile else 'eager'}-{runtime.batches}"
+    tag = f"{name}-{runtime.precision}-{'compiled' if runtime.compile else 'eager'}-{runtime.batches}-{runtime.capture}"
     log = LossLog(workdir, tag, columns, tensorboard=False) if runtime.is_main else None
     config = TrainConfig(steps=warmup + steps, batch_size=batch_size, checkpoint_every=10**9)
     train_loop(model, loss, windows.sample, config, progress=False, log=log,
@@ -70,7 +71,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--precision", nargs="+", default=["fp32"], choices=PRECISION_NAMES)
+    p.add_argument("--capture", nargs="+", default=[CAPTURE_MODES[0]], choices=CAPTURE_MODES,
+                   help="the step replayed as a CUDA graph where it can be (auto), or not")
     p.add_argument("--compile", nargs="+", default=["off"], choices=["off", "on"])
     p.add_argument("--models", nargs="+", default=["planner", "dynamics"], choices=["planner", "dynamics"])
     p.add_argument("--recipe", default="default", choices=["default", "authors"])
@@ -98,17 +101,19 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     for precision in a.precision:
         for compiled in a.compile:
-            for batches in a.batches:
+            for batches, capture in [(b, c) for b in a.batches for c in a.capture]:
                 runtime = from_environment(a.device, precision=precision, compile=compiled == "on", tensorboard=False,
-                                           batches=batches)
+                                           batches=batches, capture=capture)
                 for name in a.models:
                     rate, stderr = measure(spec, data, name, runtime, batch, a.steps, a.warmup, workdir)
+                    captured = capture_refusal(runtime, runtime.device_batches) is None
                     rows.append({"model": name, "precision": precision, "compile": compiled == "on",
-                                 "batches": "device" if runtime.device_batches else "host",
+                                 "batches": "device" if runtime.device_batches else "host", "captured": captured,
                                  "steps_per_s": rate, "steps_per_s_stderr": stderr, "samples_per_s": rate * batch})
                     if base.is_main:
-                        print(f"{name:8s} {precision} compile={compiled:3s} batches={rows[-1]['batches']:6s}: "
-                              f"{rate:8.1f} +- {stderr:4.1f} steps/s ({rate * batch:,.0f} windows/s)", flush=True)
+                        print(f"{name:8s} {precision} compile={compiled:3s} batches={rows[-1]['batches']:6s} "
+                              f"captured={captured!s:5s}: {rate:8.1f} +- {stderr:4.1f} steps/s "
+                              f"({rate * batch:,.0f} windows/s)", flush=True)
     if base.is_main and a.out:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         device = (torch.cuda.get_device_name(base.torch_device) if base.torch_device.type == "cuda"

@@ -96,7 +96,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if snapshots and not 1 <= snapshots[0] <= snapshots[-1] <= config.steps:
         raise SystemExit(f"error: --export-at steps must lie within 1..{config.steps} (--steps), got {snapshots}")
     runtime = from_environment(args.device, precision=args.precision, compile=args.compile, batches=args.batches,
-                               log_every=args.log_every, tensorboard=not args.no_tensorboard)
+                               capture=args.capture, log_every=args.log_every, tensorboard=not args.no_tensorboard)
     runtime.local_batch(config.batch_size)  # a world size that does not divide the batch fails here
     say = print if runtime.is_main else (lambda *a, **k: None)
     task = [load_dataset(p) for p in args.data]
@@ -536,7 +536,8 @@ def _seed(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mpdiffuser.config import ARCHITECTURES, BATCHES, ModelConfig, SamplerOptions, TrainConfig
+    from mpdiffuser.config import (ARCHITECTURES, BATCHES, CAPTURE_MODES, PRECISION_NAMES, ModelConfig, SamplerOptions,
+                                   TrainConfig)
     from mpdiffuser.control.tune import VALIDATION_SEED
     from mpdiffuser.data.generate import KINDS
     from mpdiffuser.demo import DemoConfig
@@ -615,9 +616,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--force", action="store_true",
                        help="start over: delete the models' checkpoints (with --model all, the bundle's settings too)")
     train.add_argument("--device", default="auto", help="auto (a GPU when torch sees one), cpu, cuda or cuda:<i>")
-    train.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                       help="autocast precision of forward and loss (fp16 with loss scaling); fp32 is bit-reproducible")
+    train.add_argument("--precision", default=PRECISION_NAMES[0], choices=PRECISION_NAMES,
+                       help="fp32 (exact, bit-reproducible), tf32 (TF32 tensor cores and cuDNN autotuning on a GPU), "
+                            "bf16 or fp16 autocast of forward and loss (fp16 with loss scaling)")
     train.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    train.add_argument("--capture", default=CAPTURE_MODES[0], choices=CAPTURE_MODES,
+                       help="on a GPU, replay each training step as one CUDA graph where it can be (auto: one "
+                            "process, batches on the device, not fp16 or --compile), or never (off)")
     train.add_argument("--batches", default=BATCHES[0], choices=BATCHES,
                        help="where each step's batch is drawn: host (NumPy, copied over), device (the data on the "
                             "training device, drawn there), auto (device on a GPU, host on the CPU)")

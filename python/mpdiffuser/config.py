@@ -22,6 +22,14 @@ MAX_CANDIDATES = 1 << 20  # N at most: the C API's cap (kMaxCandidates)
 # the batch there, with no copy and no synchronization; "auto" (the default): device on a GPU,
 # host on the CPU.
 BATCHES = ("auto", "host", "device")
+# Training precisions (TrainRuntime.precision, train --precision): fp32 is exact and
+# bit-reproducible from the seed; tf32 keeps fp32 tensors but lets a GPU's matmuls and
+# convolutions use TF32 tensor cores and cuDNN pick its fastest convolutions (not bit-reproducible);
+# bf16 and fp16 autocast the forward pass (fp16 with loss scaling).
+PRECISION_NAMES = ("fp32", "tf32", "bf16", "fp16")
+# Whether a GPU training step is replayed as a CUDA graph (TrainRuntime.capture, train --capture):
+# "auto" where it can be (training/captured.py says when), "off" never. The first is the default.
+CAPTURE_MODES = ("auto", "off")
 MIN_HALF_RANGE = 1e-3
 
 # TrainConfig fields added later, with the values that reproduce the training before them.

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mpdiffuser.config import LEGACY_TRAIN_FIELDS, TrainConfig
+from mpdiffuser.training.captured import WARMUP_STEPS, CapturedStep, capture_refusal
 from mpdiffuser.training.log import LossLog
 from mpdiffuser.training.runtime import TrainRuntime, all_gather, all_mean, barrier
 
@@ -110,7 +111,11 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
     rng, noise_gen = rank_generators(config.seed, runtime.rank, device)
     on_device = device_sample is not None and runtime.device_batches
     batch_gen = batch_generator(config.seed, runtime.rank, device) if on_device else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    refusal = capture_refusal(runtime, on_device)
+    # On a GPU: the fused AdamW kernel, capturable (its step count on the device) for the graph.
+    cuda = device.type == "cuda"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
+                                  **({"fused": True, "capturable": refusal is None} if cuda else {}))
     scaler = runtime.grad_scaler()
     ema = copy.deepcopy(model).requires_grad_(False)
     start, history = 0, []
@@ -180,9 +185,10 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
                disable=None if progress and runtime.is_main else True, dynamic_ncols=True, leave=False)
     pending: list[torch.Tensor] = []  # per-step values not yet brought to the host (one sync per log row)
     unlogged: list[np.ndarray] = []  # values brought to the host but not yet in a log row
-    names: list[str] = []
+    names: list[str] = []  # the logged values' names, set by the first step
     clock = time.perf_counter()
-    for step in bar:
+    def one_step() -> torch.Tensor:
+        """Draw a batch, forward, backward, clip, step; the logged values [n] on the device."""
         if on_device:
             batch = device_sample(batch_gen, local_batch)
         else:
@@ -201,36 +207,59 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
-        if (step + 1) % config.ema_every == 0:
-            with torch.no_grad():
-                torch._foreach_lerp_(ema_params, params, 1.0 - config.ema_decay)
-        names = ["loss", *extra]
-        pending.append(torch.stack([loss.detach().float(), *(v.float() for v in extra.values())]))
-        done = step + 1
-        due_log = done % runtime.log_every == 0 or done == config.steps
-        due_validation = validate is not None and config.validate_every > 0 and (
-            done % config.validate_every == 0 or done == config.steps)
-        if due_log or due_validation or done % config.checkpoint_every == 0:
-            values = all_mean(runtime, torch.stack(pending)).cpu().numpy()  # [steps, values]
-            pending.clear()
-            if not np.isfinite(values).all():
-                raise FloatingPointError(f"{desc.strip()}: loss became {values[~np.isfinite(values)][0]} "
-                                         f"by step {done}")
-            history.extend(values[:, 0].tolist())
-            unlogged.append(values)
-            bar.set_postfix(loss=f"{np.mean(history[-50:]):.4f}")
-        if due_log or due_validation:
-            rows = np.concatenate(unlogged)
-            unlogged.clear()
-            if log is not None and runtime.is_main:
-                speed = len(rows) / max(time.perf_counter() - clock, 1e-9)
-                row = dict(zip(names, rows.mean(axis=0).tolist()))
-                if due_validation:
-                    row |= validate(ema, done)
-                log.write(done, row, steps_per_s=speed)
-                clock = time.perf_counter()
-        if done % config.checkpoint_every == 0:
-            save(done)
+        names[:] = ["loss", *extra]
+        return torch.stack([loss.detach().float(), *(v.float() for v in extra.values())])
+
+    captured, side = None, torch.cuda.Stream(device) if refusal is None else None
+    with runtime.backend_flags():  # TF32 and cuDNN autotuning for tf32/bf16/fp16 on a GPU, restored after
+        for step in bar:
+            if refusal is None and captured is None and step - start >= WARMUP_STEPS:
+                try:
+                    captured = CapturedStep(one_step, [batch_gen, noise_gen])
+                    if runtime.is_main:
+                        bar.write(f"{desc.strip()}: the training step is captured as a CUDA graph")
+                except RuntimeError as exc:  # a capture this torch or driver cannot make: train on, eagerly
+                    refusal = f"the capture failed ({str(exc).splitlines()[0]})"
+                    torch.cuda.synchronize(device)
+                    bar.write(f"{desc.strip()}: training eagerly: {refusal}")
+            if captured is not None:
+                values = captured.replay().clone()
+            elif side is not None:  # the warm-up steps before the capture, on a side stream
+                side.wait_stream(torch.cuda.current_stream(device))
+                with torch.cuda.stream(side):
+                    values = one_step()
+                torch.cuda.current_stream(device).wait_stream(side)
+            else:
+                values = one_step()
+            if (step + 1) % config.ema_every == 0:
+                with torch.no_grad():
+                    torch._foreach_lerp_(ema_params, params, 1.0 - config.ema_decay)
+            pending.append(values)
+            done = step + 1
+            due_log = done % runtime.log_every == 0 or done == config.steps
+            due_validation = validate is not None and config.validate_every > 0 and (
+                done % config.validate_every == 0 or done == config.steps)
+            if due_log or due_validation or done % config.checkpoint_every == 0:
+                values = all_mean(runtime, torch.stack(pending)).cpu().numpy()  # [steps, values]
+                pending.clear()
+                if not np.isfinite(values).all():
+                    raise FloatingPointError(f"{desc.strip()}: loss became {values[~np.isfinite(values)][0]} "
+                                             f"by step {done}")
+                history.extend(values[:, 0].tolist())
+                unlogged.append(values)
+                bar.set_postfix(loss=f"{np.mean(history[-50:]):.4f}")
+            if due_log or due_validation:
+                rows = np.concatenate(unlogged)
+                unlogged.clear()
+                if log is not None and runtime.is_main:
+                    speed = len(rows) / max(time.perf_counter() - clock, 1e-9)
+                    row = dict(zip(names, rows.mean(axis=0).tolist()))
+                    if due_validation:
+                        row |= validate(ema, done)
+                    log.write(done, row, steps_per_s=speed)
+                    clock = time.perf_counter()
+            if done % config.checkpoint_every == 0:
+                save(done)
     save(config.steps)
     del net  # the DDP wrapper holds the process group: leave_process_group can only free it once this is gone
     if log is not None:

@@ -11,9 +11,11 @@ import os
 
 import torch
 
-from mpdiffuser.config import BATCHES  # where batches are drawn; the first is the default
+from mpdiffuser.config import BATCHES, CAPTURE_MODES  # the first of each is the default
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+from mpdiffuser.config import PRECISION_NAMES  # noqa: E402
+
+PRECISIONS = dict(zip(PRECISION_NAMES, (None, None, torch.bfloat16, torch.float16)))  # autocast dtypes
 
 
 def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
@@ -57,8 +59,11 @@ class TrainRuntime:
     log_every: int = 50
     tensorboard: bool = True
     batches: str = BATCHES[0]  # where batches are drawn (config.BATCHES)
+    capture: str = CAPTURE_MODES[0]  # the step replayed as a CUDA graph where it can be (config.CAPTURE_MODES)
 
     def __post_init__(self) -> None:
+        if self.capture not in CAPTURE_MODES:
+            raise ValueError(f"capture must be {' or '.join(CAPTURE_MODES)}, got {self.capture!r}")
         if self.batches not in BATCHES:
             raise ValueError(f"batches must be one of {', '.join(BATCHES)}, got {self.batches!r}")
         if self.precision not in PRECISIONS:
@@ -91,6 +96,22 @@ class TrainRuntime:
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.torch_device.type, dtype=dtype)
+
+    @contextlib.contextmanager
+    def backend_flags(self):
+        """TF32 matmuls and convolutions and cuDNN's autotuner for every precision but fp32, on a
+        GPU (restored afterwards): fp32 stays exact and bit-reproducible."""
+        if self.torch_device.type != "cuda" or self.precision == "fp32":
+            yield
+            return
+        saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+        try:
+            yield
+        finally:
+            (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.backends.cudnn.benchmark) = saved
 
     def grad_scaler(self) -> torch.amp.GradScaler | None:
         """fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range and needs none."""

@@ -4,6 +4,7 @@ validation on held-out episodes, and what a re-run does with a finished checkpoi
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
@@ -44,7 +45,7 @@ def test_devices_resolve_or_fail_with_the_reason():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match=r"--device cuda:1: torch .* sees no CUDA device; use --device cpu"):
             resolve_device("cuda:1")
-    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16"):
+    with pytest.raises(ValueError, match="precision must be one of fp32, tf32, bf16, fp16"):
         TrainRuntime(precision="fp8")
     with pytest.raises(ValueError, match="batch size 15 is not divisible by the world size 2"):
         TrainRuntime(rank=1, world_size=2).local_batch(15)
@@ -194,3 +195,23 @@ def test_cuda_training_is_reproducible_and_its_bundle_loads_on_the_cpu(tmp_path)
     bf16 = train_model(tmp_path / "a", "dynamics", [data], TrainConfig(steps=20, batch_size=16), progress=False,
                        runtime=TrainRuntime(device="cuda", precision="bf16"))
     assert np.isfinite(bf16["final_loss"])
+
+
+def test_which_steps_are_captured_as_cuda_graphs():
+    """The captured step's rules (training/captured.py), checked without a GPU: every refusal says
+    why, and a single-process GPU run with device batches in fp32, tf32 or bf16 is captured."""
+    from mpdiffuser.training.captured import capture_refusal
+
+    gpu = TrainRuntime(device="cuda")
+    cases = [(TrainRuntime(), True, "not on a GPU"), (gpu, False, "batches are drawn on the host"),
+             (dataclasses.replace(gpu, capture="off"), True, "capture is off"),
+             (dataclasses.replace(gpu, precision="fp16"), True, "fp16 loss scaling"),
+             (dataclasses.replace(gpu, compile=True), True, "torch.compile"),
+             (dataclasses.replace(gpu, world_size=2), True, "several processes")]
+    for runtime, on_device, reason in cases:
+        assert reason in capture_refusal(runtime, on_device)
+    if hasattr(torch.cuda.CUDAGraph, "register_generator_state"):
+        for precision in ("fp32", "tf32", "bf16"):
+            assert capture_refusal(dataclasses.replace(gpu, precision=precision), True) is None
+    with pytest.raises(ValueError, match="capture must be auto or off"):
+        TrainRuntime(capture="always")
