@@ -145,7 +145,7 @@ def _train_bundle(args, runtime, chosen, config, snapshots, task, extra, bundle:
     from mpdiffuser.data.dataset import merge_datasets
     from mpdiffuser.models.bundle import BundleSpec
     from mpdiffuser.training.runtime import barrier
-    from mpdiffuser.training.train import train_model
+    from mpdiffuser.training.train import train_model, train_models
 
     sizes = {name: getattr(args, flag) for flag, name in (
         ("horizon", "horizon"), ("diffusion_steps", "num_steps"), ("layers", "layers"), ("width", "width"),
@@ -181,6 +181,16 @@ def _train_bundle(args, runtime, chosen, config, snapshots, task, extra, bundle:
             plan += [(n, dataclasses.replace(config, steps=steps)) for n in ("planner", "dynamics")] + [(None, steps)]
         if snapshots[-1] < config.steps:
             plan += [(n, config) for n in ("planner", "dynamics")]
+    at_once = args.at_once == "on" or (args.at_once == "auto" and runtime.torch_device.type == "cuda"
+                                       and not runtime.distributed)
+    if at_once and not snapshots and len(names) > 1:
+        jobs = [(name, task if name == "planner" else task + extra, config) for name in names]
+        say(f"training {', '.join(names)} at once")
+        infos = train_models(bundle, jobs, runtime, at_once=True, fine_tune=args.fine_tune,
+                             force=args.force or fresh, strict_batch=True)
+        for name, info in zip(names, infos):
+            _say_trained(say, name, config, info)
+        return
     started = set()
     for name, step_config in plan:
         if name is None:
@@ -194,14 +204,19 @@ def _train_bundle(args, runtime, chosen, config, snapshots, task, extra, bundle:
             continue
         data = task if name == "planner" else task + extra
         info = train_model(bundle, name, data, step_config, fine_tune=args.fine_tune, runtime=runtime,
-                           force=(args.force or fresh) and name not in started)  # later lengths continue
+                           force=(args.force or fresh) and name not in started,  # later lengths continue
+                           strict_batch=True)
         started.add(name)
-        if info["nothing_to_do"]:
-            say(f"{name}: already trained for {step_config.steps} steps ({info['checkpoint']}); nothing to do "
-                "(a larger --steps continues it, --force starts over)")
-        else:
-            say(f"{name}: {info['steps']} steps, final loss {info['final_loss']:.4f}, {info['seconds']:.0f}s; "
-                f"log {info['log']}")
+        _say_trained(say, name, step_config, info)
+
+
+def _say_trained(say, name: str, config, info: dict) -> None:
+    if info["nothing_to_do"]:
+        say(f"{name}: already trained for {config.steps} steps ({info['checkpoint']}); nothing to do "
+            "(a larger --steps continues it, --force starts over)")
+    else:
+        say(f"{name}: {info['steps']} steps, final loss {info['final_loss']:.4f}, {info['seconds']:.0f}s; "
+            f"log {info['log']}")
 
 
 def _options_from_args(args: argparse.Namespace, defaults):
@@ -218,7 +233,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     DIR/model.safetensors: exported when missing or when its own earlier export is stale, never
     over a file `export` or `tune --out` wrote); --model-file F runs an exported model file on --backend.
     """
-    from mpdiffuser.config import SamplerOptions
     from mpdiffuser.control.evaluate import evaluate
     from mpdiffuser.control.mpc import MPCPolicy
 
@@ -242,7 +256,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
         bundle = ModelBundle.load(args.bundle, env_id=args.env)
         sampler = ReferenceSampler(bundle)
-        defaults = bundle.spec.sampler_defaults or SamplerOptions()
+        defaults = sampler.defaults
     env_id = args.env or sampler.spec.env_id
     if env_id is None:
         raise SystemExit("error: the models name no environment; pass --env")
@@ -536,8 +550,8 @@ def _seed(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mpdiffuser.config import (ARCHITECTURES, BATCHES, CAPTURE_MODES, PRECISION_NAMES, ModelConfig, SamplerOptions,
-                                   TrainConfig)
+    from mpdiffuser.config import (ARCHITECTURES, AT_ONCE_MODES, BATCHES, CAPTURE_MODES, PRECISION_NAMES, ModelConfig,
+                                   SamplerOptions, TrainConfig)
     from mpdiffuser.control.tune import VALIDATION_SEED
     from mpdiffuser.data.generate import KINDS
     from mpdiffuser.demo import DemoConfig
@@ -623,6 +637,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--capture", default=CAPTURE_MODES[0], choices=CAPTURE_MODES,
                        help="on a GPU, replay each training step as one CUDA graph where it can be (auto: one "
                             "process, batches on the device, not fp16 or --compile), or never (off)")
+    train.add_argument("--at-once", default=AT_ONCE_MODES[0], choices=AT_ONCE_MODES,
+                       help="train the bundle's models at the same time, a thread and a CUDA stream each (auto: on a "
+                            "GPU in one process); the weights are those of one after another")
     train.add_argument("--batches", default=BATCHES[0], choices=BATCHES,
                        help="where each step's batch is drawn: host (NumPy, copied over), device (the data on the "
                             "training device, drawn there), auto (device on a GPU, host on the CPU)")

@@ -30,6 +30,9 @@ PRECISION_NAMES = ("fp32", "tf32", "bf16", "fp16")
 # Whether a GPU training step is replayed as a CUDA graph (TrainRuntime.capture, train --capture):
 # "auto" where it can be (training/captured.py says when), "off" never. The first is the default.
 CAPTURE_MODES = ("auto", "off")
+# Whether `train --model all` trains the bundle's models at the same time (train --at-once): "auto"
+# on a GPU in one process (a thread and a CUDA stream each), "on" always, "off" one after another.
+AT_ONCE_MODES = ("auto", "on", "off")
 MIN_HALF_RANGE = 1e-3
 
 # TrainConfig fields added later, with the values that reproduce the training before them.

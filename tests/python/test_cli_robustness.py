@@ -175,3 +175,33 @@ def test_suspicious_data_is_warned_about_once(tmp_path, capsys):
     assert "observation dimension(s) [7] never change (constant 0.25)" in out
     assert make_toy_dataset(seed=2, env_id="Hopper-v5", state_dim=11, action_dim=3).problems(
         -np.ones(3), np.ones(3)) == []
+
+
+def test_a_batch_larger_than_the_data_and_a_dataset_too_large_for_the_gpu_are_refused(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from mpdiffuser.training.train import check_device_memory
+
+    data = tmp_path / "small.hdf5"
+    make_toy_dataset(seed=1, episodes=3, env_id="Hopper-v5", state_dim=11, action_dim=3).save_hdf5(data)
+    args = ["train", "--bundle", str(tmp_path / "b"), "--data", str(data), "--steps", "2", *TINY]
+    assert cli.main(args[:-2] + ["--batch-size", "4096"]) == 2
+    err = capsys.readouterr().err
+    assert "the batch of 4096 (per process) exceeds the" in err and err.count("\n") == 1
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**30, 80 * 2**30))
+    with pytest.raises(ValueError, match=r"the training data need 0\.75 GiB on cuda, which has 1\.00 GiB free.*"
+                                         r"--batches host"):
+        check_device_memory(int(0.75 * 2**30), "cuda")
+    check_device_memory(int(0.25 * 2**30), "cuda")
+    check_device_memory(10**15, "cpu")  # host memory: not checked here
+
+
+def test_train_at_once_trains_every_model(trained, tmp_path, capsys):
+    data, _ = trained
+    bundle = tmp_path / "at-once"
+    assert cli.main(["train", "--bundle", str(bundle), "--data", str(data), "--steps", "6", *TINY,
+                     "--at-once", "on"]) == 0
+    out = capsys.readouterr().out
+    assert "training planner, dynamics, reward at once" in out
+    assert all(f"{name}: 6 steps" in out and (bundle / f"{name}.pt").exists() for name in ("planner", "dynamics", "reward"))
+    assert not (bundle / "train.lock").exists()

@@ -23,7 +23,7 @@ class MPCPolicy:
     def __init__(self, sampler, options: SamplerOptions | None = None, episode_budget: float | None = None,
                  episode_length: int = 1000):
         self.sampler = sampler
-        self.options = options or getattr(sampler, "defaults", None) or SamplerOptions()
+        self.options = options or sampler.defaults  # every sampler plans with its stored defaults by default
         if episode_budget is not None and episode_budget < 0:
             raise ValueError(f"episode_budget must be >= 0, got {episode_budget}")
         self.episode_budget = episode_budget

@@ -145,6 +145,10 @@ class WindowSampler:
         out._starts = self._starts[rank::world_size]
         return out
 
+    def table_bytes(self) -> int:
+        """The bytes the tables take on a device (DeviceWindows)."""
+        return self._obs.nbytes + self._act.nbytes + self._cond.nbytes + 8 * len(self._starts)
+
     def on_device(self, device: torch.device | str) -> "DeviceWindows":
         """These windows on `device`, drawn there (DeviceWindows)."""
         return DeviceWindows(self, device)
@@ -208,7 +212,8 @@ class TransitionSampler:
         self._index = None  # all transitions; a shard's own otherwise
 
     def __len__(self) -> int:
-        return len(self.x)
+        """Transitions this sampler draws from (a shard's own)."""
+        return len(self.x) if self._index is None else len(self._index)
 
     def shard(self, rank: int, world_size: int) -> "TransitionSampler":
         """The transitions of one rank of `world_size` (every world_size-th); shard(0, 1) is self."""
@@ -219,6 +224,11 @@ class TransitionSampler:
         out = copy.copy(self)
         out._index = np.arange(rank, len(self.x), world_size)
         return out
+
+    def table_bytes(self) -> int:
+        """The bytes the transitions take on a device (DeviceTransitions)."""
+        tables = (self.x, self.u, self.reward, self.terminal) + ((self.cost,) if self.cost is not None else ())
+        return sum(t.nbytes for t in tables) + 8 * len(self)
 
     def on_device(self, device: torch.device | str) -> "DeviceTransitions":
         """These transitions on `device`, drawn there (DeviceTransitions)."""

@@ -14,7 +14,7 @@ Every method's episodes are saved as they finish (<out>/episodes/), with what th
     mpdiffuser experiment locomotion --quick     # minutes on 2 CPU cores: Hopper, one training seed
     mpdiffuser experiment locomotion             # larger data and training, three seeds: hours
     mpdiffuser experiment locomotion --dataset hopper-medium-v2.hdf5 --dataset minari:mujoco/walker2d/medium-v0
-    mpdiffuser experiment locomotion --dataset ../shared/data/hopper-medium-s0.hdf5 --baselines iql td3+bc
+    mpdiffuser experiment locomotion --dataset data/hopper-medium-s0.hdf5 --baselines iql td3+bc
 """
 
 from __future__ import annotations

@@ -82,6 +82,8 @@ class ReferenceSampler:
                 module.to(self.device)
         self.bundle = bundle
         self.spec = bundle.spec
+        # One default rule for every sampler: the bundle's (or model file's) stored options.
+        self.defaults = self.spec.sampler_defaults or SamplerOptions()
         self._constants: dict[tuple, torch.Tensor] = {}
         m = self.spec.model
         self.horizon, self.num_steps = m.horizon, m.num_steps
@@ -231,11 +233,12 @@ class ReferenceSampler:
     # ---- the plan ------------------------------------------------------------------------------
     def plan(self, state: np.ndarray, seed: int, options: SamplerOptions | None = None,
              warm_start: np.ndarray | None = None) -> Plan:
-        """One MPDiffuser plan from the raw (env-unit) state [dx]. warm_start: the previous plan's
+        """One MPDiffuser plan from the raw (env-unit) state [dx]; options default to the bundle's
+        stored ones (self.defaults), as every sampler's do. warm_start: the previous plan's
         `window` [H, D], used when options.warm_start_level > 0 (None plans cold)."""
         if options is not None and not isinstance(options, SamplerOptions):
             raise TypeError(f"options must be a SamplerOptions or None, got {type(options).__name__}")
-        options = options or SamplerOptions()
+        options = options or self.defaults
         options.check_for(self.num_steps, self.horizon)
         if warm_start is not None:
             warm_start = check_windows(warm_start, (self.horizon, self.dx + self.du))

@@ -51,7 +51,8 @@ class CapturedStep:
         for generator in generators:
             self.graph.register_generator_state(generator)
         torch.cuda.synchronize()
-        with torch.cuda.graph(self.graph):
+        # thread_local: other models may train in other threads at the same time (train_models).
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.values = step()
 
     def replay(self) -> torch.Tensor:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -31,11 +32,15 @@ CONTINUABLE_FIELDS = ("steps", "checkpoint_every", "validate_every")
 CHECKPOINT_FORMAT = 2
 
 
+_GLOBAL_RNG = threading.Lock()  # initialized() seeds torch's one global generator
+
+
 def initialized(build, seed: int):
     """`build()`, a fresh network whose initial weights depend on `seed` alone: torch's generator is
     seeded for the call and restored afterwards, so what the process did before (training a SAC
-    policy, say) cannot change them."""
-    with torch.random.fork_rng(devices=[]):
+    policy, say) cannot change them; one call at a time, so models built in other threads
+    (train_models at once) cannot either."""
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build()
 
@@ -261,7 +266,7 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
             if done % config.checkpoint_every == 0:
                 save(done)
     save(config.steps)
-    del net  # the DDP wrapper holds the process group: leave_process_group can only free it once this is gone
+    net = None  # the DDP wrapper holds the process group: leave_process_group can only free it once this is gone
     if log is not None:
         log.close()
     model.eval().cpu()

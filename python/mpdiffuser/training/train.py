@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -21,9 +22,22 @@ def checkpoint_path(bundle_dir: str | Path, name: str, fine_tune: bool = False) 
     return Path(bundle_dir) / "checkpoints" / f"{name}.{'finetune' if fine_tune else 'train'}.ckpt"
 
 
+def check_device_memory(needed: int, device) -> None:
+    """Refuse to put `needed` bytes of training data on a GPU that has not that much free (with
+    room for the model and its activations), saying how much is needed and what to do."""
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    if needed > 0.5 * free:
+        raise ValueError(f"the training data need {needed / 2**30:.2f} GiB on {device}, which has {free / 2**30:.2f} "
+                         "GiB free (half is left for the model): --batches host keeps them in host memory")
+
+
 def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset], config: TrainConfig,
                 fine_tune: bool = False, progress: bool = True, runtime: TrainRuntime | None = None,
-                force: bool = False) -> dict:
+                force: bool = False, strict_batch: bool = False) -> dict:
     """Train model `name` of the bundle at `bundle_dir` on `datasets` and write `<name>.pt`.
 
     fine_tune: start from the existing `<name>.pt` (for example the dynamics model on data from
@@ -32,6 +46,8 @@ def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset
     `logs/<name>.csv` in the bundle. Returns a summary (steps, final loss, seconds, log path);
     "nothing_to_do" is true when the checkpoint had reached config.steps already.
     runtime: device, precision, compile and torchrun rank (default: one process on the CPU).
+    strict_batch: refuse a batch larger than the data's windows (the CLI's rule; the library
+    samples with replacement, as tests and quick experiments on tiny data do).
     """
     runtime = runtime or TrainRuntime()
     bundle_dir = Path(bundle_dir)
@@ -78,6 +94,13 @@ def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset
             raise ValueError("the cost model needs datasets with costs")
         loss = reward_loss if name == "reward" else cost_loss
     sampler = sampler.shard(runtime.rank, runtime.world_size)
+    local_batch = runtime.local_batch(config.batch_size)
+    if strict_batch and len(sampler) < local_batch:
+        what = "windows" if diffusion else "transitions"
+        raise ValueError(f"the batch of {local_batch} (per process) exceeds the {len(sampler)} {what} of the data for "
+                         f"{name}: every batch would repeat them; use a smaller --batch-size or more data")
+    if runtime.device_batches:
+        check_device_memory(sampler.table_bytes(), runtime.torch_device)
     device_sample = sampler.on_device(runtime.torch_device).sample if runtime.device_batches else None
     log = LossLog(bundle_dir / "logs", f"{name}.finetune" if fine_tune else name, columns, runtime.tensorboard)
     identity = {"data": [(d.metadata.get("name"), d.num_transitions) for d in datasets], "held_out": held_out}
@@ -105,3 +128,39 @@ def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset
         save_weights(bundle_dir, name, ema, spec, info)
     barrier(runtime)
     return info
+
+
+def train_models(bundle_dir: str | Path, jobs: list[tuple[str, list[OfflineDataset], TrainConfig]],
+                 runtime: TrainRuntime | None = None, at_once: bool = False, **options) -> list[dict]:
+    """Train several models of one bundle, [(name, datasets, config)], and return train_model's
+    summaries in the same order. at_once: every model trains in its own thread at the same time,
+    on its own CUDA stream on a GPU (a small model alone cannot fill one; with the step captured
+    as a CUDA graph a replay holds the GIL only to launch it). Each model keeps its own
+    generators, so the weights are those of one after another. `options` go to train_model."""
+    runtime = runtime or TrainRuntime()
+    if not at_once or len(jobs) < 2:
+        return [train_model(bundle_dir, name, data, config, runtime=runtime, **options) for name, data, config in jobs]
+    import threading
+
+    import torch
+
+    results: list[dict | None] = [None] * len(jobs)
+    failures: list[BaseException] = []
+
+    def work(i: int, name: str, data: list[OfflineDataset], config: TrainConfig) -> None:
+        try:
+            cuda = runtime.torch_device.type == "cuda"
+            with torch.cuda.stream(torch.cuda.Stream(runtime.torch_device)) if cuda else contextlib.nullcontext():
+                results[i] = train_model(bundle_dir, name, data, config, runtime=runtime,
+                                         **(options | {"progress": options.get("progress", True) and i == 0}))
+        except BaseException as exc:  # re-raised in the calling thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i, *job), name=f"train-{job[0]}") for i, job in enumerate(jobs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return results
