@@ -104,24 +104,57 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for path, data in zip([*args.data, *(args.extra_data or [])], task + extra):
         for problem in data.problems(*_action_bounds(data.env_id)):
             say(f"warning: {path}: {problem}")
-    bundle = Path(args.bundle)
-    lock = BundleLock(bundle, say)
+    seeds = args.seeds or []
+    if seeds:
+        if args.seed is not None:
+            raise SystemExit("error: give --seed or --seeds, not both")
+        if len(set(seeds)) != len(seeds):
+            raise SystemExit(f"error: --seeds repeats {sorted(s for s in set(seeds) if seeds.count(s) > 1)}")
+        if snapshots or runtime.distributed:
+            raise SystemExit("error: --seeds trains one process's bundles side by side: not with --export-at or "
+                             "under torchrun")
+    bundles = [Path(f"{args.bundle}-s{s}") for s in seeds] or [Path(args.bundle)]
+    locks = [BundleLock(b, say) for b in bundles]
     refused = None
     if runtime.is_main:
         try:
-            lock.acquire()
+            for lock in locks:
+                lock.acquire()
         except BundleLocked as exc:
             refused = str(exc)
     refused = all_gather(runtime, refused)[0]  # every rank stops when rank 0 could not take the lock
-    if refused:
-        raise BundleLocked(refused)
     try:
-        _train_bundle(args, runtime, chosen, config, snapshots, task, extra, bundle, say)
+        if refused:
+            raise BundleLocked(refused)
+        if not seeds:
+            _train_bundle(args, runtime, chosen, config, snapshots, task, extra, bundles[0], say)
+        else:
+            _train_seeds(args, runtime, chosen, config, seeds, task, extra, bundles, say)
     finally:
-        lock.release()
+        for lock in locks:
+            lock.release()
     if runtime.distributed:
         leave_process_group()
     return 0
+
+
+def _train_seeds(args, runtime, chosen, config, seeds: list[int], task, extra, bundles: list[Path], say) -> None:
+    """train --seeds: one bundle per seed (BUNDLE-s<seed>), every model of every seed trained at
+    once on a GPU (--at-once auto), one after another on the CPU."""
+    from mpdiffuser.training.train import train_models
+
+    jobs = []
+    for seed, bundle in zip(seeds, bundles):
+        fresh, names = _prepare_bundle(args, runtime, chosen, task, extra, bundle, say)
+        seed_config = dataclasses.replace(config, seed=seed)
+        jobs += [(bundle, name, task if name == "planner" else task + extra, seed_config, args.force or fresh)
+                 for name in names]
+    at_once = args.at_once == "on" or (args.at_once == "auto" and runtime.torch_device.type == "cuda")
+    say(f"training seeds {', '.join(map(str, seeds))} ({len(jobs)} models) " + ("at once" if at_once else
+                                                                                  "one after another"))
+    infos = train_models(jobs, runtime, at_once=at_once, fine_tune=args.fine_tune, strict_batch=True)
+    for (bundle, name, _, job_config, _), info in zip(jobs, infos):
+        _say_trained(say, f"{bundle.name} {name}", job_config, info)
 
 
 def _action_bounds(env_id: str | None) -> tuple:
@@ -139,13 +172,13 @@ def _action_bounds(env_id: str | None) -> tuple:
     return (space.low, space.high) if hasattr(space, "low") else (None, None)
 
 
-def _train_bundle(args, runtime, chosen, config, snapshots, task, extra, bundle: Path, say) -> None:
-    """The work of `train` once the bundle's lock is held."""
+def _prepare_bundle(args, runtime, chosen, task, extra, bundle: Path, say) -> tuple[bool, list[str]]:
+    """Create the bundle when it is new (or --force), check its model settings against the flags;
+    (whether it is new, the models to train)."""
     from mpdiffuser.config import ModelConfig
     from mpdiffuser.data.dataset import merge_datasets
     from mpdiffuser.models.bundle import BundleSpec
     from mpdiffuser.training.runtime import barrier
-    from mpdiffuser.training.train import train_model, train_models
 
     sizes = {name: getattr(args, flag) for flag, name in (
         ("horizon", "horizon"), ("diffusion_steps", "num_steps"), ("layers", "layers"), ("width", "width"),
@@ -169,8 +202,15 @@ def _train_bundle(args, runtime, chosen, config, snapshots, task, extra, bundle:
         say(f"created bundle {bundle} (recipe {args.recipe})")
     barrier(runtime)  # the other ranks read the bundle rank 0 wrote
     names = ["planner", "dynamics", "reward"] + (["cost"] if BundleSpec.load(bundle).with_cost else [])
-    if args.model != "all":
-        names = [args.model]
+    return fresh, names if args.model == "all" else [args.model]
+
+
+def _train_bundle(args, runtime, chosen, config, snapshots, task, extra, bundle: Path, say) -> None:
+    """The work of `train` on one bundle once its lock is held."""
+    from mpdiffuser.training.runtime import barrier
+    from mpdiffuser.training.train import train_model, train_models
+
+    fresh, names = _prepare_bundle(args, runtime, chosen, task, extra, bundle, say)
     if runtime.distributed or runtime.device != "cpu" or runtime.precision != "fp32":
         say(f"training on {runtime.device} x {runtime.world_size} process(es), {runtime.precision}"
             + (", compiled" if runtime.compile else ""))
@@ -184,10 +224,10 @@ def _train_bundle(args, runtime, chosen, config, snapshots, task, extra, bundle:
     at_once = args.at_once == "on" or (args.at_once == "auto" and runtime.torch_device.type == "cuda"
                                        and not runtime.distributed)
     if at_once and not snapshots and len(names) > 1:
-        jobs = [(name, task if name == "planner" else task + extra, config) for name in names]
+        jobs = [(bundle, name, task if name == "planner" else task + extra, config, args.force or fresh)
+                for name in names]
         say(f"training {', '.join(names)} at once")
-        infos = train_models(bundle, jobs, runtime, at_once=True, fine_tune=args.fine_tune,
-                             force=args.force or fresh, strict_batch=True)
+        infos = train_models(jobs, runtime, at_once=True, fine_tune=args.fine_tune, strict_batch=True)
         for name, info in zip(names, infos):
             _say_trained(say, name, config, info)
         return
@@ -618,6 +658,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"steps between checkpoints {recipe_default('checkpoint_every')}")
     train.add_argument("--ema-every", type=int, default=None, help=f"steps between EMA updates {recipe_default('ema_every')}")
     train.add_argument("--seed", type=_seed, default=None, help=f"training seed {recipe_default('seed')}")
+    train.add_argument("--seeds", type=_seed, nargs="+", default=None,
+                       help="several training seeds, one bundle each (BUNDLE-s<seed>), trained at once on a GPU")
     train.add_argument("--action-weight", type=float, default=None,
                        help=f"planner: loss weight of the first action u_0, as Diffuser and the authors "
                             f"{recipe_default('action_weight')}")

@@ -205,3 +205,30 @@ def test_train_at_once_trains_every_model(trained, tmp_path, capsys):
     assert "training planner, dynamics, reward at once" in out
     assert all(f"{name}: 6 steps" in out and (bundle / f"{name}.pt").exists() for name in ("planner", "dynamics", "reward"))
     assert not (bundle / "train.lock").exists()
+
+
+def test_train_seeds_makes_one_bundle_per_seed_equal_to_training_each_alone(trained, tmp_path, capsys):
+    import torch
+
+    from mpdiffuser.models.bundle import BundleSpec, load_weights
+
+    data, _ = trained
+    base = ["train", "--data", str(data), "--steps", "6", *TINY, "--model", "planner"]
+    assert cli.main([*base, "--bundle", str(tmp_path / "multi"), "--seeds", "3", "5", "--at-once", "on"]) == 0
+    out = capsys.readouterr().out
+    assert "training seeds 3, 5 (2 models) at once" in out and "multi-s5 planner: 6 steps" in out
+    assert cli.main([*base, "--bundle", str(tmp_path / "alone"), "--seed", "5"]) == 0
+
+    def weights(bundle):
+        return load_weights(bundle, "planner", BundleSpec.load(bundle)).state_dict()
+
+    alone, five, three = weights(tmp_path / "alone"), weights(tmp_path / "multi-s5"), weights(tmp_path / "multi-s3")
+    assert all(torch.equal(alone[k], five[k]) for k in alone)
+    assert not all(torch.equal(three[k], five[k]) for k in alone)
+    capsys.readouterr()
+    for bad, message in ((["--seeds", "1", "1"], "--seeds repeats [1]"), (["--seed", "0", "--seeds", "1"], "not both")):
+        assert cli.main([*base, "--bundle", str(tmp_path / "bad"), *bad]) == 2
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main([*base, "--bundle", str(tmp_path / "bad"), "--seeds", "-1"])
+    assert "argument --seeds: must be in [0, 2^63)" in capsys.readouterr().err

@@ -130,16 +130,18 @@ def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset
     return info
 
 
-def train_models(bundle_dir: str | Path, jobs: list[tuple[str, list[OfflineDataset], TrainConfig]],
+def train_models(jobs: list[tuple[str | Path, str, list[OfflineDataset], TrainConfig, bool]],
                  runtime: TrainRuntime | None = None, at_once: bool = False, **options) -> list[dict]:
-    """Train several models of one bundle, [(name, datasets, config)], and return train_model's
-    summaries in the same order. at_once: every model trains in its own thread at the same time,
-    on its own CUDA stream on a GPU (a small model alone cannot fill one; with the step captured
-    as a CUDA graph a replay holds the GIL only to launch it). Each model keeps its own
-    generators, so the weights are those of one after another. `options` go to train_model."""
+    """Train several models, [(bundle_dir, name, datasets, config, force)] (several bundles, say
+    one per seed, may take part), and return train_model's summaries in the same order.
+    at_once: every model trains in its own thread at the same time, on its own CUDA stream on a
+    GPU (a small model alone cannot fill one; with the step captured as a CUDA graph a replay
+    holds the GIL only to launch it). Each model keeps its own generators, so the weights are
+    those of one after another. `options` go to train_model."""
     runtime = runtime or TrainRuntime()
     if not at_once or len(jobs) < 2:
-        return [train_model(bundle_dir, name, data, config, runtime=runtime, **options) for name, data, config in jobs]
+        return [train_model(bundle, name, data, config, runtime=runtime, force=force, **options)
+                for bundle, name, data, config, force in jobs]
     import threading
 
     import torch
@@ -147,16 +149,16 @@ def train_models(bundle_dir: str | Path, jobs: list[tuple[str, list[OfflineDatas
     results: list[dict | None] = [None] * len(jobs)
     failures: list[BaseException] = []
 
-    def work(i: int, name: str, data: list[OfflineDataset], config: TrainConfig) -> None:
+    def work(i: int, bundle, name: str, data: list[OfflineDataset], config: TrainConfig, force: bool) -> None:
         try:
             cuda = runtime.torch_device.type == "cuda"
             with torch.cuda.stream(torch.cuda.Stream(runtime.torch_device)) if cuda else contextlib.nullcontext():
-                results[i] = train_model(bundle_dir, name, data, config, runtime=runtime,
+                results[i] = train_model(bundle, name, data, config, runtime=runtime, force=force,
                                          **(options | {"progress": options.get("progress", True) and i == 0}))
         except BaseException as exc:  # re-raised in the calling thread
             failures.append(exc)
 
-    threads = [threading.Thread(target=work, args=(i, *job), name=f"train-{job[0]}") for i, job in enumerate(jobs)]
+    threads = [threading.Thread(target=work, args=(i, *job), name=f"train-{job[1]}") for i, job in enumerate(jobs)]
     for thread in threads:
         thread.start()
     for thread in threads:

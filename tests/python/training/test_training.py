@@ -372,15 +372,15 @@ def test_models_trained_at_once_equal_models_trained_one_after_another(tmp_path)
 
     data = make_toy_dataset(seed=10)
     cfg = TrainConfig(steps=30, batch_size=16, checkpoint_every=15)
-    jobs = [(name, [data], cfg) for name in ("planner", "dynamics", "reward")]
+    names = ("planner", "dynamics", "reward")
     weights = {}
     for mode in (False, True):
         bundle = tmp_path / str(mode)
         BundleSpec.fit(data, [data], TINY_MODEL).save(bundle)
-        infos = train_models(bundle, jobs, at_once=mode, progress=False)
+        infos = train_models([(bundle, name, [data], cfg, False) for name in names], at_once=mode, progress=False)
         assert [i["steps"] for i in infos] == [30, 30, 30]
         spec = BundleSpec.load(bundle)
-        weights[mode] = {n: load_weights(bundle, n, spec).state_dict() for n, _, _ in jobs}
+        weights[mode] = {n: load_weights(bundle, n, spec).state_dict() for n in names}
     for name in weights[False]:
         for key, value in weights[False][name].items():
             assert torch.equal(value, weights[True][name][key]), (name, key)
