@@ -69,6 +69,24 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    """Dataset tools. inspect: episodes, lengths, returns (and their D4RL score), how episodes end,
+    every dimension's range, NaN/Inf, constant dimensions and actions outside the environment's
+    action space, with warnings. convert: the same data in another format (.hdf5, .npz, minari:<id>)."""
+    from mpdiffuser.data.dataset import load_dataset
+    from mpdiffuser.data.inspect import convert_dataset, format_report, inspect_dataset
+
+    if args.data_command == "convert":
+        print(f"wrote {convert_dataset(args.source, args.target, args.env)}")
+        return 0
+    report = inspect_dataset(load_dataset(args.dataset), args.dataset, args.env)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     """Train the models of a bundle: the planner on --data, dynamics and ranker on --data plus --extra-data.
 
@@ -80,6 +98,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for `tune` to pick the training length from.
     """
     from mpdiffuser.data.dataset import load_dataset
+    from mpdiffuser.envs import action_bounds
     from mpdiffuser.recipes import recipe
     from mpdiffuser.training.lock import BundleLock, BundleLocked
     from mpdiffuser.training.runtime import all_gather, from_environment, leave_process_group
@@ -102,7 +121,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     task = [load_dataset(p) for p in args.data]
     extra = [load_dataset(p) for p in args.extra_data or []]
     for path, data in zip([*args.data, *(args.extra_data or [])], task + extra):
-        for problem in data.problems(*_action_bounds(data.env_id)):
+        for problem in data.problems(*action_bounds(data.env_id)):
             say(f"warning: {path}: {problem}")
     seeds = args.seeds or []
     if seeds:
@@ -155,21 +174,6 @@ def _train_seeds(args, runtime, chosen, config, seeds: list[int], task, extra, b
     infos = train_models(jobs, runtime, at_once=at_once, fine_tune=args.fine_tune, strict_batch=True)
     for (bundle, name, _, job_config, _), info in zip(jobs, infos):
         _say_trained(say, f"{bundle.name} {name}", job_config, info)
-
-
-def _action_bounds(env_id: str | None) -> tuple:
-    """(low, high) of a registered environment's action space, or (None, None)."""
-    if env_id is None:
-        return None, None
-    try:
-        import gymnasium as gym
-
-        env = gym.make(env_id)
-        space = env.action_space
-        env.close()
-    except Exception:  # an unknown or unmakeable environment (gymnasium raises many kinds): nothing to check
-        return None, None
-    return (space.low, space.high) if hasattr(space, "low") else (None, None)
 
 
 def _prepare_bundle(args, runtime, chosen, task, extra, bundle: Path, say) -> tuple[bool, list[str]]:
@@ -611,6 +615,22 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="build configuration and native self-check",
                                description=_cmd_info.__doc__)
     info.set_defaults(func=_cmd_info)
+
+    data = commands.add_parser("data", help="inspect a dataset, or convert it to another format",
+                               description=_cmd_data.__doc__)
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION",
+                                        help="inspect or convert")
+    inspect = data_commands.add_parser("inspect", help="episodes, returns, ranges and problems of a dataset")
+    inspect.add_argument("dataset", help="a .hdf5/.h5 or .npz file, or minari:<dataset_id>")
+    inspect.add_argument("--env", default=None, help="environment id for the score and the action bounds "
+                                                     "(default: the dataset's own)")
+    inspect.add_argument("--json", default=None, help="also write the report as JSON here")
+    inspect.set_defaults(func=_cmd_data)
+    convert = data_commands.add_parser("convert", help="write a dataset in another format (by the target's suffix)")
+    convert.add_argument("source", help="a .hdf5/.h5 or .npz file, or minari:<dataset_id>")
+    convert.add_argument("target", help="a .hdf5/.h5 or .npz file, or minari:<dataset_id> (local storage)")
+    convert.add_argument("--env", default=None, help="a Minari target's environment id (default: the dataset's own)")
+    convert.set_defaults(func=_cmd_data)
 
     gen = commands.add_parser("generate-data", help="generate a dataset locally", description=_cmd_generate.__doc__)
     gen.add_argument("--env", default="Hopper-v5", choices=SUPPORTED, help="robot")

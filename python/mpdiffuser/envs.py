@@ -166,3 +166,17 @@ class CostPenalty(gym.Wrapper):
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         return obs, reward - self.penalty * float(info["cost"]), terminated, truncated, info
+
+
+def action_bounds(env_id: str | None) -> tuple:
+    """(low, high) of a registered environment's action space, or (None, None) when it cannot be
+    made here (an unknown id, a missing simulator)."""
+    if env_id is None:
+        return None, None
+    try:
+        env = gym.make(env_id)
+        space = env.action_space
+        env.close()
+    except Exception:  # gymnasium raises many kinds for an unknown or unmakeable environment
+        return None, None
+    return (space.low, space.high) if hasattr(space, "low") else (None, None)

@@ -217,6 +217,15 @@ class OfflineDataset:
         tmp.replace(path)  # never leave a half-written dataset under the final name
         return path
 
+    def save_npz(self, path: str | Path) -> Path:
+        """The same layout as save_hdf5 in a NumPy .npz (metadata as a JSON string)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez_compressed(tmp, **self.to_flat(), mpdiffuser_metadata=np.array(json.dumps(self.metadata)))
+        tmp.replace(path)
+        return path
+
     def save_minari(self, dataset_id: str, env_id: str, root: str | Path | None = None) -> None:
         """Write a local Minari dataset (``namespace/name-v0``) with the recipe in its description."""
         import os
