@@ -16,11 +16,13 @@ eagerly and says why once.
 
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 import torch
 
 WARMUP_STEPS = 3  # eager steps on a side stream before the capture (lazy cuBLAS/cuDNN set-up)
+_CAPTURE = threading.Lock()
 
 
 def capture_refusal(runtime, on_device: bool) -> str | None:
@@ -50,9 +52,10 @@ class CapturedStep:
         self.graph = torch.cuda.CUDAGraph()
         for generator in generators:
             self.graph.register_generator_state(generator)
-        torch.cuda.synchronize()
-        # thread_local: other models may train in other threads at the same time (train_models).
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+        # One capture at a time: entering torch.cuda.graph synchronizes the device and empties the
+        # allocator's cache, which must not happen inside another thread's capture. thread_local:
+        # the other threads' eager steps and replays may go on meanwhile (train_models at once).
+        with _CAPTURE, torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.values = step()
 
     def replay(self) -> torch.Tensor:

@@ -225,7 +225,7 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
                         bar.write(f"{desc.strip()}: the training step is captured as a CUDA graph")
                 except RuntimeError as exc:  # a capture this torch or driver cannot make: train on, eagerly
                     refusal = f"the capture failed ({str(exc).splitlines()[0]})"
-                    torch.cuda.synchronize(device)
+                    torch.cuda.current_stream(device).synchronize()
                     bar.write(f"{desc.strip()}: training eagerly: {refusal}")
             if captured is not None:
                 values = captured.replay().clone()
