@@ -4,6 +4,8 @@ A diffusion planner, a diffusion dynamics model and a ranker trained from offlin
 alternating sampler that interleaves their denoising updates, run as model-predictive control.
 
     import mpdiffuser as mpd
+    sampler = mpd.load("runs/demo/models/model.safetensors")     # or a bundle directory; backend="cuda"
+    plan = sampler.plan(observation, seed=0)                      # the file's stored options
     bundle = mpd.ModelBundle.load("runs/demo/models", env_id="Hopper-v5")
     policy = mpd.MPCPolicy(mpd.ReferenceSampler(bundle), bundle.spec.sampler_defaults)
     policy.reset(seed=0); action = policy.act(observation)
@@ -25,7 +27,7 @@ _EXPORTS = {
     "train_model": "mpdiffuser.training.train",
     "MPCPolicy": "mpdiffuser.control.mpc", "evaluate": "mpdiffuser.control.evaluate",
     "RECIPES": "mpdiffuser.recipes", "CdfNormalizer": "mpdiffuser.data.normalizer",
-    "MinMaxNormalizer": "mpdiffuser.data.normalizer",
+    "MinMaxNormalizer": "mpdiffuser.data.normalizer", "load": "mpdiffuser.api",
 }
 
 

@@ -34,3 +34,31 @@ def test_readme_set_up_commands_match_ci(repo_root):
     # CI installs with the README's script (plus its optional --baselines, so their tests run)
     installs = [c.split("#")[0].split() for c in ci_commands if c.startswith("bash scripts/install.sh")]
     assert installs and set(installs[0][2:]) <= {"--baselines"}
+
+
+
+def test_load_plans_from_a_model_file_or_a_bundle(tmp_path):
+    import numpy as np
+    import pytest
+
+    import mpdiffuser as mpd
+    from tests.python.conftest import TINY_MODEL, make_toy_dataset
+
+    data = make_toy_dataset(seed=11)
+    bundle = tmp_path / "bundle"
+    mpd.BundleSpec.fit(data, [data], TINY_MODEL).save(bundle)
+    for name in ("planner", "dynamics", "reward"):
+        mpd.train_model(bundle, name, [data], mpd.TrainConfig(steps=5, batch_size=16, checkpoint_every=5),
+                        progress=False)
+    state = np.zeros(data.state_dim, np.float32)
+    reference = mpd.load(bundle, "torch")
+    native = mpd.load(bundle, "cpu", threads=1)  # exports BUNDLE/model.safetensors first
+    assert isinstance(reference, mpd.ReferenceSampler) and isinstance(native, mpd.Sampler)
+    assert native.model_file == bundle / "model.safetensors"
+    a, b = native.plan(state, 0), reference.plan(state, 0)
+    assert a.index == b.index and np.allclose(a.actions, b.actions, atol=1e-4)
+    assert isinstance(mpd.load(native.model_file, "torch"), mpd.Sampler)
+    with pytest.raises(FileNotFoundError, match="not a trained bundle"):
+        mpd.load(tmp_path)
+    with pytest.raises(ValueError, match="backend must be one of torch, cpu, cuda"):
+        mpd.load(bundle, "gpu")
