@@ -27,7 +27,8 @@ _EXPORTS = {
     "train_model": "mpdiffuser.training.train",
     "MPCPolicy": "mpdiffuser.control.mpc", "evaluate": "mpdiffuser.control.evaluate",
     "RECIPES": "mpdiffuser.recipes", "CdfNormalizer": "mpdiffuser.data.normalizer",
-    "MinMaxNormalizer": "mpdiffuser.data.normalizer", "load": "mpdiffuser.api",
+    "MinMaxNormalizer": "mpdiffuser.data.normalizer", "load": "mpdiffuser.api", "fit": "mpdiffuser.training.bundles",
+    "TrainedBundle": "mpdiffuser.training.bundles",
 }
 
 

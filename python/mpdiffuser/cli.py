@@ -120,6 +120,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     say = print if runtime.is_main else (lambda *a, **k: None)
     task = [load_dataset(p) for p in args.data]
     extra = [load_dataset(p) for p in args.extra_data or []]
+    if args.env is not None:  # recorded in the bundle and its model files, for eval, tune and consistency
+        task, extra = ([dataclasses.replace(d, metadata=d.metadata | {"env_id": args.env}) for d in ds]
+                       for ds in (task, extra))
     for path, data in zip([*args.data, *(args.extra_data or [])], task + extra):
         for problem in data.problems(*action_bounds(data.env_id)):
             say(f"warning: {path}: {problem}")
@@ -146,9 +149,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if refused:
             raise BundleLocked(refused)
         if not seeds:
-            _train_bundle(args, runtime, chosen, config, snapshots, task, extra, bundles[0], say)
+            _train_bundle(args, runtime, config, snapshots, task, extra, bundles[0], say)
         else:
-            _train_seeds(args, runtime, chosen, config, seeds, task, extra, bundles, say)
+            _train_seeds(args, runtime, config, seeds, task, extra, bundles, say)
     finally:
         for lock in locks:
             lock.release()
@@ -157,14 +160,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_seeds(args, runtime, chosen, config, seeds: list[int], task, extra, bundles: list[Path], say) -> None:
+def _train_seeds(args, runtime, config, seeds: list[int], task, extra, bundles: list[Path], say) -> None:
     """train --seeds: one bundle per seed (BUNDLE-s<seed>), every model of every seed trained at
     once on a GPU (--at-once auto), one after another on the CPU."""
     from mpdiffuser.training.train import train_models
 
     jobs = []
     for seed, bundle in zip(seeds, bundles):
-        fresh, names = _prepare_bundle(args, runtime, chosen, task, extra, bundle, say)
+        fresh, names = _prepare_bundle(args, runtime, task, extra, bundle, say)
         seed_config = dataclasses.replace(config, seed=seed)
         jobs += [(bundle, name, task if name == "planner" else task + extra, seed_config, args.force or fresh)
                  for name in names]
@@ -176,12 +179,10 @@ def _train_seeds(args, runtime, chosen, config, seeds: list[int], task, extra, b
         _say_trained(say, f"{bundle.name} {name}", job_config, info)
 
 
-def _prepare_bundle(args, runtime, chosen, task, extra, bundle: Path, say) -> tuple[bool, list[str]]:
-    """Create the bundle when it is new (or --force), check its model settings against the flags;
-    (whether it is new, the models to train)."""
-    from mpdiffuser.config import ModelConfig
-    from mpdiffuser.data.dataset import merge_datasets
-    from mpdiffuser.models.bundle import BundleSpec
+def _prepare_bundle(args, runtime, task, extra, bundle: Path, say) -> tuple[bool, list[str]]:
+    """Create the bundle when it is new (or --force), check its model settings against the flags
+    (training.bundles.prepare_bundle, as mpd.fit does); (whether it is new, the models to train)."""
+    from mpdiffuser.training.bundles import model_names, prepare_bundle
     from mpdiffuser.training.runtime import barrier
 
     sizes = {name: getattr(args, flag) for flag, name in (
@@ -191,30 +192,19 @@ def _prepare_bundle(args, runtime, chosen, task, extra, bundle: Path, say) -> tu
         ("unet_embed_dim", "unet_embed_dim")) if getattr(args, flag) is not None}
     if "unet_mults" in sizes:
         sizes["unet_mults"] = tuple(sizes["unet_mults"])
-    fresh = not (bundle / "bundle.json").exists() or (args.force and args.model == "all" and not args.fine_tune)
-    if not fresh and sizes:
-        model = BundleSpec.load(bundle).model
-        differ = {k: v for k, v in sizes.items() if getattr(model, k) != v}
-        if differ:
-            raise SystemExit(f"error: {bundle} exists with other model settings "
-                             f"({', '.join(f'{k} {getattr(model, k)} != {v}' for k, v in differ.items())}); "
-                             "--force with --model all starts the bundle over")
-    if fresh and runtime.is_main:
-        planner_data = merge_datasets(task)
-        model = ModelConfig.sized_for(planner_data.state_dim, planner_data.action_dim, **(dict(chosen.model) | sizes))
-        BundleSpec.fit(planner_data, task + extra, model, chosen.sampler).save(bundle)
-        say(f"created bundle {bundle} (recipe {args.recipe})")
+    fresh = prepare_bundle(bundle, task, extra, args.recipe, sizes,
+                           force=args.force and args.model == "all" and not args.fine_tune,
+                           create=runtime.is_main, say=say)
     barrier(runtime)  # the other ranks read the bundle rank 0 wrote
-    names = ["planner", "dynamics", "reward"] + (["cost"] if BundleSpec.load(bundle).with_cost else [])
-    return fresh, names if args.model == "all" else [args.model]
+    return fresh, model_names(bundle) if args.model == "all" else [args.model]
 
 
-def _train_bundle(args, runtime, chosen, config, snapshots, task, extra, bundle: Path, say) -> None:
+def _train_bundle(args, runtime, config, snapshots, task, extra, bundle: Path, say) -> None:
     """The work of `train` on one bundle once its lock is held."""
     from mpdiffuser.training.runtime import barrier
     from mpdiffuser.training.train import train_model, train_models
 
-    fresh, names = _prepare_bundle(args, runtime, chosen, task, extra, bundle, say)
+    fresh, names = _prepare_bundle(args, runtime, task, extra, bundle, say)
     if runtime.distributed or runtime.device != "cpu" or runtime.precision != "fp32":
         say(f"training on {runtime.device} x {runtime.world_size} process(es), {runtime.precision}"
             + (", compiled" if runtime.compile else ""))
@@ -678,6 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"steps between checkpoints {recipe_default('checkpoint_every')}")
     train.add_argument("--ema-every", type=int, default=None, help=f"steps between EMA updates {recipe_default('ema_every')}")
     train.add_argument("--seed", type=_seed, default=None, help=f"training seed {recipe_default('seed')}")
+    train.add_argument("--env", default=None,
+                       help="environment id recorded in the bundle (default: the one the data name, if any)")
     train.add_argument("--seeds", type=_seed, nargs="+", default=None,
                        help="several training seeds, one bundle each (BUNDLE-s<seed>), trained at once on a GPU")
     train.add_argument("--action-weight", type=float, default=None,
