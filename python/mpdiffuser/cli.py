@@ -305,7 +305,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                   "bundle": args.bundle}
     lat = report["latency"]
     has_score = not math.isnan(report["score_mean"])  # NaN for robots without D4RL references
-    score = f"score {report['score_mean']:.1f} +- {report['score_stderr']:.1f}, " if has_score else ""
+    score = (f"score {report['score_mean']:.1f} +- {report['score_stderr']:.1f}, " if has_score
+             else f"no D4RL reference returns for {env_id}, raw ")
     print(f"{env_id}: {score}return {report['return_mean']:.1f}, cost {report['cost_mean']:.1f}; "
           f"latency ({args.backend}) p50 {lat['p50_ms']:.2f} ms p99 {lat['p99_ms']:.2f} ms")
     if args.json:
@@ -623,7 +624,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(func=_cmd_data)
 
     gen = commands.add_parser("generate-data", help="generate a dataset locally", description=_cmd_generate.__doc__)
-    gen.add_argument("--env", default="Hopper-v5", choices=SUPPORTED, help="robot")
+    gen.add_argument("--env", default="Hopper-v5",
+                     help=f"robot: {', '.join(SUPPORTED)} or any registered gymnasium environment with 1-D Box "
+                          "observations and actions (InvertedDoublePendulum-v5, Swimmer-v5, Reacher-v5, ...)")
     gen.add_argument("--kind", default="medium", choices=KINDS, help="what behaviour makes the data")
     gen.add_argument("--transitions", type=int, default=100_000, help="transitions to roll out")
     gen.add_argument("--policy-steps", type=int, default=30_000, help="SAC steps of the medium behaviour policy")
@@ -819,7 +822,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--policy-dir", default=None,
                             help="where SAC behaviour policies are cached, shared by experiments "
                                  "(default runs/policies[-quick])")
-    experiment.add_argument("--env", action="extend", nargs="+", default=None, choices=SUPPORTED,
+    experiment.add_argument("--env", action="extend", nargs="+", default=None,
                             help="robot(s) instead of the experiment's own")
     experiment.add_argument("--dataset", action="extend", nargs="+", default=None,
                             help="locomotion: your own D4RL/Minari dataset(s) (.hdf5, .npz, minari:<id>) instead of "

@@ -107,6 +107,8 @@ class PhysicsChange:
 def velocity_limit(env_id: str, limit: float | None = None) -> float:
     """The speed limit of a constrained robot: `limit` (m/s) when given, else DSRL's."""
     if limit is None:
+        if env_id not in VELOCITY_LIMITS:
+            raise ValueError(f"{env_id} has no DSRL velocity limit: give the limit in m/s (--velocity-limit)")
         return VELOCITY_LIMITS[env_id]
     if not (np.isfinite(limit) and limit > 0.0):
         raise ValueError(f"the velocity limit must be a positive speed in m/s, got {limit}")
@@ -115,19 +117,30 @@ def velocity_limit(env_id: str, limit: float | None = None) -> float:
 
 def make_env(env_id: str, constrained: bool = False, physics: PhysicsChange | None = None,
              limit: float | None = None, **kwargs) -> gym.Env:
-    """A v5 MuJoCo env; Ant without contact forces in its observation (27 dims); with
-    `constrained`, info['cost'] from the velocity limit (`limit` m/s, default DSRL's); with
-    `physics`, changed dynamics. kwargs go to gymnasium.make."""
-    if env_id not in SUPPORTED:
-        raise ValueError(f"unsupported environment '{env_id}', expected one of {', '.join(SUPPORTED)}")
+    """A v5 MuJoCo env, or any registered gymnasium environment whose observation and action
+    spaces are 1-D boxes; Ant without contact forces in its observation (27 dims); with
+    `constrained`, info['cost'] from the velocity limit (`limit` m/s, default DSRL's for the four
+    built-in robots; other robots need one and must report info['x_velocity']); with `physics`,
+    changed dynamics (MuJoCo environments). kwargs go to gymnasium.make."""
     if limit is not None and not constrained:
         raise ValueError("a velocity limit applies to constrained environments only")
     speed_limit = velocity_limit(env_id, limit) if constrained else None
     if env_id == "Ant-v5":
         kwargs.setdefault("include_cfrc_ext_in_observation", False)
-    with _quiet_known_mujoco_warnings():
-        env = gym.make(env_id, **kwargs)
+    try:
+        with _quiet_known_mujoco_warnings():
+            env = gym.make(env_id, **kwargs)
+    except gym.error.Error as exc:
+        raise ValueError(f"unknown environment {env_id!r}: {exc}") from None
+    for what, space in (("observation", env.observation_space), ("action", env.action_space)):
+        if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+            env.close()
+            raise ValueError(f"{env_id}: its {what} space is {space}; mpdiffuser plans with 1-D Box observations "
+                             "and actions (flatten a Dict or image observation into a vector first)")
     if physics is not None:
+        if not hasattr(env.unwrapped, "model"):
+            env.close()
+            raise ValueError(f"{env_id} is not a MuJoCo environment: its physics cannot be changed")
         physics.apply(env)
     return VelocityCost(env, speed_limit) if constrained else env
 

@@ -37,6 +37,10 @@ def plan_consistency(sampler, env_id: str, lambdas=(1.0, 0.0), episodes: int = 1
     per_lambda = {float(lam): base.replace(dynamics_weight=float(lam)) for lam in lambdas}
     horizon, dx = spec.model.horizon, spec.state_dim
     env, sim = make_env(env_id, physics=physics), make_env(env_id, physics=physics)
+    if not all(hasattr(e.unwrapped, name) for e in (env, sim) for name in ("data", "set_state")):
+        env.close(), sim.close()
+        raise ValueError(f"plan consistency replays plans from the robot's simulator state (MuJoCo's qpos and qvel): "
+                         f"{env_id} is not a MuJoCo environment")
     sim.reset(seed=seed)
     records = {lam: [] for lam in per_lambda}
     steps = []

@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
-from mpdiffuser.envs import SCORE_REFERENCES, SUPPORTED, make_env
+from mpdiffuser.envs import SCORE_REFERENCES, make_env
 
 PLAN_SEED_STRIDE = 100_003  # more than any episode's steps: episodes never share plan seeds
 
@@ -61,22 +61,15 @@ class EvalSummary:
 
 def resolve_env(env, constrained: bool = False, physics=None, limit: float | None = None) -> tuple[gym.Env, str, bool]:
     """(environment, its id, whether evaluate made it and must close it) for an env id or a
-    gymnasium Env. The four built-in robots get this project's options (constrained, physics,
-    velocity limit); any other registered id or Env instance runs as it is."""
+    gymnasium Env. An id is made by envs.make_env (any registered id with 1-D Box spaces; the
+    options constrained, physics and velocity limit where they apply); an Env instance runs as it is."""
     if isinstance(env, gym.Env):
         if constrained or physics is not None or limit is not None:
             raise ValueError("constrained and physics apply to built-in environment ids only; wrap your Env yourself")
         return env, env.spec.id if env.spec is not None else type(env.unwrapped).__name__, False
     if not isinstance(env, str):
         raise TypeError(f"env must be an environment id or a gymnasium.Env, got {type(env).__name__}")
-    if env in SUPPORTED:
-        return make_env(env, constrained=constrained, physics=physics, limit=limit), env, True
-    if constrained or physics is not None or limit is not None:
-        raise ValueError(f"constrained and physics apply to {', '.join(SUPPORTED)} only, not {env!r}")
-    try:
-        return gym.make(env), env, True
-    except gym.error.Error as exc:
-        raise ValueError(f"unknown environment {env!r}: {exc}") from None
+    return make_env(env, constrained=constrained, physics=physics, limit=limit), env, True
 
 
 def check_spaces(policy, env: gym.Env, env_id: str) -> None:

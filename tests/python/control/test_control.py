@@ -66,8 +66,10 @@ def test_constrained_env_reports_velocity_cost():
     assert set(costs) <= {0.0, 1.0}
     assert SCORE_REFERENCES["Hopper-v5"].normalize(-20.272305) == pytest.approx(0.0)
     assert SCORE_REFERENCES["Hopper-v5"].normalize(3234.3) == pytest.approx(100.0)
-    with pytest.raises(ValueError, match="unsupported environment"):
-        make_env("Humanoid-v5")
+    with pytest.raises(ValueError, match="action space is Discrete"):  # any Box robot is made; others are not
+        make_env("CartPole-v1")
+    with pytest.raises(ValueError, match="has no DSRL velocity limit"):
+        make_env("Swimmer-v5", constrained=True)
 
 
 @pytest.mark.slow
@@ -191,7 +193,7 @@ def test_evaluate_runs_any_gymnasium_env_whose_spaces_match(sampler):
         with pytest.raises(ValueError, match=r"its observation space has shape \(5,\), the model's observations "
                                               r"have shape \(4,\)"):
             evaluate(policy, PointMass(state_dim=5), episodes=1, max_steps=2, progress=False)
-        with pytest.raises(ValueError, match="constrained and physics apply to"):
+        with pytest.raises(ValueError, match="has no DSRL velocity limit: give the limit in m/s"):
             evaluate(policy, "PointMass-v0", episodes=1, constrained=True, progress=False)
         with pytest.raises(ValueError, match="unknown environment 'NoSuchEnv-v9'"):
             evaluate(policy, "NoSuchEnv-v9", episodes=1, progress=False)
