@@ -128,14 +128,16 @@ def _tasks(config: LocomotionConfig, log: Log, progress: bool) -> list[tuple[str
     """(label, task dataset) pairs: the user's files, or generated env x kind datasets."""
     from mpdiffuser.data.dataset import load_dataset
     from mpdiffuser.data.generate import GenerateConfig, generate
+    from mpdiffuser.envs import SCORE_REFERENCES
+
     tasks = []
     if config.datasets:
         for spec in config.datasets:
             data = load_dataset(spec)
-            if data.env_id is None:
-                raise ValueError(f"dataset {spec} names no environment; its metadata must name one (any gymnasium id "
-                                 "with Box spaces; mpdiffuser generate-data and train --env record it) so that it "
-                                 "can be evaluated")
+            if data.env_id not in SCORE_REFERENCES:
+                raise ValueError(f"dataset {spec} is for {data.env_id or 'an unnamed environment'}: this experiment "
+                                 f"reports D4RL scores, which exist for {', '.join(SCORE_REFERENCES)}; for another "
+                                 "robot, benchmarks/any_robot.py compares raw returns")
             label = str(data.metadata.get("name") or Path(str(spec)).stem)
             tasks.append((label, data))
         return tasks
