@@ -6,6 +6,7 @@
 #
 #   bash benchmarks/gpu_runbook.sh            # logs and JSON under $OUT (default runs/gpu)
 #   STEPS="tests bench" bash benchmarks/gpu_runbook.sh
+#   STEPS="build train" bash benchmarks/gpu_runbook.sh      # GPU training alone (issue 32), on a fresh machine
 #   BASELINE=old/sampler.cu bash benchmarks/gpu_runbook.sh   # also time another csrc/cuda/sampler.cu
 #
 # Results: $OUT/log.txt (every step's output), gpu_latency.json (PyTorch reference vs ours),
@@ -102,6 +103,11 @@ if want profile; then
 fi
 if want train; then
   step pytest-train-gpu 300 python3 -m pytest -q tests/python/training -k "cuda or device or precision or compile"
+  # The command end to end on the GPU: models at once, steps captured; then two seeds at once.
+  step train-cli-gpu 180 bash -c "rm -rf $OUT/cli && python3 -m mpdiffuser train --bundle $OUT/cli/bundle \
+    --data python/mpdiffuser/data/demo/hopper-medium-200k-20k.hdf5 --steps 600 --device cuda &&
+    python3 -m mpdiffuser train --bundle $OUT/cli/seeds --data python/mpdiffuser/data/demo/hopper-medium-200k-20k.hdf5 \
+    --steps 600 --device cuda --seeds 0 1 --model planner"
   data=${TRAIN_DATA:-python/mpdiffuser/data/demo/hopper-medium-200k-20k.hdf5}
   # The MLPs: today's path (batches on the host, eager) against batches on the device, eager and
   # with the step captured as a CUDA graph, in fp32, tf32 and bf16.
