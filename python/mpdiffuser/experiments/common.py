@@ -63,7 +63,7 @@ def train_bundle(bundle_dir: Path, task: OfflineDataset, extra: list[OfflineData
     from mpdiffuser.export import export_model
     from mpdiffuser.models.bundle import BundleSpec
     from mpdiffuser.training.runtime import TrainRuntime
-    from mpdiffuser.training.train import train_model
+    from mpdiffuser.training.train import train_models
 
     model = ModelConfig.sized_for(task.state_dim, task.action_dim, prediction=prediction,
                                   **({"width": width} if width else {}))
@@ -73,12 +73,18 @@ def train_bundle(bundle_dir: Path, task: OfflineDataset, extra: list[OfflineData
                          "choose another output directory")
     spec.save(bundle_dir)
     names = ["planner", "dynamics", "reward"] + (["cost"] if spec.with_cost else [])
+    jobs = []
     for name in names:
         data = [task] if name == "planner" else [task, *extra]
         steps = train_steps if name in ("planner", "dynamics") else ranker_steps
         config = TrainConfig(steps=steps, seed=seed, action_weight=action_weight if name == "planner" else 1.0)
-        info = train_model(bundle_dir, name, data, config, progress=progress, runtime=TrainRuntime(device=device))
-        log(f"    {name:8s}: {steps} steps, final loss {info['final_loss']:.4f} ({info['seconds']:.0f}s)")
+        jobs.append((bundle_dir, name, data, config, False))
+    runtime = TrainRuntime(device=device)
+    # Side by side on a GPU (a thread and a CUDA stream each), one after another on the CPU: the
+    # same weights either way (training.train.train_models).
+    infos = train_models(jobs, runtime, at_once=runtime.torch_device.type == "cuda", progress=progress)
+    for (_, name, _, config, _), info in zip(jobs, infos):
+        log(f"    {name:8s}: {config.steps} steps, final loss {info['final_loss']:.4f} ({info['seconds']:.0f}s)")
     return export_model(bundle_dir, bundle_dir / "model.safetensors", options or SamplerOptions())
 
 
