@@ -172,6 +172,8 @@ py::dict constants() {
   d["architectures"] = names(mpd::kArchitectureNames);
   d["predictions"] = names(mpd::kPredictionNames);
   d["normalizers"] = names(mpd::kNormalizerNames);
+  d["writers"] = names(mpd::kWriterNames);
+  d["return_conditions"] = names(mpd::kReturnConditionNames);
   return d;
 }
 

@@ -34,6 +34,17 @@ void normalizer(const std::vector<float>& low, const std::vector<float>& high, s
   }
 }
 
+// The sizes mpd_workspace_create and mpd_workspace_bytes take.
+bool workspace_sizes_valid(uint32_t max_candidates, uint32_t num_threads) {
+  return max_candidates >= 1 && max_candidates <= mpd::kMaxCandidates && num_threads <= 1024;
+}
+
+// num_threads = 0: every hardware thread.
+int resolved_threads(uint32_t num_threads) {
+  return num_threads > 0 ? static_cast<int>(num_threads)
+                         : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
 }  // namespace
 
 mpd_model::mpd_model(mpd::ModelFile f) : file(std::move(f)), cpu(file) {
@@ -143,9 +154,7 @@ extern "C" mpd_status mpd_workspace_create(const mpd_model* model, mpd_backend b
   if (workspace == nullptr) return MPD_ERR_NULL_POINTER;
   *workspace = nullptr;
   if (model == nullptr) return MPD_ERR_NULL_POINTER;
-  if (max_candidates < 1 || max_candidates > mpd::kMaxCandidates || num_threads > 1024) {
-    return MPD_ERR_INVALID_ARGUMENT;
-  }
+  if (!workspace_sizes_valid(max_candidates, num_threads)) return MPD_ERR_INVALID_ARGUMENT;
   if (backend != MPD_BACKEND_CPU && backend != MPD_BACKEND_CUDA) return MPD_ERR_INVALID_ARGUMENT;
   // The CUDA backend does not plan the unet family yet (the CPU backend does).
   if (backend == MPD_BACKEND_CUDA && model->file.config.architecture != MPD_ARCH_MLP) return MPD_ERR_NOT_AVAILABLE;
@@ -164,10 +173,9 @@ extern "C" mpd_status mpd_workspace_create(const mpd_model* model, mpd_backend b
       ws->max_candidates = max_candidates;
     }
 #endif
-    int threads = static_cast<int>(num_threads);
-    if (threads == 0) threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
     if (backend == MPD_BACKEND_CPU) {
-      ws->cpu = std::make_unique<mpd::cpu::CpuSampler>(model->cpu, static_cast<int>(max_candidates), threads);
+      ws->cpu = std::make_unique<mpd::cpu::CpuSampler>(model->cpu, static_cast<int>(max_candidates),
+                                                       resolved_threads(num_threads));
       ws->max_candidates = max_candidates;
     }
     ws->x0.resize(static_cast<size_t>(model->file.config.state_dim));
@@ -186,11 +194,10 @@ extern "C" void mpd_workspace_free(mpd_workspace* workspace) { delete workspace;
 extern "C" mpd_status mpd_workspace_bytes(const mpd_model* model, mpd_backend backend, uint32_t max_candidates,
                                           uint32_t num_threads, size_t* bytes) {
   if (model == nullptr || bytes == nullptr) return MPD_ERR_NULL_POINTER;
-  if (max_candidates < 1 || max_candidates > mpd::kMaxCandidates || num_threads > 1024) return MPD_ERR_INVALID_ARGUMENT;
+  if (!workspace_sizes_valid(max_candidates, num_threads)) return MPD_ERR_INVALID_ARGUMENT;
   if (backend != MPD_BACKEND_CPU) return backend == MPD_BACKEND_CUDA ? MPD_ERR_NOT_AVAILABLE : MPD_ERR_INVALID_ARGUMENT;
-  int threads = static_cast<int>(num_threads);
-  if (threads == 0) threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  *bytes = mpd::cpu::CpuSampler::workspace_bytes(model->cpu, static_cast<int>(max_candidates), threads);
+  *bytes = mpd::cpu::CpuSampler::workspace_bytes(model->cpu, static_cast<int>(max_candidates),
+                                                 resolved_threads(num_threads));
   return MPD_OK;
 }
 

@@ -301,16 +301,17 @@ bool read_config(const Metadata& meta, ModelConfig* c, mpd_options* d, std::stri
         meta.real("condition_dropout", 0.0, 0.999999, &unused, error) &&
         meta.real("termination_penalty", 0.0, 1e30, &unused, error) && meta.text("return_condition", &text, error);
     if (!python_keys_ok) return false;
-    if (text != "authors" && text != "minmax") {
-      *error = "metadata 'return_condition' is '" + printable(text) + "', expected 'authors' or 'minmax'";
+    if (name_index(kReturnConditionNames, text) < 0) {
+      *error = "metadata 'return_condition' is '" + printable(text) + "', expected " +
+               name_choices(kReturnConditionNames);
       return false;
     }
   }
   if (meta.has("written_by")) {
     std::string writer;
     meta.text("written_by", &writer, error);
-    if (writer != "export" && writer != "eval" && writer != "tune" && writer != "train") {
-      *error = "metadata 'written_by' is '" + printable(writer) + "', expected export, eval, tune or train";
+    if (name_index(kWriterNames, writer) < 0) {
+      *error = "metadata 'written_by' is '" + printable(writer) + "', expected " + name_choices(kWriterNames);
       return false;
     }
   }

@@ -29,6 +29,9 @@ constexpr float kTerminationPenalty = 100.0f;  // the ranker's penalty at a wind
 inline constexpr const char* kArchitectureNames[] = {"mlp", "unet"};
 inline constexpr const char* kPredictionNames[] = {"epsilon", "sample"};
 inline constexpr const char* kNormalizerNames[] = {"minmax", "cdf"};
+inline constexpr const char* kReturnConditionNames[] = {"authors", "minmax"};  // checked, used by Python only
+// The commands that write model files (metadata 'written_by', optional; export.WRITERS).
+inline constexpr const char* kWriterNames[] = {"export", "eval", "tune", "train"};
 
 // Architecture of one residual MLP: in -> width (layers hidden layers) -> out; tensors 0..layers.
 struct MlpShape {

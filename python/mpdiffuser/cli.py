@@ -121,8 +121,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     task = [load_dataset(p) for p in args.data]
     extra = [load_dataset(p) for p in args.extra_data or []]
     if args.env is not None:  # recorded in the bundle and its model files, for eval, tune and consistency
-        task, extra = ([dataclasses.replace(d, metadata=d.metadata | {"env_id": args.env}) for d in ds]
-                       for ds in (task, extra))
+        task, extra = [d.for_env(args.env) for d in task], [d.for_env(args.env) for d in extra]
     for path, data in zip([*args.data, *(args.extra_data or [])], task + extra):
         for problem in data.problems(*action_bounds(data.env_id)):
             say(f"warning: {path}: {problem}")
@@ -163,15 +162,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _train_seeds(args, runtime, config, seeds: list[int], task, extra, bundles: list[Path], say) -> None:
     """train --seeds: one bundle per seed (BUNDLE-s<seed>), every model of every seed trained at
     once on a GPU (--at-once auto), one after another on the CPU."""
-    from mpdiffuser.training.train import train_models
+    from mpdiffuser.training.bundles import model_jobs
+    from mpdiffuser.training.train import side_by_side, train_models
 
     jobs = []
     for seed, bundle in zip(seeds, bundles):
         fresh, names = _prepare_bundle(args, runtime, task, extra, bundle, say)
-        seed_config = dataclasses.replace(config, seed=seed)
-        jobs += [(bundle, name, task if name == "planner" else task + extra, seed_config, args.force or fresh)
-                 for name in names]
-    at_once = args.at_once == "on" or (args.at_once == "auto" and runtime.torch_device.type == "cuda")
+        jobs += model_jobs(bundle, names, task, extra, dataclasses.replace(config, seed=seed), args.force or fresh)
+    at_once = side_by_side(args.at_once, runtime)
     say(f"training seeds {', '.join(map(str, seeds))} ({len(jobs)} models) " + ("at once" if at_once else
                                                                                   "one after another"))
     infos = train_models(jobs, runtime, at_once=at_once, fine_tune=args.fine_tune, strict_batch=True)
@@ -201,8 +199,9 @@ def _prepare_bundle(args, runtime, task, extra, bundle: Path, say) -> tuple[bool
 
 def _train_bundle(args, runtime, config, snapshots, task, extra, bundle: Path, say) -> None:
     """The work of `train` on one bundle once its lock is held."""
+    from mpdiffuser.training.bundles import model_jobs
     from mpdiffuser.training.runtime import barrier
-    from mpdiffuser.training.train import train_model, train_models
+    from mpdiffuser.training.train import side_by_side, train_model, train_models
 
     fresh, names = _prepare_bundle(args, runtime, task, extra, bundle, say)
     if runtime.distributed or runtime.device != "cpu" or runtime.precision != "fp32":
@@ -215,13 +214,10 @@ def _train_bundle(args, runtime, config, snapshots, task, extra, bundle: Path, s
             plan += [(n, dataclasses.replace(config, steps=steps)) for n in ("planner", "dynamics")] + [(None, steps)]
         if snapshots[-1] < config.steps:
             plan += [(n, config) for n in ("planner", "dynamics")]
-    at_once = args.at_once == "on" or (args.at_once == "auto" and runtime.torch_device.type == "cuda"
-                                       and not runtime.distributed)
-    if at_once and not snapshots and len(names) > 1:
-        jobs = [(bundle, name, task if name == "planner" else task + extra, config, args.force or fresh)
-                for name in names]
+    if side_by_side(args.at_once, runtime) and not snapshots and len(names) > 1:
         say(f"training {', '.join(names)} at once")
-        infos = train_models(jobs, runtime, at_once=True, fine_tune=args.fine_tune, strict_batch=True)
+        infos = train_models(model_jobs(bundle, names, task, extra, config, args.force or fresh), runtime,
+                             at_once=True, fine_tune=args.fine_tune, strict_batch=True)
         for name, info in zip(names, infos):
             _say_trained(say, name, config, info)
         return

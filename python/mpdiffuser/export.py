@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mpdiffuser.config import ARCHITECTURES, LEGACY_MODEL_FIELDS, MAX_CANDIDATES, ModelConfig, SamplerOptions
+from mpdiffuser.config import (ARCHITECTURES, LEGACY_MODEL_FIELDS, MAX_CANDIDATES, NORMALIZERS, PREDICTIONS,
+                               RETURN_CONDITIONS, ModelConfig, SamplerOptions)
 from mpdiffuser.digest import DIGEST_KEY, content_digest, file_content_digest, read_header, stored_and_actual
 
 FORMAT = "mpdiffuser.model"
@@ -88,9 +89,9 @@ def with_defaults(path: str | Path, out_path: str | Path, options: SamplerOption
     """A copy of model file `path` at `out_path` (which may be `path`) whose stored sampler defaults
     are `options`; the weights and every other entry are unchanged (written_by becomes
     `written_by`). Returns out_path."""
-    spec, _, _ = read_model_file(path)  # a file this version cannot read is an error here
-    _check_defaults(spec, options)
     meta, tensors = _read_verified(Path(path))
+    spec, _, _ = _parse_model_file(Path(path), meta, tensors)  # a file this version cannot read is an error here
+    _check_defaults(spec, options)
     return _write_model_file(tensors, meta | _default_entries(options) | {"written_by": written_by}, out_path)
 
 
@@ -266,14 +267,19 @@ def read_model_file(path: str | Path):
 
     Raises FileNotFoundError, or ValueError naming what is wrong with the file.
     """
-    from mpdiffuser.data.normalizer import CdfNormalizer, MinMaxNormalizer
-    from mpdiffuser.data.windows import ConditionScale
-    from mpdiffuser.models.bundle import BundleSpec
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
     meta, tensors = _read_verified(path)
+    return _parse_model_file(path, meta, tensors)
+
+
+def _parse_model_file(path: Path, meta: dict[str, str], tensors: dict[str, np.ndarray]):
+    """read_model_file's checks and result for a file whose container and digest were verified."""
+    from mpdiffuser.data.normalizer import CdfNormalizer, MinMaxNormalizer
+    from mpdiffuser.data.windows import ConditionScale
+    from mpdiffuser.models.bundle import BundleSpec
+
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not an mpdiffuser model file (format {meta.get('format')!r})")
     for name, value in tensors.items():  # the native reader refuses these too
@@ -292,8 +298,8 @@ def read_model_file(path: str | Path):
     meta = {"architecture": "mlp", **meta}  # files before the key are all mlp
     if meta.get("written_by", "export") not in WRITERS:
         raise ValueError(f"{path}: metadata 'written_by' = {meta['written_by'][:80]!r} is not one of {', '.join(WRITERS)}")
-    for key, choices in (("architecture", ARCHITECTURES), ("prediction", ("epsilon", "sample")),
-                         ("normalizer", ("minmax", "cdf")), ("return_condition", ("authors", "minmax"))):
+    for key, choices in (("architecture", ARCHITECTURES), ("prediction", PREDICTIONS),
+                         ("normalizer", NORMALIZERS), ("return_condition", RETURN_CONDITIONS)):
         if meta.get(key) not in choices:
             raise ValueError(f"{path}: metadata '{key}' = {meta.get(key)!r} is not one of {', '.join(choices)}")
     model = ModelConfig(

@@ -10,12 +10,12 @@ import dataclasses
 import pytest
 
 from mpdiffuser import _core
-from mpdiffuser.config import (ARCHITECTURES, MAX_CANDIDATES, MIN_HALF_RANGE, NORMALIZERS, PREDICTIONS, STATE_RANGE_LIMIT,
-                               TERMINATION_PENALTY, ModelConfig, SamplerOptions)
+from mpdiffuser.config import (ARCHITECTURES, MAX_CANDIDATES, MIN_HALF_RANGE, NORMALIZERS, PREDICTIONS, RETURN_CONDITIONS,
+                               STATE_RANGE_LIMIT, TERMINATION_PENALTY, ModelConfig, SamplerOptions)
 
 
 def test_constants_and_name_lists_agree():
-    from mpdiffuser.export import FORMAT_VERSION
+    from mpdiffuser.export import FORMAT_VERSION, WRITERS
     from mpdiffuser.models.networks import EMBED_DIM
 
     core = _core.constants()
@@ -27,6 +27,8 @@ def test_constants_and_name_lists_agree():
     assert tuple(core["architectures"]) == ARCHITECTURES
     assert tuple(core["predictions"]) == PREDICTIONS
     assert tuple(core["normalizers"]) == NORMALIZERS
+    assert tuple(core["writers"]) == WRITERS
+    assert tuple(core["return_conditions"]) == RETURN_CONDITIONS
 
 
 def test_sampler_options_mirror_the_c_struct():

@@ -11,6 +11,7 @@ local storage (never downloaded).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +122,11 @@ class OfflineDataset:
                 found.append(f"{name} dimension(s) {constant.tolist()[:10]} never change (constant "
                              f"{values[0, constant[0]]:g}): nothing to learn from them")
         return found
+
+    def for_env(self, env_id: str) -> "OfflineDataset":
+        """The same episodes with `env_id` as their environment (metadata), for data that name
+        none or another spelling of it."""
+        return dataclasses.replace(self, metadata=self.metadata | {"env_id": env_id})
 
     def returns(self) -> np.ndarray:
         """Undiscounted return of every episode, float64 [E]."""

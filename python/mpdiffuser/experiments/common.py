@@ -63,7 +63,7 @@ def train_bundle(bundle_dir: Path, task: OfflineDataset, extra: list[OfflineData
     from mpdiffuser.export import export_model
     from mpdiffuser.models.bundle import BundleSpec
     from mpdiffuser.training.runtime import TrainRuntime
-    from mpdiffuser.training.train import train_models
+    from mpdiffuser.training.train import side_by_side, train_models
 
     model = ModelConfig.sized_for(task.state_dim, task.action_dim, prediction=prediction,
                                   **({"width": width} if width else {}))
@@ -82,7 +82,7 @@ def train_bundle(bundle_dir: Path, task: OfflineDataset, extra: list[OfflineData
     runtime = TrainRuntime(device=device)
     # Side by side on a GPU (a thread and a CUDA stream each), one after another on the CPU: the
     # same weights either way (training.train.train_models).
-    infos = train_models(jobs, runtime, at_once=runtime.torch_device.type == "cuda", progress=progress)
+    infos = train_models(jobs, runtime, at_once=side_by_side("auto", runtime), progress=progress)
     for (_, name, _, config, _), info in zip(jobs, infos):
         log(f"    {name:8s}: {config.steps} steps, final loss {info['final_loss']:.4f} ({info['seconds']:.0f}s)")
     return export_model(bundle_dir, bundle_dir / "model.safetensors", options or SamplerOptions())

@@ -236,9 +236,7 @@ class ReferenceSampler:
         """One MPDiffuser plan from the raw (env-unit) state [dx]; options default to the bundle's
         stored ones (self.defaults), as every sampler's do. warm_start: the previous plan's
         `window` [H, D], used when options.warm_start_level > 0 (None plans cold)."""
-        if options is not None and not isinstance(options, SamplerOptions):
-            raise TypeError(f"options must be a SamplerOptions or None, got {type(options).__name__}")
-        options = options or self.defaults
+        options = check_options_type(options) or self.defaults
         options.check_for(self.num_steps, self.horizon)
         if warm_start is not None:
             warm_start = check_windows(warm_start, (self.horizon, self.dx + self.du))
@@ -274,3 +272,11 @@ def check_state_range(states: np.ndarray, low: np.ndarray, high: np.ndarray) -> 
         raise ValueError(f"state[{dim}] = {states[row, dim]:.6g}{f' (row {row})' if len(states) > 1 else ''} lies more "
                          f"than {STATE_RANGE_LIMIT:g} half-ranges from the training data's [{low[dim]:.6g}, "
                          f"{high[dim]:.6g}]: a sensor or unit fault? The models cannot plan from it")
+
+
+def check_options_type(options):
+    """options must be a SamplerOptions or None (a dict is not: its keys would go unchecked)."""
+    if options is not None and not isinstance(options, SamplerOptions):
+        raise TypeError(f"options must be a SamplerOptions or None, got {type(options).__name__}; for example "
+                        "sampler.defaults.replace(num_candidates=8)")
+    return options

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mpdiffuser.config import SamplerOptions
-from mpdiffuser.sampling.reference import Plan, check_state_range, check_windows
+from mpdiffuser.sampling.reference import Plan, check_options_type, check_state_range, check_windows
 
 BACKENDS = ("torch", "cpu", "cuda")
 
@@ -199,14 +199,6 @@ def check_seed(seed) -> None:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if not 0 <= int(seed) < 2**64:
         raise ValueError(f"seed must be in [0, 2^64) (the Philox key), got {seed}")
-
-
-def check_options_type(options):
-    """options must be a SamplerOptions or None (a dict is not: its keys would go unchecked)."""
-    if options is not None and not isinstance(options, SamplerOptions):
-        raise TypeError(f"options must be a SamplerOptions or None, got {type(options).__name__}; for example "
-                        "sampler.defaults.replace(num_candidates=8)")
-    return options
 
 
 def available_memory() -> int | None:

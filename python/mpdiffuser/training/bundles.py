@@ -48,6 +48,13 @@ def model_names(bundle_dir: str | Path) -> list[str]:
     return ["planner", "dynamics", "reward"] + (["cost"] if BundleSpec.load(bundle_dir).with_cost else [])
 
 
+def model_jobs(bundle_dir: Path, names: list[str], task: list[OfflineDataset], extra: list[OfflineDataset],
+               config, force: bool) -> list[tuple]:
+    """train_models' jobs for the models `names` of one bundle: the planner on the task data, the
+    others on the task and extra data, all with `config`."""
+    return [(bundle_dir, name, task if name == "planner" else task + extra, config, force) for name in names]
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainedBundle:
     """A trained bundle directory: export it to a model file, or load what plans with it."""
@@ -76,7 +83,7 @@ def _datasets(data) -> list[OfflineDataset]:
 def fit(data, bundle_dir: str | Path, *, extra_data=(), env: str | None = None, recipe: str = "default",
         steps: int | None = None, batch_size: int | None = None, seed: int | None = None, device: str = "auto",
         precision: str = "fp32", model: dict | None = None, force: bool = False, progress: bool = True,
-        at_once: bool | None = None) -> TrainedBundle:
+        at_once: str = "auto") -> TrainedBundle:
     """Train the planner on `data` and the dynamics and reward (and cost) models on `data` plus
     `extra_data` into `bundle_dir`, as `mpdiffuser train` does: resumable (an interrupted call
     continues from its checkpoints; more steps continue a finished one), one training per bundle
@@ -86,24 +93,21 @@ def fit(data, bundle_dir: str | Path, *, extra_data=(), env: str | None = None, 
     recorded in the bundle (for data that names none, or to override it). recipe: "default" or
     "authors"; steps, batch_size, seed override its training settings, model its ModelConfig fields
     (say {"architecture": "unet"}). device: "auto" (a GPU when torch sees one), "cpu", "cuda".
-    at_once: the models side by side (None: on a GPU). force: start the bundle over."""
+    at_once: the models side by side, "auto" (on a GPU), "on" or "off". force: start the bundle over."""
     from mpdiffuser.recipes import recipe as get_recipe
     from mpdiffuser.training.lock import BundleLock
     from mpdiffuser.training.runtime import from_environment
-    from mpdiffuser.training.train import train_models
+    from mpdiffuser.training.train import side_by_side, train_models
 
     task, extra = _datasets(data), _datasets(list(extra_data))
     if env is not None:
-        task = [dataclasses.replace(d, metadata=d.metadata | {"env_id": env}) for d in task]
-        extra = [dataclasses.replace(d, metadata=d.metadata | {"env_id": env}) for d in extra]
+        task, extra = [d.for_env(env) for d in task], [d.for_env(env) for d in extra]
     given = {k: v for k, v in (("steps", steps), ("batch_size", batch_size), ("seed", seed)) if v is not None}
     config = dataclasses.replace(get_recipe(recipe).train, **given)
     runtime = from_environment(device, precision=precision)
     bundle_dir = Path(bundle_dir)
     with BundleLock(bundle_dir):
         fresh = prepare_bundle(bundle_dir, task, extra, recipe, dict(model or {}), force=force)
-        jobs = [(bundle_dir, name, task if name == "planner" else task + extra, config, fresh)
-                for name in model_names(bundle_dir)]
-        side_by_side = runtime.torch_device.type == "cuda" if at_once is None else at_once
-        train_models(jobs, runtime, at_once=side_by_side, progress=progress)
+        jobs = model_jobs(bundle_dir, model_names(bundle_dir), task, extra, config, fresh)
+        train_models(jobs, runtime, at_once=side_by_side(at_once, runtime), progress=progress)
     return TrainedBundle(bundle_dir)

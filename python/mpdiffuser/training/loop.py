@@ -192,6 +192,7 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
     unlogged: list[np.ndarray] = []  # values brought to the host but not yet in a log row
     names: list[str] = []  # the logged values' names, set by the first step
     clock = time.perf_counter()
+
     def one_step() -> torch.Tensor:
         """Draw a batch, forward, backward, clip, step; the logged values [n] on the device."""
         if on_device:

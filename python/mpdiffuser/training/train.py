@@ -130,6 +130,16 @@ def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset
     return info
 
 
+def side_by_side(mode: str, runtime: TrainRuntime) -> bool:
+    """Whether train_models trains its models at once for an AT_ONCE_MODES `mode`: "on", or
+    "auto" on a GPU in one process."""
+    from mpdiffuser.config import AT_ONCE_MODES
+
+    if mode not in AT_ONCE_MODES:
+        raise ValueError(f"at_once must be one of {', '.join(AT_ONCE_MODES)}, got {mode!r}")
+    return mode == "on" or (mode == "auto" and runtime.torch_device.type == "cuda" and not runtime.distributed)
+
+
 def train_models(jobs: list[tuple[str | Path, str, list[OfflineDataset], TrainConfig, bool]],
                  runtime: TrainRuntime | None = None, at_once: bool = False, **options) -> list[dict]:
     """Train several models, [(bundle_dir, name, datasets, config, force)] (several bundles, say
