@@ -77,7 +77,7 @@ def cmd_train(a) -> None:
     from mpdiffuser.config import ModelConfig, TrainConfig
     from mpdiffuser.data.dataset import load_dataset
     from mpdiffuser.models.bundle import BundleSpec
-    from mpdiffuser.training.train import train_model
+    from mpdiffuser.training.bundles import prepare_bundle, train_bundle
 
     task = load_dataset(DATA / f"{a.task}.hdf5")
     extra = load_dataset(DATA / "hopper-random-s0.hdf5")
@@ -85,18 +85,16 @@ def cmd_train(a) -> None:
     model = ModelConfig.sized_for(task.state_dim, task.action_dim, prediction=a.prediction,
                                   return_condition=a.return_condition, normalizer=a.normalizer,
                                   architecture=a.architecture)
-    if not (out / "bundle.json").exists():
-        BundleSpec.fit(task, [task, extra], model).save(out)
-    for name, data, steps in (("planner", [task], a.steps), ("dynamics", [task, extra], a.dynamics_steps),
-                              ("reward", [task, extra], a.ranker_steps)):
-        planner = name == "planner"
-        config = TrainConfig(steps=steps, seed=a.seed, action_weight=a.action_weight if planner else 1.0,
-                             validate_every=a.validate_every if planner else 0)
-        info = train_model(out, name, data, config, progress=False)
+    prepare_bundle(out, [task], [extra], spec=BundleSpec.fit(task, [task, extra], model))
+    configs = {name: TrainConfig(steps=steps, seed=a.seed, action_weight=a.action_weight if name == "planner" else 1.0,
+                                 validate_every=a.validate_every if name == "planner" else 0)
+               for name, steps in (("planner", a.steps), ("dynamics", a.dynamics_steps), ("reward", a.ranker_steps))}
+    for _, name, config, info in train_bundle(out, [task], [extra], configs=configs, progress=False):
         with (Path(a.out) / "train.jsonl").open("a") as f:
-            f.write(json.dumps({"bundle": out.name, "model": name, "steps": steps, "seconds": info["seconds"],
+            f.write(json.dumps({"bundle": out.name, "model": name, "steps": config.steps, "seconds": info["seconds"],
                                 "final_loss": info["final_loss"]}) + "\n")
-        print(f"{out.name} {name}: {steps} steps, loss {info['final_loss']:.4f}, {info['seconds']:.0f}s", flush=True)
+        print(f"{out.name} {name}: {config.steps} steps, loss {info['final_loss']:.4f}, {info['seconds']:.0f}s",
+              flush=True)
 
 
 def evaluate_rows(model_file: Path, grid: dict, episodes: int, label: str, rows_path: Path) -> None:

@@ -17,7 +17,7 @@
 #include <fstream>
 #include <iterator>
 
-#include "core/model_file.h"
+#include "format/model_file.h"
 #include "math/normalizer.h"
 #include "math/philox.h"
 #include "math/schedule.h"
@@ -152,6 +152,40 @@ py::dict build_info() {
 #endif
   info["cxx_compiler"] = MPD_CXX_COMPILER_STRING;
   return info;
+}
+
+// The option table (mpdiffuser/options.def) for Python: config.SamplerOptions, the model file's
+// default.<name> entries and the command line's sampler flags are built from it.
+py::list option_specs() {
+  static const char* const kinds[] = {"count", "real", "optional_real"};
+  static const char* const bounds[] = {"none", "horizon", "levels"};
+  py::list out;
+  for (const mpd::OptionSpec& s : mpd::kOptionSpecs) {
+    py::dict d;
+    d["name"] = s.name;
+    d["kind"] = kinds[static_cast<int>(s.kind)];
+    const bool count = s.kind == mpd::OptionKind::kCount;
+    d["default"] = s.kind == mpd::OptionKind::kOptionalReal ? py::object(py::none())
+                   : count ? py::object(py::int_(static_cast<int64_t>(s.default_value)))
+                           : py::object(py::float_(s.default_value));
+    d["low"] = count ? py::object(py::int_(static_cast<int64_t>(s.low))) : py::object(py::float_(s.low));
+    d["high"] = count ? py::object(py::int_(static_cast<int64_t>(s.high))) : py::object(py::float_(s.high));
+    d["bound"] = bounds[s.bound];
+    d["since"] = s.since;
+    d["legacy"] = s.legacy;
+    d["flags"] = s.flags;
+    d["help"] = s.help;
+    out.append(d);
+  }
+  return out;
+}
+
+// The message the C API gives for an option value out of its range (one text in both languages).
+std::string option_range_message(const std::string& name, double value, int horizon, int num_steps) {
+  for (const mpd::OptionSpec& s : mpd::kOptionSpecs) {
+    if (name == s.name) return mpd::option_range_message(s, value, horizon, num_steps);
+  }
+  throw py::key_error(name);
 }
 
 // The core's shared constants and name lists, for the cross-language check against
@@ -446,23 +480,34 @@ class Workspace {
 };
 
 void bind_sampler(py::module_& m) {
-  py::class_<mpd_options>(m, "Options", "Mirror of the C struct mpd_options (use mpdiffuser.SamplerOptions).")
-      .def(py::init<>())
-      .def_readwrite("num_candidates", &mpd_options::num_candidates)
-      .def_readwrite("guidance", &mpd_options::guidance)
-      .def_readwrite("return_target", &mpd_options::return_target)
-      .def_readwrite("cost_limit", &mpd_options::cost_limit)
-      .def_readwrite("cost_budget", &mpd_options::cost_budget)
-      .def_readwrite("has_cost_limit", &mpd_options::has_cost_limit)
-      .def_readwrite("has_cost_budget", &mpd_options::has_cost_budget)
-      .def_readwrite("dynamics_weight", &mpd_options::dynamics_weight)
-      .def_readwrite("dynamics_every", &mpd_options::dynamics_every)
-      .def_readwrite("dynamics_last", &mpd_options::dynamics_last)
-      .def_readwrite("discount", &mpd_options::discount)
-      .def_readwrite("actions_per_plan", &mpd_options::actions_per_plan)
-      .def_readwrite("temperature", &mpd_options::temperature)
-      .def_readwrite("warm_start_level", &mpd_options::warm_start_level)
-      .def_readwrite("dynamics_guidance", &mpd_options::dynamics_guidance);
+  // The C struct's fields, one property per option of the table (mpdiffuser/options.def), plus
+  // has_<name> for the optional ones; a new Options holds the table's defaults.
+  auto options = py::class_<mpd_options>(m, "Options", "Mirror of the C struct mpd_options (use mpdiffuser.SamplerOptions).")
+                     .def(py::init([] { return mpd::table_defaults(); }));
+  static std::vector<std::string> has_names;  // property names must outlive the module
+  has_names.reserve(mpd::kNumOptions);
+  for (const mpd::OptionSpec& spec : mpd::kOptionSpecs) {
+    const mpd::OptionSpec* s = &spec;
+    options.def_property(
+        s->name,
+        [s](const mpd_options& o) -> py::object {
+          if (s->kind == mpd::OptionKind::kCount) return py::int_(o.*s->count);
+          return py::float_(o.*s->real);
+        },
+        [s](mpd_options& o, const py::object& value) {
+          if (s->kind == mpd::OptionKind::kCount) {
+            o.*s->count = value.cast<uint32_t>();
+          } else {
+            o.*s->real = value.cast<double>();
+          }
+        });
+    if (s->kind == mpd::OptionKind::kOptionalReal) {
+      has_names.push_back(std::string("has_") + s->name);
+      options.def_property(
+          has_names.back().c_str(), [s](const mpd_options& o) { return o.*s->has; },
+          [s](mpd_options& o, uint32_t value) { o.*s->has = value; });
+    }
+  }
   py::class_<Model, std::shared_ptr<Model>>(m, "Model", "A loaded, validated model file (immutable).")
       .def(py::init<const std::string&>(), py::arg("path"))
       .def("info", &Model::info_dict)
@@ -507,6 +552,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("cuda_noise_normal", &cuda_noise_normal, py::arg("seed"), py::arg("candidate"),
         py::arg("step"), py::arg("count"), "The noise generated by the CUDA kernel, copied to host.");
   m.def("constants", &constants, "The core's shared constants and metadata name lists.");
+  m.def("option_specs", &option_specs, "The sampler options' table (mpdiffuser/options.def), one dict per option.");
+  m.def("option_range_message", &option_range_message, py::arg("name"), py::arg("value"), py::arg("horizon"),
+        py::arg("num_steps"), "The C API's message for an out-of-range option value.");
   m.def("model_file_keys", &model_file_keys, py::arg("path"),
         "The metadata keys the C++ reader uses when it loads this model file.");
   bind_sampler(m);

@@ -1,5 +1,6 @@
-// The C API of the sampler (mpdiffuser.h): argument checks, normalization, backend dispatch and
-// candidate selection. Nothing here throws across the C boundary or allocates inside mpd_plan.
+// The C API of the sampler (mpdiffuser.h): argument checks, options checked and resolved once
+// (mpd::resolve_plan), dispatch to the workspace's backend through the seam (backend/backend.h).
+// Nothing here throws across the C boundary or allocates inside mpd_plan.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -23,17 +24,6 @@ void set_message(char* message, size_t size, const std::string& text) {
   message[n] = '\0';
 }
 
-// mid = (high + low) / 2 and half = (high - low) / 2 (1 where high == low), in double as the
-// Python normalizer computes them.
-void normalizer(const std::vector<float>& low, const std::vector<float>& high, std::vector<double>* mid,
-                std::vector<double>* half) {
-  for (size_t i = 0; i < low.size(); ++i) {
-    mid->push_back((static_cast<double>(high[i]) + low[i]) / 2.0);
-    const double h = (static_cast<double>(high[i]) - low[i]) / 2.0;
-    half->push_back(h > 0.0 ? h : 1.0);
-  }
-}
-
 // The sizes mpd_workspace_create and mpd_workspace_bytes take.
 bool workspace_sizes_valid(uint32_t max_candidates, uint32_t num_threads) {
   return max_candidates >= 1 && max_candidates <= mpd::kMaxCandidates && num_threads <= 1024;
@@ -46,11 +36,6 @@ int resolved_threads(uint32_t num_threads) {
 }
 
 }  // namespace
-
-mpd_model::mpd_model(mpd::ModelFile f) : file(std::move(f)), cpu(file) {
-  normalizer(file.state_low, file.state_high, &state_mid, &state_half);
-  normalizer(file.action_low, file.action_high, &action_mid, &action_half);
-}
 
 extern "C" mpd_status mpd_model_load_memory(const void* data, size_t size, mpd_model** model,
                                             char* message, size_t message_size) {
@@ -156,8 +141,6 @@ extern "C" mpd_status mpd_workspace_create(const mpd_model* model, mpd_backend b
   if (model == nullptr) return MPD_ERR_NULL_POINTER;
   if (!workspace_sizes_valid(max_candidates, num_threads)) return MPD_ERR_INVALID_ARGUMENT;
   if (backend != MPD_BACKEND_CPU && backend != MPD_BACKEND_CUDA) return MPD_ERR_INVALID_ARGUMENT;
-  // The CUDA backend does not plan the unet family yet (the CPU backend does).
-  if (backend == MPD_BACKEND_CUDA && model->file.config.architecture != MPD_ARCH_MLP) return MPD_ERR_NOT_AVAILABLE;
 #ifndef MPD_WITH_CUDA
   if (backend == MPD_BACKEND_CUDA) return MPD_ERR_NOT_AVAILABLE;
 #endif
@@ -165,21 +148,15 @@ extern "C" mpd_status mpd_workspace_create(const mpd_model* model, mpd_backend b
     auto ws = std::make_unique<mpd_workspace>();
     ws->model = model;
     ws->backend = backend;
-#ifdef MPD_WITH_CUDA
     if (backend == MPD_BACKEND_CUDA) {
-      const mpd_status status =
-          mpd::cuda::CudaSampler::create(model->file, static_cast<int>(max_candidates), &ws->cuda);
+#ifdef MPD_WITH_CUDA
+      const mpd_status status = mpd::cuda::make_backend(model->file, static_cast<int>(max_candidates), &ws->impl);
       if (status != MPD_OK) return status;
-      ws->max_candidates = max_candidates;
-    }
 #endif
-    if (backend == MPD_BACKEND_CPU) {
-      ws->cpu = std::make_unique<mpd::cpu::CpuSampler>(model->cpu, static_cast<int>(max_candidates),
-                                                       resolved_threads(num_threads));
-      ws->max_candidates = max_candidates;
+    } else {
+      ws->impl = mpd::cpu::make_backend(model->file, model->cpu, static_cast<int>(max_candidates),
+                                        resolved_threads(num_threads));
     }
-    ws->x0.resize(static_cast<size_t>(model->file.config.state_dim));
-    ws->cond.resize(static_cast<size_t>(model->file.config.cond_dim));
     *workspace = ws.release();
   } catch (const std::bad_alloc&) {
     return MPD_ERR_OUT_OF_MEMORY;
@@ -196,16 +173,13 @@ extern "C" mpd_status mpd_workspace_bytes(const mpd_model* model, mpd_backend ba
   if (model == nullptr || bytes == nullptr) return MPD_ERR_NULL_POINTER;
   if (!workspace_sizes_valid(max_candidates, num_threads)) return MPD_ERR_INVALID_ARGUMENT;
   if (backend != MPD_BACKEND_CPU) return backend == MPD_BACKEND_CUDA ? MPD_ERR_NOT_AVAILABLE : MPD_ERR_INVALID_ARGUMENT;
-  *bytes = mpd::cpu::CpuSampler::workspace_bytes(model->cpu, static_cast<int>(max_candidates),
-                                                 resolved_threads(num_threads));
+  *bytes = mpd::cpu::workspace_bytes(*model->cpu, static_cast<int>(max_candidates), resolved_threads(num_threads));
   return MPD_OK;
 }
 
 extern "C" mpd_status mpd_workspace_cancel(mpd_workspace* workspace) {
   if (workspace == nullptr) return MPD_ERR_NULL_POINTER;
-  if (workspace->backend != MPD_BACKEND_CPU || !workspace->cpu) return MPD_ERR_NOT_AVAILABLE;
-  workspace->cpu->cancel();
-  return MPD_OK;
+  return workspace->impl->cancel();
 }
 
 extern "C" mpd_status mpd_plan(const mpd_model* model, mpd_workspace* workspace, const float* state,
@@ -223,94 +197,12 @@ extern "C" mpd_status mpd_plan_warm(const mpd_model* model, mpd_workspace* works
   }
   if (workspace->model != model) return MPD_ERR_MODEL_MISMATCH;
   const mpd_options& o = options != nullptr ? *options : model->file.defaults;
-  const mpd::ModelConfig& c = model->file.config;
   // check_options builds its message only on failure; success allocates nothing.
   std::string unused;
-  if (o.num_candidates > workspace->max_candidates) return MPD_ERR_INVALID_ARGUMENT;
-  if (mpd::check_options(c, o, &unused) != MPD_OK) return MPD_ERR_INVALID_ARGUMENT;
-  workspace->cond[0] = static_cast<float>(o.return_target);
-  if (c.has_cost) workspace->cond[1] = static_cast<float>(o.cost_limit * c.cost_scale);
-  const float* warm = o.warm_start_level > 0 ? previous_window : nullptr;  // k_w = 0: cold
-#ifdef MPD_WITH_CUDA
-  if (workspace->backend == MPD_BACKEND_CUDA) {  // device pointers, asynchronous on the stream
-    return workspace->host_staged
-               ? workspace->cuda->plan_host(state, warm, seed, o, workspace->cond.data(), output, stream)
-               : workspace->cuda->plan(state, warm, seed, o, workspace->cond.data(), output, stream);
-  }
-#endif
-  (void)stream;  // the CPU backend runs synchronously
-  for (int i = 0; i < c.state_dim; ++i) {
-    if (!std::isfinite(state[i])) return MPD_ERR_NON_FINITE;
-  }
-  for (int i = 0; i < c.state_dim; ++i) {
-    if (!mpd::math::state_in_range(state[i], model->state_mid[i], model->state_half[i])) {
-      return MPD_ERR_STATE_OUT_OF_RANGE;
-    }
-  }
-  const int H = c.horizon, dx = c.state_dim, du = c.action_dim, D = c.window_dim();
-  if (warm != nullptr) {
-    for (int i = 0; i < H * D; ++i) {
-      if (!std::isfinite(warm[i])) return MPD_ERR_NON_FINITE;
-    }
-  }
-  for (size_t i = 0; i < workspace->x0.size(); ++i) {
-    const int Q = c.quantiles;
-    workspace->x0[i] = static_cast<float>(
-        Q ? mpd::math::cdf_forward(model->file.state_quantiles.data() + i * Q, Q, state[i])
-          : mpd::math::minmax_forward(state[i], model->state_mid[i], model->state_half[i]));
-  }
-  const float w = static_cast<float>(o.guidance), lambda = static_cast<float>(o.dynamics_weight);
-  mpd::cpu::PlanRequest request{workspace->x0.data(), workspace->cond.data(), seed,
-                                static_cast<int>(o.num_candidates), w != 1.0f, w, lambda,
-                                static_cast<float>(1.0 - o.dynamics_weight), o.dynamics_every,
-                                o.dynamics_last, o.discount, std::sqrt(static_cast<float>(o.temperature)),
-                                warm, warm != nullptr ? static_cast<int>(o.warm_start_level) : c.num_steps,
-                                static_cast<int>(o.actions_per_plan),
-                                static_cast<float>(o.dynamics_guidance) != 1.0f,
-                                static_cast<float>(o.dynamics_guidance)};
-  mpd::cpu::CpuSampler& sampler = *workspace->cpu;
-  if (!sampler.plan(request)) return MPD_ERR_CANCELLED;
-
-  const int N = static_cast<int>(o.num_candidates);
-  const float* values = sampler.values();
-  const float* costs = sampler.costs();
-  const bool budget = c.has_cost && o.has_cost_budget;
-  const float b = static_cast<float>(o.cost_budget);
-  int best = 0;
-  for (int n = 1; n < N; ++n) {
-    const float cost_n = budget ? costs[n] : 0.0f, cost_best = budget ? costs[best] : 0.0f;
-    if (mpd::math::better_candidate(values[n], cost_n, !budget || cost_n <= b, values[best],
-                                    cost_best, !budget || cost_best <= b)) {
-      best = n;
-    }
-  }
-  const float* window = sampler.windows() + static_cast<size_t>(best) * H * D;
-  for (uint32_t t = 0; t < o.actions_per_plan; ++t) {
-    for (int j = 0; j < du; ++j) {
-      const double y = window[t * D + dx + j];
-      const int Q = c.quantiles;
-      output->actions[t * du + j] = static_cast<float>(
-          Q ? mpd::math::cdf_inverse(model->file.action_quantiles.data() + j * Q, Q, y)
-            : mpd::math::minmax_inverse(y, model->action_mid[j], model->action_half[j]));
-    }
-  }
-  output->index = static_cast<uint32_t>(best);
-  if (output->index_ptr) *output->index_ptr = static_cast<uint32_t>(best);
-  if (output->values) std::memcpy(output->values, values, sizeof(float) * N);
-  if (output->costs && c.has_cost) std::memcpy(output->costs, costs, sizeof(float) * N);
-  if (output->windows) {
-    std::memcpy(output->windows, sampler.windows(), sizeof(float) * static_cast<size_t>(N) * H * D);
-  }
-  if (output->window) std::memcpy(output->window, window, sizeof(float) * static_cast<size_t>(H) * D);
-  // A NaN value makes the selection meaningless and a NaN window or action must never reach a
-  // motor; the check reads N + H D + a du floats, against the K network passes of the plan.
-  bool finite = true;
-  for (int n = 0; n < N; ++n) finite = finite && std::isfinite(values[n]);
-  for (int i = 0; i < H * D; ++i) finite = finite && std::isfinite(window[i]);
-  for (uint32_t i = 0; i < o.actions_per_plan * static_cast<uint32_t>(du); ++i) {
-    finite = finite && std::isfinite(output->actions[i]);
-  }
-  return finite ? MPD_OK : MPD_ERR_NON_FINITE_PLAN;
+  if (o.num_candidates > workspace->impl->max_candidates()) return MPD_ERR_INVALID_ARGUMENT;
+  if (mpd::check_options(model->file.config, o, &unused) != MPD_OK) return MPD_ERR_INVALID_ARGUMENT;
+  const mpd::PlanRequest request = mpd::resolve_plan(model->file.config, o, state, previous_window, seed);
+  return workspace->impl->plan(request, output, workspace->host_staged, stream);
 }
 
 extern "C" mpd_status mpd_plan_warm_host(const mpd_model* model, mpd_workspace* workspace, const float* state,

@@ -1,32 +1,23 @@
-// The opaque C API objects: an immutable loaded model and a workspace bound to it.
+// The opaque C API objects: an immutable loaded model and a workspace bound to it. The API sits
+// above the backends and sees them only through the seam (backend/backend.h).
 #pragma once
 
 #include <memory>
-#include <vector>
 
-#include "core/model_file.h"
-#include "cpu/sampler.h"
+#include "backend/backend.h"
+#include "format/model_file.h"
 #include "mpdiffuser/mpdiffuser.h"
-#ifdef MPD_WITH_CUDA
-#include "cuda/sampler.h"
-#endif
 
 struct mpd_model {
-  mpd::ModelFile file;            // validated weights as stored (uploaded by the CUDA backend)
-  mpd::cpu::CpuModel cpu;         // packed for the CPU backend
-  std::vector<double> state_mid, state_half, action_mid, action_half;  // min-max normalizers
+  mpd::ModelFile file;                              // validated weights as stored
+  std::shared_ptr<const mpd::cpu::CpuModel> cpu;    // packed for the CPU backend
 
-  explicit mpd_model(mpd::ModelFile f);
+  explicit mpd_model(mpd::ModelFile f) : file(std::move(f)), cpu(mpd::cpu::pack_model(file)) {}
 };
 
 struct mpd_workspace {
   const mpd_model* model = nullptr;
   mpd_backend backend = MPD_BACKEND_CPU;
-  std::unique_ptr<mpd::cpu::CpuSampler> cpu;
-#ifdef MPD_WITH_CUDA
-  std::unique_ptr<mpd::cuda::CudaSampler> cuda;
-#endif
-  uint32_t max_candidates = 0;
+  std::unique_ptr<mpd::Backend> impl;
   bool host_staged = false;  // inside mpd_plan_host: state and outputs are host memory
-  std::vector<float> x0, cond;  // [dx], [cond_dim]: this plan's normalized inputs
 };

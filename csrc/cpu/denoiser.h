@@ -7,7 +7,7 @@
 #include <memory>
 #include <vector>
 
-#include "core/model_file.h"
+#include "format/model_file.h"
 
 namespace mpd::cpu {
 

@@ -11,7 +11,7 @@
 #include <memory>
 #include <vector>
 
-#include "core/model_file.h"
+#include "format/model_file.h"
 #include "cpu/vec.h"
 
 namespace mpd::cpu {

@@ -85,7 +85,8 @@ CpuSampler::CpuSampler(const CpuModel& model, int max_candidates, int threads)
   zeros_ = aligned_floats(l.cond);
 }
 
-bool CpuSampler::plan(const PlanRequest& req) {
+bool CpuSampler::plan(const PlanRequest& req, const float* x0) {
+  x0_ = x0;
   request_ = &req;
   for (int t = 0; t < model_.config.horizon; ++t) {
     gammas_[static_cast<size_t>(t)] = static_cast<float>(std::pow(req.discount, t));
@@ -120,13 +121,13 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
   for (int n = 0; n < count; ++n) {
     float* win = tau + n * HD;
     math::fill_normal(q.seed, static_cast<uint32_t>(first + n), static_cast<uint32_t>(K + 1), win, HD);
-    if (q.warm_window == nullptr) {
+    if (q.warm == nullptr) {
       for (size_t e = 0; e < HD; ++e) win[e] = scale * win[e];
       continue;
     }
     const math::StepFloats& sw = model_.steps[static_cast<size_t>(q.start_level - 1)];
     for (int t = 0; t < H; ++t) {
-      const float* prev = q.warm_window + static_cast<size_t>(math::shifted_row(t, q.shift, H)) * D;
+      const float* prev = q.warm + static_cast<size_t>(math::shifted_row(t, q.shift, H)) * D;
       for (int j = 0; j < D; ++j) win[t * D + j] = math::renoised(prev[j], scale * win[t * D + j], sw);
     }
   }
@@ -138,7 +139,7 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
   };
   auto eps_at = [&](int n, size_t e) { return out_at(n, e, q.guided, q.guidance); };
   auto denoise = [&](const Denoiser& net, int net_rows, int k) {
-    net.run(DenoiseCall{tau, count, net_rows, k, q.x0, q.cond, zeros_.get(), s.eps.get(), ld_eps_}, s.denoise.get());
+    net.run(DenoiseCall{tau, count, net_rows, k, x0_, q.cond, zeros_.get(), s.eps.get(), ld_eps_}, s.denoise.get());
   };
 
   for (int k = q.start_level; k >= 1; --k) {
@@ -175,7 +176,6 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
 
 // V_n and C_n of the chunk's finished windows (design section 3 step 3).
 void CpuSampler::rank_chunk(int first, int count, Scratch& s) {
-  const PlanRequest& q = *request_;
   const ModelConfig& c = model_.config;
   const int H = c.horizon, dx = c.state_dim, du = c.action_dim, D = c.window_dim();
   const size_t HD = static_cast<size_t>(H) * D;
@@ -184,7 +184,7 @@ void CpuSampler::rank_chunk(int first, int count, Scratch& s) {
   for (int n = 0; n < count; ++n) {
     for (int t = 0; t < H; ++t) {
       float* row = s.input.get() + static_cast<size_t>(n * H + t) * D;
-      const float* x = t == 0 ? q.x0 : tau + n * HD + static_cast<size_t>(t - 1) * D;
+      const float* x = t == 0 ? x0_ : tau + n * HD + static_cast<size_t>(t - 1) * D;
       std::memcpy(row, x, sizeof(float) * static_cast<size_t>(dx));
       std::memcpy(row + dx, tau + n * HD + static_cast<size_t>(t) * D + dx, sizeof(float) * static_cast<size_t>(du));
     }

@@ -10,7 +10,8 @@
 #include <memory>
 #include <vector>
 
-#include "core/model_file.h"
+#include "backend/backend.h"
+#include "format/model_file.h"
 #include "cpu/dense.h"
 #include "cpu/denoiser.h"
 #include "cpu/thread_pool.h"
@@ -28,24 +29,6 @@ struct CpuModel {
   explicit CpuModel(const ModelFile& file);
 };
 
-// One plan's inputs, already normalized and checked.
-struct PlanRequest {
-  const float* x0;    // [dx] normalized current state
-  const float* cond;  // [cond_dim] condition c
-  uint64_t seed;
-  int num_candidates;
-  bool guided;  // planner w != 1: conditional and unconditional rows, 2N per network call
-  float guidance, lambda, one_minus_lambda;
-  unsigned dynamics_every, dynamics_last;
-  double discount;
-  float noise_scale;         // sqrt(temperature), float32
-  const float* warm_window;  // [H, D] previous normalized window, or nullptr (cold)
-  int start_level;           // K cold; k_w warm
-  int shift;                 // rows the warm window is shifted by (actions executed)
-  bool dynamics_guided;      // dynamics w_d != 1: 2N rows per dynamics call
-  float dynamics_guidance;   // w_d
-};
-
 class CpuSampler {
  public:
   CpuSampler(const CpuModel& model, int max_candidates, int threads);  // throws std::bad_alloc
@@ -57,9 +40,9 @@ class CpuSampler {
   int max_candidates() const { return max_candidates_; }
   int threads() const { return pool_.size(); }
 
-  // Samples and ranks req.num_candidates windows; results in windows(), values(), costs().
-  // Returns false when cancel() stopped it (its results are then incomplete).
-  bool plan(const PlanRequest& req);
+  // Samples and ranks req.num_candidates windows from the normalized state x0 [dx]; results in
+  // windows(), values(), costs(). Returns false when cancel() stopped it (results incomplete).
+  bool plan(const PlanRequest& req, const float* x0);
 
   // Thread-safe: the running plan (or, when none runs, the next one) stops at its next denoising
   // step and plan() returns false. The flag is cleared when that plan returns.
@@ -95,6 +78,7 @@ class CpuSampler {
   AlignedBuffer windows_, values_, costs_, gammas_;  // gammas_: [H] discount^t
   AlignedBuffer zeros_;                              // [cond_dim]: the unconditional rows' condition
   const PlanRequest* request_ = nullptr;
+  const float* x0_ = nullptr;
   int active_threads_ = 1;
   std::atomic<bool> cancel_{false};
 };

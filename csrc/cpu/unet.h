@@ -16,7 +16,7 @@
 #include <cstddef>
 #include <vector>
 
-#include "core/model_file.h"
+#include "format/model_file.h"
 #include "cpu/dense.h"
 
 namespace mpd::cpu {

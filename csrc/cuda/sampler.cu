@@ -1,4 +1,10 @@
-// The CUDA backend's fused sampler; see sampler.h.
+// The CUDA backend (backend/backend.h): one fused kernel runs all K denoising steps of the
+// dynamics model and the planner plus the ranker for a group of candidates per thread block
+// (activations in shared memory, transposed weights read through L2, Philox noise generated in
+// the kernel); a second one-warp kernel checks the state, selects the candidate and writes its
+// de-normalized actions. Two launches per plan, no host synchronization and no allocation after
+// make_backend, so a plan can be captured in a CUDA graph. A refused input cannot return a status
+// without a synchronization: the chosen index says why (MPD_INDEX_*) and the actions are NaN.
 //
 // Thread block b owns candidates [b CPB, b CPB + CPB). Its windows, network inputs, hidden
 // activations and network outputs live in shared memory for the whole plan; the conditional and
@@ -17,7 +23,7 @@
 #include <vector>
 
 #include "cuda/layout.h"
-#include "cuda/sampler.h"
+#include "backend/backend.h"
 #include "math/philox.h"
 #include "math/normalizer.h"
 #include "math/schedule.h"
@@ -44,28 +50,17 @@ struct PlanParams {
   const double* state_mid;        // [dx]
   const double* state_half;
   const float* state_quantiles;   // [dx, quantiles] CDF normalizer, or unused when quantiles = 0
-  const float* state;  // [dx] raw, device
-  const float* warm;   // [H, D] previous normalized window, device, or nullptr (cold)
   float* windows;      // [N, H, D]
   float* values;       // [N]
   float* costs;        // [N]
-  float cond[2];
-  uint64_t seed;
-  int num_candidates, horizon, dx, du, cond_dim, num_steps, reward_outputs, has_cost, guided, quantiles;
-  int dynamics_guided;  // w_d != 1: 2 cnt dynamics rows
-  float guidance, lambda, one_minus_lambda, dynamics_guidance;
-  unsigned dynamics_every, dynamics_last;
-  double discount;
-  float noise_scale;            // sqrt(temperature)
-  int start_level, shift;       // first step (K cold, k_w warm); warm window's row shift
+  int horizon, dx, du, cond_dim, num_steps, reward_outputs, has_cost, quantiles;
   int ld_tau, ld_in, ld_h, ld_out;  // shared-memory row strides (floats, multiples of 4; layout.h)
   int ld_rin, ld_rh, ld_rout;       // the same for the ranker's rows
   int part_cols;                    // partial-sum columns per row: max(4 kThreads, widest padded layer)
+  PlanRequest r;                    // this plan's (state and warm window in device memory)
 };
 
 struct SelectParams {
-  const float* state;  // [dx] raw, device (checked for NaN/inf)
-  const float* warm;   // [H, D] or nullptr, device (checked for NaN/inf)
   float* window;       // [H, D] or nullptr: receives the chosen window
   const float* windows;
   const float* values;
@@ -78,8 +73,8 @@ struct SelectParams {
   int quantiles;
   float* actions;     // [a, du]
   uint32_t* index;    // [1]
-  int num_candidates, horizon, dx, du, actions_per_plan, budget;
-  float cost_budget;
+  int horizon, dx, du;
+  PlanRequest r;      // this plan's: state and warm window (checked for NaN/inf), N, a, budget
 };
 
 // y[r, j] = epilogue(b[j] + sum_i W[j, i] x[r, i]) for r < rows; R = rows at most. wt: the
@@ -159,24 +154,24 @@ __device__ void noise_update(const PlanParams& p, float* tau, int first, int cnt
   for (int q = threadIdx.x; q < cnt * blocks; q += blockDim.x) {
     const int n = q / blocks, blk = q % blocks;
     float lanes[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (step > 0) math::normal4(p.seed, static_cast<uint32_t>(first + n), static_cast<uint32_t>(step),
+    if (step > 0) math::normal4(p.r.seed, static_cast<uint32_t>(first + n), static_cast<uint32_t>(step),
                                 static_cast<uint32_t>(blk), lanes);
     for (int lane = 0; lane < 4; ++lane) {
       const int e = 4 * blk + lane;
       if (e >= HD) break;
       float& v = tau[n * p.ld_tau + e];
-      const float z = p.noise_scale * lanes[lane];
+      const float z = p.r.noise_scale * lanes[lane];
       if (eps == nullptr) {
-        if (p.warm == nullptr) {
+        if (p.r.warm == nullptr) {
           v = z;
         } else {
           const int D = p.dx + p.du;
-          v = math::renoised(p.warm[math::shifted_row(e / D, p.shift, p.horizon) * D + e % D], z, *st);
+          v = math::renoised(p.r.warm[math::shifted_row(e / D, p.r.shift, p.horizon) * D + e % D], z, *st);
         }
         continue;
       }
       const float cond = eps[n * p.ld_out + e];
-      const float g = p.guided ? math::guided(cond, eps[(n + cnt) * p.ld_out + e], p.guidance) : cond;
+      const float g = p.r.guided ? math::guided(cond, eps[(n + cnt) * p.ld_out + e], p.r.guidance) : cond;
       v = step > 0 ? math::planner_update(v, g, *st, z) : math::posterior_mean(v, g, *st);
     }
   }
@@ -187,7 +182,7 @@ __device__ void noise_update(const PlanParams& p, float* tau, int first, int cnt
 __device__ float tail_at(const PlanParams& p, const float* x0, int r, int cnt, int i, const float* emb) {
   if (i < p.dx) return x0[i];
   i -= p.dx;
-  if (i < p.cond_dim) return r < cnt ? p.cond[i] : 0.0f;
+  if (i < p.cond_dim) return r < cnt ? p.r.cond[i] : 0.0f;
   return emb[i - p.cond_dim];
 }
 
@@ -197,8 +192,8 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
   float* smem = reinterpret_cast<float*>(smem4);
   const int H = p.horizon, dx = p.dx, du = p.du, D = dx + du, HD = H * D, K = p.num_steps;
   const int first = blockIdx.x * CPB;
-  const int cnt = min(CPB, p.num_candidates - first);
-  const int rows = p.guided ? 2 * cnt : cnt;
+  const int cnt = min(CPB, p.r.num_candidates - first);
+  const int rows = p.r.guided ? 2 * cnt : cnt;
   const Layout l = plan_layout(p, CPB);
   float* x0 = smem + l.x0;      // [dx]
   float* gamma = smem + l.gamma;  // [H]: float(discount^t)
@@ -212,20 +207,19 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
   for (int i = threadIdx.x; i < l.total; i += blockDim.x) smem[i] = 0.0f;
   __syncthreads();
   for (int i = threadIdx.x; i < dx; i += blockDim.x) {
-    const double x = p.state[i];
-    x0[i] = static_cast<float>(p.quantiles ? math::cdf_forward(p.state_quantiles + i * p.quantiles, p.quantiles, x)
-                                           : math::minmax_forward(x, p.state_mid[i], p.state_half[i]));
+    x0[i] = static_cast<float>(math::normalize(p.r.state[i], p.state_quantiles + i * p.quantiles, p.quantiles,
+                                               p.state_mid[i], p.state_half[i]));
   }
-  for (int t = threadIdx.x; t < H; t += blockDim.x) gamma[t] = static_cast<float>(pow(p.discount, static_cast<double>(t)));
-  noise_update(p, tau, first, cnt, K + 1, nullptr, p.steps + (p.start_level - 1));
+  for (int t = threadIdx.x; t < H; t += blockDim.x) gamma[t] = static_cast<float>(pow(p.r.discount, static_cast<double>(t)));
+  noise_update(p, tau, first, cnt, K + 1, nullptr, p.steps + (p.r.start_level - 1));
 
-  for (int k = p.start_level; k >= 1; --k) {
+  for (int k = p.r.start_level; k >= 1; --k) {
     const math::StepFloats st = p.steps[k - 1];
     const float* emb = p.embeddings + (k - 1) * 32;
-    if (math::dynamics_at(k, p.lambda, p.dynamics_every, p.dynamics_last)) {
+    if (math::dynamics_at(k, p.r.lambda, p.r.dynamics_every, p.r.dynamics_last)) {
       // [flatten(X^k), flatten(U^k), x_0, c, emb(k)]
       const int in_dim = p.dynamics.dims[0];
-      const int dynamics_rows = p.dynamics_guided ? 2 * cnt : cnt;
+      const int dynamics_rows = p.r.dynamics_guided ? 2 * cnt : cnt;
       for (int q = threadIdx.x; q < dynamics_rows * in_dim; q += blockDim.x) {
         const int r = q / in_dim, i = q % in_dim;
         const float* win = tau + (r % cnt) * p.ld_tau;
@@ -245,11 +239,11 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
       for (int q = threadIdx.x; q < cnt * H * dx; q += blockDim.x) {
         const int n = q / (H * dx), e = q % (H * dx);
         const float cond = eps[n * p.ld_out + e];
-        const float g = p.dynamics_guided
-                            ? math::guided(cond, eps[(n + cnt) * p.ld_out + e], p.dynamics_guidance)
+        const float g = p.r.dynamics_guided
+                            ? math::guided(cond, eps[(n + cnt) * p.ld_out + e], p.r.dynamics_guidance)
                             : cond;
         float& x = tau[n * p.ld_tau + (e / dx) * D + e % dx];
-        x = math::dynamics_update(x, g, st, p.one_minus_lambda, p.lambda);
+        x = math::dynamics_update(x, g, st, p.r.one_minus_lambda, p.r.lambda);
       }
       __syncthreads();
     }
@@ -325,16 +319,14 @@ constexpr PlanKernel kPlanKernels[kVariants] = {plan_kernel<1>, plan_kernel<2>, 
 __global__ void select_kernel(const SelectParams s) {
   const int lane = threadIdx.x;
   auto better = [&](int a, int b) {
-    const float ca = s.budget ? s.costs[a] : 0.0f, cb = s.budget ? s.costs[b] : 0.0f;
-    return math::better_candidate(s.values[a], ca, !s.budget || ca <= s.cost_budget, s.values[b], cb,
-                                  !s.budget || cb <= s.cost_budget);
+    const float ca = s.r.budget ? s.costs[a] : 0.0f, cb = s.r.budget ? s.costs[b] : 0.0f;
+    return math::better_candidate(s.values[a], ca, !s.r.budget || ca <= s.r.cost_budget, s.values[b], cb,
+                                  !s.r.budget || cb <= s.r.cost_budget);
   };
-  int best = -1;
+  // Each lane the best of every 32nd candidate, then the lanes' bests merged (lower index on ties).
+  int best = math::best_candidate(s.values, s.costs, s.r.budget, s.r.cost_budget, lane, s.r.num_candidates, 32);
   bool plan_finite = true;  // every value, then the chosen window and actions (mpd_plan's contract)
-  for (int n = lane; n < s.num_candidates; n += 32) {
-    plan_finite = plan_finite && isfinite(s.values[n]);
-    if (best < 0 || better(n, best)) best = n;
-  }
+  for (int n = lane; n < s.r.num_candidates; n += 32) plan_finite = plan_finite && isfinite(s.values[n]);
   for (int offset = 16; offset > 0; offset /= 2) {
     const int other = __shfl_down_sync(0xffffffffu, best, offset);
     if (other >= 0 && (best < 0 || better(other, best) || (!better(best, other) && other < best))) best = other;
@@ -343,27 +335,25 @@ __global__ void select_kernel(const SelectParams s) {
   const int D = s.dx + s.du;
   bool finite = true, in_range = true;
   for (int i = lane; i < s.dx; i += 32) {
-    finite = finite && isfinite(s.state[i]);
-    in_range = in_range && math::state_in_range(s.state[i], s.state_mid[i], s.state_half[i]);
+    finite = finite && isfinite(s.r.state[i]);
+    in_range = in_range && math::state_in_range(s.r.state[i], s.state_mid[i], s.state_half[i]);
   }
-  for (int i = lane; s.warm != nullptr && i < s.horizon * D; i += 32) finite = finite && isfinite(s.warm[i]);
+  for (int i = lane; s.r.warm != nullptr && i < s.horizon * D; i += 32) finite = finite && isfinite(s.r.warm[i]);
   finite = __all_sync(0xffffffffu, finite);
   in_range = __all_sync(0xffffffffu, in_range) || !finite;
   finite = finite && in_range;  // a refused input: NaN outputs, the index says which
   const float* window = s.windows + static_cast<size_t>(best) * s.horizon * D;
   for (int q = lane; q < s.horizon * D; q += 32) plan_finite = plan_finite && isfinite(window[q]);
-  for (int q = lane; q < s.actions_per_plan * s.du; q += 32) {
+  for (int q = lane; q < s.r.actions_per_plan * s.du; q += 32) {
     const int t = q / s.du, j = q % s.du;
-    const double y = window[t * D + s.dx + j];
-    const double u = s.quantiles ? math::cdf_inverse(s.action_quantiles + j * s.quantiles, s.quantiles, y)
-                                 : math::minmax_inverse(y, s.action_mid[j], s.action_half[j]);
-    s.actions[q] = static_cast<float>(u);
+    s.actions[q] = static_cast<float>(math::denormalize(window[t * D + s.dx + j], s.action_quantiles + j * s.quantiles,
+                                                        s.quantiles, s.action_mid[j], s.action_half[j]));
     plan_finite = plan_finite && isfinite(s.actions[q]);
   }
   plan_finite = __all_sync(0xffffffffu, plan_finite);
   const bool ok = finite && plan_finite;
   for (int q = lane; s.window != nullptr && q < s.horizon * D; q += 32) s.window[q] = ok ? window[q] : NAN;
-  for (int q = lane; !ok && q < s.actions_per_plan * s.du; q += 32) s.actions[q] = NAN;  // this lane's own writes
+  for (int q = lane; !ok && q < s.r.actions_per_plan * s.du; q += 32) s.actions[q] = NAN;  // this lane's own writes
   if (lane == 0 && s.index != nullptr) {
     *s.index = !in_range ? MPD_INDEX_STATE_OUT_OF_RANGE
                : !finite ? MPD_INDEX_NON_FINITE_INPUT
@@ -373,7 +363,26 @@ __global__ void select_kernel(const SelectParams s) {
 
 }  // namespace
 
-struct CudaSampler::Impl {
+class CudaBackend final : public Backend {
+ public:
+  struct Impl;
+  explicit CudaBackend(std::unique_ptr<Impl> impl);
+  ~CudaBackend() override;
+  uint32_t max_candidates() const override;
+  mpd_status plan(const PlanRequest& r, mpd_plan_output* output, bool host_staged, void* stream) override {
+    return host_staged ? plan_host(r, output, stream) : plan_device(r, output, stream);
+  }
+
+ private:
+  // Asynchronous on the stream; every pointer device memory; index only through index_ptr.
+  mpd_status plan_device(const PlanRequest& r, mpd_plan_output* output, void* stream);
+  // From host memory: state in and every requested output back through the backend's own device
+  // buffers, then the stream synchronized; the index's sentinels become statuses.
+  mpd_status plan_host(const PlanRequest& r, mpd_plan_output* output, void* stream);
+  std::unique_ptr<Impl> impl_;
+};
+
+struct CudaBackend::Impl {
   ModelConfig config;
   int max_candidates = 0;
   int capacity[kVariants] = {};  // blocks of each variant resident at once (0: does not fit)
@@ -399,12 +408,13 @@ struct CudaSampler::Impl {
   }
 };
 
-CudaSampler::CudaSampler(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-CudaSampler::~CudaSampler() = default;
+CudaBackend::CudaBackend(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CudaBackend::~CudaBackend() = default;
 
-int CudaSampler::max_candidates() const { return impl_->max_candidates; }
+uint32_t CudaBackend::max_candidates() const { return static_cast<uint32_t>(impl_->max_candidates); }
 
-mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::unique_ptr<CudaSampler>* out) {
+mpd_status make_backend(const ModelFile& file, int max_candidates, std::unique_ptr<Backend>* out) {
+  if (file.config.architecture != MPD_ARCH_MLP) return MPD_ERR_NOT_AVAILABLE;  // the unet family: CPU only
   int device = 0, devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0 || cudaGetDevice(&device) != cudaSuccess) {
     cudaGetLastError();
@@ -416,7 +426,7 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
   for (int i = 0; i < num_nets; ++i) {
     if (static_cast<int>(nets[i]->layers.size()) > kMaxDense) return MPD_ERR_NOT_AVAILABLE;
   }
-  auto impl = std::make_unique<Impl>();
+  auto impl = std::make_unique<CudaBackend::Impl>();
   impl->config = c;
   impl->max_candidates = max_candidates;
   const int H = c.horizon, D = c.window_dim(), HD = H * D, K = c.num_steps;
@@ -475,16 +485,9 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
     cudaGetLastError();
     return MPD_ERR_OUT_OF_MEMORY;
   }
-  std::vector<double> norms(2 * static_cast<size_t>(D));
-  for (int i = 0; i < c.state_dim; ++i) {
-    norms[i] = (static_cast<double>(file.state_high[i]) + file.state_low[i]) / 2;
-    const double half = (static_cast<double>(file.state_high[i]) - file.state_low[i]) / 2;
-    norms[c.state_dim + i] = half > 0 ? half : 1.0;
-  }
-  for (int j = 0; j < c.action_dim; ++j) {
-    norms[2 * c.state_dim + j] = (static_cast<double>(file.action_high[j]) + file.action_low[j]) / 2;
-    const double half = (static_cast<double>(file.action_high[j]) - file.action_low[j]) / 2;
-    norms[2 * c.state_dim + c.action_dim + j] = half > 0 ? half : 1.0;
+  std::vector<double> norms;  // the file's: state mid, half; action mid, half
+  for (const auto* v : {&file.state_mid, &file.state_half, &file.action_mid, &file.action_half}) {
+    norms.insert(norms.end(), v->begin(), v->end());
   }
   if (cudaMemcpy(impl->arena, image.data(), image.size() * sizeof(float), cudaMemcpyHostToDevice) != cudaSuccess ||
       cudaMemcpy(impl->norms, norms.data(), norms.size() * sizeof(double), cudaMemcpyHostToDevice) != cudaSuccess) {
@@ -586,34 +589,16 @@ mpd_status CudaSampler::create(const ModelFile& file, int max_candidates, std::u
     }
   }
   cudaGetLastError();
-  out->reset(new CudaSampler(std::move(impl)));
+  out->reset(new CudaBackend(std::move(impl)));
   return MPD_OK;
 }
 
-mpd_status CudaSampler::plan(const float* state, const float* warm, uint64_t seed, const mpd_options& o,
-                             const float* cond, mpd_plan_output* output, void* stream_ptr) {
+mpd_status CudaBackend::plan_device(const PlanRequest& r, mpd_plan_output* output, void* stream_ptr) {
   Impl& m = *impl_;
   cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
-  const int N = static_cast<int>(o.num_candidates);
+  const int N = r.num_candidates;
   PlanParams p = m.params;
-  p.state = state;
-  p.cond[0] = cond[0];
-  p.cond[1] = m.config.cond_dim > 1 ? cond[1] : 0.0f;
-  p.seed = seed;
-  p.num_candidates = N;
-  p.guidance = static_cast<float>(o.guidance);
-  p.guided = p.guidance != 1.0f;
-  p.dynamics_guidance = static_cast<float>(o.dynamics_guidance);
-  p.dynamics_guided = p.dynamics_guidance != 1.0f;
-  p.lambda = static_cast<float>(o.dynamics_weight);
-  p.one_minus_lambda = static_cast<float>(1.0 - o.dynamics_weight);
-  p.dynamics_every = o.dynamics_every;
-  p.dynamics_last = o.dynamics_last;
-  p.discount = o.discount;
-  p.noise_scale = sqrtf(static_cast<float>(o.temperature));
-  p.warm = warm;
-  p.start_level = warm != nullptr ? static_cast<int>(o.warm_start_level) : m.config.num_steps;
-  p.shift = static_cast<int>(o.actions_per_plan);
+  p.r = r;
   // The fewest candidates per block whose blocks all run at once (one wave): a block's time grows
   // with its candidates, a second wave doubles the plan's (measured on an H100/H200, N = 16..1024).
   // Past four candidates per block, the largest variant that fits. The answer does not depend on it.
@@ -628,15 +613,10 @@ mpd_status CudaSampler::plan(const float* state, const float* warm, uint64_t see
   const unsigned grid = static_cast<unsigned>((N + cpb - 1) / cpb);
   kPlanKernels[v]<<<grid, kThreads, m.shared_bytes[v], stream>>>(p);
   SelectParams s = m.select;
-  s.state = state;
-  s.warm = warm;
+  s.r = r;
   s.window = output->window;
   s.actions = output->actions;
   s.index = output->index_ptr;
-  s.num_candidates = N;
-  s.actions_per_plan = static_cast<int>(o.actions_per_plan);
-  s.budget = m.config.has_cost && o.has_cost_budget ? 1 : 0;
-  s.cost_budget = static_cast<float>(o.cost_budget);
   select_kernel<<<1, 32, 0, stream>>>(s);
   const size_t n = static_cast<size_t>(N), HD = static_cast<size_t>(m.config.horizon) * m.config.window_dim();
   bool ok = cudaGetLastError() == cudaSuccess;
@@ -654,26 +634,28 @@ mpd_status CudaSampler::plan(const float* state, const float* warm, uint64_t see
   return ok ? MPD_OK : MPD_ERR_DEVICE;
 }
 
-mpd_status CudaSampler::plan_host(const float* state, const float* warm, uint64_t seed, const mpd_options& o,
-                                  const float* cond, mpd_plan_output* output, void* stream_ptr) {
+mpd_status CudaBackend::plan_host(const PlanRequest& r, mpd_plan_output* output, void* stream_ptr) {
   Impl& m = *impl_;
   cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
   const ModelConfig& c = m.config;
-  const size_t n = o.num_candidates, HD = static_cast<size_t>(c.horizon) * c.window_dim();
-  if (cudaMemcpyAsync(m.host_state, state, sizeof(float) * c.state_dim, cudaMemcpyHostToDevice, stream) !=
+  const size_t n = static_cast<size_t>(r.num_candidates), HD = static_cast<size_t>(c.horizon) * c.window_dim();
+  if (cudaMemcpyAsync(m.host_state, r.state, sizeof(float) * c.state_dim, cudaMemcpyHostToDevice, stream) !=
           cudaSuccess ||
-      (warm != nullptr &&
-       cudaMemcpyAsync(m.host_warm, warm, sizeof(float) * HD, cudaMemcpyHostToDevice, stream) != cudaSuccess)) {
+      (r.warm != nullptr &&
+       cudaMemcpyAsync(m.host_warm, r.warm, sizeof(float) * HD, cudaMemcpyHostToDevice, stream) != cudaSuccess)) {
     cudaGetLastError();
     return MPD_ERR_DEVICE;
   }
+  PlanRequest staged = r;
+  staged.state = m.host_state;
+  staged.warm = r.warm != nullptr ? m.host_warm : nullptr;
   mpd_plan_output device{m.host_actions, 0, output->values ? m.host_values : nullptr,
                          output->costs ? m.host_costs : nullptr, output->windows ? m.host_windows : nullptr,
                          m.host_index, output->window ? m.host_window : nullptr};
-  mpd_status status = plan(m.host_state, warm != nullptr ? m.host_warm : nullptr, seed, o, cond, &device, stream);
+  mpd_status status = plan_device(staged, &device, stream);
   if (status != MPD_OK) return status;
   uint32_t index = 0;
-  bool ok = cudaMemcpyAsync(output->actions, m.host_actions, sizeof(float) * o.actions_per_plan * c.action_dim,
+  bool ok = cudaMemcpyAsync(output->actions, m.host_actions, sizeof(float) * r.actions_per_plan * c.action_dim,
                             cudaMemcpyDeviceToHost, stream) == cudaSuccess &&
             cudaMemcpyAsync(&index, m.host_index, sizeof index, cudaMemcpyDeviceToHost, stream) == cudaSuccess;
   if (ok && output->values) {

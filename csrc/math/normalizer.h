@@ -59,4 +59,13 @@ MPD_HOST_DEVICE double cdf_inverse(const float* q, int Q, double y) {
   return q[j] + (t - j) * (static_cast<double>(q[j + 1]) - q[j]);
 }
 
+// One dimension through the model's normalizer, the one every backend calls: the CDF normalizer
+// when the model has Q > 0 quantiles per dimension (q: this dimension's), else min-max.
+MPD_HOST_DEVICE double normalize(double x, const float* q, int Q, double mid, double half) {
+  return Q ? cdf_forward(q, Q, x) : minmax_forward(x, mid, half);
+}
+MPD_HOST_DEVICE double denormalize(double y, const float* q, int Q, double mid, double half) {
+  return Q ? cdf_inverse(q, Q, y) : minmax_inverse(y, mid, half);
+}
+
 }  // namespace mpd::math

@@ -91,4 +91,20 @@ MPD_HOST_DEVICE bool better_candidate(float value_a, float cost_a, bool feasible
   return cost_a < cost_b;
 }
 
+// The selection both backends run: the best of candidates n = begin, begin + step, ... < end
+// (the first among equals), feasible when its cost is at most b under a budget; -1 when the range
+// is empty. The CPU backend scans all of them; each lane of the CUDA selection scans every 32nd.
+MPD_HOST_DEVICE int best_candidate(const float* values, const float* costs, bool budget, float b, int begin,
+                                   int end, int step) {
+  int best = -1;
+  for (int n = begin; n < end; n += step) {
+    const float cost_n = budget ? costs[n] : 0.0f, cost_best = budget && best >= 0 ? costs[best] : 0.0f;
+    if (best < 0 || better_candidate(values[n], cost_n, !budget || cost_n <= b, values[best], cost_best,
+                                     !budget || cost_best <= b)) {
+      best = n;
+    }
+  }
+  return best;
+}
+
 }  // namespace mpd::math

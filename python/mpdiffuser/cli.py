@@ -100,6 +100,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from mpdiffuser.data.dataset import load_dataset
     from mpdiffuser.envs import action_bounds
     from mpdiffuser.recipes import recipe
+    from mpdiffuser.training.bundles import train_bundle
     from mpdiffuser.training.lock import BundleLock, BundleLocked
     from mpdiffuser.training.runtime import all_gather, from_environment, leave_process_group
 
@@ -147,10 +148,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         if refused:
             raise BundleLocked(refused)
-        if not seeds:
-            _train_bundle(args, runtime, config, snapshots, task, extra, bundles[0], say)
-        else:
-            _train_seeds(args, runtime, config, seeds, task, extra, bundles, say)
+        fresh = [bundle for bundle in bundles if _prepare_bundle(args, runtime, task, extra, bundle, say)]
+        if runtime.distributed or runtime.device != "cpu" or runtime.precision != "fp32":
+            say(f"training on {runtime.device} x {runtime.world_size} process(es), {runtime.precision}"
+                + (", compiled" if runtime.compile else ""))
+        train_bundle(args.bundle, task, extra, config=config, models=None if args.model == "all" else [args.model],
+                     seeds=seeds, snapshots=snapshots, runtime=runtime, at_once=args.at_once,
+                     force=True if args.force else fresh, fine_tune=args.fine_tune, strict_batch=True, say=say)
     finally:
         for lock in locks:
             lock.release()
@@ -159,28 +163,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_seeds(args, runtime, config, seeds: list[int], task, extra, bundles: list[Path], say) -> None:
-    """train --seeds: one bundle per seed (BUNDLE-s<seed>), every model of every seed trained at
-    once on a GPU (--at-once auto), one after another on the CPU."""
-    from mpdiffuser.training.bundles import model_jobs
-    from mpdiffuser.training.train import side_by_side, train_models
-
-    jobs = []
-    for seed, bundle in zip(seeds, bundles):
-        fresh, names = _prepare_bundle(args, runtime, task, extra, bundle, say)
-        jobs += model_jobs(bundle, names, task, extra, dataclasses.replace(config, seed=seed), args.force or fresh)
-    at_once = side_by_side(args.at_once, runtime)
-    say(f"training seeds {', '.join(map(str, seeds))} ({len(jobs)} models) " + ("at once" if at_once else
-                                                                                  "one after another"))
-    infos = train_models(jobs, runtime, at_once=at_once, fine_tune=args.fine_tune, strict_batch=True)
-    for (bundle, name, _, job_config, _), info in zip(jobs, infos):
-        _say_trained(say, f"{bundle.name} {name}", job_config, info)
-
-
-def _prepare_bundle(args, runtime, task, extra, bundle: Path, say) -> tuple[bool, list[str]]:
+def _prepare_bundle(args, runtime, task, extra, bundle: Path, say) -> bool:
     """Create the bundle when it is new (or --force), check its model settings against the flags
-    (training.bundles.prepare_bundle, as mpd.fit does); (whether it is new, the models to train)."""
-    from mpdiffuser.training.bundles import model_names, prepare_bundle
+    (training.bundles.prepare_bundle, as mpd.fit does); whether it is new."""
+    from mpdiffuser.training.bundles import prepare_bundle
     from mpdiffuser.training.runtime import barrier
 
     sizes = {name: getattr(args, flag) for flag, name in (
@@ -194,64 +180,12 @@ def _prepare_bundle(args, runtime, task, extra, bundle: Path, say) -> tuple[bool
                            force=args.force and args.model == "all" and not args.fine_tune,
                            create=runtime.is_main, say=say)
     barrier(runtime)  # the other ranks read the bundle rank 0 wrote
-    return fresh, model_names(bundle) if args.model == "all" else [args.model]
-
-
-def _train_bundle(args, runtime, config, snapshots, task, extra, bundle: Path, say) -> None:
-    """The work of `train` on one bundle once its lock is held."""
-    from mpdiffuser.training.bundles import model_jobs
-    from mpdiffuser.training.runtime import barrier
-    from mpdiffuser.training.train import side_by_side, train_model, train_models
-
-    fresh, names = _prepare_bundle(args, runtime, task, extra, bundle, say)
-    if runtime.distributed or runtime.device != "cpu" or runtime.precision != "fp32":
-        say(f"training on {runtime.device} x {runtime.world_size} process(es), {runtime.precision}"
-            + (", compiled" if runtime.compile else ""))
-    plan = [(name, config) for name in names]  # (model, its config) in order; None: export a snapshot
-    if snapshots:  # the ranker first, then planner and dynamics continued from length to length
-        plan = [(n, config) for n in names if n not in ("planner", "dynamics")]
-        for steps in snapshots:
-            plan += [(n, dataclasses.replace(config, steps=steps)) for n in ("planner", "dynamics")] + [(None, steps)]
-        if snapshots[-1] < config.steps:
-            plan += [(n, config) for n in ("planner", "dynamics")]
-    if side_by_side(args.at_once, runtime) and not snapshots and len(names) > 1:
-        say(f"training {', '.join(names)} at once")
-        infos = train_models(model_jobs(bundle, names, task, extra, config, args.force or fresh), runtime,
-                             at_once=True, fine_tune=args.fine_tune, strict_batch=True)
-        for name, info in zip(names, infos):
-            _say_trained(say, name, config, info)
-        return
-    started = set()
-    for name, step_config in plan:
-        if name is None:
-            if runtime.is_main:
-                from mpdiffuser.export import export_model
-
-                say(f"wrote {export_model(bundle, bundle / f'model-{step_config}.safetensors', written_by='train')}: "
-                    "planner and dynamics "
-                    f"at {step_config} steps")
-            barrier(runtime)
-            continue
-        data = task if name == "planner" else task + extra
-        info = train_model(bundle, name, data, step_config, fine_tune=args.fine_tune, runtime=runtime,
-                           force=(args.force or fresh) and name not in started,  # later lengths continue
-                           strict_batch=True)
-        started.add(name)
-        _say_trained(say, name, step_config, info)
-
-
-def _say_trained(say, name: str, config, info: dict) -> None:
-    if info["nothing_to_do"]:
-        say(f"{name}: already trained for {config.steps} steps ({info['checkpoint']}); nothing to do "
-            "(a larger --steps continues it, --force starts over)")
-    else:
-        say(f"{name}: {info['steps']} steps, final loss {info['final_loss']:.4f}, {info['seconds']:.0f}s; "
-            f"log {info['log']}")
+    return fresh
 
 
 def _options_from_args(args: argparse.Namespace, defaults):
     """`defaults` (the model file's) with every sampler flag the user gave."""
-    given = {field: getattr(args, dest) for dest, (field, _, _) in SAMPLER_FLAGS.items()
+    given = {spec.name: getattr(args, dest) for dest, spec in _sampler_flags().items()
              if getattr(args, dest, None) is not None}
     return defaults.replace(**given)
 
@@ -379,8 +313,7 @@ def _cmd_consistency(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise SystemExit(f"error: --episodes must be >= 1, got {args.episodes}")
     try:
-        changes = {"num_candidates": args.candidates, "guidance": args.guidance, "return_target": args.return_target}
-        options = sampler.defaults.replace(**{k: v for k, v in changes.items() if v is not None})
+        options = _options_from_args(args, sampler.defaults)
         report = plan_consistency(sampler, env_id, tuple(lambdas), args.episodes, args.seed, args.max_steps,
                                   physics=physics, options=options)
     except ValueError as exc:
@@ -406,8 +339,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from mpdiffuser.export import export_model
 
     defaults = BundleSpec.load(args.bundle).sampler_defaults or SamplerOptions()
-    if args.cost_limit is not None:
-        defaults = defaults.replace(cost_limit=args.cost_limit)
     path = export_model(args.bundle, args.out, _options_from_args(args, defaults))
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     return 0
@@ -534,29 +465,22 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 BENCH_CANDIDATES = (1, 16, 64, 256)  # bench's N values unless --candidates
 CONSISTENCY_LAMBDAS = (1.0, 0.0)  # consistency's lambdas unless --lambdas; the first drives the robot
 
-# Sampler flags -> SamplerOptions fields. Every default is None: the model file's (or the
-# bundle's) stored defaults apply unless a flag is given.
-SAMPLER_FLAGS = {
-    "candidates": ("num_candidates", int, "N, candidates ranked per plan"),
-    "guidance": ("guidance", float, "w, the planner's classifier-free guidance scale (1 = conditional only)"),
-    "dynamics_guidance": ("dynamics_guidance", float, "w_d, the dynamics model's guidance scale"),
-    "return_target": ("return_target", float, "g, the return condition (authors' condition: 1 = the best start in the data)"),
-    "dynamics_weight": ("dynamics_weight", float, "lambda, weight of the dynamics update (0: planner only)"),
-    "dynamics_every": ("dynamics_every", int, "dynamics update every m steps"),
-    "dynamics_last": ("dynamics_last", int, "dynamics updates only in the last j steps (0: all)"),
-    "actions_per_plan": ("actions_per_plan", int, "actions executed before replanning"),
-    "temperature": ("temperature", float, "tau in (0, 1], variance scale of every draw"),
-    "warm_start_level": ("warm_start_level", int, "k_w: start each plan from the previous window re-noised to "
-                                                   "level k_w (0: cold)"),
-}
+def _sampler_flags() -> dict:
+    """{argparse dest: OptionSpec} of every sampler option with command-line flags (the option
+    table's `flags`). Every default is None: the model file's (or the bundle's) stored defaults
+    apply unless a flag is given."""
+    from mpdiffuser.config import OPTION_SPECS
+
+    return {spec.flags.split()[0][2:].replace("-", "_"): spec for spec in OPTION_SPECS if spec.flags}
 
 
-def _add_sampler_args(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
-    for dest, (_, kind, text) in SAMPLER_FLAGS.items():
-        if dest in exclude:
+def _add_sampler_args(p: argparse.ArgumentParser, exclude: tuple[str, ...] = (), only: tuple[str, ...] = ()) -> None:
+    """The sampler flags, but those of options in `exclude` (or only those in `only`)."""
+    for dest, spec in _sampler_flags().items():
+        if spec.name in exclude or (only and spec.name not in only):
             continue
-        flags = ["--" + dest.replace("_", "-")] + (["--lambda"] if dest == "dynamics_weight" else [])
-        p.add_argument(*flags, dest=dest, type=kind, default=None, help=f"{text} (default: the model's stored value)")
+        p.add_argument(*spec.flags.split(), dest=dest, type=int if spec.kind == "count" else float, default=None,
+                       help=f"{spec.help} (default: the model's stored value)")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -738,7 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--episodes", type=int, default=5, help="evaluation episodes")
     ev.add_argument("--seed", type=_seed, default=0, help="episode i starts from seed + i (plans too)")
     ev.add_argument("--max-steps", type=int, default=None, help="steps per episode at most (default: the env's limit)")
-    _add_sampler_args(ev)
+    _add_sampler_args(ev, exclude=("cost_limit",))  # --budget sets it
     ev.add_argument("--budget", type=float, default=None, help="episode cost budget (constrained tasks)")
     ev.add_argument("--velocity-limit", type=float, default=None,
                     help="with --budget: the speed limit in m/s the models were trained with (default: DSRL's)")
@@ -763,7 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "when no setting keeps it, the lowest cost")
     tu.add_argument("--velocity-limit", type=float, default=None,
                     help="with --budget: the speed limit in m/s the models were trained with (default: DSRL's)")
-    _add_sampler_args(tu, exclude=("return_target",))  # tune chooses it
+    _add_sampler_args(tu, exclude=("return_target", "cost_limit"))  # tune chooses g; --budget sets l
     tu.add_argument("--out", default=None, help="write the model file with the chosen g as its default here")
     tu.set_defaults(func=_cmd_tune)
 
@@ -782,9 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--episodes", type=int, default=1, help="episodes driven")
     co.add_argument("--seed", type=_seed, default=1000, help="episode i starts from seed + i")
     co.add_argument("--max-steps", type=int, default=1000, help="steps per episode at most")
-    co.add_argument("--candidates", type=int, default=None, help="N (default: the model file's)")
-    co.add_argument("--guidance", type=float, default=None, help="w (default: the model file's)")
-    co.add_argument("--return-target", type=float, default=None, help="g (default: the model file's)")
+    _add_sampler_args(co, only=("num_candidates", "guidance", "return_target"))
     co.add_argument("--json", default=None, help="write the results as JSON here")
     co.set_defaults(func=_cmd_consistency)
 
@@ -792,7 +714,6 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--bundle", required=True, help="trained model bundle directory")
     ex.add_argument("--out", required=True, help="output .safetensors path")
     _add_sampler_args(ex)
-    ex.add_argument("--cost-limit", type=float, default=None, help="default cost limit (cost models)")
     ex.set_defaults(func=_cmd_export)
 
     bench = commands.add_parser("bench", help="native vs reference plan latency", description=_cmd_bench.__doc__)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 
 PREDICTIONS = ("epsilon", "sample")  # what the diffusion networks output (design section 3)
@@ -15,7 +16,6 @@ TERMINATION_PENALTY = 100.0  # subtracted at a fall: in the authors' return cond
 # the data's middle in some dimension (the half-range at least MIN_HALF_RANGE env units): a sensor
 # or unit fault, not a state the models can plan from (csrc/math/normalizer.h).
 STATE_RANGE_LIMIT = 100.0
-MAX_CANDIDATES = 1 << 20  # N at most: the C API's cap (kMaxCandidates)
 # Where a training step's batch is drawn (TrainRuntime.batches, train --batches). "host": NumPy
 # gathers the windows and they are copied to the device (the CPU path, whose streams earlier
 # checkpoints hold); "device": the data live on the training device and a torch.Generator draws
@@ -121,71 +121,82 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class SamplerOptions:
-    """Per-plan options of the alternating sampler; every backend honours all of them."""
+class OptionSpec:
+    """One sampler option of the table csrc/include/mpdiffuser/options.def, the one place options
+    are declared (read through the native core, `_core.option_specs()`)."""
 
-    # The authors' sampling (N = 1, tau = 1e-3, w = w_d = 2, g = 1.1), checked on the shared data
-    # suite (sample-prediction, 30000 steps; docs/results.md "Recipe sweep"): tau = 1e-3 scored
-    # 4-5 points above tau = 1 everywhere, ranking N = 8 was level with N = 1, and no other w, g
-    # was better on every task. Strong planner guidance (w = 5, g = 2, w_d = 1) reaches behaviour
-    # cloning's 100 on near-expert Hopper data for two of three seeds but makes the medium-replay
-    # robot fall at once (score 0.8): a per-task setting, not a default.
-    num_candidates: int = 1  # N
-    guidance: float = 2.0  # w: o = o(., 0) + w (o(., c) - o(., 0)) for the planner; 1 = conditional only
-    return_target: float = 1.1  # g; with the authors' condition 1 = the data's best episode start
-    cost_limit: float | None = None  # l: cost-to-go condition (constrained models only)
-    cost_budget: float | None = None  # b: selection keeps candidates with predicted cost <= b
-    dynamics_weight: float = 1.0  # lambda; 0 = planner only (Diffuser-style baseline)
-    dynamics_every: int = 1  # dynamics update at steps k with (k - 1) % every == 0
-    dynamics_last: int = 0  # if > 0, dynamics updates only at steps k <= dynamics_last
-    discount: float = 0.997  # gamma of the ranker's value and cost
-    actions_per_plan: int = 1  # actions executed before replanning (MPC)
-    # tau in (0, 1]: variance scale of the initial window and of every step's noise (1 = DDPM).
-    temperature: float = 1e-3
-    # k_w: 0 plans cold from noise; k_w in [1, K) starts from the previous plan's window, shifted
-    # by the executed actions and re-noised to level k_w (costs k_w / K of a cold plan).
-    warm_start_level: int = 0
-    # w_d: the guidance of the dynamics model's output (the planner's is `guidance`). The authors
-    # guide both models with one w, the default. With strong planner guidance keep the dynamics
-    # model unguided: at w = 5, g = 1.6 on the shared near-expert Hopper data, w_d = 5 scored 66
-    # and w_d = 1 (the conditional model alone) 92.
-    dynamics_guidance: float = 2.0
+    name: str
+    kind: str  # "count" (an integer), "real" (a finite number) or "optional_real" (a number or None)
+    default: int | float | None
+    low: int | float
+    high: int | float  # the upper end, unless bound says it is the model's H ("horizon") or K - 1 ("levels")
+    bound: str
+    since: int  # the model-file format version that introduced it
+    legacy: str  # its value in older files: a number, or the name of the option whose value they used
+    flags: str  # the command line's flags, space-separated ("" for none)
+    help: str
+
+    def high_for(self, num_steps: int | None = None, horizon: int | None = None) -> int | float:
+        """The upper end for a model of K = num_steps and H = horizon (the table's without one)."""
+        if self.bound == "horizon" and horizon is not None:
+            return horizon
+        if self.bound == "levels" and num_steps is not None:
+            return num_steps - 1
+        return self.high
+
+    def check(self, value, num_steps: int | None = None, horizon: int | None = None) -> None:
+        """Raises ValueError, with the C API's message (`_core.option_range_message`), when `value`
+        is not a valid value of this option."""
+        if value is None and self.kind == "optional_real":
+            return
+        number = numbers.Integral if self.kind == "count" else numbers.Real
+        high = self.high_for(num_steps, horizon)
+        if isinstance(value, bool) or not isinstance(value, number):
+            raise ValueError(f"{self.name} must be {'an integer' if self.kind == 'count' else 'a number'}"
+                             f"{' or None' if self.kind == 'optional_real' else ''}, got {value!r} ({self.help})")
+        if not (self.low <= value <= high and math.isfinite(value)):
+            raise ValueError(f"{self.name} must be {'an integer' if self.kind == 'count' else 'a finite number'} in "
+                             f"[{self.low:.10g}, {high:.10g}], got {value:.10g} ({self.help})")
+
+
+def _option_specs() -> tuple[OptionSpec, ...]:
+    from mpdiffuser import _core
+
+    return tuple(OptionSpec(**spec) for spec in _core.option_specs())
+
+
+OPTION_SPECS = _option_specs()
+OPTIONS = {spec.name: spec for spec in OPTION_SPECS}
+MAX_CANDIDATES = OPTIONS["num_candidates"].high  # N at most: the C API's cap (kMaxCandidates)
+
+
+def _with_option_fields(cls):
+    """Gives `cls` one field per option of the table, in its order, with the table's defaults."""
+    types = {"count": int, "real": float, "optional_real": float | None}
+    cls.__annotations__ = {spec.name: types[spec.kind] for spec in OPTION_SPECS}
+    for spec in OPTION_SPECS:
+        setattr(cls, spec.name, spec.default)
+    cls.__doc__ += "".join(f"\n    {spec.name} = {spec.default}: {spec.help}" for spec in OPTION_SPECS)
+    return cls
+
+
+@dataclass(frozen=True)
+@_with_option_fields
+class SamplerOptions:
+    """Per-plan options of the alternating sampler; every backend honours all of them. The fields,
+    their defaults and ranges come from the option table (csrc/include/mpdiffuser/options.def);
+    why the defaults are what they are: docs/results.md ("Recipe sweep").
+"""
 
     def __post_init__(self) -> None:
-        if (isinstance(self.num_candidates, bool) or not isinstance(self.num_candidates, int)
-                or not 1 <= self.num_candidates <= MAX_CANDIDATES):
-            raise ValueError(f"num_candidates must be an integer in [1, {MAX_CANDIDATES}], got {self.num_candidates!r}")
-        if not self.guidance >= 0.0:
-            raise ValueError(f"guidance must be >= 0, got {self.guidance}")
-        if not math.isfinite(self.return_target):
-            raise ValueError(f"return_target (g) must be a finite number, got {self.return_target}")
-        if not self.dynamics_guidance >= 0.0:
-            raise ValueError(f"dynamics_guidance must be >= 0, got {self.dynamics_guidance}")
-        if not 0.0 <= self.dynamics_weight <= 1.0:
-            raise ValueError(f"dynamics_weight (lambda) must be in [0, 1], got {self.dynamics_weight}")
-        if self.dynamics_every < 1 or self.dynamics_last < 0:
-            raise ValueError(f"dynamics_every must be >= 1 and dynamics_last >= 0, got "
-                             f"{self.dynamics_every} and {self.dynamics_last}")
-        if not 0.0 < self.discount <= 1.0:
-            raise ValueError(f"discount must be in (0, 1], got {self.discount}")
-        if self.actions_per_plan < 1:
-            raise ValueError(f"actions_per_plan must be >= 1, got {self.actions_per_plan}")
-        for name in ("cost_limit", "cost_budget"):
-            value = getattr(self, name)
-            if value is not None and not value >= 0.0:
-                raise ValueError(f"{name} must be >= 0 or None, got {value}")
-        if not 0.0 < self.temperature <= 1.0:
-            raise ValueError(f"temperature must be in (0, 1], got {self.temperature}")
-        if isinstance(self.warm_start_level, bool) or not isinstance(self.warm_start_level, int) \
-                or self.warm_start_level < 0:
-            raise ValueError(f"warm_start_level must be an integer >= 0 (0 = cold), got {self.warm_start_level!r}")
+        for spec in OPTION_SPECS:
+            spec.check(getattr(self, spec.name))
 
     def check_for(self, num_steps: int, horizon: int) -> None:
         """The checks that need the model: warm_start_level < K, actions_per_plan <= H."""
-        if self.warm_start_level >= num_steps:
-            raise ValueError(f"warm_start_level must be in [0, K) = [0, {num_steps}), got {self.warm_start_level}")
-        if self.actions_per_plan > horizon:
-            raise ValueError(f"actions_per_plan ({self.actions_per_plan}) exceeds the horizon ({horizon})")
+        for spec in OPTION_SPECS:
+            if spec.bound != "none":
+                spec.check(getattr(self, spec.name), num_steps, horizon)
 
     def dynamics_at(self, k: int) -> bool:
         """Whether the dynamics update runs at denoising step k (1..K); the last step k = 1 always

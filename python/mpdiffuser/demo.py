@@ -46,7 +46,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
     from mpdiffuser.export import export_model
     from mpdiffuser.models.bundle import BundleSpec
     from mpdiffuser.sampling.sampler import Sampler
-    from mpdiffuser.training.train import train_model
+    from mpdiffuser.training.bundles import prepare_bundle, train_bundle
 
     started = time.perf_counter()
     out = Path(config.out_dir)
@@ -71,13 +71,13 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
 
     bundle_dir = out / "models"
     say(f"2/5 training planner, dynamics model and reward model -> {bundle_dir}")
-    BundleSpec.fit(task, [task, random]).save(bundle_dir)
+    prepare_bundle(bundle_dir, [task], [random], spec=BundleSpec.fit(task, [task, random]), force=True)
+    configs = {name: TrainConfig(steps=steps, seed=config.seed) for name, steps in (
+        ("planner", config.train_steps), ("dynamics", config.train_steps), ("reward", config.ranker_steps))}
     losses = {}
-    for name, data, steps in (("planner", [task], config.train_steps), ("dynamics", [task, random], config.train_steps),
-                              ("reward", [task, random], config.ranker_steps)):
-        info = train_model(bundle_dir, name, data, TrainConfig(steps=steps, seed=config.seed), progress=progress)
+    for _, name, train_config, info in train_bundle(bundle_dir, [task], [random], configs=configs, progress=progress):
         losses[name] = info["final_loss"]
-        say(f"    {name:8s}: {steps} steps in {info['seconds']:.0f}s, final loss {info['final_loss']:.4f}")
+        say(f"    {name:8s}: {train_config.steps} steps in {info['seconds']:.0f}s, final loss {info['final_loss']:.4f}")
 
     model_file = export_model(bundle_dir, bundle_dir / "model.safetensors", SamplerOptions())  # the default recipe
     say(f"3/5 exported the three models to {model_file} ({model_file.stat().st_size / 1e6:.1f} MB)")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpdiffuser.config import (ARCHITECTURES, LEGACY_MODEL_FIELDS, MAX_CANDIDATES, NORMALIZERS, PREDICTIONS,
+from mpdiffuser.config import (ARCHITECTURES, LEGACY_MODEL_FIELDS, NORMALIZERS, OPTION_SPECS, PREDICTIONS,
                                RETURN_CONDITIONS, ModelConfig, SamplerOptions)
 from mpdiffuser.digest import DIGEST_KEY, content_digest, file_content_digest, read_header, stored_and_actual
 
@@ -47,8 +47,6 @@ PYTHON_ONLY_KEYS = frozenset({"return_low", "return_high", "return_discount", "c
 # Which command wrote a model file (metadata written_by): eval --bundle re-exports over its own
 # automatic export only, never over a file that `export`, `tune --out` or `train --export-at` wrote.
 WRITERS = ("export", "eval", "tune", "train")
-# Sampler defaults a version 1 file lacks, with the values its plans were made with.
-LEGACY_DEFAULTS = {"temperature": "1.0", "warm_start_level": "0"}  # and dynamics_guidance = guidance
 
 
 def _metadata(spec, options: SamplerOptions) -> dict[str, str]:
@@ -78,10 +76,10 @@ def _metadata(spec, options: SamplerOptions) -> dict[str, str]:
 def _default_entries(options: SamplerOptions) -> dict[str, str]:
     """The metadata entries of the sampler defaults: default.<field> = value ("none" for None)."""
     entries = {}
-    for field in dataclasses.fields(SamplerOptions):
-        value = getattr(options, field.name)
-        entries[f"default.{field.name}"] = "none" if value is None else (
-            str(value) if isinstance(value, int) else repr(float(value)))
+    for spec in OPTION_SPECS:
+        value = getattr(options, spec.name)
+        entries[f"default.{spec.name}"] = "none" if value is None else (
+            str(int(value)) if spec.kind == "count" else repr(float(value)))
     return entries
 
 
@@ -228,10 +226,7 @@ METADATA_RANGES = {
     "unet_dim": (2, 4096), "unet_embed_dim": (2, 4096), "normalizer_quantiles": (2, 1 << 16),
     "return_low": (-1e30, 1e30), "return_high": (-1e30, 1e30), "return_discount": (1e-9, 1.0),
     "condition_dropout": (0.0, 0.999999), "termination_penalty": (0.0, 1e30),
-    "default.num_candidates": (1, MAX_CANDIDATES), "default.guidance": (0.0, 1e6), "default.return_target": (-1e6, 1e6),
-    "default.cost_limit": (0.0, 1e30), "default.cost_budget": (0.0, 1e30), "default.dynamics_weight": (0.0, 1.0),
-    "default.dynamics_every": (1, 1 << 20), "default.dynamics_last": (0, 1 << 20), "default.discount": (1e-9, 1.0),
-    "default.temperature": (1e-30, 1.0), "default.dynamics_guidance": (0.0, 1e6),
+    **{f"default.{spec.name}": (spec.low, spec.high) for spec in OPTION_SPECS},  # H, K - 1 where bound
 }
 
 
@@ -293,8 +288,10 @@ def _parse_model_file(path: Path, meta: dict[str, str], tensors: dict[str, np.nd
                          f"{', '.join(map(str, READABLE_VERSIONS))}")
     if version == 1:
         meta = {**LEGACY_MODEL_FIELDS, "termination_penalty": "0.0",
-                **{f"default.{k}": v for k, v in LEGACY_DEFAULTS.items()},
-                "default.dynamics_guidance": meta.get("default.guidance", "1.0"), **meta}
+                **meta}
+        for option in OPTION_SPECS:  # options newer than the file: the values its plans were made with
+            if option.since > version:
+                meta[f"default.{option.name}"] = meta.get(f"default.{option.legacy}", option.legacy)
     meta = {"architecture": "mlp", **meta}  # files before the key are all mlp
     if meta.get("written_by", "export") not in WRITERS:
         raise ValueError(f"{path}: metadata 'written_by' = {meta['written_by'][:80]!r} is not one of {', '.join(WRITERS)}")
@@ -344,13 +341,13 @@ def _parse_model_file(path: Path, meta: dict[str, str], tensors: dict[str, np.nd
     spec = BundleSpec(meta.get("env_id") or None, _number(meta, "state_dim", int), _number(meta, "action_dim", int),
                       model, states, actions, conditions, _number(meta, "reward_outputs", int) == 2)
     defaults = {}
-    for field in dataclasses.fields(SamplerOptions):
-        raw = meta.get(f"default.{field.name}")
-        if raw is None:
-            raise ValueError(f"{path} lacks metadata 'default.{field.name}'")
-        kind = int if field.type in ("int", int) else float
-        optional = field.default is None  # cost_limit, cost_budget: "none" when unset
-        defaults[field.name] = None if optional and raw == "none" else _number(meta, f"default.{field.name}", kind)
+    for option in OPTION_SPECS:
+        key = f"default.{option.name}"
+        if key not in meta:
+            raise ValueError(f"{path} lacks metadata '{key}'")
+        optional = option.kind == "optional_real"  # "none" when unset
+        defaults[option.name] = None if optional and meta[key] == "none" else _number(
+            meta, key, int if option.kind == "count" else float, high=option.high_for(model.num_steps, model.horizon))
     try:
         options = SamplerOptions(**defaults)
         options.check_for(model.num_steps, model.horizon)

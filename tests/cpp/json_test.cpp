@@ -3,7 +3,7 @@
 #include <string>
 
 #include "check.h"
-#include "core/json.h"
+#include "format/json.h"
 
 using mpd::json::Value;
 

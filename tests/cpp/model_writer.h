@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "core/model_file.h"  // mpd::unet_layout: the unet family's tensor list
+#include "format/model_file.h"  // mpd::unet_layout: the unet family's tensor list
 
 namespace testing {
 

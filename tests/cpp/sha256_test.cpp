@@ -4,7 +4,7 @@
 #include <string>
 
 #include "check.h"
-#include "core/sha256.h"
+#include "format/sha256.h"
 
 namespace {
 std::string digest(const std::string& message) {

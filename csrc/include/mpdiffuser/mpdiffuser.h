@@ -58,24 +58,17 @@ typedef enum mpd_backend {
   MPD_BACKEND_CUDA = 1 /* the fused GPU sampler (when compiled in and a device is present) */
 } mpd_backend;
 
-/* Per-plan options; every backend honours all of them. mpd_model_default_options fills the
- * defaults stored in the model file. */
+/* Per-plan options; every backend honours all of them. Their names, defaults, ranges and meaning
+ * are in mpdiffuser/options.def, one line each (N = num_candidates >= 1 and at most the
+ * workspace's max_candidates; an optional option x comes with has_x, 0 or 1). Fill them with
+ * mpd_model_default_options (the model file's stored defaults) and change what you need. */
 typedef struct mpd_options {
-  uint32_t num_candidates;   /* N >= 1, at most the workspace's max_candidates */
-  double guidance;           /* w >= 0: eps = eps(., 0) + w (eps(., c) - eps(., 0)); 1 = one pass */
-  double return_target;      /* g: fraction of the dataset's best normalized return */
-  double cost_limit;         /* l >= 0, read when has_cost_limit; required by cost models */
-  double cost_budget;        /* b >= 0, read when has_cost_budget: keep candidates with C <= b */
-  uint32_t has_cost_limit;   /* 0 or 1 */
-  uint32_t has_cost_budget;  /* 0 or 1 */
-  double dynamics_weight;    /* lambda in [0, 1]; 0 = planner only (Diffuser-style) */
-  uint32_t dynamics_every;   /* >= 1: dynamics update at steps k with (k - 1) % every == 0 */
-  uint32_t dynamics_last;    /* if > 0, dynamics updates only at steps k <= dynamics_last */
-  double discount;           /* gamma in (0, 1] of the ranker's value and cost */
-  uint32_t actions_per_plan; /* 1..H actions returned (executed before replanning) */
-  double temperature;        /* tau in (0, 1]: variance scale of the initial window and every draw */
-  uint32_t warm_start_level; /* k_w in [0, K): 0 = cold; else mpd_plan_warm starts from level k_w */
-  double dynamics_guidance;  /* w_d >= 0: the dynamics model's guidance (guidance is the planner's) */
+#define MPD_OPTION_COUNT(name, ...) uint32_t name;
+#define MPD_OPTION_REAL(name, ...) double name;
+#define MPD_OPTION_OPTIONAL_REAL(name, ...) \
+  double name;                              \
+  uint32_t has_##name;
+#include "mpdiffuser/options.def"
 } mpd_options;
 
 /* What the planner and dynamics networks output (the model file's `prediction`). */

@@ -8,6 +8,7 @@ import hashlib
 import json
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,12 +42,36 @@ def check_model_options(width: int | None, action_weight: float, prediction: str
     TrainConfig(action_weight=action_weight)
 
 
-class ModelFileDefaults:
-    """For an experiment's config with `candidates` and `return_target` fields: the sampler defaults
-    stored in the experiment's model files."""
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """The fields every experiment of the evaluation suite shares (each experiment's config adds
+    its own and may change a default here by declaring the field again)."""
+
+    out_dir: str = "runs/experiment"
+    policy_dir: str = "runs/policies"  # behaviour policies, shared by experiments; datasets go to <out_dir>/data
+    policy_steps: int = 30_000  # SAC steps of the behaviour policy
+    task_transitions: int = 50_000
+    random_transitions: int = 20_000  # extra data for the dynamics model and the ranker
+    train_steps: int = 5000  # planner and dynamics
+    ranker_steps: int = 3000
+    episodes: int = 5  # evaluation episodes per method, task and seed
+    max_steps: int = 1000
+    backend: str = "cpu"
+    threads: int = 0
+    candidates: int = SamplerOptions.num_candidates  # N of the exported model file (every sampler plans with it)
+    return_target: float = SamplerOptions.return_target  # g: the model files' default, for the untuned methods
+    width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
+    action_weight: float = TrainConfig.action_weight  # the planner's loss weight on u_0
+    prediction: str = ModelConfig.prediction  # what planner and dynamics predict: "sample" or "epsilon"
+    device: str = "cpu"  # where the models train: cpu, cuda, cuda:<i> (the CLI resolves auto)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.out_dir) / "data"
 
     @property
     def sampler_options(self) -> SamplerOptions:
+        """The sampler defaults stored in the experiment's model files."""
         return SamplerOptions(num_candidates=self.candidates, return_target=self.return_target)
 
 
@@ -62,28 +87,21 @@ def train_bundle(bundle_dir: Path, task: OfflineDataset, extra: list[OfflineData
     prediction: what planner and dynamics predict, "sample" or "epsilon" (ModelConfig.prediction)."""
     from mpdiffuser.export import export_model
     from mpdiffuser.models.bundle import BundleSpec
+    from mpdiffuser.training.bundles import prepare_bundle
+    from mpdiffuser.training.bundles import train_bundle as train_models_of
     from mpdiffuser.training.runtime import TrainRuntime
-    from mpdiffuser.training.train import side_by_side, train_models
 
     model = ModelConfig.sized_for(task.state_dim, task.action_dim, prediction=prediction,
                                   **({"width": width} if width else {}))
     spec = BundleSpec.fit(task, [task, *extra], model)
-    if (bundle_dir / "bundle.json").exists() and BundleSpec.load(bundle_dir).to_dict() != spec.to_dict():
-        raise ValueError(f"{bundle_dir} holds a bundle of other data or another architecture; delete it or "
-                         "choose another output directory")
-    spec.save(bundle_dir)
-    names = ["planner", "dynamics", "reward"] + (["cost"] if spec.with_cost else [])
-    jobs = []
-    for name in names:
-        data = [task] if name == "planner" else [task, *extra]
-        steps = train_steps if name in ("planner", "dynamics") else ranker_steps
-        config = TrainConfig(steps=steps, seed=seed, action_weight=action_weight if name == "planner" else 1.0)
-        jobs.append((bundle_dir, name, data, config, False))
-    runtime = TrainRuntime(device=device)
+    prepare_bundle(bundle_dir, [task], list(extra), spec=spec)
+    configs = {name: TrainConfig(steps=train_steps if name in ("planner", "dynamics") else ranker_steps, seed=seed,
+                                 action_weight=action_weight if name == "planner" else 1.0)
+               for name in ("planner", "dynamics", "reward", "cost")}
     # Side by side on a GPU (a thread and a CUDA stream each), one after another on the CPU: the
     # same weights either way (training.train.train_models).
-    infos = train_models(jobs, runtime, at_once=side_by_side("auto", runtime), progress=progress)
-    for (_, name, _, config, _), info in zip(jobs, infos):
+    for _, name, config, info in train_models_of(bundle_dir, [task], extra, configs=configs,
+                                                 runtime=TrainRuntime(device=device), progress=progress):
         log(f"    {name:8s}: {config.steps} steps, final loss {info['final_loss']:.4f} ({info['seconds']:.0f}s)")
     return export_model(bundle_dir, bundle_dir / "model.safetensors", options or SamplerOptions())
 

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mpdiffuser.config import ModelConfig, SamplerOptions, TrainConfig
-from mpdiffuser.experiments.common import (VALIDATION_OFFSET, Log, ModelFileDefaults, cached_rows,
+from mpdiffuser.config import TrainConfig
+from mpdiffuser.experiments.common import (VALIDATION_OFFSET, Log, ExperimentConfig, cached_rows,
                                            check_model_options, grouped_bars, machine, pyplot, score_error, slug,
                                            summarize, train_bundle, write_csv, write_json)
 
@@ -43,38 +43,19 @@ UNBUDGETED = (NO_BUDGET, BC_ALL)  # one set of episodes, scored against every bu
 
 
 @dataclass(frozen=True)
-class ConstrainedConfig(ModelFileDefaults):
+class ConstrainedConfig(ExperimentConfig):
     envs: tuple[str, ...] = ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Ant-v5")
     budgets: tuple[float, ...] = (10.0, 20.0, 40.0)  # episode cost budgets per 1000 steps
     seeds: tuple[int, ...] = (0,)  # training seeds
     out_dir: str = "runs/constrained"
-    policy_dir: str = "runs/policies"  # behaviour policies, shared by experiments; datasets go to <out_dir>/data
     data_seed: int = 0
-    policy_steps: int = 30_000  # SAC steps of the unpenalized (and, by default, of the cautious) behaviour policy
     cautious_steps: int | None = None  # SAC steps of the cautious policy (None: policy_steps)
     cost_penalty: float = 1.0  # the cautious policy trains on reward - cost_penalty * cost
     velocity_limit: float | None = None  # m/s for every robot of envs (None: DSRL's, envs.VELOCITY_LIMITS)
     return_targets: tuple[float, ...] = ()  # candidate g: the tuned methods pick one per seed and budget
     validation_episodes: int = 3  # per candidate g, from start states the test never uses
-    task_transitions: int = 50_000  # rollouts of each of the two policies
-    random_transitions: int = 20_000
-    train_steps: int = 5000
-    ranker_steps: int = 3000
     bc_steps: int = 5000
-    episodes: int = 5
-    max_steps: int = 1000
-    backend: str = "cpu"
-    threads: int = 0
     candidates: int = 8  # N of the exported model file (every sampler of the experiment plans with it)
-    return_target: float = SamplerOptions.return_target  # g: the model files' default, for the untuned methods
-    width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
-    action_weight: float = TrainConfig.action_weight  # the planner's loss weight on u_0
-    prediction: str = ModelConfig.prediction  # what planner and dynamics predict: "sample" or "epsilon"
-    device: str = "cpu"  # where the models train: cpu, cuda, cuda:<i> (the CLI resolves auto)
-
-    @property
-    def data_dir(self) -> Path:
-        return Path(self.out_dir) / "data"
 
     @classmethod
     def quick(cls, **changes) -> "ConstrainedConfig":

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mpdiffuser.config import ModelConfig, SamplerOptions, TrainConfig
+from mpdiffuser.config import TrainConfig
 from mpdiffuser.envs import PhysicsChange
-from mpdiffuser.experiments.common import (Log, ModelFileDefaults, check_model_options, episode_rows, grouped_bars, machine,
+from mpdiffuser.experiments.common import (Log, ExperimentConfig, check_model_options, episode_rows, grouped_bars, machine,
                                            mean_stderr, pyplot, score_error, sha256, summarize, train_bundle,
                                            write_csv, write_json)
 from mpdiffuser.models.bundle import BundleSpec
@@ -34,39 +34,19 @@ UNCHANGED_FILES = ("planner.pt", "reward.pt", "bundle.json")
 
 
 @dataclass(frozen=True)
-class DynamicsShiftConfig(ModelFileDefaults):
+class DynamicsShiftConfig(ExperimentConfig):
     env_id: str = "Hopper-v5"
     shifts: tuple[PhysicsChange, ...] = (PhysicsChange(mass=1.5), PhysicsChange(friction=0.4),
                                          PhysicsChange(gear=0.6))
     seeds: tuple[int, ...] = (0,)  # training seeds; each seed's data are rolled out with it too
     policy_seed: int = 0  # the behaviour policy's training seed: one policy for every training seed
     out_dir: str = "runs/dynamics"
-    policy_dir: str = "runs/policies"  # behaviour policies, shared by experiments; datasets go to <out_dir>/data
-    policy_steps: int = 30_000  # SAC steps of the behaviour policy (trained on the nominal robot)
-    task_transitions: int = 50_000
-    random_transitions: int = 20_000
     shift_transitions: int = 10_000  # behaviour-policy rollouts on each changed robot
     shift_random_transitions: int = 5000
-    train_steps: int = 5000
-    ranker_steps: int = 3000
     finetune_steps: int = 2000
     # Fraction of the fine-tuning transitions drawn from the nominal robot's data (whole episodes,
     # seeded), the rest the changed robot's: 0 fine-tunes on the changed robot's data alone.
     finetune_replay: float = 0.0
-    episodes: int = 5
-    max_steps: int = 1000
-    backend: str = "cpu"
-    threads: int = 0
-    candidates: int = SamplerOptions.num_candidates  # N of the exported model file (every sampler plans with it)
-    return_target: float = SamplerOptions.return_target  # g: the model files' default, for the untuned methods
-    width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
-    action_weight: float = TrainConfig.action_weight  # the planner's loss weight on u_0
-    prediction: str = ModelConfig.prediction  # what planner and dynamics predict: "sample" or "epsilon"
-    device: str = "cpu"  # where the models train: cpu, cuda, cuda:<i> (the CLI resolves auto)
-
-    @property
-    def data_dir(self) -> Path:
-        return Path(self.out_dir) / "data"
 
     @classmethod
     def quick(cls, **changes) -> "DynamicsShiftConfig":

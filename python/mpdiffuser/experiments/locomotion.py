@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mpdiffuser.config import ModelConfig, SamplerOptions, TrainConfig
-from mpdiffuser.experiments.common import (VALIDATION_OFFSET, Log, ModelFileDefaults, cached_rows,
+from mpdiffuser.config import SamplerOptions, TrainConfig
+from mpdiffuser.experiments.common import (VALIDATION_OFFSET, Log, ExperimentConfig, cached_rows,
                                            check_model_options, episode_rows, grouped_bars, machine, mean_stderr,
                                            pyplot, score_error, slug, summarize, train_bundle, write_csv, write_json)
 
@@ -39,43 +38,23 @@ LENGTH_METHODS = ("MPDiffuser, steps and g by validation", "planner only, steps 
 
 
 @dataclass(frozen=True)
-class LocomotionConfig(ModelFileDefaults):
+class LocomotionConfig(ExperimentConfig):
     envs: tuple[str, ...] = ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5")
     kinds: tuple[str, ...] = ("medium", "medium-replay", "medium-expert")
     datasets: tuple[str, ...] = ()  # the user's files (.hdf5, .npz, minari:<id>) instead of generated data
     seeds: tuple[int, ...] = (0, 1, 2)  # training seeds (diffusion models, ranker and BC)
     out_dir: str = "runs/locomotion"
-    policy_dir: str = "runs/policies"  # behaviour policies, shared by experiments; datasets go to <out_dir>/data
     data_seed: int = 0
-    policy_steps: int = 30_000  # SAC steps of the medium behaviour policy
     expert_steps: int = 100_000  # SAC steps of the expert policy (medium-expert)
-    task_transitions: int = 50_000
-    random_transitions: int = 20_000  # extra data for the dynamics model and the ranker
-    train_steps: int = 5000
-    ranker_steps: int = 3000
     bc_steps: int = 5000
     baselines: tuple[str, ...] = ()  # offline RL baselines from d3rlpy: "iql", "td3+bc"
     baseline_steps: int = 100_000  # their gradient steps (d3rlpy's reproductions: 500k-1M)
     baseline_seeds: tuple[int, ...] | None = None  # the seeds the baselines train with (None: every seed)
-    episodes: int = 5  # evaluation episodes per method, task and seed
     return_targets: tuple[float, ...] = ()  # candidate return targets g: each seed picks one by validation
     validation_episodes: int = 3  # episodes per candidate g, from start states the test never uses
     train_lengths: tuple[int, ...] = ()  # candidate training steps of planner and dynamics, chosen with g
-    max_steps: int = 1000
     lambdas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     schedules: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (5, 0), (1, 10), (1, 3))  # (every m, only last j)
-    backend: str = "cpu"
-    threads: int = 0
-    candidates: int = SamplerOptions.num_candidates  # N of the exported model file (every sampler plans with it)
-    return_target: float = SamplerOptions.return_target  # g: the model files' default, for the untuned methods
-    width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
-    action_weight: float = TrainConfig.action_weight  # the planner's loss weight on u_0
-    prediction: str = ModelConfig.prediction  # what planner and dynamics predict: "sample" or "epsilon"
-    device: str = "cpu"  # where the models train: cpu, cuda, cuda:<i> (the CLI resolves auto)
-
-    @property
-    def data_dir(self) -> Path:
-        return Path(self.out_dir) / "data"
 
     @classmethod
     def quick(cls, **changes) -> "LocomotionConfig":

@@ -18,32 +18,20 @@ from pathlib import Path
 
 import numpy as np
 
-from mpdiffuser.config import ModelConfig, SamplerOptions, TrainConfig
+from mpdiffuser.config import ModelConfig
 from mpdiffuser.control.evaluate import PLAN_SEED_STRIDE
-from mpdiffuser.experiments.common import Log, ModelFileDefaults, check_model_options, pyplot, train_bundle, write_csv, write_json
+from mpdiffuser.experiments.common import Log, ExperimentConfig, check_model_options, pyplot, train_bundle, write_csv, write_json
 
 
 @dataclass(frozen=True)
-class QuadrupedConfig(ModelFileDefaults):
+class QuadrupedConfig(ExperimentConfig):
     env_id: str = "Ant-v5"
     out_dir: str = "runs/quadruped"
-    policy_dir: str = "runs/policies"  # behaviour policies, shared by experiments; datasets go to <out_dir>/data
-    policy_steps: int = 30_000  # SAC steps of the behaviour policy
-    task_transitions: int = 50_000
-    random_transitions: int = 20_000
-    train_steps: int = 5000
-    ranker_steps: int = 3000
     control_hz: float = 50.0  # the loop's fixed rate; a plan longer than 1/rate misses its deadline
     control_steps: int = 1000
     episodes: int = 3
     backend: str = "auto"  # auto: cuda when a GPU is present, else cpu
-    threads: int = 0
     candidates: int = 8  # N of the exported model file (every sampler of the experiment plans with it)
-    return_target: float = SamplerOptions.return_target  # g: the model files' default, for the untuned methods
-    width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
-    action_weight: float = TrainConfig.action_weight  # the planner's loss weight on u_0
-    prediction: str = ModelConfig.prediction  # what planner and dynamics predict: "sample" or "epsilon"
-    device: str = "cpu"  # where the models train: cpu, cuda, cuda:<i> (the CLI resolves auto)
     seed: int = 0
     model_file: str | None = None  # control this exported model file: no data, no training
 

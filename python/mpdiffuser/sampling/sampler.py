@@ -9,12 +9,11 @@ PyTorch reference sampler on the same weights. Arguments are checked here, befor
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 
-from mpdiffuser.config import SamplerOptions
+from mpdiffuser.config import OPTION_SPECS, SamplerOptions
 from mpdiffuser.sampling.reference import Plan, check_options_type, check_state_range, check_windows
 
 BACKENDS = ("torch", "cpu", "cuda")
@@ -89,12 +88,12 @@ class Sampler:
         from mpdiffuser import _core
 
         o = _core.Options()
-        for field in dataclasses.fields(SamplerOptions):
-            value = getattr(options, field.name)
-            if field.name in ("cost_limit", "cost_budget"):
-                setattr(o, f"has_{field.name}", 0 if value is None else 1)
+        for spec in OPTION_SPECS:
+            value = getattr(options, spec.name)
+            if spec.kind == "optional_real":
+                setattr(o, f"has_{spec.name}", 0 if value is None else 1)
                 value = 0.0 if value is None else value
-            setattr(o, field.name, value)
+            setattr(o, spec.name, value)
         return o
 
     def _check(self, states: np.ndarray, seeds) -> tuple[np.ndarray, np.ndarray]:

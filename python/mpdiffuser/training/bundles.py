@@ -14,18 +14,28 @@ from pathlib import Path
 from mpdiffuser.data.dataset import OfflineDataset, load_dataset, merge_datasets
 
 
-def prepare_bundle(bundle_dir: str | Path, task: list[OfflineDataset], extra: list[OfflineDataset], recipe_name: str,
-                   sizes: dict, force: bool = False, create: bool = True, say=print) -> bool:
+def prepare_bundle(bundle_dir: str | Path, task: list[OfflineDataset], extra: list[OfflineDataset],
+                   recipe_name: str = "default", sizes: dict | None = None, force: bool = False,
+                   create: bool = True, say=print, spec=None) -> bool:
     """Create the bundle at `bundle_dir` when it is new (or `force`) from the recipe and the model
-    `sizes` given (ModelConfig fields), or check an existing one against `sizes`. Returns whether
-    it is new. create=False: another process creates it (the other ranks of a torchrun launch)."""
+    `sizes` given (ModelConfig fields), or check an existing one against `sizes`. With `spec` (a
+    BundleSpec: the experiments'), that exact bundle instead, and an existing one must equal it.
+    Returns whether it is new. create=False: another process creates it (torchrun's other ranks)."""
     from mpdiffuser.config import ModelConfig
     from mpdiffuser.models.bundle import BundleSpec
     from mpdiffuser.recipes import recipe
 
     bundle_dir = Path(bundle_dir)
-    chosen = recipe(recipe_name)
     fresh = force or not (bundle_dir / "bundle.json").exists()
+    if spec is not None:
+        if not fresh and BundleSpec.load(bundle_dir).to_dict() != spec.to_dict():
+            raise ValueError(f"{bundle_dir} holds a bundle of other data or another architecture; delete it or "
+                             "choose another output directory")
+        if create:
+            spec.save(bundle_dir)
+        return fresh
+    sizes = sizes or {}
+    chosen = recipe(recipe_name)
     if not fresh and sizes:
         model = BundleSpec.load(bundle_dir).model
         differ = {k: v for k, v in sizes.items() if getattr(model, k) != v}
@@ -41,18 +51,97 @@ def prepare_bundle(bundle_dir: str | Path, task: list[OfflineDataset], extra: li
     return fresh
 
 
+def train_bundle(bundle_dir: str | Path, task: list[OfflineDataset], extra: list[OfflineDataset] = (), *,
+                 config=None, configs: dict | None = None, models: list[str] | None = None,
+                 seeds: list[int] = (), snapshots: list[int] = (), runtime=None, at_once: str = "auto",
+                 force=False, fine_tune: bool = False, strict_batch: bool = False,
+                 progress: bool = True, say=None) -> list[tuple[Path, str, object, dict]]:
+    """Train the models of a prepared bundle (prepare_bundle): the planner on `task`, the others on
+    `task` + `extra`; the one way every command, the demo, the experiments and the benchmarks train.
+
+    models: which (default: every model the bundle has); configs: a TrainConfig per model name,
+    else `config`. seeds: one bundle per seed, BUNDLE-s<seed> (each prepared), the configs' seed
+    replaced. snapshots: BUNDLE/model-<n>.safetensors with planner and dynamics at n steps each
+    (the ranker trained first, then planner and dynamics continued from length to length).
+    at_once: the models side by side (training.train.side_by_side: "auto" on a GPU); the weights
+    equal one after another's. force: start the models over (True, or the bundles that start over).
+    say: reports each model's result.
+    Returns (bundle, model, its TrainConfig, train_model's summary) in training order."""
+    from mpdiffuser.training.runtime import TrainRuntime, barrier
+    from mpdiffuser.training.train import side_by_side, train_model, train_models
+
+    runtime = runtime or TrainRuntime()
+    bundle_dir = Path(bundle_dir)
+    bundles = [(Path(f"{bundle_dir}-s{seed}"), seed) for seed in seeds] or [(bundle_dir, None)]
+    names = models or model_names(bundles[0][0])
+    task, extra = list(task), list(extra)
+
+    def config_of(name: str, seed):
+        chosen = (configs or {}).get(name, config)
+        return chosen if seed is None else dataclasses.replace(chosen, seed=seed)
+
+    starts_over = (lambda bundle: force) if isinstance(force, bool) else (lambda bundle: bundle in force)
+    jobs = [(bundle, name, task if name == "planner" else task + extra, config_of(name, seed), starts_over(bundle))
+            for bundle, seed in bundles for name in names]
+    label = (lambda bundle, name: name) if len(bundles) == 1 else (lambda bundle, name: f"{bundle.name} {name}")
+    done = []
+    together = side_by_side(at_once, runtime) and not snapshots and len(jobs) > 1
+    if say and seeds:
+        say(f"training seeds {', '.join(map(str, seeds))} ({len(jobs)} models) "
+            + ("at once" if together else "one after another"))
+    elif say and together:
+        say(f"training {', '.join(names)} at once")
+    if together:
+        infos = train_models(jobs, runtime, at_once=True, fine_tune=fine_tune, strict_batch=strict_batch,
+                             progress=progress)
+        for (bundle, name, _, job_config, _), info in zip(jobs, infos):
+            done.append((bundle, name, job_config, info))
+            if say:
+                _say_trained(say, label(bundle, name), job_config, info)
+        return done
+    plan: list = jobs  # one after another; an integer n: export the snapshot at n steps
+    if snapshots:
+        diffusion = [job for job in jobs if job[1] in ("planner", "dynamics")]
+        plan = [job for job in jobs if job not in diffusion]  # the ranker first
+        for length in snapshots:
+            plan += [(b, n, d, dataclasses.replace(c, steps=length), f) for b, n, d, c, f in diffusion] + [length]
+        plan += [job for job in diffusion if snapshots[-1] < job[3].steps]
+    started = set()
+    for item in plan:
+        if isinstance(item, int):
+            if runtime.is_main:
+                from mpdiffuser.export import export_model
+
+                path = export_model(bundles[0][0], bundles[0][0] / f"model-{item}.safetensors", written_by="train")
+                if say:
+                    say(f"wrote {path}: planner and dynamics at {item} steps")
+            barrier(runtime)
+            continue
+        bundle, name, data, job_config, job_force = item
+        info = train_model(bundle, name, data, job_config, fine_tune=fine_tune, runtime=runtime,
+                           force=job_force and (bundle, name) not in started,  # later lengths continue
+                           strict_batch=strict_batch, progress=progress)
+        started.add((bundle, name))
+        done.append((bundle, name, job_config, info))
+        if say:
+            _say_trained(say, label(bundle, name), job_config, info)
+    return done
+
+
+def _say_trained(say, name: str, config, info: dict) -> None:
+    if info["nothing_to_do"]:
+        say(f"{name}: already trained for {config.steps} steps ({info['checkpoint']}); nothing to do "
+            "(a larger --steps continues it, --force starts over)")
+    else:
+        say(f"{name}: {info['steps']} steps, final loss {info['final_loss']:.4f}, {info['seconds']:.0f}s; "
+            f"log {info['log']}")
+
+
 def model_names(bundle_dir: str | Path) -> list[str]:
     """The models a bundle trains: planner, dynamics, reward, and cost for data with costs."""
     from mpdiffuser.models.bundle import BundleSpec
 
     return ["planner", "dynamics", "reward"] + (["cost"] if BundleSpec.load(bundle_dir).with_cost else [])
-
-
-def model_jobs(bundle_dir: Path, names: list[str], task: list[OfflineDataset], extra: list[OfflineDataset],
-               config, force: bool) -> list[tuple]:
-    """train_models' jobs for the models `names` of one bundle: the planner on the task data, the
-    others on the task and extra data, all with `config`."""
-    return [(bundle_dir, name, task if name == "planner" else task + extra, config, force) for name in names]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +186,6 @@ def fit(data, bundle_dir: str | Path, *, extra_data=(), env: str | None = None, 
     from mpdiffuser.recipes import recipe as get_recipe
     from mpdiffuser.training.lock import BundleLock
     from mpdiffuser.training.runtime import from_environment
-    from mpdiffuser.training.train import side_by_side, train_models
 
     task, extra = _datasets(data), _datasets(list(extra_data))
     if env is not None:
@@ -108,6 +196,6 @@ def fit(data, bundle_dir: str | Path, *, extra_data=(), env: str | None = None, 
     bundle_dir = Path(bundle_dir)
     with BundleLock(bundle_dir):
         fresh = prepare_bundle(bundle_dir, task, extra, recipe, dict(model or {}), force=force)
-        jobs = model_jobs(bundle_dir, model_names(bundle_dir), task, extra, config, fresh)
-        train_models(jobs, runtime, at_once=side_by_side(at_once, runtime), progress=progress)
+        train_bundle(bundle_dir, task, extra, config=config, runtime=runtime, at_once=at_once, force=fresh,
+                     progress=progress)
     return TrainedBundle(bundle_dir)

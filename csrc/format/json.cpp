@@ -1,5 +1,5 @@
 // The strict JSON reader of json.h: recursive descent with a depth limit.
-#include "core/json.h"
+#include "format/json.h"
 
 #include <cerrno>
 #include <cmath>

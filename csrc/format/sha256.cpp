@@ -1,6 +1,6 @@
 // SHA-256 as FIPS 180-4 section 6.2 states it: 64-byte blocks, a 64-word message schedule, eight
 // working variables; the message is padded with 0x80, zeros and its bit length (big-endian).
-#include "core/sha256.h"
+#include "format/sha256.h"
 
 #include <algorithm>
 #include <cstring>

@@ -4,7 +4,7 @@
 #include <utility>
 #include <vector>
 
-#include "core/model_file.h"
+#include "format/model_file.h"
 
 namespace mpd {
 

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "format/options.h"
 #include "mpdiffuser/mpdiffuser.h"
 
 namespace mpd {
@@ -21,7 +22,6 @@ constexpr int kModelFormatVersion = 2;  // version 1 files still load (epsilon, 
 // The metadata key of the content digest (python/mpdiffuser/digest.py DIGEST_KEY): a file that has
 // it must match it; one without it loads unverified (mpd_model_info.digest_verified = 0).
 constexpr const char* kDigestKey = "digest.sha256";
-constexpr uint32_t kMaxCandidates = 1u << 20;  // N at most (SamplerOptions: MAX_CANDIDATES)
 constexpr int kEmbedDim = 32;                 // the mlp family's step embedding emb(k)
 constexpr float kTerminationPenalty = 100.0f;  // the ranker's penalty at a window's predicted fall
 // The metadata's names, indexed by the enums (mpd_architecture, mpd_prediction; normalizer: Q = 0
@@ -107,6 +107,10 @@ struct ModelFile {
   bool digest_verified = false;                           // the file had a digest and it matched
   std::vector<float> state_low, state_high, action_low, action_high;
   std::vector<float> state_quantiles, action_quantiles;  // [dx, Q], [du, Q] with the CDF normalizer
+  // The min-max normalizer's mid = (high + low) / 2 and half = (high - low) / 2 (1 where high ==
+  // low), in double as the Python normalizer computes them; every backend reads these. The state's
+  // also bound the range check (math::state_in_range) under either normalizer.
+  std::vector<double> state_mid, state_half, action_mid, action_half;
 };
 
 // Parses and validates data[0, size). On failure returns MPD_ERR_BAD_MODEL_FILE and sets *error.

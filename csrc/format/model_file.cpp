@@ -3,7 +3,7 @@
 // Container: 8-byte little-endian header length n, n bytes of JSON {name: {dtype, shape,
 // data_offsets}, "__metadata__": {key: string}}, then the data; offsets are relative to the
 // data and must tile it exactly (no gaps, no overlaps), as the safetensors format requires.
-#include "core/model_file.h"
+#include "format/model_file.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -14,8 +14,8 @@
 #include <set>
 #include <new>
 
-#include "core/json.h"
-#include "core/sha256.h"
+#include "format/json.h"
+#include "format/sha256.h"
 
 namespace mpd {
 
@@ -130,17 +130,13 @@ class Metadata {
     *out = v;
     return true;
   }
-  // A number, or "none" (has = 0).
-  bool optional_real(const char* key, double* out, uint32_t* has, std::string* error) const {
+  // A number in [lo, hi], or "none" (*has = false).
+  bool optional_real(const char* key, double lo, double hi, double* out, bool* has, std::string* error) const {
     std::string s;
     if (!text(key, &s, error)) return false;
-    if (s == "none") {
-      *out = 0.0;
-      *has = 0;
-      return true;
-    }
-    *has = 1;
-    return real(key, 0.0, 1e30, out, error);
+    *has = s != "none";
+    *out = 0.0;
+    return !*has || real(key, lo, hi, out, error);
   }
   std::vector<std::string> read() const { return {read_.begin(), read_.end()}; }  // the keys asked for
 
@@ -205,6 +201,34 @@ bool read_unet(const Metadata& meta, ModelConfig* c, std::string* error) {
   return true;
 }
 
+// The sampler defaults, default.<name> for every option of the table (mpdiffuser/options.def);
+// an option newer than the file's format version takes its legacy value.
+bool read_defaults(const Metadata& meta, const ModelConfig& c, int version, mpd_options* d, std::string* error) {
+  for (const OptionSpec& s : kOptionSpecs) {
+    if (version < s.since) continue;
+    const std::string key = std::string("default.") + s.name;
+    const double high = option_high(s, c.horizon, c.num_steps);
+    bool set = true;
+    double value = 0.0;
+    int count = 0;
+    const bool ok = s.kind == OptionKind::kCount
+                        ? meta.integer(key.c_str(), static_cast<int>(s.low), static_cast<int>(high), &count, error)
+                    : s.kind == OptionKind::kReal ? meta.real(key.c_str(), s.low, high, &value, error)
+                                                  : meta.optional_real(key.c_str(), s.low, high, &value, &set, error);
+    if (!ok) return false;
+    set_option(d, s, s.kind == OptionKind::kCount ? count : value, set);
+  }
+  for (const OptionSpec& s : kOptionSpecs) {  // after the loop above: a legacy value may name another option
+    if (version >= s.since) continue;
+    double value = std::strtod(s.legacy, nullptr);
+    for (const OptionSpec& other : kOptionSpecs) {
+      if (std::string(other.name) == s.legacy) value = option_value(*d, other);
+    }
+    set_option(d, s, value);
+  }
+  return true;
+}
+
 bool read_config(const Metadata& meta, ModelConfig* c, mpd_options* d, std::string* error) {
   std::string format, schedule;
   int version = 0, has_cost = 0;
@@ -250,12 +274,8 @@ bool read_config(const Metadata& meta, ModelConfig* c, mpd_options* d, std::stri
     *error = "horizon * (state_dim + action_dim) exceeds 2^24";
     return false;
   }
-  // Version 1 predates these keys; its files are epsilon-prediction, min-max models sampled cold
-  // at temperature 1.
+  // Version 1 predates these keys; its files are epsilon-prediction, min-max models.
   c->prediction = MPD_PREDICT_EPSILON;
-  d->temperature = 1.0;
-  d->warm_start_level = 0;
-  int warm = 0;
   std::string architecture = kArchitectureNames[MPD_ARCH_MLP];  // files before the key are all mlp
   if (meta.has("architecture") && !meta.text("architecture", &architecture, error)) return false;
   const int arch = name_index(kArchitectureNames, architecture);
@@ -280,15 +300,6 @@ bool read_config(const Metadata& meta, ModelConfig* c, mpd_options* d, std::stri
       return false;
     }
     if (norm == 1 && !meta.integer("normalizer_quantiles", 2, 1 << 16, &c->quantiles, error)) return false;
-    if (!meta.real("default.temperature", 1e-30, 1.0, &d->temperature, error) ||
-        !meta.real("default.dynamics_guidance", 0.0, 1e6, &d->dynamics_guidance, error) ||
-        !meta.integer("default.warm_start_level", 0, c->num_steps - 1, &warm, error)) {
-      return false;
-    }
-    if (!(d->temperature > 0.0)) {
-      *error = "metadata 'default.temperature' must be in (0, 1]";
-      return false;
-    }
   }
   // Keys the native planner does not use (the condition's scale, training settings, provenance),
   // checked by the same rules as the Python reader so that both accept the same files.
@@ -315,26 +326,16 @@ bool read_config(const Metadata& meta, ModelConfig* c, mpd_options* d, std::stri
       return false;
     }
   }
-  d->warm_start_level = static_cast<uint32_t>(warm);
-  int n = 0, every = 0, last = 0, apl = 0;
-  const bool defaults_ok =
-      meta.integer("default.num_candidates", 1, static_cast<int>(kMaxCandidates), &n, error) &&
-      meta.real("default.guidance", 0.0, 1e6, &d->guidance, error) &&
-      meta.real("default.return_target", -1e6, 1e6, &d->return_target, error) &&
-      meta.optional_real("default.cost_limit", &d->cost_limit, &d->has_cost_limit, error) &&
-      meta.optional_real("default.cost_budget", &d->cost_budget, &d->has_cost_budget, error) &&
-      meta.real("default.dynamics_weight", 0.0, 1.0, &d->dynamics_weight, error) &&
-      meta.integer("default.dynamics_every", 1, 1 << 20, &every, error) &&
-      meta.integer("default.dynamics_last", 0, 1 << 20, &last, error) &&
-      meta.real("default.discount", 1e-9, 1.0, &d->discount, error) &&
-      meta.integer("default.actions_per_plan", 1, c->horizon, &apl, error);
-  if (!defaults_ok) return false;
-  if (version < 2) d->dynamics_guidance = d->guidance;  // version 1: one w guided both models
-  d->num_candidates = static_cast<uint32_t>(n);
-  d->dynamics_every = static_cast<uint32_t>(every);
-  d->dynamics_last = static_cast<uint32_t>(last);
-  d->actions_per_plan = static_cast<uint32_t>(apl);
-  return true;
+  return read_defaults(meta, *c, version, d, error);
+}
+
+void mid_and_half(const std::vector<float>& low, const std::vector<float>& high, std::vector<double>* mid,
+                  std::vector<double>* half) {
+  for (size_t i = 0; i < low.size(); ++i) {
+    mid->push_back((static_cast<double>(high[i]) + low[i]) / 2.0);
+    const double h = (static_cast<double>(high[i]) - low[i]) / 2.0;
+    half->push_back(h > 0.0 ? h : 1.0);
+  }
 }
 
 std::string shape_string(const std::vector<int64_t>& shape) {
@@ -594,6 +595,8 @@ mpd_status parse(const uint8_t* bytes, size_t size, ModelFile* out, std::string*
         monotone(file.state_quantiles, c.quantiles, "normalizer.state_quantiles", error) &&
         monotone(file.action_quantiles, c.quantiles, "normalizer.action_quantiles", error)));
   if (!ok) return MPD_ERR_BAD_MODEL_FILE;
+  mid_and_half(file.state_low, file.state_high, &file.state_mid, &file.state_half);
+  mid_and_half(file.action_low, file.action_high, &file.action_mid, &file.action_half);
   if (used.size() != tensors.size()) {
     std::sort(used.begin(), used.end());
     for (const auto& t : tensors) {
@@ -627,45 +630,26 @@ mpd_status read_model_file(const uint8_t* data, size_t size, ModelFile* out, std
 }
 
 mpd_status check_options(const ModelConfig& c, const mpd_options& o, std::string* error) {
-  auto bad = [&](const std::string& what) {
-    *error = what;
+  for (const OptionSpec& s : kOptionSpecs) {
+    if (s.kind == OptionKind::kOptionalReal && o.*s.has > 1) {
+      *error = std::string("has_") + s.name + " must be 0 or 1";
+      return MPD_ERR_INVALID_ARGUMENT;
+    }
+    if (!option_set(o, s)) continue;
+    const double v = option_value(o, s);
+    if (!(v >= s.low && v <= option_high(s, c.horizon, c.num_steps)) || !std::isfinite(v)) {
+      *error = option_range_message(s, v, c.horizon, c.num_steps);
+      return MPD_ERR_INVALID_ARGUMENT;
+    }
+  }
+  if (c.has_cost && !o.has_cost_limit) {
+    *error = "this model is cost-conditioned: set a cost_limit";
     return MPD_ERR_INVALID_ARGUMENT;
-  };
-  if (o.num_candidates < 1) return bad("num_candidates must be >= 1");
-  if (!(o.guidance >= 0.0) || !std::isfinite(o.guidance)) {
-    return bad("guidance must be a finite number >= 0, got " + std::to_string(o.guidance));
   }
-  if (!std::isfinite(o.return_target)) return bad("return_target must be finite");
-  if (!(o.dynamics_weight >= 0.0 && o.dynamics_weight <= 1.0)) {
-    return bad("dynamics_weight (lambda) must be in [0, 1], got " + std::to_string(o.dynamics_weight));
+  if (!c.has_cost && o.has_cost_limit) {
+    *error = "cost_limit given, but the model was trained without costs";
+    return MPD_ERR_INVALID_ARGUMENT;
   }
-  if (o.dynamics_every < 1) return bad("dynamics_every must be >= 1");
-  if (!(o.discount > 0.0 && o.discount <= 1.0)) {
-    return bad("discount must be in (0, 1], got " + std::to_string(o.discount));
-  }
-  if (o.actions_per_plan < 1 || o.actions_per_plan > static_cast<uint32_t>(c.horizon)) {
-    return bad("actions_per_plan must be in [1, " + std::to_string(c.horizon) + "], got " +
-               std::to_string(o.actions_per_plan));
-  }
-  if (o.has_cost_limit > 1 || o.has_cost_budget > 1) return bad("has_cost_limit and has_cost_budget must be 0 or 1");
-  if (o.has_cost_limit && !(o.cost_limit >= 0.0 && std::isfinite(o.cost_limit))) {
-    return bad("cost_limit must be a finite number >= 0");
-  }
-  if (o.has_cost_budget && !(o.cost_budget >= 0.0 && std::isfinite(o.cost_budget))) {
-    return bad("cost_budget must be a finite number >= 0");
-  }
-  if (!(o.dynamics_guidance >= 0.0) || !std::isfinite(o.dynamics_guidance)) {
-    return bad("dynamics_guidance must be a finite number >= 0, got " + std::to_string(o.dynamics_guidance));
-  }
-  if (!(o.temperature > 0.0 && o.temperature <= 1.0)) {
-    return bad("temperature must be in (0, 1], got " + std::to_string(o.temperature));
-  }
-  if (o.warm_start_level >= static_cast<uint32_t>(c.num_steps)) {
-    return bad("warm_start_level must be in [0, K) = [0, " + std::to_string(c.num_steps) + "), got " +
-               std::to_string(o.warm_start_level));
-  }
-  if (c.has_cost && !o.has_cost_limit) return bad("this model is cost-conditioned: set a cost_limit");
-  if (!c.has_cost && o.has_cost_limit) return bad("cost_limit given, but the model was trained without costs");
   return MPD_OK;
 }
 
