@@ -74,6 +74,15 @@ class ExperimentConfig:
         """The sampler defaults stored in the experiment's model files."""
         return SamplerOptions(num_candidates=self.candidates, return_target=self.return_target)
 
+    def train_bundle(self, bundle_dir: Path, task: OfflineDataset, extra: list[OfflineDataset], seed: int, log,
+                     progress: bool = True, train_steps: int | None = None,
+                     options: SamplerOptions | None = None) -> Path:
+        """train_bundle with this experiment's training settings (planner and dynamics train_steps
+        unless given, the ranker ranker_steps) and its model files' sampler defaults (or options)."""
+        return train_bundle(bundle_dir, task, extra, train_steps or self.train_steps, self.ranker_steps, seed, log,
+                            progress, options=options or self.sampler_options, width=self.width,
+                            action_weight=self.action_weight, device=self.device, prediction=self.prediction)
+
 
 def train_bundle(bundle_dir: Path, task: OfflineDataset, extra: list[OfflineDataset], train_steps: int,
                  ranker_steps: int, seed: int, log: Log, progress: bool = True,

@@ -32,7 +32,7 @@ import numpy as np
 from mpdiffuser.config import TrainConfig
 from mpdiffuser.experiments.common import (VALIDATION_OFFSET, Log, ExperimentConfig, cached_rows,
                                            check_model_options, grouped_bars, machine, pyplot, score_error, slug,
-                                           summarize, train_bundle, write_csv, write_json)
+                                           summarize, write_csv, write_json)
 
 WITH_BUDGET, NO_BUDGET, PLANNER_ONLY = "MPDiffuser", "MPDiffuser, no budget", "planner only (lambda=0)"
 BC_ALL, BC_SAFE = "behaviour cloning", "BC, episodes within budget"
@@ -120,11 +120,7 @@ def run_constrained(config: ConstrainedConfig, progress: bool = True) -> dict:
         for seed in config.seeds:
             bundle_dir = out / "models" / env_id.split("-")[0].lower() / f"s{seed}"
             log(f"  seed {seed}: training planner, dynamics, reward and cost models -> {bundle_dir}")
-            model_file = train_bundle(bundle_dir, task, [random], config.train_steps, config.ranker_steps, seed, log,
-                                      progress,
-                                      options=config.sampler_options, width=config.width,
-                                      action_weight=config.action_weight, device=config.device,
-                                      prediction=config.prediction)
+            model_file = config.train_bundle(bundle_dir, task, [random], seed, log, progress)
             sampler = Sampler(model_file, config.backend, threads=config.threads, env_id=env_id)
             spec = BundleSpec.load(bundle_dir)
             eval_seed = 10_000 * (seed + 1)

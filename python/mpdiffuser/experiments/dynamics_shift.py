@@ -22,7 +22,7 @@ import numpy as np
 from mpdiffuser.config import TrainConfig
 from mpdiffuser.envs import PhysicsChange
 from mpdiffuser.experiments.common import (Log, ExperimentConfig, check_model_options, episode_rows, grouped_bars, machine,
-                                           mean_stderr, pyplot, score_error, sha256, summarize, train_bundle,
+                                           mean_stderr, pyplot, score_error, sha256, summarize,
                                            write_csv, write_json)
 from mpdiffuser.models.bundle import BundleSpec
 
@@ -174,9 +174,7 @@ def _run_seed(c: DynamicsShiftConfig, seed: int, models: Path, log: Log, progres
     base_dir = models / "nominal"
     log(f"2/4 training on the nominal robot -> {base_dir}")
     options = c.sampler_options
-    base_file = train_bundle(base_dir, task, [random], c.train_steps, c.ranker_steps, seed, log, progress,
-                             options=options, width=c.width, action_weight=c.action_weight, device=c.device,
-                             prediction=c.prediction)
+    base_file = c.train_bundle(base_dir, task, [random], seed, log, progress, options=options)
     base = Sampler(base_file, c.backend, threads=c.threads, env_id=c.env_id)
     spec = BundleSpec.load(base_dir)
     eval_seed = 10_000 * (seed + 1)

@@ -29,7 +29,7 @@ import numpy as np
 from mpdiffuser.config import SamplerOptions, TrainConfig
 from mpdiffuser.experiments.common import (VALIDATION_OFFSET, Log, ExperimentConfig, cached_rows,
                                            check_model_options, episode_rows, grouped_bars, machine, mean_stderr,
-                                           pyplot, score_error, slug, summarize, train_bundle, write_csv, write_json)
+                                           pyplot, score_error, slug, summarize, write_csv, write_json)
 
 METHODS = ("MPDiffuser", "planner only (lambda=0)", "behaviour cloning")
 BASELINE_METHODS = {"iql": "IQL (d3rlpy)", "td3+bc": "TD3+BC (d3rlpy)"}
@@ -159,11 +159,7 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
         for seed in config.seeds:
             bundle_dir = out / "models" / label / f"s{seed}"
             log(f"  seed {seed}: training -> {bundle_dir}")
-            model_file = train_bundle(bundle_dir, task, [random], config.train_steps, config.ranker_steps, seed, log,
-                                      progress,
-                                      options=config.sampler_options, width=config.width,
-                                      action_weight=config.action_weight, device=config.device,
-                                      prediction=config.prediction)
+            model_file = config.train_bundle(bundle_dir, task, [random], seed, log, progress)
             sampler = Sampler(model_file, config.backend, threads=config.threads, env_id=env_id)
             spec = BundleSpec.load(bundle_dir)
             eval_seed = 10_000 * (seed + 1)  # the same start states for every method of this seed
@@ -339,10 +335,7 @@ def _train_lengths(config: LocomotionConfig, bundle_dir: Path, model_file: Path,
             partial.rename(target)
         dirs[steps] = target
         log(f"    {steps} training steps -> {target}")
-        files[steps] = train_bundle(target, task, [random], steps, config.ranker_steps, seed, log, progress,
-                                    options=config.sampler_options, width=config.width,
-                                    action_weight=config.action_weight, device=config.device,
-                                    prediction=config.prediction)
+        files[steps] = config.train_bundle(target, task, [random], seed, log, progress, train_steps=steps)
     return files
 
 

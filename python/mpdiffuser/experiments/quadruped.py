@@ -20,7 +20,7 @@ import numpy as np
 
 from mpdiffuser.config import ModelConfig
 from mpdiffuser.control.evaluate import PLAN_SEED_STRIDE
-from mpdiffuser.experiments.common import Log, ExperimentConfig, check_model_options, pyplot, train_bundle, write_csv, write_json
+from mpdiffuser.experiments.common import Log, ExperimentConfig, check_model_options, pyplot, write_csv, write_json
 
 
 @dataclass(frozen=True)
@@ -163,10 +163,7 @@ def _data_and_models(config: QuadrupedConfig, out: Path, say: Log, progress: boo
 
     bundle_dir = out / "models"
     say(f"2/4 training -> {bundle_dir}")
-    return train_bundle(bundle_dir, task, [random], config.train_steps, config.ranker_steps, config.seed, say,
-                        progress, options=config.sampler_options, width=config.width,
-                        action_weight=config.action_weight, device=config.device,
-                        prediction=config.prediction)
+    return config.train_bundle(bundle_dir, task, [random], config.seed, say, progress)
 
 
 def write_outputs(report: dict, latencies: np.ndarray, out: Path) -> None:
