@@ -18,7 +18,7 @@
 
 namespace mpd {
 
-constexpr int kModelFormatVersion = 2;  // version 1 files still load (epsilon, cold, tau = 1)
+constexpr int kModelFormatVersion = 3;  // versions 1 and 2 still load (options.def: each option's `since`)
 // The metadata key of the content digest (python/mpdiffuser/digest.py DIGEST_KEY): a file that has
 // it must match it; one without it loads unverified (mpd_model_info.digest_verified = 0).
 constexpr const char* kDigestKey = "digest.sha256";

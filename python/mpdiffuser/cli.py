@@ -238,7 +238,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     score = (f"score {report['score_mean']:.1f} +- {report['score_stderr']:.1f}, " if has_score
              else f"no D4RL reference returns for {env_id}, raw ")
     print(f"{env_id}: {score}return {report['return_mean']:.1f}, cost {report['cost_mean']:.1f}; "
-          f"latency ({args.backend}) p50 {lat['p50_ms']:.2f} ms p99 {lat['p99_ms']:.2f} ms")
+          f"latency ({args.backend}) p50 {lat['p50_ms']:.2f} ms p99 {lat['p99_ms']:.2f} ms"
+          + (f"; {lat['overruns']} of {lat['plans']} plans overran the {lat['deadline_ms']:g} ms deadline"
+             if "overruns" in lat else ""))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0

@@ -1,6 +1,6 @@
 """The content digest of a model file: SHA-256 over its metadata and tensors, stored in the file's
 own metadata as `digest.sha256` and verified by both readers at load (safetensors has no checksum
-of its own). csrc/core/model_file.cpp computes the same bytes; docs/design.md, "Model file", states
+of its own). csrc/format/model_file.cpp computes the same bytes; docs/design.md, "Model file", states
 the layout:
 
     u64 number of metadata entries, then per entry in byte order of the key (the digest key

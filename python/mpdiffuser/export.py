@@ -7,7 +7,7 @@ for the CDF normalizer also ``normalizer.{state,action}_quantiles`` [dim, Q], wh
 columns are low and high),
 and string metadata:
 
-    format = "mpdiffuser.model", format_version = "2", schedule = "cosine", env_id,
+    format = "mpdiffuser.model", format_version = "3", schedule = "cosine", env_id,
     state_dim, action_dim, cond_dim, horizon, num_steps, width, layers, ranker_width,
     ranker_layers, reward_outputs, has_cost ("0"/"1"), cost_scale, return_low, return_high,
     return_discount, condition_dropout,
@@ -18,7 +18,9 @@ and string metadata:
 
 Version 1 files (before prediction, normalizer, return condition, temperature and warm start)
 still load: they are epsilon-prediction, min-max models, and their missing sampler defaults are
-temperature 1 and a cold start, which is how they were sampled.
+temperature 1 and a cold start, which is how they were sampled. Every option newer than a file
+takes its `legacy` value from the option table (csrc/include/mpdiffuser/options.def): version 2
+files (before max_plan_ms) plan with no deadline.
 
 Numbers are written with repr(), which round-trips float64 exactly.
 """
@@ -36,8 +38,8 @@ from mpdiffuser.config import (ARCHITECTURES, LEGACY_MODEL_FIELDS, NORMALIZERS, 
 from mpdiffuser.digest import DIGEST_KEY, content_digest, file_content_digest, read_header, stored_and_actual
 
 FORMAT = "mpdiffuser.model"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 NETS = ("planner", "dynamics", "reward", "cost")
 # Metadata only Python reads: the condition's scale and the training settings, which rebuild the
 # torch bundle (bundle_from_model_file); the native core plans in normalized condition units.
@@ -289,9 +291,9 @@ def _parse_model_file(path: Path, meta: dict[str, str], tensors: dict[str, np.nd
     if version == 1:
         meta = {**LEGACY_MODEL_FIELDS, "termination_penalty": "0.0",
                 **meta}
-        for option in OPTION_SPECS:  # options newer than the file: the values its plans were made with
-            if option.since > version:
-                meta[f"default.{option.name}"] = meta.get(f"default.{option.legacy}", option.legacy)
+    for option in OPTION_SPECS:  # options newer than the file: the values its plans were made with
+        if option.since > version:
+            meta[f"default.{option.name}"] = meta.get(f"default.{option.legacy}", option.legacy)
     meta = {"architecture": "mlp", **meta}  # files before the key are all mlp
     if meta.get("written_by", "export") not in WRITERS:
         raise ValueError(f"{path}: metadata 'written_by' = {meta['written_by'][:80]!r} is not one of {', '.join(WRITERS)}")

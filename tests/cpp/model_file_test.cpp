@@ -109,7 +109,7 @@ int main() {
   stray.metadata_overrides = {{"normalizer", "minmax"}};
   expect_rejected(stray, "unexpected tensor");
 
-  expect_rejected(with_meta("format_version", "3"), "format version 3");
+  expect_rejected(with_meta("format_version", "4"), "format version 4");
   expect_rejected(with_meta("prediction", "velocity"), "'prediction'");
   expect_rejected(with_meta("prediction", "<erase>"), "'prediction' is missing");
   expect_rejected(with_meta("normalizer", "zscore"), "'normalizer'");

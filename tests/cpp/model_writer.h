@@ -1,5 +1,5 @@
 // Writes small, valid mpdiffuser model files in memory for the C++ tests (and variants broken on
-// purpose): the safetensors layout of csrc/core/model_file.h with deterministic random weights.
+// purpose): the safetensors layout of csrc/format/model_file.h with deterministic random weights.
 #pragma once
 
 #include <cstdint>

@@ -29,7 +29,7 @@ def test_file_layout_follows_the_design(exported):
     m = bundle.spec.model
     with safe_open(str(path), framework="numpy") as f:
         meta, names = f.metadata(), set(f.keys())
-        assert meta["format"] == "mpdiffuser.model" and meta["format_version"] == "2"
+        assert meta["format"] == "mpdiffuser.model" and meta["format_version"] == "3"
         assert meta["horizon"] == str(m.horizon) and meta["has_cost"] == "1" and meta["cond_dim"] == "2"
         assert meta["prediction"] == m.prediction and meta["normalizer"] == "minmax"
         assert meta["default.temperature"] == "0.001" and meta["default.warm_start_level"] == "0"
@@ -222,3 +222,27 @@ def test_the_digest_names_a_model_files_content_not_its_bytes(exported, tmp_path
     tensors["planner.1.weight"][0, 0] += 1e-3
     _write_model_file(tensors, meta, tmp_path / "changed.safetensors")
     assert model_file_digest(tmp_path / "changed.safetensors") != model_file_digest(path)
+
+
+def test_version_2_files_load_with_the_options_added_since(exported, tmp_path):
+    """A version 2 file lacks the options version 3 added (options.def `since` 3: max_plan_ms):
+    both readers give it their `legacy` value, and it plans as the same file in version 3."""
+    from mpdiffuser import _core
+    from mpdiffuser.config import OPTION_SPECS
+    from mpdiffuser.sampling.sampler import Sampler
+
+    _, path, options = exported
+    with safe_open(str(path), framework="numpy") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    newer = [spec for spec in OPTION_SPECS if spec.since > 2]
+    assert [spec.name for spec in newer] == ["max_plan_ms"]
+    v2 = {k: v for k, v in meta.items() if k not in {f"default.{s.name}" for s in newer}} | {"format_version": "2"}
+    _write_model_file(tensors, v2, tmp_path / "v2.safetensors")
+    _, _, defaults = read_model_file(tmp_path / "v2.safetensors")
+    assert defaults == options.replace(max_plan_ms=0.0)
+    native = _core.Model(str(tmp_path / "v2.safetensors"))
+    assert native.info()["format_version"] == 2 and native.default_options().max_plan_ms == 0.0
+    state = np.asarray(read_model_file(path)[0].states.low, np.float32)
+    np.testing.assert_array_equal(Sampler(tmp_path / "v2.safetensors", "cpu").plan(state, 3).windows,
+                                  Sampler(path, "cpu").plan(state, 3).windows)

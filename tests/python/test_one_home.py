@@ -1,6 +1,6 @@
 """One home per concept in each language, checked against each other: the shared constants and
 name lists (python/mpdiffuser/config.py, models/networks.py, export.py against
-csrc/core/model_file.h), the sampler options (SamplerOptions against the C struct mpd_options),
+csrc/format/model_file.h), the sampler options (SamplerOptions against the C struct mpd_options),
 and the model file's metadata keys (what export writes against what the C++ reader uses)."""
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ class EvalSummary:
     env_id: str
     episodes: list[EpisodeResult]
     latencies_ms: list[float] = field(default_factory=list)
+    deadline_ms: float = 0.0  # the policy's soft deadline per plan (SamplerOptions.max_plan_ms; 0: none)
 
     def _stat(self, values: list[float]) -> tuple[float, float]:
         a = np.asarray(values, dtype=np.float64)
@@ -50,8 +51,10 @@ class EvalSummary:
         if not self.latencies_ms:
             return {}
         a = np.asarray(self.latencies_ms)
+        deadline = {"deadline_ms": self.deadline_ms, "overruns": int((a > self.deadline_ms).sum())} \
+            if self.deadline_ms > 0 else {}
         return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
-                "mean_ms": float(a.mean()), "plans": int(a.size)}
+                "mean_ms": float(a.mean()), "plans": int(a.size)} | deadline
 
     def to_dict(self) -> dict:
         return {"env_id": self.env_id, "score_mean": self.score[0], "score_stderr": self.score[1],
@@ -134,4 +137,5 @@ def evaluate(policy, env_id, episodes: int = 1, seed: int = 0, max_steps: int | 
         results.append(EpisodeResult(total, reference.normalize(total) if reference else None, cost, steps))
     if owned:
         env.close()
-    return EvalSummary(env_id, results, latencies)
+    options = getattr(policy, "options", None)
+    return EvalSummary(env_id, results, latencies, float(getattr(options, "max_plan_ms", 0.0)))

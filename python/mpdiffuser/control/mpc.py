@@ -6,6 +6,8 @@ plan's window (shifted by the executed actions, re-noised to that level); `reset
 For constrained tasks the policy keeps the episode's remaining cost budget: the models are
 conditioned on it (cost limit l) and selection keeps candidates whose predicted window cost is
 within the remaining budget scaled to the window (b = remaining * H / remaining steps).
+With options.max_plan_ms > 0 (a soft deadline) the policy counts the plans that overran it
+(`overruns`; evaluate reports them); the plan is used all the same.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class MPCPolicy:
         self.episode_length = episode_length
         self.state_dim = sampler.spec.state_dim
         self.latencies_ms: list[float] = []
+        self.overruns = 0  # plans longer than options.max_plan_ms (when it is > 0)
         self.reset(0)
 
     def reset(self, seed: int) -> None:
@@ -69,6 +72,7 @@ class MPCPolicy:
             else:
                 plan = self.sampler.plan(obs, self.seed + self.step, options)
             self.latencies_ms.append((time.perf_counter() - started) * 1e3)
+            self.overruns += 0.0 < options.max_plan_ms < self.latencies_ms[-1]
             self.last_plan = plan
             self._queue = list(plan.actions)
         self.step += 1

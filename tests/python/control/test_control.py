@@ -199,3 +199,36 @@ def test_evaluate_runs_any_gymnasium_env_whose_spaces_match(sampler):
             evaluate(policy, "NoSuchEnv-v9", episodes=1, progress=False)
     finally:
         gym.registry.pop("PointMass-v0")
+
+
+class SlowSampler(RecordingSampler):
+    """Plans that take at least `ms` milliseconds."""
+
+    def __init__(self, sampler, ms: float):
+        super().__init__(sampler)
+        self.ms = ms
+
+    def plan(self, state, seed, options):
+        import time
+
+        started = time.perf_counter()
+        plan = super().plan(state, seed, options)
+        while (time.perf_counter() - started) * 1e3 < self.ms:
+            pass
+        return plan
+
+
+def test_plans_over_the_soft_deadline_are_counted_and_reported(sampler):
+    """max_plan_ms: every plan over it is counted (policy.overruns) and reported by evaluate; the
+    plans are used all the same. A deadline no plan reaches counts none; 0 (the default) reports none."""
+    slow = SlowSampler(sampler, ms=5.0)
+    options = SamplerOptions(num_candidates=2, cost_limit=1.0)
+    tight = MPCPolicy(slow, options.replace(max_plan_ms=2.0))
+    summary = evaluate(tight, PointMass(), episodes=1, max_steps=4, progress=False)
+    assert tight.overruns == 4 and summary.latency_percentiles()["overruns"] == 4
+    assert summary.latency_percentiles()["deadline_ms"] == 2.0
+    loose = MPCPolicy(slow, options.replace(max_plan_ms=60_000.0))
+    assert evaluate(loose, PointMass(), episodes=1, max_steps=4, progress=False).latency_percentiles()["overruns"] == 0
+    assert loose.overruns == 0
+    none = evaluate(MPCPolicy(slow, options), PointMass(), episodes=1, max_steps=2, progress=False)
+    assert "overruns" not in none.latency_percentiles()
