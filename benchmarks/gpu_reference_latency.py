@@ -26,24 +26,10 @@ def _percentiles(ms: list[float]) -> dict:
     return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
 
 
-def _events_time(fn, iters: int) -> list[float]:
-    import torch
-
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(iters):
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop))
-    return times
-
-
 def bench_model(model_file: Path, candidates: list[int], iters: int) -> list[dict]:
     import torch
 
-    from mpdiffuser.bench import plan_flops
+    from mpdiffuser.bench import plan_flops, reference_gpu_times
     from mpdiffuser.export import bundle_from_model_file
     from mpdiffuser.sampling.reference import ReferenceSampler
     from mpdiffuser.sampling.sampler import Sampler
@@ -59,25 +45,8 @@ def bench_model(model_file: Path, candidates: list[int], iters: int) -> list[dic
         options = cuda.defaults.replace(num_candidates=n)
         if spec.with_cost and options.cost_limit is None:
             options = options.replace(cost_limit=10.0)
-        draws = reference.noise(7, np.arange(n))
-
-        def reference_plan():
-            tau = reference.sample_windows(x0, 7, options, draws=draws)
-            return tau, reference.rank_tensors(x0, tau, options.discount)
-
-        for _ in range(5):
-            reference_plan()
-        eager = _events_time(reference_plan, iters)
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(3):
-                reference_plan()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            captured_tau, _ = reference_plan()
-        graphed = _events_time(graph.replay, iters)
+        ref = reference_gpu_times(reference, x0, options, iters)
+        eager, graphed = list(ref["eager"]), list(ref["graph"])
 
         for i in range(5):
             cuda.plan(state, i, options)
@@ -87,9 +56,7 @@ def bench_model(model_file: Path, candidates: list[int], iters: int) -> list[dic
             cuda.plan(state, i, options)
             host.append((time.perf_counter() - begin) * 1e3)
         ours = cuda.plan(state, 7, options)
-        graph.replay()
-        torch.cuda.synchronize()
-        ref_windows = captured_tau.cpu().numpy()
+        ref_windows = ref["windows"]
         flops = plan_flops(spec, options)
         row = {"num_candidates": n, "gflop_per_plan": flops / 1e9,
                "torch_eager_ms": _percentiles(eager), "torch_cuda_graph_ms": _percentiles(graphed),

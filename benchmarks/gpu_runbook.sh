@@ -10,6 +10,7 @@
 #   BASELINE=old/sampler.cu bash benchmarks/gpu_runbook.sh   # also time another csrc/cuda/sampler.cu
 #
 # Results: $OUT/log.txt (every step's output), gpu_latency.json (PyTorch reference vs ours),
+# bench_cuda_mlp.json / bench_cuda_unet.json (`mpdiffuser bench --backend cuda`),
 # cuda_cxx_h16.json / cuda_cxx_h32.json (mpd_bench_cuda), sweep.jsonl (candidates per block),
 # baseline.jsonl (mpd_bench_cuda built with $BASELINE instead of csrc/cuda/sampler.cu),
 # train_gpu.json (benchmarks/train_throughput.py on $TRAIN_DATA, default the shipped demo data: the
@@ -58,13 +59,18 @@ if want tests; then
   for cpb in 2 4; do
     MPD_CUDA_CANDIDATES_PER_BLOCK=$cpb step "ctest-cuda-cpb$cpb" 120 ctest --test-dir build/gpu -R cuda --output-on-failure
   done
-  step pytest-cuda 300 python3 -m pytest -q tests/python/sampling/test_sampler.py tests/python/test_noise.py -k cuda
+  step pytest-cuda 300 python3 -m pytest -q tests/python/sampling/test_sampler.py tests/python/test_noise.py \
+    tests/python/test_cli_pipeline.py -k cuda
   MPD_CUDA_CANDIDATES_PER_BLOCK=4 step pytest-cuda-cpb4 240 python3 -m pytest -q \
     tests/python/sampling/test_sampler.py -k "cuda_matches and not hopper"
 fi
 
 if want bench; then
   step gpu-reference 300 python3 benchmarks/gpu_reference_latency.py --iters "${ITERS:-50}" --out "$OUT/gpu_latency.json"
+  # What users run (issue 34): mpdiffuser bench --backend cuda, both families, cold and warm-started.
+  step bench-cli-cuda 240 bash -c "python3 -m mpdiffuser bench --backend cuda --candidates 1 16 64 256 \
+    --warm-start-level 5 --out $OUT/bench_cuda_mlp.json && python3 -m mpdiffuser bench --backend cuda \
+    --architecture unet --candidates 1 64 --iters 20 --out $OUT/bench_cuda_unet.json"
   for h in 16 32; do
     step "bench-cxx-h$h" 120 "$BENCH" "runs/bench/synthetic-hopper-h$h.safetensors" --iters 100 --json "$OUT/cuda_cxx_h$h.json"
   done

@@ -206,6 +206,151 @@ def run_cpu_benchmark(model_file: str | Path, candidates=(1, 16, 64, 256), threa
     }
 
 
+def _events_ms(fn, iters: int) -> np.ndarray:
+    """CUDA-event times in ms of `iters` calls of fn (the device work it enqueues)."""
+    import torch
+
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(iters):
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop))
+    return np.asarray(times)
+
+
+def reference_gpu_times(reference, x0, options: SamplerOptions, iters: int, seed: int = 7) -> dict:
+    """The PyTorch reference's plan on the GPU, device time by CUDA events: eager, and replayed
+    from a CUDA graph (its strongest form, every draw precomputed on the device). Returns the
+    times in ms and the graph's windows (for checking a native plan of the same seed)."""
+    import torch
+
+    draws = reference.noise(seed, np.arange(options.num_candidates))
+
+    def plan():
+        tau = reference.sample_windows(x0, seed, options, draws=draws)
+        return tau, reference.rank_tensors(x0, tau, options.discount)
+
+    for _ in range(3):
+        plan()
+    eager = _events_ms(plan, iters)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            plan()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        windows, _ = plan()
+    graphed = _events_ms(graph.replay, iters)
+    graph.replay()
+    torch.cuda.synchronize()
+    return {"eager": eager, "graph": graphed, "windows": windows.cpu().numpy()}
+
+
+def cuda_matmul_gflops(size: int = 4096, repeats: int = 10) -> float:
+    """The GPU's float32 matrix-multiply rate (torch.mm, TF32 off: the precision the kernels use)."""
+    import torch
+
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        a = torch.randn(size, size, device="cuda")
+        best = float(np.min(_events_ms(lambda: torch.mm(a, a), repeats)))
+        return 2.0 * size**3 / best / 1e6
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+def run_cuda_benchmark(model_file: str | Path, candidates=(1, 16, 64, 256), warmup: int = 5, iters: int = 50,
+                       warm_start_level: int = 0) -> dict:
+    """The CUDA backend against the PyTorch reference on the same GPU and model file, one row per
+    N: mpdiffuser's plan end to end from Python (state in, two kernel launches, copies out,
+    synchronization: what a control loop waits for), cold and (warm_start_level > 0) warm-started;
+    the reference eager and replayed from a CUDA graph; the windows' largest difference between
+    the two at the same seed. A family the CUDA backend does not plan (unet) gets the reference's
+    rows and says so."""
+    import torch
+
+    from mpdiffuser import _core
+    from mpdiffuser.export import bundle_from_model_file
+    from mpdiffuser.sampling.reference import ReferenceSampler
+    from mpdiffuser.sampling.sampler import Sampler
+
+    if not torch.cuda.is_available() or not _core.cuda_device_available():
+        raise RuntimeError("bench --backend cuda needs a CUDA device visible to torch and to mpdiffuser's CUDA "
+                           "backend (mpdiffuser.build_info()['cuda_compiled']); none is here")
+    bundle, _ = bundle_from_model_file(model_file)
+    reference = ReferenceSampler(bundle, device="cuda")
+    spec = bundle.spec
+    try:
+        native = Sampler(model_file, "cuda")
+        missing = None
+    except (RuntimeError, ValueError) as exc:  # the unet family: no native CUDA plan yet
+        native, missing = None, str(exc)
+    defaults = spec.sampler_defaults or SamplerOptions()
+    state = ((spec.states.low + spec.states.high) / 2).astype(np.float32)
+    x0 = torch.from_numpy(spec.states.normalize(state)).float().cuda()
+    peak = cuda_matmul_gflops()
+    rows = []
+    for n in candidates:
+        options = defaults.replace(num_candidates=int(n))
+        if spec.with_cost and options.cost_limit is None:
+            options = options.replace(cost_limit=10.0)
+        flops = plan_flops(spec, options)
+        ref = reference_gpu_times(reference, x0, options, max(3, iters // 2))
+        row = {"num_candidates": int(n), "gflop_per_plan": flops / 1e9,
+               "torch_eager_ms_p50": float(np.percentile(ref["eager"], 50)),
+               "torch_graph_ms_p50": float(np.percentile(ref["graph"], 50)),
+               "torch_graph_ms_p99": float(np.percentile(ref["graph"], 99))}
+        if native is not None:
+            cuda = time_plans(native, state, options, warmup, iters)
+            ours = native.plan(state, 7, options)
+            row |= {"cuda_ms_p50": float(np.percentile(cuda, 50)), "cuda_ms_p99": float(np.percentile(cuda, 99)),
+                    "cuda_gflops": flops / np.percentile(cuda, 50) / 1e6,
+                    "cuda_fraction_of_matmul": flops / np.percentile(cuda, 50) / 1e6 / peak,
+                    "speedup_vs_eager": row["torch_eager_ms_p50"] / float(np.percentile(cuda, 50)),
+                    "speedup_vs_graph": row["torch_graph_ms_p50"] / float(np.percentile(cuda, 50)),
+                    "max_abs_window_diff_vs_reference": float(np.abs(ours.windows - ref["windows"]).max()),
+                    "cuda_iters": len(cuda)}
+            if warm_start_level > 0:
+                warm = time_plans(native, state, options.replace(warm_start_level=warm_start_level), warmup, iters)
+                row |= {"cuda_warm_ms_p50": float(np.percentile(warm, 50)),
+                        "cuda_warm_ms_p99": float(np.percentile(warm, 99))}
+        rows.append(row)
+    return {
+        "benchmark": "cuda_plan_latency", "machine": machine_info(), "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__, "matmul_gflops": peak, "model_file": str(model_file),
+        "model": {"env_id": spec.env_id, "state_dim": spec.state_dim, "action_dim": spec.action_dim,
+                  **dataclasses.asdict(spec.model)},
+        "options": {k: v for k, v in dataclasses.asdict(defaults).items() if k != "num_candidates"},
+        "native": "cuda" if native is not None else f"not available: {missing}",
+        "warm_start_level": warm_start_level, "rows": rows,
+    }
+
+
+def format_cuda_table(result: dict) -> str:
+    m = result["model"]
+    lines = [f"device: {result['device']} (torch {result['torch']}), commit {result['machine']['commit']}",
+             f"model: {m.get('architecture', 'mlp')} family, H {m['horizon']}, K {m['num_steps']} "
+             f"({result['model_file']}); native: {result['native']}",
+             f"matmul rate: {result['matmul_gflops']:.0f} GFLOP/s (float32 torch.mm 4096^2, TF32 off)",
+             f"{'N':>5} {'GFLOP':>7} {'cuda p50 ms':>12} {'p99':>7} {'torch eager':>12} {'torch graph':>12} "
+             f"{'vs graph':>9} {'window diff':>12}"]
+    for r in result["rows"]:
+        ours = (f"{r['cuda_ms_p50']:>12.3f} {r['cuda_ms_p99']:>7.3f}" if "cuda_ms_p50" in r else f"{'-':>12} {'-':>7}")
+        lines.append(f"{r['num_candidates']:>5} {r['gflop_per_plan']:>7.3f} {ours} {r['torch_eager_ms_p50']:>12.3f} "
+                     f"{r['torch_graph_ms_p50']:>12.3f} "
+                     + (f"{r['speedup_vs_graph']:>8.1f}x {r['max_abs_window_diff_vs_reference']:>12.2e}"
+                        if "speedup_vs_graph" in r else f"{'-':>9} {'-':>12}")
+                     + (f"   warm k_w={result['warm_start_level']}: p50 {r['cuda_warm_ms_p50']:.3f} ms"
+                        if "cuda_warm_ms_p50" in r else ""))
+    return "\n".join(lines)
+
+
 def format_table(result: dict) -> str:
     m = result["model"]
     lines = [f"machine: {result['machine']['cpu']} ({result['machine']['cores']} cores), threads {result['threads']}, "

@@ -110,6 +110,51 @@ def test_bench_times_the_unet_family(tmp_path, capsys, monkeypatch):
     assert "unet family" in capsys.readouterr().out
 
 
+def test_bench_cuda_says_what_is_missing_without_a_gpu(tmp_path, capsys, monkeypatch):
+    """bench --backend cuda on a machine without a visible GPU: one line, exit 2, nothing written."""
+    import torch
+
+    from mpdiffuser import _core
+
+    if torch.cuda.is_available() and _core.cuda_device_available():
+        pytest.skip("a CUDA device is visible: test_bench_cuda_times_both_families runs instead")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "bench.json"
+    assert cli.main(["bench", "--backend", "cuda", "--candidates", "1", "--iters", "2", "--out", str(out)]) == 2
+    assert "bench --backend cuda needs a CUDA device" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "unet"])
+def test_bench_cuda_times_both_families(tmp_path, capsys, architecture):
+    """On a GPU: the CUDA backend against the reference eager and as a CUDA graph, the windows of
+    one seed within float32 rounding of the reference's; the unet family's reference rows alone,
+    saying that the CUDA backend does not plan it."""
+    import torch
+
+    from mpdiffuser import _core
+    from mpdiffuser.bench import synthetic_model_file
+    from mpdiffuser.config import ModelConfig
+
+    if not (torch.cuda.is_available() and _core.cuda_device_available()):
+        pytest.skip("no CUDA device")
+    model = ModelConfig(architecture=architecture, horizon=8, num_steps=5, width=64, unet_dim=8, unet_mults=(1, 2),
+                        unet_embed_dim=8)
+    path = synthetic_model_file(tmp_path / "m.safetensors", model=model)
+    out = tmp_path / "bench.json"
+    assert cli.main(["bench", "--backend", "cuda", "--model-file", str(path), "--candidates", "1", "16",
+                     "--iters", "5", "--warm-start-level", "2", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [r["num_candidates"] for r in result["rows"]] == [1, 16]
+    for row in result["rows"]:
+        assert row["torch_eager_ms_p50"] > 0 and row["torch_graph_ms_p50"] > 0
+        if architecture == "mlp":
+            assert row["cuda_ms_p50"] > 0 and row["cuda_warm_ms_p50"] > 0
+            assert row["max_abs_window_diff_vs_reference"] < 1e-3  # the CUDA tests' tolerance, plus the clip
+    assert (result["native"] == "cuda") == (architecture == "mlp")
+    assert "torch graph" in capsys.readouterr().out
+
+
 def test_train_sizes_new_bundles_by_the_window(tmp_path, capsys):
     """Without --width a Walker2d bundle (window 16 x 23 = 368) gets 512-wide networks; --width wins."""
     data_dir = tmp_path / "data"
