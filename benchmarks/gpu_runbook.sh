@@ -7,10 +7,12 @@
 #   bash benchmarks/gpu_runbook.sh            # logs and JSON under $OUT (default runs/gpu)
 #   STEPS="tests bench" bash benchmarks/gpu_runbook.sh
 #   STEPS="build train" bash benchmarks/gpu_runbook.sh      # GPU training alone (issue 32), on a fresh machine
+#   STEPS="build tests bench profile" bash benchmarks/gpu_runbook.sh   # the CUDA plans, both families (issue 34)
 #   BASELINE=old/sampler.cu bash benchmarks/gpu_runbook.sh   # also time another csrc/cuda/sampler.cu
 #
 # Results: $OUT/log.txt (every step's output), gpu_latency.json (PyTorch reference vs ours),
-# bench_cuda_mlp.json / bench_cuda_unet.json (`mpdiffuser bench --backend cuda`),
+# bench_cuda_mlp.json / bench_cuda_unet.json / bench_cuda_unet_authors.json (`mpdiffuser bench
+# --backend cuda`: the MLP, the default U-Net and the authors' size),
 # cuda_cxx_h16.json / cuda_cxx_h32.json (mpd_bench_cuda), sweep.jsonl (candidates per block),
 # baseline.jsonl (mpd_bench_cuda built with $BASELINE instead of csrc/cuda/sampler.cu),
 # train_gpu.json (benchmarks/train_throughput.py on $TRAIN_DATA, default the shipped demo data: the
@@ -70,7 +72,13 @@ if want bench; then
   # What users run (issue 34): mpdiffuser bench --backend cuda, both families, cold and warm-started.
   step bench-cli-cuda 240 bash -c "python3 -m mpdiffuser bench --backend cuda --candidates 1 16 64 256 \
     --warm-start-level 5 --out $OUT/bench_cuda_mlp.json && python3 -m mpdiffuser bench --backend cuda \
-    --architecture unet --candidates 1 64 --iters 20 --out $OUT/bench_cuda_unet.json"
+    --architecture unet --candidates 1 64 --iters 20 --warm-start-level 5 --out $OUT/bench_cuda_unet.json"
+  # The authors' U-Net size (dim 128, mults 1-4-8, H 32) on the CUDA backend, N = 1 and 64.
+  step bench-cli-cuda-unet-authors 240 bash -c "python3 -c \"from mpdiffuser.bench import synthetic_model_file;
+from mpdiffuser.config import ModelConfig; synthetic_model_file('runs/bench/synthetic-hopper-unet-authors.safetensors',
+model=ModelConfig(architecture='unet', horizon=32, unet_dim=128, unet_mults=(1, 4, 8), unet_embed_dim=128))\" &&
+    python3 -m mpdiffuser bench --backend cuda --model-file runs/bench/synthetic-hopper-unet-authors.safetensors \
+    --candidates 1 64 --iters 10 --out $OUT/bench_cuda_unet_authors.json"
   for h in 16 32; do
     step "bench-cxx-h$h" 120 "$BENCH" "runs/bench/synthetic-hopper-h$h.safetensors" --iters 100 --json "$OUT/cuda_cxx_h$h.json"
   done
@@ -101,6 +109,10 @@ if want baseline && [ -n "${BASELINE:-}" ]; then
 fi
 
 if want profile; then
+  # The unet kernel (one candidate per block): where its time goes, for the fusion the targets need.
+  step ncu-unet 180 ncu --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis \
+    --section WarpStateStats --section Occupancy -k regex:plan_kernel -c 1 "$BENCH" \
+    runs/bench/synthetic-hopper-unet.safetensors --candidates 64 --iters 1
   for n in 64 1024; do
     step "ncu-n$n" 180 ncu --clock-control none --section SpeedOfLight --section ComputeWorkloadAnalysis \
       --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --section LaunchStats \

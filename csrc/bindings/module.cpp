@@ -323,12 +323,6 @@ class Workspace {
     mpd_workspace* ws = nullptr;
     const mpd_status status = mpd_workspace_create(model_->get(), parse_backend(backend), n, t, &ws);
     if (status == MPD_ERR_NOT_AVAILABLE) {
-      mpd_model_info info;
-      mpd_model_get_info(model_->get(), &info);
-      if (info.architecture != MPD_ARCH_MLP) {
-        throw std::runtime_error("backend '" + backend + "' does not run the 'unet' family yet (mlp only); plan "
-                                 "this model with the cpu or torch backend");
-      }
       throw std::runtime_error("backend '" + backend + "' is not available: " + mpd_status_string(status));
     }
     raise_status(status, "mpd_workspace_create");

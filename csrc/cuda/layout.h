@@ -97,4 +97,77 @@ inline Strides plan_strides(int dx, int du, int horizon, const int* const dims[4
   return s;
 }
 
+// The unet family in the plan kernel (cuda/unet.cuh): one candidate per block, its conditional and
+// unconditional rows through the network together; activations position-major [L][C] per row in
+// the block's slice of a global scratch buffer. These are its sizes, as the CPU backend's CpuUnet
+// sizes its own (the largest activation over the down path, the joined up-path inputs and the head).
+constexpr int kMaxUnetLevels = 8;  // the model file allows 2..8 levels
+constexpr int kUnetRows = 2;       // rows per forward: a candidate's conditional and unconditional
+constexpr int kUnetGroups = 8;     // GroupNorm groups
+
+struct UnetShape {
+  int horizon, in_channels, out_channels, dim, embed, levels;
+  int mults[kMaxUnetLevels];
+};
+
+// Float offsets (multiples of 4) of one block's scratch for `rows` rows; act and kept_row are one
+// row's floats of an activation buffer and of the kept level outputs.
+struct UnetScratch {
+  int act, kept_row, max_channels, context, hidden;
+  int kept_at[kMaxUnetLevels];  // level i's kept output within a row's kept region
+  int buf[4], kept, ctx, hid, hid2, film, stats, total;
+};
+
+MPD_HOST_DEVICE void unet_grow(int* act, int* widest, int ch, int len) {
+  *act = most(*act, ch * len);
+  *widest = most(*widest, ch);
+}
+
+MPD_HOST_DEVICE UnetScratch unet_scratch(const UnetShape& s, int rows) {
+  UnetScratch u{};
+  int length = s.horizon, channels = s.in_channels, act = s.horizon * s.in_channels, widest = s.in_channels;
+  int kept = 0;
+  for (int i = 0; i < s.levels; ++i) {
+    const int d = s.dim * s.mults[i];
+    unet_grow(&act, &widest, d, length);
+    u.kept_at[i] = kept;
+    kept += round4(length * d);
+    channels = d;
+    if (i + 1 < s.levels) length /= 2;
+  }
+  for (int j = 0; j + 1 < s.levels; ++j) {
+    const int d = s.dim * s.mults[s.levels - 2 - j], skip = s.dim * s.mults[s.levels - 1 - j];
+    unet_grow(&act, &widest, channels + skip, length);
+    length *= 2;
+    unet_grow(&act, &widest, d, length);
+    channels = d;
+  }
+  unet_grow(&act, &widest, s.dim, s.horizon);
+  unet_grow(&act, &widest, s.out_channels, s.horizon);
+  u.act = round4(act);
+  u.kept_row = kept;
+  u.max_channels = widest;
+  u.context = s.dim + 2 * s.embed;
+  u.hidden = round4(most(most(4 * s.dim, 4 * s.embed), u.context));
+  int at = 0;
+  for (int b = 0; b < 4; ++b) {
+    u.buf[b] = at;
+    at += rows * u.act;
+  }
+  u.kept = at;
+  at += rows * u.kept_row;
+  u.ctx = at;
+  at += rows * round4(u.context);
+  u.hid = at;
+  at += rows * u.hidden;
+  u.hid2 = at;
+  at += rows * u.hidden;
+  u.film = at;
+  at += rows * round4(2 * widest);
+  u.stats = at;
+  at += rows * 2 * kUnetGroups;
+  u.total = round4(at);
+  return u;
+}
+
 }  // namespace mpd::cuda

@@ -20,9 +20,12 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda/layout.h"
+#include "cuda/unet.cuh"
 #include "backend/backend.h"
 #include "math/philox.h"
 #include "math/normalizer.h"
@@ -57,6 +60,8 @@ struct PlanParams {
   int ld_tau, ld_in, ld_h, ld_out;  // shared-memory row strides (floats, multiples of 4; layout.h)
   int ld_rin, ld_rh, ld_rout;       // the same for the ranker's rows
   int part_cols;                    // partial-sum columns per row: max(4 kThreads, widest padded layer)
+  const DevUnet* unets;             // the unet family: [planner, dynamics] in device memory, else null
+  float* unet_scratch;              // the unet family: unets[0].scratch.total floats per block
   PlanRequest r;                    // this plan's (state and warm window in device memory)
 };
 
@@ -186,7 +191,9 @@ __device__ float tail_at(const PlanParams& p, const float* x0, int r, int cnt, i
   return emb[i - p.cond_dim];
 }
 
-template <int CPB>
+// kUnet: planner and dynamics model of the unet family (CPB = 1), through unet_forward with the
+// block's global scratch; the ranker is an MLP in either family.
+template <int CPB, bool kUnet>
 __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
@@ -203,6 +210,7 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
   float* h1 = smem + l.h1;
   float* eps = smem + l.eps;    // [2 CPB, ld_out] or [kRankRows, ld_rout]
   float* part = smem + l.part;  // dense layers' partial sums
+  float* scratch = kUnet ? p.unet_scratch + static_cast<size_t>(blockIdx.x) * p.unets[0].scratch.total : nullptr;
 
   for (int i = threadIdx.x; i < l.total; i += blockDim.x) smem[i] = 0.0f;
   __syncthreads();
@@ -217,9 +225,12 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
     const math::StepFloats st = p.steps[k - 1];
     const float* emb = p.embeddings + (k - 1) * 32;
     if (math::dynamics_at(k, p.r.lambda, p.r.dynamics_every, p.r.dynamics_last)) {
+      const int dynamics_rows = p.r.dynamics_guided ? 2 * cnt : cnt;
+      if constexpr (kUnet) {
+        unet_forward(p.unets[1], dynamics_rows, tau, p.ld_tau, cnt, k - 1, x0, p.r.cond, eps, p.ld_out, scratch);
+      } else {
       // [flatten(X^k), flatten(U^k), x_0, c, emb(k)]
       const int in_dim = p.dynamics.dims[0];
-      const int dynamics_rows = p.r.dynamics_guided ? 2 * cnt : cnt;
       for (int q = threadIdx.x; q < dynamics_rows * in_dim; q += blockDim.x) {
         const int r = q / in_dim, i = q % in_dim;
         const float* win = tau + (r % cnt) * p.ld_tau;
@@ -236,6 +247,7 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
       }
       __syncthreads();
       mlp<2 * CPB>(p.dynamics, in, p.ld_in, dynamics_rows, h0, h1, p.ld_h, eps, p.ld_out, part);
+      }
       for (int q = threadIdx.x; q < cnt * H * dx; q += blockDim.x) {
         const int n = q / (H * dx), e = q % (H * dx);
         const float cond = eps[n * p.ld_out + e];
@@ -247,14 +259,18 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
       }
       __syncthreads();
     }
-    // [flatten(tau'), x_0, c, emb(k)]
-    const int in_dim = p.planner.dims[0];
-    for (int q = threadIdx.x; q < rows * in_dim; q += blockDim.x) {
-      const int r = q / in_dim, i = q % in_dim;
-      in[r * p.ld_in + i] = i < HD ? tau[(r % cnt) * p.ld_tau + i] : tail_at(p, x0, r, cnt, i - HD, emb);
+    if constexpr (kUnet) {
+      unet_forward(p.unets[0], rows, tau, p.ld_tau, cnt, k - 1, x0, p.r.cond, eps, p.ld_out, scratch);
+    } else {
+      // [flatten(tau'), x_0, c, emb(k)]
+      const int in_dim = p.planner.dims[0];
+      for (int q = threadIdx.x; q < rows * in_dim; q += blockDim.x) {
+        const int r = q / in_dim, i = q % in_dim;
+        in[r * p.ld_in + i] = i < HD ? tau[(r % cnt) * p.ld_tau + i] : tail_at(p, x0, r, cnt, i - HD, emb);
+      }
+      __syncthreads();
+      mlp<2 * CPB>(p.planner, in, p.ld_in, rows, h0, h1, p.ld_h, eps, p.ld_out, part);
     }
-    __syncthreads();
-    mlp<2 * CPB>(p.planner, in, p.ld_in, rows, h0, h1, p.ld_h, eps, p.ld_out, part);
     noise_update(p, tau, first, cnt, k > 1 ? k : 0, eps, &st);
   }
 
@@ -312,7 +328,8 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
 constexpr int kVariants = 3;
 constexpr int kCandidatesPerBlock[kVariants] = {1, 2, 4};
 using PlanKernel = void (*)(PlanParams);
-constexpr PlanKernel kPlanKernels[kVariants] = {plan_kernel<1>, plan_kernel<2>, plan_kernel<4>};
+constexpr PlanKernel kPlanKernels[kVariants] = {plan_kernel<1, false>, plan_kernel<2, false>, plan_kernel<4, false>};
+constexpr PlanKernel kUnetPlanKernel = plan_kernel<1, true>;  // the unet family: one candidate per block
 
 // One warp: the selection rule of design section 3 step 3 (ties to the lowest index), then the chosen
 // candidate's first actions in env units.
@@ -384,6 +401,7 @@ class CudaBackend final : public Backend {
 
 struct CudaBackend::Impl {
   ModelConfig config;
+  bool unet = false;             // the unet family: kUnetPlanKernel, one candidate per block
   int max_candidates = 0;
   int capacity[kVariants] = {};  // blocks of each variant resident at once (0: does not fit)
   int forced = -1;               // variant forced by MPD_CUDA_CANDIDATES_PER_BLOCK, else -1
@@ -408,13 +426,85 @@ struct CudaBackend::Impl {
   }
 };
 
+// The DevUnet of network `net` ("planner" or "dynamics") with pointers into the arena `a`, by
+// the tensor names of the PyTorch module (cpu/unet.cpp builds its CpuUnet from the same names).
+bool device_unet(const ModelConfig& c, const std::string& net, const std::vector<std::pair<std::string, size_t>>& at,
+                 const float* a, const UnetScratch& scratch, DevUnet* u) {
+  bool ok = true;
+  auto find = [&](const std::string& name) -> const float* {
+    for (const auto& entry : at) {
+      if (entry.first == name) return a + entry.second;
+    }
+    ok = false;
+    return nullptr;
+  };
+  const std::string p = net + ".";
+  auto linear = [&](const std::string& name, int in, int out) {
+    return DevLinear{find(name + ".weight"), find(name + ".bias"), in, out};
+  };
+  auto conv = [&](const std::string& name, int in, int out, int kernel) {
+    return DevConv{find(name + ".weight"), find(name + ".bias"), in, out, kernel};
+  };
+  const int context = c.unet_dim + 2 * c.unet_embed_dim;
+  auto film_conv = [&](const std::string& name, int in, int out) {
+    return DevFilmConv{conv(name + ".conv", in, out, 5), find(name + ".norm.weight"), find(name + ".norm.bias"),
+                       linear(name + ".film.0", context, context), linear(name + ".film.2", context, 2 * out)};
+  };
+  auto block = [&](const std::string& name, int in, int out) {
+    DevBlock b{film_conv(name + ".first", in, out), film_conv(name + ".second", out, out), in != out, {}};
+    if (b.has_skip) b.skip = conv(name + ".skip", in, out, 1);
+    return b;
+  };
+  *u = DevUnet{};
+  const int levels = static_cast<int>(c.unet_mults.size()), dim = c.unet_dim, embed = c.unet_embed_dim;
+  u->horizon = c.horizon;
+  u->in_channels = c.window_dim();
+  u->out_channels = net == "planner" ? c.window_dim() : c.state_dim;
+  u->dim = dim;
+  u->embed = embed;
+  u->levels = levels;
+  u->cond_dim = c.cond_dim;
+  u->time0 = linear(p + "time.0", dim, 4 * dim);
+  u->time2 = linear(p + "time.2", 4 * dim, dim);
+  const int condition_dims[2] = {c.state_dim, c.cond_dim};
+  for (int i = 0; i < 2; ++i) {
+    u->embeds[i][0] = linear(p + "embeds." + std::to_string(i) + ".0", condition_dims[i], 4 * embed);
+    u->embeds[i][1] = linear(p + "embeds." + std::to_string(i) + ".2", 4 * embed, embed);
+  }
+  int channels = u->in_channels;
+  for (int i = 0; i < levels; ++i) {
+    const int d = dim * c.unet_mults[static_cast<size_t>(i)];
+    const std::string level = p + "down." + std::to_string(i) + ".";
+    u->down0[i] = block(level + "0", channels, d);
+    u->down1[i] = block(level + "1", d, d);
+    if (i + 1 < levels) u->down[i] = conv(level + "2.conv", d, d, 3);
+    channels = d;
+  }
+  u->mid0 = block(p + "middle.0", channels, channels);
+  u->mid1 = block(p + "middle.1", channels, channels);
+  for (int j = 0; j + 1 < levels; ++j) {
+    const int d = dim * c.unet_mults[static_cast<size_t>(levels - 2 - j)];
+    const int skip = dim * c.unet_mults[static_cast<size_t>(levels - 1 - j)];
+    const std::string level = p + "up." + std::to_string(j) + ".";
+    u->up0[j] = block(level + "0", channels + skip, d);
+    u->up1[j] = block(level + "1", d, d);
+    u->up[j] = conv(level + "2", d, d, 4);
+    channels = d;
+  }
+  u->head0 = conv(p + "head.0", channels, dim, 5);
+  u->head_gamma = find(p + "head.1.weight");
+  u->head_beta = find(p + "head.1.bias");
+  u->head3 = conv(p + "head.3", dim, u->out_channels, 1);
+  u->scratch = scratch;
+  return ok;
+}
+
 CudaBackend::CudaBackend(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 CudaBackend::~CudaBackend() = default;
 
 uint32_t CudaBackend::max_candidates() const { return static_cast<uint32_t>(impl_->max_candidates); }
 
 mpd_status make_backend(const ModelFile& file, int max_candidates, std::unique_ptr<Backend>* out) {
-  if (file.config.architecture != MPD_ARCH_MLP) return MPD_ERR_NOT_AVAILABLE;  // the unet family: CPU only
   int device = 0, devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0 || cudaGetDevice(&device) != cudaSuccess) {
     cudaGetLastError();
@@ -450,6 +540,23 @@ mpd_status make_backend(const ModelFile& file, int max_candidates, std::unique_p
       image.insert(image.end(), layer.bias.begin(), layer.bias.end());
     }
   }
+  // The unet family's planner and dynamics tensors as stored (PyTorch layouts), by name.
+  const bool unet = c.architecture == MPD_ARCH_UNET;
+  std::vector<std::pair<std::string, size_t>> unet_at;  // tensor name -> offset in the image
+  for (const std::vector<NamedTensor>* tensors : {&file.planner_unet, &file.dynamics_unet}) {
+    for (const NamedTensor& t : *tensors) {
+      align();
+      unet_at.emplace_back(t.name, image.size());
+      image.insert(image.end(), t.data.begin(), t.data.end());
+    }
+  }
+  UnetShape shape{};
+  if (unet) {
+    if (c.unet_mults.size() > static_cast<size_t>(kMaxUnetLevels)) return MPD_ERR_NOT_AVAILABLE;
+    shape = {H, D, D, c.unet_dim, c.unet_embed_dim, static_cast<int>(c.unet_mults.size()), {}};
+    for (size_t i = 0; i < c.unet_mults.size(); ++i) shape.mults[i] = c.unet_mults[i];
+  }
+  const UnetScratch unet_scratch_layout = unet_scratch(shape, kUnetRows);  // the planner's: D >= dx outputs
   align();
   const size_t steps_at = image.size();
   for (int k = 1; k <= K; ++k) {
@@ -478,7 +585,11 @@ mpd_status make_backend(const ModelFile& file, int max_candidates, std::unique_p
   const size_t host_index_at = host_actions_at + static_cast<size_t>(H) * c.action_dim;
   const size_t host_values_at = host_index_at + 4, host_costs_at = host_values_at + N;
   const size_t host_windows_at = host_costs_at + N, host_warm_at = host_windows_at + N * HD;
-  const size_t host_window_at = host_warm_at + HD, total = host_window_at + HD;
+  const size_t host_window_at = host_warm_at + HD;
+  // The unet family: its two DevUnet structs, then every block's scratch.
+  const size_t unets_at = (host_window_at + HD + 31) / 32 * 32;
+  const size_t unet_scratch_at = unets_at + (unet ? (2 * sizeof(DevUnet) / sizeof(float) + 32) / 32 * 32 : 0);
+  const size_t total = unet_scratch_at + (unet ? N * static_cast<size_t>(unet_scratch_layout.total) : 0);
 
   if (cudaMalloc(&impl->arena, total * sizeof(float)) != cudaSuccess ||
       cudaMalloc(&impl->norms, 2 * static_cast<size_t>(D) * sizeof(double)) != cudaSuccess) {
@@ -513,6 +624,15 @@ mpd_status make_backend(const ModelFile& file, int max_candidates, std::unique_p
     }
     dims[i] = m.dims;
     dense[i] = m.dense;
+  }
+  // The unet family's planner and dynamics take no MLP rows: their outputs [H, D] and [H, dx]
+  // land in the eps rows, so the strides hold H D.
+  const int unet_dims[2][2] = {{HD, HD}, {HD, H * c.state_dim}};
+  if (unet) {
+    for (int i = 0; i < 2; ++i) {
+      dims[i] = unet_dims[i];
+      dense[i] = 1;
+    }
   }
   const Strides strides = plan_strides(c.state_dim, c.action_dim, H, dims, dense, num_nets);
   p.steps = reinterpret_cast<const math::StepFloats*>(a + steps_at);
@@ -565,6 +685,30 @@ mpd_status make_backend(const ModelFile& file, int max_candidates, std::unique_p
 
   cudaDeviceProp prop{};
   if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return MPD_ERR_DEVICE;
+  if (unet) {
+    DevUnet nets_host[2];
+    for (int i = 0; i < 2; ++i) {
+      if (!device_unet(c, i == 0 ? "planner" : "dynamics", unet_at, a, unet_scratch_layout, &nets_host[i])) {
+        return MPD_ERR_BAD_MODEL_FILE;  // the reader checked every tensor: not reached
+      }
+    }
+    if (cudaMemcpy(a + unets_at, nets_host, sizeof nets_host, cudaMemcpyHostToDevice) != cudaSuccess) {
+      cudaGetLastError();
+      return MPD_ERR_DEVICE;
+    }
+    p.unets = reinterpret_cast<const DevUnet*>(a + unets_at);
+    p.unet_scratch = a + unet_scratch_at;
+    impl->unet = true;
+    impl->shared_bytes[0] = static_cast<size_t>(plan_layout(p, 1).total) * sizeof(float);
+    if (impl->shared_bytes[0] > prop.sharedMemPerBlockOptin ||
+        cudaFuncSetAttribute(kUnetPlanKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(impl->shared_bytes[0])) != cudaSuccess) {
+      cudaGetLastError();
+      return MPD_ERR_NOT_AVAILABLE;
+    }
+    out->reset(new CudaBackend(std::move(impl)));
+    return MPD_OK;
+  }
   bool fits[kVariants] = {};
   for (int v = 0; v < kVariants; ++v) {
     impl->shared_bytes[v] = static_cast<size_t>(plan_layout(p, kCandidatesPerBlock[v]).total) * sizeof(float);
@@ -602,7 +746,7 @@ mpd_status CudaBackend::plan_device(const PlanRequest& r, mpd_plan_output* outpu
   // The fewest candidates per block whose blocks all run at once (one wave): a block's time grows
   // with its candidates, a second wave doubles the plan's (measured on an H100/H200, N = 16..1024).
   // Past four candidates per block, the largest variant that fits. The answer does not depend on it.
-  int v = m.forced;
+  int v = m.unet ? 0 : m.forced;
   for (int i = 0; v < 0 && i < kVariants; ++i) {
     if (m.capacity[i] > 0 && (N + kCandidatesPerBlock[i] - 1) / kCandidatesPerBlock[i] <= m.capacity[i]) v = i;
   }
@@ -611,7 +755,7 @@ mpd_status CudaBackend::plan_device(const PlanRequest& r, mpd_plan_output* outpu
   }
   const int cpb = kCandidatesPerBlock[v];
   const unsigned grid = static_cast<unsigned>((N + cpb - 1) / cpb);
-  kPlanKernels[v]<<<grid, kThreads, m.shared_bytes[v], stream>>>(p);
+  (m.unet ? kUnetPlanKernel : kPlanKernels[v])<<<grid, kThreads, m.shared_bytes[v], stream>>>(p);
   SelectParams s = m.select;
   s.r = r;
   s.window = output->window;

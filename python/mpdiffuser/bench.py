@@ -271,8 +271,8 @@ def run_cuda_benchmark(model_file: str | Path, candidates=(1, 16, 64, 256), warm
     N: mpdiffuser's plan end to end from Python (state in, two kernel launches, copies out,
     synchronization: what a control loop waits for), cold and (warm_start_level > 0) warm-started;
     the reference eager and replayed from a CUDA graph; the windows' largest difference between
-    the two at the same seed. A family the CUDA backend does not plan (unet) gets the reference's
-    rows and says so."""
+    the two at the same seed. Should the CUDA backend refuse the model (a family or size it does
+    not plan), the rows hold the reference's times and `native` says why."""
     import torch
 
     from mpdiffuser import _core
@@ -289,7 +289,7 @@ def run_cuda_benchmark(model_file: str | Path, candidates=(1, 16, 64, 256), warm
     try:
         native = Sampler(model_file, "cuda")
         missing = None
-    except (RuntimeError, ValueError) as exc:  # the unet family: no native CUDA plan yet
+    except (RuntimeError, ValueError) as exc:  # refused: the reference's rows alone
         native, missing = None, str(exc)
     defaults = spec.sampler_defaults or SamplerOptions()
     state = ((spec.states.low + spec.states.high) / 2).astype(np.float32)

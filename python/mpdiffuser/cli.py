@@ -349,7 +349,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     """Plan latency of a native backend against the PyTorch reference on the same model file: --backend cpu
     (the reference on the same threads) or cuda (the reference on the same GPU, eager and replayed
-    from a CUDA graph; both families, the unet's reference rows only until the CUDA backend plans it)."""
+    from a CUDA graph), either family (--architecture)."""
     from mpdiffuser.bench import (format_cuda_table, format_table, run_cpu_benchmark, run_cuda_benchmark,
                                   synthetic_model_file, write_json)
 

@@ -3,7 +3,9 @@
 // a partial-sum buffer that holds every layer's slices; every input quad in exactly one slice. And
 // the shared memory of the Hopper-sized H = 32 model equals what Nsight Compute read off the kernel
 // on an H100 (83.22 KB with one candidate per block, 119.34 KB with four). Runs without a GPU.
+#include <algorithm>
 #include <cstdio>
+#include <utility>
 #include <vector>
 
 #include "check.h"
@@ -98,9 +100,68 @@ void check_shape(const Shape& s) {
   }
 }
 
+// The unet kernel's scratch (unet_scratch): every activation of the network (walked here again,
+// layer by layer, as cpu/unet.cpp runs it) fits an activation buffer; the kept level outputs are
+// disjoint and fit a row's kept region; regions are 16-byte aligned, disjoint and in order.
+void check_unet(const char* name, int dx, int du, int horizon, int dim, int embed, std::vector<int> mults,
+                size_t expected_bytes) {
+  mpd::cuda::UnetShape shape{horizon, dx + du, dx + du, dim, embed, static_cast<int>(mults.size()), {}};
+  for (size_t i = 0; i < mults.size(); ++i) shape.mults[i] = mults[i];
+  const mpd::cuda::UnetScratch u = mpd::cuda::unet_scratch(shape, mpd::cuda::kUnetRows);
+  std::vector<std::pair<int, int>> acts = {{horizon, dx + du}};  // (positions, channels) of every activation
+  int length = horizon, channels = dx + du, widest = dx + du;
+  std::vector<int> kept_floats;
+  for (size_t i = 0; i < mults.size(); ++i) {
+    const int d = dim * mults[i];
+    acts.push_back({length, d});  // both blocks' outputs, the first conv's, the skip conv's
+    kept_floats.push_back(length * d);
+    if (i + 1 < mults.size()) acts.push_back({length / 2, d});
+    channels = d;
+    widest = std::max(widest, d);
+    if (i + 1 < mults.size()) length /= 2;
+  }
+  for (size_t j = 0; j + 1 < mults.size(); ++j) {
+    const int d = dim * mults[mults.size() - 2 - j], skip = dim * mults[mults.size() - 1 - j];
+    acts.push_back({length, channels + skip});
+    acts.push_back({length, d});
+    acts.push_back({2 * length, d});
+    widest = std::max(widest, channels + skip);
+    length *= 2;
+    channels = d;
+  }
+  acts.push_back({horizon, dim});
+  acts.push_back({horizon, dx + du});
+  CHECK(length == horizon);
+  for (const auto& a : acts) CHECK(a.first * a.second <= u.act);
+  CHECK(u.max_channels == widest);
+  for (size_t i = 0; i < kept_floats.size(); ++i) {
+    const int end = i + 1 < kept_floats.size() ? u.kept_at[i + 1] : u.kept_row;
+    CHECK(u.kept_at[i] % 4 == 0 && u.kept_at[i] + kept_floats[i] <= end);
+  }
+  const int regions[] = {u.buf[0], u.buf[1], u.buf[2], u.buf[3], u.kept, u.ctx, u.hid, u.hid2, u.film, u.stats,
+                         u.total};
+  for (size_t i = 0; i + 1 < sizeof regions / sizeof regions[0]; ++i) {
+    CHECK(regions[i] % 4 == 0 && regions[i] <= regions[i + 1]);
+  }
+  const int rows = mpd::cuda::kUnetRows;
+  CHECK(u.buf[1] - u.buf[0] == rows * u.act && u.ctx - u.kept == rows * u.kept_row);
+  CHECK(u.hid2 - u.hid >= rows * std::max({4 * dim, 4 * embed, dim + 2 * embed}));
+  CHECK(u.stats - u.film >= rows * 2 * widest && u.total - u.stats >= rows * 2 * mpd::cuda::kUnetGroups);
+  std::printf("unet %s: %d floats of scratch per block (%.1f KB)\n", name, u.total, u.total * 4 / 1024.0);
+  CHECK(expected_bytes == 0 || static_cast<size_t>(u.total) * 4 == expected_bytes);
+}
+
 }  // namespace
 
 int main() {
+  // The unet family: the tests' tiny model, the default size on Hopper and the authors' size.
+  // By hand for the tiny one: activations at most 2 x (16 + 16) = 64 floats (the joined input of the
+  // up block), kept 4 x 8 + 2 x 16 = 64, context 24, hidden 32, FiLM 2 x 32 = 64, stats 2 x 8: for
+  // two rows 4 x 128 + 128 + 48 + 64 + 64 + 128 + 32 = 976 floats.
+  check_unet("tiny", 3, 2, 4, 8, 8, {1, 2}, 976 * 4);
+  check_unet("default hopper", 11, 3, 16, 32, 32, {1, 2, 4}, 0);
+  check_unet("authors hopper", 11, 3, 32, 128, 128, {1, 4, 8}, 0);
+
   const Shape shapes[] = {
       {"tiny", 3, 2, 4, 24, 2, 16, 2, 2, false},
       {"odd", 5, 3, 7, 72, 3, 40, 3, 2, true},

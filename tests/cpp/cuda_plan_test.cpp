@@ -1,8 +1,21 @@
 // mpd_plan on the CUDA backend against the CPU backend on the same tiny models and seeds: the
-// same chosen index, actions and windows within 2e-4 (float rounding: expf and the kernel's
-// split-K summation order), values within 1e-4 relative; bit-identical repeats; the plan
-// captured in a CUDA graph and replayed on new state contents; no allocation visible to the
-// caller; bad input answered with a status or the documented index. Skips (exit 77) without a GPU.
+// same chosen index, actions and windows within the tolerances below, values within 1e-4
+// relative; bit-identical repeats; the plan captured in a CUDA graph and replayed on new state
+// contents; no allocation visible to the caller; bad input answered with a status or the
+// documented index; the unet family with every option against the CPU backend. Skips (exit 77)
+// without a GPU.
+//
+// The window tolerances are derived, not fitted. Two float32 implementations of one plan differ
+// by at most the sum of their deviations from the plan in exact arithmetic (triangle inequality).
+// benchmarks/diagnostics/float32_error.py measures that deviation on this file's tiny models and
+// options, for the CPU backend and the PyTorch reference (another summation order, as the
+// kernels have theirs) against the design's equations in float64
+// (benchmarks/results/float32_error_tiny*.json). The mlp: the largest deviation grows with the
+// candidates (the max over more of them; epsilon-prediction's 1 / sqrt(abar) amplifies a rounding
+// of the network's output at high noise), 1.04e-4 up to N = 64 and 2.04e-4 at N = 1100 (w = 1.7,
+// lambda = 0.5, cost model: the case that differed by 3.11e-4 on an H200 against the 2e-4 used
+// before). So kMlpWindowTolerance = 2 x 2.04e-4. The unet: at most 9.9e-7 up to N = 64, plus the
+// device's sinf/cosf/expf (2 ulp) in the time embedding: kUnetWindowTolerance = 2 x 2e-6.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -16,6 +29,10 @@
 #include "mpdiffuser/mpdiffuser.h"
 
 namespace {
+
+constexpr float kMlpWindowTolerance = 2 * 2.04e-4f;
+constexpr float kUnetWindowTolerance = 2 * 2e-6f;
+constexpr float kActionRange = 4.0f;  // actions are windows scaled to env units: the tiny models' range is 4
 
 struct Result {
   std::vector<float> actions, values, costs, windows;
@@ -155,15 +172,15 @@ int main() {
           const Result gpu = cuda_plan(model, ws, state, 7, o, stream);
           CHECK(cpu.status == MPD_OK && gpu.status == MPD_OK);
           CHECK(gpu.index == cpu.index);
-          CHECK(max_abs_diff(gpu.windows, cpu.windows) <= 2e-4f);
-          CHECK(max_abs_diff(gpu.actions, cpu.actions) <= 2e-4f * 4);  // env units: action range up to 4
+          CHECK(max_abs_diff(gpu.windows, cpu.windows) <= kMlpWindowTolerance);
+          CHECK(max_abs_diff(gpu.actions, cpu.actions) <= kMlpWindowTolerance * kActionRange);
           CHECK(max_rel_diff(gpu.values, cpu.values) <= 1e-4f);
           if (has_cost) {
             CHECK(max_rel_diff(gpu.costs, cpu.costs) <= 1e-4f);
           }
           const Result again = cuda_plan(model, ws, state, 7, o, stream);
           CHECK(same_bits(again, gpu));
-          if (gpu.index != cpu.index || max_abs_diff(gpu.windows, cpu.windows) > 2e-4f) {
+          if (gpu.index != cpu.index || max_abs_diff(gpu.windows, cpu.windows) > kMlpWindowTolerance) {
             std::printf("n=%u w=%g lambda=%g cost=%d: index %u vs %u, windows max diff %g\n", n, w, lambda,
                         has_cost, gpu.index, cpu.index, max_abs_diff(gpu.windows, cpu.windows));
           }
@@ -262,6 +279,95 @@ int main() {
     mpd_workspace_free(ws);
     mpd_model_free(model);
   }
+  // The unet family: every option against the CPU backend (both predictions, both normalizers,
+  // guidance of each model, lambda and its schedule, temperature, the cost condition and budget,
+  // actions per plan, warm start), the device API and the host-staged one, a captured graph.
+  for (bool has_cost : {false, true}) {
+    for (const char* prediction : {"epsilon", "sample"}) {
+      testing::TinyModel spec;
+      spec.architecture = "unet";
+      spec.has_cost = has_cost;
+      spec.prediction = prediction;
+      spec.quantiles = std::strcmp(prediction, "sample") == 0 ? 9 : 0;
+      mpd_model* model = load(spec);
+      CHECK(model != nullptr);
+      if (!model) continue;
+      mpd_workspace* ws = nullptr;
+      CHECK(mpd_workspace_create(model, MPD_BACKEND_CUDA, 64, 0, &ws) == MPD_OK);
+      const float state[3] = {0.3f, -1.1f, 1.7f};
+      for (uint32_t n : {1u, 7u, 64u}) {
+        for (double w : {1.0, 1.7}) {
+          for (double lambda : {0.0, 0.5, 1.0}) {
+            mpd_options o;
+            mpd_model_default_options(model, &o);
+            o.num_candidates = n;
+            o.guidance = w;
+            o.dynamics_guidance = lambda == 0.5 ? 1.0 : 2.5;  // one dynamics row, or two
+            o.dynamics_weight = lambda;
+            o.dynamics_every = lambda == 1.0 ? 2 : 1;
+            o.temperature = w == 1.0 ? 1.0 : 0.01;
+            o.actions_per_plan = 2;
+            if (has_cost) {
+              o.has_cost_limit = 1;
+              o.cost_limit = 3.0;
+              o.has_cost_budget = 1;
+              o.cost_budget = 0.05;
+            }
+            const Result cpu = cpu_plan(model, state, 7, o);
+            const Result gpu = cuda_plan(model, ws, state, 7, o, stream);
+            CHECK(cpu.status == MPD_OK && gpu.status == MPD_OK);
+            CHECK(gpu.index == cpu.index);
+            CHECK(max_abs_diff(gpu.windows, cpu.windows) <= kUnetWindowTolerance);
+            CHECK(max_abs_diff(gpu.actions, cpu.actions) <= kUnetWindowTolerance * kActionRange);
+            CHECK(max_rel_diff(gpu.values, cpu.values) <= 1e-4f);
+            CHECK(same_bits(cuda_plan(model, ws, state, 7, o, stream), gpu));
+            if (gpu.index != cpu.index || max_abs_diff(gpu.windows, cpu.windows) > kUnetWindowTolerance) {
+              std::printf("unet %s n=%u w=%g lambda=%g cost=%d: index %u vs %u, windows max diff %g\n", prediction, n, w,
+                          lambda, has_cost, gpu.index, cpu.index, max_abs_diff(gpu.windows, cpu.windows));
+            }
+          }
+        }
+      }
+      // Warm start through the host-staged API, against the CPU backend's.
+      mpd_workspace* cws = nullptr;
+      CHECK(mpd_workspace_create(model, MPD_BACKEND_CPU, 64, 2, &cws) == MPD_OK);
+      mpd_options o;
+      mpd_model_default_options(model, &o);
+      o.num_candidates = 16;
+      o.temperature = 0.01;
+      if (has_cost) o.has_cost_limit = 1, o.cost_limit = 3.0;
+      const Sizes sz = sizes(model, o);
+      const size_t HD = sz.windows / sz.n;
+      std::vector<float> previous(HD), ca(sz.actions), ga(sz.actions), cw(sz.windows), gw(sz.windows);
+      mpd_plan_output first{ca.data(), 0, nullptr, nullptr, nullptr, nullptr, previous.data()};
+      CHECK(mpd_plan(model, cws, state, 3, &o, &first, nullptr) == MPD_OK);
+      o.warm_start_level = 2;
+      mpd_plan_output cout_{ca.data(), 0, nullptr, nullptr, cw.data(), nullptr, nullptr};
+      mpd_plan_output gout{ga.data(), 0, nullptr, nullptr, gw.data(), nullptr, nullptr};
+      CHECK(mpd_plan_warm(model, cws, state, previous.data(), 9, &o, &cout_, nullptr) == MPD_OK);
+      CHECK(mpd_plan_warm_host(model, ws, state, previous.data(), 9, &o, &gout, stream) == MPD_OK);
+      CHECK(gout.index == cout_.index && max_abs_diff(gw, cw) <= kUnetWindowTolerance);
+      // Captured in a CUDA graph and replayed: the same bits as a direct plan.
+      o.warm_start_level = 0;
+      DevicePlan d(sizes(model, o));
+      cudaMemcpy(d.state, state, 3 * sizeof(float), cudaMemcpyHostToDevice);
+      mpd_plan_output out = d.output();
+      cudaGraph_t graph = nullptr;
+      cudaGraphExec_t exec = nullptr;
+      CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+      CHECK(mpd_plan(model, ws, d.state, 11, &o, &out, stream) == MPD_OK);
+      CHECK(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
+      CHECK(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+      CHECK(cudaGraphLaunch(exec, stream) == cudaSuccess && cudaStreamSynchronize(stream) == cudaSuccess);
+      CHECK(same_bits(d.fetch(), cuda_plan(model, ws, state, 11, o, stream)));
+      cudaGraphExecDestroy(exec);
+      cudaGraphDestroy(graph);
+      mpd_workspace_free(cws);
+      mpd_workspace_free(ws);
+      mpd_model_free(model);
+    }
+  }
+
   // Finite weights that overflow: the device plan marks the index and NaNs the actions, the host
   // plan returns MPD_ERR_NON_FINITE_PLAN, as the CPU backend does.
   {

@@ -80,8 +80,8 @@ typedef enum mpd_prediction {
 /* The network family of the planner and the dynamics model (metadata 'architecture'). */
 typedef enum mpd_architecture {
   MPD_ARCH_MLP = 0, /* residual MLPs over the flattened window: every backend */
-  MPD_ARCH_UNET = 1 /* the authors' temporal U-Net with FiLM: loads and validates; no native
-                       backend plans it yet (mpd_workspace_create returns MPD_ERR_NOT_AVAILABLE) */
+  MPD_ARCH_UNET = 1 /* the authors' temporal U-Net with FiLM: every backend (CUDA: one candidate per
+                       thread block, its layers unfused; up to 8 levels) */
 } mpd_architecture;
 
 /* What a loaded model is; env_id is NUL-terminated (truncated to 63 bytes). width and layers

@@ -67,7 +67,7 @@ def _unet() -> Family:
         return m.horizon, m.unet_dim, tuple(m.unet_mults), m.unet_embed_dim
 
     return Family(lambda dx, du, c, m: UnetPlanner(dx, du, c, *sizes(m)),
-                  lambda dx, du, c, m: UnetDynamics(dx, du, c, *sizes(m)), cuda=False)
+                  lambda dx, du, c, m: UnetDynamics(dx, du, c, *sizes(m)), cuda=True)
 
 
 FAMILIES: dict[str, Callable[[], Family]] = {"mlp": _mlp, "unet": _unet}

@@ -1,0 +1,103 @@
+"""How far float32 plans stray from exact arithmetic, the measurement behind the CUDA tests'
+window tolerance (tests/cpp/cuda_plan_test.cpp).
+
+Two float32 implementations of the sampler (the native CPU backend and the PyTorch reference,
+different summation orders, as the CUDA kernels have theirs) against the design's equations in
+float64 (tests/python/sampling/test_reference.py) on the C++ tests' tiny model, with the options
+that CUDA test plans: every window element's largest deviation over N candidates. By the triangle
+inequality two float32 backends differ by at most the sum of their deviations from the exact
+plan, so a tolerance between two backends is twice one backend's largest deviation.
+
+    cmake -S . -B build/bench -DMPD_BUILD_BENCHMARKS=ON && cmake --build build/bench --target mpd_write_tiny_model
+    build/bench/benchmarks/mpd_write_tiny_model /tmp/tiny-cost.safetensors cost
+    OMP_NUM_THREADS=1 python benchmarks/diagnostics/float32_error.py /tmp/tiny-cost.safetensors \\
+        --out benchmarks/results/float32_error_tiny.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def float64_sinusoid():
+    """The unet's time embedding in float64 (models/unet.py computes it in float32) while the
+    float64 equations run."""
+    import math
+
+    import torch
+
+    from mpdiffuser.models import unet
+
+    def sinusoid(t, dim):
+        half = dim // 2
+        freqs = torch.exp(torch.arange(half, dtype=torch.float64) * (-math.log(10000.0) / (half - 1)))
+        angles = t.to(torch.float64)[:, None] * freqs[None, :]
+        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+
+    original = unet.sinusoid
+    unet.sinusoid = sinusoid
+    try:
+        yield
+    finally:
+        unet.sinusoid = original
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model_file")
+    parser.add_argument("--candidates", type=int, nargs="+", default=[1, 7, 64, 1100])
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from mpdiffuser.export import bundle_from_model_file
+    from mpdiffuser.sampling.sampler import Sampler
+    from tests.python.sampling.test_reference import _spec_sampler_float64
+
+    warnings.simplefilter("ignore")  # the tests' model file has no content digest
+    torch.set_num_threads(1)
+    bundle, _ = bundle_from_model_file(args.model_file)
+    cpu, reference = Sampler(args.model_file, "cpu", threads=1), Sampler(args.model_file, "torch")
+    state = np.array([0.3, -1.1, 1.7], np.float32)  # the CUDA test's state
+    x0 = bundle.spec.states.normalize(state)
+    rows = []
+    for n in args.candidates:
+        for w in (1.0, 1.7):
+            for lam in (0.0, 0.5, 1.0):
+                options = cpu.defaults.replace(num_candidates=n, guidance=w, dynamics_weight=lam, actions_per_plan=2)
+                if bundle.spec.with_cost:
+                    options = options.replace(cost_limit=3.0, cost_budget=0.05)
+                native, torch32 = cpu.plan(state, 7, options).windows, reference.plan(state, 7, options).windows
+                with torch.no_grad(), float64_sinusoid():
+                    exact = _spec_sampler_float64(bundle, x0, 7, options, n).numpy()
+                row = {"num_candidates": n, "guidance": w, "dynamics_weight": lam,
+                       "cpu_vs_float64": float(np.abs(native - exact).max()),
+                       "torch_vs_float64": float(np.abs(torch32 - exact).max()),
+                       "cpu_vs_torch": float(np.abs(native - torch32).max())}
+                rows.append(row)
+                print(f"N={n:5d} w={w} lambda={lam}: cpu {row['cpu_vs_float64']:.2e}, torch "
+                      f"{row['torch_vs_float64']:.2e} from float64; cpu vs torch {row['cpu_vs_torch']:.2e}", flush=True)
+    worst = {n: max(max(r["cpu_vs_float64"], r["torch_vs_float64"]) for r in rows if r["num_candidates"] == n)
+             for n in args.candidates}
+    print("largest float32 deviation per N: " + ", ".join(f"{n}: {e:.2e}" for n, e in worst.items()))
+    if args.out:
+        from mpdiffuser.bench import machine_info
+
+        Path(args.out).write_text(json.dumps({"model_file": args.model_file, "machine": machine_info(),
+                                              "has_cost": bundle.spec.with_cost, "rows": rows,
+                                              "largest_deviation_per_n": worst}, indent=1))
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

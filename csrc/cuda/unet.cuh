@@ -1,0 +1,298 @@
+// The unet family on the CUDA backend: the authors' temporal U-Net with FiLM, one thread block
+// running one candidate's rows (conditional and unconditional) through a whole network call. The
+// CPU backend's CpuUnet (cpu/unet.h) is its specification, layer for layer: the same convolutions
+// (stride 1 "same", the stride-2 down convolution reading positions 2l..2l+2, the transposed
+// up convolution as even and odd outputs of two taps each), GroupNorm in double with the same
+// float casts, FiLM folded into the norm's affine, SiLU after the residual sum. Activations are
+// position-major [L][C] per row in the block's slice of a global scratch buffer (unet_scratch in
+// layout.h); weights are read in the PyTorch layouts straight from the uploaded tensors.
+//
+// Written as the plainest correct form: each layer is one pass of the block's threads over its
+// outputs, an output summing its inputs in index order (taps outer, channels inner, as the CPU's
+// packed columns). Fusing layers and tensor cores are for when a GPU has measured this.
+#pragma once
+
+#include <cstddef>
+
+#include "cuda/layout.h"
+#include "math/update.h"
+
+namespace mpd::cuda {
+
+struct DevLinear {
+  const float* w;  // [out, in]
+  const float* b;  // [out]
+  int in, out;
+};
+
+struct DevConv {
+  const float* w;  // [out, in, kernel]; the transposed up convolution: [in, out, 4]
+  const float* b;  // [out]
+  int in, out, kernel;
+};
+
+struct DevFilmConv {
+  DevConv conv;
+  const float* gamma;  // GroupNorm affine [out]
+  const float* beta;
+  DevLinear film0, film2;  // context -> context (SiLU) -> [scale, shift]
+};
+
+struct DevBlock {
+  DevFilmConv first, second;
+  int has_skip;
+  DevConv skip;  // kernel 1 when the channel count changes
+};
+
+// One network (planner or dynamics model) with device pointers into the backend's arena; lives in
+// device memory (the kernel's parameters hold a pointer to it).
+struct DevUnet {
+  int horizon, in_channels, out_channels, dim, embed, levels, cond_dim;
+  DevLinear time0, time2, embeds[2][2];
+  DevBlock down0[kMaxUnetLevels], down1[kMaxUnetLevels];
+  DevConv down[kMaxUnetLevels];  // levels - 1
+  DevBlock mid0, mid1;
+  DevBlock up0[kMaxUnetLevels], up1[kMaxUnetLevels];
+  DevConv up[kMaxUnetLevels];  // levels - 1
+  DevConv head0, head3;
+  const float* head_gamma;
+  const float* head_beta;
+  UnetScratch scratch;  // one block's scratch for kUnetRows rows
+};
+
+// y[r, o] = b[o] + sum_i w[o, i] x[r, i] for r < rows, SiLU when asked.
+__device__ inline void unet_linear(const DevLinear& f, const float* x, int ldx, int rows, float* y, int ldy,
+                                   bool apply_silu) {
+  for (int q = threadIdx.x; q < rows * f.out; q += blockDim.x) {
+    const int r = q / f.out, o = q % f.out;
+    const float* w = f.w + static_cast<size_t>(o) * f.in;
+    const float* xr = x + static_cast<size_t>(r) * ldx;
+    float acc = f.b[o];
+    for (int i = 0; i < f.in; ++i) acc = fmaf(w[i], xr[i], acc);
+    y[static_cast<size_t>(r) * ldy + o] = apply_silu ? math::silu(acc) : acc;
+  }
+  __syncthreads();
+}
+
+// Stride 1, "same" (kernel / 2 zero positions each side): x [rows][L][in] -> y [rows][L][out].
+__device__ inline void unet_conv(const DevConv& c, const float* x, int L, int act, int rows, float* y) {
+  const int half = c.kernel / 2, per_row = L * c.out;
+  for (int q = threadIdx.x; q < rows * per_row; q += blockDim.x) {
+    const int r = q / per_row, l = (q % per_row) / c.out, o = q % c.out;
+    const float* xr = x + static_cast<size_t>(r) * act;
+    const float* w = c.w + static_cast<size_t>(o) * c.in * c.kernel;
+    float acc = c.b[o];
+    for (int j = 0; j < c.kernel; ++j) {
+      const int at = l + j - half;
+      if (at < 0 || at >= L) continue;
+      const float* xp = xr + static_cast<size_t>(at) * c.in;
+      for (int i = 0; i < c.in; ++i) acc = fmaf(w[i * c.kernel + j], xp[i], acc);
+    }
+    y[static_cast<size_t>(r) * act + static_cast<size_t>(l) * c.out + o] = acc;
+  }
+  __syncthreads();
+}
+
+// Kernel 3, stride 2: output l (of L / 2) reads positions 2l, 2l + 1, 2l + 2 (zero past the end).
+__device__ inline void unet_down(const DevConv& c, const float* x, int L, int act, int rows, float* y) {
+  const int out_len = L / 2, per_row = out_len * c.out;
+  for (int q = threadIdx.x; q < rows * per_row; q += blockDim.x) {
+    const int r = q / per_row, l = (q % per_row) / c.out, o = q % c.out;
+    const float* xr = x + static_cast<size_t>(r) * act;
+    const float* w = c.w + static_cast<size_t>(o) * c.in * 3;
+    float acc = c.b[o];
+    for (int j = 0; j < 3; ++j) {
+      const int at = 2 * l + j;
+      if (at >= L) continue;
+      const float* xp = xr + static_cast<size_t>(at) * c.in;
+      for (int i = 0; i < c.in; ++i) acc = fmaf(w[i * 3 + j], xp[i], acc);
+    }
+    y[static_cast<size_t>(r) * act + static_cast<size_t>(l) * c.out + o] = acc;
+  }
+  __syncthreads();
+}
+
+// Transposed, kernel 4, stride 2, padding 1 (w [in, out, 4]) -> 2 L positions: output 2a =
+// x[a - 1] w[., ., 3] + x[a] w[., ., 1]; output 2a + 1 = x[a] w[., ., 2] + x[a + 1] w[., ., 0].
+__device__ inline void unet_up(const DevConv& c, const float* x, int L, int act, int rows, float* y) {
+  const int per_row = 2 * L * c.out;
+  for (int q = threadIdx.x; q < rows * per_row; q += blockDim.x) {
+    const int r = q / per_row, m = (q % per_row) / c.out, o = q % c.out;
+    const int a = m / 2, odd = m % 2;
+    const float* xr = x + static_cast<size_t>(r) * act;
+    const int positions[2] = {odd ? a : a - 1, odd ? a + 1 : a};
+    const int taps[2] = {odd ? 2 : 3, odd ? 0 : 1};
+    float acc = c.b[o];
+    for (int s = 0; s < 2; ++s) {
+      if (positions[s] < 0 || positions[s] >= L) continue;
+      const float* xp = xr + static_cast<size_t>(positions[s]) * c.in;
+      for (int i = 0; i < c.in; ++i) {
+        acc = fmaf(c.w[(static_cast<size_t>(i) * c.out + o) * 4 + taps[s]], xp[i], acc);
+      }
+    }
+    y[static_cast<size_t>(r) * act + static_cast<size_t>(m) * c.out + o] = acc;
+  }
+  __syncthreads();
+}
+
+// GroupNorm (8 groups, biased variance, sums in double), its affine, FiLM (film row r = [scale
+// (C), shift (C)], when given) folded into h a + b per channel, SiLU when asked; in place.
+__device__ inline void unet_norm(float* x, int C, int L, int act, int rows, const float* gamma, const float* beta,
+                                 const float* film, int ld_film, float* stats, bool apply_silu) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  const int per_group = C / kUnetGroups, n = per_group * L;
+  for (int rg = warp; rg < rows * kUnetGroups; rg += warps) {
+    const int r = rg / kUnetGroups, g = rg % kUnetGroups;
+    const float* xr = x + static_cast<size_t>(r) * act + g * per_group;
+    double sum = 0.0;
+    for (int e = lane; e < n; e += 32) sum += xr[static_cast<size_t>(e / per_group) * C + e % per_group];
+    for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
+    const float mean = static_cast<float>(__shfl_sync(0xffffffffu, sum, 0) / n);
+    double sq = 0.0;
+    for (int e = lane; e < n; e += 32) {
+      const double d = static_cast<double>(xr[static_cast<size_t>(e / per_group) * C + e % per_group] - mean);
+      sq += d * d;
+    }
+    for (int offset = 16; offset > 0; offset /= 2) sq += __shfl_down_sync(0xffffffffu, sq, offset);
+    if (lane == 0) {
+      stats[rg * 2] = mean;
+      stats[rg * 2 + 1] = 1.0f / sqrtf(static_cast<float>(sq / n) + 1e-6f);
+    }
+  }
+  __syncthreads();
+  const int per_row = L * C;
+  for (int q = threadIdx.x; q < rows * per_row; q += blockDim.x) {
+    const int r = q / per_row, ch = q % C, g = ch / per_group;
+    const float mean = stats[(r * kUnetGroups + g) * 2], inv = stats[(r * kUnetGroups + g) * 2 + 1];
+    const float* f = film != nullptr ? film + static_cast<size_t>(r) * ld_film : nullptr;
+    const float s = f ? f[ch] : 1.0f, t = f ? f[C + ch] : 0.0f;
+    const float a = gamma[ch] * inv * s;
+    const float b = (beta[ch] - mean * gamma[ch] * inv) * s + t;
+    float& v = x[static_cast<size_t>(r) * act + q % per_row];
+    const float y = fmaf(v, a, b);
+    v = apply_silu ? math::silu(y) : y;
+  }
+  __syncthreads();
+}
+
+// A residual block with FiLM: x -> out, t1 and t3 scratch activations.
+__device__ inline void unet_block(const DevUnet& net, const DevBlock& b, float* base, const float* x, int L,
+                                  int rows, float* out, float* t1, float* t3) {
+  const UnetScratch& u = net.scratch;
+  const DevFilmConv* films[2] = {&b.first, &b.second};
+  for (int i = 0; i < 2; ++i) {
+    const DevFilmConv& f = *films[i];
+    float* y = i == 0 ? t1 : out;
+    unet_conv(f.conv, i == 0 ? x : t1, L, u.act, rows, y);
+    unet_linear(f.film0, base + u.ctx, round4(u.context), rows, base + u.hid, u.hidden, true);
+    unet_linear(f.film2, base + u.hid, u.hidden, rows, base + u.film, round4(2 * u.max_channels), false);
+    unet_norm(y, f.conv.out, L, u.act, rows, f.gamma, f.beta, base + u.film, round4(2 * u.max_channels),
+              base + u.stats, false);
+  }
+  const float* skip = x;
+  if (b.has_skip) {
+    unet_conv(b.skip, x, L, u.act, rows, t3);
+    skip = t3;
+  }
+  const int C = b.second.conv.out, per_row = L * C;
+  for (int q = threadIdx.x; q < rows * per_row; q += blockDim.x) {
+    const size_t at = static_cast<size_t>(q / per_row) * u.act + q % per_row;
+    out[at] = math::silu(out[at] + skip[at]);
+  }
+  __syncthreads();
+}
+
+// out + r ldo = [H, out_channels] = unet(window of row r, level t = k - 1, x0, condition of row r)
+// for r < rows (<= kUnetRows): row r's window is windows + (r % count) ld_window; rows >= count
+// are unconditional (condition 0). base: the block's scratch (net.scratch.total floats).
+__device__ inline void unet_forward(const DevUnet& net, int rows, const float* windows, int ld_window, int count,
+                                    int t, const float* x0, const float* cond, float* out, int ldo, float* base) {
+  const UnetScratch& u = net.scratch;
+  const int H = net.horizon, dim = net.dim, embed = net.embed, ld_ctx = round4(u.context);
+  float* ctx = base + u.ctx;
+  float* hid = base + u.hid;
+  float* hid2 = base + u.hid2;
+  // Context rows [time(t), embed(x_0), embed(c_r)]: time and x_0 are every row's.
+  const int half = dim / 2;
+  for (int j = threadIdx.x; j < half; j += blockDim.x) {
+    const float freq = expf(static_cast<float>(j) * (-logf(10000.0f) / static_cast<float>(half - 1)));
+    const float angle = static_cast<float>(t) * freq;
+    hid2[j] = sinf(angle);
+    hid2[half + j] = cosf(angle);
+  }
+  __syncthreads();
+  unet_linear(net.time0, hid2, 0, 1, hid, u.hidden, true);
+  unet_linear(net.time2, hid, 0, 1, ctx, ld_ctx, false);
+  unet_linear(net.embeds[0][0], x0, 0, 1, hid, u.hidden, true);
+  unet_linear(net.embeds[0][1], hid, 0, 1, ctx + dim, ld_ctx, false);
+  for (int q = threadIdx.x; q < rows * net.cond_dim; q += blockDim.x) {
+    const int r = q / net.cond_dim, i = q % net.cond_dim;
+    hid2[r * net.cond_dim + i] = r < count ? cond[i] : 0.0f;
+  }
+  for (int q = threadIdx.x; q < (rows - 1) * (dim + embed); q += blockDim.x) {
+    ctx[(1 + q / (dim + embed)) * ld_ctx + q % (dim + embed)] = ctx[q % (dim + embed)];
+  }
+  __syncthreads();
+  unet_linear(net.embeds[1][0], hid2, net.cond_dim, rows, hid, u.hidden, true);
+  unet_linear(net.embeds[1][1], hid, u.hidden, rows, ctx + dim + embed, ld_ctx, false);
+
+  float* buf[4] = {base + u.buf[0], base + u.buf[1], base + u.buf[2], base + u.buf[3]};
+  const int C_in = net.in_channels;
+  for (int q = threadIdx.x; q < rows * H * C_in; q += blockDim.x) {
+    const int r = q / (H * C_in);
+    buf[0][static_cast<size_t>(r) * u.act + q % (H * C_in)] =
+        windows[static_cast<size_t>(r % count) * ld_window + q % (H * C_in)];
+  }
+  __syncthreads();
+  int length = H;
+  for (int i = 0; i < net.levels; ++i) {
+    unet_block(net, net.down0[i], base, buf[0], length, rows, buf[1], buf[2], buf[3]);
+    unet_block(net, net.down1[i], base, buf[1], length, rows, buf[0], buf[2], buf[3]);
+    const int n = length * net.down1[i].second.conv.out;
+    for (int q = threadIdx.x; q < rows * n; q += blockDim.x) {
+      const int r = q / n;
+      base[u.kept + static_cast<size_t>(r) * u.kept_row + u.kept_at[i] + q % n] = buf[0][static_cast<size_t>(r) * u.act + q % n];
+    }
+    __syncthreads();
+    if (i + 1 < net.levels) {
+      unet_down(net.down[i], buf[0], length, u.act, rows, buf[1]);
+      float* swap = buf[0];
+      buf[0] = buf[1];
+      buf[1] = swap;
+      length /= 2;
+    }
+  }
+  unet_block(net, net.mid0, base, buf[0], length, rows, buf[1], buf[2], buf[3]);
+  unet_block(net, net.mid1, base, buf[1], length, rows, buf[0], buf[2], buf[3]);
+  int channels = net.mid1.second.conv.out;
+  for (int j = 0; j + 1 < net.levels; ++j) {
+    // [h; kept] along the channels (h first), per position.
+    const int level = net.levels - 1 - j, skip = net.up0[j].first.conv.in - channels;
+    const int joined = channels + skip;
+    const float* kept = base + u.kept + u.kept_at[level];
+    for (int q = threadIdx.x; q < rows * length * joined; q += blockDim.x) {
+      const int r = q / (length * joined), l = (q % (length * joined)) / joined, ch = q % joined;
+      buf[1][static_cast<size_t>(r) * u.act + q % (length * joined)] =
+          ch < channels ? buf[0][static_cast<size_t>(r) * u.act + static_cast<size_t>(l) * channels + ch]
+                        : kept[static_cast<size_t>(r) * u.kept_row + static_cast<size_t>(l) * skip + ch - channels];
+    }
+    __syncthreads();
+    unet_block(net, net.up0[j], base, buf[1], length, rows, buf[0], buf[2], buf[3]);
+    unet_block(net, net.up1[j], base, buf[0], length, rows, buf[1], buf[2], buf[3]);
+    unet_up(net.up[j], buf[1], length, u.act, rows, buf[0]);
+    length *= 2;
+    channels = net.up[j].out;
+  }
+  // Head: conv k5 -> GroupNorm -> SiLU -> conv k1, then the rows [H, C_out] out.
+  unet_conv(net.head0, buf[0], length, u.act, rows, buf[1]);
+  unet_norm(buf[1], net.head0.out, length, u.act, rows, net.head_gamma, net.head_beta, nullptr, 0, base + u.stats,
+            true);
+  unet_conv(net.head3, buf[1], length, u.act, rows, buf[2]);
+  const int n = H * net.out_channels;
+  for (int q = threadIdx.x; q < rows * n; q += blockDim.x) {
+    out[static_cast<size_t>(q / n) * ldo + q % n] = buf[2][static_cast<size_t>(q / n) * u.act + q % n];
+  }
+  __syncthreads();
+}
+
+}  // namespace mpd::cuda
