@@ -15,50 +15,10 @@
 #include <cstddef>
 
 #include "cuda/layout.h"
+#include "cuda/unet_net.h"
 #include "math/update.h"
 
 namespace mpd::cuda {
-
-struct DevLinear {
-  const float* w;  // [out, in]
-  const float* b;  // [out]
-  int in, out;
-};
-
-struct DevConv {
-  const float* w;  // [out, in, kernel]; the transposed up convolution: [in, out, 4]
-  const float* b;  // [out]
-  int in, out, kernel;
-};
-
-struct DevFilmConv {
-  DevConv conv;
-  const float* gamma;  // GroupNorm affine [out]
-  const float* beta;
-  DevLinear film0, film2;  // context -> context (SiLU) -> [scale, shift]
-};
-
-struct DevBlock {
-  DevFilmConv first, second;
-  int has_skip;
-  DevConv skip;  // kernel 1 when the channel count changes
-};
-
-// One network (planner or dynamics model) with device pointers into the backend's arena; lives in
-// device memory (the kernel's parameters hold a pointer to it).
-struct DevUnet {
-  int horizon, in_channels, out_channels, dim, embed, levels, cond_dim;
-  DevLinear time0, time2, embeds[2][2];
-  DevBlock down0[kMaxUnetLevels], down1[kMaxUnetLevels];
-  DevConv down[kMaxUnetLevels];  // levels - 1
-  DevBlock mid0, mid1;
-  DevBlock up0[kMaxUnetLevels], up1[kMaxUnetLevels];
-  DevConv up[kMaxUnetLevels];  // levels - 1
-  DevConv head0, head3;
-  const float* head_gamma;
-  const float* head_beta;
-  UnetScratch scratch;  // one block's scratch for kUnetRows rows
-};
 
 // y[r, o] = b[o] + sum_i w[o, i] x[r, i] for r < rows, SiLU when asked.
 __device__ inline void unet_linear(const DevLinear& f, const float* x, int ldx, int rows, float* y, int ldy,
@@ -139,21 +99,24 @@ __device__ inline void unet_up(const DevConv& c, const float* x, int L, int act,
 // (C), shift (C)], when given) folded into h a + b per channel, SiLU when asked; in place.
 __device__ inline void unet_norm(float* x, int C, int L, int act, int rows, const float* gamma, const float* beta,
                                  const float* film, int ld_film, float* stats, bool apply_silu) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  // A warp per (row, group) (width: the lanes, 32 in a kernel's block of kThreads; a block of one
+  // thread, as the CPU emulation runs it, is one lane).
+  const int width = blockDim.x < 32 ? static_cast<int>(blockDim.x) : 32;
+  const int warp = threadIdx.x / width, lane = threadIdx.x % width, warps = blockDim.x / width;
   const int per_group = C / kUnetGroups, n = per_group * L;
   for (int rg = warp; rg < rows * kUnetGroups; rg += warps) {
     const int r = rg / kUnetGroups, g = rg % kUnetGroups;
     const float* xr = x + static_cast<size_t>(r) * act + g * per_group;
     double sum = 0.0;
-    for (int e = lane; e < n; e += 32) sum += xr[static_cast<size_t>(e / per_group) * C + e % per_group];
-    for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
+    for (int e = lane; e < n; e += width) sum += xr[static_cast<size_t>(e / per_group) * C + e % per_group];
+    for (int offset = width / 2; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
     const float mean = static_cast<float>(__shfl_sync(0xffffffffu, sum, 0) / n);
     double sq = 0.0;
-    for (int e = lane; e < n; e += 32) {
+    for (int e = lane; e < n; e += width) {
       const double d = static_cast<double>(xr[static_cast<size_t>(e / per_group) * C + e % per_group] - mean);
       sq += d * d;
     }
-    for (int offset = 16; offset > 0; offset /= 2) sq += __shfl_down_sync(0xffffffffu, sq, offset);
+    for (int offset = width / 2; offset > 0; offset /= 2) sq += __shfl_down_sync(0xffffffffu, sq, offset);
     if (lane == 0) {
       stats[rg * 2] = mean;
       stats[rg * 2 + 1] = 1.0f / sqrtf(static_cast<float>(sq / n) + 1e-6f);

@@ -1,0 +1,130 @@
+// The unet family's network description for the CUDA plan kernel (cuda/unet.cuh runs it): plain
+// structs of pointers and sizes, and the host function that builds one from a model file's tensors
+// wherever they live (the backend's device arena; host memory in tests/cpp/cuda_unet_emulation_test.cpp,
+// which runs the kernel's U-Net code on the CPU against CpuUnet). No CUDA types.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cuda/layout.h"
+#include "format/model_file.h"
+
+namespace mpd::cuda {
+
+struct DevLinear {
+  const float* w;  // [out, in]
+  const float* b;  // [out]
+  int in, out;
+};
+
+struct DevConv {
+  const float* w;  // [out, in, kernel]; the transposed up convolution: [in, out, 4]
+  const float* b;  // [out]
+  int in, out, kernel;
+};
+
+struct DevFilmConv {
+  DevConv conv;
+  const float* gamma;  // GroupNorm affine [out]
+  const float* beta;
+  DevLinear film0, film2;  // context -> context (SiLU) -> [scale, shift]
+};
+
+struct DevBlock {
+  DevFilmConv first, second;
+  int has_skip;
+  DevConv skip;  // kernel 1 when the channel count changes
+};
+
+// One network (planner or dynamics model) with device pointers into the backend's arena; lives in
+// device memory (the kernel's parameters hold a pointer to it).
+struct DevUnet {
+  int horizon, in_channels, out_channels, dim, embed, levels, cond_dim;
+  DevLinear time0, time2, embeds[2][2];
+  DevBlock down0[kMaxUnetLevels], down1[kMaxUnetLevels];
+  DevConv down[kMaxUnetLevels];  // levels - 1
+  DevBlock mid0, mid1;
+  DevBlock up0[kMaxUnetLevels], up1[kMaxUnetLevels];
+  DevConv up[kMaxUnetLevels];  // levels - 1
+  DevConv head0, head3;
+  const float* head_gamma;
+  const float* head_beta;
+  UnetScratch scratch;  // one block's scratch for kUnetRows rows
+};
+
+// The DevUnet of network `net` ("planner" or "dynamics") with pointers into the arena `a`, by
+// the tensor names of the PyTorch module (cpu/unet.cpp builds its CpuUnet from the same names).
+inline bool device_unet(const ModelConfig& c, const std::string& net, const std::vector<std::pair<std::string, size_t>>& at,
+                 const float* a, const UnetScratch& scratch, DevUnet* u) {
+  bool ok = true;
+  auto find = [&](const std::string& name) -> const float* {
+    for (const auto& entry : at) {
+      if (entry.first == name) return a + entry.second;
+    }
+    ok = false;
+    return nullptr;
+  };
+  const std::string p = net + ".";
+  auto linear = [&](const std::string& name, int in, int out) {
+    return DevLinear{find(name + ".weight"), find(name + ".bias"), in, out};
+  };
+  auto conv = [&](const std::string& name, int in, int out, int kernel) {
+    return DevConv{find(name + ".weight"), find(name + ".bias"), in, out, kernel};
+  };
+  const int context = c.unet_dim + 2 * c.unet_embed_dim;
+  auto film_conv = [&](const std::string& name, int in, int out) {
+    return DevFilmConv{conv(name + ".conv", in, out, 5), find(name + ".norm.weight"), find(name + ".norm.bias"),
+                       linear(name + ".film.0", context, context), linear(name + ".film.2", context, 2 * out)};
+  };
+  auto block = [&](const std::string& name, int in, int out) {
+    DevBlock b{film_conv(name + ".first", in, out), film_conv(name + ".second", out, out), in != out, {}};
+    if (b.has_skip) b.skip = conv(name + ".skip", in, out, 1);
+    return b;
+  };
+  *u = DevUnet{};
+  const int levels = static_cast<int>(c.unet_mults.size()), dim = c.unet_dim, embed = c.unet_embed_dim;
+  u->horizon = c.horizon;
+  u->in_channels = c.window_dim();
+  u->out_channels = net == "planner" ? c.window_dim() : c.state_dim;
+  u->dim = dim;
+  u->embed = embed;
+  u->levels = levels;
+  u->cond_dim = c.cond_dim;
+  u->time0 = linear(p + "time.0", dim, 4 * dim);
+  u->time2 = linear(p + "time.2", 4 * dim, dim);
+  const int condition_dims[2] = {c.state_dim, c.cond_dim};
+  for (int i = 0; i < 2; ++i) {
+    u->embeds[i][0] = linear(p + "embeds." + std::to_string(i) + ".0", condition_dims[i], 4 * embed);
+    u->embeds[i][1] = linear(p + "embeds." + std::to_string(i) + ".2", 4 * embed, embed);
+  }
+  int channels = u->in_channels;
+  for (int i = 0; i < levels; ++i) {
+    const int d = dim * c.unet_mults[static_cast<size_t>(i)];
+    const std::string level = p + "down." + std::to_string(i) + ".";
+    u->down0[i] = block(level + "0", channels, d);
+    u->down1[i] = block(level + "1", d, d);
+    if (i + 1 < levels) u->down[i] = conv(level + "2.conv", d, d, 3);
+    channels = d;
+  }
+  u->mid0 = block(p + "middle.0", channels, channels);
+  u->mid1 = block(p + "middle.1", channels, channels);
+  for (int j = 0; j + 1 < levels; ++j) {
+    const int d = dim * c.unet_mults[static_cast<size_t>(levels - 2 - j)];
+    const int skip = dim * c.unet_mults[static_cast<size_t>(levels - 1 - j)];
+    const std::string level = p + "up." + std::to_string(j) + ".";
+    u->up0[j] = block(level + "0", channels + skip, d);
+    u->up1[j] = block(level + "1", d, d);
+    u->up[j] = conv(level + "2", d, d, 4);
+    channels = d;
+  }
+  u->head0 = conv(p + "head.0", channels, dim, 5);
+  u->head_gamma = find(p + "head.1.weight");
+  u->head_beta = find(p + "head.1.bias");
+  u->head3 = conv(p + "head.3", dim, u->out_channels, 1);
+  u->scratch = scratch;
+  return ok;
+}
+
+}  // namespace mpd::cuda
