@@ -1,6 +1,6 @@
 // Writes the C++ tests' tiny model (tests/cpp/model_writer.h, the one tests/cpp/cuda_plan_test.cpp
 // plans) to a file, so the Python tools can measure on exactly that model:
-//   mpd_write_tiny_model out.safetensors [cost] [unet]
+//   mpd_write_tiny_model out.safetensors [cost] [unet] [sample]   (sample: sample-prediction, CDF normalizer)
 #include <cstdio>
 #include <cstring>
 
@@ -8,13 +8,14 @@
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s OUT.safetensors [cost] [unet]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s OUT.safetensors [cost] [unet] [sample]\n", argv[0]);
     return 2;
   }
   testing::TinyModel m;
   for (int i = 2; i < argc; ++i) {
     if (std::strcmp(argv[i], "cost") == 0) m.has_cost = true;
     if (std::strcmp(argv[i], "unet") == 0) m.architecture = "unet";
+    if (std::strcmp(argv[i], "sample") == 0) m.prediction = "sample", m.quantiles = 9;
   }
   const std::vector<uint8_t> bytes = testing::write_model(m);
   std::FILE* f = std::fopen(argv[1], "wb");

@@ -14,8 +14,11 @@
 // candidates (the max over more of them; epsilon-prediction's 1 / sqrt(abar) amplifies a rounding
 // of the network's output at high noise), 1.04e-4 up to N = 64 and 2.04e-4 at N = 1100 (w = 1.7,
 // lambda = 0.5, cost model: the case that differed by 3.11e-4 on an H200 against the 2e-4 used
-// before). So kMlpWindowTolerance = 2 x 2.04e-4. The unet: at most 9.9e-7 up to N = 64, plus the
-// device's sinf/cosf/expf (2 ulp) in the time embedding: kUnetWindowTolerance = 2 x 2e-6.
+// before). So kMlpWindowTolerance = 2 x 2.04e-4. The unet with the options its loop below plans
+// (float32_error.py --unet-options): 2.42e-5 from float64 where the equations cover the options,
+// and the CPU backend and the reference differ by up to 6.71e-5 with a dynamics schedule (which
+// the float64 equations do not cover); bounding each backend's deviation by that difference,
+// kUnetWindowTolerance = 2 x 6.71e-5.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -31,7 +34,7 @@
 namespace {
 
 constexpr float kMlpWindowTolerance = 2 * 2.04e-4f;
-constexpr float kUnetWindowTolerance = 2 * 2e-6f;
+constexpr float kUnetWindowTolerance = 2 * 6.71e-5f;
 constexpr float kActionRange = 4.0f;  // actions are windows scaled to env units: the tiny models' range is 4
 
 struct Result {

@@ -1,0 +1,363 @@
+// The CUDA plan's kernels (design sections 2 and 3) and what they read: the fused plan kernel
+// (all K denoising steps of the dynamics model and the planner, then the ranker, for a group of
+// candidates per thread block) and the one-warp selection kernel. sampler.cu launches them;
+// tests/cpp/cuda_kernel_emulation_test.cpp runs the plan kernel on the CPU as a block of one
+// thread against the CPU backend. Included by one translation unit each.
+#pragma once
+
+#include "backend/backend.h"
+#include "cuda/layout.h"
+#include "cuda/unet.cuh"
+#include "math/normalizer.h"
+#include "math/philox.h"
+#include "math/schedule.h"
+#include "math/update.h"
+
+namespace mpd::cuda {
+namespace {
+
+constexpr int kMaxDense = 17;  // dense layers per network (16 hidden layers + output)
+
+// One residual MLP on the device: weight[l] is layer l's transposed weight, [round4(in),
+// round4(out)] with zero padding (16-byte rows).
+struct DeviceMlp {
+  const float* weight[kMaxDense];
+  const float* bias[kMaxDense];
+  int dims[kMaxDense + 1];  // dims[l] -> dims[l + 1]
+  int dense;                // hidden layers + 1
+};
+
+struct PlanParams {
+  DeviceMlp planner, dynamics, reward, cost;
+  const math::StepFloats* steps;  // [K], index k - 1
+  const float* embeddings;        // [K, 32]
+  const double* state_mid;        // [dx]
+  const double* state_half;
+  const float* state_quantiles;   // [dx, quantiles] CDF normalizer, or unused when quantiles = 0
+  float* windows;      // [N, H, D]
+  float* values;       // [N]
+  float* costs;        // [N]
+  int horizon, dx, du, cond_dim, num_steps, reward_outputs, has_cost, quantiles;
+  int ld_tau, ld_in, ld_h, ld_out;  // shared-memory row strides (floats, multiples of 4; layout.h)
+  int ld_rin, ld_rh, ld_rout;       // the same for the ranker's rows
+  int part_cols;                    // partial-sum columns per row: max(4 kThreads, widest padded layer)
+  const DevUnet* unets;             // the unet family: [planner, dynamics] in device memory, else null
+  float* unet_scratch;              // the unet family: unets[0].scratch.total floats per block
+  PlanRequest r;                    // this plan's (state and warm window in device memory)
+};
+
+struct SelectParams {
+  float* window;       // [H, D] or nullptr: receives the chosen window
+  const float* windows;
+  const float* values;
+  const float* costs;
+  const double* state_mid;  // [dx] for the range check of the state
+  const double* state_half;
+  const double* action_mid;
+  const double* action_half;
+  const float* action_quantiles;  // [du, quantiles] CDF normalizer, or unused when quantiles = 0
+  int quantiles;
+  float* actions;     // [a, du]
+  uint32_t* index;    // [1]
+  int horizon, dx, du;
+  PlanRequest r;      // this plan's: state and warm window (checked for NaN/inf), N, a, budget
+};
+
+// y[r, j] = epilogue(b[j] + sum_i W[j, i] x[r, i]) for r < rows; R = rows at most. wt: the
+// transposed weight, [round4(in), round4(out)] with zero padding, so the padding lanes of x
+// (finite: shared memory is zeroed at the start) add nothing. part: [S R, round4(out)] scratch.
+// epilogue 0: linear, 1: SiLU, 2: x[r, j] + SiLU (residual; in == out).
+template <int R>
+__device__ void dense(const float* __restrict__ wt, const float* __restrict__ b, int in, int out, const float* x,
+                      int ldx, int rows, float* y, int ldy, int epilogue, float* part) {
+  const DenseSplit d = dense_split(in, out, static_cast<int>(blockDim.x));
+  const int G = d.G, ldw = d.ldw, Q = d.Q, S = d.S, L = d.L;  // see layout.h
+  for (int task = threadIdx.x; task < G * S; task += blockDim.x) {
+    const int g = task % G, slice = task / G, q0 = slice * L, q1 = min(Q, q0 + L);
+    float acc[R][4];
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0.0f;
+    const float4* w = reinterpret_cast<const float4*>(wt) + static_cast<size_t>(q0) * ldw + g;
+#pragma unroll 2
+    for (int q = q0; q < q1; ++q, w += ldw) {
+      const float4 w0 = __ldg(w), w1 = __ldg(w + G), w2 = __ldg(w + 2 * G), w3 = __ldg(w + 3 * G);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        if (r >= rows) continue;
+        const float4 v = *reinterpret_cast<const float4*>(x + r * ldx + 4 * q);
+        acc[r][0] = fmaf(v.w, w3.x, fmaf(v.z, w2.x, fmaf(v.y, w1.x, fmaf(v.x, w0.x, acc[r][0]))));
+        acc[r][1] = fmaf(v.w, w3.y, fmaf(v.z, w2.y, fmaf(v.y, w1.y, fmaf(v.x, w0.y, acc[r][1]))));
+        acc[r][2] = fmaf(v.w, w3.z, fmaf(v.z, w2.z, fmaf(v.y, w1.z, fmaf(v.x, w0.z, acc[r][2]))));
+        acc[r][3] = fmaf(v.w, w3.w, fmaf(v.z, w2.w, fmaf(v.y, w1.w, fmaf(v.x, w0.w, acc[r][3]))));
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      if (r < rows) {
+        *reinterpret_cast<float4*>(part + (slice * R + r) * ldw + 4 * g) =
+            make_float4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
+      }
+    }
+  }
+  __syncthreads();
+  for (int q = threadIdx.x; q < rows * out; q += blockDim.x) {
+    const int r = q / out, j = q % out;
+    float v = 0.0f;
+    for (int slice = 0; slice < S; ++slice) v += part[(slice * R + r) * ldw + j];
+    v += __ldg(b + j);
+    if (epilogue == 1) v = math::silu(v);
+    if (epilogue == 2) v = x[r * ldx + j] + math::silu(v);
+    y[r * ldy + j] = v;
+  }
+  __syncthreads();
+}
+
+// out[r] = net(in[r]) for r < rows; h0, h1: [R, ld_h] scratch. Ends synchronized.
+template <int R>
+__device__ void mlp(const DeviceMlp& net, const float* in, int ld_in, int rows, float* h0, float* h1, int ld_h,
+                    float* out, int ld_out, float* part) {
+  dense<R>(net.weight[0], net.bias[0], net.dims[0], net.dims[1], in, ld_in, rows, h0, ld_h, 1, part);
+  float* cur = h0;
+  float* next = h1;
+  for (int l = 1; l < net.dense - 1; ++l) {
+    dense<R>(net.weight[l], net.bias[l], net.dims[l], net.dims[l + 1], cur, ld_h, rows, next, ld_h, 2, part);
+    float* t = cur;
+    cur = next;
+    next = t;
+  }
+  const int last = net.dense - 1;
+  dense<R>(net.weight[last], net.bias[last], net.dims[last], net.dims[last + 1], cur, ld_h, rows, out, ld_out, 0,
+           part);
+}
+
+// Without eps: the block's cnt initial windows, tau[n, e] = s z(seed, first + n, K + 1)[e] (s the
+// temperature's noise scale), or warm-started at st = level k_w's floats, the shifted previous
+// window re-noised. With eps: the planner update with noise s z(seed, first + n, step); step 0 =
+// the last step, no noise.
+__device__ void noise_update(const PlanParams& p, float* tau, int first, int cnt, int step, const float* eps,
+                             const math::StepFloats* st) {
+  const int HD = p.horizon * (p.dx + p.du), blocks = (HD + 3) / 4;
+  for (int q = threadIdx.x; q < cnt * blocks; q += blockDim.x) {
+    const int n = q / blocks, blk = q % blocks;
+    float lanes[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (step > 0) math::normal4(p.r.seed, static_cast<uint32_t>(first + n), static_cast<uint32_t>(step),
+                                static_cast<uint32_t>(blk), lanes);
+    for (int lane = 0; lane < 4; ++lane) {
+      const int e = 4 * blk + lane;
+      if (e >= HD) break;
+      float& v = tau[n * p.ld_tau + e];
+      const float z = p.r.noise_scale * lanes[lane];
+      if (eps == nullptr) {
+        if (p.r.warm == nullptr) {
+          v = z;
+        } else {
+          const int D = p.dx + p.du;
+          v = math::renoised(p.r.warm[math::shifted_row(e / D, p.r.shift, p.horizon) * D + e % D], z, *st);
+        }
+        continue;
+      }
+      const float cond = eps[n * p.ld_out + e];
+      const float g = p.r.guided ? math::guided(cond, eps[(n + cnt) * p.ld_out + e], p.r.guidance) : cond;
+      v = step > 0 ? math::planner_update(v, g, *st, z) : math::posterior_mean(v, g, *st);
+    }
+  }
+  __syncthreads();
+}
+
+// Row tail [x_0, c or 0, emb(k)] element i (0-based within the tail) of row r.
+__device__ float tail_at(const PlanParams& p, const float* x0, int r, int cnt, int i, const float* emb) {
+  if (i < p.dx) return x0[i];
+  i -= p.dx;
+  if (i < p.cond_dim) return r < cnt ? p.r.cond[i] : 0.0f;
+  return emb[i - p.cond_dim];
+}
+
+// kUnet: planner and dynamics model of the unet family (CPB = 1), through unet_forward with the
+// block's global scratch; the ranker is an MLP in either family.
+template <int CPB, bool kUnet>
+__global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
+  extern __shared__ float4 smem4[];
+  float* smem = reinterpret_cast<float*>(smem4);
+  const int H = p.horizon, dx = p.dx, du = p.du, D = dx + du, HD = H * D, K = p.num_steps;
+  const int first = blockIdx.x * CPB;
+  const int cnt = min(CPB, p.r.num_candidates - first);
+  const int rows = p.r.guided ? 2 * cnt : cnt;
+  const Layout l = plan_layout(p, CPB);
+  float* x0 = smem + l.x0;      // [dx]
+  float* gamma = smem + l.gamma;  // [H]: float(discount^t)
+  float* tau = smem + l.tau;    // [CPB, ld_tau]
+  float* in = smem + l.in;      // [2 CPB, ld_in] or [kRankRows, ld_rin]
+  float* h0 = smem + l.h0;      // [2 CPB, ld_h] or [kRankRows, ld_rh]
+  float* h1 = smem + l.h1;
+  float* eps = smem + l.eps;    // [2 CPB, ld_out] or [kRankRows, ld_rout]
+  float* part = smem + l.part;  // dense layers' partial sums
+  float* scratch = kUnet ? p.unet_scratch + static_cast<size_t>(blockIdx.x) * p.unets[0].scratch.total : nullptr;
+
+  for (int i = threadIdx.x; i < l.total; i += blockDim.x) smem[i] = 0.0f;
+  __syncthreads();
+  for (int i = threadIdx.x; i < dx; i += blockDim.x) {
+    x0[i] = static_cast<float>(math::normalize(p.r.state[i], p.state_quantiles + i * p.quantiles, p.quantiles,
+                                               p.state_mid[i], p.state_half[i]));
+  }
+  for (int t = threadIdx.x; t < H; t += blockDim.x) gamma[t] = static_cast<float>(pow(p.r.discount, static_cast<double>(t)));
+  noise_update(p, tau, first, cnt, K + 1, nullptr, p.steps + (p.r.start_level - 1));
+
+  for (int k = p.r.start_level; k >= 1; --k) {
+    const math::StepFloats st = p.steps[k - 1];
+    const float* emb = p.embeddings + (k - 1) * 32;
+    if (math::dynamics_at(k, p.r.lambda, p.r.dynamics_every, p.r.dynamics_last)) {
+      const int dynamics_rows = p.r.dynamics_guided ? 2 * cnt : cnt;
+      if constexpr (kUnet) {
+        unet_forward(p.unets[1], dynamics_rows, tau, p.ld_tau, cnt, k - 1, x0, p.r.cond, eps, p.ld_out, scratch);
+      } else {
+      // [flatten(X^k), flatten(U^k), x_0, c, emb(k)]
+      const int in_dim = p.dynamics.dims[0];
+      for (int q = threadIdx.x; q < dynamics_rows * in_dim; q += blockDim.x) {
+        const int r = q / in_dim, i = q % in_dim;
+        const float* win = tau + (r % cnt) * p.ld_tau;
+        float v;
+        if (i < H * dx) {
+          v = win[(i / dx) * D + i % dx];
+        } else if (i < HD) {
+          const int u = i - H * dx;
+          v = win[(u / du) * D + dx + u % du];
+        } else {
+          v = tail_at(p, x0, r, cnt, i - HD, emb);
+        }
+        in[r * p.ld_in + i] = v;
+      }
+      __syncthreads();
+      mlp<2 * CPB>(p.dynamics, in, p.ld_in, dynamics_rows, h0, h1, p.ld_h, eps, p.ld_out, part);
+      }
+      for (int q = threadIdx.x; q < cnt * H * dx; q += blockDim.x) {
+        const int n = q / (H * dx), e = q % (H * dx);
+        const float cond = eps[n * p.ld_out + e];
+        const float g = p.r.dynamics_guided
+                            ? math::guided(cond, eps[(n + cnt) * p.ld_out + e], p.r.dynamics_guidance)
+                            : cond;
+        float& x = tau[n * p.ld_tau + (e / dx) * D + e % dx];
+        x = math::dynamics_update(x, g, st, p.r.one_minus_lambda, p.r.lambda);
+      }
+      __syncthreads();
+    }
+    if constexpr (kUnet) {
+      unet_forward(p.unets[0], rows, tau, p.ld_tau, cnt, k - 1, x0, p.r.cond, eps, p.ld_out, scratch);
+    } else {
+      // [flatten(tau'), x_0, c, emb(k)]
+      const int in_dim = p.planner.dims[0];
+      for (int q = threadIdx.x; q < rows * in_dim; q += blockDim.x) {
+        const int r = q / in_dim, i = q % in_dim;
+        in[r * p.ld_in + i] = i < HD ? tau[(r % cnt) * p.ld_tau + i] : tail_at(p, x0, r, cnt, i - HD, emb);
+      }
+      __syncthreads();
+      mlp<2 * CPB>(p.planner, in, p.ld_in, rows, h0, h1, p.ld_h, eps, p.ld_out, part);
+    }
+    noise_update(p, tau, first, cnt, k > 1 ? k : 0, eps, &st);
+  }
+
+  for (int q = threadIdx.x; q < cnt * HD; q += blockDim.x) {
+    p.windows[static_cast<size_t>(first + q / HD) * HD + q % HD] = tau[(q / HD) * p.ld_tau + q % HD];
+  }
+
+  // Ranking: rows [x_t, u_t], t = 0..H-1 (x_0 the current state), kRankRows rows at a time,
+  // summed in t order by thread 0 as the CPU backend sums them.
+  __shared__ float value_acc, cost_acc;
+  __shared__ int fell;
+  for (int n = 0; n < cnt; ++n) {
+    if (threadIdx.x == 0) {
+      value_acc = 0.0f;
+      cost_acc = 0.0f;
+      fell = -1;
+    }
+    const float* win = tau + n * p.ld_tau;
+    for (int t0 = 0; t0 < H; t0 += kRankRows) {
+      const int rr = min(kRankRows, H - t0);
+      for (int q = threadIdx.x; q < rr * D; q += blockDim.x) {
+        const int r = q / D, i = q % D, t = t0 + r;
+        in[r * p.ld_rin + i] = i < dx ? (t == 0 ? x0[i] : win[(t - 1) * D + i]) : win[t * D + i];
+      }
+      __syncthreads();
+      mlp<kRankRows>(p.reward, in, p.ld_rin, rr, h0, h1, p.ld_rh, eps, p.ld_rout, part);
+      if (threadIdx.x == 0) {
+        for (int r = 0; r < rr; ++r) {
+          const int t = t0 + r;
+          value_acc += eps[r * p.ld_rout] * gamma[t];
+          if (p.reward_outputs == 2 && fell < 0 && eps[r * p.ld_rout + 1] > 0.0f) fell = t;
+        }
+      }
+      __syncthreads();
+      if (p.has_cost) {
+        mlp<kRankRows>(p.cost, in, p.ld_rin, rr, h0, h1, p.ld_rh, eps, p.ld_rout, part);
+        if (threadIdx.x == 0) {
+          for (int r = 0; r < rr; ++r) cost_acc += eps[r * p.ld_rout] * gamma[t0 + r];
+        }
+        __syncthreads();
+      }
+    }
+    if (threadIdx.x == 0) {
+      float value = value_acc;
+      if (fell >= 0) value -= kTerminationPenalty * gamma[fell];
+      p.values[first + n] = value;
+      if (p.has_cost) p.costs[first + n] = cost_acc;
+    }
+    __syncthreads();
+  }
+}
+
+// The kernel variants: candidates per thread block. The answer does not depend on the variant
+// (each row's arithmetic is the same); only the weight traffic and the parallelism do.
+constexpr int kVariants = 3;
+constexpr int kCandidatesPerBlock[kVariants] = {1, 2, 4};
+using PlanKernel = void (*)(PlanParams);
+constexpr PlanKernel kPlanKernels[kVariants] = {plan_kernel<1, false>, plan_kernel<2, false>, plan_kernel<4, false>};
+constexpr PlanKernel kUnetPlanKernel = plan_kernel<1, true>;  // the unet family: one candidate per block
+
+// One warp: the selection rule of design section 3 step 3 (ties to the lowest index), then the chosen
+// candidate's first actions in env units.
+__global__ void select_kernel(const SelectParams s) {
+  const int lane = threadIdx.x;
+  auto better = [&](int a, int b) {
+    const float ca = s.r.budget ? s.costs[a] : 0.0f, cb = s.r.budget ? s.costs[b] : 0.0f;
+    return math::better_candidate(s.values[a], ca, !s.r.budget || ca <= s.r.cost_budget, s.values[b], cb,
+                                  !s.r.budget || cb <= s.r.cost_budget);
+  };
+  // Each lane the best of every 32nd candidate, then the lanes' bests merged (lower index on ties).
+  int best = math::best_candidate(s.values, s.costs, s.r.budget, s.r.cost_budget, lane, s.r.num_candidates, 32);
+  bool plan_finite = true;  // every value, then the chosen window and actions (mpd_plan's contract)
+  for (int n = lane; n < s.r.num_candidates; n += 32) plan_finite = plan_finite && isfinite(s.values[n]);
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const int other = __shfl_down_sync(0xffffffffu, best, offset);
+    if (other >= 0 && (best < 0 || better(other, best) || (!better(best, other) && other < best))) best = other;
+  }
+  best = __shfl_sync(0xffffffffu, best, 0);
+  const int D = s.dx + s.du;
+  bool finite = true, in_range = true;
+  for (int i = lane; i < s.dx; i += 32) {
+    finite = finite && isfinite(s.r.state[i]);
+    in_range = in_range && math::state_in_range(s.r.state[i], s.state_mid[i], s.state_half[i]);
+  }
+  for (int i = lane; s.r.warm != nullptr && i < s.horizon * D; i += 32) finite = finite && isfinite(s.r.warm[i]);
+  finite = __all_sync(0xffffffffu, finite);
+  in_range = __all_sync(0xffffffffu, in_range) || !finite;
+  finite = finite && in_range;  // a refused input: NaN outputs, the index says which
+  const float* window = s.windows + static_cast<size_t>(best) * s.horizon * D;
+  for (int q = lane; q < s.horizon * D; q += 32) plan_finite = plan_finite && isfinite(window[q]);
+  for (int q = lane; q < s.r.actions_per_plan * s.du; q += 32) {
+    const int t = q / s.du, j = q % s.du;
+    s.actions[q] = static_cast<float>(math::denormalize(window[t * D + s.dx + j], s.action_quantiles + j * s.quantiles,
+                                                        s.quantiles, s.action_mid[j], s.action_half[j]));
+    plan_finite = plan_finite && isfinite(s.actions[q]);
+  }
+  plan_finite = __all_sync(0xffffffffu, plan_finite);
+  const bool ok = finite && plan_finite;
+  for (int q = lane; s.window != nullptr && q < s.horizon * D; q += 32) s.window[q] = ok ? window[q] : NAN;
+  for (int q = lane; !ok && q < s.r.actions_per_plan * s.du; q += 32) s.actions[q] = NAN;  // this lane's own writes
+  if (lane == 0 && s.index != nullptr) {
+    *s.index = !in_range ? MPD_INDEX_STATE_OUT_OF_RANGE
+               : !finite ? MPD_INDEX_NON_FINITE_INPUT
+               : !plan_finite ? MPD_INDEX_NON_FINITE_PLAN : static_cast<uint32_t>(best);
+  }
+}
+
+}  // namespace
+}  // namespace mpd::cuda

@@ -1,0 +1,202 @@
+// The CUDA backend's plan kernel (csrc/cuda/plan_kernel.cuh) run on the CPU, block by block as a
+// block of one thread, with its parameters and arena built by the backend's own host code
+// (csrc/cuda/arena.h) in host memory: windows and values against the CPU backend's mpd_plan on
+// the same model file, seed and options, for both families, every kernel variant, guidance of
+// each model, lambda and its schedule, both prediction targets and normalizers, the cost model,
+// temperature and a warm start. What it cannot check: the kernels' 512-thread work split and warp
+// reductions, the selection kernel, launches and copies (tests/cpp/cuda_plan_test.cpp on a GPU).
+//
+// Tolerances: two float32 evaluations in different summation orders; by the triangle inequality
+// at most twice one backend's deviation from exact arithmetic, measured on these models by
+// benchmarks/diagnostics/float32_error.py (benchmarks/results/float32_error_tiny*.json): up to
+// 1.04e-4 for the mlp at N <= 64 and 6.71e-5 for the unet (the difference of two float32 orders
+// with a dynamics schedule), so twice those, the GPU test's tolerances.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+// CUDA's device dialect for a host compiler: a block of one thread, shared memory a static array.
+#define __device__
+#define __global__
+#define __shared__
+#define __launch_bounds__(n)
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+template <class T>
+T __ldg(const T* p) {
+  return *p;
+}
+struct ThreadIndex {
+  unsigned x;
+};
+static const ThreadIndex threadIdx{0}, blockDim{1};
+static ThreadIndex blockIdx{0};
+inline void __syncthreads() {}
+inline bool __all_sync(unsigned, bool predicate) { return predicate; }
+template <class T>
+T __shfl_down_sync(unsigned, T value, int) {
+  return value;
+}
+template <class T>
+T __shfl_sync(unsigned, T value, int) {
+  return value;
+}
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+using std::isfinite;
+
+#include "backend/backend.h"
+#include "check.h"
+#include "cuda/arena.h"
+#include "model_writer.h"
+
+namespace mpd::cuda {
+namespace {
+float4 smem4[1 << 16];  // the plan kernel's dynamic shared memory (1 MiB: more than any layout here)
+}  // namespace
+}  // namespace mpd::cuda
+
+namespace {
+
+struct Plan {
+  std::vector<float> windows, values;
+};
+
+// The CPU backend's plan (host API).
+Plan cpu_plan(const mpd_model* model, const float* state, const float* warm, uint64_t seed, const mpd_options& o,
+              size_t HD) {
+  mpd_workspace* ws = nullptr;
+  CHECK(mpd_workspace_create(model, MPD_BACKEND_CPU, o.num_candidates, 1, &ws) == MPD_OK);
+  Plan p{std::vector<float>(o.num_candidates * HD), std::vector<float>(o.num_candidates)};
+  std::vector<float> actions(64);
+  mpd_plan_output out{actions.data(), 0, p.values.data(), nullptr, p.windows.data(), nullptr, nullptr};
+  CHECK(mpd_plan_warm(model, ws, state, warm, seed, &o, &out, nullptr) == MPD_OK);
+  mpd_workspace_free(ws);
+  return p;
+}
+
+// The plan kernel's plan, every block in turn, CPB candidates per block.
+template <int CPB, bool kUnet>
+Plan kernel_plan(const mpd::ModelFile& file, const float* state, const float* warm, uint64_t seed,
+                 const mpd_options& o) {
+  using namespace mpd::cuda;
+  Arena arena;
+  CHECK(build_arena(file, static_cast<int>(o.num_candidates), &arena));
+  std::vector<float> memory(arena.total, NAN);  // the arena in host memory; the plan buffers unset
+  std::copy(arena.image.begin(), arena.image.end(), memory.begin());
+  PlanParams p;
+  SelectParams s;
+  DevUnet unets[2];
+  CHECK(arena_params(file, arena, memory.data(), arena.norms.data(), &p, &s, unets));
+  if (arena.unet) std::memcpy(memory.data() + arena.unets_at, unets, sizeof unets);
+  p.r = mpd::resolve_plan(file.config, o, state, warm, seed);
+  CHECK(static_cast<size_t>(plan_layout(p, CPB).total) * sizeof(float) <= sizeof smem4);
+  const int blocks = (static_cast<int>(o.num_candidates) + CPB - 1) / CPB;
+  for (int b = 0; b < blocks; ++b) {
+    blockIdx.x = static_cast<unsigned>(b);
+    std::memset(smem4, 0xff, sizeof smem4);  // NaN: the kernel zeroes what it uses
+    plan_kernel<CPB, kUnet>(p);
+  }
+  const size_t HD = static_cast<size_t>(file.config.horizon) * file.config.window_dim();
+  return {std::vector<float>(p.windows, p.windows + o.num_candidates * HD),
+          std::vector<float>(p.values, p.values + o.num_candidates)};
+}
+
+float max_abs(const std::vector<float>& a, const std::vector<float>& b) {
+  float m = a.size() == b.size() ? 0.0f : INFINITY;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::isfinite(a[i]) ? std::fmax(m, std::fabs(a[i] - b[i])) : INFINITY;
+  return m;
+}
+
+float max_rel(const std::vector<float>& a, const std::vector<float>& b) {
+  float m = 0.0f;
+  for (size_t i = 0; i < a.size(); ++i) {
+    m = std::isfinite(a[i]) ? std::fmax(m, std::fabs(a[i] - b[i]) / std::fmax(1.0f, std::fabs(b[i]))) : INFINITY;
+  }
+  return m;
+}
+
+void check_model(const testing::TinyModel& spec, float tolerance) {
+  const std::vector<uint8_t> bytes = testing::write_model(spec);
+  mpd::ModelFile file;
+  std::string error;
+  CHECK(mpd::read_model_file(bytes.data(), bytes.size(), &file, &error) == MPD_OK);
+  mpd_model* model = nullptr;
+  CHECK(mpd_model_load_memory(bytes.data(), bytes.size(), &model, nullptr, 0) == MPD_OK);
+  if (model == nullptr) return;
+  const bool unet = spec.architecture == "unet";
+  const size_t HD = static_cast<size_t>(file.config.horizon) * file.config.window_dim();
+  const float state[3] = {0.3f, -1.1f, 1.7f};
+  float worst_window = 0.0f, worst_value = 0.0f;
+  int plans = 0;
+  for (uint32_t n : {1u, 5u, 16u}) {
+    for (double w : {1.0, 1.7}) {
+      for (double lambda : {0.0, 0.5, 1.0}) {
+        mpd_options o;
+        mpd_model_default_options(model, &o);
+        o.num_candidates = n;
+        o.guidance = w;
+        o.dynamics_weight = lambda;
+        o.dynamics_guidance = lambda == 0.5 ? 1.0 : 2.5;
+        o.dynamics_every = lambda == 1.0 ? 2 : 1;
+        o.temperature = w == 1.0 ? 1.0 : 0.05;
+        o.actions_per_plan = 2;
+        if (spec.has_cost) {
+          o.has_cost_limit = 1;
+          o.cost_limit = 3.0;
+        }
+        const Plan want = cpu_plan(model, state, nullptr, 7, o, HD);
+        std::vector<Plan> got;
+        if (unet) {
+          got.push_back(kernel_plan<1, true>(file, state, nullptr, 7, o));
+        } else {
+          got.push_back(kernel_plan<1, false>(file, state, nullptr, 7, o));
+          got.push_back(kernel_plan<2, false>(file, state, nullptr, 7, o));
+          got.push_back(kernel_plan<4, false>(file, state, nullptr, 7, o));
+          // The variants differ in the grid only: bit for bit the same (as on a GPU).
+          CHECK(got[1].windows == got[0].windows && got[2].windows == got[0].windows);
+          CHECK(got[1].values == got[0].values && got[2].values == got[0].values);
+        }
+        worst_window = std::fmax(worst_window, max_abs(got[0].windows, want.windows));
+        worst_value = std::fmax(worst_value, max_rel(got[0].values, want.values));
+        ++plans;
+        if (n == 5 && lambda == 1.0) {  // warm-started from the last candidate's window at k_w = 2
+          o.warm_start_level = 2;
+          const float* previous = want.windows.data() + (n - 1) * HD;
+          const Plan warm_want = cpu_plan(model, state, previous, 9, o, HD);
+          const Plan warm_got = unet ? kernel_plan<1, true>(file, state, previous, 9, o)
+                                     : kernel_plan<1, false>(file, state, previous, 9, o);
+          worst_window = std::fmax(worst_window, max_abs(warm_got.windows, warm_want.windows));
+          ++plans;
+        }
+      }
+    }
+  }
+  std::printf("%s %s%s%s: %d plans, windows differ by <= %.3g (tolerance %.3g), values by <= %.3g relative\n",
+              spec.architecture.c_str(), spec.prediction.c_str(), spec.quantiles ? " cdf" : "",
+              spec.has_cost ? " cost" : "", plans, worst_window, tolerance, worst_value);
+  CHECK(worst_window <= tolerance);
+  CHECK(worst_value <= 1e-4f);
+  mpd_model_free(model);
+}
+
+}  // namespace
+
+int main() {
+  for (const char* architecture : {"mlp", "unet"}) {
+    for (const char* prediction : {"epsilon", "sample"}) {
+      for (bool cost : {false, true}) {
+        testing::TinyModel spec;
+        spec.architecture = architecture;
+        spec.prediction = prediction;
+        spec.quantiles = std::strcmp(prediction, "sample") == 0 ? 9 : 0;
+        spec.has_cost = cost;
+        check_model(spec, std::strcmp(architecture, "unet") == 0 ? 2 * 6.71e-5f : 2 * 1.04e-4f);
+      }
+    }
+  }
+  return check::exit_code();
+}
