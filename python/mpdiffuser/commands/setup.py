@@ -1,0 +1,134 @@
+"""The commands that set a machine and its data up: info, data (inspect, convert), generate-data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mpdiffuser.commands.common import seed_type
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    """Print the build configuration and check the native noise against the NumPy one."""
+    from mpdiffuser import _core, noise
+
+    info = _core.build_info()
+    print(f"mpdiffuser {info['version']}")
+    print(f"  C++ compiler       : {info['cxx_compiler']}")
+    if info["cuda_compiled"]:
+        print(f"  CUDA backend       : compiled ({info['cuda_compiler']}, sm {info['cuda_architectures']})")
+    else:
+        print("  CUDA backend       : not compiled")
+    gpu = _core.cuda_device_available()
+    print(f"  CUDA device        : {'present' if gpu else 'none'}")
+    ok = True
+    for seed, candidate, step, count in ((0, 0, 0, 1001), (2**40 + 17, 63, 21, 4099)):
+        native = _core.noise_normal(seed, candidate, step, count)
+        reference = noise.normal(seed, candidate, step, count)
+        same = np.array_equal(native, reference)
+        ok &= same
+        line = f"  noise self-check   : seed={seed} candidate={candidate} step={step} count={count}: "
+        line += "native == numpy" if same else f"MISMATCH ({int((native != reference).sum())} elements)"
+        if gpu:
+            device_same = np.array_equal(_core.cuda_noise_normal(seed, candidate, step, count), reference)
+            ok &= device_same
+            line += ", cuda == numpy" if device_same else ", cuda MISMATCH"
+        print(line)
+    print("self-check passed" if ok else "self-check FAILED")
+    return 0 if ok else 1
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    """Generate an offline dataset from a gymnasium MuJoCo v5 environment (written as HDF5)."""
+    from mpdiffuser.data.dataset import load_dataset
+    from mpdiffuser.data.generate import GenerateConfig, generate
+
+    if args.kind != "mixed" and (args.cost_penalty is not None or args.cautious_steps is not None):
+        raise SystemExit("error: --cost-penalty and --cautious-steps apply to --kind mixed only")
+    if args.velocity_limit is not None and not (args.constrained or args.kind == "mixed"):
+        raise SystemExit("error: --velocity-limit applies to data with costs only (--constrained or --kind mixed)")
+    mixed = {"cost_penalty": args.cost_penalty, "cautious_steps": args.cautious_steps,
+             "velocity_limit": args.velocity_limit}
+    config = GenerateConfig(args.env, args.kind, args.transitions, args.policy_steps, args.expert_steps,
+                            args.constrained or args.kind == "mixed", args.seed,
+                            **{k: v for k, v in mixed.items() if v is not None})
+    path = generate(config, args.out, policy_dir=args.policy_dir)
+    data = load_dataset(path)
+    if args.minari_id:
+        data.save_minari(args.minari_id, args.env)
+        print(f"also written as Minari dataset {args.minari_id}")
+    r = data.returns()
+    print(f"{path}: {len(data.episodes)} episodes, {data.num_transitions} transitions, "
+          f"return mean {r.mean():.1f} min {r.min():.1f} max {r.max():.1f}")
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    """Dataset tools. inspect: episodes, lengths, returns (and their D4RL score), how episodes end,
+    every dimension's range, NaN/Inf, constant dimensions and actions outside the environment's
+    action space, with warnings. convert: the same data in another format (.hdf5, .npz, minari:<id>)."""
+    from mpdiffuser.data.dataset import load_dataset
+    from mpdiffuser.data.inspect import convert_dataset, format_report, inspect_dataset
+
+    if args.data_command == "convert":
+        print(f"wrote {convert_dataset(args.source, args.target, args.env)}")
+        return 0
+    report = inspect_dataset(load_dataset(args.dataset), args.dataset, args.env)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def register(commands) -> None:
+    from mpdiffuser.data.generate import KINDS
+    from mpdiffuser.envs import SUPPORTED
+
+    info = commands.add_parser("info", help="build configuration and native self-check",
+                               description=_cmd_info.__doc__)
+    info.set_defaults(func=_cmd_info)
+
+
+    data = commands.add_parser("data", help="inspect a dataset, or convert it to another format",
+                               description=_cmd_data.__doc__)
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION",
+                                        help="inspect or convert")
+    inspect = data_commands.add_parser("inspect", help="episodes, returns, ranges and problems of a dataset")
+    inspect.add_argument("dataset", help="a .hdf5/.h5 or .npz file, or minari:<dataset_id>")
+    inspect.add_argument("--env", default=None, help="environment id for the score and the action bounds "
+                                                     "(default: the dataset's own)")
+    inspect.add_argument("--json", default=None, help="also write the report as JSON here")
+    inspect.set_defaults(func=_cmd_data)
+    convert = data_commands.add_parser("convert", help="write a dataset in another format (by the target's suffix)")
+    convert.add_argument("source", help="a .hdf5/.h5 or .npz file, or minari:<dataset_id>")
+    convert.add_argument("target", help="a .hdf5/.h5 or .npz file, or minari:<dataset_id> (local storage)")
+    convert.add_argument("--env", default=None, help="a Minari target's environment id (default: the dataset's own)")
+    convert.set_defaults(func=_cmd_data)
+
+
+    gen = commands.add_parser("generate-data", help="generate a dataset locally", description=_cmd_generate.__doc__)
+    gen.add_argument("--env", default="Hopper-v5",
+                     help=f"robot: {', '.join(SUPPORTED)} or any registered gymnasium environment with 1-D Box "
+                          "observations and actions (InvertedDoublePendulum-v5, Swimmer-v5, Reacher-v5, ...)")
+    gen.add_argument("--kind", default="medium", choices=KINDS, help="what behaviour makes the data")
+    gen.add_argument("--transitions", type=int, default=100_000, help="transitions to roll out")
+    gen.add_argument("--policy-steps", type=int, default=30_000, help="SAC steps of the medium behaviour policy")
+    gen.add_argument("--expert-steps", type=int, default=200_000, help="SAC steps of the expert policy")
+    gen.add_argument("--constrained", action="store_true", help="record velocity costs (DSRL-style; --kind mixed always does)")
+    gen.add_argument("--cost-penalty", type=float, default=None,
+                     help="mixed: the cautious policy trains on reward - this x cost (default 1)")
+    gen.add_argument("--cautious-steps", type=int, default=None,
+                     help="mixed: SAC steps of the cautious policy (default: --policy-steps)")
+    gen.add_argument("--velocity-limit", type=float, default=None,
+                     help="data with costs: the speed limit in m/s (default: DSRL's for the robot)")
+    gen.add_argument("--seed", type=seed_type, default=0, help="seed of the policy training and the rollouts")
+    gen.add_argument("--out", default="data", help="output directory (datasets and cached policies)")
+    gen.add_argument("--policy-dir", default=None,
+                     help="where SAC behaviour policies are cached (default OUT/policies)")
+    gen.add_argument("--minari-id", default=None, help="also write a local Minari dataset with this id (ns/name-v0)")
+    gen.set_defaults(func=_cmd_generate)
+

@@ -1,0 +1,200 @@
+"""The train command: a bundle's models from datasets (training/bundles.py does the work)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+
+from mpdiffuser.commands.common import seed_type
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    """Train the models of a bundle: the planner on --data, dynamics and ranker on --data plus --extra-data.
+
+    An interrupted run resumes from its checkpoints; a larger --steps continues a finished one;
+    --force starts over. Loss logs: BUNDLE/logs/<model>.csv (and TensorBoard when installed).
+    Several GPUs or processes: torchrun --nproc_per_node N -m mpdiffuser train ... (the global
+    --batch-size is split over the N processes). --export-at 2000 5000 also writes
+    BUNDLE/model-<n>.safetensors with planner and dynamics at n steps (the ranker fully trained),
+    for `tune` to pick the training length from.
+    """
+    from mpdiffuser.data.dataset import load_dataset
+    from mpdiffuser.envs import action_bounds
+    from mpdiffuser.recipes import recipe
+    from mpdiffuser.training.bundles import train_bundle
+    from mpdiffuser.training.lock import BundleLock, BundleLocked
+    from mpdiffuser.training.runtime import all_gather, from_environment, leave_process_group
+
+    chosen = recipe(args.recipe)
+    given = {field: getattr(args, flag) for flag, field in (
+        ("steps", "steps"), ("batch_size", "batch_size"), ("lr", "learning_rate"), ("seed", "seed"),
+        ("checkpoint_every", "checkpoint_every"), ("action_weight", "action_weight"), ("ema_every", "ema_every"),
+        ("validate_every", "validate_every")) if getattr(args, flag) is not None}
+    config = dataclasses.replace(chosen.train, **given)  # bad values fail here, before any file is written
+    snapshots = sorted(set(args.export_at or ()))
+    if snapshots and (args.model != "all" or args.fine_tune):
+        raise SystemExit("error: --export-at exports whole bundles: it needs --model all and no --fine-tune")
+    if snapshots and not 1 <= snapshots[0] <= snapshots[-1] <= config.steps:
+        raise SystemExit(f"error: --export-at steps must lie within 1..{config.steps} (--steps), got {snapshots}")
+    runtime = from_environment(args.device, precision=args.precision, compile=args.compile, batches=args.batches,
+                               capture=args.capture, log_every=args.log_every, tensorboard=not args.no_tensorboard)
+    runtime.local_batch(config.batch_size)  # a world size that does not divide the batch fails here
+    say = print if runtime.is_main else (lambda *a, **k: None)
+    task = [load_dataset(p) for p in args.data]
+    extra = [load_dataset(p) for p in args.extra_data or []]
+    if args.env is not None:  # recorded in the bundle and its model files, for eval, tune and consistency
+        task, extra = [d.for_env(args.env) for d in task], [d.for_env(args.env) for d in extra]
+    for path, data in zip([*args.data, *(args.extra_data or [])], task + extra):
+        for problem in data.problems(*action_bounds(data.env_id)):
+            say(f"warning: {path}: {problem}")
+    seeds = args.seeds or []
+    if seeds:
+        if args.seed is not None:
+            raise SystemExit("error: give --seed or --seeds, not both")
+        if len(set(seeds)) != len(seeds):
+            raise SystemExit(f"error: --seeds repeats {sorted(s for s in set(seeds) if seeds.count(s) > 1)}")
+        if snapshots or runtime.distributed:
+            raise SystemExit("error: --seeds trains one process's bundles side by side: not with --export-at or "
+                             "under torchrun")
+    bundles = [Path(f"{args.bundle}-s{s}") for s in seeds] or [Path(args.bundle)]
+    locks = [BundleLock(b, say) for b in bundles]
+    refused = None
+    if runtime.is_main:
+        try:
+            for lock in locks:
+                lock.acquire()
+        except BundleLocked as exc:
+            refused = str(exc)
+    refused = all_gather(runtime, refused)[0]  # every rank stops when rank 0 could not take the lock
+    try:
+        if refused:
+            raise BundleLocked(refused)
+        fresh = [bundle for bundle in bundles if _prepare_bundle(args, runtime, task, extra, bundle, say)]
+        if runtime.distributed or runtime.device != "cpu" or runtime.precision != "fp32":
+            say(f"training on {runtime.device} x {runtime.world_size} process(es), {runtime.precision}"
+                + (", compiled" if runtime.compile else ""))
+        train_bundle(args.bundle, task, extra, config=config, models=None if args.model == "all" else [args.model],
+                     seeds=seeds, snapshots=snapshots, runtime=runtime, at_once=args.at_once,
+                     force=True if args.force else fresh, fine_tune=args.fine_tune, strict_batch=True, say=say)
+    finally:
+        for lock in locks:
+            lock.release()
+    if runtime.distributed:
+        leave_process_group()
+    return 0
+
+
+def _prepare_bundle(args, runtime, task, extra, bundle: Path, say) -> bool:
+    """Create the bundle when it is new (or --force), check its model settings against the flags
+    (training.bundles.prepare_bundle, as mpd.fit does); whether it is new."""
+    from mpdiffuser.training.bundles import prepare_bundle
+    from mpdiffuser.training.runtime import barrier
+
+    sizes = {name: getattr(args, flag) for flag, name in (
+        ("horizon", "horizon"), ("diffusion_steps", "num_steps"), ("layers", "layers"), ("width", "width"),
+        ("prediction", "prediction"), ("normalizer", "normalizer"), ("return_condition", "return_condition"),
+        ("architecture", "architecture"), ("unet_dim", "unet_dim"), ("unet_mults", "unet_mults"),
+        ("unet_embed_dim", "unet_embed_dim")) if getattr(args, flag) is not None}
+    if "unet_mults" in sizes:
+        sizes["unet_mults"] = tuple(sizes["unet_mults"])
+    fresh = prepare_bundle(bundle, task, extra, args.recipe, sizes,
+                           force=args.force and args.model == "all" and not args.fine_tune,
+                           create=runtime.is_main, say=say)
+    barrier(runtime)  # the other ranks read the bundle rank 0 wrote
+    return fresh
+
+
+def register(commands) -> None:
+    from mpdiffuser.config import (ARCHITECTURES, AT_ONCE_MODES, BATCHES, CAPTURE_MODES, PRECISION_NAMES, ModelConfig,
+                                   TrainConfig)
+    from mpdiffuser.models.bundle import MODEL_NAMES
+    from mpdiffuser.recipes import recipe
+
+    train = commands.add_parser("train", help="train planner, dynamics and ranker", description=_cmd_train.__doc__)
+    train.add_argument("--bundle", required=True, help="model bundle directory (created if missing)")
+    train.add_argument("--data", action="extend", nargs="+", required=True,
+                       help="task dataset(s) (.hdf5, .npz, minari:<id>)")
+    train.add_argument("--extra-data", action="extend", nargs="+", default=None,
+                       help="more data for the dynamics and ranker models only (random actions, say)")
+    train.add_argument("--model", default="all", choices=["all", *MODEL_NAMES], help="which model(s) to train")
+    train.add_argument("--fine-tune", action="store_true", help="start from the bundle's existing weights")
+    train.add_argument("--recipe", default="default", choices=["default", "authors"],
+                       help="training, model and sampler defaults: ours, chosen by measurement, or the paper code's "
+                            "(K = 100, epsilon, 1M steps at batch 64; tau = 1e-3, N = 1, w = 2, g = 1.1); "
+                            "the flags below override it")
+    t, authors = TrainConfig(), recipe("authors").train
+
+    def recipe_default(field: str) -> str:
+        show = lambda v: f"{v:,}" if isinstance(v, int) else f"{v:g}"  # noqa: E731
+        return f"(default {show(getattr(t, field))}; recipe authors {show(getattr(authors, field))})"
+
+    train.add_argument("--steps", type=int, default=None, help=f"training steps per model {recipe_default('steps')}")
+    train.add_argument("--batch-size", type=int, default=None,
+                       help=f"global batch size, split over torchrun's processes {recipe_default('batch_size')}")
+    train.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate {recipe_default('learning_rate')}")
+    train.add_argument("--checkpoint-every", type=int, default=None,
+                       help=f"steps between checkpoints {recipe_default('checkpoint_every')}")
+    train.add_argument("--ema-every", type=int, default=None, help=f"steps between EMA updates {recipe_default('ema_every')}")
+    train.add_argument("--seed", type=seed_type, default=None, help=f"training seed {recipe_default('seed')}")
+    train.add_argument("--env", default=None,
+                       help="environment id recorded in the bundle (default: the one the data name, if any)")
+    train.add_argument("--seeds", type=seed_type, nargs="+", default=None,
+                       help="several training seeds, one bundle each (BUNDLE-s<seed>), trained at once on a GPU")
+    train.add_argument("--action-weight", type=float, default=None,
+                       help=f"planner: loss weight of the first action u_0, as Diffuser and the authors "
+                            f"{recipe_default('action_weight')}")
+    train.add_argument("--validate-every", type=int, default=None,
+                       help="planner and dynamics: validate on held-out episodes (5%%) every this many steps, "
+                            "written to the loss log (default 0: no validation, no held-out data)")
+    train.add_argument("--export-at", type=int, action="extend", nargs="+", default=None,
+                       help="also export BUNDLE/model-<n>.safetensors with planner and dynamics at each of these "
+                            "steps (<= --steps), for tune --model-file to pick the training length")
+    train.add_argument("--force", action="store_true",
+                       help="start over: delete the models' checkpoints (with --model all, the bundle's settings too)")
+    train.add_argument("--device", default="auto", help="auto (a GPU when torch sees one), cpu, cuda or cuda:<i>")
+    train.add_argument("--precision", default=PRECISION_NAMES[0], choices=PRECISION_NAMES,
+                       help="fp32 (exact, bit-reproducible), tf32 (TF32 tensor cores and cuDNN autotuning on a GPU), "
+                            "bf16 or fp16 autocast of forward and loss (fp16 with loss scaling)")
+    train.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    train.add_argument("--capture", default=CAPTURE_MODES[0], choices=CAPTURE_MODES,
+                       help="on a GPU, replay each training step as one CUDA graph where it can be (auto: one "
+                            "process, batches on the device, not fp16 or --compile), or never (off)")
+    train.add_argument("--at-once", default=AT_ONCE_MODES[0], choices=AT_ONCE_MODES,
+                       help="train the bundle's models at the same time, a thread and a CUDA stream each (auto: on a "
+                            "GPU in one process); the weights are those of one after another")
+    train.add_argument("--batches", default=BATCHES[0], choices=BATCHES,
+                       help="where each step's batch is drawn: host (NumPy, copied over), device (the data on the "
+                            "training device, drawn there), auto (device on a GPU, host on the CPU)")
+    train.add_argument("--log-every", type=int, default=50, help="steps per row of the CSV loss log")
+    train.add_argument("--no-tensorboard", action="store_true",
+                       help="do not write TensorBoard events even when tensorboard is installed")
+    m = ModelConfig()
+    train.add_argument("--horizon", type=int, default=None, help=f"H, window length (new bundles only; default {m.horizon})")
+    train.add_argument("--diffusion-steps", type=int, default=None,
+                       help=f"K, denoising steps (new bundles only; default {m.num_steps}; recipe authors "
+                            f"{recipe('authors').model.get('num_steps', m.num_steps)})")
+    train.add_argument("--width", type=int, default=None,
+                       help=f"hidden width (new bundles only; default {m.width}, or twice that when the window "
+                            "H*(dx+du) is wider)")
+    train.add_argument("--layers", type=int, default=None, help=f"hidden layers L (new bundles only; default {m.layers})")
+    train.add_argument("--architecture", default=None, choices=ARCHITECTURES,
+                       help=f"planner and dynamics network family (new bundles only; default {m.architecture}): "
+                            "mlp runs on every backend; unet, the authors' temporal U-Net, on the torch backend")
+    train.add_argument("--unet-dim", type=int, default=None,
+                       help=f"unet: channels of the first level (default {m.unet_dim}; authors 128)")
+    train.add_argument("--unet-mults", type=int, action="extend", nargs="+", default=None,
+                       help=f"unet: channel multiples per level (default {' '.join(map(str, m.unet_mults))}; "
+                            "authors 1 4 8)")
+    train.add_argument("--unet-embed-dim", type=int, default=None,
+                       help=f"unet: width of the x_0 and condition embeddings (default {m.unet_embed_dim}; authors 128)")
+    train.add_argument("--prediction", default=None, choices=["sample", "epsilon"],
+                       help=f"what the diffusion networks predict (new bundles only; default {m.prediction})")
+    train.add_argument("--normalizer", default=None, choices=["minmax", "cdf"],
+                       help=f"state and action normalizer (new bundles only; default {m.normalizer})")
+    train.add_argument("--return-condition", default=None, choices=["authors", "minmax"],
+                       help=f"return condition g (new bundles only; default {m.return_condition}; authors: "
+                            "return-to-go with a fall penalty, over the best episode start)")
+    train.set_defaults(func=_cmd_train)
+
