@@ -62,21 +62,20 @@ class ModelConfig:
     cost_scale: float = 0.1  # s_c: the cost limit enters the condition as l * s_c
     condition_dropout: float = 0.25  # classifier-free guidance training
     # What planner and dynamics networks predict: the clean window ("sample", Diffuser's choice for
-    # locomotion) or the noise ("epsilon", the authors'). Measured on the shared suite's near-expert
-    # Hopper data: sample 44, epsilon 0.9-8.7 (docs/results.md).
+    # locomotion) or the noise ("epsilon", the authors'); docs/results.md compares them.
     prediction: str = "sample"
     normalizer: str = "minmax"  # "minmax" or "cdf" (empirical CDF per dimension, the authors')
     # "authors": discounted return-to-go with TERMINATION_PENALTY at a fall, over the best
     # episode-start return (g = 1 asks for the best start in the data); "minmax": (rtg - min) / (max - min).
     return_condition: str = "authors"
     # The planner's and dynamics model's network family: "mlp" (residual MLPs over the flattened
-    # window; every backend) or "unet" (the authors' temporal U-Net with FiLM; the torch backend
-    # only, until the native backends run it). The unet's sizes: channels unet_dim * unet_mults[i]
-    # per level, condition embeddings unet_embed_dim wide (authors: 128, (1, 4, 8), 128).
+    # window) or "unet" (the authors' temporal U-Net with FiLM), both on every backend. The unet's
+    # sizes: channels unet_dim * unet_mults[i] per level, condition embeddings unet_embed_dim wide
+    # (authors: 128, (1, 4, 8), 128).
     architecture: str = "mlp"
-    unet_dim: int = 32
-    unet_mults: tuple[int, ...] = (1, 2, 4)
-    unet_embed_dim: int = 32
+    unet_dim: int = 32  # unet: channels of the first level
+    unet_mults: tuple[int, ...] = (1, 2, 4)  # unet: channel multiples per level
+    unet_embed_dim: int = 32  # unet: width of the x_0 and condition embeddings
 
     @classmethod
     def sized_for(cls, state_dim: int, action_dim: int, **changes) -> "ModelConfig":
@@ -215,17 +214,17 @@ class SamplerOptions:
 class TrainConfig:
     """One training run of one model; shared by all four models."""
 
-    steps: int = 5000
-    batch_size: int = 256
-    learning_rate: float = 3e-4
+    steps: int = 5000  # training steps per model
+    batch_size: int = 256  # global batch size, split over torchrun's processes
+    learning_rate: float = 3e-4  # AdamW learning rate
     weight_decay: float = 1e-4
     ema_decay: float = 0.995
     grad_clip: float = 1.0
-    checkpoint_every: int = 500
-    seed: int = 0
+    checkpoint_every: int = 500  # steps between checkpoints (an interrupted run resumes from the last)
+    seed: int = 0  # training seed: initialization, batches and condition dropout
     # Planner only: loss weight of the first action u_0 in the window (the one MPC executes);
-    # every other element weighs 1. Diffuser's locomotion setting and the authors' is 10. With
-    # sample-prediction on near-expert Hopper data (30000 steps) 10 scored 62 against 44 for 1.
+    # every other element weighs 1. Diffuser's locomotion setting and the authors' (docs/results.md
+    # measures it against 1).
     action_weight: float = 10.0
     ema_every: int = 1  # EMA update every this many steps (authors: 10, with decay 0.995)
     # Validation (planner and dynamics): every validate_every steps (0: never), the EMA model's

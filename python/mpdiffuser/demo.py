@@ -23,18 +23,18 @@ DEMO_DATA = Path(__file__).resolve().parent / "data" / "demo" / "hopper-medium-2
 @dataclass(frozen=True)
 class DemoConfig:
     env_id: str = "Hopper-v5"
-    out_dir: str = "runs/demo"
+    out_dir: str = "runs/demo"  # output directory (data, models, results)
     # 0: the shipped dataset (data/demo/README.md: 20k transitions of a 200k-step SAC policy);
     # > 0: train a SAC behaviour policy of this many steps here (about 95 steps/s on 2 cores)
     # and roll out task_transitions of it.
     policy_steps: int = 0
     task_transitions: int = 20_000
-    random_transitions: int = 10_000
-    train_steps: int = 16000  # planner and dynamics; 8000 scored 38 (data 47.5), 16000 scored 48
-    ranker_steps: int = 3000
-    episodes: int = 10
-    max_steps: int = 1000
-    seed: int = 0
+    random_transitions: int = 10_000  # random-action transitions for the dynamics and reward models
+    train_steps: int = 16000  # training steps of planner and dynamics model (docs/results.md: 8000 against 16000)
+    ranker_steps: int = 3000  # training steps of the reward model
+    episodes: int = 10  # evaluation episodes per controller
+    max_steps: int = 1000  # steps per episode at most
+    seed: int = 0  # seed of data, training and evaluation
 
 
 def run_demo(config: DemoConfig, progress: bool = True) -> dict:

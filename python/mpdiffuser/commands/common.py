@@ -4,6 +4,12 @@ option table) and the flags built from a config dataclass's fields."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
+import inspect
+import re
+import types
+import typing
 
 BENCH_CANDIDATES = (1, 16, 64, 256)  # bench's N values unless --candidates
 CONSISTENCY_LAMBDAS = (1.0, 0.0)  # consistency's lambdas unless --lambdas; the first drives the robot
@@ -52,3 +58,80 @@ def options_from_args(args: argparse.Namespace, defaults):
     given = {spec.name: getattr(args, dest) for dest, spec in sampler_flags().items()
              if getattr(args, dest, None) is not None}
     return defaults.replace(**given)
+
+
+@functools.cache
+def field_docs(cls) -> dict[str, str]:
+    """{field: the comment that documents it} for a dataclass and its bases: the field line's
+    trailing `# ...`, else the comment lines right above it (a subclass's comment wins)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            lines = inspect.getsource(klass).splitlines()
+        except (OSError, TypeError):
+            continue
+        above: list[str] = []
+        for line in lines:
+            stripped = line.strip()
+            if stripped.startswith("#"):
+                above.append(stripped.lstrip("#").strip())
+                continue
+            match = re.match(r"\s+(\w+)\s*:", line)
+            if match and match.group(1) in names:
+                trailing = line.split("  # ", 1)[1].strip() if "  # " in line else ""
+                docs[match.group(1)] = trailing or " ".join(above) or docs.get(match.group(1), "")
+            above = []
+    return docs
+
+
+def field_type(cls, name: str) -> tuple[type, bool]:
+    """(element type, whether it is a sequence) of a dataclass field's annotation: int, float, str,
+    or tuple[T, ...] (a flag that takes several values); None in a union is left out."""
+    hint = typing.get_type_hints(cls)[name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if typing.get_origin(hint) is tuple:
+        return typing.get_args(hint)[0], True
+    return hint, False
+
+
+def show(value) -> str:
+    """A default as the help shows it."""
+    if value is None:
+        return "none"
+    if isinstance(value, tuple):
+        return " ".join(map(str, value)) if value else "none"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
+        return f"{value:,}"
+    return str(value)
+
+
+def add_field_flags(parser: argparse.ArgumentParser, cls, flags: dict[str, str], extra_help=None,
+                    choices: dict | None = None, types_: dict | None = None) -> None:
+    """One flag per entry of `flags` (flag name -> field of dataclass `cls`), default None (the
+    config's own value applies unless the flag is given): the type from the field's annotation (a
+    tuple takes several values), the help from the field's comment in the config, followed by
+    `extra_help(field)` (say, its defaults)."""
+    docs = field_docs(cls)
+    for flag, field in flags.items():
+        kind, several = field_type(cls, field)
+        text = docs.get(field, "").replace("%", "%%")
+        options = {"default": None, "help": f"{text} {extra_help(field) if extra_help else ''}".strip()}
+        if (types_ or {}).get(field) is not None:
+            options["type"] = types_[field]
+        elif kind in (int, float):
+            options["type"] = kind
+        if field in (choices or {}):
+            options["choices"] = choices[field]
+        if several:
+            options |= {"action": "extend", "nargs": "+"}
+        parser.add_argument("--" + flag.replace("_", "-"), dest=flag, **options)
+
+
+def given_fields(args: argparse.Namespace, flags: dict[str, str]) -> dict:
+    """{field: value} of the flags (flag -> field) given on the command line (lists as tuples)."""
+    return {field: tuple(value) if isinstance(value, list) else value
+            for flag, field in flags.items() if (value := getattr(args, flag, None)) is not None}

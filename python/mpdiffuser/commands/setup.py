@@ -8,7 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mpdiffuser.commands.common import seed_type
+from mpdiffuser.commands.common import add_field_flags, field_docs, given_fields, seed_type, show
+
+# generate-data's flags that set a GenerateConfig field (flag -> field): type, help and default
+# from the config (mpdiffuser/data/generate.py).
+GENERATE_FLAGS = {"kind": "kind", "transitions": "transitions", "policy_steps": "policy_steps",
+                  "expert_steps": "expert_steps", "cost_penalty": "cost_penalty", "cautious_steps": "cautious_steps",
+                  "velocity_limit": "velocity_limit"}
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -50,11 +56,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise SystemExit("error: --cost-penalty and --cautious-steps apply to --kind mixed only")
     if args.velocity_limit is not None and not (args.constrained or args.kind == "mixed"):
         raise SystemExit("error: --velocity-limit applies to data with costs only (--constrained or --kind mixed)")
-    mixed = {"cost_penalty": args.cost_penalty, "cautious_steps": args.cautious_steps,
-             "velocity_limit": args.velocity_limit}
-    config = GenerateConfig(args.env, args.kind, args.transitions, args.policy_steps, args.expert_steps,
-                            args.constrained or args.kind == "mixed", args.seed,
-                            **{k: v for k, v in mixed.items() if v is not None})
+    config = GenerateConfig(env_id=args.env, constrained=args.constrained or args.kind == "mixed",
+                            **given_fields(args, GENERATE_FLAGS | {"seed": "seed"}))
     path = generate(config, args.out, policy_dir=args.policy_dir)
     data = load_dataset(path)
     if args.minari_id:
@@ -85,7 +88,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def register(commands) -> None:
-    from mpdiffuser.data.generate import KINDS
+    from mpdiffuser.data.generate import KINDS, GenerateConfig
     from mpdiffuser.envs import SUPPORTED
 
     info = commands.add_parser("info", help="build configuration and native self-check",
@@ -114,18 +117,12 @@ def register(commands) -> None:
     gen.add_argument("--env", default="Hopper-v5",
                      help=f"robot: {', '.join(SUPPORTED)} or any registered gymnasium environment with 1-D Box "
                           "observations and actions (InvertedDoublePendulum-v5, Swimmer-v5, Reacher-v5, ...)")
-    gen.add_argument("--kind", default="medium", choices=KINDS, help="what behaviour makes the data")
-    gen.add_argument("--transitions", type=int, default=100_000, help="transitions to roll out")
-    gen.add_argument("--policy-steps", type=int, default=30_000, help="SAC steps of the medium behaviour policy")
-    gen.add_argument("--expert-steps", type=int, default=200_000, help="SAC steps of the expert policy")
-    gen.add_argument("--constrained", action="store_true", help="record velocity costs (DSRL-style; --kind mixed always does)")
-    gen.add_argument("--cost-penalty", type=float, default=None,
-                     help="mixed: the cautious policy trains on reward - this x cost (default 1)")
-    gen.add_argument("--cautious-steps", type=int, default=None,
-                     help="mixed: SAC steps of the cautious policy (default: --policy-steps)")
-    gen.add_argument("--velocity-limit", type=float, default=None,
-                     help="data with costs: the speed limit in m/s (default: DSRL's for the robot)")
-    gen.add_argument("--seed", type=seed_type, default=0, help="seed of the policy training and the rollouts")
+    add_field_flags(gen, GenerateConfig, GENERATE_FLAGS, lambda field: f"(default {show(getattr(GenerateConfig, field))})",
+                    choices={"kind": KINDS})
+    gen.add_argument("--constrained", action="store_true", help=field_docs(GenerateConfig)["constrained"]
+                     + " (--kind mixed always does)")
+    add_field_flags(gen, GenerateConfig, {"seed": "seed"}, lambda field: f"(default {GenerateConfig.seed})",
+                    types_={"seed": seed_type})
     gen.add_argument("--out", default="data", help="output directory (datasets and cached policies)")
     gen.add_argument("--policy-dir", default=None,
                      help="where SAC behaviour policies are cached (default OUT/policies)")

@@ -6,8 +6,17 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from mpdiffuser.commands.common import add_field_flags, given_fields, seed_type, show
 
-from mpdiffuser.commands.common import seed_type
+# The flags that set a TrainConfig or a ModelConfig field (flag -> field); their help is the
+# field's comment in mpdiffuser/config.py, their defaults the config's and the recipe's.
+TRAIN_FLAGS = {"steps": "steps", "batch_size": "batch_size", "lr": "learning_rate", "seed": "seed",
+               "checkpoint_every": "checkpoint_every", "action_weight": "action_weight", "ema_every": "ema_every",
+               "validate_every": "validate_every"}
+MODEL_FLAGS = {"horizon": "horizon", "diffusion_steps": "num_steps", "width": "width", "layers": "layers",
+               "architecture": "architecture", "unet_dim": "unet_dim", "unet_mults": "unet_mults",
+               "unet_embed_dim": "unet_embed_dim", "prediction": "prediction", "normalizer": "normalizer",
+               "return_condition": "return_condition"}
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -28,10 +37,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from mpdiffuser.training.runtime import all_gather, from_environment, leave_process_group
 
     chosen = recipe(args.recipe)
-    given = {field: getattr(args, flag) for flag, field in (
-        ("steps", "steps"), ("batch_size", "batch_size"), ("lr", "learning_rate"), ("seed", "seed"),
-        ("checkpoint_every", "checkpoint_every"), ("action_weight", "action_weight"), ("ema_every", "ema_every"),
-        ("validate_every", "validate_every")) if getattr(args, flag) is not None}
+    given = given_fields(args, TRAIN_FLAGS)
     config = dataclasses.replace(chosen.train, **given)  # bad values fail here, before any file is written
     snapshots = sorted(set(args.export_at or ()))
     if snapshots and (args.model != "all" or args.fine_tune):
@@ -92,13 +98,7 @@ def _prepare_bundle(args, runtime, task, extra, bundle: Path, say) -> bool:
     from mpdiffuser.training.bundles import prepare_bundle
     from mpdiffuser.training.runtime import barrier
 
-    sizes = {name: getattr(args, flag) for flag, name in (
-        ("horizon", "horizon"), ("diffusion_steps", "num_steps"), ("layers", "layers"), ("width", "width"),
-        ("prediction", "prediction"), ("normalizer", "normalizer"), ("return_condition", "return_condition"),
-        ("architecture", "architecture"), ("unet_dim", "unet_dim"), ("unet_mults", "unet_mults"),
-        ("unet_embed_dim", "unet_embed_dim")) if getattr(args, flag) is not None}
-    if "unet_mults" in sizes:
-        sizes["unet_mults"] = tuple(sizes["unet_mults"])
+    sizes = given_fields(args, MODEL_FLAGS)
     fresh = prepare_bundle(bundle, task, extra, args.recipe, sizes,
                            force=args.force and args.model == "all" and not args.fine_tune,
                            create=runtime.is_main, say=say)
@@ -107,8 +107,8 @@ def _prepare_bundle(args, runtime, task, extra, bundle: Path, say) -> bool:
 
 
 def register(commands) -> None:
-    from mpdiffuser.config import (ARCHITECTURES, AT_ONCE_MODES, BATCHES, CAPTURE_MODES, PRECISION_NAMES, ModelConfig,
-                                   TrainConfig)
+    from mpdiffuser.config import (ARCHITECTURES, AT_ONCE_MODES, BATCHES, CAPTURE_MODES, NORMALIZERS, PREDICTIONS,
+                                   PRECISION_NAMES, RETURN_CONDITIONS, ModelConfig, TrainConfig)
     from mpdiffuser.models.bundle import MODEL_NAMES
     from mpdiffuser.recipes import recipe
 
@@ -126,28 +126,15 @@ def register(commands) -> None:
                             "the flags below override it")
     t, authors = TrainConfig(), recipe("authors").train
 
-    def recipe_default(field: str) -> str:
-        show = lambda v: f"{v:,}" if isinstance(v, int) else f"{v:g}"  # noqa: E731
-        return f"(default {show(getattr(t, field))}; recipe authors {show(getattr(authors, field))})"
+    def train_default(field: str) -> str:
+        mine, theirs = show(getattr(t, field)), show(getattr(authors, field))
+        return f"(default {mine}" + (f"; recipe authors {theirs})" if theirs != mine else ")")
 
-    train.add_argument("--steps", type=int, default=None, help=f"training steps per model {recipe_default('steps')}")
-    train.add_argument("--batch-size", type=int, default=None,
-                       help=f"global batch size, split over torchrun's processes {recipe_default('batch_size')}")
-    train.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate {recipe_default('learning_rate')}")
-    train.add_argument("--checkpoint-every", type=int, default=None,
-                       help=f"steps between checkpoints {recipe_default('checkpoint_every')}")
-    train.add_argument("--ema-every", type=int, default=None, help=f"steps between EMA updates {recipe_default('ema_every')}")
-    train.add_argument("--seed", type=seed_type, default=None, help=f"training seed {recipe_default('seed')}")
+    add_field_flags(train, TrainConfig, TRAIN_FLAGS, train_default, types_={"seed": seed_type})
     train.add_argument("--env", default=None,
                        help="environment id recorded in the bundle (default: the one the data name, if any)")
     train.add_argument("--seeds", type=seed_type, nargs="+", default=None,
                        help="several training seeds, one bundle each (BUNDLE-s<seed>), trained at once on a GPU")
-    train.add_argument("--action-weight", type=float, default=None,
-                       help=f"planner: loss weight of the first action u_0, as Diffuser and the authors "
-                            f"{recipe_default('action_weight')}")
-    train.add_argument("--validate-every", type=int, default=None,
-                       help="planner and dynamics: validate on held-out episodes (5%%) every this many steps, "
-                            "written to the loss log (default 0: no validation, no held-out data)")
     train.add_argument("--export-at", type=int, action="extend", nargs="+", default=None,
                        help="also export BUNDLE/model-<n>.safetensors with planner and dynamics at each of these "
                             "steps (<= --steps), for tune --model-file to pick the training length")
@@ -170,31 +157,16 @@ def register(commands) -> None:
     train.add_argument("--log-every", type=int, default=50, help="steps per row of the CSV loss log")
     train.add_argument("--no-tensorboard", action="store_true",
                        help="do not write TensorBoard events even when tensorboard is installed")
-    m = ModelConfig()
-    train.add_argument("--horizon", type=int, default=None, help=f"H, window length (new bundles only; default {m.horizon})")
-    train.add_argument("--diffusion-steps", type=int, default=None,
-                       help=f"K, denoising steps (new bundles only; default {m.num_steps}; recipe authors "
-                            f"{recipe('authors').model.get('num_steps', m.num_steps)})")
-    train.add_argument("--width", type=int, default=None,
-                       help=f"hidden width (new bundles only; default {m.width}, or twice that when the window "
-                            "H*(dx+du) is wider)")
-    train.add_argument("--layers", type=int, default=None, help=f"hidden layers L (new bundles only; default {m.layers})")
-    train.add_argument("--architecture", default=None, choices=ARCHITECTURES,
-                       help=f"planner and dynamics network family (new bundles only; default {m.architecture}): "
-                            "mlp runs on every backend; unet, the authors' temporal U-Net, on the torch backend")
-    train.add_argument("--unet-dim", type=int, default=None,
-                       help=f"unet: channels of the first level (default {m.unet_dim}; authors 128)")
-    train.add_argument("--unet-mults", type=int, action="extend", nargs="+", default=None,
-                       help=f"unet: channel multiples per level (default {' '.join(map(str, m.unet_mults))}; "
-                            "authors 1 4 8)")
-    train.add_argument("--unet-embed-dim", type=int, default=None,
-                       help=f"unet: width of the x_0 and condition embeddings (default {m.unet_embed_dim}; authors 128)")
-    train.add_argument("--prediction", default=None, choices=["sample", "epsilon"],
-                       help=f"what the diffusion networks predict (new bundles only; default {m.prediction})")
-    train.add_argument("--normalizer", default=None, choices=["minmax", "cdf"],
-                       help=f"state and action normalizer (new bundles only; default {m.normalizer})")
-    train.add_argument("--return-condition", default=None, choices=["authors", "minmax"],
-                       help=f"return condition g (new bundles only; default {m.return_condition}; authors: "
-                            "return-to-go with a fall penalty, over the best episode start)")
+    m, authors_model = ModelConfig(), recipe("authors").model
+
+    def model_default(field: str) -> str:
+        mine = show(getattr(m, field))
+        theirs = show(tuple(authors_model[field]) if isinstance(authors_model.get(field), list) else
+                      authors_model.get(field, getattr(m, field)))
+        return f"(new bundles only; default {mine}" + (f"; recipe authors {theirs})" if theirs != mine else ")")
+
+    add_field_flags(train, ModelConfig, MODEL_FLAGS, model_default,
+                    choices={"architecture": ARCHITECTURES, "prediction": PREDICTIONS, "normalizer": NORMALIZERS,
+                             "return_condition": RETURN_CONDITIONS})
     train.set_defaults(func=_cmd_train)
 

@@ -47,17 +47,17 @@ class ExperimentConfig:
     """The fields every experiment of the evaluation suite shares (each experiment's config adds
     its own and may change a default here by declaring the field again)."""
 
-    out_dir: str = "runs/experiment"
+    out_dir: str = "runs/experiment"  # output directory: data, models, episodes, results (--quick: <out_dir>-quick)
     policy_dir: str = "runs/policies"  # behaviour policies, shared by experiments; datasets go to <out_dir>/data
     policy_steps: int = 30_000  # SAC steps of the behaviour policy
-    task_transitions: int = 50_000
+    task_transitions: int = 50_000  # behaviour-policy transitions of the task data
     random_transitions: int = 20_000  # extra data for the dynamics model and the ranker
-    train_steps: int = 5000  # planner and dynamics
-    ranker_steps: int = 3000
+    train_steps: int = 5000  # training steps of planner and dynamics (and of behaviour cloning, where it runs)
+    ranker_steps: int = 3000  # training steps of the reward (and cost) model
     episodes: int = 5  # evaluation episodes per method, task and seed
-    max_steps: int = 1000
-    backend: str = "cpu"
-    threads: int = 0
+    max_steps: int = 1000  # steps per evaluation episode at most
+    backend: str = "cpu"  # the sampler's backend: cpu, cuda, torch, or auto (the fastest available)
+    threads: int = 0  # native CPU backend threads (0: every core)
     candidates: int = SamplerOptions.num_candidates  # N of the exported model file (every sampler plans with it)
     return_target: float = SamplerOptions.return_target  # g: the model files' default, for the untuned methods
     width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)

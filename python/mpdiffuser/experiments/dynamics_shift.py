@@ -43,7 +43,7 @@ class DynamicsShiftConfig(ExperimentConfig):
     out_dir: str = "runs/dynamics"
     shift_transitions: int = 10_000  # behaviour-policy rollouts on each changed robot
     shift_random_transitions: int = 5000
-    finetune_steps: int = 2000
+    finetune_steps: int = 2000  # fine-tuning steps of the dynamics model on each changed robot
     # Fraction of the fine-tuning transitions drawn from the nominal robot's data (whole episodes,
     # seeded), the rest the changed robot's: 0 fine-tunes on the changed robot's data alone.
     finetune_replay: float = 0.0

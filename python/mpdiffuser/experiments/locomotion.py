@@ -40,7 +40,7 @@ LENGTH_METHODS = ("MPDiffuser, steps and g by validation", "planner only, steps 
 @dataclass(frozen=True)
 class LocomotionConfig(ExperimentConfig):
     envs: tuple[str, ...] = ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5")
-    kinds: tuple[str, ...] = ("medium", "medium-replay", "medium-expert")
+    kinds: tuple[str, ...] = ("medium", "medium-replay", "medium-expert")  # dataset kinds generated per robot
     datasets: tuple[str, ...] = ()  # the user's files (.hdf5, .npz, minari:<id>) instead of generated data
     seeds: tuple[int, ...] = (0, 1, 2)  # training seeds (diffusion models, ranker and BC)
     out_dir: str = "runs/locomotion"
