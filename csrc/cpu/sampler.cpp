@@ -19,11 +19,7 @@ CpuModel::CpuModel(const ModelFile& file)
   const int K = config.num_steps;
   steps.resize(static_cast<size_t>(K));
   for (int k = 1; k <= K; ++k) {
-    const math::StepCoefficients c = math::cosine_step(k, K);
-    steps[static_cast<size_t>(k - 1)] = math::StepFloats{
-        static_cast<float>(c.sqrt_alpha_bar), static_cast<float>(c.sqrt_one_minus_alpha_bar),
-        static_cast<float>(c.posterior_c1), static_cast<float>(c.posterior_c2),
-        static_cast<float>(c.posterior_sigma), config.prediction == MPD_PREDICT_SAMPLE ? 1 : 0};
+    steps[static_cast<size_t>(k - 1)] = math::step_floats(k, K, config.prediction == MPD_PREDICT_SAMPLE);
   }
 }
 

@@ -75,10 +75,7 @@ bool build_arena(const ModelFile& file, int max_candidates, Arena* out) {
   align();
   ar.steps_at = image.size();
   for (int k = 1; k <= K; ++k) {
-    const math::StepCoefficients s = math::cosine_step(k, K);
-    const math::StepFloats f{static_cast<float>(s.sqrt_alpha_bar), static_cast<float>(s.sqrt_one_minus_alpha_bar),
-                             static_cast<float>(s.posterior_c1), static_cast<float>(s.posterior_c2),
-                             static_cast<float>(s.posterior_sigma), c.prediction == MPD_PREDICT_SAMPLE ? 1 : 0};
+    const math::StepFloats f = math::step_floats(k, K, c.prediction == MPD_PREDICT_SAMPLE);
     static_assert(sizeof(math::StepFloats) == 6 * sizeof(float), "StepFloats is five floats and an int");
     float as_floats[6];
     std::memcpy(as_floats, &f, sizeof f);

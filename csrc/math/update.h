@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "host_device.h"
+#include "schedule.h"
 
 namespace mpd::math {
 
@@ -18,6 +19,15 @@ struct StepFloats {
   float sigma;                     // posterior standard deviation
   int sample_prediction;           // 1: the output is the clean window; 0: it is the noise
 };
+
+// Step k (1..K) of the cosine schedule as every backend holds it: the float64 coefficients cast
+// to float32 (the reference's casts), and the model's prediction target.
+MPD_HOST_DEVICE StepFloats step_floats(int k, int num_steps, bool sample_prediction) {
+  const StepCoefficients c = cosine_step(k, num_steps);
+  return StepFloats{static_cast<float>(c.sqrt_alpha_bar), static_cast<float>(c.sqrt_one_minus_alpha_bar),
+                    static_cast<float>(c.posterior_c1), static_cast<float>(c.posterior_c2),
+                    static_cast<float>(c.posterior_sigma), sample_prediction ? 1 : 0};
+}
 
 // The clean window element implied by network output o at this step, clipped to [-1, 1]:
 // (v - sqrt(1 - abar) o) / sqrt(abar) for epsilon-prediction, o for sample-prediction.
