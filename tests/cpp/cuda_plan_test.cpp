@@ -137,6 +137,49 @@ bool same_bits(const Result& a, const Result& b) {
   return a.index == b.index && a.actions == b.actions && a.values == b.values && a.windows == b.windows;
 }
 
+// The options of the comparison grids: N candidates, guidance w, lambda, two actions per plan, and
+// with a cost model a cost limit and budget. unet_grid also varies w_d (one dynamics row or two),
+// the dynamics schedule and the temperature with the other settings.
+mpd_options grid_options(const mpd_model* model, uint32_t n, double w, double lambda, bool has_cost, bool unet_grid) {
+  mpd_options o;
+  mpd_model_default_options(model, &o);
+  o.num_candidates = n;
+  o.guidance = w;
+  o.dynamics_weight = lambda;
+  o.actions_per_plan = 2;
+  if (unet_grid) {
+    o.dynamics_guidance = lambda == 0.5 ? 1.0 : 2.5;
+    o.dynamics_every = lambda == 1.0 ? 2 : 1;
+    o.temperature = w == 1.0 ? 1.0 : 0.01;
+  }
+  if (has_cost) {
+    o.has_cost_limit = 1;
+    o.cost_limit = 3.0;
+    o.has_cost_budget = 1;
+    o.cost_budget = 0.05;
+  }
+  return o;
+}
+
+// One plan on both backends: the same index, windows within `tolerance` (actions scaled to env
+// units), values and costs within 1e-4 relative, and a bit-identical CUDA repeat.
+void compare_backends(const mpd_model* model, mpd_workspace* ws, const float* state, const mpd_options& o,
+                      cudaStream_t stream, float tolerance, bool has_cost, const char* label) {
+  const Result cpu = cpu_plan(model, state, 7, o);
+  const Result gpu = cuda_plan(model, ws, state, 7, o, stream);
+  CHECK(cpu.status == MPD_OK && gpu.status == MPD_OK);
+  CHECK(gpu.index == cpu.index);
+  CHECK(max_abs_diff(gpu.windows, cpu.windows) <= tolerance);
+  CHECK(max_abs_diff(gpu.actions, cpu.actions) <= tolerance * kActionRange);
+  CHECK(max_rel_diff(gpu.values, cpu.values) <= 1e-4f);
+  if (has_cost) CHECK(max_rel_diff(gpu.costs, cpu.costs) <= 1e-4f);
+  CHECK(same_bits(cuda_plan(model, ws, state, 7, o, stream), gpu));
+  if (gpu.index != cpu.index || max_abs_diff(gpu.windows, cpu.windows) > tolerance) {
+    std::printf("%s n=%u w=%g lambda=%g cost=%d: index %u vs %u, windows max diff %g\n", label, o.num_candidates,
+                o.guidance, o.dynamics_weight, has_cost, gpu.index, cpu.index, max_abs_diff(gpu.windows, cpu.windows));
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -159,34 +202,8 @@ int main() {
     for (uint32_t n : {1u, 7u, 64u, 1100u}) {  // 1100: four candidates per block on every GPU
       for (double w : {1.0, 1.7}) {
         for (double lambda : {0.0, 0.5, 1.0}) {
-          mpd_options o;
-          mpd_model_default_options(model, &o);
-          o.num_candidates = n;
-          o.guidance = w;
-          o.dynamics_weight = lambda;
-          o.actions_per_plan = 2;
-          if (has_cost) {
-            o.has_cost_limit = 1;
-            o.cost_limit = 3.0;
-            o.has_cost_budget = 1;
-            o.cost_budget = 0.05;
-          }
-          const Result cpu = cpu_plan(model, state, 7, o);
-          const Result gpu = cuda_plan(model, ws, state, 7, o, stream);
-          CHECK(cpu.status == MPD_OK && gpu.status == MPD_OK);
-          CHECK(gpu.index == cpu.index);
-          CHECK(max_abs_diff(gpu.windows, cpu.windows) <= kMlpWindowTolerance);
-          CHECK(max_abs_diff(gpu.actions, cpu.actions) <= kMlpWindowTolerance * kActionRange);
-          CHECK(max_rel_diff(gpu.values, cpu.values) <= 1e-4f);
-          if (has_cost) {
-            CHECK(max_rel_diff(gpu.costs, cpu.costs) <= 1e-4f);
-          }
-          const Result again = cuda_plan(model, ws, state, 7, o, stream);
-          CHECK(same_bits(again, gpu));
-          if (gpu.index != cpu.index || max_abs_diff(gpu.windows, cpu.windows) > kMlpWindowTolerance) {
-            std::printf("n=%u w=%g lambda=%g cost=%d: index %u vs %u, windows max diff %g\n", n, w, lambda,
-                        has_cost, gpu.index, cpu.index, max_abs_diff(gpu.windows, cpu.windows));
-          }
+          compare_backends(model, ws, state, grid_options(model, n, w, lambda, has_cost, false), stream,
+                           kMlpWindowTolerance, has_cost, "mlp");
         }
       }
     }
@@ -301,33 +318,8 @@ int main() {
       for (uint32_t n : {1u, 7u, 64u}) {
         for (double w : {1.0, 1.7}) {
           for (double lambda : {0.0, 0.5, 1.0}) {
-            mpd_options o;
-            mpd_model_default_options(model, &o);
-            o.num_candidates = n;
-            o.guidance = w;
-            o.dynamics_guidance = lambda == 0.5 ? 1.0 : 2.5;  // one dynamics row, or two
-            o.dynamics_weight = lambda;
-            o.dynamics_every = lambda == 1.0 ? 2 : 1;
-            o.temperature = w == 1.0 ? 1.0 : 0.01;
-            o.actions_per_plan = 2;
-            if (has_cost) {
-              o.has_cost_limit = 1;
-              o.cost_limit = 3.0;
-              o.has_cost_budget = 1;
-              o.cost_budget = 0.05;
-            }
-            const Result cpu = cpu_plan(model, state, 7, o);
-            const Result gpu = cuda_plan(model, ws, state, 7, o, stream);
-            CHECK(cpu.status == MPD_OK && gpu.status == MPD_OK);
-            CHECK(gpu.index == cpu.index);
-            CHECK(max_abs_diff(gpu.windows, cpu.windows) <= kUnetWindowTolerance);
-            CHECK(max_abs_diff(gpu.actions, cpu.actions) <= kUnetWindowTolerance * kActionRange);
-            CHECK(max_rel_diff(gpu.values, cpu.values) <= 1e-4f);
-            CHECK(same_bits(cuda_plan(model, ws, state, 7, o, stream), gpu));
-            if (gpu.index != cpu.index || max_abs_diff(gpu.windows, cpu.windows) > kUnetWindowTolerance) {
-              std::printf("unet %s n=%u w=%g lambda=%g cost=%d: index %u vs %u, windows max diff %g\n", prediction, n, w,
-                          lambda, has_cost, gpu.index, cpu.index, max_abs_diff(gpu.windows, cpu.windows));
-            }
+            compare_backends(model, ws, state, grid_options(model, n, w, lambda, has_cost, true), stream,
+                             kUnetWindowTolerance, has_cost, prediction);
           }
         }
       }
