@@ -58,15 +58,9 @@ bool build_arena(const ModelFile& file, int max_candidates, Arena* out) {
       image.insert(image.end(), layer.bias.begin(), layer.bias.end());
     }
   }
-  // The unet family's planner and dynamics tensors as stored (PyTorch layouts), by name.
+  // The unet family's planner and dynamics tensors, repacked for the kernel (unet_net.h), by name.
   ar.unet = c.architecture == MPD_ARCH_UNET;
-  for (const std::vector<NamedTensor>* tensors : {&file.planner_unet, &file.dynamics_unet}) {
-    for (const NamedTensor& t : *tensors) {
-      align();
-      ar.unet_at.emplace_back(t.name, image.size());
-      image.insert(image.end(), t.data.begin(), t.data.end());
-    }
-  }
+  append_unet_tensors(file, &image, &ar.unet_at);
   if (ar.unet) {
     UnetShape shape{H, D, D, c.unet_dim, c.unet_embed_dim, static_cast<int>(c.unet_mults.size()), {}};
     for (size_t i = 0; i < c.unet_mults.size(); ++i) shape.mults[i] = c.unet_mults[i];

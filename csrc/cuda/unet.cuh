@@ -5,11 +5,13 @@
 // up convolution as even and odd outputs of two taps each), GroupNorm in double with the same
 // float casts, FiLM folded into the norm's affine, SiLU after the residual sum. Activations are
 // position-major [L][C] per row in the block's slice of a global scratch buffer (unet_scratch in
-// layout.h); weights are read in the PyTorch layouts straight from the uploaded tensors.
+// layout.h); weights are repacked at upload with the output channel innermost (unet_net.h), so the
+// threads of a warp, which compute neighbouring output channels, read neighbouring weights.
 //
 // Written as the plainest correct form: each layer is one pass of the block's threads over its
-// outputs, an output summing its inputs in index order (taps outer, channels inner, as the CPU's
-// packed columns). Fusing layers and tensor cores are for when a GPU has measured this.
+// outputs (output channel fastest), an output summing its inputs in index order (taps outer,
+// channels inner, as the CPU's packed columns). Fusing layers and tensor cores are for when a GPU
+// has measured this.
 #pragma once
 
 #include <cstddef>
@@ -25,10 +27,9 @@ __device__ inline void unet_linear(const DevLinear& f, const float* x, int ldx, 
                                    bool apply_silu) {
   for (int q = threadIdx.x; q < rows * f.out; q += blockDim.x) {
     const int r = q / f.out, o = q % f.out;
-    const float* w = f.w + static_cast<size_t>(o) * f.in;
     const float* xr = x + static_cast<size_t>(r) * ldx;
     float acc = f.b[o];
-    for (int i = 0; i < f.in; ++i) acc = fmaf(w[i], xr[i], acc);
+    for (int i = 0; i < f.in; ++i) acc = fmaf(f.w[static_cast<size_t>(i) * f.out + o], xr[i], acc);
     y[static_cast<size_t>(r) * ldy + o] = apply_silu ? math::silu(acc) : acc;
   }
   __syncthreads();
@@ -40,13 +41,13 @@ __device__ inline void unet_conv(const DevConv& c, const float* x, int L, int ac
   for (int q = threadIdx.x; q < rows * per_row; q += blockDim.x) {
     const int r = q / per_row, l = (q % per_row) / c.out, o = q % c.out;
     const float* xr = x + static_cast<size_t>(r) * act;
-    const float* w = c.w + static_cast<size_t>(o) * c.in * c.kernel;
     float acc = c.b[o];
     for (int j = 0; j < c.kernel; ++j) {
       const int at = l + j - half;
       if (at < 0 || at >= L) continue;
       const float* xp = xr + static_cast<size_t>(at) * c.in;
-      for (int i = 0; i < c.in; ++i) acc = fmaf(w[i * c.kernel + j], xp[i], acc);
+      const float* w = c.w + static_cast<size_t>(j) * c.in * c.out + o;
+      for (int i = 0; i < c.in; ++i) acc = fmaf(w[static_cast<size_t>(i) * c.out], xp[i], acc);
     }
     y[static_cast<size_t>(r) * act + static_cast<size_t>(l) * c.out + o] = acc;
   }
@@ -59,13 +60,13 @@ __device__ inline void unet_down(const DevConv& c, const float* x, int L, int ac
   for (int q = threadIdx.x; q < rows * per_row; q += blockDim.x) {
     const int r = q / per_row, l = (q % per_row) / c.out, o = q % c.out;
     const float* xr = x + static_cast<size_t>(r) * act;
-    const float* w = c.w + static_cast<size_t>(o) * c.in * 3;
     float acc = c.b[o];
     for (int j = 0; j < 3; ++j) {
       const int at = 2 * l + j;
       if (at >= L) continue;
       const float* xp = xr + static_cast<size_t>(at) * c.in;
-      for (int i = 0; i < c.in; ++i) acc = fmaf(w[i * 3 + j], xp[i], acc);
+      const float* w = c.w + static_cast<size_t>(j) * c.in * c.out + o;
+      for (int i = 0; i < c.in; ++i) acc = fmaf(w[static_cast<size_t>(i) * c.out], xp[i], acc);
     }
     y[static_cast<size_t>(r) * act + static_cast<size_t>(l) * c.out + o] = acc;
   }
@@ -86,9 +87,8 @@ __device__ inline void unet_up(const DevConv& c, const float* x, int L, int act,
     for (int s = 0; s < 2; ++s) {
       if (positions[s] < 0 || positions[s] >= L) continue;
       const float* xp = xr + static_cast<size_t>(positions[s]) * c.in;
-      for (int i = 0; i < c.in; ++i) {
-        acc = fmaf(c.w[(static_cast<size_t>(i) * c.out + o) * 4 + taps[s]], xp[i], acc);
-      }
+      const float* w = c.w + static_cast<size_t>(taps[s]) * c.in * c.out + o;
+      for (int i = 0; i < c.in; ++i) acc = fmaf(w[static_cast<size_t>(i) * c.out], xp[i], acc);
     }
     y[static_cast<size_t>(r) * act + static_cast<size_t>(m) * c.out + o] = acc;
   }

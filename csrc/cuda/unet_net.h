@@ -4,6 +4,7 @@
 // which runs the kernel's U-Net code on the CPU against CpuUnet). No CUDA types.
 #pragma once
 
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,13 +15,14 @@
 namespace mpd::cuda {
 
 struct DevLinear {
-  const float* w;  // [out, in]
+  const float* w;  // [in, out] (transposed from the file's [out, in]: a warp's outputs read one row)
   const float* b;  // [out]
   int in, out;
 };
 
 struct DevConv {
-  const float* w;  // [out, in, kernel]; the transposed up convolution: [in, out, 4]
+  const float* w;  // [kernel, in, out] (repacked from the file's [out, in, kernel]; the up convolution's
+                   // [in, out, 4] likewise): the outputs of neighbouring threads are neighbouring floats
   const float* b;  // [out]
   int in, out, kernel;
 };
@@ -53,6 +55,49 @@ struct DevUnet {
   const float* head_beta;
   UnetScratch scratch;  // one block's scratch for kUnetRows rows
 };
+
+// Appends the unet family's planner and dynamics tensors to `image` (each on a 128-byte boundary)
+// in the layouts the kernel reads: a linear layer's [out, in] as [in, out]; a convolution's
+// [out, in, K] as [K, in, out]; the transposed up convolution's [in, out, 4] as [4, in, out];
+// vectors as stored. Records each tensor's offset by name in `at`.
+inline void append_unet_tensors(const ModelFile& file, std::vector<float>* image,
+                                std::vector<std::pair<std::string, size_t>>* at) {
+  for (const std::vector<NamedTensor>* tensors : {&file.planner_unet, &file.dynamics_unet}) {
+    for (const NamedTensor& t : *tensors) {
+      image->resize((image->size() + 31) / 32 * 32, 0.0f);
+      at->emplace_back(t.name, image->size());
+      const std::vector<int64_t>& d = t.shape;
+      const size_t begin = image->size();
+      image->resize(begin + t.data.size());
+      float* out = image->data() + begin;
+      const bool up = t.name.size() > 9 && t.name.find(".up.") != std::string::npos &&
+                      t.name.compare(t.name.size() - 9, 9, ".2.weight") == 0;
+      if (d.size() == 2) {  // [out, in] -> [in, out]
+        for (int64_t o = 0; o < d[0]; ++o) {
+          for (int64_t i = 0; i < d[1]; ++i) out[i * d[0] + o] = t.data[static_cast<size_t>(o * d[1] + i)];
+        }
+      } else if (d.size() == 3 && up) {  // [in, out, 4] -> [4, in, out]
+        for (int64_t i = 0; i < d[0]; ++i) {
+          for (int64_t o = 0; o < d[1]; ++o) {
+            for (int64_t j = 0; j < d[2]; ++j) {
+              out[(j * d[0] + i) * d[1] + o] = t.data[static_cast<size_t>((i * d[1] + o) * d[2] + j)];
+            }
+          }
+        }
+      } else if (d.size() == 3) {  // [out, in, K] -> [K, in, out]
+        for (int64_t o = 0; o < d[0]; ++o) {
+          for (int64_t i = 0; i < d[1]; ++i) {
+            for (int64_t j = 0; j < d[2]; ++j) {
+              out[(j * d[1] + i) * d[0] + o] = t.data[static_cast<size_t>((o * d[1] + i) * d[2] + j)];
+            }
+          }
+        }
+      } else {
+        std::copy(t.data.begin(), t.data.end(), out);
+      }
+    }
+  }
+}
 
 // The DevUnet of network `net` ("planner" or "dynamics") with pointers into the arena `a`, by
 // the tensor names of the PyTorch module (cpu/unet.cpp builds its CpuUnet from the same names).

@@ -47,12 +47,7 @@ void compare(const testing::TinyModel& spec) {
   // The tensors in one host "arena", as the CUDA backend lays them out in device memory.
   std::vector<float> arena;
   std::vector<std::pair<std::string, size_t>> at;
-  for (const auto* tensors : {&file.planner_unet, &file.dynamics_unet}) {
-    for (const mpd::NamedTensor& t : *tensors) {
-      at.emplace_back(t.name, arena.size());
-      arena.insert(arena.end(), t.data.begin(), t.data.end());
-    }
-  }
+  mpd::cuda::append_unet_tensors(file, &arena, &at);
   const int H = c.horizon, D = c.window_dim();
   mpd::cuda::UnetShape shape{H, D, D, c.unet_dim, c.unet_embed_dim, static_cast<int>(c.unet_mults.size()), {}};
   for (size_t i = 0; i < c.unet_mults.size(); ++i) shape.mults[i] = c.unet_mults[i];
