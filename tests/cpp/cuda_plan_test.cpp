@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstring>
 #include <cstdio>
+#include <initializer_list>
 #include <vector>
 
 #include "check.h"
@@ -135,6 +136,29 @@ float max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
 
 bool same_bits(const Result& a, const Result& b) {
   return a.index == b.index && a.actions == b.actions && a.values == b.values && a.windows == b.windows;
+}
+
+// The plan captured in a CUDA graph once (on d's buffers) and replayed on the contents of each
+// state: the same bits as a direct plan of that state.
+void check_graph_replay(const mpd_model* model, mpd_workspace* ws, const mpd_options& o, DevicePlan& d,
+                        std::initializer_list<const float*> states, cudaStream_t stream) {
+  cudaMemcpy(d.state, *states.begin(), d.s.dx * sizeof(float), cudaMemcpyHostToDevice);
+  mpd_plan_output out = d.output();
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  const mpd_status captured = mpd_plan(model, ws, d.state, 11, &o, &out, stream);
+  CHECK(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
+  CHECK(captured == MPD_OK);
+  CHECK(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+  for (const float* s : states) {
+    cudaMemcpy(d.state, s, d.s.dx * sizeof(float), cudaMemcpyHostToDevice);
+    CHECK(cudaGraphLaunch(exec, stream) == cudaSuccess);
+    CHECK(cudaStreamSynchronize(stream) == cudaSuccess);
+    CHECK(same_bits(d.fetch(), cuda_plan(model, ws, s, 11, o, stream)));
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
 }
 
 // The options of the comparison grids: N candidates, guidance w, lambda, two actions per plan, and
@@ -260,24 +284,9 @@ int main() {
       o.cost_limit = 3.0;
     }
     DevicePlan d(sizes(model, o));
-    cudaMemcpy(d.state, state, 3 * sizeof(float), cudaMemcpyHostToDevice);
-    mpd_plan_output out = d.output();
-    cudaGraph_t graph = nullptr;
-    cudaGraphExec_t exec = nullptr;
-    CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
-    const mpd_status captured = mpd_plan(model, ws, d.state, 11, &o, &out, stream);
-    CHECK(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
-    CHECK(captured == MPD_OK);
-    CHECK(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
     const float other_state[3] = {-0.4f, 0.9f, 0.1f};
-    for (const float* s : {state, other_state}) {
-      cudaMemcpy(d.state, s, 3 * sizeof(float), cudaMemcpyHostToDevice);
-      CHECK(cudaGraphLaunch(exec, stream) == cudaSuccess);
-      CHECK(cudaStreamSynchronize(stream) == cudaSuccess);
-      CHECK(same_bits(d.fetch(), cuda_plan(model, ws, s, 11, o, stream)));
-    }
-    cudaGraphExecDestroy(exec);
-    cudaGraphDestroy(graph);
+    check_graph_replay(model, ws, o, d, {state, other_state}, stream);
+    mpd_plan_output out = d.output();
 
     // Bad input: too many candidates, a workspace of another model, a non-finite state.
     o.num_candidates = 4096;
@@ -345,18 +354,7 @@ int main() {
       // Captured in a CUDA graph and replayed: the same bits as a direct plan.
       o.warm_start_level = 0;
       DevicePlan d(sizes(model, o));
-      cudaMemcpy(d.state, state, 3 * sizeof(float), cudaMemcpyHostToDevice);
-      mpd_plan_output out = d.output();
-      cudaGraph_t graph = nullptr;
-      cudaGraphExec_t exec = nullptr;
-      CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
-      CHECK(mpd_plan(model, ws, d.state, 11, &o, &out, stream) == MPD_OK);
-      CHECK(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
-      CHECK(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
-      CHECK(cudaGraphLaunch(exec, stream) == cudaSuccess && cudaStreamSynchronize(stream) == cudaSuccess);
-      CHECK(same_bits(d.fetch(), cuda_plan(model, ws, state, 11, o, stream)));
-      cudaGraphExecDestroy(exec);
-      cudaGraphDestroy(graph);
+      check_graph_replay(model, ws, o, d, {state}, stream);
       mpd_workspace_free(cws);
       mpd_workspace_free(ws);
       mpd_model_free(model);
