@@ -26,7 +26,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
 # Errors a user can act on: one line naming the file, option or key, exit code 2 (argparse's
 # convention); `mpdiffuser --debug ...` shows the traceback instead.
 USER_ERRORS = (ValueError, OSError, RuntimeError, ImportError,  # ImportError: an optional install missing
