@@ -137,3 +137,32 @@ def test_the_velocity_limit_belongs_to_constrained_runs_only(capsys):
     assert "--velocity-limit applies to the constrained experiment only" in capsys.readouterr().err
     assert cli.main(["eval", "--model-file", "missing.safetensors", "--velocity-limit", "1"]) == 2
     assert "--velocity-limit applies with --budget only" in capsys.readouterr().err
+
+
+def test_config_flags_come_from_the_configs():
+    """The flags that set a config field: every one names a field of its configs, has the field's
+    comment as its help and shows the config's default; which experiments take a flag is the set
+    of configs that have the field (no hand-written table to drift)."""
+    import argparse
+    import dataclasses
+
+    from mpdiffuser.commands import experiment, train
+    from mpdiffuser.commands.common import field_docs
+    from mpdiffuser.config import ModelConfig, TrainConfig
+    from mpdiffuser.experiments.quadruped import QuadrupedConfig
+
+    for flags, cls in ((train.TRAIN_FLAGS, TrainConfig), (train.MODEL_FLAGS, ModelConfig)):
+        for field in flags.values():
+            assert field in {f.name for f in dataclasses.fields(cls)} and field_docs(cls).get(field), field
+    configs = experiment.configs()
+    for flag, field in experiment.FIELD_FLAGS.items():
+        takers = experiment.takers(field)
+        assert takers, flag
+        assert all(field_docs(configs[name]).get(field) for name in takers), (flag, "a field without a comment")
+    assert experiment.takers("control_hz") == ["quadruped"] and len(experiment.takers("episodes")) == 4
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    hz = next(a for a in commands.choices["experiment"]._actions if a.dest == "hz")
+    assert f"default: {QuadrupedConfig.control_hz}" in hz.help and hz.help.startswith("quadruped: ")
+    steps = next(a for a in commands.choices["train"]._actions if a.dest == "steps")
+    assert f"{TrainConfig.steps}" in steps.help and field_docs(TrainConfig)["steps"] in steps.help
