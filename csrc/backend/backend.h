@@ -31,8 +31,7 @@ struct PlanRequest {
   double discount;        // gamma of the ranker's value and cost
   float noise_scale;      // sqrt(temperature), float32
   int start_level;        // K cold; k_w warm
-  int shift;              // rows the warm window is shifted by (the actions executed)
-  int actions_per_plan;
+  int actions_per_plan;   // actions returned; a warm window is shifted by as many rows (executed)
   bool budget;            // a cost model with a cost budget: selection keeps C <= cost_budget
   float cost_budget;
 };

@@ -24,7 +24,6 @@ PlanRequest resolve_plan(const ModelConfig& c, const mpd_options& o, const float
   r.discount = o.discount;
   r.noise_scale = std::sqrt(static_cast<float>(o.temperature));
   r.start_level = r.warm != nullptr ? static_cast<int>(o.warm_start_level) : c.num_steps;
-  r.shift = static_cast<int>(o.actions_per_plan);
   r.actions_per_plan = static_cast<int>(o.actions_per_plan);
   r.budget = c.has_cost && o.has_cost_budget;
   r.cost_budget = static_cast<float>(o.cost_budget);

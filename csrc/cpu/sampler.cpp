@@ -123,7 +123,7 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
     }
     const math::StepFloats& sw = model_.steps[static_cast<size_t>(q.start_level - 1)];
     for (int t = 0; t < H; ++t) {
-      const float* prev = q.warm + static_cast<size_t>(math::shifted_row(t, q.shift, H)) * D;
+      const float* prev = q.warm + static_cast<size_t>(math::shifted_row(t, q.actions_per_plan, H)) * D;
       for (int j = 0; j < D; ++j) win[t * D + j] = math::renoised(prev[j], scale * win[t * D + j], sw);
     }
   }

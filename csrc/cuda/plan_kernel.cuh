@@ -152,7 +152,7 @@ __device__ void noise_update(const PlanParams& p, float* tau, int first, int cnt
           v = z;
         } else {
           const int D = p.dx + p.du;
-          v = math::renoised(p.r.warm[math::shifted_row(e / D, p.r.shift, p.horizon) * D + e % D], z, *st);
+          v = math::renoised(p.r.warm[math::shifted_row(e / D, p.r.actions_per_plan, p.horizon) * D + e % D], z, *st);
         }
         continue;
       }

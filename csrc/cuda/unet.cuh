@@ -35,35 +35,19 @@ __device__ inline void unet_linear(const DevLinear& f, const float* x, int ldx, 
   __syncthreads();
 }
 
-// Stride 1, "same" (kernel / 2 zero positions each side): x [rows][L][in] -> y [rows][L][out].
-__device__ inline void unet_conv(const DevConv& c, const float* x, int L, int act, int rows, float* y) {
-  const int half = c.kernel / 2, per_row = L * c.out;
+// x [rows][L][in] -> y [rows][L / stride][out]: output l reads positions stride l + j - pad for
+// taps j (zero outside [0, L)). The network's convolutions: stride 1 with pad kernel / 2 ("same"),
+// and the down convolution, kernel 3, stride 2, pad 0 (positions 2l..2l+2, zero past the end).
+__device__ inline void unet_conv(const DevConv& c, const float* x, int L, int act, int rows, float* y,
+                                 int stride = 1) {
+  const int pad = stride == 1 ? c.kernel / 2 : 0, out_len = L / stride, per_row = out_len * c.out;
   for (int q = threadIdx.x; q < rows * per_row; q += blockDim.x) {
     const int r = q / per_row, l = (q % per_row) / c.out, o = q % c.out;
     const float* xr = x + static_cast<size_t>(r) * act;
     float acc = c.b[o];
     for (int j = 0; j < c.kernel; ++j) {
-      const int at = l + j - half;
+      const int at = stride * l + j - pad;
       if (at < 0 || at >= L) continue;
-      const float* xp = xr + static_cast<size_t>(at) * c.in;
-      const float* w = c.w + static_cast<size_t>(j) * c.in * c.out + o;
-      for (int i = 0; i < c.in; ++i) acc = fmaf(w[static_cast<size_t>(i) * c.out], xp[i], acc);
-    }
-    y[static_cast<size_t>(r) * act + static_cast<size_t>(l) * c.out + o] = acc;
-  }
-  __syncthreads();
-}
-
-// Kernel 3, stride 2: output l (of L / 2) reads positions 2l, 2l + 1, 2l + 2 (zero past the end).
-__device__ inline void unet_down(const DevConv& c, const float* x, int L, int act, int rows, float* y) {
-  const int out_len = L / 2, per_row = out_len * c.out;
-  for (int q = threadIdx.x; q < rows * per_row; q += blockDim.x) {
-    const int r = q / per_row, l = (q % per_row) / c.out, o = q % c.out;
-    const float* xr = x + static_cast<size_t>(r) * act;
-    float acc = c.b[o];
-    for (int j = 0; j < 3; ++j) {
-      const int at = 2 * l + j;
-      if (at >= L) continue;
       const float* xp = xr + static_cast<size_t>(at) * c.in;
       const float* w = c.w + static_cast<size_t>(j) * c.in * c.out + o;
       for (int i = 0; i < c.in; ++i) acc = fmaf(w[static_cast<size_t>(i) * c.out], xp[i], acc);
@@ -218,7 +202,7 @@ __device__ inline void unet_forward(const DevUnet& net, int rows, const float* w
     }
     __syncthreads();
     if (i + 1 < net.levels) {
-      unet_down(net.down[i], buf[0], length, u.act, rows, buf[1]);
+      unet_conv(net.down[i], buf[0], length, u.act, rows, buf[1], 2);
       float* swap = buf[0];
       buf[0] = buf[1];
       buf[1] = swap;

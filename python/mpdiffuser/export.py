@@ -289,12 +289,12 @@ def _parse_model_file(path: Path, meta: dict[str, str], tensors: dict[str, np.nd
         raise ValueError(f"{path} has model format version {version}; this mpdiffuser reads versions "
                          f"{', '.join(map(str, READABLE_VERSIONS))}")
     if version == 1:
-        meta = {**LEGACY_MODEL_FIELDS, "termination_penalty": "0.0",
-                **meta}
-    for option in OPTION_SPECS:  # options newer than the file: the values its plans were made with
-        if option.since > version:
-            meta[f"default.{option.name}"] = meta.get(f"default.{option.legacy}", option.legacy)
-    meta = {"architecture": "mlp", **meta}  # files before the key are all mlp
+        meta = {**LEGACY_MODEL_FIELDS, "termination_penalty": "0.0", **meta}
+    # Options newer than the file take the values its plans were made with; files before the
+    # architecture key are all mlp. A new dict: the caller's metadata stays as read.
+    legacy = {f"default.{option.name}": meta.get(f"default.{option.legacy}", option.legacy)
+              for option in OPTION_SPECS if option.since > version}
+    meta = {"architecture": "mlp", **meta, **legacy}
     if meta.get("written_by", "export") not in WRITERS:
         raise ValueError(f"{path}: metadata 'written_by' = {meta['written_by'][:80]!r} is not one of {', '.join(WRITERS)}")
     for key, choices in (("architecture", ARCHITECTURES), ("prediction", PREDICTIONS),
