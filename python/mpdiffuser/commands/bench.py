@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-from mpdiffuser.commands.common import BENCH_CANDIDATES
+BENCH_CANDIDATES = (1, 16, 64, 256)  # bench's N values unless --candidates
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

@@ -11,8 +11,6 @@ import re
 import types
 import typing
 
-BENCH_CANDIDATES = (1, 16, 64, 256)  # bench's N values unless --candidates
-CONSISTENCY_LAMBDAS = (1.0, 0.0)  # consistency's lambdas unless --lambdas; the first drives the robot
 
 def sampler_flags() -> dict:
     """{argparse dest: OptionSpec} of every sampler option with command-line flags (the option
@@ -55,9 +53,7 @@ def seed_type(text: str) -> int:
 
 def options_from_args(args: argparse.Namespace, defaults):
     """`defaults` (the model file's) with every sampler flag the user gave."""
-    given = {spec.name: getattr(args, dest) for dest, spec in sampler_flags().items()
-             if getattr(args, dest, None) is not None}
-    return defaults.replace(**given)
+    return defaults.replace(**given_fields(args, {dest: spec.name for dest, spec in sampler_flags().items()}))
 
 
 @functools.cache

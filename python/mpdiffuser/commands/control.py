@@ -9,7 +9,9 @@ import math
 from pathlib import Path
 
 
-from mpdiffuser.commands.common import (CONSISTENCY_LAMBDAS, add_sampler_args, options_from_args, seed_type)
+from mpdiffuser.commands.common import add_sampler_args, options_from_args, seed_type
+
+CONSISTENCY_LAMBDAS = (1.0, 0.0)  # consistency's lambdas unless --lambdas; the first drives the robot
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
