@@ -102,7 +102,7 @@ def train_bundle(bundle_dir: str | Path, task: list[OfflineDataset], extra: list
     plan: list = jobs  # one after another; an integer n: export the snapshot at n steps
     if snapshots:
         diffusion = [job for job in jobs if job[1] in ("planner", "dynamics")]
-        plan = [job for job in jobs if job not in diffusion]  # the ranker first
+        plan = [job for job in jobs if job[1] not in ("planner", "dynamics")]  # the ranker first
         for length in snapshots:
             plan += [(b, n, d, dataclasses.replace(c, steps=length), f) for b, n, d, c, f in diffusion] + [length]
         plan += [job for job in diffusion if snapshots[-1] < job[3].steps]
