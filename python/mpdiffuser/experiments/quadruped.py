@@ -68,20 +68,22 @@ def fastest_backend() -> str:
             return "cpu"
 
 
-def fixed_rate_episode(policy, env, seed: int, hz: float, max_steps: int) -> dict:
+def fixed_rate_episode(policy, env, seed: int, hz: float, max_steps: int, clock=time.perf_counter,
+                       sleep=time.sleep) -> dict:
     """One episode at a fixed control rate: every step waits for its slot; a step whose planning
-    ends after its deadline is a miss. Returns return, length, latencies (ms) and misses."""
+    ends after its deadline is a miss. Returns return, length, latencies (ms) and misses.
+    `clock` (seconds) and `sleep` are injectable so the counting can be tested without real time."""
     period = 1.0 / hz
     obs, _ = env.reset(seed=seed)
     policy.reset(seed * PLAN_SEED_STRIDE)
     latencies, total, misses = [], 0.0, 0
-    next_tick = time.perf_counter()
+    next_tick = clock()
     started = next_tick
     for step in range(max_steps):
         next_tick += period
-        begin = time.perf_counter()
+        begin = clock()
         action = policy.act(obs)
-        end = time.perf_counter()
+        end = clock()
         latencies.append((end - begin) * 1e3)
         if end > next_tick:
             misses += 1
@@ -90,10 +92,10 @@ def fixed_rate_episode(policy, env, seed: int, hz: float, max_steps: int) -> dic
         total += float(reward)
         if terminated or truncated:
             break
-        delay = next_tick - time.perf_counter()
+        delay = next_tick - clock()
         if delay > 0:
-            time.sleep(delay)
-    elapsed = time.perf_counter() - started
+            sleep(delay)
+    elapsed = clock() - started
     return {"return": total, "length": step + 1, "latencies_ms": latencies, "missed_deadlines": misses,
             "achieved_hz": (step + 1) / elapsed}
 

@@ -5,6 +5,7 @@ far outside the training data (a sensor or unit fault), on every backend."""
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
 
@@ -35,18 +36,36 @@ def test_a_workspace_that_does_not_fit_is_refused_naming_num_candidates(model_fi
     assert sampler.plan(np.zeros(11, np.float32), 0, options).values.shape == (4096,)
 
 
-def test_a_long_plan_stops_on_ctrl_c(model_file):
-    # 65536 candidates x 20 steps takes seconds on this machine's 2 cores; Ctrl-C (simulated as the
-    # interpreter receives it) must stop it at the next denoising step, not when it ends.
-    sampler = Sampler(model_file, "cpu", threads=2)
+@pytest.fixture
+def sigint_raises():
+    """SIGINT raises KeyboardInterrupt for the test's duration, whatever the suite inherited: a
+    suite started as a background job of a non-interactive shell (or under nohup) inherits SIGINT
+    ignored, Python then installs no handler, and Ctrl-C (or interrupt_main) does nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def _long_plan(sampler, state, seconds: float):
+    """Options whose plan takes more than `seconds` on this machine now (measured, then scaled),
+    and the expected duration; skips nothing: a machine too fast for 2^20 candidates fails."""
     options = sampler.defaults.replace(num_candidates=1024)
-    state = np.zeros(11, np.float32)
     start = time.perf_counter()
     sampler.plan(state, 0, options)
     per_candidate = (time.perf_counter() - start) / 1024
-    options = options.replace(num_candidates=65536)
-    expected = per_candidate * 65536
-    sampler._ensure_workspace(65536)  # allocated (and zeroed) before the clock starts
+    n = min(2**20, max(65536, int(2 * seconds / per_candidate)))
+    expected = per_candidate * n
+    assert expected > seconds, f"a {n}-candidate plan would take {expected:.2f} s: too short to test the interrupt"
+    return options.replace(num_candidates=n), expected
+
+
+def test_a_long_plan_stops_on_ctrl_c(model_file, sigint_raises):
+    # A plan of seconds on this machine's 2 cores; Ctrl-C (simulated as the interpreter receives
+    # it) must stop it at the next denoising step, not when it ends.
+    sampler = Sampler(model_file, "cpu", threads=2)
+    state = np.zeros(11, np.float32)
+    options, expected = _long_plan(sampler, state, 1.5)
+    sampler._ensure_workspace(options.num_candidates)  # allocated (and zeroed) before the clock starts
     timer = threading.Timer(0.3, _thread.interrupt_main)
     start = time.perf_counter()
     timer.start()
@@ -54,9 +73,62 @@ def test_a_long_plan_stops_on_ctrl_c(model_file):
         sampler.plan(state, 0, options)
     stopped = time.perf_counter() - start
     timer.cancel()
-    assert expected > 1.5, f"the plan would take {expected:.2f} s: too short to test the interrupt"
+    # one denoising step (1/20 of the plan) after the 50 ms poll; generous for a busy machine, and
+    # still far below the whole plan
     assert stopped < 0.3 + max(0.5, expected / 20 * 2), f"stopped after {stopped:.2f} s of {expected:.2f} s"
     assert sampler.plan(state, 0, options.replace(num_candidates=8)).values.shape == (8,)  # still usable
+
+
+_CHILD = """
+import signal, sys, time
+import numpy as np
+from mpdiffuser.sampling.sampler import Sampler
+if sys.argv[2] == "term":  # SIGINT left as inherited (ignored); the program's own SIGTERM handler raises
+    def stop(signum, frame):
+        raise SystemExit(3)
+    signal.signal(signal.SIGTERM, stop)
+sampler = Sampler(sys.argv[1], "cpu", threads=2)
+options = sampler.defaults.replace(num_candidates=int(sys.argv[3]))
+sampler._ensure_workspace(options.num_candidates)
+print("planning", flush=True)
+start = time.perf_counter()
+try:
+    sampler.plan(np.zeros(11, np.float32), 0, options)
+except KeyboardInterrupt:
+    print(f"interrupted {time.perf_counter() - start:.3f}", flush=True)
+    sys.exit(0)
+print(f"finished {time.perf_counter() - start:.3f}", flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["sigint", "term"])
+def test_a_real_signal_stops_a_long_plan_in_a_child_process(model_file, how, sigint_raises):
+    """End to end, with a real signal: SIGINT to a program started with SIGINT at its default (as
+    a terminal starts it) raises KeyboardInterrupt inside the plan; a program that ignores SIGINT
+    (nohup, a background job) is stopped by its own SIGTERM handler the same way."""
+    import subprocess
+    import sys
+
+    sampler = Sampler(model_file, "cpu", threads=2)
+    options, expected = _long_plan(sampler, np.zeros(11, np.float32), 3.0)
+    sigint = signal.SIG_DFL if how == "sigint" else signal.SIG_IGN
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(model_file), how, str(options.num_candidates)],
+                             stdout=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
+    try:
+        assert child.stdout.readline().strip() == "planning"
+        time.sleep(0.5)
+        sent = time.perf_counter()
+        child.send_signal(signal.SIGINT if how == "sigint" else signal.SIGTERM)
+        out, _ = child.communicate(timeout=60)
+        stopped = time.perf_counter() - sent
+    finally:
+        child.kill()
+    if how == "sigint":
+        assert child.returncode == 0 and out.startswith("interrupted"), out
+    else:
+        assert child.returncode == 3, (child.returncode, out)
+    assert stopped < max(1.0, expected / 20 * 2) + 0.5, f"stopped {stopped:.2f} s after the signal, plan {expected:.2f} s"
 
 
 @pytest.mark.parametrize("backend", ["cpu", "torch"])
