@@ -28,9 +28,11 @@ FIELD_FLAGS = {
     "cautious_steps": "cautious_steps", "cost_penalty": "cost_penalty", "velocity_limit": "velocity_limit",
     "finetune_steps": "finetune_steps", "finetune_replay": "finetune_replay",
     "shift_transitions": "shift_transitions", "hz": "control_hz", "model_file": "model_file", "threads": "threads",
-    "backend": "backend",
+    "backend": "backend", "diffusion_baselines": "diffusion_baselines", "value_scales": "value_scales",
+    "consistency_steps": "consistency_steps",
 }
 CHOICES = {"kinds": ["medium", "medium-replay", "medium-expert"], "baselines": ["iql", "td3+bc"],
+           "diffusion_baselines": ["diffuser", "decision-diffuser"],
            "prediction": ["sample", "epsilon"], "backend": ["auto", "cpu", "cuda", "torch"]}
 POSITIVE = ("cost_penalty", "action_weight")  # flags that must be > 0; these >= 1:
 AT_LEAST_ONE = ("policy_steps", "expert_steps", "train_steps", "episodes", "candidates", "finetune_steps",

@@ -33,6 +33,7 @@ from mpdiffuser.experiments.common import (VALIDATION_OFFSET, Log, ExperimentCon
 
 METHODS = ("MPDiffuser", "planner only (lambda=0)", "behaviour cloning")
 BASELINE_METHODS = {"iql": "IQL (d3rlpy)", "td3+bc": "TD3+BC (d3rlpy)"}
+DIFFUSION_METHODS = {"diffuser": "Diffuser (value guidance)", "decision-diffuser": "Decision Diffuser"}
 TUNED_METHODS = ("MPDiffuser, g by validation", "planner only, g by validation")
 LENGTH_METHODS = ("MPDiffuser, steps and g by validation", "planner only, steps and g by validation")
 
@@ -50,6 +51,11 @@ class LocomotionConfig(ExperimentConfig):
     baselines: tuple[str, ...] = ()  # offline RL baselines from d3rlpy: "iql", "td3+bc"
     baseline_steps: int = 100_000  # their gradient steps (d3rlpy's reproductions: 500k-1M)
     baseline_seeds: tuple[int, ...] | None = None  # the seeds the baselines train with (None: every seed)
+    # prior diffusion planners on the same data, normalizers, H, K, noise and starts:
+    # "diffuser" (value guidance), "decision-diffuser" (return-conditioned states + inverse dynamics)
+    diffusion_baselines: tuple[str, ...] = ()
+    value_scales: tuple[float, ...] = (0.1,)  # Diffuser's guidance scales s: each seed picks one by validation
+    consistency_steps: int = 0  # plan-vs-robot state error of every diffusion method over this many steps (0: off)
     return_targets: tuple[float, ...] = ()  # candidate return targets g: each seed picks one by validation
     validation_episodes: int = 3  # episodes per candidate g, from start states the test never uses
     train_lengths: tuple[int, ...] = ()  # candidate training steps of planner and dynamics, chosen with g
@@ -86,6 +92,14 @@ class LocomotionConfig(ExperimentConfig):
             raise ValueError(f"unknown baselines {sorted(unknown)}: choose from {', '.join(BASELINE_METHODS)}")
         if self.baseline_seeds is not None and not set(self.baseline_seeds) <= set(self.seeds):
             raise ValueError(f"baseline_seeds {list(self.baseline_seeds)} must be among the seeds {list(self.seeds)}")
+        for name in self.diffusion_baselines:
+            from mpdiffuser.control.diffusion_baselines import check_baseline
+
+            check_baseline(name)
+        if not self.value_scales or not all(np.isfinite(self.value_scales)) or min(self.value_scales) < 0:
+            raise ValueError(f"value_scales must be finite numbers >= 0, got {list(self.value_scales)}")
+        if self.consistency_steps < 0:
+            raise ValueError(f"consistency_steps must be >= 0, got {self.consistency_steps}")
         if self.baselines:
             from mpdiffuser.control.baselines import require_d3rlpy
 
@@ -94,7 +108,8 @@ class LocomotionConfig(ExperimentConfig):
     @property
     def methods(self) -> tuple[str, ...]:
         tuned = (TUNED_METHODS if self.return_targets else ()) + (LENGTH_METHODS if self.train_lengths else ())
-        return METHODS + tuned + tuple(BASELINE_METHODS[b] for b in self.baselines)
+        return (METHODS + tuned + tuple(DIFFUSION_METHODS[b] for b in self.diffusion_baselines)
+                + tuple(BASELINE_METHODS[b] for b in self.baselines))
 
 
 def schedule_label(every: int, last: int) -> str:
@@ -146,7 +161,7 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
     log = Log()
     out = Path(config.out_dir)
     tasks = _tasks(config, log, progress)
-    rows, data_scores, sweep_rows, validation_rows = [], {}, [], []
+    rows, data_scores, sweep_rows, validation_rows, consistency_rows = [], {}, [], [], []
     for t, (label, task) in enumerate(tasks):
         env_id = task.env_id
         reference = SCORE_REFERENCES[env_id]
@@ -189,6 +204,9 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
                         METHODS[1]: (model, lambda s=sampler: MPCPolicy(s, s.defaults.replace(dynamics_weight=0.0))),
                         METHODS[2]: ({"bc_steps": config.bc_steps, "seed": seed}, train_bc)}
             cache_dir = out / "episodes" / label / f"s{seed}"
+            # method -> (sampler, options, lambda): the diffusion methods whose plans are measured against the robot
+            planners = {METHODS[0]: (sampler, sampler.defaults, 1.0),
+                        METHODS[1]: (sampler, sampler.defaults.replace(dynamics_weight=0.0), 0.0)}
             lambdas = (1.0, 0.0)  # the tuned methods: MPDiffuser, planner only
             if config.return_targets:
                 for method, lam in zip(TUNED_METHODS, lambdas):
@@ -201,6 +219,7 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
                         + ", ".join(f"g {r['return_target']:g}: {r['return_mean']:.0f}" for r in tried) + ")")
                     policies[method] = (model | {"return_target": best},
                                         lambda s=sampler, o=options.replace(return_target=best): MPCPolicy(s, o))
+                    planners[method] = (sampler, options.replace(return_target=best), lam)
             if config.train_lengths:
                 paths = _train_lengths(config, bundle_dir, model_file, task, random, seed, log, progress)
                 samplers = {n: sampler if n == config.train_steps else
@@ -230,6 +249,12 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
                         lambda s=chosen, o=chosen.defaults.replace(dynamics_weight=lam,
                                                                    return_target=best["return_target"]):
                         MPCPolicy(s, o))
+            for name in config.diffusion_baselines:
+                method, chosen = _diffusion_baseline(config, name, bundle_dir, task, seed, env_id, eval_seed,
+                                                     cache_dir, evaluation | model, log, progress, validation_rows,
+                                                     label)
+                policies[method] = chosen[:2]
+                planners[method] = chosen[2:] + (1.0,)
             if config.baseline_seeds is None or seed in config.baseline_seeds:
                 for name in config.baselines:
                     policies[BASELINE_METHODS[name]] = ({"baseline_steps": config.baseline_steps, "seed": seed},
@@ -246,6 +271,11 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
                 score = mean_stderr(r["score"] for r in done)
                 log(f"    {method:24s} score {score[0]:6.1f} +- {score[1]:4.1f} "
                     f"(return {np.mean([r['return'] for r in done]):.0f})")
+            if config.consistency_steps:
+                for method, (planner, options, lam) in planners.items():
+                    consistency_rows.append({"task": label, "seed": seed, "method": method} | _consistency(
+                        config, planner, options, lam, env_id, eval_seed, cache_dir,
+                        evaluation | policies[method][0] | {"method": method}, progress))
             if t == 0 and seed == config.seeds[0]:
                 sweep_rows = _sweeps(config, sampler, env_id, label, eval_seed, log, progress, cache_dir,
                                      evaluation | model)
@@ -258,10 +288,21 @@ def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
                             "episodes, score_stderr_seeds over the seeds' means (the table's and plot's error "
                             "when a method has 2 or more seeds)",
               "summary": summary, "sweeps": summarize(sweep_rows, ("sweep", "setting"), ("score", "return")),
+              "consistency_note": "plan-vs-robot state error (control.consistency, normalized state units): "
+                                  "RMS of the plan's states minus the states its actions reach when replayed "
+                                  "open loop from the same simulator state, first step and window mean; one "
+                                  "episode per seed from the test's first start, consistency_steps steps at most",
+              "consistency": summarize(consistency_rows, ("task", "method"),
+                                       ("state_error_first", "state_error_window"), unit="seed"),
+              "consistency_seeds": consistency_rows,
               "episodes": rows, "sweep_episodes": sweep_rows, "validation": validation_rows,
               "seconds": round(log.seconds, 1)}
     write_outputs(report, out)
     _print_table(summary, config.methods, log)
+    for entry in report["consistency"]:
+        log(f"    plan-vs-robot state error {entry['task']:20s} {entry['method']:32s} first step "
+            f"{entry['state_error_first_mean']:.3f}, window {entry['state_error_window_mean']:.3f} "
+            f"+- {score_error(entry, 'state_error_window'):.3f}")
     log(f"results in {out / 'locomotion.json'}, {out / 'locomotion.csv'}, {out / 'locomotion_scores.png'}, "
         f"{out / 'locomotion_sweeps.png'}")
     return report
@@ -289,6 +330,78 @@ def _sweeps(config: LocomotionConfig, sampler, env_id: str, label: str, eval_see
         score = mean_stderr(r["score"] for r in done)
         log(f"  sweep {sweep:8s} {setting:16s} score {score[0]:6.1f} +- {score[1]:4.1f}")
     return rows
+
+
+def _diffusion_baseline(config: LocomotionConfig, name: str, bundle_dir: Path, task, seed: int, env_id: str,
+                        eval_seed: int, cache_dir: Path, key: dict, log: Log, progress: bool,
+                        validation_rows: list, label: str) -> tuple[str, tuple]:
+    """Diffuser or Decision Diffuser on this seed's bundle: its networks trained (train_steps each,
+    skipped when done), its setting chosen by validation episodes (Diffuser: the guidance scale among
+    value_scales; Decision Diffuser: g among return_targets, else the models' g). Returns the
+    method's name and (what its episodes depend on, a policy maker, its sampler, its options)."""
+    from mpdiffuser.control import diffusion_baselines as db
+    from mpdiffuser.control.mpc import MPCPolicy
+    from mpdiffuser.control.tune import choose_setting
+
+    method = DIFFUSION_METHODS[name]
+    for network, info in db.train_baseline(bundle_dir, name, task, TrainConfig(steps=config.train_steps, seed=seed),
+                                           progress, config.device).items():
+        if not info.get("nothing_to_do"):
+            log(f"    {network:8s}: {config.train_steps} steps, final loss {info['final_loss']:.4f} "
+                f"({info['seconds']:.0f}s)")
+    depends = key | {"baseline": name, "baseline_train_steps": config.train_steps}
+    if name == "diffuser":
+        settings = [{"value_scale": float(v)} for v in config.value_scales]
+        make = lambda s: (db.DiffuserSampler(bundle_dir, value_scale=s["value_scale"], env_id=env_id),  # noqa: E731
+                          None)
+    else:
+        sampler = db.DecisionDiffuserSampler(bundle_dir, env_id=env_id)
+        targets = config.return_targets or (sampler.defaults.return_target,)
+        settings = [{"return_target": float(g)} for g in targets]
+        make = lambda s: (sampler, sampler.defaults.replace(return_target=s["return_target"]))  # noqa: E731
+    best = settings[0]
+    if len(settings) > 1:
+        from mpdiffuser.control.evaluate import EpisodeResult, evaluate
+
+        start = eval_seed + VALIDATION_OFFSET
+
+        def run(setting: dict) -> list:
+            def episodes():
+                planner, options = make(setting)
+                summary = evaluate(MPCPolicy(planner, options), env_id, config.validation_episodes, start,
+                                   config.max_steps, progress=progress, desc=f"validation {method} {setting}")
+                return episode_rows(summary, method=method, **setting)
+
+            tag = "-".join(f"{k}{v:g}" for k, v in setting.items())
+            done = cached_rows(cache_dir / f"validation-{slug(method)}-{tag}.json",
+                               depends | setting | {"start_seed": start, "episodes": config.validation_episodes},
+                               episodes)
+            return [EpisodeResult(r["return"], r["score"], 0.0, r["length"]) for r in done]
+
+        best, tried = choose_setting(settings, run)
+        validation_rows += [{"task": label, "seed": seed, "method": method} | r | {"start_seed": start}
+                            for r in tried]
+        log(f"    {method}: {best} (validation returns "
+            + ", ".join(f"{list(r.values())[0]:g}: {r['return_mean']:.0f}" for r in tried) + ")")
+    planner, options = make(best)
+    options = options or planner.defaults
+    return method, (depends | best, lambda: MPCPolicy(planner, options), planner, options)
+
+
+def _consistency(config: LocomotionConfig, sampler, options, lam: float, env_id: str, eval_seed: int,
+                 cache_dir: Path, key: dict, progress: bool) -> dict:
+    """Plan-vs-robot state error of one method (control.consistency), cached like its episodes."""
+    from mpdiffuser.control.consistency import plan_consistency
+
+    def run():
+        result = plan_consistency(sampler, env_id, lambdas=(lam,), episodes=1, seed=eval_seed,
+                                  max_steps=config.consistency_steps, options=options, progress=progress)
+        metrics = result["lambdas"][f"{lam:g}"]
+        return [{k: metrics[k] for k in ("plans", "state_error_first", "state_error_window", "fall_rate")}]
+
+    method = key["method"]
+    return cached_rows(cache_dir / f"consistency-{slug(method)}.json",
+                       key | {"consistency_steps": config.consistency_steps}, run)[0]
 
 
 def _validation_run(config: LocomotionConfig, sampler, options, env_id: str, eval_seed: int, method: str,
