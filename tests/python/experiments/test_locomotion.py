@@ -169,3 +169,41 @@ def test_locomotion_picks_the_training_length_and_g_together_from_snapshots_of_o
         dataclasses.replace(config, train_lengths=(30, 30))
     with pytest.raises(ValueError, match="distinct step counts >= 1"):
         dataclasses.replace(config, train_lengths=(0,))
+
+
+def test_locomotion_runs_diffuser_and_decision_diffuser_with_validation_and_consistency(tmp_path):
+    """The prior diffusion planners on the same task, seeds and starts: trained, their setting
+    chosen by validation (Diffuser's scale, DD's g), their test episodes equal to a plain run of
+    the chosen setting, and every diffusion method's plan-vs-robot state error reported."""
+    from mpdiffuser.control.diffusion_baselines import DecisionDiffuserSampler, DiffuserSampler
+    from mpdiffuser.control.evaluate import evaluate
+    from mpdiffuser.control.mpc import MPCPolicy
+    from mpdiffuser.experiments.locomotion import DIFFUSION_METHODS, LocomotionConfig, run_locomotion
+
+    config = LocomotionConfig.quick(kinds=("medium",), out_dir=str(tmp_path / "out"),
+                                    policy_dir=str(tmp_path / "policies"), bc_steps=40, lambdas=(1.0,),
+                                    schedules=((1, 0),), diffusion_baselines=("diffuser", "decision-diffuser"),
+                                    value_scales=(0.0, 1.0), return_targets=(0.3, 1.0), validation_episodes=1,
+                                    consistency_steps=5, **TINY)
+    assert set(DIFFUSION_METHODS.values()) <= set(config.methods)
+    report = run_locomotion(config, progress=False)
+    bundle = tmp_path / "out" / "models" / "hopper-medium" / "s0"
+    for method in DIFFUSION_METHODS.values():
+        tried = [r for r in report["validation"] if r["method"] == method]
+        assert len(tried) == 2
+        best = max(tried, key=lambda r: r["return_mean"])  # the first of equal returns
+        if "value_scale" in best:
+            policy = MPCPolicy(DiffuserSampler(bundle, value_scale=best["value_scale"]))
+        else:
+            sampler = DecisionDiffuserSampler(bundle)
+            policy = MPCPolicy(sampler, sampler.defaults.replace(return_target=best["return_target"]))
+        plain = evaluate(policy, "Hopper-v5", config.episodes, 10_000, config.max_steps, progress=False)
+        assert [r["return"] for r in report["episodes"] if r["method"] == method] == \
+            [e.episode_return for e in plain.episodes]
+    measured = {e["method"]: e for e in report["consistency"]}
+    assert set(measured) == {m for m in config.methods if m != "behaviour cloning"}
+    assert all(e["state_error_window_mean"] > 0 for e in measured.values())
+    with pytest.raises(ValueError, match="unknown diffusion baseline 'dd'"):
+        dataclasses.replace(config, diffusion_baselines=("dd",))
+    with pytest.raises(ValueError, match="value_scales must be finite numbers >= 0"):
+        dataclasses.replace(config, value_scales=(-1.0,))
