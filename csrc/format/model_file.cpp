@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <set>
@@ -244,6 +245,15 @@ bool read_config(const Metadata& meta, ModelConfig* c, mpd_options* d, std::stri
     return false;
   }
   c->format_version = version;
+  if (version == 1) {  // one rule in both readers: version 2's keys in a version-1 file contradict it
+    for (const char* key : kVersion2Keys) {
+      if (meta.has(key)) {
+        *error = std::string("metadata '") + key +
+                 "' was added in format version 2, but the file says version 1: its version or its metadata was edited";
+        return false;
+      }
+    }
+  }
   if (!meta.text("schedule", &schedule, error)) return false;
   if (schedule != "cosine") {
     *error = "metadata 'schedule' is '" + schedule + "', only 'cosine' is supported";
@@ -361,13 +371,38 @@ bool take(const std::map<std::string, TensorEntry>& tensors, const uint8_t* data
   const size_t count = static_cast<size_t>((it->second.end - it->second.begin) / 4);
   out->resize(count);
   if (count) std::memcpy(out->data(), data + it->second.begin, count * 4);
-  for (float v : *out) {
+  // Weights within +-kWeightLimit, normalizer tables within +-kNormalizerLimit: a value beyond is
+  // a corrupt file, whose plans would overflow differently on each backend or be de-normalized to
+  // nonsense returned as success.
+  const double limit = name.rfind("normalizer.", 0) == 0 ? kNormalizerLimit : kWeightLimit;
+  for (size_t i = 0; i < count; ++i) {
+    const float v = (*out)[i];
     if (!std::isfinite(v)) {
       *error = "tensor '" + name + "' holds NaN or infinity";
       return false;
     }
+    if (std::fabs(v) > limit) {
+      char bound[32];
+      std::snprintf(bound, sizeof bound, "%g", limit);
+      *error = "tensor '" + name + "'[" + std::to_string(i) + "] lies outside +-" + bound + ": a corrupt file";
+      return false;
+    }
   }
   used->push_back(name);
+  return true;
+}
+
+// A normalizer's low <= high per dimension (low == high is a dimension the data never varied: it
+// maps to 0).
+bool ordered(const std::vector<float>& low, const std::vector<float>& high, const std::string& name,
+             std::string* error) {
+  for (size_t i = 0; i < low.size(); ++i) {
+    if (low[i] > high[i]) {
+      *error = "tensor 'normalizer." + name + "_low'[" + std::to_string(i) + "] exceeds 'normalizer." + name +
+               "_high'[" + std::to_string(i) + "]: a corrupt normalizer";
+      return false;
+    }
+  }
   return true;
 }
 
@@ -594,7 +629,10 @@ mpd_status parse(const uint8_t* bytes, size_t size, ModelFile* out, std::string*
              &used, error) &&
         monotone(file.state_quantiles, c.quantiles, "normalizer.state_quantiles", error) &&
         monotone(file.action_quantiles, c.quantiles, "normalizer.action_quantiles", error)));
-  if (!ok) return MPD_ERR_BAD_MODEL_FILE;
+  if (!ok || !ordered(file.state_low, file.state_high, "state", error) ||
+      !ordered(file.action_low, file.action_high, "action", error)) {
+    return MPD_ERR_BAD_MODEL_FILE;
+  }
   mid_and_half(file.state_low, file.state_high, &file.state_mid, &file.state_half);
   mid_and_half(file.action_low, file.action_high, &file.action_mid, &file.action_half);
   if (used.size() != tensors.size()) {

@@ -22,7 +22,15 @@ constexpr int kModelFormatVersion = 3;  // versions 1 and 2 still load (options.
 // The metadata key of the content digest (python/mpdiffuser/digest.py DIGEST_KEY): a file that has
 // it must match it; one without it loads unverified (mpd_model_info.digest_verified = 0).
 constexpr const char* kDigestKey = "digest.sha256";
+// The model keys format version 2 added; a version-1 file carrying one is refused (the Python
+// reader's VERSION_2_KEYS, held equal by tests/python/test_model_file_corpus.py).
+constexpr const char* kVersion2Keys[] = {"prediction", "normalizer", "normalizer_quantiles", "return_condition",
+                                         "termination_penalty"};
 constexpr int kEmbedDim = 32;                 // the mlp family's step embedding emb(k)
+// A model file's values: weights within +-kWeightLimit, normalizer tables within +-kNormalizerLimit
+// (config.WEIGHT_LIMIT, config.NORMALIZER_LIMIT).
+constexpr double kWeightLimit = 1e6;
+constexpr double kNormalizerLimit = 1e9;
 constexpr float kTerminationPenalty = 100.0f;  // the ranker's penalty at a window's predicted fall
 // The metadata's names, indexed by the enums (mpd_architecture, mpd_prediction; normalizer: Q = 0
 // or not). python/mpdiffuser/config.py holds the same lists; tests/python/test_one_home.py checks.

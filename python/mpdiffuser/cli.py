@@ -10,11 +10,19 @@ import sys
 from mpdiffuser.commands.common import HelpFormatter  # noqa: F401  (mpdiffuser.cli.HelpFormatter)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser with a one-line usage error: `mpdiffuser train: error: ... (mpdiffuser
+    train --help lists the options)`, exit code 2, instead of the whole usage text."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mpdiffuser import __version__
     from mpdiffuser.commands import GROUPS
 
-    parser = argparse.ArgumentParser(prog="mpdiffuser", description=__doc__, formatter_class=HelpFormatter)
+    parser = Parser(prog="mpdiffuser", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"mpdiffuser {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (they are off anyway when the output "

@@ -16,6 +16,12 @@ TERMINATION_PENALTY = 100.0  # subtracted at a fall: in the authors' return cond
 # the data's middle in some dimension (the half-range at least MIN_HALF_RANGE env units): a sensor
 # or unit fault, not a state the models can plan from (csrc/math/normalizer.h).
 STATE_RANGE_LIMIT = 100.0
+# Both model-file readers refuse a weight beyond +-WEIGHT_LIMIT (its plans would overflow, each
+# backend its own way), a normalizer value beyond +-NORMALIZER_LIMIT or a dimension whose low
+# exceeds its high (plans de-normalized through it would be nonsense returned as success)
+# (csrc/format/model_file.h). low == high is a dimension the data never varied: it maps to 0.
+WEIGHT_LIMIT = 1e6
+NORMALIZER_LIMIT = 1e9
 # Where a training step's batch is drawn (TrainRuntime.batches, train --batches). "host": NumPy
 # gathers the windows and they are copied to the device (the CPU path, whose streams earlier
 # checkpoints hold); "device": the data live on the training device and a torch.Generator draws

@@ -33,13 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mpdiffuser.config import (ARCHITECTURES, LEGACY_MODEL_FIELDS, NORMALIZERS, OPTION_SPECS, PREDICTIONS,
-                               RETURN_CONDITIONS, ModelConfig, SamplerOptions)
+from mpdiffuser.config import (ARCHITECTURES, LEGACY_MODEL_FIELDS, NORMALIZER_LIMIT, NORMALIZERS, OPTION_SPECS,
+                               PREDICTIONS, RETURN_CONDITIONS, WEIGHT_LIMIT, ModelConfig, SamplerOptions)
 from mpdiffuser.digest import DIGEST_KEY, content_digest, file_content_digest, read_header, stored_and_actual
 
 FORMAT = "mpdiffuser.model"
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
+# The model keys format version 2 added (csrc/format/model_file.h: kVersion2Keys; a test holds both readers to them).
+VERSION_2_KEYS = ("prediction", "normalizer", "normalizer_quantiles", "return_condition", "termination_penalty")
 NETS = ("planner", "dynamics", "reward", "cost")
 # Metadata only Python reads: the condition's scale and the training settings, which rebuild the
 # torch bundle (bundle_from_model_file); the native core plans in normalized condition units.
@@ -279,9 +281,13 @@ def _parse_model_file(path: Path, meta: dict[str, str], tensors: dict[str, np.nd
 
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not an mpdiffuser model file (format {meta.get('format')!r})")
-    for name, value in tensors.items():  # the native reader refuses these too
+    for name, value in tensors.items():  # the native reader refuses these too, with the same reasons
         if value.dtype.kind == "f" and not np.isfinite(value).all():
             raise ValueError(f"{path}: tensor '{name}' holds NaN or infinity")
+        limit = NORMALIZER_LIMIT if name.startswith("normalizer.") else WEIGHT_LIMIT
+        far = np.flatnonzero(np.abs(value.astype(np.float64)).ravel() > limit) if value.dtype.kind == "f" else []
+        if len(far):
+            raise ValueError(f"{path}: tensor '{name}'[{far[0]}] lies outside +-{limit:g}: a corrupt file")
     if meta.get("schedule") != "cosine":
         raise ValueError(f"{path}: metadata 'schedule' is {meta.get('schedule', '')[:80]!r}, only 'cosine' is supported")
     version = _number(meta, "format_version", int)
@@ -289,6 +295,13 @@ def _parse_model_file(path: Path, meta: dict[str, str], tensors: dict[str, np.nd
         raise ValueError(f"{path} has model format version {version}; this mpdiffuser reads versions "
                          f"{', '.join(map(str, READABLE_VERSIONS))}")
     if version == 1:
+        # One rule in both readers: a version-1 file carries none of the keys version 2 added (the
+        # native reader would ignore them, this one would use them); one that does contradicts its
+        # version and is refused.
+        added = [key for key in VERSION_2_KEYS if key in meta]
+        if added:
+            raise ValueError(f"{path}: metadata '{added[0]}' was added in format version 2, but the file says version "
+                             "1: its version or its metadata was edited")
         meta = {**LEGACY_MODEL_FIELDS, "termination_penalty": "0.0", **meta}
     # Options newer than the file take the values its plans were made with; files before the
     # architecture key are all mlp. A new dict: the caller's metadata stays as read.
@@ -323,6 +336,12 @@ def _parse_model_file(path: Path, meta: dict[str, str], tensors: dict[str, np.nd
         expected = (dims[key.split(".")[1].split("_")[0]],)
         if tensors[key].shape != expected:
             raise ValueError(f"{path}: tensor '{key}' has shape {list(tensors[key].shape)}, expected {list(expected)}")
+    for part in ("state", "action"):
+        low, high = tensors[f"normalizer.{part}_low"], tensors[f"normalizer.{part}_high"]
+        if (low > high).any():
+            i = int(np.flatnonzero(low > high)[0])
+            raise ValueError(f"{path}: tensor 'normalizer.{part}_low'[{i}] exceeds 'normalizer.{part}_high'[{i}]: "
+                             "a corrupt normalizer")
     if model.normalizer == "cdf":
         for key in ("normalizer.state_quantiles", "normalizer.action_quantiles"):
             if key not in tensors:

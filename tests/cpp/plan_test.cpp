@@ -253,12 +253,20 @@ int main() {
     CHECK(plan(model, ws, far, 42, o).status == MPD_ERR_STATE_OUT_OF_RANGE);
     CHECK(plan(model, ws, near, 42, o).status == MPD_OK);
   }
-  // Finite weights that overflow (what random bytes in a file's data often are): the values come
-  // out infinite or NaN, and the plan is refused with its own status, outputs still written.
+  // Weights beyond the file's limit (what random bytes in a file's data often are) are refused at
+  // load; finite weights within it can still overflow a deep network: the values come out infinite
+  // or NaN, and the plan is refused with its own status, outputs still written.
+  {
+    testing::TinyModel beyond;
+    beyond.scaled_net = "reward";
+    beyond.scale = 1e30f;
+    CHECK(load(beyond) == nullptr);
+  }
   {
     testing::TinyModel huge;
     huge.scaled_net = "reward";
-    huge.scale = 1e30f;
+    huge.scale = 1e6f;  // within the file's weight limit (kWeightLimit): loads; nine layers still overflow
+    huge.ranker_layers = 8;
     mpd_model* bad = load(huge);
     CHECK(bad != nullptr);
     mpd_workspace* bws = workspace(bad, 4, 1);

@@ -143,8 +143,11 @@ def test_a_second_training_of_one_bundle_is_refused(trained, tmp_path):
     assert "stale lock" in notes[0] and not (bundle / LOCK_NAME).exists()
 
 
-def test_eval_stops_with_the_reason_when_a_plan_is_nan(trained, tmp_path, capsys):
+def test_eval_stops_with_the_reason_when_a_plan_is_nan(trained, tmp_path, capsys, monkeypatch):
+    """Weights large enough to overflow a plan are refused at load (both readers, one line); a plan
+    that still comes out NaN (here a ranker patched to give NaN) stops eval with the reason."""
     from mpdiffuser.export import _read_verified, _write_model_file, export_model
+    from mpdiffuser.sampling import reference
 
     _, bundle = trained
     good = export_model(bundle, tmp_path / "good.safetensors")
@@ -157,7 +160,15 @@ def test_eval_stops_with_the_reason_when_a_plan_is_nan(trained, tmp_path, capsys
         assert cli.main(["eval", "--model-file", str(bad), "--backend", backend, "--episodes", "1",
                          "--max-steps", "3"]) == 2
         err = capsys.readouterr().err
-        assert "mpdiffuser eval: error:" in err and "NaN or infinite" in err
+        assert "mpdiffuser eval: error:" in err and "lies outside +-1e+06: a corrupt file" in err
+        assert err.count("\n") == 1
+    real_rank = reference.ReferenceSampler.rank_tensors
+    monkeypatch.setattr(reference.ReferenceSampler, "rank_tensors",
+                        lambda self, *a: (real_rank(self, *a)[0] * float("nan"), None))
+    assert cli.main(["eval", "--model-file", str(good), "--backend", "torch", "--episodes", "1",
+                     "--max-steps", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "mpdiffuser eval: error:" in err and "NaN or infinite" in err
 
 
 def test_suspicious_data_is_warned_about_once(tmp_path, capsys):

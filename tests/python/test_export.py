@@ -103,7 +103,9 @@ def test_files_of_another_version_are_rejected_by_both_readers(exported, tmp_pat
     with pytest.raises(ValueError, match="format version 7 is not supported"):
         _core.Model(str(newer))
     del tensors["dynamics.0.weight"]
-    meta["format_version"] = "1"
+    from mpdiffuser.export import VERSION_2_KEYS
+
+    meta = {k: v for k, v in meta.items() if k not in VERSION_2_KEYS} | {"format_version": "1"}
     missing = tmp_path / "missing.safetensors"
     _write_model_file(tensors, meta, missing)
     with pytest.raises(ValueError, match="'dynamics.0.weight' is missing"):

@@ -83,7 +83,7 @@ def _corpus(base: bytes, rng: np.random.Generator) -> list[tuple[str, bytes]]:
         position = begin + 4 * int(rng.integers(0, (end - begin) // 4))
         raw[position:position + 4] = struct.pack("<f", [np.nan, np.inf, -np.inf][int(rng.integers(0, 3))])
         files.append(("non-finite weight", _raw(meta, entries, bytes(raw))))
-    for _ in range(40):  # finite weights so large that a plan overflows, digest valid: accepted, then the plan refused
+    for _ in range(40):  # finite weights so large that a plan would overflow, digest valid: refused at load
         weights = np.frombuffer(data, dtype="<f4").copy()
         net = ("reward.", "planner.", "dynamics.", "cost.")[int(rng.integers(0, 4))]
         for name in (n for n in entries if n.startswith(net)):  # every layer: the scales multiply
@@ -156,6 +156,9 @@ def test_a_corrupted_model_file_corpus(tmp_path):
         for ok, reason in ((native, native_reason), (python, python_reason)):
             if not ok and len(reason.strip()) < 10:
                 no_reason.append((i, kind, reason))
+        if kind == "huge weights":
+            assert not native and "lies outside +-1e+06: a corrupt file" in native_reason, (i, native_reason)
+            assert not python and "lies outside +-1e+06: a corrupt file" in python_reason, (i, python_reason)
         if not (native and python):
             counts["refused"] += 1
             continue
@@ -176,4 +179,62 @@ def test_a_corrupted_model_file_corpus(tmp_path):
     assert not no_reason, no_reason[:5]
     assert not slow, slow[:5]
     assert counts["refused"] >= 900  # nearly every corruption is caught (the rest are harmless, e.g. a flipped space)
-    assert counts["plans refused"] >= 10  # the huge weights reached the planner and were stopped there
+
+
+def test_a_version_1_file_with_version_2_keys_is_refused_by_both_readers(tmp_path):
+    """The two readers once disagreed on such a file (the native one planned it as epsilon-prediction,
+    the Python one as its 'prediction' key said): now each of version 2's keys in a file that says
+    version 1 is refused by both, with the same reason; on version 2 and 3 the keys are required."""
+    from mpdiffuser import _core
+    from mpdiffuser.export import VERSION_2_KEYS, bundle_from_model_file
+
+    base = synthetic_model_file(tmp_path / "base.safetensors", model=SMALL).read_bytes()
+    meta, entries, data = read_header(base)
+    path = tmp_path / "case.safetensors"
+    v1 = {k: v for k, v in meta.items() if k not in VERSION_2_KEYS and not k.startswith("default.")}
+    v1 |= {"format_version": "1"} | {k: v for k, v in meta.items() if k in ("default.num_candidates",
+                                                                             "default.guidance",
+                                                                             "default.return_target")}
+    path.write_bytes(_raw(v1, entries, bytes(data)))
+    assert _verdict(lambda: _core.Model(str(path)))[0] == _verdict(lambda: bundle_from_model_file(path))[0]
+    for key in VERSION_2_KEYS:
+        path.write_bytes(_raw(v1 | {key: meta.get(key, "1")}, entries, bytes(data)))
+        native, python = _verdict(lambda: _core.Model(str(path))), _verdict(lambda: bundle_from_model_file(path))
+        assert not native[0] and not python[0], key
+        for reason in (native[1], python[1]):
+            assert f"metadata '{key}' was added in format version 2, but the file says version 1" in reason
+
+
+@pytest.mark.parametrize("tensor, index, value, reason", [
+    ("normalizer.state_low", 2, 5e3, "tensor 'normalizer.state_low'[2] exceeds 'normalizer.state_high'[2]"),
+    ("normalizer.action_low", 0, -3e38, "tensor 'normalizer.action_low'[0] lies outside +-1e+09"),
+    ("normalizer.state_high", 1, 3e38, "tensor 'normalizer.state_high'[1] lies outside +-1e+09"),
+    ("normalizer.state_high", 4, 1.5e9, "tensor 'normalizer.state_high'[4] lies outside +-1e+09"),
+    ("planner.0.weight", 7, 1e38, "tensor 'planner.0.weight'[7] lies outside +-1e+06"),
+    ("reward.1.bias", 3, -2e6, "tensor 'reward.1.bias'[3] lies outside +-1e+06"),
+    ("planner.0.weight", 7, 1e6, None),  # at the limit: accepted
+    ("normalizer.state_high", 4, 1e9, None),
+    ("normalizer.state_low", 2, "high", None),  # low == high: a dimension the data never varied
+])
+def test_corrupt_normalizers_and_weights_are_refused_by_both_readers(tmp_path, tensor, index, value, reason):
+    from mpdiffuser import _core
+    from mpdiffuser.export import bundle_from_model_file
+    from mpdiffuser.sampling.sampler import Sampler
+
+    base = synthetic_model_file(tmp_path / "base.safetensors", model=SMALL).read_bytes()
+    meta, entries, data = read_header(base)
+    values = np.frombuffer(bytes(data), dtype="<f4").copy()
+    begin = entries[tensor]["data_offsets"][0] // 4
+    if value == "high":
+        value = values[entries["normalizer.state_high"]["data_offsets"][0] // 4 + index]
+    values[begin + index] = np.float32(value)
+    path = tmp_path / "case.safetensors"
+    path.write_bytes(_raw(meta, entries, values.tobytes()))
+    native, python = _verdict(lambda: _core.Model(str(path))), _verdict(lambda: bundle_from_model_file(path))
+    if reason is None:
+        assert native[0] and python[0], (native, python)
+        for backend in ("cpu", "torch"):
+            assert np.isfinite(Sampler(path, backend).plan(np.zeros(11, np.float32), 0).actions).all()
+    else:
+        assert not native[0] and not python[0]
+        assert reason in native[1] and reason in python[1], (native[1], python[1])
