@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <new>
 #include <string>
 #include <system_error>
@@ -65,7 +66,16 @@ extern "C" mpd_status mpd_model_load(const char* path, mpd_model** model, char* 
   if (model == nullptr) return MPD_ERR_NULL_POINTER;
   *model = nullptr;
   if (path == nullptr) return MPD_ERR_NULL_POINTER;
-  std::FILE* f = std::fopen(path, "rb");
+  // A regular file only, read to its size and no further: /dev/zero would be read until memory
+  // runs out, and opening a FIFO would block forever.
+  std::error_code code;
+  const std::filesystem::file_status kind = std::filesystem::status(path, code);
+  if (!code && std::filesystem::exists(kind) && !std::filesystem::is_regular_file(kind)) {
+    set_message(message, message_size, std::string(path) + " is not a regular file");
+    return MPD_ERR_IO;
+  }
+  const std::uintmax_t size = code ? 0 : std::filesystem::file_size(path, code);
+  std::FILE* f = code ? nullptr : std::fopen(path, "rb");
   if (f == nullptr) {
     set_message(message, message_size, std::string("cannot open ") + path);
     return MPD_ERR_IO;
@@ -73,11 +83,11 @@ extern "C" mpd_status mpd_model_load(const char* path, mpd_model** model, char* 
   std::vector<uint8_t> bytes;
   mpd_status status = MPD_OK;
   try {
-    uint8_t buffer[1 << 16];
-    size_t n = 0;
-    while ((n = std::fread(buffer, 1, sizeof buffer, f)) > 0) bytes.insert(bytes.end(), buffer, buffer + n);
-    if (std::ferror(f)) status = MPD_ERR_IO;
+    bytes.resize(static_cast<size_t>(size));
+    if (size && std::fread(bytes.data(), 1, bytes.size(), f) != bytes.size()) status = MPD_ERR_IO;
   } catch (const std::bad_alloc&) {
+    status = MPD_ERR_OUT_OF_MEMORY;
+  } catch (const std::length_error&) {
     status = MPD_ERR_OUT_OF_MEMORY;
   }
   std::fclose(f);

@@ -372,6 +372,8 @@ def _parse_model_file(path: Path, meta: dict[str, str], tensors: dict[str, np.nd
     try:
         options = SamplerOptions(**defaults)
         options.check_for(model.num_steps, model.horizon)
+        if options.cost_limit is not None:  # the native reader's rule: at load, not at the first plan
+            spec.conditions.condition(options.return_target, options.cost_limit)
     except ValueError as exc:
         raise ValueError(f"{path}: stored sampler defaults are invalid: {exc}") from None
     return dataclasses.replace(spec, sampler_defaults=options), tensors, options

@@ -248,3 +248,51 @@ def test_version_2_files_load_with_the_options_added_since(exported, tmp_path):
     state = np.asarray(read_model_file(path)[0].states.low, np.float32)
     np.testing.assert_array_equal(Sampler(tmp_path / "v2.safetensors", "cpu").plan(state, 3).windows,
                                   Sampler(path, "cpu").plan(state, 3).windows)
+
+
+def test_a_stored_cost_limit_without_a_cost_model_is_refused_at_load_by_every_backend(tmp_path):
+    """The CPU backend refused it when the Sampler was made, the torch backend only at its first
+    plan: now both readers refuse the file at load, with one reason."""
+    from mpdiffuser import _core
+    from mpdiffuser.bench import synthetic_model_file
+    from mpdiffuser.export import _read_verified
+    from mpdiffuser.sampling.sampler import Sampler
+
+    meta, tensors = _read_verified(synthetic_model_file(tmp_path / "plain.safetensors"))
+    assert meta["has_cost"] == "0"
+    bad = _write_model_file(tensors, meta | {"default.cost_limit": "4.0"}, tmp_path / "bad.safetensors")
+    reason = "stored sampler defaults are invalid: cost_limit given, but the model was trained without costs"
+    for backend in ("torch", "cpu"):
+        with pytest.raises(ValueError, match=reason):
+            Sampler(bad, backend)
+    with pytest.raises(ValueError, match=reason):
+        _core.Model(str(bad))
+
+
+def test_only_regular_files_are_read_by_either_reader(tmp_path):
+    """/dev/zero was read until memory ran out and a FIFO blocked the C API forever: both readers
+    refuse anything but a regular file at once (run in a child process so a regression cannot hang
+    the suite)."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    code = f"""
+from mpdiffuser import _core
+from mpdiffuser.export import read_model_file
+for path in ("/dev/zero", {str(fifo)!r}, {str(tmp_path)!r}):
+    for read in (_core.Model, read_model_file):
+        try:
+            read(path)
+        except FileNotFoundError as exc:
+            print(type(exc).__name__, exc)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 6
+    assert lines[0] == "FileNotFoundError /dev/zero is not a regular file"
+    assert lines[2] == f"FileNotFoundError {fifo} is not a regular file"
+    assert lines[1] == "FileNotFoundError no model file at /dev/zero"
