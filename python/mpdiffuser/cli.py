@@ -40,8 +40,19 @@ USER_ERRORS = (ValueError, OSError, RuntimeError, ImportError,  # ImportError: a
                FloatingPointError)  # a plan or a loss that came out NaN
 
 
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command `args` ran, so that its errors name it (mpdiffuser data inspect)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and getattr(args, action.dest, None) in action.choices:
+            return _command_parser(action.choices[getattr(args, action.dest)], args)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the command's own parser, with its own --help
+        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.quiet:
         os.environ["TQDM_DISABLE"] = "1"  # tqdm's own switch: every bar of every command, off
     try:

@@ -251,7 +251,11 @@ class TrainConfig:
             raise ValueError(f"validate_every must be an integer >= 0, got {self.validate_every!r}")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        if not self.action_weight > 0.0:
-            raise ValueError(f"action_weight must be > 0, got {self.action_weight}")
+        for name in ("learning_rate", "action_weight", "grad_clip"):  # NaN and infinity fail here, not in torch
+            value = getattr(self, name)
+            if not (0.0 < value < float("inf")):
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        if not (0.0 <= self.weight_decay < float("inf")):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from dataclasses import dataclass
 
@@ -193,3 +194,26 @@ def action_bounds(env_id: str | None) -> tuple:
     except Exception:  # gymnasium raises many kinds for an unknown or unmakeable environment
         return None, None
     return (space.low, space.high) if hasattr(space, "low") else (None, None)
+
+
+@functools.lru_cache(maxsize=64)
+def space_dims(env_id: str) -> tuple[int, int]:
+    """(observation dim, action dim) of an environment; ValueError for an unknown one."""
+    env = make_env(env_id)
+    dims = int(env.observation_space.shape[0]), int(env.action_space.shape[0])
+    env.close()
+    return dims
+
+
+def check_data_fits(env_id: str, state_dim: int, action_dim: int, what: str = "the data") -> None:
+    """One check and one message everywhere data meet a robot (train, mpd.fit, data inspect): the
+    data's dimensions must be the environment's; an unknown environment is refused by name."""
+    dx, du = space_dims(env_id)
+    if (state_dim, action_dim) != (dx, du):
+        raise ValueError(f"{what} has {state_dim}-dimensional observations and {action_dim}-dimensional actions, "
+                         f"but {env_id} has {dx} and {du}: another robot's data, or the wrong --env")
+
+
+def registered(env_id: str | None) -> bool:
+    """Whether gymnasium knows `env_id` (data naming an unregistered robot cannot be checked)."""
+    return env_id is not None and env_id in gym.registry

@@ -39,6 +39,18 @@ def _bad_datasets(tmp_path: Path) -> dict[str, Path]:
         group = f.create_group("data")
         for k, v in _flat(10).items():
             group[k] = v
+    five = _flat(10)
+    five["observations"] = np.zeros((10, 5), np.float32)  # 5-dimensional data named Hopper below
+    no_actions = _flat(10)
+    no_actions["actions"] = np.zeros((10, 0), np.float32)
+    huge = _flat(10)
+    huge["rewards"][3] = 1e38
+    for name, data in (("five-dims", five), ("zero-width-actions", no_actions), ("huge-rewards", huge)):
+        files[name] = tmp_path / f"{name}.hdf5"
+        with h5py.File(files[name], "w") as f:
+            f.attrs["mpdiffuser_metadata"] = '{"env_id": "Hopper-v5"}'
+            for k, v in data.items():
+                f[k] = v
     files["empty-npz"] = tmp_path / "empty.npz"
     np.savez(files["empty-npz"])
     files["not-npz"] = tmp_path / "text.npz"
@@ -48,13 +60,43 @@ def _bad_datasets(tmp_path: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize("case, message", [
     ("zero-rows", "holds no rows"), ("no-rewards", "missing required key 'rewards'"),
-    ("in-a-group", "inside groups"), ("empty-npz", "holds no arrays"), ("not-npz", "not a readable .npz file")])
+    ("in-a-group", "inside groups"), ("empty-npz", "holds no arrays"), ("not-npz", "not a readable .npz file"),
+    ("five-dims", "has 5-dimensional observations and 3-dimensional actions, but Hopper-v5 has 11 and 3"),
+    ("zero-width-actions", "observations and actions need at least one dimension each, got 11 and 0"),
+    ("huge-rewards", "'rewards' holds a value beyond +-1e+09 (episode 0, step 3)")])
 def test_bad_datasets_are_one_line_and_write_nothing(tmp_path, capsys, case, message):
     data = _bad_datasets(tmp_path)[case]
     bundle = tmp_path / "bundle"
-    assert cli.main(["train", "--bundle", str(bundle), "--data", str(data), "--steps", "5", *TINY]) == 2
+    for command in (["train", "--bundle", str(bundle), "--data", str(data), "--steps", "5", *TINY],
+                    ["train", "--bundle", str(bundle), "--data", str(data), "--steps", "5", "--env", "Hopper-v5", *TINY],
+                    ["data", "inspect", str(data)]):
+        assert cli.main(command) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"mpdiffuser {command[0]}") and "error:" in err and message in err, err
+        assert err.count("\n") == 1, err
+        assert not bundle.exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--env", "NotAnEnv-v0"], "unknown environment 'NotAnEnv-v0'"),
+    (["--env", "Walker2d-v5"], "has 11-dimensional observations and 3-dimensional actions, but Walker2d-v5 has 17 and 6"),
+    (["--horizon", "0"], "ModelConfig.horizon must be a positive integer, got 0"),
+    (["--width", "-1"], "ModelConfig.width must be a positive integer, got -1"),
+    (["--lr", "nan"], "learning_rate must be a finite number > 0, got nan"),
+    (["--lr", "inf"], "learning_rate must be a finite number > 0, got inf"),
+    (["--bogus"], "unrecognized arguments: --bogus (mpdiffuser train --help lists the options)"),
+])
+def test_bad_training_flags_are_one_line_and_write_nothing(tmp_path, capsys, flags, message):
+    import contextlib
+
+    data = tmp_path / "hopper.hdf5"
+    make_toy_dataset(env_id="Hopper-v5", state_dim=11, action_dim=3).save_hdf5(data)
+    bundle = tmp_path / "bundle"
+    with pytest.raises(SystemExit) if flags == ["--bogus"] else contextlib.nullcontext():
+        code = cli.main(["train", "--bundle", str(bundle), "--data", str(data), "--steps", "2", *flags])
+        assert code == 2
     err = capsys.readouterr().err
-    assert err.startswith("mpdiffuser train: error:") and message in err and err.count("\n") == 1, err
+    assert message in err and err.count("\n") == 1, err
     assert not bundle.exists()
 
 

@@ -29,6 +29,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     BUNDLE/model-<n>.safetensors with planner and dynamics at n steps (the ranker fully trained),
     for `tune` to pick the training length from.
     """
+    from mpdiffuser.config import ModelConfig
     from mpdiffuser.data.dataset import load_dataset
     from mpdiffuser.envs import action_bounds
     from mpdiffuser.recipes import recipe
@@ -39,6 +40,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     chosen = recipe(args.recipe)
     given = given_fields(args, TRAIN_FLAGS)
     config = dataclasses.replace(chosen.train, **given)  # bad values fail here, before any file is written
+    ModelConfig(**(chosen.model | given_fields(args, MODEL_FLAGS)))  # so do bad model sizes (--horizon 0)
     snapshots = sorted(set(args.export_at or ()))
     if snapshots and (args.model != "all" or args.fine_tune):
         raise SystemExit("error: --export-at exports whole bundles: it needs --model all and no --fine-tune")

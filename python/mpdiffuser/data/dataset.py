@@ -18,10 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
+# Data values beyond this magnitude are refused at load (rewards of 1e38 overflowed the reward
+# model's loss after the diffusion models had trained); a model file's normalizer has the same bound.
+from mpdiffuser.config import NORMALIZER_LIMIT as DATA_LIMIT
+
 REQUIRED_FLAT_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 
 
 @dataclass
+
 class Episode:
     """One episode: observations [T+1, dx], actions [T, du], rewards [T], costs [T] or None.
 
@@ -73,12 +78,20 @@ class OfflineDataset:
         if len(with_costs) != 1:
             raise ValueError("either every episode has costs or none has")
         name = self.metadata.get("name") or self.metadata.get("source") or "the dataset"
+        (dx, du), = dims
+        if dx < 1 or du < 1:
+            raise ValueError(f"{name}: observations and actions need at least one dimension each, got {dx} and {du}")
         for key in ("observations", "actions", "rewards", "costs"):
             for i, e in enumerate(self.episodes):
                 values = getattr(e, key)
                 if values is not None and not np.isfinite(values).all():
                     row = int(np.argwhere(~np.isfinite(values))[0][0])
                     raise ValueError(f"{name}: '{key}' holds NaN or infinity (episode {i}, step {row}); "
+                                     "clean the data before training")
+                # a value beyond the limit is a unit or file fault, and its squares overflow float32 in training
+                if values is not None and np.abs(values).max(initial=0.0) > DATA_LIMIT:
+                    row = int(np.argwhere(np.abs(values) > DATA_LIMIT)[0][0])
+                    raise ValueError(f"{name}: '{key}' holds a value beyond +-{DATA_LIMIT:g} (episode {i}, step {row}); "
                                      "clean the data before training")
 
     @property
@@ -125,8 +138,20 @@ class OfflineDataset:
 
     def for_env(self, env_id: str) -> "OfflineDataset":
         """The same episodes with `env_id` as their environment (metadata), for data that name
-        none or another spelling of it."""
+        none or another spelling of it; the environment must exist and fit the data's dimensions."""
+        from mpdiffuser.envs import check_data_fits
+
+        check_data_fits(env_id, self.state_dim, self.action_dim, self.metadata.get("name") or "the data")
         return dataclasses.replace(self, metadata=self.metadata | {"env_id": env_id})
+
+    def check_env(self) -> "OfflineDataset":
+        """self, when the robot it names is unknown to gymnasium (nothing to check) or its data fit
+        that robot's spaces; ValueError otherwise (one message everywhere: envs.check_data_fits)."""
+        from mpdiffuser.envs import check_data_fits, registered
+
+        if registered(self.env_id):
+            check_data_fits(self.env_id, self.state_dim, self.action_dim, self.metadata.get("name") or "the data")
+        return self
 
     def returns(self) -> np.ndarray:
         """Undiscounted return of every episode, float64 [E]."""
@@ -350,13 +375,16 @@ def load_minari(dataset_id: str, root: str | Path | None = None) -> OfflineDatas
 
 
 def load_dataset(spec: str | Path) -> OfflineDataset:
-    """Load ``path.hdf5|.h5``, ``path.npz`` or ``minari:<dataset_id>``."""
+    """Load ``path.hdf5|.h5``, ``path.npz`` or ``minari:<dataset_id>``; data that name a robot
+    gymnasium knows must fit its spaces (OfflineDataset.check_env)."""
     spec = str(spec)
-    if spec.startswith("minari:"):
-        return load_minari(spec[len("minari:"):])
     suffix = Path(spec).suffix.lower()
-    if suffix in (".hdf5", ".h5"):
-        return load_hdf5(spec)
-    if suffix == ".npz":
-        return load_npz(spec)
-    raise ValueError(f"unknown dataset '{spec}': expected a .hdf5/.h5 or .npz file, or minari:<dataset_id>")
+    if spec.startswith("minari:"):
+        data = load_minari(spec[len("minari:"):])
+    elif suffix in (".hdf5", ".h5"):
+        data = load_hdf5(spec)
+    elif suffix == ".npz":
+        data = load_npz(spec)
+    else:
+        raise ValueError(f"unknown dataset '{spec}': expected a .hdf5/.h5 or .npz file, or minari:<dataset_id>")
+    return data.check_env()

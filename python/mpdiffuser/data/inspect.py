@@ -50,6 +50,8 @@ def inspect_dataset(data: OfflineDataset, source: str, env_id: str | None = None
         warnings.append("no episode ends in a terminal state (all time limits): the models never see a fall")
     if len(data.episodes) > 1 and lengths.max() == lengths.min() and report["terminated"] == len(data.episodes):
         warnings.append("every episode is terminal and of one length: were time limits stored as terminals?")
+    if env_id != data.env_id:  # --env given: another robot's data, or the wrong --env (train's message)
+        data.for_env(env_id)
     low, high = action_bounds(env_id) if env_id else (None, None)
     with np.errstate(invalid="ignore"):
         warnings += data.problems(low, high)

@@ -49,6 +49,7 @@ class BundleSpec:
         data; `model` defaults to ModelConfig.sized_for the data's state and action sizes."""
         import numpy as np
 
+        planner_data.check_env()  # data naming a known robot must be its data
         model = model or ModelConfig.sized_for(planner_data.state_dim, planner_data.action_dim)
 
         for d in all_data:
