@@ -48,15 +48,27 @@ class CapturedStep:
     """`step()` (one training step returning its logged values [n] on the device) recorded as a
     CUDA graph; `replay()` runs it again and returns the same static tensor, refreshed."""
 
-    def __init__(self, step: Callable[[], torch.Tensor], generators: list[torch.Generator]):
+    def __init__(self, step: Callable[[], torch.Tensor], generators: list[torch.Generator],
+                 stream: "torch.cuda.Stream"):
+        """`stream`: the side stream of the training device to capture on (torch.cuda.graph's own
+        would be made on the current device, which need not be the training one). A capture that
+        fails raises after the generators are set back to where they were, so the eager steps
+        that follow draw what a run that never tried would have drawn."""
+        saved = [g.get_state() for g in generators]
         self.graph = torch.cuda.CUDAGraph()
-        for generator in generators:
-            self.graph.register_generator_state(generator)
-        # One capture at a time: entering torch.cuda.graph synchronizes the device and empties the
-        # allocator's cache, which must not happen inside another thread's capture. thread_local:
-        # the other threads' eager steps and replays may go on meanwhile (train_models at once).
-        with _CAPTURE, torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-            self.values = step()
+        try:
+            for generator in generators:
+                self.graph.register_generator_state(generator)
+            # One capture at a time: entering torch.cuda.graph synchronizes the device and empties
+            # the allocator's cache, which must not happen inside another thread's capture.
+            # thread_local: the other threads' eager steps and replays go on meanwhile.
+            with _CAPTURE, torch.cuda.graph(self.graph, stream=stream, capture_error_mode="thread_local"):
+                self.values = step()
+        except BaseException:
+            self.graph = None
+            for generator, state in zip(generators, saved):
+                generator.set_state(state)
+            raise
 
     def replay(self) -> torch.Tensor:
         self.graph.replay()

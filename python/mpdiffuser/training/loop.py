@@ -5,6 +5,7 @@ same device."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import threading
@@ -40,8 +41,10 @@ def initialized(build, seed: int):
     seeded for the call and restored afterwards, so what the process did before (training a SAC
     policy, say) cannot change them; one call at a time, so models built in other threads
     (train_models at once) cannot either."""
+    # The CPU generator alone: torch.manual_seed would reseed every GPU's default generator too,
+    # under another thread's capture or replay.
     with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.random.default_generator.manual_seed(seed)
         return build()
 
 
@@ -57,6 +60,17 @@ def batch_generator(seed: int, rank: int, device: torch.device) -> torch.Generat
     """The batch stream of one rank when batches are drawn on the device (TrainRuntime.batches):
     a torch.Generator on `device`, seeded apart from the noise stream."""
     return torch.Generator(device=device).manual_seed(0x5EED_0000_0000 + 7919 * seed + rank)
+
+
+def optimizer_on_device(optimizer: torch.optim.Optimizer, device: torch.device, capturable: bool) -> None:
+    """After load_state_dict: the fused kernel and `capturable` as this run wants them (a
+    checkpoint keeps the flags of the run that wrote it), and the step counters on the device
+    (a capturable AdamW keeps them there)."""
+    for group in optimizer.param_groups:
+        group["fused"], group["capturable"] = True, capturable
+    for state in optimizer.state.values():
+        if "step" in state and isinstance(state["step"], torch.Tensor):
+            state["step"] = state["step"].to(device if capturable else "cpu", torch.float32)
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -134,6 +148,8 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
+        if cuda:  # a checkpoint of an eager run brings capturable=False; the capture needs it on
+            optimizer_on_device(optimizer, device, capturable=refusal is None)
         if scaler is not None and "scaler" in state:
             scaler.load_state_dict(state["scaler"])
         mine = state["rng"][runtime.rank]
@@ -199,7 +215,7 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
             batch = device_sample(batch_gen, local_batch)
         else:
             batch = {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in sample(rng, local_batch).items()}
-        with runtime.autocast():
+        with runtime.autocast(captured=refusal is None):
             out = loss_fn(net, batch, noise_gen)
         loss, extra = out if isinstance(out, tuple) else (out, {})
         optimizer.zero_grad(set_to_none=True)
@@ -217,16 +233,19 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
         return torch.stack([loss.detach().float(), *(v.float() for v in extra.values())])
 
     captured, side = None, torch.cuda.Stream(device) if refusal is None else None
-    with runtime.backend_flags():  # TF32 and cuDNN autotuning for tf32/bf16/fp16 on a GPU, restored after
+    # On the training device (cuda:1 need not be the current one), with TF32 and cuDNN autotuning
+    # for tf32/bf16/fp16 on a GPU, held process-wide while any model trains with them.
+    with torch.cuda.device(device) if cuda else contextlib.nullcontext(), runtime.backend_flags():
         for step in bar:
             if refusal is None and captured is None and step - start >= WARMUP_STEPS:
                 try:
-                    captured = CapturedStep(one_step, [batch_gen, noise_gen])
+                    captured = CapturedStep(one_step, [batch_gen, noise_gen], side)
                     if runtime.is_main:
                         bar.write(f"{desc.strip()}: the training step is captured as a CUDA graph")
                 except RuntimeError as exc:  # a capture this torch or driver cannot make: train on, eagerly
                     refusal = f"the capture failed ({str(exc).splitlines()[0]})"
                     torch.cuda.current_stream(device).synchronize()
+                    optimizer_on_device(optimizer, device, capturable=False)  # as a run that never captures
                     bar.write(f"{desc.strip()}: training eagerly: {refusal}")
             if captured is not None:
                 values = captured.replay().clone()

@@ -8,6 +8,7 @@ import atexit
 import contextlib
 import dataclasses
 import os
+import threading
 
 import torch
 
@@ -90,28 +91,21 @@ class TrainRuntime:
     def distributed(self) -> bool:
         return self.world_size > 1
 
-    def autocast(self):
-        """Mixed precision for the forward pass and the loss; fp32 runs as it is."""
+    def autocast(self, captured: bool = False):
+        """Mixed precision for the forward pass and the loss; fp32 runs as it is. Inside a CUDA
+        graph capture (`captured`) autocast's cast cache must be off: a cached cast of a weight
+        would be recorded once and replayed stale after the optimizer changed the weight."""
         dtype = PRECISIONS[self.precision]
         if dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.torch_device.type, dtype=dtype)
+        return torch.autocast(self.torch_device.type, dtype=dtype, cache_enabled=not captured)
 
-    @contextlib.contextmanager
     def backend_flags(self):
         """TF32 matmuls and convolutions and cuDNN's autotuner for every precision but fp32, on a
-        GPU (restored afterwards): fp32 stays exact and bit-reproducible."""
+        GPU, held process-wide while any training needs them (BACKEND_FLAGS): fp32 stays exact."""
         if self.torch_device.type != "cuda" or self.precision == "fp32":
-            yield
-            return
-        saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-        try:
-            yield
-        finally:
-            (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-             torch.backends.cudnn.benchmark) = saved
+            return contextlib.nullcontext()
+        return BACKEND_FLAGS.held()
 
     def grad_scaler(self) -> torch.amp.GradScaler | None:
         """fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range and needs none."""
@@ -195,3 +189,42 @@ def all_gather(runtime: TrainRuntime, obj) -> list:
     out = [None] * runtime.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+class ProcessFlags:
+    """Process-wide settings (torch's TF32 and cuDNN flags) held while any of several threads need
+    them: the first holder saves and sets them, the last one out restores them. Saving and
+    restoring per thread would let the first model to finish turn TF32 off under the others and
+    the last leave it on for the process (a later float32 plan would then not be float32)."""
+
+    def __init__(self, read, write, wanted):
+        self._read, self._write, self._wanted = read, write, wanted  # read() -> saved; write(values)
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._saved = None
+
+    @contextlib.contextmanager
+    def held(self):
+        with self._lock:
+            if self._holders == 0:
+                self._saved = self._read()
+                self._write(self._wanted)
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0:
+                    self._write(self._saved)
+
+
+def _read_backend_flags():
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
+
+
+def _write_backend_flags(values) -> None:
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = values
+
+
+BACKEND_FLAGS = ProcessFlags(_read_backend_flags, _write_backend_flags, (True, True, True))
