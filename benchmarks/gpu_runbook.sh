@@ -9,6 +9,12 @@
 #   STEPS="build train" bash benchmarks/gpu_runbook.sh      # GPU training alone (issue 32), on a fresh machine
 #   STEPS="build tests bench profile" bash benchmarks/gpu_runbook.sh   # the CUDA plans, both families (issue 34)
 #   BASELINE=old/sampler.cu bash benchmarks/gpu_runbook.sh   # also time another csrc/cuda/sampler.cu
+#   STEPS="install" PYTHON=.venv-offline/bin/python bash benchmarks/gpu_runbook.sh   # the offline install alone
+#
+# Offline: the GPU machine has a CUDA torch, nvcc, cmake and Python and no package index; the
+# install step takes every other package from the wheels in .whl/ (scripts/gpu_wheelhouse.sh makes
+# them where pip reaches an index; carry .whl with the call). Every step appends its name, exit
+# code and seconds to $OUT/steps.jsonl as it ends, so a later failure loses nothing written before.
 #
 # Results: $OUT/log.txt (every step's output), gpu_latency.json (PyTorch reference vs ours),
 # bench_cuda_mlp.json / bench_cuda_unet.json / bench_cuda_unet_authors.json (`mpdiffuser bench
@@ -20,7 +26,9 @@
 # default U-Net and the authors' size, dim 128, mults 1-4-8, H 32, batch 64).
 set -uo pipefail
 OUT=${OUT:-runs/gpu}
-STEPS=${STEPS:-"build tests bench sweep baseline profile train"}
+STEPS=${STEPS:-"install build tests sanitize bench sweep baseline profile train"}
+PYTHON=${PYTHON:-python3}
+WHEELS=${WHEELS:-.whl}
 ARCH=${ARCH:-90}
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
@@ -38,6 +46,7 @@ step() {
   rc=$?
   cat "$OUT/step.log" >>"$LOG"
   echo "===== $name: rc=$rc in $(($(date +%s) - t0)) s" | tee -a "$LOG"
+  printf '{"step": "%s", "rc": %d, "seconds": %d}\n' "$name" "$rc" "$(($(date +%s) - t0))" >>"$OUT/steps.jsonl"
   tail -n "${TAIL:-12}" "$OUT/step.log"
   rm -f "$OUT/step.log"
   return $rc
@@ -47,8 +56,21 @@ want() { [[ " $STEPS " == *" $1 "* ]]; }
 step machine 30 bash -c 'nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.total --format=csv;
   nvcc --version | tail -2; python3 -c "import torch, numpy; print(torch.__version__, numpy.__version__)"'
 
+if want install; then
+  # Build tools first (the package builds without isolation), then the package with its test and
+  # environment dependencies; from $WHEELS alone when it exists (no index there).
+  offline=()
+  [ -d "$WHEELS" ] && offline=(--no-index --find-links "$WHEELS")
+  step install-tools 300 "$PYTHON" -m pip install --disable-pip-version-check "${offline[@]}" \
+    "scikit-build-core>=0.10" "pybind11>=2.12" "ninja>=1.11" || exit 1
+  step install 600 "$PYTHON" -m pip install --disable-pip-version-check "${offline[@]}" --no-build-isolation \
+    --config-settings=cmake.define.MPD_CUDA_ARCHITECTURES="$ARCH" ".[dev]" || exit 1
+  step install-check 60 "$PYTHON" -c 'import gymnasium, mujoco, h5py, safetensors, pytest, tqdm, mpdiffuser
+print("installed mpdiffuser", mpdiffuser.__version__, mpdiffuser.build_info())' || exit 1
+fi
+
 if want build; then
-  step pip 300 python3 -m pip install --no-build-isolation --no-deps \
+  want install || step pip 300 python3 -m pip install --no-build-isolation --no-deps \
     --config-settings=cmake.define.MPD_CUDA_ARCHITECTURES="$ARCH" . || exit 1
   step import 30 python3 -c 'import mpdiffuser, mpdiffuser._core as c; i = mpdiffuser.build_info(); print(i);
 assert i["cuda_compiled"] and c.cuda_device_available(), "CUDA backend not compiled or no device"' || exit 1
@@ -65,6 +87,13 @@ if want tests; then
     tests/python/test_cli_pipeline.py -k cuda
   MPD_CUDA_CANDIDATES_PER_BLOCK=4 step pytest-cuda-cpb4 240 python3 -m pytest -q \
     tests/python/sampling/test_sampler.py -k "cuda_matches and not hopper"
+fi
+
+if want sanitize; then
+  # Races in shared memory and barriers used wrongly, over every CUDA plan test
+  for tool in racecheck synccheck; do
+    step "sanitizer-$tool" 300 compute-sanitizer --tool "$tool" --error-exitcode 1 build/gpu/tests/cpp/cuda_plan_test
+  done
 fi
 
 if want bench; then
@@ -108,7 +137,10 @@ if want baseline && [ -n "${BASELINE:-}" ]; then
   done
 fi
 
-if want profile; then
+if want profile && ! command -v ncu >/dev/null; then
+  echo "ncu not found: the profile step is skipped" | tee -a "$LOG"
+  printf '{"step": "profile", "rc": null, "skipped": "ncu not found"}\n' >>"$OUT/steps.jsonl"
+elif want profile; then
   # The unet kernel (one candidate per block): where its time goes, for the fusion the targets need.
   step ncu-unet 180 ncu --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis \
     --section WarpStateStats --section Occupancy -k regex:plan_kernel -c 1 "$BENCH" \
