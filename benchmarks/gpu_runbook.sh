@@ -54,7 +54,7 @@ step() {
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 
 step machine 30 bash -c 'nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.total --format=csv;
-  nvcc --version | tail -2; python3 -c "import torch, numpy; print(torch.__version__, numpy.__version__)"'
+  nvcc --version | tail -2; "${PYTHON:-python3}" -c "import torch; print(torch.__version__)"'
 
 if want install; then
   # Build tools first (the package builds without isolation), then the package with its test and

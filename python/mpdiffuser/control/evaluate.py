@@ -76,10 +76,18 @@ def resolve_env(env, constrained: bool = False, physics=None, limit: float | Non
 
 
 def check_spaces(policy, env: gym.Env, env_id: str) -> None:
-    """The env's observation and action shapes must be the model's (dx,) and (du,)."""
+    """The model's robot, when gymnasium knows it, must be `env_id`, and the env's observation and
+    action shapes the model's (dx,) and (du,)."""
     spec = getattr(getattr(policy, "sampler", None), "spec", None)
     if spec is None:
         return
+    # A model of a robot gymnasium knows runs on that robot only (another of the same shapes, say
+    # Humanoid-v5 for HumanoidStandup-v5, is refused); one of an unregistered robot, the user's
+    # own, runs wherever the shapes match.
+    from mpdiffuser.envs import registered
+
+    if registered(spec.env_id) and env_id != spec.env_id:
+        raise ValueError(f"the policy's models were trained for {spec.env_id}, not {env_id}")
     for what, space, dim in (("observation", env.observation_space, spec.state_dim),
                              ("action", env.action_space, spec.action_dim)):
         if getattr(space, "shape", None) != (dim,):

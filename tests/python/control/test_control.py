@@ -232,3 +232,15 @@ def test_plans_over_the_soft_deadline_are_counted_and_reported(sampler):
     assert loose.overruns == 0
     none = evaluate(MPCPolicy(slow, options), PointMass(), episodes=1, max_steps=2, progress=False)
     assert "overruns" not in none.latency_percentiles()
+
+
+def test_evaluate_refuses_a_model_of_another_robot_with_the_same_shapes(tmp_path):
+    """Humanoid-v5 and HumanoidStandup-v5 share their spaces: the model's recorded robot decides."""
+    from mpdiffuser.bench import synthetic_model_file
+    from mpdiffuser.sampling.sampler import Sampler
+
+    model = synthetic_model_file(tmp_path / "hopper.safetensors", env_id="Hopper-v5")
+    sampler = Sampler(model, "cpu")
+    with pytest.raises(ValueError, match="the policy's models were trained for Hopper-v5, not Hopper-v4"):
+        evaluate(MPCPolicy(sampler), "Hopper-v4", episodes=1, max_steps=2, progress=False)
+    assert evaluate(MPCPolicy(sampler), "Hopper-v5", episodes=1, max_steps=2, progress=False).episodes
