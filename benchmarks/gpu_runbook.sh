@@ -72,10 +72,10 @@ fi
 if want build; then
   want install || step pip 300 python3 -m pip install --no-build-isolation --no-deps \
     --config-settings=cmake.define.MPD_CUDA_ARCHITECTURES="$ARCH" . || exit 1
-  step import 30 python3 -c 'import mpdiffuser, mpdiffuser._core as c; i = mpdiffuser.build_info(); print(i);
-assert i["cuda_compiled"] and c.cuda_device_available(), "CUDA backend not compiled or no device"' || exit 1
   step cmake 300 bash -c "cmake -S . -B build/gpu -G Ninja -DMPD_BUILD_PYTHON=OFF -DMPD_BUILD_BENCHMARKS=ON \
     -DMPD_ENABLE_CUDA=ON -DMPD_CUDA_ARCHITECTURES=$ARCH >/dev/null && cmake --build build/gpu" || exit 1
+  step import 30 "$PYTHON" -c 'import mpdiffuser, mpdiffuser._core as c; i = mpdiffuser.build_info(); print(i);
+assert i["cuda_compiled"] and c.cuda_device_available(), "CUDA backend not compiled or no device"' || exit 1
 fi
 
 if want tests; then
