@@ -77,7 +77,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     from mpdiffuser.data.inspect import convert_dataset, format_report, inspect_dataset
 
     if args.data_command == "convert":
-        print(f"wrote {convert_dataset(args.source, args.target, args.env)}")
+        print(f"wrote {convert_dataset(args.source, args.target, args.env, args.layout)}")
         return 0
     report = inspect_dataset(load_dataset(args.dataset), args.dataset, args.env)
     print(format_report(report))
@@ -88,6 +88,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def register(commands) -> None:
+    from mpdiffuser.data.dataset import HDF5_LAYOUTS
     from mpdiffuser.data.generate import KINDS, GenerateConfig
     from mpdiffuser.envs import SUPPORTED
 
@@ -110,6 +111,9 @@ def register(commands) -> None:
     convert.add_argument("source", help="a .hdf5/.h5 or .npz file, or minari:<dataset_id>")
     convert.add_argument("target", help="a .hdf5/.h5 or .npz file, or minari:<dataset_id> (local storage)")
     convert.add_argument("--env", default=None, help="a Minari target's environment id (default: the dataset's own)")
+    convert.add_argument("--layout", default=HDF5_LAYOUTS[0], choices=HDF5_LAYOUTS,
+                         help="an HDF5 target's layout: d4rl (one row per transition) or episodes (the MPDiffuser "
+                              "authors': a group sample_<i> per episode); both are read")
     convert.set_defaults(func=_cmd_data)
 
 

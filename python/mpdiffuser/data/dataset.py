@@ -23,6 +23,7 @@ import numpy as np
 from mpdiffuser.config import NORMALIZER_LIMIT as DATA_LIMIT
 
 REQUIRED_FLAT_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
+HDF5_LAYOUTS = ("d4rl", "episodes")  # one row per transition; the authors' one group per episode
 
 
 @dataclass
@@ -234,16 +235,32 @@ class OfflineDataset:
         return cls(episodes, dict(metadata or {}))
 
     # ---- files ---------------------------------------------------------------------------------
-    def save_hdf5(self, path: str | Path) -> Path:
-        """Write the D4RL-style layout; metadata goes to the file's ``mpdiffuser_metadata`` attribute."""
+    def save_hdf5(self, path: str | Path, layout: str = "d4rl") -> Path:
+        """Write the D4RL-style layout ("d4rl": one row per transition) or the MPDiffuser authors'
+        ("episodes": a group sample_<i> per episode with observations [T+1, dx], actions, rewards,
+        terminations, truncations and costs); metadata goes to the ``mpdiffuser_metadata`` attribute."""
         import h5py
 
+        if layout not in HDF5_LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(HDF5_LAYOUTS)}, got {layout!r}")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
         with h5py.File(tmp, "w") as f:
-            for key, value in self.to_flat().items():
-                f.create_dataset(key, data=value, compression="gzip", compression_opts=1)
+            if layout == "d4rl":
+                for key, value in self.to_flat().items():
+                    f.create_dataset(key, data=value, compression="gzip", compression_opts=1)
+            else:
+                for i, e in enumerate(self.episodes):
+                    group = f.create_group(f"sample_{i}")
+                    ended = np.zeros(e.length, bool)
+                    ended[-1] = True
+                    fields = {"observations": e.observations, "actions": e.actions, "rewards": e.rewards,
+                              "terminations": ended & e.terminated, "truncations": ended & (not e.terminated)}
+                    if e.costs is not None:
+                        fields["costs"] = e.costs
+                    for key, value in fields.items():
+                        group.create_dataset(key, data=value)
             f.attrs["mpdiffuser_metadata"] = json.dumps(self.metadata)
         tmp.replace(path)  # never leave a half-written dataset under the final name
         return path
@@ -304,8 +321,11 @@ def load_hdf5(path: str | Path) -> OfflineDataset:
         raise FileNotFoundError(f"dataset file not found: {path}")
     try:
         with h5py.File(path, "r") as f:
-            data = {key: f[key][()] for key in f.keys() if isinstance(f[key], h5py.Dataset)}
             meta = json.loads(f.attrs["mpdiffuser_metadata"]) if "mpdiffuser_metadata" in f.attrs else {}
+            if "sample_0" in f:  # the authors' layout: one group per episode
+                meta.setdefault("source", str(path))
+                return OfflineDataset(_episode_groups(f, path), meta)
+            data = {key: f[key][()] for key in f.keys() if isinstance(f[key], h5py.Dataset)}
             nested = []  # datasets inside groups (D4RL's infos/..., metadata/...): not read
             f.visititems(lambda name, item: nested.append(name) if isinstance(item, h5py.Dataset) and "/" in name
                          else None)
@@ -319,6 +339,29 @@ def load_hdf5(path: str | Path) -> OfflineDataset:
                          f"({', '.join(REQUIRED_FLAT_KEYS)} at the top level)")
     meta.setdefault("source", str(path))
     return OfflineDataset.from_flat(data, meta, source=str(path))
+
+
+def _episode_groups(f, path: Path) -> list[Episode]:
+    """The episodes of an authors'-layout file: groups sample_0, sample_1, ... in numeric order,
+    each with observations [T+1, dx] (the last next observation included), actions [T, du],
+    rewards [T], terminations [T] and optionally costs [T]."""
+    names = [n for n in f.keys() if n.startswith("sample_")]
+    order = sorted(names, key=lambda n: int(n.split("_", 1)[1]) if n.split("_", 1)[1].isdigit() else -1)
+    episodes = []
+    for name in order:
+        group = f[name]
+        missing = [k for k in ("observations", "actions", "rewards", "terminations") if k not in group]
+        if missing:
+            raise ValueError(f"{path}: episode group '{name}' lacks '{missing[0]}' (the authors' layout holds "
+                             "observations, actions, rewards and terminations per episode)")
+        obs, act = group["observations"][()], group["actions"][()]
+        if len(obs) != len(act) + 1:
+            raise ValueError(f"{path}: episode group '{name}' holds {len(obs)} observations for {len(act)} actions; "
+                             "the authors' layout stores one more (the last next observation)")
+        ends = np.asarray(group["terminations"][()], bool).reshape(-1)
+        episodes.append(Episode(obs, act, np.asarray(group["rewards"][()]).reshape(-1), bool(ends.any()),
+                                np.asarray(group["costs"][()]).reshape(-1) if "costs" in group else None))
+    return episodes
 
 
 def load_npz(path: str | Path) -> OfflineDataset:

@@ -76,9 +76,10 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def convert_dataset(source: str, target: str, env_id: str | None = None) -> str:
+def convert_dataset(source: str, target: str, env_id: str | None = None, layout: str = "d4rl") -> str:
     """Read `source` (.hdf5/.h5, .npz or minari:<id>) and write it as `target` in its format;
-    returns what was written. A Minari target needs the environment (env_id or the data's own)."""
+    returns what was written. A Minari target needs the environment (env_id or the data's own).
+    layout: an HDF5 target's, "d4rl" (one row per transition) or "episodes" (the authors')."""
     data = load_dataset(source)
     if target.startswith("minari:"):
         env = env_id or data.env_id
@@ -87,8 +88,10 @@ def convert_dataset(source: str, target: str, env_id: str | None = None) -> str:
         data.save_minari(target[len("minari:"):], env)
         return f"minari dataset {target[len('minari:'):]}"
     suffix = Path(target).suffix.lower()
+    if layout != "d4rl" and suffix not in (".hdf5", ".h5"):
+        raise ValueError(f"--layout {layout} is an HDF5 layout; the target {target} is not an .hdf5/.h5 file")
     if suffix in (".hdf5", ".h5"):
-        return str(data.save_hdf5(target))
+        return str(data.save_hdf5(target, layout))
     if suffix == ".npz":
         return str(data.save_npz(target))
     raise ValueError(f"unknown target '{target}': expected a .hdf5/.h5 or .npz file, or minari:<dataset_id>")

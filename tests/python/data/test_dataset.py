@@ -125,3 +125,42 @@ def test_non_finite_data_is_refused_with_its_place():
     rewards = np.array([0.0, np.inf, 0.0, 0.0])
     with pytest.raises(ValueError, match="'rewards' holds NaN"):
         OfflineDataset([Episode(np.zeros((5, 3)), np.zeros((4, 2)), rewards, False)])
+
+
+def test_the_authors_episode_group_layout_is_read_and_written(tmp_path, capsys):
+    """The MPDiffuser authors' HDF5 layout (a group sample_<i> per episode, observations with the
+    last next observation) round-trips through data convert, and load_dataset, inspect and train
+    read it as the D4RL layout of the same episodes."""
+    import h5py
+
+    from mpdiffuser import cli
+    from mpdiffuser.data.dataset import load_dataset
+    from tests.python.conftest import make_toy_dataset
+
+    data = make_toy_dataset(costs=True)
+    flat = data.save_hdf5(tmp_path / "flat.hdf5")
+    assert cli.main(["data", "convert", str(flat), str(tmp_path / "groups.hdf5"), "--layout", "episodes"]) == 0
+    with h5py.File(tmp_path / "groups.hdf5") as f:
+        assert sorted(f.keys(), key=lambda n: int(n.split("_")[1]))[:3] == ["sample_0", "sample_1", "sample_2"]
+        g = f["sample_1"]
+        assert g["observations"].shape[0] == g["actions"].shape[0] + 1 and g["terminations"][-1]  # episode 1 fell
+        assert "costs" in g and not g["truncations"][-1]
+    back = load_dataset(tmp_path / "groups.hdf5")
+    assert len(back.episodes) == len(data.episodes) and back.has_costs
+    for a, b in zip(back.episodes, data.episodes):
+        np.testing.assert_array_equal(a.observations, b.observations)
+        np.testing.assert_array_equal(a.actions, b.actions)
+        np.testing.assert_array_equal(a.rewards, b.rewards)
+        assert a.terminated == b.terminated
+    assert cli.main(["data", "convert", str(tmp_path / "groups.hdf5"), str(tmp_path / "again.hdf5")]) == 0
+    assert load_dataset(tmp_path / "again.hdf5").num_transitions == data.num_transitions
+    assert cli.main(["data", "inspect", str(tmp_path / "groups.hdf5")]) == 0
+    with h5py.File(tmp_path / "short.hdf5", "w") as f:
+        f["sample_0/observations"] = np.zeros((5, 4))
+        f["sample_0/actions"] = np.zeros((5, 2))
+        f["sample_0/rewards"] = np.zeros(5)
+        f["sample_0/terminations"] = np.zeros(5, bool)
+    capsys.readouterr()
+    assert cli.main(["data", "inspect", str(tmp_path / "short.hdf5")]) == 2
+    assert "episode group 'sample_0' holds 5 observations for 5 actions" in capsys.readouterr().err
+    assert cli.main(["data", "convert", str(flat), str(tmp_path / "x.npz"), "--layout", "episodes"]) == 2
