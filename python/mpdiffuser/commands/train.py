@@ -108,6 +108,16 @@ def _prepare_bundle(args, runtime, task, extra, bundle: Path, say) -> bool:
     return fresh
 
 
+def _cmd_plot(args: argparse.Namespace) -> int:
+    """Plot a bundle's training: one PNG per model from BUNDLE/logs/<model>.csv (loss, the planner's
+    first-action loss, validation when the run validated, steps per second), into --out."""
+    from mpdiffuser.training.plot import plot_training
+
+    for path in plot_training(args.bundle, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
 def register(commands) -> None:
     from mpdiffuser.config import (ARCHITECTURES, AT_ONCE_MODES, BATCHES, CAPTURE_MODES, NORMALIZERS, PREDICTIONS,
                                    PRECISION_NAMES, RETURN_CONDITIONS, ModelConfig, TrainConfig)
@@ -171,4 +181,8 @@ def register(commands) -> None:
                     choices={"architecture": ARCHITECTURES, "prediction": PREDICTIONS, "normalizer": NORMALIZERS,
                              "return_condition": RETURN_CONDITIONS})
     train.set_defaults(func=_cmd_train)
+    plot = commands.add_parser("plot", help="plot a bundle's training logs", description=_cmd_plot.__doc__)
+    plot.add_argument("bundle", help="a trained bundle directory")
+    plot.add_argument("--out", default=None, help="where the PNGs go (default BUNDLE/plots)")
+    plot.set_defaults(func=_cmd_plot)
 
