@@ -259,3 +259,15 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+# The names that set a TrainConfig or a ModelConfig field (name -> field): `mpdiffuser train`'s
+# flags (their help is the field's comment above, their defaults the config's and the recipe's)
+# and mpd.fit's keyword arguments, the same names with the same checks.
+TRAIN_FLAGS = {"steps": "steps", "batch_size": "batch_size", "lr": "learning_rate", "seed": "seed",
+               "checkpoint_every": "checkpoint_every", "action_weight": "action_weight", "ema_every": "ema_every",
+               "validate_every": "validate_every"}
+MODEL_FLAGS = {"horizon": "horizon", "diffusion_steps": "num_steps", "width": "width", "layers": "layers",
+               "architecture": "architecture", "unet_dim": "unet_dim", "unet_mults": "unet_mults",
+               "unet_embed_dim": "unet_embed_dim", "prediction": "prediction", "normalizer": "normalizer",
+               "return_condition": "return_condition"}

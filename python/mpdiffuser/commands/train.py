@@ -7,16 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from mpdiffuser.commands.common import add_field_flags, given_fields, seed_type, show
-
-# The flags that set a TrainConfig or a ModelConfig field (flag -> field); their help is the
-# field's comment in mpdiffuser/config.py, their defaults the config's and the recipe's.
-TRAIN_FLAGS = {"steps": "steps", "batch_size": "batch_size", "lr": "learning_rate", "seed": "seed",
-               "checkpoint_every": "checkpoint_every", "action_weight": "action_weight", "ema_every": "ema_every",
-               "validate_every": "validate_every"}
-MODEL_FLAGS = {"horizon": "horizon", "diffusion_steps": "num_steps", "width": "width", "layers": "layers",
-               "architecture": "architecture", "unet_dim": "unet_dim", "unet_mults": "unet_mults",
-               "unet_embed_dim": "unet_embed_dim", "prediction": "prediction", "normalizer": "normalizer",
-               "return_condition": "return_condition"}
+from mpdiffuser.config import MODEL_FLAGS, TRAIN_FLAGS  # noqa: F401  (commands.train.TRAIN_FLAGS)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

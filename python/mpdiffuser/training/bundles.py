@@ -169,10 +169,13 @@ def _datasets(data) -> list[OfflineDataset]:
     return [d if isinstance(d, OfflineDataset) else load_dataset(d) for d in items]
 
 
+# TrainRuntime's fields that mpd.fit takes by name (device has its own argument: "auto" resolves it).
+RUNTIME_FIELDS = ("precision", "compile", "batches", "capture", "log_every", "tensorboard")
+
+
 def fit(data, bundle_dir: str | Path, *, extra_data=(), env: str | None = None, recipe: str = "default",
-        steps: int | None = None, batch_size: int | None = None, seed: int | None = None, device: str = "auto",
-        precision: str = "fp32", model: dict | None = None, force: bool = False, progress: bool = True,
-        at_once: str = "auto") -> TrainedBundle:
+        device: str = "auto", model: dict | None = None, force: bool = False, progress: bool = True,
+        at_once: str = "auto", **settings) -> TrainedBundle:
     """Train the planner on `data` and the dynamics and reward (and cost) models on `data` plus
     `extra_data` into `bundle_dir`, as `mpdiffuser train` does: resumable (an interrupted call
     continues from its checkpoints; more steps continue a finished one), one training per bundle
@@ -180,22 +183,33 @@ def fit(data, bundle_dir: str | Path, *, extra_data=(), env: str | None = None, 
 
     data, extra_data: datasets, or paths / "minari:<id>" (one or a list). env: the environment id
     recorded in the bundle (for data that names none, or to override it). recipe: "default" or
-    "authors"; steps, batch_size, seed override its training settings, model its ModelConfig fields
-    (say {"architecture": "unet"}). device: "auto" (a GPU when torch sees one), "cpu", "cuda".
+    "authors". settings: every setting of `mpdiffuser train` by its flag's name, checked with its
+    messages: training (steps, batch_size, lr, seed, checkpoint_every, action_weight, ema_every,
+    validate_every), the model of a new bundle (horizon, diffusion_steps, width, layers,
+    architecture, unet_dim, unet_mults, unet_embed_dim, prediction, normalizer, return_condition;
+    or `model`, a dict of ModelConfig fields) and the runtime (precision, compile, batches,
+    capture, log_every, tensorboard). device: "auto" (a GPU when torch sees one), "cpu", "cuda".
     at_once: the models side by side, "auto" (on a GPU), "on" or "off". force: start the bundle over."""
+    from mpdiffuser.config import MODEL_FLAGS, TRAIN_FLAGS, ModelConfig
     from mpdiffuser.recipes import recipe as get_recipe
     from mpdiffuser.training.lock import BundleLock
     from mpdiffuser.training.runtime import from_environment
 
+    known = (*TRAIN_FLAGS, *MODEL_FLAGS, *RUNTIME_FIELDS)
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise TypeError(f"fit() got unknown settings {unknown}; it takes {', '.join(known)}")
+    chosen = get_recipe(recipe)
+    config = dataclasses.replace(chosen.train, **{TRAIN_FLAGS[k]: v for k, v in settings.items() if k in TRAIN_FLAGS})
+    sizes = {MODEL_FLAGS[k]: v for k, v in settings.items() if k in MODEL_FLAGS} | dict(model or {})
+    ModelConfig(**(chosen.model | sizes))  # bad sizes fail here, before anything is written
+    runtime = from_environment(device, **{k: v for k, v in settings.items() if k in RUNTIME_FIELDS})
     task, extra = _datasets(data), _datasets(list(extra_data))
     if env is not None:
         task, extra = [d.for_env(env) for d in task], [d.for_env(env) for d in extra]
-    given = {k: v for k, v in (("steps", steps), ("batch_size", batch_size), ("seed", seed)) if v is not None}
-    config = dataclasses.replace(get_recipe(recipe).train, **given)
-    runtime = from_environment(device, precision=precision)
     bundle_dir = Path(bundle_dir)
     with BundleLock(bundle_dir):
-        fresh = prepare_bundle(bundle_dir, task, extra, recipe, dict(model or {}), force=force)
+        fresh = prepare_bundle(bundle_dir, task, extra, recipe, sizes, force=force)
         train_bundle(bundle_dir, task, extra, config=config, runtime=runtime, at_once=at_once, force=fresh,
                      progress=progress)
     return TrainedBundle(bundle_dir)
