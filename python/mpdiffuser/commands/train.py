@@ -9,6 +9,10 @@ from pathlib import Path
 from mpdiffuser.commands.common import add_field_flags, given_fields, seed_type, show
 from mpdiffuser.config import MODEL_FLAGS, TRAIN_FLAGS  # noqa: F401  (commands.train.TRAIN_FLAGS)
 
+# The flags that set a TrainRuntime field (flag -> field): their help is the field's comment in
+# training/runtime.py, their default the dataclass's.
+RUNTIME_FLAGS = {"precision": "precision", "batches": "batches", "capture": "capture", "log_every": "log_every"}
+
 
 def _cmd_train(args: argparse.Namespace) -> int:
     """Train the models of a bundle: the planner on --data, dynamics and ranker on --data plus --extra-data.
@@ -37,8 +41,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise SystemExit("error: --export-at exports whole bundles: it needs --model all and no --fine-tune")
     if snapshots and not 1 <= snapshots[0] <= snapshots[-1] <= config.steps:
         raise SystemExit(f"error: --export-at steps must lie within 1..{config.steps} (--steps), got {snapshots}")
-    runtime = from_environment(args.device, precision=args.precision, compile=args.compile, batches=args.batches,
-                               capture=args.capture, log_every=args.log_every, tensorboard=not args.no_tensorboard)
+    runtime = from_environment(args.device, compile=args.compile, tensorboard=not args.no_tensorboard,
+                               **given_fields(args, RUNTIME_FLAGS))
     runtime.local_batch(config.batch_size)  # a world size that does not divide the batch fails here
     say = print if runtime.is_main else (lambda *a, **k: None)
     task = [load_dataset(p) for p in args.data]
@@ -114,6 +118,7 @@ def register(commands) -> None:
                                    PRECISION_NAMES, RETURN_CONDITIONS, ModelConfig, TrainConfig)
     from mpdiffuser.models.bundle import MODEL_NAMES
     from mpdiffuser.recipes import recipe
+    from mpdiffuser.training.runtime import TrainRuntime
 
     train = commands.add_parser("train", help="train planner, dynamics and ranker", description=_cmd_train.__doc__)
     train.add_argument("--bundle", required=True, help="model bundle directory (created if missing)")
@@ -144,20 +149,12 @@ def register(commands) -> None:
     train.add_argument("--force", action="store_true",
                        help="start over: delete the models' checkpoints (with --model all, the bundle's settings too)")
     train.add_argument("--device", default="auto", help="auto (a GPU when torch sees one), cpu, cuda or cuda:<i>")
-    train.add_argument("--precision", default=PRECISION_NAMES[0], choices=PRECISION_NAMES,
-                       help="fp32 (exact, bit-reproducible), tf32 (TF32 tensor cores and cuDNN autotuning on a GPU), "
-                            "bf16 or fp16 autocast of forward and loss (fp16 with loss scaling)")
+    add_field_flags(train, TrainRuntime, RUNTIME_FLAGS, lambda field: f"(default {show(getattr(TrainRuntime, field))})",
+                    choices={"precision": PRECISION_NAMES, "capture": CAPTURE_MODES, "batches": BATCHES})
     train.add_argument("--compile", action="store_true", help="torch.compile the networks")
-    train.add_argument("--capture", default=CAPTURE_MODES[0], choices=CAPTURE_MODES,
-                       help="on a GPU, replay each training step as one CUDA graph where it can be (auto: one "
-                            "process, batches on the device, not fp16 or --compile), or never (off)")
     train.add_argument("--at-once", default=AT_ONCE_MODES[0], choices=AT_ONCE_MODES,
                        help="train the bundle's models at the same time, a thread and a CUDA stream each (auto: on a "
                             "GPU in one process); the weights are those of one after another")
-    train.add_argument("--batches", default=BATCHES[0], choices=BATCHES,
-                       help="where each step's batch is drawn: host (NumPy, copied over), device (the data on the "
-                            "training device, drawn there), auto (device on a GPU, host on the CPU)")
-    train.add_argument("--log-every", type=int, default=50, help="steps per row of the CSV loss log")
     train.add_argument("--no-tensorboard", action="store_true",
                        help="do not write TensorBoard events even when tensorboard is installed")
     m, authors_model = ModelConfig(), recipe("authors").model

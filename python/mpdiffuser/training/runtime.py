@@ -53,14 +53,20 @@ class TrainRuntime:
     log_every: steps between loss rows in the CSV log (and TensorBoard, when installed)."""
 
     device: str = "cpu"
+    # fp32 (exact, bit-reproducible), tf32 (TF32 tensor cores and cuDNN autotuning on a GPU), bf16
+    # or fp16 autocast of forward and loss (fp16 with loss scaling)
     precision: str = "fp32"
     compile: bool = False
     rank: int = 0
     world_size: int = 1
-    log_every: int = 50
+    log_every: int = 50  # steps per row of the CSV loss log
     tensorboard: bool = True
-    batches: str = BATCHES[0]  # where batches are drawn (config.BATCHES)
-    capture: str = CAPTURE_MODES[0]  # the step replayed as a CUDA graph where it can be (config.CAPTURE_MODES)
+    # where each step's batch is drawn: host (NumPy, copied over), device (the data on the training
+    # device, drawn there), auto (device on a GPU, host on the CPU)
+    batches: str = BATCHES[0]
+    # on a GPU, replay each training step as one CUDA graph where it can be (auto: one process,
+    # batches on the device, not fp16 or --compile), or never (off)
+    capture: str = CAPTURE_MODES[0]
 
     def __post_init__(self) -> None:
         if self.capture not in CAPTURE_MODES:
