@@ -57,7 +57,7 @@ def chain(sampler: ReferenceSampler, x0: torch.Tensor, cond: torch.Tensor, w: fl
     zero = torch.zeros_like(cond)
     for k in range(K, 0, -1):
         kk = torch.full((B,), k)
-        eps = sampler._guided(planner, (tau, x0, cond, kk), (tau, x0, zero, kk), w)
+        eps = sampler.guided(planner, (tau, x0, cond, kk), (tau, x0, zero, kk), w)
         tau = sampler.posterior_mean(tau, eps, k)
         if k > 1:
             tau = tau + sampler._sigma[k - 1] * torch.randn(tau.shape, generator=gen)

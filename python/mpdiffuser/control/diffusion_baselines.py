@@ -244,7 +244,7 @@ class DiffuserSampler(_BaselineSampler):
         self.value = load_network(bundle_dir, "diffuser-value", self.spec)
         self.value_scale, self.guide_steps, self.stop_grad_steps = float(value_scale), guide_steps, stop_grad_steps
 
-    def guided(self, tau: torch.Tensor, x0_rows: torch.Tensor, k: int) -> torch.Tensor:
+    def value_guided(self, tau: torch.Tensor, x0_rows: torch.Tensor, k: int) -> torch.Tensor:
         """tau climbed guide_steps times along s sigma_k^2 grad V at level k (unchanged at k <= stop_grad_steps)."""
         if self.value_scale == 0.0 or k <= self.stop_grad_steps:
             return tau
@@ -263,7 +263,7 @@ class DiffuserSampler(_BaselineSampler):
         n, cond = x0_rows.shape[0], torch.zeros(x0_rows.shape[0], self.spec.conditions.dim)
         tau = scale * z(self.num_steps + 1)
         for k in range(self.num_steps, 0, -1):
-            tau = self.guided(tau, x0_rows, k)
+            tau = self.value_guided(tau, x0_rows, k)
             kk = torch.full((n,), k, dtype=torch.long)
             tau = self.reference.posterior_mean(tau, self.denoiser(tau, x0_rows, cond, kk), k)
             if k > 1:
@@ -290,7 +290,7 @@ class DecisionDiffuserSampler(_BaselineSampler):
         states = scale * z(self.num_steps + 1)
         for k in range(self.num_steps, 0, -1):
             kk = torch.full((n,), k, dtype=torch.long)
-            out = self.reference._guided(self.denoiser, (states, x0_rows, cond, kk), (states, x0_rows, zero, kk),
+            out = self.reference.guided(self.denoiser, (states, x0_rows, cond, kk), (states, x0_rows, zero, kk),
                                          float(options.guidance))
             states = self.reference.posterior_mean(states, out, k)
             if k > 1:

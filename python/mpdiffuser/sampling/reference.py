@@ -121,7 +121,7 @@ class ReferenceSampler:
 
 
     @staticmethod
-    def _guided(net, args_cond: tuple, args_uncond: tuple, w: float) -> torch.Tensor:
+    def guided(net, args_cond: tuple, args_uncond: tuple, w: float) -> torch.Tensor:
         """eps(., 0) + w (eps(., c) - eps(., 0)), the 2N rows evaluated as one batch."""
         if w == 1.0:
             return net(*args_cond)
@@ -190,11 +190,11 @@ class ReferenceSampler:
             kk = torch.full((N,), k, dtype=torch.long, device=self.device)
             states, actions = tau[..., :dx], tau[..., dx:]
             if options.dynamics_at(k):
-                eps_d = self._guided(self.bundle.dynamics, (states, actions, x0_rows, cond, kk),
+                eps_d = self.guided(self.bundle.dynamics, (states, actions, x0_rows, cond, kk),
                                      (states, actions, x0_rows, zero, kk), w_d)
                 states = (1.0 - lam) * states + lam * self.posterior_mean(states, eps_d, k)
                 tau = torch.cat([states, actions], dim=-1)
-            eps_p = self._guided(self.bundle.planner, (tau, x0_rows, cond, kk), (tau, x0_rows, zero, kk), w)
+            eps_p = self.guided(self.bundle.planner, (tau, x0_rows, cond, kk), (tau, x0_rows, zero, kk), w)
             tau = self.posterior_mean(tau, eps_p, k)
             if k > 1:
                 tau = tau + self._sigma[k - 1] * (scale * z(k))

@@ -53,11 +53,11 @@ def test_value_guidance_climbs_the_gradient_by_the_scaled_variance(bundle):
     k = 4
     sigma2 = float(sampler.reference.posterior_sigma(k)) ** 2
     # by hand: three steps of 0.5 sigma_k^2 a
-    torch.testing.assert_close(sampler.guided(tau, x0, k), (3 * 0.5 * sigma2 * a).expand(2, H, D), rtol=1e-6,
+    torch.testing.assert_close(sampler.value_guided(tau, x0, k), (3 * 0.5 * sigma2 * a).expand(2, H, D), rtol=1e-6,
                                atol=1e-7)
-    assert torch.equal(sampler.guided(tau, x0, 2), tau)  # k <= stop_grad_steps: no guidance
+    assert torch.equal(sampler.value_guided(tau, x0, 2), tau)  # k <= stop_grad_steps: no guidance
     sampler.value_scale = 0.0
-    assert torch.equal(sampler.guided(tau, x0, k), tau)
+    assert torch.equal(sampler.value_guided(tau, x0, k), tau)
 
 
 def test_diffuser_plan_is_the_denoiser_chain_plus_guidance(bundle):
