@@ -93,13 +93,12 @@ sampler = Sampler(sys.argv[1], "cpu", threads=2)
 options = sampler.defaults.replace(num_candidates=int(sys.argv[3]))
 sampler._ensure_workspace(options.num_candidates)
 print("planning", flush=True)
-start = time.perf_counter()
 try:
     sampler.plan(np.zeros(11, np.float32), 0, options)
-except KeyboardInterrupt:
-    print(f"interrupted {time.perf_counter() - start:.3f}", flush=True)
-    sys.exit(0)
-print(f"finished {time.perf_counter() - start:.3f}", flush=True)
+except (KeyboardInterrupt, SystemExit) as stopped:  # time.monotonic: one clock for both processes
+    print(f"stopped {type(stopped).__name__} {time.monotonic():.6f}", flush=True)
+    sys.exit(0 if isinstance(stopped, KeyboardInterrupt) else 3)
+print(f"finished {time.monotonic():.6f}", flush=True)
 """
 
 
@@ -107,7 +106,8 @@ print(f"finished {time.perf_counter() - start:.3f}", flush=True)
 def test_a_real_signal_stops_a_long_plan_in_a_child_process(model_file, how, sigint_raises):
     """End to end, with a real signal: SIGINT to a program started with SIGINT at its default (as
     a terminal starts it) raises KeyboardInterrupt inside the plan; a program that ignores SIGINT
-    (nohup, a background job) is stopped by its own SIGTERM handler the same way."""
+    (nohup, a background job) is stopped by its own SIGTERM handler the same way. The stop is
+    timed in the child (the interpreter's exit, slow on a busy machine, is not part of it)."""
     import subprocess
     import sys
 
@@ -120,18 +120,17 @@ def test_a_real_signal_stops_a_long_plan_in_a_child_process(model_file, how, sig
     try:
         assert child.stdout.readline().strip() == "planning"
         time.sleep(0.5)
-        sent = time.perf_counter()
+        sent = time.monotonic()
         child.send_signal(signal.SIGINT if how == "sigint" else signal.SIGTERM)
-        out, _ = child.communicate(timeout=60)
-        stopped = time.perf_counter() - sent
+        out, _ = child.communicate(timeout=120)
     finally:
         child.kill()
-    if how == "sigint":
-        assert child.returncode == 0 and out.startswith("interrupted"), out
-    else:
-        assert child.returncode == 3, (child.returncode, out)
-    # five steps' worth plus the child's exit, far below the whole plan (which would run >= 6 s on)
-    assert stopped < 1.5 + expected / 4, f"stopped {stopped:.2f} s after the signal, plan {expected:.2f} s"
+    word, kind, when = out.split()
+    assert word == "stopped" and kind == ("KeyboardInterrupt" if how == "sigint" else "SystemExit"), out
+    assert child.returncode == (0 if how == "sigint" else 3)
+    stopped = float(when) - sent
+    # five steps' worth, far below the rest of the plan (which would run on for >= 5 s)
+    assert stopped < 1.0 + expected / 4, f"stopped {stopped:.2f} s after the signal, plan {expected:.2f} s"
 
 
 @pytest.mark.parametrize("backend", ["cpu", "torch"])
