@@ -200,13 +200,27 @@ def cached_rows(path: Path, key: dict, run) -> list[dict]:
     return rows
 
 
+# The libraries a result depends on (simulation changes between MuJoCo releases: a score without its
+# MuJoCo version cannot be reproduced); machine() records the installed version of each.
+RESULT_LIBRARIES = ("torch", "numpy", "gymnasium", "mujoco", "stable-baselines3", "d3rlpy", "h5py", "safetensors")
+
+
 def machine() -> dict:
-    """CPU model, cores, platform and commit (bench.machine_info) plus the Python and torch versions."""
-    import torch
+    """CPU model, cores, platform and commit (bench.machine_info), the Python version and the
+    versions of RESULT_LIBRARIES ("not installed" for an optional one that is not)."""
+    from importlib import metadata
 
     from mpdiffuser.bench import machine_info
 
-    return machine_info() | {"python": platform.python_version(), "torch": torch.__version__}
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return machine_info() | {"python": platform.python_version(),
+                             "libraries": {name: version(name) for name in RESULT_LIBRARIES},
+                             "torch": version("torch")}
 
 
 def pyplot():

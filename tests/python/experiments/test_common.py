@@ -126,3 +126,14 @@ def test_summaries_give_the_error_over_seeds_beside_the_error_over_episodes():
     assert score_error(entry) == entry["score_stderr_seeds"]
     one, = summarize(rows[:10], ("m",), ("score",), unit="seed")
     assert one["seeds"] == 1 and score_error(one) == one["score_stderr"] == 0.0
+
+
+def test_results_record_the_library_versions_they_ran_with():
+    from importlib import metadata
+
+    from mpdiffuser.experiments.common import RESULT_LIBRARIES, machine
+
+    info = machine()
+    assert set(info["libraries"]) == set(RESULT_LIBRARIES)
+    assert info["libraries"]["mujoco"] == metadata.version("mujoco")  # a score is tied to its simulator
+    assert info["libraries"]["gymnasium"] == metadata.version("gymnasium") and info["commit"]
