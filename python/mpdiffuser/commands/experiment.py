@@ -31,9 +31,15 @@ FIELD_FLAGS = {
     "backend": "backend", "diffusion_baselines": "diffusion_baselines", "value_scales": "value_scales",
     "consistency_steps": "consistency_steps",
 }
-CHOICES = {"kinds": ["medium", "medium-replay", "medium-expert"], "baselines": ["iql", "td3+bc"],
-           "diffusion_baselines": ["diffuser", "decision-diffuser"],
-           "prediction": ["sample", "epsilon"], "backend": ["auto", "cpu", "cuda", "torch"]}
+def choices() -> dict:
+    """The flags that take one of a set of values, each set read from its home."""
+    from mpdiffuser.config import PREDICTIONS
+    from mpdiffuser.experiments.locomotion import BASELINE_METHODS, DIFFUSION_METHODS, LocomotionConfig
+    from mpdiffuser.sampling.sampler import BACKENDS
+
+    return {"kinds": list(LocomotionConfig.kinds), "baselines": list(BASELINE_METHODS),
+            "diffusion_baselines": list(DIFFUSION_METHODS), "prediction": list(PREDICTIONS),
+            "backend": ["auto", *BACKENDS]}
 POSITIVE = ("cost_penalty", "action_weight")  # flags that must be > 0; these >= 1:
 AT_LEAST_ONE = ("policy_steps", "expert_steps", "train_steps", "episodes", "candidates", "finetune_steps",
                 "shift_transitions", "width", "baseline_steps", "validation_episodes", "cautious_steps")
@@ -131,6 +137,7 @@ def register(commands) -> None:
     experiment.add_argument("--device", default="auto",
                             help="where the models train: auto (a GPU when torch sees one), cpu, cuda or cuda:<i>")
     by_name = configs()
+    sets = choices()
     for flag, field in FIELD_FLAGS.items():
         names = takers(field)
         owner = by_name[names[0]]
@@ -143,8 +150,8 @@ def register(commands) -> None:
         options = {"default": None, "help": f"{where}{text} (default: {shown})"}
         if kind in (int, float):
             options["type"] = kind
-        if field in CHOICES:
-            options["choices"] = CHOICES[field]
+        if field in sets:
+            options["choices"] = sets[field]
         if several:
             options |= {"action": "extend", "nargs": "+"}
         experiment.add_argument("--" + flag.replace("_", "-"), dest=flag, **options)
