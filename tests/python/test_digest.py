@@ -122,12 +122,18 @@ def test_a_file_without_a_digest_loads_with_a_warning(model_file, tmp_path):
 
 
 def _overflowing(model_file, tmp_path):
-    """A file with finite reward weights so large that the values overflow, and a valid digest:
-    what random bytes in a file's data often are."""
-    meta, tensors = _read_verified(model_file)
+    """A file whose finite reward weights are as large as a model file may hold (WEIGHT_LIMIT)
+    through a ranker of nine layers, so that the values overflow, with a valid digest. (Larger
+    weights, what random bytes in a file's data often are, are refused at load.)"""
+    import dataclasses
+
+    from mpdiffuser.config import WEIGHT_LIMIT
+
+    deep = synthetic_model_file(tmp_path / "deep.safetensors", model=dataclasses.replace(SMALL, ranker_layers=8))
+    meta, tensors = _read_verified(deep)
     for name in tensors:
         if name.startswith("reward."):
-            tensors[name] = tensors[name] * np.float32(1e30)
+            tensors[name] = (tensors[name] / np.abs(tensors[name]).max() * np.float32(WEIGHT_LIMIT)).astype(np.float32)
     return _write_model_file(tensors, meta, tmp_path / "overflow.safetensors")
 
 
