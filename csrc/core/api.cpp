@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/model.h"
+#include "format/model_file.h"
 #include "math/normalizer.h"
 #include "math/update.h"
 
@@ -83,8 +84,31 @@ extern "C" mpd_status mpd_model_load(const char* path, mpd_model** model, char* 
   std::vector<uint8_t> bytes;
   mpd_status status = MPD_OK;
   try {
-    bytes.resize(static_cast<size_t>(size));
-    if (size && std::fread(bytes.data(), 1, bytes.size(), f) != bytes.size()) status = MPD_ERR_IO;
+    // The header first (its length, then its JSON): a file larger than the header declares is
+    // refused before the rest is read (a model file with gigabytes appended, say).
+    auto read_to = [&](size_t n) {
+      const size_t have = bytes.size();
+      bytes.resize(n);
+      return n == have || std::fread(bytes.data() + have, 1, n - have, f) == n - have;
+    };
+    const size_t total = static_cast<size_t>(size);
+    if (!read_to(std::min<size_t>(total, 8))) status = MPD_ERR_IO;
+    if (status == MPD_OK && total >= 8) {
+      uint64_t header = 0;
+      for (int i = 7; i >= 0; --i) header = (header << 8) | bytes[static_cast<size_t>(i)];
+      if (header <= total - 8 && header <= (uint64_t{1} << 26) && !read_to(8 + static_cast<size_t>(header))) {
+        status = MPD_ERR_IO;
+      }
+      const uint64_t declared = status == MPD_OK ? mpd::declared_file_size(bytes.data(), bytes.size()) : 0;
+      if (declared != 0 && total > declared) {
+        std::fclose(f);
+        set_message(message, message_size, std::string(path) + ": the file holds " + std::to_string(total) +
+                                               " bytes, its header declares " + std::to_string(declared) +
+                                               " (data appended, or not a model file)");
+        return MPD_ERR_BAD_MODEL_FILE;
+      }
+    }
+    if (status == MPD_OK && !read_to(total)) status = MPD_ERR_IO;
   } catch (const std::bad_alloc&) {
     status = MPD_ERR_OUT_OF_MEMORY;
   } catch (const std::length_error&) {

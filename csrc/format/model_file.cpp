@@ -658,6 +658,29 @@ mpd_status parse(const uint8_t* bytes, size_t size, ModelFile* out, std::string*
 
 }  // namespace
 
+uint64_t declared_file_size(const uint8_t* head, size_t size) {
+  if (size < 8) return 0;
+  uint64_t header_size = 0;
+  for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | head[i];
+  if (header_size > kMaxHeaderBytes || header_size > size - 8) return 0;
+  json::Value header;
+  std::string ignored;
+  if (!json::parse(reinterpret_cast<const char*>(head + 8), static_cast<size_t>(header_size), &header, &ignored) ||
+      header.kind != json::Value::Kind::kObject) {
+    return 0;
+  }
+  uint64_t end = 0;
+  for (const auto& member : header.object) {
+    const json::Value* offsets = member.second.find("data_offsets");
+    if (offsets == nullptr || offsets->kind != json::Value::Kind::kArray || offsets->array.size() != 2) continue;
+    const json::Value& last = offsets->array[1];
+    if (last.kind == json::Value::Kind::kNumber && last.number >= 0 && last.number < 1.8e19) {
+      end = std::max(end, static_cast<uint64_t>(last.number));
+    }
+  }
+  return 8 + header_size + end;
+}
+
 mpd_status read_model_file(const uint8_t* data, size_t size, ModelFile* out, std::string* error) {
   try {
     return parse(data, size, out, error);

@@ -124,6 +124,12 @@ struct ModelFile {
 // Parses and validates data[0, size). On failure returns MPD_ERR_BAD_MODEL_FILE and sets *error.
 mpd_status read_model_file(const uint8_t* data, size_t size, ModelFile* out, std::string* error);
 
+// The size a file's header declares (8 + header + the largest tensor end), from its first bytes
+// `head` [size] (at least 8 + the header's length); 0 when they hold no readable header, which
+// read_model_file then refuses with the reason. Lets a loader refuse a file larger than its
+// header says before reading it all.
+uint64_t declared_file_size(const uint8_t* head, size_t size);
+
 // Checks options against a model (ranges, cost limit presence); sets *error on failure.
 mpd_status check_options(const ModelConfig& config, const mpd_options& options, std::string* error);
 

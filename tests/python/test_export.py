@@ -296,3 +296,24 @@ for path in ("/dev/zero", {str(fifo)!r}, {str(tmp_path)!r}):
     assert lines[0] == "FileNotFoundError /dev/zero is not a regular file"
     assert lines[2] == f"FileNotFoundError {fifo} is not a regular file"
     assert lines[1] == "FileNotFoundError no model file at /dev/zero"
+
+
+def test_a_file_larger_than_its_header_declares_is_refused_before_it_is_read(tmp_path):
+    """The C API reads the header first and refuses a file with data appended (the Python reader
+    refuses it too: its tensors no longer tile the data section)."""
+    from mpdiffuser import _core
+    from mpdiffuser.bench import synthetic_model_file
+
+    good = synthetic_model_file(tmp_path / "good.safetensors")
+    raw = good.read_bytes()
+    _core.Model(str(good))
+    appended = tmp_path / "appended.safetensors"
+    appended.write_bytes(raw + bytes(1000))
+    with pytest.raises(ValueError, match=rf"the file holds {len(raw) + 1000} bytes, its header declares {len(raw)}"):
+        _core.Model(str(appended))
+    with pytest.raises(ValueError):
+        read_model_file(appended)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(raw[:-10])  # shorter than declared: the parser's own reason
+    with pytest.raises(ValueError, match="data_offsets|exceeds|tile"):
+        _core.Model(str(truncated))
