@@ -27,7 +27,6 @@ HDF5_LAYOUTS = ("d4rl", "episodes")  # one row per transition; the authors' one 
 
 
 @dataclass
-
 class Episode:
     """One episode: observations [T+1, dx], actions [T, du], rewards [T], costs [T] or None.
 
@@ -148,11 +147,9 @@ class OfflineDataset:
     def check_env(self) -> "OfflineDataset":
         """self, when the robot it names is unknown to gymnasium (nothing to check) or its data fit
         that robot's spaces; ValueError otherwise (one message everywhere: envs.check_data_fits)."""
-        from mpdiffuser.envs import check_data_fits, registered
+        from mpdiffuser.envs import registered
 
-        if registered(self.env_id):
-            check_data_fits(self.env_id, self.state_dim, self.action_dim, self.metadata.get("name") or "the data")
-        return self
+        return self.for_env(self.env_id) if registered(self.env_id) else self
 
     def returns(self) -> np.ndarray:
         """Undiscounted return of every episode, float64 [E]."""
