@@ -64,13 +64,13 @@ def batch_generator(seed: int, rank: int, device: torch.device) -> torch.Generat
 
 def optimizer_on_device(optimizer: torch.optim.Optimizer, device: torch.device, capturable: bool) -> None:
     """After load_state_dict: the fused kernel and `capturable` as this run wants them (a
-    checkpoint keeps the flags of the run that wrote it), and the step counters on the device
-    (a capturable AdamW keeps them there)."""
+    checkpoint keeps the flags of the run that wrote it), and the step counters on the device in
+    float32, where a fused AdamW keeps them, capturable or not."""
     for group in optimizer.param_groups:
         group["fused"], group["capturable"] = True, capturable
     for state in optimizer.state.values():
         if "step" in state and isinstance(state["step"], torch.Tensor):
-            state["step"] = state["step"].to(device if capturable else "cpu", torch.float32)
+            state["step"] = state["step"].to(device, torch.float32)
 
 
 def read_checkpoint(path: Path) -> dict:

@@ -95,10 +95,11 @@ def test_resuming_sets_this_runs_optimizer_flags_and_moves_the_step_counters():
     resumed = torch.optim.AdamW(model.parameters(), lr=1e-3)
     resumed.load_state_dict(eager.state_dict())
     assert resumed.param_groups[0]["capturable"] is False  # what the eager checkpoint brought
-    optimizer_on_device(resumed, torch.device("cpu"), capturable=True)
-    assert all(g["capturable"] and g["fused"] for g in resumed.param_groups)
-    steps = [s["step"] for s in resumed.state.values()]
-    assert steps and all(t.dtype == torch.float32 and t.device.type == "cpu" and float(t) == 1.0 for t in steps)
+    for capturable in (True, False):  # fused AdamW keeps its step counters on the parameters' device either way
+        optimizer_on_device(resumed, torch.device("cpu"), capturable=capturable)
+        assert all(g["capturable"] is capturable and g["fused"] for g in resumed.param_groups)
+        steps = [s["step"] for s in resumed.state.values()]
+        assert steps and all(t.dtype == torch.float32 and t.device.type == "cpu" and float(t) == 1.0 for t in steps)
 
 
 def test_autocast_inside_a_capture_keeps_no_cast_cache():
