@@ -5,14 +5,17 @@
 #
 #   bash scripts/install.sh              # the package, its tests' tools
 #   bash scripts/install.sh --baselines  # also d3rlpy (IQL, TD3+BC) for `experiment locomotion --baselines`
+#   bash scripts/install.sh --ray        # also Ray, for `experiment scarce --ray auto|ADDRESS` (the grid on a cluster)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 baselines=0
+ray=0
 for arg in "$@"; do
   case "$arg" in
     --baselines) baselines=1 ;;
-    *) echo "usage: bash scripts/install.sh [--baselines]" >&2; exit 2 ;;
+    --ray) ray=1 ;;
+    *) echo "usage: bash scripts/install.sh [--baselines] [--ray]" >&2; exit 2 ;;
   esac
 done
 
@@ -41,4 +44,8 @@ if [ "$baselines" = 1 ]; then
   else
     echo "warning: the offline RL baselines (d3rlpy) did not install; everything else is installed" >&2
   fi
+fi
+if [ "$ray" = 1 ]; then
+  "${pip[@]}" install --quiet "ray>=2.9"
+  .venv/bin/python -c "import ray; print('installed ray', ray.__version__, 'for experiment grids on a cluster')"
 fi

@@ -31,9 +31,9 @@ def test_readme_set_up_commands_match_ci(repo_root):
     ci_commands = [line for line in (repo_root / ".ci" / "run").read_text().splitlines()
                    if line.strip() and not line.startswith("#")]
     assert ci_commands[-1] == test_command  # CI runs exactly the README's test command, last
-    # CI installs with the README's script (plus its optional --baselines, so their tests run)
+    # CI installs with the README's script (plus its optional --baselines and --ray, so their tests run)
     installs = [c.split("#")[0].split() for c in ci_commands if c.startswith("bash scripts/install.sh")]
-    assert installs and set(installs[0][2:]) <= {"--baselines"}
+    assert installs and set(installs[0][2:]) <= {"--baselines", "--ray"}
 
 
 

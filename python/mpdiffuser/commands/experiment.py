@@ -16,7 +16,9 @@ EXPERIMENTS = {
     "constrained": ("mpdiffuser.experiments.constrained", "ConstrainedConfig", "run_constrained"),
     "dynamics": ("mpdiffuser.experiments.dynamics_shift", "DynamicsShiftConfig", "run_dynamics_shift"),
     "quadruped": ("mpdiffuser.experiments.quadruped", "QuadrupedConfig", "run_quadruped"),
+    "scarce": ("mpdiffuser.experiments.scarce", "ScarceConfig", "run_scarce"),
 }
+GRID_EXPERIMENTS = ("scarce",)  # the experiments on the grid skeleton (experiments.grid): they take --ray
 # The flags that set one config field (flag -> field), and the choices of those that have them.
 FIELD_FLAGS = {
     "out": "out_dir", "policy_dir": "policy_dir", "seeds": "seeds", "kind": "kinds", "dataset": "datasets",
@@ -29,7 +31,7 @@ FIELD_FLAGS = {
     "finetune_steps": "finetune_steps", "finetune_replay": "finetune_replay",
     "shift_transitions": "shift_transitions", "hz": "control_hz", "model_file": "model_file", "threads": "threads",
     "backend": "backend", "diffusion_baselines": "diffusion_baselines", "value_scales": "value_scales",
-    "consistency_steps": "consistency_steps",
+    "consistency_steps": "consistency_steps", "extra": "extra", "expert_episodes": "expert_episodes",
 }
 def choices() -> dict:
     """The flags that take one of a set of values, each set read from its home."""
@@ -78,6 +80,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     for flag in AT_LEAST_ONE:
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise SystemExit(f"error: --{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.ray is not None and args.name not in GRID_EXPERIMENTS:
+        raise SystemExit(f"error: --ray applies to the {' and '.join(GRID_EXPERIMENTS)} experiment only")
     module, cls, run = EXPERIMENTS[args.name]
     Config, run = configs()[args.name], getattr(importlib.import_module(module), run)
     fields = {f.name for f in dataclasses.fields(Config)}
@@ -115,7 +119,10 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
         changes["backend"] = fastest_backend()
     config = Config.quick(**changes) if args.quick else Config(**changes)
-    run(config)
+    if args.ray is not None:
+        run(config, ray_address=args.ray)
+    else:
+        run(config)
     return 0
 
 
@@ -134,6 +141,10 @@ def register(commands) -> None:
                             help=f"dynamics: changed robot(s) as factors, e.g. mass=3 gear=0.4,friction=0.5 "
                                  f"(default {shifts})")
     experiment.add_argument("--seed", type=seed_type, default=None, help="seed (quadruped; dynamics: one training seed)")
+    experiment.add_argument("--ray", default=None, metavar="auto|ADDRESS",
+                            help=f"{', '.join(GRID_EXPERIMENTS)}: run the grid's cells as Ray tasks on a running "
+                                 "cluster (auto: the one this node belongs to; HOST:PORT: its head); needs the ray "
+                                 "extra")
     experiment.add_argument("--device", default="auto",
                             help="where the models train: auto (a GPU when torch sees one), cpu, cuda or cuda:<i>")
     by_name = configs()

@@ -76,33 +76,36 @@ class ExperimentConfig:
 
     def train_bundle(self, bundle_dir: Path, task: OfflineDataset, extra: list[OfflineDataset], seed: int, log,
                      progress: bool = True, train_steps: int | None = None,
-                     options: SamplerOptions | None = None) -> Path:
+                     options: SamplerOptions | None = None, spec=None) -> Path:
         """train_bundle with this experiment's training settings (planner and dynamics train_steps
         unless given, the ranker ranker_steps) and its model files' sampler defaults (or options)."""
         return train_bundle(bundle_dir, task, extra, train_steps or self.train_steps, self.ranker_steps, seed, log,
                             progress, options=options or self.sampler_options, width=self.width,
-                            action_weight=self.action_weight, device=self.device, prediction=self.prediction)
+                            action_weight=self.action_weight, device=self.device, prediction=self.prediction,
+                            spec=spec)
 
 
 def train_bundle(bundle_dir: Path, task: OfflineDataset, extra: list[OfflineDataset], train_steps: int,
                  ranker_steps: int, seed: int, log: Log, progress: bool = True,
                  options: SamplerOptions | None = None, width: int | None = None,
                  action_weight: float = TrainConfig.action_weight, device: str = "cpu",
-                 prediction: str = ModelConfig.prediction) -> Path:
+                 prediction: str = ModelConfig.prediction, spec=None) -> Path:
     """Planner on `task`; dynamics, reward (and cost, for data with costs) on task + extra; then the
     model file. Training resumes from checkpoints, so a finished bundle is not trained twice.
     width: hidden width of planner and dynamics (None: sized for the robot); action_weight: the
     planner's loss weight on u_0 (TrainConfig.action_weight); device: where the models train;
-    prediction: what planner and dynamics predict, "sample" or "epsilon" (ModelConfig.prediction)."""
+    prediction: what planner and dynamics predict, "sample" or "epsilon" (ModelConfig.prediction);
+    spec: the bundle's BundleSpec (normalizers, return scale, model) when not fitted on task + extra."""
     from mpdiffuser.export import export_model
     from mpdiffuser.models.bundle import BundleSpec
     from mpdiffuser.training.bundles import prepare_bundle
     from mpdiffuser.training.bundles import train_bundle as train_models_of
     from mpdiffuser.training.runtime import TrainRuntime
 
-    model = ModelConfig.sized_for(task.state_dim, task.action_dim, prediction=prediction,
-                                  **({"width": width} if width else {}))
-    spec = BundleSpec.fit(task, [task, *extra], model)
+    if spec is None:
+        model = ModelConfig.sized_for(task.state_dim, task.action_dim, prediction=prediction,
+                                      **({"width": width} if width else {}))
+        spec = BundleSpec.fit(task, [task, *extra], model)
     prepare_bundle(bundle_dir, [task], list(extra), spec=spec)
     configs = {name: TrainConfig(steps=train_steps if name in ("planner", "dynamics") else ranker_steps, seed=seed,
                                  action_weight=action_weight if name == "planner" else 1.0)
