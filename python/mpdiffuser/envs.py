@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -56,43 +57,65 @@ class VelocityCost(gym.Wrapper):
 
 @dataclass(frozen=True)
 class PhysicsChange:
-    """Changed dynamics (novel-dynamics experiments): every body's mass and inertia, every geom's
-    sliding friction and every actuator's gear (its gain) scaled by the given factors."""
+    """Changed dynamics (novel-dynamics experiments): every body's mass and inertia and every geom's
+    sliding friction scaled by the given factors; the gear (gain) of the actuators and the damping
+    of the joints scaled too, of every joint, or with `joints` (a regular expression matched
+    against the whole joint name) of those joints only: a defect of one leg or one knee. A named
+    defect (DEFECTS) carries its `name`, which is its tag."""
 
     mass: float = 1.0
     friction: float = 1.0
     gear: float = 1.0
+    damping: float = 1.0
+    joints: str = ""  # the joints whose actuators' gear and damping change ("": every joint)
+    name: str = ""  # a defect's name (DEFECTS), used as its tag
 
     def __post_init__(self) -> None:
-        for name in ("mass", "friction", "gear"):
+        for name in FACTORS:
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0.0):
                 raise ValueError(f"PhysicsChange.{name} must be a positive finite factor, got {value}")
+        if self.joints:
+            try:
+                re.compile(self.joints)
+            except re.error as exc:
+                raise ValueError(f"PhysicsChange.joints {self.joints!r} is not a regular expression: {exc}") from None
 
     @property
     def is_nominal(self) -> bool:
-        return self.mass == self.friction == self.gear == 1.0
+        return all(getattr(self, n) == 1.0 for n in FACTORS)
 
     @property
     def tag(self) -> str:
-        """'nominal' or a file-name-safe summary such as 'mass1.5-gear0.7'."""
-        parts = [f"{n}{getattr(self, n):g}" for n in ("mass", "friction", "gear") if getattr(self, n) != 1.0]
-        return "-".join(parts) or "nominal"
+        """'nominal', a defect's name, or a file-name-safe summary such as 'mass1.5-gear0.7'."""
+        if self.name:
+            return self.name
+        parts = [f"{n}{getattr(self, n):g}" for n in FACTORS if getattr(self, n) != 1.0]
+        joints = "".join(c if c.isalnum() else "_" for c in self.joints)
+        return "-".join(parts + ([f"joints_{joints}"] if self.joints else [])) or "nominal"
 
     @classmethod
     def parse(cls, text: str) -> "PhysicsChange":
-        """'mass=1.5,gear=0.7' -> PhysicsChange(mass=1.5, gear=0.7) (the command line's form)."""
-        factors = {}
+        """'mass=1.5,gear=0.7' -> PhysicsChange(mass=1.5, gear=0.7), 'gear=0.5,joints=.*_left_joint',
+        or a defect's name such as 'weak-left-leg' (the command line's forms)."""
+        if text.strip() in DEFECTS:
+            return DEFECTS[text.strip()]
+        factors: dict = {}
         for item in filter(None, (part.strip() for part in text.split(","))):
             name, sep, value = item.partition("=")
-            if not sep or name.strip() not in ("mass", "friction", "gear"):
-                raise ValueError(f"physics change {text!r}: expected name=factor items with name mass, friction or "
-                                 f"gear, got {item!r}")
+            name = name.strip()
+            if not sep or name not in (*FACTORS, "joints"):
+                raise ValueError(f"physics change {text!r}: expected name=value items with name "
+                                 f"{', '.join(FACTORS)} or joints, or a defect among {', '.join(DEFECTS)}; "
+                                 f"got {item!r}")
+            if name == "joints":
+                factors[name] = value.strip()
+                continue
             try:
-                factors[name.strip()] = float(value)
+                factors[name] = float(value)
             except ValueError:
                 raise ValueError(f"physics change {text!r}: {value!r} is not a number") from None
-        if not factors:
+        if not any(n in factors for n in FACTORS):
             raise ValueError(f"physics change {text!r} names no factor")
         return cls(**factors)
 
@@ -101,8 +124,29 @@ class PhysicsChange:
         model.body_mass[:] *= self.mass
         model.body_inertia[:] *= self.mass
         model.geom_friction[:, 0] *= self.friction
-        model.actuator_gear[:, 0] *= self.gear
+        joints = range(model.njnt)
+        if self.joints:
+            joints = [j for j in joints if re.fullmatch(self.joints, model.joint(j).name)]
+            if not joints:
+                names = ", ".join(model.joint(j).name for j in range(model.njnt))
+                raise ValueError(f"no joint of {env.spec.id if env.spec else 'this robot'} matches "
+                                 f"{self.joints!r} (its joints: {names})")
+        for a in range(model.nu):
+            if model.actuator_trntype[a] == 0 and model.actuator_trnid[a, 0] in joints:  # a joint's actuator
+                model.actuator_gear[a, 0] *= self.gear
+        for j in joints:
+            start = model.jnt_dofadr[j]
+            width = {0: 6, 1: 3}.get(int(model.jnt_type[j]), 1)  # free, ball, slide/hinge joints' dofs
+            model.dof_damping[start:start + width] *= self.damping
         return env
+
+
+FACTORS = ("mass", "friction", "gear", "damping")  # PhysicsChange's factors
+# Defects of the kind a real robot gets, by name (--physics NAME): Walker2d's joints.
+DEFECTS = {
+    "weak-left-leg": PhysicsChange(gear=0.5, joints=".*_left_joint", name="weak-left-leg"),
+    "damped-right-knee": PhysicsChange(damping=40.0, joints="leg_joint", name="damped-right-knee"),
+}
 
 
 def velocity_limit(env_id: str, limit: float | None = None) -> float:

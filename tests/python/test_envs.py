@@ -53,7 +53,7 @@ def test_cost_penalty_subtracts_the_velocity_cost():
 def test_physics_change_parses_the_command_line_form():
     assert PhysicsChange.parse("mass=3") == PhysicsChange(mass=3.0)
     assert PhysicsChange.parse(" gear=0.4, friction=0.5 ") == PhysicsChange(friction=0.5, gear=0.4)
-    for bad, why in (("weight=2", "name=factor"), ("mass", "name=factor"), ("mass=heavy", "not a number"),
+    for bad, why in (("weight=2", "name=value"), ("mass", "name=value"), ("mass=heavy", "not a number"),
                      ("", "names no factor"), ("gear=0", "positive finite")):
         with pytest.raises(ValueError, match=why):
             PhysicsChange.parse(bad)

@@ -255,7 +255,9 @@ def _check_recipe(path: Path, config: GenerateConfig) -> None:
         meta = json.loads(f.attrs.get("mpdiffuser_metadata", "{}"))
     stored = meta.get("recipe", {})
     wanted = json.loads(json.dumps(config.recipe()))  # tuples and dataclasses as JSON has them
-    stored = {"cost_penalty": 1.0, "physics": None} | stored  # files of session 2 predate these fields
+    stored = {"cost_penalty": 1.0, "physics": None} | stored  # files made before these fields existed
+    if stored["physics"] is not None:  # and before a physics change had damping, joints and a name
+        stored["physics"] = {"damping": 1.0, "joints": "", "name": ""} | stored["physics"]
     diff = sorted(k for k in wanted if stored.get(k) != wanted[k])
     if diff:
         raise ValueError(f"{path} was generated with another recipe (differs in {', '.join(diff)}); "

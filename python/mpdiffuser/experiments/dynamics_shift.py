@@ -1,13 +1,17 @@
-"""Adaptation to novel dynamics (evaluation suite, item 3): train MPDiffuser on a nominal robot,
-change its physics (mass, friction, actuator gain), collect a small dataset on the changed robot,
-fine-tune only the dynamics model on it, and compare on the changed robot: the original models,
-the models with the fine-tuned dynamics model, the planner-only sampler (lambda = 0, whose
-models are the same in both) and behaviour cloning trained on that robot's own data. The planner
-and ranker files are checked to stay byte-identical. With several training seeds (each with its
-own data), the paired gains (same start states) say which differences are real.
+"""Adaptation to novel dynamics (design section 6, the composition's second promise): train
+MPDiffuser on a nominal robot, change its physics (mass, friction, actuator gain, or a defect of
+one leg or knee: envs.DEFECTS), collect a small dataset on the changed robot (the nominal
+controller's rollouts plus random actions), fine-tune only the dynamics model on it, and compare
+on the changed robot: the original models, the models with the fine-tuned dynamics model, planner
+and dynamics both fine-tuned (the upper reference), the planner-only sampler (lambda = 0) and
+behaviour cloning trained on that robot's own data. The planner and ranker files are checked to
+stay byte-identical. Every diffusion method is diagnosed (diagnose: plan-vs-robot error, the
+dynamics model's error on the changed robot, the nominal one and the visited states, how far the
+dynamics update moves the executed action). Paired gains (same start states) say which
+differences are real. A grid experiment (experiments.grid): cached cells, --ray.
 
     mpdiffuser experiment dynamics --quick       # minutes on 2 CPU cores
-    mpdiffuser experiment dynamics --seeds 0 1 2 # larger data and training, three seeds
+    mpdiffuser experiment dynamics --env Walker2d-v5 --physics weak-left-leg damped-right-knee --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -21,15 +25,20 @@ import numpy as np
 
 from mpdiffuser.config import TrainConfig
 from mpdiffuser.envs import PhysicsChange
-from mpdiffuser.experiments.common import (Log, ExperimentConfig, check_model_options, episode_rows, grouped_bars, machine,
-                                           mean_stderr, pyplot, score_error, sha256, summarize,
-                                           write_csv, write_json)
+from mpdiffuser.experiments.common import ExperimentConfig, check_model_options, episode_rows, mean_stderr, sha256
+from mpdiffuser.experiments.grid import Cell, Experiment
 from mpdiffuser.models.bundle import BundleSpec
 
 ORIGINAL, FINE_TUNED, PLANNER_ONLY = "original models", "fine-tuned dynamics", "planner only (lambda=0)"
+BOTH_TUNED = "fine-tuned planner and dynamics"  # the upper reference: the whole model adapted
 BC = "behaviour cloning (this robot's data)"
-METHODS = (ORIGINAL, FINE_TUNED, PLANNER_ONLY, BC)
-GAINS = ((FINE_TUNED, ORIGINAL), (ORIGINAL, PLANNER_ONLY), (FINE_TUNED, BC))  # (a, b): paired a - b
+METHODS = (ORIGINAL, FINE_TUNED, BOTH_TUNED, PLANNER_ONLY, BC)
+NOMINAL_METHODS = (ORIGINAL, PLANNER_ONLY, BC)  # on the nominal robot there is nothing to adapt
+GAINS = ((FINE_TUNED, ORIGINAL), (BOTH_TUNED, ORIGINAL), (ORIGINAL, PLANNER_ONLY), (FINE_TUNED, BC))  # paired a - b
+# fields that shape the grid, not a cell's result: a cell's cache survives changing them
+GRID_FIELDS = ("out_dir", "policy_dir", "seeds", "shifts", "threads")
+ACTION_SHIFT_STATES = 50  # visited states over which diagnose measures how far the dynamics update moves u_0
+HELDOUT_SEED = 1000  # rollout seed offset of the held-out random-action data (never a training rollout's)
 UNCHANGED_FILES = ("planner.pt", "reward.pt", "bundle.json")
 
 
@@ -47,6 +56,7 @@ class DynamicsShiftConfig(ExperimentConfig):
     # Fraction of the fine-tuning transitions drawn from the nominal robot's data (whole episodes,
     # seeded), the rest the changed robot's: 0 fine-tunes on the changed robot's data alone.
     finetune_replay: float = 0.0
+    consistency_steps: int = 200  # the diagnosis's closed-loop episode (diagnose); 0: no diagnosis
 
     @classmethod
     def quick(cls, **changes) -> "DynamicsShiftConfig":
@@ -124,119 +134,200 @@ def heldout_dynamics_loss(bundle_dir: Path, data, samples: int = 4096, seed: int
         return float(loss(model, batch, torch.Generator().manual_seed(seed)))
 
 
-def run_dynamics_shift(config: DynamicsShiftConfig, progress: bool = True) -> dict:
-    log = Log()
-    out = Path(config.out_dir)
-    rows, checks, finetune, losses = [], {}, {}, {}
-    for n, seed in enumerate(config.seeds):
-        log(f"seed {seed} ({n + 1}/{len(config.seeds)})")
-        _run_seed(config, seed, out / "models" / f"s{seed}", log, progress, rows, checks, finetune, losses)
-    summary = summarize(rows, ("robot", "method"), ("score", "return"), unit="seed")
-    report = {"experiment": "dynamics", "config": dataclasses.asdict(config), "machine": machine(),
-              "score_note": "D4RL-normalized score, mean over the evaluation episodes of all seeds; score_stderr "
-                            "over the episodes, score_stderr_seeds over the seeds' means (the plot's error with 2 "
-                            "or more seeds); gains are paired differences (same seed, same start state)",
-              "summary": summary, "gains": paired_gains(rows), "byte_identical": checks, "fine_tuning": finetune,
-              "heldout_dynamics_loss": losses, "episodes": rows,
-              "seconds": round(log.seconds, 1)}
-    write_outputs(report, out)
-    log("D4RL-normalized scores on each robot (mean +- standard error)")
-    for e in summary:
-        print(f"    {e['robot']:22s} {e['method']:40s} {e['score_mean']:6.1f} +- {score_error(e):4.1f} "
-              f"[{e['seeds']} seeds]")
-    log("paired gains (mean +- standard error over the seeds' mean gains; seeds with a positive gain)")
-    for e in report["gains"]:
-        error = e["stderr_seeds"] if e["seeds"] > 1 else e["stderr"]
-        print(f"    {e['robot']:22s} {e['gain']:62s} {e['mean']:+6.1f} +- {error:4.1f} "
-              f"({e['seeds_positive']}/{e['seeds']} seeds positive)")
-    log(f"planner, ranker and bundle.json byte-identical after fine-tuning: "
-        f"{all(all(v.values()) for v in checks.values())}")
-    log(f"results in {out / 'dynamics.json'}, {out / 'dynamics.csv'}, {out / 'dynamics.png'}")
-    return report
+class DynamicsShift(Experiment):
+    """The grid: tasks are the nominal robot and each changed one; every seed trains its nominal
+    models once (prepare_seed), every changed robot its adapted models (prepare)."""
 
+    name = "dynamics"
+    score_note = ("D4RL-normalized score, mean over the evaluation episodes of all seeds; stderr over the seeds' "
+                  "means; gains are paired differences (same seed, same start state)")
 
-def _run_seed(c: DynamicsShiftConfig, seed: int, models: Path, log: Log, progress: bool, rows: list, checks: dict,
-              finetune: dict, losses: dict) -> None:
-    """One training seed: its data, models, fine-tunings and evaluations (appended to the dicts)."""
-    from mpdiffuser.control.bc import BCPolicy
-    from mpdiffuser.control.evaluate import evaluate
-    from mpdiffuser.control.mpc import MPCPolicy
-    from mpdiffuser.data.dataset import load_dataset
-    from mpdiffuser.data.generate import GenerateConfig, generate
-    from mpdiffuser.export import export_model
-    from mpdiffuser.sampling.sampler import Sampler
+    def tasks(self) -> list[str]:
+        return ["nominal", *(p.tag for p in self.config.shifts)]
 
-    log(f"1/4 nominal data: {c.env_id} medium-style (SAC {c.policy_steps} steps) + random; policies in {c.policy_dir}")
-    task = load_dataset(generate(GenerateConfig(c.env_id, "medium", c.task_transitions, c.policy_steps, seed=seed,
-                                                policy_seed=c.policy_seed), c.data_dir, progress, c.policy_dir))
-    random = load_dataset(generate(GenerateConfig(c.env_id, "random", c.random_transitions, seed=seed),
-                                   c.data_dir, progress))
-    base_dir = models / "nominal"
-    log(f"2/4 training on the nominal robot -> {base_dir}")
-    options = c.sampler_options
-    base_file = c.train_bundle(base_dir, task, [random], seed, log, progress, options=options)
-    base = Sampler(base_file, c.backend, threads=c.threads, env_id=c.env_id)
-    spec = BundleSpec.load(base_dir)
-    eval_seed = 10_000 * (seed + 1)
+    def methods(self) -> list[str]:
+        return list(METHODS)
 
-    def bc_on(data):
-        policy, info = BCPolicy.train(data, spec.states, spec.actions, TrainConfig(steps=c.train_steps, seed=seed),
-                                      progress=progress, device=c.device)
-        log(f"    bc on {data.num_transitions} transitions: {c.train_steps} steps, final loss "
-            f"{info['final_loss']:.4f} ({info['seconds']:.0f}s)")
-        return policy
+    def cells(self) -> list[Cell]:
+        return [c for c in super().cells() if c.task != "nominal" or c.method in NOMINAL_METHODS]
 
-    def run(label: str, method: str, policy, physics: PhysicsChange | None) -> None:
-        summary = evaluate(policy, c.env_id, c.episodes, eval_seed, c.max_steps, progress=progress,
-                           desc=f"{label} {method}", physics=physics)
-        rows.extend(episode_rows(summary, robot=label, method=method, seed=seed))
-        log(f"    {label:22s} {method:40s} score {summary.score[0]:6.1f} +- {summary.score[1]:4.1f} "
-            f"(return {summary.episode_return[0]:.0f})")
+    def key(self, cell: Cell) -> dict:
+        fields = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in GRID_FIELDS}
+        return fields | {"physics": dataclasses.asdict(self.physics(cell.task)), "cell": dataclasses.asdict(cell)}
 
-    def mpc(sampler, lam):
-        return MPCPolicy(sampler, sampler.defaults.replace(dynamics_weight=lam))
+    def physics(self, task: str) -> PhysicsChange:
+        return next((p for p in self.config.shifts if p.tag == task), PhysicsChange())
 
-    log("3/4 nominal robot (reference)")
-    run("nominal", ORIGINAL, mpc(base, 1.0), None)
-    run("nominal", PLANNER_ONLY, mpc(base, 0.0), None)
-    run("nominal", BC, bc_on(task), None)
-    for s, physics in enumerate(c.shifts):
-        label = physics.tag
-        log(f"4/4 changed robot {s + 1}/{len(c.shifts)}: {label}")
-        shift_task = load_dataset(generate(GenerateConfig(c.env_id, "medium", c.shift_transitions, c.policy_steps,
-                                                          seed=seed, policy_seed=c.policy_seed, physics=physics),
-                                           c.data_dir, progress, c.policy_dir))
-        shift_random = load_dataset(generate(GenerateConfig(c.env_id, "random", c.shift_random_transitions,
-                                                            seed=seed, physics=physics), c.data_dir, progress))
-        tuned_dir = models / label
+    def models(self, seed: int) -> Path:
+        return self.out / "models" / f"s{seed}"
+
+    def _data(self, seed: int, physics: PhysicsChange | None = None, kind: str = "medium", rollout_seed=None,
+              progress: bool = False):
+        """The robot's data: nominal (task_transitions / random_transitions) or changed
+        (shift_transitions / shift_random_transitions), rolled out with the seed (or rollout_seed)."""
+        from mpdiffuser.data.dataset import load_dataset
+        from mpdiffuser.data.generate import GenerateConfig, generate
+
+        c = self.config
+        changed = physics is not None and not physics.is_nominal
+        seed = seed if rollout_seed is None else rollout_seed
+        if kind == "medium":
+            n = c.shift_transitions if changed else c.task_transitions
+            recipe = GenerateConfig(c.env_id, "medium", n, c.policy_steps, seed=seed, policy_seed=c.policy_seed,
+                                    physics=physics if changed else None)
+        else:
+            n = c.shift_random_transitions if changed else c.random_transitions
+            recipe = GenerateConfig(c.env_id, "random", n, seed=seed, physics=physics if changed else None)
+        return load_dataset(generate(recipe, c.data_dir, progress, c.policy_dir))
+
+    def prepare_seed(self, seed: int, log, progress: bool) -> None:
+        c = self.config
+        log(f"seed {seed}: nominal data ({c.env_id}, SAC {c.policy_steps} steps, policies in {c.policy_dir}) "
+            "and models")
+        task, random = self._data(seed, progress=progress), self._data(seed, kind="random", progress=progress)
+        c.train_bundle(self.models(seed) / "nominal", task, [random], seed, log, progress)
+
+    def prepare(self, task: str, seed: int, log, progress: bool) -> None:
+        """On a changed robot: its data, the dynamics model fine-tuned alone (planner and ranker
+        checked byte-identical), and planner and dynamics both fine-tuned (the upper reference)."""
+        from mpdiffuser.export import export_model
+        from mpdiffuser.training.runtime import TrainRuntime
+        from mpdiffuser.training.train import train_model
+
+        if task == "nominal":
+            return
+        c, physics = self.config, self.physics(task)
+        base_dir, tuned_dir, both_dir = (self.models(seed) / name for name in ("nominal", task, f"{task}-both"))
+        shift_task = self._data(seed, physics, progress=progress)
+        shift_random = self._data(seed, physics, kind="random", progress=progress)
         new = shift_task.num_transitions + shift_random.num_transitions
-        replay = replay_data([task, random], c.finetune_replay, new, seed)
+        nominal = [self._data(seed), self._data(seed, kind="random")]
+        replay = replay_data(nominal, c.finetune_replay, new, seed)
         info = fine_tune_dynamics(base_dir, tuned_dir, [shift_task, shift_random, *replay], c.finetune_steps, seed,
                                   progress, c.device)
-        key = f"s{seed}/{label}"
-        finetune[key] = {"steps": c.finetune_steps, "final_loss": info["final_loss"], "seconds": info["seconds"],
-                         "transitions": new, "replay_transitions": sum(d.num_transitions for d in replay)}
-        log(f"    fine-tuned dynamics on {new} transitions"
-            + (f" + {finetune[key]['replay_transitions']} of the nominal robot" if replay else "")
-            + f": {c.finetune_steps} steps, final loss {info['final_loss']:.4f} ({info['seconds']:.0f}s)")
-        checks[key] = {name: sha256(base_dir / name) == sha256(tuned_dir / name) for name in UNCHANGED_FILES}
-        checks[key]["dynamics.pt changed"] = sha256(base_dir / "dynamics.pt") != sha256(tuned_dir / "dynamics.pt")
-        if not all(checks[key].values()):
-            raise RuntimeError(f"fine-tuning changed more than the dynamics model: {checks[key]}")
-        # Held-out random-action transitions of the changed robot (another rollout seed): does
-        # fine-tuning make the dynamics model better at the new physics?
-        heldout = load_dataset(generate(GenerateConfig(c.env_id, "random", c.shift_random_transitions,
-                                                       seed=seed + 1000, physics=physics), c.data_dir, progress))
-        losses[key] = {"original": heldout_dynamics_loss(base_dir, heldout),
-                       "fine-tuned": heldout_dynamics_loss(tuned_dir, heldout)}
-        log(f"    held-out dynamics loss on the changed robot: original {losses[key]['original']:.4f}, "
-            f"fine-tuned {losses[key]['fine-tuned']:.4f}")
-        tuned = Sampler(export_model(tuned_dir, tuned_dir / "model.safetensors", options), c.backend, threads=c.threads,
-                        env_id=c.env_id)
-        run(label, ORIGINAL, mpc(base, 1.0), physics)
-        run(label, FINE_TUNED, mpc(tuned, 1.0), physics)
-        run(label, PLANNER_ONLY, mpc(base, 0.0), physics)
-        run(label, BC, bc_on(shift_task), physics)
+        log(f"    {task}: dynamics fine-tuned on {new} transitions: {c.finetune_steps} steps, final loss "
+            f"{info['final_loss']:.4f}")
+        checks = {name: sha256(base_dir / name) == sha256(tuned_dir / name) for name in UNCHANGED_FILES}
+        if not all(checks.values()) or sha256(base_dir / "dynamics.pt") == sha256(tuned_dir / "dynamics.pt"):
+            raise RuntimeError(f"fine-tuning changed more than the dynamics model, or not it: {checks}")
+        export_model(tuned_dir, tuned_dir / "model.safetensors", c.sampler_options)
+        both_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("reward.pt", "bundle.json", "dynamics.pt"):
+            shutil.copyfile((tuned_dir if name == "dynamics.pt" else base_dir) / name, both_dir / name)
+        if not (both_dir / "checkpoints" / "planner.finetune.ckpt").exists():
+            shutil.copyfile(base_dir / "planner.pt", both_dir / "planner.pt")
+        train_model(both_dir, "planner", [shift_task], TrainConfig(steps=c.finetune_steps, seed=seed), fine_tune=True,
+                    progress=progress, runtime=TrainRuntime(device=c.device))
+        export_model(both_dir, both_dir / "model.safetensors", c.sampler_options)
+
+    def run(self, cell: Cell, log, progress: bool) -> dict:
+        from mpdiffuser.control.bc import BCPolicy
+        from mpdiffuser.control.evaluate import evaluate
+        from mpdiffuser.control.mpc import MPCPolicy
+        from mpdiffuser.sampling.sampler import Sampler
+
+        c, physics = self.config, self.physics(cell.task)
+        folder = {ORIGINAL: "nominal", PLANNER_ONLY: "nominal", FINE_TUNED: cell.task,
+                  BOTH_TUNED: f"{cell.task}-both"}.get(cell.method)
+        start = 10_000 * (cell.seed + 1)
+        sampler = options = None
+        if folder is not None:
+            sampler = Sampler(self.models(cell.seed) / folder / "model.safetensors", c.backend, threads=c.threads,
+                              env_id=c.env_id)
+            options = sampler.defaults.replace(dynamics_weight=0.0 if cell.method == PLANNER_ONLY else 1.0)
+            policy = MPCPolicy(sampler, options)
+        else:  # behaviour cloning on the robot's own data
+            spec = BundleSpec.load(self.models(cell.seed) / "nominal")
+            data = self._data(cell.seed, physics)
+            policy, _ = BCPolicy.train(data, spec.states, spec.actions, TrainConfig(steps=c.train_steps,
+                                                                                  seed=cell.seed),
+                                       progress=progress, device=c.device)
+        summary = evaluate(policy, c.env_id, c.episodes, start, c.max_steps, progress=progress,
+                           desc=f"{cell.task} {cell.method}", physics=None if physics.is_nominal else physics)
+        metrics = {}
+        if sampler is not None and c.consistency_steps:
+            metrics = diagnose(self, cell, sampler, options, physics, start)
+        return {"episodes": episode_rows(summary), "metrics": metrics}
+
+    def report(self, report: dict, log) -> None:
+        rows = [r | {"robot": r["task"]} for r in report["episodes"]]
+        report["gains"] = paired_gains(rows)
+        log("paired gains (mean +- standard error over the seeds' mean gains; seeds with a positive gain)")
+        for e in report["gains"]:
+            error = e["stderr_seeds"] if e["seeds"] > 1 else e["stderr"]
+            print(f"    {e['robot']:22s} {e['gain']:62s} {e['mean']:+6.1f} +- {error:4.1f} "
+                  f"({e['seeds_positive']}/{e['seeds']} seeds positive)")
+
+
+def diagnose(experiment: DynamicsShift, cell: Cell, sampler, options, physics: PhysicsChange, start: int) -> dict:
+    """Why a dynamics model helps or not on this robot (one closed-loop episode of consistency_steps
+    from the test's first start): the plan-vs-robot state error; the dynamics model's held-out
+    denoising loss on the changed robot's random-action data (another rollout seed), on the
+    nominal robot's (forgetting), and on the transitions the MPC loop itself visits; how far the
+    dynamics update moves the executed action (RMS of u_0 at lambda = 1 minus u_0 at lambda = 0,
+    same noise, normalized units) over the visited states."""
+    from mpdiffuser.control.consistency import plan_consistency
+
+    c = experiment.config
+    lam = options.dynamics_weight
+    changed = None if physics.is_nominal else physics
+    result = plan_consistency(sampler, c.env_id, lambdas=(lam,), episodes=1, seed=start, max_steps=c.consistency_steps,
+                              options=options, physics=changed, progress=False)
+    measured = result["lambdas"][f"{lam:g}"]
+    metrics = {k: float(measured[k]) for k in ("state_error_first", "state_error_window")}
+    visited, states = _visited(experiment, sampler, options, changed, start)
+    spec = sampler.spec
+    moves = []
+    for i, x in enumerate(states[:ACTION_SHIFT_STATES]):
+        a = sampler.plan(x, start + i, options.replace(dynamics_weight=1.0)).actions[0]
+        b = sampler.plan(x, start + i, options.replace(dynamics_weight=0.0)).actions[0]
+        moves.append(np.mean((spec.actions.normalize(a) - spec.actions.normalize(b)) ** 2))
+    metrics["action_shift_rms"] = float(np.sqrt(np.mean(moves))) if moves else float("nan")
+    bundle = sampler.model_file.parent
+    heldout = experiment._data(cell.seed, changed, kind="random", rollout_seed=cell.seed + HELDOUT_SEED)
+    nominal = experiment._data(cell.seed, None, kind="random", rollout_seed=cell.seed + HELDOUT_SEED)
+    metrics["dynamics_loss_changed"] = heldout_dynamics_loss(bundle, heldout)
+    metrics["dynamics_loss_nominal"] = heldout_dynamics_loss(bundle, nominal)
+    if visited is not None:
+        metrics["dynamics_loss_visited"] = heldout_dynamics_loss(bundle, visited)
+    return metrics
+
+
+def _visited(experiment: DynamicsShift, sampler, options, physics, start: int):
+    """The transitions of one MPC episode (consistency_steps at most) on the robot: (a dataset, or
+    None when shorter than a window; the visited states)."""
+    from mpdiffuser.control.mpc import MPCPolicy
+    from mpdiffuser.data.dataset import Episode, OfflineDataset
+    from mpdiffuser.envs import make_env
+
+    c = experiment.config
+    env = make_env(c.env_id, physics=physics)
+    policy = MPCPolicy(sampler, options)
+    obs, _ = env.reset(seed=start)
+    policy.reset(start)
+    xs, us, rs = [obs], [], []
+    terminated = False
+    for _ in range(c.consistency_steps):
+        u = policy.act(obs)
+        obs, r, terminated, truncated, _ = env.step(u)
+        xs.append(obs), us.append(u), rs.append(r)
+        if terminated or truncated:
+            break
+    env.close()
+    states = np.asarray(xs, np.float32)
+    if len(us) <= sampler.spec.model.horizon:
+        return None, states
+    episode = Episode(states, np.asarray(us, np.float32), np.asarray(rs, np.float32), terminated=bool(terminated))
+    return OfflineDataset([episode], {"name": "visited", "env_id": c.env_id}), states
+
+
+def run_dynamics_shift(config: DynamicsShiftConfig, progress: bool = True, ray_address: str | None = None) -> dict:
+    """The grid (nominal + changed robots) x seeds x methods, here or on Ray; returns the report."""
+    from mpdiffuser.experiments.grid import connect_ray, run_experiment
+
+    if ray_address is not None:
+        connect_ray(ray_address)
+    return run_experiment(DynamicsShift(config), ray_address, progress)
 
 
 def paired_gains(rows: list[dict]) -> list[dict]:
@@ -259,21 +350,3 @@ def paired_gains(rows: list[dict]) -> list[dict]:
                         "stderr_seeds": mean_stderr(np.mean(v) for v in by_seed.values())[1],
                         "seeds_positive": int(sum(np.mean(v) > 0 for v in by_seed.values())), "seeds": len(by_seed)})
     return out
-
-
-def write_outputs(report: dict, out: Path) -> None:
-    write_json(out / "dynamics.json", report)
-    write_csv(out / "dynamics.csv", report["episodes"])
-    plt = pyplot()
-    summary = report["summary"]
-    robots = list(dict.fromkeys(e["robot"] for e in summary))
-    cell = {(e["robot"], e["method"]): e for e in summary}
-    nan = (float("nan"), 0.0)
-    series = {m: ([cell[(r, m)]["score_mean"] if (r, m) in cell else nan[0] for r in robots],
-                  [score_error(cell[(r, m)]) if (r, m) in cell else nan[1] for r in robots]) for m in METHODS}
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(robots) + 2), 4))
-    grouped_bars(ax, robots, series, "D4RL-normalized score")
-    ax.set_title(f"{report['config']['env_id']}: changed dynamics, dynamics model fine-tuned alone")
-    fig.tight_layout()
-    fig.savefig(out / "dynamics.png", dpi=120)
-    plt.close(fig)

@@ -1,8 +1,8 @@
 """The experiment skeleton: an experiment is a grid of cells (task, training seed, method); one
 driver runs it in this process or as Ray tasks on a cluster and writes the same JSON either way.
 
-An Experiment names its tasks, seeds and methods; `prepare(task, seed)` trains what the methods
-of one (task, seed) share (once: training resumes from checkpoints, so a finished model is not
+An Experiment names its tasks, seeds and methods; `prepare_seed(seed)` trains what every task of a
+seed shares, `prepare(task, seed)` what the methods of one (task, seed) share (once: training resumes from checkpoints, so a finished model is not
 trained twice); `run(cell)` evaluates one method there and returns its result:
 {"episodes": [rows with "score" and "return"], "metrics": {name: number}} (metrics: measures of
 the cell that are not episodes, e.g. the plan-vs-robot state error; may be empty). The driver
@@ -69,6 +69,9 @@ class Experiment:
         """Seed by seed, so that a grid stopped early has every task and method for its first seeds."""
         return [Cell(t, s, m) for s in self.seeds() for t in self.tasks() for m in self.methods()]
 
+    def prepare_seed(self, seed: int, log: Log, progress: bool) -> None:
+        """Train what every task of `seed` shares (before its tasks' prepare); nothing by default."""
+
     def prepare(self, task: str, seed: int, log: Log, progress: bool) -> None:
         """Train what the methods of (task, seed) share; nothing by default."""
 
@@ -105,8 +108,20 @@ def _failure(cell: Cell, stage: str, exc: BaseException) -> dict:
                                        "traceback": traceback.format_exc(limit=6)}
 
 
-def _prepare_task(experiment: Experiment, task: str, seed: int, progress: bool, log: Log | None = None) -> dict | None:
-    """prepare(), with its failure returned instead of raised (None: prepared)."""
+def _prepare_seed_task(experiment: Experiment, seed: int, progress: bool, log: Log | None = None) -> dict | None:
+    """prepare_seed(), with its failure returned instead of raised (None: prepared)."""
+    try:
+        experiment.prepare_seed(seed, log or Log(), progress)
+        return None
+    except Exception as exc:  # noqa: BLE001 - reported in the JSON, the other seeds go on
+        return _failure(Cell("*", seed, "*"), "prepare", exc)
+
+
+def _prepare_task(experiment: Experiment, task: str, seed: int, progress: bool, log: Log | None = None,
+                  seed_prepared: dict | None = None) -> dict | None:
+    """prepare(), with its failure (or its seed's) returned instead of raised (None: prepared)."""
+    if seed_prepared is not None:
+        return seed_prepared
     try:
         experiment.prepare(task, seed, log or Log(), progress)
         return None
@@ -158,25 +173,31 @@ def connect_ray(address: str):
 
 
 def _run_local(experiment: Experiment, todo: list[Cell], log: Log, progress: bool, done: dict, failures: list):
+    seeds: dict[int, dict | None] = {}
     prepared: dict[tuple, dict | None] = {}
     for cell in todo:
+        if cell.seed not in seeds:
+            seeds[cell.seed] = _prepare_seed_task(experiment, cell.seed, progress, log)
         group = (cell.task, cell.seed)
         if group not in prepared:
             log(f"{cell.task} seed {cell.seed}: preparing")
-            prepared[group] = _prepare_task(experiment, cell.task, cell.seed, progress, log)
+            prepared[group] = _prepare_task(experiment, cell.task, cell.seed, progress, log, seeds[cell.seed])
         out = _cell_task(experiment, cell, prepared[group], progress, log)
         _collect(experiment, cell, out, log, done, failures)
 
 
 def _run_ray(experiment: Experiment, todo: list[Cell], address: str, log: Log, done: dict, failures: list):
     ray = connect_ray(address)
+    prepare_seed = ray.remote(max_retries=RAY_RETRIES, num_cpus=1)(_prepare_seed_task)
     prepare = ray.remote(max_retries=RAY_RETRIES, num_cpus=1)(_prepare_task)
     run = ray.remote(max_retries=RAY_RETRIES, num_cpus=1)(_cell_task)
     exp = ray.put(experiment)
-    groups = {}
+    seeds, groups = {}, {}
     for cell in todo:
+        if cell.seed not in seeds:
+            seeds[cell.seed] = prepare_seed.remote(exp, cell.seed, False)
         if (cell.task, cell.seed) not in groups:
-            groups[(cell.task, cell.seed)] = prepare.remote(exp, cell.task, cell.seed, False)
+            groups[(cell.task, cell.seed)] = prepare.remote(exp, cell.task, cell.seed, False, None, seeds[cell.seed])
     pending = {run.remote(exp, cell, groups[(cell.task, cell.seed)], False): cell for cell in todo}
     log(f"ray: {len(groups)} preparations and {len(pending)} cells on {address} "
         f"({ray.cluster_resources().get('CPU', 0):.0f} CPUs)")
