@@ -39,3 +39,26 @@ def test_environments_mpdiffuser_cannot_plan_for_are_refused(tmp_path, capsys):
     assert "its action space is Discrete(2)" in capsys.readouterr().err
     assert cli.main(["generate-data", "--env", "NoSuchRobot-v0", "--kind", "random", "--out", str(tmp_path)]) == 2
     assert "unknown environment 'NoSuchRobot-v0'" in capsys.readouterr().err
+
+
+def test_the_any_robot_experiment_compares_raw_returns_on_the_grid(tmp_path):
+    """`mpdiffuser experiment any-robot` on a robot without D4RL references: three methods, raw
+    returns summarized over seeds, every cell cached (a rerun runs nothing)."""
+    from mpdiffuser.data.generate import GenerateConfig, generate
+    from mpdiffuser.experiments.any_robot import METHODS
+
+    data = generate(GenerateConfig("Swimmer-v5", "random", 600), tmp_path / "data", progress=False)
+    out = tmp_path / "out"
+    args = ["experiment", "any-robot", "--quick", "--dataset", str(data), "--train-steps", "30", "--episodes", "2",
+            "--seeds", "0", "1", "--out", str(out), "--threads", "1", "--device", "cpu"]
+    assert cli.main(args) == 0
+    report = json.loads((out / "any-robot.json").read_text())
+    assert report["failures"] == [] and [e["method"] for e in report["summary"]] == list(METHODS)
+    assert all(e["seeds"] == 2 and math.isfinite(e["return_mean"]) and "score_mean" not in e for e in report["summary"])
+    assert set(report["data_return"]) == {"swimmer-random-s0"}
+    cells = sorted(p.relative_to(out / "cells").as_posix() for p in (out / "cells").rglob("*.json"))
+    assert len(cells) == 6 and (out / "any-robot.png").stat().st_size > 5000
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "cells").rglob("*.json")}
+    assert cli.main(args) == 0  # every cell from its cache
+    assert {p: p.stat().st_mtime_ns for p in (out / "cells").rglob("*.json")} == stamps
+    assert cli.main(["experiment", "any-robot", "--out", str(out)]) == 2  # no data: one line

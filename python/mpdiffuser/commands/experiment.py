@@ -17,8 +17,9 @@ EXPERIMENTS = {
     "dynamics": ("mpdiffuser.experiments.dynamics_shift", "DynamicsShiftConfig", "run_dynamics_shift"),
     "quadruped": ("mpdiffuser.experiments.quadruped", "QuadrupedConfig", "run_quadruped"),
     "scarce": ("mpdiffuser.experiments.scarce", "ScarceConfig", "run_scarce"),
+    "any-robot": ("mpdiffuser.experiments.any_robot", "AnyRobotConfig", "run_any_robot"),
 }
-GRID_EXPERIMENTS = ("dynamics", "scarce")  # the experiments on the grid skeleton (experiments.grid): they take --ray
+GRID_EXPERIMENTS = ("dynamics", "scarce", "any-robot")  # the experiments on the grid skeleton (experiments.grid): they take --ray
 # The flags that set one config field (flag -> field), and the choices of those that have them.
 FIELD_FLAGS = {
     "out": "out_dir", "policy_dir": "policy_dir", "seeds": "seeds", "kind": "kinds", "dataset": "datasets",
@@ -81,7 +82,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise SystemExit(f"error: --{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.ray is not None and args.name not in GRID_EXPERIMENTS:
-        raise SystemExit(f"error: --ray applies to the {' and '.join(GRID_EXPERIMENTS)} experiment"
+        raise SystemExit(f"error: --ray applies to the {', '.join(GRID_EXPERIMENTS)} experiment"
                          f"{'s' if len(GRID_EXPERIMENTS) > 1 else ''} only")
     module, cls, run = EXPERIMENTS[args.name]
     Config, run = configs()[args.name], getattr(importlib.import_module(module), run)

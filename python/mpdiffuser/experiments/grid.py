@@ -48,6 +48,7 @@ class Experiment:
 
     name = "experiment"
     score_note = "mean over all evaluation episodes of all training seeds; stderr over the seeds' means"
+    score = "score"  # the episode field the summary leads with: "score" (D4RL-normalized) or "return" (any robot)
 
     def __init__(self, config) -> None:
         self.config = config
@@ -218,8 +219,8 @@ def _collect(experiment: Experiment, cell: Cell, out: dict, log: Log, done: dict
         return
     _store(experiment, cell, out["result"])
     done[cell] = out["result"]
-    scores = [r["score"] for r in out["result"]["episodes"]]
-    log(f"  {cell.label}: score {sum(scores) / max(len(scores), 1):.1f} over {len(scores)} episodes")
+    scores = [r[experiment.score] for r in out["result"]["episodes"]]
+    log(f"  {cell.label}: {experiment.score} {sum(scores) / max(len(scores), 1):.1f} over {len(scores)} episodes")
 
 
 def run_experiment(experiment: Experiment, ray_address: str | None = None, progress: bool = True) -> dict:
@@ -250,14 +251,15 @@ def run_experiment(experiment: Experiment, ray_address: str | None = None, progr
     metric_names = tuple(dict.fromkeys(k for row in metrics for k in row if k not in ("task", "method", "seed")))
     report = {"experiment": experiment.name, "config": dataclasses.asdict(experiment.config),
               "machine": {k: v for k, v in machine().items()}, "score_note": experiment.score_note,
-              "summary": summarize(episodes, ("task", "method"), ("score", "return"), unit="seed"),
+              "summary": summarize(episodes, ("task", "method"), tuple(dict.fromkeys((experiment.score, "return"))),
+                                   unit="seed"),
               "metrics": summarize(metrics, ("task", "method"), metric_names, unit="seed") if metrics else [],
               "failures": sorted(failures, key=lambda f: (f["task"], f["seed"], f["method"])),
               "episodes": episodes, "metrics_seeds": metrics,
               "run": {"seconds": round(log.seconds, 1), "executor": f"ray {ray_address}" if ray_address else "local"}}
     experiment.report(report, log)
     write_outputs(experiment, report)
-    print_summary(report, log)
+    print_summary(report, log, experiment.score)
     if failures:
         log(f"{len(failures)} cell(s) failed: their errors are in {experiment.out / (experiment.name + '.json')}")
     return report
@@ -269,11 +271,11 @@ def results_only(report: dict) -> dict:
     return {k: v for k, v in report.items() if k != "run"}
 
 
-def print_summary(report: dict, log: Log) -> None:
-    log(f"{report['experiment']}: score (mean +- standard error over seeds; one seed: over episodes)")
+def print_summary(report: dict, log: Log, field: str = "score") -> None:
+    log(f"{report['experiment']}: {field} (mean +- standard error over seeds; one seed: over episodes)")
     for entry in report["summary"]:
-        print(f"    {entry['task']:28s} {entry['method']:36s} {entry['score_mean']:7.1f} +- "
-              f"{score_error(entry):5.1f} [{entry['seeds']} seeds, {entry['n']} episodes]")
+        print(f"    {entry['task']:28s} {entry['method']:36s} {entry[field + '_mean']:9.1f} +- "
+              f"{score_error(entry, field):7.1f} [{entry['seeds']} seeds, {entry['n']} episodes]")
 
 
 def write_outputs(experiment: Experiment, report: dict) -> None:
@@ -290,11 +292,12 @@ def write_outputs(experiment: Experiment, report: dict) -> None:
     tasks = list(dict.fromkeys(e["task"] for e in summary))
     methods = list(dict.fromkeys(e["method"] for e in summary))
     cell = {(e["task"], e["method"]): e for e in summary}
-    nan = {"score_mean": float("nan"), "score_stderr": 0.0}
+    field = experiment.score
+    nan = {f"{field}_mean": float("nan"), f"{field}_stderr": 0.0}
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(tasks) + 2), 4))
-    grouped_bars(ax, tasks, {m: ([cell.get((t, m), nan)["score_mean"] for t in tasks],
-                                 [score_error(cell.get((t, m), nan)) for t in tasks]) for m in methods}, "score")
-    ax.set_title(f"{name}: score per task and method (error: s.e. over training seeds)", fontsize=9)
+    grouped_bars(ax, tasks, {m: ([cell.get((t, m), nan)[f"{field}_mean"] for t in tasks],
+                                 [score_error(cell.get((t, m), nan), field) for t in tasks]) for m in methods}, field)
+    ax.set_title(f"{name}: {field} per task and method (error: s.e. over training seeds)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / f"{name}.png", dpi=120)
     plt.close(fig)

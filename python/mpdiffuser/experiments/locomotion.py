@@ -131,7 +131,7 @@ def _tasks(config: LocomotionConfig, log: Log, progress: bool) -> list[tuple[str
             if data.env_id not in SCORE_REFERENCES:
                 raise ValueError(f"dataset {spec} is for {data.env_id or 'an unnamed environment'}: this experiment "
                                  f"reports D4RL scores, which exist for {', '.join(SCORE_REFERENCES)}; for another "
-                                 "robot, benchmarks/any_robot.py compares raw returns")
+                                 "robot, `mpdiffuser experiment any-robot` compares raw returns")
             label = str(data.metadata.get("name") or Path(str(spec)).stem)
             tasks.append((label, data))
         return tasks
