@@ -1,5 +1,5 @@
 #!/bin/bash
-# plan consistency of the session-4 locomotion models (Walker2d, HalfCheetah), every task and seed
+# plan consistency of the commit-9f9809a locomotion models (Walker2d, HalfCheetah), every task and seed
 for env in walker2d halfcheetah; do
   E=$([ $env = walker2d ] && echo Walker2d-v5 || echo HalfCheetah-v5)
   for kind in medium medium-replay medium-expert; do

@@ -1,5 +1,5 @@
 #!/bin/bash
-# usage: run.sh SEED -- Walker2d (SAC 200k data), the session-6 bundle of that seed with its planner retrained at u_0 weight 10
+# usage: run.sh SEED -- Walker2d (SAC 200k data), the commit-9f87f32 bundle of that seed with its planner retrained at u_0 weight 10
 s=$1; src=runs/locomotion-walker2d-strong-s$s/models/walker2d-medium/s$s; b=runs/w2d/aw10-s$s
 export OMP_NUM_THREADS=1
 rm -rf $b; cp -r $src $b; rm -rf $b/checkpoints
