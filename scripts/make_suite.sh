@@ -23,6 +23,30 @@ done
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # SAC on one thread: torch's threads fighting run 30-100x slower
 mpd=(.venv/bin/mpdiffuser)
 [ -x "${mpd[0]}" ] || mpd=(mpdiffuser)
+py=.venv/bin/python
+[ -x "$py" ] || py=python3
+# The data depend on the simulator and the SAC implementation: name the versions that differ from
+# those docs/results.md was measured with (scripts/constraints.txt).
+"$py" - scripts/constraints.txt <<'PY'
+import sys
+from importlib import metadata
+differ = []
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if "==" not in line:
+        continue
+    name, wanted = line.split("==")
+    try:
+        have = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        have = "not installed"
+    if have.split("+")[0] != wanted:
+        differ.append(f"{name} {have} (results: {wanted})")
+if differ:
+    print("note: these versions differ from those docs/results.md was measured with, so the data (and scores) "
+          "will differ from its numbers: " + ", ".join(differ) + "; scripts/constraints.txt says how to install them",
+          file=sys.stderr)
+PY
 "${mpd[@]}" generate-data --env Hopper-v5 --kind medium --policy-steps 200000 --transitions 100000 --out "$out"
 "${mpd[@]}" generate-data --env Hopper-v5 --kind medium-replay --policy-steps 200000 --out "$out"
 "${mpd[@]}" generate-data --env Hopper-v5 --kind random --transitions 20000 --out "$out"

@@ -151,3 +151,15 @@ def test_the_reader_uses_every_key_export_writes(tmp_path, model, with_cost):
     # are those the native planner checks but does not use.
     assert written == read, f"written but not checked by the C++ reader: {sorted(written - read)}"
     assert PYTHON_ONLY_KEYS <= written
+
+
+def test_the_constraints_file_pins_every_library_a_result_records(repo_root):
+    """scripts/constraints.txt (the versions docs/results.md was measured with, checked by
+    make_suite.sh) pins every library a result JSON records (experiments.common.RESULT_LIBRARIES)."""
+    from mpdiffuser.experiments.common import RESULT_LIBRARIES
+
+    text = (repo_root / "scripts" / "constraints.txt").read_text()
+    pins = {line.split("==")[0].strip() for line in text.splitlines() if "==" in line.split("#")[0]}
+    assert set(RESULT_LIBRARIES) <= pins
+    assert "scripts/constraints.txt" in (repo_root / "scripts" / "make_suite.sh").read_text()
+    assert "scripts/constraints.txt" in (repo_root / "docs" / "results.md").read_text()
