@@ -11,11 +11,14 @@ alternating sampler that interleaves their denoising updates, run as model-predi
     policy.reset(seed=0); action = policy.act(observation)
 """
 
-from importlib import import_module
+from importlib import import_module, metadata
 
-from mpdiffuser._core import build_info as _build_info
+try:
+    from mpdiffuser._core import build_info as _build_info
+except ImportError:  # a training-only install: data, training and export work; planning says what is missing
+    _build_info = None
 
-__version__ = _build_info()["version"]
+__version__ = _build_info()["version"] if _build_info else metadata.version("mpdiffuser")
 
 # Public names, imported on first use so that `import mpdiffuser` does not load torch.
 _EXPORTS = {
@@ -34,7 +37,9 @@ _EXPORTS = {
 
 def build_info() -> dict:
     """Version, compilers and whether the CUDA backend was compiled into the native core."""
-    return dict(_build_info())
+    from mpdiffuser.native import core
+
+    return dict(core().build_info())
 
 
 def __getattr__(name: str):

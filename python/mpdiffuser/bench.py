@@ -275,7 +275,10 @@ def run_cuda_benchmark(model_file: str | Path, candidates=(1, 16, 64, 256), warm
     not plan), the rows hold the reference's times and `native` says why."""
     import torch
 
-    from mpdiffuser import _core
+    from mpdiffuser.native import core
+
+
+    _core = core()
     from mpdiffuser.export import bundle_from_model_file
     from mpdiffuser.sampling.reference import ReferenceSampler
     from mpdiffuser.sampling.sampler import Sampler

@@ -165,9 +165,11 @@ class OptionSpec:
 
 
 def _option_specs() -> tuple[OptionSpec, ...]:
-    from mpdiffuser import _core
+    """The table from the native core, or (a training node without it) from options.def itself."""
+    from mpdiffuser import native, option_table
 
-    return tuple(OptionSpec(**spec) for spec in _core.option_specs())
+    specs = native.core().option_specs() if native.available() else option_table.read()
+    return tuple(OptionSpec(**spec) for spec in specs)
 
 
 OPTION_SPECS = _option_specs()

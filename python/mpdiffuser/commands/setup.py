@@ -19,7 +19,10 @@ GENERATE_FLAGS = {"kind": "kind", "transitions": "transitions", "policy_steps": 
 
 def _cmd_info(args: argparse.Namespace) -> int:
     """Print the build configuration and check the native noise against the NumPy one."""
-    from mpdiffuser import _core, noise
+    from mpdiffuser import noise
+    from mpdiffuser.native import core
+
+    _core = core()
 
     info = _core.build_info()
     print(f"mpdiffuser {info['version']}")

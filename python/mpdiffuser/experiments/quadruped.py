@@ -53,7 +53,10 @@ def fastest_backend() -> str:
     """"cuda" when a GPU is present and the CUDA sampler can make a workspace, else "cpu"."""
     import tempfile
 
-    from mpdiffuser import _core
+    from mpdiffuser.native import core
+
+
+    _core = core()
     from mpdiffuser.bench import synthetic_model_file
 
     if not _core.cuda_device_available():

@@ -49,7 +49,9 @@ class Sampler:
             bundle, _ = bundle_from_model_file(self.model_file)
             self._reference = ReferenceSampler(bundle)
         else:
-            from mpdiffuser import _core
+            from mpdiffuser.native import core
+
+            _core = core()
 
             from mpdiffuser.models.registry import family
 
@@ -73,7 +75,9 @@ class Sampler:
         """(Re)size the native workspace; happens outside the timed plan path only when N grows.
         A CPU workspace that would not fit in the memory available now is refused before it is
         allocated, naming num_candidates."""
-        from mpdiffuser import _core
+        from mpdiffuser.native import core
+
+        _core = core()
 
         if self._workspace is None or self._workspace.max_candidates < num_candidates:
             if self.backend == "cpu":
@@ -85,7 +89,9 @@ class Sampler:
             self._workspace = _core.Workspace(self._native, self.backend, num_candidates, self.threads)
 
     def _native_options(self, options: SamplerOptions):
-        from mpdiffuser import _core
+        from mpdiffuser.native import core
+
+        _core = core()
 
         o = _core.Options()
         for spec in OPTION_SPECS:
