@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 
 from mpdiffuser.data.dataset import OfflineDataset, load_dataset, merge_datasets
+from mpdiffuser.logs import logger, python_api, setting, talk
 
 
 def prepare_bundle(bundle_dir: str | Path, task: list[OfflineDataset], extra: list[OfflineDataset],
@@ -42,7 +43,7 @@ def prepare_bundle(bundle_dir: str | Path, task: list[OfflineDataset], extra: li
         if differ:
             raise ValueError(f"{bundle_dir} exists with other model settings "
                              f"({', '.join(f'{k} {getattr(model, k)} != {v}' for k, v in differ.items())}); "
-                             "--force (force=True) starts the bundle over")
+                             f"{setting('force', True)} starts the bundle over")
     if fresh and create:
         planner_data = merge_datasets(task)
         model = ModelConfig.sized_for(planner_data.state_dim, planner_data.action_dim, **(dict(chosen.model) | sizes))
@@ -131,7 +132,7 @@ def train_bundle(bundle_dir: str | Path, task: list[OfflineDataset], extra: list
 def _say_trained(say, name: str, config, info: dict) -> None:
     if info["nothing_to_do"]:
         say(f"{name}: already trained for {config.steps} steps ({info['checkpoint']}); nothing to do "
-            "(a larger --steps continues it, --force starts over)")
+            f"(a larger {setting('steps')} continues it, {setting('force', True)} starts over)")
     else:
         say(f"{name}: {info['steps']} steps, final loss {info['final_loss']:.4f}, {info['seconds']:.0f}s; "
             f"log {info['log']}")
@@ -189,16 +190,27 @@ def fit(data, bundle_dir: str | Path, *, extra_data=(), env: str | None = None, 
     architecture, unet_dim, unet_mults, unet_embed_dim, prediction, normalizer, return_condition;
     or `model`, a dict of ModelConfig fields) and the runtime (precision, compile, batches,
     capture, log_every, tensorboard). device: "auto" (a GPU when torch sees one), "cpu", "cuda".
-    at_once: the models side by side, "auto" (on a GPU), "on" or "off". force: start the bundle over."""
-    from mpdiffuser.config import MODEL_FLAGS, TRAIN_FLAGS, ModelConfig
-    from mpdiffuser.recipes import recipe as get_recipe
-    from mpdiffuser.training.lock import BundleLock
-    from mpdiffuser.training.runtime import from_environment
+    at_once: the models side by side, "auto" (on a GPU), "on" or "off". force: start the bundle over.
+    Outside a terminal (no progress bars) progress, resume notices, final losses and data warnings
+    go through logging, to the logger "mpdiffuser" (mpdiffuser.logs); progress=False keeps quiet."""
+    from mpdiffuser.config import MODEL_FLAGS, TRAIN_FLAGS
 
     known = (*TRAIN_FLAGS, *MODEL_FLAGS, *RUNTIME_FIELDS)
     unknown = sorted(set(settings) - set(known))
     if unknown:
         raise TypeError(f"fit() got unknown settings {unknown}; it takes {', '.join(known)}")
+    with python_api():
+        return _fit(data, bundle_dir, extra_data, env, recipe, device, model, force, progress, at_once, settings)
+
+
+def _fit(data, bundle_dir, extra_data, env, recipe, device, model, force, progress, at_once, settings):
+    from mpdiffuser.config import MODEL_FLAGS, TRAIN_FLAGS, ModelConfig
+    from mpdiffuser.envs import action_bounds
+    from mpdiffuser.recipes import recipe as get_recipe
+    from mpdiffuser.training.lock import BundleLock
+    from mpdiffuser.training.runtime import from_environment
+
+    talk(progress)
     chosen = get_recipe(recipe)
     config = dataclasses.replace(chosen.train, **{TRAIN_FLAGS[k]: v for k, v in settings.items() if k in TRAIN_FLAGS})
     sizes = {MODEL_FLAGS[k]: v for k, v in settings.items() if k in MODEL_FLAGS} | dict(model or {})
@@ -207,9 +219,12 @@ def fit(data, bundle_dir: str | Path, *, extra_data=(), env: str | None = None, 
     task, extra = _datasets(data), _datasets(list(extra_data))
     if env is not None:
         task, extra = [d.for_env(env) for d in task], [d.for_env(env) for d in extra]
+    for d in task + extra:  # what the command line prints as warnings
+        for problem in d.problems(*action_bounds(d.env_id)):
+            logger.warning(f"{d.metadata.get('name') or d.metadata.get('source') or 'data'}: {problem}")
     bundle_dir = Path(bundle_dir)
     with BundleLock(bundle_dir):
-        fresh = prepare_bundle(bundle_dir, task, extra, recipe, sizes, force=force)
+        fresh = prepare_bundle(bundle_dir, task, extra, recipe, sizes, force=force, say=logger.info)
         train_bundle(bundle_dir, task, extra, config=config, runtime=runtime, at_once=at_once, force=fresh,
-                     progress=progress)
+                     progress=progress, say=logger.info if progress else None)
     return TrainedBundle(bundle_dir)

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mpdiffuser.config import LEGACY_TRAIN_FIELDS, TrainConfig
+from mpdiffuser.logs import bars_show, logger, setting
 from mpdiffuser.training.captured import WARMUP_STEPS, CapturedStep, capture_refusal
 from mpdiffuser.training.log import LossLog
 from mpdiffuser.training.runtime import TrainRuntime, all_gather, all_mean, barrier
@@ -145,6 +146,8 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
         start, history = state["step"], state["history"].tolist()
         if start == config.steps:
             raise NothingToDo(f"{checkpoint} is at step {start} already", state)
+        if runtime.is_main and progress:
+            logger.info(f"{desc.strip()}: resuming from step {start} of {config.steps} ({checkpoint})")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -157,7 +160,7 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
             made, now = ("on the device", "on the host") if "batches" in mine else ("on the host", "on the device")
             raise ValueError(f"checkpoint {checkpoint} drew its batches {made}, this run draws them {now} (the "
                              "device decides: host on the CPU, device on a GPU); resume it where it was made, or "
-                             "--force starts over")
+                             f"{setting('force', True)} starts over")
         if on_device:
             batch_gen.set_state(mine["batches"])
         else:
@@ -204,6 +207,8 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
     ema_params, params = list(ema.parameters()), list(model.parameters())
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=desc,
                disable=None if progress and runtime.is_main else True, dynamic_ncols=True, leave=False)
+    talking = progress and runtime.is_main and not bars_show(progress)  # no bar: progress lines through logging
+    began = time.perf_counter()
     pending: list[torch.Tensor] = []  # per-step values not yet brought to the host (one sync per log row)
     unlogged: list[np.ndarray] = []  # values brought to the host but not yet in a log row
     names: list[str] = []  # the logged values' names, set by the first step
@@ -285,6 +290,9 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
                     clock = time.perf_counter()
             if done % config.checkpoint_every == 0:
                 save(done)
+                if talking:
+                    logger.info(f"{desc.strip()}: step {done}/{config.steps}, loss {np.mean(history[-50:]):.4f}, "
+                                f"{(done - start) / max(time.perf_counter() - began, 1e-9):.1f} steps/s")
     save(config.steps)
     net = None  # the DDP wrapper holds the process group: leave_process_group can only free it once this is gone
     if log is not None:
@@ -304,15 +312,16 @@ def _check_resumable(state: dict, config: TrainConfig, identity, runtime: TrainR
     differ = sorted(k for k, v in config.__dict__.items() if saved.get(k) != v and k not in CONTINUABLE_FIELDS)
     if differ:
         raise ValueError(f"checkpoint {path} was made with another training config ({', '.join(differ)}); "
-                         "--force starts over")
+                         f"{setting('force', True)} starts over")
     if _plain(state.get("identity")) != _plain(identity):
-        raise ValueError(f"checkpoint {path} was made on other data; --force starts over")
+        raise ValueError(f"checkpoint {path} was made on other data; {setting('force', True)} starts over")
     if state["world_size"] != runtime.world_size:
         raise ValueError(f"checkpoint {path} was made by {state['world_size']} process(es), this run has "
-                         f"{runtime.world_size}: resume it with the same world size, or --force starts over")
+                         f"{runtime.world_size}: resume it with the same world size, or {setting('force', True)} "
+                         "starts over")
     if state["step"] > config.steps:
-        raise ValueError(f"checkpoint {path} is at step {state['step']}, past --steps {config.steps}: give at least "
-                         f"{state['step']} steps to continue it, or --force to start over")
+        raise ValueError(f"checkpoint {path} is at step {state['step']}, past {setting('steps', config.steps)}: give "
+                         f"at least {state['step']} steps to continue it, or {setting('force', True)} to start over")
 
 
 def _plain(value):
