@@ -9,7 +9,6 @@ fraction of what the machine can do. `mpdiffuser bench` prints the table and wri
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mpdiffuser import results_json
 from mpdiffuser.config import ModelConfig, SamplerOptions
 from mpdiffuser.models.networks import EMBED_DIM
 
@@ -376,5 +376,5 @@ def format_table(result: dict) -> str:
 def write_json(result: dict, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1))
+    results_json.write(path, result)
     return path

@@ -7,13 +7,13 @@ latency (native and PyTorch reference on the same model file)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mpdiffuser import results_json
 from mpdiffuser.config import SamplerOptions, TrainConfig
 
 
@@ -108,7 +108,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
     report = {"config": config.__dict__, "data_score": data_score, "options": dataclasses.asdict(options),
               "losses": losses, "results": results, "latency": latency,
               "seconds": round(time.perf_counter() - started, 1)}
-    (out / "demo_results.json").write_text(json.dumps(report, indent=1))
+    results_json.write(out / "demo_results.json", report)
     say(f"done; results in {out / 'demo_results.json'}")
     return report
 

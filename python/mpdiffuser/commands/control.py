@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 from pathlib import Path
 
 
+from mpdiffuser import results_json
 from mpdiffuser.commands.common import add_sampler_args, options_from_args, seed_type
 
 CONSISTENCY_LAMBDAS = (1.0, 0.0)  # consistency's lambdas unless --lambdas; the first drives the robot
@@ -66,7 +66,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
           + (f"; {lat['overruns']} of {lat['plans']} plans overran the {lat['deadline_ms']:g} ms deadline"
              if "overruns" in lat else ""))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
+        results_json.write(args.json, report)
     return 0
 
 
@@ -153,7 +153,7 @@ def _cmd_consistency(args: argparse.Namespace) -> int:
               f"{m['window_return']:>14.1f} {m['predicted_value']:>13.1f} {m['fall_rate']:>6.2f}")
     if args.json:
         report |= {"model_file": str(sampler.model_file), "physics": physics.tag if physics is not None else "nominal"}
-        Path(args.json).write_text(json.dumps(report, indent=1))
+        results_json.write(args.json, report)
         print(f"wrote {args.json}")
     return 0
 

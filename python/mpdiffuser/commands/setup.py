@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
+from mpdiffuser import results_json
 from mpdiffuser.commands.common import add_field_flags, field_docs, given_fields, seed_type, show
 
 # generate-data's flags that set a GenerateConfig field (flag -> field): type, help and default
@@ -86,7 +86,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     print(format_report(report))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1))
+        results_json.write(args.json, report)
     return 0
 
 

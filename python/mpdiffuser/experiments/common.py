@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mpdiffuser import results_json
 from mpdiffuser.config import ModelConfig, SamplerOptions, TrainConfig
 from mpdiffuser.data.dataset import OfflineDataset
 
@@ -181,7 +182,7 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
 
 def write_json(path: Path, report: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1, default=str))
+    results_json.write(path, report)
     return path
 
 
