@@ -244,3 +244,44 @@ def test_evaluate_refuses_a_model_of_another_robot_with_the_same_shapes(tmp_path
     with pytest.raises(ValueError, match="the policy's models were trained for Hopper-v5, not Hopper-v4"):
         evaluate(MPCPolicy(sampler), "Hopper-v4", episodes=1, max_steps=2, progress=False)
     assert evaluate(MPCPolicy(sampler), "Hopper-v5", episodes=1, max_steps=2, progress=False).episodes
+
+
+def test_eval_the_python_evaluate_and_a_hand_written_loop_run_identical_episodes(tmp_path):
+    """The three ways to run a model on a robot (`mpdiffuser eval`, mpd.evaluate, and the loop of
+    the tutorial with MPCPolicy) give the same episodes: same starts, same plan seeds, same actions."""
+    import json
+
+    import mpdiffuser as mpd
+    from mpdiffuser import cli
+    from mpdiffuser.control.evaluate import PLAN_SEED_STRIDE
+    from mpdiffuser.envs import make_env
+
+    data_dir, bundle = tmp_path / "data", tmp_path / "bundle"
+    assert cli.main(["generate-data", "--env", "Hopper-v5", "--kind", "random", "--transitions", "400",
+                     "--out", str(data_dir)]) == 0
+    assert cli.main(["--quiet", "train", "--bundle", str(bundle), "--data", str(data_dir / "hopper-random-s0.hdf5"),
+                     "--steps", "10", "--horizon", "4", "--diffusion-steps", "3", "--width", "32", "--layers", "2",
+                     "--batch-size", "16"]) == 0
+    model_file = mpd.export_model(bundle, bundle / "model.safetensors")
+    seed, episodes, steps = 7, 2, 25
+    report = tmp_path / "eval.json"
+    assert cli.main(["eval", "--model-file", str(model_file), "--backend", "cpu", "--episodes",
+                     str(episodes), "--seed", str(seed), "--max-steps", str(steps), "--json", str(report)]) == 0
+    from_cli = [e["episode_return"] for e in json.loads(report.read_text())["episodes"]]
+    sampler = mpd.load(model_file, "cpu")  # every core, as eval
+    summary = mpd.evaluate(mpd.MPCPolicy(sampler, sampler.defaults), "Hopper-v5", episodes, seed, steps,
+                           progress=False)
+    from_python = [e.episode_return for e in summary.episodes]
+    by_hand = []
+    env, policy = make_env("Hopper-v5"), mpd.MPCPolicy(sampler, sampler.defaults)
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed + i)
+        policy.reset((seed + i) * PLAN_SEED_STRIDE)
+        total = 0.0
+        for _ in range(steps):
+            obs, reward, terminated, truncated, _ = env.step(policy.act(obs))
+            total += float(reward)
+            if terminated or truncated:
+                break
+        by_hand.append(total)
+    assert from_cli == from_python == by_hand
