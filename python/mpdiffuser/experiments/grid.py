@@ -86,6 +86,13 @@ class Experiment:
     def report(self, report: dict, log: Log) -> None:
         """Add the experiment's own entries to `report` and write its own outputs; nothing by default."""
 
+    def plot(self, report: dict) -> None:
+        """The experiment's plot: by default <out>/<name>.png, the summary's bars per task and method."""
+        plot_summary(self, report)
+
+    def print_summary(self, report: dict, log: Log) -> None:
+        print_summary(report, log, self.score)
+
 
 def cache_path(experiment: Experiment, cell: Cell) -> Path:
     return experiment.out / "cells" / slug(cell.task) / f"s{cell.seed}" / f"{slug(cell.method)}.json"
@@ -241,13 +248,16 @@ def run_experiment(experiment: Experiment, ray_address: str | None = None, progr
         _run_local(experiment, todo, log, progress, done, failures)
     else:
         _run_ray(experiment, todo, ray_address, log, done, failures)
-    episodes, metrics = [], []
+    episodes, metrics, more = [], [], {}
     for cell in cells:
         if cell in done:
             labels = {"task": cell.task, "method": cell.method, "seed": cell.seed}
             episodes += [labels | row for row in done[cell]["episodes"]]
             if done[cell].get("metrics"):
                 metrics.append(labels | done[cell]["metrics"])
+            for name, rows in done[cell].items():  # an experiment's own rows (e.g. validation episodes), as given
+                if name not in ("episodes", "metrics"):
+                    more.setdefault(name, []).extend(rows)
     metric_names = tuple(dict.fromkeys(k for row in metrics for k in row if k not in ("task", "method", "seed")))
     report = {"experiment": experiment.name, "config": dataclasses.asdict(experiment.config),
               "machine": {k: v for k, v in machine().items()}, "score_note": experiment.score_note,
@@ -255,11 +265,11 @@ def run_experiment(experiment: Experiment, ray_address: str | None = None, progr
                                    unit="seed"),
               "metrics": summarize(metrics, ("task", "method"), metric_names, unit="seed") if metrics else [],
               "failures": sorted(failures, key=lambda f: (f["task"], f["seed"], f["method"])),
-              "episodes": episodes, "metrics_seeds": metrics,
+              "episodes": episodes, "metrics_seeds": metrics, **more,
               "run": {"seconds": round(log.seconds, 1), "executor": f"ray {ray_address}" if ray_address else "local"}}
     experiment.report(report, log)
     write_outputs(experiment, report)
-    print_summary(report, log, experiment.score)
+    experiment.print_summary(report, log)
     if failures:
         log(f"{len(failures)} cell(s) failed: their errors are in {experiment.out / (experiment.name + '.json')}")
     return report
@@ -283,6 +293,11 @@ def write_outputs(experiment: Experiment, report: dict) -> None:
     write_json(out / f"{name}.json", report)
     if report["episodes"]:
         write_csv(out / f"{name}.csv", report["episodes"])
+    experiment.plot(report)
+
+
+def plot_summary(experiment: Experiment, report: dict) -> None:
+    out, name = experiment.out, experiment.name
     summary = report["summary"]
     if not summary:
         return

@@ -20,6 +20,7 @@ Every method's episodes are saved as they finish (<out>/episodes/), with what th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,9 @@ import numpy as np
 
 from mpdiffuser.config import SamplerOptions, TrainConfig
 from mpdiffuser.experiments.common import (VALIDATION_OFFSET, Log, ExperimentConfig, cached_rows,
-                                           check_model_options, episode_rows, grouped_bars, machine, mean_stderr,
-                                           pyplot, score_error, slug, summarize, write_csv, write_json)
+                                           check_model_options, episode_rows, grouped_bars, pyplot, score_error, slug,
+                                           summarize, write_csv)
+from mpdiffuser.experiments.grid import Cell, Experiment
 
 METHODS = ("MPDiffuser", "planner only (lambda=0)", "behaviour cloning")
 BASELINE_METHODS = {"iql": "IQL (d3rlpy)", "td3+bc": "TD3+BC (d3rlpy)"}
@@ -118,22 +120,21 @@ def schedule_label(every: int, last: int) -> str:
     return "every step" if every == 1 else f"every {every} steps"
 
 
-def _tasks(config: LocomotionConfig, log: Log, progress: bool) -> list[tuple[str, object]]:
-    """(label, task dataset) pairs: the user's files, or generated env x kind datasets."""
-    from mpdiffuser.data.dataset import load_dataset
+def _task_files(config: LocomotionConfig, log: Log, progress: bool) -> list[tuple[str, str]]:
+    """(label, task data file) pairs: the user's files, or generated env x kind datasets."""
     from mpdiffuser.data.generate import GenerateConfig, generate
     from mpdiffuser.envs import SCORE_REFERENCES
 
     tasks = []
     if config.datasets:
         for spec in config.datasets:
-            data = load_dataset(spec)
+            data = _load(str(spec))
             if data.env_id not in SCORE_REFERENCES:
                 raise ValueError(f"dataset {spec} is for {data.env_id or 'an unnamed environment'}: this experiment "
                                  f"reports D4RL scores, which exist for {', '.join(SCORE_REFERENCES)}; for another "
                                  "robot, `mpdiffuser experiment any-robot` compares raw returns")
             label = str(data.metadata.get("name") or Path(str(spec)).stem)
-            tasks.append((label, data))
+            tasks.append((label, str(spec)))
         return tasks
     for env_id in config.envs:
         for kind in config.kinds:
@@ -142,194 +143,267 @@ def _tasks(config: LocomotionConfig, log: Log, progress: bool) -> list[tuple[str
             steps = f"{config.policy_steps}" + (f" and {config.expert_steps}" if kind == "medium-expert" else "")
             log(f"data: {recipe.name} (SAC {steps} steps), policies cached in {config.policy_dir}")
             path = generate(recipe, config.data_dir, progress, config.policy_dir)
-            tasks.append((f"{env_id.split('-')[0].lower()}-{kind}", load_dataset(path)))
+            tasks.append((f"{env_id.split('-')[0].lower()}-{kind}", str(path)))
     return tasks
 
 
-def run_locomotion(config: LocomotionConfig, progress: bool = True) -> dict:
+SWEEP = "sweep: "  # the methods of the sweep cells: "sweep: lambda 0.5", "sweep: schedule every 2 steps"
+
+
+@functools.lru_cache(maxsize=32)
+def _load(path: str):
+    from mpdiffuser.data.dataset import load_dataset
+
+    return load_dataset(path)
+
+
+class Locomotion(Experiment):
+    """The grid: tasks are the datasets, every seed trains one bundle per task (prepare), every
+    method is a cell, and on the first task and seed each sweep setting is a cell too. A cell
+    keeps the per-method episode caches of <out>/episodes/ (what it depends on, checked), so
+    results of earlier runs are read, not redone."""
+
+    name = "locomotion"
+    score_note = ("D4RL-normalized: 100 (R - random) / (expert - random) with D4RL's reference returns; mean over "
+                  "all evaluation episodes of all training seeds; score_stderr over the episodes, score_stderr_seeds "
+                  "over the seeds' means (the table's and plot's error when a method has 2 or more seeds)")
+
+    def __init__(self, config: LocomotionConfig, progress: bool = True) -> None:
+        from mpdiffuser.data.generate import GenerateConfig, generate
+
+        super().__init__(config)
+        self.files: dict[str, tuple[str, str]] = {}  # label -> (task data, random data)
+        for label, path in _task_files(config, Log(), progress):
+            env_id = _load(path).env_id
+            random = generate(GenerateConfig(env_id, "random", config.random_transitions, seed=config.data_seed),
+                              config.data_dir, progress)
+            self.files[label] = (path, str(random))
+
+    def tasks(self) -> list[str]:
+        return list(self.files)
+
+    def methods(self) -> list[str]:
+        return list(self.config.methods)
+
+    def sweep_settings(self) -> list[tuple[str, str, dict]]:
+        """(sweep, setting, option changes) of the sweeps on the first task and seed."""
+        c = self.config
+        out = [("lambda", f"{lam:g}", {"dynamics_weight": lam}) for lam in c.lambdas]
+        out += [("schedule", schedule_label(every, last), {"dynamics_every": every, "dynamics_last": last})
+                for every, last in c.schedules]
+        return out
+
+    def cells(self) -> list[Cell]:
+        c = self.config
+        baseline = set(BASELINE_METHODS.values())
+        cells = [cell for cell in super().cells() if cell.method not in baseline or c.baseline_seeds is None
+                 or cell.seed in c.baseline_seeds]
+        first = Cell(self.tasks()[0], c.seeds[0], "")
+        return cells + [Cell(first.task, first.seed, f"{SWEEP}{sweep} {setting}")
+                        for sweep, setting, _ in self.sweep_settings()]
+
+    def key(self, cell: Cell) -> dict:
+        fields = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in GRID_FIELDS}
+        return fields | {"data": self.files[cell.task], "cell": dataclasses.asdict(cell)}
+
+    def bundle_dir(self, task: str, seed: int) -> Path:
+        return self.out / "models" / task / f"s{seed}"
+
+    def data(self, task: str):
+        path, random = self.files[task]
+        return _load(path), _load(random)
+
+    def prepare(self, task: str, seed: int, log, progress: bool) -> None:
+        data, random = self.data(task)
+        log(f"  {task} seed {seed}: training -> {self.bundle_dir(task, seed)}")
+        model_file = self.config.train_bundle(self.bundle_dir(task, seed), data, [random], seed, log, progress)
+        if self.config.train_lengths:
+            _train_lengths(self.config, self.bundle_dir(task, seed), model_file, data, random, seed, log, progress)
+
+    def run(self, cell: Cell, log, progress: bool) -> dict:
+        return _run_method(self, cell, log, progress)
+
+    def report(self, report: dict, log) -> None:
+        """The locomotion report's own shape: methods and sweeps apart, the data's scores, the
+        plan-vs-robot errors under "consistency"; its table and plots."""
+        from mpdiffuser.envs import SCORE_REFERENCES
+
+        sweeps = [r for r in report["episodes"] if r["method"].startswith(SWEEP)]
+        report["episodes"] = [r for r in report["episodes"] if not r["method"].startswith(SWEEP)]
+        report["summary"] = [e for e in report["summary"] if not e["method"].startswith(SWEEP)]
+        labels = {f"{sweep} {setting}": (sweep, setting) for sweep, setting, _ in self.sweep_settings()}
+        report["sweep_episodes"] = [{k: v for k, v in r.items() if k not in ("method", "seed")}
+                                    | dict(zip(("sweep", "setting"), labels[r["method"][len(SWEEP):]]))
+                                    for r in sweeps]
+        report["sweeps"] = summarize(report["sweep_episodes"], ("sweep", "setting"), ("score", "return"))
+        for entry in report["summary"]:
+            data, _ = self.data(entry["task"])
+            reference = SCORE_REFERENCES[data.env_id]
+            entry["data_score"] = float(np.mean([reference.normalize(r) for r in data.returns()]))
+        report["consistency_note"] = ("plan-vs-robot state error (control.consistency, normalized state units): RMS "
+                                      "of the plan's states minus the states its actions reach when replayed open "
+                                      "loop from the same simulator state, first step and window mean; one episode "
+                                      "per seed from the test's first start, consistency_steps steps at most")
+        report["consistency"] = report.pop("metrics")
+        report["consistency_seeds"] = report.pop("metrics_seeds")
+        report.setdefault("validation", [])
+
+    def plot(self, report: dict) -> None:
+        _write_plots(report, self.out)
+
+    def print_summary(self, report: dict, log) -> None:
+        _print_table(report["summary"], self.config.methods, log)
+        for entry in report["consistency"]:
+            log(f"    plan-vs-robot state error {entry['task']:20s} {entry['method']:32s} first step "
+                f"{entry['state_error_first_mean']:.3f}, window {entry['state_error_window_mean']:.3f} "
+                f"+- {score_error(entry, 'state_error_window'):.3f}")
+
+
+# fields that shape the grid, not a cell's result: a cell's cache survives changing them
+GRID_FIELDS = ("out_dir", "policy_dir", "seeds", "envs", "kinds", "datasets", "baselines", "baseline_seeds",
+               "diffusion_baselines", "lambdas", "schedules", "threads")
+
+
+def _run_method(experiment: Locomotion, cell: Cell, log, progress: bool) -> dict:
+    """One method (or one sweep setting) on one task and seed: its policy, made only when its
+    episodes are not already cached under <out>/episodes/, its test episodes and, for a diffusion
+    method with consistency_steps, its plan-vs-robot state error; validation rows where it tunes."""
     from mpdiffuser.control.bc import BCPolicy
     from mpdiffuser.control.evaluate import evaluate
     from mpdiffuser.control.mpc import MPCPolicy
     from mpdiffuser.control.tune import choose_return_target, choose_setting
-    from mpdiffuser.data.dataset import load_dataset
-    from mpdiffuser.data.generate import GenerateConfig, generate
-    from mpdiffuser.envs import SCORE_REFERENCES
     from mpdiffuser.export import model_file_digest
     from mpdiffuser.models.bundle import BundleSpec
     from mpdiffuser.sampling.sampler import Sampler
 
-    log = Log()
-    out = Path(config.out_dir)
-    tasks = _tasks(config, log, progress)
-    rows, data_scores, sweep_rows, validation_rows, consistency_rows = [], {}, [], [], []
-    for t, (label, task) in enumerate(tasks):
-        env_id = task.env_id
-        reference = SCORE_REFERENCES[env_id]
-        random = load_dataset(generate(GenerateConfig(env_id, "random", config.random_transitions,
-                                                      seed=config.data_seed), config.data_dir, progress))
-        returns = task.returns()
-        data_scores[label] = float(np.mean([reference.normalize(r) for r in returns]))
-        log(f"task {t + 1}/{len(tasks)} {label}: {len(task.episodes)} episodes, {task.num_transitions} steps, "
-            f"data score {data_scores[label]:.1f} (return {returns.mean():.0f})")
-        for seed in config.seeds:
-            bundle_dir = out / "models" / label / f"s{seed}"
-            log(f"  seed {seed}: training -> {bundle_dir}")
-            model_file = config.train_bundle(bundle_dir, task, [random], seed, log, progress)
-            sampler = Sampler(model_file, config.backend, threads=config.threads, env_id=env_id)
-            spec = BundleSpec.load(bundle_dir)
-            eval_seed = 10_000 * (seed + 1)  # the same start states for every method of this seed
-            evaluation = {"task": label, "transitions": task.num_transitions, "episodes": config.episodes,
-                          "max_steps": config.max_steps, "start_seed": eval_seed}
-            model = {"model_file": model_file_digest(model_file), "backend": config.backend}
+    config, label, seed, method = experiment.config, cell.task, cell.seed, cell.method
+    task, random = experiment.data(label)
+    env_id = task.env_id
+    bundle_dir = experiment.bundle_dir(label, seed)
+    model_file = bundle_dir / "model.safetensors"
+    sampler = Sampler(model_file, config.backend, threads=config.threads, env_id=env_id)
+    eval_seed = 10_000 * (seed + 1)  # the same start states for every method of this seed
+    evaluation = {"task": label, "transitions": task.num_transitions, "episodes": config.episodes,
+                  "max_steps": config.max_steps, "start_seed": eval_seed}
+    model = {"model_file": model_file_digest(model_file), "backend": config.backend}
+    cache_dir = experiment.out / "episodes" / label / f"s{seed}"
+    validation_rows: list[dict] = []
+    planner = None  # (sampler, options, lambda) of a diffusion method, for the consistency measure
 
-            def train_bc(seed=seed, spec=spec):
-                bc, info = BCPolicy.train(task, spec.states, spec.actions,
-                                          TrainConfig(steps=config.bc_steps, seed=seed), progress=progress,
-                                          device=config.device)
-                log(f"    bc      : {config.bc_steps} steps, final loss {info['final_loss']:.4f} "
-                    f"({info['seconds']:.0f}s)")
-                return bc
+    if method.startswith(SWEEP):
+        sweep, setting = method[len(SWEEP):].split(" ", 1)
+        changes = next(ch for sw, st, ch in experiment.sweep_settings() if (sw, st) == (sweep, setting))
+        options = sampler.defaults.replace(**changes)
 
-            def train_baseline(name, seed=seed):
-                from mpdiffuser.control.baselines import OfflineRLPolicy
-
-                policy, info = OfflineRLPolicy.train(name, task, config.baseline_steps, seed=seed,
-                                                     device=config.device, progress=progress)
-                log(f"    {name:8s}: {config.baseline_steps} steps ({info['seconds']:.0f}s)")
-                return policy
-
-            # method -> (what its result depends on, a function that makes the policy); made only
-            # when the method's episodes are not already on disk from an earlier run
-            policies = {METHODS[0]: (model, lambda s=sampler: MPCPolicy(s, s.defaults)),
-                        METHODS[1]: (model, lambda s=sampler: MPCPolicy(s, s.defaults.replace(dynamics_weight=0.0))),
-                        METHODS[2]: ({"bc_steps": config.bc_steps, "seed": seed}, train_bc)}
-            cache_dir = out / "episodes" / label / f"s{seed}"
-            # method -> (sampler, options, lambda): the diffusion methods whose plans are measured against the robot
-            planners = {METHODS[0]: (sampler, sampler.defaults, 1.0),
-                        METHODS[1]: (sampler, sampler.defaults.replace(dynamics_weight=0.0), 0.0)}
-            lambdas = (1.0, 0.0)  # the tuned methods: MPDiffuser, planner only
-            if config.return_targets:
-                for method, lam in zip(TUNED_METHODS, lambdas):
-                    options = sampler.defaults.replace(dynamics_weight=lam)
-                    best, tried = choose_return_target(config.return_targets, _validation_run(
-                        config, sampler, options, env_id, eval_seed, method, cache_dir, evaluation | model, progress))
-                    validation_rows += [{"task": label, "seed": seed, "method": method} | r
-                                        | {"start_seed": eval_seed + VALIDATION_OFFSET} for r in tried]
-                    log(f"    {method}: g = {best:g} (validation returns "
-                        + ", ".join(f"g {r['return_target']:g}: {r['return_mean']:.0f}" for r in tried) + ")")
-                    policies[method] = (model | {"return_target": best},
-                                        lambda s=sampler, o=options.replace(return_target=best): MPCPolicy(s, o))
-                    planners[method] = (sampler, options.replace(return_target=best), lam)
-            if config.train_lengths:
-                paths = _train_lengths(config, bundle_dir, model_file, task, random, seed, log, progress)
-                samplers = {n: sampler if n == config.train_steps else
-                            Sampler(path, config.backend, threads=config.threads, env_id=env_id)
-                            for n, path in paths.items()}
-                models = {n: model if n == config.train_steps else
-                          {"model_file": model_file_digest(path), "backend": config.backend}
-                          for n, path in paths.items()}
-                lengths = sorted(samplers)
-                for method, tuned, lam in zip(LENGTH_METHODS, TUNED_METHODS, lambdas):
-                    # the main bundle's validation episodes are the g-only method's: read, not rerun
-                    runs = {n: _validation_run(config, samplers[n], samplers[n].defaults.replace(dynamics_weight=lam),
-                                               env_id, eval_seed, tuned, cache_dir, evaluation | models[n], progress,
-                                               tag="" if n == config.train_steps else f"-steps{n}")
-                            for n in lengths}
-                    best, tried = choose_setting([{"train_steps": n, "return_target": g}
-                                                  for n in lengths for g in config.return_targets],
-                                                 lambda s: runs[s["train_steps"]](s["return_target"]))
-                    validation_rows += [{"task": label, "seed": seed, "method": method} | r
-                                        | {"start_seed": eval_seed + VALIDATION_OFFSET} for r in tried]
-                    log(f"    {method}: {best['train_steps']} steps, g = {best['return_target']:g} (validation "
-                        "returns " + ", ".join(f"{r['train_steps']}/{r['return_target']:g}: {r['return_mean']:.0f}"
-                                               for r in tried) + ")")
-                    chosen = samplers[best["train_steps"]]
-                    policies[method] = (
-                        models[best["train_steps"]] | best,
-                        lambda s=chosen, o=chosen.defaults.replace(dynamics_weight=lam,
-                                                                   return_target=best["return_target"]):
-                        MPCPolicy(s, o))
-            for name in config.diffusion_baselines:
-                method, chosen = _diffusion_baseline(config, name, bundle_dir, task, seed, env_id, eval_seed,
-                                                     cache_dir, evaluation | model, log, progress, validation_rows,
-                                                     label)
-                policies[method] = chosen[:2]
-                planners[method] = chosen[2:] + (1.0,)
-            if config.baseline_seeds is None or seed in config.baseline_seeds:
-                for name in config.baselines:
-                    policies[BASELINE_METHODS[name]] = ({"baseline_steps": config.baseline_steps, "seed": seed},
-                                                        lambda name=name: train_baseline(name))
-            for method, (depends, make) in policies.items():
-                def run(method=method, make=make):
-                    summary = evaluate(make(), env_id, config.episodes, eval_seed, config.max_steps,
-                                       progress=progress, desc=f"{label} {method}")
-                    return episode_rows(summary, task=label, env=env_id, method=method, seed=seed)
-
-                done = cached_rows(cache_dir / f"{slug(method)}.json",
-                                   evaluation | depends | {"method": method}, run)
-                rows += done
-                score = mean_stderr(r["score"] for r in done)
-                log(f"    {method:24s} score {score[0]:6.1f} +- {score[1]:4.1f} "
-                    f"(return {np.mean([r['return'] for r in done]):.0f})")
-            if config.consistency_steps:
-                for method, (planner, options, lam) in planners.items():
-                    consistency_rows.append({"task": label, "seed": seed, "method": method} | _consistency(
-                        config, planner, options, lam, env_id, eval_seed, cache_dir,
-                        evaluation | policies[method][0] | {"method": method}, progress))
-            if t == 0 and seed == config.seeds[0]:
-                sweep_rows = _sweeps(config, sampler, env_id, label, eval_seed, log, progress, cache_dir,
-                                     evaluation | model)
-    summary = summarize(rows, ("task", "method"), ("score", "return"), unit="seed")
-    for entry in summary:
-        entry["data_score"] = data_scores[entry["task"]]
-    report = {"experiment": "locomotion", "config": dataclasses.asdict(config), "machine": machine(),
-              "score_note": "D4RL-normalized: 100 (R - random) / (expert - random) with D4RL's reference returns; "
-                            "mean over all evaluation episodes of all training seeds; score_stderr over the "
-                            "episodes, score_stderr_seeds over the seeds' means (the table's and plot's error "
-                            "when a method has 2 or more seeds)",
-              "summary": summary, "sweeps": summarize(sweep_rows, ("sweep", "setting"), ("score", "return")),
-              "consistency_note": "plan-vs-robot state error (control.consistency, normalized state units): "
-                                  "RMS of the plan's states minus the states its actions reach when replayed "
-                                  "open loop from the same simulator state, first step and window mean; one "
-                                  "episode per seed from the test's first start, consistency_steps steps at most",
-              "consistency": summarize(consistency_rows, ("task", "method"),
-                                       ("state_error_first", "state_error_window"), unit="seed"),
-              "consistency_seeds": consistency_rows,
-              "episodes": rows, "sweep_episodes": sweep_rows, "validation": validation_rows,
-              "seconds": round(log.seconds, 1)}
-    write_outputs(report, out)
-    _print_table(summary, config.methods, log)
-    for entry in report["consistency"]:
-        log(f"    plan-vs-robot state error {entry['task']:20s} {entry['method']:32s} first step "
-            f"{entry['state_error_first_mean']:.3f}, window {entry['state_error_window_mean']:.3f} "
-            f"+- {score_error(entry, 'state_error_window'):.3f}")
-    log(f"results in {out / 'locomotion.json'}, {out / 'locomotion.csv'}, {out / 'locomotion_scores.png'}, "
-        f"{out / 'locomotion_sweeps.png'}")
-    return report
-
-
-def _sweeps(config: LocomotionConfig, sampler, env_id: str, label: str, eval_seed: int, log: Log,
-            progress: bool, cache_dir: Path, key: dict) -> list[dict]:
-    """Score against lambda and against the dynamics schedule on one task (same models, same starts)."""
-    from mpdiffuser.control.evaluate import evaluate
-    from mpdiffuser.control.mpc import MPCPolicy
-
-    settings = [("lambda", f"{lam:g}", sampler.defaults.replace(dynamics_weight=lam)) for lam in config.lambdas]
-    settings += [("schedule", schedule_label(every, last),
-                  sampler.defaults.replace(dynamics_every=every, dynamics_last=last)) for every, last in config.schedules]
-    rows = []
-    for sweep, setting, options in settings:
-        def run(sweep=sweep, setting=setting, options=options):
+        def run():
             summary = evaluate(MPCPolicy(sampler, options), env_id, config.episodes, eval_seed, config.max_steps,
                                progress=progress, desc=f"{sweep} {setting}")
             return episode_rows(summary, task=label, sweep=sweep, setting=setting)
 
-        done = cached_rows(cache_dir / f"sweep-{sweep}-{slug(setting)}.json",
-                           key | {"sweep": sweep, "options": dataclasses.asdict(options)}, run)
-        rows += done
-        score = mean_stderr(r["score"] for r in done)
-        log(f"  sweep {sweep:8s} {setting:16s} score {score[0]:6.1f} +- {score[1]:4.1f}")
-    return rows
+        rows = cached_rows(cache_dir / f"sweep-{sweep}-{slug(setting)}.json",
+                           evaluation | model | {"sweep": sweep, "options": dataclasses.asdict(options)}, run)
+        return {"episodes": [_plain_row(r) for r in rows], "metrics": {}}
+
+    if method in METHODS[:2]:
+        lam = 1.0 if method == METHODS[0] else 0.0
+        options = sampler.defaults.replace(dynamics_weight=lam)
+        depends, make = model, (lambda: MPCPolicy(sampler, options))
+        planner = (sampler, options, lam)
+    elif method == METHODS[2]:
+        spec = BundleSpec.load(bundle_dir)
+
+        def make():
+            bc, info = BCPolicy.train(task, spec.states, spec.actions, TrainConfig(steps=config.bc_steps, seed=seed),
+                                      progress=progress, device=config.device)
+            log(f"    bc      : {config.bc_steps} steps, final loss {info['final_loss']:.4f} ({info['seconds']:.0f}s)")
+            return bc
+
+        depends = {"bc_steps": config.bc_steps, "seed": seed}
+    elif method in TUNED_METHODS:
+        lam = 1.0 if method == TUNED_METHODS[0] else 0.0
+        options = sampler.defaults.replace(dynamics_weight=lam)
+        best, tried = choose_return_target(config.return_targets, _validation_run(
+            config, sampler, options, env_id, eval_seed, method, cache_dir, evaluation | model, progress))
+        validation_rows += [{"task": label, "seed": seed, "method": method} | r
+                            | {"start_seed": eval_seed + VALIDATION_OFFSET} for r in tried]
+        log(f"    {method}: g = {best:g} (validation returns "
+            + ", ".join(f"g {r['return_target']:g}: {r['return_mean']:.0f}" for r in tried) + ")")
+        options = options.replace(return_target=best)
+        depends, make = model | {"return_target": best}, (lambda: MPCPolicy(sampler, options))
+        planner = (sampler, options, lam)
+    elif method in LENGTH_METHODS:
+        lam = 1.0 if method == LENGTH_METHODS[0] else 0.0
+        tuned = TUNED_METHODS[LENGTH_METHODS.index(method)]
+        paths = {n: (model_file if n == config.train_steps else
+                     bundle_dir.with_name(f"{bundle_dir.name}-steps{n}") / "model.safetensors")
+                 for n in config.train_lengths}
+        samplers = {n: sampler if n == config.train_steps else
+                    Sampler(path, config.backend, threads=config.threads, env_id=env_id) for n, path in paths.items()}
+        models = {n: model if n == config.train_steps else
+                  {"model_file": model_file_digest(path), "backend": config.backend} for n, path in paths.items()}
+        lengths = sorted(samplers)
+        # the main bundle's validation episodes are the g-only method's: read, not rerun
+        runs = {n: _validation_run(config, samplers[n], samplers[n].defaults.replace(dynamics_weight=lam), env_id,
+                                   eval_seed, tuned, cache_dir, evaluation | models[n], progress,
+                                   tag="" if n == config.train_steps else f"-steps{n}") for n in lengths}
+        best, tried = choose_setting([{"train_steps": n, "return_target": g}
+                                      for n in lengths for g in config.return_targets],
+                                     lambda s: runs[s["train_steps"]](s["return_target"]))
+        validation_rows += [{"task": label, "seed": seed, "method": method} | r
+                            | {"start_seed": eval_seed + VALIDATION_OFFSET} for r in tried]
+        log(f"    {method}: {best['train_steps']} steps, g = {best['return_target']:g} (validation returns "
+            + ", ".join(f"{r['train_steps']}/{r['return_target']:g}: {r['return_mean']:.0f}" for r in tried) + ")")
+        chosen = samplers[best["train_steps"]]
+        options = chosen.defaults.replace(dynamics_weight=lam, return_target=best["return_target"])
+        depends, make = models[best["train_steps"]] | best, (lambda: MPCPolicy(chosen, options))
+    elif method in DIFFUSION_METHODS.values():
+        name = next(n for n, m in DIFFUSION_METHODS.items() if m == method)
+        _, chosen = _diffusion_baseline(config, name, bundle_dir, task, seed, env_id, eval_seed, cache_dir,
+                                        evaluation | model, log, progress, validation_rows, label)
+        depends, make = chosen[:2]
+        planner = chosen[2:] + (1.0,)
+    elif method in BASELINE_METHODS.values():
+        from mpdiffuser.control.baselines import OfflineRLPolicy
+
+        name = next(n for n, m in BASELINE_METHODS.items() if m == method)
+
+        def make():
+            policy, info = OfflineRLPolicy.train(name, task, config.baseline_steps, seed=seed, device=config.device,
+                                                 progress=progress)
+            log(f"    {name:8s}: {config.baseline_steps} steps ({info['seconds']:.0f}s)")
+            return policy
+
+        depends = {"baseline_steps": config.baseline_steps, "seed": seed}
+    else:
+        raise ValueError(f"unknown method {method!r}: the locomotion methods are {', '.join(config.methods)}")
+
+    def run():
+        summary = evaluate(make(), env_id, config.episodes, eval_seed, config.max_steps, progress=progress,
+                           desc=f"{label} {method}")
+        return episode_rows(summary, task=label, env=env_id, method=method, seed=seed)
+
+    rows = cached_rows(cache_dir / f"{slug(method)}.json", evaluation | depends | {"method": method}, run)
+    metrics = {}
+    if config.consistency_steps and planner is not None:
+        metrics = {k: v for k, v in _consistency(config, *planner, env_id, eval_seed, cache_dir,
+                                                 evaluation | depends | {"method": method}, progress).items()
+                   if k in ("state_error_first", "state_error_window", "plans", "fall_rate")}
+    return {"episodes": [_plain_row(r) for r in rows], "metrics": metrics, "validation": validation_rows}
+
+
+def _plain_row(row: dict) -> dict:
+    """An episode row of the per-method caches without the labels the grid adds itself."""
+    return {k: v for k, v in row.items() if k not in ("task", "method", "seed", "sweep", "setting")}
+
+
+def run_locomotion(config: LocomotionConfig, progress: bool = True, ray_address: str | None = None) -> dict:
+    """The grid (tasks x seeds x methods, and the sweeps on the first task and seed), here or on
+    Ray; returns the report (also written to <out>/locomotion.json, .csv and plots)."""
+    from mpdiffuser.experiments.grid import connect_ray, run_experiment
+
+    if ray_address is not None:
+        connect_ray(ray_address)
+    return run_experiment(Locomotion(config, progress), ray_address, progress)
 
 
 def _diffusion_baseline(config: LocomotionConfig, name: str, bundle_dir: Path, task, seed: int, env_id: str,
@@ -460,16 +534,18 @@ def _print_table(summary: list[dict], methods: tuple[str, ...], log: Log) -> Non
     log("D4RL-normalized scores (mean +- standard error over seeds; [k]: seeds, one seed: over episodes)")
     print(header)
     for task in tasks:
-        line = f"    {task:28s} {cell[(task, METHODS[0])]['data_score']:6.1f} "
+        line = f"    {task:28s} {next(e['data_score'] for e in summary if e['task'] == task):6.1f} "
         line += " ".join(f"{cell[(task, m)]['score_mean']:10.1f} +- {score_error(cell[(task, m)]):4.1f} "
                          f"[{cell[(task, m)]['seeds']}]" if (task, m) in cell else f"{'-':>22s}" for m in methods)
         print(line)
 
 
-def write_outputs(report: dict, out: Path) -> None:
-    write_json(out / "locomotion.json", report)
-    write_csv(out / "locomotion.csv", report["episodes"])
-    write_csv(out / "locomotion_sweeps.csv", report["sweep_episodes"])
+def _write_plots(report: dict, out: Path) -> None:
+    """locomotion_sweeps.csv, locomotion_validation.csv and the two plots (the grid writes the
+    JSON and locomotion.csv)."""
+    out.mkdir(parents=True, exist_ok=True)
+    if report["sweep_episodes"]:
+        write_csv(out / "locomotion_sweeps.csv", report["sweep_episodes"])
     if report["validation"]:
         write_csv(out / "locomotion_validation.csv", report["validation"])
     plt = pyplot()
@@ -482,8 +558,8 @@ def write_outputs(report: dict, out: Path) -> None:
     grouped_bars(ax, tasks, {m: ([cell.get((t, m), nan)["score_mean"] for t in tasks],
                                  [score_error(cell.get((t, m), nan)) for t in tasks]) for m in methods},
                  "D4RL-normalized score")
-    ax.scatter(np.arange(len(tasks)), [cell[(t, METHODS[0])]["data_score"] for t in tasks], marker="_", s=400,
-               color="black", label="behaviour data", zorder=3)
+    ax.scatter(np.arange(len(tasks)), [next(e["data_score"] for e in summary if e["task"] == t) for t in tasks],
+               marker="_", s=400, color="black", label="behaviour data", zorder=3)
     ax.legend(fontsize=8)
     ax.set_title(f"Offline locomotion: {len(methods)} controllers on the same data and starts "
                  "(error: s.e. over training seeds; one seed: over episodes)", fontsize=9)

@@ -174,6 +174,6 @@ def test_the_scarce_experiment_refuses_what_it_cannot_run(tmp_path):
     out = subprocess.run([sys.executable, "-m", "mpdiffuser", "experiment", "scarce", "--dataset",
                           str(tmp_path / "missing.hdf5")], capture_output=True, text=True)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
-    out = subprocess.run([sys.executable, "-m", "mpdiffuser", "experiment", "locomotion", "--ray", "auto"],
+    out = subprocess.run([sys.executable, "-m", "mpdiffuser", "experiment", "quadruped", "--ray", "auto"],
                          capture_output=True, text=True)
-    assert out.returncode == 2 and "--ray applies to the dynamics, scarce, any-robot experiments only" in out.stderr
+    assert out.returncode == 2 and "--ray applies to the locomotion, dynamics, scarce, any-robot experiments only" in out.stderr
