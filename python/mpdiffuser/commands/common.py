@@ -106,16 +106,24 @@ def show(value) -> str:
 
 
 def add_field_flags(parser: argparse.ArgumentParser, cls, flags: dict[str, str], extra_help=None,
-                    choices: dict | None = None, types_: dict | None = None) -> None:
+                    choices: dict | None = None, types_: dict | None = None, required: tuple = ()) -> None:
     """One flag per entry of `flags` (flag name -> field of dataclass `cls`), default None (the
     config's own value applies unless the flag is given): the type from the field's annotation (a
-    tuple takes several values), the help from the field's comment in the config, followed by
-    `extra_help(field)` (say, its defaults)."""
+    tuple takes several values; a bool is a switch: --name sets True, or --no-name sets False for a
+    field that defaults to True), the help from the field's comment in the config, followed by
+    `extra_help(field)` (say, its defaults). `required`: flags that must be given."""
     docs = field_docs(cls)
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
     for flag, field in flags.items():
         kind, several = field_type(cls, field)
         text = docs.get(field, "").replace("%", "%%")
         options = {"default": None, "help": f"{text} {extra_help(field) if extra_help else ''}".strip()}
+        name = "--" + flag.replace("_", "-")
+        if kind is bool:
+            on = defaults.get(field) is not True
+            parser.add_argument(name if on else "--no-" + flag.replace("_", "-"), dest=flag, action="store_const",
+                                const=on, default=None, help=text if on else f"do not: {text}")
+            continue
         if (types_ or {}).get(field) is not None:
             options["type"] = types_[field]
         elif kind in (int, float):
@@ -124,7 +132,10 @@ def add_field_flags(parser: argparse.ArgumentParser, cls, flags: dict[str, str],
             options["choices"] = choices[field]
         if several:
             options |= {"action": "extend", "nargs": "+"}
-        parser.add_argument("--" + flag.replace("_", "-"), dest=flag, **options)
+        if flag in required:
+            options |= {"required": True, "default": dataclasses.MISSING}
+            del options["default"]
+        parser.add_argument(name, dest=flag, **options)
 
 
 def given_fields(args: argparse.Namespace, flags: dict[str, str]) -> dict:

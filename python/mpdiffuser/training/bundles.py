@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from mpdiffuser.data.dataset import OfflineDataset, load_dataset, merge_datasets
+from mpdiffuser.data.dataset import OfflineDataset, merge_datasets
 from mpdiffuser.logs import logger, python_api, setting, talk
 
 
@@ -165,66 +165,40 @@ class TrainedBundle:
         return load(self.path, backend, threads=threads)
 
 
-def _datasets(data) -> list[OfflineDataset]:
-    items = data if isinstance(data, (list, tuple)) else [data]
-    return [d if isinstance(d, OfflineDataset) else load_dataset(d) for d in items]
-
-
-# TrainRuntime's fields that mpd.fit takes by name (device has its own argument: "auto" resolves it).
-RUNTIME_FIELDS = ("precision", "compile", "batches", "capture", "log_every", "tensorboard")
-
-
 def fit(data, bundle_dir: str | Path, *, extra_data=(), env: str | None = None, recipe: str = "default",
-        device: str = "auto", model: dict | None = None, force: bool = False, progress: bool = True,
-        at_once: str = "auto", **settings) -> TrainedBundle:
+        device: str = "auto", model: dict | str | None = None, force: bool = False, progress: bool = True,
+        at_once: str = "auto", **fields) -> TrainedBundle:
     """Train the planner on `data` and the dynamics and reward (and cost) models on `data` plus
-    `extra_data` into `bundle_dir`, as `mpdiffuser train` does: resumable (an interrupted call
-    continues from its checkpoints; more steps continue a finished one), one training per bundle
-    at a time (its lock), progress bars.
+    `extra_data` into `bundle_dir`, as `mpdiffuser train` does (one TrainRequest, training/request.py):
+    resumable (an interrupted call continues from its checkpoints; more steps continue a finished
+    one), one training per bundle at a time (its lock), progress bars.
 
     data, extra_data: datasets, or paths / "minari:<id>" (one or a list). env: the environment id
     recorded in the bundle (for data that names none, or to override it). recipe: "default" or
-    "authors". settings: every setting of `mpdiffuser train` by its flag's name, checked with its
-    messages: training (steps, batch_size, lr, seed, checkpoint_every, action_weight, ema_every,
-    validate_every), the model of a new bundle (horizon, diffusion_steps, width, layers,
-    architecture, unet_dim, unet_mults, unet_embed_dim, prediction, normalizer, return_condition;
-    or `model`, a dict of ModelConfig fields) and the runtime (precision, compile, batches,
+    "authors". fields: every field of `mpdiffuser train` by its flag's name, checked with its
+    messages: the request's (fine_tune, seeds, export_at; model "all" or one model's name), the
+    training config's (steps, batch_size, lr, seed, checkpoint_every, action_weight, ...), a new
+    bundle's model (horizon, diffusion_steps, width, layers, architecture, unet_dim, prediction,
+    ...; or `model`, a dict of ModelConfig fields) and the runtime's (precision, compile, batches,
     capture, log_every, tensorboard). device: "auto" (a GPU when torch sees one), "cpu", "cuda".
     at_once: the models side by side, "auto" (on a GPU), "on" or "off". force: start the bundle over.
     Outside a terminal (no progress bars) progress, resume notices, final losses and data warnings
     go through logging, to the logger "mpdiffuser" (mpdiffuser.logs); progress=False keeps quiet."""
-    from mpdiffuser.config import MODEL_FLAGS, TRAIN_FLAGS
+    from mpdiffuser.config import MODEL_FLAGS
+    from mpdiffuser.training.request import TrainRequest
 
-    known = (*TRAIN_FLAGS, *MODEL_FLAGS, *RUNTIME_FIELDS)
-    unknown = sorted(set(settings) - set(known))
-    if unknown:
-        raise TypeError(f"fit() got unknown settings {unknown}; it takes {', '.join(known)}")
+    if isinstance(model, dict):  # ModelConfig fields by name: the same as their flags
+        by_field = {field: flag for flag, field in MODEL_FLAGS.items()}
+        unknown = sorted(set(model) - set(by_field))
+        if unknown:
+            raise TypeError(f"fit() got unknown model fields {unknown}; ModelConfig's are {', '.join(by_field)}")
+        fields = {by_field[k]: v for k, v in model.items()} | fields
+        model = None
     with python_api():
-        return _fit(data, bundle_dir, extra_data, env, recipe, device, model, force, progress, at_once, settings)
-
-
-def _fit(data, bundle_dir, extra_data, env, recipe, device, model, force, progress, at_once, settings):
-    from mpdiffuser.config import MODEL_FLAGS, TRAIN_FLAGS, ModelConfig
-    from mpdiffuser.envs import action_bounds
-    from mpdiffuser.recipes import recipe as get_recipe
-    from mpdiffuser.training.lock import BundleLock
-    from mpdiffuser.training.runtime import from_environment
-
-    talk(progress)
-    chosen = get_recipe(recipe)
-    config = dataclasses.replace(chosen.train, **{TRAIN_FLAGS[k]: v for k, v in settings.items() if k in TRAIN_FLAGS})
-    sizes = {MODEL_FLAGS[k]: v for k, v in settings.items() if k in MODEL_FLAGS} | dict(model or {})
-    ModelConfig(**(chosen.model | sizes))  # bad sizes fail here, before anything is written
-    runtime = from_environment(device, **{k: v for k, v in settings.items() if k in RUNTIME_FIELDS})
-    task, extra = _datasets(data), _datasets(list(extra_data))
-    if env is not None:
-        task, extra = [d.for_env(env) for d in task], [d.for_env(env) for d in extra]
-    for d in task + extra:  # what the command line prints as warnings
-        for problem in d.problems(*action_bounds(d.env_id)):
-            logger.warning(f"{d.metadata.get('name') or d.metadata.get('source') or 'data'}: {problem}")
-    bundle_dir = Path(bundle_dir)
-    with BundleLock(bundle_dir):
-        fresh = prepare_bundle(bundle_dir, task, extra, recipe, sizes, force=force, say=logger.info)
-        train_bundle(bundle_dir, task, extra, config=config, runtime=runtime, at_once=at_once, force=fresh,
-                     progress=progress, say=logger.info if progress else None)
-    return TrainedBundle(bundle_dir)
+        request = TrainRequest.of(bundle_dir, data if isinstance(data, (list, tuple)) else [data],
+                                  extra_data=tuple(extra_data) if isinstance(extra_data, (list, tuple)) else
+                                  (extra_data,), env=env, recipe=recipe, device=device, force=force, at_once=at_once,
+                                  **({"model": model} if model is not None else {}), **fields)
+        talk(progress)
+        request.run(progress=progress, say=logger.info if progress else (lambda *a, **k: None))
+    return TrainedBundle(Path(bundle_dir))

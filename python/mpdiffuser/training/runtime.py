@@ -56,11 +56,11 @@ class TrainRuntime:
     # fp32 (exact, bit-reproducible), tf32 (TF32 tensor cores and cuDNN autotuning on a GPU), bf16
     # or fp16 autocast of forward and loss (fp16 with loss scaling)
     precision: str = "fp32"
-    compile: bool = False
+    compile: bool = False  # torch.compile the networks
     rank: int = 0
     world_size: int = 1
     log_every: int = 50  # steps per row of the CSV loss log
-    tensorboard: bool = True
+    tensorboard: bool = True  # write TensorBoard events beside the CSV log when tensorboard is installed
     # where each step's batch is drawn: host (NumPy, copied over), device (the data on the training
     # device, drawn there), auto (device on a GPU, host on the CPU)
     batches: str = BATCHES[0]

@@ -30,8 +30,8 @@ def test_fit_takes_the_train_commands_names(tmp_path):
     ({"lr": float("nan")}, ValueError, "learning_rate must be a finite number > 0, got nan"),
     ({"horizon": 0}, ValueError, "ModelConfig.horizon must be a positive integer, got 0"),
     ({"precision": "fp8"}, ValueError, "precision must be one of"),
-    ({"learning_rate": 1e-3}, TypeError, r"fit\(\) got unknown settings \['learning_rate'\]; it takes steps, "
-                                         r"batch_size, lr"),
+    ({"learning_rate": 1e-3}, TypeError, r"unknown training fields \['learning_rate'\]; the fields are at_once, "
+                                         r"device, env, .* and the settings steps, batch_size, lr"),
 ])
 def test_fit_refuses_a_bad_setting_before_writing(tmp_path, settings, error, message):
     with pytest.raises(error, match=message):

@@ -1,0 +1,109 @@
+"""One training request for every front door: `mpdiffuser train` and `mpd.fit` build the same
+TrainRequest from the same names, and no default is typed twice."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+import pytest
+
+from mpdiffuser import cli
+from mpdiffuser.commands.train import REQUEST_FLAGS, request_from_args
+from mpdiffuser.training.request import SETTINGS, TrainRequest
+
+# a value other than its default for every field of the request and every setting
+EVERY_FIELD = {
+    "extra_data": ["more.hdf5"], "env": "Hopper-v5", "recipe": "authors", "model": "planner", "fine_tune": True,
+    "seeds": [3, 4], "export_at": [], "force": True, "device": "cpu", "at_once": "off",
+    "steps": 7, "batch_size": 16, "lr": 1e-3, "checkpoint_every": 5, "action_weight": 2.0, "ema_every": 2,
+    "validate_every": 5, "horizon": 8, "diffusion_steps": 6, "width": 64, "layers": 2, "architecture": "unet",
+    "unet_dim": 16, "unet_mults": [1, 2], "unet_embed_dim": 16, "prediction": "epsilon", "normalizer": "cdf",
+    "return_condition": "minmax", "precision": "bf16", "batches": "host", "capture": "off", "log_every": 5,
+    "compile": True, "tensorboard": False,
+}
+
+
+def _flags(fields: dict) -> list[str]:
+    out = []
+    for name, value in fields.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            out.append(flag)
+        elif value is False:
+            out.append("--no-" + name.replace("_", "-"))
+        elif isinstance(value, list):
+            out += [flag, *map(str, value)] if value else []
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+def test_every_field_set_through_fit_and_through_the_cli_makes_the_same_request():
+    assert set(EVERY_FIELD) | {"bundle", "data", "seed"} == set(REQUEST_FLAGS) | set(SETTINGS)  # nothing left out
+    parser = cli.build_parser()
+    args = parser.parse_args(["train", "--bundle", "b", "--data", "d.hdf5", *_flags(EVERY_FIELD)])
+    from_cli = request_from_args(args)
+    from_python = TrainRequest.of("b", ["d.hdf5"], **EVERY_FIELD)
+    assert from_cli == from_python
+    assert from_cli.train_config.learning_rate == 1e-3 and from_cli.model_config["architecture"] == "unet"
+    assert from_cli.runtime_fields == {"precision": "bf16", "batches": "host", "capture": "off", "log_every": 5,
+                                       "compile": True, "tensorboard": False}
+
+
+def test_no_default_of_the_request_is_typed_twice():
+    """Every flag of `train` that sets a request field or setting defaults to None (the dataclass's
+    default applies) and carries the field's own comment as its help."""
+    from mpdiffuser.commands.common import field_docs
+    from mpdiffuser.config import ModelConfig, TrainConfig
+    from mpdiffuser.training.runtime import TrainRuntime
+
+    parser = cli.build_parser()
+    train = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    docs = field_docs(TrainRequest) | field_docs(TrainConfig) | field_docs(ModelConfig) | field_docs(TrainRuntime)
+    fields = {**REQUEST_FLAGS, **SETTINGS}
+    seen = set()
+    for action in train._actions:
+        if action.dest in fields:
+            seen.add(action.dest)
+            assert action.default is None or action.required, action.dest
+            assert docs[fields[action.dest]].split(" (")[0][:30] in action.help.replace("%%", "%"), action.dest
+    assert seen == set(fields)
+
+
+def test_fit_and_train_write_the_same_bundle(tmp_path):
+    from tests.python.conftest import make_toy_dataset
+
+    import mpdiffuser as mpd
+
+    data = make_toy_dataset(seed=2)
+    path = data.save_hdf5(tmp_path / "toy.hdf5")
+    tiny = {"steps": 4, "batch_size": 8, "horizon": 4, "diffusion_steps": 3, "width": 16, "layers": 1,
+            "checkpoint_every": 2, "seed": 5, "lr": 5e-4}
+    assert cli.main(["--quiet", "train", "--bundle", str(tmp_path / "cli"), "--data", str(path), "--device", "cpu",
+                     *_flags(tiny)]) == 0
+    mpd.fit(str(path), tmp_path / "py", device="cpu", progress=False, **tiny)
+    cli_spec, py_spec = (json.loads((tmp_path / b / "bundle.json").read_text()) for b in ("cli", "py"))
+    assert cli_spec == py_spec
+    import torch
+
+    for name in ("planner", "dynamics", "reward"):  # the same weights, bit for bit
+        a, b = (torch.load(tmp_path / d / f"{name}.pt", weights_only=False) for d in ("cli", "py"))
+        weights = lambda w: w.get("state_dict", w) if isinstance(w, dict) else w.state_dict()  # noqa: E731
+        wa, wb = weights(a), weights(b)
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa if torch.is_tensor(wa[k]))
+
+
+def test_bad_request_fields_are_one_line(tmp_path, capsys):
+    with pytest.raises(TypeError, match="unknown training fields"):
+        TrainRequest.of("b", ["d"], stepz=3)
+    with pytest.raises(ValueError, match="model must be all or one of"):
+        TrainRequest.of("b", ["d"], model="ranker")
+    with pytest.raises(TypeError, match="fine_tune must be True or False"):
+        TrainRequest.of("b", ["d"], fine_tune="yes")
+    assert cli.main(["train", "--bundle", str(tmp_path / "b"), "--data", "d.hdf5", "--export-at", "99",
+                     "--steps", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--export-at must lie within 1..10 (--steps), got [99]" in err
+    assert dataclasses.is_dataclass(TrainRequest)
