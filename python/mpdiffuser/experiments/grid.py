@@ -234,6 +234,7 @@ def run_experiment(experiment: Experiment, ray_address: str | None = None, progr
     """Run every cell not cached yet (here, or on the Ray cluster at `ray_address`), then summarize
     and write the outputs; returns the report."""
     log = Log()
+    ran_on = machine()  # the commit and library versions the run starts with (not those of its end)
     if ray_address is not None:
         connect_ray(ray_address)  # a bad address fails before anything runs
     cells = experiment.cells()
@@ -260,7 +261,7 @@ def run_experiment(experiment: Experiment, ray_address: str | None = None, progr
                     more.setdefault(name, []).extend(rows)
     metric_names = tuple(dict.fromkeys(k for row in metrics for k in row if k not in ("task", "method", "seed")))
     report = {"experiment": experiment.name, "config": dataclasses.asdict(experiment.config),
-              "machine": {k: v for k, v in machine().items()}, "score_note": experiment.score_note,
+              "machine": ran_on, "score_note": experiment.score_note,
               "summary": summarize(episodes, ("task", "method"), tuple(dict.fromkeys((experiment.score, "return"))),
                                    unit="seed"),
               "metrics": summarize(metrics, ("task", "method"), metric_names, unit="seed") if metrics else [],
