@@ -12,7 +12,8 @@ from mpdiffuser.training.request import RUNTIME_FLAGS, SETTINGS
 # The request's own fields as flags (flag -> field of TrainRequest); the settings' flags come from
 # TrainConfig, ModelConfig and TrainRuntime (SETTINGS).
 REQUEST_FLAGS = {name: name for name in ("bundle", "data", "extra_data", "env", "recipe", "model", "fine_tune",
-                                         "seeds", "export_at", "force", "device", "at_once")}
+                                         "seeds", "export_at", "force", "device", "at_once", "eval_every",
+                                         "eval_episodes")}
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

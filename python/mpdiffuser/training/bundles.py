@@ -56,7 +56,8 @@ def train_bundle(bundle_dir: str | Path, task: list[OfflineDataset], extra: list
                  config=None, configs: dict | None = None, models: list[str] | None = None,
                  seeds: list[int] = (), snapshots: list[int] = (), runtime=None, at_once: str = "auto",
                  force=False, fine_tune: bool = False, strict_batch: bool = False,
-                 progress: bool = True, say=None) -> list[tuple[Path, str, object, dict]]:
+                 progress: bool = True, say=None, eval_every: int = 0,
+                 eval_episodes: int = 3) -> list[tuple[Path, str, object, dict]]:
     """Train the models of a prepared bundle (prepare_bundle): the planner on `task`, the others on
     `task` + `extra`; the one way every command, the demo, the experiments and the benchmarks train.
 
@@ -66,7 +67,8 @@ def train_bundle(bundle_dir: str | Path, task: list[OfflineDataset], extra: list
     (the ranker trained first, then planner and dynamics continued from length to length).
     at_once: the models side by side (training.train.side_by_side: "auto" on a GPU); the weights
     equal one after another's. force: start the models over (True, or the bundles that start over).
-    say: reports each model's result.
+    say: reports each model's result. eval_every: the planner trains last and every this many
+    steps controls the robot for eval_episodes episodes (training.closed_loop), one after another.
     Returns (bundle, model, its TrainConfig, train_model's summary) in training order."""
     from mpdiffuser.training.runtime import TrainRuntime, barrier
     from mpdiffuser.training.train import side_by_side, train_model, train_models
@@ -75,6 +77,10 @@ def train_bundle(bundle_dir: str | Path, task: list[OfflineDataset], extra: list
     bundle_dir = Path(bundle_dir)
     bundles = [(Path(f"{bundle_dir}-s{seed}"), seed) for seed in seeds] or [(bundle_dir, None)]
     names = models or model_names(bundles[0][0])
+    if eval_every:
+        from mpdiffuser.training.closed_loop import planner_last
+
+        names = planner_last(names)  # its evaluation plans with the trained dynamics and ranker
     task, extra = list(task), list(extra)
 
     def config_of(name: str, seed):
@@ -86,7 +92,7 @@ def train_bundle(bundle_dir: str | Path, task: list[OfflineDataset], extra: list
             for bundle, seed in bundles for name in names]
     label = (lambda bundle, name: name) if len(bundles) == 1 else (lambda bundle, name: f"{bundle.name} {name}")
     done = []
-    together = side_by_side(at_once, runtime) and not snapshots and len(jobs) > 1
+    together = side_by_side(at_once, runtime) and not snapshots and not eval_every and len(jobs) > 1
     if say and seeds:
         say(f"training seeds {', '.join(map(str, seeds))} ({len(jobs)} models) "
             + ("at once" if together else "one after another"))
@@ -121,7 +127,8 @@ def train_bundle(bundle_dir: str | Path, task: list[OfflineDataset], extra: list
         bundle, name, data, job_config, job_force = item
         info = train_model(bundle, name, data, job_config, fine_tune=fine_tune, runtime=runtime,
                            force=job_force and (bundle, name) not in started,  # later lengths continue
-                           strict_batch=strict_batch, progress=progress)
+                           strict_batch=strict_batch, progress=progress, eval_every=eval_every,
+                           eval_episodes=eval_episodes)
         started.add((bundle, name))
         done.append((bundle, name, job_config, info))
         if say:
@@ -136,6 +143,10 @@ def _say_trained(say, name: str, config, info: dict) -> None:
     else:
         say(f"{name}: {info['steps']} steps, final loss {info['final_loss']:.4f}, {info['seconds']:.0f}s; "
             f"log {info['log']}")
+        if info.get("best_eval"):
+            best = info["best_eval"]
+            say(f"{name}: best closed-loop return {best['eval_return']:.1f} at step {best['step']}"
+                + (f" (score {best['eval_score']:.1f})" if best["eval_score"] == best["eval_score"] else ""))
 
 
 def model_names(bundle_dir: str | Path) -> list[str]:

@@ -103,7 +103,9 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
                config: TrainConfig, checkpoint: str | Path | None = None, desc: str = "train", progress: bool = True,
                identity: dict | None = None, runtime: TrainRuntime | None = None, log: LossLog | None = None,
                validate: Callable[[torch.nn.Module, int], dict] | None = None,
-               device_sample: DeviceSample | None = None) -> tuple[torch.nn.Module, list[float]]:
+               device_sample: DeviceSample | None = None,
+               evaluate: Callable[[torch.nn.Module, int], dict] | None = None,
+               evaluate_every: int = 0) -> tuple[torch.nn.Module, list[float]]:
     """Train `model` in place for config.steps steps; returns (EMA copy, loss history, one mean
     over the ranks per step). The model and the EMA copy end on the CPU.
 
@@ -119,7 +121,7 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
     fp32). Under torchrun each rank draws its own batches and noise; gradients are averaged by
     DistributedDataParallel; rank 0 writes the checkpoint and the log.
     `validate(ema, step)`, called on rank 0 every config.validate_every steps, returns values
-    for the log.
+    for the log; so does `evaluate(ema, step)` every `evaluate_every` steps (closed-loop scores).
     `device_sample(gen, batch)`: the same batches drawn on the training device (a DeviceWindows
     or DeviceTransitions sampler), used when runtime.device_batches; then no NumPy, no host copy
     and no synchronization happen inside a step, and the checkpoint holds that stream instead.
@@ -269,7 +271,9 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
             due_log = done % runtime.log_every == 0 or done == config.steps
             due_validation = validate is not None and config.validate_every > 0 and (
                 done % config.validate_every == 0 or done == config.steps)
-            if due_log or due_validation or done % config.checkpoint_every == 0:
+            due_eval = evaluate is not None and evaluate_every > 0 and (
+                done % evaluate_every == 0 or done == config.steps)
+            if due_log or due_validation or due_eval or done % config.checkpoint_every == 0:
                 values = all_mean(runtime, torch.stack(pending)).cpu().numpy()  # [steps, values]
                 pending.clear()
                 if not np.isfinite(values).all():
@@ -278,7 +282,7 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
                 history.extend(values[:, 0].tolist())
                 unlogged.append(values)
                 bar.set_postfix(loss=f"{np.mean(history[-50:]):.4f}")
-            if due_log or due_validation:
+            if due_log or due_validation or due_eval:
                 rows = np.concatenate(unlogged)
                 unlogged.clear()
                 if log is not None and runtime.is_main:
@@ -286,6 +290,10 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
                     row = dict(zip(names, rows.mean(axis=0).tolist()))
                     if due_validation:
                         row |= validate(ema, done)
+                    if due_eval:
+                        row |= evaluate(ema, done)
+                        if talking or not progress:
+                            logger.info(f"{desc.strip()}: step {done}, closed-loop return {row['eval_return']:.1f}")
                     log.write(done, row, steps_per_s=speed)
                     clock = time.perf_counter()
             if done % config.checkpoint_every == 0:

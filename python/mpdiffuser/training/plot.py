@@ -1,6 +1,6 @@
 """Training a user can watch: one PNG per model of a bundle from its CSV loss log (training.log),
 with the loss (and the planner's first-action loss), the validation columns when the run validated,
-and the steps per second."""
+the closed-loop return when it evaluated (--eval-every), and the steps per second."""
 
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ def plot_training(bundle_dir: str | Path, out_dir: str | Path | None = None) -> 
         step = column("step")
         losses = [c for c in rows[0] if c.endswith("loss") and not c.startswith("val_")]
         checks = [c for c in rows[0] if c.startswith("val_")]
+        scores = [c for c in ("eval_return",) if c in rows[0]]  # closed-loop evaluation (--eval-every)
         panels = [("training loss", losses, True)] + ([("validation", checks, True)] if checks else []) \
-            + [("steps per second", ["steps_per_s"], False)]
+            + ([("closed-loop return", scores, False)] if scores else []) + [("steps per second", ["steps_per_s"], False)]
         fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
         for ax, (title, names, log_scale) in zip(np.atleast_1d(axes), panels):
             for name in names:

@@ -37,6 +37,10 @@ class TrainRequest:
     force: bool = False  # start over: the models' checkpoints (with model all, the bundle's settings too)
     device: str = "auto"  # auto (a GPU when torch sees one), cpu, cuda or cuda:<i>
     at_once: str = AT_ONCE_MODES[0]  # train the models side by side, a thread and a CUDA stream each (auto: on a GPU)
+    # every this many planner steps, control the bundle's robot with the planner as it is (the
+    # other models train first) and log the return and score beside the loss (0: never)
+    eval_every: int = 0
+    eval_episodes: int = 3  # episodes of each of those evaluations
     settings: dict = field(default_factory=dict)  # training, model and runtime fields by their flag names
 
     def __post_init__(self) -> None:
@@ -65,6 +69,12 @@ class TrainRequest:
             raise ValueError("export_at exports whole bundles: it needs model all and no fine_tune")
         if snapshots and not 1 <= snapshots[0] <= snapshots[-1] <= config.steps:
             raise ValueError(f"export_at must lie within 1..{config.steps} (steps), got {snapshots}")
+        for name in ("eval_every", "eval_episodes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "eval_every" else 1):
+                raise ValueError(f"{name} must be an integer >= {0 if name == 'eval_every' else 1}, got {value!r}")
+        if self.eval_every and (self.model not in ("all", "planner") or self.export_at):
+            raise ValueError("eval_every evaluates the planner as it trains: model all or planner, without export_at")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds repeats {sorted(s for s in set(self.seeds) if self.seeds.count(s) > 1)}")
         if self.seeds and "seed" in self.settings:
@@ -155,7 +165,8 @@ class TrainRequest:
                                 models=None if self.model == "all" else [self.model], seeds=list(self.seeds),
                                 snapshots=sorted(set(self.export_at)), runtime=runtime, at_once=self.at_once,
                                 force=True if self.force else fresh, fine_tune=self.fine_tune,
-                                strict_batch=strict_batch, progress=progress, say=say)
+                                strict_batch=strict_batch, progress=progress, say=say, eval_every=self.eval_every,
+                                eval_episodes=self.eval_episodes)
         finally:
             for lock in locks:
                 lock.release()

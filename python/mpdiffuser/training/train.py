@@ -37,7 +37,7 @@ def check_device_memory(needed: int, device) -> None:
 
 def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset], config: TrainConfig,
                 fine_tune: bool = False, progress: bool = True, runtime: TrainRuntime | None = None,
-                force: bool = False, strict_batch: bool = False) -> dict:
+                force: bool = False, strict_batch: bool = False, eval_every: int = 0, eval_episodes: int = 3) -> dict:
     """Train model `name` of the bundle at `bundle_dir` on `datasets` and write `<name>.pt`.
 
     fine_tune: start from the existing `<name>.pt` (for example the dynamics model on data from
@@ -48,6 +48,9 @@ def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset
     runtime: device, precision, compile and torchrun rank (default: one process on the CPU).
     strict_batch: refuse a batch larger than the data's windows (the CLI's rule; the library
     samples with replacement, as tests and quick experiments on tiny data do).
+    eval_every (planner only): every this many steps, eval_episodes closed-loop episodes of the
+    EMA planner with the bundle's trained dynamics and ranker (training.closed_loop), logged as
+    eval_return and eval_score; the summary's best_eval is the best step.
     """
     runtime = runtime or TrainRuntime()
     bundle_dir = Path(bundle_dir)
@@ -79,6 +82,12 @@ def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset
         model = initialized(lambda: spec.build(name), 16 * config.seed + MODEL_NAMES.index(name))
     m = spec.model
     columns = ["loss"]
+    closed = None
+    if eval_every and name == "planner":
+        from mpdiffuser.training.closed_loop import COLUMNS, ClosedLoop
+
+        closed = ClosedLoop(bundle_dir, eval_episodes) if runtime.is_main else None
+        columns += COLUMNS
     if diffusion:
         sampler = WindowSampler(data, spec.states, spec.actions, m.horizon, spec.conditions)
         if name == "planner":
@@ -108,7 +117,8 @@ def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset
     try:
         ema, history = train_loop(model, loss, sampler.sample, config, checkpoint, desc=f"{name:8s}",
                                   progress=progress, identity=identity, runtime=runtime, log=log, validate=validator,
-                                  device_sample=device_sample)
+                                  device_sample=device_sample, evaluate=closed,
+                                  evaluate_every=eval_every if closed is not None else 0)
     except NothingToDo as done:
         info = {"steps": config.steps, "nothing_to_do": True, "checkpoint": str(checkpoint), "seconds": 0.0,
                 "final_loss": final_loss(done.state["history"].tolist()), "log": str(log.path)}
@@ -124,6 +134,8 @@ def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset
                         "world_size": runtime.world_size},
             "log": str(log.path), "held_out_episodes": held_out,
             "datasets": [d.metadata.get("name", d.metadata.get("source", "?")) for d in datasets]}
+    if closed is not None:
+        info["best_eval"] = closed.best
     if runtime.is_main:
         save_weights(bundle_dir, name, ema, spec, info)
     barrier(runtime)

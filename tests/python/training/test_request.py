@@ -16,7 +16,8 @@ from mpdiffuser.training.request import SETTINGS, TrainRequest
 # a value other than its default for every field of the request and every setting
 EVERY_FIELD = {
     "extra_data": ["more.hdf5"], "env": "Hopper-v5", "recipe": "authors", "model": "planner", "fine_tune": True,
-    "seeds": [3, 4], "export_at": [], "force": True, "device": "cpu", "at_once": "off",
+    "seeds": [3, 4], "export_at": [], "force": True, "device": "cpu", "at_once": "off", "eval_every": 5,
+    "eval_episodes": 2,
     "steps": 7, "batch_size": 16, "lr": 1e-3, "checkpoint_every": 5, "action_weight": 2.0, "ema_every": 2,
     "validate_every": 5, "horizon": 8, "diffusion_steps": 6, "width": 64, "layers": 2, "architecture": "unet",
     "unet_dim": 16, "unet_mults": [1, 2], "unet_embed_dim": 16, "prediction": "epsilon", "normalizer": "cdf",
@@ -107,3 +108,31 @@ def test_bad_request_fields_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--export-at must lie within 1..10 (--steps), got [99]" in err
     assert dataclasses.is_dataclass(TrainRequest)
+
+
+def test_eval_every_logs_closed_loop_scores_beside_the_loss(tmp_path, capsys):
+    """A CI-sized run with --eval-every: the planner trains last, its loss log has eval_return and
+    eval_score at every evaluation step, and the best step is reported."""
+    from mpdiffuser.data.generate import GenerateConfig, generate
+    from mpdiffuser.training.log import read_log
+
+    data = generate(GenerateConfig("Hopper-v5", "random", 400), tmp_path / "data", progress=False)
+    bundle = tmp_path / "b"
+    assert cli.main(["--quiet", "train", "--bundle", str(bundle), "--data", str(data), "--device", "cpu", "--steps",
+                     "6", "--batch-size", "8", "--horizon", "4", "--diffusion-steps", "3", "--width", "16",
+                     "--layers", "1", "--log-every", "2", "--eval-every", "3", "--eval-episodes", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = read_log(bundle / "logs" / "planner.csv")
+    evaluated = [r for r in rows if r["eval_return"] == r["eval_return"]]  # not NaN
+    assert [int(r["step"]) for r in evaluated] == [3, 6]
+    assert all(r["eval_score"] == r["eval_score"] and r["loss"] > 0 for r in evaluated)
+    assert "planner: best closed-loop return" in out and "at step" in out
+    assert out.index("reward") < out.index("planner:")  # the ranker (and dynamics) trained first
+    assert "eval_return" not in read_log(bundle / "logs" / "dynamics.csv")[0]
+    from mpdiffuser.training.plot import plot_training
+
+    import matplotlib.image
+
+    pngs = {p.stem: matplotlib.image.imread(p) for p in plot_training(bundle)}
+    # the planner's plot has a panel more than the dynamics model's: the closed-loop return
+    assert pngs["planner"].shape[1] > 1.4 * pngs["dynamics"].shape[1]
