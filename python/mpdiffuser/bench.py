@@ -47,7 +47,7 @@ def synthetic_model_file(path: str | Path, state_dim: int = 11, action_dim: int 
     directory = Path(path).with_suffix(".bundle")
     spec.save(directory)
     torch.manual_seed(seed)
-    for name in ("planner", "dynamics", "reward") + (("cost",) if with_cost else ()):
+    for name in spec.model_names:
         module = spec.build(name)
         with torch.no_grad():
             for p in module.parameters():

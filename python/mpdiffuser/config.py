@@ -39,6 +39,8 @@ CAPTURE_MODES = ("auto", "off")
 # Whether `train --model all` trains the bundle's models at the same time (train --at-once): "auto"
 # on a GPU in one process (a thread and a CUDA stream each), "on" always, "off" one after another.
 AT_ONCE_MODES = ("auto", "on", "off")
+BACKENDS = ("torch", "cpu", "cuda")  # the samplers: the PyTorch reference and the native core's two
+MODEL_NAMES = ("planner", "dynamics", "reward", "cost")  # a bundle's models, in training order (cost: data with costs)
 MIN_HALF_RANGE = 1e-3
 
 # TrainConfig fields added later, with the values that reproduce the training before them.

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mpdiffuser.config import (ARCHITECTURES, LEGACY_MODEL_FIELDS, NORMALIZER_LIMIT, NORMALIZERS, OPTION_SPECS,
-                               PREDICTIONS, RETURN_CONDITIONS, WEIGHT_LIMIT, ModelConfig, SamplerOptions)
+from mpdiffuser.config import (ARCHITECTURES, LEGACY_MODEL_FIELDS, MODEL_NAMES, NORMALIZER_LIMIT, NORMALIZERS,
+                               OPTION_SPECS, PREDICTIONS, RETURN_CONDITIONS, WEIGHT_LIMIT, ModelConfig, SamplerOptions)
 from mpdiffuser.digest import DIGEST_KEY, content_digest, file_content_digest, read_header, stored_and_actual
 
 FORMAT = "mpdiffuser.model"
@@ -42,7 +42,6 @@ FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 # The model keys format version 2 added (csrc/format/model_file.h: kVersion2Keys; a test holds both readers to them).
 VERSION_2_KEYS = ("prediction", "normalizer", "normalizer_quantiles", "return_condition", "termination_penalty")
-NETS = ("planner", "dynamics", "reward", "cost")
 # Metadata only Python reads: the condition's scale and the training settings, which rebuild the
 # torch bundle (bundle_from_model_file); the native core plans in normalized condition units.
 # tests/python/test_one_home.py checks that every other key is read by the C++ reader.
@@ -139,7 +138,7 @@ def export_model(bundle_dir: str | Path, out_path: str | Path, options: SamplerO
     spec = bundle.spec
     _check_defaults(spec, options)
     tensors: dict[str, np.ndarray] = {}
-    for net in NETS:
+    for net in MODEL_NAMES:
         module = getattr(bundle, net)
         if module is None:
             continue
@@ -439,7 +438,7 @@ def bundle_from_model_file(path: str | Path):
 
     spec, tensors, defaults = read_model_file(path)
     modules = {}
-    for net in NETS:
+    for net in MODEL_NAMES:
         if net == "cost" and not spec.with_cost:
             continue
         module = spec.build(net)

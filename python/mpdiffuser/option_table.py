@@ -75,3 +75,13 @@ def table_file() -> Path:
 
 def read() -> list[dict]:
     return parse(table_file().read_text())
+
+
+def markdown(specs) -> str:
+    """The option table as docs/design.md (section 3.3) shows it: one row per option, its flags
+    and its help, in the table's order (a test holds the document to this)."""
+    rows = ["| option | CLI flags | meaning |", "|---|---|---|"]
+    for spec in specs:
+        flags = ", ".join(f"`{f}`" for f in spec.flags.split()) or "(none)"
+        rows.append(f"| `{spec.name}` | {flags} | {spec.help} |")
+    return "\n".join(rows)

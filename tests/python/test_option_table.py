@@ -91,3 +91,11 @@ def test_a_dummy_option_gets_its_command_line_flag(dummy_build, tmp_path):
     for command in ("export", "eval", "tune"):
         help_text = _run(dummy_build, "-m", "mpdiffuser", command, "--help", cwd=tmp_path)
         assert "--dummy-deadline-ms" in help_text and "d, a test option" in help_text, command
+
+
+def test_the_option_table_in_the_design_document_is_the_tables(repo_root):
+    """docs/design.md section 3.3 shows exactly the table of options.def (names, flags, help)."""
+    from mpdiffuser.config import OPTION_SPECS
+    from mpdiffuser.option_table import markdown
+
+    assert markdown(OPTION_SPECS) in (repo_root / "docs" / "design.md").read_text()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mpdiffuser.config import BACKENDS
+
 BENCH_CANDIDATES = (1, 16, 64, 256)  # bench's N values unless --candidates
 
 
@@ -48,7 +50,7 @@ def register(commands) -> None:
                        help="the network family of the random-weight model (without --model-file)")
     bench.add_argument("--candidates", type=int, action="extend", nargs="+", default=None,
                        help=f"N values (default: {' '.join(map(str, BENCH_CANDIDATES))})")
-    bench.add_argument("--backend", default="cpu", choices=["cpu", "cuda"],
+    bench.add_argument("--backend", default="cpu", choices=[b for b in BACKENDS if b != "torch"],
                        help="the native backend timed against the PyTorch reference on the same device")
     bench.add_argument("--threads", type=int, default=None, help="CPU backend threads (default: every core)")
     bench.add_argument("--iters", type=int, default=30, help="timed plans per N")

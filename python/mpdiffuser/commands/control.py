@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mpdiffuser import results_json
 from mpdiffuser.commands.common import add_sampler_args, options_from_args, seed_type
+from mpdiffuser.config import BACKENDS
 
 CONSISTENCY_LAMBDAS = (1.0, 0.0)  # consistency's lambdas unless --lambdas; the first drives the robot
 
@@ -176,7 +177,7 @@ def register(commands) -> None:
     ev = commands.add_parser("eval", help="control an environment with trained models", description=_cmd_eval.__doc__)
     ev.add_argument("--bundle", default=None, help="model bundle directory")
     ev.add_argument("--model-file", default=None, help="exported .safetensors model file")
-    ev.add_argument("--backend", default="torch", choices=["torch", "cpu", "cuda"],
+    ev.add_argument("--backend", default="torch", choices=BACKENDS,
                     help="torch: the PyTorch reference; cpu / cuda: the native core")
     ev.add_argument("--env", default=None,
                     help="environment id: a built-in robot or any registered gymnasium id whose spaces match the "
@@ -198,7 +199,7 @@ def register(commands) -> None:
                     help="exported .safetensors model file(s); several: pick the file and g together")
     tu.add_argument("--return-targets", type=float, action="extend", nargs="+", required=True,
                     help="candidate return targets g, e.g. 0.4 0.6 0.8 1.1")
-    tu.add_argument("--backend", default="cpu", choices=["torch", "cpu", "cuda"],
+    tu.add_argument("--backend", default="cpu", choices=BACKENDS,
                     help="torch: the PyTorch reference; cpu / cuda: the native core")
     tu.add_argument("--env", default=None, help="environment id (default: the model's robot)")
     tu.add_argument("--episodes", type=int, default=3, help="validation episodes per return target")
@@ -224,7 +225,7 @@ def register(commands) -> None:
                     help="dynamics weights to compare; the first drives the robot "
                          f"(default: {' '.join(f'{v:g}' for v in CONSISTENCY_LAMBDAS)})")
     co.add_argument("--physics", default=None, help="changed robot, e.g. mass=1.5,gear=0.6 (default: nominal)")
-    co.add_argument("--backend", default="cpu", choices=["torch", "cpu", "cuda"],
+    co.add_argument("--backend", default="cpu", choices=BACKENDS,
                     help="torch: the PyTorch reference; cpu / cuda: the native core")
     co.add_argument("--threads", type=int, default=0, help="native CPU backend threads (0: every core)")
     co.add_argument("--episodes", type=int, default=1, help="episodes driven")

@@ -15,10 +15,13 @@ import numpy as np
 
 from mpdiffuser import results_json
 from mpdiffuser.config import ModelConfig, SamplerOptions, TrainConfig
+from mpdiffuser.control.tune import VALIDATION_SEED
 from mpdiffuser.data.dataset import OfflineDataset
 
 
-VALIDATION_OFFSET = 5000  # validation starts of the experiments: test starts + this (a test never has this many)
+# validation starts of the experiments: test starts + this (a test never has this many episodes);
+# the same offset as `mpdiffuser tune`'s validation starts (one home: control.tune)
+VALIDATION_OFFSET = VALIDATION_SEED
 
 
 class Log:
@@ -98,7 +101,7 @@ def train_bundle(bundle_dir: Path, task: OfflineDataset, extra: list[OfflineData
     prediction: what planner and dynamics predict, "sample" or "epsilon" (ModelConfig.prediction);
     spec: the bundle's BundleSpec (normalizers, return scale, model) when not fitted on task + extra."""
     from mpdiffuser.export import export_model
-    from mpdiffuser.models.bundle import BundleSpec
+    from mpdiffuser.models.bundle import MODEL_NAMES, BundleSpec
     from mpdiffuser.training.bundles import prepare_bundle
     from mpdiffuser.training.bundles import train_bundle as train_models_of
     from mpdiffuser.training.runtime import TrainRuntime
@@ -110,7 +113,7 @@ def train_bundle(bundle_dir: Path, task: OfflineDataset, extra: list[OfflineData
     prepare_bundle(bundle_dir, [task], list(extra), spec=spec)
     configs = {name: TrainConfig(steps=train_steps if name in ("planner", "dynamics") else ranker_steps, seed=seed,
                                  action_weight=action_weight if name == "planner" else 1.0)
-               for name in ("planner", "dynamics", "reward", "cost")}
+               for name in MODEL_NAMES}
     # Side by side on a GPU (a thread and a CUDA stream each), one after another on the CPU: the
     # same weights either way (training.train.train_models).
     for _, name, config, info in train_models_of(bundle_dir, [task], extra, configs=configs,

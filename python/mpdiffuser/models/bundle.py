@@ -17,14 +17,13 @@ from pathlib import Path
 
 import torch
 
-from mpdiffuser.config import ModelConfig, SamplerOptions
+from mpdiffuser.config import MODEL_NAMES, ModelConfig, SamplerOptions  # noqa: F401  (models.bundle.MODEL_NAMES)
 from mpdiffuser.data.dataset import OfflineDataset
 from mpdiffuser.data.normalizer import CdfNormalizer, MinMaxNormalizer, fit_normalizer, normalizer_from_dict
 from mpdiffuser.data.windows import ConditionScale
 from mpdiffuser.models.networks import DynamicsDenoiser, PlannerDenoiser, StepModel
 from mpdiffuser.models.registry import family
 
-MODEL_NAMES = ("planner", "dynamics", "reward", "cost")
 BUNDLE_FORMAT = 1
 
 
@@ -69,6 +68,11 @@ class BundleSpec:
     @property
     def with_cost(self) -> bool:
         return self.conditions.with_cost
+
+    @property
+    def model_names(self) -> list[str]:
+        """The models this bundle has, in MODEL_NAMES's order (cost only for data with costs)."""
+        return [name for name in MODEL_NAMES if name != "cost" or self.with_cost]
 
     def build(self, name: str) -> torch.nn.Module:
         """A freshly initialized model `name` of this bundle's architecture."""
@@ -132,8 +136,7 @@ class ModelBundle:
         spec = BundleSpec.load(directory)
         if env_id is not None and spec.env_id is not None and env_id != spec.env_id:
             raise ValueError(f"the models in {directory} were trained for {spec.env_id}, not {env_id}")
-        names = ["planner", "dynamics", "reward"] + (["cost"] if spec.with_cost else [])
-        models = {name: load_weights(directory, name, spec) for name in names}
+        models = {name: load_weights(directory, name, spec) for name in spec.model_names}
         return cls(spec, models["planner"], models["dynamics"], models["reward"], models.get("cost"))
 
     @classmethod

@@ -18,7 +18,7 @@ import torch
 
 from mpdiffuser import noise
 from mpdiffuser.config import MIN_HALF_RANGE, STATE_RANGE_LIMIT, TERMINATION_PENALTY, SamplerOptions
-from mpdiffuser.models.bundle import ModelBundle
+from mpdiffuser.models.bundle import MODEL_NAMES, ModelBundle
 from mpdiffuser.models.schedule import CosineSchedule
 
 
@@ -76,7 +76,7 @@ class ReferenceSampler:
 
     def __init__(self, bundle: ModelBundle, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
-        for name in ("planner", "dynamics", "reward", "cost"):
+        for name in MODEL_NAMES:
             module = getattr(bundle, name)
             if module is not None:
                 module.to(self.device)

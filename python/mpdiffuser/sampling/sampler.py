@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mpdiffuser.config import OPTION_SPECS, SamplerOptions
+from mpdiffuser.config import BACKENDS, OPTION_SPECS, SamplerOptions  # noqa: F401  (sampling.sampler.BACKENDS)
 from mpdiffuser.sampling.reference import Plan, check_options_type, check_state_range, check_windows
 
-BACKENDS = ("torch", "cpu", "cuda")
 
 
 class Sampler:

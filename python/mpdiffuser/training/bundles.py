@@ -153,7 +153,7 @@ def model_names(bundle_dir: str | Path) -> list[str]:
     """The models a bundle trains: planner, dynamics, reward, and cost for data with costs."""
     from mpdiffuser.models.bundle import BundleSpec
 
-    return ["planner", "dynamics", "reward"] + (["cost"] if BundleSpec.load(bundle_dir).with_cost else [])
+    return BundleSpec.load(bundle_dir).model_names
 
 
 @dataclasses.dataclass(frozen=True)
