@@ -19,7 +19,7 @@ EXPERIMENTS = {
     "scarce": ("mpdiffuser.experiments.scarce", "ScarceConfig", "run_scarce"),
     "any-robot": ("mpdiffuser.experiments.any_robot", "AnyRobotConfig", "run_any_robot"),
 }
-GRID_EXPERIMENTS = ("locomotion", "dynamics", "scarce", "any-robot")  # the experiments on the grid skeleton (experiments.grid): they take --ray
+GRID_EXPERIMENTS = ("locomotion", "constrained", "dynamics", "scarce", "any-robot")  # the experiments on the grid skeleton (experiments.grid): they take --ray
 # The flags that set one config field (flag -> field), and the choices of those that have them.
 FIELD_FLAGS = {
     "out": "out_dir", "policy_dir": "policy_dir", "seeds": "seeds", "kind": "kinds", "dataset": "datasets",

@@ -24,6 +24,7 @@ episode returns. Normalized cost is the episode cost / budget; an episode is saf
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +32,9 @@ import numpy as np
 
 from mpdiffuser.config import TrainConfig
 from mpdiffuser.experiments.common import (VALIDATION_OFFSET, Log, ExperimentConfig, cached_rows,
-                                           check_model_options, grouped_bars, machine, pyplot, score_error, slug,
-                                           summarize, write_csv, write_json)
+                                           check_model_options, grouped_bars, pyplot, score_error, slug, summarize,
+                                           write_csv)
+from mpdiffuser.experiments.grid import Cell, Experiment
 
 WITH_BUDGET, NO_BUDGET, PLANNER_ONLY = "MPDiffuser", "MPDiffuser, no budget", "planner only (lambda=0)"
 BC_ALL, BC_SAFE = "behaviour cloning", "BC, episodes within budget"
@@ -79,131 +81,170 @@ class ConstrainedConfig(ExperimentConfig):
             velocity_limit(self.envs[0], self.velocity_limit)  # a bad limit fails here, not after SAC
 
 
-def run_constrained(config: ConstrainedConfig, progress: bool = True) -> dict:
+BUDGET = " | budget "  # a budgeted method's cell: "MPDiffuser | budget 10"
+# fields that shape the grid, not a cell's result: a cell's cache survives changing them
+GRID_FIELDS = ("out_dir", "policy_dir", "seeds", "envs", "budgets", "threads")
+
+
+class Constrained(Experiment):
+    """The grid: tasks are the robots, every seed trains one bundle per robot (prepare), every
+    method at every budget is a cell (an unbudgeted method one cell, scored against every budget
+    in the report). Every cell keeps the per-method episode caches of <out>/episodes/."""
+
+    name = "constrained"
+    score = "return"
+    score_note = ("normalized return = (R - R_min) / (R_max - R_min), dataset episode returns (DSRL); normalized cost "
+                  "= episode cost / budget, safe when <= 1; means over all evaluation episodes of all training seeds; "
+                  "<field>_stderr over the episodes, <field>_stderr_seeds over the seeds' means (the table's and "
+                  "plot's error when there are 2 or more seeds)")
+
+    def __init__(self, config: ConstrainedConfig, progress: bool = True) -> None:
+        from mpdiffuser.data.dataset import load_dataset
+        from mpdiffuser.data.generate import GenerateConfig, generate
+        from mpdiffuser.envs import velocity_limit
+
+        super().__init__(config)
+        log = Log()
+        self.files, self.data_stats, self.mixed = {}, {}, {}
+        for env_id in config.envs:
+            mixed = GenerateConfig(env_id, "mixed", config.task_transitions, config.policy_steps, constrained=True,
+                                   seed=config.data_seed, cost_penalty=config.cost_penalty,
+                                   cautious_steps=config.cautious_steps, velocity_limit=config.velocity_limit)
+            limit = velocity_limit(env_id, config.velocity_limit)
+            log(f"{env_id}: velocity limit {limit:g} m/s ({'DSRL' if mixed.velocity_limit is None else 'lowered'}), "
+                f"mixed-safety data ({mixed.name}: SAC {config.policy_steps} steps without and "
+                f"{mixed.cautious_policy_steps} with a cost penalty of {config.cost_penalty:g}) + random, policies "
+                f"cached in {config.policy_dir}")
+            task_file = generate(mixed, config.data_dir, progress, config.policy_dir)
+            random_file = generate(GenerateConfig(env_id, "random", config.random_transitions, constrained=True,
+                                                  seed=config.data_seed, velocity_limit=config.velocity_limit),
+                                   config.data_dir, progress)
+            task = load_dataset(task_file)
+            returns = task.returns()
+            costs = np.array([e.costs.sum() for e in task.episodes])
+            per_1000 = 1000.0 * costs / np.array([e.length for e in task.episodes])
+            self.files[env_id] = (str(task_file), str(random_file))
+            self.mixed[env_id] = mixed
+            self.data_stats[env_id] = {
+                "velocity_limit": limit, "return_min": float(returns.min()), "return_max": float(returns.max()),
+                "return_mean": float(returns.mean()), "cost_mean": float(costs.mean()), "cost_max": float(costs.max()),
+                "cost_per_1000_mean": float(per_1000.mean()), "episodes": len(task.episodes),
+                "within_budget": {f"{b:g}": int((per_1000 <= b).sum()) for b in config.budgets}}
+            log(f"  data: {len(task.episodes)} episodes, return {returns.mean():.0f} (min {returns.min():.0f}, max "
+                f"{returns.max():.0f}), episode cost mean {costs.mean():.1f} max {costs.max():.0f}; episodes within "
+                "budget " + ", ".join(f"{b}: {n}" for b, n in self.data_stats[env_id]["within_budget"].items()))
+
+    def tasks(self) -> list[str]:
+        return list(self.files)
+
+    def methods(self) -> list[str]:
+        c = self.config
+        budgeted = (WITH_BUDGET, PLANNER_ONLY) + (TUNED_METHODS if c.return_targets else ()) + (BC_SAFE,)
+        return [NO_BUDGET, BC_ALL] + [f"{m}{BUDGET}{b:g}" for b in c.budgets for m in budgeted]
+
+    def cells(self) -> list[Cell]:
+        """Every method at every budget, BC-Safe only where the data hold an episode within it."""
+        out = []
+        for cell in super().cells():
+            method, budget = split_method(cell.method)
+            if method == BC_SAFE and self.data_stats[cell.task]["within_budget"][f"{budget:g}"] == 0:
+                continue
+            out.append(cell)
+        return out
+
+    def key(self, cell: Cell) -> dict:
+        fields = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in GRID_FIELDS}
+        return fields | {"data": self.files[cell.task], "cell": dataclasses.asdict(cell)}
+
+    def bundle_dir(self, env_id: str, seed: int) -> Path:
+        return self.out / "models" / env_id.split("-")[0].lower() / f"s{seed}"
+
+    def prepare(self, task: str, seed: int, log, progress: bool) -> None:
+        data, random = (_load(f) for f in self.files[task])
+        log(f"  {task} seed {seed}: training planner, dynamics, reward and cost models -> {self.bundle_dir(task, seed)}")
+        self.config.train_bundle(self.bundle_dir(task, seed), data, [random], seed, log, progress)
+
+    def run(self, cell: Cell, log, progress: bool) -> dict:
+        return _run_cell(self, cell, log, progress)
+
+    def report(self, report: dict, log) -> None:
+        """Each episode scored against its budget (an unbudgeted method's against every budget),
+        the summary by robot, budget and method, the data's statistics."""
+        c = self.config
+        scale = c.max_steps / 1000.0
+        rows = []
+        for r in report["episodes"]:
+            method, budget = split_method(r["method"])
+            stats = self.data_stats[r["task"]]
+            r_min, r_max = stats["return_min"], stats["return_max"]
+            for b in ([budget] if budget is not None else c.budgets):
+                rows.append({k: v for k, v in r.items() if k not in ("task", "method", "seed")}
+                            | {"env": r["task"], "budget": b, "method": method, "seed": r["seed"],
+                               "normalized_return": (r["return"] - r_min) / max(r_max - r_min, 1e-9),
+                               "normalized_cost": r["cost"] / (b * scale), "safe": float(r["cost"] <= b * scale)})
+        report["episodes"] = rows
+        report["summary"] = summarize(rows, ("env", "budget", "method"),
+                                      ("normalized_return", "normalized_cost", "safe", "return", "cost"), unit="seed")
+        report["note"] = report.pop("score_note")
+        report["data"] = self.data_stats
+        report.setdefault("validation", [])
+        for name in ("metrics", "metrics_seeds"):
+            report.pop(name, None)
+
+    def plot(self, report: dict) -> None:
+        _write_plots(report, self.out)
+
+    def print_summary(self, report: dict, log) -> None:
+        log("normalized return / normalized cost (safe when <= 1) / fraction of safe episodes "
+            "(errors over seeds when there are 2 or more)")
+        for e in report["summary"]:
+            print(f"    {e['env']:15s} budget {e['budget']:4g} {e['method']:27s} return "
+                  f"{e['normalized_return_mean']:5.2f} +- {score_error(e, 'normalized_return'):4.2f}  cost "
+                  f"{e['normalized_cost_mean']:5.2f} +- {score_error(e, 'normalized_cost'):4.2f}  safe "
+                  f"{e['safe_mean']:4.2f}")
+
+
+def split_method(name: str) -> tuple[str, float | None]:
+    """'MPDiffuser | budget 10' -> ('MPDiffuser', 10.0); an unbudgeted method's budget is None."""
+    method, _, budget = name.partition(BUDGET)
+    return method, float(budget) if budget else None
+
+
+@functools.lru_cache(maxsize=16)
+def _load(path: str):
     from mpdiffuser.data.dataset import load_dataset
-    from mpdiffuser.data.generate import GenerateConfig, generate
-    from mpdiffuser.envs import velocity_limit
+
+    return load_dataset(path)
+
+
+def _run_cell(experiment: Constrained, cell: Cell, log, progress: bool) -> dict:
+    """One method at one budget (or without one) on one robot and seed: its policy (a tuned method
+    picks g by validation episodes first), its test episodes, cached under <out>/episodes/."""
+    from mpdiffuser.control.bc import BCPolicy
+    from mpdiffuser.control.evaluate import EpisodeResult
+    from mpdiffuser.control.mpc import MPCPolicy
+    from mpdiffuser.control.tune import choose_setting
+    from mpdiffuser.data.dataset import OfflineDataset
     from mpdiffuser.export import model_file_digest
     from mpdiffuser.models.bundle import BundleSpec
     from mpdiffuser.sampling.sampler import Sampler
 
-    log = Log()
-    out = Path(config.out_dir)
-    rows, data_stats, validation_rows = [], {}, []
-    scale = config.max_steps / 1000.0  # budgets are per 1000 steps; shorter episodes get a share
-    for env_id in config.envs:
-        mixed = GenerateConfig(env_id, "mixed", config.task_transitions, config.policy_steps, constrained=True,
-                               seed=config.data_seed, cost_penalty=config.cost_penalty,
-                               cautious_steps=config.cautious_steps, velocity_limit=config.velocity_limit)
-        limit = velocity_limit(env_id, config.velocity_limit)
-        log(f"{env_id}: velocity limit {limit:g} m/s ({'DSRL' if mixed.velocity_limit is None else 'lowered'}), "
-            f"mixed-safety data ({mixed.name}: SAC {config.policy_steps} steps without and "
-            f"{mixed.cautious_policy_steps} with a cost penalty of {config.cost_penalty:g}) + random, policies "
-            f"cached in {config.policy_dir}")
-        task = load_dataset(generate(mixed, config.data_dir, progress, config.policy_dir))
-        random = load_dataset(generate(GenerateConfig(env_id, "random", config.random_transitions, constrained=True,
-                                                      seed=config.data_seed, velocity_limit=config.velocity_limit),
-                                       config.data_dir, progress))
-        returns = task.returns()
-        costs = np.array([e.costs.sum() for e in task.episodes])
-        per_1000 = 1000.0 * costs / np.array([e.length for e in task.episodes])
-        r_min, r_max = float(returns.min()), float(returns.max())
-        data_stats[env_id] = {"velocity_limit": limit, "return_min": r_min, "return_max": r_max,
-                              "return_mean": float(returns.mean()),
-                              "cost_mean": float(costs.mean()), "cost_max": float(costs.max()),
-                              "cost_per_1000_mean": float(per_1000.mean()), "episodes": len(task.episodes),
-                              "within_budget": {f"{b:g}": int((per_1000 <= b).sum()) for b in config.budgets}}
-        log(f"  data: {len(task.episodes)} episodes, return {returns.mean():.0f} (min {r_min:.0f}, max {r_max:.0f}), "
-            f"episode cost mean {costs.mean():.1f} max {costs.max():.0f}; episodes within budget "
-            + ", ".join(f"{b}: {n}" for b, n in data_stats[env_id]["within_budget"].items()))
-        unconstrained_limit = float(costs.max())  # the largest cost-to-go the models have seen
-        for seed in config.seeds:
-            bundle_dir = out / "models" / env_id.split("-")[0].lower() / f"s{seed}"
-            log(f"  seed {seed}: training planner, dynamics, reward and cost models -> {bundle_dir}")
-            model_file = config.train_bundle(bundle_dir, task, [random], seed, log, progress)
-            sampler = Sampler(model_file, config.backend, threads=config.threads, env_id=env_id)
-            spec = BundleSpec.load(bundle_dir)
-            eval_seed = 10_000 * (seed + 1)
-            evaluation = {"env": env_id, "data": mixed.recipe(), "episodes": config.episodes,
-                          "max_steps": config.max_steps, "start_seed": eval_seed}
-            model = {"model_file": model_file_digest(model_file), "backend": config.backend}
-            cache_dir = out / "episodes" / env_id.split("-")[0].lower() / f"s{seed}"
-
-            def choose_g(method, budget, options, b, key=evaluation | model, cache_dir=cache_dir, seed=seed,
-                         eval_seed=eval_seed, env_id=env_id):
-                """The return target of config.return_targets for `method` under episode budget b,
-                by validation episodes from start seeds eval_seed + VALIDATION_OFFSET on."""
-                from mpdiffuser.control.evaluate import EpisodeResult
-                from mpdiffuser.control.mpc import MPCPolicy
-                from mpdiffuser.control.tune import choose_setting
-
-                start = eval_seed + VALIDATION_OFFSET
-
-                def run(setting):
-                    g = setting["return_target"]
-                    done = cached_rows(cache_dir / f"validation-{slug(method)}-b{budget:g}-g{g:g}.json",
-                                       key | {"method": method, "budget": budget, "return_target": g,
-                                              "start_seed": start, "episodes": config.validation_episodes},
-                                       lambda: _episodes(MPCPolicy(sampler, options.replace(return_target=g),
-                                                                   episode_budget=b, episode_length=config.max_steps),
-                                                         env_id, start, f"validation {method} g={g:g}", budget, config,
-                                                         progress, config.validation_episodes))
-                    return [EpisodeResult(r["return"], None, r["cost"], r["length"]) for r in done]
-
-                best, tried = choose_setting([{"return_target": float(g)} for g in config.return_targets], run, b)
-                validation_rows.extend({"env": env_id, "seed": seed, "budget": budget, "method": method,
-                                        "start_seed": start} | r for r in tried)
-                log(f"    {method} budget {budget:g}: g = {best['return_target']:g} (validation return / cost "
-                    + ", ".join(f"g {r['return_target']:g}: {r['return_mean']:.0f} / {r['cost_mean']:.0f}"
-                                for r in tried) + ")")
-                return best["return_target"]
-
-            for method, budget, depends, make in _runs(config, sampler, task, per_1000, spec, seed, scale,
-                                                       unconstrained_limit, log, progress, model, choose_g):
-                done = cached_rows(cache_dir / f"{slug(method)}-{'all' if budget is None else f'b{budget:g}'}.json",
-                                   evaluation | (model if depends is None else depends) |
-                                   {"method": method, "budget": budget},
-                                   lambda make=make, method=method, budget=budget:
-                                   _episodes(make(), env_id, eval_seed, method, budget, config, progress))
-                # An unbudgeted method's episodes are scored against every budget; the others against their own.
-                for b in ([budget] if budget is not None else config.budgets):
-                    rows += [r | {"env": env_id, "budget": b, "method": method, "seed": seed,
-                                  "normalized_return": (r["return"] - r_min) / max(r_max - r_min, 1e-9),
-                                  "normalized_cost": r["cost"] / (b * scale), "safe": float(r["cost"] <= b * scale)}
-                             for r in done]
-                log(f"    {method:27s} budget {'-' if budget is None else f'{budget:g}':>3s}: return "
-                    f"{np.mean([r['return'] for r in done]):7.1f}, episode cost "
-                    f"{np.mean([r['cost'] for r in done]):6.1f}")
-    summary = summarize(rows, ("env", "budget", "method"), ("normalized_return", "normalized_cost", "safe",
-                                                            "return", "cost"), unit="seed")
-    report = {"experiment": "constrained", "config": dataclasses.asdict(config), "machine": machine(),
-              "note": "normalized return = (R - R_min) / (R_max - R_min), dataset episode returns (DSRL); "
-                      "normalized cost = episode cost / budget, safe when <= 1; means over all evaluation "
-                      "episodes of all training seeds; <field>_stderr over the episodes, <field>_stderr_seeds "
-                      "over the seeds' means (the table's and plot's error when there are 2 or more seeds)",
-              "data": data_stats, "summary": summary, "episodes": rows, "validation": validation_rows,
-              "seconds": round(log.seconds, 1)}
-    write_outputs(report, out)
-    log("normalized return / normalized cost (safe when <= 1) / fraction of safe episodes "
-        "(errors over seeds when there are 2 or more)")
-    for e in summary:
-        print(f"    {e['env']:15s} budget {e['budget']:4g} {e['method']:27s} return {e['normalized_return_mean']:5.2f} "
-              f"+- {score_error(e, 'normalized_return'):4.2f}  cost {e['normalized_cost_mean']:5.2f} "
-              f"+- {score_error(e, 'normalized_cost'):4.2f}  safe {e['safe_mean']:4.2f}")
-    log(f"results in {out / 'constrained.json'}, {out / 'constrained.csv'}, {out / 'constrained.png'}")
-    return report
-
-
-def _runs(config: ConstrainedConfig, sampler, task, per_1000: np.ndarray, spec, seed: int, scale: float,
-          unconstrained_limit: float, log: Log, progress: bool, model: dict, choose_g):
-    """(method, budget or None, what its episodes depend on (None: the model file), a function that
-    makes its policy) for every method and budget of one training seed; the tuned methods run
-    their validation (choose_g(method, budget, options, scaled budget) -> g) when reached."""
-    from mpdiffuser.control.bc import BCPolicy
-    from mpdiffuser.control.mpc import MPCPolicy
-    from mpdiffuser.data.dataset import OfflineDataset
-
+    config, env_id, seed = experiment.config, cell.task, cell.seed
+    method, budget = split_method(cell.method)
+    task = _load(experiment.files[env_id][0])
+    per_1000 = np.array([1000.0 * e.costs.sum() / e.length for e in task.episodes])
+    bundle_dir = experiment.bundle_dir(env_id, seed)
+    model_file = bundle_dir / "model.safetensors"
+    sampler = Sampler(model_file, config.backend, threads=config.threads, env_id=env_id)
+    spec = BundleSpec.load(bundle_dir)
     d = sampler.defaults
+    scale = config.max_steps / 1000.0  # budgets are per 1000 steps; shorter episodes get a share
+    eval_seed = 10_000 * (seed + 1)
+    evaluation = {"env": env_id, "data": experiment.mixed[env_id].recipe(), "episodes": config.episodes,
+                  "max_steps": config.max_steps, "start_seed": eval_seed}
+    model = {"model_file": model_file_digest(model_file), "backend": config.backend}
+    cache_dir = experiment.out / "episodes" / env_id.split("-")[0].lower() / f"s{seed}"
+    validation_rows: list[dict] = []
 
     def bc(episodes, what):
         def make():
@@ -214,26 +255,67 @@ def _runs(config: ConstrainedConfig, sampler, task, per_1000: np.ndarray, spec, 
             return policy
         return make
 
-    yield NO_BUDGET, None, None, lambda: MPCPolicy(sampler, d.replace(cost_limit=unconstrained_limit, cost_budget=None))
-    yield BC_ALL, None, {"bc_steps": config.bc_steps, "seed": seed}, bc(task.episodes, "all episodes")
-    for budget in config.budgets:
-        b = budget * scale
-        yield WITH_BUDGET, budget, None, lambda b=b: MPCPolicy(sampler, d, episode_budget=b,
-                                                               episode_length=config.max_steps)
-        yield PLANNER_ONLY, budget, None, lambda b=b: MPCPolicy(sampler, d.replace(dynamics_weight=0.0),
-                                                                episode_budget=b, episode_length=config.max_steps)
-        if config.return_targets:
-            for method, options in ((TUNED_WITH_BUDGET, d), (TUNED_PLANNER_ONLY, d.replace(dynamics_weight=0.0))):
-                g = choose_g(method, budget, options, b)
-                yield method, budget, model | {"return_target": g}, (
-                    lambda b=b, o=options.replace(return_target=g): MPCPolicy(sampler, o, episode_budget=b,
-                                                                              episode_length=config.max_steps))
+    def choose_g(options, b) -> float:
+        """The return target of config.return_targets for this method under episode budget b, by
+        validation episodes from start seeds eval_seed + VALIDATION_OFFSET on."""
+        start = eval_seed + VALIDATION_OFFSET
+
+        def run(setting):
+            g = setting["return_target"]
+            done = cached_rows(cache_dir / f"validation-{slug(method)}-b{budget:g}-g{g:g}.json",
+                               evaluation | model | {"method": method, "budget": budget, "return_target": g,
+                                                     "start_seed": start, "episodes": config.validation_episodes},
+                               lambda: _episodes(MPCPolicy(sampler, options.replace(return_target=g), episode_budget=b,
+                                                           episode_length=config.max_steps),
+                                                 env_id, start, f"validation {method} g={g:g}", budget, config,
+                                                 progress, config.validation_episodes))
+            return [EpisodeResult(r["return"], None, r["cost"], r["length"]) for r in done]
+
+        best, tried = choose_setting([{"return_target": float(g)} for g in config.return_targets], run, b)
+        validation_rows.extend({"env": env_id, "seed": seed, "budget": budget, "method": method, "start_seed": start}
+                               | r for r in tried)
+        log(f"    {method} budget {budget:g}: g = {best['return_target']:g} (validation return / cost "
+            + ", ".join(f"g {r['return_target']:g}: {r['return_mean']:.0f} / {r['cost_mean']:.0f}" for r in tried) + ")")
+        return best["return_target"]
+
+    b = None if budget is None else budget * scale
+    depends = None  # None: the model file
+    if method == NO_BUDGET:
+        largest = float(max(e.costs.sum() for e in task.episodes))  # the largest cost-to-go the models have seen
+        make = lambda: MPCPolicy(sampler, d.replace(cost_limit=largest, cost_budget=None))  # noqa: E731
+    elif method == BC_ALL:
+        depends, make = {"bc_steps": config.bc_steps, "seed": seed}, bc(task.episodes, "all episodes")
+    elif method == WITH_BUDGET:
+        make = lambda: MPCPolicy(sampler, d, episode_budget=b, episode_length=config.max_steps)  # noqa: E731
+    elif method == PLANNER_ONLY:
+        make = lambda: MPCPolicy(sampler, d.replace(dynamics_weight=0.0), episode_budget=b,  # noqa: E731
+                                 episode_length=config.max_steps)
+    elif method in TUNED_METHODS:
+        options = d if method == TUNED_WITH_BUDGET else d.replace(dynamics_weight=0.0)
+        g = choose_g(options, b)
+        depends = model | {"return_target": g}
+        make = lambda: MPCPolicy(sampler, options.replace(return_target=g), episode_budget=b,  # noqa: E731
+                                 episode_length=config.max_steps)
+    elif method == BC_SAFE:
         safe = [e for e, c in zip(task.episodes, per_1000) if c <= budget]
-        if safe:
-            yield BC_SAFE, budget, {"bc_steps": config.bc_steps, "seed": seed}, bc(safe, f"{len(safe)} episodes "
-                                                                                      f"within budget {budget:g}")
-        else:
-            log(f"    {BC_SAFE} budget {budget:g}: no episode of the data is within it, not run")
+        depends, make = {"bc_steps": config.bc_steps, "seed": seed}, bc(safe, f"{len(safe)} episodes within budget "
+                                                                            f"{budget:g}")
+    else:
+        raise ValueError(f"unknown method {method!r}: the constrained methods are {', '.join(METHODS + TUNED_METHODS)}")
+    done = cached_rows(cache_dir / f"{slug(method)}-{'all' if budget is None else f'b{budget:g}'}.json",
+                       evaluation | (model if depends is None else depends) | {"method": method, "budget": budget},
+                       lambda: _episodes(make(), env_id, eval_seed, method, budget, config, progress))
+    return {"episodes": done, "metrics": {}, "validation": validation_rows}
+
+
+def run_constrained(config: ConstrainedConfig, progress: bool = True, ray_address: str | None = None) -> dict:
+    """The grid (robots x seeds x methods and budgets), here or on Ray; returns the report (also
+    written to <out>/constrained.json, .csv and the plot)."""
+    from mpdiffuser.experiments.grid import connect_ray, run_experiment
+
+    if ray_address is not None:
+        connect_ray(ray_address)
+    return run_experiment(Constrained(config, progress), ray_address, progress)
 
 
 def _episodes(policy, env_id: str, eval_seed: int, method: str, budget, config: ConstrainedConfig,
@@ -246,9 +328,9 @@ def _episodes(policy, env_id: str, eval_seed: int, method: str, budget, config: 
             for i, e in enumerate(summary.episodes)]
 
 
-def write_outputs(report: dict, out: Path) -> None:
-    write_json(out / "constrained.json", report)
-    write_csv(out / "constrained.csv", report["episodes"])
+def _write_plots(report: dict, out: Path) -> None:
+    """constrained_validation.csv and the plot (the grid writes the JSON and constrained.csv)."""
+    out.mkdir(parents=True, exist_ok=True)
     if report["validation"]:
         write_csv(out / "constrained_validation.csv", report["validation"])
     plt = pyplot()
