@@ -147,11 +147,17 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
+    commit = None
+    # the checkout the command runs in (the repository's root for its benchmarks and experiments),
+    # else the one the package sits in (an installation inside a checkout's .venv)
+    for where in (Path.cwd(), Path(__file__).parent):
+        try:
+            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                    cwd=where, timeout=5).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            commit = None
+        if commit:
+            break
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "commit": commit}
 
 
