@@ -37,6 +37,7 @@ NOMINAL_METHODS = (ORIGINAL, PLANNER_ONLY, BC)  # on the nominal robot there is 
 GAINS = ((FINE_TUNED, ORIGINAL), (BOTH_TUNED, ORIGINAL), (ORIGINAL, PLANNER_ONLY), (FINE_TUNED, BC))  # paired a - b
 # fields that shape the grid, not a cell's result: a cell's cache survives changing them
 GRID_FIELDS = ("out_dir", "policy_dir", "seeds", "shifts", "threads")
+ADAPT_DATA = ("policy", "mpc")  # DynamicsShiftConfig.adapt_data
 ACTION_SHIFT_STATES = 50  # visited states over which diagnose measures how far the dynamics update moves u_0
 HELDOUT_SEED = 1000  # rollout seed offset of the held-out random-action data (never a training rollout's)
 UNCHANGED_FILES = ("planner.pt", "reward.pt", "bundle.json")
@@ -57,6 +58,10 @@ class DynamicsShiftConfig(ExperimentConfig):
     # seeded), the rest the changed robot's: 0 fine-tunes on the changed robot's data alone.
     finetune_replay: float = 0.0
     consistency_steps: int = 200  # the diagnosis's closed-loop episode (diagnose); 0: no diagnosis
+    # the changed robot's adaptation data besides its random actions: "policy" (the nominal behaviour
+    # policy's rollouts) or "mpc" (the nominal MPDiffuser controller's own rollouts on the changed
+    # robot: the states its loop visits)
+    adapt_data: str = "policy"
 
     @classmethod
     def quick(cls, **changes) -> "DynamicsShiftConfig":
@@ -76,6 +81,8 @@ class DynamicsShiftConfig(ExperimentConfig):
             raise ValueError(f"finetune_replay must be in [0, 1), got {self.finetune_replay}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"DynamicsShiftConfig needs distinct seeds, got {list(self.seeds)}")
+        if self.adapt_data not in ADAPT_DATA:
+            raise ValueError(f"adapt_data must be one of {', '.join(ADAPT_DATA)}, got {self.adapt_data!r}")
 
 
 def fine_tune_dynamics(base_dir: Path, out_dir: Path, data: list, steps: int, seed: int, progress: bool,
@@ -180,6 +187,41 @@ class DynamicsShift(Experiment):
             recipe = GenerateConfig(c.env_id, "random", n, seed=seed, physics=physics if changed else None)
         return load_dataset(generate(recipe, c.data_dir, progress, c.policy_dir))
 
+    def _mpc_data(self, seed: int, physics: PhysicsChange, base_dir: Path, log, progress: bool):
+        """shift_transitions transitions of the nominal MPDiffuser controller running on the changed
+        robot (episodes from starts 30000 (seed + 1) + i), cached in the data folder."""
+        from mpdiffuser.control.mpc import MPCPolicy
+        from mpdiffuser.data.dataset import Episode, OfflineDataset, load_dataset
+        from mpdiffuser.envs import make_env
+        from mpdiffuser.sampling.sampler import Sampler
+
+        c = self.config
+        path = c.data_dir / f"{c.env_id.split('-')[0].lower()}-mpc-{physics.tag}-s{seed}.hdf5"
+        if path.exists():
+            return load_dataset(path)
+        sampler = Sampler(base_dir / "model.safetensors", c.backend, threads=c.threads, env_id=c.env_id)
+        policy, env = MPCPolicy(sampler, sampler.defaults), make_env(c.env_id, physics=physics)
+        episodes, count, start = [], 0, 30_000 * (seed + 1)
+        while count < c.shift_transitions:
+            obs, _ = env.reset(seed=start + len(episodes))
+            policy.reset((start + len(episodes)) * 10_000)
+            xs, us, rs, terminated = [obs], [], [], False
+            for _ in range(min(c.max_steps, c.shift_transitions - count)):
+                u = policy.act(obs)
+                obs, r, terminated, truncated, _ = env.step(u)
+                xs.append(obs), us.append(u), rs.append(r)
+                if terminated or truncated:
+                    break
+            episodes.append(Episode(np.asarray(xs), np.asarray(us), np.asarray(rs), terminated=bool(terminated)))
+            count += len(us)
+        env.close()
+        data = OfflineDataset(episodes, {"name": path.stem, "env_id": c.env_id,
+                                         "source": "the nominal MPDiffuser controller on the changed robot"})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data.save_hdf5(path)
+        log(f"    {physics.tag}: {count} transitions of the nominal controller on the changed robot -> {path}")
+        return data
+
     def prepare_seed(self, seed: int, log, progress: bool) -> None:
         c = self.config
         log(f"seed {seed}: nominal data ({c.env_id}, SAC {c.policy_steps} steps, policies in {c.policy_dir}) "
@@ -198,7 +240,8 @@ class DynamicsShift(Experiment):
             return
         c, physics = self.config, self.physics(task)
         base_dir, tuned_dir, both_dir = (self.models(seed) / name for name in ("nominal", task, f"{task}-both"))
-        shift_task = self._data(seed, physics, progress=progress)
+        shift_task = (self._data(seed, physics, progress=progress) if c.adapt_data == "policy" else
+                      self._mpc_data(seed, physics, base_dir, log, progress))
         shift_random = self._data(seed, physics, kind="random", progress=progress)
         new = shift_task.num_transitions + shift_random.num_transitions
         nominal = [self._data(seed), self._data(seed, kind="random")]

@@ -131,3 +131,22 @@ def test_replay_draws_whole_nominal_episodes_to_the_asked_share():
     assert replay_data(nominal, 0.25, 300, seed=1)[0].num_transitions >= 100  # 0.25 / 0.75 x 300
     with pytest.raises(ValueError, match="finetune_replay"):
         DynamicsShiftConfig.quick(finetune_replay=1.0)
+
+
+def test_adaptation_data_from_the_nominal_controller_itself(tmp_path):
+    """--adapt-data mpc: the changed robot's data are the nominal MPDiffuser controller's own
+    rollouts there (the states its loop visits), cached, of shift_transitions transitions."""
+    from mpdiffuser.experiments.dynamics_shift import DynamicsShiftConfig, run_dynamics_shift
+
+    config = DynamicsShiftConfig.quick(shifts=(PhysicsChange(mass=1.5),), out_dir=str(tmp_path / "out"),
+                                       policy_dir=str(tmp_path / "policies"), shift_transitions=120,
+                                       shift_random_transitions=200, finetune_steps=20, seeds=(0,),
+                                       consistency_steps=0, adapt_data="mpc", **TINY)
+    report = run_dynamics_shift(config, progress=False)
+    assert report["failures"] == []
+    mpc = load_dataset(tmp_path / "out" / "data" / "hopper-mpc-mass1.5-s0.hdf5")
+    assert mpc.num_transitions == 120 and "MPDiffuser controller" in mpc.metadata["source"]
+    import pytest
+
+    with pytest.raises(ValueError, match="adapt_data must be one of policy, mpc"):
+        DynamicsShiftConfig(adapt_data="sac")
