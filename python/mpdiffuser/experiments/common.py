@@ -146,10 +146,12 @@ def summarize(rows: list[dict], keys: tuple[str, ...], fields: tuple[str, ...], 
             for m in members:
                 units.setdefault(m[unit], []).append(m)
             entry[f"{unit}s"] = len(units)
-        for f in fields:
-            entry[f"{f}_mean"], entry[f"{f}_stderr"] = mean_stderr(m[f] for m in members)
+        for f in fields:  # a row without the field (a measure a cell could not take) is left out of its mean
+            entry[f"{f}_mean"], entry[f"{f}_stderr"] = mean_stderr(m[f] for m in members if m.get(f) is not None)
             if unit is not None:
-                entry[f"{f}_stderr_{unit}s"] = mean_stderr(np.mean([m[f] for m in u]) for u in units.values())[1]
+                entry[f"{f}_stderr_{unit}s"] = mean_stderr(
+                    np.mean(present) for u in units.values() if (present := [m[f] for m in u if m.get(f) is not None])
+                )[1]
         out.append(entry)
     return out
 

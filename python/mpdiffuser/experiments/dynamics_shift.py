@@ -146,6 +146,7 @@ class DynamicsShift(Experiment):
     models once (prepare_seed), every changed robot its adapted models (prepare)."""
 
     name = "dynamics"
+    LEGACY = {"adapt_data": "policy"}  # cells cached before adapt_data existed used the behaviour policy's data
     score_note = ("D4RL-normalized score, mean over the evaluation episodes of all seeds; stderr over the seeds' "
                   "means; gains are paired differences (same seed, same start state)")
 

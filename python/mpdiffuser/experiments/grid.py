@@ -47,6 +47,9 @@ class Experiment:
     dataclass with `out_dir`) and define the methods below."""
 
     name = "experiment"
+    # key fields added after cells were cached, with the value those cells were made with: a cached
+    # key without the field is read as having it (so a new option at its old behaviour keeps the cache)
+    LEGACY: dict = {}
     score_note = "mean over all evaluation episodes of all training seeds; stderr over the seeds' means"
     score = "score"  # the episode field the summary leads with: "score" (D4RL-normalized) or "return" (any robot)
 
@@ -104,7 +107,8 @@ def _cached(experiment: Experiment, cell: Cell) -> dict | None:
         return None
     saved = json.loads(path.read_text())
     key = json.loads(json.dumps(experiment.key(cell), default=str))
-    return saved["result"] if saved.get("key") == key else None
+    legacy = json.loads(json.dumps(experiment.LEGACY, default=str))
+    return saved["result"] if isinstance(saved.get("key"), dict) and legacy | saved["key"] == key else None
 
 
 def _store(experiment: Experiment, cell: Cell, result: dict) -> None:

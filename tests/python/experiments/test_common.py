@@ -137,3 +137,16 @@ def test_results_record_the_library_versions_they_ran_with():
     assert set(info["libraries"]) == set(RESULT_LIBRARIES)
     assert info["libraries"]["mujoco"] == metadata.version("mujoco")  # a score is tied to its simulator
     assert info["libraries"]["gymnasium"] == metadata.version("gymnasium") and info["commit"]
+
+
+def test_summarize_leaves_out_rows_without_a_field():
+    """A metric one cell could not measure (say, the loss on visited states of an episode shorter
+    than a window) is left out of that field's mean, not a KeyError for the whole report."""
+    from mpdiffuser.experiments.common import summarize
+
+    rows = [{"task": "t", "method": "m", "seed": 0, "a": 1.0, "b": 2.0},
+            {"task": "t", "method": "m", "seed": 1, "a": 3.0}]
+    (entry,) = summarize(rows, ("task", "method"), ("a", "b"), unit="seed")
+    assert entry["a_mean"] == 2.0 and entry["b_mean"] == 2.0 and entry["b_stderr_seeds"] == 0.0
+    (empty,) = summarize(rows[1:], ("task", "method"), ("b",))
+    assert empty["b_mean"] != empty["b_mean"]  # NaN: no row has it

@@ -177,3 +177,20 @@ def test_the_scarce_experiment_refuses_what_it_cannot_run(tmp_path):
     out = subprocess.run([sys.executable, "-m", "mpdiffuser", "experiment", "quadruped", "--ray", "auto"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "--ray applies to the locomotion, constrained, dynamics, scarce, any-robot experiments only" in out.stderr
+
+
+def test_a_key_field_added_later_keeps_the_cells_cached_at_its_old_behaviour(tmp_path):
+    """An option added after cells were cached (declared in the experiment's LEGACY with the value
+    those cells were made with) reads them back at that value and reruns them at another."""
+    run_experiment(toy(ToyConfig(str(tmp_path))), progress=False)  # cached before the field "mode" existed
+    newer = toy(ToyConfig(str(tmp_path)))
+    newer.key = lambda cell, base=newer.key: base(cell) | {"mode": "old"}
+    type(newer).LEGACY = {"mode": "old"}
+    shutil.rmtree(tmp_path / "prepared")
+    run_experiment(newer, progress=False)
+    assert not (tmp_path / "prepared").exists()  # read back: nothing ran
+    other = toy(ToyConfig(str(tmp_path)))
+    other.key = lambda cell, base=other.key: base(cell) | {"mode": "new"}
+    type(other).LEGACY = {"mode": "old"}
+    run_experiment(other, progress=False)
+    assert (tmp_path / "prepared").exists()  # another value: run again
