@@ -17,14 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mpdiffuser.config import TrainConfig
-from mpdiffuser.experiments.common import ExperimentConfig, check_model_options, episode_rows
+from mpdiffuser.experiments.common import ExperimentConfig, check_model_options, episode_rows, test_start
 from mpdiffuser.experiments.grid import Cell, Experiment
 
 METHODS = ("MPDiffuser", "planner only (lambda=0)", "behaviour cloning")
 LAMBDAS = {"MPDiffuser": 1.0, "planner only (lambda=0)": 0.0}
-GRID_FIELDS = ("out_dir", "policy_dir", "seeds", "datasets", "threads")
-
-
 @dataclass(frozen=True)
 class AnyRobotConfig(ExperimentConfig):
     out_dir: str = "runs/any-robot"
@@ -48,6 +45,7 @@ class AnyRobotConfig(ExperimentConfig):
 class AnyRobot(Experiment):
     name = "any-robot"
     score = "return"
+    GRID_FIELDS = ("out_dir", "policy_dir", "seeds", "datasets", "threads")
     score_note = "raw episode return (no D4RL reference): mean over all episodes of all seeds; stderr over seeds"
 
     def __init__(self, config: AnyRobotConfig) -> None:
@@ -69,10 +67,6 @@ class AnyRobot(Experiment):
 
     def methods(self) -> list[str]:
         return list(METHODS)
-
-    def key(self, cell: Cell) -> dict:
-        fields = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in GRID_FIELDS}
-        return fields | {"cell": dataclasses.asdict(cell)}
 
     def bundle_dir(self, task: str, seed: int) -> Path:
         return self.out / "models" / task / f"s{seed}"
@@ -100,7 +94,7 @@ class AnyRobot(Experiment):
             policy, _ = BCPolicy.train(data, spec.states, spec.actions, TrainConfig(steps=c.train_steps,
                                                                                   seed=cell.seed),
                                        progress=progress, device=c.device)
-        summary = evaluate(policy, data.env_id, c.episodes, 10_000 * (cell.seed + 1), c.max_steps, progress=progress,
+        summary = evaluate(policy, data.env_id, c.episodes, test_start(cell.seed), c.max_steps, progress=progress,
                            desc=f"{cell.task} {cell.method}")
         return {"episodes": episode_rows(summary), "metrics": {}}
 
@@ -109,8 +103,6 @@ class AnyRobot(Experiment):
 
 
 def run_any_robot(config: AnyRobotConfig, progress: bool = True, ray_address: str | None = None) -> dict:
-    from mpdiffuser.experiments.grid import connect_ray, run_experiment
+    from mpdiffuser.experiments.grid import run_grid
 
-    if ray_address is not None:
-        connect_ray(ray_address)
-    return run_experiment(AnyRobot(config), ray_address, progress)
+    return run_grid(lambda: AnyRobot(config), ray_address, progress)

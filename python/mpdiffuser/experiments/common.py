@@ -4,6 +4,7 @@ exporting its model file, statistics, and CSV/JSON/plot writing."""
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import platform
@@ -22,6 +23,22 @@ from mpdiffuser.data.dataset import OfflineDataset
 # validation starts of the experiments: test starts + this (a test never has this many episodes);
 # the same offset as `mpdiffuser tune`'s validation starts (one home: control.tune)
 VALIDATION_OFFSET = VALIDATION_SEED
+
+
+TEST_START_STRIDE = 10_000  # training seed s is tested from start seeds TEST_START_STRIDE (s + 1) + i
+
+
+def test_start(seed: int) -> int:
+    """The first test start of training seed `seed`: the same for every method of that seed."""
+    return TEST_START_STRIDE * (seed + 1)
+
+
+@functools.lru_cache(maxsize=32)
+def cached_dataset(path: str) -> OfflineDataset:
+    """load_dataset, once per path and process (the experiments' cells read the same files)."""
+    from mpdiffuser.data.dataset import load_dataset
+
+    return load_dataset(path)
 
 
 class Log:

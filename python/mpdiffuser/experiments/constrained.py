@@ -24,16 +24,15 @@ episode returns. Normalized cost is the episode cost / budget; an episode is saf
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mpdiffuser.config import TrainConfig
-from mpdiffuser.experiments.common import (VALIDATION_OFFSET, Log, ExperimentConfig, cached_rows,
+from mpdiffuser.experiments.common import (VALIDATION_OFFSET, Log, ExperimentConfig, cached_dataset, cached_rows,
                                            check_model_options, grouped_bars, pyplot, score_error, slug, summarize,
-                                           write_csv)
+                                           test_start, write_csv)
 from mpdiffuser.experiments.grid import Cell, Experiment
 
 WITH_BUDGET, NO_BUDGET, PLANNER_ONLY = "MPDiffuser", "MPDiffuser, no budget", "planner only (lambda=0)"
@@ -82,8 +81,6 @@ class ConstrainedConfig(ExperimentConfig):
 
 
 BUDGET = " | budget "  # a budgeted method's cell: "MPDiffuser | budget 10"
-# fields that shape the grid, not a cell's result: a cell's cache survives changing them
-GRID_FIELDS = ("out_dir", "policy_dir", "seeds", "envs", "budgets", "threads")
 
 
 class Constrained(Experiment):
@@ -92,6 +89,7 @@ class Constrained(Experiment):
     in the report). Every cell keeps the per-method episode caches of <out>/episodes/."""
 
     name = "constrained"
+    GRID_FIELDS = ("out_dir", "policy_dir", "seeds", "envs", "budgets", "threads")
     score = "return"
     score_note = ("normalized return = (R - R_min) / (R_max - R_min), dataset episode returns (DSRL); normalized cost "
                   "= episode cost / budget, safe when <= 1; means over all evaluation episodes of all training seeds; "
@@ -153,14 +151,13 @@ class Constrained(Experiment):
         return out
 
     def key(self, cell: Cell) -> dict:
-        fields = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in GRID_FIELDS}
-        return fields | {"data": self.files[cell.task], "cell": dataclasses.asdict(cell)}
+        return self.config_key() | {"data": self.files[cell.task], "cell": dataclasses.asdict(cell)}
 
     def bundle_dir(self, env_id: str, seed: int) -> Path:
         return self.out / "models" / env_id.split("-")[0].lower() / f"s{seed}"
 
     def prepare(self, task: str, seed: int, log, progress: bool) -> None:
-        data, random = (_load(f) for f in self.files[task])
+        data, random = (cached_dataset(f) for f in self.files[task])
         log(f"  {task} seed {seed}: training planner, dynamics, reward and cost models -> {self.bundle_dir(task, seed)}")
         self.config.train_bundle(self.bundle_dir(task, seed), data, [random], seed, log, progress)
 
@@ -210,13 +207,6 @@ def split_method(name: str) -> tuple[str, float | None]:
     return method, float(budget) if budget else None
 
 
-@functools.lru_cache(maxsize=16)
-def _load(path: str):
-    from mpdiffuser.data.dataset import load_dataset
-
-    return load_dataset(path)
-
-
 def _run_cell(experiment: Constrained, cell: Cell, log, progress: bool) -> dict:
     """One method at one budget (or without one) on one robot and seed: its policy (a tuned method
     picks g by validation episodes first), its test episodes, cached under <out>/episodes/."""
@@ -231,7 +221,7 @@ def _run_cell(experiment: Constrained, cell: Cell, log, progress: bool) -> dict:
 
     config, env_id, seed = experiment.config, cell.task, cell.seed
     method, budget = split_method(cell.method)
-    task = _load(experiment.files[env_id][0])
+    task = cached_dataset(experiment.files[env_id][0])
     per_1000 = np.array([1000.0 * e.costs.sum() / e.length for e in task.episodes])
     bundle_dir = experiment.bundle_dir(env_id, seed)
     model_file = bundle_dir / "model.safetensors"
@@ -239,7 +229,7 @@ def _run_cell(experiment: Constrained, cell: Cell, log, progress: bool) -> dict:
     spec = BundleSpec.load(bundle_dir)
     d = sampler.defaults
     scale = config.max_steps / 1000.0  # budgets are per 1000 steps; shorter episodes get a share
-    eval_seed = 10_000 * (seed + 1)
+    eval_seed = test_start(seed)
     evaluation = {"env": env_id, "data": experiment.mixed[env_id].recipe(), "episodes": config.episodes,
                   "max_steps": config.max_steps, "start_seed": eval_seed}
     model = {"model_file": model_file_digest(model_file), "backend": config.backend}
@@ -311,11 +301,9 @@ def _run_cell(experiment: Constrained, cell: Cell, log, progress: bool) -> dict:
 def run_constrained(config: ConstrainedConfig, progress: bool = True, ray_address: str | None = None) -> dict:
     """The grid (robots x seeds x methods and budgets), here or on Ray; returns the report (also
     written to <out>/constrained.json, .csv and the plot)."""
-    from mpdiffuser.experiments.grid import connect_ray, run_experiment
+    from mpdiffuser.experiments.grid import run_grid
 
-    if ray_address is not None:
-        connect_ray(ray_address)
-    return run_experiment(Constrained(config, progress), ray_address, progress)
+    return run_grid(lambda: Constrained(config, progress), ray_address, progress)
 
 
 def _episodes(policy, env_id: str, eval_seed: int, method: str, budget, config: ConstrainedConfig,

@@ -25,7 +25,8 @@ import numpy as np
 
 from mpdiffuser.config import TrainConfig
 from mpdiffuser.envs import PhysicsChange
-from mpdiffuser.experiments.common import ExperimentConfig, check_model_options, episode_rows, mean_stderr, sha256
+from mpdiffuser.experiments.common import (ExperimentConfig, check_model_options, episode_rows, mean_stderr, sha256,
+                                           test_start)
 from mpdiffuser.experiments.grid import Cell, Experiment
 from mpdiffuser.models.bundle import BundleSpec
 
@@ -35,8 +36,6 @@ BC = "behaviour cloning (this robot's data)"
 METHODS = (ORIGINAL, FINE_TUNED, BOTH_TUNED, PLANNER_ONLY, BC)
 NOMINAL_METHODS = (ORIGINAL, PLANNER_ONLY, BC)  # on the nominal robot there is nothing to adapt
 GAINS = ((FINE_TUNED, ORIGINAL), (BOTH_TUNED, ORIGINAL), (ORIGINAL, PLANNER_ONLY), (FINE_TUNED, BC))  # paired a - b
-# fields that shape the grid, not a cell's result: a cell's cache survives changing them
-GRID_FIELDS = ("out_dir", "policy_dir", "seeds", "shifts", "threads")
 ADAPT_DATA = ("policy", "mpc")  # DynamicsShiftConfig.adapt_data
 ACTION_SHIFT_STATES = 50  # visited states over which diagnose measures how far the dynamics update moves u_0
 HELDOUT_SEED = 1000  # rollout seed offset of the held-out random-action data (never a training rollout's)
@@ -146,7 +145,8 @@ class DynamicsShift(Experiment):
     models once (prepare_seed), every changed robot its adapted models (prepare)."""
 
     name = "dynamics"
-    LEGACY = {"adapt_data": "policy"}  # cells cached before adapt_data existed used the behaviour policy's data
+    LEGACY = {"adapt_data": "policy"}
+    GRID_FIELDS = ("out_dir", "policy_dir", "seeds", "shifts", "threads")  # cells cached before adapt_data existed used the behaviour policy's data
     score_note = ("D4RL-normalized score, mean over the evaluation episodes of all seeds; stderr over the seeds' "
                   "means; gains are paired differences (same seed, same start state)")
 
@@ -160,8 +160,8 @@ class DynamicsShift(Experiment):
         return [c for c in super().cells() if c.task != "nominal" or c.method in NOMINAL_METHODS]
 
     def key(self, cell: Cell) -> dict:
-        fields = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in GRID_FIELDS}
-        return fields | {"physics": dataclasses.asdict(self.physics(cell.task)), "cell": dataclasses.asdict(cell)}
+        return self.config_key() | {"physics": dataclasses.asdict(self.physics(cell.task)),
+                                    "cell": dataclasses.asdict(cell)}
 
     def physics(self, task: str) -> PhysicsChange:
         return next((p for p in self.config.shifts if p.tag == task), PhysicsChange())
@@ -192,7 +192,7 @@ class DynamicsShift(Experiment):
         """shift_transitions transitions of the nominal MPDiffuser controller running on the changed
         robot (episodes from starts 30000 (seed + 1) + i), cached in the data folder."""
         from mpdiffuser.control.mpc import MPCPolicy
-        from mpdiffuser.data.dataset import Episode, OfflineDataset, load_dataset
+        from mpdiffuser.data.dataset import OfflineDataset, load_dataset
         from mpdiffuser.envs import make_env
         from mpdiffuser.sampling.sampler import Sampler
 
@@ -204,17 +204,10 @@ class DynamicsShift(Experiment):
         policy, env = MPCPolicy(sampler, sampler.defaults), make_env(c.env_id, physics=physics)
         episodes, count, start = [], 0, 30_000 * (seed + 1)
         while count < c.shift_transitions:
-            obs, _ = env.reset(seed=start + len(episodes))
-            policy.reset((start + len(episodes)) * 10_000)
-            xs, us, rs, terminated = [obs], [], [], False
-            for _ in range(min(c.max_steps, c.shift_transitions - count)):
-                u = policy.act(obs)
-                obs, r, terminated, truncated, _ = env.step(u)
-                xs.append(obs), us.append(u), rs.append(r)
-                if terminated or truncated:
-                    break
-            episodes.append(Episode(np.asarray(xs), np.asarray(us), np.asarray(rs), terminated=bool(terminated)))
-            count += len(us)
+            episode_seed = start + len(episodes)
+            episodes.append(_mpc_episode(policy, env, episode_seed, episode_seed * 10_000,
+                                         min(c.max_steps, c.shift_transitions - count)))
+            count += episodes[-1].length
         env.close()
         data = OfflineDataset(episodes, {"name": path.stem, "env_id": c.env_id,
                                          "source": "the nominal MPDiffuser controller on the changed robot"})
@@ -273,7 +266,7 @@ class DynamicsShift(Experiment):
         c, physics = self.config, self.physics(cell.task)
         folder = {ORIGINAL: "nominal", PLANNER_ONLY: "nominal", FINE_TUNED: cell.task,
                   BOTH_TUNED: f"{cell.task}-both"}.get(cell.method)
-        start = 10_000 * (cell.seed + 1)
+        start = test_start(cell.seed)
         sampler = options = None
         if folder is not None:
             sampler = Sampler(self.models(cell.seed) / folder / "model.safetensors", c.backend, threads=c.threads,
@@ -341,37 +334,40 @@ def _visited(experiment: DynamicsShift, sampler, options, physics, start: int):
     """The transitions of one MPC episode (consistency_steps at most) on the robot: (a dataset, or
     None when shorter than a window; the visited states)."""
     from mpdiffuser.control.mpc import MPCPolicy
-    from mpdiffuser.data.dataset import Episode, OfflineDataset
+    from mpdiffuser.data.dataset import OfflineDataset
     from mpdiffuser.envs import make_env
 
     c = experiment.config
     env = make_env(c.env_id, physics=physics)
-    policy = MPCPolicy(sampler, options)
-    obs, _ = env.reset(seed=start)
-    policy.reset(start)
-    xs, us, rs = [obs], [], []
-    terminated = False
-    for _ in range(c.consistency_steps):
+    episode = _mpc_episode(MPCPolicy(sampler, options), env, start, start, c.consistency_steps)
+    env.close()
+    if episode.length <= sampler.spec.model.horizon:
+        return None, episode.observations
+    return OfflineDataset([episode], {"name": "visited", "env_id": c.env_id}), episode.observations
+
+
+def _mpc_episode(policy, env, env_seed: int, plan_seed: int, steps: int):
+    """One episode of `policy` in `env` (reset with env_seed, the policy with plan_seed), at most
+    `steps` steps, as a dataset Episode."""
+    from mpdiffuser.data.dataset import Episode
+
+    obs, _ = env.reset(seed=env_seed)
+    policy.reset(plan_seed)
+    xs, us, rs, terminated = [obs], [], [], False
+    for _ in range(steps):
         u = policy.act(obs)
         obs, r, terminated, truncated, _ = env.step(u)
         xs.append(obs), us.append(u), rs.append(r)
         if terminated or truncated:
             break
-    env.close()
-    states = np.asarray(xs, np.float32)
-    if len(us) <= sampler.spec.model.horizon:
-        return None, states
-    episode = Episode(states, np.asarray(us, np.float32), np.asarray(rs, np.float32), terminated=bool(terminated))
-    return OfflineDataset([episode], {"name": "visited", "env_id": c.env_id}), states
+    return Episode(np.asarray(xs), np.asarray(us), np.asarray(rs), terminated=bool(terminated))
 
 
 def run_dynamics_shift(config: DynamicsShiftConfig, progress: bool = True, ray_address: str | None = None) -> dict:
     """The grid (nominal + changed robots) x seeds x methods, here or on Ray; returns the report."""
-    from mpdiffuser.experiments.grid import connect_ray, run_experiment
+    from mpdiffuser.experiments.grid import run_grid
 
-    if ray_address is not None:
-        connect_ray(ray_address)
-    return run_experiment(DynamicsShift(config), ray_address, progress)
+    return run_grid(lambda: DynamicsShift(config), ray_address, progress)
 
 
 def paired_gains(rows: list[dict]) -> list[dict]:

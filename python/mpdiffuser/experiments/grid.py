@@ -50,6 +50,7 @@ class Experiment:
     # key fields added after cells were cached, with the value those cells were made with: a cached
     # key without the field is read as having it (so a new option at its old behaviour keeps the cache)
     LEGACY: dict = {}
+    GRID_FIELDS: tuple = ()  # config fields that shape the grid, not a cell's result: left out of every key
     score_note = "mean over all evaluation episodes of all training seeds; stderr over the seeds' means"
     score = "score"  # the episode field the summary leads with: "score" (D4RL-normalized) or "return" (any robot)
 
@@ -79,9 +80,13 @@ class Experiment:
     def prepare(self, task: str, seed: int, log: Log, progress: bool) -> None:
         """Train what the methods of (task, seed) share; nothing by default."""
 
+    def config_key(self) -> dict:
+        """The config's fields a cell's result depends on: all but GRID_FIELDS."""
+        return {k: v for k, v in dataclasses.asdict(self.config).items() if k not in self.GRID_FIELDS}
+
     def key(self, cell: Cell) -> dict:
         """Everything a cell's result depends on (its cache is reused only when this is equal)."""
-        return {"config": dataclasses.asdict(self.config), "cell": dataclasses.asdict(cell)}
+        return self.config_key() | {"cell": dataclasses.asdict(cell)}
 
     def run(self, cell: Cell, log: Log, progress: bool) -> dict:
         raise NotImplementedError
@@ -278,6 +283,14 @@ def run_experiment(experiment: Experiment, ray_address: str | None = None, progr
     if failures:
         log(f"{len(failures)} cell(s) failed: their errors are in {experiment.out / (experiment.name + '.json')}")
     return report
+
+
+def run_grid(make, ray_address: str | None = None, progress: bool = True) -> dict:
+    """run_experiment(make()) where `make` builds the experiment (reading or making its data):
+    a Ray address is checked first, so a bad one fails before any data is read."""
+    if ray_address is not None:
+        connect_ray(ray_address)
+    return run_experiment(make(), ray_address, progress)
 
 
 def results_only(report: dict) -> dict:

@@ -20,7 +20,6 @@ Every method's episodes are saved as they finish (<out>/episodes/), with what th
 from __future__ import annotations
 
 import dataclasses
-import functools
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from mpdiffuser.config import SamplerOptions, TrainConfig
-from mpdiffuser.experiments.common import (VALIDATION_OFFSET, Log, ExperimentConfig, cached_rows,
+from mpdiffuser.experiments.common import (VALIDATION_OFFSET, Log, ExperimentConfig, cached_dataset, cached_rows,
                                            check_model_options, episode_rows, grouped_bars, pyplot, score_error, slug,
-                                           summarize, write_csv)
+                                           summarize, test_start, write_csv)
 from mpdiffuser.experiments.grid import Cell, Experiment
 
 METHODS = ("MPDiffuser", "planner only (lambda=0)", "behaviour cloning")
@@ -128,7 +127,7 @@ def _task_files(config: LocomotionConfig, log: Log, progress: bool) -> list[tupl
     tasks = []
     if config.datasets:
         for spec in config.datasets:
-            data = _load(str(spec))
+            data = cached_dataset(str(spec))
             if data.env_id not in SCORE_REFERENCES:
                 raise ValueError(f"dataset {spec} is for {data.env_id or 'an unnamed environment'}: this experiment "
                                  f"reports D4RL scores, which exist for {', '.join(SCORE_REFERENCES)}; for another "
@@ -150,13 +149,6 @@ def _task_files(config: LocomotionConfig, log: Log, progress: bool) -> list[tupl
 SWEEP = "sweep: "  # the methods of the sweep cells: "sweep: lambda 0.5", "sweep: schedule every 2 steps"
 
 
-@functools.lru_cache(maxsize=32)
-def _load(path: str):
-    from mpdiffuser.data.dataset import load_dataset
-
-    return load_dataset(path)
-
-
 class Locomotion(Experiment):
     """The grid: tasks are the datasets, every seed trains one bundle per task (prepare), every
     method is a cell, and on the first task and seed each sweep setting is a cell too. A cell
@@ -164,6 +156,8 @@ class Locomotion(Experiment):
     results of earlier runs are read, not redone."""
 
     name = "locomotion"
+    GRID_FIELDS = ("out_dir", "policy_dir", "seeds", "envs", "kinds", "datasets", "baselines", "baseline_seeds",
+                   "diffusion_baselines", "lambdas", "schedules", "threads")
     score_note = ("D4RL-normalized: 100 (R - random) / (expert - random) with D4RL's reference returns; mean over "
                   "all evaluation episodes of all training seeds; score_stderr over the episodes, score_stderr_seeds "
                   "over the seeds' means (the table's and plot's error when a method has 2 or more seeds)")
@@ -174,7 +168,7 @@ class Locomotion(Experiment):
         super().__init__(config)
         self.files: dict[str, tuple[str, str]] = {}  # label -> (task data, random data)
         for label, path in _task_files(config, Log(), progress):
-            env_id = _load(path).env_id
+            env_id = cached_dataset(path).env_id
             random = generate(GenerateConfig(env_id, "random", config.random_transitions, seed=config.data_seed),
                               config.data_dir, progress)
             self.files[label] = (path, str(random))
@@ -203,15 +197,14 @@ class Locomotion(Experiment):
                         for sweep, setting, _ in self.sweep_settings()]
 
     def key(self, cell: Cell) -> dict:
-        fields = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in GRID_FIELDS}
-        return fields | {"data": self.files[cell.task], "cell": dataclasses.asdict(cell)}
+        return self.config_key() | {"data": self.files[cell.task], "cell": dataclasses.asdict(cell)}
 
     def bundle_dir(self, task: str, seed: int) -> Path:
         return self.out / "models" / task / f"s{seed}"
 
     def data(self, task: str):
         path, random = self.files[task]
-        return _load(path), _load(random)
+        return cached_dataset(path), cached_dataset(random)
 
     def prepare(self, task: str, seed: int, log, progress: bool) -> None:
         data, random = self.data(task)
@@ -259,9 +252,6 @@ class Locomotion(Experiment):
                 f"+- {score_error(entry, 'state_error_window'):.3f}")
 
 
-# fields that shape the grid, not a cell's result: a cell's cache survives changing them
-GRID_FIELDS = ("out_dir", "policy_dir", "seeds", "envs", "kinds", "datasets", "baselines", "baseline_seeds",
-               "diffusion_baselines", "lambdas", "schedules", "threads")
 
 
 def _run_method(experiment: Locomotion, cell: Cell, log, progress: bool) -> dict:
@@ -282,7 +272,7 @@ def _run_method(experiment: Locomotion, cell: Cell, log, progress: bool) -> dict
     bundle_dir = experiment.bundle_dir(label, seed)
     model_file = bundle_dir / "model.safetensors"
     sampler = Sampler(model_file, config.backend, threads=config.threads, env_id=env_id)
-    eval_seed = 10_000 * (seed + 1)  # the same start states for every method of this seed
+    eval_seed = test_start(seed)  # the same start states for every method of this seed
     evaluation = {"task": label, "transitions": task.num_transitions, "episodes": config.episodes,
                   "max_steps": config.max_steps, "start_seed": eval_seed}
     model = {"model_file": model_file_digest(model_file), "backend": config.backend}
@@ -399,11 +389,9 @@ def _plain_row(row: dict) -> dict:
 def run_locomotion(config: LocomotionConfig, progress: bool = True, ray_address: str | None = None) -> dict:
     """The grid (tasks x seeds x methods, and the sweeps on the first task and seed), here or on
     Ray; returns the report (also written to <out>/locomotion.json, .csv and plots)."""
-    from mpdiffuser.experiments.grid import connect_ray, run_experiment
+    from mpdiffuser.experiments.grid import run_grid
 
-    if ray_address is not None:
-        connect_ray(ray_address)
-    return run_experiment(Locomotion(config, progress), ray_address, progress)
+    return run_grid(lambda: Locomotion(config, progress), ray_address, progress)
 
 
 def _diffusion_baseline(config: LocomotionConfig, name: str, bundle_dir: Path, task, seed: int, env_id: str,

@@ -16,22 +16,19 @@ cell's own data makes planner-only move with data it never trains on).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mpdiffuser.config import TrainConfig
-from mpdiffuser.experiments.common import ExperimentConfig, check_model_options, episode_rows, pyplot, score_error
+from mpdiffuser.experiments.common import (ExperimentConfig, cached_dataset, check_model_options, episode_rows, pyplot,
+                                           score_error, test_start)
 from mpdiffuser.experiments.grid import Cell, Experiment
 
 METHODS = ("MPDiffuser", "planner only (lambda=0)", "behaviour cloning")
 DECISION_DIFFUSER = "Decision Diffuser"
 LAMBDAS = {"MPDiffuser": 1.0, "planner only (lambda=0)": 0.0}
-# fields that shape the grid, not a cell's result: a cell's cache survives changing them
-GRID_FIELDS = ("out_dir", "policy_dir", "seeds", "expert_episodes", "datasets", "extra", "threads",
-               "diffusion_baselines")
 
 
 @dataclass(frozen=True)
@@ -70,18 +67,17 @@ class ScarceConfig(ExperimentConfig):
         return METHODS + ((DECISION_DIFFUSER,) if self.diffusion_baselines else ())
 
 
-@functools.lru_cache(maxsize=16)
 def _load(path: str):
-    from mpdiffuser.data.dataset import load_dataset
-
     if not str(path).startswith("minari:") and not Path(path).exists():
         raise FileNotFoundError(f"dataset {path} does not exist: make the Hopper suite with `bash scripts/make_suite.sh` "
                                 "(about 75 min on one thread) or pass --dataset and --extra")
-    return load_dataset(path)
+    return cached_dataset(path)
 
 
 class ScarceExpert(Experiment):
     name = "scarce"
+    GRID_FIELDS = ("out_dir", "policy_dir", "seeds", "expert_episodes", "datasets", "extra", "threads",
+                   "diffusion_baselines")
     score_note = ("D4RL-normalized score: mean over all evaluation episodes of all training seeds; stderr over the "
                   "seeds' means. Planner (and baselines) on the first n expert episodes; dynamics model and ranker "
                   "on those plus the extra data; normalizers and return scale from the whole expert file and the "
@@ -118,9 +114,8 @@ class ScarceExpert(Experiment):
         return list(self.config.methods)
 
     def key(self, cell: Cell) -> dict:
-        fields = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in GRID_FIELDS}
         path, n = self._tasks[cell.task]
-        return fields | {"expert": path, "n": n, "extra": [e for e in self.config.extra
+        return self.config_key() | {"expert": path, "n": n, "extra": [e for e in self.config.extra
                                                           if _load(e).env_id == _load(path).env_id],
                          "cell": dataclasses.asdict(cell)}
 
@@ -180,7 +175,7 @@ class ScarceExpert(Experiment):
                                        progress=progress, device=c.device)
         else:
             raise ValueError(f"unknown method {cell.method!r}: choose from {', '.join(c.methods)}")
-        start = 10_000 * (cell.seed + 1)  # the same start states for every method and every n of a seed
+        start = test_start(cell.seed)  # the same start states for every method and every n of a seed
         summary = evaluate(policy, env_id, c.episodes, start, c.max_steps, progress=progress,
                            desc=f"{cell.task} {cell.method}")
         metrics = {}
@@ -223,8 +218,6 @@ class ScarceExpert(Experiment):
 
 def run_scarce(config: ScarceConfig, progress: bool = True, ray_address: str | None = None) -> dict:
     """The grid (robots x n) x seeds x methods, here or on Ray; returns the report (also on disk)."""
-    from mpdiffuser.experiments.grid import connect_ray, run_experiment
+    from mpdiffuser.experiments.grid import run_grid
 
-    if ray_address is not None:
-        connect_ray(ray_address)  # a bad address fails before any data is read
-    return run_experiment(ScarceExpert(config), ray_address, progress)
+    return run_grid(lambda: ScarceExpert(config), ray_address, progress)
