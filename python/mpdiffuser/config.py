@@ -41,6 +41,7 @@ CAPTURE_MODES = ("auto", "off")
 AT_ONCE_MODES = ("auto", "on", "off")
 BACKENDS = ("torch", "cpu", "cuda")  # the samplers: the PyTorch reference and the native core's two
 MODEL_NAMES = ("planner", "dynamics", "reward", "cost")  # a bundle's models, in training order (cost: data with costs)
+RANKER_MODELS = ("reward", "cost")  # the models the ranker scores candidates with
 MIN_HALF_RANGE = 1e-3
 
 # TrainConfig fields added later, with the values that reproduce the training before them.
@@ -264,6 +265,10 @@ class TrainConfig:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
+
+# TrainConfig fields that one model's loss reads alone (field -> model): the other models' training
+# does not depend on them, so a checkpoint of those resumes whatever value they carry.
+MODEL_ONLY_TRAIN_FIELDS = {"action_weight": "planner"}
 
 # The names that set a TrainConfig or a ModelConfig field (name -> field): `mpdiffuser train`'s
 # flags (their help is the field's comment above, their defaults the config's and the recipe's)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mpdiffuser import results_json
-from mpdiffuser.config import SamplerOptions, TrainConfig
+from mpdiffuser.config import RANKER_MODELS, SamplerOptions
 
 
 DEMO_DATA = Path(__file__).resolve().parent / "data" / "demo" / "hopper-medium-200k-20k.hdf5"
@@ -44,9 +44,8 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
     from mpdiffuser.data.generate import GenerateConfig, generate
     from mpdiffuser.envs import SCORE_REFERENCES
     from mpdiffuser.export import export_model
-    from mpdiffuser.models.bundle import BundleSpec
     from mpdiffuser.sampling.sampler import Sampler
-    from mpdiffuser.training.bundles import prepare_bundle, train_bundle
+    from mpdiffuser.training.request import TrainRequest
 
     started = time.perf_counter()
     out = Path(config.out_dir)
@@ -71,11 +70,11 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
 
     bundle_dir = out / "models"
     say(f"2/5 training planner, dynamics model and reward model -> {bundle_dir}")
-    prepare_bundle(bundle_dir, [task], [random], spec=BundleSpec.fit(task, [task, random]), force=True)
-    configs = {name: TrainConfig(steps=steps, seed=config.seed) for name, steps in (
-        ("planner", config.train_steps), ("dynamics", config.train_steps), ("reward", config.ranker_steps))}
+    request = TrainRequest.of(bundle_dir, [task], extra_data=[random], device="cpu",
+                              steps=config.train_steps, seed=config.seed,
+                              per_model={name: {"steps": config.ranker_steps} for name in RANKER_MODELS})
     losses = {}
-    for _, name, train_config, info in train_bundle(bundle_dir, [task], [random], configs=configs, progress=progress):
+    for _, name, train_config, info in request.run(progress=progress, say=lambda message: None):
         losses[name] = info["final_loss"]
         say(f"    {name:8s}: {train_config.steps} steps in {info['seconds']:.0f}s, final loss {info['final_loss']:.4f}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from mpdiffuser.commands.common import add_field_flags, seed_type, show
+from mpdiffuser.commands.common import add_field_flags, field_docs, seed_type, show
 from mpdiffuser.config import MODEL_FLAGS, TRAIN_FLAGS  # noqa: F401  (commands.train.TRAIN_FLAGS)
 from mpdiffuser.training.request import RUNTIME_FLAGS, SETTINGS
 
@@ -13,7 +13,7 @@ from mpdiffuser.training.request import RUNTIME_FLAGS, SETTINGS
 # TrainConfig, ModelConfig and TrainRuntime (SETTINGS).
 REQUEST_FLAGS = {name: name for name in ("bundle", "data", "extra_data", "env", "recipe", "model", "fine_tune",
                                          "seeds", "export_at", "force", "device", "at_once", "eval_every",
-                                         "eval_episodes")}
+                                         "eval_episodes", "per_model")}
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -40,7 +40,32 @@ def request_from_args(args: argparse.Namespace):
 
     fields = {flag: tuple(value) if isinstance(value, list) else value
               for flag in (*REQUEST_FLAGS, *SETTINGS) if (value := getattr(args, flag, None)) is not None}
+    if "per_model" in fields:
+        fields["per_model"] = per_model_settings(fields["per_model"])
     return TrainRequest.of(**fields)
+
+
+def per_model_settings(items) -> dict:
+    """--per-model MODEL.SETTING=VALUE ... as TrainRequest.per_model ({model: {setting: value}}),
+    each value of its setting's type."""
+    from mpdiffuser.commands.common import field_type
+    from mpdiffuser.config import TrainConfig
+
+    out: dict = {}
+    for item in items:
+        name, dot, rest = item.partition(".")
+        setting, eq, value = rest.partition("=")
+        if not (dot and eq and name and setting and value):
+            raise ValueError(f"per_model takes MODEL.SETTING=VALUE (reward.steps=3000), got {item!r}")
+        if setting.replace("-", "_") not in TRAIN_FLAGS:
+            raise ValueError(f"per_model: {setting!r} is no training setting; they are {', '.join(TRAIN_FLAGS)}")
+        setting = setting.replace("-", "_")
+        kind, _ = field_type(TrainConfig, TRAIN_FLAGS[setting])
+        try:
+            out.setdefault(name, {})[setting] = kind(value)
+        except ValueError:
+            raise ValueError(f"per_model: {item!r} needs a value of type {kind.__name__}") from None
+    return out
 
 
 def _as_flags(message: str) -> str:
@@ -78,9 +103,13 @@ def register(commands) -> None:
         missing = value is dataclasses.MISSING or field in ("data", "extra_data")
         return "" if missing or value in ((), None, False) else f"(default {show(value)})"
 
-    add_field_flags(train, TrainRequest, REQUEST_FLAGS, request_default, required=("bundle", "data"),
+    add_field_flags(train, TrainRequest, {k: v for k, v in REQUEST_FLAGS.items() if k != "per_model"},
+                    request_default, required=("bundle", "data"),
                     choices={"recipe": list(RECIPES), "model": ["all", *MODEL_NAMES], "at_once": list(AT_ONCE_MODES)},
                     types_={"seeds": seed_type})
+    train.add_argument("--per-model", dest="per_model", nargs="+", action="extend", default=None,
+                       metavar="MODEL.SETTING=VALUE",
+                       help=field_docs(TrainRequest)["per_model"].replace("%", "%%"))
     t, authors = TrainConfig(), recipe("authors").train
 
     def train_default(field: str) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mpdiffuser import results_json
-from mpdiffuser.config import ModelConfig, SamplerOptions, TrainConfig
+from mpdiffuser.config import RANKER_MODELS, ModelConfig, SamplerOptions, TrainConfig
 from mpdiffuser.control.tune import VALIDATION_SEED
 from mpdiffuser.data.dataset import OfflineDataset
 
@@ -118,24 +118,16 @@ def train_bundle(bundle_dir: Path, task: OfflineDataset, extra: list[OfflineData
     prediction: what planner and dynamics predict, "sample" or "epsilon" (ModelConfig.prediction);
     spec: the bundle's BundleSpec (normalizers, return scale, model) when not fitted on task + extra."""
     from mpdiffuser.export import export_model
-    from mpdiffuser.models.bundle import MODEL_NAMES, BundleSpec
-    from mpdiffuser.training.bundles import prepare_bundle
-    from mpdiffuser.training.bundles import train_bundle as train_models_of
-    from mpdiffuser.training.runtime import TrainRuntime
+    from mpdiffuser.training.request import TrainRequest
 
-    if spec is None:
-        model = ModelConfig.sized_for(task.state_dim, task.action_dim, prediction=prediction,
-                                      **({"width": width} if width else {}))
-        spec = BundleSpec.fit(task, [task, *extra], model)
-    prepare_bundle(bundle_dir, [task], list(extra), spec=spec)
-    configs = {name: TrainConfig(steps=train_steps if name in ("planner", "dynamics") else ranker_steps, seed=seed,
-                                 action_weight=action_weight if name == "planner" else 1.0)
-               for name in MODEL_NAMES}
-    # Side by side on a GPU (a thread and a CUDA stream each), one after another on the CPU: the
-    # same weights either way (training.train.train_models).
-    for _, name, config, info in train_models_of(bundle_dir, [task], extra, configs=configs,
-                                                 runtime=TrainRuntime(device=device), progress=progress):
-        log(f"    {name:8s}: {config.steps} steps, final loss {info['final_loss']:.4f} ({info['seconds']:.0f}s)")
+    # One request, as `mpdiffuser train` makes: the ranker trains ranker_steps, the planner and the
+    # dynamics model train_steps; side by side on a GPU (a thread and a CUDA stream each), one after
+    # another on the CPU, the same weights either way (training.train.train_models).
+    request = TrainRequest.of(bundle_dir, [task], extra_data=tuple(extra), device=device, spec=spec,
+                              steps=train_steps, seed=seed, action_weight=action_weight, prediction=prediction,
+                              **({"width": width} if width else {}),
+                              per_model={name: {"steps": ranker_steps} for name in RANKER_MODELS})
+    request.run(progress=progress, say=lambda message: log(f"    {message}"))
     return export_model(bundle_dir, bundle_dir / "model.safetensors", options or SamplerOptions())
 
 

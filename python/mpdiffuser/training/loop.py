@@ -105,7 +105,7 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
                validate: Callable[[torch.nn.Module, int], dict] | None = None,
                device_sample: DeviceSample | None = None,
                evaluate: Callable[[torch.nn.Module, int], dict] | None = None,
-               evaluate_every: int = 0) -> tuple[torch.nn.Module, list[float]]:
+               evaluate_every: int = 0, unread: tuple[str, ...] = ()) -> tuple[torch.nn.Module, list[float]]:
     """Train `model` in place for config.steps steps; returns (EMA copy, loss history, one mean
     over the ranks per step). The model and the EMA copy end on the CPU.
 
@@ -125,6 +125,7 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
     `device_sample(gen, batch)`: the same batches drawn on the training device (a DeviceWindows
     or DeviceTransitions sampler), used when runtime.device_batches; then no NumPy, no host copy
     and no synchronization happen inside a step, and the checkpoint holds that stream instead.
+    `unread`: config fields this model's loss does not read; a checkpoint resumes whatever they were.
     """
     runtime = runtime or TrainRuntime()
     device = runtime.torch_device
@@ -144,7 +145,7 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, sample: Callable[[np.ran
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if checkpoint is not None and checkpoint.exists():
         state = read_checkpoint(checkpoint)
-        _check_resumable(state, config, identity, runtime, checkpoint)
+        _check_resumable(state, config, identity, runtime, checkpoint, unread)
         start, history = state["step"], state["history"].tolist()
         if start == config.steps:
             raise NothingToDo(f"{checkpoint} is at step {start} already", state)
@@ -313,11 +314,13 @@ def _cpu(state: dict) -> dict:
     return {k: v.detach().cpu() for k, v in state.items()}
 
 
-def _check_resumable(state: dict, config: TrainConfig, identity, runtime: TrainRuntime, path: Path) -> None:
+def _check_resumable(state: dict, config: TrainConfig, identity, runtime: TrainRuntime, path: Path,
+                     unread: tuple[str, ...] = ()) -> None:
     # A field added to TrainConfig later resumes under the value that reproduces the training
-    # before it existed.
+    # before it existed; `unread`: fields this model's training does not read (any value resumes).
     saved = {**TrainConfig().__dict__, **LEGACY_TRAIN_FIELDS, **state["config"]}
-    differ = sorted(k for k, v in config.__dict__.items() if saved.get(k) != v and k not in CONTINUABLE_FIELDS)
+    differ = sorted(k for k, v in config.__dict__.items()
+                    if saved.get(k) != v and k not in CONTINUABLE_FIELDS and k not in unread)
     if differ:
         raise ValueError(f"checkpoint {path} was made with another training config ({', '.join(differ)}); "
                          f"{setting('force', True)} starts over")

@@ -42,6 +42,12 @@ class TrainRequest:
     eval_every: int = 0
     eval_episodes: int = 3  # episodes of each of those evaluations
     settings: dict = field(default_factory=dict)  # training, model and runtime fields by their flag names
+    # training settings of single models, by model name then flag name ({"reward": {"steps": 3000}};
+    # the command line's --per-model reward.steps=3000); a model's other settings are the request's
+    per_model: dict = field(default_factory=dict)
+    # the new bundle's spec (Python only: a BundleSpec with normalizers fitted on other data, say) in
+    # place of the recipe's fit on data and extra data; an existing bundle must equal it
+    spec: object = None
 
     def __post_init__(self) -> None:
         from mpdiffuser.models.bundle import MODEL_NAMES
@@ -62,13 +68,16 @@ class TrainRequest:
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         config = self.train_config  # bad values fail here, before any file is written
+        self.configs  # noqa: B018 - so do a single model's
         ModelConfig(**self.model_config)  # so do bad model sizes (horizon 0)
         self.runtime_fields  # noqa: B018 - checked by TrainRuntime when run() makes it
         snapshots = sorted(set(self.export_at))
         if snapshots and (self.model != "all" or self.fine_tune):
             raise ValueError("export_at exports whole bundles: it needs model all and no fine_tune")
-        if snapshots and not 1 <= snapshots[0] <= snapshots[-1] <= config.steps:
-            raise ValueError(f"export_at must lie within 1..{config.steps} (steps), got {snapshots}")
+        diffusion_steps = min(self.config_of(name).steps for name in ("planner", "dynamics"))
+        if snapshots and not 1 <= snapshots[0] <= snapshots[-1] <= diffusion_steps:
+            raise ValueError(f"export_at must lie within 1..{diffusion_steps} (steps of planner and dynamics), "
+                             f"got {snapshots}")
         for name in ("eval_every", "eval_episodes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "eval_every" else 1):
@@ -87,6 +96,33 @@ class TrainRequest:
         from mpdiffuser.recipes import recipe
 
         return dataclasses.replace(recipe(self.recipe).train, **self._fields(TRAIN_FLAGS))
+
+    @property
+    def configs(self) -> dict:
+        """The TrainConfig of each model that per_model changes (the others train with train_config)."""
+        from mpdiffuser.models.bundle import MODEL_NAMES
+
+        if not isinstance(self.per_model, dict):
+            raise TypeError(f"per_model must be a dict of model name -> settings, got {self.per_model!r}")
+        unknown = sorted(set(self.per_model) - set(MODEL_NAMES))
+        if unknown:
+            raise ValueError(f"per_model names no model {unknown}; the models are {', '.join(MODEL_NAMES)}")
+        out = {}
+        for name, changes in self.per_model.items():
+            if not isinstance(changes, dict):
+                raise TypeError(f"per_model[{name!r}] must be a dict of training settings, got {changes!r}")
+            bad = sorted(set(changes) - set(TRAIN_FLAGS))
+            if bad:
+                raise TypeError(f"per_model[{name!r}] has unknown training settings {bad}; they are "
+                                f"{', '.join(TRAIN_FLAGS)}")
+            if "seed" in changes:
+                raise ValueError("per_model cannot set a seed: every model of a bundle trains with its seed")
+            out[name] = dataclasses.replace(self.train_config, **{TRAIN_FLAGS[k]: v for k, v in changes.items()})
+        return out
+
+    def config_of(self, name: str):
+        """The TrainConfig model `name` trains with."""
+        return self.configs.get(name, self.train_config)
 
     @property
     def model_sizes(self) -> dict:
@@ -155,13 +191,13 @@ class TrainRequest:
             for bundle in bundles:
                 if prepare_bundle(bundle, task, extra, self.recipe, self.model_sizes,
                                   force=self.force and self.model == "all" and not self.fine_tune,
-                                  create=runtime.is_main, say=say):
+                                  create=runtime.is_main, say=say, spec=self.spec):
                     fresh.append(bundle)
                 barrier(runtime)  # the other ranks read the bundle rank 0 wrote
             if runtime.distributed or runtime.device != "cpu" or runtime.precision != "fp32":
                 say(f"training on {runtime.device} x {runtime.world_size} process(es), {runtime.precision}"
                     + (", compiled" if runtime.compile else ""))
-            return train_bundle(self.bundle, task, extra, config=config,
+            return train_bundle(self.bundle, task, extra, config=config, configs=self.configs,
                                 models=None if self.model == "all" else [self.model], seeds=list(self.seeds),
                                 snapshots=sorted(set(self.export_at)), runtime=runtime, at_once=self.at_once,
                                 force=True if self.force else fresh, fine_tune=self.fine_tune,

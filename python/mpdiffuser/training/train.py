@@ -7,7 +7,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from mpdiffuser.config import TrainConfig
+from mpdiffuser.config import MODEL_ONLY_TRAIN_FIELDS, TrainConfig
 from mpdiffuser.data.dataset import OfflineDataset, merge_datasets
 from mpdiffuser.data.windows import TransitionSampler, WindowSampler
 from mpdiffuser.models.bundle import MODEL_NAMES, BundleSpec, load_weights, save_weights
@@ -118,7 +118,8 @@ def train_model(bundle_dir: str | Path, name: str, datasets: list[OfflineDataset
         ema, history = train_loop(model, loss, sampler.sample, config, checkpoint, desc=f"{name:8s}",
                                   progress=progress, identity=identity, runtime=runtime, log=log, validate=validator,
                                   device_sample=device_sample, evaluate=closed,
-                                  evaluate_every=eval_every if closed is not None else 0)
+                                  evaluate_every=eval_every if closed is not None else 0,
+                                  unread=tuple(f for f, model in MODEL_ONLY_TRAIN_FIELDS.items() if model != name))
     except NothingToDo as done:
         info = {"steps": config.steps, "nothing_to_do": True, "checkpoint": str(checkpoint), "seconds": 0.0,
                 "final_loss": final_loss(done.state["history"].tolist()), "log": str(log.path)}

@@ -108,9 +108,15 @@ def test_train_bundle_takes_width_action_weight_and_prediction(tmp_path):
     assert (spec.model.width, spec.model.prediction) == (48, "epsilon")
     assert read_model_file(path)[0].model.prediction == "epsilon"  # the model file plans as it was trained
     assert torch.load(tmp_path / "b" / "planner.pt", weights_only=False)["state_dict"]["mlp.net.0.weight"].shape[0] == 48
-    weights = {name: torch.load(tmp_path / "b" / f"{name}.pt", weights_only=False)["info"]["train_config"]["action_weight"]
-               for name in ("planner", "dynamics", "reward")}
-    assert weights == {"planner": 5.0, "dynamics": 1.0, "reward": 1.0}
+    assert torch.load(tmp_path / "b" / "planner.pt", weights_only=False)["info"]["train_config"]["action_weight"] == 5
+    # the same bundle with the weight at 1: the planner learns otherwise, dynamics and reward alike
+    train_bundle(tmp_path / "one", data, [], 2, 1, 0, Log(), progress=False, width=48, action_weight=1.0,
+                 prediction="epsilon")
+    state = {(d, name): torch.load(tmp_path / d / f"{name}.pt", weights_only=False)["state_dict"]
+             for d in ("b", "one") for name in ("planner", "dynamics", "reward")}
+    same = {name: all(torch.equal(state["b", name][k], state["one", name][k]) for k in state["b", name])
+            for name in ("planner", "dynamics", "reward")}
+    assert same == {"planner": False, "dynamics": True, "reward": True}
 
 
 def test_summaries_give_the_error_over_seeds_beside_the_error_over_episodes():

@@ -22,7 +22,7 @@ EVERY_FIELD = {
     "validate_every": 5, "horizon": 8, "diffusion_steps": 6, "width": 64, "layers": 2, "architecture": "unet",
     "unet_dim": 16, "unet_mults": [1, 2], "unet_embed_dim": 16, "prediction": "epsilon", "normalizer": "cdf",
     "return_condition": "minmax", "precision": "bf16", "batches": "host", "capture": "off", "log_every": 5,
-    "compile": True, "tensorboard": False,
+    "compile": True, "tensorboard": False, "per_model": {"reward": {"steps": 3, "lr": 1e-4}, "dynamics": {"steps": 5}},
 }
 
 
@@ -30,7 +30,9 @@ def _flags(fields: dict) -> list[str]:
     out = []
     for name, value in fields.items():
         flag = "--" + name.replace("_", "-")
-        if value is True:
+        if isinstance(value, dict):  # per_model: MODEL.SETTING=VALUE each
+            out += [flag, *(f"{model}.{k}={v}" for model, changes in value.items() for k, v in changes.items())]
+        elif value is True:
             out.append(flag)
         elif value is False:
             out.append("--no-" + name.replace("_", "-"))
@@ -49,6 +51,8 @@ def test_every_field_set_through_fit_and_through_the_cli_makes_the_same_request(
     from_python = TrainRequest.of("b", ["d.hdf5"], **EVERY_FIELD)
     assert from_cli == from_python
     assert from_cli.train_config.learning_rate == 1e-3 and from_cli.model_config["architecture"] == "unet"
+    assert from_cli.config_of("reward").steps == 3 and from_cli.config_of("reward").learning_rate == 1e-4
+    assert from_cli.config_of("dynamics").steps == 5 and from_cli.config_of("planner").steps == 7
     assert from_cli.runtime_fields == {"precision": "bf16", "batches": "host", "capture": "off", "log_every": 5,
                                        "compile": True, "tensorboard": False}
 
@@ -106,8 +110,41 @@ def test_bad_request_fields_are_one_line(tmp_path, capsys):
     assert cli.main(["train", "--bundle", str(tmp_path / "b"), "--data", "d.hdf5", "--export-at", "99",
                      "--steps", "10"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--export-at must lie within 1..10 (--steps), got [99]" in err
+    assert err.count("\n") == 1 and "--export-at must lie within 1..10 (--steps of planner and dynamics), got [99]" in err
     assert dataclasses.is_dataclass(TrainRequest)
+    with pytest.raises(ValueError, match=r"per_model names no model \['ranker'\]"):
+        TrainRequest.of("b", ["d"], per_model={"ranker": {"steps": 3}})
+    with pytest.raises(TypeError, match="per_model\\['reward'\\] has unknown training settings \\['horizon'\\]"):
+        TrainRequest.of("b", ["d"], per_model={"reward": {"horizon": 3}})
+    with pytest.raises(ValueError, match="steps must be an integer >= 1, got 0"):
+        TrainRequest.of("b", ["d"], per_model={"reward": {"steps": 0}})
+    for bad, says in ((["reward.steps"], "--per-model takes MODEL.SETTING=VALUE (reward.steps=3000), got 'reward.steps'"),
+                      (["reward.steps=many"], "--per-model: 'reward.steps=many' needs a value of type int"),
+                      (["reward.width=3"], "--per-model: 'width' is no training setting")):
+        assert cli.main(["train", "--bundle", str(tmp_path / "b"), "--data", "d.hdf5", "--per-model", *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err, err
+
+
+def test_per_model_steps_and_a_setting_a_model_does_not_read(tmp_path):
+    """per_model trains the ranker for fewer steps than the planner; a dynamics checkpoint made with
+    another action_weight (a setting only the planner's loss reads) resumes, a planner's does not."""
+    from tests.python.conftest import make_toy_dataset
+
+    import mpdiffuser as mpd
+    from mpdiffuser.models.bundle import load_weights  # noqa: F401  (the bundle's weights load)
+
+    data = make_toy_dataset(seed=3)
+    tiny = {"batch_size": 8, "horizon": 4, "diffusion_steps": 3, "width": 16, "layers": 1, "checkpoint_every": 2}
+    rows = TrainRequest.of(tmp_path / "b", [data], device="cpu", steps=4, action_weight=1.0,
+                           per_model={"reward": {"steps": 2}}, **tiny).run(progress=False, say=lambda m: None)
+    assert {name: info["steps"] for _, name, _, info in rows} == {"planner": 4, "dynamics": 4, "reward": 2}
+    more = TrainRequest.of(tmp_path / "b", [data], device="cpu", steps=6, action_weight=10.0, model="dynamics",
+                           **tiny).run(progress=False, say=lambda m: None)
+    assert more[0][3]["steps"] == 6 and not more[0][3]["nothing_to_do"]  # resumed from step 4
+    with pytest.raises(ValueError, match="another training config \\(action_weight\\)"):
+        mpd.fit(data, tmp_path / "b", device="cpu", steps=6, action_weight=10.0, model="planner", progress=False,
+                **tiny)
 
 
 def test_eval_every_logs_closed_loop_scores_beside_the_loss(tmp_path, capsys):
