@@ -18,12 +18,14 @@ EXPERIMENTS = {
     "quadruped": ("mpdiffuser.experiments.quadruped", "QuadrupedConfig", "run_quadruped"),
     "scarce": ("mpdiffuser.experiments.scarce", "ScarceConfig", "run_scarce"),
     "any-robot": ("mpdiffuser.experiments.any_robot", "AnyRobotConfig", "run_any_robot"),
+    "recipes": ("mpdiffuser.experiments.recipes", "RecipesConfig", "run_recipes"),
 }
-GRID_EXPERIMENTS = ("locomotion", "constrained", "dynamics", "scarce", "any-robot")  # the experiments on the grid skeleton (experiments.grid): they take --ray
+GRID_EXPERIMENTS = ("locomotion", "constrained", "dynamics", "scarce", "any-robot", "recipes")  # the experiments on the grid skeleton (experiments.grid): they take --ray
 # The flags that set one config field (flag -> field), and the choices of those that have them.
 FIELD_FLAGS = {
     "out": "out_dir", "policy_dir": "policy_dir", "seeds": "seeds", "kind": "kinds", "dataset": "datasets",
     "policy_steps": "policy_steps", "expert_steps": "expert_steps", "train_steps": "train_steps",
+    "ranker_steps": "ranker_steps",
     "episodes": "episodes", "baselines": "baselines", "baseline_steps": "baseline_steps",
     "baseline_seeds": "baseline_seeds", "return_targets": "return_targets", "return_target": "return_target",
     "validation_episodes": "validation_episodes", "train_lengths": "train_lengths", "candidates": "candidates",
@@ -33,19 +35,20 @@ FIELD_FLAGS = {
     "shift_transitions": "shift_transitions", "hz": "control_hz", "model_file": "model_file", "threads": "threads",
     "backend": "backend", "diffusion_baselines": "diffusion_baselines", "value_scales": "value_scales",
     "consistency_steps": "consistency_steps", "extra": "extra", "expert_episodes": "expert_episodes",
-    "adapt_data": "adapt_data",
+    "adapt_data": "adapt_data", "recipes": "recipes", "option_grid": "option_grid",
 }
 def choices() -> dict:
     """The flags that take one of a set of values, each set read from its home."""
     from mpdiffuser.config import BACKENDS, PREDICTIONS
     from mpdiffuser.experiments.dynamics_shift import ADAPT_DATA
     from mpdiffuser.experiments.locomotion import BASELINE_METHODS, DIFFUSION_METHODS, LocomotionConfig
+    from mpdiffuser.experiments.recipes import GRIDS
 
     return {"kinds": list(LocomotionConfig.kinds), "baselines": list(BASELINE_METHODS),
             "diffusion_baselines": list(DIFFUSION_METHODS), "prediction": list(PREDICTIONS),
-            "backend": ["auto", *BACKENDS], "adapt_data": list(ADAPT_DATA)}
+            "backend": ["auto", *BACKENDS], "adapt_data": list(ADAPT_DATA), "option_grid": list(GRIDS)}
 POSITIVE = ("cost_penalty", "action_weight")  # flags that must be > 0; these >= 1:
-AT_LEAST_ONE = ("policy_steps", "expert_steps", "train_steps", "episodes", "candidates", "finetune_steps",
+AT_LEAST_ONE = ("policy_steps", "expert_steps", "train_steps", "ranker_steps", "episodes", "candidates", "finetune_steps",
                 "shift_transitions", "width", "baseline_steps", "validation_episodes", "cautious_steps")
 
 
@@ -66,7 +69,9 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     medium / medium-replay / medium-expert, MPDiffuser vs planner-only vs behaviour cloning, plus
     score vs lambda and vs the dynamics schedule. constrained: velocity-constrained robots with
     episode cost budgets 10, 20, 40. dynamics: changed mass, friction and actuator gain, the
-    dynamics model fine-tuned alone. Each writes JSON, CSV and PNG files to its output directory.
+    dynamics model fine-tuned alone. scarce: a few expert episodes with plentiful other data.
+    any-robot: robots no experiment names. recipes: training recipes x sampler option sets (the
+    sweep behind the defaults). Each writes JSON, CSV and PNG files to its output directory.
     """
     from mpdiffuser.envs import PhysicsChange
     from mpdiffuser.training.runtime import resolve_device
@@ -134,7 +139,9 @@ def register(commands) -> None:
                                      description=_cmd_experiment.__doc__)
     experiment.add_argument("name", choices=list(EXPERIMENTS),
                             help="locomotion: D4RL-style scores; constrained: cost budgets; dynamics: changed "
-                                 "physics, dynamics fine-tuned alone; quadruped: Ant real-time control")
+                                 "physics, dynamics fine-tuned alone; quadruped: Ant real-time control; scarce: "
+                                 "scarce expert data; any-robot: any gymnasium robot; recipes: training recipes x "
+                                 "sampler options")
     experiment.add_argument("--quick", action="store_true", help="small data and training: minutes on 2 cores")
     experiment.add_argument("--env", action="extend", nargs="+", default=None,
                             help="robot(s) instead of the experiment's own (dynamics, quadruped: one)")

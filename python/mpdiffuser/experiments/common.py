@@ -41,6 +41,14 @@ def cached_dataset(path: str) -> OfflineDataset:
     return load_dataset(path)
 
 
+def suite_dataset(path: str) -> OfflineDataset:
+    """A dataset file an experiment reads (cached_dataset), or a message that says how to make it."""
+    if not str(path).startswith("minari:") and not Path(path).exists():
+        raise FileNotFoundError(f"dataset {path} does not exist: make the Hopper suite with `bash scripts/make_suite.sh` "
+                                "(about 75 min on one thread) or pass --dataset and --extra")
+    return cached_dataset(path)
+
+
 class Log:
     """Prints `[elapsed] message` lines; `elapsed` is the seconds since the experiment began."""
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from mpdiffuser.config import TrainConfig
-from mpdiffuser.experiments.common import (ExperimentConfig, cached_dataset, check_model_options, episode_rows, pyplot,
-                                           score_error, test_start)
+from mpdiffuser.experiments.common import (ExperimentConfig, check_model_options, episode_rows, pyplot, score_error,
+                                           suite_dataset, test_start)
 from mpdiffuser.experiments.grid import Cell, Experiment
 
 METHODS = ("MPDiffuser", "planner only (lambda=0)", "behaviour cloning")
@@ -67,13 +67,6 @@ class ScarceConfig(ExperimentConfig):
         return METHODS + ((DECISION_DIFFUSER,) if self.diffusion_baselines else ())
 
 
-def _load(path: str):
-    if not str(path).startswith("minari:") and not Path(path).exists():
-        raise FileNotFoundError(f"dataset {path} does not exist: make the Hopper suite with `bash scripts/make_suite.sh` "
-                                "(about 75 min on one thread) or pass --dataset and --extra")
-    return cached_dataset(path)
-
-
 class ScarceExpert(Experiment):
     name = "scarce"
     GRID_FIELDS = ("out_dir", "policy_dir", "seeds", "expert_episodes", "datasets", "extra", "threads",
@@ -87,7 +80,7 @@ class ScarceExpert(Experiment):
         super().__init__(config)
         self._tasks: dict[str, tuple[str, int]] = {}
         for path in config.datasets:
-            data = _load(path)
+            data = suite_dataset(path)
             if not data.env_id:
                 raise ValueError(f"dataset {path} names no environment: the experiment evaluates on its robot")
             extras = self.extras(path)
@@ -100,10 +93,10 @@ class ScarceExpert(Experiment):
 
     def extras(self, path: str) -> list:
         """The extra datasets of the robot of the expert file `path`."""
-        env_id = _load(path).env_id
-        found = [_load(e) for e in self.config.extra]
+        env_id = suite_dataset(path).env_id
+        found = [suite_dataset(e) for e in self.config.extra]
         for e, d in zip(self.config.extra, found):
-            if (d.state_dim, d.action_dim) != (_load(path).state_dim, _load(path).action_dim) and d.env_id == env_id:
+            if (d.state_dim, d.action_dim) != (suite_dataset(path).state_dim, suite_dataset(path).action_dim) and d.env_id == env_id:
                 raise ValueError(f"extra dataset {e} has other dimensions than {path}")
         return [d.check_env() for d in found if d.env_id == env_id]
 
@@ -116,14 +109,14 @@ class ScarceExpert(Experiment):
     def key(self, cell: Cell) -> dict:
         path, n = self._tasks[cell.task]
         return self.config_key() | {"expert": path, "n": n, "extra": [e for e in self.config.extra
-                                                          if _load(e).env_id == _load(path).env_id],
+                                                          if suite_dataset(e).env_id == suite_dataset(path).env_id],
                          "cell": dataclasses.asdict(cell)}
 
     def _data(self, task: str):
         from mpdiffuser.data.dataset import OfflineDataset
 
         path, n = self._tasks[task]
-        full = _load(path)
+        full = suite_dataset(path)
         expert = OfflineDataset(full.episodes[:n], dict(full.metadata) | {"name": f"{Path(path).stem}-{n}ep"})
         return full, expert, self.extras(path)
 
