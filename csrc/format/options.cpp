@@ -41,8 +41,8 @@ mpd_options table_defaults() {
 
 std::string option_range_message(const OptionSpec& s, double value, int horizon, int num_steps) {
   char text[320];
-  std::snprintf(text, sizeof text, "%s must be %s in [%.10g, %.10g], got %.10g (%s)", s.name,
-                s.kind == OptionKind::kCount ? "an integer" : "a finite number", s.low,
+  std::snprintf(text, sizeof text, MPD_OPTION_RANGE_MESSAGE, s.name,
+                s.kind == OptionKind::kCount ? MPD_OPTION_COUNT_WORD : MPD_OPTION_REAL_WORD, s.low,
                 option_high(s, horizon, num_steps), value, s.help);
   return text;
 }

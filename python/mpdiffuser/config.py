@@ -163,8 +163,15 @@ class OptionSpec:
             raise ValueError(f"{self.name} must be {'an integer' if self.kind == 'count' else 'a number'}"
                              f"{' or None' if self.kind == 'optional_real' else ''}, got {value!r} ({self.help})")
         if not (self.low <= value <= high and math.isfinite(value)):
-            raise ValueError(f"{self.name} must be {'an integer' if self.kind == 'count' else 'a finite number'} in "
-                             f"[{self.low:.10g}, {high:.10g}], got {value:.10g} ({self.help})")
+            word = OPTION_MESSAGES["COUNT_WORD" if self.kind == "count" else "REAL_WORD"]
+            raise ValueError(OPTION_MESSAGES["RANGE_MESSAGE"] % (self.name, word, self.low, high, value, self.help))
+
+
+def _option_messages() -> dict[str, str]:
+    """The range message's format and the kind words, from options.def (the C API prints the same)."""
+    from mpdiffuser import option_table
+
+    return option_table.messages(option_table.table_file().read_text())
 
 
 def _option_specs() -> tuple[OptionSpec, ...]:
@@ -176,6 +183,7 @@ def _option_specs() -> tuple[OptionSpec, ...]:
 
 
 OPTION_SPECS = _option_specs()
+OPTION_MESSAGES = _option_messages()
 OPTIONS = {spec.name: spec for spec in OPTION_SPECS}
 MAX_CANDIDATES = OPTIONS["num_candidates"].high  # N at most: the C API's cap (kMaxCandidates)
 

@@ -63,6 +63,17 @@ def parse(text: str) -> list[dict]:
     return out
 
 
+def messages(text: str) -> dict[str, str]:
+    """The table's message strings (#define MPD_OPTION_RANGE_MESSAGE, _COUNT_WORD, _REAL_WORD) by
+    name without the prefix: "RANGE_MESSAGE" (a printf format, read with Python's %), ..."""
+    import re
+
+    found = dict(re.findall(r'#define MPD_OPTION_(\w+) "((?:[^"\\]|\\.)*)"', text))
+    if set(found) != {"RANGE_MESSAGE", "COUNT_WORD", "REAL_WORD"}:
+        raise ValueError(f"options.def: expected the range message and the kind words, found {sorted(found)}")
+    return found
+
+
 def table_file() -> Path:
     """options.def as installed beside the package, or in the source tree of an in-place run."""
     here = Path(__file__).resolve().parent
