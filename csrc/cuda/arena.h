@@ -148,7 +148,7 @@ bool arena_params(const ModelFile& file, const Arena& arena, float* a, const dou
     p.unets = reinterpret_cast<const DevUnet*>(a + arena.unets_at);
     p.unet_scratch = a + arena.unet_scratch_at;
   }
-  const Strides strides = plan_strides(c.state_dim, c.action_dim, H, dims, dense, num_nets);
+  const Strides strides = plan_strides(c.state_dim, c.action_dim, H, dims, dense, num_nets, !arena.unet);
   p.steps = reinterpret_cast<const math::StepFloats*>(a + arena.steps_at);
   p.embeddings = a + arena.emb_at;
   p.state_mid = norms;

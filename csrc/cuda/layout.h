@@ -68,8 +68,13 @@ MPD_HOST_DEVICE DenseSplit dense_split(int in, int out, int threads) {
 
 // The strides for a model's networks: dims[i] holds network i's layer widths (dims[i][0] its
 // input, dims[i][dense[i]] its output); networks 0 and 1 are the planner and the dynamics model,
-// 2 and 3 the reward and cost models (num_nets 3 without a cost model).
-inline Strides plan_strides(int dx, int du, int horizon, const int* const dims[4], const int dense[4], int num_nets) {
+// 2 and 3 the reward and cost models (num_nets 3 without a cost model). dense_diffusion false (the
+// unet family): planner and dynamics run no dense layer in shared memory, only their outputs land
+// in the eps rows, so they size ld_out alone (not the input, hidden and partial-sum buffers, which
+// the ranker's layers then size: a Humanoid-size window, H D = 5840, takes 157 KB, which fits an
+// sm_87 block's 163 KB, where sizing the U-Nets as dense networks took 313 KB; tests/cpp/cuda_layout_test.cpp).
+inline Strides plan_strides(int dx, int du, int horizon, const int* const dims[4], const int dense[4], int num_nets,
+                            bool dense_diffusion = true) {
   Strides s;
   s.dx = dx;
   s.horizon = horizon;
@@ -77,6 +82,10 @@ inline Strides plan_strides(int dx, int du, int horizon, const int* const dims[4
   int ld_in = 4, ld_h = 4, ld_out = 4, ld_rin = 4, ld_rh = 4, ld_rout = 4, widest = 4;
   for (int i = 0; i < num_nets; ++i) {
     const bool ranker = i >= 2;
+    if (!ranker && !dense_diffusion) {
+      ld_out = most(ld_out, round4(dims[i][dense[i]]));
+      continue;
+    }
     for (int l = 1; l < dense[i]; ++l) {  // hidden widths: the inputs of layers 1..dense-1
       int& h = ranker ? ld_rh : ld_h;
       h = most(h, round4(dims[i][l]));

@@ -151,9 +151,39 @@ void check_unet(const char* name, int dx, int du, int horizon, int dim, int embe
   CHECK(expected_bytes == 0 || static_cast<size_t>(u.total) * 4 == expected_bytes);
 }
 
+// The unet family's shared memory (plan_layout with dense_diffusion false): planner and dynamics
+// outputs in the eps rows, the ranker's dense layers in the other buffers, which must hold them.
+// Returns the bytes; `dense_bytes` gets what the layout would take were the two U-Nets sized as
+// dense networks (their windows as layer widths), as the layout did before it knew the family.
+int unet_shared_bytes(const char* name, int dx, int du, int horizon, int* dense_bytes) {
+  const int D = dx + du, HD = horizon * D;
+  const std::vector<int> planner{HD, HD}, dynamics{HD, horizon * dx};
+  const std::vector<int> reward = mlp_dims(D, 128, 2, 2);
+  const int* dims[4] = {planner.data(), dynamics.data(), reward.data(), nullptr};
+  const int dense[4] = {1, 1, static_cast<int>(reward.size()) - 1, 0};
+  const Strides st = mpd::cuda::plan_strides(dx, du, horizon, dims, dense, 3, false);
+  const Layout l = mpd::cuda::plan_layout(st, 1);
+  CHECK(2 * st.ld_out >= 2 * HD && l.part - l.eps >= 2 * HD);  // the U-Nets' two output rows
+  for (int layer = 0; layer + 1 < static_cast<int>(reward.size()); ++layer) {
+    const DenseSplit d = mpd::cuda::dense_split(reward[layer], reward[layer + 1], kThreads);
+    CHECK(4 * d.Q <= (layer == 0 ? st.ld_rin : st.ld_rh) && d.S * kRankRows * d.ldw <= l.total - l.part);
+  }
+  *dense_bytes = 4 * mpd::cuda::plan_layout(mpd::cuda::plan_strides(dx, du, horizon, dims, dense, 3, true), 1).total;
+  std::printf("unet %s: %d bytes of shared memory per block (%d sized as dense networks)\n", name, 4 * l.total,
+              *dense_bytes);
+  return 4 * l.total;
+}
+
 }  // namespace
 
 int main() {
+  // The unet family's shared memory: a Humanoid-size window (348 + 17 channels, H = 16) fits the
+  // 163 KB a block may take on sm_87 (Orin) and the 227 KB of sm_90; as dense networks it fitted neither.
+  int dense_bytes = 0;
+  const int humanoid = unet_shared_bytes("humanoid H=16", 348, 17, 16, &dense_bytes);
+  CHECK(humanoid <= 163 * 1024 && dense_bytes > 227 * 1024);
+  unet_shared_bytes("hopper H=16", 11, 3, 16, &dense_bytes);
+
   // The unet family: the tests' tiny model, the default size on Hopper and the authors' size.
   // By hand for the tiny one: activations at most 2 x (16 + 16) = 64 floats (the joined input of the
   // up block), kept 4 x 8 + 2 x 16 = 64, context 24, hidden 32, FiLM 2 x 32 = 64, stats 2 x 8: for
