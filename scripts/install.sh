@@ -6,16 +6,21 @@
 #   bash scripts/install.sh              # the package, its tests' tools
 #   bash scripts/install.sh --baselines  # also d3rlpy (IQL, TD3+BC) for `experiment locomotion --baselines`
 #   bash scripts/install.sh --ray        # also Ray, for `experiment scarce --ray auto|ADDRESS` (the grid on a cluster)
+#   bash scripts/install.sh --fetch      # also .venv-fetch: the same install with gymnasium-robotics 1.4.2 on
+#                                        # MuJoCo 3.2.7 for the Fetch robots (they fail on MuJoCo 3.3 and newer;
+#                                        # .venv keeps the MuJoCo the locomotion results were measured with)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 baselines=0
 ray=0
+fetch=0
 for arg in "$@"; do
   case "$arg" in
     --baselines) baselines=1 ;;
     --ray) ray=1 ;;
-    *) echo "usage: bash scripts/install.sh [--baselines] [--ray]" >&2; exit 2 ;;
+    --fetch) fetch=1 ;;
+    *) echo "usage: bash scripts/install.sh [--baselines] [--ray] [--fetch]" >&2; exit 2 ;;
   esac
 done
 
@@ -48,4 +53,17 @@ fi
 if [ "$ray" = 1 ]; then
   "${pip[@]}" install --quiet "ray>=2.9"
   .venv/bin/python -c "import ray; print('installed ray', ray.__version__, 'for experiment grids on a cluster')"
+fi
+if [ "$fetch" = 1 ]; then
+  # Its own environment: the package as above, then the fetch extra's pins (pyproject.toml), which
+  # move MuJoCo back to 3.2.7 there and nowhere else.
+  if [ ! -x .venv-fetch/bin/python ]; then
+    "$python" -m venv .venv-fetch
+  fi
+  fpip=(.venv-fetch/bin/python -m pip --disable-pip-version-check)
+  "${fpip[@]}" install --quiet --upgrade pip
+  "${fpip[@]}" install --quiet torch==2.13.0
+  "${fpip[@]}" install --quiet "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.24" "ninja>=1.11"
+  "${fpip[@]}" install --quiet --no-build-isolation ".[dev,fetch]"
+  .venv-fetch/bin/python -c "import gymnasium_robotics, mujoco; print('installed .venv-fetch: gymnasium-robotics', gymnasium_robotics.__version__, 'mujoco', mujoco.__version__)" 2>/dev/null
 fi

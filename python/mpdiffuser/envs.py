@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import re
 import warnings
 from dataclasses import dataclass
@@ -12,6 +13,15 @@ import gymnasium as gym
 import numpy as np
 
 SUPPORTED = ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Ant-v5")
+
+# Goal-conditioned robots of gymnasium-robotics (the `fetch` extra, in an environment of its own:
+# its Fetch robots fail on MuJoCo 3.3 and newer, so they run on MuJoCo 3.2.7 while the locomotion
+# results keep theirs). Their Dict observations are flattened by gymnasium's FlattenObservation:
+# the Dict space's keys in sorted order (Fetch: achieved_goal 3, desired_goal 3, observation 25).
+ROBOTICS_PREFIXES = ("Fetch",)
+ROBOTICS_PINS = {"gymnasium-robotics": "1.4.2", "mujoco": "3.2.7"}
+ROBOTICS_INSTALL = ("`bash scripts/install.sh --fetch` (gymnasium-robotics 1.4.2 on MuJoCo 3.2.7, in an environment "
+                    "of its own, .venv-fetch)")
 
 # Safety-Gymnasium velocity limits (m/s) used by DSRL's velocity tasks (Ant: planar torso speed).
 VELOCITY_LIMITS = {"Hopper-v5": 0.7402, "Walker2d-v5": 2.3415, "HalfCheetah-v5": 3.2096, "Ant-v5": 2.6222}
@@ -160,28 +170,56 @@ def velocity_limit(env_id: str, limit: float | None = None) -> float:
     return float(limit)
 
 
+def register_robotics(env_id: str | None) -> None:
+    """Registers gymnasium-robotics' environments when `env_id` is one of theirs and gymnasium does
+    not know it yet; ValueError, saying how to install them, when they cannot run here."""
+    if env_id is None or env_id in gym.registry or not env_id.startswith(ROBOTICS_PREFIXES):
+        return
+    import mujoco
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # its import prints a note on Adroit's reward versions
+            import gymnasium_robotics
+    except ImportError:
+        raise ValueError(f"{env_id} needs the fetch extra: {ROBOTICS_INSTALL}") from None
+    if tuple(int(x) for x in mujoco.__version__.split(".")[:2]) >= (3, 3):
+        raise ValueError(f"{env_id}: gymnasium-robotics' Fetch robots fail on MuJoCo {mujoco.__version__} (3.3 and "
+                         f"newer); use the fetch extra's MuJoCo {ROBOTICS_PINS['mujoco']}: {ROBOTICS_INSTALL}")
+    gym.register_envs(gymnasium_robotics)
+
+
+def goal_conditioned(env: gym.Env) -> bool:
+    """Whether `env` (as make_env returns it) flattened a goal-conditioned Dict observation."""
+    return isinstance(env.unwrapped.observation_space, gym.spaces.Dict)
+
+
 def make_env(env_id: str, constrained: bool = False, physics: PhysicsChange | None = None,
              limit: float | None = None, **kwargs) -> gym.Env:
     """A v5 MuJoCo env, or any registered gymnasium environment whose observation and action
     spaces are 1-D boxes; Ant without contact forces in its observation (27 dims); with
     `constrained`, info['cost'] from the velocity limit (`limit` m/s, default DSRL's for the four
     built-in robots; other robots need one and must report info['x_velocity']); with `physics`,
-    changed dynamics (MuJoCo environments). kwargs go to gymnasium.make."""
+    changed dynamics (MuJoCo environments); a Dict observation (goal-conditioned robots, such as
+    gymnasium-robotics' Fetch: register_robotics) flattened by FlattenObservation, keys in sorted
+    order. kwargs go to gymnasium.make."""
     if limit is not None and not constrained:
         raise ValueError("a velocity limit applies to constrained environments only")
     speed_limit = velocity_limit(env_id, limit) if constrained else None
     if env_id == "Ant-v5":
         kwargs.setdefault("include_cfrc_ext_in_observation", False)
+    register_robotics(env_id)
     try:
         with _quiet_known_mujoco_warnings():
             env = gym.make(env_id, **kwargs)
     except gym.error.Error as exc:
         raise ValueError(f"unknown environment {env_id!r}: {exc}") from None
+    if isinstance(env.observation_space, gym.spaces.Dict):
+        env = gym.wrappers.FlattenObservation(env)
     for what, space in (("observation", env.observation_space), ("action", env.action_space)):
         if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
             env.close()
             raise ValueError(f"{env_id}: its {what} space is {space}; mpdiffuser plans with 1-D Box observations "
-                             "and actions (flatten a Dict or image observation into a vector first)")
+                             "and actions (flatten an image observation into a vector first)")
     if physics is not None:
         if not hasattr(env.unwrapped, "model"):
             env.close()
@@ -232,6 +270,7 @@ def action_bounds(env_id: str | None) -> tuple:
     if env_id is None:
         return None, None
     try:
+        register_robotics(env_id)
         env = gym.make(env_id)
         space = env.action_space
         env.close()
@@ -259,5 +298,8 @@ def check_data_fits(env_id: str, state_dim: int, action_dim: int, what: str = "t
 
 
 def registered(env_id: str | None) -> bool:
-    """Whether gymnasium knows `env_id` (data naming an unregistered robot cannot be checked)."""
+    """Whether gymnasium knows `env_id` (data naming an unregistered robot cannot be checked); a
+    robot of gymnasium-robotics counts as known, and fails with how to install it when it cannot run."""
+    if env_id is not None and env_id.startswith(ROBOTICS_PREFIXES):
+        register_robotics(env_id)
     return env_id is not None and env_id in gym.registry

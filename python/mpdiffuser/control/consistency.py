@@ -37,7 +37,7 @@ def plan_consistency(sampler, env_id: str, lambdas=(1.0, 0.0), episodes: int = 1
     per_lambda = {float(lam): base.replace(dynamics_weight=float(lam)) for lam in lambdas}
     horizon, dx = spec.model.horizon, spec.state_dim
     env, sim = make_env(env_id, physics=physics), make_env(env_id, physics=physics)
-    if not all(hasattr(e.unwrapped, name) for e in (env, sim) for name in ("data", "set_state")):
+    if not all(hasattr(e.unwrapped, name) for e in (env, sim) for name in ("data", "model")):
         env.close(), sim.close()
         raise ValueError(f"plan consistency replays plans from the robot's simulator state (MuJoCo's qpos and qvel): "
                          f"{env_id} is not a MuJoCo environment")
@@ -49,12 +49,12 @@ def plan_consistency(sampler, env_id: str, lambdas=(1.0, 0.0), episodes: int = 1
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
         for t in range(max_steps):
-            qpos, qvel = env.unwrapped.data.qpos.copy(), env.unwrapped.data.qvel.copy()
+            state = _snapshot(env)
             executed = None
             for lam, opts in per_lambda.items():
                 plan = sampler.plan(obs, seed=(seed + ep) * PLAN_SEED_STRIDE + t, options=opts)
                 executed = plan if executed is None else executed
-                records[lam].append(_replay(sim, qpos, qvel, plan, spec, horizon, dx))
+                records[lam].append(_replay(sim, state, plan, spec, horizon, dx))
             obs, _, terminated, truncated, _ = env.step(executed.actions[0])
             bar.update(1)
             if terminated or truncated:
@@ -67,12 +67,41 @@ def plan_consistency(sampler, env_id: str, lambdas=(1.0, 0.0), episodes: int = 1
             "lambdas": {f"{lam:g}": _summarize(rows) for lam, rows in records.items()}}
 
 
-def _replay(sim, qpos, qvel, plan, spec, horizon: int, dx: int) -> dict:
-    """Replay the plan's actions from (qpos, qvel) on `sim`; compare with the plan's states."""
+def _snapshot(env) -> tuple:
+    """The simulator state a replay starts from: (qpos, qvel) of a gymnasium MujocoEnv (its
+    set_state restores them); for a robot env without set_state (gymnasium-robotics' Fetch, whose
+    gripper moves by mocap and whose goal lives in the env) MuJoCo's integration state (qpos, qvel,
+    act, mocap, ...) and the goal."""
+    u = env.unwrapped
+    if hasattr(u, "set_state"):
+        return "qpos_qvel", u.data.qpos.copy(), u.data.qvel.copy()
+    import mujoco
+
+    kind = mujoco.mjtState.mjSTATE_INTEGRATION
+    state = np.empty(mujoco.mj_stateSize(u.model, kind))
+    mujoco.mj_getState(u.model, u.data, state, kind)
+    return "integration", state, np.copy(getattr(u, "goal", None))
+
+
+def _restore(sim, snapshot: tuple) -> None:
+    u = sim.unwrapped
+    if snapshot[0] == "qpos_qvel":
+        u.set_state(snapshot[1], snapshot[2])
+        return
+    import mujoco
+
+    mujoco.mj_setState(u.model, u.data, snapshot[1], mujoco.mjtState.mjSTATE_INTEGRATION)
+    mujoco.mj_forward(u.model, u.data)
+    if snapshot[2].shape:
+        u.goal = snapshot[2].copy()
+
+
+def _replay(sim, snapshot: tuple, plan, spec, horizon: int, dx: int) -> dict:
+    """Replay the plan's actions from the simulator state `snapshot` on `sim`; compare with the plan's states."""
     window = np.asarray(plan.window, dtype=np.float64)
     actions = spec.actions.unnormalize(window[:, dx:].astype(np.float32))
     low, high = sim.action_space.low, sim.action_space.high
-    sim.unwrapped.set_state(qpos, qvel)
+    _restore(sim, snapshot)
     reached, earned, fell = [], 0.0, False
     for h in range(horizon):
         obs, reward, terminated, _, _ = sim.step(np.clip(actions[h], low, high))

@@ -16,9 +16,10 @@ PLAN_SEED_STRIDE = 100_003  # more than any episode's steps: episodes never shar
 @dataclass(frozen=True)
 class EpisodeResult:
     episode_return: float
-    normalized_score: float | None
+    normalized_score: float | None  # D4RL-normalized; goal-conditioned robots: 100 x success
     cost: float
     length: int
+    success: float | None = None  # goal-conditioned robots: info["is_success"] at the episode's last step
 
 
 @dataclass
@@ -34,7 +35,8 @@ class EvalSummary:
 
     @property
     def score(self) -> tuple[float, float]:
-        """(mean, standard error) of the D4RL-normalized score; NaN for robots without D4RL references."""
+        """(mean, standard error) of the D4RL-normalized score (goal-conditioned robots: the success
+        rate in %); NaN for robots without either."""
         if any(e.normalized_score is None for e in self.episodes):
             return float("nan"), float("nan")
         return self._stat([e.normalized_score for e in self.episodes])
@@ -56,9 +58,17 @@ class EvalSummary:
         return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
                 "mean_ms": float(a.mean()), "plans": int(a.size)} | deadline
 
+    @property
+    def success_rate(self) -> float | None:
+        """The fraction of episodes that ended in success (goal-conditioned robots), else None."""
+        if not self.episodes or any(e.success is None for e in self.episodes):
+            return None
+        return float(np.mean([e.success for e in self.episodes]))
+
     def to_dict(self) -> dict:
+        success = {} if self.success_rate is None else {"success_rate": self.success_rate}
         return {"env_id": self.env_id, "score_mean": self.score[0], "score_stderr": self.score[1],
-                "return_mean": self.episode_return[0], "cost_mean": self.cost[0],
+                "return_mean": self.episode_return[0], "cost_mean": self.cost[0]} | success | {
                 "episodes": [e.__dict__ for e in self.episodes], "latency": self.latency_percentiles()}
 
 
@@ -101,7 +111,8 @@ def evaluate(policy, env_id, episodes: int = 1, seed: int = 0, max_steps: int | 
     """Run `episodes` episodes of `policy` (an MPCPolicy or anything with reset/act) in `env_id`:
     an environment id (a built-in robot, or any registered gymnasium id) or a gymnasium.Env whose
     spaces match the model; an Env passed in is reset but not closed. D4RL scores exist for the
-    built-in robots only (None elsewhere).
+    built-in robots only (None elsewhere); a goal-conditioned robot (info["is_success"]) scores
+    100 x success at the episode's last step, so its mean score is the success rate in %.
 
     Episode i resets the env with seed + i and the policy with (seed + i) * PLAN_SEED_STRIDE: the
     policy plans with seed + step, so without the stride consecutive episodes would reuse each
@@ -127,7 +138,7 @@ def evaluate(policy, env_id, episodes: int = 1, seed: int = 0, max_steps: int | 
         total, cost, steps = 0.0, 0.0, 0
         bar = tqdm(total=limit, desc=f"{desc} ep {i + 1}/{episodes}", disable=None if progress else True, dynamic_ncols=True,
                    leave=False)
-        done = False
+        done, info = False, {}
         while not done and steps < limit:
             obs, reward, terminated, truncated, info = env.step(policy.act(obs))
             total += float(reward)
@@ -142,7 +153,9 @@ def evaluate(policy, env_id, episodes: int = 1, seed: int = 0, max_steps: int | 
                 bar.set_postfix(ret=f"{total:.0f}")
         bar.close()
         latencies.extend(getattr(policy, "latencies_ms", [])[start_latencies:])
-        results.append(EpisodeResult(total, reference.normalize(total) if reference else None, cost, steps))
+        success = float(info["is_success"]) if "is_success" in info else None
+        score = reference.normalize(total) if reference else (100.0 * success if success is not None else None)
+        results.append(EpisodeResult(total, score, cost, steps, success))
     if owned:
         env.close()
     options = getattr(policy, "options", None)

@@ -8,6 +8,8 @@ Kinds, after D4RL:
   mixed          (constrained only) half rollouts of the medium policy, half of a cautious one
                  trained on reward - cost_penalty * cost (for as long, or cautious_steps): data of
                  mixed safety
+  scripted       rollouts of the robot's scripted expert (control.scripted: FetchPickAndPlace's
+                 pick-and-place controller)
 Behaviour policies are trained with stable-baselines3 SAC and cached next to the datasets (with
 their replay buffers, which medium-replay needs). `physics` rolls the policies out under changed
 dynamics (novel-dynamics experiments); the policies themselves are trained on the nominal robot.
@@ -28,7 +30,7 @@ from tqdm.auto import tqdm
 from mpdiffuser.data.dataset import Episode, OfflineDataset
 from mpdiffuser.envs import VELOCITY_LIMITS, CostPenalty, PhysicsChange, make_env, velocity_limit
 
-KINDS = ("random", "medium", "medium-replay", "medium-expert", "mixed")
+KINDS = ("random", "medium", "medium-replay", "medium-expert", "mixed", "scripted")
 
 
 @dataclass(frozen=True)
@@ -53,13 +55,19 @@ class GenerateConfig:
             raise ValueError("transitions, policy_steps and expert_steps must be positive")
         if self.kind == "mixed" and not self.constrained:
             raise ValueError("kind 'mixed' (mixed-safety data) needs constrained=True: safety is defined by costs")
+        if self.kind == "scripted":
+            from mpdiffuser.control.scripted import SCRIPTED
+
+            if self.env_id not in SCRIPTED:
+                raise ValueError(f"kind 'scripted' needs a robot with a scripted expert ({', '.join(SCRIPTED)}), "
+                                 f"got {self.env_id}")
         if self.kind == "medium-replay" and self.constrained:
             raise ValueError("medium-replay with costs is not supported: the replay buffer has no cost column")
         if not self.cost_penalty >= 0.0:
             raise ValueError(f"cost_penalty must be >= 0, got {self.cost_penalty}")
         if self.cautious_steps is not None and self.cautious_steps < 1:
             raise ValueError(f"cautious_steps must be positive, got {self.cautious_steps}")
-        if self.policy_seed == self.seed or self.kind == "random":
+        if self.policy_seed == self.seed or self.kind in ("random", "scripted"):
             object.__setattr__(self, "policy_seed", None)  # one recipe, one name
         if self.cautious_steps == self.policy_steps or self.kind != "mixed":
             object.__setattr__(self, "cautious_steps", None)
@@ -93,6 +101,7 @@ class GenerateConfig:
         """The fields the data of this kind depend on, as stored in the file; a cached file is
         reused only when they all match (medium data does not depend on expert_steps, say)."""
         unused = {"random": ("policy_steps", "expert_steps", "cost_penalty"),
+                  "scripted": ("policy_steps", "expert_steps", "cost_penalty"),
                   "medium": ("expert_steps", "cost_penalty"),
                   "medium-replay": ("transitions", "expert_steps", "cost_penalty"),  # the whole replay buffer
                   "medium-expert": ("cost_penalty",), "mixed": ("expert_steps",)}[self.kind]
@@ -227,6 +236,12 @@ def generate(config: GenerateConfig, out_dir: str | Path, progress: bool = True,
                                                  c.physics, c.velocity_limit)
     if c.kind == "random":
         episodes = run(None, c.transitions, c.seed, "random")
+    elif c.kind == "scripted":
+        from mpdiffuser.control.scripted import scripted_policy
+
+        env = make_env(c.env_id)
+        episodes = run(scripted_policy(c.env_id, env), c.transitions, c.seed, "scripted expert")
+        env.close()
     else:
         medium, _ = train_behaviour_policy(c.env_id, c.policy_steps, c.trained_with, cache, progress)
         if c.kind == "medium-replay":
@@ -240,7 +255,8 @@ def generate(config: GenerateConfig, out_dir: str | Path, progress: bool = True,
             cautious, _ = train_behaviour_policy(c.env_id, c.cautious_policy_steps, c.trained_with, cache, progress,
                                                  c.cost_penalty, c.velocity_limit)
             episodes += run(stochastic(cautious), c.transitions, c.seed + 20_000, "cautious rollouts")
-    policy = "uniform random" if c.kind == "random" else "stable-baselines3 SAC (MlpPolicy, stochastic actions)"
+    policy = {"random": "uniform random", "scripted": "scripted expert (mpdiffuser.control.scripted)"}.get(
+        c.kind, "stable-baselines3 SAC (MlpPolicy, stochastic actions)")
     metadata = {"env_id": c.env_id, "name": c.name, "recipe": c.recipe() | {"policy": policy},
                 "seconds": round(time.perf_counter() - started, 1)}
     return OfflineDataset(episodes, metadata).save_hdf5(path)

@@ -175,9 +175,10 @@ def summarize(rows: list[dict], keys: tuple[str, ...], fields: tuple[str, ...], 
 
 def episode_rows(summary, **labels) -> list[dict]:
     """One result row per episode of an evaluation summary: `labels` (task, method, seed...) plus
-    the episode's index, return, normalized score and length."""
+    the episode's index, return, normalized score (goal-conditioned robots: 100 x success) and
+    length, and whether it succeeded where the robot says."""
     return [labels | {"episode": i, "return": e.episode_return, "score": e.normalized_score, "length": e.length}
-            for i, e in enumerate(summary.episodes)]
+            | ({} if e.success is None else {"success": e.success}) for i, e in enumerate(summary.episodes)]
 
 
 def slug(name: str) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from mpdiffuser.config import TrainConfig
+from mpdiffuser.envs import ROBOTICS_PREFIXES
 from mpdiffuser.experiments.common import (ExperimentConfig, check_model_options, episode_rows, pyplot, score_error,
                                            suite_dataset, test_start)
 from mpdiffuser.experiments.grid import Cell, Experiment
@@ -71,7 +72,8 @@ class ScarceExpert(Experiment):
     name = "scarce"
     GRID_FIELDS = ("out_dir", "policy_dir", "seeds", "expert_episodes", "datasets", "extra", "threads",
                    "diffusion_baselines")
-    score_note = ("D4RL-normalized score: mean over all evaluation episodes of all training seeds; stderr over the "
+    score_note = ("D4RL-normalized score (goal-conditioned robots: success rate in %): mean over all evaluation "
+                  "episodes of all training seeds; stderr over the "
                   "seeds' means. Planner (and baselines) on the first n expert episodes; dynamics model and ranker "
                   "on those plus the extra data; normalizers and return scale from the whole expert file and the "
                   "extra data (one per robot)")
@@ -200,7 +202,9 @@ class ScarceExpert(Experiment):
                     ax.errorbar(n, mean, yerr=err, marker="o", capsize=3, label=method)
             ax.set_xscale("log")
             ax.set_xlabel("expert episodes the planner trains on")
-            ax.set_ylabel("D4RL-normalized score")
+            path = next(p for p, _ in self._tasks.values() if Path(p).stem == robot)
+            goal = (suite_dataset(path).env_id or "").startswith(ROBOTICS_PREFIXES)
+            ax.set_ylabel("success rate (%)" if goal else "D4RL-normalized score")
             ax.set_title(f"{robot}: score vs expert data (s.e. over seeds)", fontsize=9)
             ax.legend(fontsize=8)
         fig.tight_layout()
