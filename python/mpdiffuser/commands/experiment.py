@@ -20,7 +20,6 @@ EXPERIMENTS = {
     "any-robot": ("mpdiffuser.experiments.any_robot", "AnyRobotConfig", "run_any_robot"),
     "recipes": ("mpdiffuser.experiments.recipes", "RecipesConfig", "run_recipes"),
 }
-GRID_EXPERIMENTS = ("locomotion", "constrained", "dynamics", "scarce", "any-robot", "recipes")  # the experiments on the grid skeleton (experiments.grid): they take --ray
 # The flags that set one config field (flag -> field), and the choices of those that have them.
 FIELD_FLAGS = {
     "out": "out_dir", "policy_dir": "policy_dir", "seeds": "seeds", "kind": "kinds", "dataset": "datasets",
@@ -87,9 +86,6 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     for flag in AT_LEAST_ONE:
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise SystemExit(f"error: --{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-    if args.ray is not None and args.name not in GRID_EXPERIMENTS:
-        raise SystemExit(f"error: --ray applies to the {', '.join(GRID_EXPERIMENTS)} experiment"
-                         f"{'s' if len(GRID_EXPERIMENTS) > 1 else ''} only")
     module, cls, run = EXPERIMENTS[args.name]
     Config, run = configs()[args.name], getattr(importlib.import_module(module), run)
     fields = {f.name for f in dataclasses.fields(Config)}
@@ -152,7 +148,7 @@ def register(commands) -> None:
                                  f"(default {shifts})")
     experiment.add_argument("--seed", type=seed_type, default=None, help="seed (quadruped; dynamics: one training seed)")
     experiment.add_argument("--ray", default=None, metavar="auto|ADDRESS",
-                            help=f"{', '.join(GRID_EXPERIMENTS)}: run the grid's cells as Ray tasks on a running "
+                            help="run the experiment's cells (every experiment is a grid) as Ray tasks on a running "
                                  "cluster (auto: the one this node belongs to; HOST:PORT: its head); needs the ray "
                                  "extra")
     experiment.add_argument("--device", default="auto",

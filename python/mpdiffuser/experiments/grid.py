@@ -53,6 +53,7 @@ class Experiment:
     GRID_FIELDS: tuple = ()  # config fields that shape the grid, not a cell's result: left out of every key
     score_note = "mean over all evaluation episodes of all training seeds; stderr over the seeds' means"
     score = "score"  # the episode field the summary leads with: "score" (D4RL-normalized) or "return" (any robot)
+    CACHED = True  # whether finished cells are read back (False: a measurement of the machine, made anew each run)
 
     def __init__(self, config) -> None:
         self.config = config
@@ -249,7 +250,7 @@ def run_experiment(experiment: Experiment, ray_address: str | None = None, progr
     cells = experiment.cells()
     done, failures = {}, []
     for cell in cells:
-        if (result := _cached(experiment, cell)) is not None:
+        if experiment.CACHED and (result := _cached(experiment, cell)) is not None:
             done[cell] = result
     todo = [c for c in cells if c not in done]
     log(f"{experiment.name}: {len(cells)} cells, {len(cells) - len(todo)} cached, {len(todo)} to run"

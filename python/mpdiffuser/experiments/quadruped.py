@@ -20,7 +20,8 @@ import numpy as np
 
 from mpdiffuser.config import ModelConfig
 from mpdiffuser.control.evaluate import PLAN_SEED_STRIDE
-from mpdiffuser.experiments.common import Log, ExperimentConfig, check_model_options, pyplot, write_csv, write_json
+from mpdiffuser.experiments.common import ExperimentConfig, check_model_options, pyplot
+from mpdiffuser.experiments.grid import Cell, Experiment
 
 
 @dataclass(frozen=True)
@@ -103,56 +104,102 @@ def fixed_rate_episode(policy, env, seed: int, hz: float, max_steps: int, clock=
             "achieved_hz": (step + 1) / elapsed}
 
 
-def run_quadruped(config: QuadrupedConfig, progress: bool = True) -> dict:
-    """Data, training, export, then fixed-rate control; returns the report (also written to disk)."""
-    from mpdiffuser.control.mpc import MPCPolicy
-    from mpdiffuser.envs import SCORE_REFERENCES, make_env
-    from mpdiffuser.sampling.sampler import Sampler
+class QuadrupedControl(Experiment):
+    """One cell, (robot, seed, MPDiffuser at the loop's rate), on the experiment skeleton. Its
+    preparation (data, training, export) resumes like every experiment's; its cell is never read
+    back from the cache (CACHED False): a fixed-rate latency measurement is of the machine and the
+    code that run it, so every run measures anew."""
 
-    say = Log()
-    out = Path(config.out_dir)
-    if config.model_file is not None:
-        model_file = Path(config.model_file)
-        say(f"1-2/4 model file {model_file}: no data, no training")
-    else:
-        model_file = _data_and_models(config, out, say, progress)
+    name = "quadruped"
+    CACHED = False
 
-    backend = fastest_backend() if config.backend == "auto" else config.backend
-    say(f"3/4 control: {config.episodes} episode(s) at {config.control_hz:.0f} Hz, backend {backend}")
-    sampler = Sampler(model_file, backend, threads=config.threads, env_id=config.env_id)
-    options = sampler.defaults.replace(num_candidates=config.candidates)
-    sampler.warm_up(options)  # the workspace for this N and the first launch, outside the timed loop
-    policy = MPCPolicy(sampler, options)
-    env = make_env(config.env_id)
-    episodes = [fixed_rate_episode(policy, env, 1000 + config.seed + i, config.control_hz, config.control_steps)
-                for i in range(config.episodes)]
-    env.close()
-    latencies = np.concatenate([e["latencies_ms"] for e in episodes])
-    reference = SCORE_REFERENCES.get(config.env_id)
-    scores = [reference.normalize(e["return"]) if reference else float("nan") for e in episodes]
-    report = {
-        "experiment": "quadruped", "config": dataclasses.asdict(config), "backend": backend,
-        "options": dataclasses.asdict(options), "model_file": str(model_file),
-        "score_mean": float(np.mean(scores)), "score_stderr": float(np.std(scores) / np.sqrt(len(scores))),
-        "return_mean": float(np.mean([e["return"] for e in episodes])),
-        "control_hz": config.control_hz, "achieved_hz": float(np.mean([e["achieved_hz"] for e in episodes])),
-        "steps": int(latencies.size), "missed_deadlines": int(sum(e["missed_deadlines"] for e in episodes)),
-        "latency_ms": {q: float(np.percentile(latencies, p)) for q, p in
-                       (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
-        "episodes": [{k: v for k, v in e.items() if k != "latencies_ms"} | {"score": s} for e, s in zip(episodes, scores)],
-        "seconds": round(say.seconds, 1),
-    }
-    write_outputs(report, latencies, out)
-    lat = report["latency_ms"]
-    say(f"4/4 {config.env_id} with backend {backend}: score {report['score_mean']:.1f} +- {report['score_stderr']:.1f} "
-        f"(return {report['return_mean']:.0f}); {report['steps']} control steps at {report['achieved_hz']:.1f} Hz "
-        f"(target {config.control_hz:.0f}); plan latency p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, "
-        f"max {lat['max']:.2f} ms; missed deadlines {report['missed_deadlines']}")
-    say(f"results in {out / 'quadruped.json'}, {out / 'quadruped.csv'}, {out / 'quadruped_latency.png'}")
-    return report
+    def tasks(self) -> list[str]:
+        return [self.config.env_id]
+
+    def seeds(self) -> list[int]:
+        return [self.config.seed]
+
+    def methods(self) -> list[str]:
+        return [f"MPDiffuser at {self.config.control_hz:g} Hz"]
+
+    @property
+    def model_file(self) -> Path:
+        return Path(self.config.model_file) if self.config.model_file else self.out / "models" / "model.safetensors"
+
+    def prepare(self, task: str, seed: int, log, progress: bool) -> None:
+        if self.config.model_file is not None:
+            log(f"1-2/4 model file {self.config.model_file}: no data, no training")
+            return
+        _data_and_models(self.config, self.out, log, progress)
+
+    def run(self, cell: Cell, log, progress: bool) -> dict:
+        from mpdiffuser.control.mpc import MPCPolicy
+        from mpdiffuser.envs import SCORE_REFERENCES, make_env
+        from mpdiffuser.sampling.sampler import Sampler
+
+        c = self.config
+        backend = fastest_backend() if c.backend == "auto" else c.backend
+        log(f"3/4 control: {c.episodes} episode(s) at {c.control_hz:.0f} Hz, backend {backend}")
+        sampler = Sampler(self.model_file, backend, threads=c.threads, env_id=c.env_id)
+        options = sampler.defaults.replace(num_candidates=c.candidates)
+        sampler.warm_up(options)  # the workspace for this N and the first launch, outside the timed loop
+        policy = MPCPolicy(sampler, options)
+        env = make_env(c.env_id)
+        episodes = [fixed_rate_episode(policy, env, 1000 + c.seed + i, c.control_hz, c.control_steps)
+                    for i in range(c.episodes)]
+        env.close()
+        reference = SCORE_REFERENCES.get(c.env_id)
+        latencies = [float(x) for e in episodes for x in e["latencies_ms"]]
+        rows = [{"episode": i, "return": e["return"], "score": reference.normalize(e["return"]) if reference else None,
+                 "length": e["length"], "missed_deadlines": e["missed_deadlines"], "achieved_hz": e["achieved_hz"]}
+                for i, e in enumerate(episodes)]
+        return {"episodes": rows, "metrics": {}, "control": [{"backend": backend, "options": dataclasses.asdict(options),
+                                                              "latencies_ms": latencies}]}
+
+    def report(self, report: dict, log) -> None:
+        """The control run's figures at the top level: backend, options, rate, latency, deadlines."""
+        c = self.config
+        report["model_file"] = str(self.model_file)
+        report["control_hz"] = c.control_hz
+        if not report.get("control"):
+            return
+        control = report["control"][0]
+        latencies = np.asarray(control.pop("latencies_ms"))
+        report["backend"], report["options"] = control["backend"], control["options"]
+        episodes = report["episodes"]
+        scores = [e["score"] if e["score"] is not None else float("nan") for e in episodes]
+        report |= {"score_mean": float(np.mean(scores)), "score_stderr": float(np.std(scores) / np.sqrt(len(scores))),
+                   "return_mean": float(np.mean([e["return"] for e in episodes])),
+                   "achieved_hz": float(np.mean([e["achieved_hz"] for e in episodes])),
+                   "steps": int(latencies.size), "missed_deadlines": int(sum(e["missed_deadlines"] for e in episodes)),
+                   "latency_ms": {q: float(np.percentile(latencies, p)) for q, p in
+                                  (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))}}
+        self._latencies = latencies
+
+    def plot(self, report: dict) -> None:
+        if "latency_ms" in report:
+            write_latency_histogram(report, self._latencies, self.out)
+
+    def print_summary(self, report: dict, log) -> None:
+        if "latency_ms" not in report:
+            return
+        c, lat = self.config, report["latency_ms"]
+        log(f"4/4 {c.env_id} with backend {report['backend']}: score {report['score_mean']:.1f} +- "
+            f"{report['score_stderr']:.1f} (return {report['return_mean']:.0f}); {report['steps']} control steps at "
+            f"{report['achieved_hz']:.1f} Hz (target {c.control_hz:.0f}); plan latency p50 {lat['p50']:.2f} ms, p99 "
+            f"{lat['p99']:.2f} ms, max {lat['max']:.2f} ms; missed deadlines {report['missed_deadlines']}")
+        log(f"results in {self.out / 'quadruped.json'}, {self.out / 'quadruped.csv'}, "
+            f"{self.out / 'quadruped_latency.png'}")
 
 
-def _data_and_models(config: QuadrupedConfig, out: Path, say: Log, progress: bool) -> Path:
+def run_quadruped(config: QuadrupedConfig, progress: bool = True, ray_address: str | None = None) -> dict:
+    """Data, training, export, then fixed-rate control (here, or on a Ray worker); returns the report."""
+    from mpdiffuser.experiments.grid import run_grid
+
+    return run_grid(lambda: QuadrupedControl(config), ray_address, progress)
+
+
+def _data_and_models(config: QuadrupedConfig, out: Path, say, progress: bool) -> Path:
     """Steps 1 and 2: the datasets (generated, cached) and the trained, exported bundle."""
     from mpdiffuser.data.dataset import load_dataset
     from mpdiffuser.data.generate import GenerateConfig, generate
@@ -171,11 +218,7 @@ def _data_and_models(config: QuadrupedConfig, out: Path, say: Log, progress: boo
     return config.train_bundle(bundle_dir, task, [random], config.seed, say, progress)
 
 
-def write_outputs(report: dict, latencies: np.ndarray, out: Path) -> None:
-    write_json(out / "quadruped.json", report)
-    write_csv(out / "quadruped.csv", [{"episode": i} | {k: e[k] for k in ("return", "score", "length", "missed_deadlines",
-                                                                         "achieved_hz")}
-                                      for i, e in enumerate(report["episodes"])])
+def write_latency_histogram(report: dict, latencies: np.ndarray, out: Path) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.hist(latencies, bins=50, color="tab:blue")
