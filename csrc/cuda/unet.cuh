@@ -22,14 +22,23 @@
 
 namespace mpd::cuda {
 
+// Weights, biases and norm parameters are read through the read-only data path (they never change
+// during a plan; a struct member cannot carry __restrict__, so the load says so). A plain load in
+// the CPU emulation (tests/cpp/cuda_unet_emulation_test.cpp), which compiles this as host code.
+#if defined(__CUDA_ARCH__)
+#define MPD_WEIGHT(p) __ldg(p)
+#else
+#define MPD_WEIGHT(p) (*(p))
+#endif
+
 // y[r, o] = b[o] + sum_i w[o, i] x[r, i] for r < rows, SiLU when asked.
 __device__ inline void unet_linear(const DevLinear& f, const float* x, int ldx, int rows, float* y, int ldy,
                                    bool apply_silu) {
   for (int q = threadIdx.x; q < rows * f.out; q += blockDim.x) {
     const int r = q / f.out, o = q % f.out;
     const float* xr = x + static_cast<size_t>(r) * ldx;
-    float acc = f.b[o];
-    for (int i = 0; i < f.in; ++i) acc = fmaf(f.w[static_cast<size_t>(i) * f.out + o], xr[i], acc);
+    float acc = MPD_WEIGHT(f.b + o);
+    for (int i = 0; i < f.in; ++i) acc = fmaf(MPD_WEIGHT(f.w + static_cast<size_t>(i) * f.out + o), xr[i], acc);
     y[static_cast<size_t>(r) * ldy + o] = apply_silu ? math::silu(acc) : acc;
   }
   __syncthreads();
@@ -44,13 +53,13 @@ __device__ inline void unet_conv(const DevConv& c, const float* x, int L, int ac
   for (int q = threadIdx.x; q < rows * per_row; q += blockDim.x) {
     const int r = q / per_row, l = (q % per_row) / c.out, o = q % c.out;
     const float* xr = x + static_cast<size_t>(r) * act;
-    float acc = c.b[o];
+    float acc = MPD_WEIGHT(c.b + o);
     for (int j = 0; j < c.kernel; ++j) {
       const int at = stride * l + j - pad;
       if (at < 0 || at >= L) continue;
       const float* xp = xr + static_cast<size_t>(at) * c.in;
       const float* w = c.w + static_cast<size_t>(j) * c.in * c.out + o;
-      for (int i = 0; i < c.in; ++i) acc = fmaf(w[static_cast<size_t>(i) * c.out], xp[i], acc);
+      for (int i = 0; i < c.in; ++i) acc = fmaf(MPD_WEIGHT(w + static_cast<size_t>(i) * c.out), xp[i], acc);
     }
     y[static_cast<size_t>(r) * act + static_cast<size_t>(l) * c.out + o] = acc;
   }
@@ -67,12 +76,12 @@ __device__ inline void unet_up(const DevConv& c, const float* x, int L, int act,
     const float* xr = x + static_cast<size_t>(r) * act;
     const int positions[2] = {odd ? a : a - 1, odd ? a + 1 : a};
     const int taps[2] = {odd ? 2 : 3, odd ? 0 : 1};
-    float acc = c.b[o];
+    float acc = MPD_WEIGHT(c.b + o);
     for (int s = 0; s < 2; ++s) {
       if (positions[s] < 0 || positions[s] >= L) continue;
       const float* xp = xr + static_cast<size_t>(positions[s]) * c.in;
       const float* w = c.w + static_cast<size_t>(taps[s]) * c.in * c.out + o;
-      for (int i = 0; i < c.in; ++i) acc = fmaf(w[static_cast<size_t>(i) * c.out], xp[i], acc);
+      for (int i = 0; i < c.in; ++i) acc = fmaf(MPD_WEIGHT(w + static_cast<size_t>(i) * c.out), xp[i], acc);
     }
     y[static_cast<size_t>(r) * act + static_cast<size_t>(m) * c.out + o] = acc;
   }
@@ -113,8 +122,9 @@ __device__ inline void unet_norm(float* x, int C, int L, int act, int rows, cons
     const float mean = stats[(r * kUnetGroups + g) * 2], inv = stats[(r * kUnetGroups + g) * 2 + 1];
     const float* f = film != nullptr ? film + static_cast<size_t>(r) * ld_film : nullptr;
     const float s = f ? f[ch] : 1.0f, t = f ? f[C + ch] : 0.0f;
-    const float a = gamma[ch] * inv * s;
-    const float b = (beta[ch] - mean * gamma[ch] * inv) * s + t;
+    const float weight = MPD_WEIGHT(gamma + ch);
+    const float a = weight * inv * s;
+    const float b = (MPD_WEIGHT(beta + ch) - mean * weight * inv) * s + t;
     float& v = x[static_cast<size_t>(r) * act + q % per_row];
     const float y = fmaf(v, a, b);
     v = apply_silu ? math::silu(y) : y;
@@ -241,5 +251,7 @@ __device__ inline void unet_forward(const DevUnet& net, int rows, const float* w
   }
   __syncthreads();
 }
+
+#undef MPD_WEIGHT
 
 }  // namespace mpd::cuda
