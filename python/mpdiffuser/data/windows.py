@@ -87,11 +87,17 @@ class ConditionScale:
         if kind != "authors":
             raise ValueError(f"unknown return condition {kind!r}, expected 'minmax' or 'authors'")
         probe = cls(0.0, 1.0, return_discount, cost_scale, dataset.has_costs, TERMINATION_PENALTY)
-        best_start = max(probe.returns_to_go(e.rewards, e.terminated)[0] for e in dataset.episodes)
-        # Data whose best start is not positive (random rollouts that all fall) keep a positive
-        # scale, so g still orders returns: the best start's magnitude, at least 1.
-        scale = best_start if best_start > 0.0 else max(abs(best_start), 1.0)
-        return cls(0.0, float(scale), return_discount, cost_scale, dataset.has_costs, TERMINATION_PENALTY)
+        starts = [probe.returns_to_go(e.rewards, e.terminated)[0] for e in dataset.episodes]
+        best_start = max(starts)
+        if best_start > 0.0:
+            return cls(0.0, float(best_start), return_discount, cost_scale, dataset.has_costs, TERMINATION_PENALTY)
+        # Data whose best start is not positive (a goal-reaching robot's -1 per step until success;
+        # random rollouts that all fall) cannot be scaled from 0: the starts span [worst, best],
+        # which maps to [0, 1], so that 1 is still the best episode start and g = 1.1 asks for more
+        # (scaled from 0, the best start was -1 and every usual g asked for returns no episode had).
+        worst_start = min(starts)
+        low = worst_start if worst_start < best_start else best_start - 1.0
+        return cls(float(low), float(best_start), return_discount, cost_scale, dataset.has_costs, TERMINATION_PENALTY)
 
 
 class WindowSampler:

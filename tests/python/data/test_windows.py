@@ -92,7 +92,15 @@ def test_authors_return_condition_penalizes_falls_and_scales_by_the_best_start()
     assert c.return_high == 2 + 1 + 0.5  # the best episode start: the one that did not fall
     assert c.normalized_return(np.array([3.5]))[0] == 1.0
     only_falls = ConditionScale.fit(OfflineDataset([fell]), 0.5, 0.1, "authors")  # every start negative
-    assert only_falls.return_high == abs(1 + 0.5 + 0.25 * (1 - 100))
+    start = 1 + 0.5 + 0.25 * (1 - 100)
+    assert (only_falls.return_low, only_falls.return_high) == (start - 1.0, start)  # one start: a span of 1
+    # A goal-reaching robot's rewards (-1 a step until success): the starts span [worst, best] -> [0, 1]
+    slow = Episode(np.zeros((5, 2)), np.zeros((4, 1)), -np.ones(4), False)
+    quick = Episode(np.zeros((5, 2)), np.zeros((4, 1)), np.array([-1.0, 0.0, 0.0, 0.0]), False)
+    goal = ConditionScale.fit(OfflineDataset([slow, quick]), 0.5, 0.1, "authors")
+    worst, best = -(1 + 0.5 + 0.25 + 0.125), -1.0
+    assert (goal.return_low, goal.return_high) == (worst, best)
+    np.testing.assert_allclose(goal.normalized_return(np.array([worst, best])), [0.0, 1.0])
     minmax = ConditionScale.fit(OfflineDataset([fell, ran]), 0.5, 0.1, "minmax")
     assert minmax.termination_penalty == 0.0 and minmax.return_high == 3.5
 
