@@ -131,9 +131,9 @@ def train_bundle(bundle_dir: Path, task: OfflineDataset, extra: list[OfflineData
     # One request, as `mpdiffuser train` makes: the ranker trains ranker_steps, the planner and the
     # dynamics model train_steps; side by side on a GPU (a thread and a CUDA stream each), one after
     # another on the CPU, the same weights either way (training.train.train_models).
+    sizes = {} if spec is not None else {"prediction": prediction} | ({"width": width} if width else {})
     request = TrainRequest.of(bundle_dir, [task], extra_data=tuple(extra), device=device, spec=spec,
-                              steps=train_steps, seed=seed, action_weight=action_weight, prediction=prediction,
-                              **({"width": width} if width else {}),
+                              steps=train_steps, seed=seed, action_weight=action_weight, **sizes,
                               per_model={name: {"steps": ranker_steps} for name in RANKER_MODELS})
     request.run(progress=progress, say=lambda message: log(f"    {message}"))
     return export_model(bundle_dir, bundle_dir / "model.safetensors", options or SamplerOptions())

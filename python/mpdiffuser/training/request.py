@@ -90,6 +90,9 @@ class TrainRequest:
             raise ValueError("give seed or seeds, not both")
         if self.seeds and snapshots:
             raise ValueError("seeds trains one process's bundles side by side: not with export_at")
+        if self.spec is not None and self.model_sizes:
+            raise ValueError(f"a spec brings its model: give the spec or model settings "
+                             f"({', '.join(sorted(self._fields({k: k for k in MODEL_FLAGS})))}), not both")
 
     @property
     def train_config(self):

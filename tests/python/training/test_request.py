@@ -118,6 +118,8 @@ def test_bad_request_fields_are_one_line(tmp_path, capsys):
         TrainRequest.of("b", ["d"], per_model={"reward": {"horizon": 3}})
     with pytest.raises(ValueError, match="steps must be an integer >= 1, got 0"):
         TrainRequest.of("b", ["d"], per_model={"reward": {"steps": 0}})
+    with pytest.raises(ValueError, match=r"a spec brings its model: give the spec or model settings \(width\), not both"):
+        TrainRequest.of("b", ["d"], spec=object(), width=64)
     for bad, says in ((["reward.steps"], "--per-model takes MODEL.SETTING=VALUE (reward.steps=3000), got 'reward.steps'"),
                       (["reward.steps=many"], "--per-model: 'reward.steps=many' needs a value of type int"),
                       (["reward.width=3"], "--per-model: 'width' is no training setting")):
