@@ -143,3 +143,19 @@ def test_fetch_replays_from_the_simulator_state():
     b = np.array([sim.step(x)[0] for x in actions])
     assert np.abs(a - b).max() < 1e-3
     np.testing.assert_array_equal(a[:, 3:6], b[:, 3:6])  # the desired goal (flattened: after achieved_goal)
+
+
+def test_eval_prints_a_goal_conditioned_robots_success_rate(tmp_path, capsys):
+    from mpdiffuser import bench, cli
+    from mpdiffuser.config import ModelConfig
+
+    model = bench.synthetic_model_file(tmp_path / "reach.safetensors", 8, 2, env_id="ToyReach-v0",
+                                       model=ModelConfig(horizon=4, num_steps=3, width=16, layers=1, ranker_width=8))
+    assert cli.main(["eval", "--model-file", str(model), "--env", "ToyReach-v0", "--episodes", "2", "--backend",
+                     "cpu", "--json", str(tmp_path / "eval.json")]) == 0
+    out = capsys.readouterr().out
+    assert "ToyReach-v0: success rate " in out and "%" in out
+    import json
+
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert 0.0 <= report["success_rate"] <= 1.0 and report["score_mean"] == 100 * report["success_rate"]

@@ -60,7 +60,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                   "bundle": args.bundle}
     lat = report["latency"]
     has_score = not math.isnan(report["score_mean"])  # NaN for robots without D4RL references
-    score = (f"score {report['score_mean']:.1f} +- {report['score_stderr']:.1f}, " if has_score
+    score = (f"success rate {100 * report['success_rate']:.0f}% ({report['score_stderr']:.1f} s.e.), "
+             if "success_rate" in report else
+             f"score {report['score_mean']:.1f} +- {report['score_stderr']:.1f}, " if has_score
              else f"no D4RL reference returns for {env_id}, raw ")
     print(f"{env_id}: {score}return {report['return_mean']:.1f}, cost {report['cost_mean']:.1f}; "
           f"latency ({args.backend}) p50 {lat['p50_ms']:.2f} ms p99 {lat['p99_ms']:.2f} ms"
