@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "format/model_file.h"
 #include "mpdiffuser/mpdiffuser.h"
@@ -34,6 +35,8 @@ struct PlanRequest {
   int actions_per_plan;   // actions returned; a warm window is shifted by as many rows (executed)
   bool budget;            // a cost model with a cost budget: selection keeps C <= cost_budget
   float cost_budget;
+  bool host_staged;       // CUDA: state and outputs are host memory (mpd_plan_host), copied through
+                          // the backend's own buffers and synchronized; the CPU backend ignores it
 };
 
 // The request of options `o` (checked by check_options) for model `c`.
@@ -45,25 +48,44 @@ class Backend {
   virtual ~Backend() = default;
   virtual uint32_t max_candidates() const = 0;
   // One plan into `output` (mpd_plan_output's contract). CUDA: asynchronous on `stream`, device
-  // pointers unless host_staged (then host memory, copied through the backend's own buffers and
-  // synchronized); the CPU backend ignores both.
-  virtual mpd_status plan(const PlanRequest& request, mpd_plan_output* output, bool host_staged, void* stream) = 0;
+  // pointers unless request.host_staged; the CPU backend ignores both.
+  virtual mpd_status plan(const PlanRequest& request, mpd_plan_output* output, void* stream) = 0;
   // Stops the running (or next) plan at its next denoising step (MPD_ERR_CANCELLED); thread-safe.
   virtual mpd_status cancel() { return MPD_ERR_NOT_AVAILABLE; }
 };
 
-namespace cpu {
-struct CpuModel;  // the CPU backend's packed networks, shared by a model's workspaces
-std::shared_ptr<const CpuModel> pack_model(const ModelFile& file);  // throws std::bad_alloc
-std::unique_ptr<Backend> make_backend(const ModelFile& file, std::shared_ptr<const CpuModel> model,
-                                      int max_candidates, int threads);  // throws bad_alloc, system_error
-size_t workspace_bytes(const CpuModel& model, int max_candidates, int threads);
-}  // namespace cpu
+// A backend's record in the registry (backend/registry.cpp, the one list of backends), which the
+// C API and the binding look backends up in instead of naming them: a third backend adds its
+// folder, its record and one line there.
+struct BackendRecord {
+  mpd_backend id;
+  const char* name;  // "cpu", "cuda": the binding's and the command line's name
+  bool compiled;     // built into this library (a backend built without is listed, never available)
+  // What the backend keeps per model, shared by the model's workspaces, made when the model loads
+  // (the CPU backend's packed networks); nullptr: nothing. May throw std::bad_alloc.
+  std::shared_ptr<const void> (*prepare)(const ModelFile& file);
+  // A workspace's backend for up to max_candidates candidates (threads: the CPU backend's);
+  // MPD_ERR_NOT_AVAILABLE where it cannot run here. May throw std::bad_alloc, std::system_error.
+  mpd_status (*make)(const ModelFile& file, const std::shared_ptr<const void>& prepared, int max_candidates,
+                     int threads, std::unique_ptr<Backend>* out);
+  // The bytes such a workspace takes; nullptr: the backend cannot say before it makes one.
+  size_t (*workspace_bytes)(const std::shared_ptr<const void>& prepared, int max_candidates, int threads);
+  bool (*device_available)();  // whether it can run on this machine now
+  // z(seed, candidate, step) from the backend's own noise code into host memory (self-checks);
+  // nullptr: the backend has no noise code of its own.
+  mpd_status (*fill_normal_host)(uint64_t seed, uint32_t candidate, uint32_t step, float* out, size_t count);
+};
 
+constexpr int kBackendCount = 2;              // records in the registry, ids 0 .. kBackendCount - 1
+const BackendRecord* find_backend(int id);    // nullptr: no such backend
+const BackendRecord* find_backend(const std::string& name);
+std::string backend_names();                  // "'cpu' or 'cuda'", for messages
+
+namespace cpu {
+extern const BackendRecord kRecord;
+}  // namespace cpu
 namespace cuda {
-// MPD_ERR_NOT_AVAILABLE without a device, when the model's rows do not fit a block's shared
-// memory, or for an architecture the CUDA backend does not run.
-mpd_status make_backend(const ModelFile& file, int max_candidates, std::unique_ptr<Backend>* out);
+extern const BackendRecord kRecord;  // a record with compiled false when the library has no CUDA
 }  // namespace cuda
 
 }  // namespace mpd

@@ -22,9 +22,7 @@
 #include "math/philox.h"
 #include "math/schedule.h"
 #include "mpdiffuser/mpdiffuser.h"
-#ifdef MPD_WITH_CUDA
-#include "cuda/noise_kernel.h"
-#endif
+#include "backend/backend.h"
 
 namespace py = pybind11;
 
@@ -110,11 +108,8 @@ py::dict cosine_schedule(int num_steps) {
 }
 
 bool cuda_device_available() {
-#ifdef MPD_WITH_CUDA
-  return mpd::cuda::device_available();
-#else
-  return false;
-#endif
+  const mpd::BackendRecord* cuda = mpd::find_backend("cuda");
+  return cuda->compiled && cuda->device_available();
 }
 
 py::array_t<float> cuda_noise_normal(const py::object& seed, const py::object& candidate,
@@ -122,20 +117,19 @@ py::array_t<float> cuda_noise_normal(const py::object& seed, const py::object& c
   const uint64_t s = to_seed(seed);
   const uint32_t n = to_u32(candidate, "candidate"), k = to_u32(step, "step");
   const size_t c = to_count(count);
-#ifdef MPD_WITH_CUDA
+  const mpd::BackendRecord* cuda = mpd::find_backend("cuda");
+  if (!cuda->compiled || cuda->fill_normal_host == nullptr) {
+    throw std::runtime_error("mpdiffuser was built without CUDA (MPD_ENABLE_CUDA=OFF or no nvcc)");
+  }
   py::array_t<float> out(static_cast<py::ssize_t>(c));
   float* data = out.mutable_data();
   mpd_status status;
   {
     py::gil_scoped_release release;
-    status = mpd::cuda::fill_normal_host_via_device(s, n, k, data, c);
+    status = cuda->fill_normal_host(s, n, k, data, c);
   }
   raise_status(status, "cuda fill_normal");
   return out;
-#else
-  (void)s, (void)n, (void)k, (void)c;
-  throw std::runtime_error("mpdiffuser was built without CUDA (MPD_ENABLE_CUDA=OFF or no nvcc)");
-#endif
 }
 
 py::dict build_info() {
@@ -208,6 +202,9 @@ py::dict constants() {
   d["normalizers"] = names(mpd::kNormalizerNames);
   d["writers"] = names(mpd::kWriterNames);
   d["return_conditions"] = names(mpd::kReturnConditionNames);
+  py::list backends;  // the registry's native backends by id, compiled or not
+  for (int id = 0; id < mpd::kBackendCount; ++id) backends.append(mpd::find_backend(id)->name);
+  d["backends"] = backends;
   return d;
 }
 
@@ -282,9 +279,8 @@ class Model {
 };
 
 mpd_backend parse_backend(const std::string& name) {
-  if (name == "cpu") return MPD_BACKEND_CPU;
-  if (name == "cuda") return MPD_BACKEND_CUDA;
-  throw py::value_error("backend must be 'cpu' or 'cuda', got '" + name + "'");
+  if (const mpd::BackendRecord* r = mpd::find_backend(name)) return r->id;
+  throw py::value_error("backend must be " + mpd::backend_names() + ", got '" + name + "'");
 }
 
 using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;

@@ -174,23 +174,16 @@ extern "C" mpd_status mpd_workspace_create(const mpd_model* model, mpd_backend b
   *workspace = nullptr;
   if (model == nullptr) return MPD_ERR_NULL_POINTER;
   if (!workspace_sizes_valid(max_candidates, num_threads)) return MPD_ERR_INVALID_ARGUMENT;
-  if (backend != MPD_BACKEND_CPU && backend != MPD_BACKEND_CUDA) return MPD_ERR_INVALID_ARGUMENT;
-#ifndef MPD_WITH_CUDA
-  if (backend == MPD_BACKEND_CUDA) return MPD_ERR_NOT_AVAILABLE;
-#endif
+  const mpd::BackendRecord* record = mpd::find_backend(static_cast<int>(backend));
+  if (record == nullptr) return MPD_ERR_INVALID_ARGUMENT;
+  if (!record->compiled) return MPD_ERR_NOT_AVAILABLE;
   try {
     auto ws = std::make_unique<mpd_workspace>();
     ws->model = model;
     ws->backend = backend;
-    if (backend == MPD_BACKEND_CUDA) {
-#ifdef MPD_WITH_CUDA
-      const mpd_status status = mpd::cuda::make_backend(model->file, static_cast<int>(max_candidates), &ws->impl);
-      if (status != MPD_OK) return status;
-#endif
-    } else {
-      ws->impl = mpd::cpu::make_backend(model->file, model->cpu, static_cast<int>(max_candidates),
-                                        resolved_threads(num_threads));
-    }
+    const mpd_status status = record->make(model->file, model->prepared[record->id], static_cast<int>(max_candidates),
+                                           resolved_threads(num_threads), &ws->impl);
+    if (status != MPD_OK) return status;
     *workspace = ws.release();
   } catch (const std::bad_alloc&) {
     return MPD_ERR_OUT_OF_MEMORY;
@@ -206,8 +199,11 @@ extern "C" mpd_status mpd_workspace_bytes(const mpd_model* model, mpd_backend ba
                                           uint32_t num_threads, size_t* bytes) {
   if (model == nullptr || bytes == nullptr) return MPD_ERR_NULL_POINTER;
   if (!workspace_sizes_valid(max_candidates, num_threads)) return MPD_ERR_INVALID_ARGUMENT;
-  if (backend != MPD_BACKEND_CPU) return backend == MPD_BACKEND_CUDA ? MPD_ERR_NOT_AVAILABLE : MPD_ERR_INVALID_ARGUMENT;
-  *bytes = mpd::cpu::workspace_bytes(*model->cpu, static_cast<int>(max_candidates), resolved_threads(num_threads));
+  const mpd::BackendRecord* record = mpd::find_backend(static_cast<int>(backend));
+  if (record == nullptr) return MPD_ERR_INVALID_ARGUMENT;
+  if (!record->compiled || record->workspace_bytes == nullptr) return MPD_ERR_NOT_AVAILABLE;
+  *bytes = record->workspace_bytes(model->prepared[record->id], static_cast<int>(max_candidates),
+                                   resolved_threads(num_threads));
   return MPD_OK;
 }
 
@@ -222,9 +218,10 @@ extern "C" mpd_status mpd_plan(const mpd_model* model, mpd_workspace* workspace,
   return mpd_plan_warm(model, workspace, state, nullptr, seed, options, output, stream);
 }
 
-extern "C" mpd_status mpd_plan_warm(const mpd_model* model, mpd_workspace* workspace, const float* state,
-                                    const float* previous_window, uint64_t seed, const mpd_options* options,
-                                    mpd_plan_output* output, void* stream) {
+namespace {
+
+mpd_status plan(const mpd_model* model, mpd_workspace* workspace, const float* state, const float* previous_window,
+                uint64_t seed, const mpd_options* options, mpd_plan_output* output, void* stream, bool host_staged) {
   if (model == nullptr || workspace == nullptr || state == nullptr || output == nullptr ||
       output->actions == nullptr) {
     return MPD_ERR_NULL_POINTER;
@@ -235,18 +232,23 @@ extern "C" mpd_status mpd_plan_warm(const mpd_model* model, mpd_workspace* works
   std::string unused;
   if (o.num_candidates > workspace->impl->max_candidates()) return MPD_ERR_INVALID_ARGUMENT;
   if (mpd::check_options(model->file.config, o, &unused) != MPD_OK) return MPD_ERR_INVALID_ARGUMENT;
-  const mpd::PlanRequest request = mpd::resolve_plan(model->file.config, o, state, previous_window, seed);
-  return workspace->impl->plan(request, output, workspace->host_staged, stream);
+  mpd::PlanRequest request = mpd::resolve_plan(model->file.config, o, state, previous_window, seed);
+  request.host_staged = host_staged;
+  return workspace->impl->plan(request, output, stream);
+}
+
+}  // namespace
+
+extern "C" mpd_status mpd_plan_warm(const mpd_model* model, mpd_workspace* workspace, const float* state,
+                                    const float* previous_window, uint64_t seed, const mpd_options* options,
+                                    mpd_plan_output* output, void* stream) {
+  return plan(model, workspace, state, previous_window, seed, options, output, stream, false);
 }
 
 extern "C" mpd_status mpd_plan_warm_host(const mpd_model* model, mpd_workspace* workspace, const float* state,
                                          const float* previous_window, uint64_t seed, const mpd_options* options,
                                          mpd_plan_output* output, void* stream) {
-  if (workspace == nullptr) return MPD_ERR_NULL_POINTER;
-  workspace->host_staged = true;
-  const mpd_status status = mpd_plan_warm(model, workspace, state, previous_window, seed, options, output, stream);
-  workspace->host_staged = false;
-  return status;
+  return plan(model, workspace, state, previous_window, seed, options, output, stream, true);
 }
 
 extern "C" mpd_status mpd_plan_host(const mpd_model* model, mpd_workspace* workspace, const float* state,

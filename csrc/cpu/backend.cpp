@@ -28,7 +28,7 @@ class CpuBackend final : public Backend {
     return MPD_OK;
   }
 
-  mpd_status plan(const PlanRequest& r, mpd_plan_output* output, bool, void*) override {
+  mpd_status plan(const PlanRequest& r, mpd_plan_output* output, void*) override {
     const ModelConfig& c = file_.config;
     const int H = c.horizon, dx = c.state_dim, du = c.action_dim, D = c.window_dim(), Q = c.quantiles;
     for (int i = 0; i < dx; ++i) {
@@ -87,15 +87,25 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::shared_ptr<const CpuModel> pack_model(const ModelFile& file) { return std::make_shared<const CpuModel>(file); }
+namespace {
 
-std::unique_ptr<Backend> make_backend(const ModelFile& file, std::shared_ptr<const CpuModel> model,
-                                      int max_candidates, int threads) {
-  return std::make_unique<CpuBackend>(file, std::move(model), max_candidates, threads);
+std::shared_ptr<const void> prepare(const ModelFile& file) { return std::make_shared<const CpuModel>(file); }
+
+mpd_status make(const ModelFile& file, const std::shared_ptr<const void>& prepared, int max_candidates, int threads,
+                std::unique_ptr<Backend>* out) {
+  *out = std::make_unique<CpuBackend>(file, std::static_pointer_cast<const CpuModel>(prepared), max_candidates,
+                                      threads);
+  return MPD_OK;
 }
 
-size_t workspace_bytes(const CpuModel& model, int max_candidates, int threads) {
-  return CpuSampler::workspace_bytes(model, max_candidates, threads);
+size_t bytes(const std::shared_ptr<const void>& prepared, int max_candidates, int threads) {
+  return CpuSampler::workspace_bytes(*static_cast<const CpuModel*>(prepared.get()), max_candidates, threads);
 }
+
+bool always() { return true; }
+
+}  // namespace
+
+const BackendRecord kRecord{MPD_BACKEND_CPU, "cpu", true, &prepare, &make, &bytes, &always, nullptr};
 
 }  // namespace mpd::cpu

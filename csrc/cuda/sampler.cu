@@ -26,6 +26,7 @@
 
 #include "backend/backend.h"
 #include "cuda/arena.h"
+#include "cuda/noise_kernel.h"
 #include "cuda/plan_kernel.cuh"
 
 namespace mpd::cuda {
@@ -36,8 +37,8 @@ class CudaBackend final : public Backend {
   explicit CudaBackend(std::unique_ptr<Impl> impl);
   ~CudaBackend() override;
   uint32_t max_candidates() const override;
-  mpd_status plan(const PlanRequest& r, mpd_plan_output* output, bool host_staged, void* stream) override {
-    return host_staged ? plan_host(r, output, stream) : plan_device(r, output, stream);
+  mpd_status plan(const PlanRequest& r, mpd_plan_output* output, void* stream) override {
+    return r.host_staged ? plan_host(r, output, stream) : plan_device(r, output, stream);
   }
 
  private:
@@ -81,7 +82,9 @@ CudaBackend::~CudaBackend() = default;
 
 uint32_t CudaBackend::max_candidates() const { return static_cast<uint32_t>(impl_->max_candidates); }
 
-mpd_status make_backend(const ModelFile& file, int max_candidates, std::unique_ptr<Backend>* out) {
+// MPD_ERR_NOT_AVAILABLE without a device, when the model's rows do not fit a block's shared
+// memory, or for an architecture the CUDA backend does not run.
+static mpd_status make_backend(const ModelFile& file, int max_candidates, std::unique_ptr<Backend>* out) {
   int device = 0, devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0 || cudaGetDevice(&device) != cudaSuccess) {
     cudaGetLastError();
@@ -259,5 +262,17 @@ mpd_status CudaBackend::plan_host(const PlanRequest& r, mpd_plan_output* output,
   if (output->index_ptr) *output->index_ptr = index;
   return MPD_OK;
 }
+
+namespace {
+
+mpd_status make(const ModelFile& file, const std::shared_ptr<const void>&, int max_candidates, int,
+                std::unique_ptr<Backend>* out) {
+  return make_backend(file, max_candidates, out);
+}
+
+}  // namespace
+
+const BackendRecord kRecord{MPD_BACKEND_CUDA, "cuda", true, nullptr, &make, nullptr, &device_available,
+                            &fill_normal_host_via_device};
 
 }  // namespace mpd::cuda

@@ -39,7 +39,7 @@ CAPTURE_MODES = ("auto", "off")
 # Whether `train --model all` trains the bundle's models at the same time (train --at-once): "auto"
 # on a GPU in one process (a thread and a CUDA stream each), "on" always, "off" one after another.
 AT_ONCE_MODES = ("auto", "on", "off")
-BACKENDS = ("torch", "cpu", "cuda")  # the samplers: the PyTorch reference and the native core's two
+BACKENDS = ("torch", "cpu", "cuda")  # the samplers: the PyTorch reference, then the native registry's (backend/registry.cpp; a test holds them equal)
 MODEL_NAMES = ("planner", "dynamics", "reward", "cost")  # a bundle's models, in training order (cost: data with costs)
 RANKER_MODELS = ("reward", "cost")  # the models the ranker scores candidates with
 MIN_HALF_RANGE = 1e-3

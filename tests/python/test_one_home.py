@@ -12,7 +12,7 @@ import pytest
 from mpdiffuser import _core
 import numpy as np
 
-from mpdiffuser.config import (ARCHITECTURES, MAX_CANDIDATES, MIN_HALF_RANGE, NORMALIZERS, OPTION_SPECS, PREDICTIONS,
+from mpdiffuser.config import (ARCHITECTURES, BACKENDS, MAX_CANDIDATES, MIN_HALF_RANGE, NORMALIZERS, OPTION_SPECS, PREDICTIONS,
                                RETURN_CONDITIONS, STATE_RANGE_LIMIT, TERMINATION_PENALTY, ModelConfig, SamplerOptions)
 
 
@@ -31,6 +31,7 @@ def test_constants_and_name_lists_agree():
     assert tuple(core["normalizers"]) == NORMALIZERS
     assert tuple(core["writers"]) == WRITERS
     assert tuple(core["return_conditions"]) == RETURN_CONDITIONS
+    assert BACKENDS == ("torch", *core["backends"])  # the reference, then the native registry's
 
 
 def test_sampler_options_mirror_the_c_struct():
