@@ -172,9 +172,85 @@ __device__ float tail_at(const PlanParams& p, const float* x0, int r, int cnt, i
   return emb[i - p.cond_dim];
 }
 
-// kUnet: planner and dynamics model of the unet family (CPB = 1), through unet_forward with the
-// block's global scratch; the ranker is an MLP in either family.
-template <int CPB, bool kUnet>
+// A block's shared buffers a family's denoisers may use (the mlp family's dense layers), and the
+// block's global scratch (the unet family's activations).
+struct BlockBuffers {
+  float* in;
+  float* h0;
+  float* h1;
+  float* part;
+  float* scratch;
+};
+
+// The denoiser families on the device, as the CPU backend's Denoiser per family (cpu/denoiser.h):
+// `dynamics` and `planner` put the block's network outputs for `rows` rows (the cnt windows'
+// conditional rows, then as many unconditional ones when guided) in the eps rows. A third family
+// is one such struct, its kernels in family_kernels (sampler.cu) and its arena in arena.h.
+
+// The mlp family: a window and its tail [x_0, c or 0, emb(k)] as one row through a DeviceMlp, CPB
+// candidates per block.
+template <int CPB>
+struct MlpFamily {
+  __device__ static float* scratch(const PlanParams&) { return nullptr; }
+
+  // [flatten(X^k), flatten(U^k), x_0, c, emb(k)]
+  __device__ static void dynamics(const PlanParams& p, const BlockBuffers& b, const float* tau, int cnt, int rows,
+                                  int k, const float* x0, const float* emb, float* eps) {
+    const int H = p.horizon, dx = p.dx, du = p.du, D = dx + du, HD = H * D, in_dim = p.dynamics.dims[0];
+    (void)k;
+    for (int q = threadIdx.x; q < rows * in_dim; q += blockDim.x) {
+      const int r = q / in_dim, i = q % in_dim;
+      const float* win = tau + (r % cnt) * p.ld_tau;
+      float v;
+      if (i < H * dx) {
+        v = win[(i / dx) * D + i % dx];
+      } else if (i < HD) {
+        const int u = i - H * dx;
+        v = win[(u / du) * D + dx + u % du];
+      } else {
+        v = tail_at(p, x0, r, cnt, i - HD, emb);
+      }
+      b.in[r * p.ld_in + i] = v;
+    }
+    __syncthreads();
+    mlp<2 * CPB>(p.dynamics, b.in, p.ld_in, rows, b.h0, b.h1, p.ld_h, eps, p.ld_out, b.part);
+  }
+
+  // [flatten(tau'), x_0, c, emb(k)]
+  __device__ static void planner(const PlanParams& p, const BlockBuffers& b, const float* tau, int cnt, int rows,
+                                 int k, const float* x0, const float* emb, float* eps) {
+    const int HD = p.horizon * (p.dx + p.du), in_dim = p.planner.dims[0];
+    (void)k;
+    for (int q = threadIdx.x; q < rows * in_dim; q += blockDim.x) {
+      const int r = q / in_dim, i = q % in_dim;
+      b.in[r * p.ld_in + i] = i < HD ? tau[(r % cnt) * p.ld_tau + i] : tail_at(p, x0, r, cnt, i - HD, emb);
+    }
+    __syncthreads();
+    mlp<2 * CPB>(p.planner, b.in, p.ld_in, rows, b.h0, b.h1, p.ld_h, eps, p.ld_out, b.part);
+  }
+};
+
+// The unet family: one candidate per block, its rows through unet_forward with the block's global
+// scratch (the windows' rows read in place).
+struct UnetFamily {
+  __device__ static float* scratch(const PlanParams& p) {
+    return p.unet_scratch + static_cast<size_t>(blockIdx.x) * p.unets[0].scratch.total;
+  }
+
+  __device__ static void dynamics(const PlanParams& p, const BlockBuffers& b, const float* tau, int cnt, int rows,
+                                  int k, const float* x0, const float*, float* eps) {
+    unet_forward(p.unets[1], rows, tau, p.ld_tau, cnt, k - 1, x0, p.r.cond, eps, p.ld_out, b.scratch);
+  }
+
+  __device__ static void planner(const PlanParams& p, const BlockBuffers& b, const float* tau, int cnt, int rows,
+                                 int k, const float* x0, const float*, float* eps) {
+    unet_forward(p.unets[0], rows, tau, p.ld_tau, cnt, k - 1, x0, p.r.cond, eps, p.ld_out, b.scratch);
+  }
+};
+
+// CPB candidates per block, planner and dynamics model of the denoiser family Family; the ranker
+// is an MLP in every family.
+template <int CPB, class Family>
 __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
@@ -191,7 +267,7 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
   float* h1 = smem + l.h1;
   float* eps = smem + l.eps;    // [2 CPB, ld_out] or [kRankRows, ld_rout]
   float* part = smem + l.part;  // dense layers' partial sums
-  float* scratch = kUnet ? p.unet_scratch + static_cast<size_t>(blockIdx.x) * p.unets[0].scratch.total : nullptr;
+  const BlockBuffers buffers{in, h0, h1, part, Family::scratch(p)};
 
   for (int i = threadIdx.x; i < l.total; i += blockDim.x) smem[i] = 0.0f;
   __syncthreads();
@@ -207,28 +283,7 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
     const float* emb = p.embeddings + (k - 1) * 32;
     if (math::dynamics_at(k, p.r.lambda, p.r.dynamics_every, p.r.dynamics_last)) {
       const int dynamics_rows = p.r.dynamics_guided ? 2 * cnt : cnt;
-      if constexpr (kUnet) {
-        unet_forward(p.unets[1], dynamics_rows, tau, p.ld_tau, cnt, k - 1, x0, p.r.cond, eps, p.ld_out, scratch);
-      } else {
-      // [flatten(X^k), flatten(U^k), x_0, c, emb(k)]
-      const int in_dim = p.dynamics.dims[0];
-      for (int q = threadIdx.x; q < dynamics_rows * in_dim; q += blockDim.x) {
-        const int r = q / in_dim, i = q % in_dim;
-        const float* win = tau + (r % cnt) * p.ld_tau;
-        float v;
-        if (i < H * dx) {
-          v = win[(i / dx) * D + i % dx];
-        } else if (i < HD) {
-          const int u = i - H * dx;
-          v = win[(u / du) * D + dx + u % du];
-        } else {
-          v = tail_at(p, x0, r, cnt, i - HD, emb);
-        }
-        in[r * p.ld_in + i] = v;
-      }
-      __syncthreads();
-      mlp<2 * CPB>(p.dynamics, in, p.ld_in, dynamics_rows, h0, h1, p.ld_h, eps, p.ld_out, part);
-      }
+      Family::dynamics(p, buffers, tau, cnt, dynamics_rows, k, x0, emb, eps);
       for (int q = threadIdx.x; q < cnt * H * dx; q += blockDim.x) {
         const int n = q / (H * dx), e = q % (H * dx);
         const float cond = eps[n * p.ld_out + e];
@@ -240,18 +295,7 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
       }
       __syncthreads();
     }
-    if constexpr (kUnet) {
-      unet_forward(p.unets[0], rows, tau, p.ld_tau, cnt, k - 1, x0, p.r.cond, eps, p.ld_out, scratch);
-    } else {
-      // [flatten(tau'), x_0, c, emb(k)]
-      const int in_dim = p.planner.dims[0];
-      for (int q = threadIdx.x; q < rows * in_dim; q += blockDim.x) {
-        const int r = q / in_dim, i = q % in_dim;
-        in[r * p.ld_in + i] = i < HD ? tau[(r % cnt) * p.ld_tau + i] : tail_at(p, x0, r, cnt, i - HD, emb);
-      }
-      __syncthreads();
-      mlp<2 * CPB>(p.planner, in, p.ld_in, rows, h0, h1, p.ld_h, eps, p.ld_out, part);
-    }
+    Family::planner(p, buffers, tau, cnt, rows, k, x0, emb, eps);
     noise_update(p, tau, first, cnt, k > 1 ? k : 0, eps, &st);
   }
 
@@ -304,13 +348,23 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
   }
 }
 
-// The kernel variants: candidates per thread block. The answer does not depend on the variant
-// (each row's arithmetic is the same); only the weight traffic and the parallelism do.
-constexpr int kVariants = 3;
-constexpr int kCandidatesPerBlock[kVariants] = {1, 2, 4};
+// The kernel variants of each family: candidates per thread block. The answer does not depend on
+// the variant (each row's arithmetic is the same); only the weight traffic and the parallelism do.
+constexpr int kVariants = 3;  // variants a family has at most
 using PlanKernel = void (*)(PlanParams);
-constexpr PlanKernel kPlanKernels[kVariants] = {plan_kernel<1, false>, plan_kernel<2, false>, plan_kernel<4, false>};
-constexpr PlanKernel kUnetPlanKernel = plan_kernel<1, true>;  // the unet family: one candidate per block
+struct FamilyKernels {
+  int variants;
+  int candidates_per_block[kVariants];
+  PlanKernel kernels[kVariants];
+};
+constexpr FamilyKernels kMlpKernels{3, {1, 2, 4}, {plan_kernel<1, MlpFamily<1>>, plan_kernel<2, MlpFamily<2>>,
+                                                   plan_kernel<4, MlpFamily<4>>}};
+constexpr FamilyKernels kUnetKernels{1, {1}, {plan_kernel<1, UnetFamily>}};  // one candidate per block
+
+// The kernels of a model's denoiser family (ModelConfig::architecture).
+inline const FamilyKernels& family_kernels(int architecture) {
+  return architecture == MPD_ARCH_UNET ? kUnetKernels : kMlpKernels;
+}
 
 // One warp: the selection rule of design section 3 step 3 (ties to the lowest index), then the chosen
 // candidate's first actions in env units.

@@ -52,7 +52,7 @@ class CudaBackend final : public Backend {
 
 struct CudaBackend::Impl {
   ModelConfig config;
-  bool unet = false;             // the unet family: kUnetPlanKernel, one candidate per block
+  const FamilyKernels* kernels = nullptr;  // the denoiser family's plan kernels (family_kernels)
   int max_candidates = 0;
   int capacity[kVariants] = {};  // blocks of each variant resident at once (0: does not fit)
   int forced = -1;               // variant forced by MPD_CUDA_CANDIDATES_PER_BLOCK, else -1
@@ -121,38 +121,27 @@ static mpd_status make_backend(const ModelFile& file, int max_candidates, std::u
   impl->host_windows = a + arena.host_windows_at;
   impl->host_warm = a + arena.host_warm_at;
   impl->host_window = a + arena.host_window_at;
-  const bool unet = arena.unet;
+  const FamilyKernels& family = family_kernels(file.config.architecture);
+  impl->kernels = &family;
 
   cudaDeviceProp prop{};
   if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return MPD_ERR_DEVICE;
-  if (unet) {
-    if (cudaMemcpy(a + arena.unets_at, nets_host, sizeof nets_host, cudaMemcpyHostToDevice) != cudaSuccess) {
-      cudaGetLastError();
-      return MPD_ERR_DEVICE;
-    }
-    impl->unet = true;
-    impl->shared_bytes[0] = static_cast<size_t>(plan_layout(p, 1).total) * sizeof(float);
-    if (impl->shared_bytes[0] > prop.sharedMemPerBlockOptin ||
-        cudaFuncSetAttribute(kUnetPlanKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             static_cast<int>(impl->shared_bytes[0])) != cudaSuccess) {
-      cudaGetLastError();
-      return MPD_ERR_NOT_AVAILABLE;
-    }
-    out->reset(new CudaBackend(std::move(impl)));
-    return MPD_OK;
+  if (arena.unet && cudaMemcpy(a + arena.unets_at, nets_host, sizeof nets_host, cudaMemcpyHostToDevice) != cudaSuccess) {
+    cudaGetLastError();
+    return MPD_ERR_DEVICE;
   }
   bool fits[kVariants] = {};
-  for (int v = 0; v < kVariants; ++v) {
-    impl->shared_bytes[v] = static_cast<size_t>(plan_layout(p, kCandidatesPerBlock[v]).total) * sizeof(float);
+  for (int v = 0; v < family.variants; ++v) {
+    impl->shared_bytes[v] = static_cast<size_t>(plan_layout(p, family.candidates_per_block[v]).total) * sizeof(float);
     fits[v] = impl->shared_bytes[v] <= prop.sharedMemPerBlockOptin &&
-              cudaFuncSetAttribute(kPlanKernels[v], cudaFuncAttributeMaxDynamicSharedMemorySize,
+              cudaFuncSetAttribute(family.kernels[v], cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    static_cast<int>(impl->shared_bytes[v])) == cudaSuccess;
     cudaGetLastError();
   }
   if (!fits[0]) return MPD_ERR_NOT_AVAILABLE;
-  for (int v = 0; v < kVariants; ++v) {
+  for (int v = 0; v < family.variants; ++v) {
     int per_sm = 0;
-    if (fits[v] && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kPlanKernels[v], kThreads,
+    if (fits[v] && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, family.kernels[v], kThreads,
                                                                  impl->shared_bytes[v]) == cudaSuccess) {
       impl->capacity[v] = per_sm * prop.multiProcessorCount;
     }
@@ -160,8 +149,8 @@ static mpd_status make_backend(const ModelFile& file, int max_candidates, std::u
   }
   // Tuning override (benchmarks): MPD_CUDA_CANDIDATES_PER_BLOCK = 1, 2 or 4 for every plan.
   if (const char* env = std::getenv("MPD_CUDA_CANDIDATES_PER_BLOCK")) {
-    for (int v = 0; v < kVariants; ++v) {
-      if (std::atoi(env) == kCandidatesPerBlock[v] && fits[v]) impl->forced = v;
+    for (int v = 0; v < family.variants; ++v) {
+      if (std::atoi(env) == family.candidates_per_block[v] && fits[v]) impl->forced = v;
     }
   }
   cudaGetLastError();
@@ -178,16 +167,20 @@ mpd_status CudaBackend::plan_device(const PlanRequest& r, mpd_plan_output* outpu
   // The fewest candidates per block whose blocks all run at once (one wave): a block's time grows
   // with its candidates, a second wave doubles the plan's (measured on an H100/H200, N = 16..1024).
   // Past four candidates per block, the largest variant that fits. The answer does not depend on it.
-  int v = m.unet ? 0 : m.forced;
-  for (int i = 0; v < 0 && i < kVariants; ++i) {
-    if (m.capacity[i] > 0 && (N + kCandidatesPerBlock[i] - 1) / kCandidatesPerBlock[i] <= m.capacity[i]) v = i;
+  const FamilyKernels& family = *m.kernels;
+  int v = m.forced;
+  for (int i = 0; v < 0 && i < family.variants; ++i) {
+    if (m.capacity[i] > 0 &&
+        (N + family.candidates_per_block[i] - 1) / family.candidates_per_block[i] <= m.capacity[i]) {
+      v = i;
+    }
   }
-  for (int i = kVariants - 1; v < 0; --i) {
+  for (int i = family.variants - 1; v < 0; --i) {
     if (i == 0 || m.capacity[i] > 0) v = i;
   }
-  const int cpb = kCandidatesPerBlock[v];
+  const int cpb = family.candidates_per_block[v];
   const unsigned grid = static_cast<unsigned>((N + cpb - 1) / cpb);
-  (m.unet ? kUnetPlanKernel : kPlanKernels[v])<<<grid, kThreads, m.shared_bytes[v], stream>>>(p);
+  family.kernels[v]<<<grid, kThreads, m.shared_bytes[v], stream>>>(p);
   SelectParams s = m.select;
   s.r = r;
   s.window = output->window;

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 // CUDA's device dialect for a host compiler: a block of one thread, shared memory a static array.
@@ -98,7 +99,11 @@ Plan kernel_plan(const mpd::ModelFile& file, const float* state, const float* wa
   for (int b = 0; b < blocks; ++b) {
     blockIdx.x = static_cast<unsigned>(b);
     std::memset(smem4, 0xff, sizeof smem4);  // NaN: the kernel zeroes what it uses
-    plan_kernel<CPB, kUnet>(p);
+    // The family's kernel, as family_kernels (plan_kernel.cuh) picks it for the model's architecture.
+    using Family = std::conditional_t<kUnet, UnetFamily, MlpFamily<CPB>>;
+    CHECK(family_kernels(file.config.architecture).kernels[0] ==
+          (kUnet ? kUnetKernels.kernels[0] : kMlpKernels.kernels[0]));
+    plan_kernel<CPB, Family>(p);
   }
   const size_t HD = static_cast<size_t>(file.config.horizon) * file.config.window_dim();
   return {std::vector<float>(p.windows, p.windows + o.num_candidates * HD),
