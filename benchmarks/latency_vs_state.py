@@ -1,0 +1,78 @@
+"""Plan latency against the robot's state size: the default model of each size (ModelConfig.sized_for:
+the MLP's width grows with the window H (dx + du); the U-Net convolves over time with dx + du
+channels), random weights, the native CPU backend on one thread, N = 1, cold plans (K = 20) and
+warm-started ones (k_w = 5). Writes JSON and prints the markdown table docs/results.md carries.
+
+    python benchmarks/latency_vs_state.py --out runs/bench/latency_vs_state.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROBOTS = {"Hopper-v5": (11, 3), "Walker2d-v5": (17, 6), "Ant-v5": (27, 8), "FetchPickAndPlace-v4": (31, 4),
+          "Humanoid-v5 / HumanoidStandup-v5": (348, 17)}
+
+
+def time_plans(model_file: Path, dx: int, plans: int, warm_level: int) -> dict:
+    from mpdiffuser.sampling.sampler import Sampler
+
+    sampler = Sampler(model_file, "cpu", threads=1)
+    rng = np.random.default_rng(0)
+    states = [sampler.spec.states.unnormalize(rng.uniform(-0.5, 0.5, dx).astype(np.float32)) for _ in range(plans + 1)]
+    out = {}
+    for label, options in (("cold", sampler.defaults.replace(num_candidates=1)),
+                           ("warm", sampler.defaults.replace(num_candidates=1, warm_start_level=warm_level))):
+        previous = None
+        sampler.plan(states[0], 0, options)
+        times = []
+        for i, state in enumerate(states[1:]):
+            begin = time.perf_counter()
+            plan = sampler.plan(state, i, options, warm_start=previous if label == "warm" else None)
+            times.append((time.perf_counter() - begin) * 1e3)
+            previous = plan.window
+        out[label] = {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99))}
+    return out
+
+
+def main() -> None:
+    from mpdiffuser.bench import synthetic_model_file
+    from mpdiffuser.config import ModelConfig
+    from mpdiffuser.experiments.common import machine
+    from mpdiffuser.results_json import write
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--plans", type=int, default=50)
+    p.add_argument("--warm-start-level", type=int, default=5)
+    p.add_argument("--out", default="runs/bench/latency_vs_state.json")
+    a = p.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for robot, (dx, du) in ROBOTS.items():
+            for architecture in ("mlp", "unet"):
+                model = ModelConfig.sized_for(dx, du, architecture=architecture)
+                path = synthetic_model_file(Path(tmp) / f"{dx}-{architecture}.safetensors", dx, du, model=model)
+                timing = time_plans(path, dx, a.plans, a.warm_start_level)
+                rows.append({"robot": robot, "state_dim": dx, "action_dim": du, "architecture": architecture,
+                             "width": model.width if architecture == "mlp" else None,
+                             "window": model.horizon * (dx + du), "file_mb": path.stat().st_size / 1e6} | timing)
+                print(json.dumps(rows[-1]), flush=True)
+    write(a.out, {"experiment": "latency_vs_state", "machine": machine(), "plans": a.plans,
+                  "warm_start_level": a.warm_start_level, "rows": rows})
+    print("| robot | dx + du | family (width) | model file | cold p50 / p99 (ms) | warm k_w = "
+          f"{a.warm_start_level} p50 / p99 (ms) |\n|---|---:|---|---:|---:|---:|")
+    for r in rows:
+        family = f"mlp ({r['width']})" if r["architecture"] == "mlp" else "unet"
+        print(f"| {r['robot']} | {r['state_dim']} + {r['action_dim']} | {family} | {r['file_mb']:.1f} MB | "
+              f"{r['cold']['p50_ms']:.1f} / {r['cold']['p99_ms']:.1f} | {r['warm']['p50_ms']:.1f} / "
+              f"{r['warm']['p99_ms']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
