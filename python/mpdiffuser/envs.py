@@ -20,8 +20,8 @@ SUPPORTED = ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Ant-v5")
 # the Dict space's keys in sorted order (Fetch: achieved_goal 3, desired_goal 3, observation 25).
 ROBOTICS_PREFIXES = ("Fetch",)
 ROBOTICS_PINS = {"gymnasium-robotics": "1.4.2", "mujoco": "3.2.7"}
-ROBOTICS_INSTALL = ("`bash scripts/install.sh --fetch` (gymnasium-robotics 1.4.2 on MuJoCo 3.2.7, in an environment "
-                    "of its own, .venv-fetch)")
+ROBOTICS_INSTALL = (f"`bash scripts/install.sh --fetch` (gymnasium-robotics {ROBOTICS_PINS['gymnasium-robotics']} "
+                    f"on MuJoCo {ROBOTICS_PINS['mujoco']}, in an environment of its own, .venv-fetch)")
 
 # Safety-Gymnasium velocity limits (m/s) used by DSRL's velocity tasks (Ant: planar torso speed).
 VELOCITY_LIMITS = {"Hopper-v5": 0.7402, "Walker2d-v5": 2.3415, "HalfCheetah-v5": 3.2096, "Ant-v5": 2.6222}
@@ -188,11 +188,6 @@ def register_robotics(env_id: str | None) -> None:
     gym.register_envs(gymnasium_robotics)
 
 
-def goal_conditioned(env: gym.Env) -> bool:
-    """Whether `env` (as make_env returns it) flattened a goal-conditioned Dict observation."""
-    return isinstance(env.unwrapped.observation_space, gym.spaces.Dict)
-
-
 def make_env(env_id: str, constrained: bool = False, physics: PhysicsChange | None = None,
              limit: float | None = None, **kwargs) -> gym.Env:
     """A v5 MuJoCo env, or any registered gymnasium environment whose observation and action
@@ -300,6 +295,5 @@ def check_data_fits(env_id: str, state_dim: int, action_dim: int, what: str = "t
 def registered(env_id: str | None) -> bool:
     """Whether gymnasium knows `env_id` (data naming an unregistered robot cannot be checked); a
     robot of gymnasium-robotics counts as known, and fails with how to install it when it cannot run."""
-    if env_id is not None and env_id.startswith(ROBOTICS_PREFIXES):
-        register_robotics(env_id)
+    register_robotics(env_id)
     return env_id is not None and env_id in gym.registry
