@@ -5,6 +5,13 @@
 // micro-kernel reads it contiguously and keeps a block of rows x kPanel accumulators in registers.
 // Every output element sums its inputs in index order, whatever the row blocking: results do not
 // depend on how many rows (candidates) a call or a thread holds.
+//
+// A layer whose weights are all bfloat16 values (a model file that stores them as BF16, or any
+// weights that happen to be) is packed in bfloat16 instead: panel p holds [ceil(in / 2)][kPanel]
+// 32-bit words, word (j, o) = (bits of W[o, 2j + 1] << 16) | bits of W[o, 2j]. The kernel widens
+// each word to the two float32 weights exactly (a shift and a mask) and multiplies and adds in
+// float32 in the same index order, so the outputs are bit-identical to the float32 panels' on the
+// same weights, with half the bytes to stream from memory per plan step.
 #pragma once
 
 #include <cstddef>
@@ -29,11 +36,14 @@ AlignedBuffer aligned_floats(size_t count);  // zero-filled; throws std::bad_all
 
 struct PackedDense {
   int in = 0, out = 0, out_padded = 0;
-  AlignedBuffer panels;  // [out_padded / kPanel][in][kPanel]
+  bool bf16 = false;     // panels hold bfloat16 pairs (above)
+  AlignedBuffer panels;  // float32: [out_padded / kPanel][in][kPanel]; bf16: [out_padded / kPanel][ceil(in / 2)][kPanel] words
   AlignedBuffer bias;    // [out_padded], zero past out
+  size_t weight_bytes() const;  // of the packed panels
 };
 
 enum class Epilogue { kLinear, kSilu, kResidualSilu };
+
 
 // y[r, :] = epilogue(x[r, :in] W^T + b) for r < rows. x: [rows, ldx]; y: [rows, ldy] with
 // ldy >= out_padded; kResidualSilu adds residual[r, :] ([rows, ldr]) to SiLU(.). y may not
@@ -47,10 +57,12 @@ struct PackedMlp {
   int out_padded() const { return layers.back().out_padded; }
   int width_padded() const { return padded(shape.width); }
   double flops_per_row() const;  // 2 * sum(in * out) over layers
+  size_t weight_bytes() const;   // of every layer's packed panels
 };
 
-// Packs W [out, in] row-major and b [out] (b may be null: zero).
-PackedDense pack_dense(const float* weight, const float* bias, int in, int out);
+// Packs W [out, in] row-major and b [out] (b may be null: zero): in bfloat16 pairs when every
+// weight is a bfloat16 value (its low 16 bits zero) and allow_bf16, else in float32.
+PackedDense pack_dense(const float* weight, const float* bias, int in, int out, bool allow_bf16 = true);
 
 PackedMlp pack_mlp(const MlpWeights& weights);
 

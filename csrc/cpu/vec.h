@@ -22,6 +22,11 @@ inline vfloat load(const float* p) {
   std::memcpy(&v, p, sizeof v);
   return v;
 }
+inline vint load_int(const float* p) {  // the bits of kVec floats
+  vint v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
 inline void store(float* p, vfloat v) { std::memcpy(p, &v, sizeof v); }
 inline vfloat splat(float x) { return vfloat{} + x; }
 

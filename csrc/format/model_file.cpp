@@ -59,6 +59,7 @@ std::string printable(const std::string& text) {
 struct TensorEntry {
   std::vector<int64_t> shape;
   uint64_t begin = 0, end = 0;
+  bool bf16 = false;  // dtype BF16 (network weights only): widened to float32 exactly at load
 };
 
 // A number as the writers spell it (Python's str(int) and repr(float)): JSON's number grammar (an
@@ -368,9 +369,22 @@ bool take(const std::map<std::string, TensorEntry>& tensors, const uint8_t* data
              shape_string(shape);
     return false;
   }
-  const size_t count = static_cast<size_t>((it->second.end - it->second.begin) / 4);
+  const bool bf16 = it->second.bf16;
+  if (bf16 && name.rfind("normalizer.", 0) == 0) {
+    *error = "tensor '" + name + "' is BF16; normalizer tables must be F32";
+    return false;
+  }
+  const size_t count = static_cast<size_t>((it->second.end - it->second.begin) / (bf16 ? 2 : 4));
   out->resize(count);
-  if (count) std::memcpy(out->data(), data + it->second.begin, count * 4);
+  if (!bf16) {
+    if (count) std::memcpy(out->data(), data + it->second.begin, count * 4);
+  } else {  // little-endian bfloat16: the upper half of the float32
+    const uint8_t* src = data + it->second.begin;
+    for (size_t i = 0; i < count; ++i) {
+      const uint32_t bits = (static_cast<uint32_t>(src[2 * i]) | static_cast<uint32_t>(src[2 * i + 1]) << 8) << 16;
+      std::memcpy(out->data() + i, &bits, sizeof bits);
+    }
+  }
   // Weights within +-kWeightLimit, normalizer tables within +-kNormalizerLimit: a value beyond is
   // a corrupt file, whose plans would overflow differently on each backend or be de-normalized to
   // nonsense returned as success.
@@ -463,10 +477,12 @@ bool parse_tensor_entry(const std::string& name, const json::Value& v, uint64_t 
     *error = where + "needs 'dtype' (string), 'shape' (array) and 'data_offsets' ([begin, end])";
     return false;
   }
-  if (dtype->string != "F32") {
-    *error = where + "dtype is " + dtype->string + ", expected F32";
+  if (dtype->string != "F32" && dtype->string != "BF16") {
+    *error = where + "dtype is " + printable(dtype->string) + ", expected F32 or BF16";
     return false;
   }
+  entry->bf16 = dtype->string == "BF16";
+  const uint64_t width = entry->bf16 ? 2 : 4;
   uint64_t count = 1;
   for (const json::Value& d : shape->array) {
     if (d.kind != json::Value::Kind::kNumber || !d.is_integer || d.integer < 0 ||
@@ -495,9 +511,9 @@ bool parse_tensor_entry(const std::string& name, const json::Value& v, uint64_t 
              "-byte data section (truncated file?)";
     return false;
   }
-  if (entry->end - entry->begin != count * 4) {
+  if (entry->end - entry->begin != count * width) {
     *error = where + "holds " + std::to_string(entry->end - entry->begin) + " bytes, but shape " +
-             shape_string(entry->shape) + " of F32 needs " + std::to_string(count * 4);
+             shape_string(entry->shape) + " of " + dtype->string + " needs " + std::to_string(count * width);
     return false;
   }
   return true;
@@ -517,7 +533,7 @@ std::string content_digest(const std::map<std::string, std::string>& meta,
   h.update_u64(tensors.size());
   for (const auto& t : tensors) {
     h.update_string(t.first);
-    h.update_string("F32");  // parse_tensor_entry accepts no other dtype
+    h.update_string(t.second.bf16 ? "BF16" : "F32");  // parse_tensor_entry accepts no other dtype
     h.update_u64(t.second.shape.size());
     for (int64_t d : t.second.shape) h.update_u64(static_cast<uint64_t>(d));
     h.update_u64(t.second.end - t.second.begin);

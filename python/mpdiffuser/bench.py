@@ -24,9 +24,11 @@ from mpdiffuser.models.networks import EMBED_DIM
 
 def synthetic_model_file(path: str | Path, state_dim: int = 11, action_dim: int = 3,
                          model: ModelConfig | None = None, with_cost: bool = False, seed: int = 0,
-                         env_id: str | None = "Hopper-v5", options: SamplerOptions | None = None) -> Path:
+                         env_id: str | None = "Hopper-v5", options: SamplerOptions | None = None,
+                         weights: str = "float32") -> Path:
     """A model file with random (untrained, fan-in-scaled) weights of a given architecture: for
-    benchmarks and tests of the backends, where only the arithmetic matters. Hopper-sized by default."""
+    benchmarks and tests of the backends, where only the arithmetic matters. Hopper-sized by default;
+    weights: how the file stores them (export_model)."""
     import torch
 
     from mpdiffuser.data.normalizer import CdfNormalizer, MinMaxNormalizer
@@ -58,7 +60,7 @@ def synthetic_model_file(path: str | Path, state_dim: int = 11, action_dim: int 
         save_weights(directory, name, module, spec, {"synthetic": True, "seed": seed})
     if with_cost and options is None:
         options = SamplerOptions(cost_limit=10.0)
-    return export_model(directory, path, options)
+    return export_model(directory, path, options, weights=weights)
 
 
 def plan_flops(spec, options: SamplerOptions) -> float:

@@ -10,6 +10,11 @@ from dataclasses import dataclass
 PREDICTIONS = ("epsilon", "sample")  # what the diffusion networks output (design section 3)
 NORMALIZERS = ("minmax", "cdf")
 RETURN_CONDITIONS = ("authors", "minmax")
+# How a model file stores its networks' weight matrices and kernels (tensors of 2 or more
+# dimensions): float32, or bfloat16 (rounded to nearest even at export; half the bytes; every
+# backend computes in float32 with exactly those values, and the CPU backend streams them in half
+# the bytes). Biases, GroupNorm parameters and normalizer tables are float32 in either.
+WEIGHT_FORMATS = ("float32", "bf16")
 ARCHITECTURES = ("mlp", "unet")  # network families of planner and dynamics (models/registry.py)
 TERMINATION_PENALTY = 100.0  # subtracted at a fall: in the authors' return condition and the ranker's value
 # Every backend refuses a state more than STATE_RANGE_LIMIT half-ranges of the training data from

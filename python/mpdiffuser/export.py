@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from mpdiffuser.config import (ARCHITECTURES, LEGACY_MODEL_FIELDS, MODEL_NAMES, NORMALIZER_LIMIT, NORMALIZERS,
-                               OPTION_SPECS, PREDICTIONS, RETURN_CONDITIONS, WEIGHT_LIMIT, ModelConfig, SamplerOptions)
+                               OPTION_SPECS, PREDICTIONS, RETURN_CONDITIONS, WEIGHT_FORMATS, WEIGHT_LIMIT, ModelConfig,
+                               SamplerOptions)
 from mpdiffuser.digest import DIGEST_KEY, content_digest, file_content_digest, read_header, stored_and_actual
 
 FORMAT = "mpdiffuser.model"
@@ -90,10 +91,10 @@ def with_defaults(path: str | Path, out_path: str | Path, options: SamplerOption
     """A copy of model file `path` at `out_path` (which may be `path`) whose stored sampler defaults
     are `options`; the weights and every other entry are unchanged (written_by becomes
     `written_by`). Returns out_path."""
-    meta, tensors = _read_verified(Path(path))
+    meta, tensors, bf16 = _read_verified(Path(path))
     spec, _, _ = _parse_model_file(Path(path), meta, tensors)  # a file this version cannot read is an error here
     _check_defaults(spec, options)
-    return _write_model_file(tensors, meta | _default_entries(options) | {"written_by": written_by}, out_path)
+    return _write_model_file(tensors, meta | _default_entries(options) | {"written_by": written_by}, out_path, bf16)
 
 
 def file_tensor_names(net: str, state_dict: dict, architecture: str = "mlp") -> dict[str, str]:
@@ -125,25 +126,37 @@ def file_tensors(net: str, state_dict: dict, architecture: str = "mlp") -> dict:
 
 
 def export_model(bundle_dir: str | Path, out_path: str | Path, options: SamplerOptions | None = None,
-                 written_by: str = "export") -> Path:
+                 written_by: str = "export", weights: str = "float32") -> Path:
     """Write the trained models of `bundle_dir` to `out_path` (.safetensors); returns the path.
 
     options: the sampler defaults stored in the file (default: the bundle's, else SamplerOptions()).
     written_by: the command that writes it (WRITERS), stored in the file.
+    weights: "float32", or "bf16": every network's weight matrices and kernels rounded to bfloat16
+    (nearest even) and stored so (config.WEIGHT_FORMATS): half the file, and on the CPU backend
+    half the bytes streamed per plan step; every backend plans with exactly the rounded values.
     """
+    import torch
+
     from mpdiffuser.models.bundle import ModelBundle
 
+    if weights not in WEIGHT_FORMATS:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
     bundle = ModelBundle.load(bundle_dir)
     options = options or bundle.spec.sampler_defaults or SamplerOptions()
     spec = bundle.spec
     _check_defaults(spec, options)
     tensors: dict[str, np.ndarray] = {}
+    bf16: set[str] = set()
     for net in MODEL_NAMES:
         module = getattr(bundle, net)
         if module is None:
             continue
         for key, value in file_tensors(net, module.state_dict(), spec.model.architecture).items():
-            tensors[key] = np.ascontiguousarray(value.detach().cpu().numpy(), dtype=np.float32)
+            value = value.detach().cpu().to(torch.float32)
+            if weights == "bf16" and value.dim() >= 2:
+                value = value.to(torch.bfloat16).to(torch.float32)
+                bf16.add(key)
+            tensors[key] = np.ascontiguousarray(value.numpy(), dtype=np.float32)
     tensors["normalizer.state_low"] = spec.states.low.astype(np.float32)
     tensors["normalizer.state_high"] = spec.states.high.astype(np.float32)
     tensors["normalizer.action_low"] = spec.actions.low.astype(np.float32)
@@ -151,7 +164,7 @@ def export_model(bundle_dir: str | Path, out_path: str | Path, options: SamplerO
     if spec.model.normalizer == "cdf":
         tensors["normalizer.state_quantiles"] = np.ascontiguousarray(spec.states.quantiles, dtype=np.float32)
         tensors["normalizer.action_quantiles"] = np.ascontiguousarray(spec.actions.quantiles, dtype=np.float32)
-    return _write_model_file(tensors, _metadata(spec, options) | {"written_by": written_by}, out_path)
+    return _write_model_file(tensors, _metadata(spec, options) | {"written_by": written_by}, out_path, bf16)
 
 
 def model_file_for_bundle(bundle_dir: str | Path) -> tuple[Path, str]:
@@ -190,25 +203,42 @@ def _check_defaults(spec, options: SamplerOptions) -> None:
     options.check_for(spec.model.num_steps, spec.model.horizon)
 
 
-def _write_model_file(tensors: dict, metadata: dict[str, str], out_path: str | Path) -> Path:
+def _write_model_file(tensors: dict, metadata: dict[str, str], out_path: str | Path,
+                      bf16: set[str] | frozenset[str] = frozenset()) -> Path:
     """Write a .safetensors model file atomically (a temporary file, then a rename), with the
     content digest of its metadata and tensors (mpdiffuser.digest) in the metadata. Every writer of
-    model files goes through here, so every file written carries a valid digest."""
-    from safetensors.numpy import save_file
+    model files goes through here, so every file written carries a valid digest. tensors: float32
+    arrays; those named in bf16 (network weights, never normalizer tables) must hold bfloat16
+    values and are stored as BF16."""
+    import torch
+    from safetensors.torch import save_file
 
     tensors = {name: np.ascontiguousarray(value) for name, value in tensors.items()}
     for name, value in tensors.items():
         if value.dtype != np.float32:
-            raise ValueError(f"tensor '{name}' is {value.dtype}; model files hold float32 only")
+            raise ValueError(f"tensor '{name}' is {value.dtype}; model files hold float32 (or bfloat16 values) only")
+    for name in bf16:
+        if name.startswith("normalizer."):
+            raise ValueError(f"tensor '{name}': normalizer tables are stored as float32 only")
+        if (tensors[name].view(np.uint32) & 0xFFFF).any():
+            raise ValueError(f"tensor '{name}' holds values that are not bfloat16 values; round it first")
     if metadata.get("written_by", "export") not in WRITERS:
         raise ValueError(f"written_by must be one of {', '.join(WRITERS)}, got {metadata['written_by']!r}")
+
+    def stored(name: str, value: np.ndarray) -> bytes:
+        if name in bf16:
+            return (value.astype("<f4").view("<u4") >> 16).astype("<u2").tobytes()
+        return value.astype("<f4").tobytes()
+
     metadata = {k: v for k, v in metadata.items() if k != DIGEST_KEY}
-    metadata[DIGEST_KEY] = content_digest(metadata, [(name, "F32", value.shape, value.astype("<f4").tobytes())
-                                                     for name, value in tensors.items()])
+    metadata[DIGEST_KEY] = content_digest(metadata, [(name, "BF16" if name in bf16 else "F32", value.shape,
+                                                      stored(name, value)) for name, value in tensors.items()])
+    out = {name: torch.from_numpy(value.copy()).to(torch.bfloat16 if name in bf16 else torch.float32)
+           for name, value in tensors.items()}
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
+    save_file(out, str(tmp), metadata=metadata)
     tmp.replace(out_path)
     return out_path
 
@@ -268,7 +298,7 @@ def read_model_file(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
-    meta, tensors = _read_verified(path)
+    meta, tensors, _ = _read_verified(path)
     return _parse_model_file(path, meta, tensors)
 
 
@@ -378,10 +408,11 @@ def _parse_model_file(path: Path, meta: dict[str, str], tensors: dict[str, np.nd
     return dataclasses.replace(spec, sampler_defaults=options), tensors, options
 
 
-def _read_verified(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    """(metadata, float32 tensors) of a model file whose container and content digest check out,
-    as the C++ reader checks them (core/model_file.cpp). A file without a digest (written before
-    digests) loads with a warning; a digest that does not match is an error."""
+def _read_verified(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray], set[str]]:
+    """(metadata, float32 tensors, the names of those stored as BF16) of a model file whose
+    container and content digest check out, as the C++ reader checks them (core/model_file.cpp).
+    BF16 tensors are widened to float32 exactly. A file without a digest (written before digests)
+    loads with a warning; a digest that does not match is an error."""
     import warnings
 
     try:
@@ -409,17 +440,25 @@ def _read_verified(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
         if stored != actual:
             raise ValueError(f"{path}: content digest mismatch (stored {stored[:16]}..., computed {actual[:16]}...): "
                              "the file was changed or corrupted after it was written")
-    tensors = {}
+    tensors, bf16 = {}, set()
     for name, e in entries.items():
         begin, end = e["data_offsets"]
-        if e["dtype"] != "F32":
-            raise ValueError(f"{path}: tensor {name!r} has dtype {e['dtype']!r}, expected F32")
+        width = {"F32": 4, "BF16": 2}.get(e["dtype"])
+        if width is None:
+            raise ValueError(f"{path}: tensor {name!r} has dtype {e['dtype']!r}, expected F32 or BF16")
+        if width == 2 and name.startswith("normalizer."):
+            raise ValueError(f"{path}: tensor {name!r} is BF16; normalizer tables must be F32")
         count = int(np.prod(e["shape"], dtype=np.int64)) if e["shape"] else 1
-        if end - begin != 4 * count:
-            raise ValueError(f"{path}: tensor {name!r} holds {end - begin} bytes, but shape {tuple(e['shape'])} of F32 "
-                             f"needs {4 * count}")
-        tensors[name] = np.frombuffer(data[begin:end], dtype="<f4").reshape(e["shape"]).astype(np.float32)
-    return meta, tensors
+        if end - begin != width * count:
+            raise ValueError(f"{path}: tensor {name!r} holds {end - begin} bytes, but shape {tuple(e['shape'])} of "
+                             f"{e['dtype']} needs {width * count}")
+        if width == 4:
+            tensors[name] = np.frombuffer(data[begin:end], dtype="<f4").reshape(e["shape"]).astype(np.float32)
+        else:
+            bits = np.frombuffer(data[begin:end], dtype="<u2").astype(np.uint32) << 16
+            tensors[name] = bits.view(np.float32).reshape(e["shape"])
+            bf16.add(name)
+    return meta, tensors, bf16
 
 
 def model_file_digest(path: str | Path) -> str:

@@ -2,6 +2,8 @@
 // against a plain double-precision loop for every row count (so every register-block tail), with
 // bit-identical rows whatever the number of rows in the call.
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "check.h"
@@ -72,6 +74,39 @@ int main() {
     mlp_forward(mlp, x.data(), ldx, rows, h0.data(), h1.data(), part.data(), ldo);
     for (int r = 0; r < rows; ++r) {
       for (int o = 0; o < 19; ++o) CHECK(part[r * ldo + o] == full[r * ldo + o]);
+    }
+  }
+
+  // Weights that are bfloat16 values (rounded to nearest even) pack in bfloat16 pairs, half the
+  // bytes (odd input counts: the last word's high half unused), and give the same bits as float32
+  // panels of the same weights, for every row count.
+  mpd::MlpWeights wb = w;
+  for (mpd::DenseWeights& d : wb.layers) {
+    for (float& v : d.weight) {
+      uint32_t bits;
+      std::memcpy(&bits, &v, sizeof bits);
+      bits = (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
+      std::memcpy(&v, &bits, sizeof bits);
+    }
+  }
+  const PackedMlp half = pack_mlp(wb);
+  PackedMlp single;
+  single.shape = wb.shape;
+  for (const mpd::DenseWeights& d : wb.layers) {
+    single.layers.push_back(pack_dense(d.weight.data(), d.bias.data(), d.in, d.out, /*allow_bf16=*/false));
+  }
+  for (size_t l = 0; l < half.layers.size(); ++l) {
+    CHECK(half.layers[l].bf16);
+    CHECK(!single.layers[l].bf16);
+    CHECK(half.layers[l].weight_bytes() == static_cast<size_t>(half.layers[l].out_padded) * ((half.layers[l].in + 1) / 2) * 4);
+  }
+  CHECK(!mlp.layers[0].bf16);  // float32 weights stay float32
+  std::vector<float> want(max_rows * ldo), got(max_rows * ldo);
+  for (int rows = 1; rows <= max_rows; ++rows) {
+    mlp_forward(single, x.data(), ldx, rows, h0.data(), h1.data(), want.data(), ldo);
+    mlp_forward(half, x.data(), ldx, rows, h0.data(), h1.data(), got.data(), ldo);
+    for (int r = 0; r < rows; ++r) {
+      for (int o = 0; o < 19; ++o) CHECK(got[r * ldo + o] == want[r * ldo + o]);
     }
   }
   return check::exit_code();

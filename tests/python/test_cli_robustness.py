@@ -193,7 +193,7 @@ def test_eval_stops_with_the_reason_when_a_plan_is_nan(trained, tmp_path, capsys
 
     _, bundle = trained
     good = export_model(bundle, tmp_path / "good.safetensors")
-    meta, tensors = _read_verified(good)
+    meta, tensors, _ = _read_verified(good)
     for name in tensors:
         if name.startswith("reward."):
             tensors[name] = tensors[name] * np.float32(1e30)

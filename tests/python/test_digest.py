@@ -112,7 +112,7 @@ def test_a_changed_metadata_value_is_refused_by_both_readers(model_file, tmp_pat
 def test_a_file_without_a_digest_loads_with_a_warning(model_file, tmp_path):
     from safetensors.numpy import save_file
 
-    meta, tensors = _read_verified(model_file)
+    meta, tensors, _ = _read_verified(model_file)
     meta.pop("digest.sha256")
     old = tmp_path / "old.safetensors"
     save_file(tensors, str(old), metadata=meta)
@@ -130,7 +130,7 @@ def _overflowing(model_file, tmp_path):
     from mpdiffuser.config import WEIGHT_LIMIT
 
     deep = synthetic_model_file(tmp_path / "deep.safetensors", model=dataclasses.replace(SMALL, ranker_layers=8))
-    meta, tensors = _read_verified(deep)
+    meta, tensors, _ = _read_verified(deep)
     for name in tensors:
         if name.startswith("reward."):
             tensors[name] = (tensors[name] / np.abs(tensors[name]).max() * np.float32(WEIGHT_LIMIT)).astype(np.float32)

@@ -258,7 +258,7 @@ def test_a_stored_cost_limit_without_a_cost_model_is_refused_at_load_by_every_ba
     from mpdiffuser.export import _read_verified
     from mpdiffuser.sampling.sampler import Sampler
 
-    meta, tensors = _read_verified(synthetic_model_file(tmp_path / "plain.safetensors"))
+    meta, tensors, _ = _read_verified(synthetic_model_file(tmp_path / "plain.safetensors"))
     assert meta["has_cost"] == "0"
     bad = _write_model_file(tensors, meta | {"default.cost_limit": "4.0"}, tmp_path / "bad.safetensors")
     reason = "stored sampler defaults are invalid: cost_limit given, but the model was trained without costs"
