@@ -225,7 +225,7 @@ def test_suspicious_data_is_warned_about_once(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("warning:") == 2
     assert "actions lie outside the environment's action space [-1, 1]" in out and "were they scaled?" in out
-    assert "observation dimension(s) [7] never change (constant 0.25)" in out
+    assert "1 observation dimension(s) never change (7 = 0.25)" in out
     assert make_toy_dataset(seed=2, env_id="Hopper-v5", state_dim=11, action_dim=3).problems(
         -np.ones(3), np.ones(3)) == []
 

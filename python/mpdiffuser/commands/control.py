@@ -29,6 +29,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise SystemExit("error: give exactly one of --bundle and --model-file")
     if args.velocity_limit is not None and args.budget is None:
         raise SystemExit("error: --velocity-limit applies with --budget only (a constrained task)")
+    if args.threads < 0:
+        raise SystemExit(f"error: --threads must be >= 0 (0: every core), got {args.threads}")
+    if args.threads and args.backend == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.model_file is not None or args.backend != "torch":
         from mpdiffuser.export import model_file_for_bundle
         from mpdiffuser.sampling.sampler import Sampler
@@ -37,7 +43,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if model_file is None:
             model_file, done = model_file_for_bundle(args.bundle)
             print(done)
-        sampler = Sampler(model_file, args.backend, env_id=args.env)
+        sampler = Sampler(model_file, args.backend, env_id=args.env, threads=args.threads)
         defaults = sampler.defaults
     else:
         from mpdiffuser.models.bundle import ModelBundle
@@ -55,7 +61,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     policy = MPCPolicy(sampler, options, episode_budget=args.budget)
     summary = evaluate(policy, env_id, args.episodes, args.seed, args.max_steps, constrained=args.budget is not None,
                        limit=args.velocity_limit)
-    report = summary.to_dict() | {"backend": args.backend, "seed": args.seed, "options": dataclasses.asdict(options),
+    report = summary.to_dict() | {"backend": args.backend, "threads": args.threads, "seed": args.seed,
+                                  "options": dataclasses.asdict(options),
                                   "model_file": None if args.model_file is None else str(args.model_file),
                                   "bundle": args.bundle}
     lat = report["latency"]
@@ -188,6 +195,8 @@ def register(commands) -> None:
     ev.add_argument("--episodes", type=int, default=5, help="evaluation episodes")
     ev.add_argument("--seed", type=seed_type, default=0, help="episode i starts from seed + i (plans too)")
     ev.add_argument("--max-steps", type=int, default=None, help="steps per episode at most (default: the env's limit)")
+    ev.add_argument("--threads", type=int, default=0,
+                    help="planning threads: the native CPU backend's, or torch's for --backend torch (0: every core)")
     add_sampler_args(ev, exclude=("cost_limit",))  # --budget sets it
     ev.add_argument("--budget", type=float, default=None, help="episode cost budget (constrained tasks)")
     ev.add_argument("--velocity-limit", type=float, default=None,

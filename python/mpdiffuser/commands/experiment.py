@@ -35,17 +35,19 @@ FIELD_FLAGS = {
     "backend": "backend", "diffusion_baselines": "diffusion_baselines", "value_scales": "value_scales",
     "consistency_steps": "consistency_steps", "extra": "extra", "expert_episodes": "expert_episodes",
     "adapt_data": "adapt_data", "recipes": "recipes", "option_grid": "option_grid",
+    "architecture": "architecture", "weights": "weights",
 }
 def choices() -> dict:
     """The flags that take one of a set of values, each set read from its home."""
-    from mpdiffuser.config import BACKENDS, PREDICTIONS
+    from mpdiffuser.config import ARCHITECTURES, BACKENDS, PREDICTIONS, WEIGHT_FORMATS
     from mpdiffuser.experiments.dynamics_shift import ADAPT_DATA
     from mpdiffuser.experiments.locomotion import BASELINE_METHODS, DIFFUSION_METHODS, LocomotionConfig
     from mpdiffuser.experiments.recipes import GRIDS
 
     return {"kinds": list(LocomotionConfig.kinds), "baselines": list(BASELINE_METHODS),
             "diffusion_baselines": list(DIFFUSION_METHODS), "prediction": list(PREDICTIONS),
-            "backend": ["auto", *BACKENDS], "adapt_data": list(ADAPT_DATA), "option_grid": list(GRIDS)}
+            "backend": ["auto", *BACKENDS], "adapt_data": list(ADAPT_DATA), "option_grid": list(GRIDS),
+            "architecture": list(ARCHITECTURES), "weights": list(WEIGHT_FORMATS)}
 POSITIVE = ("cost_penalty", "action_weight")  # flags that must be > 0; these >= 1:
 AT_LEAST_ONE = ("policy_steps", "expert_steps", "train_steps", "ranker_steps", "episodes", "candidates", "finetune_steps",
                 "shift_transitions", "width", "baseline_steps", "validation_episodes", "cautious_steps")

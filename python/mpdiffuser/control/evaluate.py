@@ -29,6 +29,16 @@ class EvalSummary:
     latencies_ms: list[float] = field(default_factory=list)
     deadline_ms: float = 0.0  # the policy's soft deadline per plan (SamplerOptions.max_plan_ms; 0: none)
 
+    def __repr__(self) -> str:  # one line: not every episode and every plan's latency
+        ret, err = self.episode_return
+        score = self.score
+        lat = np.asarray(self.latencies_ms, dtype=np.float64)
+        plans = (f", plan p50 {np.percentile(lat, 50):.2f} ms p99 {np.percentile(lat, 99):.2f} ms over {len(lat)}"
+                 if len(lat) else "")
+        scored = f", score {score[0]:.1f} +- {score[1]:.1f}" if np.isfinite(score[0]) else ""
+        return (f"EvalSummary({self.env_id}: {len(self.episodes)} episodes, return {ret:.1f} +- {err:.1f}{scored}"
+                f"{plans})")
+
     def _stat(self, values: list[float]) -> tuple[float, float]:
         a = np.asarray(values, dtype=np.float64)
         return float(a.mean()), float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0

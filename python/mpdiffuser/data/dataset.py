@@ -24,6 +24,8 @@ from mpdiffuser.config import NORMALIZER_LIMIT as DATA_LIMIT
 
 REQUIRED_FLAT_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 HDF5_LAYOUTS = ("d4rl", "episodes")  # one row per transition; the authors' one group per episode
+# Metadata of data read without next_observations: how many episodes lost their last transition.
+DROPPED_LAST_STEPS = "dropped_last_steps"
 
 
 @dataclass
@@ -114,6 +116,12 @@ class OfflineDataset:
     def env_id(self) -> str | None:
         return self.metadata.get("env_id")
 
+    @property
+    def stored_metadata(self) -> dict:
+        """The metadata a saved copy carries (what describes reading this copy left out: a saved
+        copy holds next_observations)."""
+        return {k: v for k, v in self.metadata.items() if k != DROPPED_LAST_STEPS}
+
     def problems(self, action_low: np.ndarray | None = None, action_high: np.ndarray | None = None) -> list[str]:
         """What in the data is probably a mistake, one line each (empty when nothing is): actions
         outside [action_low, action_high] (the environment's action space, when known) and
@@ -129,11 +137,20 @@ class OfflineDataset:
                 found.append(f"{outside.any(axis=1).sum()} of {len(act)} actions lie outside the environment's action "
                              f"space [{float(np.min(action_low)):g}, {float(np.max(action_high)):g}] (largest "
                              f"magnitude {worst:g}): the robot cannot execute them; were they scaled?")
+        dropped = self.metadata.get(DROPPED_LAST_STEPS)
+        if dropped:
+            found.append(f"the data have no next_observations: the last transition of each of the {dropped} "
+                         "episode(s) was dropped (its next state is unknown); store next_observations to keep them")
+        if not self.env_id:
+            found.append("the data name no robot (no env_id in their metadata): pass --env (fit, inspect: env=...) "
+                         "so that the models record which robot they control")
         for name, values in (("observation", obs), ("action", act)):
             constant = np.flatnonzero(values.min(axis=0) == values.max(axis=0))
             if len(constant):
-                found.append(f"{name} dimension(s) {constant.tolist()[:10]} never change (constant "
-                             f"{values[0, constant[0]]:g}): nothing to learn from them")
+                shown = ", ".join(f"{d} = {values[0, d]:g}" for d in constant[:10])
+                more = f" and {len(constant) - 10} more" if len(constant) > 10 else ""
+                found.append(f"{len(constant)} {name} dimension(s) never change ({shown}{more}): nothing to learn "
+                             "from them")
         return found
 
     def for_env(self, env_id: str) -> "OfflineDataset":
@@ -229,7 +246,10 @@ class OfflineDataset:
         if not episodes:
             raise ValueError(f"{source}: no episode has a transition (each of the {len(ends)} episode(s) is one row "
                              "long and the file has no next_observations)")
-        return cls(episodes, dict(metadata or {}))
+        metadata = dict(metadata or {})
+        if nxt is None:  # problems() says so: each episode's last step is gone
+            metadata[DROPPED_LAST_STEPS] = len(ends)
+        return cls(episodes, metadata)
 
     # ---- files ---------------------------------------------------------------------------------
     def save_hdf5(self, path: str | Path, layout: str = "d4rl") -> Path:
@@ -258,7 +278,7 @@ class OfflineDataset:
                         fields["costs"] = e.costs
                     for key, value in fields.items():
                         group.create_dataset(key, data=value)
-            f.attrs["mpdiffuser_metadata"] = json.dumps(self.metadata)
+            f.attrs["mpdiffuser_metadata"] = json.dumps(self.stored_metadata)
         tmp.replace(path)  # never leave a half-written dataset under the final name
         return path
 
@@ -267,7 +287,7 @@ class OfflineDataset:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, **self.to_flat(), mpdiffuser_metadata=np.array(json.dumps(self.metadata)))
+        np.savez_compressed(tmp, **self.to_flat(), mpdiffuser_metadata=np.array(json.dumps(self.stored_metadata)))
         tmp.replace(path)
         return path
 
@@ -290,7 +310,7 @@ class OfflineDataset:
             ))
         minari.create_dataset_from_buffers(
             dataset_id=dataset_id, buffer=buffers, env=env_id, algorithm_name=self.metadata.get("recipe", {}).get("policy"),
-            description=json.dumps(self.metadata), author="mpdiffuser",
+            description=json.dumps(self.stored_metadata), author="mpdiffuser",
         )
 
 

@@ -58,6 +58,9 @@ def inspect_dataset(data: OfflineDataset, source: str, env_id: str | None = None
     return report
 
 
+RANGES_PER_LINE = 6  # dimension ranges per printed line
+
+
 def format_report(report: dict) -> str:
     """The report as a few lines of text."""
     r = report
@@ -70,8 +73,14 @@ def format_report(report: dict) -> str:
         s = r["d4rl_score"]
         lines.append(f"  D4RL score  min {s['min']:.1f}  mean {s['mean']:.1f}  max {s['max']:.1f}")
     for name, bounds in r["ranges"].items():
-        pairs = ", ".join(f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(bounds["low"], bounds["high"]))
-        lines.append(f"  {name} ranges: {pairs}")
+        pairs = [f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(bounds["low"], bounds["high"])]
+        if len(pairs) <= RANGES_PER_LINE:
+            lines.append(f"  {name} ranges: {', '.join(pairs)}")
+            continue
+        lines.append(f"  {name} ranges ({len(pairs)} dimensions, {RANGES_PER_LINE} a line):")
+        for first in range(0, len(pairs), RANGES_PER_LINE):  # index-labelled lines, not one 6000-character line
+            chunk = pairs[first:first + RANGES_PER_LINE]
+            lines.append(f"    {first:>4}-{first + len(chunk) - 1:<4} {', '.join(chunk)}")
     lines += [f"  warning: {w}" for w in r["warnings"]]
     return "\n".join(lines)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mpdiffuser import results_json
-from mpdiffuser.config import RANKER_MODELS, ModelConfig, SamplerOptions, TrainConfig
+from mpdiffuser.config import RANKER_MODELS, WEIGHT_FORMATS, ModelConfig, SamplerOptions, TrainConfig
 from mpdiffuser.control.tune import VALIDATION_SEED
 from mpdiffuser.data.dataset import OfflineDataset
 
@@ -92,6 +92,8 @@ class ExperimentConfig:
     width: int | None = None  # hidden width of planner and dynamics (None: sized for the robot)
     action_weight: float = TrainConfig.action_weight  # the planner's loss weight on u_0
     prediction: str = ModelConfig.prediction  # what planner and dynamics predict: "sample" or "epsilon"
+    architecture: str = ModelConfig.architecture  # the network family of planner and dynamics: mlp or unet
+    weights: str = WEIGHT_FORMATS[0]  # how the model files store the weight matrices: float32 or bf16
     device: str = "cpu"  # where the models train: cpu, cuda, cuda:<i> (the CLI resolves auto)
 
     @property
@@ -111,32 +113,47 @@ class ExperimentConfig:
         return train_bundle(bundle_dir, task, extra, train_steps or self.train_steps, self.ranker_steps, seed, log,
                             progress, options=options or self.sampler_options, width=self.width,
                             action_weight=self.action_weight, device=self.device, prediction=self.prediction,
-                            spec=spec)
+                            spec=spec, architecture=self.architecture, weights=self.weights)
+
+    def model_config(self, state_dim: int, action_dim: int) -> ModelConfig:
+        """The model an experiment that fits its own normalizers trains: sized for the robot, with
+        this config's prediction, family and width."""
+        return ModelConfig.sized_for(state_dim, action_dim, prediction=self.prediction, architecture=self.architecture,
+                                     **({"width": self.width} if self.width else {}))
+
+
+# Fields added to ExperimentConfig after experiments had cached cells: the value those cells were
+# computed with (experiments.grid reads a cached key without them as holding these).
+LEGACY_FIELDS = {"architecture": "mlp", "weights": "float32"}
 
 
 def train_bundle(bundle_dir: Path, task: OfflineDataset, extra: list[OfflineDataset], train_steps: int,
                  ranker_steps: int, seed: int, log: Log, progress: bool = True,
                  options: SamplerOptions | None = None, width: int | None = None,
                  action_weight: float = TrainConfig.action_weight, device: str = "cpu",
-                 prediction: str = ModelConfig.prediction, spec=None) -> Path:
+                 prediction: str = ModelConfig.prediction, spec=None,
+                 architecture: str = ModelConfig.architecture, weights: str = WEIGHT_FORMATS[0]) -> Path:
     """Planner on `task`; dynamics, reward (and cost, for data with costs) on task + extra; then the
     model file. Training resumes from checkpoints, so a finished bundle is not trained twice.
     width: hidden width of planner and dynamics (None: sized for the robot); action_weight: the
     planner's loss weight on u_0 (TrainConfig.action_weight); device: where the models train;
     prediction: what planner and dynamics predict, "sample" or "epsilon" (ModelConfig.prediction);
-    spec: the bundle's BundleSpec (normalizers, return scale, model) when not fitted on task + extra."""
+    architecture: their family (ModelConfig.architecture); spec: the bundle's BundleSpec
+    (normalizers, return scale, model; its model's family wins) when not fitted on task + extra;
+    weights: how the model file stores the weight matrices (export_model)."""
     from mpdiffuser.export import export_model
     from mpdiffuser.training.request import TrainRequest
 
     # One request, as `mpdiffuser train` makes: the ranker trains ranker_steps, the planner and the
     # dynamics model train_steps; side by side on a GPU (a thread and a CUDA stream each), one after
     # another on the CPU, the same weights either way (training.train.train_models).
-    sizes = {} if spec is not None else {"prediction": prediction} | ({"width": width} if width else {})
+    sizes = {} if spec is not None else ({"prediction": prediction, "architecture": architecture}
+                                         | ({"width": width} if width else {}))
     request = TrainRequest.of(bundle_dir, [task], extra_data=tuple(extra), device=device, spec=spec,
                               steps=train_steps, seed=seed, action_weight=action_weight, **sizes,
                               per_model={name: {"steps": ranker_steps} for name in RANKER_MODELS})
     request.run(progress=progress, say=lambda message: log(f"    {message}"))
-    return export_model(bundle_dir, bundle_dir / "model.safetensors", options or SamplerOptions())
+    return export_model(bundle_dir, bundle_dir / "model.safetensors", options or SamplerOptions(), weights=weights)
 
 
 def mean_stderr(values) -> tuple[float, float]:

@@ -247,7 +247,7 @@ class DynamicsShift(Experiment):
         checks = {name: sha256(base_dir / name) == sha256(tuned_dir / name) for name in UNCHANGED_FILES}
         if not all(checks.values()) or sha256(base_dir / "dynamics.pt") == sha256(tuned_dir / "dynamics.pt"):
             raise RuntimeError(f"fine-tuning changed more than the dynamics model, or not it: {checks}")
-        export_model(tuned_dir, tuned_dir / "model.safetensors", c.sampler_options)
+        export_model(tuned_dir, tuned_dir / "model.safetensors", c.sampler_options, weights=c.weights)
         both_dir.mkdir(parents=True, exist_ok=True)
         for name in ("reward.pt", "bundle.json", "dynamics.pt"):
             shutil.copyfile((tuned_dir if name == "dynamics.pt" else base_dir) / name, both_dir / name)
@@ -255,7 +255,7 @@ class DynamicsShift(Experiment):
             shutil.copyfile(base_dir / "planner.pt", both_dir / "planner.pt")
         train_model(both_dir, "planner", [shift_task], TrainConfig(steps=c.finetune_steps, seed=seed), fine_tune=True,
                     progress=progress, runtime=TrainRuntime(device=c.device))
-        export_model(both_dir, both_dir / "model.safetensors", c.sampler_options)
+        export_model(both_dir, both_dir / "model.safetensors", c.sampler_options, weights=c.weights)
 
     def run(self, cell: Cell, log, progress: bool) -> dict:
         from mpdiffuser.control.bc import BCPolicy

@@ -113,7 +113,10 @@ def _cached(experiment: Experiment, cell: Cell) -> dict | None:
         return None
     saved = json.loads(path.read_text())
     key = json.loads(json.dumps(experiment.key(cell), default=str))
-    legacy = json.loads(json.dumps(experiment.LEGACY, default=str))
+    from mpdiffuser.experiments.common import LEGACY_FIELDS
+
+    legacy = {k: v for k, v in (LEGACY_FIELDS | experiment.LEGACY).items() if k in key}
+    legacy = json.loads(json.dumps(legacy, default=str))
     return saved["result"] if isinstance(saved.get("key"), dict) and legacy | saved["key"] == key else None
 
 

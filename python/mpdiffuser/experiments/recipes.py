@@ -219,11 +219,12 @@ class RecipeSweep(Experiment):
         request = TrainRequest.of(self.bundle_dir(task, seed), [suite_dataset(path)],
                                   extra_data=tuple(self._extra(path)), recipe=name, device=c.device,
                                   **({"steps": c.train_steps, "action_weight": c.action_weight,
-                                      "prediction": c.prediction} | sizes | settings), seed=seed,
+                                      "prediction": c.prediction, "architecture": c.architecture}
+                                     | sizes | settings), seed=seed,
                                   per_model=per_model)
         request.run(progress=progress, say=lambda message: log(f"    {message}"))
         bundle = self.bundle_dir(task, seed)
-        export_model(bundle, bundle / "model.safetensors")
+        export_model(bundle, bundle / "model.safetensors", weights=c.weights)
 
     def run(self, cell: Cell, log, progress: bool) -> dict:
         from mpdiffuser.control.evaluate import evaluate

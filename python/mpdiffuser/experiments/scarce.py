@@ -128,14 +128,11 @@ class ScarceExpert(Experiment):
     def prepare(self, task: str, seed: int, log, progress: bool) -> None:
         """Planner on the n expert episodes; dynamics and ranker on those plus the extra data; one
         normalizer per robot (whole expert file + extra data); then the model file."""
-        from mpdiffuser.config import ModelConfig
         from mpdiffuser.models.bundle import BundleSpec
 
         full, expert, extras = self._data(task)
         c = self.config
-        model = ModelConfig.sized_for(full.state_dim, full.action_dim, prediction=c.prediction,
-                                      **({"width": c.width} if c.width else {}))
-        spec = BundleSpec.fit(full, [full, *extras], model)
+        spec = BundleSpec.fit(full, [full, *extras], c.model_config(full.state_dim, full.action_dim))
         c.train_bundle(self.bundle_dir(task, seed), expert, extras, seed, log, progress, spec=spec)
 
     def run(self, cell: Cell, log, progress: bool) -> dict:

@@ -35,7 +35,7 @@ def test_the_report_warns_about_what_would_hurt_training():
         e.observations[:, 9] = 1.5
     warnings = "\n".join(inspect_dataset(data, "odd")["warnings"])
     assert "1 observations values are NaN or infinite" in warnings
-    assert "outside the environment's action space" in warnings and "dimension(s) [9] never change" in warnings
+    assert "outside the environment's action space" in warnings and "1 observation dimension(s) never change (9 = 1.5)" in warnings
     unnamed = make_toy_dataset(seed=3, env_id=None)
     for e in unnamed.episodes:
         e.terminated = False

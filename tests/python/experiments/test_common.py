@@ -156,3 +156,25 @@ def test_summarize_leaves_out_rows_without_a_field():
     assert entry["a_mean"] == 2.0 and entry["b_mean"] == 2.0 and entry["b_stderr_seeds"] == 0.0
     (empty,) = summarize(rows[1:], ("task", "method"), ("b",))
     assert empty["b_mean"] != empty["b_mean"]  # NaN: no row has it
+
+
+def test_train_bundle_takes_the_family_and_the_weight_format(tmp_path):
+    """architecture reaches both diffusion models, weights the model file's storage; the experiment
+    CLI takes both as flags with their homes' choices."""
+    import json
+    import struct
+
+    from mpdiffuser.experiments.common import Log, train_bundle
+    from mpdiffuser.export import read_model_file
+    from tests.python.conftest import make_toy_dataset
+
+    path = train_bundle(tmp_path / "u", make_toy_dataset(), [], 2, 1, 0, Log(), progress=False,
+                        architecture="unet", weights="bf16")
+    assert read_model_file(path)[0].model.architecture == "unet"
+    raw = path.read_bytes()
+    header = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+    assert header["planner.head.3.weight"]["dtype"] == "BF16" and header["normalizer.state_low"]["dtype"] == "F32"
+    from mpdiffuser.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["experiment", "any-robot", "--weights", "fp8", "--dataset", "x.hdf5"])

@@ -195,3 +195,22 @@ def test_a_key_field_added_later_keeps_the_cells_cached_at_its_old_behaviour(tmp
     type(other).LEGACY = {"mode": "old"}
     run_experiment(other, progress=False)
     assert (tmp_path / "prepared").exists()  # another value: run again
+
+
+def test_cells_cached_before_the_family_and_weight_fields_are_read_back_at_their_old_values(tmp_path):
+    """ExperimentConfig's architecture and weights came after cells were cached: a key without them
+    holds the values those cells were made with (common.LEGACY_FIELDS: mlp, float32), for every
+    experiment; bf16 weights or a unet run again."""
+    from mpdiffuser.experiments.common import LEGACY_FIELDS
+
+    run_experiment(toy(ToyConfig(str(tmp_path))), progress=False)
+    for fields, reruns in ((dict(LEGACY_FIELDS), False), ({"architecture": "mlp", "weights": "bf16"}, True),
+                           ({"architecture": "unet", "weights": "float32"}, True)):
+        newer = toy(ToyConfig(str(tmp_path)))
+        newer.key = lambda cell, base=newer.key, fields=fields: base(cell) | fields
+        shutil.rmtree(tmp_path / "prepared", ignore_errors=True)
+        run_experiment(newer, progress=False)
+        assert (tmp_path / "prepared").exists() == reruns, fields
+        if reruns:  # back to the cells made at the old values
+            shutil.rmtree(tmp_path / "cells")
+            run_experiment(toy(ToyConfig(str(tmp_path))), progress=False)

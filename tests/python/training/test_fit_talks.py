@@ -28,7 +28,7 @@ def test_fit_outside_a_terminal_logs_progress_resumes_and_warnings(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     log = done.stderr
     assert "mpdiffuser: created bundle" in log
-    assert "observation dimension(s) [1] never change" in log  # the data warning, as the CLI prints it
+    assert "1 observation dimension(s) never change (1 = 0.5)" in log  # the data warning, as the CLI prints it
     assert "planner: step 10/20, loss" in log and "planner: step 30/40, loss" in log  # progress per checkpoint
     assert "planner: resuming from step 20 of 40" in log  # the second call continues the first
     assert "final loss" in log
