@@ -1,7 +1,8 @@
 """Plan latency against the robot's state size: the default model of each size (ModelConfig.sized_for:
 the MLP's width grows with the window H (dx + du); the U-Net convolves over time with dx + du
-channels), random weights, the native CPU backend on one thread, N = 1, cold plans (K = 20) and
-warm-started ones (k_w = 5). Writes JSON and prints the markdown table docs/results.md carries.
+channels), random weights stored in float32 and in bfloat16 (export --weights bf16), the native CPU
+backend on one thread, N = 1, cold plans (K = 20) and warm-started ones (k_w = 5). Writes JSON and
+prints the markdown table docs/results.md carries.
 
     python benchmarks/latency_vs_state.py --out runs/bench/latency_vs_state.json
 """
@@ -15,6 +16,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from mpdiffuser.config import WEIGHT_FORMATS
 
 ROBOTS = {"Hopper-v5": (11, 3), "Walker2d-v5": (17, 6), "Ant-v5": (27, 8), "FetchPickAndPlace-v4": (31, 4),
           "Humanoid-v5 / HumanoidStandup-v5": (348, 17)}
@@ -51,25 +54,29 @@ def main() -> None:
     p.add_argument("--plans", type=int, default=50)
     p.add_argument("--warm-start-level", type=int, default=5)
     p.add_argument("--out", default="runs/bench/latency_vs_state.json")
+    p.add_argument("--weights", nargs="+", choices=WEIGHT_FORMATS, default=list(WEIGHT_FORMATS))
     a = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for robot, (dx, du) in ROBOTS.items():
             for architecture in ("mlp", "unet"):
-                model = ModelConfig.sized_for(dx, du, architecture=architecture)
-                path = synthetic_model_file(Path(tmp) / f"{dx}-{architecture}.safetensors", dx, du, model=model)
-                timing = time_plans(path, dx, a.plans, a.warm_start_level)
-                rows.append({"robot": robot, "state_dim": dx, "action_dim": du, "architecture": architecture,
-                             "width": model.width if architecture == "mlp" else None,
-                             "window": model.horizon * (dx + du), "file_mb": path.stat().st_size / 1e6} | timing)
-                print(json.dumps(rows[-1]), flush=True)
+                for weights in a.weights:
+                    model = ModelConfig.sized_for(dx, du, architecture=architecture)
+                    path = synthetic_model_file(Path(tmp) / f"{dx}-{architecture}-{weights}.safetensors", dx, du,
+                                                model=model, weights=weights)
+                    timing = time_plans(path, dx, a.plans, a.warm_start_level)
+                    rows.append({"robot": robot, "state_dim": dx, "action_dim": du, "architecture": architecture,
+                                 "weights": weights, "width": model.width if architecture == "mlp" else None,
+                                 "window": model.horizon * (dx + du), "file_mb": path.stat().st_size / 1e6} | timing)
+                    print(json.dumps(rows[-1]), flush=True)
     write(a.out, {"experiment": "latency_vs_state", "machine": machine(), "plans": a.plans,
                   "warm_start_level": a.warm_start_level, "rows": rows})
-    print("| robot | dx + du | family (width) | model file | cold p50 / p99 (ms) | warm k_w = "
-          f"{a.warm_start_level} p50 / p99 (ms) |\n|---|---:|---|---:|---:|---:|")
+    print("| robot | dx + du | family (width) | weights | model file | cold p50 / p99 (ms) | warm k_w = "
+          f"{a.warm_start_level} p50 / p99 (ms) |\n|---|---:|---|---|---:|---:|---:|")
     for r in rows:
         family = f"mlp ({r['width']})" if r["architecture"] == "mlp" else "unet"
-        print(f"| {r['robot']} | {r['state_dim']} + {r['action_dim']} | {family} | {r['file_mb']:.1f} MB | "
+        print(f"| {r['robot']} | {r['state_dim']} + {r['action_dim']} | {family} | {r['weights']} | "
+              f"{r['file_mb']:.1f} MB | "
               f"{r['cold']['p50_ms']:.1f} / {r['cold']['p99_ms']:.1f} | {r['warm']['p50_ms']:.1f} / "
               f"{r['warm']['p99_ms']:.1f} |")
 

@@ -15,9 +15,11 @@ def test_the_latency_table_covers_every_size_and_family(tmp_path, repo_root):
                           timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
-    assert {(r["state_dim"], r["architecture"]) for r in rows} == {(d, a) for d in (11, 17, 27, 31, 348)
-                                                                   for a in ("mlp", "unet")}
-    humanoid = {r["architecture"]: r for r in rows if r["state_dim"] == 348}
-    assert humanoid["mlp"]["width"] == 512 and humanoid["mlp"]["file_mb"] > 3 * humanoid["unet"]["file_mb"]
+    assert {(r["state_dim"], r["architecture"], r["weights"]) for r in rows} == {
+        (d, a, w) for d in (11, 17, 27, 31, 348) for a in ("mlp", "unet") for w in ("float32", "bf16")}
+    humanoid = {(r["architecture"], r["weights"]): r for r in rows if r["state_dim"] == 348}
+    assert humanoid["mlp", "float32"]["width"] == 512
+    assert humanoid["mlp", "float32"]["file_mb"] > 3 * humanoid["unet", "float32"]["file_mb"]
+    assert humanoid["mlp", "bf16"]["file_mb"] < 0.55 * humanoid["mlp", "float32"]["file_mb"]
     assert all(r["cold"]["p50_ms"] > 0 and r["warm"]["p50_ms"] > 0 for r in rows)
-    assert done.stdout.count("\n| ") >= 10
+    assert done.stdout.count("\n| ") >= 20
