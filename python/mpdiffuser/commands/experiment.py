@@ -35,7 +35,7 @@ FIELD_FLAGS = {
     "backend": "backend", "diffusion_baselines": "diffusion_baselines", "value_scales": "value_scales",
     "consistency_steps": "consistency_steps", "extra": "extra", "expert_episodes": "expert_episodes",
     "adapt_data": "adapt_data", "recipes": "recipes", "option_grid": "option_grid",
-    "architecture": "architecture", "weights": "weights",
+    "architecture": "architecture", "weights": "weights", "max_steps": "max_steps",
 }
 def choices() -> dict:
     """The flags that take one of a set of values, each set read from its home."""
@@ -49,7 +49,8 @@ def choices() -> dict:
             "backend": ["auto", *BACKENDS], "adapt_data": list(ADAPT_DATA), "option_grid": list(GRIDS),
             "architecture": list(ARCHITECTURES), "weights": list(WEIGHT_FORMATS)}
 POSITIVE = ("cost_penalty", "action_weight")  # flags that must be > 0; these >= 1:
-AT_LEAST_ONE = ("policy_steps", "expert_steps", "train_steps", "ranker_steps", "episodes", "candidates", "finetune_steps",
+AT_LEAST_ONE = ("policy_steps", "expert_steps", "train_steps", "ranker_steps", "episodes", "max_steps", "candidates",
+                "finetune_steps",
                 "shift_transitions", "width", "baseline_steps", "validation_episodes", "cautious_steps")
 
 

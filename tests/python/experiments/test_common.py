@@ -57,10 +57,11 @@ def test_experiment_cli_sizes_data_training_and_evaluation(monkeypatch, name, mo
     extra = ["--expert-steps", "250000", "--kind", "medium", "--kind", "medium-replay"] if name == "locomotion" else []
     argv = ["experiment", name, "--policy-dir", "/tmp/p", "--policy-steps", "60000", "--train-steps", "7000",
             "--episodes", "9", "--candidates", "1", "--width", "384", "--action-weight", "10",
-            "--prediction", "epsilon", *extra]
+            "--prediction", "epsilon", "--max-steps", "300", "--architecture", "unet", "--weights", "bf16", *extra]
     assert cli.main(argv) == 0
     (config,) = seen
     assert (config.policy_steps, config.train_steps, config.episodes, config.candidates) == (60_000, 7000, 9, 1)
+    assert (config.max_steps, config.architecture, config.weights) == (300, "unet", "bf16")
     assert (config.width, config.action_weight, config.prediction) == (384, 10.0, "epsilon")
     assert config.policy_dir == "/tmp/p"
     if name == "locomotion":  # behaviour cloning trains as long as the diffusion models
