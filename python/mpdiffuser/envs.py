@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import io
+import json
 import re
 import warnings
 from dataclasses import dataclass
@@ -161,6 +163,7 @@ DEFECTS = {
 
 def velocity_limit(env_id: str, limit: float | None = None) -> float:
     """The speed limit of a constrained robot: `limit` (m/s) when given, else DSRL's."""
+    env_id = split_env_id(env_id)[0]
     if limit is None:
         if env_id not in VELOCITY_LIMITS:
             raise ValueError(f"{env_id} has no DSRL velocity limit: give the limit in m/s (--velocity-limit)")
@@ -188,6 +191,73 @@ def register_robotics(env_id: str | None) -> None:
     gym.register_envs(gymnasium_robotics)
 
 
+# Environment options (gymnasium.make's keyword arguments) travel inside the environment id, so
+# that the data, the bundle, the model file and every evaluation name the same robot:
+# "Hopper-v5[exclude_current_positions_from_observation=false]", keys sorted, values as JSON.
+_OPTIONS = re.compile(r"^(?P<base>[^\[\]]+)\[(?P<options>[^\[\]]*)\]$")
+
+
+def parse_env_option(text: str) -> tuple[str, object]:
+    """KEY=VALUE -> (key, value): VALUE as JSON (true, 1.5, "text") when it parses, else the text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise ValueError(f"an environment option is KEY=VALUE with KEY a Python name, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def with_env_options(env_id: str, options: dict) -> str:
+    """The id of `env_id` made with gymnasium.make(env_id, **options): env_id itself without options."""
+    base, given = split_env_id(env_id)
+    merged = given | dict(options)
+    if not merged:
+        return base
+    return f"{base}[{','.join(f'{k}={json.dumps(merged[k])}' for k in sorted(merged))}]"
+
+
+def split_env_id(env_id: str) -> tuple[str, dict]:
+    """(gymnasium id, its options) of an id that may carry options (with_env_options)."""
+    found = _OPTIONS.match(env_id)
+    if found is None:
+        if "[" in env_id or "]" in env_id:
+            raise ValueError(f"environment id {env_id!r}: options go in one trailing [KEY=VALUE,...]")
+        return env_id, {}
+    text = found["options"]
+    return found["base"], dict(parse_env_option(item) for item in _split_options(text)) if text else {}
+
+
+def _split_options(text: str) -> list[str]:
+    """Split KEY=VALUE,KEY=VALUE at the commas outside JSON strings."""
+    items, current, quoted = [], "", False
+    for ch in text:
+        if ch == '"' and not current.endswith("\\"):
+            quoted = not quoted
+        if ch == "," and not quoted:
+            items.append(current)
+            current = ""
+        else:
+            current += ch
+    return [*items, current]
+
+
+def _options_digest(env_id: str) -> str:
+    """"" for an id without options, else "-o" and six hex digits of the canonical id."""
+    base, options = split_env_id(env_id)
+    return f"-o{hashlib.sha256(with_env_options(base, options).encode()).hexdigest()[:6]}" if options else ""
+
+
+def env_slug(env_id: str) -> str:
+    """A short file-name part for a robot: "hopper"; with options, "hopper-o" and a digest of them."""
+    return split_env_id(env_id)[0].split("-")[0].lower() + _options_digest(env_id)
+
+
+def env_file_id(env_id: str) -> str:
+    """The id in file names: itself ("Hopper-v5"), or with options its base and their digest."""
+    return split_env_id(env_id)[0] + _options_digest(env_id)
+
+
 def make_env(env_id: str, constrained: bool = False, physics: PhysicsChange | None = None,
              limit: float | None = None, **kwargs) -> gym.Env:
     """A v5 MuJoCo env, or any registered gymnasium environment whose observation and action
@@ -196,9 +266,12 @@ def make_env(env_id: str, constrained: bool = False, physics: PhysicsChange | No
     built-in robots; other robots need one and must report info['x_velocity']); with `physics`,
     changed dynamics (MuJoCo environments); a Dict observation (goal-conditioned robots, such as
     gymnasium-robotics' Fetch: register_robotics) flattened by FlattenObservation, keys in sorted
-    order. kwargs go to gymnasium.make."""
+    order. kwargs go to gymnasium.make, after the options the id carries (with_env_options)."""
     if limit is not None and not constrained:
         raise ValueError("a velocity limit applies to constrained environments only")
+    full_id = env_id
+    env_id, options = split_env_id(env_id)
+    kwargs = options | kwargs
     speed_limit = velocity_limit(env_id, limit) if constrained else None
     if env_id == "Ant-v5":
         kwargs.setdefault("include_cfrc_ext_in_observation", False)
@@ -206,6 +279,8 @@ def make_env(env_id: str, constrained: bool = False, physics: PhysicsChange | No
     try:
         with _quiet_known_mujoco_warnings():
             env = gym.make(env_id, **kwargs)
+    except TypeError as exc:  # an option the environment does not take
+        raise ValueError(f"{full_id}: {exc}") from None
     except gym.error.Error as exc:
         raise ValueError(f"unknown environment {env_id!r}: {exc}") from None
     if isinstance(env.observation_space, gym.spaces.Dict):
@@ -295,5 +370,8 @@ def check_data_fits(env_id: str, state_dim: int, action_dim: int, what: str = "t
 def registered(env_id: str | None) -> bool:
     """Whether gymnasium knows `env_id` (data naming an unregistered robot cannot be checked); a
     robot of gymnasium-robotics counts as known, and fails with how to install it when it cannot run."""
+    if env_id is None:
+        return False
+    env_id = split_env_id(env_id)[0]
     register_robotics(env_id)
-    return env_id is not None and env_id in gym.registry
+    return env_id in gym.registry

@@ -91,3 +91,42 @@ def test_a_constrained_env_takes_its_velocity_limit():
         make_env("Ant-v5", limit=1.0)
     with pytest.raises(ValueError, match="positive speed"):
         make_env("Ant-v5", constrained=True, limit=-1.0)
+
+
+def test_environment_options_travel_in_the_robot_id():
+    """generate-data --env-option: the options live in the id (keys sorted, values JSON), so data,
+    bundle, model file and evaluation all make the same robot; file names get a digest of them."""
+    from mpdiffuser.envs import (env_file_id, env_slug, make_env, parse_env_option, registered, split_env_id,
+                                 with_env_options)
+
+    env_id = with_env_options("Hopper-v5", {"reset_noise_scale": 0.01, "exclude_current_positions_from_observation": False})
+    assert env_id == "Hopper-v5[exclude_current_positions_from_observation=false,reset_noise_scale=0.01]"
+    assert split_env_id(env_id) == ("Hopper-v5", {"exclude_current_positions_from_observation": False,
+                                                  "reset_noise_scale": 0.01})
+    assert with_env_options(env_id, {}) == env_id and with_env_options("Hopper-v5", {}) == "Hopper-v5"
+    assert parse_env_option("name=text") == ("name", "text") and parse_env_option("x=true") == ("x", True)
+    assert registered(env_id) and make_env(env_id).observation_space.shape == (12,)
+    assert env_slug(env_id).startswith("hopper-o") and env_slug("Hopper-v5") == "hopper"
+    assert env_file_id("Hopper-v5") == "Hopper-v5" and env_file_id(env_id) != env_file_id("Hopper-v5[reset_noise_scale=0.01]")
+    for bad, message in (("Hopper-v5[bogus=1]", "bogus"), ("Hopper-v5[x=1]]", "trailing"), ("Hopper-v5[=1]", "KEY=VALUE")):
+        with pytest.raises(ValueError, match=message):
+            make_env(bad)
+
+
+def test_generate_train_and_eval_a_robot_made_with_options(tmp_path, capsys):
+    from mpdiffuser import cli
+
+    data = tmp_path / "data"
+    assert cli.main(["generate-data", "--env", "Hopper-v5", "--env-option",
+                     "exclude_current_positions_from_observation=false", "--kind", "random", "--transitions", "300",
+                     "--out", str(data)]) == 0
+    (path,) = data.glob("hopper-o*-random-s0.hdf5")
+    bundle = tmp_path / "b"
+    assert cli.main(["train", "--bundle", str(bundle), "--data", str(path), "--steps", "3", "--horizon", "4",
+                     "--diffusion-steps", "3", "--width", "16", "--layers", "2"]) == 0
+    capsys.readouterr()
+    assert cli.main(["eval", "--bundle", str(bundle), "--backend", "cpu", "--episodes", "1", "--max-steps", "5"]) == 0
+    assert "Hopper-v5[exclude_current_positions_from_observation=false]" in capsys.readouterr().out
+    assert cli.main(["train", "--bundle", str(tmp_path / "plain"), "--data", str(path), "--env", "Hopper-v5",
+                     "--steps", "1"]) == 2  # 12 observations are not Hopper-v5's 11
+    assert cli.main(["generate-data", "--env-option", "no-equals-sign", "--out", str(data)]) == 2

@@ -59,7 +59,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise SystemExit("error: --cost-penalty and --cautious-steps apply to --kind mixed only")
     if args.velocity_limit is not None and not (args.constrained or args.kind == "mixed"):
         raise SystemExit("error: --velocity-limit applies to data with costs only (--constrained or --kind mixed)")
-    config = GenerateConfig(env_id=args.env, constrained=args.constrained or args.kind == "mixed",
+    from mpdiffuser.envs import parse_env_option, with_env_options
+
+    try:
+        env_id = with_env_options(args.env, dict(parse_env_option(o) for o in args.env_option or ()))
+    except ValueError as exc:
+        raise SystemExit(f"error: --env-option: {exc}") from None
+    config = GenerateConfig(env_id=env_id, constrained=args.constrained or args.kind == "mixed",
                             **given_fields(args, GENERATE_FLAGS | {"seed": "seed"}))
     path = generate(config, args.out, policy_dir=args.policy_dir)
     data = load_dataset(path)
@@ -124,6 +130,11 @@ def register(commands) -> None:
     gen.add_argument("--env", default="Hopper-v5",
                      help=f"robot: {', '.join(SUPPORTED)} or any registered gymnasium environment with 1-D Box "
                           "observations and actions (InvertedDoublePendulum-v5, Swimmer-v5, Reacher-v5, ...)")
+    gen.add_argument("--env-option", action="append", default=None, metavar="KEY=VALUE",
+                     help="an option of the environment (gymnasium.make's keyword argument; VALUE as JSON when it "
+                          "parses: true, 0.5, \"text\"), repeatable, e.g. "
+                          "exclude_current_positions_from_observation=false. The data record the robot as "
+                          "ENV[KEY=VALUE,...], and so do the models trained on them: eval makes the same robot")
     add_field_flags(gen, GenerateConfig, GENERATE_FLAGS, lambda field: f"(default {show(getattr(GenerateConfig, field))})",
                     choices={"kind": KINDS})
     gen.add_argument("--constrained", action="store_true", help=field_docs(GenerateConfig)["constrained"]

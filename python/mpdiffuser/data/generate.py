@@ -28,7 +28,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mpdiffuser.data.dataset import Episode, OfflineDataset
-from mpdiffuser.envs import VELOCITY_LIMITS, CostPenalty, PhysicsChange, make_env, velocity_limit
+from mpdiffuser.envs import (VELOCITY_LIMITS, CostPenalty, PhysicsChange, env_file_id, env_slug, make_env,
+                             velocity_limit)
 
 KINDS = ("random", "medium", "medium-replay", "medium-expert", "mixed", "scripted")
 
@@ -95,7 +96,7 @@ class GenerateConfig:
         if self.physics is not None and not self.physics.is_nominal:
             tag += f"-{self.physics.tag}"
         policy = "" if self.policy_seed is None else f"-policy{self.policy_seed}"
-        return f"{self.env_id.split('-')[0].lower()}-{self.kind}{tag}-s{self.seed}{policy}"
+        return f"{env_slug(self.env_id)}-{self.kind}{tag}-s{self.seed}{policy}"
 
     def recipe(self) -> dict:
         """The fields the data of this kind depend on, as stored in the file; a cached file is
@@ -125,7 +126,7 @@ def train_behaviour_policy(env_id: str, steps: int, seed: int, cache_dir: Path, 
     tag = f"-pen{cost_penalty:g}" if penalized else ""
     if penalized and limit is not None and velocity_limit(env_id, limit) != VELOCITY_LIMITS[env_id]:
         tag += f"-v{limit:g}"
-    path = cache_dir / f"sac-{env_id}-{steps}{tag}-s{seed}.zip"
+    path = cache_dir / f"sac-{env_file_id(env_id)}-{steps}{tag}-s{seed}.zip"
     buffer_path = path.with_suffix(".replay.pkl")
     env = make_env(env_id, constrained=penalized, limit=limit if penalized else None)
     if penalized:
