@@ -113,19 +113,28 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
   const int dynamics_rows = q.dynamics_guided ? 2 * count : count;
   float* tau = windows_.get() + static_cast<size_t>(first) * HD;  // [count, H, D]
 
+  // The fixed state dimensions of every planned state equal x_0's (design section 3: after the
+  // initial window and after every update).
+  const std::vector<int>& fixed = c.fixed_state_dims;
+  auto pin = [&](float* win) {
+    for (int t = 0; t < H; ++t) {
+      for (int j : fixed) win[t * D + j] = x0_[j];
+    }
+  };
   const float scale = q.noise_scale;
   for (int n = 0; n < count; ++n) {
     float* win = tau + n * HD;
     math::fill_normal(q.seed, static_cast<uint32_t>(first + n), static_cast<uint32_t>(K + 1), win, HD);
     if (q.warm == nullptr) {
       for (size_t e = 0; e < HD; ++e) win[e] = scale * win[e];
-      continue;
+    } else {
+      const math::StepFloats& sw = model_.steps[static_cast<size_t>(q.start_level - 1)];
+      for (int t = 0; t < H; ++t) {
+        const float* prev = q.warm + static_cast<size_t>(math::shifted_row(t, q.actions_per_plan, H)) * D;
+        for (int j = 0; j < D; ++j) win[t * D + j] = math::renoised(prev[j], scale * win[t * D + j], sw);
+      }
     }
-    const math::StepFloats& sw = model_.steps[static_cast<size_t>(q.start_level - 1)];
-    for (int t = 0; t < H; ++t) {
-      const float* prev = q.warm + static_cast<size_t>(math::shifted_row(t, q.actions_per_plan, H)) * D;
-      for (int j = 0; j < D; ++j) win[t * D + j] = math::renoised(prev[j], scale * win[t * D + j], sw);
-    }
+    pin(win);
   }
   // Guided output element e of candidate n from the network outputs (guided: 2N rows, scale w).
   auto out_at = [&](int n, size_t e, bool guided, float w) {
@@ -152,6 +161,7 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
             x = math::dynamics_update(x, o, st, q.one_minus_lambda, q.lambda);
           }
         }
+        pin(win);
       }
     }
     denoise(*model_.planner, rows, k);
@@ -166,6 +176,7 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
       } else {
         for (size_t e = 0; e < HD; ++e) win[e] = math::posterior_mean(win[e], eps_at(n, e), st);
       }
+      pin(win);
     }
   }
 }

@@ -21,7 +21,7 @@ struct Arena {
   std::vector<float> image;   // the arena's initialized head: weights, steps, embeddings, CDF tables
   std::vector<double> norms;  // the file's state mid, half; action mid, half
   size_t total = 0;           // floats of the whole arena: the image, then the plan buffers
-  size_t steps_at = 0, emb_at = 0, quantiles_at = 0, windows_at = 0, values_at = 0, costs_at = 0;
+  size_t steps_at = 0, emb_at = 0, quantiles_at = 0, pinned_at = 0, windows_at = 0, values_at = 0, costs_at = 0;
   size_t host_state_at = 0, host_actions_at = 0, host_index_at = 0, host_values_at = 0, host_costs_at = 0;
   size_t host_windows_at = 0, host_warm_at = 0, host_window_at = 0, unets_at = 0, unet_scratch_at = 0;
   std::vector<size_t> offsets;  // per MLP and layer: weight offset, bias offset
@@ -83,6 +83,12 @@ bool build_arena(const ModelFile& file, int max_candidates, Arena* out) {
   ar.quantiles_at = image.size();  // CDF tables: states [dx, Q], then actions [du, Q]
   image.insert(image.end(), file.state_quantiles.begin(), file.state_quantiles.end());
   image.insert(image.end(), file.action_quantiles.begin(), file.action_quantiles.end());
+  align();
+  ar.pinned_at = image.size();  // [dx]: 1 for a fixed state dimension (kept at x_0's value), else 0
+  if (!c.fixed_state_dims.empty()) {
+    image.resize(image.size() + static_cast<size_t>(c.state_dim), 0.0f);
+    for (int j : c.fixed_state_dims) image[ar.pinned_at + static_cast<size_t>(j)] = 1.0f;
+  }
   align();
   const size_t N = static_cast<size_t>(max_candidates);
   ar.windows_at = image.size();
@@ -155,6 +161,7 @@ bool arena_params(const ModelFile& file, const Arena& arena, float* a, const dou
   p.state_half = norms + c.state_dim;
   p.quantiles = c.quantiles;
   p.state_quantiles = a + arena.quantiles_at;
+  p.pinned = c.fixed_state_dims.empty() ? nullptr : a + arena.pinned_at;
   p.windows = a + arena.windows_at;
   p.values = a + arena.values_at;
   p.costs = a + arena.costs_at;

@@ -34,6 +34,7 @@ struct PlanParams {
   const double* state_mid;        // [dx]
   const double* state_half;
   const float* state_quantiles;   // [dx, quantiles] CDF normalizer, or unused when quantiles = 0
+  const float* pinned;            // [dx] 1 where a state dimension stays at x_0's value (fixed_state_dims), or null
   float* windows;      // [N, H, D]
   float* values;       // [N]
   float* costs;        // [N]
@@ -130,12 +131,24 @@ __device__ void mlp(const DeviceMlp& net, const float* in, int ld_in, int rows, 
            part);
 }
 
+// The fixed state dimensions (p.pinned) of every planned state back to x_0's values; nothing
+// for the robots without them.
+__device__ void pin_fixed(const PlanParams& p, float* tau, int cnt, const float* x0) {
+  if (p.pinned == nullptr) return;
+  const int D = p.dx + p.du, HD = p.horizon * D;
+  for (int q = threadIdx.x; q < cnt * HD; q += blockDim.x) {
+    const int n = q / HD, e = q % HD, j = e % D;
+    if (j < p.dx && p.pinned[j] != 0.0f) tau[n * p.ld_tau + e] = x0[j];
+  }
+  __syncthreads();
+}
+
 // Without eps: the block's cnt initial windows, tau[n, e] = s z(seed, first + n, K + 1)[e] (s the
 // temperature's noise scale), or warm-started at st = level k_w's floats, the shifted previous
 // window re-noised. With eps: the planner update with noise s z(seed, first + n, step); step 0 =
 // the last step, no noise.
 __device__ void noise_update(const PlanParams& p, float* tau, int first, int cnt, int step, const float* eps,
-                             const math::StepFloats* st) {
+                             const math::StepFloats* st, const float* x0) {
   const int HD = p.horizon * (p.dx + p.du), blocks = (HD + 3) / 4;
   for (int q = threadIdx.x; q < cnt * blocks; q += blockDim.x) {
     const int n = q / blocks, blk = q % blocks;
@@ -162,6 +175,7 @@ __device__ void noise_update(const PlanParams& p, float* tau, int first, int cnt
     }
   }
   __syncthreads();
+  pin_fixed(p, tau, cnt, x0);
 }
 
 // Row tail [x_0, c or 0, emb(k)] element i (0-based within the tail) of row r.
@@ -276,7 +290,8 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
                                                p.state_mid[i], p.state_half[i]));
   }
   for (int t = threadIdx.x; t < H; t += blockDim.x) gamma[t] = static_cast<float>(pow(p.r.discount, static_cast<double>(t)));
-  noise_update(p, tau, first, cnt, K + 1, nullptr, p.steps + (p.r.start_level - 1));
+  __syncthreads();  // x0 is read by the pinning of the initial windows
+  noise_update(p, tau, first, cnt, K + 1, nullptr, p.steps + (p.r.start_level - 1), x0);
 
   for (int k = p.r.start_level; k >= 1; --k) {
     const math::StepFloats st = p.steps[k - 1];
@@ -294,9 +309,10 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
         x = math::dynamics_update(x, g, st, p.r.one_minus_lambda, p.r.lambda);
       }
       __syncthreads();
+      pin_fixed(p, tau, cnt, x0);
     }
     Family::planner(p, buffers, tau, cnt, rows, k, x0, emb, eps);
-    noise_update(p, tau, first, cnt, k > 1 ? k : 0, eps, &st);
+    noise_update(p, tau, first, cnt, k > 1 ? k : 0, eps, &st, x0);
   }
 
   for (int q = threadIdx.x; q < cnt * HD; q += blockDim.x) {

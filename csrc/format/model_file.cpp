@@ -6,6 +6,7 @@
 #include "format/model_file.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -162,6 +163,31 @@ std::string name_choices(const char* const (&names)[N]) {
   return s;
 }
 
+// fixed_state_dims: "" (none) or comma-separated increasing integers in [0, state_dim).
+bool read_fixed_dims(const Metadata& meta, ModelConfig* c, std::string* error) {
+  std::string dims;
+  if (!meta.text("fixed_state_dims", &dims, error)) return false;
+  c->fixed_state_dims.clear();
+  if (dims.empty()) return true;
+  size_t start = 0;
+  while (start <= dims.size()) {
+    const size_t comma = std::min(dims.find(',', start), dims.size());
+    const std::string item = dims.substr(start, comma - start);
+    char* end = nullptr;
+    const long d = std::strtol(item.c_str(), &end, 10);
+    const int previous = c->fixed_state_dims.empty() ? -1 : c->fixed_state_dims.back();
+    if (item.empty() || !std::isdigit(static_cast<unsigned char>(item[0])) || *end != '\0' || d <= previous ||
+        d >= c->state_dim) {
+      *error = "metadata 'fixed_state_dims' is '" + printable(dims) +
+               "', expected increasing comma-separated state dimensions in [0, " + std::to_string(c->state_dim) + ")";
+      return false;
+    }
+    c->fixed_state_dims.push_back(static_cast<int>(d));
+    start = comma + 1;
+  }
+  return true;
+}
+
 // The unet family's sizes, with the shape rules of python/mpdiffuser/models/unet.py.
 bool read_unet(const Metadata& meta, ModelConfig* c, std::string* error) {
   std::string mults;
@@ -285,6 +311,12 @@ bool read_config(const Metadata& meta, ModelConfig* c, mpd_options* d, std::stri
     *error = "horizon * (state_dim + action_dim) exceeds 2^24";
     return false;
   }
+  if (version < 4 && meta.has("fixed_state_dims")) {
+    *error = "metadata 'fixed_state_dims' was added in format version 4, but the file says version " +
+             std::to_string(version) + ": its version or its metadata was edited";
+    return false;
+  }
+  if (version >= 4 && !read_fixed_dims(meta, c, error)) return false;
   // Version 1 predates these keys; its files are epsilon-prediction, min-max models.
   c->prediction = MPD_PREDICT_EPSILON;
   std::string architecture = kArchitectureNames[MPD_ARCH_MLP];  // files before the key are all mlp

@@ -18,7 +18,7 @@
 
 namespace mpd {
 
-constexpr int kModelFormatVersion = 3;  // versions 1 and 2 still load (options.def: each option's `since`)
+constexpr int kModelFormatVersion = 4;  // versions 1 to 3 still load (options.def: each option's `since`)
 // The metadata key of the content digest (python/mpdiffuser/digest.py DIGEST_KEY): a file that has
 // it must match it; one without it loads unverified (mpd_model_info.digest_verified = 0).
 constexpr const char* kDigestKey = "digest.sha256";
@@ -71,6 +71,9 @@ struct ModelConfig {
   int unet_dim = 0;             // unet: channels of the first level
   std::vector<int> unet_mults;  // unet: channel multiples per level
   int unet_embed_dim = 0;       // unet: width of the x_0 and condition embeddings
+  // State dimensions every planned state keeps at x_0's value (a goal-conditioned robot's desired
+  // goal), increasing; empty for most robots and for files before format version 4.
+  std::vector<int> fixed_state_dims;
 
   int window_dim() const { return state_dim + action_dim; }  // D
   MlpShape planner() const;

@@ -25,10 +25,11 @@ from mpdiffuser.models.networks import EMBED_DIM
 def synthetic_model_file(path: str | Path, state_dim: int = 11, action_dim: int = 3,
                          model: ModelConfig | None = None, with_cost: bool = False, seed: int = 0,
                          env_id: str | None = "Hopper-v5", options: SamplerOptions | None = None,
-                         weights: str = "float32") -> Path:
+                         weights: str = "float32", fixed_state_dims: tuple[int, ...] = ()) -> Path:
     """A model file with random (untrained, fan-in-scaled) weights of a given architecture: for
     benchmarks and tests of the backends, where only the arithmetic matters. Hopper-sized by default;
-    weights: how the file stores them (export_model)."""
+    weights: how the file stores them (export_model); fixed_state_dims: the state dimensions its
+    plans keep at x_0's values (BundleSpec.fixed_state_dims)."""
     import torch
 
     from mpdiffuser.data.normalizer import CdfNormalizer, MinMaxNormalizer
@@ -45,7 +46,8 @@ def synthetic_model_file(path: str | Path, state_dim: int = 11, action_dim: int 
         states, actions = (CdfNormalizer.fit(n.unnormalize(rng.uniform(-1, 1, (400, n.dim)) ** 3))
                            for n in (states, actions))
     spec = BundleSpec(env_id, state_dim, action_dim, model, states, actions,
-                      ConditionScale(0.0, 300.0, model.return_discount, model.cost_scale, with_cost), True)
+                      ConditionScale(0.0, 300.0, model.return_discount, model.cost_scale, with_cost), True,
+                      fixed_state_dims=tuple(fixed_state_dims))
     directory = Path(path).with_suffix(".bundle")
     spec.save(directory)
     torch.manual_seed(seed)

@@ -350,6 +350,28 @@ def action_bounds(env_id: str | None) -> tuple:
 
 
 @functools.lru_cache(maxsize=64)
+def goal_dims(env_id: str | None) -> tuple[int, ...]:
+    """The flattened observation's indices of a goal-conditioned robot's desired goal (the part of
+    the state a plan keeps fixed: BundleSpec.fixed_state_dims); () for other robots and for an
+    environment gymnasium does not know."""
+    if env_id is None or not registered(env_id):
+        return ()
+    env = make_env(env_id)
+    try:
+        space = env.unwrapped.observation_space
+        if not isinstance(space, gym.spaces.Dict) or "desired_goal" not in space.spaces:
+            return ()
+        at = 0
+        for key, sub in space.spaces.items():  # FlattenObservation's order
+            size = int(gym.spaces.flatdim(sub))
+            if key == "desired_goal":
+                return tuple(range(at, at + size))
+            at += size
+        return ()
+    finally:
+        env.close()
+
+
 def space_dims(env_id: str) -> tuple[int, int]:
     """(observation dim, action dim) of an environment; ValueError for an unknown one."""
     env = make_env(env_id)

@@ -1,18 +1,21 @@
 """Trained models -> one .safetensors model file that the C++ core loads (design section 2).
 
-The file holds every float32 weight, named ``<net>.<l>.weight`` ([out, in]) and ``<net>.<l>.bias``
+The file holds every weight (float32, or BF16 for weight matrices exported with weights="bf16"),
+named ``<net>.<l>.weight`` ([out, in]) and ``<net>.<l>.bias``
 for ``<net>`` in planner, dynamics, reward and (constrained tasks) cost, the normalizer as
 ``normalizer.{state,action}_{low,high}`` tensors (float32, so the native core reads them exactly;
 for the CDF normalizer also ``normalizer.{state,action}_quantiles`` [dim, Q], whose first and last
 columns are low and high),
 and string metadata:
 
-    format = "mpdiffuser.model", format_version = "3", schedule = "cosine", env_id,
+    format = "mpdiffuser.model", format_version = "4", schedule = "cosine", env_id,
     state_dim, action_dim, cond_dim, horizon, num_steps, width, layers, ranker_width,
     ranker_layers, reward_outputs, has_cost ("0"/"1"), cost_scale, return_low, return_high,
     return_discount, condition_dropout,
     prediction ("epsilon"/"sample"), normalizer ("minmax"/"cdf"), normalizer_quantiles (Q, cdf only),
     return_condition, termination_penalty,
+    fixed_state_dims ("" or increasing state dimensions that every plan keeps at x_0's value:
+    a goal-conditioned robot's desired goal; version 4),
     default.<option> for every SamplerOptions field ("none" for an unset cost limit or budget),
     digest.sha256 (the content digest of everything else, mpdiffuser.digest; both readers verify it).
 
@@ -20,7 +23,7 @@ Version 1 files (before prediction, normalizer, return condition, temperature an
 still load: they are epsilon-prediction, min-max models, and their missing sampler defaults are
 temperature 1 and a cold start, which is how they were sampled. Every option newer than a file
 takes its `legacy` value from the option table (csrc/include/mpdiffuser/options.def): version 2
-files (before max_plan_ms) plan with no deadline.
+files (before max_plan_ms) plan with no deadline; files before version 4 fix no state dimension.
 
 Numbers are written with repr(), which round-trips float64 exactly.
 """
@@ -39,8 +42,8 @@ from mpdiffuser.config import (ARCHITECTURES, LEGACY_MODEL_FIELDS, MODEL_NAMES, 
 from mpdiffuser.digest import DIGEST_KEY, content_digest, file_content_digest, read_header, stored_and_actual
 
 FORMAT = "mpdiffuser.model"
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 # The model keys format version 2 added (csrc/format/model_file.h: kVersion2Keys; a test holds both readers to them).
 VERSION_2_KEYS = ("prediction", "normalizer", "normalizer_quantiles", "return_condition", "termination_penalty")
 # Metadata only Python reads: the condition's scale and the training settings, which rebuild the
@@ -71,6 +74,7 @@ def _metadata(spec, options: SamplerOptions) -> dict[str, str]:
             "unet_embed_dim": str(m.unet_embed_dim)} if m.architecture == "unet" else {}),
         "prediction": m.prediction, "normalizer": m.normalizer, "return_condition": m.return_condition,
         "termination_penalty": repr(float(spec.conditions.termination_penalty)),
+        "fixed_state_dims": ",".join(map(str, spec.fixed_state_dims)),
     }
     if m.normalizer == "cdf":
         meta["normalizer_quantiles"] = str(spec.states.quantiles.shape[1])
@@ -277,6 +281,25 @@ def _number(meta: dict[str, str], key: str, kind=float, low: float | None = None
     return kind(text)
 
 
+def _fixed_dims(meta: dict[str, str], version: int, state_dim: int, path: Path) -> tuple[int, ...]:
+    """fixed_state_dims, the native reader's rules: required from format 4 ("" or increasing
+    comma-separated state dimensions), refused before it."""
+    if version < 4:
+        if "fixed_state_dims" in meta:
+            raise ValueError(f"{path}: metadata 'fixed_state_dims' was added in format version 4, but the file says "
+                             f"version {version}: its version or its metadata was edited")
+        return ()
+    if "fixed_state_dims" not in meta:
+        raise ValueError(f"{path}: metadata key 'fixed_state_dims' is missing")
+    text = meta["fixed_state_dims"]
+    items = text.split(",") if text else []
+    dims = [int(item) if re.fullmatch(r"[0-9]{1,18}", item) else -1 for item in items]
+    if any(d < 0 or d >= state_dim for d in dims) or any(b <= a for a, b in zip(dims, dims[1:])):
+        raise ValueError(f"{path}: metadata 'fixed_state_dims' is {text[:80]!r}, expected increasing comma-separated "
+                         f"state dimensions in [0, {state_dim})")
+    return tuple(dims)
+
+
 def _unet_sizes(meta: dict[str, str], path: Path) -> dict:
     """The unet family's ModelConfig fields of a file (none for mlp)."""
     if meta["architecture"] != "unet":
@@ -389,7 +412,8 @@ def _parse_model_file(path: Path, meta: dict[str, str], tensors: dict[str, np.nd
         states = MinMaxNormalizer(tensors["normalizer.state_low"], tensors["normalizer.state_high"])
         actions = MinMaxNormalizer(tensors["normalizer.action_low"], tensors["normalizer.action_high"])
     spec = BundleSpec(meta.get("env_id") or None, _number(meta, "state_dim", int), _number(meta, "action_dim", int),
-                      model, states, actions, conditions, _number(meta, "reward_outputs", int) == 2)
+                      model, states, actions, conditions, _number(meta, "reward_outputs", int) == 2,
+                      fixed_state_dims=_fixed_dims(meta, version, dims["state"], path))
     defaults = {}
     for option in OPTION_SPECS:
         key = f"default.{option.name}"

@@ -154,6 +154,14 @@ void check_model(const testing::TinyModel& spec, float tolerance) {
           o.cost_limit = 3.0;
         }
         const Plan want = cpu_plan(model, state, nullptr, 7, o, HD);
+        if (!file.config.fixed_state_dims.empty()) {  // every planned state keeps x_0's fixed dimensions
+          const int D = file.config.window_dim();
+          for (size_t e = 0; e < want.windows.size(); ++e) {
+            for (int j : file.config.fixed_state_dims) {
+              if (static_cast<int>(e % D) == j) CHECK(want.windows[e] == want.windows[j]);
+            }
+          }
+        }
         std::vector<Plan> got;
         if (unet) {
           got.push_back(kernel_plan<1, true>(file, state, nullptr, 7, o));
@@ -180,9 +188,10 @@ void check_model(const testing::TinyModel& spec, float tolerance) {
       }
     }
   }
-  std::printf("%s %s%s%s: %d plans, windows differ by <= %.3g (tolerance %.3g), values by <= %.3g relative\n",
+  std::printf("%s %s%s%s%s: %d plans, windows differ by <= %.3g (tolerance %.3g), values by <= %.3g relative\n",
               spec.architecture.c_str(), spec.prediction.c_str(), spec.quantiles ? " cdf" : "",
-              spec.has_cost ? " cost" : "", plans, worst_window, tolerance, worst_value);
+              spec.has_cost ? " cost" : "", file.config.fixed_state_dims.empty() ? "" : " fixed dims", plans,
+              worst_window, tolerance, worst_value);
   CHECK(worst_window <= tolerance);
   CHECK(worst_value <= 1e-4f);
   mpd_model_free(model);
@@ -199,6 +208,9 @@ int main() {
         spec.prediction = prediction;
         spec.quantiles = std::strcmp(prediction, "sample") == 0 ? 9 : 0;
         spec.has_cost = cost;
+        if (cost) {  // a format-4 file whose states keep dimensions 0 and 2 at x_0's values
+          spec.metadata_overrides = {{"format_version", "4"}, {"default.max_plan_ms", "0"}, {"fixed_state_dims", "0,2"}};
+        }
         check_model(spec, std::strcmp(architecture, "unet") == 0 ? 2 * 6.71e-5f : 2 * 1.04e-4f);
       }
     }

@@ -109,7 +109,22 @@ int main() {
   stray.metadata_overrides = {{"normalizer", "minmax"}};
   expect_rejected(stray, "unexpected tensor");
 
-  expect_rejected(with_meta("format_version", "4"), "format version 4");
+  expect_rejected(with_meta("format_version", "5"), "format version 5");
+  // Format 4: fixed_state_dims ("" or increasing state dimensions), required from version 4, refused before.
+  for (const char* dims : {"", "0", "0,2"}) {
+    testing::TinyModel v4;
+    v4.metadata_overrides = {{"format_version", "4"}, {"default.max_plan_ms", "0"}, {"fixed_state_dims", dims}};
+    CHECK(load(testing::write_model(v4), &message) == MPD_OK);
+  }
+  for (const char* dims : {"2,0", "3", "0,,1", " 1", "+1", "1,1", "a"}) {
+    testing::TinyModel v4;
+    v4.metadata_overrides = {{"format_version", "4"}, {"default.max_plan_ms", "0"}, {"fixed_state_dims", dims}};
+    expect_rejected(v4, "'fixed_state_dims'");
+  }
+  testing::TinyModel v4_without;
+  v4_without.metadata_overrides = {{"format_version", "4"}, {"default.max_plan_ms", "0"}};
+  expect_rejected(v4_without, "'fixed_state_dims' is missing");
+  expect_rejected(with_meta("fixed_state_dims", "0"), "added in format version 4");
   expect_rejected(with_meta("prediction", "velocity"), "'prediction'");
   expect_rejected(with_meta("prediction", "<erase>"), "'prediction' is missing");
   expect_rejected(with_meta("normalizer", "zscore"), "'normalizer'");

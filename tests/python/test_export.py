@@ -29,7 +29,8 @@ def test_file_layout_follows_the_design(exported):
     m = bundle.spec.model
     with safe_open(str(path), framework="numpy") as f:
         meta, names = f.metadata(), set(f.keys())
-        assert meta["format"] == "mpdiffuser.model" and meta["format_version"] == "3"
+        assert meta["format"] == "mpdiffuser.model" and meta["format_version"] == "4"
+        assert meta["fixed_state_dims"] == ""  # a robot without a goal: none
         assert meta["horizon"] == str(m.horizon) and meta["has_cost"] == "1" and meta["cond_dim"] == "2"
         assert meta["prediction"] == m.prediction and meta["normalizer"] == "minmax"
         assert meta["default.temperature"] == "0.001" and meta["default.warm_start_level"] == "0"
@@ -105,7 +106,7 @@ def test_files_of_another_version_are_rejected_by_both_readers(exported, tmp_pat
     del tensors["dynamics.0.weight"]
     from mpdiffuser.export import VERSION_2_KEYS
 
-    meta = {k: v for k, v in meta.items() if k not in VERSION_2_KEYS} | {"format_version": "1"}
+    meta = {k: v for k, v in meta.items() if k not in (*VERSION_2_KEYS, "fixed_state_dims")} | {"format_version": "1"}
     missing = tmp_path / "missing.safetensors"
     _write_model_file(tensors, meta, missing)
     with pytest.raises(ValueError, match="'dynamics.0.weight' is missing"):
@@ -133,7 +134,7 @@ def test_version_1_files_load_and_plan_as_before(exported, tmp_path):
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     v2 = {**meta, "prediction": "epsilon", "return_condition": "minmax", "termination_penalty": "0.0",
           "default.dynamics_guidance": meta["default.guidance"], "default.temperature": "1.0"}  # as version 1 plans
-    v1 = {k: v for k, v in v2.items() if k not in V2_ONLY} | {"format_version": "1"}
+    v1 = {k: v for k, v in v2.items() if k not in (*V2_ONLY, "fixed_state_dims")} | {"format_version": "1"}
     _write_model_file(tensors, v1, tmp_path / "v1.safetensors")
     _write_model_file(tensors, v2, tmp_path / "v2.safetensors")
     spec, _, defaults = read_model_file(tmp_path / "v1.safetensors")
@@ -239,7 +240,8 @@ def test_version_2_files_load_with_the_options_added_since(exported, tmp_path):
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     newer = [spec for spec in OPTION_SPECS if spec.since > 2]
     assert [spec.name for spec in newer] == ["max_plan_ms"]
-    v2 = {k: v for k, v in meta.items() if k not in {f"default.{s.name}" for s in newer}} | {"format_version": "2"}
+    added = {f"default.{s.name}" for s in newer} | {"fixed_state_dims"}  # and format 4's key
+    v2 = {k: v for k, v in meta.items() if k not in added} | {"format_version": "2"}
     _write_model_file(tensors, v2, tmp_path / "v2.safetensors")
     _, _, defaults = read_model_file(tmp_path / "v2.safetensors")
     assert defaults == options.replace(max_plan_ms=0.0)
@@ -317,3 +319,32 @@ def test_a_file_larger_than_its_header_declares_is_refused_before_it_is_read(tmp
     truncated.write_bytes(raw[:-10])  # shorter than declared: the parser's own reason
     with pytest.raises(ValueError, match="data_offsets|exceeds|tile"):
         _core.Model(str(truncated))
+
+
+def test_both_readers_hold_fixed_state_dims_to_one_rule(exported, tmp_path):
+    """Format 4's fixed_state_dims: "" or increasing state dimensions, required from version 4,
+    refused in older files; the C++ reader (model_file_test.cpp) and this one agree file by file."""
+    from mpdiffuser import _core
+
+    _, path, _ = exported
+    with safe_open(str(path), framework="numpy") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    dx = int(meta["state_dim"])
+    cases = {"": (), "0": (0,), f"0,{dx - 1}": (0, dx - 1), f"{dx}": None, "1,0": None, "0,,1": None, " 1": None,
+             "+1": None, "1,1": None, "x": None, "-1": None}
+    for i, (text, want) in enumerate(cases.items()):
+        file = _write_model_file(tensors, meta | {"fixed_state_dims": text}, tmp_path / f"f{i}.safetensors")
+        if want is None:
+            with pytest.raises(ValueError, match="'fixed_state_dims'"):
+                read_model_file(file)
+            with pytest.raises(ValueError, match="'fixed_state_dims'"):
+                _core.Model(str(file))
+        else:
+            assert read_model_file(file)[0].fixed_state_dims == want
+            _core.Model(str(file))
+    missing = _write_model_file(tensors, {k: v for k, v in meta.items() if k != "fixed_state_dims"},
+                                tmp_path / "missing.safetensors")
+    for read in (read_model_file, lambda p: _core.Model(str(p))):
+        with pytest.raises(ValueError, match="'fixed_state_dims' is missing"):
+            read(missing)

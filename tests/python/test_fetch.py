@@ -57,6 +57,44 @@ def test_a_dict_observation_is_flattened_in_sorted_key_order():
                                                        raw["observation"]]))
 
 
+def test_a_goal_conditioned_robots_desired_goal_is_fixed_across_the_plan_window(tmp_path):
+    """The desired goal's flattened dimensions (envs.goal_dims) become the bundle's fixed state
+    dimensions, the model file's, and every plan keeps them at the observed goal."""
+    from mpdiffuser.config import ModelConfig, SamplerOptions
+    from mpdiffuser.control.evaluate import evaluate
+    from mpdiffuser.control.mpc import MPCPolicy
+    from mpdiffuser.data.dataset import Episode, OfflineDataset
+    from mpdiffuser.envs import goal_dims
+    from mpdiffuser.models.bundle import BundleSpec
+    from mpdiffuser.sampling.sampler import Sampler
+    from mpdiffuser.training.bundles import fit
+
+    assert goal_dims("ToyReach-v0") == (2, 3)  # achieved_goal 0-1, desired_goal 2-3, observation 4-7
+    env, rng, episodes = make_env("ToyReach-v0"), np.random.default_rng(0), []
+    for i in range(6):
+        obs, _ = env.reset(seed=i)
+        states, actions, rewards = [obs], [], []
+        for _ in range(10):
+            action = rng.uniform(-1, 1, 2).astype(np.float32)
+            obs, reward, *_ = env.step(action)
+            states.append(obs), actions.append(action), rewards.append(reward)
+        episodes.append(Episode(np.asarray(states), np.asarray(actions), np.asarray(rewards), False))
+    data = OfflineDataset(episodes, {"env_id": "ToyReach-v0", "name": "toy-reach"})
+    assert BundleSpec.fit(data, [data]).fixed_state_dims == (2, 3)
+    bundle = fit(data, tmp_path / "b", steps=2, model={"horizon": 4, "num_steps": 3, "width": 16, "layers": 2},
+                 progress=False)
+    path = bundle.export()
+    for backend in ("cpu", "torch"):
+        sampler = Sampler(path, backend)
+        assert sampler.spec.fixed_state_dims == (2, 3)
+        state = env.reset(seed=9)[0].astype(np.float32)
+        plan = sampler.plan(state, 1, SamplerOptions(num_candidates=3))
+        goal = sampler.spec.states.normalize(state)[[2, 3]]
+        np.testing.assert_array_equal(plan.windows[:, :, [2, 3]], np.broadcast_to(goal, (3, 4, 2)))
+    summary = evaluate(MPCPolicy(Sampler(path, "cpu")), "ToyReach-v0", episodes=1, progress=False)
+    assert len(summary.episodes) == 1
+
+
 def test_a_goal_conditioned_robot_scores_its_success_rate():
     class Toward:  # straight at the goal: always succeeds within 10 steps
         def reset(self, seed):
@@ -103,6 +141,13 @@ def test_a_fetch_robot_without_the_extra_says_how_to_install_it(tmp_path):
                           "--extra", str(path), "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert "bash scripts/install.sh --fetch" in out.stderr
+
+
+@needs_fetch
+def test_fetch_plans_keep_its_desired_goal():
+    from mpdiffuser.envs import goal_dims
+
+    assert goal_dims("FetchPickAndPlace-v4") == (3, 4, 5)  # achieved_goal 0-2, desired_goal 3-5
 
 
 @needs_fetch

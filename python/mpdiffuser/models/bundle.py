@@ -40,6 +40,9 @@ class BundleSpec:
     conditions: ConditionScale
     reward_has_termination: bool
     sampler_defaults: SamplerOptions | None = None  # what export stores (None: SamplerOptions())
+    # State dimensions every plan keeps at x_0's value: a goal-conditioned robot's desired goal
+    # (envs.goal_dims), () for the others; the model file stores them (fixed_state_dims).
+    fixed_state_dims: tuple[int, ...] = ()
 
     @classmethod
     def fit(cls, planner_data: OfflineDataset, all_data: list[OfflineDataset],
@@ -60,10 +63,12 @@ class BundleSpec:
         obs = np.concatenate([e.observations for d in all_data for e in d.episodes])
         act = np.concatenate([e.actions for d in all_data for e in d.episodes])
         terminal = any(e.terminated for d in all_data for e in d.episodes)
+        from mpdiffuser.envs import goal_dims
+
         return cls(planner_data.env_id, planner_data.state_dim, planner_data.action_dim, model,
                    fit_normalizer(model.normalizer, obs), fit_normalizer(model.normalizer, act),
                    ConditionScale.fit(planner_data, model.return_discount, model.cost_scale, model.return_condition),
-                   terminal, sampler_defaults)
+                   terminal, sampler_defaults, goal_dims(planner_data.env_id))
 
     @property
     def with_cost(self) -> bool:
@@ -95,6 +100,7 @@ class BundleSpec:
             "model": dataclasses.asdict(self.model), "states": self.states.to_dict(), "actions": self.actions.to_dict(),
             "conditions": self.conditions.to_dict(), "reward_has_termination": self.reward_has_termination,
             "sampler_defaults": None if self.sampler_defaults is None else dataclasses.asdict(self.sampler_defaults),
+            "fixed_state_dims": list(self.fixed_state_dims),
         }
 
     @classmethod
@@ -104,7 +110,8 @@ class BundleSpec:
         return cls(d["env_id"], d["state_dim"], d["action_dim"], ModelConfig.from_dict(d["model"]),
                    normalizer_from_dict(d["states"]), normalizer_from_dict(d["actions"]),
                    ConditionScale.from_dict(d["conditions"]), d["reward_has_termination"],
-                   None if d.get("sampler_defaults") is None else SamplerOptions(**d["sampler_defaults"]))
+                   None if d.get("sampler_defaults") is None else SamplerOptions(**d["sampler_defaults"]),
+                   tuple(d.get("fixed_state_dims", ())))  # bundles before the field: none
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)

@@ -85,6 +85,7 @@ class ReferenceSampler:
         # One default rule for every sampler: the bundle's (or model file's) stored options.
         self.defaults = self.spec.sampler_defaults or SamplerOptions()
         self._constants: dict[tuple, torch.Tensor] = {}
+        self._fixed_index = torch.tensor(self.spec.fixed_state_dims, dtype=torch.long, device=self.device)
         m = self.spec.model
         self.horizon, self.num_steps = m.horizon, m.num_steps
         self.sample_prediction = m.prediction == "sample"
@@ -186,6 +187,7 @@ class ReferenceSampler:
             tau = self._sqrt_ab[start - 1] * shifted + self._sqrt_1mab[start - 1] * (scale * z(K + 1))
         else:
             tau = scale * z(K + 1)
+        tau = self.pin(tau, x0_rows)
         for k in range(start, 0, -1):
             kk = torch.full((N,), k, dtype=torch.long, device=self.device)
             states, actions = tau[..., :dx], tau[..., dx:]
@@ -193,11 +195,24 @@ class ReferenceSampler:
                 eps_d = self.guided(self.bundle.dynamics, (states, actions, x0_rows, cond, kk),
                                      (states, actions, x0_rows, zero, kk), w_d)
                 states = (1.0 - lam) * states + lam * self.posterior_mean(states, eps_d, k)
-                tau = torch.cat([states, actions], dim=-1)
+                tau = self.pin(torch.cat([states, actions], dim=-1), x0_rows)
             eps_p = self.guided(self.bundle.planner, (tau, x0_rows, cond, kk), (tau, x0_rows, zero, kk), w)
             tau = self.posterior_mean(tau, eps_p, k)
             if k > 1:
                 tau = tau + self._sigma[k - 1] * (scale * z(k))
+            tau = self.pin(tau, x0_rows)
+        return tau
+
+    def pin(self, tau: torch.Tensor, x0_rows: torch.Tensor) -> torch.Tensor:
+        """tau [N, H, D] with the fixed state dimensions (spec.fixed_state_dims: a goal-conditioned
+        robot's desired goal) of every planned state set to x_0's, as every backend does after the
+        initial window and after each update."""
+        fixed = self.spec.fixed_state_dims
+        if not fixed:
+            return tau
+        index = self._fixed_index
+        tau = tau.clone()
+        tau[..., index] = x0_rows[:, None, :][..., index].expand(-1, tau.shape[1], -1)
         return tau
 
     @torch.no_grad()
