@@ -36,6 +36,7 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--out", default="runs/goal-fixed/goal_fixed.json")
     a = p.parse_args()
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     tasks = sorted(Path(a.models).iterdir(), key=lambda d: int(re.search(r"(\d+)ep$", d.name).group(1)))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
