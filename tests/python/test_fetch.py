@@ -204,3 +204,14 @@ def test_eval_prints_a_goal_conditioned_robots_success_rate(tmp_path, capsys):
 
     report = json.loads((tmp_path / "eval.json").read_text())
     assert 0.0 <= report["success_rate"] <= 1.0 and report["score_mean"] == 100 * report["success_rate"]
+
+
+def test_the_fetch_extras_pins_are_the_install_hints(repo_root):
+    """pyproject.toml's fetch extra and envs.ROBOTICS_PINS (the versions the install hint names and
+    the MuJoCo check reads) are one set of pins."""
+    import tomllib
+
+    from mpdiffuser.envs import ROBOTICS_PINS
+
+    extra = tomllib.loads((repo_root / "pyproject.toml").read_text())["project"]["optional-dependencies"]["fetch"]
+    assert dict(pin.split("==") for pin in extra) == ROBOTICS_PINS
