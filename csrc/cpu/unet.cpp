@@ -44,7 +44,7 @@ struct CpuUnet::Work {
   float* hidden2;   // [kMaxRows][ld_hidden_]
   float* film;      // [kMaxRows][ld_film_]
   float* cond;      // [kMaxRows][cond_dim]
-  float* affine;    // [2 * widest ldc]: a row's GroupNorm scale and shift per channel
+  float* affine;    // [5 * widest ldc]: a row's GroupNorm scale, shift and group mean per channel, double sums
   float* sinusoid;  // [dim]
 };
 
@@ -234,36 +234,61 @@ void CpuUnet::up_forward(const Conv& c, int rows, const float* x, int length, fl
 // GroupNorm (8 groups, biased variance, float64 sums in position order), its affine, then, when
 // film is given, FiLM (h * scale + shift per channel; film row r = [scale (C), shift (C)]); SiLU
 // when asked. Folded per channel into h * a + b, zero on the padding channels.
+// GroupNorm (8 groups, biased variance, float64 sums), its affine, then, when film is given,
+// FiLM (h * scale + shift per channel; film row r = [scale (C), shift (C)]); SiLU when asked.
+// Folded per channel into h * a + b, zero on the padding channels. The sums run per channel over
+// the positions (8 channels a vector), then over the group's channels in channel order.
 void CpuUnet::norm_silu(int rows, float* x, int channels, int length, const float* gamma, const float* beta,
                         const float* film, float* affine, bool apply_silu) const {
-  const size_t ld = ldc(channels);
+  typedef float vf8 __attribute__((vector_size(32)));
+  typedef double vd8 __attribute__((vector_size(64)));
+  const size_t ld = ldc(channels);  // a multiple of 8
   const int per_group = channels / kGroups;
   float* a = affine;
   float* b = affine + ld;
+  float* group_mean = affine + 2 * ld;                       // [ld] each channel's group mean
+  unsigned char* acc = reinterpret_cast<unsigned char*>(affine + 3 * ld);  // [ld] doubles
+  auto load8 = [](const float* p) { vf8 v; std::memcpy(&v, p, sizeof v); return v; };
+  auto load_acc = [acc](size_t e) { vd8 v; std::memcpy(&v, acc + e * sizeof(double), sizeof v); return v; };
+  auto store_acc = [acc](size_t e, vd8 v) { std::memcpy(acc + e * sizeof(double), &v, sizeof v); };
+  auto group_total = [&](int g) {
+    double total = 0.0;
+    for (int ch = g * per_group; ch < (g + 1) * per_group; ++ch) {
+      double v;
+      std::memcpy(&v, acc + static_cast<size_t>(ch) * sizeof(double), sizeof v);
+      total += v;
+    }
+    return total;
+  };
+  const double n = static_cast<double>(per_group) * length;
   for (int r = 0; r < rows; ++r) {
     float* xr = x + static_cast<size_t>(r) * row_floats_ + kMargin * ld;
     const float* f = film ? film + static_cast<size_t>(r) * ld_film_ : nullptr;
-    std::fill(a, a + 2 * ld, 0.0f);
+    std::fill(a, a + 3 * ld, 0.0f);
+    std::memset(acc, 0, ld * sizeof(double));
+    for (int l = 0; l < length; ++l) {
+      const float* row = xr + static_cast<size_t>(l) * ld;
+      for (size_t e = 0; e < ld; e += 8) store_acc(e, load_acc(e) + __builtin_convertvector(load8(row + e), vd8));
+    }
+    float mean[kGroups];
     for (int g = 0; g < kGroups; ++g) {
-      const int c0 = g * per_group, c1 = c0 + per_group;
-      double sum = 0.0;
-      for (int l = 0; l < length; ++l) {
-        for (int ch = c0; ch < c1; ++ch) sum += xr[static_cast<size_t>(l) * ld + ch];
+      mean[g] = static_cast<float>(group_total(g) / n);
+      std::fill(group_mean + g * per_group, group_mean + (g + 1) * per_group, mean[g]);
+    }
+    std::memset(acc, 0, ld * sizeof(double));
+    for (int l = 0; l < length; ++l) {
+      const float* row = xr + static_cast<size_t>(l) * ld;
+      for (size_t e = 0; e < ld; e += 8) {
+        const vd8 d = __builtin_convertvector(load8(row + e) - load8(group_mean + e), vd8);
+        store_acc(e, load_acc(e) + d * d);
       }
-      const double n = static_cast<double>(per_group) * length;
-      const float mean = static_cast<float>(sum / n);
-      double sq = 0.0;
-      for (int l = 0; l < length; ++l) {
-        for (int ch = c0; ch < c1; ++ch) {
-          const double d = static_cast<double>(xr[static_cast<size_t>(l) * ld + ch] - mean);
-          sq += d * d;
-        }
-      }
-      const float inv = 1.0f / std::sqrt(static_cast<float>(sq / n) + kNormEps);
-      for (int ch = c0; ch < c1; ++ch) {
+    }
+    for (int g = 0; g < kGroups; ++g) {
+      const float inv = 1.0f / std::sqrt(static_cast<float>(group_total(g) / n) + kNormEps);
+      for (int ch = g * per_group; ch < (g + 1) * per_group; ++ch) {
         const float s = f ? f[ch] : 1.0f, t = f ? f[channels + ch] : 0.0f;
         a[ch] = gamma[ch] * inv * s;
-        b[ch] = (beta[ch] - mean * gamma[ch] * inv) * s + t;
+        b[ch] = (beta[ch] - mean[g] * gamma[ch] * inv) * s + t;
       }
     }
     for (int l = 0; l < length; ++l) {
@@ -314,7 +339,7 @@ size_t CpuUnet::carve(float* base, Work* w) const {
   w->hidden2 = take(R * ld_hidden_);
   w->film = take(R * ld_film_);
   w->cond = take(R * static_cast<size_t>(std::max(embed_layers_[1][0].in, 1)));
-  w->affine = take(ld_film_);
+  w->affine = take(ld_film_ / 2 * 5);  // ld_film_ = 2 x the widest ldc
   w->sinusoid = take(static_cast<size_t>(dim_));
   return at;
 }
