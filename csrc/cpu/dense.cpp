@@ -189,12 +189,6 @@ PackedMlp pack_mlp(const MlpWeights& weights) {
   return mlp;
 }
 
-size_t PackedMlp::weight_bytes() const {
-  size_t b = 0;
-  for (const PackedDense& d : layers) b += d.weight_bytes();
-  return b;
-}
-
 double PackedMlp::flops_per_row() const {
   double f = 0.0;
   for (const PackedDense& d : layers) f += 2.0 * d.in * d.out;

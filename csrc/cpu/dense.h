@@ -57,7 +57,6 @@ struct PackedMlp {
   int out_padded() const { return layers.back().out_padded; }
   int width_padded() const { return padded(shape.width); }
   double flops_per_row() const;  // 2 * sum(in * out) over layers
-  size_t weight_bytes() const;   // of every layer's packed panels
 };
 
 // Packs W [out, in] row-major and b [out] (b may be null: zero): in bfloat16 pairs when every
