@@ -35,6 +35,7 @@ struct PlanRequest {
   int actions_per_plan;   // actions returned; a warm window is shifted by as many rows (executed)
   bool budget;            // a cost model with a cost budget: selection keeps C <= cost_budget
   float cost_budget;
+  bool fast_numerics;     // every network layer's inputs rounded to bfloat16 (math/bf16.h) before its products
   bool host_staged;       // CUDA: state and outputs are host memory (mpd_plan_host), copied through
                           // the backend's own buffers and synchronized; the CPU backend ignores it
 };

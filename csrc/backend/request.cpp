@@ -27,6 +27,7 @@ PlanRequest resolve_plan(const ModelConfig& c, const mpd_options& o, const float
   r.actions_per_plan = static_cast<int>(o.actions_per_plan);
   r.budget = c.has_cost && o.has_cost_budget;
   r.cost_budget = static_cast<float>(o.cost_budget);
+  r.fast_numerics = o.fast_numerics != 0;
   return r;
 }
 

@@ -57,7 +57,7 @@ class MlpDenoiser final : public Denoiser {
       std::memcpy(tail + dx + config_.cond_dim, embeddings_.data() + static_cast<size_t>(q.k - 1) * kEmbedDim,
                   sizeof(float) * kEmbedDim);
     }
-    mlp_forward(mlp_, input, ld_input_, q.rows, h0, h1, q.out, q.ldo);
+    mlp_forward(mlp_, input, ld_input_, q.rows, h0, h1, q.out, q.ldo, q.fast);
   }
 
  private:
@@ -92,7 +92,8 @@ class UnetDenoiser final : public Denoiser {
         windows[b] = q.windows + static_cast<size_t>(r % q.count) * HD;
         conds[b] = r < q.count ? q.cond : q.zeros;
       }
-      unet_.forward(batch, windows, q.k - 1, q.x0, conds, q.out + static_cast<size_t>(r0) * q.ldo, q.ldo, scratch);
+      unet_.forward(batch, windows, q.k - 1, q.x0, conds, q.out + static_cast<size_t>(r0) * q.ldo, q.ldo, scratch,
+                    q.fast);
     }
   }
 

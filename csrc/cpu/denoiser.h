@@ -22,6 +22,7 @@ struct DenoiseCall {
   const float* zeros;    // [cond_dim] the unconditional rows' condition (zeros)
   float* out;            // [rows, ldo]: row r = the output for window r % count, [H, out channels]
   size_t ldo;            // >= min_ldo()
+  bool fast;             // the fast numeric mode (PlanRequest::fast_numerics)
 };
 
 class Denoiser {

@@ -9,6 +9,8 @@
 #include <new>
 #include <utility>
 
+#include "math/bf16.h"
+
 namespace mpd::cpu {
 
 void AlignedFree::operator()(float* p) const { std::free(p); }
@@ -47,13 +49,20 @@ inline void finish(const vfloat* acc0, const vfloat* acc1, Epilogue epilogue, co
   }
 }
 
+template <bool kRound>
+inline float input(float x) {
+  if constexpr (kRound) return math::bf16_round(x);
+  return x;
+}
+
 // One block of R rows x one panel.
 //   x:     [R, ldx] inputs, columns 0..in
 //   panel: [in][kPanel] packed W^T (kBf16: [ceil(in / 2)][kPanel] words of two bfloat16
 //          weights, widened exactly to float32 and summed in the same index order)
 //   bias:  [kPanel]
 //   y:     [R, ldy] outputs, the panel's kPanel columns (residual: [R, ldr] likewise)
-template <int R, bool kBf16>
+// kRound: each input rounded to bfloat16 first (the fast numeric mode, math/bf16.h).
+template <int R, bool kBf16, bool kRound>
 void block(const float* x, size_t ldx, int in, const float* panel, const float* bias, Epilogue epilogue,
            const float* residual, size_t ldr, float* y, size_t ldy) {
   vfloat acc0[R], acc1[R];
@@ -69,7 +78,7 @@ void block(const float* x, size_t ldx, int in, const float* panel, const float* 
       const vfloat w1 = load(panel + static_cast<size_t>(i) * kPanel + kVec);
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
-        const float a = x[static_cast<size_t>(r) * ldx + i];
+        const float a = input<kRound>(x[static_cast<size_t>(r) * ldx + i]);
         acc0[r] += a * w0;
         acc1[r] += a * w1;
       }
@@ -84,7 +93,8 @@ void block(const float* x, size_t ldx, int in, const float* panel, const float* 
       const vfloat o0 = (vfloat)(p0 & high), o1 = (vfloat)(p1 & high);
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
-        const float a = x[static_cast<size_t>(r) * ldx + 2 * j], b = x[static_cast<size_t>(r) * ldx + 2 * j + 1];
+        const float a = input<kRound>(x[static_cast<size_t>(r) * ldx + 2 * j]);
+        const float b = input<kRound>(x[static_cast<size_t>(r) * ldx + 2 * j + 1]);
         acc0[r] += a * e0;
         acc1[r] += a * e1;
         acc0[r] += b * o0;
@@ -97,7 +107,7 @@ void block(const float* x, size_t ldx, int in, const float* panel, const float* 
       const vfloat e0 = (vfloat)(p0 << 16), e1 = (vfloat)(p1 << 16);
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
-        const float a = x[static_cast<size_t>(r) * ldx + 2 * pairs];
+        const float a = input<kRound>(x[static_cast<size_t>(r) * ldx + 2 * pairs]);
         acc0[r] += a * e0;
         acc1[r] += a * e1;
       }
@@ -109,13 +119,16 @@ void block(const float* x, size_t ldx, int in, const float* panel, const float* 
 using BlockFn = void (*)(const float*, size_t, int, const float*, const float*, Epilogue, const float*, size_t,
                          float*, size_t);
 
-template <bool kBf16, int... R>
+template <bool kBf16, bool kRound, int... R>
 constexpr auto make_table(std::integer_sequence<int, R...>) {
-  return std::array<BlockFn, sizeof...(R)>{&block<R + 1, kBf16>...};
+  return std::array<BlockFn, sizeof...(R)>{&block<R + 1, kBf16, kRound>...};
 }
-// kBlocks[r - 1] handles r rows (kBf16Blocks: bfloat16 panels).
-constexpr auto kBlocks = make_table<false>(std::make_integer_sequence<int, kRows>{});
-constexpr auto kBf16Blocks = make_table<true>(std::make_integer_sequence<int, kRows>{});
+// kBlocks[bf16 panels][round inputs][r - 1] handles r rows.
+constexpr std::array<BlockFn, kRows> kBlocks[2][2] = {
+    {make_table<false, false>(std::make_integer_sequence<int, kRows>{}),
+     make_table<false, true>(std::make_integer_sequence<int, kRows>{})},
+    {make_table<true, false>(std::make_integer_sequence<int, kRows>{}),
+     make_table<true, true>(std::make_integer_sequence<int, kRows>{})}};
 
 // In bfloat16 pairs: the rows of a panel, and whether a float is a bfloat16 value.
 int panel_rows(int in, bool bf16) { return bf16 ? (in + 1) / 2 : in; }
@@ -128,10 +141,10 @@ bool is_bf16(float v) {
 }  // namespace
 
 void dense_forward(const PackedDense& layer, const float* x, size_t ldx, int rows, Epilogue epilogue,
-                   const float* residual, size_t ldr, float* y, size_t ldy) {
+                   const float* residual, size_t ldr, float* y, size_t ldy, bool round_inputs) {
   const int panels = layer.out_padded / kPanel;
   const size_t panel_size = static_cast<size_t>(panel_rows(layer.in, layer.bf16)) * kPanel;
-  const auto& blocks = layer.bf16 ? kBf16Blocks : kBlocks;
+  const auto& blocks = kBlocks[layer.bf16 ? 1 : 0][round_inputs ? 1 : 0];
   for (int p = 0; p < panels; ++p) {
     const float* panel = layer.panels.get() + static_cast<size_t>(p) * panel_size;
     const float* bias = layer.bias.get() + static_cast<size_t>(p) * kPanel;
@@ -196,17 +209,17 @@ double PackedMlp::flops_per_row() const {
 }
 
 void mlp_forward(const PackedMlp& mlp, const float* x, size_t ldx, int rows, float* h0, float* h1,
-                 float* out, size_t ldo) {
+                 float* out, size_t ldo, bool fast) {
   const size_t ldh = static_cast<size_t>(mlp.width_padded());
   const size_t last = mlp.layers.size() - 1;
-  dense_forward(mlp.layers[0], x, ldx, rows, Epilogue::kSilu, nullptr, 0, h0, ldh);
+  dense_forward(mlp.layers[0], x, ldx, rows, Epilogue::kSilu, nullptr, 0, h0, ldh, fast);
   for (size_t l = 1; l < last; ++l) {
-    dense_forward(mlp.layers[l], h0, ldh, rows, Epilogue::kResidualSilu, h0, ldh, h1, ldh);
+    dense_forward(mlp.layers[l], h0, ldh, rows, Epilogue::kResidualSilu, h0, ldh, h1, ldh, fast);
     float* t = h0;
     h0 = h1;
     h1 = t;
   }
-  dense_forward(mlp.layers[last], h0, ldh, rows, Epilogue::kLinear, nullptr, 0, out, ldo);
+  dense_forward(mlp.layers[last], h0, ldh, rows, Epilogue::kLinear, nullptr, 0, out, ldo, fast);
 }
 
 }  // namespace mpd::cpu

@@ -47,9 +47,10 @@ enum class Epilogue { kLinear, kSilu, kResidualSilu };
 
 // y[r, :] = epilogue(x[r, :in] W^T + b) for r < rows. x: [rows, ldx]; y: [rows, ldy] with
 // ldy >= out_padded; kResidualSilu adds residual[r, :] ([rows, ldr]) to SiLU(.). y may not
-// alias x or residual.
+// alias x or residual. round_inputs: the fast numeric mode, each x rounded to bfloat16 first
+// (math/bf16.h; the residual is not rounded).
 void dense_forward(const PackedDense& layer, const float* x, size_t ldx, int rows, Epilogue epilogue,
-                   const float* residual, size_t ldr, float* y, size_t ldy);
+                   const float* residual, size_t ldr, float* y, size_t ldy, bool round_inputs = false);
 
 struct PackedMlp {
   MlpShape shape;
@@ -65,8 +66,9 @@ PackedDense pack_dense(const float* weight, const float* bias, int in, int out, 
 
 PackedMlp pack_mlp(const MlpWeights& weights);
 
-// out[rows, ldo] = MLP(x[rows, ldx]); h0, h1: scratch [rows, width_padded()].
+// out[rows, ldo] = MLP(x[rows, ldx]); h0, h1: scratch [rows, width_padded()]; fast: the fast
+// numeric mode (every layer's inputs rounded to bfloat16).
 void mlp_forward(const PackedMlp& mlp, const float* x, size_t ldx, int rows, float* h0, float* h1,
-                 float* out, size_t ldo);
+                 float* out, size_t ldo, bool fast = false);
 
 }  // namespace mpd::cpu

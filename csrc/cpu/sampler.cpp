@@ -144,7 +144,8 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
   };
   auto eps_at = [&](int n, size_t e) { return out_at(n, e, q.guided, q.guidance); };
   auto denoise = [&](const Denoiser& net, int net_rows, int k) {
-    net.run(DenoiseCall{tau, count, net_rows, k, x0_, q.cond, zeros_.get(), s.eps.get(), ld_eps_}, s.denoise.get());
+    net.run(DenoiseCall{tau, count, net_rows, k, x0_, q.cond, zeros_.get(), s.eps.get(), ld_eps_, q.fast_numerics},
+            s.denoise.get());
   };
 
   for (int k = q.start_level; k >= 1; --k) {
@@ -198,8 +199,9 @@ void CpuSampler::rank_chunk(int first, int count, Scratch& s) {
   }
   const int rows = count * H;
   const float* gamma = gammas_.get();
+  const bool fast = request_->fast_numerics;
   mlp_forward(model_.reward, s.input.get(), static_cast<size_t>(D), rows, s.h0.get(), s.h1.get(),
-              s.eps.get(), ld_eps_);
+              s.eps.get(), ld_eps_, fast);
   for (int n = 0; n < count; ++n) {
     float value = 0.0f;
     int fell = -1;
@@ -213,7 +215,7 @@ void CpuSampler::rank_chunk(int first, int count, Scratch& s) {
   }
   if (!c.has_cost) return;
   mlp_forward(model_.cost, s.input.get(), static_cast<size_t>(D), rows, s.h0.get(), s.h1.get(),
-              s.eps.get(), ld_eps_);
+              s.eps.get(), ld_eps_, fast);
   for (int n = 0; n < count; ++n) {
     float cost = 0.0f;
     for (int t = 0; t < H; ++t) cost += s.eps[static_cast<size_t>(n * H + t) * ld_eps_] * gamma[t];

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cpu/amx.h"
 #include "cpu/vec.h"
 
 namespace mpd::cpu {
@@ -46,6 +47,7 @@ struct CpuUnet::Work {
   float* cond;      // [kMaxRows][cond_dim]
   float* affine;    // [5 * widest ldc]: a row's GroupNorm scale, shift and group mean per channel, double sums
   float* sinusoid;  // [dim]
+  float* half;      // [kMaxRows][row_floats_ / 2]: bfloat16 activations (the fast mode's AMX convolutions)
 };
 
 const NamedTensor& CpuUnet::find(const std::vector<NamedTensor>& tensors, const std::string& name) const {
@@ -195,39 +197,61 @@ CpuUnet::CpuUnet(const ModelConfig& c, const std::vector<NamedTensor>& tensors, 
   scratch_floats_ = carve(nullptr, &sizes);
 }
 
-void CpuUnet::conv_forward(const Conv& c, int rows, const float* x, int length, float* y) const {
+const uint16_t* CpuUnet::amx_input(const PackedDense& d, int rows, const float* x, int length, size_t ld,
+                                   const Mode& m) const {
+  if (!m.fast || !amx_fits(d) || !amx_available()) return nullptr;
+  const size_t n = (static_cast<size_t>(length) + 2 * kMargin) * ld;
+  for (int r = 0; r < rows; ++r) {
+    to_bf16(x + static_cast<size_t>(r) * row_floats_, n, m.half + static_cast<size_t>(r) * row_floats_);
+  }
+  return m.half;
+}
+
+void CpuUnet::conv_rows(const PackedDense& d, int rows, const float* x, const uint16_t* h, size_t x_at,
+                        size_t step, int positions, float* y, size_t y_at, size_t ldy, bool fast) const {
+  for (int r = 0; r < rows; r += h == nullptr ? 1 : 2) {
+    const size_t row = static_cast<size_t>(r) * row_floats_;
+    if (h == nullptr) {
+      dense_forward(d, x + row + x_at, step, positions, Epilogue::kLinear, nullptr, 0, y + row + y_at, ldy, fast);
+      continue;
+    }
+    const int batches = std::min(2, rows - r);
+    for (int p0 = 0; p0 < positions; p0 += 16) {
+      const uint16_t* a[2];
+      float* out[2];
+      for (int b = 0; b < batches; ++b) {
+        const size_t at = row + static_cast<size_t>(b) * row_floats_;
+        a[b] = h + at + x_at + static_cast<size_t>(p0) * step;
+        out[b] = y + at + y_at + static_cast<size_t>(p0) * ldy;
+      }
+      amx_dense(d, batches, a, step, std::min(16, positions - p0), out, ldy);
+    }
+  }
+}
+
+void CpuUnet::conv_forward(const Conv& c, int rows, const float* x, int length, float* y, const Mode& m) const {
   const size_t ld_in = ldc(c.in), ld_out = ldc(c.out);
   const int half = c.kernel / 2;
-  for (int r = 0; r < rows; ++r) {
-    const float* xr = x + static_cast<size_t>(r) * row_floats_;
-    float* yr = y + static_cast<size_t>(r) * row_floats_;
-    dense_forward(c.gemm, xr + static_cast<size_t>(kMargin - half) * ld_in, ld_in, length, Epilogue::kLinear,
-                  nullptr, 0, yr + kMargin * ld_out, ld_out);
-  }
+  const uint16_t* h = amx_input(c.gemm, rows, x, length, ld_in, m);
+  conv_rows(c.gemm, rows, x, h, static_cast<size_t>(kMargin - half) * ld_in, ld_in, length, y, kMargin * ld_out, ld_out,
+            m.fast);
   zero_margins(y, rows, row_floats_, length, ld_out);
 }
 
 // Output l reads positions 2l, 2l + 1, 2l + 2 (the last one past the end reads the zero margin).
-void CpuUnet::down_forward(const Conv& c, int rows, const float* x, int length, float* y) const {
+void CpuUnet::down_forward(const Conv& c, int rows, const float* x, int length, float* y, const Mode& m) const {
   const size_t ld = ldc(c.in);
-  for (int r = 0; r < rows; ++r) {
-    const float* xr = x + static_cast<size_t>(r) * row_floats_;
-    float* yr = y + static_cast<size_t>(r) * row_floats_;
-    dense_forward(c.gemm, xr + kMargin * ld, 2 * ld, length / 2, Epilogue::kLinear, nullptr, 0, yr + kMargin * ld, ld);
-  }
+  const uint16_t* h = amx_input(c.gemm, rows, x, length, ld, m);
+  conv_rows(c.gemm, rows, x, h, kMargin * ld, 2 * ld, length / 2, y, kMargin * ld, ld, m.fast);
   zero_margins(y, rows, row_floats_, length / 2, ld);
 }
 
-void CpuUnet::up_forward(const Conv& c, int rows, const float* x, int length, float* y) const {
+void CpuUnet::up_forward(const Conv& c, int rows, const float* x, int length, float* y, const Mode& m) const {
   const size_t ld = ldc(c.in);
-  for (int r = 0; r < rows; ++r) {
-    const float* xr = x + static_cast<size_t>(r) * row_floats_;
-    float* yr = y + static_cast<size_t>(r) * row_floats_;
-    dense_forward(c.gemm, xr + (kMargin - 1) * ld, ld, length, Epilogue::kLinear, nullptr, 0, yr + kMargin * ld,
-                  2 * ld);
-    dense_forward(c.odd, xr + kMargin * ld, ld, length, Epilogue::kLinear, nullptr, 0, yr + (kMargin + 1) * ld,
-                  2 * ld);
-  }
+  const uint16_t* h = amx_input(c.gemm, rows, x, length, ld, m);  // both halves are packed alike
+  if (h != nullptr && !amx_fits(c.odd)) h = nullptr;
+  conv_rows(c.gemm, rows, x, h, (kMargin - 1) * ld, ld, length, y, kMargin * ld, 2 * ld, m.fast);
+  conv_rows(c.odd, rows, x, h, kMargin * ld, ld, length, y, (kMargin + 1) * ld, 2 * ld, m.fast);
   zero_margins(y, rows, row_floats_, 2 * length, ld);
 }
 
@@ -302,18 +326,18 @@ void CpuUnet::norm_silu(int rows, float* x, int channels, int length, const floa
 }
 
 void CpuUnet::block_forward(const Block& b, const Work& w, int rows, const float* x, int length, float* out,
-                            float* t1, float* t3) const {
+                            float* t1, float* t3, const Mode& m) const {
   const FilmConv* films[2] = {&b.first, &b.second};
   for (int i = 0; i < 2; ++i) {
     const FilmConv& f = *films[i];
-    conv_forward(f.conv, rows, i == 0 ? x : t1, length, i == 0 ? t1 : out);
-    dense_forward(f.film0, w.context, ld_context_, rows, Epilogue::kSilu, nullptr, 0, w.hidden, ld_hidden_);
-    dense_forward(f.film2, w.hidden, ld_hidden_, rows, Epilogue::kLinear, nullptr, 0, w.film, ld_film_);
+    conv_forward(f.conv, rows, i == 0 ? x : t1, length, i == 0 ? t1 : out, m);
+    dense_forward(f.film0, w.context, ld_context_, rows, Epilogue::kSilu, nullptr, 0, w.hidden, ld_hidden_, m.fast);
+    dense_forward(f.film2, w.hidden, ld_hidden_, rows, Epilogue::kLinear, nullptr, 0, w.film, ld_film_, m.fast);
     norm_silu(rows, i == 0 ? t1 : out, f.conv.out, length, f.gamma.data(), f.beta.data(), w.film, w.affine, false);
   }
   const float* skip = x;
   if (b.has_skip) {
-    conv_forward(b.skip, rows, x, length, t3);
+    conv_forward(b.skip, rows, x, length, t3, m);
     skip = t3;
   }
   const size_t ld = ldc(b.second.conv.out);
@@ -341,14 +365,18 @@ size_t CpuUnet::carve(float* base, Work* w) const {
   w->cond = take(R * static_cast<size_t>(std::max(embed_layers_[1][0].in, 1)));
   w->affine = take(ld_film_ / 2 * 5);  // ld_film_ = 2 x the widest ldc
   w->sinusoid = take(static_cast<size_t>(dim_));
+  w->half = take(R * ((row_floats_ + 1) / 2));
   return at;
 }
 
 void CpuUnet::forward(int rows, const float* const* windows, int t, const float* x0, const float* const* conds,
-                      float* out, size_t ldo, float* scratch) const {
+                      float* out, size_t ldo, float* scratch, bool fast) const {
   const int H = horizon_;
   Work w;
   carve(scratch, &w);
+  Mode m;
+  m.fast = fast;
+  m.half = reinterpret_cast<uint16_t*>(w.half);
   const int cond_dim = embed_layers_[1][0].in;
 
   // Context rows [time(t), embed(x_0), embed(c_r)]: time and x_0 are every row's, computed once.
@@ -359,11 +387,11 @@ void CpuUnet::forward(int rows, const float* const* windows, int t, const float*
     w.sinusoid[j] = std::sin(angle);
     w.sinusoid[half + j] = std::cos(angle);
   }
-  dense_forward(time0_, w.sinusoid, 0, 1, Epilogue::kSilu, nullptr, 0, w.hidden, ld_hidden_);
-  dense_forward(time2_, w.hidden, 0, 1, Epilogue::kLinear, nullptr, 0, w.hidden2, ld_hidden_);
+  dense_forward(time0_, w.sinusoid, 0, 1, Epilogue::kSilu, nullptr, 0, w.hidden, ld_hidden_, fast);
+  dense_forward(time2_, w.hidden, 0, 1, Epilogue::kLinear, nullptr, 0, w.hidden2, ld_hidden_, fast);
   std::memcpy(w.context, w.hidden2, sizeof(float) * static_cast<size_t>(dim_));
-  dense_forward(embed_layers_[0][0], x0, 0, 1, Epilogue::kSilu, nullptr, 0, w.hidden, ld_hidden_);
-  dense_forward(embed_layers_[0][1], w.hidden, 0, 1, Epilogue::kLinear, nullptr, 0, w.hidden2, ld_hidden_);
+  dense_forward(embed_layers_[0][0], x0, 0, 1, Epilogue::kSilu, nullptr, 0, w.hidden, ld_hidden_, fast);
+  dense_forward(embed_layers_[0][1], w.hidden, 0, 1, Epilogue::kLinear, nullptr, 0, w.hidden2, ld_hidden_, fast);
   std::memcpy(w.context + dim_, w.hidden2, sizeof(float) * static_cast<size_t>(embed_));
   for (int r = 0; r < rows; ++r) {
     std::memcpy(w.cond + static_cast<size_t>(r) * cond_dim, conds[r], sizeof(float) * static_cast<size_t>(cond_dim));
@@ -373,9 +401,9 @@ void CpuUnet::forward(int rows, const float* const* windows, int t, const float*
     }
   }
   dense_forward(embed_layers_[1][0], w.cond, static_cast<size_t>(cond_dim), rows, Epilogue::kSilu, nullptr, 0,
-                w.hidden, ld_hidden_);
+                w.hidden, ld_hidden_, fast);
   dense_forward(embed_layers_[1][1], w.hidden, ld_hidden_, rows, Epilogue::kLinear, nullptr, 0, w.hidden2,
-                ld_hidden_);
+                ld_hidden_, fast);
   for (int r = 0; r < rows; ++r) {
     std::memcpy(w.context + static_cast<size_t>(r) * ld_context_ + dim_ + embed_,
                 w.hidden2 + static_cast<size_t>(r) * ld_hidden_, sizeof(float) * static_cast<size_t>(embed_));
@@ -397,8 +425,8 @@ void CpuUnet::forward(int rows, const float* const* windows, int t, const float*
   int kept_count = 0;
   size_t kept_offset = 0;
   for (const Level& level : down_) {
-    block_forward(level.b0, w, rows, buf[0], length, buf[1], buf[2], buf[3]);
-    block_forward(level.b1, w, rows, buf[1], length, buf[0], buf[2], buf[3]);
+    block_forward(level.b0, w, rows, buf[0], length, buf[1], buf[2], buf[3], m);
+    block_forward(level.b1, w, rows, buf[1], length, buf[0], buf[2], buf[3], m);
     const size_t n = static_cast<size_t>(length) * ldc(level.b1.second.conv.out);
     for (int r = 0; r < rows; ++r) {
       std::memcpy(w.kept + static_cast<size_t>(r) * kept_floats_ + kept_offset,
@@ -408,13 +436,13 @@ void CpuUnet::forward(int rows, const float* const* windows, int t, const float*
     kept_at[kept_count++] = kept_offset;
     kept_offset += n;
     if (level.has_down) {
-      down_forward(level.down, rows, buf[0], length, buf[1]);
+      down_forward(level.down, rows, buf[0], length, buf[1], m);
       std::swap(buf[0], buf[1]);
       length /= 2;
     }
   }
-  block_forward(middle0_, w, rows, buf[0], length, buf[1], buf[2], buf[3]);
-  block_forward(middle1_, w, rows, buf[1], length, buf[0], buf[2], buf[3]);
+  block_forward(middle0_, w, rows, buf[0], length, buf[1], buf[2], buf[3], m);
+  block_forward(middle1_, w, rows, buf[1], length, buf[0], buf[2], buf[3], m);
   int channels = middle1_.second.conv.out;
   for (const Up& up : up_) {
     // [h; kept] along the channels (h first), per position.
@@ -434,16 +462,16 @@ void CpuUnet::forward(int rows, const float* const* windows, int t, const float*
       }
     }
     zero_margins(buf[1], rows, row_floats_, length, ld_joined);
-    block_forward(up.b0, w, rows, buf[1], length, buf[0], buf[2], buf[3]);
-    block_forward(up.b1, w, rows, buf[0], length, buf[1], buf[2], buf[3]);
-    up_forward(up.up, rows, buf[1], length, buf[0]);
+    block_forward(up.b0, w, rows, buf[1], length, buf[0], buf[2], buf[3], m);
+    block_forward(up.b1, w, rows, buf[0], length, buf[1], buf[2], buf[3], m);
+    up_forward(up.up, rows, buf[1], length, buf[0], m);
     length *= 2;
     channels = up.up.out;
   }
   // Head: conv k5 -> GroupNorm -> SiLU -> conv k1; then the rows [H, C_out] out of the layout.
-  conv_forward(head0_, rows, buf[0], length, buf[1]);
+  conv_forward(head0_, rows, buf[0], length, buf[1], m);
   norm_silu(rows, buf[1], head0_.out, length, head_gamma_.data(), head_beta_.data(), nullptr, w.affine, true);
-  conv_forward(head3_, rows, buf[1], length, buf[2]);
+  conv_forward(head3_, rows, buf[1], length, buf[2], m);
   const size_t ld_out = ldc(out_channels_);
   for (int r = 0; r < rows; ++r) {
     const float* src = buf[2] + static_cast<size_t>(r) * row_floats_ + kMargin * ld_out;

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "format/model_file.h"
@@ -36,9 +37,11 @@ class CpuUnet {
 
   // For r < rows (<= kMaxRows): out + r ldo = [H, out_channels] row-major = unet(windows[r]
   // ([H, in_channels] row-major), level t = k - 1, x0 [dx], conds[r] [cond_dim]). scratch:
-  // scratch_floats() floats, not shared with a concurrent call.
+  // scratch_floats() floats, not shared with a concurrent call. fast: the fast numeric mode, every
+  // layer's inputs rounded to bfloat16 (the convolutions on AMX tiles where the CPU has them and
+  // the weights are bfloat16: cpu/amx.h).
   void forward(int rows, const float* const* windows, int t, const float* x0, const float* const* conds,
-               float* out, size_t ldo, float* scratch) const;
+               float* out, size_t ldo, float* scratch, bool fast = false) const;
 
  private:
   // A convolution as dense layers: stride 1 or 2 (gemm) or transposed (gemm: even, odd).
@@ -66,6 +69,10 @@ class CpuUnet {
     Conv up;  // transposed k4 stride 2 padding 1
   };
   struct Work;  // forward's pointers into the scratch
+  struct Mode {  // the numeric mode of a forward call
+    bool fast = false;
+    uint16_t* half = nullptr;  // [kMaxRows][row_floats_] bfloat16 scratch for AMX convolutions
+  };
   size_t carve(float* base, Work* w) const;
 
   const NamedTensor& find(const std::vector<NamedTensor>& tensors, const std::string& name) const;
@@ -76,14 +83,22 @@ class CpuUnet {
   Block block(const std::vector<NamedTensor>& t, const std::string& p, int in, int out) const;
 
   // y = conv(x) over every row, x and y [rows][row_floats_] in the padded layout; length: of x.
-  void conv_forward(const Conv& c, int rows, const float* x, int length, float* y) const;
-  void down_forward(const Conv& c, int rows, const float* x, int length, float* y) const;  // -> length / 2
-  void up_forward(const Conv& c, int rows, const float* x, int length, float* y) const;    // -> 2 length
+  void conv_forward(const Conv& c, int rows, const float* x, int length, float* y, const Mode& m) const;
+  void down_forward(const Conv& c, int rows, const float* x, int length, float* y, const Mode& m) const;  // -> L / 2
+  void up_forward(const Conv& c, int rows, const float* x, int length, float* y, const Mode& m) const;    // -> 2 L
+  // The bfloat16 copy of x's rows (length positions and the margins, ld channels) in m.half when
+  // the fast mode runs layer d on AMX tiles, else nullptr.
+  const uint16_t* amx_input(const PackedDense& d, int rows, const float* x, int length, size_t ld, const Mode& m) const;
+  // For rows r < rows and output positions p < positions: y + r row_floats_ + y_at + p ldy =
+  // d(window p of row r), window p the d.in inputs from x + r row_floats_ + x_at + p step (from h,
+  // the rows in bfloat16, when given: AMX tiles, two rows sharing each weight tile).
+  void conv_rows(const PackedDense& d, int rows, const float* x, const uint16_t* h, size_t x_at, size_t step,
+                 int positions, float* y, size_t y_at, size_t ldy, bool fast) const;
   // GroupNorm (and FiLM from film [rows][ld_film_], when given), then SiLU if asked, in place.
   void norm_silu(int rows, float* x, int channels, int length, const float* gamma, const float* beta,
                  const float* film, float* affine, bool apply_silu) const;
   void block_forward(const Block& b, const Work& w, int rows, const float* x, int length, float* out,
-                     float* t1, float* t3) const;
+                     float* t1, float* t3, const Mode& m) const;
 
   int horizon_ = 0, dim_ = 0, in_channels_ = 0, out_channels_ = 0, context_ = 0, embed_ = 0;
   PackedDense time0_, time2_, embed_layers_[2][2];

@@ -67,10 +67,11 @@ struct SelectParams {
 // y[r, j] = epilogue(b[j] + sum_i W[j, i] x[r, i]) for r < rows; R = rows at most. wt: the
 // transposed weight, [round4(in), round4(out)] with zero padding, so the padding lanes of x
 // (finite: shared memory is zeroed at the start) add nothing. part: [S R, round4(out)] scratch.
-// epilogue 0: linear, 1: SiLU, 2: x[r, j] + SiLU (residual; in == out).
+// epilogue 0: linear, 1: SiLU, 2: x[r, j] + SiLU (residual; in == out). fast: the fast numeric
+// mode, x rounded to bfloat16 before its products (the residual is not).
 template <int R>
 __device__ void dense(const float* __restrict__ wt, const float* __restrict__ b, int in, int out, const float* x,
-                      int ldx, int rows, float* y, int ldy, int epilogue, float* part) {
+                      int ldx, int rows, float* y, int ldy, int epilogue, float* part, bool fast) {
   const DenseSplit d = dense_split(in, out, static_cast<int>(blockDim.x));
   const int G = d.G, ldw = d.ldw, Q = d.Q, S = d.S, L = d.L;  // see layout.h
   for (int task = threadIdx.x; task < G * S; task += blockDim.x) {
@@ -85,7 +86,9 @@ __device__ void dense(const float* __restrict__ wt, const float* __restrict__ b,
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         if (r >= rows) continue;
-        const float4 v = *reinterpret_cast<const float4*>(x + r * ldx + 4 * q);
+        float4 v = *reinterpret_cast<const float4*>(x + r * ldx + 4 * q);
+        if (fast) v = make_float4(math::bf16_round(v.x), math::bf16_round(v.y), math::bf16_round(v.z),
+                                  math::bf16_round(v.w));
         acc[r][0] = fmaf(v.w, w3.x, fmaf(v.z, w2.x, fmaf(v.y, w1.x, fmaf(v.x, w0.x, acc[r][0]))));
         acc[r][1] = fmaf(v.w, w3.y, fmaf(v.z, w2.y, fmaf(v.y, w1.y, fmaf(v.x, w0.y, acc[r][1]))));
         acc[r][2] = fmaf(v.w, w3.z, fmaf(v.z, w2.z, fmaf(v.y, w1.z, fmaf(v.x, w0.z, acc[r][2]))));
@@ -116,19 +119,19 @@ __device__ void dense(const float* __restrict__ wt, const float* __restrict__ b,
 // out[r] = net(in[r]) for r < rows; h0, h1: [R, ld_h] scratch. Ends synchronized.
 template <int R>
 __device__ void mlp(const DeviceMlp& net, const float* in, int ld_in, int rows, float* h0, float* h1, int ld_h,
-                    float* out, int ld_out, float* part) {
-  dense<R>(net.weight[0], net.bias[0], net.dims[0], net.dims[1], in, ld_in, rows, h0, ld_h, 1, part);
+                    float* out, int ld_out, float* part, bool fast) {
+  dense<R>(net.weight[0], net.bias[0], net.dims[0], net.dims[1], in, ld_in, rows, h0, ld_h, 1, part, fast);
   float* cur = h0;
   float* next = h1;
   for (int l = 1; l < net.dense - 1; ++l) {
-    dense<R>(net.weight[l], net.bias[l], net.dims[l], net.dims[l + 1], cur, ld_h, rows, next, ld_h, 2, part);
+    dense<R>(net.weight[l], net.bias[l], net.dims[l], net.dims[l + 1], cur, ld_h, rows, next, ld_h, 2, part, fast);
     float* t = cur;
     cur = next;
     next = t;
   }
   const int last = net.dense - 1;
   dense<R>(net.weight[last], net.bias[last], net.dims[last], net.dims[last + 1], cur, ld_h, rows, out, ld_out, 0,
-           part);
+           part, fast);
 }
 
 // The fixed state dimensions (p.pinned) of every planned state back to x_0's values; nothing
@@ -227,7 +230,7 @@ struct MlpFamily {
       b.in[r * p.ld_in + i] = v;
     }
     __syncthreads();
-    mlp<2 * CPB>(p.dynamics, b.in, p.ld_in, rows, b.h0, b.h1, p.ld_h, eps, p.ld_out, b.part);
+    mlp<2 * CPB>(p.dynamics, b.in, p.ld_in, rows, b.h0, b.h1, p.ld_h, eps, p.ld_out, b.part, p.r.fast_numerics);
   }
 
   // [flatten(tau'), x_0, c, emb(k)]
@@ -240,7 +243,7 @@ struct MlpFamily {
       b.in[r * p.ld_in + i] = i < HD ? tau[(r % cnt) * p.ld_tau + i] : tail_at(p, x0, r, cnt, i - HD, emb);
     }
     __syncthreads();
-    mlp<2 * CPB>(p.planner, b.in, p.ld_in, rows, b.h0, b.h1, p.ld_h, eps, p.ld_out, b.part);
+    mlp<2 * CPB>(p.planner, b.in, p.ld_in, rows, b.h0, b.h1, p.ld_h, eps, p.ld_out, b.part, p.r.fast_numerics);
   }
 };
 
@@ -253,12 +256,14 @@ struct UnetFamily {
 
   __device__ static void dynamics(const PlanParams& p, const BlockBuffers& b, const float* tau, int cnt, int rows,
                                   int k, const float* x0, const float*, float* eps) {
-    unet_forward(p.unets[1], rows, tau, p.ld_tau, cnt, k - 1, x0, p.r.cond, eps, p.ld_out, b.scratch);
+    unet_forward(p.unets[1], rows, tau, p.ld_tau, cnt, k - 1, x0, p.r.cond, eps, p.ld_out, b.scratch,
+                 p.r.fast_numerics);
   }
 
   __device__ static void planner(const PlanParams& p, const BlockBuffers& b, const float* tau, int cnt, int rows,
                                  int k, const float* x0, const float*, float* eps) {
-    unet_forward(p.unets[0], rows, tau, p.ld_tau, cnt, k - 1, x0, p.r.cond, eps, p.ld_out, b.scratch);
+    unet_forward(p.unets[0], rows, tau, p.ld_tau, cnt, k - 1, x0, p.r.cond, eps, p.ld_out, b.scratch,
+                 p.r.fast_numerics);
   }
 };
 
@@ -337,7 +342,7 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
         in[r * p.ld_rin + i] = i < dx ? (t == 0 ? x0[i] : win[(t - 1) * D + i]) : win[t * D + i];
       }
       __syncthreads();
-      mlp<kRankRows>(p.reward, in, p.ld_rin, rr, h0, h1, p.ld_rh, eps, p.ld_rout, part);
+      mlp<kRankRows>(p.reward, in, p.ld_rin, rr, h0, h1, p.ld_rh, eps, p.ld_rout, part, p.r.fast_numerics);
       if (threadIdx.x == 0) {
         for (int r = 0; r < rr; ++r) {
           const int t = t0 + r;
@@ -347,7 +352,7 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
       }
       __syncthreads();
       if (p.has_cost) {
-        mlp<kRankRows>(p.cost, in, p.ld_rin, rr, h0, h1, p.ld_rh, eps, p.ld_rout, part);
+        mlp<kRankRows>(p.cost, in, p.ld_rin, rr, h0, h1, p.ld_rh, eps, p.ld_rout, part, p.r.fast_numerics);
         if (threadIdx.x == 0) {
           for (int r = 0; r < rr; ++r) cost_acc += eps[r * p.ld_rout] * gamma[t0 + r];
         }

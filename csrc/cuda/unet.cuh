@@ -18,6 +18,7 @@
 
 #include "cuda/layout.h"
 #include "cuda/unet_net.h"
+#include "math/bf16.h"
 #include "math/update.h"
 
 namespace mpd::cuda {
@@ -31,14 +32,17 @@ namespace mpd::cuda {
 #define MPD_WEIGHT(p) (*(p))
 #endif
 
-// y[r, o] = b[o] + sum_i w[o, i] x[r, i] for r < rows, SiLU when asked.
+// A layer's input: rounded to bfloat16 in the fast numeric mode (math/bf16.h), as is.
+__device__ inline float layer_input(float x, bool fast) { return fast ? math::bf16_round(x) : x; }
+
+// y[r, o] = b[o] + sum_i w[o, i] x[r, i] for r < rows, SiLU when asked; fast: inputs rounded.
 __device__ inline void unet_linear(const DevLinear& f, const float* x, int ldx, int rows, float* y, int ldy,
-                                   bool apply_silu) {
+                                   bool apply_silu, bool fast) {
   for (int q = threadIdx.x; q < rows * f.out; q += blockDim.x) {
     const int r = q / f.out, o = q % f.out;
     const float* xr = x + static_cast<size_t>(r) * ldx;
     float acc = MPD_WEIGHT(f.b + o);
-    for (int i = 0; i < f.in; ++i) acc = fmaf(MPD_WEIGHT(f.w + static_cast<size_t>(i) * f.out + o), xr[i], acc);
+    for (int i = 0; i < f.in; ++i) acc = fmaf(MPD_WEIGHT(f.w + static_cast<size_t>(i) * f.out + o), layer_input(xr[i], fast), acc);
     y[static_cast<size_t>(r) * ldy + o] = apply_silu ? math::silu(acc) : acc;
   }
   __syncthreads();
@@ -47,7 +51,7 @@ __device__ inline void unet_linear(const DevLinear& f, const float* x, int ldx, 
 // x [rows][L][in] -> y [rows][L / stride][out]: output l reads positions stride l + j - pad for
 // taps j (zero outside [0, L)). The network's convolutions: stride 1 with pad kernel / 2 ("same"),
 // and the down convolution, kernel 3, stride 2, pad 0 (positions 2l..2l+2, zero past the end).
-__device__ inline void unet_conv(const DevConv& c, const float* x, int L, int act, int rows, float* y,
+__device__ inline void unet_conv(const DevConv& c, const float* x, int L, int act, int rows, float* y, bool fast,
                                  int stride = 1) {
   const int pad = stride == 1 ? c.kernel / 2 : 0, out_len = L / stride, per_row = out_len * c.out;
   for (int q = threadIdx.x; q < rows * per_row; q += blockDim.x) {
@@ -59,7 +63,7 @@ __device__ inline void unet_conv(const DevConv& c, const float* x, int L, int ac
       if (at < 0 || at >= L) continue;
       const float* xp = xr + static_cast<size_t>(at) * c.in;
       const float* w = c.w + static_cast<size_t>(j) * c.in * c.out + o;
-      for (int i = 0; i < c.in; ++i) acc = fmaf(MPD_WEIGHT(w + static_cast<size_t>(i) * c.out), xp[i], acc);
+      for (int i = 0; i < c.in; ++i) acc = fmaf(MPD_WEIGHT(w + static_cast<size_t>(i) * c.out), layer_input(xp[i], fast), acc);
     }
     y[static_cast<size_t>(r) * act + static_cast<size_t>(l) * c.out + o] = acc;
   }
@@ -68,7 +72,7 @@ __device__ inline void unet_conv(const DevConv& c, const float* x, int L, int ac
 
 // Transposed, kernel 4, stride 2, padding 1 (w [in, out, 4]) -> 2 L positions: output 2a =
 // x[a - 1] w[., ., 3] + x[a] w[., ., 1]; output 2a + 1 = x[a] w[., ., 2] + x[a + 1] w[., ., 0].
-__device__ inline void unet_up(const DevConv& c, const float* x, int L, int act, int rows, float* y) {
+__device__ inline void unet_up(const DevConv& c, const float* x, int L, int act, int rows, float* y, bool fast) {
   const int per_row = 2 * L * c.out;
   for (int q = threadIdx.x; q < rows * per_row; q += blockDim.x) {
     const int r = q / per_row, m = (q % per_row) / c.out, o = q % c.out;
@@ -81,7 +85,7 @@ __device__ inline void unet_up(const DevConv& c, const float* x, int L, int act,
       if (positions[s] < 0 || positions[s] >= L) continue;
       const float* xp = xr + static_cast<size_t>(positions[s]) * c.in;
       const float* w = c.w + static_cast<size_t>(taps[s]) * c.in * c.out + o;
-      for (int i = 0; i < c.in; ++i) acc = fmaf(MPD_WEIGHT(w + static_cast<size_t>(i) * c.out), xp[i], acc);
+      for (int i = 0; i < c.in; ++i) acc = fmaf(MPD_WEIGHT(w + static_cast<size_t>(i) * c.out), layer_input(xp[i], fast), acc);
     }
     y[static_cast<size_t>(r) * act + static_cast<size_t>(m) * c.out + o] = acc;
   }
@@ -134,21 +138,22 @@ __device__ inline void unet_norm(float* x, int C, int L, int act, int rows, cons
 
 // A residual block with FiLM: x -> out, t1 and t3 scratch activations.
 __device__ inline void unet_block(const DevUnet& net, const DevBlock& b, float* base, const float* x, int L,
-                                  int rows, float* out, float* t1, float* t3) {
+                                  int rows, float* out, float* t1, float* t3, bool fast) {
   const UnetScratch& u = net.scratch;
   const DevFilmConv* films[2] = {&b.first, &b.second};
   for (int i = 0; i < 2; ++i) {
     const DevFilmConv& f = *films[i];
     float* y = i == 0 ? t1 : out;
-    unet_conv(f.conv, i == 0 ? x : t1, L, u.act, rows, y);
-    unet_linear(f.film0, base + u.ctx, round4(u.context), rows, base + u.hid, u.hidden, true);
-    unet_linear(f.film2, base + u.hid, u.hidden, rows, base + u.film, round4(2 * u.max_channels), false);
+    unet_conv(f.conv, i == 0 ? x : t1, L, u.act, rows, y, fast);
+    unet_linear(f.film0, base + u.ctx, round4(u.context), rows, base + u.hid, u.hidden, true, fast);
+    unet_linear(f.film2, base + u.hid, u.hidden, rows, base + u.film, round4(2 * u.max_channels), false,
+                fast);
     unet_norm(y, f.conv.out, L, u.act, rows, f.gamma, f.beta, base + u.film, round4(2 * u.max_channels),
               base + u.stats, false);
   }
   const float* skip = x;
   if (b.has_skip) {
-    unet_conv(b.skip, x, L, u.act, rows, t3);
+    unet_conv(b.skip, x, L, u.act, rows, t3, fast);
     skip = t3;
   }
   const int C = b.second.conv.out, per_row = L * C;
@@ -161,9 +166,11 @@ __device__ inline void unet_block(const DevUnet& net, const DevBlock& b, float* 
 
 // out + r ldo = [H, out_channels] = unet(window of row r, level t = k - 1, x0, condition of row r)
 // for r < rows (<= kUnetRows): row r's window is windows + (r % count) ld_window; rows >= count
-// are unconditional (condition 0). base: the block's scratch (net.scratch.total floats).
+// are unconditional (condition 0). base: the block's scratch (net.scratch.total floats). fast:
+// the fast numeric mode (every layer's inputs rounded to bfloat16).
 __device__ inline void unet_forward(const DevUnet& net, int rows, const float* windows, int ld_window, int count,
-                                    int t, const float* x0, const float* cond, float* out, int ldo, float* base) {
+                                    int t, const float* x0, const float* cond, float* out, int ldo, float* base,
+                                    bool fast) {
   const UnetScratch& u = net.scratch;
   const int H = net.horizon, dim = net.dim, embed = net.embed, ld_ctx = round4(u.context);
   float* ctx = base + u.ctx;
@@ -178,10 +185,10 @@ __device__ inline void unet_forward(const DevUnet& net, int rows, const float* w
     hid2[half + j] = cosf(angle);
   }
   __syncthreads();
-  unet_linear(net.time0, hid2, 0, 1, hid, u.hidden, true);
-  unet_linear(net.time2, hid, 0, 1, ctx, ld_ctx, false);
-  unet_linear(net.embeds[0][0], x0, 0, 1, hid, u.hidden, true);
-  unet_linear(net.embeds[0][1], hid, 0, 1, ctx + dim, ld_ctx, false);
+  unet_linear(net.time0, hid2, 0, 1, hid, u.hidden, true, fast);
+  unet_linear(net.time2, hid, 0, 1, ctx, ld_ctx, false, fast);
+  unet_linear(net.embeds[0][0], x0, 0, 1, hid, u.hidden, true, fast);
+  unet_linear(net.embeds[0][1], hid, 0, 1, ctx + dim, ld_ctx, false, fast);
   for (int q = threadIdx.x; q < rows * net.cond_dim; q += blockDim.x) {
     const int r = q / net.cond_dim, i = q % net.cond_dim;
     hid2[r * net.cond_dim + i] = r < count ? cond[i] : 0.0f;
@@ -190,8 +197,8 @@ __device__ inline void unet_forward(const DevUnet& net, int rows, const float* w
     ctx[(1 + q / (dim + embed)) * ld_ctx + q % (dim + embed)] = ctx[q % (dim + embed)];
   }
   __syncthreads();
-  unet_linear(net.embeds[1][0], hid2, net.cond_dim, rows, hid, u.hidden, true);
-  unet_linear(net.embeds[1][1], hid, u.hidden, rows, ctx + dim + embed, ld_ctx, false);
+  unet_linear(net.embeds[1][0], hid2, net.cond_dim, rows, hid, u.hidden, true, fast);
+  unet_linear(net.embeds[1][1], hid, u.hidden, rows, ctx + dim + embed, ld_ctx, false, fast);
 
   float* buf[4] = {base + u.buf[0], base + u.buf[1], base + u.buf[2], base + u.buf[3]};
   const int C_in = net.in_channels;
@@ -203,8 +210,8 @@ __device__ inline void unet_forward(const DevUnet& net, int rows, const float* w
   __syncthreads();
   int length = H;
   for (int i = 0; i < net.levels; ++i) {
-    unet_block(net, net.down0[i], base, buf[0], length, rows, buf[1], buf[2], buf[3]);
-    unet_block(net, net.down1[i], base, buf[1], length, rows, buf[0], buf[2], buf[3]);
+    unet_block(net, net.down0[i], base, buf[0], length, rows, buf[1], buf[2], buf[3], fast);
+    unet_block(net, net.down1[i], base, buf[1], length, rows, buf[0], buf[2], buf[3], fast);
     const int n = length * net.down1[i].second.conv.out;
     for (int q = threadIdx.x; q < rows * n; q += blockDim.x) {
       const int r = q / n;
@@ -212,15 +219,15 @@ __device__ inline void unet_forward(const DevUnet& net, int rows, const float* w
     }
     __syncthreads();
     if (i + 1 < net.levels) {
-      unet_conv(net.down[i], buf[0], length, u.act, rows, buf[1], 2);
+      unet_conv(net.down[i], buf[0], length, u.act, rows, buf[1], fast, 2);
       float* swap = buf[0];
       buf[0] = buf[1];
       buf[1] = swap;
       length /= 2;
     }
   }
-  unet_block(net, net.mid0, base, buf[0], length, rows, buf[1], buf[2], buf[3]);
-  unet_block(net, net.mid1, base, buf[1], length, rows, buf[0], buf[2], buf[3]);
+  unet_block(net, net.mid0, base, buf[0], length, rows, buf[1], buf[2], buf[3], fast);
+  unet_block(net, net.mid1, base, buf[1], length, rows, buf[0], buf[2], buf[3], fast);
   int channels = net.mid1.second.conv.out;
   for (int j = 0; j + 1 < net.levels; ++j) {
     // [h; kept] along the channels (h first), per position.
@@ -234,17 +241,17 @@ __device__ inline void unet_forward(const DevUnet& net, int rows, const float* w
                         : kept[static_cast<size_t>(r) * u.kept_row + static_cast<size_t>(l) * skip + ch - channels];
     }
     __syncthreads();
-    unet_block(net, net.up0[j], base, buf[1], length, rows, buf[0], buf[2], buf[3]);
-    unet_block(net, net.up1[j], base, buf[0], length, rows, buf[1], buf[2], buf[3]);
-    unet_up(net.up[j], buf[1], length, u.act, rows, buf[0]);
+    unet_block(net, net.up0[j], base, buf[1], length, rows, buf[0], buf[2], buf[3], fast);
+    unet_block(net, net.up1[j], base, buf[0], length, rows, buf[1], buf[2], buf[3], fast);
+    unet_up(net.up[j], buf[1], length, u.act, rows, buf[0], fast);
     length *= 2;
     channels = net.up[j].out;
   }
   // Head: conv k5 -> GroupNorm -> SiLU -> conv k1, then the rows [H, C_out] out.
-  unet_conv(net.head0, buf[0], length, u.act, rows, buf[1]);
+  unet_conv(net.head0, buf[0], length, u.act, rows, buf[1], fast);
   unet_norm(buf[1], net.head0.out, length, u.act, rows, net.head_gamma, net.head_beta, nullptr, 0, base + u.stats,
             true);
-  unet_conv(net.head3, buf[1], length, u.act, rows, buf[2]);
+  unet_conv(net.head3, buf[1], length, u.act, rows, buf[2], fast);
   const int n = H * net.out_channels;
   for (int q = threadIdx.x; q < rows * n; q += blockDim.x) {
     out[static_cast<size_t>(q / n) * ldo + q % n] = buf[2][static_cast<size_t>(q / n) * u.act + q % n];

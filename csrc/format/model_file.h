@@ -18,7 +18,7 @@
 
 namespace mpd {
 
-constexpr int kModelFormatVersion = 4;  // versions 1 to 3 still load (options.def: each option's `since`)
+constexpr int kModelFormatVersion = 5;  // versions 1 to 4 still load (options.def: each option's `since`)
 // The metadata key of the content digest (python/mpdiffuser/digest.py DIGEST_KEY): a file that has
 // it must match it; one without it loads unverified (mpd_model_info.digest_verified = 0).
 constexpr const char* kDigestKey = "digest.sha256";

@@ -241,7 +241,7 @@ def reference_gpu_times(reference, x0, options: SamplerOptions, iters: int, seed
 
     def plan():
         tau = reference.sample_windows(x0, seed, options, draws=draws)
-        return tau, reference.rank_tensors(x0, tau, options.discount)
+        return tau, reference.rank_tensors(x0, tau, options.discount, bool(options.fast_numerics))
 
     for _ in range(3):
         plan()

@@ -8,7 +8,7 @@ for the CDF normalizer also ``normalizer.{state,action}_quantiles`` [dim, Q], wh
 columns are low and high),
 and string metadata:
 
-    format = "mpdiffuser.model", format_version = "4", schedule = "cosine", env_id,
+    format = "mpdiffuser.model", format_version = "5", schedule = "cosine", env_id,
     state_dim, action_dim, cond_dim, horizon, num_steps, width, layers, ranker_width,
     ranker_layers, reward_outputs, has_cost ("0"/"1"), cost_scale, return_low, return_high,
     return_discount, condition_dropout,
@@ -16,14 +16,16 @@ and string metadata:
     return_condition, termination_penalty,
     fixed_state_dims ("" or increasing state dimensions that every plan keeps at x_0's value:
     a goal-conditioned robot's desired goal; version 4),
-    default.<option> for every SamplerOptions field ("none" for an unset cost limit or budget),
+    default.<option> for every SamplerOptions field ("none" for an unset cost limit or budget;
+    fast_numerics from version 5),
     digest.sha256 (the content digest of everything else, mpdiffuser.digest; both readers verify it).
 
 Version 1 files (before prediction, normalizer, return condition, temperature and warm start)
 still load: they are epsilon-prediction, min-max models, and their missing sampler defaults are
 temperature 1 and a cold start, which is how they were sampled. Every option newer than a file
 takes its `legacy` value from the option table (csrc/include/mpdiffuser/options.def): version 2
-files (before max_plan_ms) plan with no deadline; files before version 4 fix no state dimension.
+files (before max_plan_ms) plan with no deadline; files before version 4 fix no state dimension;
+files before version 5 plan in the exact numeric mode (fast_numerics 0).
 
 Numbers are written with repr(), which round-trips float64 exactly.
 """
@@ -42,8 +44,8 @@ from mpdiffuser.config import (ARCHITECTURES, LEGACY_MODEL_FIELDS, MODEL_NAMES, 
 from mpdiffuser.digest import DIGEST_KEY, content_digest, file_content_digest, read_header, stored_and_actual
 
 FORMAT = "mpdiffuser.model"
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+FORMAT_VERSION = 5
+READABLE_VERSIONS = tuple(range(1, FORMAT_VERSION + 1))
 # The model keys format version 2 added (csrc/format/model_file.h: kVersion2Keys; a test holds both readers to them).
 VERSION_2_KEYS = ("prediction", "normalizer", "normalizer_quantiles", "return_condition", "termination_penalty")
 # Metadata only Python reads: the condition's scale and the training settings, which rebuild the

@@ -1,13 +1,16 @@
 // The CPU backend's building blocks: vector exp/SiLU against libm, and the packed dense layer
 // against a plain double-precision loop for every row count (so every register-block tail), with
-// bit-identical rows whatever the number of rows in the call.
+// bit-identical rows whatever the number of rows in the call; the fast numeric mode's rounding of
+// the inputs, and the AMX tiles against the vector kernel on the same rounded inputs.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
 #include "check.h"
+#include "cpu/amx.h"
 #include "cpu/dense.h"
+#include "math/bf16.h"
 #include "model_writer.h"
 
 using namespace mpd::cpu;
@@ -109,5 +112,94 @@ int main() {
       for (int o = 0; o < 19; ++o) CHECK(got[r * ldo + o] == want[r * ldo + o]);
     }
   }
+
+  // The fast numeric mode: dense_forward with round_inputs gives the bits of the exact mode on
+  // inputs rounded to bfloat16 first, for float32 and bfloat16 panels and every row count.
+  std::vector<float> xr(x);
+  for (float& v : xr) v = mpd::math::bf16_round(v);
+  CHECK(mpd::math::bf16_round(1.0f + 1.0f / 256.0f) == 1.0f);                // a tie: to even
+  CHECK(mpd::math::bf16_round(1.0f + 3.0f / 256.0f) == 1.0f + 4.0f / 256.0f);  // a tie: to even (up)
+  CHECK(mpd::math::bf16_round(1.0f + 1.5f / 256.0f) == 1.0f + 2.0f / 256.0f);  // above the tie: up
+  CHECK(std::isnan(mpd::math::bf16_round(std::nanf(""))));
+  for (const PackedMlp* m : {static_cast<const PackedMlp*>(&single), &half}) {
+    const PackedDense& d = m->layers[0];
+    const size_t ldy = static_cast<size_t>(d.out_padded);
+    std::vector<float> a(max_rows * ldy), b(max_rows * ldy);
+    for (int rows = 1; rows <= max_rows; ++rows) {
+      dense_forward(d, x.data(), ldx, rows, Epilogue::kSilu, nullptr, 0, a.data(), ldy, /*round_inputs=*/true);
+      dense_forward(d, xr.data(), ldx, rows, Epilogue::kSilu, nullptr, 0, b.data(), ldy);
+      for (size_t e = 0; e < static_cast<size_t>(rows) * ldy; ++e) CHECK(a[e] == b[e]);
+    }
+  }
+
+  // to_bf16 (vectorized) gives math::bf16_round's bits for ties, NaN, infinities and random floats.
+  {
+    std::vector<float> v = {1.0f + 1.0f / 256.0f, 1.0f + 3.0f / 256.0f, -2.5e-39f, 3.4e38f, std::nanf(""),
+                            -std::nanf(""), INFINITY, -INFINITY, 0.0f, -0.0f};
+    for (int i = 0; i < 1000; ++i) v.push_back(testing::next_uniform(&rng) * 1e4f);
+    std::vector<uint16_t> h(v.size());
+    to_bf16(v.data(), v.size(), h.data());
+    for (size_t e = 0; e < v.size(); ++e) {
+      uint32_t bits;
+      std::memcpy(&bits, &v[e], sizeof bits);
+      CHECK(h[e] == static_cast<uint16_t>(mpd::math::bf16_round_bits(bits) >> 16));
+    }
+  }
+
+  // AMX tiles (where this CPU has them): a convolution-shaped bfloat16 layer, in = 3 x 64 inputs
+  // (three taps of 64 channels), rows overlapping by two taps (lda = 64), 1..16 rows, out = 45.
+  // The tile sums the same exact products in float32 in another order, so each output is within
+  // 2 n u sum |a_i w_i| of the vector kernel's (n = in + 1 terms, u = 2^-24; each order's error is
+  // at most n u sum |terms|).
+  if (!amx_available()) {
+    std::printf("AMX: not available on this CPU or OS, tile test skipped\n");
+    return check::exit_code();
+  }
+  const int in = 192, out = 45, channels = 64, positions = 16;
+  std::vector<float> wc(static_cast<size_t>(in) * out), bc(out);
+  for (float& v : wc) v = mpd::math::bf16_round(testing::next_uniform(&rng) * 0.2f);
+  for (float& v : bc) v = testing::next_uniform(&rng) * 0.1f;
+  const PackedDense conv = pack_dense(wc.data(), bc.data(), in, out);
+  CHECK(conv.bf16 && amx_fits(conv));
+  const size_t span = static_cast<size_t>(positions + 2) * channels;  // every row's window inside it
+  std::vector<float> act(span);
+  for (float& v : act) v = testing::next_uniform(&rng) * 2.0f;
+  std::vector<uint16_t> act16(span);
+  to_bf16(act.data(), span, act16.data());
+  const size_t ldy = static_cast<size_t>(conv.out_padded);
+  std::vector<float> tile(positions * ldy, -1.0f), vec(positions * ldy), tile2(2 * positions * ldy, -1.0f);
+  double worst_tile = 0.0;
+  for (int rows = 1; rows <= positions; ++rows) {
+    const uint16_t* a = act16.data();
+    float* y = tile.data();
+    amx_dense(conv, 1, &a, channels, rows, &y, ldy);
+    // Two batches sharing the weight tiles: the second (rows one position later) gives the bits
+    // of a single-batch call on its rows, the first those of `tile`.
+    const uint16_t* a2[2] = {act16.data(), act16.data() + channels};
+    float* y2[2] = {tile2.data(), tile2.data() + positions * ldy};
+    amx_dense(conv, 2, a2, channels, rows, y2, ldy);
+    for (size_t e = 0; e < static_cast<size_t>(rows) * ldy; ++e) CHECK(tile2[e] == tile[e]);
+    for (int r = 0; r + 1 < rows; ++r) {
+      for (size_t o = 0; o < ldy; ++o) CHECK(y2[1][r * ldy + o] == tile[(r + 1) * ldy + o]);
+    }
+    dense_forward(conv, act.data(), channels, rows, Epilogue::kLinear, nullptr, 0, vec.data(), ldy, true);
+    for (int r = 0; r < rows; ++r) {
+      for (int o = 0; o < conv.out_padded; ++o) {
+        double bound = std::fabs(bc[o < out ? o : 0]);
+        if (o < out) {
+          for (int i = 0; i < in; ++i) {
+            bound += std::fabs(mpd::math::bf16_round(act[static_cast<size_t>(r) * channels + i]) *
+                               static_cast<double>(wc[static_cast<size_t>(o) * in + i]));
+          }
+        }
+        bound *= 2.0 * (in + 1) * std::ldexp(1.0, -24);
+        const double diff = std::fabs(static_cast<double>(tile[r * ldy + o]) - vec[r * ldy + o]);
+        worst_tile = std::fmax(worst_tile, diff / (bound + 1e-30));
+        CHECK(diff <= bound);
+        if (o >= out) CHECK(tile[r * ldy + o] == 0.0f);  // padding columns: zero
+      }
+    }
+  }
+  std::printf("AMX tiles vs the vector kernel: worst error / bound %.3g\n", worst_tile);
   return check::exit_code();
 }

@@ -10,7 +10,11 @@
 // at most twice one backend's deviation from exact arithmetic, measured on these models by
 // benchmarks/diagnostics/float32_error.py (benchmarks/results/float32_error_tiny*.json): up to
 // 1.04e-4 for the mlp at N <= 64 and 6.71e-5 for the unet (the difference of two float32 orders
-// with a dynamics schedule), so twice those, the GPU test's tolerances.
+// with a dynamics schedule), so twice those, the GPU test's tolerances. The fast numeric mode
+// (inputs of every layer rounded to bfloat16) is held to twice the distance between its plan and
+// the exact mode's instead, with the reasoning of cuda_unet_emulation_test.cpp (a float32
+// difference can land a rounded input on the other side of a bfloat16 boundary), and must move the
+// plan away from the exact mode's (the mode is on).
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -188,6 +192,30 @@ void check_model(const testing::TinyModel& spec, float tolerance) {
       }
     }
   }
+  // The fast numeric mode: kernel against the CPU backend, and against the exact mode.
+  float worst_fast = 0.0f, fast_moved = 0.0f;
+  for (uint32_t n : {1u, 5u}) {
+    mpd_options o;
+    mpd_model_default_options(model, &o);
+    o.num_candidates = n;
+    o.guidance = 1.7;
+    o.dynamics_weight = 0.5;
+    o.temperature = 0.05;
+    const Plan exact = cpu_plan(model, state, nullptr, 11, o, HD);
+    o.fast_numerics = 1;
+    const Plan want = cpu_plan(model, state, nullptr, 11, o, HD);
+    const Plan got = unet ? kernel_plan<1, true>(file, state, nullptr, 11, o)
+                          : kernel_plan<1, false>(file, state, nullptr, 11, o);
+    if (!unet) {
+      const Plan got4 = kernel_plan<4, false>(file, state, nullptr, 11, o);
+      CHECK(got4.windows == got.windows && got4.values == got.values);
+    }
+    worst_fast = std::fmax(worst_fast, max_abs(got.windows, want.windows));
+    fast_moved = std::fmax(fast_moved, max_abs(want.windows, exact.windows));
+  }
+  std::printf("  fast numeric mode: windows differ by <= %.3g, %.3g from the exact mode's\n", worst_fast, fast_moved);
+  CHECK(worst_fast <= 2.0f * fast_moved);
+  CHECK(fast_moved > tolerance);
   std::printf("%s %s%s%s%s: %d plans, windows differ by <= %.3g (tolerance %.3g), values by <= %.3g relative\n",
               spec.architecture.c_str(), spec.prediction.c_str(), spec.quantiles ? " cdf" : "",
               spec.has_cost ? " cost" : "", file.config.fixed_state_dims.empty() ? "" : " fixed dims", plans,

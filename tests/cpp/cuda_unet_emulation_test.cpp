@@ -10,6 +10,14 @@
 // rounding amplified through the network's layers; 1e-4 on outputs of order 1 is three orders
 // above what that rounding gives here (the measured difference is printed) and far below any
 // indexing or layout error, which moves outputs by their own size.
+//
+// The fast numeric mode (every layer's inputs rounded to bfloat16) is compared the same way. There
+// the two orders of the float32 sums can put an activation on either side of a bfloat16 rounding
+// boundary (a relative step of 2^-8 for that one input), whose effect is at most of the size of the
+// mode's own rounding (tests/python/sampling/test_fast_numerics.py measures it); most outputs
+// agree to float rounding. The checks: every output within twice the largest difference between
+// the fast and exact outputs, at most 5% of them above the exact mode's 1e-4, and the fast outputs
+// measurably different from the exact ones (the mode is on).
 #include <cmath>
 #include <cstdio>
 #include <vector>
@@ -57,7 +65,8 @@ void compare(const testing::TinyModel& spec) {
   for (float& v : windows) v = testing::next_uniform(&seed);
   for (float& v : x0) v = testing::next_uniform(&seed);
   for (float& v : cond) v = testing::next_uniform(&seed);
-  float worst = 0.0f;
+  float worst = 0.0f, worst_fast = 0.0f, fast_moved = 0.0f;
+  size_t fast_outputs = 0, fast_above = 0;
   for (const char* net : {"planner", "dynamics"}) {
     const bool planner = std::string(net) == "planner";
     mpd::cuda::DevUnet dev;
@@ -72,23 +81,38 @@ void compare(const testing::TinyModel& spec) {
         const float* row_windows[2] = {windows.data(), windows.data() + (count == 2 ? static_cast<size_t>(H) * D : 0)};
         const float* row_conds[2] = {cond.data(), count == 2 ? cond.data() : zeros.data()};
         const size_t ldo = static_cast<size_t>(H) * out_channels + 3;
-        std::vector<float> want(rows * ldo, 0.0f), got(rows * ldo, 0.0f);
+        std::vector<float> want(rows * ldo, 0.0f), got(rows * ldo, 0.0f), want_fast(rows * ldo, 0.0f),
+            got_fast(rows * ldo, 0.0f);
         cpu.forward(rows, row_windows, t, x0.data(), row_conds, want.data(), ldo, cpu_scratch.data());
         mpd::cuda::unet_forward(dev, rows, windows.data(), H * D, count, t, x0.data(), cond.data(), got.data(),
-                                static_cast<int>(ldo), gpu_scratch.data());
+                                static_cast<int>(ldo), gpu_scratch.data(), false);
+        cpu.forward(rows, row_windows, t, x0.data(), row_conds, want_fast.data(), ldo, cpu_scratch.data(), true);
+        mpd::cuda::unet_forward(dev, rows, windows.data(), H * D, count, t, x0.data(), cond.data(), got_fast.data(),
+                                static_cast<int>(ldo), gpu_scratch.data(), true);
         for (int r = 0; r < rows; ++r) {
           for (int e = 0; e < H * out_channels; ++e) {
             const float a = got[r * ldo + e], b = want[r * ldo + e];
             CHECK(std::isfinite(a));
             worst = std::fmax(worst, std::fabs(a - b) / std::fmax(1.0f, std::fabs(b)));
+            const float fa = got_fast[r * ldo + e], fb = want_fast[r * ldo + e];
+            CHECK(std::isfinite(fa));
+            const float d = std::fabs(fa - fb) / std::fmax(1.0f, std::fabs(fb));
+            worst_fast = std::fmax(worst_fast, d);
+            fast_above += d > 1e-4f;
+            ++fast_outputs;
+            fast_moved = std::fmax(fast_moved, std::fabs(fb - b) / std::fmax(1.0f, std::fabs(b)));
           }
         }
       }
     }
   }
-  std::printf("unet H=%d dim=%d levels=%zu cost=%d: largest difference %.3g\n", H, c.unet_dim, c.unet_mults.size(),
-              spec.has_cost, worst);
+  std::printf("unet H=%d dim=%d levels=%zu cost=%d: largest difference %.3g; fast mode %.3g (%zu of %zu above "
+              "1e-4), fast vs exact %.3g\n", H, c.unet_dim, c.unet_mults.size(), spec.has_cost, worst, worst_fast,
+              fast_above, fast_outputs, fast_moved);
   CHECK(worst <= 1e-4f);
+  CHECK(worst_fast <= 2.0f * fast_moved);
+  CHECK(fast_above * 20 <= fast_outputs);
+  CHECK(fast_moved > 1e-4f);
 }
 
 }  // namespace

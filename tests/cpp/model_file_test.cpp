@@ -109,7 +109,23 @@ int main() {
   stray.metadata_overrides = {{"normalizer", "minmax"}};
   expect_rejected(stray, "unexpected tensor");
 
-  expect_rejected(with_meta("format_version", "5"), "format version 5");
+  expect_rejected(with_meta("format_version", "6"), "format version 6");
+  // Format 5: default.fast_numerics (0 or 1), read as 0 from older files.
+  for (const char* mode : {"0", "1"}) {
+    testing::TinyModel v5;
+    v5.metadata_overrides = {{"format_version", "5"}, {"default.max_plan_ms", "0"}, {"fixed_state_dims", ""},
+                             {"default.fast_numerics", mode}};
+    mpd_model* m5 = nullptr;
+    const std::vector<uint8_t> v5_bytes = testing::write_model(v5);
+    CHECK(mpd_model_load_memory(v5_bytes.data(), v5_bytes.size(), &m5, nullptr, 0) == MPD_OK);
+    mpd_options o5;
+    CHECK(mpd_model_default_options(m5, &o5) == MPD_OK && o5.fast_numerics == static_cast<uint32_t>(mode[0] - '0'));
+    mpd_model_free(m5);
+  }
+  testing::TinyModel v5_bad;
+  v5_bad.metadata_overrides = {{"format_version", "5"}, {"default.max_plan_ms", "0"}, {"fixed_state_dims", ""},
+                               {"default.fast_numerics", "2"}};
+  expect_rejected(v5_bad, "fast_numerics");
   // Format 4: fixed_state_dims ("" or increasing state dimensions), required from version 4, refused before.
   for (const char* dims : {"", "0", "0,2"}) {
     testing::TinyModel v4;

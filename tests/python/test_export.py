@@ -29,7 +29,7 @@ def test_file_layout_follows_the_design(exported):
     m = bundle.spec.model
     with safe_open(str(path), framework="numpy") as f:
         meta, names = f.metadata(), set(f.keys())
-        assert meta["format"] == "mpdiffuser.model" and meta["format_version"] == "4"
+        assert meta["format"] == "mpdiffuser.model" and meta["format_version"] == "5"
         assert meta["fixed_state_dims"] == ""  # a robot without a goal: none
         assert meta["horizon"] == str(m.horizon) and meta["has_cost"] == "1" and meta["cond_dim"] == "2"
         assert meta["prediction"] == m.prediction and meta["normalizer"] == "minmax"
@@ -239,14 +239,15 @@ def test_version_2_files_load_with_the_options_added_since(exported, tmp_path):
         meta = dict(f.metadata())
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     newer = [spec for spec in OPTION_SPECS if spec.since > 2]
-    assert [spec.name for spec in newer] == ["max_plan_ms"]
+    assert [spec.name for spec in newer] == ["max_plan_ms", "fast_numerics"]
     added = {f"default.{s.name}" for s in newer} | {"fixed_state_dims"}  # and format 4's key
     v2 = {k: v for k, v in meta.items() if k not in added} | {"format_version": "2"}
     _write_model_file(tensors, v2, tmp_path / "v2.safetensors")
     _, _, defaults = read_model_file(tmp_path / "v2.safetensors")
-    assert defaults == options.replace(max_plan_ms=0.0)
+    assert defaults == options.replace(max_plan_ms=0.0, fast_numerics=0)
     native = _core.Model(str(tmp_path / "v2.safetensors"))
     assert native.info()["format_version"] == 2 and native.default_options().max_plan_ms == 0.0
+    assert native.default_options().fast_numerics == 0
     state = np.asarray(read_model_file(path)[0].states.low, np.float32)
     np.testing.assert_array_equal(Sampler(tmp_path / "v2.safetensors", "cpu").plan(state, 3).windows,
                                   Sampler(path, "cpu").plan(state, 3).windows)

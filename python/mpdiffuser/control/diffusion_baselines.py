@@ -209,6 +209,9 @@ class _BaselineSampler:
         """Checked options, x_0 rows [N, dx], the draw function z(step) -> [N, H, width] and sqrt(tau)."""
         options = check_options_type(options) or self.defaults
         options.check_for(self.num_steps, self.horizon)
+        if options.fast_numerics:
+            raise ValueError("fast_numerics: the Diffuser and Decision Diffuser baselines plan in the exact "
+                             "numeric mode only (fast_numerics=0)")
         x0 = self.spec.states.normalize(self.reference.check_state(state))
         n = options.num_candidates
         candidates = np.arange(n)

@@ -7,10 +7,17 @@ given x_0 and the window's actions (X' = (1 - lambda) X + lambda mu_k(X, o_phi))
 update denoises the corrected window one step (tau^{k-1} = mu_k(tau', o_theta) + sqrt(temperature)
 sigma_k z). The networks' outputs o are noise or clean-sample predictions (the model's
 `prediction`). Finally the ranker scores every candidate and the best (feasible) one is chosen.
+
+Numeric modes (option fast_numerics): 0, exact, is float32 throughout; 1, fast, rounds the input of
+every weight layer (linear, convolution, transposed convolution) of every network to bfloat16
+(nearest even) before its products, which a model file with bfloat16 weights makes exact products
+of two bfloat16 numbers summed in float32: the arithmetic of AMX tiles and tensor cores. Everything
+else (biases, normalization, the updates, the noise) stays float32.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +49,28 @@ class Plan:
     def action(self) -> np.ndarray:
         """[du] the first action u_0 in env units."""
         return self.actions[0]
+
+
+def _round_input_bf16(module, args):
+    x = args[0]
+    return (x.to(torch.bfloat16).to(x.dtype), *args[1:])
+
+
+WEIGHT_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.ConvTranspose1d)
+
+
+@contextlib.contextmanager
+def layer_numerics(networks, fast: bool):
+    """Within it, the weight layers of `networks` (modules, None skipped) run in the fast numeric
+    mode when `fast`: each rounds its input to bfloat16 (nearest even) first (module docstring)."""
+    handles = [] if not fast else [
+        layer.register_forward_pre_hook(_round_input_bf16)
+        for net in networks if net is not None for layer in net.modules() if isinstance(layer, WEIGHT_LAYERS)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def check_windows(windows, shape: tuple) -> np.ndarray:
@@ -173,7 +202,6 @@ class ReferenceSampler:
         cond = self._constant(("cond", options.return_target, options.cost_limit),
                               lambda: self.condition(options)).expand(N, -1)
         zero = torch.zeros_like(cond)
-        w, w_d, lam = float(options.guidance), float(options.dynamics_guidance), float(options.dynamics_weight)
         if draws is not None:
             z = lambda step: draws[step - 1]  # noqa: E731
         else:
@@ -188,6 +216,14 @@ class ReferenceSampler:
         else:
             tau = scale * z(K + 1)
         tau = self.pin(tau, x0_rows)
+        with layer_numerics((self.bundle.planner, self.bundle.dynamics), bool(options.fast_numerics)):
+            return self._denoise(tau, x0_rows, cond, zero, start, scale, z, options)
+
+    def _denoise(self, tau, x0_rows, cond, zero, start, scale, z, options) -> torch.Tensor:
+        """The steps k = start .. 1 of sample_windows from the initial window tau."""
+        N = tau.shape[0]
+        dx = self.dx
+        w, w_d, lam = float(options.guidance), float(options.dynamics_guidance), float(options.dynamics_weight)
         for k in range(start, 0, -1):
             kk = torch.full((N,), k, dtype=torch.long, device=self.device)
             states, actions = tau[..., :dx], tau[..., dx:]
@@ -216,9 +252,14 @@ class ReferenceSampler:
         return tau
 
     @torch.no_grad()
-    def rank_tensors(self, x0: np.ndarray | torch.Tensor, tau: torch.Tensor,
-                     discount: float) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """V [N] and C [N] (None without a cost model) of finished windows tau [N, H, D], on the device."""
+    def rank_tensors(self, x0: np.ndarray | torch.Tensor, tau: torch.Tensor, discount: float,
+                     fast: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """V [N] and C [N] (None without a cost model) of finished windows tau [N, H, D], on the
+        device; fast: in the fast numeric mode (options.fast_numerics)."""
+        with layer_numerics((self.bundle.reward, self.bundle.cost), fast):
+            return self._rank(x0, tau, discount)
+
+    def _rank(self, x0, tau: torch.Tensor, discount: float) -> tuple[torch.Tensor, torch.Tensor | None]:
         N, H, dx = tau.shape[0], self.horizon, self.dx
         x0 = x0 if isinstance(x0, torch.Tensor) else torch.from_numpy(np.asarray(x0, dtype=np.float32))
         x0_row = x0.to(self.device).view(1, 1, dx).expand(N, 1, dx)
@@ -240,9 +281,10 @@ class ReferenceSampler:
             costs = (self.bundle.cost(x, u)[..., 0] * weights).sum(dim=1)
         return values, costs
 
-    def rank(self, x0: np.ndarray, tau: torch.Tensor, discount: float) -> tuple[np.ndarray, np.ndarray | None]:
+    def rank(self, x0: np.ndarray, tau: torch.Tensor, discount: float,
+             fast: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """V [N] and C [N] (None without a cost model) of finished windows tau [N, H, D], as NumPy."""
-        values, costs = self.rank_tensors(x0, tau, discount)
+        values, costs = self.rank_tensors(x0, tau, discount, fast)
         return values.cpu().numpy(), None if costs is None else costs.cpu().numpy()
 
     # ---- the plan ------------------------------------------------------------------------------
@@ -257,7 +299,7 @@ class ReferenceSampler:
             warm_start = check_windows(warm_start, (self.horizon, self.dx + self.du))
         x0 = self.spec.states.normalize(self.check_state(state))
         tau = self.sample_windows(x0, seed, options, warm_start=warm_start)
-        values, costs = self.rank(x0, tau, options.discount)
+        values, costs = self.rank(x0, tau, options.discount, bool(options.fast_numerics))
         index = select_candidate(values, costs, options.cost_budget)
         windows = tau.cpu().numpy()
         actions = self.spec.actions.unnormalize(windows[index, : options.actions_per_plan, self.dx:])

@@ -1,0 +1,34 @@
+// The fast numeric mode's one rounding (option fast_numerics; design section 3, "Numeric modes"):
+// a float32 to the nearest bfloat16 (ties to even), returned widened to float32. PyTorch's
+// float32 -> bfloat16 conversion, which the reference sampler applies to every weight layer's
+// input, rounds the same way; NaN stays NaN.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "math/host_device.h"
+
+namespace mpd::math {
+
+// Branch-free, so that loops over it vectorize.
+MPD_HOST_DEVICE uint32_t bf16_round_bits(uint32_t bits) {
+  const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
+  const uint32_t quiet = (bits | 0x00400000u) & 0xffff0000u;  // NaN: quiet, kept
+  return (bits & 0x7fffffffu) > 0x7f800000u ? quiet : rounded;
+}
+
+MPD_HOST_DEVICE float bf16_round(float x) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(bf16_round_bits(__float_as_uint(x)));
+#else
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  bits = bf16_round_bits(bits);
+  float y;
+  std::memcpy(&y, &bits, sizeof y);
+  return y;
+#endif
+}
+
+}  // namespace mpd::math
