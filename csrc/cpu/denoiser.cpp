@@ -69,7 +69,9 @@ class MlpDenoiser final : public Denoiser {
 };
 
 // The unet family: the windows' rows [x_{t+1}, u_t] are its dx + du input channels, read in
-// place; CpuUnet::kMaxRows rows per forward.
+// place; CpuUnet::kMaxRows rows per forward. prepare() computes the FiLM of every level's
+// conditional (and unconditional) context once per plan: row u K + k - 1 of `prepared` (u = 1:
+// unconditional), so a call only reads them.
 class UnetDenoiser final : public Denoiser {
  public:
   UnetDenoiser(const ModelFile& file, bool planner)
@@ -80,24 +82,43 @@ class UnetDenoiser final : public Denoiser {
     return static_cast<size_t>(config_.horizon) * static_cast<size_t>(unet_.out_channels());
   }
   size_t scratch_floats(int) const override { return unet_.scratch_floats(); }
+  size_t prepared_floats() const override { return 2 * static_cast<size_t>(config_.num_steps) * unet_.film_floats(); }
+
+  void prepare(const DenoisePlan& plan, float* prepared, float* scratch) const override {
+    int levels[CpuUnet::kMaxRows];
+    const float* conds[CpuUnet::kMaxRows];
+    for (int u = 0; u < (plan.unconditional ? 2 : 1); ++u) {
+      for (int k0 = 1; k0 <= plan.levels; k0 += CpuUnet::kMaxRows) {
+        const int count = std::min(CpuUnet::kMaxRows, plan.levels - k0 + 1);
+        for (int i = 0; i < count; ++i) {
+          levels[i] = k0 + i - 1;
+          conds[i] = u == 0 ? plan.cond : plan.zeros;
+        }
+        unet_.films(count, levels, plan.x0, conds, prepared + row(u, k0) * unet_.film_floats(), scratch, plan.fast);
+      }
+    }
+  }
 
   void run(const DenoiseCall& q, float* scratch) const override {
     const size_t HD = static_cast<size_t>(config_.horizon) * config_.window_dim();
     const float* windows[CpuUnet::kMaxRows];
-    const float* conds[CpuUnet::kMaxRows];
+    const float* films[CpuUnet::kMaxRows];
     for (int r0 = 0; r0 < q.rows; r0 += CpuUnet::kMaxRows) {
       const int batch = std::min(CpuUnet::kMaxRows, q.rows - r0);
       for (int b = 0; b < batch; ++b) {
         const int r = r0 + b;
         windows[b] = q.windows + static_cast<size_t>(r % q.count) * HD;
-        conds[b] = r < q.count ? q.cond : q.zeros;
+        films[b] = q.prepared + row(r < q.count ? 0 : 1, q.k) * unet_.film_floats();
       }
-      unet_.forward(batch, windows, q.k - 1, q.x0, conds, q.out + static_cast<size_t>(r0) * q.ldo, q.ldo, scratch,
-                    q.fast);
+      unet_.forward(batch, windows, films, q.out + static_cast<size_t>(r0) * q.ldo, q.ldo, scratch, q.fast);
     }
   }
 
  private:
+  size_t row(int unconditional, int k) const {
+    return static_cast<size_t>(unconditional) * static_cast<size_t>(config_.num_steps) + static_cast<size_t>(k - 1);
+  }
+
   ModelConfig config_;
   CpuUnet unet_;
 };

@@ -44,6 +44,8 @@ CpuSampler::Layout CpuSampler::layout(const CpuModel& model, int max_candidates,
   l.noise = H * D;
   l.denoise = std::max(model.planner->scratch_floats(2 * l.chunk_capacity),
                        model.dynamics->scratch_floats(2 * l.chunk_capacity));
+  l.prepared[0] = model.planner->prepared_floats();
+  l.prepared[1] = model.dynamics->prepared_floats();
   l.candidates = static_cast<size_t>(max_candidates);
   l.windows = l.candidates * H * D;
   l.horizon = H;
@@ -53,7 +55,7 @@ CpuSampler::Layout CpuSampler::layout(const CpuModel& model, int max_candidates,
 
 size_t CpuSampler::workspace_bytes(const CpuModel& model, int max_candidates, int threads) {
   const Layout l = layout(model, max_candidates, threads);
-  const size_t per_thread = l.input + 2 * l.hidden + l.eps + l.noise + l.denoise;
+  const size_t per_thread = l.input + 2 * l.hidden + l.eps + l.noise + l.denoise + l.prepared[0] + l.prepared[1];
   return sizeof(float) * (static_cast<size_t>(l.threads) * per_thread + l.windows + 2 * l.candidates + l.horizon +
                           l.cond);
 }
@@ -72,6 +74,8 @@ CpuSampler::CpuSampler(const CpuModel& model, int max_candidates, int threads)
     s.eps = aligned_floats(l.eps);
     s.noise = aligned_floats(l.noise);
     s.denoise = aligned_floats(l.denoise);
+    s.prepared[0] = aligned_floats(l.prepared[0]);
+    s.prepared[1] = aligned_floats(l.prepared[1]);
     scratch_.push_back(std::move(s));
   }
   windows_ = aligned_floats(l.windows);
@@ -143,8 +147,17 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
     return math::guided(cond, s.eps[static_cast<size_t>(n + count) * ld_eps_ + e], w);
   };
   auto eps_at = [&](int n, size_t e) { return out_at(n, e, q.guided, q.guidance); };
-  auto denoise = [&](const Denoiser& net, int net_rows, int k) {
-    net.run(DenoiseCall{tau, count, net_rows, k, x0_, q.cond, zeros_.get(), s.eps.get(), ld_eps_, q.fast_numerics},
+  const bool dynamics_runs = q.lambda != 0.0f;
+  model_.planner->prepare(DenoisePlan{x0_, q.cond, zeros_.get(), q.start_level, q.guided, q.fast_numerics},
+                          s.prepared[0].get(), s.denoise.get());
+  if (dynamics_runs) {
+    model_.dynamics->prepare(
+        DenoisePlan{x0_, q.cond, zeros_.get(), q.start_level, q.dynamics_guided, q.fast_numerics},
+        s.prepared[1].get(), s.denoise.get());
+  }
+  auto denoise = [&](const Denoiser& net, const float* prepared, int net_rows, int k) {
+    net.run(DenoiseCall{tau, count, net_rows, k, x0_, q.cond, zeros_.get(), s.eps.get(), ld_eps_, q.fast_numerics,
+                        prepared},
             s.denoise.get());
   };
 
@@ -152,7 +165,7 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
     if (cancel_.load(std::memory_order_relaxed)) return;  // mpd_workspace_cancel
     const math::StepFloats& st = model_.steps[static_cast<size_t>(k - 1)];
     if (math::dynamics_at(k, q.lambda, q.dynamics_every, q.dynamics_last)) {
-      denoise(*model_.dynamics, dynamics_rows, k);
+      denoise(*model_.dynamics, s.prepared[1].get(), dynamics_rows, k);
       for (int n = 0; n < count; ++n) {
         float* win = tau + static_cast<size_t>(n) * HD;
         for (int t = 0; t < H; ++t) {
@@ -165,7 +178,7 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
         pin(win);
       }
     }
-    denoise(*model_.planner, rows, k);
+    denoise(*model_.planner, s.prepared[0].get(), rows, k);
     for (int n = 0; n < count; ++n) {
       float* win = tau + static_cast<size_t>(n) * HD;
       if (k > 1) {

@@ -59,10 +59,11 @@ class CpuSampler {
     AlignedBuffer eps;      // [max(2C, C H), ld_eps]: network outputs
     AlignedBuffer noise;    // [H D]
     AlignedBuffer denoise;  // the denoisers' scratch for 2C rows
+    AlignedBuffer prepared[2];  // the planner's and the dynamics model's prepare() output
   };
   struct Layout {  // buffer sizes in floats, one home for the constructor and workspace_bytes
     int threads, chunk_capacity;
-    size_t ld_hidden, ld_eps, input, hidden, eps, noise, denoise, windows, candidates, horizon, cond;
+    size_t ld_hidden, ld_eps, input, hidden, eps, noise, denoise, prepared[2], windows, candidates, horizon, cond;
   };
   static Layout layout(const CpuModel& model, int max_candidates, int threads);
   static void run_chunk(void* self, int index);

@@ -43,10 +43,10 @@ struct CpuUnet::Work {
   float* context;   // [kMaxRows][ld_context_]
   float* hidden;    // [kMaxRows][ld_hidden_]
   float* hidden2;   // [kMaxRows][ld_hidden_]
-  float* film;      // [kMaxRows][ld_film_]
+  float* film;      // [kMaxRows][film_floats_]: the FiLM rows of a forward given no precomputed ones
   float* cond;      // [kMaxRows][cond_dim]
   float* affine;    // [5 * widest ldc]: a row's GroupNorm scale, shift and group mean per channel, double sums
-  float* sinusoid;  // [dim]
+  float* sinusoid;  // [kMaxRows][dim]
   float* half;      // [kMaxRows][row_floats_ / 2]: bfloat16 activations (the fast mode's AMX convolutions)
 };
 
@@ -111,17 +111,19 @@ CpuUnet::Conv CpuUnet::up_conv(const std::vector<NamedTensor>& t, const std::str
   return c;
 }
 
-CpuUnet::FilmConv CpuUnet::film_conv(const std::vector<NamedTensor>& t, const std::string& p, int in, int out) const {
+CpuUnet::FilmConv CpuUnet::film_conv(const std::vector<NamedTensor>& t, const std::string& p, int in, int out) {
   FilmConv f;
   f.conv = conv(t, p + ".conv", in, out, 5);
   f.gamma = find(t, p + ".norm.weight").data;
   f.beta = find(t, p + ".norm.bias").data;
   f.film0 = linear(t, p + ".film.0", context_, context_);
   f.film2 = linear(t, p + ".film.2", context_, 2 * out);
+  f.film_at = film_floats_;
+  film_floats_ += static_cast<size_t>(f.film2.out_padded);
   return f;
 }
 
-CpuUnet::Block CpuUnet::block(const std::vector<NamedTensor>& t, const std::string& p, int in, int out) const {
+CpuUnet::Block CpuUnet::block(const std::vector<NamedTensor>& t, const std::string& p, int in, int out) {
   Block b;
   b.first = film_conv(t, p + ".first", in, out);
   b.second = film_conv(t, p + ".second", out, out);
@@ -192,7 +194,7 @@ CpuUnet::CpuUnet(const ModelConfig& c, const std::vector<NamedTensor>& tensors, 
   grow(out_channels_, horizon_);
   ld_context_ = ldc(context_);
   ld_hidden_ = ldc(std::max({4 * dim_, 4 * embed_, context_}));
-  ld_film_ = 2 * widest;
+  widest_ = widest;
   Work sizes;
   scratch_floats_ = carve(nullptr, &sizes);
 }
@@ -255,15 +257,13 @@ void CpuUnet::up_forward(const Conv& c, int rows, const float* x, int length, fl
   zero_margins(y, rows, row_floats_, 2 * length, ld);
 }
 
-// GroupNorm (8 groups, biased variance, float64 sums in position order), its affine, then, when
-// film is given, FiLM (h * scale + shift per channel; film row r = [scale (C), shift (C)]); SiLU
-// when asked. Folded per channel into h * a + b, zero on the padding channels.
-// GroupNorm (8 groups, biased variance, float64 sums), its affine, then, when film is given,
-// FiLM (h * scale + shift per channel; film row r = [scale (C), shift (C)]); SiLU when asked.
+// GroupNorm (8 groups, biased variance, float64 sums), its affine, then, when film_rows is given,
+// FiLM (h * scale + shift per channel; row r's [scale (C), shift (C)] at film_rows[r] + film_at);
+// SiLU when asked.
 // Folded per channel into h * a + b, zero on the padding channels. The sums run per channel over
 // the positions (8 channels a vector), then over the group's channels in channel order.
 void CpuUnet::norm_silu(int rows, float* x, int channels, int length, const float* gamma, const float* beta,
-                        const float* film, float* affine, bool apply_silu) const {
+                        const float* const* film_rows, size_t film_at, float* affine, bool apply_silu) const {
   typedef float vf8 __attribute__((vector_size(32)));
   typedef double vd8 __attribute__((vector_size(64)));
   const size_t ld = ldc(channels);  // a multiple of 8
@@ -287,7 +287,7 @@ void CpuUnet::norm_silu(int rows, float* x, int channels, int length, const floa
   const double n = static_cast<double>(per_group) * length;
   for (int r = 0; r < rows; ++r) {
     float* xr = x + static_cast<size_t>(r) * row_floats_ + kMargin * ld;
-    const float* f = film ? film + static_cast<size_t>(r) * ld_film_ : nullptr;
+    const float* f = film_rows ? film_rows[r] + film_at : nullptr;
     std::fill(a, a + 3 * ld, 0.0f);
     std::memset(acc, 0, ld * sizeof(double));
     for (int l = 0; l < length; ++l) {
@@ -326,14 +326,13 @@ void CpuUnet::norm_silu(int rows, float* x, int channels, int length, const floa
 }
 
 void CpuUnet::block_forward(const Block& b, const Work& w, int rows, const float* x, int length, float* out,
-                            float* t1, float* t3, const Mode& m) const {
+                            float* t1, float* t3, const float* const* film_rows, const Mode& m) const {
   const FilmConv* films[2] = {&b.first, &b.second};
   for (int i = 0; i < 2; ++i) {
     const FilmConv& f = *films[i];
     conv_forward(f.conv, rows, i == 0 ? x : t1, length, i == 0 ? t1 : out, m);
-    dense_forward(f.film0, w.context, ld_context_, rows, Epilogue::kSilu, nullptr, 0, w.hidden, ld_hidden_, m.fast);
-    dense_forward(f.film2, w.hidden, ld_hidden_, rows, Epilogue::kLinear, nullptr, 0, w.film, ld_film_, m.fast);
-    norm_silu(rows, i == 0 ? t1 : out, f.conv.out, length, f.gamma.data(), f.beta.data(), w.film, w.affine, false);
+    norm_silu(rows, i == 0 ? t1 : out, f.conv.out, length, f.gamma.data(), f.beta.data(), film_rows, f.film_at,
+              w.affine, false);
   }
   const float* skip = x;
   if (b.has_skip) {
@@ -361,53 +360,106 @@ size_t CpuUnet::carve(float* base, Work* w) const {
   w->context = take(R * ld_context_);
   w->hidden = take(R * ld_hidden_);
   w->hidden2 = take(R * ld_hidden_);
-  w->film = take(R * ld_film_);
+  w->film = take(R * film_floats_);
   w->cond = take(R * static_cast<size_t>(std::max(embed_layers_[1][0].in, 1)));
-  w->affine = take(ld_film_ / 2 * 5);  // ld_film_ = 2 x the widest ldc
-  w->sinusoid = take(static_cast<size_t>(dim_));
+  w->affine = take(widest_ * 5);
+  w->sinusoid = take(R * static_cast<size_t>(dim_));
   w->half = take(R * ((row_floats_ + 1) / 2));
   return at;
 }
 
+template <class Fn>
+void CpuUnet::each_film(Fn fn) const {
+  auto add = [&fn](const Block& b) {
+    fn(b.first);
+    fn(b.second);
+  };
+  for (const Level& l : down_) {
+    add(l.b0);
+    add(l.b1);
+  }
+  add(middle0_);
+  add(middle1_);
+  for (const Up& u : up_) {
+    add(u.b0);
+    add(u.b1);
+  }
+}
+
+// Context rows [time(t_i), embed(x_0), embed(c_i)], then every FiLM layer's context -> context
+// (SiLU) -> [scale, shift], kMaxRows contexts at a time.
+void CpuUnet::films(int count, const int* levels, const float* x0, const float* const* conds, float* films,
+                    float* scratch, bool fast) const {
+  Work w;
+  carve(scratch, &w);
+  const int cond_dim = embed_layers_[1][0].in, half = dim_ / 2;
+  const size_t dim = static_cast<size_t>(dim_);
+  // embed(x_0): every context's
+  dense_forward(embed_layers_[0][0], x0, 0, 1, Epilogue::kSilu, nullptr, 0, w.hidden, ld_hidden_, fast);
+  dense_forward(embed_layers_[0][1], w.hidden, 0, 1, Epilogue::kLinear, nullptr, 0, w.hidden2, ld_hidden_, fast);
+  for (int r = 0; r < kMaxRows; ++r) {
+    std::memcpy(w.context + static_cast<size_t>(r) * ld_context_ + dim_, w.hidden2,
+                sizeof(float) * static_cast<size_t>(embed_));
+  }
+  for (int i0 = 0; i0 < count; i0 += kMaxRows) {
+    const int rows = std::min(kMaxRows, count - i0);
+    for (int r = 0; r < rows; ++r) {
+      const int t = levels[i0 + r];
+      float* sin_row = w.sinusoid + static_cast<size_t>(r) * dim;
+      for (int j = 0; j < half; ++j) {
+        const float freq = std::exp(static_cast<float>(j) * (-std::log(10000.0f) / static_cast<float>(half - 1)));
+        const float angle = static_cast<float>(t) * freq;
+        sin_row[j] = std::sin(angle);
+        sin_row[half + j] = std::cos(angle);
+      }
+      std::memcpy(w.cond + static_cast<size_t>(r) * cond_dim, conds[i0 + r],
+                  sizeof(float) * static_cast<size_t>(cond_dim));
+    }
+    dense_forward(time0_, w.sinusoid, dim, rows, Epilogue::kSilu, nullptr, 0, w.hidden, ld_hidden_, fast);
+    dense_forward(time2_, w.hidden, ld_hidden_, rows, Epilogue::kLinear, nullptr, 0, w.hidden2, ld_hidden_, fast);
+    for (int r = 0; r < rows; ++r) {
+      std::memcpy(w.context + static_cast<size_t>(r) * ld_context_, w.hidden2 + static_cast<size_t>(r) * ld_hidden_,
+                  sizeof(float) * dim);
+    }
+    dense_forward(embed_layers_[1][0], w.cond, static_cast<size_t>(cond_dim), rows, Epilogue::kSilu, nullptr, 0,
+                  w.hidden, ld_hidden_, fast);
+    dense_forward(embed_layers_[1][1], w.hidden, ld_hidden_, rows, Epilogue::kLinear, nullptr, 0, w.hidden2,
+                  ld_hidden_, fast);
+    for (int r = 0; r < rows; ++r) {
+      std::memcpy(w.context + static_cast<size_t>(r) * ld_context_ + dim_ + embed_,
+                  w.hidden2 + static_cast<size_t>(r) * ld_hidden_, sizeof(float) * static_cast<size_t>(embed_));
+    }
+    float* out = films + static_cast<size_t>(i0) * film_floats_;
+    each_film([&](const FilmConv& f) {
+      dense_forward(f.film0, w.context, ld_context_, rows, Epilogue::kSilu, nullptr, 0, w.hidden, ld_hidden_, fast);
+      dense_forward(f.film2, w.hidden, ld_hidden_, rows, Epilogue::kLinear, nullptr, 0, out + f.film_at,
+                    film_floats_, fast);
+    });
+  }
+}
+
 void CpuUnet::forward(int rows, const float* const* windows, int t, const float* x0, const float* const* conds,
                       float* out, size_t ldo, float* scratch, bool fast) const {
+  Work w;
+  carve(scratch, &w);
+  int levels[kMaxRows];
+  const float* film_rows[kMaxRows];
+  for (int r = 0; r < rows; ++r) {
+    levels[r] = t;
+    film_rows[r] = w.film + static_cast<size_t>(r) * film_floats_;
+  }
+  films(rows, levels, x0, conds, w.film, scratch, fast);
+  forward(rows, windows, film_rows, out, ldo, scratch, fast);
+}
+
+void CpuUnet::forward(int rows, const float* const* windows, const float* const* film_rows, float* out, size_t ldo,
+                      float* scratch, bool fast) const {
   const int H = horizon_;
   Work w;
   carve(scratch, &w);
   Mode m;
   m.fast = fast;
   m.half = reinterpret_cast<uint16_t*>(w.half);
-  const int cond_dim = embed_layers_[1][0].in;
-
-  // Context rows [time(t), embed(x_0), embed(c_r)]: time and x_0 are every row's, computed once.
-  const int half = dim_ / 2;
-  for (int j = 0; j < half; ++j) {
-    const float freq = std::exp(static_cast<float>(j) * (-std::log(10000.0f) / static_cast<float>(half - 1)));
-    const float angle = static_cast<float>(t) * freq;
-    w.sinusoid[j] = std::sin(angle);
-    w.sinusoid[half + j] = std::cos(angle);
-  }
-  dense_forward(time0_, w.sinusoid, 0, 1, Epilogue::kSilu, nullptr, 0, w.hidden, ld_hidden_, fast);
-  dense_forward(time2_, w.hidden, 0, 1, Epilogue::kLinear, nullptr, 0, w.hidden2, ld_hidden_, fast);
-  std::memcpy(w.context, w.hidden2, sizeof(float) * static_cast<size_t>(dim_));
-  dense_forward(embed_layers_[0][0], x0, 0, 1, Epilogue::kSilu, nullptr, 0, w.hidden, ld_hidden_, fast);
-  dense_forward(embed_layers_[0][1], w.hidden, 0, 1, Epilogue::kLinear, nullptr, 0, w.hidden2, ld_hidden_, fast);
-  std::memcpy(w.context + dim_, w.hidden2, sizeof(float) * static_cast<size_t>(embed_));
-  for (int r = 0; r < rows; ++r) {
-    std::memcpy(w.cond + static_cast<size_t>(r) * cond_dim, conds[r], sizeof(float) * static_cast<size_t>(cond_dim));
-    if (r > 0) {
-      std::memcpy(w.context + static_cast<size_t>(r) * ld_context_, w.context,
-                  sizeof(float) * static_cast<size_t>(dim_ + embed_));
-    }
-  }
-  dense_forward(embed_layers_[1][0], w.cond, static_cast<size_t>(cond_dim), rows, Epilogue::kSilu, nullptr, 0,
-                w.hidden, ld_hidden_, fast);
-  dense_forward(embed_layers_[1][1], w.hidden, ld_hidden_, rows, Epilogue::kLinear, nullptr, 0, w.hidden2,
-                ld_hidden_, fast);
-  for (int r = 0; r < rows; ++r) {
-    std::memcpy(w.context + static_cast<size_t>(r) * ld_context_ + dim_ + embed_,
-                w.hidden2 + static_cast<size_t>(r) * ld_hidden_, sizeof(float) * static_cast<size_t>(embed_));
-  }
 
   // The windows [H, C_in] into the padded layout, zero past C_in.
   float* buf[4] = {w.buf[0], w.buf[1], w.buf[2], w.buf[3]};
@@ -425,8 +477,8 @@ void CpuUnet::forward(int rows, const float* const* windows, int t, const float*
   int kept_count = 0;
   size_t kept_offset = 0;
   for (const Level& level : down_) {
-    block_forward(level.b0, w, rows, buf[0], length, buf[1], buf[2], buf[3], m);
-    block_forward(level.b1, w, rows, buf[1], length, buf[0], buf[2], buf[3], m);
+    block_forward(level.b0, w, rows, buf[0], length, buf[1], buf[2], buf[3], film_rows, m);
+    block_forward(level.b1, w, rows, buf[1], length, buf[0], buf[2], buf[3], film_rows, m);
     const size_t n = static_cast<size_t>(length) * ldc(level.b1.second.conv.out);
     for (int r = 0; r < rows; ++r) {
       std::memcpy(w.kept + static_cast<size_t>(r) * kept_floats_ + kept_offset,
@@ -441,8 +493,8 @@ void CpuUnet::forward(int rows, const float* const* windows, int t, const float*
       length /= 2;
     }
   }
-  block_forward(middle0_, w, rows, buf[0], length, buf[1], buf[2], buf[3], m);
-  block_forward(middle1_, w, rows, buf[1], length, buf[0], buf[2], buf[3], m);
+  block_forward(middle0_, w, rows, buf[0], length, buf[1], buf[2], buf[3], film_rows, m);
+  block_forward(middle1_, w, rows, buf[1], length, buf[0], buf[2], buf[3], film_rows, m);
   int channels = middle1_.second.conv.out;
   for (const Up& up : up_) {
     // [h; kept] along the channels (h first), per position.
@@ -462,15 +514,15 @@ void CpuUnet::forward(int rows, const float* const* windows, int t, const float*
       }
     }
     zero_margins(buf[1], rows, row_floats_, length, ld_joined);
-    block_forward(up.b0, w, rows, buf[1], length, buf[0], buf[2], buf[3], m);
-    block_forward(up.b1, w, rows, buf[0], length, buf[1], buf[2], buf[3], m);
+    block_forward(up.b0, w, rows, buf[1], length, buf[0], buf[2], buf[3], film_rows, m);
+    block_forward(up.b1, w, rows, buf[0], length, buf[1], buf[2], buf[3], film_rows, m);
     up_forward(up.up, rows, buf[1], length, buf[0], m);
     length *= 2;
     channels = up.up.out;
   }
   // Head: conv k5 -> GroupNorm -> SiLU -> conv k1; then the rows [H, C_out] out of the layout.
   conv_forward(head0_, rows, buf[0], length, buf[1], m);
-  norm_silu(rows, buf[1], head0_.out, length, head_gamma_.data(), head_beta_.data(), nullptr, w.affine, true);
+  norm_silu(rows, buf[1], head0_.out, length, head_gamma_.data(), head_beta_.data(), nullptr, 0, w.affine, true);
   conv_forward(head3_, rows, buf[1], length, buf[2], m);
   const size_t ld_out = ldc(out_channels_);
   for (int r = 0; r < rows; ++r) {

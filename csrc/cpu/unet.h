@@ -43,6 +43,17 @@ class CpuUnet {
   void forward(int rows, const float* const* windows, int t, const float* x0, const float* const* conds,
                float* out, size_t ldo, float* scratch, bool fast = false) const;
 
+  // The FiLM of a network call depends on its level, x_0 and condition, not on the window: films()
+  // computes it once for `count` contexts (levels[i], x0, conds[i]) into films + i film_floats()
+  // (every FiLM layer's [scale, shift]), kMaxRows contexts a batch, and forward() below takes each
+  // row's FiLM from there. A plan computes its K levels' conditional and unconditional contexts
+  // once instead of every step's every row. The same arithmetic, row by row, as the forward above.
+  size_t film_floats() const { return film_floats_; }
+  void films(int count, const int* levels, const float* x0, const float* const* conds, float* films,
+             float* scratch, bool fast) const;
+  void forward(int rows, const float* const* windows, const float* const* film_rows, float* out, size_t ldo,
+               float* scratch, bool fast) const;
+
  private:
   // A convolution as dense layers: stride 1 or 2 (gemm) or transposed (gemm: even, odd).
   struct Conv {
@@ -53,6 +64,7 @@ class CpuUnet {
     Conv conv;
     std::vector<float> gamma, beta;  // GroupNorm affine [out]
     PackedDense film0, film2;        // context -> context (SiLU) -> [scale, shift] (2 out)
+    size_t film_at = 0;              // its [scale, shift] in a row of films()
   };
   struct Block {
     FilmConv first, second;
@@ -79,8 +91,11 @@ class CpuUnet {
   PackedDense linear(const std::vector<NamedTensor>& t, const std::string& p, int in, int out) const;
   Conv conv(const std::vector<NamedTensor>& t, const std::string& p, int in, int out, int kernel) const;
   Conv up_conv(const std::vector<NamedTensor>& t, const std::string& p, int channels) const;
-  FilmConv film_conv(const std::vector<NamedTensor>& t, const std::string& p, int in, int out) const;
-  Block block(const std::vector<NamedTensor>& t, const std::string& p, int in, int out) const;
+  FilmConv film_conv(const std::vector<NamedTensor>& t, const std::string& p, int in, int out);
+  Block block(const std::vector<NamedTensor>& t, const std::string& p, int in, int out);
+  // fn(film) for every FiLM layer, in the order of the forward pass (no allocation).
+  template <class Fn>
+  void each_film(Fn fn) const;
 
   // y = conv(x) over every row, x and y [rows][row_floats_] in the padded layout; length: of x.
   void conv_forward(const Conv& c, int rows, const float* x, int length, float* y, const Mode& m) const;
@@ -94,11 +109,11 @@ class CpuUnet {
   // the rows in bfloat16, when given: AMX tiles, two rows sharing each weight tile).
   void conv_rows(const PackedDense& d, int rows, const float* x, const uint16_t* h, size_t x_at, size_t step,
                  int positions, float* y, size_t y_at, size_t ldy, bool fast) const;
-  // GroupNorm (and FiLM from film [rows][ld_film_], when given), then SiLU if asked, in place.
+  // GroupNorm (and FiLM from film_rows[r] + film_at, when given), then SiLU if asked, in place.
   void norm_silu(int rows, float* x, int channels, int length, const float* gamma, const float* beta,
-                 const float* film, float* affine, bool apply_silu) const;
+                 const float* const* film_rows, size_t film_at, float* affine, bool apply_silu) const;
   void block_forward(const Block& b, const Work& w, int rows, const float* x, int length, float* out,
-                     float* t1, float* t3, const Mode& m) const;
+                     float* t1, float* t3, const float* const* film_rows, const Mode& m) const;
 
   int horizon_ = 0, dim_ = 0, in_channels_ = 0, out_channels_ = 0, context_ = 0, embed_ = 0;
   PackedDense time0_, time2_, embed_layers_[2][2];
@@ -109,7 +124,7 @@ class CpuUnet {
   std::vector<float> head_gamma_, head_beta_;
   size_t row_floats_ = 0;   // one row's activation buffer: the largest (L + 4) ldc
   size_t kept_floats_ = 0;  // one row's kept level outputs, [L][ldc] each
-  size_t ld_context_ = 0, ld_hidden_ = 0, ld_film_ = 0;
+  size_t ld_context_ = 0, ld_hidden_ = 0, widest_ = 0, film_floats_ = 0;
   size_t scratch_floats_ = 0;
 };
 
