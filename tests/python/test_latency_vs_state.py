@@ -22,4 +22,5 @@ def test_the_latency_table_covers_every_size_and_family(tmp_path, repo_root):
     assert humanoid["mlp", "float32"]["file_mb"] > 3 * humanoid["unet", "float32"]["file_mb"]
     assert humanoid["mlp", "bf16"]["file_mb"] < 0.55 * humanoid["mlp", "float32"]["file_mb"]
     assert all(r["cold"]["p50_ms"] > 0 and r["warm"]["p50_ms"] > 0 for r in rows)
+    assert all(("cold_fast" in r) == (r["weights"] == "bf16") for r in rows)  # bf16 files in the fast mode too
     assert done.stdout.count("\n| ") >= 20
