@@ -17,7 +17,8 @@
 # code and seconds to $OUT/steps.jsonl as it ends, so a later failure loses nothing written before.
 #
 # Results: $OUT/log.txt (every step's output), gpu_latency.json (PyTorch reference vs ours),
-# bench_cuda_mlp.json / bench_cuda_unet.json / bench_cuda_unet_authors.json (`mpdiffuser bench
+# bench_cuda_mlp.json / bench_cuda_unet.json / bench_cuda_unet_authors.json / bench_cuda_unet_fast.json /
+# bench_cuda_unet_humanoid_fast.json (`mpdiffuser bench
 # --backend cuda`: the MLP, the default U-Net and the authors' size),
 # cuda_cxx_h16.json / cuda_cxx_h32.json (mpd_bench_cuda), sweep.jsonl (candidates per block),
 # baseline.jsonl (mpd_bench_cuda built with $BASELINE instead of csrc/cuda/sampler.cu),
@@ -108,6 +109,17 @@ from mpdiffuser.config import ModelConfig; synthetic_model_file('runs/bench/synt
 model=ModelConfig(architecture='unet', horizon=32, unet_dim=128, unet_mults=(1, 4, 8), unet_embed_dim=128))\" &&
     python3 -m mpdiffuser bench --backend cuda --model-file runs/bench/synthetic-hopper-unet-authors.safetensors \
     --candidates 1 64 --iters 10 --out $OUT/bench_cuda_unet_authors.json"
+  # The fast numeric mode (fast_numerics = 1, bf16 weights): the default U-Net and the Humanoid-size one
+  # (348 + 17 channels), N = 1 and 64.
+  step bench-cli-cuda-fast 240 bash -c "python3 -c \"from mpdiffuser.bench import synthetic_model_file;
+from mpdiffuser.config import ModelConfig, SamplerOptions; o = SamplerOptions(fast_numerics=1)
+synthetic_model_file('runs/bench/synthetic-hopper-unet-fast.safetensors', model=ModelConfig(architecture='unet'),
+weights='bf16', options=o)
+synthetic_model_file('runs/bench/synthetic-humanoid-unet-fast.safetensors', 348, 17, model=ModelConfig(architecture='unet'),
+weights='bf16', options=o)\" && python3 -m mpdiffuser bench --backend cuda --model-file runs/bench/synthetic-hopper-unet-fast.safetensors \
+    --candidates 1 64 --iters 20 --out $OUT/bench_cuda_unet_fast.json && python3 -m mpdiffuser bench --backend cuda \
+    --model-file runs/bench/synthetic-humanoid-unet-fast.safetensors --candidates 1 64 --iters 10 \
+    --out $OUT/bench_cuda_unet_humanoid_fast.json"
   for h in 16 32; do
     step "bench-cxx-h$h" 120 "$BENCH" "runs/bench/synthetic-hopper-h$h.safetensors" --iters 100 --json "$OUT/cuda_cxx_h$h.json"
   done
