@@ -106,6 +106,33 @@ void CpuSampler::run_chunk(void* self, int index) {
   if (!s->cancel_.load(std::memory_order_relaxed)) s->rank_chunk(first, last - first, scratch);
 }
 
+namespace {
+
+enum class Update { kDynamics, kPlanner };
+
+// v[e] for e < n: the dynamics update (X' = (1 - lambda) X + lambda mu_k(X, o)) or the planner
+// update (mu_k(v, o) + sigma_k scale z[e], or mu_k alone at k = 1, z null), with o[e] =
+// guided(cond[e], uncond[e], w) when uncond is given, else cond[e]. Each element's float
+// operations are math/update.h's, in its order; straight loops over restrict pointers, so that
+// they vectorize.
+void update_row(Update kind, float* __restrict v, const float* __restrict cond, const float* __restrict uncond,
+                float w, const float* __restrict z, float scale, const math::StepFloats& st, size_t n,
+                float one_minus_lambda = 0.0f, float lambda = 1.0f) {
+  const bool planner = kind == Update::kPlanner;
+  for (size_t e = 0; e < n; ++e) {
+    const float o = uncond != nullptr ? math::guided(cond[e], uncond[e], w) : cond[e];
+    if (!planner) {
+      v[e] = math::dynamics_update(v[e], o, st, one_minus_lambda, lambda);
+    } else if (z != nullptr) {
+      v[e] = math::planner_update(v[e], o, st, scale * z[e]);
+    } else {
+      v[e] = math::posterior_mean(v[e], o, st);
+    }
+  }
+}
+
+}  // namespace
+
 // Candidates first..first+count: tau^K from noise (or a warm start's tau^{k_w}), then the steps
 // of dynamics and planner updates down to k = 1.
 void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
@@ -140,13 +167,6 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
     }
     pin(win);
   }
-  // Guided output element e of candidate n from the network outputs (guided: 2N rows, scale w).
-  auto out_at = [&](int n, size_t e, bool guided, float w) {
-    const float cond = s.eps[static_cast<size_t>(n) * ld_eps_ + e];
-    if (!guided) return cond;
-    return math::guided(cond, s.eps[static_cast<size_t>(n + count) * ld_eps_ + e], w);
-  };
-  auto eps_at = [&](int n, size_t e) { return out_at(n, e, q.guided, q.guidance); };
   const bool dynamics_runs = q.lambda != 0.0f;
   model_.planner->prepare(DenoisePlan{x0_, q.cond, zeros_.get(), q.start_level, q.guided, q.fast_numerics},
                           s.prepared[0].get(), s.denoise.get());
@@ -168,12 +188,12 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
       denoise(*model_.dynamics, s.prepared[1].get(), dynamics_rows, k);
       for (int n = 0; n < count; ++n) {
         float* win = tau + static_cast<size_t>(n) * HD;
+        const float* out = s.eps.get() + static_cast<size_t>(n) * ld_eps_;
         for (int t = 0; t < H; ++t) {
-          for (int j = 0; j < dx; ++j) {
-            float& x = win[t * D + j];
-            const float o = out_at(n, static_cast<size_t>(t * dx + j), q.dynamics_guided, q.dynamics_guidance);
-            x = math::dynamics_update(x, o, st, q.one_minus_lambda, q.lambda);
-          }
+          update_row(Update::kDynamics, win + static_cast<size_t>(t) * D, out + static_cast<size_t>(t) * dx,
+                     q.dynamics_guided ? out + static_cast<size_t>(count) * ld_eps_ + static_cast<size_t>(t) * dx
+                                       : nullptr,
+                     q.dynamics_guidance, nullptr, 0.0f, st, dx, q.one_minus_lambda, q.lambda);
         }
         pin(win);
       }
@@ -181,15 +201,13 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
     denoise(*model_.planner, s.prepared[0].get(), rows, k);
     for (int n = 0; n < count; ++n) {
       float* win = tau + static_cast<size_t>(n) * HD;
+      const float* out = s.eps.get() + static_cast<size_t>(n) * ld_eps_;
       if (k > 1) {
         math::fill_normal(q.seed, static_cast<uint32_t>(first + n), static_cast<uint32_t>(k),
                           s.noise.get(), HD);
-        for (size_t e = 0; e < HD; ++e) {
-          win[e] = math::planner_update(win[e], eps_at(n, e), st, scale * s.noise[e]);
-        }
-      } else {
-        for (size_t e = 0; e < HD; ++e) win[e] = math::posterior_mean(win[e], eps_at(n, e), st);
       }
+      update_row(Update::kPlanner, win, out, q.guided ? out + static_cast<size_t>(count) * ld_eps_ : nullptr,
+                 q.guidance, k > 1 ? s.noise.get() : nullptr, scale, st, HD);
       pin(win);
     }
   }
