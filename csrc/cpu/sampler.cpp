@@ -5,7 +5,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "math/philox.h"
+#include "cpu/normal.h"
 #include "math/schedule.h"
 
 namespace mpd::cpu {
@@ -155,7 +155,7 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
   const float scale = q.noise_scale;
   for (int n = 0; n < count; ++n) {
     float* win = tau + n * HD;
-    math::fill_normal(q.seed, static_cast<uint32_t>(first + n), static_cast<uint32_t>(K + 1), win, HD);
+    fill_normal(q.seed, static_cast<uint32_t>(first + n), static_cast<uint32_t>(K + 1), win, HD);
     if (q.warm == nullptr) {
       for (size_t e = 0; e < HD; ++e) win[e] = scale * win[e];
     } else {
@@ -203,7 +203,7 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
       float* win = tau + static_cast<size_t>(n) * HD;
       const float* out = s.eps.get() + static_cast<size_t>(n) * ld_eps_;
       if (k > 1) {
-        math::fill_normal(q.seed, static_cast<uint32_t>(first + n), static_cast<uint32_t>(k),
+        fill_normal(q.seed, static_cast<uint32_t>(first + n), static_cast<uint32_t>(k),
                           s.noise.get(), HD);
       }
       update_row(Update::kPlanner, win, out, q.guided ? out + static_cast<size_t>(count) * ld_eps_ : nullptr,
