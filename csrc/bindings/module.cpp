@@ -23,6 +23,7 @@
 #include "math/schedule.h"
 #include "mpdiffuser/mpdiffuser.h"
 #include "backend/backend.h"
+#include "cpu/amx.h"
 
 namespace py = pybind11;
 
@@ -145,6 +146,8 @@ py::dict build_info() {
   info["cuda_compiler"] = "";
 #endif
   info["cxx_compiler"] = MPD_CXX_COMPILER_STRING;
+  // Whether the CPU backend's fast numeric mode runs its convolutions on AMX tiles here (cpu/amx.h).
+  info["cpu_amx"] = mpd::cpu::amx_available();
   return info;
 }
 

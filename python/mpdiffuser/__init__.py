@@ -36,7 +36,8 @@ _EXPORTS = {
 
 
 def build_info() -> dict:
-    """Version, compilers and whether the CUDA backend was compiled into the native core."""
+    """Version, compilers, whether the CUDA backend was compiled into the native core and whether
+    the CPU backend's fast numeric mode runs on AMX tiles here (`cpu_amx`)."""
     from mpdiffuser.native import core
 
     return dict(core().build_info())

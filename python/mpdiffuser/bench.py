@@ -162,7 +162,13 @@ def machine_info() -> dict:
             commit = None
         if commit:
             break
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "commit": commit}
+    try:
+        from mpdiffuser import build_info
+
+        amx = bool(build_info().get("cpu_amx"))
+    except (ImportError, RuntimeError):
+        amx = None  # no native core
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "commit": commit, "cpu_amx": amx}
 
 
 def run_cpu_benchmark(model_file: str | Path, candidates=(1, 16, 64, 256), threads: int | None = None,
@@ -366,9 +372,11 @@ def format_cuda_table(result: dict) -> str:
 
 def format_table(result: dict) -> str:
     m = result["model"]
-    lines = [f"machine: {result['machine']['cpu']} ({result['machine']['cores']} cores), threads {result['threads']}, "
-             f"commit {result['machine']['commit']}",
-             f"model: {m.get('architecture', 'mlp')} family, H {m['horizon']}, K {m['num_steps']} "
+    amx = {True: ", AMX tiles", False: "", None: ""}[result["machine"].get("cpu_amx")]
+    lines = [f"machine: {result['machine']['cpu']} ({result['machine']['cores']} cores{amx}), threads "
+             f"{result['threads']}, commit {result['machine']['commit']}",
+             f"model: {m.get('architecture', 'mlp')} family, H {m['horizon']}, K {m['num_steps']}"
+             f"{', fast numeric mode' if result.get('options', {}).get('fast_numerics') else ''} "
              f"({result['model_file']})",
              f"matmul rate: {result['matmul_gflops']:.1f} GFLOP/s (float32 torch.mm 2048^2, same threads; "
              f"NumPy/OpenBLAS {result.get('numpy_matmul_gflops', float('nan')):.1f})",

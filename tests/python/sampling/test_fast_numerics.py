@@ -112,3 +112,17 @@ def test_the_mode_is_stored_and_read_as_a_default(files, tmp_path):
         read_model_file(_write_model_file(tensors, meta, tmp_path / "bad.safetensors", bf16=bf16))
     with pytest.raises(ValueError, match="fast_numerics"):
         SamplerOptions(fast_numerics=2)
+
+
+def test_build_info_says_whether_amx_runs_and_the_switch_turns_it_off():
+    import os
+    import subprocess
+    import sys
+
+    import mpdiffuser
+
+    assert isinstance(mpdiffuser.build_info()["cpu_amx"], bool)
+    code = "import mpdiffuser; print(mpdiffuser.build_info()['cpu_amx'])"
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=os.environ | {"MPDIFFUSER_NO_AMX": "1"})
+    assert off.returncode == 0 and off.stdout.strip() == "False", off.stderr[-500:]
