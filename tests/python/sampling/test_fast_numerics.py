@@ -6,8 +6,8 @@ Element by element the fast mode cannot be held to the exact mode's float32 tole
 backends' float32 sums differ in the last bit, an activation can round to the neighbouring bfloat16
 (a step of 2^-8 relative for that input) and carry that through the rest of the plan. Measured on
 the reference alone: one float32 ulp added to every layer input before the rounding moves a fast
-plan by as much as the fast mode moves it from the exact one (0.008-0.026 against 0.007-0.023 on the
-U-Net file below). So the checks are (a) the reference's hooks round exactly the weight layers'
+plan by as much as the fast mode moves it from the exact one (0.008-0.026 against 0.007-0.023 on a
+random three-level U-Net of 32 channels, H 16, K 5). So the checks are (a) the reference's hooks round exactly the weight layers'
 inputs, and one network call agrees with the CPU backend to float32 rounding (a flip needs several
 layers to become likely), (b) over whole plans the CPU backend is no farther from the reference
 (RMS over the windows) than twice the distance between the reference's fast and exact plans, and the
@@ -21,23 +21,17 @@ import numpy as np
 import pytest
 import torch
 
-from mpdiffuser.bench import synthetic_model_file
-from mpdiffuser.config import ModelConfig, SamplerOptions
+from mpdiffuser.config import SamplerOptions
 from mpdiffuser.export import read_model_file
 from mpdiffuser.sampling.reference import layer_numerics
 from mpdiffuser.sampling.sampler import Sampler
+from tests.python.sampling.test_bf16_weights import files as bf16_files  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fast")
-    out = {}
-    for arch, model in (("mlp", ModelConfig()),
-                        ("unet", ModelConfig(horizon=16, num_steps=5, architecture="unet", unet_dim=32,
-                                             unet_mults=(1, 2, 4), unet_embed_dim=16))):
-        out[arch] = synthetic_model_file(root / f"{arch}.safetensors", model=model, seed=5, with_cost=arch == "mlp",
-                                         weights="bf16")
-    return out
+def files(bf16_files):
+    """The bf16 model files of test_bf16_weights (an MLP with a cost model, a three-level U-Net)."""
+    return {arch: bf16_files[arch, "bf16"] for arch in ("mlp", "unet")}
 
 
 def test_layer_numerics_rounds_the_inputs_of_weight_layers_only():
