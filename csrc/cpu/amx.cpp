@@ -16,18 +16,7 @@
 namespace mpd::cpu {
 
 void to_bf16(const float* src, size_t n, uint16_t* dst) {
-  typedef uint32_t vu32 __attribute__((vector_size(kVec * 4)));
-  typedef uint16_t vu16 __attribute__((vector_size(kVec * 2)));
-  size_t e = 0;
-  for (; e + kVec <= n; e += kVec) {  // math::bf16_round_bits, a vector at a time
-    vu32 bits;
-    std::memcpy(&bits, src + e, sizeof bits);
-    const vu32 rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
-    const vu32 quiet = (bits >> 16) | 0x40u;
-    const vu16 half = __builtin_convertvector((bits & 0x7fffffffu) > 0x7f800000u ? quiet : rounded, vu16);
-    std::memcpy(dst + e, &half, sizeof half);
-  }
-  for (; e < n; ++e) {
+  for (size_t e = 0; e < n; ++e) {  // bf16_round_bits is branch-free: the loop vectorizes
     uint32_t bits;
     std::memcpy(&bits, src + e, sizeof bits);
     dst[e] = static_cast<uint16_t>(math::bf16_round_bits(bits) >> 16);

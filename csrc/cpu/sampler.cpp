@@ -203,8 +203,7 @@ void CpuSampler::sample_chunk(int first, int count, Scratch& s) {
       float* win = tau + static_cast<size_t>(n) * HD;
       const float* out = s.eps.get() + static_cast<size_t>(n) * ld_eps_;
       if (k > 1) {
-        fill_normal(q.seed, static_cast<uint32_t>(first + n), static_cast<uint32_t>(k),
-                          s.noise.get(), HD);
+        fill_normal(q.seed, static_cast<uint32_t>(first + n), static_cast<uint32_t>(k), s.noise.get(), HD);
       }
       update_row(Update::kPlanner, win, out, q.guided ? out + static_cast<size_t>(count) * ld_eps_ : nullptr,
                  q.guidance, k > 1 ? s.noise.get() : nullptr, scale, st, HD);
