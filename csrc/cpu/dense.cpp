@@ -49,12 +49,6 @@ inline void finish(const vfloat* acc0, const vfloat* acc1, Epilogue epilogue, co
   }
 }
 
-template <bool kRound>
-inline float input(float x) {
-  if constexpr (kRound) return math::bf16_round(x);
-  return x;
-}
-
 // One block of R rows x one panel.
 //   x:     [R, ldx] inputs, columns 0..in
 //   panel: [in][kPanel] packed W^T (kBf16: [ceil(in / 2)][kPanel] words of two bfloat16
@@ -78,7 +72,7 @@ void block(const float* x, size_t ldx, int in, const float* panel, const float* 
       const vfloat w1 = load(panel + static_cast<size_t>(i) * kPanel + kVec);
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
-        const float a = input<kRound>(x[static_cast<size_t>(r) * ldx + i]);
+        const float a = math::layer_input(x[static_cast<size_t>(r) * ldx + i], kRound);
         acc0[r] += a * w0;
         acc1[r] += a * w1;
       }
@@ -93,8 +87,8 @@ void block(const float* x, size_t ldx, int in, const float* panel, const float* 
       const vfloat o0 = (vfloat)(p0 & high), o1 = (vfloat)(p1 & high);
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
-        const float a = input<kRound>(x[static_cast<size_t>(r) * ldx + 2 * j]);
-        const float b = input<kRound>(x[static_cast<size_t>(r) * ldx + 2 * j + 1]);
+        const float a = math::layer_input(x[static_cast<size_t>(r) * ldx + 2 * j], kRound);
+        const float b = math::layer_input(x[static_cast<size_t>(r) * ldx + 2 * j + 1], kRound);
         acc0[r] += a * e0;
         acc1[r] += a * e1;
         acc0[r] += b * o0;
@@ -107,7 +101,7 @@ void block(const float* x, size_t ldx, int in, const float* panel, const float* 
       const vfloat e0 = (vfloat)(p0 << 16), e1 = (vfloat)(p1 << 16);
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
-        const float a = input<kRound>(x[static_cast<size_t>(r) * ldx + 2 * pairs]);
+        const float a = math::layer_input(x[static_cast<size_t>(r) * ldx + 2 * pairs], kRound);
         acc0[r] += a * e0;
         acc1[r] += a * e1;
       }

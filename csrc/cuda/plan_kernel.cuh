@@ -87,8 +87,8 @@ __device__ void dense(const float* __restrict__ wt, const float* __restrict__ b,
       for (int r = 0; r < R; ++r) {
         if (r >= rows) continue;
         float4 v = *reinterpret_cast<const float4*>(x + r * ldx + 4 * q);
-        if (fast) v = make_float4(math::bf16_round(v.x), math::bf16_round(v.y), math::bf16_round(v.z),
-                                  math::bf16_round(v.w));
+        v = make_float4(math::layer_input(v.x, fast), math::layer_input(v.y, fast), math::layer_input(v.z, fast),
+                        math::layer_input(v.w, fast));
         acc[r][0] = fmaf(v.w, w3.x, fmaf(v.z, w2.x, fmaf(v.y, w1.x, fmaf(v.x, w0.x, acc[r][0]))));
         acc[r][1] = fmaf(v.w, w3.y, fmaf(v.z, w2.y, fmaf(v.y, w1.y, fmaf(v.x, w0.y, acc[r][1]))));
         acc[r][2] = fmaf(v.w, w3.z, fmaf(v.z, w2.z, fmaf(v.y, w1.z, fmaf(v.x, w0.z, acc[r][2]))));

@@ -32,9 +32,6 @@ namespace mpd::cuda {
 #define MPD_WEIGHT(p) (*(p))
 #endif
 
-// A layer's input: rounded to bfloat16 in the fast numeric mode (math/bf16.h), as is.
-__device__ inline float layer_input(float x, bool fast) { return fast ? math::bf16_round(x) : x; }
-
 // y[r, o] = b[o] + sum_i w[o, i] x[r, i] for r < rows, SiLU when asked; fast: inputs rounded.
 __device__ inline void unet_linear(const DevLinear& f, const float* x, int ldx, int rows, float* y, int ldy,
                                    bool apply_silu, bool fast) {
@@ -42,7 +39,9 @@ __device__ inline void unet_linear(const DevLinear& f, const float* x, int ldx, 
     const int r = q / f.out, o = q % f.out;
     const float* xr = x + static_cast<size_t>(r) * ldx;
     float acc = MPD_WEIGHT(f.b + o);
-    for (int i = 0; i < f.in; ++i) acc = fmaf(MPD_WEIGHT(f.w + static_cast<size_t>(i) * f.out + o), layer_input(xr[i], fast), acc);
+    for (int i = 0; i < f.in; ++i) {
+      acc = fmaf(MPD_WEIGHT(f.w + static_cast<size_t>(i) * f.out + o), math::layer_input(xr[i], fast), acc);
+    }
     y[static_cast<size_t>(r) * ldy + o] = apply_silu ? math::silu(acc) : acc;
   }
   __syncthreads();
@@ -63,7 +62,9 @@ __device__ inline void unet_conv(const DevConv& c, const float* x, int L, int ac
       if (at < 0 || at >= L) continue;
       const float* xp = xr + static_cast<size_t>(at) * c.in;
       const float* w = c.w + static_cast<size_t>(j) * c.in * c.out + o;
-      for (int i = 0; i < c.in; ++i) acc = fmaf(MPD_WEIGHT(w + static_cast<size_t>(i) * c.out), layer_input(xp[i], fast), acc);
+      for (int i = 0; i < c.in; ++i) {
+        acc = fmaf(MPD_WEIGHT(w + static_cast<size_t>(i) * c.out), math::layer_input(xp[i], fast), acc);
+      }
     }
     y[static_cast<size_t>(r) * act + static_cast<size_t>(l) * c.out + o] = acc;
   }
@@ -85,7 +86,9 @@ __device__ inline void unet_up(const DevConv& c, const float* x, int L, int act,
       if (positions[s] < 0 || positions[s] >= L) continue;
       const float* xp = xr + static_cast<size_t>(positions[s]) * c.in;
       const float* w = c.w + static_cast<size_t>(taps[s]) * c.in * c.out + o;
-      for (int i = 0; i < c.in; ++i) acc = fmaf(MPD_WEIGHT(w + static_cast<size_t>(i) * c.out), layer_input(xp[i], fast), acc);
+      for (int i = 0; i < c.in; ++i) {
+        acc = fmaf(MPD_WEIGHT(w + static_cast<size_t>(i) * c.out), math::layer_input(xp[i], fast), acc);
+      }
     }
     y[static_cast<size_t>(r) * act + static_cast<size_t>(m) * c.out + o] = acc;
   }

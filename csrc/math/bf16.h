@@ -31,4 +31,8 @@ MPD_HOST_DEVICE float bf16_round(float x) {
 #endif
 }
 
+// A network layer's input in the numeric mode: rounded to bfloat16 in the fast mode, as is in the
+// exact one (every backend's layers read their inputs through it).
+MPD_HOST_DEVICE float layer_input(float x, bool fast) { return fast ? bf16_round(x) : x; }
+
 }  // namespace mpd::math
