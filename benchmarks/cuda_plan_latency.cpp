@@ -196,11 +196,14 @@ int main(int argc, char** argv) {
     if (json) {
       std::FILE* f = std::fopen(json, "w");
       if (!f) throw std::runtime_error(std::string("cannot write ") + json);
+      // The unet family's cap on blocks per candidate (MPD_CUDA_BLOCKS_PER_CANDIDATE; 0: the sampler's
+      // choice, up to kMaxUnetBlocksPerCandidate).
+      const char* cap = std::getenv("MPD_CUDA_BLOCKS_PER_CANDIDATE");
       std::fprintf(f, "{\"benchmark\": \"cuda_plan_latency_cxx\", \"device\": \"%s\", \"sms\": %d, \"model_file\": \"%s\", "
                       "\"iters\": %d, \"horizon\": %u, \"num_steps\": %u, \"width\": %u, \"layers\": %u, "
-                      "\"rows\": [%s]}\n",
+                      "\"max_blocks_per_candidate\": %d, \"rows\": [%s]}\n",
                    prop.name, prop.multiProcessorCount, argv[1], iters, info.horizon, info.num_steps, info.width,
-                   info.layers, rows.c_str());
+                   info.layers, cap ? std::atoi(cap) : 0, rows.c_str());
       std::fclose(f);
     }
     cudaFree(state), cudaFree(actions), cudaFree(index);

@@ -20,7 +20,8 @@
 # bench_cuda_mlp.json / bench_cuda_unet.json / bench_cuda_unet_authors.json / bench_cuda_unet_fast.json /
 # bench_cuda_unet_humanoid_fast.json (`mpdiffuser bench
 # --backend cuda`: the MLP, the default U-Net and the authors' size),
-# cuda_cxx_h16.json / cuda_cxx_h32.json (mpd_bench_cuda), sweep.jsonl (candidates per block),
+# cuda_cxx_h16.json / cuda_cxx_h32.json (mpd_bench_cuda), unet_group{1,2,4,8}.json and
+# unet_authors_group{1,2,4,8}.json (the U-Net's blocks per candidate), sweep.jsonl (candidates per block),
 # baseline.jsonl (mpd_bench_cuda built with $BASELINE instead of csrc/cuda/sampler.cu),
 # train_gpu.json (benchmarks/train_throughput.py on $TRAIN_DATA, default the shipped demo data: the
 # MLPs with host and device batches), train_gpu_unet.json and train_gpu_unet_authors.json (the
@@ -88,6 +89,11 @@ if want tests; then
     tests/python/test_cli_pipeline.py -k cuda
   MPD_CUDA_CANDIDATES_PER_BLOCK=4 step pytest-cuda-cpb4 240 python3 -m pytest -q \
     tests/python/sampling/test_sampler.py -k "cuda_matches and not hopper"
+  # The unet family with fewer blocks per candidate than a launch picks (1: no barrier at all).
+  for g in 1 2; do
+    MPD_CUDA_BLOCKS_PER_CANDIDATE=$g step "ctest-cuda-unet-group$g" 120 ctest --test-dir build/gpu -R cuda_plan \
+      --output-on-failure
+  done
 fi
 
 if want sanitize; then
@@ -122,6 +128,14 @@ weights='bf16', options=o)\" && python3 -m mpdiffuser bench --backend cuda --mod
     --out $OUT/bench_cuda_unet_humanoid_fast.json"
   for h in 16 32; do
     step "bench-cxx-h$h" 120 "$BENCH" "runs/bench/synthetic-hopper-h$h.safetensors" --iters 100 --json "$OUT/cuda_cxx_h$h.json"
+  done
+  # The unet family's blocks per candidate, capped at g (the plan's FiLM kernel, then one barrier per
+  # convolution across a candidate's blocks): the default and the authors' size, N = 1 and 64.
+  for g in 1 2 4 8; do
+    MPD_CUDA_BLOCKS_PER_CANDIDATE=$g step "bench-unet-group$g" 120 bash -c "$BENCH \
+      runs/bench/synthetic-hopper-unet.safetensors --candidates 1,64 --iters 50 --json $OUT/unet_group$g.json &&
+      $BENCH runs/bench/synthetic-hopper-unet-authors.safetensors --candidates 1,64 --iters 5 \
+      --json $OUT/unet_authors_group$g.json"
   done
 fi
 

@@ -24,9 +24,11 @@ struct Arena {
   size_t steps_at = 0, emb_at = 0, quantiles_at = 0, pinned_at = 0, windows_at = 0, values_at = 0, costs_at = 0;
   size_t host_state_at = 0, host_actions_at = 0, host_index_at = 0, host_values_at = 0, host_costs_at = 0;
   size_t host_windows_at = 0, host_warm_at = 0, host_window_at = 0, unets_at = 0, unet_scratch_at = 0;
+  size_t unet_films_at = 0, arrivals_at = 0;
   std::vector<size_t> offsets;  // per MLP and layer: weight offset, bias offset
   std::vector<std::pair<std::string, size_t>> unet_at;  // the unet family: tensor name -> offset
-  UnetScratch unet_layout{};  // the unet family: one block's scratch
+  UnetScratch unet_layout{};  // the unet family: one candidate's scratch
+  int ld_films = 0;           // the unet family: a FiLM row's floats (padded)
   bool unet = false;
 };
 
@@ -102,10 +104,18 @@ bool build_arena(const ModelFile& file, int max_candidates, Arena* out) {
   ar.host_windows_at = ar.host_costs_at + N;
   ar.host_warm_at = ar.host_windows_at + N * HD;
   ar.host_window_at = ar.host_warm_at + HD;
-  // The unet family: its two DevUnet structs, then every block's scratch.
+  // The unet family: its two DevUnet structs, every candidate's scratch, the plan's FiLM rows
+  // [2 nets][K][2 kinds][ld_films] and the candidates' group barriers.
   ar.unets_at = (ar.host_window_at + HD + 31) / 32 * 32;
   ar.unet_scratch_at = ar.unets_at + (ar.unet ? (2 * sizeof(DevUnet) / sizeof(float) + 32) / 32 * 32 : 0);
-  ar.total = ar.unet_scratch_at + (ar.unet ? N * static_cast<size_t>(ar.unet_layout.total) : 0);
+  ar.unet_films_at = ar.unet_scratch_at + (ar.unet ? N * static_cast<size_t>(ar.unet_layout.total) : 0);
+  if (ar.unet) {
+    DevUnet probe;  // the FiLM row's size from the network description (its pointers unused)
+    device_unet(c, "planner", ar.unet_at, image.data(), ar.unet_layout, &probe);
+    ar.ld_films = (probe.film_floats + 31) / 32 * 32;
+  }
+  ar.arrivals_at = ar.unet_films_at + 4 * static_cast<size_t>(K) * ar.ld_films;
+  ar.total = ar.arrivals_at + (ar.unet ? (N + 31) / 32 * 32 : 0);
   for (const auto* v : {&file.state_mid, &file.state_half, &file.action_mid, &file.action_half}) {
     ar.norms.insert(ar.norms.end(), v->begin(), v->end());
   }
@@ -153,6 +163,9 @@ bool arena_params(const ModelFile& file, const Arena& arena, float* a, const dou
     }
     p.unets = reinterpret_cast<const DevUnet*>(a + arena.unets_at);
     p.unet_scratch = a + arena.unet_scratch_at;
+    p.unet_films = a + arena.unet_films_at;
+    p.ld_films = arena.ld_films;
+    p.group_arrivals = reinterpret_cast<unsigned*>(a + arena.arrivals_at);
   }
   const Strides strides = plan_strides(c.state_dim, c.action_dim, H, dims, dense, num_nets, !arena.unet);
   p.steps = reinterpret_cast<const math::StepFloats*>(a + arena.steps_at);
@@ -170,6 +183,7 @@ bool arena_params(const ModelFile& file, const Arena& arena, float* a, const dou
   p.du = c.action_dim;
   p.cond_dim = c.cond_dim;
   p.num_steps = K;
+  p.blocks_per_candidate = 1;
   p.reward_outputs = c.reward_outputs;
   p.has_cost = c.has_cost ? 1 : 0;
   p.ld_tau = strides.ld_tau;

@@ -106,25 +106,30 @@ inline Strides plan_strides(int dx, int du, int horizon, const int* const dims[4
   return s;
 }
 
-// The unet family in the plan kernel (cuda/unet.cuh): one candidate per block, its conditional and
-// unconditional rows through the network together; activations position-major [L][C] per row in
-// the block's slice of a global scratch buffer. These are its sizes, as the CPU backend's CpuUnet
+// The unet family in the plan kernel (cuda/unet.cuh): a group of blocks per candidate, its
+// conditional and unconditional rows through the network together; activations position-major
+// [L][C] per row in the group's slice of a global scratch buffer, which every block of the group
+// reads and writes (its own output channels). These are its sizes, as the CPU backend's CpuUnet
 // sizes its own (the largest activation over the down path, the joined up-path inputs and the head).
 constexpr int kMaxUnetLevels = 8;  // the model file allows 2..8 levels
 constexpr int kUnetRows = 2;       // rows per forward: a candidate's conditional and unconditional
 constexpr int kUnetGroups = 8;     // GroupNorm groups
+// Blocks per candidate at most: each owns whole GroupNorm groups of every normalized layer (a
+// power of two dividing kUnetGroups).
+constexpr int kMaxUnetBlocksPerCandidate = kUnetGroups;
 
 struct UnetShape {
   int horizon, in_channels, out_channels, dim, embed, levels;
   int mults[kMaxUnetLevels];
 };
 
-// Float offsets (multiples of 4) of one block's scratch for `rows` rows; act and kept_row are one
-// row's floats of an activation buffer and of the kept level outputs.
+// Float offsets (multiples of 4) of one group's scratch for `rows` rows; act and kept_row are one
+// row's floats of an activation buffer and of the kept level outputs; head holds the network's
+// output rows while a group of several blocks hands them to each member.
 struct UnetScratch {
   int act, kept_row, max_channels, context, hidden;
   int kept_at[kMaxUnetLevels];  // level i's kept output within a row's kept region
-  int buf[4], kept, ctx, hid, hid2, film, stats, total;
+  int buf[4], kept, head, stats, total;
 };
 
 MPD_HOST_DEVICE void unet_grow(int* act, int* widest, int ch, int len) {
@@ -165,18 +170,29 @@ MPD_HOST_DEVICE UnetScratch unet_scratch(const UnetShape& s, int rows) {
   }
   u.kept = at;
   at += rows * u.kept_row;
-  u.ctx = at;
-  at += rows * round4(u.context);
-  u.hid = at;
-  at += rows * u.hidden;
-  u.hid2 = at;
-  at += rows * u.hidden;
-  u.film = at;
-  at += rows * round4(2 * widest);
+  u.head = at;
+  at += rows * round4(s.horizon * s.out_channels);
   u.stats = at;
   at += rows * 2 * kUnetGroups;
   u.total = round4(at);
   return u;
+}
+
+// The FiLM kernel's shared memory (plan_kernel.cuh): the normalized state, one context row
+// [time(t), embed(x_0), embed(c)], and two hidden rows (the second also holds the sinusoid of t
+// and the condition).
+struct UnetFilmLayout {
+  int x0, ctx, hid, hid2, total;
+};
+
+MPD_HOST_DEVICE UnetFilmLayout unet_film_layout(const UnetScratch& u, int dim, int dx, int cond_dim) {
+  UnetFilmLayout f{};
+  f.x0 = 0;
+  f.ctx = round4(dx);
+  f.hid = f.ctx + round4(u.context);
+  f.hid2 = f.hid + u.hidden;
+  f.total = f.hid2 + most(u.hidden, most(round4(dim), round4(cond_dim)));
+  return f;
 }
 
 }  // namespace mpd::cuda

@@ -13,6 +13,12 @@
 #include "math/schedule.h"
 #include "math/update.h"
 
+// A kernel's dynamic shared memory as float4 name[]. The CPU emulation
+// (tests/cpp/cuda_kernel_emulation_test.cpp) defines its own: each emulated block's thread_local array.
+#ifndef MPD_DYNAMIC_SHARED
+#define MPD_DYNAMIC_SHARED(name) extern __shared__ float4 name[]
+#endif
+
 namespace mpd::cuda {
 namespace {
 
@@ -43,7 +49,11 @@ struct PlanParams {
   int ld_rin, ld_rh, ld_rout;       // the same for the ranker's rows
   int part_cols;                    // partial-sum columns per row: max(4 kThreads, widest padded layer)
   const DevUnet* unets;             // the unet family: [planner, dynamics] in device memory, else null
-  float* unet_scratch;              // the unet family: unets[0].scratch.total floats per block
+  float* unet_scratch;              // the unet family: unets[0].scratch.total floats per candidate
+  float* unet_films;                // the unet family: FiLM rows [2 nets][K levels][2 kinds][ld_films]
+  int ld_films;
+  unsigned* group_arrivals;         // the unet family: [N] the candidates' group barriers (group_sync.h)
+  int blocks_per_candidate;         // blocks per candidate of this launch (the mlp family: 1)
   PlanRequest r;                    // this plan's (state and warm window in device memory)
 };
 
@@ -181,6 +191,12 @@ __device__ void noise_update(const PlanParams& p, float* tau, int first, int cnt
   pin_fixed(p, tau, cnt, x0);
 }
 
+// State dimension i of the plan's x_0, normalized.
+__device__ float normalized_state(const PlanParams& p, int i) {
+  return static_cast<float>(math::normalize(p.r.state[i], p.state_quantiles + i * p.quantiles, p.quantiles,
+                                            p.state_mid[i], p.state_half[i]));
+}
+
 // Row tail [x_0, c or 0, emb(k)] element i (0-based within the tail) of row r.
 __device__ float tail_at(const PlanParams& p, const float* x0, int r, int cnt, int i, const float* emb) {
   if (i < p.dx) return x0[i];
@@ -189,14 +205,16 @@ __device__ float tail_at(const PlanParams& p, const float* x0, int r, int cnt, i
   return emb[i - p.cond_dim];
 }
 
-// A block's shared buffers a family's denoisers may use (the mlp family's dense layers), and the
-// block's global scratch (the unet family's activations).
+// A block's shared buffers a family's denoisers may use (the mlp family's dense layers), the
+// global scratch of its candidate (the unet family's activations) and the barrier of the blocks
+// that share the candidate.
 struct BlockBuffers {
   float* in;
   float* h0;
   float* h1;
   float* part;
   float* scratch;
+  GroupSync* sync;
 };
 
 // The denoiser families on the device, as the CPU backend's Denoiser per family (cpu/denoiser.h):
@@ -208,7 +226,7 @@ struct BlockBuffers {
 // candidates per block.
 template <int CPB>
 struct MlpFamily {
-  __device__ static float* scratch(const PlanParams&) { return nullptr; }
+  __device__ static float* scratch(const PlanParams&, int) { return nullptr; }
 
   // [flatten(X^k), flatten(U^k), x_0, c, emb(k)]
   __device__ static void dynamics(const PlanParams& p, const BlockBuffers& b, const float* tau, int cnt, int rows,
@@ -247,34 +265,69 @@ struct MlpFamily {
   }
 };
 
-// The unet family: one candidate per block, its rows through unet_forward with the block's global
-// scratch (the windows' rows read in place).
+// The unet family's FiLM row of network net (0 planner, 1 dynamics model), level t, kind 0
+// (conditional) or 1 (unconditional).
+__device__ inline float* unet_film_row(const PlanParams& p, int net, int t, int kind) {
+  return p.unet_films + static_cast<size_t>((net * p.num_steps + t) * 2 + kind) * p.ld_films;
+}
+
+// The unet family: one candidate per group of blocks, its rows through unet_forward with the
+// group's global scratch (the windows' rows read in place from each block's shared memory), the
+// FiLM rows from the plan's first kernel (unet_film_kernel).
 struct UnetFamily {
-  __device__ static float* scratch(const PlanParams& p) {
-    return p.unet_scratch + static_cast<size_t>(blockIdx.x) * p.unets[0].scratch.total;
+  __device__ static float* scratch(const PlanParams& p, int candidate) {
+    return p.unet_scratch + static_cast<size_t>(candidate) * p.unets[0].scratch.total;
   }
 
   __device__ static void dynamics(const PlanParams& p, const BlockBuffers& b, const float* tau, int cnt, int rows,
-                                  int k, const float* x0, const float*, float* eps) {
-    unet_forward(p.unets[1], rows, tau, p.ld_tau, cnt, k - 1, x0, p.r.cond, eps, p.ld_out, b.scratch,
-                 p.r.fast_numerics);
+                                  int k, const float*, const float*, float* eps) {
+    forward(p, 1, b, tau, cnt, rows, k, eps);
   }
 
   __device__ static void planner(const PlanParams& p, const BlockBuffers& b, const float* tau, int cnt, int rows,
-                                 int k, const float* x0, const float*, float* eps) {
-    unet_forward(p.unets[0], rows, tau, p.ld_tau, cnt, k - 1, x0, p.r.cond, eps, p.ld_out, b.scratch,
-                 p.r.fast_numerics);
+                                 int k, const float*, const float*, float* eps) {
+    forward(p, 0, b, tau, cnt, rows, k, eps);
+  }
+
+  __device__ static void forward(const PlanParams& p, int net, const BlockBuffers& b, const float* tau, int cnt,
+                                 int rows, int k, float* eps) {
+    const UnetCall call{tau, p.ld_tau, cnt, rows, {unet_film_row(p, net, k - 1, 0), unet_film_row(p, net, k - 1, 1)},
+                        eps, p.ld_out};
+    unet_forward(p.unets[net], call, b.scratch, *b.sync, p.r.fast_numerics);
   }
 };
+
+// The unet family's first launch: every FiLM row the plan reads (planner and dynamics model,
+// levels t < start_level, conditional and unconditional: row = 4 t + 2 kind + net) into
+// p.unet_films, one block per row; and the candidates' group barriers zeroed for the plan kernel,
+// which runs after it on the stream.
+__global__ void __launch_bounds__(kThreads) unet_film_kernel(const PlanParams p) {
+  MPD_DYNAMIC_SHARED(smem4);
+  float* s = reinterpret_cast<float*>(smem4);
+  if (blockIdx.x == 0) {
+    for (int i = threadIdx.x; i < p.r.num_candidates; i += blockDim.x) p.group_arrivals[i] = 0;
+  }
+  const int row = static_cast<int>(blockIdx.x), net = row % 2, kind = (row / 2) % 2, t = row / 4;
+  const UnetFilmLayout at = unet_film_layout(p.unets[0].scratch, p.unets[0].dim, p.dx, p.cond_dim);
+  for (int i = threadIdx.x; i < p.dx; i += blockDim.x) s[at.x0 + i] = normalized_state(p, i);
+  __syncthreads();
+  unet_films(p.unets[net], t, s + at.x0, kind == 0 ? p.r.cond : nullptr, unet_film_row(p, net, t, kind), s, at,
+             p.r.fast_numerics);
+}
 
 // CPB candidates per block, planner and dynamics model of the denoiser family Family; the ranker
 // is an MLP in every family.
 template <int CPB, class Family>
 __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
-  extern __shared__ float4 smem4[];
+  MPD_DYNAMIC_SHARED(smem4);
   float* smem = reinterpret_cast<float*>(smem4);
   const int H = p.horizon, dx = p.dx, du = p.du, D = dx + du, HD = H * D, K = p.num_steps;
-  const int first = blockIdx.x * CPB;
+  // Blocks [G c, G c + G) share candidate group c (the unet family; G = 1 for the mlp family):
+  // each keeps the group's windows in its own shared memory and updates them alike, so the
+  // network calls alone are shared; rank 0 ranks the windows and writes them out.
+  const int G = p.blocks_per_candidate, group = static_cast<int>(blockIdx.x) / G;
+  GroupSync sync{G > 1 ? p.group_arrivals + group : nullptr, G, static_cast<int>(blockIdx.x) % G, 0};
+  const int first = group * CPB;
   const int cnt = min(CPB, p.r.num_candidates - first);
   const int rows = p.r.guided ? 2 * cnt : cnt;
   const Layout l = plan_layout(p, CPB);
@@ -286,14 +339,11 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
   float* h1 = smem + l.h1;
   float* eps = smem + l.eps;    // [2 CPB, ld_out] or [kRankRows, ld_rout]
   float* part = smem + l.part;  // dense layers' partial sums
-  const BlockBuffers buffers{in, h0, h1, part, Family::scratch(p)};
+  const BlockBuffers buffers{in, h0, h1, part, Family::scratch(p, group), &sync};
 
   for (int i = threadIdx.x; i < l.total; i += blockDim.x) smem[i] = 0.0f;
   __syncthreads();
-  for (int i = threadIdx.x; i < dx; i += blockDim.x) {
-    x0[i] = static_cast<float>(math::normalize(p.r.state[i], p.state_quantiles + i * p.quantiles, p.quantiles,
-                                               p.state_mid[i], p.state_half[i]));
-  }
+  for (int i = threadIdx.x; i < dx; i += blockDim.x) x0[i] = normalized_state(p, i);
   for (int t = threadIdx.x; t < H; t += blockDim.x) gamma[t] = static_cast<float>(pow(p.r.discount, static_cast<double>(t)));
   __syncthreads();  // x0 is read by the pinning of the initial windows
   noise_update(p, tau, first, cnt, K + 1, nullptr, p.steps + (p.r.start_level - 1), x0);
@@ -319,6 +369,7 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
     Family::planner(p, buffers, tau, cnt, rows, k, x0, emb, eps);
     noise_update(p, tau, first, cnt, k > 1 ? k : 0, eps, &st, x0);
   }
+  if (sync.rank != 0) return;
 
   for (int q = threadIdx.x; q < cnt * HD; q += blockDim.x) {
     p.windows[static_cast<size_t>(first + q / HD) * HD + q % HD] = tau[(q / HD) * p.ld_tau + q % HD];
@@ -369,18 +420,23 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
   }
 }
 
-// The kernel variants of each family: candidates per thread block. The answer does not depend on
-// the variant (each row's arithmetic is the same); only the weight traffic and the parallelism do.
+// The kernel variants of each family: candidates per thread block, and the blocks a candidate may
+// share (the largest a launch uses whose grid runs at once, sampler.cu). The answer does not
+// depend on the variant or the group (each row's arithmetic is the same); only the weight traffic
+// and the parallelism do. A family with a prologue launches it first, one block per FiLM row.
 constexpr int kVariants = 3;  // variants a family has at most
 using PlanKernel = void (*)(PlanParams);
 struct FamilyKernels {
   int variants;
   int candidates_per_block[kVariants];
   PlanKernel kernels[kVariants];
+  int max_blocks_per_candidate;
+  PlanKernel prologue;
 };
 constexpr FamilyKernels kMlpKernels{3, {1, 2, 4}, {plan_kernel<1, MlpFamily<1>>, plan_kernel<2, MlpFamily<2>>,
-                                                   plan_kernel<4, MlpFamily<4>>}};
-constexpr FamilyKernels kUnetKernels{1, {1}, {plan_kernel<1, UnetFamily>}};  // one candidate per block
+                                                   plan_kernel<4, MlpFamily<4>>}, 1, nullptr};
+constexpr FamilyKernels kUnetKernels{1, {1}, {plan_kernel<1, UnetFamily>}, kMaxUnetBlocksPerCandidate,
+                                     unet_film_kernel};
 
 // The kernels of a model's denoiser family (ModelConfig::architecture).
 inline const FamilyKernels& family_kernels(int architecture) {

@@ -2,9 +2,11 @@
 // dynamics model and the planner plus the ranker for a group of candidates per thread block
 // (activations in shared memory, transposed weights read through L2, Philox noise generated in
 // the kernel); a second one-warp kernel checks the state, selects the candidate and writes its
-// de-normalized actions. Two launches per plan, no host synchronization and no allocation after
-// make_backend, so a plan can be captured in a CUDA graph. A refused input cannot return a status
-// without a synchronization: the chosen index says why (MPD_INDEX_*) and the actions are NaN.
+// de-normalized actions. Two launches per plan (the unet family first launches its FiLM kernel,
+// and shares a candidate among up to 8 blocks in a cooperative launch: cuda/unet.cuh), no host
+// synchronization and no allocation after make_backend, so a plan can be captured in a CUDA graph.
+// A refused input cannot return a status without a synchronization: the chosen index says why
+// (MPD_INDEX_*) and the actions are NaN.
 //
 // Thread block b owns candidates [b CPB, b CPB + CPB). Its windows, network inputs, hidden
 // activations and network outputs live in shared memory for the whole plan; the conditional and
@@ -17,6 +19,7 @@
 // update rules and the noise are csrc/math's, shared with the CPU backend.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -57,6 +60,8 @@ struct CudaBackend::Impl {
   int capacity[kVariants] = {};  // blocks of each variant resident at once (0: does not fit)
   int forced = -1;               // variant forced by MPD_CUDA_CANDIDATES_PER_BLOCK, else -1
   size_t shared_bytes[kVariants] = {};  // dynamic shared memory of each variant
+  size_t prologue_bytes = 0;     // the family's prologue kernel's dynamic shared memory
+  int max_group = 1;             // blocks per candidate at most (MPD_CUDA_BLOCKS_PER_CANDIDATE lowers it)
   float* arena = nullptr;      // weights, steps, embeddings, then plan buffers
   double* norms = nullptr;     // state mid, half; action mid, half
   PlanParams params{};         // the fixed part of every launch
@@ -139,6 +144,14 @@ static mpd_status make_backend(const ModelFile& file, int max_candidates, std::u
     cudaGetLastError();
   }
   if (!fits[0]) return MPD_ERR_NOT_AVAILABLE;
+  if (family.prologue != nullptr) {
+    impl->prologue_bytes = static_cast<size_t>(unet_film_layout(arena.unet_layout, file.config.unet_dim,
+                                                                file.config.state_dim, file.config.cond_dim).total) *
+                           sizeof(float);
+    if (impl->prologue_bytes > prop.sharedMemPerBlock) return MPD_ERR_NOT_AVAILABLE;
+  }
+  // A candidate shares blocks only in a cooperative launch (every block resident at once).
+  impl->max_group = prop.cooperativeLaunch ? family.max_blocks_per_candidate : 1;
   for (int v = 0; v < family.variants; ++v) {
     int per_sm = 0;
     if (fits[v] && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, family.kernels[v], kThreads,
@@ -147,11 +160,15 @@ static mpd_status make_backend(const ModelFile& file, int max_candidates, std::u
     }
     cudaGetLastError();
   }
-  // Tuning override (benchmarks): MPD_CUDA_CANDIDATES_PER_BLOCK = 1, 2 or 4 for every plan.
+  // Tuning overrides (benchmarks): MPD_CUDA_CANDIDATES_PER_BLOCK = 1, 2 or 4 for every plan;
+  // MPD_CUDA_BLOCKS_PER_CANDIDATE = 1, 2, 4 or 8, the most blocks a candidate may share.
   if (const char* env = std::getenv("MPD_CUDA_CANDIDATES_PER_BLOCK")) {
     for (int v = 0; v < family.variants; ++v) {
       if (std::atoi(env) == family.candidates_per_block[v] && fits[v]) impl->forced = v;
     }
+  }
+  if (const char* env = std::getenv("MPD_CUDA_BLOCKS_PER_CANDIDATE")) {
+    impl->max_group = std::max(1, std::min(impl->max_group, std::atoi(env)));
   }
   cudaGetLastError();
   out->reset(new CudaBackend(std::move(impl)));
@@ -179,8 +196,31 @@ mpd_status CudaBackend::plan_device(const PlanRequest& r, mpd_plan_output* outpu
     if (i == 0 || m.capacity[i] > 0) v = i;
   }
   const int cpb = family.candidates_per_block[v];
-  const unsigned grid = static_cast<unsigned>((N + cpb - 1) / cpb);
-  family.kernels[v]<<<grid, kThreads, m.shared_bytes[v], stream>>>(p);
+  const int blocks = (N + cpb - 1) / cpb;
+  // Blocks per candidate (the unet family): the most, a power of two, whose grid runs at once
+  // (measured: a candidate's network calls spread over more SMs; benchmarks/gpu_runbook.sh).
+  int group = 1;
+  while (2 * group <= m.max_group && static_cast<long>(blocks) * 2 * group <= m.capacity[v]) group *= 2;
+  p.blocks_per_candidate = group;
+  if (family.prologue != nullptr) {
+    family.prologue<<<static_cast<unsigned>(4 * r.start_level), kThreads, m.prologue_bytes, stream>>>(p);
+  }
+  const unsigned grid = static_cast<unsigned>(blocks * group);
+  if (group == 1) {
+    family.kernels[v]<<<grid, kThreads, m.shared_bytes[v], stream>>>(p);
+  } else {
+    cudaLaunchConfig_t launch{};
+    launch.gridDim = dim3(grid);
+    launch.blockDim = dim3(kThreads);
+    launch.dynamicSmemBytes = m.shared_bytes[v];
+    launch.stream = stream;
+    cudaLaunchAttribute cooperative{};
+    cooperative.id = cudaLaunchAttributeCooperative;
+    cooperative.val.cooperative = 1;
+    launch.attrs = &cooperative;
+    launch.numAttrs = 1;
+    cudaLaunchKernelEx(&launch, family.kernels[v], p);
+  }
   SelectParams s = m.select;
   s.r = r;
   s.window = output->window;

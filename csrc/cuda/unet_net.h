@@ -32,6 +32,7 @@ struct DevFilmConv {
   const float* gamma;  // GroupNorm affine [out]
   const float* beta;
   DevLinear film0, film2;  // context -> context (SiLU) -> [scale, shift]
+  int film_at;             // its [scale (out), shift (out)] within a FiLM row (unet_films)
 };
 
 struct DevBlock {
@@ -53,7 +54,8 @@ struct DevUnet {
   DevConv head0, head3;
   const float* head_gamma;
   const float* head_beta;
-  UnetScratch scratch;  // one block's scratch for kUnetRows rows
+  int film_floats;      // a FiLM row: every FiLM layer's [scale, shift], in the order of the forward pass
+  UnetScratch scratch;  // one group's scratch for kUnetRows rows
 };
 
 // Appends the unet family's planner and dynamics tensors to `image` (each on a 128-byte boundary)
@@ -119,9 +121,13 @@ inline bool device_unet(const ModelConfig& c, const std::string& net, const std:
     return DevConv{find(name + ".weight"), find(name + ".bias"), in, out, kernel};
   };
   const int context = c.unet_dim + 2 * c.unet_embed_dim;
+  int film_floats = 0;  // the FiLM layers are made in the order of the forward pass
   auto film_conv = [&](const std::string& name, int in, int out) {
-    return DevFilmConv{conv(name + ".conv", in, out, 5), find(name + ".norm.weight"), find(name + ".norm.bias"),
-                       linear(name + ".film.0", context, context), linear(name + ".film.2", context, 2 * out)};
+    const DevFilmConv f{conv(name + ".conv", in, out, 5), find(name + ".norm.weight"), find(name + ".norm.bias"),
+                        linear(name + ".film.0", context, context), linear(name + ".film.2", context, 2 * out),
+                        film_floats};
+    film_floats += round4(2 * out);
+    return f;
   };
   auto block = [&](const std::string& name, int in, int out) {
     DevBlock b{film_conv(name + ".first", in, out), film_conv(name + ".second", out, out), in != out, {}};
@@ -168,6 +174,7 @@ inline bool device_unet(const ModelConfig& c, const std::string& net, const std:
   u->head_gamma = find(p + "head.1.weight");
   u->head_beta = find(p + "head.1.bias");
   u->head3 = conv(p + "head.3", dim, u->out_channels, 1);
+  u->film_floats = film_floats;
   u->scratch = scratch;
   return ok;
 }

@@ -1,10 +1,12 @@
-// The CUDA backend's plan kernel (csrc/cuda/plan_kernel.cuh) run on the CPU, block by block as a
-// block of one thread, with its parameters and arena built by the backend's own host code
-// (csrc/cuda/arena.h) in host memory: windows and values against the CPU backend's mpd_plan on
-// the same model file, seed and options, for both families, every kernel variant, guidance of
-// each model, lambda and its schedule, both prediction targets and normalizers, the cost model,
-// temperature and a warm start. What it cannot check: the kernels' 512-thread work split and warp
-// reductions, the selection kernel, launches and copies (tests/cpp/cuda_plan_test.cpp on a GPU).
+// The CUDA backend's plan kernels (csrc/cuda/plan_kernel.cuh) run on the CPU, each block a host
+// thread running as a block of one thread (all of a grid's blocks at once, as a cooperative launch
+// has them), with its parameters and arena built by the backend's own host code (csrc/cuda/arena.h)
+// in host memory: windows and values against the CPU backend's mpd_plan on the same model file,
+// seed and options, for both families, every kernel variant, the unet family's FiLM kernel and
+// groups of blocks per candidate (the same bits for every group size), guidance of each model,
+// lambda and its schedule, both prediction targets and normalizers, the cost model, temperature
+// and a warm start. What it cannot check: the kernels' 512-thread work split and warp reductions,
+// the selection kernel, launches and copies (tests/cpp/cuda_plan_test.cpp on a GPU).
 //
 // Tolerances: two float32 evaluations in different summation orders; by the triangle inequality
 // at most twice one backend's deviation from exact arithmetic, measured on these models by
@@ -18,13 +20,15 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
-// CUDA's device dialect for a host compiler: a block of one thread, shared memory a static array.
+// CUDA's device dialect for a host compiler: a block of one thread per host thread, shared memory
+// (and the block index) the thread's own.
 #define __device__
 #define __global__
-#define __shared__
+#define __shared__ thread_local
 #define __launch_bounds__(n)
 struct alignas(16) float4 {
   float x, y, z, w;
@@ -38,7 +42,7 @@ struct ThreadIndex {
   unsigned x;
 };
 static const ThreadIndex threadIdx{0}, blockDim{1};
-static ThreadIndex blockIdx{0};
+static thread_local ThreadIndex blockIdx{0};
 inline void __syncthreads() {}
 inline bool __all_sync(unsigned, bool predicate) { return predicate; }
 template <class T>
@@ -53,16 +57,15 @@ inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 using std::isfinite;
 
+// A block's dynamic shared memory: 1 MiB, more than any layout here.
+thread_local float4 emulated_shared[1 << 16];
+#define MPD_DYNAMIC_SHARED(name) float4* name = emulated_shared
+
 #include "backend/backend.h"
 #include "check.h"
 #include "cuda/arena.h"
 #include "model_writer.h"
 
-namespace mpd::cuda {
-namespace {
-float4 smem4[1 << 16];  // the plan kernel's dynamic shared memory (1 MiB: more than any layout here)
-}  // namespace
-}  // namespace mpd::cuda
 
 namespace {
 
@@ -83,10 +86,11 @@ Plan cpu_plan(const mpd_model* model, const float* state, const float* warm, uin
   return p;
 }
 
-// The plan kernel's plan, every block in turn, CPB candidates per block.
+// The plan kernels' plan, CPB candidates per block; the unet family with `group` blocks per
+// candidate, after its FiLM kernel.
 template <int CPB, bool kUnet>
 Plan kernel_plan(const mpd::ModelFile& file, const float* state, const float* warm, uint64_t seed,
-                 const mpd_options& o) {
+                 const mpd_options& o, int group = 1) {
   using namespace mpd::cuda;
   Arena arena;
   CHECK(build_arena(file, static_cast<int>(o.num_candidates), &arena));
@@ -98,17 +102,32 @@ Plan kernel_plan(const mpd::ModelFile& file, const float* state, const float* wa
   CHECK(arena_params(file, arena, memory.data(), arena.norms.data(), &p, &s, unets));
   if (arena.unet) std::memcpy(memory.data() + arena.unets_at, unets, sizeof unets);
   p.r = mpd::resolve_plan(file.config, o, state, warm, seed);
-  CHECK(static_cast<size_t>(plan_layout(p, CPB).total) * sizeof(float) <= sizeof smem4);
+  CHECK(static_cast<size_t>(plan_layout(p, CPB).total) * sizeof(float) <= sizeof emulated_shared);
   const int blocks = (static_cast<int>(o.num_candidates) + CPB - 1) / CPB;
-  for (int b = 0; b < blocks; ++b) {
-    blockIdx.x = static_cast<unsigned>(b);
-    std::memset(smem4, 0xff, sizeof smem4);  // NaN: the kernel zeroes what it uses
-    // The family's kernel, as family_kernels (plan_kernel.cuh) picks it for the model's architecture.
-    using Family = std::conditional_t<kUnet, UnetFamily, MlpFamily<CPB>>;
-    CHECK(family_kernels(file.config.architecture).kernels[0] ==
-          (kUnet ? kUnetKernels.kernels[0] : kMlpKernels.kernels[0]));
-    plan_kernel<CPB, Family>(p);
+  // The family's kernels, as family_kernels (plan_kernel.cuh) picks them for the model's architecture.
+  const FamilyKernels& family = family_kernels(file.config.architecture);
+  CHECK(family.kernels[0] == (kUnet ? kUnetKernels.kernels[0] : kMlpKernels.kernels[0]));
+  CHECK(group <= family.max_blocks_per_candidate);
+  if (kUnet) {
+    for (int row = 0; row < 4 * p.r.start_level; ++row) {  // the FiLM kernel, one block per row
+      blockIdx.x = static_cast<unsigned>(row);
+      std::memset(emulated_shared, 0xff, sizeof emulated_shared);
+      CHECK(family.prologue == unet_film_kernel);
+      unet_film_kernel(p);
+    }
+    for (uint32_t n = 0; n < o.num_candidates; ++n) CHECK(p.group_arrivals[n] == 0);  // zeroed for the plan
   }
+  p.blocks_per_candidate = group;
+  std::vector<std::thread> grid;
+  for (int b = 0; b < blocks * group; ++b) {
+    grid.emplace_back([&p, b] {
+      blockIdx.x = static_cast<unsigned>(b);
+      std::memset(emulated_shared, 0xff, sizeof emulated_shared);  // NaN: the kernel zeroes what it uses
+      using Family = std::conditional_t<kUnet, UnetFamily, MlpFamily<CPB>>;
+      plan_kernel<CPB, Family>(p);
+    });
+  }
+  for (std::thread& t : grid) t.join();
   const size_t HD = static_cast<size_t>(file.config.horizon) * file.config.window_dim();
   return {std::vector<float>(p.windows, p.windows + o.num_candidates * HD),
           std::vector<float>(p.values, p.values + o.num_candidates)};
@@ -169,6 +188,9 @@ void check_model(const testing::TinyModel& spec, float tolerance) {
         std::vector<Plan> got;
         if (unet) {
           got.push_back(kernel_plan<1, true>(file, state, nullptr, 7, o));
+          got.push_back(kernel_plan<1, true>(file, state, nullptr, 7, o, n == 16 ? 2 : 8));
+          // Blocks per candidate change who computes which channels, not the arithmetic.
+          CHECK(got[1].windows == got[0].windows && got[1].values == got[0].values);
         } else {
           got.push_back(kernel_plan<1, false>(file, state, nullptr, 7, o));
           got.push_back(kernel_plan<2, false>(file, state, nullptr, 7, o));
@@ -184,7 +206,7 @@ void check_model(const testing::TinyModel& spec, float tolerance) {
           o.warm_start_level = 2;
           const float* previous = want.windows.data() + (n - 1) * HD;
           const Plan warm_want = cpu_plan(model, state, previous, 9, o, HD);
-          const Plan warm_got = unet ? kernel_plan<1, true>(file, state, previous, 9, o)
+          const Plan warm_got = unet ? kernel_plan<1, true>(file, state, previous, 9, o, 4)
                                      : kernel_plan<1, false>(file, state, previous, 9, o);
           worst_window = std::fmax(worst_window, max_abs(warm_got.windows, warm_want.windows));
           ++plans;
@@ -204,7 +226,7 @@ void check_model(const testing::TinyModel& spec, float tolerance) {
     const Plan exact = cpu_plan(model, state, nullptr, 11, o, HD);
     o.fast_numerics = 1;
     const Plan want = cpu_plan(model, state, nullptr, 11, o, HD);
-    const Plan got = unet ? kernel_plan<1, true>(file, state, nullptr, 11, o)
+    const Plan got = unet ? kernel_plan<1, true>(file, state, nullptr, 11, o, 4)
                           : kernel_plan<1, false>(file, state, nullptr, 11, o);
     if (!unet) {
       const Plan got4 = kernel_plan<4, false>(file, state, nullptr, 11, o);

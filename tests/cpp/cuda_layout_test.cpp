@@ -138,16 +138,21 @@ void check_unet(const char* name, int dx, int du, int horizon, int dim, int embe
     const int end = i + 1 < kept_floats.size() ? u.kept_at[i + 1] : u.kept_row;
     CHECK(u.kept_at[i] % 4 == 0 && u.kept_at[i] + kept_floats[i] <= end);
   }
-  const int regions[] = {u.buf[0], u.buf[1], u.buf[2], u.buf[3], u.kept, u.ctx, u.hid, u.hid2, u.film, u.stats,
-                         u.total};
+  const int regions[] = {u.buf[0], u.buf[1], u.buf[2], u.buf[3], u.kept, u.head, u.stats, u.total};
   for (size_t i = 0; i + 1 < sizeof regions / sizeof regions[0]; ++i) {
     CHECK(regions[i] % 4 == 0 && regions[i] <= regions[i + 1]);
   }
   const int rows = mpd::cuda::kUnetRows;
-  CHECK(u.buf[1] - u.buf[0] == rows * u.act && u.ctx - u.kept == rows * u.kept_row);
-  CHECK(u.hid2 - u.hid >= rows * std::max({4 * dim, 4 * embed, dim + 2 * embed}));
-  CHECK(u.stats - u.film >= rows * 2 * widest && u.total - u.stats >= rows * 2 * mpd::cuda::kUnetGroups);
-  std::printf("unet %s: %d floats of scratch per block (%.1f KB)\n", name, u.total, u.total * 4 / 1024.0);
+  CHECK(u.buf[1] - u.buf[0] == rows * u.act && u.head - u.kept == rows * u.kept_row);
+  CHECK(u.stats - u.head >= rows * horizon * (dx + du) && u.total - u.stats >= rows * 2 * mpd::cuda::kUnetGroups);
+  // The FiLM kernel's shared memory: the state, a context row, two hidden rows (the second also
+  // the sinusoid of the level and the condition).
+  const int cond_dim = 3;
+  const mpd::cuda::UnetFilmLayout f = mpd::cuda::unet_film_layout(u, dim, dx, cond_dim);
+  CHECK(f.x0 == 0 && f.ctx >= dx && f.hid - f.ctx >= dim + 2 * embed && f.hid2 - f.hid >= std::max(4 * dim, 4 * embed));
+  CHECK(f.total - f.hid2 >= std::max({4 * dim, 4 * embed, dim, cond_dim}));
+  CHECK(f.ctx % 4 == 0 && f.hid % 4 == 0 && f.hid2 % 4 == 0);
+  std::printf("unet %s: %d floats of scratch per candidate (%.1f KB)\n", name, u.total, u.total * 4 / 1024.0);
   CHECK(expected_bytes == 0 || static_cast<size_t>(u.total) * 4 == expected_bytes);
 }
 
@@ -188,7 +193,7 @@ int main() {
   // By hand for the tiny one: activations at most 2 x (16 + 16) = 64 floats (the joined input of the
   // up block), kept 4 x 8 + 2 x 16 = 64, context 24, hidden 32, FiLM 2 x 32 = 64, stats 2 x 8: for
   // two rows 4 x 128 + 128 + 48 + 64 + 64 + 128 + 32 = 976 floats.
-  check_unet("tiny", 3, 2, 4, 8, 8, {1, 2}, 976 * 4);
+  check_unet("tiny", 3, 2, 4, 8, 8, {1, 2}, 712 * 4);  // 4 x 2 x 64 + 2 x 64 + 2 x 20 + 2 x 16
   check_unet("default hopper", 11, 3, 16, 32, 32, {1, 2, 4}, 0);
   check_unet("authors hopper", 11, 3, 32, 128, 128, {1, 4, 8}, 0);
 

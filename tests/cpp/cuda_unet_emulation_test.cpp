@@ -1,9 +1,13 @@
-// The CUDA backend's U-Net code (csrc/cuda/unet.cuh) run on the CPU as a block of one thread,
-// against the CPU backend's CpuUnet on the same model file, rows, levels and conditions: the
-// kernel's arithmetic (convolutions, the down and transposed up convolutions, GroupNorm with
-// FiLM, the skips, the time and condition embeddings, the scratch layout) checked on every
-// machine, GPU or not. What only a GPU can check (the warp reductions of 32 lanes, the plan
-// kernel around it, the device's sinf/expf) is tests/cpp/cuda_plan_test.cpp's.
+// The CUDA backend's U-Net code (csrc/cuda/unet.cuh) run on the CPU, against the CPU backend's
+// CpuUnet on the same model file, rows, levels and conditions: the kernel's arithmetic (the FiLM
+// rows of unet_films, convolutions, the down and transposed up convolutions, GroupNorm with FiLM,
+// the skips, the scratch layout) and its decomposition over a group of blocks (each member a host
+// thread computing its slice of every layer's output channels, GroupSync's barrier between the
+// layers, on the same code) checked on every machine, GPU or not. Every group size gives the same
+// bits as a group of one block (each output sums its inputs in the same order), and every member
+// ends with every output row. What only a GPU can check (the warp reductions of 32 lanes, the plan
+// kernel around it, the device's sinf/expf, the barrier's memory ordering on the device) is
+// tests/cpp/cuda_plan_test.cpp's.
 //
 // Tolerance: the two sum the same float32 products in different orders (CpuUnet's packed,
 // vectorized columns; here taps then channels in index order), so outputs differ by float
@@ -20,6 +24,8 @@
 // measurably different from the exact ones (the mode is on).
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <thread>
 #include <vector>
 
 // A block of one thread: every loop of unet.cuh's device functions covers all of its outputs.
@@ -67,6 +73,7 @@ void compare(const testing::TinyModel& spec) {
   for (float& v : cond) v = testing::next_uniform(&seed);
   float worst = 0.0f, worst_fast = 0.0f, fast_moved = 0.0f;
   size_t fast_outputs = 0, fast_above = 0;
+  int groups_checked = 0;
   for (const char* net : {"planner", "dynamics"}) {
     const bool planner = std::string(net) == "planner";
     mpd::cuda::DevUnet dev;
@@ -74,41 +81,78 @@ void compare(const testing::TinyModel& spec) {
     const mpd::cpu::CpuUnet cpu(c, planner ? file.planner_unet : file.dynamics_unet, net);
     const int out_channels = cpu.out_channels();
     CHECK(out_channels == dev.out_channels);
-    std::vector<float> cpu_scratch(cpu.scratch_floats()), gpu_scratch(static_cast<size_t>(layout.total), NAN);
+    std::vector<float> cpu_scratch(cpu.scratch_floats());
+    const mpd::cuda::UnetFilmLayout film_layout =
+        mpd::cuda::unet_film_layout(layout, c.unet_dim, c.state_dim, c.cond_dim);
+    std::vector<float> film_smem(static_cast<size_t>(film_layout.total));
     for (int count : {1, 2}) {         // candidates: one candidate's two rows, or two candidates' conditional rows
       for (int t : {0, c.num_steps - 1}) {
         const int rows = 2;
         const float* row_windows[2] = {windows.data(), windows.data() + (count == 2 ? static_cast<size_t>(H) * D : 0)};
         const float* row_conds[2] = {cond.data(), count == 2 ? cond.data() : zeros.data()};
         const size_t ldo = static_cast<size_t>(H) * out_channels + 3;
-        std::vector<float> want(rows * ldo, 0.0f), got(rows * ldo, 0.0f), want_fast(rows * ldo, 0.0f),
-            got_fast(rows * ldo, 0.0f);
-        cpu.forward(rows, row_windows, t, x0.data(), row_conds, want.data(), ldo, cpu_scratch.data());
-        mpd::cuda::unet_forward(dev, rows, windows.data(), H * D, count, t, x0.data(), cond.data(), got.data(),
-                                static_cast<int>(ldo), gpu_scratch.data(), false);
-        cpu.forward(rows, row_windows, t, x0.data(), row_conds, want_fast.data(), ldo, cpu_scratch.data(), true);
-        mpd::cuda::unet_forward(dev, rows, windows.data(), H * D, count, t, x0.data(), cond.data(), got_fast.data(),
-                                static_cast<int>(ldo), gpu_scratch.data(), true);
-        for (int r = 0; r < rows; ++r) {
-          for (int e = 0; e < H * out_channels; ++e) {
-            const float a = got[r * ldo + e], b = want[r * ldo + e];
-            CHECK(std::isfinite(a));
-            worst = std::fmax(worst, std::fabs(a - b) / std::fmax(1.0f, std::fabs(b)));
-            const float fa = got_fast[r * ldo + e], fb = want_fast[r * ldo + e];
-            CHECK(std::isfinite(fa));
-            const float d = std::fabs(fa - fb) / std::fmax(1.0f, std::fabs(fb));
-            worst_fast = std::fmax(worst_fast, d);
-            fast_above += d > 1e-4f;
-            ++fast_outputs;
-            fast_moved = std::fmax(fast_moved, std::fabs(fb - b) / std::fmax(1.0f, std::fabs(b)));
+        std::vector<float> exact_rows;  // the CPU's exact outputs, for the fast mode's distance from them
+        for (const bool fast : {false, true}) {
+          // The FiLM rows as the FiLM kernel computes them: conditional, unconditional.
+          std::vector<float> films(2 * static_cast<size_t>(dev.film_floats), NAN);
+          std::memcpy(film_smem.data() + film_layout.x0, x0.data(), sizeof(float) * x0.size());
+          for (int kind = 0; kind < 2; ++kind) {
+            mpd::cuda::unet_films(dev, t, film_smem.data() + film_layout.x0, kind == 0 ? cond.data() : nullptr,
+                                  films.data() + kind * dev.film_floats, film_smem.data(), film_layout, fast);
+          }
+          std::vector<float> want(rows * ldo, 0.0f), first;
+          cpu.forward(rows, row_windows, t, x0.data(), row_conds, want.data(), ldo, cpu_scratch.data(), fast);
+          for (int members = 1; members <= mpd::cuda::kMaxUnetBlocksPerCandidate; members *= 2) {
+            std::vector<float> scratch(static_cast<size_t>(layout.total), NAN);
+            std::vector<std::vector<float>> got(static_cast<size_t>(members), std::vector<float>(rows * ldo, 0.0f));
+            unsigned arrivals = 0;
+            std::vector<std::thread> blocks;
+            for (int rank = 0; rank < members; ++rank) {
+              blocks.emplace_back([&, rank] {
+                mpd::cuda::GroupSync g{members > 1 ? &arrivals : nullptr, members, rank, 0};
+                const mpd::cuda::UnetCall call{windows.data(), H * D, count, rows,
+                                               {films.data(), films.data() + dev.film_floats},
+                                               got[static_cast<size_t>(rank)].data(), static_cast<int>(ldo)};
+                mpd::cuda::unet_forward(dev, call, scratch.data(), g, fast);
+              });
+            }
+            for (std::thread& b : blocks) b.join();
+            if (members == 1) first = got[0];
+            for (const std::vector<float>& member : got) {  // the same bits for every member and group size
+              CHECK(std::memcmp(member.data(), first.data(), sizeof(float) * first.size()) == 0);
+            }
+            ++groups_checked;
+          }
+          for (int r = 0; r < rows; ++r) {
+            for (int e = 0; e < H * out_channels; ++e) {
+              const float a = first[r * ldo + e], b = want[r * ldo + e];
+              CHECK(std::isfinite(a));
+              const float d = std::fabs(a - b) / std::fmax(1.0f, std::fabs(b));
+              if (!fast) {
+                worst = std::fmax(worst, d);
+                continue;
+              }
+              worst_fast = std::fmax(worst_fast, d);
+              fast_above += d > 1e-4f;
+              ++fast_outputs;
+            }
+          }
+          if (!fast) {
+            exact_rows = want;
+            continue;
+          }
+          for (size_t i = 0; i < want.size(); ++i) {
+            const float d = std::fabs(want[i] - exact_rows[i]) / std::fmax(1.0f, std::fabs(exact_rows[i]));
+            fast_moved = std::fmax(fast_moved, d);
           }
         }
       }
     }
   }
   std::printf("unet H=%d dim=%d levels=%zu cost=%d: largest difference %.3g; fast mode %.3g (%zu of %zu above "
-              "1e-4), fast vs exact %.3g\n", H, c.unet_dim, c.unet_mults.size(), spec.has_cost, worst, worst_fast,
-              fast_above, fast_outputs, fast_moved);
+              "1e-4), fast vs exact %.3g; %d calls by groups of 1-%d blocks, identical bits\n", H, c.unet_dim,
+              c.unet_mults.size(), spec.has_cost, worst, worst_fast, fast_above, fast_outputs, fast_moved,
+              groups_checked, mpd::cuda::kMaxUnetBlocksPerCandidate);
   CHECK(worst <= 1e-4f);
   CHECK(worst_fast <= 2.0f * fast_moved);
   CHECK(fast_above * 20 <= fast_outputs);

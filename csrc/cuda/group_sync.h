@@ -1,0 +1,68 @@
+// A barrier over the thread blocks that share one candidate's network calls (the unet family's
+// blocks per candidate, cuda/unet.cuh): an arrival counter per group in global memory, zero at the
+// start of a plan (the FiLM kernel, which runs first, zeroes it). A block arrives after its own
+// writes are fenced and waits until every member has arrived as often as it has, so the counter
+// never needs a reset inside a plan and a member that runs ahead cannot pass twice.
+//
+// Every member must be resident at once: the plan kernel is launched cooperatively whenever a
+// group has more than one block (sampler.cu), which the runtime refuses rather than deadlocks when
+// the grid does not fit. The CPU emulation (tests/cpp/cuda_unet_emulation_test.cpp,
+// cuda_kernel_emulation_test.cpp) runs the members as host threads on the same code; there the
+// arrival and the acquire load are the compiler's atomics.
+#pragma once
+
+#include "math/host_device.h"
+
+#if !defined(__CUDACC__)
+#include <thread>  // the CPU emulation: a waiting block gives its core to the others
+#endif
+
+namespace mpd::cuda {
+
+MPD_HOST_DEVICE void group_arrive(unsigned* counter) {
+#if defined(__CUDA_ARCH__)
+  __threadfence();  // this block's writes before its arrival, for every other block of the GPU
+  atomicAdd(counter, 1u);
+#else
+  __atomic_fetch_add(counter, 1u, __ATOMIC_ACQ_REL);
+#endif
+}
+
+MPD_HOST_DEVICE unsigned group_arrivals(const unsigned* counter) {
+#if defined(__CUDA_ARCH__)
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(counter) : "memory");
+  return v;
+#else
+  return __atomic_load_n(counter, __ATOMIC_ACQUIRE);
+#endif
+}
+
+struct GroupSync {
+  unsigned* counter = nullptr;  // the group's arrivals (global memory), or null for a group of one block
+  int members = 1;              // blocks in the group
+  int rank = 0;                 // this block's index within the group
+  unsigned target = 0;          // the arrivals that completed this block's last barrier
+
+  // Every block of the group has finished what it wrote before this call. Called by every thread
+  // of every member block, the same number of times.
+  __device__ void sync() {
+    __syncthreads();
+    if (members == 1) return;
+    target += static_cast<unsigned>(members);
+    if (threadIdx.x == 0) {
+      group_arrive(counter);
+      while (group_arrivals(counter) < target) {
+#if !defined(__CUDACC__)
+        std::this_thread::yield();
+#endif
+      }
+#if defined(__CUDA_ARCH__)
+      __threadfence();  // the other blocks' writes, for this block's threads after the barrier below
+#endif
+    }
+    __syncthreads();
+  }
+};
+
+}  // namespace mpd::cuda
