@@ -129,8 +129,8 @@ int main(int argc, char** argv) {
     check(cudaMalloc(&index, sizeof(uint32_t)), "cudaMalloc");
     std::vector<float> host_state(info.state_dim, 0.1f), host_actions(info.horizon * info.action_dim);
     check(cudaMemcpy(state, host_state.data(), info.state_dim * sizeof(float), cudaMemcpyHostToDevice), "copy");
-    mpd_plan_output out{actions, 0, nullptr, nullptr, nullptr, index};
-    mpd_plan_output host_out{host_actions.data(), 0, nullptr, nullptr, nullptr, nullptr};
+    mpd_plan_output out{actions, 0, nullptr, nullptr, nullptr, index, nullptr};
+    mpd_plan_output host_out{host_actions.data(), 0, nullptr, nullptr, nullptr, nullptr, nullptr};
 
     std::string rows;
     std::printf("%s, %d SMs, %.0f MB L2\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1e6);
@@ -197,13 +197,14 @@ int main(int argc, char** argv) {
       std::FILE* f = std::fopen(json, "w");
       if (!f) throw std::runtime_error(std::string("cannot write ") + json);
       // The unet family's cap on blocks per candidate (MPD_CUDA_BLOCKS_PER_CANDIDATE; 0: the sampler's
-      // choice, up to kMaxUnetBlocksPerCandidate).
+      // choice, up to 8) and their barrier (MPD_CUDA_GROUP_BARRIER=grid, else the sampler's choice).
       const char* cap = std::getenv("MPD_CUDA_BLOCKS_PER_CANDIDATE");
+      const char* barrier = std::getenv("MPD_CUDA_GROUP_BARRIER");
       std::fprintf(f, "{\"benchmark\": \"cuda_plan_latency_cxx\", \"device\": \"%s\", \"sms\": %d, \"model_file\": \"%s\", "
                       "\"iters\": %d, \"horizon\": %u, \"num_steps\": %u, \"width\": %u, \"layers\": %u, "
-                      "\"max_blocks_per_candidate\": %d, \"rows\": [%s]}\n",
+                      "\"max_blocks_per_candidate\": %d, \"group_barrier\": \"%s\", \"rows\": [%s]}\n",
                    prop.name, prop.multiProcessorCount, argv[1], iters, info.horizon, info.num_steps, info.width,
-                   info.layers, cap ? std::atoi(cap) : 0, rows.c_str());
+                   info.layers, cap ? std::atoi(cap) : 0, barrier ? barrier : "default", rows.c_str());
       std::fclose(f);
     }
     cudaFree(state), cudaFree(actions), cudaFree(index);

@@ -20,8 +20,9 @@
 # bench_cuda_mlp.json / bench_cuda_unet.json / bench_cuda_unet_authors.json / bench_cuda_unet_fast.json /
 # bench_cuda_unet_humanoid_fast.json (`mpdiffuser bench
 # --backend cuda`: the MLP, the default U-Net and the authors' size),
-# cuda_cxx_h16.json / cuda_cxx_h32.json (mpd_bench_cuda), unet_group{1,2,4,8}.json and
-# unet_authors_group{1,2,4,8}.json (the U-Net's blocks per candidate), sweep.jsonl (candidates per block),
+# cuda_cxx_h16.json / cuda_cxx_h32.json (mpd_bench_cuda), group_sync.json (one barrier across a
+# candidate's blocks), unet_group{1,2,4,8}.json, unet_group8_grid.json and unet_authors_group{1,8}.json
+# (the U-Net's blocks per candidate), sweep.jsonl (candidates per block),
 # baseline.jsonl (mpd_bench_cuda built with $BASELINE instead of csrc/cuda/sampler.cu),
 # train_gpu.json (benchmarks/train_throughput.py on $TRAIN_DATA, default the shipped demo data: the
 # MLPs with host and device batches), train_gpu_unet.json and train_gpu_unet_authors.json (the
@@ -94,6 +95,9 @@ if want tests; then
     MPD_CUDA_BLOCKS_PER_CANDIDATE=$g step "ctest-cuda-unet-group$g" 120 ctest --test-dir build/gpu -R cuda_plan \
       --output-on-failure
   done
+  # The grid barrier where the cluster's is the default (sm_90).
+  MPD_CUDA_GROUP_BARRIER=grid step ctest-cuda-unet-grid-barrier 120 ctest --test-dir build/gpu -R cuda_plan \
+    --output-on-failure
 fi
 
 if want sanitize; then
@@ -129,13 +133,20 @@ weights='bf16', options=o)\" && python3 -m mpdiffuser bench --backend cuda --mod
   for h in 16 32; do
     step "bench-cxx-h$h" 120 "$BENCH" "runs/bench/synthetic-hopper-h$h.safetensors" --iters 100 --json "$OUT/cuda_cxx_h$h.json"
   done
-  # The unet family's blocks per candidate, capped at g (the plan's FiLM kernel, then one barrier per
-  # convolution across a candidate's blocks): the default and the authors' size, N = 1 and 64.
+  # The unet family's blocks per candidate (issue 44): first the cost of one barrier across them
+  # (grid and cluster barriers), then plans with the launch's choice capped at g (the FiLM kernel,
+  # then one barrier per convolution): the default size at N = 1 and 64 with either barrier, the
+  # authors' size at N = 1.
+  step bench-group-sync 60 build/gpu/benchmarks/mpd_bench_group_sync --json "$OUT/group_sync.json"
   for g in 1 2 4 8; do
-    MPD_CUDA_BLOCKS_PER_CANDIDATE=$g step "bench-unet-group$g" 120 bash -c "$BENCH \
-      runs/bench/synthetic-hopper-unet.safetensors --candidates 1,64 --iters 50 --json $OUT/unet_group$g.json &&
-      $BENCH runs/bench/synthetic-hopper-unet-authors.safetensors --candidates 1,64 --iters 5 \
-      --json $OUT/unet_authors_group$g.json"
+    MPD_CUDA_BLOCKS_PER_CANDIDATE=$g step "bench-unet-group$g" 120 "$BENCH" runs/bench/synthetic-hopper-unet.safetensors \
+      --candidates 1,64 --iters 50 --json "$OUT/unet_group$g.json"
+  done
+  MPD_CUDA_GROUP_BARRIER=grid MPD_CUDA_BLOCKS_PER_CANDIDATE=8 step bench-unet-group8-grid 120 "$BENCH" \
+    runs/bench/synthetic-hopper-unet.safetensors --candidates 1,64 --iters 50 --json "$OUT/unet_group8_grid.json"
+  for g in 1 8; do
+    MPD_CUDA_BLOCKS_PER_CANDIDATE=$g step "bench-unet-authors-group$g" 120 "$BENCH" \
+      runs/bench/synthetic-hopper-unet-authors.safetensors --candidates 1 --iters 3 --json "$OUT/unet_authors_group$g.json"
   done
 fi
 

@@ -6,7 +6,10 @@
 //
 // Every member must be resident at once: the plan kernel is launched cooperatively whenever a
 // group has more than one block (sampler.cu), which the runtime refuses rather than deadlocks when
-// the grid does not fit. The CPU emulation (tests/cpp/cuda_unet_emulation_test.cpp,
+// the grid does not fit. On sm_90 a group may instead be a thread-block cluster (launched with the
+// group's size as its cluster dimension, so the hardware schedules its blocks together), and the
+// barrier the cluster's own (barrier.cluster, release/acquire at cluster scope); which of the two
+// is faster is the GPU runbook's measurement (benchmarks/cuda_group_sync_latency.cu). The CPU emulation (tests/cpp/cuda_unet_emulation_test.cpp,
 // cuda_kernel_emulation_test.cpp) runs the members as host threads on the same code; there the
 // arrival and the acquire load are the compiler's atomics.
 #pragma once
@@ -43,10 +46,17 @@ struct GroupSync {
   int members = 1;              // blocks in the group
   int rank = 0;                 // this block's index within the group
   unsigned target = 0;          // the arrivals that completed this block's last barrier
+  int cluster = 0;              // the group is a thread-block cluster (sm_90): its hardware barrier
 
   // Every block of the group has finished what it wrote before this call. Called by every thread
   // of every member block, the same number of times.
   __device__ void sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (cluster && members > 1) {  // every thread of the cluster arrives; its writes released to the others
+      asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+      return;
+    }
+#endif
     __syncthreads();
     if (members == 1) return;
     target += static_cast<unsigned>(members);

@@ -54,6 +54,7 @@ struct PlanParams {
   int ld_films;
   unsigned* group_arrivals;         // the unet family: [N] the candidates' group barriers (group_sync.h)
   int blocks_per_candidate;         // blocks per candidate of this launch (the mlp family: 1)
+  int cluster_groups;               // the candidates' groups are thread-block clusters (sm_90, group_sync.h)
   PlanRequest r;                    // this plan's (state and warm window in device memory)
 };
 
@@ -326,7 +327,8 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
   // each keeps the group's windows in its own shared memory and updates them alike, so the
   // network calls alone are shared; rank 0 ranks the windows and writes them out.
   const int G = p.blocks_per_candidate, group = static_cast<int>(blockIdx.x) / G;
-  GroupSync sync{G > 1 ? p.group_arrivals + group : nullptr, G, static_cast<int>(blockIdx.x) % G, 0};
+  GroupSync sync{G > 1 ? p.group_arrivals + group : nullptr, G, static_cast<int>(blockIdx.x) % G, 0,
+                 p.cluster_groups};
   const int first = group * CPB;
   const int cnt = min(CPB, p.r.num_candidates - first);
   const int rows = p.r.guided ? 2 * cnt : cnt;

@@ -62,6 +62,7 @@ struct CudaBackend::Impl {
   size_t shared_bytes[kVariants] = {};  // dynamic shared memory of each variant
   size_t prologue_bytes = 0;     // the family's prologue kernel's dynamic shared memory
   int max_group = 1;             // blocks per candidate at most (MPD_CUDA_BLOCKS_PER_CANDIDATE lowers it)
+  bool clusters = false;         // a candidate's blocks as a thread-block cluster (sm_90), else a cooperative grid
   float* arena = nullptr;      // weights, steps, embeddings, then plan buffers
   double* norms = nullptr;     // state mid, half; action mid, half
   PlanParams params{};         // the fixed part of every launch
@@ -150,8 +151,11 @@ static mpd_status make_backend(const ModelFile& file, int max_candidates, std::u
                            sizeof(float);
     if (impl->prologue_bytes > prop.sharedMemPerBlock) return MPD_ERR_NOT_AVAILABLE;
   }
-  // A candidate shares blocks only in a cooperative launch (every block resident at once).
-  impl->max_group = prop.cooperativeLaunch ? family.max_blocks_per_candidate : 1;
+  // A candidate shares blocks only when they run at once: as a thread-block cluster on sm_90
+  // (unless MPD_CUDA_GROUP_BARRIER=grid), else in a cooperative launch (group_sync.h).
+  const char* barrier = std::getenv("MPD_CUDA_GROUP_BARRIER");
+  impl->clusters = prop.major >= 9 && !(barrier != nullptr && std::strcmp(barrier, "grid") == 0);
+  impl->max_group = impl->clusters || prop.cooperativeLaunch ? family.max_blocks_per_candidate : 1;
   for (int v = 0; v < family.variants; ++v) {
     int per_sm = 0;
     if (fits[v] && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, family.kernels[v], kThreads,
@@ -202,6 +206,7 @@ mpd_status CudaBackend::plan_device(const PlanRequest& r, mpd_plan_output* outpu
   int group = 1;
   while (2 * group <= m.max_group && static_cast<long>(blocks) * 2 * group <= m.capacity[v]) group *= 2;
   p.blocks_per_candidate = group;
+  p.cluster_groups = group > 1 && m.clusters ? 1 : 0;
   if (family.prologue != nullptr) {
     family.prologue<<<static_cast<unsigned>(4 * r.start_level), kThreads, m.prologue_bytes, stream>>>(p);
   }
@@ -214,10 +219,17 @@ mpd_status CudaBackend::plan_device(const PlanRequest& r, mpd_plan_output* outpu
     launch.blockDim = dim3(kThreads);
     launch.dynamicSmemBytes = m.shared_bytes[v];
     launch.stream = stream;
-    cudaLaunchAttribute cooperative{};
-    cooperative.id = cudaLaunchAttributeCooperative;
-    cooperative.val.cooperative = 1;
-    launch.attrs = &cooperative;
+    cudaLaunchAttribute together{};  // the group's blocks resident at once: a cluster, or every block
+    if (m.clusters) {
+      together.id = cudaLaunchAttributeClusterDimension;
+      together.val.clusterDim.x = static_cast<unsigned>(group);
+      together.val.clusterDim.y = 1;
+      together.val.clusterDim.z = 1;
+    } else {
+      together.id = cudaLaunchAttributeCooperative;
+      together.val.cooperative = 1;
+    }
+    launch.attrs = &together;
     launch.numAttrs = 1;
     cudaLaunchKernelEx(&launch, family.kernels[v], p);
   }
