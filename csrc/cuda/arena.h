@@ -62,11 +62,11 @@ bool build_arena(const ModelFile& file, int max_candidates, Arena* out) {
   }
   // The unet family's planner and dynamics tensors, repacked for the kernel (unet_net.h), by name.
   ar.unet = c.architecture == MPD_ARCH_UNET;
-  append_unet_tensors(file, &image, &ar.unet_at);
+  const bool tensor_cores = append_unet_tensors(file, &image, &ar.unet_at);
   if (ar.unet) {
     UnetShape shape{H, D, D, c.unet_dim, c.unet_embed_dim, static_cast<int>(c.unet_mults.size()), {}};
     for (size_t i = 0; i < c.unet_mults.size(); ++i) shape.mults[i] = c.unet_mults[i];
-    ar.unet_layout = unet_scratch(shape, kUnetRows);  // the planner's: D >= dx outputs
+    ar.unet_layout = unet_scratch(shape, kUnetRows, tensor_cores);  // the planner's: D >= dx outputs
   }
   align();
   ar.steps_at = image.size();

@@ -123,21 +123,26 @@ struct UnetShape {
   int mults[kMaxUnetLevels];
 };
 
-// Float offsets (multiples of 4) of one group's scratch for `rows` rows; act and kept_row are one
-// row's floats of an activation buffer and of the kept level outputs; head holds the network's
-// output rows while a group of several blocks hands them to each member.
+// Float offsets (multiples of 4; of 8 from tensor_at on) of one group's scratch for `rows` rows;
+// act and kept_row are one row's floats of an activation buffer and of the kept level outputs;
+// head holds the network's output rows while a group of several blocks hands them to each member.
+// With tensor cores (unet_mma.cuh), every member block has tensor_floats of its own from
+// tensor_at: the bfloat16 input rows (half_row elements each), then at stage_at a 16 x 16 float
+// tile per warp.
 struct UnetScratch {
   int act, kept_row, max_channels, context, hidden;
   int kept_at[kMaxUnetLevels];  // level i's kept output within a row's kept region
-  int buf[4], kept, head, stats, total;
+  int buf[4], kept, head, stats, tensor_at, tensor_floats, half_row, stage_at, total;
 };
+
+MPD_HOST_DEVICE int round_to(int n, int m) { return (n + m - 1) / m * m; }
 
 MPD_HOST_DEVICE void unet_grow(int* act, int* widest, int ch, int len) {
   *act = most(*act, ch * len);
   *widest = most(*widest, ch);
 }
 
-MPD_HOST_DEVICE UnetScratch unet_scratch(const UnetShape& s, int rows) {
+MPD_HOST_DEVICE UnetScratch unet_scratch(const UnetShape& s, int rows, bool tensor_cores = false) {
   UnetScratch u{};
   int length = s.horizon, channels = s.in_channels, act = s.horizon * s.in_channels, widest = s.in_channels;
   int kept = 0;
@@ -174,7 +179,13 @@ MPD_HOST_DEVICE UnetScratch unet_scratch(const UnetShape& s, int rows) {
   at += rows * round4(s.horizon * s.out_channels);
   u.stats = at;
   at += rows * 2 * kUnetGroups;
-  u.total = round4(at);
+  u.tensor_at = round_to(at, 8);
+  if (tensor_cores) {  // an input of up to max_channels over the longest padded length (kernels <= 5)
+    u.half_row = round_to((round_to(s.horizon, 16) + 4) * u.max_channels, 16);
+    u.stage_at = round_to(rows * u.half_row / 2, 8);
+    u.tensor_floats = u.stage_at + (kThreads / 32) * 256;
+  }
+  u.total = u.tensor_at + kMaxUnetBlocksPerCandidate * u.tensor_floats;
   return u;
 }
 

@@ -193,7 +193,7 @@ __device__ void noise_update(const PlanParams& p, float* tau, int first, int cnt
 }
 
 // State dimension i of the plan's x_0, normalized.
-__device__ float normalized_state(const PlanParams& p, int i) {
+__device__ __forceinline__ float normalized_state(const PlanParams& p, int i) {
   return static_cast<float>(math::normalize(p.r.state[i], p.state_quantiles + i * p.quantiles, p.quantiles,
                                             p.state_mid[i], p.state_half[i]));
 }
@@ -268,7 +268,7 @@ struct MlpFamily {
 
 // The unet family's FiLM row of network net (0 planner, 1 dynamics model), level t, kind 0
 // (conditional) or 1 (unconditional).
-__device__ inline float* unet_film_row(const PlanParams& p, int net, int t, int kind) {
+__device__ __forceinline__ float* unet_film_row(const PlanParams& p, int net, int t, int kind) {
   return p.unet_films + static_cast<size_t>((net * p.num_steps + t) * 2 + kind) * p.ld_films;
 }
 
@@ -290,7 +290,7 @@ struct UnetFamily {
     forward(p, 0, b, tau, cnt, rows, k, eps);
   }
 
-  __device__ static void forward(const PlanParams& p, int net, const BlockBuffers& b, const float* tau, int cnt,
+  __device__ __forceinline__ static void forward(const PlanParams& p, int net, const BlockBuffers& b, const float* tau, int cnt,
                                  int rows, int k, float* eps) {
     const UnetCall call{tau, p.ld_tau, cnt, rows, {unet_film_row(p, net, k - 1, 0), unet_film_row(p, net, k - 1, 1)},
                         eps, p.ld_out};

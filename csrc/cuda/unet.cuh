@@ -26,6 +26,7 @@
 
 #include "cuda/group_sync.h"
 #include "cuda/layout.h"
+#include "cuda/unet_mma.cuh"
 #include "cuda/unet_net.h"
 #include "math/bf16.h"
 #include "math/update.h"
@@ -42,10 +43,30 @@ namespace mpd::cuda {
 #define MPD_WEIGHT(p) (*(p))
 #endif
 
-// The first of this block's output channels of a layer with C of them (slice_begin(C, g) to
-// slice_begin(C, g) + slice_width(C, g)).
-__device__ inline int slice_begin(int C, const GroupSync& g) { return C * g.rank / g.members; }
-__device__ inline int slice_width(int C, const GroupSync& g) { return C * (g.rank + 1) / g.members - slice_begin(C, g); }
+// This block's output channels [first, first + width) of a layer, and whether the layer runs on
+// tensor cores (unet_mma.cuh). The channels come in units: whole GroupNorm groups for a normalized
+// layer, whole 16-channel tiles on tensor cores (both: their least common multiple), else single
+// channels; block `rank` of G takes units [U rank / G, U (rank + 1) / G) of the layer's U (some
+// blocks none when U < G).
+struct UnetSplit {
+  int first, width;
+  bool tensor;
+};
+
+__device__ inline UnetSplit unet_split(const DevConv& c, bool normalized, bool tensor, const GroupSync& g) {
+  int unit = normalized ? c.out / kUnetGroups : 1;
+  if (tensor) {
+    int a = unit, b = 16;  // lcm(unit, 16)
+    while (b != 0) {
+      const int r = a % b;
+      a = b;
+      b = r;
+    }
+    unit = unit / a * 16;
+  }
+  const int units = c.out / unit, begin = units * g.rank / g.members, end = units * (g.rank + 1) / g.members;
+  return UnetSplit{begin * unit, (end - begin) * unit, tensor};
+}
 
 // A layer's input rows: position-major [L][channels], row r at at + (r % count) ld (count: the
 // candidates whose windows the rows share; the activations' own rows have count = kUnetRows).
@@ -92,14 +113,22 @@ __device__ inline void unet_linear(const DevLinear& f, const float* x, int ldx, 
   __syncthreads();
 }
 
-// x [rows][L][in] -> this block's channels of y [rows][L / stride][out] (row stride ldy): output l
+// The input channels of x (joined ones included).
+__device__ inline int channels_of(const UnetInput& x) { return x.channels + x.joined_channels; }
+
+// x [rows][L][in] -> the split's channels of y [rows][L / stride][out] (row stride ldy): output l
 // reads positions stride l + j - pad for taps j (zero outside [0, L)). The network's
 // convolutions: stride 1 with pad kernel / 2 ("same"), and the down convolution, kernel 3,
 // stride 2, pad 0 (positions 2l..2l+2, zero past the end).
 __device__ inline void unet_conv(const DevConv& c, const UnetInput& x, int L, int rows, float* y, size_t ldy,
-                                 const GroupSync& g, bool fast, int stride = 1) {
+                                 const UnetSplit& split, const UnetTensorBuffers& t, bool fast, int stride = 1) {
+  if (split.tensor) {
+    unet_conv_mma(c, x.at, x.ld, x.count, x.channels, x.joined, x.ld_joined, x.joined_channels, L, rows, y, ldy,
+                  split.first, split.width, t);
+    return;
+  }
   const int pad = stride == 1 ? c.kernel / 2 : 0, out_len = L / stride;
-  const int first = slice_begin(c.out, g), width = slice_width(c.out, g), per_row = out_len * width;
+  const int first = split.first, width = split.width, per_row = out_len * width;
   for (int q = threadIdx.x; q < rows * per_row; q += blockDim.x) {
     const int r = q / per_row, l = (q % per_row) / width, o = first + q % width;
     float acc = MPD_WEIGHT(c.b + o);
@@ -117,8 +146,8 @@ __device__ inline void unet_conv(const DevConv& c, const UnetInput& x, int L, in
 // channels: output 2a = x[a - 1] w[., ., 3] + x[a] w[., ., 1]; output 2a + 1 = x[a] w[., ., 2] +
 // x[a + 1] w[., ., 0].
 __device__ inline void unet_up(const DevConv& c, const UnetInput& x, int L, int rows, float* y, size_t ldy,
-                               const GroupSync& g, bool fast) {
-  const int first = slice_begin(c.out, g), width = slice_width(c.out, g), per_row = 2 * L * width;
+                               const UnetSplit& split, bool fast) {
+  const int first = split.first, width = split.width, per_row = 2 * L * width;
   for (int q = threadIdx.x; q < rows * per_row; q += blockDim.x) {
     const int r = q / per_row, m = (q % per_row) / width, o = first + q % width;
     const int a = m / 2, odd = m % 2;
@@ -134,18 +163,18 @@ __device__ inline void unet_up(const DevConv& c, const UnetInput& x, int L, int 
   __syncthreads();
 }
 
-// GroupNorm (8 groups, biased variance, sums in double) of this block's channels (whole groups),
+// GroupNorm (8 groups, biased variance, sums in double) of the split's channels (whole groups),
 // its affine, FiLM (row r's [scale (C), shift (C)] at films[r] + film_at, when films is given)
 // folded into h a + b per channel, SiLU when asked; in place. stats: [rows][kUnetGroups][2].
 __device__ inline void unet_norm(float* x, size_t ld, int C, int L, int rows, const float* gamma, const float* beta,
                                  const float* const* films, int film_at, float* stats, bool apply_silu,
-                                 const GroupSync& g) {
+                                 const UnetSplit& split) {
   // A warp per (row, group) (width: the lanes, 32 in a kernel's block of kThreads; a block of one
   // thread, as the CPU emulation runs it, is one lane).
   const int width = blockDim.x < 32 ? static_cast<int>(blockDim.x) : 32;
   const int warp = threadIdx.x / width, lane = threadIdx.x % width, warps = blockDim.x / width;
   const int per_group = C / kUnetGroups, n = per_group * L;
-  const int first = slice_begin(C, g), channels = slice_width(C, g);
+  const int first = split.first, channels = split.width;
   const int g0 = first / per_group, groups = channels / per_group;
   for (int rg = warp; rg < rows * groups; rg += warps) {
     const int r = rg / groups, grp = g0 + rg % groups;
@@ -187,21 +216,29 @@ __device__ inline UnetInput activation(const float* x, const UnetScratch& u, int
   return UnetInput{x, static_cast<size_t>(u.act), kUnetRows, C};
 }
 
-// A residual block with FiLM: x -> out, t1 and t3 scratch activations; two barriers.
-__device__ inline void unet_block(const DevUnet& net, const DevBlock& b, const UnetInput& x, int L, int rows,
-                                  float* out, float* t1, float* t3, const float* const* films, float* stats,
-                                  GroupSync& g, bool fast) {
+// A residual block with FiLM: x -> out, t1 and t3 scratch activations; two barriers. Returns the
+// split of its output (the block's channels of out).
+__device__ inline UnetSplit unet_block(const DevUnet& net, const DevBlock& b, const UnetInput& x, int L, int rows,
+                                       float* out, float* t1, float* t3, const float* const* films, float* stats,
+                                       GroupSync& g, const UnetTensorBuffers& t, bool fast) {
   const UnetScratch& u = net.scratch;
   const size_t ld = static_cast<size_t>(u.act);
-  unet_conv(b.first.conv, x, L, rows, t1, ld, g, fast);
-  unet_norm(t1, ld, b.first.conv.out, L, rows, b.first.gamma, b.first.beta, films, b.first.film_at, stats, false, g);
+  const UnetSplit s1 = unet_split(b.first.conv, true, unet_tensor_layer(b.first.conv, channels_of(x), 1, fast, t), g);
+  unet_conv(b.first.conv, x, L, rows, t1, ld, s1, t, fast);
+  unet_norm(t1, ld, b.first.conv.out, L, rows, b.first.gamma, b.first.beta, films, b.first.film_at, stats, false, s1);
   g.sync();
-  unet_conv(b.second.conv, activation(t1, u, b.first.conv.out), L, rows, out, ld, g, fast);
+  const UnetSplit s2 = unet_split(b.second.conv, true, unet_tensor_layer(b.second.conv, b.first.conv.out, 1, fast, t), g);
+  unet_conv(b.second.conv, activation(t1, u, b.first.conv.out), L, rows, out, ld, s2, t, fast);
   unet_norm(out, ld, b.second.conv.out, L, rows, b.second.gamma, b.second.beta, films, b.second.film_at, stats,
-            false, g);
-  if (b.has_skip) unet_conv(b.skip, x, L, rows, t3, ld, g, fast);
+            false, s2);
+  // The skip convolution over the same channels, on tensor cores when it qualifies and the
+  // channels are whole tiles (the second convolution's are: same outputs, 16-channel inputs).
+  if (b.has_skip) {
+    const UnetSplit skip{s2.first, s2.width, s2.tensor && unet_tensor_layer(b.skip, channels_of(x), 1, fast, t)};
+    unet_conv(b.skip, x, L, rows, t3, ld, skip, t, fast);
+  }
   // The sum over this block's channels: its own skip outputs, or the input's same channels.
-  const int C = b.second.conv.out, first = slice_begin(C, g), width = slice_width(C, g), per_row = L * width;
+  const int C = b.second.conv.out, first = s2.first, width = s2.width, per_row = L * width;
   for (int q = threadIdx.x; q < rows * per_row; q += blockDim.x) {
     const int r = q / per_row, l = (q % per_row) / width, o = first + q % width;
     const size_t at = static_cast<size_t>(l) * C + o;
@@ -211,6 +248,7 @@ __device__ inline void unet_block(const DevUnet& net, const DevBlock& b, const U
     v = math::silu(v + skip);
   }
   g.sync();
+  return s2;
 }
 
 // The FiLM row of network call (level t = k - 1, x0, condition c; c null: the unconditional
@@ -278,24 +316,28 @@ __device__ inline void unet_forward(const DevUnet& net, const UnetCall& call, fl
   for (int r = 0; r < rows; ++r) films[r] = call.films[r < call.count ? 0 : 1];
   float* buf[4] = {base + u.buf[0], base + u.buf[1], base + u.buf[2], base + u.buf[3]};
   float* stats = base + u.stats;
+  // This block's own buffers for the tensor-core layers (none without bfloat16 weights).
+  float* own = base + u.tensor_at + static_cast<size_t>(g.rank) * u.tensor_floats;
+  const UnetTensorBuffers t{u.tensor_floats > 0 ? reinterpret_cast<uint16_t*>(own) : nullptr, u.half_row,
+                            own + u.stage_at};
   UnetInput x{call.windows, static_cast<size_t>(call.ld_window), call.count, net.in_channels};
   int length = H;
   for (int i = 0; i < net.levels; ++i) {
-    unet_block(net, net.down0[i], x, length, rows, buf[1], buf[2], buf[3], films, stats, g, fast);
+    unet_block(net, net.down0[i], x, length, rows, buf[1], buf[2], buf[3], films, stats, g, t, fast);
     const int C = net.down1[i].second.conv.out;
-    unet_block(net, net.down1[i], activation(buf[1], u, C), length, rows, buf[0], buf[2], buf[3], films, stats, g,
-               fast);
+    const UnetSplit s = unet_block(net, net.down1[i], activation(buf[1], u, C), length, rows, buf[0], buf[2], buf[3],
+                                   films, stats, g, t, fast);
     // This block's channels of the level's output, kept for the up path (read after later barriers).
-    const int first = slice_begin(C, g), width = slice_width(C, g), per_row = length * width;
+    const int per_row = length * s.width;
     float* kept = base + u.kept + u.kept_at[i];
     for (int q = threadIdx.x; q < rows * per_row; q += blockDim.x) {
       const int r = q / per_row;
-      const size_t at = static_cast<size_t>((q % per_row) / width) * C + first + q % width;
+      const size_t at = static_cast<size_t>((q % per_row) / s.width) * C + s.first + q % s.width;
       kept[static_cast<size_t>(r) * u.kept_row + at] = buf[0][static_cast<size_t>(r) * u.act + at];
     }
     x = activation(buf[0], u, C);
     if (i + 1 < net.levels) {
-      unet_conv(net.down[i], x, length, rows, buf[1], u.act, g, fast, 2);
+      unet_conv(net.down[i], x, length, rows, buf[1], u.act, unet_split(net.down[i], false, false, g), t, fast, 2);
       g.sync();
       float* swap = buf[0];
       buf[0] = buf[1];
@@ -305,9 +347,9 @@ __device__ inline void unet_forward(const DevUnet& net, const UnetCall& call, fl
     }
   }
   __syncthreads();
-  unet_block(net, net.mid0, x, length, rows, buf[1], buf[2], buf[3], films, stats, g, fast);
+  unet_block(net, net.mid0, x, length, rows, buf[1], buf[2], buf[3], films, stats, g, t, fast);
   unet_block(net, net.mid1, activation(buf[1], u, net.mid1.second.conv.out), length, rows, buf[0], buf[2], buf[3],
-             films, stats, g, fast);
+             films, stats, g, t, fast);
   int channels = net.mid1.second.conv.out;
   for (int j = 0; j + 1 < net.levels; ++j) {
     // [h; kept] along the channels (h first), per position: the kept level output read in place.
@@ -316,11 +358,12 @@ __device__ inline void unet_forward(const DevUnet& net, const UnetCall& call, fl
     joined.joined = base + u.kept + u.kept_at[level];
     joined.ld_joined = static_cast<size_t>(u.kept_row);
     joined.joined_channels = skip;
-    unet_block(net, net.up0[j], joined, length, rows, buf[1], buf[2], buf[3], films, stats, g, fast);
+    unet_block(net, net.up0[j], joined, length, rows, buf[1], buf[2], buf[3], films, stats, g, t, fast);
     const int d = net.up1[j].second.conv.out;
-    unet_block(net, net.up1[j], activation(buf[1], u, d), length, rows, buf[0], buf[2], buf[3], films, stats, g,
+    unet_block(net, net.up1[j], activation(buf[1], u, d), length, rows, buf[0], buf[2], buf[3], films, stats, g, t,
                fast);
-    unet_up(net.up[j], activation(buf[0], u, d), length, rows, buf[1], u.act, g, fast);
+    unet_up(net.up[j], activation(buf[0], u, d), length, rows, buf[1], u.act, unet_split(net.up[j], false, false, g),
+            fast);
     g.sync();
     float* swap = buf[0];
     buf[0] = buf[1];
@@ -331,13 +374,15 @@ __device__ inline void unet_forward(const DevUnet& net, const UnetCall& call, fl
   // Head: conv k5 -> GroupNorm -> SiLU -> conv k1, then the rows [H, C_out] out: written there
   // directly by a group of one, else through the group's head buffer (no other phase writes it,
   // so the members may read it while the group runs ahead).
-  unet_conv(net.head0, activation(buf[0], u, channels), length, rows, buf[1], u.act, g, fast);
-  unet_norm(buf[1], u.act, net.head0.out, length, rows, net.head_gamma, net.head_beta, nullptr, 0, stats, true, g);
+  const UnetSplit h0 = unet_split(net.head0, true, unet_tensor_layer(net.head0, channels, 1, fast, t), g);
+  unet_conv(net.head0, activation(buf[0], u, channels), length, rows, buf[1], u.act, h0, t, fast);
+  unet_norm(buf[1], u.act, net.head0.out, length, rows, net.head_gamma, net.head_beta, nullptr, 0, stats, true, h0);
   g.sync();
   const int n = H * net.out_channels, ld_head = round4(n);
   float* head = g.members == 1 ? call.out : base + u.head;
-  unet_conv(net.head3, activation(buf[1], u, net.head0.out), length, rows, head,
-            g.members == 1 ? call.ldo : ld_head, g, fast);
+  const UnetSplit h3 = unet_split(net.head3, false, unet_tensor_layer(net.head3, net.head0.out, 1, fast, t), g);
+  unet_conv(net.head3, activation(buf[1], u, net.head0.out), length, rows, head, g.members == 1 ? call.ldo : ld_head,
+            h3, t, fast);
   if (g.members == 1) return;
   g.sync();
   for (int q = threadIdx.x; q < rows * n; q += blockDim.x) {

@@ -5,12 +5,15 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "cuda/layout.h"
 #include "format/model_file.h"
+#include "math/bf16.h"
 
 namespace mpd::cuda {
 
@@ -25,6 +28,8 @@ struct DevConv {
                    // [in, out, 4] likewise): the outputs of neighbouring threads are neighbouring floats
   const float* b;  // [out]
   int in, out, kernel;
+  const uint16_t* wh;  // w's bfloat16 bits, same layout, when every weight is a bfloat16 value (a
+                       // stride-1 convolution of a file exported with bf16 weights), else null
 };
 
 struct DevFilmConv {
@@ -58,12 +63,31 @@ struct DevUnet {
   UnetScratch scratch;  // one group's scratch for kUnetRows rows
 };
 
+// Whether `name` is a convolution's weight the tensor cores may read ([out, in, K], not the
+// transposed up convolution's).
+inline bool unet_tensor_conv(const NamedTensor& t) {
+  const std::string& name = t.name;
+  const bool up = name.size() > 9 && name.find(".up.") != std::string::npos &&
+                  name.compare(name.size() - 9, 9, ".2.weight") == 0;
+  return t.shape.size() == 3 && !up;
+}
+
 // Appends the unet family's planner and dynamics tensors to `image` (each on a 128-byte boundary)
 // in the layouts the kernel reads: a linear layer's [out, in] as [in, out]; a convolution's
 // [out, in, K] as [K, in, out]; the transposed up convolution's [in, out, 4] as [4, in, out];
-// vectors as stored. Records each tensor's offset by name in `at`.
-inline void append_unet_tensors(const ModelFile& file, std::vector<float>* image,
+// vectors as stored. Records each tensor's offset by name in `at`. When every convolution weight
+// of both networks is a bfloat16 value (a file exported with bf16 weights), also each
+// convolution's bfloat16 bits in the same layout (two per float, "<name>#bf16"), for the tensor
+// cores of the fast numeric mode, and returns true.
+inline bool append_unet_tensors(const ModelFile& file, std::vector<float>* image,
                                 std::vector<std::pair<std::string, size_t>>* at) {
+  bool bf16 = !file.planner_unet.empty();
+  for (const std::vector<NamedTensor>* tensors : {&file.planner_unet, &file.dynamics_unet}) {
+    for (const NamedTensor& t : *tensors) {
+      if (!unet_tensor_conv(t)) continue;
+      for (float v : t.data) bf16 = bf16 && math::bf16_round(v) == v;
+    }
+  }
   for (const std::vector<NamedTensor>* tensors : {&file.planner_unet, &file.dynamics_unet}) {
     for (const NamedTensor& t : *tensors) {
       image->resize((image->size() + 31) / 32 * 32, 0.0f);
@@ -97,8 +121,21 @@ inline void append_unet_tensors(const ModelFile& file, std::vector<float>* image
       } else {
         std::copy(t.data.begin(), t.data.end(), out);
       }
+      if (bf16 && unet_tensor_conv(t)) {  // the repacked floats' bfloat16 bits
+        const size_t n = t.data.size();
+        image->resize((image->size() + 31) / 32 * 32, 0.0f);
+        at->emplace_back(t.name + "#bf16", image->size());
+        const size_t half_at = image->size();
+        image->resize(half_at + (n + 1) / 2, 0.0f);
+        const float* repacked = image->data() + begin;
+        for (size_t e = 0; e < n; ++e) {
+          const uint16_t bits = math::bf16_bits(repacked[e]);
+          std::memcpy(reinterpret_cast<char*>(image->data() + half_at) + 2 * e, &bits, sizeof bits);
+        }
+      }
     }
   }
+  return bf16;
 }
 
 // The DevUnet of network `net` ("planner" or "dynamics") with pointers into the arena `a`, by
@@ -118,7 +155,11 @@ inline bool device_unet(const ModelConfig& c, const std::string& net, const std:
     return DevLinear{find(name + ".weight"), find(name + ".bias"), in, out};
   };
   auto conv = [&](const std::string& name, int in, int out, int kernel) {
-    return DevConv{find(name + ".weight"), find(name + ".bias"), in, out, kernel};
+    DevConv d{find(name + ".weight"), find(name + ".bias"), in, out, kernel, nullptr};
+    for (const auto& entry : at) {
+      if (entry.first == name + ".weight#bf16") d.wh = reinterpret_cast<const uint16_t*>(a + entry.second);
+    }
+    return d;
   };
   const int context = c.unet_dim + 2 * c.unet_embed_dim;
   int film_floats = 0;  // the FiLM layers are made in the order of the forward pass

@@ -31,6 +31,17 @@ MPD_HOST_DEVICE float bf16_round(float x) {
 #endif
 }
 
+// The bfloat16 nearest to x, as its 16 bits (what tensor cores read): bf16_round(x)'s upper half.
+MPD_HOST_DEVICE uint16_t bf16_bits(float x) {
+#if defined(__CUDA_ARCH__)
+  return static_cast<uint16_t>(bf16_round_bits(__float_as_uint(x)) >> 16);
+#else
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return static_cast<uint16_t>(bf16_round_bits(bits) >> 16);
+#endif
+}
+
 // A network layer's input in the numeric mode: rounded to bfloat16 in the fast mode, as is in the
 // exact one (every backend's layers read their inputs through it).
 MPD_HOST_DEVICE float layer_input(float x, bool fast) { return fast ? bf16_round(x) : x; }

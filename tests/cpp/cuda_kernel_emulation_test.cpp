@@ -27,9 +27,11 @@
 // CUDA's device dialect for a host compiler: a block of one thread per host thread, shared memory
 // (and the block index) the thread's own.
 #define __device__
+#define __noinline__
 #define __global__
 #define __shared__ thread_local
 #define __launch_bounds__(n)
+#define __forceinline__ inline
 struct alignas(16) float4 {
   float x, y, z, w;
 };
@@ -63,6 +65,7 @@ thread_local float4 emulated_shared[1 << 16];
 
 #include "backend/backend.h"
 #include "check.h"
+#include "wmma_emulation.h"  // before the kernels: their tensor-core layers
 #include "cuda/arena.h"
 #include "model_writer.h"
 
@@ -231,6 +234,9 @@ void check_model(const testing::TinyModel& spec, float tolerance) {
     if (!unet) {
       const Plan got4 = kernel_plan<4, false>(file, state, nullptr, 11, o);
       CHECK(got4.windows == got.windows && got4.values == got.values);
+    } else {  // tensor-core layers or not, the group's size changes no bit
+      const Plan got1 = kernel_plan<1, true>(file, state, nullptr, 11, o, 1);
+      CHECK(got1.windows == got.windows && got1.values == got.values);
     }
     worst_fast = std::fmax(worst_fast, max_abs(got.windows, want.windows));
     fast_moved = std::fmax(fast_moved, max_abs(want.windows, exact.windows));
@@ -265,5 +271,12 @@ int main() {
       }
     }
   }
+  // A unet file with bfloat16 weights and 16-channel layers: the fast mode's tensor-core layers.
+  testing::TinyModel bf16;
+  bf16.architecture = "unet";
+  bf16.unet_dim = 16;
+  bf16.horizon = 16;
+  bf16.bf16_values = true;
+  check_model(bf16, 2 * 6.71e-5f);
   return check::exit_code();
 }

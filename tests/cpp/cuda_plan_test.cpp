@@ -22,6 +22,7 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <cstdio>
 #include <initializer_list>
@@ -383,6 +384,39 @@ int main() {
     CHECK(mpd_plan_host(bad, ws, state, 1, &o, &host, stream) == MPD_ERR_NON_FINITE_PLAN);
     mpd_workspace_free(ws);
     mpd_model_free(bad);
+  }
+  // The unet family's fast numeric mode on tensor cores (a file of bfloat16 weights, 16-channel
+  // layers): against the CPU backend's fast mode, held to twice the distance between the fast and
+  // exact modes' plans (a float32 difference can move a rounded input across a bfloat16 boundary,
+  // cuda_unet_emulation_test.cpp); and one, two or eight blocks per candidate give the same bits.
+  {
+    testing::TinyModel spec;
+    spec.architecture = "unet";
+    spec.unet_dim = 16;
+    spec.horizon = 16;
+    spec.bf16_values = true;
+    mpd_model* model = load(spec);
+    CHECK(model != nullptr);
+    const float state[3] = {0.3f, -1.1f, 1.7f};
+    mpd_options o = grid_options(model, 4, 1.7, 0.5, false, true);
+    const Result exact = cpu_plan(model, state, 5, o);
+    o.fast_numerics = 1;
+    const Result want = cpu_plan(model, state, 5, o);
+    std::vector<Result> got;
+    for (const char* cap : {"1", "2", "8"}) {
+      setenv("MPD_CUDA_BLOCKS_PER_CANDIDATE", cap, 1);
+      mpd_workspace* ws = nullptr;
+      CHECK(mpd_workspace_create(model, MPD_BACKEND_CUDA, 4, 0, &ws) == MPD_OK);
+      got.push_back(cuda_plan(model, ws, state, 5, o, stream));
+      mpd_workspace_free(ws);
+    }
+    unsetenv("MPD_CUDA_BLOCKS_PER_CANDIDATE");
+    const float moved = max_abs_diff(want.windows, exact.windows), diff = max_abs_diff(got[0].windows, want.windows);
+    std::printf("unet fast mode on tensor cores: windows within %.3g of the CPU's, %.3g from the exact mode's\n", diff,
+                moved);
+    CHECK(moved > kUnetWindowTolerance && diff <= 2.0f * moved);
+    CHECK(same_bits(got[1], got[0]) && same_bits(got[2], got[0]));
+    mpd_model_free(model);
   }
   cudaStreamDestroy(stream);
   return check::exit_code();

@@ -30,6 +30,7 @@
 
 // A block of one thread: every loop of unet.cuh's device functions covers all of its outputs.
 #define __device__
+#define __noinline__
 struct ThreadIndex {
   unsigned x;
 };
@@ -45,6 +46,7 @@ T __shfl_sync(unsigned, T value, int) {
 }
 
 #include "check.h"
+#include "wmma_emulation.h"  // before the kernels: their tensor-core layers
 #include "cpu/unet.h"
 #include "cuda/unet.cuh"
 #include "model_writer.h"
@@ -61,11 +63,15 @@ void compare(const testing::TinyModel& spec) {
   // The tensors in one host "arena", as the CUDA backend lays them out in device memory.
   std::vector<float> arena;
   std::vector<std::pair<std::string, size_t>> at;
-  mpd::cuda::append_unet_tensors(file, &arena, &at);
+  // bfloat16 copies of the convolutions (the fast mode's tensor cores) exactly when the file's
+  // weights are bfloat16 values.
+  const bool tensor_cores = mpd::cuda::append_unet_tensors(file, &arena, &at);
+  CHECK(tensor_cores == spec.bf16_values);
   const int H = c.horizon, D = c.window_dim();
   mpd::cuda::UnetShape shape{H, D, D, c.unet_dim, c.unet_embed_dim, static_cast<int>(c.unet_mults.size()), {}};
   for (size_t i = 0; i < c.unet_mults.size(); ++i) shape.mults[i] = c.unet_mults[i];
-  const mpd::cuda::UnetScratch layout = mpd::cuda::unet_scratch(shape, mpd::cuda::kUnetRows);
+  const mpd::cuda::UnetScratch layout = mpd::cuda::unet_scratch(shape, mpd::cuda::kUnetRows, tensor_cores);
+  const mpd::cuda::UnetScratch plain = mpd::cuda::unet_scratch(shape, mpd::cuda::kUnetRows);  // no tensor cores
   uint32_t seed = 99;
   std::vector<float> windows(2 * static_cast<size_t>(H) * D), x0(c.state_dim), cond(c.cond_dim), zeros(c.cond_dim);
   for (float& v : windows) v = testing::next_uniform(&seed);
@@ -74,10 +80,19 @@ void compare(const testing::TinyModel& spec) {
   float worst = 0.0f, worst_fast = 0.0f, fast_moved = 0.0f;
   size_t fast_outputs = 0, fast_above = 0;
   int groups_checked = 0;
+  float tensor_vs_plain = 0.0f;  // the fast mode with tensor-core layers against the same without
   for (const char* net : {"planner", "dynamics"}) {
     const bool planner = std::string(net) == "planner";
-    mpd::cuda::DevUnet dev;
+    mpd::cuda::DevUnet dev, dev_plain;
     CHECK(mpd::cuda::device_unet(c, net, at, arena.data(), layout, &dev));
+    CHECK(mpd::cuda::device_unet(c, net, at, arena.data(), plain, &dev_plain));
+    if (tensor_cores) {  // a layer that qualifies: 16 channels in and out, its bfloat16 copy there
+      const mpd::cuda::DevConv& conv = dev.down1[0].second.conv;
+      std::vector<uint16_t> half(16);
+      const mpd::cuda::UnetTensorBuffers t{half.data(), 16, nullptr};
+      CHECK(conv.wh != nullptr && mpd::cuda::unet_tensor_layer(conv, conv.in, 1, true, t));
+      CHECK(!mpd::cuda::unet_tensor_layer(conv, conv.in, 1, false, t));  // never in the exact mode
+    }
     const mpd::cpu::CpuUnet cpu(c, planner ? file.planner_unet : file.dynamics_unet, net);
     const int out_channels = cpu.out_channels();
     CHECK(out_channels == dev.out_channels);
@@ -118,6 +133,18 @@ void compare(const testing::TinyModel& spec) {
             }
             for (std::thread& b : blocks) b.join();
             if (members == 1) first = got[0];
+            if (members == 1 && fast && tensor_cores) {  // the same call with every layer on the plain loops
+              std::vector<float> scratch_plain(static_cast<size_t>(plain.total), NAN), out_plain(rows * ldo, 0.0f);
+              mpd::cuda::GroupSync one{nullptr, 1, 0, 0};
+              const mpd::cuda::UnetCall call{windows.data(), H * D, count, rows,
+                                             {films.data(), films.data() + dev.film_floats}, out_plain.data(),
+                                             static_cast<int>(ldo)};
+              mpd::cuda::unet_forward(dev_plain, call, scratch_plain.data(), one, fast);
+              for (size_t e = 0; e < out_plain.size(); ++e) {
+                const float d = std::fabs(first[e] - out_plain[e]) / std::fmax(1.0f, std::fabs(out_plain[e]));
+                tensor_vs_plain = std::fmax(tensor_vs_plain, d);
+              }
+            }
             for (const std::vector<float>& member : got) {  // the same bits for every member and group size
               CHECK(std::memcmp(member.data(), first.data(), sizeof(float) * first.size()) == 0);
             }
@@ -150,9 +177,13 @@ void compare(const testing::TinyModel& spec) {
     }
   }
   std::printf("unet H=%d dim=%d levels=%zu cost=%d: largest difference %.3g; fast mode %.3g (%zu of %zu above "
-              "1e-4), fast vs exact %.3g; %d calls by groups of 1-%d blocks, identical bits\n", H, c.unet_dim,
+              "1e-4), fast vs exact %.3g; %d calls by groups of 1-%d blocks, identical bits%s\n", H, c.unet_dim,
               c.unet_mults.size(), spec.has_cost, worst, worst_fast, fast_above, fast_outputs, fast_moved,
-              groups_checked, mpd::cuda::kMaxUnetBlocksPerCandidate);
+              groups_checked, mpd::cuda::kMaxUnetBlocksPerCandidate, tensor_cores ? "; bf16 weights" : "");
+  if (tensor_cores) {
+    std::printf("  tensor-core layers against the plain loops, fast mode: %.3g\n", tensor_vs_plain);
+    CHECK(tensor_vs_plain <= 2.0f * fast_moved);
+  }
   CHECK(worst <= 1e-4f);
   CHECK(worst_fast <= 2.0f * fast_moved);
   CHECK(fast_above * 20 <= fast_outputs);
@@ -174,5 +205,8 @@ int main() {
   deep.unet_mults = {1, 2, 4};
   deep.has_cost = false;
   compare(deep);
+  testing::TinyModel deep_bf16 = deep;  // bfloat16 weights: the fast mode's tensor-core layers
+  deep_bf16.bf16_values = true;
+  compare(deep_bf16);
   return check::exit_code();
 }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "format/model_file.h"  // mpd::unet_layout: the unet family's tensor list
+#include "math/bf16.h"
 
 namespace testing {
 
@@ -29,6 +30,7 @@ struct TinyModel {
   std::vector<int> unet_mults = {1, 2};
   std::string scaled_net;  // multiply every tensor of this network by `scale` (finite weights that overflow)
   float scale = 1.0f;
+  bool bf16_values = false;  // every network tensor rounded to a bfloat16 value (an export with bf16 weights)
 };
 
 struct Tensor {
@@ -100,6 +102,9 @@ inline std::vector<uint8_t> write_model(const TinyModel& m) {
   for (auto& t : tensors) {
     if (!m.scaled_net.empty() && t.first.rfind(m.scaled_net + ".", 0) == 0) {
       for (float& v : t.second.data) v *= m.scale;
+    }
+    if (m.bf16_values) {
+      for (float& v : t.second.data) v = mpd::math::bf16_round(v);
     }
   }
   Tensor lo{{m.state_dim}, std::vector<float>(static_cast<size_t>(m.state_dim), -2.0f)};
