@@ -19,31 +19,20 @@
 
 namespace {
 
-__global__ void __launch_bounds__(mpd::cuda::kThreads) pass_barriers(unsigned* arrivals, int members, int iters,
-                                                                     int cluster) {
-  mpd::cuda::GroupSync g{arrivals + blockIdx.x / members, members, static_cast<int>(blockIdx.x % members), 0, cluster};
-  for (int i = 0; i < iters; ++i) g.sync();
+struct Barriers {
+  unsigned* arrivals;  // [groups]
+  int members, iters, cluster;
+};
+
+__global__ void __launch_bounds__(mpd::cuda::kThreads) pass_barriers(Barriers b) {
+  mpd::cuda::GroupSync g{b.arrivals + blockIdx.x / b.members, b.members, static_cast<int>(blockIdx.x % b.members), 0,
+                         b.cluster};
+  for (int i = 0; i < b.iters; ++i) g.sync();
 }
 
 // Milliseconds of one launch of groups x members blocks passing `iters` barriers, or a negative
 // value when the launch is refused (a grid that does not fit at once).
 float time_launch(unsigned* arrivals, int groups, int members, int iters, bool cluster, cudaStream_t stream) {
-  cudaLaunchConfig_t launch{};
-  launch.gridDim = dim3(static_cast<unsigned>(groups * members));
-  launch.blockDim = dim3(mpd::cuda::kThreads);
-  launch.stream = stream;
-  cudaLaunchAttribute together{};
-  if (cluster) {
-    together.id = cudaLaunchAttributeClusterDimension;
-    together.val.clusterDim.x = static_cast<unsigned>(members);
-    together.val.clusterDim.y = 1;
-    together.val.clusterDim.z = 1;
-  } else {
-    together.id = cudaLaunchAttributeCooperative;
-    together.val.cooperative = 1;
-  }
-  launch.attrs = &together;
-  launch.numAttrs = 1;
   cudaEvent_t start, stop;
   cudaEventCreate(&start);
   cudaEventCreate(&stop);
@@ -51,7 +40,9 @@ float time_launch(unsigned* arrivals, int groups, int members, int iters, bool c
   for (int pass = 0; pass < 2; ++pass) {  // a warm-up launch, then the timed one
     cudaMemsetAsync(arrivals, 0, sizeof(unsigned) * static_cast<size_t>(groups), stream);
     cudaEventRecord(start, stream);
-    if (cudaLaunchKernelEx(&launch, pass_barriers, arrivals, members, iters, cluster ? 1 : 0) != cudaSuccess) {
+    const Barriers args{arrivals, members, iters, cluster ? 1 : 0};
+    if (mpd::cuda::launch_groups(pass_barriers, static_cast<unsigned>(groups * members), mpd::cuda::kThreads, 0,
+                                 stream, members, cluster, args) != cudaSuccess) {
       cudaGetLastError();
       break;
     }

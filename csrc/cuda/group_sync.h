@@ -16,7 +16,9 @@
 
 #include "math/host_device.h"
 
-#if !defined(__CUDACC__)
+#if defined(__CUDACC__)
+#include <cuda_runtime.h>
+#else
 #include <thread>  // the CPU emulation: a waiting block gives its core to the others
 #endif
 
@@ -74,5 +76,33 @@ struct GroupSync {
     __syncthreads();
   }
 };
+
+#if defined(__CUDACC__)
+// The launch of `grid` blocks (kernel's one argument `arg`, `shared` bytes each) whose groups of
+// `members` consecutive blocks run at once: as thread-block clusters of that size, or a
+// cooperative grid (every block resident). The launch's status.
+template <class Arg>
+cudaError_t launch_groups(void (*kernel)(Arg), unsigned grid, unsigned threads, size_t shared, cudaStream_t stream,
+                          int members, bool cluster, Arg arg) {
+  cudaLaunchConfig_t launch{};
+  launch.gridDim = dim3(grid);
+  launch.blockDim = dim3(threads);
+  launch.dynamicSmemBytes = shared;
+  launch.stream = stream;
+  cudaLaunchAttribute together{};
+  if (cluster) {
+    together.id = cudaLaunchAttributeClusterDimension;
+    together.val.clusterDim.x = static_cast<unsigned>(members);
+    together.val.clusterDim.y = 1;
+    together.val.clusterDim.z = 1;
+  } else {
+    together.id = cudaLaunchAttributeCooperative;
+    together.val.cooperative = 1;
+  }
+  launch.attrs = &together;
+  launch.numAttrs = 1;
+  return cudaLaunchKernelEx(&launch, kernel, arg);
+}
+#endif
 
 }  // namespace mpd::cuda

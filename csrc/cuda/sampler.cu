@@ -213,25 +213,8 @@ mpd_status CudaBackend::plan_device(const PlanRequest& r, mpd_plan_output* outpu
   const unsigned grid = static_cast<unsigned>(blocks * group);
   if (group == 1) {
     family.kernels[v]<<<grid, kThreads, m.shared_bytes[v], stream>>>(p);
-  } else {
-    cudaLaunchConfig_t launch{};
-    launch.gridDim = dim3(grid);
-    launch.blockDim = dim3(kThreads);
-    launch.dynamicSmemBytes = m.shared_bytes[v];
-    launch.stream = stream;
-    cudaLaunchAttribute together{};  // the group's blocks resident at once: a cluster, or every block
-    if (m.clusters) {
-      together.id = cudaLaunchAttributeClusterDimension;
-      together.val.clusterDim.x = static_cast<unsigned>(group);
-      together.val.clusterDim.y = 1;
-      together.val.clusterDim.z = 1;
-    } else {
-      together.id = cudaLaunchAttributeCooperative;
-      together.val.cooperative = 1;
-    }
-    launch.attrs = &together;
-    launch.numAttrs = 1;
-    cudaLaunchKernelEx(&launch, family.kernels[v], p);
+  } else {  // the group's blocks resident at once (group_sync.h)
+    launch_groups(family.kernels[v], grid, kThreads, m.shared_bytes[v], stream, group, m.clusters, p);
   }
   SelectParams s = m.select;
   s.r = r;
