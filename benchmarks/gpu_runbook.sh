@@ -21,8 +21,8 @@
 # bench_cuda_unet_humanoid_fast.json (`mpdiffuser bench
 # --backend cuda`: the MLP, the default U-Net and the authors' size),
 # cuda_cxx_h16.json / cuda_cxx_h32.json (mpd_bench_cuda), group_sync.json (one barrier across a
-# candidate's blocks), unet_group{1,2,4,8}.json, unet_group8_grid.json and unet_authors_group{1,8}.json
-# (the U-Net's blocks per candidate), sweep.jsonl (candidates per block),
+# candidate's blocks), unet_group{1,2,4,8}.json, unet_group8_grid.json, unet_authors_group{1,8}.json and
+# mlp_group{2,4,8}.json (blocks per candidate), sweep.jsonl (candidates per block),
 # baseline.jsonl (mpd_bench_cuda built with $BASELINE instead of csrc/cuda/sampler.cu),
 # train_gpu.json (benchmarks/train_throughput.py on $TRAIN_DATA, default the shipped demo data: the
 # MLPs with host and device batches), train_gpu_unet.json and train_gpu_unet_authors.json (the
@@ -90,9 +90,9 @@ if want tests; then
     tests/python/test_cli_pipeline.py -k cuda
   MPD_CUDA_CANDIDATES_PER_BLOCK=4 step pytest-cuda-cpb4 240 python3 -m pytest -q \
     tests/python/sampling/test_sampler.py -k "cuda_matches and not hopper"
-  # The unet family with fewer blocks per candidate than a launch picks (1: no barrier at all).
-  for g in 1 2; do
-    MPD_CUDA_BLOCKS_PER_CANDIDATE=$g step "ctest-cuda-unet-group$g" 120 ctest --test-dir build/gpu -R cuda_plan \
+  # Blocks per candidate set (1: no barrier at all; 8 also for the mlp family, which keeps 1 by default).
+  for g in 1 2 8; do
+    MPD_CUDA_BLOCKS_PER_CANDIDATE=$g step "ctest-cuda-group$g" 120 ctest --test-dir build/gpu -R cuda_plan \
       --output-on-failure
   done
   # The grid barrier where the cluster's is the default (sm_90).
@@ -147,6 +147,12 @@ weights='bf16', options=o)\" && python3 -m mpdiffuser bench --backend cuda --mod
   for g in 1 8; do
     MPD_CUDA_BLOCKS_PER_CANDIDATE=$g step "bench-unet-authors-group$g" 120 "$BENCH" \
       runs/bench/synthetic-hopper-unet-authors.safetensors --candidates 1 --iters 3 --json "$OUT/unet_authors_group$g.json"
+  done
+  # The mlp family's dense layers shared by 2-8 blocks per candidate (one barrier per layer), which
+  # it does not do by default: the default size at N = 1 and 16.
+  for g in 2 4 8; do
+    MPD_CUDA_BLOCKS_PER_CANDIDATE=$g step "bench-mlp-group$g" 120 "$BENCH" runs/bench/synthetic-hopper-h16.safetensors \
+      --candidates 1,16 --iters 100 --json "$OUT/mlp_group$g.json"
   done
 fi
 

@@ -6,6 +6,7 @@
 // CPU. Included by one translation unit each (after cuda/plan_kernel.cuh).
 #pragma once
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -24,11 +25,12 @@ struct Arena {
   size_t steps_at = 0, emb_at = 0, quantiles_at = 0, pinned_at = 0, windows_at = 0, values_at = 0, costs_at = 0;
   size_t host_state_at = 0, host_actions_at = 0, host_index_at = 0, host_values_at = 0, host_costs_at = 0;
   size_t host_windows_at = 0, host_warm_at = 0, host_window_at = 0, unets_at = 0, unet_scratch_at = 0;
-  size_t unet_films_at = 0, arrivals_at = 0;
+  size_t unet_films_at = 0, arrivals_at = 0, exchange_at = 0;
   std::vector<size_t> offsets;  // per MLP and layer: weight offset, bias offset
   std::vector<std::pair<std::string, size_t>> unet_at;  // the unet family: tensor name -> offset
   UnetScratch unet_layout{};  // the unet family: one candidate's scratch
   int ld_films = 0;           // the unet family: a FiLM row's floats (padded)
+  int ld_exchange = 0;        // the mlp family: the widest planner or dynamics layer output (padded)
   bool unet = false;
 };
 
@@ -114,8 +116,16 @@ bool build_arena(const ModelFile& file, int max_candidates, Arena* out) {
     device_unet(c, "planner", ar.unet_at, image.data(), ar.unet_layout, &probe);
     ar.ld_films = (probe.film_floats + 31) / 32 * 32;
   }
+  // Every candidate's group barrier, and the mlp family's exchange rows of a group's dense layers
+  // (two sets of two rows of the widest planner or dynamics layer output).
   ar.arrivals_at = ar.unet_films_at + 4 * static_cast<size_t>(K) * ar.ld_films;
-  ar.total = ar.arrivals_at + (ar.unet ? (N + 31) / 32 * 32 : 0);
+  if (!ar.unet) {
+    for (int i = 0; i < 2; ++i) {
+      for (const DenseWeights& layer : nets[i]->layers) ar.ld_exchange = std::max(ar.ld_exchange, round4(layer.out));
+    }
+  }
+  ar.exchange_at = ar.arrivals_at + (N + 31) / 32 * 32;
+  ar.total = ar.exchange_at + N * 4 * static_cast<size_t>(ar.ld_exchange);
   for (const auto* v : {&file.state_mid, &file.state_half, &file.action_mid, &file.action_half}) {
     ar.norms.insert(ar.norms.end(), v->begin(), v->end());
   }
@@ -165,8 +175,10 @@ bool arena_params(const ModelFile& file, const Arena& arena, float* a, const dou
     p.unet_scratch = a + arena.unet_scratch_at;
     p.unet_films = a + arena.unet_films_at;
     p.ld_films = arena.ld_films;
-    p.group_arrivals = reinterpret_cast<unsigned*>(a + arena.arrivals_at);
   }
+  p.group_arrivals = reinterpret_cast<unsigned*>(a + arena.arrivals_at);
+  p.mlp_exchange = a + arena.exchange_at;
+  p.ld_exchange = arena.ld_exchange;
   const Strides strides = plan_strides(c.state_dim, c.action_dim, H, dims, dense, num_nets, !arena.unet);
   p.steps = reinterpret_cast<const math::StepFloats*>(a + arena.steps_at);
   p.embeddings = a + arena.emb_at;

@@ -1,6 +1,6 @@
-// A barrier over the thread blocks that share one candidate's network calls (the unet family's
-// blocks per candidate, cuda/unet.cuh): an arrival counter per group in global memory, zero at the
-// start of a plan (the FiLM kernel, which runs first, zeroes it). A block arrives after its own
+// A barrier over the thread blocks that share one candidate's network calls (cuda/unet.cuh, the
+// mlp family's dense layers in cuda/plan_kernel.cuh): an arrival counter per group in global
+// memory, zeroed on the stream before each launch that shares candidates (sampler.cu). A block arrives after its own
 // writes are fenced and waits until every member has arrived as often as it has, so the counter
 // never needs a reset inside a plan and a member that runs ahead cannot pass twice.
 //
@@ -9,9 +9,10 @@
 // the grid does not fit. On sm_90 a group may instead be a thread-block cluster (launched with the
 // group's size as its cluster dimension, so the hardware schedules its blocks together), and the
 // barrier the cluster's own (barrier.cluster, release/acquire at cluster scope); which of the two
-// is faster is the GPU runbook's measurement (benchmarks/cuda_group_sync_latency.cu). The CPU emulation (tests/cpp/cuda_unet_emulation_test.cpp,
-// cuda_kernel_emulation_test.cpp) runs the members as host threads on the same code; there the
-// arrival and the acquire load are the compiler's atomics.
+// is faster is the GPU runbook's measurement (benchmarks/cuda_group_sync_latency.cu). The CPU
+// emulation (tests/cpp/cuda_unet_emulation_test.cpp, cuda_kernel_emulation_test.cpp) runs the
+// members as host threads on the same code; there the arrival and the acquire load are the
+// compiler's atomics.
 #pragma once
 
 #include "math/host_device.h"
@@ -53,6 +54,7 @@ struct GroupSync {
   // Every block of the group has finished what it wrote before this call. Called by every thread
   // of every member block, the same number of times.
   __device__ void sync() {
+    if (members > 1) target += static_cast<unsigned>(members);  // counts this block's barriers either way
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     if (cluster && members > 1) {  // every thread of the cluster arrives; its writes released to the others
       asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
@@ -61,7 +63,6 @@ struct GroupSync {
 #endif
     __syncthreads();
     if (members == 1) return;
-    target += static_cast<unsigned>(members);
     if (threadIdx.x == 0) {
       group_arrive(counter);
       while (group_arrivals(counter) < target) {

@@ -114,9 +114,9 @@ inline Strides plan_strides(int dx, int du, int horizon, const int* const dims[4
 constexpr int kMaxUnetLevels = 8;  // the model file allows 2..8 levels
 constexpr int kUnetRows = 2;       // rows per forward: a candidate's conditional and unconditional
 constexpr int kUnetGroups = 8;     // GroupNorm groups
-// Blocks per candidate at most: each owns whole GroupNorm groups of every normalized layer (a
-// power of two dividing kUnetGroups).
-constexpr int kMaxUnetBlocksPerCandidate = kUnetGroups;
+// Blocks per candidate at most (a power of two): the unet family's each own whole GroupNorm groups
+// of every normalized layer, so it divides kUnetGroups; the mlp family's share column quads.
+constexpr int kMaxBlocksPerCandidate = kUnetGroups;
 
 struct UnetShape {
   int horizon, in_channels, out_channels, dim, embed, levels;
@@ -185,7 +185,7 @@ MPD_HOST_DEVICE UnetScratch unet_scratch(const UnetShape& s, int rows, bool tens
     u.stage_at = round_to(rows * u.half_row / 2, 8);
     u.tensor_floats = u.stage_at + (kThreads / 32) * 256;
   }
-  u.total = u.tensor_at + kMaxUnetBlocksPerCandidate * u.tensor_floats;
+  u.total = u.tensor_at + kMaxBlocksPerCandidate * u.tensor_floats;
   return u;
 }
 

@@ -52,8 +52,10 @@ struct PlanParams {
   float* unet_scratch;              // the unet family: unets[0].scratch.total floats per candidate
   float* unet_films;                // the unet family: FiLM rows [2 nets][K levels][2 kinds][ld_films]
   int ld_films;
-  unsigned* group_arrivals;         // the unet family: [N] the candidates' group barriers (group_sync.h)
-  int blocks_per_candidate;         // blocks per candidate of this launch (the mlp family: 1)
+  unsigned* group_arrivals;         // [N] the candidates' group barriers (group_sync.h), zero at a launch
+  float* mlp_exchange;              // the mlp family: [N][2][2][ld_exchange] a group's dense layer outputs
+  int ld_exchange;
+  int blocks_per_candidate;         // blocks per candidate of this launch
   int cluster_groups;               // the candidates' groups are thread-block clusters (sm_90, group_sync.h)
   PlanRequest r;                    // this plan's (state and warm window in device memory)
 };
@@ -75,18 +77,34 @@ struct SelectParams {
   PlanRequest r;      // this plan's: state and warm window (checked for NaN/inf), N, a, budget
 };
 
+// The blocks that share a candidate's dense layers (the mlp family with more than one block per
+// candidate): each computes its share of the column quads, hands them to the others through its
+// group's exchange rows in global memory (two sets, a layer's in turn: a member still reading one
+// layer's is never overwritten, since the next barrier waits for it) and takes theirs back.
+struct DenseGroup {
+  GroupSync* sync = nullptr;  // null: one block computes every column
+  float* exchange = nullptr;  // [2][rows][ld]
+  int ld = 0;
+};
+
 // y[r, j] = epilogue(b[j] + sum_i W[j, i] x[r, i]) for r < rows; R = rows at most. wt: the
 // transposed weight, [round4(in), round4(out)] with zero padding, so the padding lanes of x
 // (finite: shared memory is zeroed at the start) add nothing. part: [S R, round4(out)] scratch.
 // epilogue 0: linear, 1: SiLU, 2: x[r, j] + SiLU (residual; in == out). fast: the fast numeric
-// mode, x rounded to bfloat16 before its products (the residual is not).
+// mode, x rounded to bfloat16 before its products (the residual is not). With a group, block
+// `rank` of G computes column quads [Gq rank / G, Gq (rank + 1) / G) with the same split of the
+// inputs (so the same bits) and every block ends with every column.
 template <int R>
 __device__ void dense(const float* __restrict__ wt, const float* __restrict__ b, int in, int out, const float* x,
-                      int ldx, int rows, float* y, int ldy, int epilogue, float* part, bool fast) {
+                      int ldx, int rows, float* y, int ldy, int epilogue, float* part, bool fast,
+                      const DenseGroup& group = {}) {
   const DenseSplit d = dense_split(in, out, static_cast<int>(blockDim.x));
   const int G = d.G, ldw = d.ldw, Q = d.Q, S = d.S, L = d.L;  // see layout.h
-  for (int task = threadIdx.x; task < G * S; task += blockDim.x) {
-    const int g = task % G, slice = task / G, q0 = slice * L, q1 = min(Q, q0 + L);
+  const bool shared = group.sync != nullptr && group.sync->members > 1;
+  const int members = shared ? group.sync->members : 1, rank = shared ? group.sync->rank : 0;
+  const int g_first = G * rank / members, g_count = G * (rank + 1) / members - g_first;
+  for (int task = threadIdx.x; task < g_count * S; task += blockDim.x) {
+    const int g = g_first + task % g_count, slice = task / g_count, q0 = slice * L, q1 = min(Q, q0 + L);
     float acc[R][4];
 #pragma unroll
     for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0.0f;
@@ -115,14 +133,24 @@ __device__ void dense(const float* __restrict__ wt, const float* __restrict__ b,
     }
   }
   __syncthreads();
-  for (int q = threadIdx.x; q < rows * out; q += blockDim.x) {
-    const int r = q / out, j = q % out;
+  const int j_first = 4 * g_first, width = max(0, min(out, 4 * (g_first + g_count)) - j_first);
+  // The exchange rows of this layer: the set the group's barriers so far leave free.
+  float* hand = shared ? group.exchange + ((group.sync->target / members) % 2) * R * group.ld : y;
+  const int ld_hand = shared ? group.ld : ldy;
+  for (int q = threadIdx.x; q < rows * width; q += blockDim.x) {
+    const int r = q / width, j = j_first + q % width;
     float v = 0.0f;
     for (int slice = 0; slice < S; ++slice) v += part[(slice * R + r) * ldw + j];
     v += __ldg(b + j);
     if (epilogue == 1) v = math::silu(v);
     if (epilogue == 2) v = x[r * ldx + j] + math::silu(v);
-    y[r * ldy + j] = v;
+    hand[r * ld_hand + j] = v;
+  }
+  if (shared) {
+    group.sync->sync();
+    for (int q = threadIdx.x; q < rows * out; q += blockDim.x) {
+      y[(q / out) * ldy + q % out] = hand[(q / out) * group.ld + q % out];
+    }
   }
   __syncthreads();
 }
@@ -130,19 +158,20 @@ __device__ void dense(const float* __restrict__ wt, const float* __restrict__ b,
 // out[r] = net(in[r]) for r < rows; h0, h1: [R, ld_h] scratch. Ends synchronized.
 template <int R>
 __device__ void mlp(const DeviceMlp& net, const float* in, int ld_in, int rows, float* h0, float* h1, int ld_h,
-                    float* out, int ld_out, float* part, bool fast) {
-  dense<R>(net.weight[0], net.bias[0], net.dims[0], net.dims[1], in, ld_in, rows, h0, ld_h, 1, part, fast);
+                    float* out, int ld_out, float* part, bool fast, const DenseGroup& group = {}) {
+  dense<R>(net.weight[0], net.bias[0], net.dims[0], net.dims[1], in, ld_in, rows, h0, ld_h, 1, part, fast, group);
   float* cur = h0;
   float* next = h1;
   for (int l = 1; l < net.dense - 1; ++l) {
-    dense<R>(net.weight[l], net.bias[l], net.dims[l], net.dims[l + 1], cur, ld_h, rows, next, ld_h, 2, part, fast);
+    dense<R>(net.weight[l], net.bias[l], net.dims[l], net.dims[l + 1], cur, ld_h, rows, next, ld_h, 2, part, fast,
+             group);
     float* t = cur;
     cur = next;
     next = t;
   }
   const int last = net.dense - 1;
   dense<R>(net.weight[last], net.bias[last], net.dims[last], net.dims[last + 1], cur, ld_h, rows, out, ld_out, 0,
-           part, fast);
+           part, fast, group);
 }
 
 // The fixed state dimensions (p.pinned) of every planned state back to x_0's values; nothing
@@ -216,6 +245,7 @@ struct BlockBuffers {
   float* part;
   float* scratch;
   GroupSync* sync;
+  DenseGroup dense;  // the mlp family's group (no sync for a block of its own)
 };
 
 // The denoiser families on the device, as the CPU backend's Denoiser per family (cpu/denoiser.h):
@@ -249,7 +279,8 @@ struct MlpFamily {
       b.in[r * p.ld_in + i] = v;
     }
     __syncthreads();
-    mlp<2 * CPB>(p.dynamics, b.in, p.ld_in, rows, b.h0, b.h1, p.ld_h, eps, p.ld_out, b.part, p.r.fast_numerics);
+    mlp<2 * CPB>(p.dynamics, b.in, p.ld_in, rows, b.h0, b.h1, p.ld_h, eps, p.ld_out, b.part, p.r.fast_numerics,
+                 b.dense);
   }
 
   // [flatten(tau'), x_0, c, emb(k)]
@@ -262,7 +293,8 @@ struct MlpFamily {
       b.in[r * p.ld_in + i] = i < HD ? tau[(r % cnt) * p.ld_tau + i] : tail_at(p, x0, r, cnt, i - HD, emb);
     }
     __syncthreads();
-    mlp<2 * CPB>(p.planner, b.in, p.ld_in, rows, b.h0, b.h1, p.ld_h, eps, p.ld_out, b.part, p.r.fast_numerics);
+    mlp<2 * CPB>(p.planner, b.in, p.ld_in, rows, b.h0, b.h1, p.ld_h, eps, p.ld_out, b.part, p.r.fast_numerics,
+                 b.dense);
   }
 };
 
@@ -290,8 +322,8 @@ struct UnetFamily {
     forward(p, 0, b, tau, cnt, rows, k, eps);
   }
 
-  __device__ __forceinline__ static void forward(const PlanParams& p, int net, const BlockBuffers& b, const float* tau, int cnt,
-                                 int rows, int k, float* eps) {
+  __device__ __forceinline__ static void forward(const PlanParams& p, int net, const BlockBuffers& b,
+                                                 const float* tau, int cnt, int rows, int k, float* eps) {
     const UnetCall call{tau, p.ld_tau, cnt, rows, {unet_film_row(p, net, k - 1, 0), unet_film_row(p, net, k - 1, 1)},
                         eps, p.ld_out};
     unet_forward(p.unets[net], call, b.scratch, *b.sync, p.r.fast_numerics);
@@ -300,14 +332,10 @@ struct UnetFamily {
 
 // The unet family's first launch: every FiLM row the plan reads (planner and dynamics model,
 // levels t < start_level, conditional and unconditional: row = 4 t + 2 kind + net) into
-// p.unet_films, one block per row; and the candidates' group barriers zeroed for the plan kernel,
-// which runs after it on the stream.
+// p.unet_films, one block per row.
 __global__ void __launch_bounds__(kThreads) unet_film_kernel(const PlanParams p) {
   MPD_DYNAMIC_SHARED(smem4);
   float* s = reinterpret_cast<float*>(smem4);
-  if (blockIdx.x == 0) {
-    for (int i = threadIdx.x; i < p.r.num_candidates; i += blockDim.x) p.group_arrivals[i] = 0;
-  }
   const int row = static_cast<int>(blockIdx.x), net = row % 2, kind = (row / 2) % 2, t = row / 4;
   const UnetFilmLayout at = unet_film_layout(p.unets[0].scratch, p.unets[0].dim, p.dx, p.cond_dim);
   for (int i = threadIdx.x; i < p.dx; i += blockDim.x) s[at.x0 + i] = normalized_state(p, i);
@@ -341,7 +369,10 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
   float* h1 = smem + l.h1;
   float* eps = smem + l.eps;    // [2 CPB, ld_out] or [kRankRows, ld_rout]
   float* part = smem + l.part;  // dense layers' partial sums
-  const BlockBuffers buffers{in, h0, h1, part, Family::scratch(p, group), &sync};
+  const DenseGroup dense_group{G > 1 ? &sync : nullptr,
+                               G > 1 ? p.mlp_exchange + static_cast<size_t>(group) * 4 * p.ld_exchange : nullptr,
+                               p.ld_exchange};
+  const BlockBuffers buffers{in, h0, h1, part, Family::scratch(p, group), &sync, dense_group};
 
   for (int i = threadIdx.x; i < l.total; i += blockDim.x) smem[i] = 0.0f;
   __syncthreads();
@@ -422,23 +453,25 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
   }
 }
 
-// The kernel variants of each family: candidates per thread block, and the blocks a candidate may
-// share (the largest a launch uses whose grid runs at once, sampler.cu). The answer does not
-// depend on the variant or the group (each row's arithmetic is the same); only the weight traffic
-// and the parallelism do. A family with a prologue launches it first, one block per FiLM row.
+// The kernel variants of each family: candidates per thread block, and the blocks one candidate
+// (a variant of one candidate per block) may share: at most max_blocks_per_candidate, by default
+// default_blocks_per_candidate (MPD_CUDA_BLOCKS_PER_CANDIDATE sets it, sampler.cu; the mlp family
+// keeps one block until a GPU has measured its groups). The answer does not depend on the variant
+// or the group (each row's arithmetic is the same); only the weight traffic and the parallelism
+// do. A family with a prologue launches it first, one block per FiLM row.
 constexpr int kVariants = 3;  // variants a family has at most
 using PlanKernel = void (*)(PlanParams);
 struct FamilyKernels {
   int variants;
   int candidates_per_block[kVariants];
   PlanKernel kernels[kVariants];
-  int max_blocks_per_candidate;
+  int max_blocks_per_candidate, default_blocks_per_candidate;
   PlanKernel prologue;
 };
 constexpr FamilyKernels kMlpKernels{3, {1, 2, 4}, {plan_kernel<1, MlpFamily<1>>, plan_kernel<2, MlpFamily<2>>,
-                                                   plan_kernel<4, MlpFamily<4>>}, 1, nullptr};
-constexpr FamilyKernels kUnetKernels{1, {1}, {plan_kernel<1, UnetFamily>}, kMaxUnetBlocksPerCandidate,
-                                     unet_film_kernel};
+                                                   plan_kernel<4, MlpFamily<4>>}, kMaxBlocksPerCandidate, 1, nullptr};
+constexpr FamilyKernels kUnetKernels{1, {1}, {plan_kernel<1, UnetFamily>}, kMaxBlocksPerCandidate,
+                                     kMaxBlocksPerCandidate, unet_film_kernel};
 
 // The kernels of a model's denoiser family (ModelConfig::architecture).
 inline const FamilyKernels& family_kernels(int architecture) {

@@ -61,7 +61,7 @@ struct CudaBackend::Impl {
   int forced = -1;               // variant forced by MPD_CUDA_CANDIDATES_PER_BLOCK, else -1
   size_t shared_bytes[kVariants] = {};  // dynamic shared memory of each variant
   size_t prologue_bytes = 0;     // the family's prologue kernel's dynamic shared memory
-  int max_group = 1;             // blocks per candidate at most (MPD_CUDA_BLOCKS_PER_CANDIDATE lowers it)
+  int max_group = 1;             // blocks per candidate at most (MPD_CUDA_BLOCKS_PER_CANDIDATE sets it)
   bool clusters = false;         // a candidate's blocks as a thread-block cluster (sm_90), else a cooperative grid
   float* arena = nullptr;      // weights, steps, embeddings, then plan buffers
   double* norms = nullptr;     // state mid, half; action mid, half
@@ -155,7 +155,7 @@ static mpd_status make_backend(const ModelFile& file, int max_candidates, std::u
   // (unless MPD_CUDA_GROUP_BARRIER=grid), else in a cooperative launch (group_sync.h).
   const char* barrier = std::getenv("MPD_CUDA_GROUP_BARRIER");
   impl->clusters = prop.major >= 9 && !(barrier != nullptr && std::strcmp(barrier, "grid") == 0);
-  impl->max_group = impl->clusters || prop.cooperativeLaunch ? family.max_blocks_per_candidate : 1;
+  const bool together = impl->clusters || prop.cooperativeLaunch;
   for (int v = 0; v < family.variants; ++v) {
     int per_sm = 0;
     if (fits[v] && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, family.kernels[v], kThreads,
@@ -165,15 +165,18 @@ static mpd_status make_backend(const ModelFile& file, int max_candidates, std::u
     cudaGetLastError();
   }
   // Tuning overrides (benchmarks): MPD_CUDA_CANDIDATES_PER_BLOCK = 1, 2 or 4 for every plan;
-  // MPD_CUDA_BLOCKS_PER_CANDIDATE = 1, 2, 4 or 8, the most blocks a candidate may share.
+  // MPD_CUDA_BLOCKS_PER_CANDIDATE = 1, 2, 4 or 8, the most blocks a candidate may share (default:
+  // the family's, FamilyKernels).
   if (const char* env = std::getenv("MPD_CUDA_CANDIDATES_PER_BLOCK")) {
     for (int v = 0; v < family.variants; ++v) {
       if (std::atoi(env) == family.candidates_per_block[v] && fits[v]) impl->forced = v;
     }
   }
+  impl->max_group = family.default_blocks_per_candidate;
   if (const char* env = std::getenv("MPD_CUDA_BLOCKS_PER_CANDIDATE")) {
-    impl->max_group = std::max(1, std::min(impl->max_group, std::atoi(env)));
+    impl->max_group = std::max(1, std::min(family.max_blocks_per_candidate, std::atoi(env)));
   }
+  if (!together) impl->max_group = 1;
   cudaGetLastError();
   out->reset(new CudaBackend(std::move(impl)));
   return MPD_OK;
@@ -201,11 +204,14 @@ mpd_status CudaBackend::plan_device(const PlanRequest& r, mpd_plan_output* outpu
   }
   const int cpb = family.candidates_per_block[v];
   const int blocks = (N + cpb - 1) / cpb;
-  // Blocks per candidate (the unet family): the most, a power of two, whose grid runs at once
-  // (measured: a candidate's network calls spread over more SMs; benchmarks/gpu_runbook.sh).
+  // Blocks per candidate (a variant of one candidate per block): the most, a power of two up to
+  // max_group, whose grid runs at once; their barriers zeroed first.
   int group = 1;
-  while (2 * group <= m.max_group && static_cast<long>(blocks) * 2 * group <= m.capacity[v]) group *= 2;
+  while (cpb == 1 && 2 * group <= m.max_group && static_cast<long>(blocks) * 2 * group <= m.capacity[v]) {
+    group *= 2;
+  }
   p.blocks_per_candidate = group;
+  if (group > 1) cudaMemsetAsync(p.group_arrivals, 0, sizeof(unsigned) * static_cast<size_t>(blocks), stream);
   p.cluster_groups = group > 1 && m.clusters ? 1 : 0;
   if (family.prologue != nullptr) {
     family.prologue<<<static_cast<unsigned>(4 * r.start_level), kThreads, m.prologue_bytes, stream>>>(p);

@@ -223,11 +223,13 @@ __device__ inline UnetSplit unet_block(const DevUnet& net, const DevBlock& b, co
                                        GroupSync& g, const UnetTensorBuffers& t, bool fast) {
   const UnetScratch& u = net.scratch;
   const size_t ld = static_cast<size_t>(u.act);
-  const UnetSplit s1 = unet_split(b.first.conv, true, unet_tensor_layer(b.first.conv, channels_of(x), 1, fast, t), g);
+  const bool tensor1 = unet_tensor_layer(b.first.conv, channels_of(x), 1, fast, t);
+  const UnetSplit s1 = unet_split(b.first.conv, true, tensor1, g);
   unet_conv(b.first.conv, x, L, rows, t1, ld, s1, t, fast);
   unet_norm(t1, ld, b.first.conv.out, L, rows, b.first.gamma, b.first.beta, films, b.first.film_at, stats, false, s1);
   g.sync();
-  const UnetSplit s2 = unet_split(b.second.conv, true, unet_tensor_layer(b.second.conv, b.first.conv.out, 1, fast, t), g);
+  const bool tensor2 = unet_tensor_layer(b.second.conv, b.first.conv.out, 1, fast, t);
+  const UnetSplit s2 = unet_split(b.second.conv, true, tensor2, g);
   unet_conv(b.second.conv, activation(t1, u, b.first.conv.out), L, rows, out, ld, s2, t, fast);
   unet_norm(out, ld, b.second.conv.out, L, rows, b.second.gamma, b.second.beta, films, b.second.film_at, stats,
             false, s2);

@@ -53,9 +53,10 @@ __device__ inline bool unet_tensor_layer(const DevConv& c, int cin, int stride, 
 // first x_channels channels from x_at, the joined ones after them) into y, on tensor cores. Not
 // inlined: inlined at each of its call sites it took the plan kernel from a 128-byte to a
 // 2000-byte stack frame at its 128 registers (ptxas -v, sm_90); called, 288 bytes.
-__device__ inline __noinline__ void unet_conv_mma(const DevConv& c, const float* x_at, size_t x_ld, int x_count, int x_channels,
-                                     const float* joined, size_t ld_joined, int joined_channels, int L, int rows,
-                                     float* y, size_t ldy, int first, int width, const UnetTensorBuffers& t) {
+__device__ inline __noinline__ void unet_conv_mma(const DevConv& c, const float* x_at, size_t x_ld, int x_count,
+                                                  int x_channels, const float* joined, size_t ld_joined,
+                                                  int joined_channels, int L, int rows, float* y, size_t ldy,
+                                                  int first, int width, const UnetTensorBuffers& t) {
   const int cin = x_channels + joined_channels;
   const int pad = c.kernel / 2, tiles_m = (L + 15) / 16, positions = 16 * tiles_m + c.kernel - 1;
   for (int q = threadIdx.x; q < rows * positions * cin; q += blockDim.x) {

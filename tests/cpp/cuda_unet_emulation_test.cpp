@@ -117,7 +117,7 @@ void compare(const testing::TinyModel& spec) {
           }
           std::vector<float> want(rows * ldo, 0.0f), first;
           cpu.forward(rows, row_windows, t, x0.data(), row_conds, want.data(), ldo, cpu_scratch.data(), fast);
-          for (int members = 1; members <= mpd::cuda::kMaxUnetBlocksPerCandidate; members *= 2) {
+          for (int members = 1; members <= mpd::cuda::kMaxBlocksPerCandidate; members *= 2) {
             std::vector<float> scratch(static_cast<size_t>(layout.total), NAN);
             std::vector<std::vector<float>> got(static_cast<size_t>(members), std::vector<float>(rows * ldo, 0.0f));
             unsigned arrivals = 0;
@@ -179,7 +179,7 @@ void compare(const testing::TinyModel& spec) {
   std::printf("unet H=%d dim=%d levels=%zu cost=%d: largest difference %.3g; fast mode %.3g (%zu of %zu above "
               "1e-4), fast vs exact %.3g; %d calls by groups of 1-%d blocks, identical bits%s\n", H, c.unet_dim,
               c.unet_mults.size(), spec.has_cost, worst, worst_fast, fast_above, fast_outputs, fast_moved,
-              groups_checked, mpd::cuda::kMaxUnetBlocksPerCandidate, tensor_cores ? "; bf16 weights" : "");
+              groups_checked, mpd::cuda::kMaxBlocksPerCandidate, tensor_cores ? "; bf16 weights" : "");
   if (tensor_cores) {
     std::printf("  tensor-core layers against the plain loops, fast mode: %.3g\n", tensor_vs_plain);
     CHECK(tensor_vs_plain <= 2.0f * fast_moved);
