@@ -25,7 +25,7 @@ from mpdiffuser.models.networks import EMBED_DIM
 def synthetic_model_file(path: str | Path, state_dim: int = 11, action_dim: int = 3,
                          model: ModelConfig | None = None, with_cost: bool = False, seed: int = 0,
                          env_id: str | None = "Hopper-v5", options: SamplerOptions | None = None,
-                         weights: str = "float32", fixed_state_dims: tuple[int, ...] = ()) -> Path:
+                         weights: str | None = "float32", fixed_state_dims: tuple[int, ...] = ()) -> Path:
     """A model file with random (untrained, fan-in-scaled) weights of a given architecture: for
     benchmarks and tests of the backends, where only the arithmetic matters. Hopper-sized by default;
     weights: how the file stores them (export_model); fixed_state_dims: the state dimensions its

@@ -16,6 +16,15 @@ RETURN_CONDITIONS = ("authors", "minmax")
 # the bytes). Biases, GroupNorm parameters and normalizer tables are float32 in either.
 WEIGHT_FORMATS = ("float32", "bf16")
 ARCHITECTURES = ("mlp", "unet")  # network families of planner and dynamics (models/registry.py)
+# A window H (dx + du) wider than this is a large robot's (Humanoid: 16 x 365 = 5840). Its default
+# model is the U-Net, stored with bfloat16 weights and planning in the fast numeric mode
+# (large_robot_model): the MLP's first and last layers grow with the window (40.7 ms a cold plan at
+# 5840 on one core: every 20 ms tick late), the U-Net's convolutions do not (7.6 / 7.8 ms p50 / p99
+# in that form), and HumanoidStandup-v5 controls at least as well with it when trained the default
+# 5000 steps (3 seeds: 34575 +- 891 fast, 34876 +- 760 exact, against the MLP's 33304 +- 161 in
+# 1500 steps; docs/results.md, "A 348-dimensional robot in closed loop"). Ant (16 x 35 = 560) stays
+# far below.
+LARGE_WINDOW = 2048
 TERMINATION_PENALTY = 100.0  # subtracted at a fall: in the authors' return condition and the ranker's value
 # Every backend refuses a state more than STATE_RANGE_LIMIT half-ranges of the training data from
 # the data's middle in some dimension (the half-range at least MIN_HALF_RANGE env units): a sensor
@@ -98,10 +107,13 @@ class ModelConfig:
         planner loss after 3000 steps: 0.47 at width 256, 0.23 at 512, 0.20 at 1024; at 256 the
         sampled windows were noise and every episode fell within a few steps. 512 is the cap so a
         plan of the default size still fits a 20 ms control step on 2 CPU cores (Ant included).
-        `changes` (horizon, width, ...) override the defaults; an explicit width is kept."""
+        A window wider than LARGE_WINDOW takes the U-Net (a large robot's model). `changes`
+        (horizon, width, architecture, ...) override the defaults; an explicit width is kept."""
         horizon = changes.get("horizon", cls.horizon)
-        width = 256 if horizon * (state_dim + action_dim) <= 256 else 512
-        return cls(**({"width": width} | changes))
+        window = horizon * (state_dim + action_dim)
+        width = 256 if window <= 256 else 512
+        family = {"architecture": "unet"} if window > LARGE_WINDOW else {}
+        return cls(**({"width": width} | family | changes))
 
     def __post_init__(self) -> None:
         for name in ("horizon", "num_steps", "width", "layers", "ranker_width", "ranker_layers"):
@@ -126,6 +138,12 @@ class ModelConfig:
                               ("return_condition", RETURN_CONDITIONS), ("architecture", ARCHITECTURES)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"ModelConfig.{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+
+    def large_robot_model(self, state_dim: int, action_dim: int) -> bool:
+        """A large robot's U-Net (window wider than LARGE_WINDOW): its model files store bfloat16
+        weights and plan in the fast numeric mode unless told otherwise (export --weights,
+        --fast-numerics)."""
+        return self.architecture == "unet" and self.horizon * (state_dim + action_dim) > LARGE_WINDOW
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":

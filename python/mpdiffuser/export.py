@@ -132,7 +132,7 @@ def file_tensors(net: str, state_dict: dict, architecture: str = "mlp") -> dict:
 
 
 def export_model(bundle_dir: str | Path, out_path: str | Path, options: SamplerOptions | None = None,
-                 written_by: str = "export", weights: str = "float32") -> Path:
+                 written_by: str = "export", weights: str | None = None) -> Path:
     """Write the trained models of `bundle_dir` to `out_path` (.safetensors); returns the path.
 
     options: the sampler defaults stored in the file (default: the bundle's, else SamplerOptions()).
@@ -140,14 +140,18 @@ def export_model(bundle_dir: str | Path, out_path: str | Path, options: SamplerO
     weights: "float32", or "bf16": every network's weight matrices and kernels rounded to bfloat16
     (nearest even) and stored so (config.WEIGHT_FORMATS): half the file, and on the CPU backend
     half the bytes streamed per plan step; every backend plans with exactly the rounded values.
+    None: bf16 for a large robot's U-Net (ModelConfig.large_robot_model), else float32.
     """
     import torch
 
     from mpdiffuser.models.bundle import ModelBundle
 
-    if weights not in WEIGHT_FORMATS:
+    if weights is not None and weights not in WEIGHT_FORMATS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
     bundle = ModelBundle.load(bundle_dir)
+    if weights is None:
+        large = bundle.spec.model.large_robot_model(bundle.spec.state_dim, bundle.spec.action_dim)
+        weights = "bf16" if large else "float32"
     options = options or bundle.spec.sampler_defaults or SamplerOptions()
     spec = bundle.spec
     _check_defaults(spec, options)

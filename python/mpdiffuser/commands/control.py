@@ -172,11 +172,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     """Write a trained bundle's models to one .safetensors model file for the native core."""
     from mpdiffuser.config import SamplerOptions
     from mpdiffuser.models.bundle import BundleSpec
-    from mpdiffuser.export import export_model
+    from mpdiffuser.export import _read_verified, export_model
 
     defaults = BundleSpec.load(args.bundle).sampler_defaults or SamplerOptions()
     path = export_model(args.bundle, args.out, options_from_args(args, defaults), weights=args.weights)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, {args.weights} weights)")
+    weights = "bf16" if _read_verified(path)[2] else "float32"
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, {weights} weights)")
     return 0
 
 
@@ -251,10 +252,11 @@ def register(commands) -> None:
     ex = commands.add_parser("export", help="write a bundle as one .safetensors model file", description=_cmd_export.__doc__)
     ex.add_argument("--bundle", required=True, help="trained model bundle directory")
     ex.add_argument("--out", required=True, help="output .safetensors path")
-    ex.add_argument("--weights", choices=WEIGHT_FORMATS, default=WEIGHT_FORMATS[0],
+    ex.add_argument("--weights", choices=WEIGHT_FORMATS, default=None,
                     help="how the networks' weight matrices are stored: float32, or bf16 (rounded to nearest "
                          "even: half the file; the CPU backend streams half the bytes per plan step, 1.5-1.9x "
-                         "faster on large models; every backend plans with exactly the rounded weights)")
+                         "faster on large models; every backend plans with exactly the rounded weights) "
+                         "(default: bf16 for a large robot's U-Net, a window H (dx + du) over 2048, else float32)")
     add_sampler_args(ex)
     ex.set_defaults(func=_cmd_export)
 

@@ -47,7 +47,10 @@ def prepare_bundle(bundle_dir: str | Path, task: list[OfflineDataset], extra: li
     if fresh and create:
         planner_data = merge_datasets(task)
         model = ModelConfig.sized_for(planner_data.state_dim, planner_data.action_dim, **(dict(chosen.model) | sizes))
-        BundleSpec.fit(planner_data, task + extra, model, chosen.sampler).save(bundle_dir)
+        sampler = chosen.sampler
+        if model.large_robot_model(planner_data.state_dim, planner_data.action_dim):
+            sampler = sampler.replace(fast_numerics=1)  # config.LARGE_WINDOW
+        BundleSpec.fit(planner_data, task + extra, model, sampler).save(bundle_dir)
         say(f"created bundle {bundle_dir} (recipe {recipe_name})")
     return fresh
 
@@ -162,11 +165,11 @@ class TrainedBundle:
 
     path: Path
 
-    def export(self, path: str | Path | None = None, options=None, weights: str = "float32") -> Path:
+    def export(self, path: str | Path | None = None, options=None, weights: str | None = None) -> Path:
         """Write the bundle's models to one model file (default BUNDLE/model.safetensors); options:
         the sampler defaults stored in it (default: the bundle's); weights: "float32" or "bf16"
         (config.WEIGHT_FORMATS: the weight matrices rounded to bfloat16, half the file and faster
-        CPU plans)."""
+        CPU plans); default bf16 for a large robot's U-Net (config.LARGE_WINDOW), else float32."""
         from mpdiffuser.export import export_model
 
         return export_model(self.path, path or self.path / "model.safetensors", options, weights=weights)
