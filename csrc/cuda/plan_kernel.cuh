@@ -82,7 +82,7 @@ struct SelectParams {
 // group's exchange rows in global memory (two sets, a layer's in turn: a member still reading one
 // layer's is never overwritten, since the next barrier waits for it) and takes theirs back.
 struct DenseGroup {
-  GroupSync* sync = nullptr;  // null: one block computes every column
+  GroupSync* sync = nullptr;  // null or a group of one: one block computes every column
   float* exchange = nullptr;  // [2][rows][ld]
   int ld = 0;
 };
@@ -236,8 +236,8 @@ __device__ float tail_at(const PlanParams& p, const float* x0, int r, int cnt, i
 }
 
 // A block's shared buffers a family's denoisers may use (the mlp family's dense layers), the
-// global scratch of its candidate (the unet family's activations) and the barrier of the blocks
-// that share the candidate.
+// global scratch of its candidate (the unet family's activations), the barrier of the blocks
+// that share the candidate and their exchange rows (the mlp family's, DenseGroup).
 struct BlockBuffers {
   float* in;
   float* h0;
@@ -245,7 +245,7 @@ struct BlockBuffers {
   float* part;
   float* scratch;
   GroupSync* sync;
-  DenseGroup dense;  // the mlp family's group (no sync for a block of its own)
+  float* exchange;
 };
 
 // The denoiser families on the device, as the CPU backend's Denoiser per family (cpu/denoiser.h):
@@ -280,7 +280,7 @@ struct MlpFamily {
     }
     __syncthreads();
     mlp<2 * CPB>(p.dynamics, b.in, p.ld_in, rows, b.h0, b.h1, p.ld_h, eps, p.ld_out, b.part, p.r.fast_numerics,
-                 b.dense);
+                 DenseGroup{b.sync, b.exchange, p.ld_exchange});
   }
 
   // [flatten(tau'), x_0, c, emb(k)]
@@ -294,7 +294,7 @@ struct MlpFamily {
     }
     __syncthreads();
     mlp<2 * CPB>(p.planner, b.in, p.ld_in, rows, b.h0, b.h1, p.ld_h, eps, p.ld_out, b.part, p.r.fast_numerics,
-                 b.dense);
+                 DenseGroup{b.sync, b.exchange, p.ld_exchange});
   }
 };
 
@@ -351,9 +351,10 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
   MPD_DYNAMIC_SHARED(smem4);
   float* smem = reinterpret_cast<float*>(smem4);
   const int H = p.horizon, dx = p.dx, du = p.du, D = dx + du, HD = H * D, K = p.num_steps;
-  // Blocks [G c, G c + G) share candidate group c (the unet family; G = 1 for the mlp family):
-  // each keeps the group's windows in its own shared memory and updates them alike, so the
-  // network calls alone are shared; rank 0 ranks the windows and writes them out.
+  // Blocks [G c, G c + G) share candidate group c (G = 1 unless a variant of one candidate per
+  // block shares it, sampler.cu): each keeps the group's windows in its own shared memory and
+  // updates them alike, so the network calls alone are shared; rank 0 ranks the windows and
+  // writes them out.
   const int G = p.blocks_per_candidate, group = static_cast<int>(blockIdx.x) / G;
   GroupSync sync{G > 1 ? p.group_arrivals + group : nullptr, G, static_cast<int>(blockIdx.x) % G, 0,
                  p.cluster_groups};
@@ -369,10 +370,8 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
   float* h1 = smem + l.h1;
   float* eps = smem + l.eps;    // [2 CPB, ld_out] or [kRankRows, ld_rout]
   float* part = smem + l.part;  // dense layers' partial sums
-  const DenseGroup dense_group{G > 1 ? &sync : nullptr,
-                               G > 1 ? p.mlp_exchange + static_cast<size_t>(group) * 4 * p.ld_exchange : nullptr,
-                               p.ld_exchange};
-  const BlockBuffers buffers{in, h0, h1, part, Family::scratch(p, group), &sync, dense_group};
+  const BlockBuffers buffers{in, h0, h1, part, Family::scratch(p, group), &sync,
+                             p.mlp_exchange + static_cast<size_t>(group) * 4 * p.ld_exchange};
 
   for (int i = threadIdx.x; i < l.total; i += blockDim.x) smem[i] = 0.0f;
   __syncthreads();

@@ -2,9 +2,10 @@
 // dynamics model and the planner plus the ranker for a group of candidates per thread block
 // (activations in shared memory, transposed weights read through L2, Philox noise generated in
 // the kernel); a second one-warp kernel checks the state, selects the candidate and writes its
-// de-normalized actions. Two launches per plan (the unet family first launches its FiLM kernel,
-// and shares a candidate among up to 8 blocks in a cooperative launch: cuda/unet.cuh), no host
-// synchronization and no allocation after make_backend, so a plan can be captured in a CUDA graph.
+// de-normalized actions. Two launches per plan (the unet family first launches its FiLM kernel;
+// when a candidate is shared by several blocks, a cluster or a cooperative grid, their barriers
+// are zeroed first: group_sync.h), no host synchronization and no allocation after make_backend,
+// so a plan can be captured in a CUDA graph.
 // A refused input cannot return a status without a synchronization: the chosen index says why
 // (MPD_INDEX_*) and the actions are NaN.
 //
@@ -211,16 +212,19 @@ mpd_status CudaBackend::plan_device(const PlanRequest& r, mpd_plan_output* outpu
     group *= 2;
   }
   p.blocks_per_candidate = group;
-  if (group > 1) cudaMemsetAsync(p.group_arrivals, 0, sizeof(unsigned) * static_cast<size_t>(blocks), stream);
   p.cluster_groups = group > 1 && m.clusters ? 1 : 0;
+  bool launched = group == 1 ||
+                  cudaMemsetAsync(p.group_arrivals, 0, sizeof(unsigned) * static_cast<size_t>(blocks), stream) ==
+                      cudaSuccess;
   if (family.prologue != nullptr) {
     family.prologue<<<static_cast<unsigned>(4 * r.start_level), kThreads, m.prologue_bytes, stream>>>(p);
   }
   const unsigned grid = static_cast<unsigned>(blocks * group);
   if (group == 1) {
     family.kernels[v]<<<grid, kThreads, m.shared_bytes[v], stream>>>(p);
-  } else {  // the group's blocks resident at once (group_sync.h)
-    launch_groups(family.kernels[v], grid, kThreads, m.shared_bytes[v], stream, group, m.clusters, p);
+  } else if (launched) {  // the group's blocks resident at once (group_sync.h)
+    launched = launch_groups(family.kernels[v], grid, kThreads, m.shared_bytes[v], stream, group, m.clusters, p) ==
+               cudaSuccess;
   }
   SelectParams s = m.select;
   s.r = r;
@@ -229,7 +233,7 @@ mpd_status CudaBackend::plan_device(const PlanRequest& r, mpd_plan_output* outpu
   s.index = output->index_ptr;
   select_kernel<<<1, 32, 0, stream>>>(s);
   const size_t n = static_cast<size_t>(N), HD = static_cast<size_t>(m.config.horizon) * m.config.window_dim();
-  bool ok = cudaGetLastError() == cudaSuccess;
+  bool ok = cudaGetLastError() == cudaSuccess && launched;
   if (ok && output->values) {
     ok = cudaMemcpyAsync(output->values, p.values, n * sizeof(float), cudaMemcpyDefault, stream) == cudaSuccess;
   }
