@@ -71,7 +71,7 @@ int main(int argc, char** argv) {
     const uint32_t max_n = *std::max_element(counts.begin(), counts.end());
     mpd::Sampler sampler(model, MPD_BACKEND_CPU, max_n, static_cast<uint32_t>(threads));
     std::vector<float> state(info.state_dim, 0.1f), actions(info.horizon * info.action_dim);
-    mpd_plan_output out{actions.data(), 0, nullptr, nullptr, nullptr, nullptr};
+    mpd_plan_output out{actions.data(), 0, nullptr, nullptr, nullptr, nullptr, nullptr};
     std::string rows;
     std::printf("%6s %10s %10s %10s %10s\n", "N", "GFLOP", "p50 ms", "p99 ms", "GFLOP/s");
     for (uint32_t n : counts) {

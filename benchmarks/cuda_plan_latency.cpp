@@ -4,7 +4,11 @@
 // control loop holding its state in host memory waits for). Warm-up, percentiles, achieved
 // GFLOP/s and the weight bytes the blocks read per plan, written as JSON.
 //
-//   mpd_bench_cuda MODEL.safetensors [--candidates 16,64,256,1024] [--iters I] [--json F]
+// --sms S runs everything in a green context of S SMs (a partition of the GPU: a 16-SM stand-in
+// for an Orin-class GPU on an H100/H200; CUDA 12.4 and up).
+//
+//   mpd_bench_cuda MODEL.safetensors [--candidates 16,64,256,1024] [--iters I] [--sms S] [--json F]
+#include <cuda.h>  // the driver's types; its functions through cudaGetDriverEntryPointByVersion
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -87,6 +91,48 @@ double weight_bytes(const mpd_model_info& m, const mpd_options& o, int sms) {
                          cpb * chunks * ranker);
 }
 
+// A driver function by name (no link to the driver library).
+template <typename F>
+F driver(const char* name) {
+  void* f = nullptr;
+  cudaDriverEntryPointQueryResult found{};
+  if (cudaGetDriverEntryPointByVersion(name, &f, 12040, cudaEnableDefault, &found) != cudaSuccess ||
+      found != cudaDriverEntryPointSuccess || f == nullptr) {
+    throw std::runtime_error(std::string("the driver has no ") + name + " (green contexts need CUDA 12.4)");
+  }
+  return reinterpret_cast<F>(f);
+}
+
+void check(CUresult r, const char* what) {
+  if (r != CUDA_SUCCESS) throw std::runtime_error(std::string(what) + " failed: CUresult " + std::to_string(r));
+}
+
+// Makes a green context of at least `sms` SMs of device 0 current on this thread (the runtime's
+// allocations, streams and launches then run on those SMs alone); returns its SM count.
+int enter_green_context(int sms) {
+  check(cudaFree(nullptr), "cudaFree (runtime start)");
+  using GetResource = CUresult (*)(CUdevice, CUdevResource*, CUdevResourceType);
+  using Split = CUresult (*)(CUdevResource*, unsigned*, const CUdevResource*, CUdevResource*, unsigned, unsigned);
+  using Describe = CUresult (*)(CUdevResourceDesc*, CUdevResource*, unsigned);
+  using Create = CUresult (*)(CUgreenCtx*, CUdevResourceDesc, CUdevice, unsigned);
+  using Convert = CUresult (*)(CUcontext*, CUgreenCtx);
+  using SetCurrent = CUresult (*)(CUcontext);
+  CUdevResource all{}, part{}, rest{};
+  check(driver<GetResource>("cuDeviceGetDevResource")(0, &all, CU_DEV_RESOURCE_TYPE_SM), "cuDeviceGetDevResource");
+  unsigned groups = 1;
+  check(driver<Split>("cuDevSmResourceSplitByCount")(&part, &groups, &all, &rest, 0, static_cast<unsigned>(sms)),
+        "cuDevSmResourceSplitByCount");
+  if (groups != 1) throw std::runtime_error("the device has fewer SMs than --sms asks for");
+  CUdevResourceDesc desc{};
+  check(driver<Describe>("cuDevResourceGenerateDesc")(&desc, &part, 1), "cuDevResourceGenerateDesc");
+  CUgreenCtx green{};
+  check(driver<Create>("cuGreenCtxCreate")(&green, desc, 0, CU_GREEN_CTX_DEFAULT_STREAM), "cuGreenCtxCreate");
+  CUcontext context{};
+  check(driver<Convert>("cuCtxFromGreenCtx")(&context, green), "cuCtxFromGreenCtx");
+  check(driver<SetCurrent>("cuCtxSetCurrent")(context), "cuCtxSetCurrent");
+  return static_cast<int>(part.sm.smCount);
+}
+
 double percentile(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
   const double pos = q * static_cast<double>(v.size() - 1);
@@ -98,7 +144,8 @@ double percentile(std::vector<double> v, double q) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s MODEL.safetensors [--candidates 16,64,256,1024] [--iters I] [--json F]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s MODEL.safetensors [--candidates 16,64,256,1024] [--iters I] [--sms S] [--json F]\n",
+                 argv[0]);
     return 2;
   }
   const int iters = std::max(1, std::atoi(arg(argc, argv, "--iters", "200")));
@@ -113,6 +160,9 @@ int main(int argc, char** argv) {
     }
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+    // The SMs the plans may use: the device's, or a green context's (--sms).
+    const int asked_sms = std::atoi(arg(argc, argv, "--sms", "0"));
+    const int sms = asked_sms > 0 ? enter_green_context(asked_sms) : prop.multiProcessorCount;
     mpd::Model model(argv[1]);
     const mpd_model_info& info = model.info();
     const uint32_t max_n = *std::max_element(counts.begin(), counts.end());
@@ -133,7 +183,7 @@ int main(int argc, char** argv) {
     mpd_plan_output host_out{host_actions.data(), 0, nullptr, nullptr, nullptr, nullptr, nullptr};
 
     std::string rows;
-    std::printf("%s, %d SMs, %.0f MB L2\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1e6);
+    std::printf("%s, %d of %d SMs, %.0f MB L2\n", prop.name, sms, prop.multiProcessorCount, prop.l2CacheSize / 1e6);
     std::printf("%6s %9s %11s %11s %11s %11s %9s %10s\n", "N", "GFLOP", "kernel p50", "kernel p99", "graph p50",
                 "host p50", "GFLOP/s", "weight GB");
     for (uint32_t n : counts) {
@@ -177,7 +227,7 @@ int main(int argc, char** argv) {
         if (s != MPD_OK) throw mpd::Error(s, "mpd_plan_host");
         if (i >= 10) host_ms.push_back(std::chrono::duration<double, std::milli>(end - begin).count());
       }
-      const double flops = plan_flops(info, o), bytes = weight_bytes(info, o, prop.multiProcessorCount);
+      const double flops = plan_flops(info, o), bytes = weight_bytes(info, o, sms);
       const double k50 = percentile(kernel_ms, 0.5), k99 = percentile(kernel_ms, 0.99);
       const double g50 = percentile(graph_ms, 0.5), h50 = percentile(host_ms, 0.5), h99 = percentile(host_ms, 0.99);
       std::printf("%6u %9.4f %8.3f ms %8.3f ms %8.3f ms %8.3f ms %9.1f %10.3f\n", n, flops / 1e9, k50, k99, g50, h50,
@@ -189,7 +239,7 @@ int main(int argc, char** argv) {
                     "\"gflops\": %.1f, \"weight_gb_read\": %.4f, \"weight_tb_per_s\": %.3f, "
                     "\"candidates_per_block\": %d}",
                     rows.empty() ? "" : ", ", n, flops / 1e9, k50, k99, g50, h50, h99, flops / k50 / 1e6, bytes / 1e9,
-                    bytes / k50 / 1e9, static_cast<int>(candidates_per_block(o, prop.multiProcessorCount)));
+                    bytes / k50 / 1e9, static_cast<int>(candidates_per_block(o, sms)));
       rows += row;
     }
     const char* json = arg(argc, argv, "--json", nullptr);
@@ -200,10 +250,11 @@ int main(int argc, char** argv) {
       // choice, up to 8) and their barrier (MPD_CUDA_GROUP_BARRIER=grid, else the sampler's choice).
       const char* cap = std::getenv("MPD_CUDA_BLOCKS_PER_CANDIDATE");
       const char* barrier = std::getenv("MPD_CUDA_GROUP_BARRIER");
-      std::fprintf(f, "{\"benchmark\": \"cuda_plan_latency_cxx\", \"device\": \"%s\", \"sms\": %d, \"model_file\": \"%s\", "
+      std::fprintf(f, "{\"benchmark\": \"cuda_plan_latency_cxx\", \"device\": \"%s\", \"sms\": %d, "
+                      "\"device_sms\": %d, \"green_context\": %s, \"model_file\": \"%s\", "
                       "\"iters\": %d, \"horizon\": %u, \"num_steps\": %u, \"width\": %u, \"layers\": %u, "
                       "\"max_blocks_per_candidate\": %d, \"group_barrier\": \"%s\", \"rows\": [%s]}\n",
-                   prop.name, prop.multiProcessorCount, argv[1], iters, info.horizon, info.num_steps, info.width,
+                   prop.name, sms, prop.multiProcessorCount, asked_sms > 0 ? "true" : "false", argv[1], iters, info.horizon, info.num_steps, info.width,
                    info.layers, cap ? std::atoi(cap) : 0, barrier ? barrier : "default", rows.c_str());
       std::fclose(f);
     }

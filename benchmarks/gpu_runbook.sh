@@ -16,34 +16,53 @@
 # them where pip reaches an index; carry .whl with the call). Every step appends its name, exit
 # code and seconds to $OUT/steps.jsonl as it ends, so a later failure loses nothing written before.
 #
+# One call: the whole run stops within BUDGET_S seconds (default 470, under the device tool's
+# 8-minute plan for one call): each step's limit is cut to the time left, and a step that would
+# start with under 15 s left is recorded as skipped. PACK=FILE.tar.gz writes $OUT as one archive at
+# the end, whatever failed (the device tool returns at most 8 files):
+#
+#   OUT=runs/gpu PACK=$OUT/gpu.tar.gz bash benchmarks/gpu_runbook.sh   # in the device call
+#
 # Results: $OUT/log.txt (every step's output), gpu_latency.json (PyTorch reference vs ours),
 # bench_cuda_mlp.json / bench_cuda_unet.json / bench_cuda_unet_authors.json / bench_cuda_unet_fast.json /
 # bench_cuda_unet_humanoid_fast.json (`mpdiffuser bench
 # --backend cuda`: the MLP, the default U-Net and the authors' size),
 # cuda_cxx_h16.json / cuda_cxx_h32.json (mpd_bench_cuda), group_sync.json (one barrier across a
 # candidate's blocks), unet_group{1,2,4,8}.json, unet_group8_grid.json, unet_authors_group{1,8}.json and
-# mlp_group{2,4,8}.json (blocks per candidate), sweep.jsonl (candidates per block),
+# mlp_group{2,4,8}.json (blocks per candidate), unet_sm16.json / unet_fast_sm16.json / mlp_sm16.json
+# (a 16-SM green context as an Orin stand-in), sweep.jsonl (candidates per block),
 # baseline.jsonl (mpd_bench_cuda built with $BASELINE instead of csrc/cuda/sampler.cu),
 # train_gpu.json (benchmarks/train_throughput.py on $TRAIN_DATA, default the shipped demo data: the
 # MLPs with host and device batches), train_gpu_unet.json and train_gpu_unet_authors.json (the
 # default U-Net and the authors' size, dim 128, mults 1-4-8, H 32, batch 64).
 set -uo pipefail
 OUT=${OUT:-runs/gpu}
-STEPS=${STEPS:-"install build tests sanitize bench sweep baseline profile train"}
+STEPS=${STEPS:-"install build tests bench sanitize sweep baseline profile train"}
 PYTHON=${PYTHON:-python3}
 WHEELS=${WHEELS:-.whl}
 ARCH=${ARCH:-90}
+BUDGET_S=${BUDGET_S:-470}
+DEADLINE=$(($(date +%s) + BUDGET_S))
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
+[ -n "${PACK:-}" ] && trap 'tar czf "$PACK" --exclude="$(basename "$PACK")" -C "$OUT" . && echo "packed: $PACK"' EXIT
 export PYTHONUNBUFFERED=1 CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
 [ -d /usr/local/cuda/bin ] && export PATH="$PATH:/usr/local/cuda/bin"
 BENCH=build/gpu/benchmarks/mpd_bench_cuda
 
-# step NAME LIMIT_S CMD...: run with a time limit, the whole output to the log, its tail here.
+# step NAME LIMIT_S CMD...: run with a time limit (cut to what is left of BUDGET_S), the whole
+# output to the log, its tail here.
 step() {
-  local name=$1 limit=$2 t0 rc
+  local name=$1 limit=$2 t0 rc left
   shift 2
   t0=$(date +%s)
+  left=$((DEADLINE - t0))
+  if [ "$left" -lt 15 ]; then
+    echo "===== $name: skipped, ${left} s of BUDGET_S left" | tee -a "$LOG"
+    printf '{"step": "%s", "rc": null, "skipped": "budget"}\n' "$name" >>"$OUT/steps.jsonl"
+    return 124
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
   echo "===== $name" >>"$LOG"
   timeout "$limit" "$@" >"$OUT/step.log" 2>&1
   rc=$?
@@ -100,39 +119,19 @@ if want tests; then
     --output-on-failure
 fi
 
-if want sanitize; then
-  # Races in shared memory and barriers used wrongly, over every CUDA plan test
-  for tool in racecheck synccheck; do
-    step "sanitizer-$tool" 300 compute-sanitizer --tool "$tool" --error-exitcode 1 build/gpu/tests/cpp/cuda_plan_test
-  done
-fi
-
 if want bench; then
-  step gpu-reference 300 python3 benchmarks/gpu_reference_latency.py --iters "${ITERS:-50}" --out "$OUT/gpu_latency.json"
-  # What users run (issue 34): mpdiffuser bench --backend cuda, both families, cold and warm-started.
-  step bench-cli-cuda 240 bash -c "python3 -m mpdiffuser bench --backend cuda --candidates 1 16 64 256 \
-    --warm-start-level 5 --out $OUT/bench_cuda_mlp.json && python3 -m mpdiffuser bench --backend cuda \
-    --architecture unet --candidates 1 64 --iters 20 --warm-start-level 5 --out $OUT/bench_cuda_unet.json"
-  # The authors' U-Net size (dim 128, mults 1-4-8, H 32) on the CUDA backend, N = 1 and 64.
-  step bench-cli-cuda-unet-authors 240 bash -c "python3 -c \"from mpdiffuser.bench import synthetic_model_file;
-from mpdiffuser.config import ModelConfig; synthetic_model_file('runs/bench/synthetic-hopper-unet-authors.safetensors',
-model=ModelConfig(architecture='unet', horizon=32, unet_dim=128, unet_mults=(1, 4, 8), unet_embed_dim=128))\" &&
-    python3 -m mpdiffuser bench --backend cuda --model-file runs/bench/synthetic-hopper-unet-authors.safetensors \
-    --candidates 1 64 --iters 10 --out $OUT/bench_cuda_unet_authors.json"
-  # The fast numeric mode (fast_numerics = 1, bf16 weights): the default U-Net and the Humanoid-size one
-  # (348 + 17 channels), N = 1 and 64.
-  step bench-cli-cuda-fast 240 bash -c "python3 -c \"from mpdiffuser.bench import synthetic_model_file;
-from mpdiffuser.config import ModelConfig, SamplerOptions; o = SamplerOptions(fast_numerics=1)
-synthetic_model_file('runs/bench/synthetic-hopper-unet-fast.safetensors', model=ModelConfig(architecture='unet'),
-weights='bf16', options=o)
-synthetic_model_file('runs/bench/synthetic-humanoid-unet-fast.safetensors', 348, 17, model=ModelConfig(architecture='unet'),
-weights='bf16', options=o)\" && python3 -m mpdiffuser bench --backend cuda --model-file runs/bench/synthetic-hopper-unet-fast.safetensors \
-    --candidates 1 64 --iters 20 --out $OUT/bench_cuda_unet_fast.json && python3 -m mpdiffuser bench --backend cuda \
-    --model-file runs/bench/synthetic-humanoid-unet-fast.safetensors --candidates 1 64 --iters 10 \
-    --out $OUT/bench_cuda_unet_humanoid_fast.json"
-  for h in 16 32; do
-    step "bench-cxx-h$h" 120 "$BENCH" "runs/bench/synthetic-hopper-h$h.safetensors" --iters 100 --json "$OUT/cuda_cxx_h$h.json"
-  done
+  # Every synthetic model file first (random weights; speed does not depend on them): the MLPs at
+  # H = 16 and 32, the default U-Net in both numeric modes (the fast one with bf16 weights), the
+  # authors' size (dim 128, mults 1-4-8, H 32) and a Humanoid-size fast U-Net (348 + 17 channels).
+  step bench-files 120 python3 -c "from mpdiffuser.bench import synthetic_model_file as f
+from mpdiffuser.config import ModelConfig as M, SamplerOptions
+fast = SamplerOptions(fast_numerics=1)
+for h in (16, 32): f(f'runs/bench/synthetic-hopper-h{h}.safetensors', model=M(horizon=h))
+f('runs/bench/synthetic-hopper-unet.safetensors', model=M(architecture='unet'))
+f('runs/bench/synthetic-hopper-unet-fast.safetensors', model=M(architecture='unet'), weights='bf16', options=fast)
+f('runs/bench/synthetic-hopper-unet-authors.safetensors',
+  model=M(architecture='unet', horizon=32, unet_dim=128, unet_mults=(1, 4, 8), unet_embed_dim=128))
+f('runs/bench/synthetic-humanoid-unet-fast.safetensors', 348, 17, model=M(architecture='unet'), weights='bf16', options=fast)" || exit 1
   # The unet family's blocks per candidate (issue 44): first the cost of one barrier across them
   # (grid and cluster barriers), then plans with the launch's choice capped at g (the FiLM kernel,
   # then one barrier per convolution): the default size at N = 1 and 64 with either barrier, the
@@ -144,15 +143,50 @@ weights='bf16', options=o)\" && python3 -m mpdiffuser bench --backend cuda --mod
   done
   MPD_CUDA_GROUP_BARRIER=grid MPD_CUDA_BLOCKS_PER_CANDIDATE=8 step bench-unet-group8-grid 120 "$BENCH" \
     runs/bench/synthetic-hopper-unet.safetensors --candidates 1,64 --iters 50 --json "$OUT/unet_group8_grid.json"
+  step bench-unet-fast 120 "$BENCH" runs/bench/synthetic-hopper-unet-fast.safetensors --candidates 1,64 --iters 50 \
+    --json "$OUT/unet_fast.json"
   for g in 1 8; do
     MPD_CUDA_BLOCKS_PER_CANDIDATE=$g step "bench-unet-authors-group$g" 120 "$BENCH" \
       runs/bench/synthetic-hopper-unet-authors.safetensors --candidates 1 --iters 3 --json "$OUT/unet_authors_group$g.json"
   done
-  # The mlp family's dense layers shared by 2-8 blocks per candidate (one barrier per layer), which
-  # it does not do by default: the default size at N = 1 and 16.
+  # The 16-SM stand-in for an Orin-class GPU: a green context of 16 SMs (mpd_bench_cuda --sms), the
+  # default U-Net in both numeric modes and the demo's MLP size, N = 1 and 64.
+  step bench-unet-sm16 120 "$BENCH" runs/bench/synthetic-hopper-unet.safetensors --sms 16 --candidates 1,64 \
+    --iters 30 --json "$OUT/unet_sm16.json"
+  step bench-unet-fast-sm16 120 "$BENCH" runs/bench/synthetic-hopper-unet-fast.safetensors --sms 16 \
+    --candidates 1,64 --iters 30 --json "$OUT/unet_fast_sm16.json"
+  step bench-mlp-sm16 60 "$BENCH" runs/bench/synthetic-hopper-h16.safetensors --sms 16 --candidates 1,64 \
+    --iters 100 --json "$OUT/mlp_sm16.json"
+  # The mlp family: its plans as before, then its dense layers shared by 2-8 blocks per candidate
+  # (one barrier per layer), which it does not do by default: the default size at N = 1 and 16.
+  for h in 16 32; do
+    step "bench-cxx-h$h" 120 "$BENCH" "runs/bench/synthetic-hopper-h$h.safetensors" --iters 100 --json "$OUT/cuda_cxx_h$h.json"
+  done
   for g in 2 4 8; do
     MPD_CUDA_BLOCKS_PER_CANDIDATE=$g step "bench-mlp-group$g" 120 "$BENCH" runs/bench/synthetic-hopper-h16.safetensors \
       --candidates 1,16 --iters 100 --json "$OUT/mlp_group$g.json"
+  done
+  # Against the PyTorch reference on the same GPU (eager and graph-replayed), from Python.
+  step gpu-reference 300 python3 benchmarks/gpu_reference_latency.py --iters "${ITERS:-50}" --out "$OUT/gpu_latency.json"
+  # What users run (issue 34): mpdiffuser bench --backend cuda, both families (cold and warm-started),
+  # the authors' size and the fast mode, N = 1 and 64.
+  step bench-cli-cuda 240 bash -c "python3 -m mpdiffuser bench --backend cuda --candidates 1 16 64 256 \
+    --warm-start-level 5 --out $OUT/bench_cuda_mlp.json && python3 -m mpdiffuser bench --backend cuda \
+    --architecture unet --candidates 1 64 --iters 20 --warm-start-level 5 --out $OUT/bench_cuda_unet.json"
+  step bench-cli-cuda-unet-authors 240 python3 -m mpdiffuser bench --backend cuda \
+    --model-file runs/bench/synthetic-hopper-unet-authors.safetensors --candidates 1 64 --iters 10 \
+    --out "$OUT/bench_cuda_unet_authors.json"
+  step bench-cli-cuda-fast 240 bash -c "python3 -m mpdiffuser bench --backend cuda \
+    --model-file runs/bench/synthetic-hopper-unet-fast.safetensors --candidates 1 64 --iters 20 \
+    --out $OUT/bench_cuda_unet_fast.json && python3 -m mpdiffuser bench --backend cuda \
+    --model-file runs/bench/synthetic-humanoid-unet-fast.safetensors --candidates 1 64 --iters 10 \
+    --out $OUT/bench_cuda_unet_humanoid_fast.json"
+fi
+
+if want sanitize; then
+  # Races in shared memory and barriers used wrongly, over every CUDA plan test
+  for tool in racecheck synccheck; do
+    step "sanitizer-$tool" 300 compute-sanitizer --tool "$tool" --error-exitcode 1 build/gpu/tests/cpp/cuda_plan_test
   done
 fi
 

@@ -18,6 +18,7 @@
 // shared memory, and keeps a 4-column accumulator per row in registers; the slices' partial sums
 // are then added in slice order (deterministic, independent of the variant). The per-element
 // update rules and the noise are csrc/math's, shared with the CPU backend.
+#include <cuda.h>  // the driver's types for context_sms's entry points (no link to the driver library)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -89,6 +90,34 @@ CudaBackend::~CudaBackend() = default;
 
 uint32_t CudaBackend::max_candidates() const { return static_cast<uint32_t>(impl_->max_candidates); }
 
+// The SMs the current context may use: fewer than the device's in a green context (a partition
+// of the GPU; mpd_bench_cuda --sms makes one as a 16-SM stand-in for an Orin), and the blocks
+// that run at once, so the candidates' group sizes, follow from them. The device's count where
+// the driver cannot say (before CUDA 12.4).
+static int context_sms(int device_sms) {
+  using GetCurrent = CUresult (*)(CUcontext*);
+  using GetResource = CUresult (*)(CUcontext, CUdevResource*, CUdevResourceType);
+  void* get_current = nullptr;
+  void* get_resource = nullptr;
+  cudaDriverEntryPointQueryResult found[2] = {};
+  if (cudaGetDriverEntryPointByVersion("cuCtxGetCurrent", &get_current, 12040, cudaEnableDefault, &found[0]) !=
+          cudaSuccess ||
+      cudaGetDriverEntryPointByVersion("cuCtxGetDevResource", &get_resource, 12040, cudaEnableDefault, &found[1]) !=
+          cudaSuccess ||
+      found[0] != cudaDriverEntryPointSuccess || found[1] != cudaDriverEntryPointSuccess) {
+    cudaGetLastError();
+    return device_sms;
+  }
+  CUcontext context = nullptr;
+  CUdevResource sms{};
+  if (reinterpret_cast<GetCurrent>(get_current)(&context) != CUDA_SUCCESS || context == nullptr ||
+      reinterpret_cast<GetResource>(get_resource)(context, &sms, CU_DEV_RESOURCE_TYPE_SM) != CUDA_SUCCESS ||
+      sms.sm.smCount == 0) {
+    return device_sms;
+  }
+  return std::min(device_sms, static_cast<int>(sms.sm.smCount));
+}
+
 // MPD_ERR_NOT_AVAILABLE without a device, when the model's rows do not fit a block's shared
 // memory, or for an architecture the CUDA backend does not run.
 static mpd_status make_backend(const ModelFile& file, int max_candidates, std::unique_ptr<Backend>* out) {
@@ -157,11 +186,12 @@ static mpd_status make_backend(const ModelFile& file, int max_candidates, std::u
   const char* barrier = std::getenv("MPD_CUDA_GROUP_BARRIER");
   impl->clusters = prop.major >= 9 && !(barrier != nullptr && std::strcmp(barrier, "grid") == 0);
   const bool together = impl->clusters || prop.cooperativeLaunch;
+  const int sms = context_sms(prop.multiProcessorCount);  // after cudaMalloc: the context exists
   for (int v = 0; v < family.variants; ++v) {
     int per_sm = 0;
     if (fits[v] && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, family.kernels[v], kThreads,
                                                                  impl->shared_bytes[v]) == cudaSuccess) {
-      impl->capacity[v] = per_sm * prop.multiProcessorCount;
+      impl->capacity[v] = per_sm * sms;
     }
     cudaGetLastError();
   }
