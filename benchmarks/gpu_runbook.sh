@@ -21,14 +21,15 @@
 # start with under 15 s left is recorded as skipped. PACK=FILE.tar.gz writes $OUT as one archive at
 # the end, whatever failed (the device tool returns at most 8 files):
 #
-#   OUT=runs/gpu PACK=$OUT/gpu.tar.gz bash benchmarks/gpu_runbook.sh   # in the device call
+#   PACK=$OUT/gpu.tar.gz OUT=runs/gpu bash benchmarks/gpu_runbook.sh   # in the device call (its $OUT first)
 #
 # Results: $OUT/log.txt (every step's output), gpu_latency.json (PyTorch reference vs ours),
 # bench_cuda_mlp.json / bench_cuda_unet.json / bench_cuda_unet_authors.json / bench_cuda_unet_fast.json /
 # bench_cuda_unet_humanoid_fast.json (`mpdiffuser bench
 # --backend cuda`: the MLP, the default U-Net and the authors' size),
 # cuda_cxx_h16.json / cuda_cxx_h32.json (mpd_bench_cuda), group_sync.json (one barrier across a
-# candidate's blocks), unet_group{1,2,4,8}.json, unet_group8_grid.json, unet_authors_group{1,8}.json and
+# candidate's blocks), unet_group{1,2,4,8}.json, unet_group8_grid.json, unet_fast.json,
+# unet_group1_global.json / unet_fast_global.json (MPD_CUDA_UNET_SCRATCH=global), unet_authors_group{1,8}.json and
 # mlp_group{2,4,8}.json (blocks per candidate), unet_sm16.json / unet_fast_sm16.json / mlp_sm16.json
 # (a 16-SM green context as an Orin stand-in), sweep.jsonl (candidates per block),
 # baseline.jsonl (mpd_bench_cuda built with $BASELINE instead of csrc/cuda/sampler.cu),
@@ -145,6 +146,12 @@ f('runs/bench/synthetic-humanoid-unet-fast.safetensors', 348, 17, model=M(archit
     runs/bench/synthetic-hopper-unet.safetensors --candidates 1,64 --iters 50 --json "$OUT/unet_group8_grid.json"
   step bench-unet-fast 120 "$BENCH" runs/bench/synthetic-hopper-unet-fast.safetensors --candidates 1,64 --iters 50 \
     --json "$OUT/unet_fast.json"
+  # The scratch in global memory instead of shared (layout.h, UnetPlacement): a group of one
+  # (exact mode: its activations), and the fast mode's default groups (their tensor-core buffers).
+  MPD_CUDA_UNET_SCRATCH=global MPD_CUDA_BLOCKS_PER_CANDIDATE=1 step bench-unet-group1-global 120 "$BENCH" \
+    runs/bench/synthetic-hopper-unet.safetensors --candidates 1,64 --iters 50 --json "$OUT/unet_group1_global.json"
+  MPD_CUDA_UNET_SCRATCH=global step bench-unet-fast-global 120 "$BENCH" runs/bench/synthetic-hopper-unet-fast.safetensors \
+    --candidates 1,64 --iters 50 --json "$OUT/unet_fast_global.json"
   for g in 1 8; do
     MPD_CUDA_BLOCKS_PER_CANDIDATE=$g step "bench-unet-authors-group$g" 120 "$BENCH" \
       runs/bench/synthetic-hopper-unet-authors.safetensors --candidates 1 --iters 3 --json "$OUT/unet_authors_group$g.json"

@@ -108,8 +108,8 @@ inline Strides plan_strides(int dx, int du, int horizon, const int* const dims[4
 
 // The unet family in the plan kernel (cuda/unet.cuh): a group of blocks per candidate, its
 // conditional and unconditional rows through the network together; activations position-major
-// [L][C] per row in the group's slice of a global scratch buffer, which every block of the group
-// reads and writes (its own output channels). These are its sizes, as the CPU backend's CpuUnet
+// [L][C] per row in the group's scratch, which every block of the group reads and writes (its own
+// output channels): a slice of a global buffer, or shared memory for a group of one (UnetPlacement). These are its sizes, as the CPU backend's CpuUnet
 // sizes its own (the largest activation over the down path, the joined up-path inputs and the head).
 constexpr int kMaxUnetLevels = 8;  // the model file allows 2..8 levels
 constexpr int kUnetRows = 2;       // rows per forward: a candidate's conditional and unconditional
@@ -187,6 +187,39 @@ MPD_HOST_DEVICE UnetScratch unet_scratch(const UnetShape& s, int rows, bool tens
   }
   u.total = u.tensor_at + kMaxBlocksPerCandidate * u.tensor_floats;
   return u;
+}
+
+// Where a launch keeps a unet candidate's scratch (PlanParams::unet_placement), in each block's
+// shared memory past its plan layout (from unet_tail_at) when it fits, else in the global scratch:
+// kUnetAllShared, a group of one block, the whole scratch (the activations never leave the SM);
+// kUnetOwnShared, the block's own tensor-core buffers (tensor_floats: no other block reads them),
+// the activations global for the group to share; kUnetGlobal, everything global. The placement
+// moves no arithmetic, so the answer does not depend on it.
+enum UnetPlacement : int { kUnetGlobal = 0, kUnetOwnShared = 1, kUnetAllShared = 2 };
+
+// Floats of shared memory a block keeps past its plan layout for a placement.
+MPD_HOST_DEVICE int unet_shared_floats(const UnetScratch& u, int placement) {
+  return placement == kUnetAllShared ? u.tensor_at + u.tensor_floats
+         : placement == kUnetOwnShared ? u.tensor_floats : 0;
+}
+
+// Where that tail starts: past the plan layout's `total` floats, at 32 bytes (WMMA's alignment).
+MPD_HOST_DEVICE int unet_tail_at(int total) { return round_to(total, 8); }
+
+// A block's shared-memory floats with the tail of `placement` (none: the plan layout alone).
+MPD_HOST_DEVICE int shared_floats(int total, const UnetScratch& u, int placement) {
+  const int tail = unet_shared_floats(u, placement);
+  return tail > 0 ? unet_tail_at(total) + tail : total;
+}
+
+// The placement of a launch whose groups have `members` blocks: the most that fits `limit` floats
+// of shared memory per block (the device's opt-in maximum); a group of several blocks shares its
+// activations, so it keeps only its own buffers there.
+MPD_HOST_DEVICE int unet_placement(int total, const UnetScratch& u, int members, long limit) {
+  for (int placement = members == 1 ? kUnetAllShared : kUnetOwnShared; placement > kUnetGlobal; --placement) {
+    if (shared_floats(total, u, placement) <= limit) return placement;
+  }
+  return kUnetGlobal;
 }
 
 // The FiLM kernel's shared memory (plan_kernel.cuh): the normalized state, one context row

@@ -13,10 +13,11 @@
 #include "math/schedule.h"
 #include "math/update.h"
 
-// A kernel's dynamic shared memory as float4 name[]. The CPU emulation
+// A kernel's dynamic shared memory as float4 name[], 128-byte aligned (the unet family's
+// tensor-core buffers there need 32 bytes: unet_tail_at). The CPU emulation
 // (tests/cpp/cuda_kernel_emulation_test.cpp) defines its own: each emulated block's thread_local array.
 #ifndef MPD_DYNAMIC_SHARED
-#define MPD_DYNAMIC_SHARED(name) extern __shared__ float4 name[]
+#define MPD_DYNAMIC_SHARED(name) extern __shared__ __align__(128) float4 name[]
 #endif
 
 namespace mpd::cuda {
@@ -50,6 +51,7 @@ struct PlanParams {
   int part_cols;                    // partial-sum columns per row: max(4 kThreads, widest padded layer)
   const DevUnet* unets;             // the unet family: [planner, dynamics] in device memory, else null
   float* unet_scratch;              // the unet family: unets[0].scratch.total floats per candidate
+  int unet_placement;               // the unet family: where this launch keeps the scratch (UnetPlacement)
   float* unet_films;                // the unet family: FiLM rows [2 nets][K levels][2 kinds][ld_films]
   int ld_films;
   unsigned* group_arrivals;         // [N] the candidates' group barriers (group_sync.h), zero at a launch
@@ -236,7 +238,8 @@ __device__ float tail_at(const PlanParams& p, const float* x0, int r, int cnt, i
 }
 
 // A block's shared buffers a family's denoisers may use (the mlp family's dense layers), the
-// global scratch of its candidate (the unet family's activations), the barrier of the blocks
+// scratch of its candidate and the block's own part of it (the unet family's activations and
+// tensor-core buffers, in shared or global memory by UnetPlacement), the barrier of the blocks
 // that share the candidate and their exchange rows (the mlp family's, DenseGroup).
 struct BlockBuffers {
   float* in;
@@ -244,6 +247,7 @@ struct BlockBuffers {
   float* h1;
   float* part;
   float* scratch;
+  float* own;
   GroupSync* sync;
   float* exchange;
 };
@@ -257,7 +261,8 @@ struct BlockBuffers {
 // candidates per block.
 template <int CPB>
 struct MlpFamily {
-  __device__ static float* scratch(const PlanParams&, int) { return nullptr; }
+  __device__ static float* scratch(const PlanParams&, int, float*) { return nullptr; }
+  __device__ static float* own(const PlanParams&, int, int, float*) { return nullptr; }
 
   // [flatten(X^k), flatten(U^k), x_0, c, emb(k)]
   __device__ static void dynamics(const PlanParams& p, const BlockBuffers& b, const float* tau, int cnt, int rows,
@@ -305,11 +310,21 @@ __device__ __forceinline__ float* unet_film_row(const PlanParams& p, int net, in
 }
 
 // The unet family: one candidate per group of blocks, its rows through unet_forward with the
-// group's global scratch (the windows' rows read in place from each block's shared memory), the
-// FiLM rows from the plan's first kernel (unet_film_kernel).
+// group's scratch (the windows' rows read in place from each block's shared memory), the FiLM
+// rows from the plan's first kernel (unet_film_kernel). The scratch is the candidate's slice of
+// the global buffer, or the block's shared memory past its plan layout (`tail`), as the launch's
+// placement says (layout.h).
 struct UnetFamily {
-  __device__ static float* scratch(const PlanParams& p, int candidate) {
+  __device__ static float* scratch(const PlanParams& p, int candidate, float* tail) {
+    if (p.unet_placement == kUnetAllShared) return tail;
     return p.unet_scratch + static_cast<size_t>(candidate) * p.unets[0].scratch.total;
+  }
+
+  // Block `rank`'s own tensor-core buffers (UnetScratch::tensor_floats; a group of one block
+  // when the whole scratch is shared memory, so rank 0).
+  __device__ static float* own(const PlanParams& p, int candidate, int rank, float* tail) {
+    if (p.unet_placement == kUnetOwnShared) return tail;
+    return unet_own_buffers(scratch(p, candidate, tail), p.unets[0].scratch, rank);
   }
 
   __device__ static void dynamics(const PlanParams& p, const BlockBuffers& b, const float* tau, int cnt, int rows,
@@ -326,7 +341,7 @@ struct UnetFamily {
                                                  const float* tau, int cnt, int rows, int k, float* eps) {
     const UnetCall call{tau, p.ld_tau, cnt, rows, {unet_film_row(p, net, k - 1, 0), unet_film_row(p, net, k - 1, 1)},
                         eps, p.ld_out};
-    unet_forward(p.unets[net], call, b.scratch, *b.sync, p.r.fast_numerics);
+    unet_forward(p.unets[net], call, b.scratch, b.own, *b.sync, p.r.fast_numerics);
   }
 };
 
@@ -370,7 +385,9 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
   float* h1 = smem + l.h1;
   float* eps = smem + l.eps;    // [2 CPB, ld_out] or [kRankRows, ld_rout]
   float* part = smem + l.part;  // dense layers' partial sums
-  const BlockBuffers buffers{in, h0, h1, part, Family::scratch(p, group), &sync,
+  float* tail = smem + unet_tail_at(l.total);  // the unet family's scratch in shared memory, if placed there
+  const BlockBuffers buffers{in, h0, h1, part, Family::scratch(p, group, tail),
+                             Family::own(p, group, sync.rank, tail), &sync,
                              p.mlp_exchange + static_cast<size_t>(group) * 4 * p.ld_exchange};
 
   for (int i = threadIdx.x; i < l.total; i += blockDim.x) smem[i] = 0.0f;

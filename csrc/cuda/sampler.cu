@@ -61,7 +61,10 @@ struct CudaBackend::Impl {
   int max_candidates = 0;
   int capacity[kVariants] = {};  // blocks of each variant resident at once (0: does not fit)
   int forced = -1;               // variant forced by MPD_CUDA_CANDIDATES_PER_BLOCK, else -1
-  size_t shared_bytes[kVariants] = {};  // dynamic shared memory of each variant
+  // Dynamic shared memory of each variant for groups of one block [0] and of several [1], and
+  // where those keep the unet family's scratch (layout.h; the mlp family's has no tail).
+  size_t shared_bytes[kVariants][2] = {};
+  int placement[kVariants][2] = {};
   size_t prologue_bytes = 0;     // the family's prologue kernel's dynamic shared memory
   int max_group = 1;             // blocks per candidate at most (MPD_CUDA_BLOCKS_PER_CANDIDATE sets it)
   bool clusters = false;         // a candidate's blocks as a thread-block cluster (sm_90), else a cooperative grid
@@ -167,11 +170,23 @@ static mpd_status make_backend(const ModelFile& file, int max_candidates, std::u
     return MPD_ERR_DEVICE;
   }
   bool fits[kVariants] = {};
+  // MPD_CUDA_UNET_SCRATCH=global keeps the unet family's scratch in global memory (benchmarks).
+  const char* scratch = std::getenv("MPD_CUDA_UNET_SCRATCH");
+  const long limit = scratch != nullptr && std::strcmp(scratch, "global") == 0
+                         ? 0
+                         : static_cast<long>(prop.sharedMemPerBlockOptin / sizeof(float));
   for (int v = 0; v < family.variants; ++v) {
-    impl->shared_bytes[v] = static_cast<size_t>(plan_layout(p, family.candidates_per_block[v]).total) * sizeof(float);
-    fits[v] = impl->shared_bytes[v] <= prop.sharedMemPerBlockOptin &&
+    const int total = plan_layout(p, family.candidates_per_block[v]).total;
+    for (int several = 0; several < 2; ++several) {
+      const int placement = unet_placement(total, arena.unet_layout, several ? 2 : 1, limit);
+      impl->placement[v][several] = placement;
+      impl->shared_bytes[v][several] = static_cast<size_t>(shared_floats(total, arena.unet_layout, placement)) *
+                                       sizeof(float);
+    }
+    const size_t most = std::max(impl->shared_bytes[v][0], impl->shared_bytes[v][1]);
+    fits[v] = most <= prop.sharedMemPerBlockOptin &&
               cudaFuncSetAttribute(family.kernels[v], cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   static_cast<int>(impl->shared_bytes[v])) == cudaSuccess;
+                                   static_cast<int>(most)) == cudaSuccess;
     cudaGetLastError();
   }
   if (!fits[0]) return MPD_ERR_NOT_AVAILABLE;
@@ -189,8 +204,9 @@ static mpd_status make_backend(const ModelFile& file, int max_candidates, std::u
   const int sms = context_sms(prop.multiProcessorCount);  // after cudaMalloc: the context exists
   for (int v = 0; v < family.variants; ++v) {
     int per_sm = 0;
-    if (fits[v] && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, family.kernels[v], kThreads,
-                                                                 impl->shared_bytes[v]) == cudaSuccess) {
+    const size_t most = std::max(impl->shared_bytes[v][0], impl->shared_bytes[v][1]);  // the fewer blocks
+    if (fits[v] && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, family.kernels[v], kThreads, most) ==
+                       cudaSuccess) {
       impl->capacity[v] = per_sm * sms;
     }
     cudaGetLastError();
@@ -243,6 +259,8 @@ mpd_status CudaBackend::plan_device(const PlanRequest& r, mpd_plan_output* outpu
   }
   p.blocks_per_candidate = group;
   p.cluster_groups = group > 1 && m.clusters ? 1 : 0;
+  p.unet_placement = m.placement[v][group > 1];
+  const size_t shared = m.shared_bytes[v][group > 1];
   bool launched = group == 1 ||
                   cudaMemsetAsync(p.group_arrivals, 0, sizeof(unsigned) * static_cast<size_t>(blocks), stream) ==
                       cudaSuccess;
@@ -251,10 +269,9 @@ mpd_status CudaBackend::plan_device(const PlanRequest& r, mpd_plan_output* outpu
   }
   const unsigned grid = static_cast<unsigned>(blocks * group);
   if (group == 1) {
-    family.kernels[v]<<<grid, kThreads, m.shared_bytes[v], stream>>>(p);
+    family.kernels[v]<<<grid, kThreads, shared, stream>>>(p);
   } else if (launched) {  // the group's blocks resident at once (group_sync.h)
-    launched = launch_groups(family.kernels[v], grid, kThreads, m.shared_bytes[v], stream, group, m.clusters, p) ==
-               cudaSuccess;
+    launched = launch_groups(family.kernels[v], grid, kThreads, shared, stream, group, m.clusters, p) == cudaSuccess;
   }
   SelectParams s = m.select;
   s.r = r;

@@ -15,8 +15,8 @@
 //   barrier: one barrier per convolution (two per residual block, whose skip and sum stay within
 //   a block's channels). A group of one block is the plain kernel, no barrier.
 //
-// Activations are position-major [L][C] per row in the group's slice of a global scratch buffer
-// (unet_scratch in layout.h); weights are repacked at upload with the output channel innermost
+// Activations are position-major [L][C] per row in the group's scratch (unet_scratch in layout.h):
+// a slice of a global buffer, or a group of one block's shared memory when it fits (UnetPlacement); weights are repacked at upload with the output channel innermost
 // (unet_net.h), so the threads of a warp, which compute neighbouring output channels, read
 // neighbouring weights. An output sums its inputs in index order (taps outer, channels inner), so
 // the answer does not depend on the group's size.
@@ -297,6 +297,11 @@ __device__ inline void unet_films(const DevUnet& net, int t, const float* x0, co
   }
 }
 
+// Block `rank`'s own tensor-core buffers within a group's scratch at base (the global placement).
+__device__ inline float* unet_own_buffers(float* base, const UnetScratch& u, int rank) {
+  return base + u.tensor_at + static_cast<size_t>(rank) * u.tensor_floats;
+}
+
 // One candidate's network call: rows (<= kUnetRows) windows, row r's at windows + (r % count)
 // ld_window ([H][in_channels]); rows r < count conditional (FiLM row films[0]), the others
 // unconditional (films[1]).
@@ -309,9 +314,12 @@ struct UnetCall {
 };
 
 // The call by the group g (every member calls it with the same arguments but its own out);
-// base: the group's scratch (net.scratch.total floats). fast: the fast numeric mode (every
-// layer's inputs rounded to bfloat16). Ends synchronized within the block.
-__device__ inline void unet_forward(const DevUnet& net, const UnetCall& call, float* base, GroupSync& g, bool fast) {
+// base: the group's scratch (net.scratch.total floats; the part before tensor_at is what the
+// members share), own: this block's tensor-core buffers (tensor_floats; unet_own_buffers where the
+// group's scratch holds them). fast: the fast numeric mode (every layer's inputs rounded to
+// bfloat16). Ends synchronized within the block.
+__device__ inline void unet_forward(const DevUnet& net, const UnetCall& call, float* base, float* own, GroupSync& g,
+                                    bool fast) {
   const UnetScratch& u = net.scratch;
   const int H = net.horizon, rows = call.rows;
   const float* films[kUnetRows];
@@ -319,7 +327,6 @@ __device__ inline void unet_forward(const DevUnet& net, const UnetCall& call, fl
   float* buf[4] = {base + u.buf[0], base + u.buf[1], base + u.buf[2], base + u.buf[3]};
   float* stats = base + u.stats;
   // This block's own buffers for the tensor-core layers (none without bfloat16 weights).
-  float* own = base + u.tensor_at + static_cast<size_t>(g.rank) * u.tensor_floats;
   const UnetTensorBuffers t{u.tensor_floats > 0 ? reinterpret_cast<uint16_t*>(own) : nullptr, u.half_row,
                             own + u.stage_at};
   UnetInput x{call.windows, static_cast<size_t>(call.ld_window), call.count, net.in_channels};

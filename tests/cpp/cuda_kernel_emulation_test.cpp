@@ -60,8 +60,9 @@ inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 using std::isfinite;
 
-// A block's dynamic shared memory: 1 MiB, more than any layout here.
-thread_local float4 emulated_shared[1 << 16];
+// A block's dynamic shared memory: 1 MiB, more than any layout here; 128-byte aligned, as the
+// kernels declare theirs.
+alignas(128) thread_local float4 emulated_shared[1 << 16];
 #define MPD_DYNAMIC_SHARED(name) float4* name = emulated_shared
 
 #include "backend/backend.h"
@@ -90,11 +91,17 @@ Plan cpu_plan(const mpd_model* model, const float* state, const float* warm, uin
   return p;
 }
 
+// An H100's opt-in shared memory per block (227 KiB), in floats: where the sampler would place the
+// unet family's scratch on one (sampler.cu).
+constexpr long kH100SharedFloats = 232448 / 4;
+constexpr int kSamplerPlacement = -1;
+
 // The plan kernels' plan, CPB candidates per block; the unet family with `group` blocks per
-// candidate, after its FiLM kernel.
+// candidate, after its FiLM kernel, its scratch placed as the sampler would on an H100 or as
+// `placement` says (layout.h).
 template <int CPB, bool kUnet>
 Plan kernel_plan(const mpd::ModelFile& file, const float* state, const float* warm, uint64_t seed,
-                 const mpd_options& o, int group = 1) {
+                 const mpd_options& o, int group = 1, int placement = kSamplerPlacement) {
   using namespace mpd::cuda;
   Arena arena;
   CHECK(build_arena(file, static_cast<int>(o.num_candidates), &arena));
@@ -106,7 +113,12 @@ Plan kernel_plan(const mpd::ModelFile& file, const float* state, const float* wa
   CHECK(arena_params(file, arena, memory.data(), arena.norms.data(), &p, &s, unets));
   if (arena.unet) std::memcpy(memory.data() + arena.unets_at, unets, sizeof unets);
   p.r = mpd::resolve_plan(file.config, o, state, warm, seed);
-  CHECK(static_cast<size_t>(plan_layout(p, CPB).total) * sizeof(float) <= sizeof emulated_shared);
+  const int total = plan_layout(p, CPB).total;
+  p.unet_placement = placement != kSamplerPlacement
+                         ? placement
+                         : unet_placement(total, arena.unet_layout, group, kH100SharedFloats);
+  CHECK(static_cast<size_t>(shared_floats(total, arena.unet_layout, p.unet_placement)) * sizeof(float) <=
+        sizeof emulated_shared);
   const int blocks = (static_cast<int>(o.num_candidates) + CPB - 1) / CPB;
   // The family's kernels, as family_kernels (plan_kernel.cuh) picks them for the model's architecture.
   const FamilyKernels& family = family_kernels(file.config.architecture);
@@ -239,9 +251,16 @@ void check_model(const testing::TinyModel& spec, float tolerance) {
       const Plan got8 = kernel_plan<1, false>(file, state, nullptr, 11, o, 8);
       CHECK(got4.windows == got.windows && got4.values == got.values);
       CHECK(got8.windows == got.windows && got8.values == got.values);
-    } else {  // tensor-core layers or not, the group's size changes no bit
+    } else {  // tensor-core layers or not, the group's size and the scratch's placement change no bit
       const Plan got1 = kernel_plan<1, true>(file, state, nullptr, 11, o, 1);
       CHECK(got1.windows == got.windows && got1.values == got.values);
+      for (int placement : {mpd::cuda::kUnetGlobal, mpd::cuda::kUnetOwnShared, mpd::cuda::kUnetAllShared}) {
+        for (int group : {1, 4}) {
+          if (placement == mpd::cuda::kUnetAllShared && group > 1) continue;  // a group shares its activations
+          const Plan placed = kernel_plan<1, true>(file, state, nullptr, 11, o, group, placement);
+          CHECK(placed.windows == got.windows && placed.values == got.values);
+        }
+      }
     }
     worst_fast = std::fmax(worst_fast, max_abs(got.windows, want.windows));
     fast_moved = std::fmax(fast_moved, max_abs(want.windows, exact.windows));

@@ -179,6 +179,35 @@ int unet_shared_bytes(const char* name, int dx, int du, int horizon, int* dense_
   return 4 * l.total;
 }
 
+// Where the sampler keeps a unet candidate's scratch (layout.h: unet_placement) on an Orin (163 KiB
+// of shared memory a block may take, sm_87) and an H100/H200 (227 KiB, sm_90), for groups of one
+// block and of several; tensor: the fast mode's tensor-core buffers (bfloat16 weights). Returns
+// the placements [orin one, orin several, h100 one, h100 several].
+std::vector<int> check_placement(const char* name, int dx, int du, int horizon, int dim, std::vector<int> mults,
+                                 bool tensor) {
+  mpd::cuda::UnetShape shape{horizon, dx + du, dx + du, dim, dim, static_cast<int>(mults.size()), {}};
+  for (size_t i = 0; i < mults.size(); ++i) shape.mults[i] = mults[i];
+  const mpd::cuda::UnetScratch u = mpd::cuda::unet_scratch(shape, mpd::cuda::kUnetRows, tensor);
+  int dense_bytes = 0;
+  const int total = unet_shared_bytes(name, dx, du, horizon, &dense_bytes) / 4;
+  std::vector<int> placements;
+  for (long limit : {163L * 1024 / 4, 227L * 1024 / 4}) {
+    for (int members : {1, 8}) {
+      const int placement = mpd::cuda::unet_placement(total, u, members, limit);
+      const int floats = mpd::cuda::shared_floats(total, u, placement);
+      CHECK(floats <= limit && (placement != mpd::cuda::kUnetAllShared || members == 1));
+      const int tail = mpd::cuda::unet_shared_floats(u, placement);  // past the layout, at most 7 floats apart
+      CHECK(floats >= total + tail && floats < total + tail + 8 && (placement != mpd::cuda::kUnetGlobal || tail == 0));
+      CHECK(mpd::cuda::unet_tail_at(total) % 8 == 0 && mpd::cuda::unet_tail_at(total) >= total);
+      placements.push_back(placement);
+    }
+  }
+  std::printf("unet %s%s: placements Orin %d/%d, H100 %d/%d (one block / eight; 2 all shared, 1 own, 0 global), "
+              "%d + %d floats\n", name, tensor ? " (tensor cores)" : "", placements[0], placements[1], placements[2],
+              placements[3], u.tensor_at, u.tensor_floats);
+  return placements;
+}
+
 }  // namespace
 
 int main() {
@@ -196,6 +225,18 @@ int main() {
   check_unet("tiny", 3, 2, 4, 8, 8, {1, 2}, 712 * 4);  // 4 x 2 x 64 + 2 x 64 + 2 x 20 + 2 x 16
   check_unet("default hopper", 11, 3, 16, 32, 32, {1, 2, 4}, 0);
   check_unet("authors hopper", 11, 3, 32, 128, 128, {1, 4, 8}, 0);
+
+  // The default size's whole scratch lives in shared memory on both GPUs for a group of one, in
+  // either numeric mode; a group keeps its blocks' tensor-core buffers there. The authors' size's
+  // activations (512 KB a candidate) stay global.
+  using mpd::cuda::kUnetAllShared, mpd::cuda::kUnetOwnShared, mpd::cuda::kUnetGlobal;
+  for (bool tensor : {false, true}) {
+    const std::vector<int> hopper = check_placement("default hopper", 11, 3, 16, 32, {1, 2, 4}, tensor);
+    CHECK((hopper == std::vector<int>{kUnetAllShared, kUnetOwnShared, kUnetAllShared, kUnetOwnShared}));
+    const std::vector<int> authors = check_placement("authors hopper", 11, 3, 32, 128, {1, 4, 8}, tensor);
+    for (int placement : authors) CHECK(placement != kUnetAllShared);
+  }
+  check_placement("humanoid", 348, 17, 16, 32, {1, 2, 4}, true);
 
   const Shape shapes[] = {
       {"tiny", 3, 2, 4, 24, 2, 16, 2, 2, false},

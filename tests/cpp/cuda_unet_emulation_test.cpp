@@ -120,6 +120,11 @@ void compare(const testing::TinyModel& spec) {
           for (int members = 1; members <= mpd::cuda::kMaxBlocksPerCandidate; members *= 2) {
             std::vector<float> scratch(static_cast<size_t>(layout.total), NAN);
             std::vector<std::vector<float>> got(static_cast<size_t>(members), std::vector<float>(rows * ldo, 0.0f));
+            // Each block's own tensor-core buffers: within the group's scratch (the global
+            // placement) for groups of 1 and 4, else apart from it, as in shared memory.
+            const bool own_apart = members != 1 && members != 4;
+            std::vector<std::vector<float>> own(static_cast<size_t>(members),
+                                                std::vector<float>(static_cast<size_t>(layout.tensor_floats) + 1, NAN));
             unsigned arrivals = 0;
             std::vector<std::thread> blocks;
             for (int rank = 0; rank < members; ++rank) {
@@ -128,7 +133,9 @@ void compare(const testing::TinyModel& spec) {
                 const mpd::cuda::UnetCall call{windows.data(), H * D, count, rows,
                                                {films.data(), films.data() + dev.film_floats},
                                                got[static_cast<size_t>(rank)].data(), static_cast<int>(ldo)};
-                mpd::cuda::unet_forward(dev, call, scratch.data(), g, fast);
+                float* buffers = own_apart ? own[static_cast<size_t>(rank)].data()
+                                           : mpd::cuda::unet_own_buffers(scratch.data(), layout, rank);
+                mpd::cuda::unet_forward(dev, call, scratch.data(), buffers, g, fast);
               });
             }
             for (std::thread& b : blocks) b.join();
@@ -139,7 +146,8 @@ void compare(const testing::TinyModel& spec) {
               const mpd::cuda::UnetCall call{windows.data(), H * D, count, rows,
                                              {films.data(), films.data() + dev.film_floats}, out_plain.data(),
                                              static_cast<int>(ldo)};
-              mpd::cuda::unet_forward(dev_plain, call, scratch_plain.data(), one, fast);
+              mpd::cuda::unet_forward(dev_plain, call, scratch_plain.data(),
+                                      mpd::cuda::unet_own_buffers(scratch_plain.data(), plain, 0), one, fast);
               for (size_t e = 0; e < out_plain.size(); ++e) {
                 const float d = std::fabs(first[e] - out_plain[e]) / std::fmax(1.0f, std::fabs(out_plain[e]));
                 tensor_vs_plain = std::fmax(tensor_vs_plain, d);
