@@ -24,18 +24,103 @@ struct Arena {
   size_t total = 0;           // floats of the whole arena: the image, then the plan buffers
   size_t steps_at = 0, emb_at = 0, quantiles_at = 0, pinned_at = 0, windows_at = 0, values_at = 0, costs_at = 0;
   size_t host_state_at = 0, host_actions_at = 0, host_index_at = 0, host_values_at = 0, host_costs_at = 0;
-  size_t host_windows_at = 0, host_warm_at = 0, host_window_at = 0, unets_at = 0, unet_scratch_at = 0;
-  size_t unet_films_at = 0, arrivals_at = 0, exchange_at = 0;
+  size_t host_windows_at = 0, host_warm_at = 0, host_window_at = 0, arrivals_at = 0;
+  size_t structs_at = 0;      // the family's device structs (arena_params returns their bytes)
   std::vector<size_t> offsets;  // per MLP and layer: weight offset, bias offset
-  std::vector<std::pair<std::string, size_t>> unet_at;  // the unet family: tensor name -> offset
-  UnetScratch unet_layout{};  // the unet family: one candidate's scratch
-  int ld_films = 0;           // the unet family: a FiLM row's floats (padded)
-  int ld_exchange = 0;        // the mlp family: the widest planner or dynamics layer output (padded)
-  bool unet = false;
+  // The unet family's: its tensors by name, the candidates' scratch, its FiLM rows.
+  std::vector<std::pair<std::string, size_t>> unet_at;  // tensor name -> offset
+  size_t unet_scratch_at = 0, unet_films_at = 0;
+  UnetScratch unet_layout{};  // one candidate's scratch (zero in the mlp family: no shared-memory tail)
+  int ld_films = 0;           // a FiLM row's floats (padded)
+  // The mlp family's: exchange rows of a group's dense layers.
+  size_t exchange_at = 0;
+  int ld_exchange = 0;        // the widest planner or dynamics layer output (padded)
+  int prologue_floats = 0;    // shared memory of the family's prologue kernel (FamilyKernels::prologue)
 };
 
+// What a denoiser family keeps in the arena beyond what every family has (the dense layers of the
+// MLPs in the file: the ranker's, and the mlp family's planner and dynamics model): `append` puts
+// its weights in the image; `reserve` its plan buffers from float `at` (returns their end);
+// (false: a network this backend does not run); `params` sets its kernel parameters and gives the device structs to copy to structs_at (false:
+// a tensor is missing). build_arena and arena_params call the model's family (family_arena) and
+// name none.
+struct FamilyArena {
+  bool (*append)(const ModelFile& file, Arena* ar);  // false: a network this backend does not run
+  size_t (*reserve)(const ModelFile& file, size_t N, size_t at, Arena* ar);
+  bool (*params)(const ModelFile& file, const Arena& ar, float* a, PlanParams* p, std::vector<unsigned char>* structs);
+  // Planner and dynamics model as dense layers through the kernel's shared-memory rows; else
+  // they write only their outputs, [H, D] and [H, dx], into the eps rows.
+  bool dense_diffusion;
+};
+
+// The mlp family: its networks are the file's MLPs (appended for every family); a group's blocks
+// exchange their dense layers' outputs through rows of the widest layer.
+const FamilyArena kMlpArena{
+    [](const ModelFile&, Arena*) { return true; },
+    [](const ModelFile& file, size_t N, size_t at, Arena* ar) {
+      for (const MlpWeights* net : {&file.planner, &file.dynamics}) {
+        for (const DenseWeights& layer : net->layers) ar->ld_exchange = std::max(ar->ld_exchange, round4(layer.out));
+      }
+      ar->exchange_at = at;  // two sets of two rows per candidate
+      return at + N * 4 * static_cast<size_t>(ar->ld_exchange);
+    },
+    [](const ModelFile&, const Arena& ar, float* a, PlanParams* p, std::vector<unsigned char>*) {
+      p->mlp_exchange = a + ar.exchange_at;
+      p->ld_exchange = ar.ld_exchange;
+      return true;
+    },
+    true};
+
+// The unet family: its planner's and dynamics model's tensors repacked for the kernel (unet_net.h),
+// by name; every candidate's scratch, the plan's FiLM rows [2 nets][K][2 kinds][ld_films] and the
+// two DevUnet structs.
+const FamilyArena kUnetArena{
+    [](const ModelFile& file, Arena* ar) {
+      const ModelConfig& c = file.config;
+      if (c.unet_mults.size() > static_cast<size_t>(kMaxUnetLevels)) return false;
+      const bool tensor_cores = append_unet_tensors(file, &ar->image, &ar->unet_at);
+      UnetShape shape{c.horizon, c.window_dim(), c.window_dim(), c.unet_dim, c.unet_embed_dim,
+                      static_cast<int>(c.unet_mults.size()), {}};
+      for (size_t i = 0; i < c.unet_mults.size(); ++i) shape.mults[i] = c.unet_mults[i];
+      ar->unet_layout = unet_scratch(shape, kUnetRows, tensor_cores);  // the planner's: D >= dx outputs
+      ar->prologue_floats = unet_film_layout(ar->unet_layout, c.unet_dim, c.state_dim, c.cond_dim).total;
+      return true;
+    },
+    [](const ModelFile& file, size_t N, size_t at, Arena* ar) {
+      const ModelConfig& c = file.config;
+      DevUnet probe;  // the FiLM row's size from the network description (its pointers unused)
+      device_unet(c, "planner", ar->unet_at, ar->image.data(), ar->unet_layout, &probe);
+      ar->ld_films = (probe.film_floats + 31) / 32 * 32;
+      ar->structs_at = at;
+      ar->unet_scratch_at = at + (2 * sizeof(DevUnet) / sizeof(float) + 32) / 32 * 32;
+      ar->unet_films_at = ar->unet_scratch_at + N * static_cast<size_t>(ar->unet_layout.total);
+      return ar->unet_films_at + 4 * static_cast<size_t>(c.num_steps) * ar->ld_films;
+    },
+    [](const ModelFile& file, const Arena& ar, float* a, PlanParams* p, std::vector<unsigned char>* structs) {
+      DevUnet unets[2];
+      for (int i = 0; i < 2; ++i) {
+        if (!device_unet(file.config, i == 0 ? "planner" : "dynamics", ar.unet_at, a, ar.unet_layout, &unets[i])) {
+          return false;
+        }
+      }
+      const unsigned char* bytes = reinterpret_cast<const unsigned char*>(unets);
+      structs->assign(bytes, bytes + sizeof unets);
+      p->unets = reinterpret_cast<const DevUnet*>(a + ar.structs_at);
+      p->unet_scratch = a + ar.unet_scratch_at;
+      p->unet_films = a + ar.unet_films_at;
+      p->ld_films = ar.ld_films;
+      return true;
+    },
+    false};
+
+// The arena part of a model's denoiser family (ModelConfig::architecture), as family_kernels.
+inline const FamilyArena& family_arena(int architecture) {
+  return architecture == MPD_ARCH_UNET ? kUnetArena : kMlpArena;
+}
+
 // The arena of a model for up to max_candidates candidates; false for a model this backend does
-// not run (an MLP of more than kMaxDense layers, a U-Net of more than kMaxUnetLevels levels).
+// not run (an MLP of more than kMaxDense layers; a family's own limits, as a U-Net of more than
+// kMaxUnetLevels levels).
 bool build_arena(const ModelFile& file, int max_candidates, Arena* out) {
   const ModelConfig& c = file.config;
   const MlpWeights* nets[4] = {&file.planner, &file.dynamics, &file.reward, &file.cost};
@@ -43,7 +128,6 @@ bool build_arena(const ModelFile& file, int max_candidates, Arena* out) {
   for (int i = 0; i < num_nets; ++i) {
     if (static_cast<int>(nets[i]->layers.size()) > kMaxDense) return false;
   }
-  if (c.unet_mults.size() > static_cast<size_t>(kMaxUnetLevels)) return false;
   Arena& ar = *out;
   const int H = c.horizon, D = c.window_dim(), HD = H * D, K = c.num_steps;
   std::vector<float>& image = ar.image;
@@ -62,14 +146,8 @@ bool build_arena(const ModelFile& file, int max_candidates, Arena* out) {
       image.insert(image.end(), layer.bias.begin(), layer.bias.end());
     }
   }
-  // The unet family's planner and dynamics tensors, repacked for the kernel (unet_net.h), by name.
-  ar.unet = c.architecture == MPD_ARCH_UNET;
-  const bool tensor_cores = append_unet_tensors(file, &image, &ar.unet_at);
-  if (ar.unet) {
-    UnetShape shape{H, D, D, c.unet_dim, c.unet_embed_dim, static_cast<int>(c.unet_mults.size()), {}};
-    for (size_t i = 0; i < c.unet_mults.size(); ++i) shape.mults[i] = c.unet_mults[i];
-    ar.unet_layout = unet_scratch(shape, kUnetRows, tensor_cores);  // the planner's: D >= dx outputs
-  }
+  const FamilyArena& family = family_arena(c.architecture);
+  if (!family.append(file, &ar)) return false;
   align();
   ar.steps_at = image.size();
   for (int k = 1; k <= K; ++k) {
@@ -106,26 +184,9 @@ bool build_arena(const ModelFile& file, int max_candidates, Arena* out) {
   ar.host_windows_at = ar.host_costs_at + N;
   ar.host_warm_at = ar.host_windows_at + N * HD;
   ar.host_window_at = ar.host_warm_at + HD;
-  // The unet family: its two DevUnet structs, every candidate's scratch, the plan's FiLM rows
-  // [2 nets][K][2 kinds][ld_films] and the candidates' group barriers.
-  ar.unets_at = (ar.host_window_at + HD + 31) / 32 * 32;
-  ar.unet_scratch_at = ar.unets_at + (ar.unet ? (2 * sizeof(DevUnet) / sizeof(float) + 32) / 32 * 32 : 0);
-  ar.unet_films_at = ar.unet_scratch_at + (ar.unet ? N * static_cast<size_t>(ar.unet_layout.total) : 0);
-  if (ar.unet) {
-    DevUnet probe;  // the FiLM row's size from the network description (its pointers unused)
-    device_unet(c, "planner", ar.unet_at, image.data(), ar.unet_layout, &probe);
-    ar.ld_films = (probe.film_floats + 31) / 32 * 32;
-  }
-  // Every candidate's group barrier, and the mlp family's exchange rows of a group's dense layers
-  // (two sets of two rows of the widest planner or dynamics layer output).
-  ar.arrivals_at = ar.unet_films_at + 4 * static_cast<size_t>(K) * ar.ld_films;
-  if (!ar.unet) {
-    for (int i = 0; i < 2; ++i) {
-      for (const DenseWeights& layer : nets[i]->layers) ar.ld_exchange = std::max(ar.ld_exchange, round4(layer.out));
-    }
-  }
-  ar.exchange_at = ar.arrivals_at + (N + 31) / 32 * 32;
-  ar.total = ar.exchange_at + N * 4 * static_cast<size_t>(ar.ld_exchange);
+  // Every candidate's group barrier, then the family's plan buffers.
+  ar.arrivals_at = (ar.host_window_at + HD + 31) / 32 * 32;
+  ar.total = family.reserve(file, N, ar.arrivals_at + (N + 31) / 32 * 32, &ar);
   for (const auto* v : {&file.state_mid, &file.state_half, &file.action_mid, &file.action_half}) {
     ar.norms.insert(ar.norms.end(), v->begin(), v->end());
   }
@@ -133,10 +194,10 @@ bool build_arena(const ModelFile& file, int max_candidates, Arena* out) {
 }
 
 // The kernels' fixed parameters for the arena at `a` (device memory, or host memory in the CPU
-// emulation) with the normalizers at `norms`, and the unet family's two DevUnet structs, which the
-// caller copies to a + arena.unets_at. false: a unet tensor is missing (the reader checked: not reached).
+// emulation) with the normalizers at `norms`, and the family's device structs, which the caller
+// copies to a + arena.structs_at. false: a tensor is missing (the reader checked: not reached).
 bool arena_params(const ModelFile& file, const Arena& arena, float* a, const double* norms, PlanParams* out,
-                  SelectParams* select, DevUnet unets[2]) {
+                  SelectParams* select, std::vector<unsigned char>* structs) {
   const ModelConfig& c = file.config;
   const MlpWeights* nets[4] = {&file.planner, &file.dynamics, &file.reward, &file.cost};
   const int num_nets = c.has_cost ? 4 : 3;
@@ -160,26 +221,18 @@ bool arena_params(const ModelFile& file, const Arena& arena, float* a, const dou
     dims[i] = m.dims;
     dense[i] = m.dense;
   }
-  // The unet family's planner and dynamics take no MLP rows: their outputs [H, D] and [H, dx]
-  // land in the eps rows, so the strides hold H D.
-  const int unet_dims[2][2] = {{HD, HD}, {HD, H * c.state_dim}};
-  if (arena.unet) {
-    for (int i = 0; i < 2; ++i) {
-      dims[i] = unet_dims[i];
-      dense[i] = 1;
-      if (!device_unet(c, i == 0 ? "planner" : "dynamics", arena.unet_at, a, arena.unet_layout, &unets[i])) {
-        return false;
-      }
-    }
-    p.unets = reinterpret_cast<const DevUnet*>(a + arena.unets_at);
-    p.unet_scratch = a + arena.unet_scratch_at;
-    p.unet_films = a + arena.unet_films_at;
-    p.ld_films = arena.ld_films;
+  // A family whose planner and dynamics model are not dense layers writes only their outputs,
+  // [H, D] and [H, dx], into the eps rows: the strides hold H D.
+  const FamilyArena& family = family_arena(c.architecture);
+  const int output_widths[2][2] = {{HD, HD}, {HD, H * c.state_dim}};
+  for (int i = 0; i < 2 && !family.dense_diffusion; ++i) {
+    dims[i] = output_widths[i];
+    dense[i] = 1;
   }
+  structs->clear();
+  if (!family.params(file, arena, a, &p, structs)) return false;
   p.group_arrivals = reinterpret_cast<unsigned*>(a + arena.arrivals_at);
-  p.mlp_exchange = a + arena.exchange_at;
-  p.ld_exchange = arena.ld_exchange;
-  const Strides strides = plan_strides(c.state_dim, c.action_dim, H, dims, dense, num_nets, !arena.unet);
+  const Strides strides = plan_strides(c.state_dim, c.action_dim, H, dims, dense, num_nets, family.dense_diffusion);
   p.steps = reinterpret_cast<const math::StepFloats*>(a + arena.steps_at);
   p.embeddings = a + arena.emb_at;
   p.state_mid = norms;

@@ -147,8 +147,8 @@ static mpd_status make_backend(const ModelFile& file, int max_candidates, std::u
     return MPD_ERR_DEVICE;
   }
   float* a = impl->arena;
-  DevUnet nets_host[2];
-  if (!arena_params(file, arena, a, impl->norms, &impl->params, &impl->select, nets_host)) {
+  std::vector<unsigned char> structs;  // the family's device structs (arena.h)
+  if (!arena_params(file, arena, a, impl->norms, &impl->params, &impl->select, &structs)) {
     return MPD_ERR_BAD_MODEL_FILE;  // the reader checked every tensor: not reached
   }
   PlanParams& p = impl->params;
@@ -165,7 +165,8 @@ static mpd_status make_backend(const ModelFile& file, int max_candidates, std::u
 
   cudaDeviceProp prop{};
   if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return MPD_ERR_DEVICE;
-  if (arena.unet && cudaMemcpy(a + arena.unets_at, nets_host, sizeof nets_host, cudaMemcpyHostToDevice) != cudaSuccess) {
+  if (!structs.empty() &&
+      cudaMemcpy(a + arena.structs_at, structs.data(), structs.size(), cudaMemcpyHostToDevice) != cudaSuccess) {
     cudaGetLastError();
     return MPD_ERR_DEVICE;
   }
@@ -191,9 +192,7 @@ static mpd_status make_backend(const ModelFile& file, int max_candidates, std::u
   }
   if (!fits[0]) return MPD_ERR_NOT_AVAILABLE;
   if (family.prologue != nullptr) {
-    impl->prologue_bytes = static_cast<size_t>(unet_film_layout(arena.unet_layout, file.config.unet_dim,
-                                                                file.config.state_dim, file.config.cond_dim).total) *
-                           sizeof(float);
+    impl->prologue_bytes = static_cast<size_t>(arena.prologue_floats) * sizeof(float);
     if (impl->prologue_bytes > prop.sharedMemPerBlock) return MPD_ERR_NOT_AVAILABLE;
   }
   // A candidate shares blocks only when they run at once: as a thread-block cluster on sm_90

@@ -109,9 +109,10 @@ Plan kernel_plan(const mpd::ModelFile& file, const float* state, const float* wa
   std::copy(arena.image.begin(), arena.image.end(), memory.begin());
   PlanParams p;
   SelectParams s;
-  DevUnet unets[2];
-  CHECK(arena_params(file, arena, memory.data(), arena.norms.data(), &p, &s, unets));
-  if (arena.unet) std::memcpy(memory.data() + arena.unets_at, unets, sizeof unets);
+  std::vector<unsigned char> structs;  // the family's device structs, as make_backend copies them
+  CHECK(arena_params(file, arena, memory.data(), arena.norms.data(), &p, &s, &structs));
+  CHECK(structs.size() == (kUnet ? 2 * sizeof(DevUnet) : 0));
+  if (!structs.empty()) std::memcpy(memory.data() + arena.structs_at, structs.data(), structs.size());
   p.r = mpd::resolve_plan(file.config, o, state, warm, seed);
   const int total = plan_layout(p, CPB).total;
   p.unet_placement = placement != kSamplerPlacement
