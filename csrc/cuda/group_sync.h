@@ -18,9 +18,24 @@
 #include "math/host_device.h"
 
 #if defined(__CUDACC__)
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 #else
 #include <thread>  // the CPU emulation: a waiting block gives its core to the others
+#endif
+
+// The address of shared-memory location `local` of this block in the block of its cluster whose
+// rank is `member` (grid index `block`): distributed shared memory, sm_90. The CPU emulation
+// defines its own (each emulated block's thread_local array, by grid index); below sm_90 no
+// group is a cluster, so it is never reached there.
+#ifndef MPD_PEER_SHARED
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define MPD_PEER_SHARED(local, member, block) cooperative_groups::this_cluster().map_shared_rank((local), (member))
+#elif defined(__CUDA_ARCH__)
+#define MPD_PEER_SHARED(local, member, block) (__trap(), (local))
+#else
+#define MPD_PEER_SHARED(local, member, block) (local)
+#endif
 #endif
 
 namespace mpd::cuda {
@@ -50,6 +65,14 @@ struct GroupSync {
   int rank = 0;                 // this block's index within the group
   unsigned target = 0;          // the arrivals that completed this block's last barrier
   int cluster = 0;              // the group is a thread-block cluster (sm_90): its hardware barrier
+  int replicas = 0;             // each member keeps a replica of the group's scratch in its shared
+                                // memory (a cluster's): what it writes there it also writes to the others'
+
+  // Location `local` of this block's shared memory in member `member`'s (replicas only; a
+  // cluster's ranks are its consecutive blocks, as launch_groups makes them).
+  __device__ float* peer(float* local, int member) const {
+    return MPD_PEER_SHARED(local, member, static_cast<int>(blockIdx.x) - rank + member);
+  }
 
   // Every block of the group has finished what it wrote before this call. Called by every thread
   // of every member block, the same number of times.

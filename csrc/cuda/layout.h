@@ -192,15 +192,19 @@ MPD_HOST_DEVICE UnetScratch unet_scratch(const UnetShape& s, int rows, bool tens
 // Where a launch keeps a unet candidate's scratch (PlanParams::unet_placement), in each block's
 // shared memory past its plan layout (from unet_tail_at) when it fits, else in the global scratch:
 // kUnetAllShared, a group of one block, the whole scratch (the activations never leave the SM);
+// kUnetReplicated, a group that is a thread-block cluster (sm_90), a replica of the group's
+// scratch in every member, each member writing its channels into every replica through distributed
+// shared memory before the barrier that hands them over (so every read is local);
 // kUnetOwnShared, the block's own tensor-core buffers (tensor_floats: no other block reads them),
 // the activations global for the group to share; kUnetGlobal, everything global. The placement
 // moves no arithmetic, so the answer does not depend on it.
-enum UnetPlacement : int { kUnetGlobal = 0, kUnetOwnShared = 1, kUnetAllShared = 2 };
+enum UnetPlacement : int { kUnetGlobal = 0, kUnetOwnShared = 1, kUnetAllShared = 2, kUnetReplicated = 3 };
 
 // Floats of shared memory a block keeps past its plan layout for a placement.
 MPD_HOST_DEVICE int unet_shared_floats(const UnetScratch& u, int placement) {
-  return placement == kUnetAllShared ? u.tensor_at + u.tensor_floats
-         : placement == kUnetOwnShared ? u.tensor_floats : 0;
+  return placement == kUnetAllShared || placement == kUnetReplicated ? u.tensor_at + u.tensor_floats
+         : placement == kUnetOwnShared                              ? u.tensor_floats
+                                                                    : 0;
 }
 
 // Where that tail starts: past the plan layout's `total` floats, at 32 bytes (WMMA's alignment).
@@ -212,11 +216,14 @@ MPD_HOST_DEVICE int shared_floats(int total, const UnetScratch& u, int placement
   return tail > 0 ? unet_tail_at(total) + tail : total;
 }
 
-// The placement of a launch whose groups have `members` blocks: the most that fits `limit` floats
-// of shared memory per block (the device's opt-in maximum); a group of several blocks shares its
-// activations, so it keeps only its own buffers there.
-MPD_HOST_DEVICE int unet_placement(int total, const UnetScratch& u, int members, long limit) {
-  for (int placement = members == 1 ? kUnetAllShared : kUnetOwnShared; placement > kUnetGlobal; --placement) {
+// The placement of a launch whose groups have `members` blocks (a cluster's: `cluster`): the most
+// that fits `limit` floats of shared memory per block (the device's opt-in maximum). A group of
+// several blocks shares its activations: replicas in a cluster, else only its own buffers there.
+MPD_HOST_DEVICE int unet_placement(int total, const UnetScratch& u, int members, long limit, bool cluster) {
+  if (u.total == 0) return kUnetGlobal;  // not the unet family
+  const int first = members == 1 ? kUnetAllShared : cluster ? kUnetReplicated : kUnetOwnShared;
+  for (int placement = first; placement > kUnetGlobal; --placement) {
+    if (placement == kUnetAllShared && members > 1) continue;
     if (shared_floats(total, u, placement) <= limit) return placement;
   }
   return kUnetGlobal;

@@ -315,15 +315,20 @@ __device__ __forceinline__ float* unet_film_row(const PlanParams& p, int net, in
 // the global buffer, or the block's shared memory past its plan layout (`tail`), as the launch's
 // placement says (layout.h).
 struct UnetFamily {
+  __device__ static bool in_shared(const PlanParams& p) {
+    return p.unet_placement == kUnetAllShared || p.unet_placement == kUnetReplicated;
+  }
+
   __device__ static float* scratch(const PlanParams& p, int candidate, float* tail) {
-    if (p.unet_placement == kUnetAllShared) return tail;
+    if (in_shared(p)) return tail;
     return p.unet_scratch + static_cast<size_t>(candidate) * p.unets[0].scratch.total;
   }
 
-  // Block `rank`'s own tensor-core buffers (UnetScratch::tensor_floats; a group of one block
-  // when the whole scratch is shared memory, so rank 0).
+  // Block `rank`'s own tensor-core buffers (UnetScratch::tensor_floats): in its shared memory,
+  // or the rank's within the group's global scratch.
   __device__ static float* own(const PlanParams& p, int candidate, int rank, float* tail) {
     if (p.unet_placement == kUnetOwnShared) return tail;
+    if (in_shared(p)) return tail + p.unets[0].scratch.tensor_at;
     return unet_own_buffers(scratch(p, candidate, tail), p.unets[0].scratch, rank);
   }
 
@@ -371,8 +376,12 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
   // updates them alike, so the network calls alone are shared; rank 0 ranks the windows and
   // writes them out.
   const int G = p.blocks_per_candidate, group = static_cast<int>(blockIdx.x) / G;
+  // Replicas of a group's scratch (a cluster's, layout.h): every member has started before any
+  // writes into another's shared memory, and none exits while another may still (the barriers at
+  // the start and before the ranking).
+  const int replicas = G > 1 && p.unet_placement == kUnetReplicated ? 1 : 0;
   GroupSync sync{G > 1 ? p.group_arrivals + group : nullptr, G, static_cast<int>(blockIdx.x) % G, 0,
-                 p.cluster_groups};
+                 p.cluster_groups, replicas};
   const int first = group * CPB;
   const int cnt = min(CPB, p.r.num_candidates - first);
   const int rows = p.r.guided ? 2 * cnt : cnt;
@@ -392,6 +401,7 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
 
   for (int i = threadIdx.x; i < l.total; i += blockDim.x) smem[i] = 0.0f;
   __syncthreads();
+  if (replicas) sync.sync();
   for (int i = threadIdx.x; i < dx; i += blockDim.x) x0[i] = normalized_state(p, i);
   for (int t = threadIdx.x; t < H; t += blockDim.x) gamma[t] = static_cast<float>(pow(p.r.discount, static_cast<double>(t)));
   __syncthreads();  // x0 is read by the pinning of the initial windows
@@ -418,6 +428,7 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
     Family::planner(p, buffers, tau, cnt, rows, k, x0, emb, eps);
     noise_update(p, tau, first, cnt, k > 1 ? k : 0, eps, &st, x0);
   }
+  if (replicas) sync.sync();
   if (sync.rank != 0) return;
 
   for (int q = threadIdx.x; q < cnt * HD; q += blockDim.x) {

@@ -170,16 +170,23 @@ static mpd_status make_backend(const ModelFile& file, int max_candidates, std::u
     cudaGetLastError();
     return MPD_ERR_DEVICE;
   }
+  // A candidate shares blocks only when they run at once: as a thread-block cluster on sm_90
+  // (unless MPD_CUDA_GROUP_BARRIER=grid), else in a cooperative launch (group_sync.h).
+  const char* barrier = std::getenv("MPD_CUDA_GROUP_BARRIER");
+  impl->clusters = prop.major >= 9 && !(barrier != nullptr && std::strcmp(barrier, "grid") == 0);
+  const bool together = impl->clusters || prop.cooperativeLaunch;
   bool fits[kVariants] = {};
-  // MPD_CUDA_UNET_SCRATCH=global keeps the unet family's scratch in global memory (benchmarks).
+  // Where the unet family's scratch goes (layout.h): the most of it that fits shared memory;
+  // MPD_CUDA_UNET_SCRATCH=global keeps it all in global memory, =own no replicas in clusters
+  // (benchmarks).
   const char* scratch = std::getenv("MPD_CUDA_UNET_SCRATCH");
-  const long limit = scratch != nullptr && std::strcmp(scratch, "global") == 0
-                         ? 0
-                         : static_cast<long>(prop.sharedMemPerBlockOptin / sizeof(float));
+  const bool all_global = scratch != nullptr && std::strcmp(scratch, "global") == 0;
+  const bool replicas = impl->clusters && !(scratch != nullptr && std::strcmp(scratch, "own") == 0);
+  const long limit = all_global ? 0 : static_cast<long>(prop.sharedMemPerBlockOptin / sizeof(float));
   for (int v = 0; v < family.variants; ++v) {
     const int total = plan_layout(p, family.candidates_per_block[v]).total;
     for (int several = 0; several < 2; ++several) {
-      const int placement = unet_placement(total, arena.unet_layout, several ? 2 : 1, limit);
+      const int placement = unet_placement(total, arena.unet_layout, several ? 2 : 1, limit, replicas);
       impl->placement[v][several] = placement;
       impl->shared_bytes[v][several] = static_cast<size_t>(shared_floats(total, arena.unet_layout, placement)) *
                                        sizeof(float);
@@ -195,11 +202,6 @@ static mpd_status make_backend(const ModelFile& file, int max_candidates, std::u
     impl->prologue_bytes = static_cast<size_t>(arena.prologue_floats) * sizeof(float);
     if (impl->prologue_bytes > prop.sharedMemPerBlock) return MPD_ERR_NOT_AVAILABLE;
   }
-  // A candidate shares blocks only when they run at once: as a thread-block cluster on sm_90
-  // (unless MPD_CUDA_GROUP_BARRIER=grid), else in a cooperative launch (group_sync.h).
-  const char* barrier = std::getenv("MPD_CUDA_GROUP_BARRIER");
-  impl->clusters = prop.major >= 9 && !(barrier != nullptr && std::strcmp(barrier, "grid") == 0);
-  const bool together = impl->clusters || prop.cooperativeLaunch;
   const int sms = context_sms(prop.multiProcessorCount);  // after cudaMalloc: the context exists
   for (int v = 0; v < family.variants; ++v) {
     int per_sm = 0;

@@ -16,7 +16,9 @@
 //   a block's channels). A group of one block is the plain kernel, no barrier.
 //
 // Activations are position-major [L][C] per row in the group's scratch (unet_scratch in layout.h):
-// a slice of a global buffer, or a group of one block's shared memory when it fits (UnetPlacement); weights are repacked at upload with the output channel innermost
+// a slice of a global buffer, a group of one block's shared memory, or a replica in every member's
+// shared memory, to which each member writes its channels (unet_publish) before the barrier
+// (UnetPlacement); weights are repacked at upload with the output channel innermost
 // (unet_net.h), so the threads of a warp, which compute neighbouring output channels, read
 // neighbouring weights. An output sums its inputs in index order (taps outer, channels inner), so
 // the answer does not depend on the group's size.
@@ -211,6 +213,24 @@ __device__ inline void unet_norm(float* x, size_t ld, int C, int L, int rows, co
   __syncthreads();
 }
 
+// With replicas of the group's scratch (GroupSync::replicas), this block's channels
+// [first, first + width) of rows [L][C] (row stride ld) at y, copied to the same place in every
+// other member's replica, before the barrier that hands them over. Nothing otherwise.
+__device__ inline void unet_publish(const GroupSync& g, float* y, size_t ld, int C, int L, int rows, int first,
+                                    int width) {
+  if (!g.replicas || g.members == 1) return;
+  __syncthreads();  // the block's own writes of y, by any of its threads
+  const int per_row = L * width;
+  for (int m = 1; m < g.members; ++m) {
+    float* to = g.peer(y, (g.rank + m) % g.members);
+    for (int q = threadIdx.x; q < rows * per_row; q += blockDim.x) {
+      const size_t at = static_cast<size_t>(q / per_row) * ld + static_cast<size_t>((q % per_row) / width) * C +
+                        first + q % width;
+      to[at] = y[at];
+    }
+  }
+}
+
 // The activation rows of buffer x (C channels) as a layer's input.
 __device__ inline UnetInput activation(const float* x, const UnetScratch& u, int C) {
   return UnetInput{x, static_cast<size_t>(u.act), kUnetRows, C};
@@ -227,6 +247,7 @@ __device__ inline UnetSplit unet_block(const DevUnet& net, const DevBlock& b, co
   const UnetSplit s1 = unet_split(b.first.conv, true, tensor1, g);
   unet_conv(b.first.conv, x, L, rows, t1, ld, s1, t, fast);
   unet_norm(t1, ld, b.first.conv.out, L, rows, b.first.gamma, b.first.beta, films, b.first.film_at, stats, false, s1);
+  unet_publish(g, t1, ld, b.first.conv.out, L, rows, s1.first, s1.width);
   g.sync();
   const bool tensor2 = unet_tensor_layer(b.second.conv, b.first.conv.out, 1, fast, t);
   const UnetSplit s2 = unet_split(b.second.conv, true, tensor2, g);
@@ -249,6 +270,7 @@ __device__ inline UnetSplit unet_block(const DevUnet& net, const DevBlock& b, co
     float& v = out[static_cast<size_t>(r) * ld + at];
     v = math::silu(v + skip);
   }
+  unet_publish(g, out, ld, C, L, rows, first, width);
   g.sync();
   return s2;
 }
@@ -344,9 +366,12 @@ __device__ inline void unet_forward(const DevUnet& net, const UnetCall& call, fl
       const size_t at = static_cast<size_t>((q % per_row) / s.width) * C + s.first + q % s.width;
       kept[static_cast<size_t>(r) * u.kept_row + at] = buf[0][static_cast<size_t>(r) * u.act + at];
     }
+    unet_publish(g, kept, u.kept_row, C, length, rows, s.first, s.width);  // handed over by a later barrier
     x = activation(buf[0], u, C);
     if (i + 1 < net.levels) {
-      unet_conv(net.down[i], x, length, rows, buf[1], u.act, unet_split(net.down[i], false, false, g), t, fast, 2);
+      const UnetSplit down = unet_split(net.down[i], false, false, g);
+      unet_conv(net.down[i], x, length, rows, buf[1], u.act, down, t, fast, 2);
+      unet_publish(g, buf[1], u.act, net.down[i].out, length / 2, rows, down.first, down.width);
       g.sync();
       float* swap = buf[0];
       buf[0] = buf[1];
@@ -371,8 +396,9 @@ __device__ inline void unet_forward(const DevUnet& net, const UnetCall& call, fl
     const int d = net.up1[j].second.conv.out;
     unet_block(net, net.up1[j], activation(buf[1], u, d), length, rows, buf[0], buf[2], buf[3], films, stats, g, t,
                fast);
-    unet_up(net.up[j], activation(buf[0], u, d), length, rows, buf[1], u.act, unet_split(net.up[j], false, false, g),
-            fast);
+    const UnetSplit up = unet_split(net.up[j], false, false, g);
+    unet_up(net.up[j], activation(buf[0], u, d), length, rows, buf[1], u.act, up, fast);
+    unet_publish(g, buf[1], u.act, net.up[j].out, 2 * length, rows, up.first, up.width);
     g.sync();
     float* swap = buf[0];
     buf[0] = buf[1];
@@ -386,6 +412,7 @@ __device__ inline void unet_forward(const DevUnet& net, const UnetCall& call, fl
   const UnetSplit h0 = unet_split(net.head0, true, unet_tensor_layer(net.head0, channels, 1, fast, t), g);
   unet_conv(net.head0, activation(buf[0], u, channels), length, rows, buf[1], u.act, h0, t, fast);
   unet_norm(buf[1], u.act, net.head0.out, length, rows, net.head_gamma, net.head_beta, nullptr, 0, stats, true, h0);
+  unet_publish(g, buf[1], u.act, net.head0.out, length, rows, h0.first, h0.width);
   g.sync();
   const int n = H * net.out_channels, ld_head = round4(n);
   float* head = g.members == 1 ? call.out : base + u.head;
@@ -393,6 +420,7 @@ __device__ inline void unet_forward(const DevUnet& net, const UnetCall& call, fl
   unet_conv(net.head3, activation(buf[1], u, net.head0.out), length, rows, head, g.members == 1 ? call.ldo : ld_head,
             h3, t, fast);
   if (g.members == 1) return;
+  unet_publish(g, head, ld_head, net.out_channels, length, rows, h3.first, h3.width);
   g.sync();
   for (int q = threadIdx.x; q < rows * n; q += blockDim.x) {
     call.out[static_cast<size_t>(q / n) * call.ldo + q % n] = head[static_cast<size_t>(q / n) * ld_head + q % n];

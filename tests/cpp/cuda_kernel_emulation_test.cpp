@@ -64,6 +64,11 @@ using std::isfinite;
 // kernels declare theirs.
 alignas(128) thread_local float4 emulated_shared[1 << 16];
 #define MPD_DYNAMIC_SHARED(name) float4* name = emulated_shared
+// Every emulated block's shared memory by grid index, for a cluster's replicas (group_sync.h).
+std::vector<float4*> emulated_blocks;
+#define MPD_PEER_SHARED(local, member, block)            \
+  (reinterpret_cast<float*>(emulated_blocks[(block)]) + \
+   ((local) - reinterpret_cast<float*>(static_cast<float4*>(emulated_shared))))
 
 #include "backend/backend.h"
 #include "check.h"
@@ -115,9 +120,12 @@ Plan kernel_plan(const mpd::ModelFile& file, const float* state, const float* wa
   if (!structs.empty()) std::memcpy(memory.data() + arena.structs_at, structs.data(), structs.size());
   p.r = mpd::resolve_plan(file.config, o, state, warm, seed);
   const int total = plan_layout(p, CPB).total;
+  // The sampler's on an H100 (clusters: replicas) unless a placement is given; the replicas'
+  // groups are clusters.
   p.unet_placement = placement != kSamplerPlacement
                          ? placement
-                         : unet_placement(total, arena.unet_layout, group, kH100SharedFloats);
+                         : unet_placement(total, arena.unet_layout, group, kH100SharedFloats, true);
+  p.cluster_groups = group > 1 && p.unet_placement == kUnetReplicated ? 1 : 0;
   CHECK(static_cast<size_t>(shared_floats(total, arena.unet_layout, p.unet_placement)) * sizeof(float) <=
         sizeof emulated_shared);
   const int blocks = (static_cast<int>(o.num_candidates) + CPB - 1) / CPB;
@@ -136,9 +144,11 @@ Plan kernel_plan(const mpd::ModelFile& file, const float* state, const float* wa
   p.blocks_per_candidate = group;
   if (group > 1) std::fill(p.group_arrivals, p.group_arrivals + blocks, 0u);  // the launch's memset (sampler.cu)
   std::vector<std::thread> grid;
+  emulated_blocks.assign(static_cast<size_t>(blocks * group), nullptr);
   for (int b = 0; b < blocks * group; ++b) {
     grid.emplace_back([&p, b] {
       blockIdx.x = static_cast<unsigned>(b);
+      emulated_blocks[static_cast<size_t>(b)] = emulated_shared;   // before the kernel's first barrier
       std::memset(emulated_shared, 0xff, sizeof emulated_shared);  // NaN: the kernel zeroes what it uses
       using Family = std::conditional_t<kUnet, UnetFamily, MlpFamily<CPB>>;
       plan_kernel<CPB, Family>(p);
@@ -255,9 +265,14 @@ void check_model(const testing::TinyModel& spec, float tolerance) {
     } else {  // tensor-core layers or not, the group's size and the scratch's placement change no bit
       const Plan got1 = kernel_plan<1, true>(file, state, nullptr, 11, o, 1);
       CHECK(got1.windows == got.windows && got1.values == got.values);
-      for (int placement : {mpd::cuda::kUnetGlobal, mpd::cuda::kUnetOwnShared, mpd::cuda::kUnetAllShared}) {
-        for (int group : {1, 4}) {
-          if (placement == mpd::cuda::kUnetAllShared && group > 1) continue;  // a group shares its activations
+      for (int placement : {mpd::cuda::kUnetGlobal, mpd::cuda::kUnetOwnShared, mpd::cuda::kUnetAllShared,
+                            mpd::cuda::kUnetReplicated}) {
+        for (int group : {1, 4, 8}) {
+          // The whole scratch in one block's shared memory is for a group of one, replicas for groups.
+          if ((placement == mpd::cuda::kUnetAllShared && group > 1) ||
+              (placement == mpd::cuda::kUnetReplicated && group == 1)) {
+            continue;
+          }
           const Plan placed = kernel_plan<1, true>(file, state, nullptr, 11, o, group, placement);
           CHECK(placed.windows == got.windows && placed.values == got.values);
         }

@@ -180,8 +180,8 @@ int unet_shared_bytes(const char* name, int dx, int du, int horizon, int* dense_
 }
 
 // Where the sampler keeps a unet candidate's scratch (layout.h: unet_placement) on an Orin (163 KiB
-// of shared memory a block may take, sm_87) and an H100/H200 (227 KiB, sm_90), for groups of one
-// block and of several; tensor: the fast mode's tensor-core buffers (bfloat16 weights). Returns
+// of shared memory a block may take, sm_87, no clusters) and an H100/H200 (227 KiB, sm_90,
+// clusters), for groups of one block and of several; tensor: the fast mode's tensor-core buffers (bfloat16 weights). Returns
 // the placements [orin one, orin several, h100 one, h100 several].
 std::vector<int> check_placement(const char* name, int dx, int du, int horizon, int dim, std::vector<int> mults,
                                  bool tensor) {
@@ -192,18 +192,20 @@ std::vector<int> check_placement(const char* name, int dx, int du, int horizon, 
   const int total = unet_shared_bytes(name, dx, du, horizon, &dense_bytes) / 4;
   std::vector<int> placements;
   for (long limit : {163L * 1024 / 4, 227L * 1024 / 4}) {
+    const bool clusters = limit > 163L * 1024 / 4;
     for (int members : {1, 8}) {
-      const int placement = mpd::cuda::unet_placement(total, u, members, limit);
+      const int placement = mpd::cuda::unet_placement(total, u, members, limit, clusters);
       const int floats = mpd::cuda::shared_floats(total, u, placement);
       CHECK(floats <= limit && (placement != mpd::cuda::kUnetAllShared || members == 1));
+      CHECK(placement != mpd::cuda::kUnetReplicated || (members > 1 && clusters));
       const int tail = mpd::cuda::unet_shared_floats(u, placement);  // past the layout, at most 7 floats apart
       CHECK(floats >= total + tail && floats < total + tail + 8 && (placement != mpd::cuda::kUnetGlobal || tail == 0));
       CHECK(mpd::cuda::unet_tail_at(total) % 8 == 0 && mpd::cuda::unet_tail_at(total) >= total);
       placements.push_back(placement);
     }
   }
-  std::printf("unet %s%s: placements Orin %d/%d, H100 %d/%d (one block / eight; 2 all shared, 1 own, 0 global), "
-              "%d + %d floats\n", name, tensor ? " (tensor cores)" : "", placements[0], placements[1], placements[2],
+  std::printf("unet %s%s: placements Orin %d/%d, H100 %d/%d (one block / eight; 2 all shared, 1 own, 0 global, "
+              "3 replicas), %d + %d floats\n", name, tensor ? " (tensor cores)" : "", placements[0], placements[1], placements[2],
               placements[3], u.tensor_at, u.tensor_floats);
   return placements;
 }
@@ -227,14 +229,14 @@ int main() {
   check_unet("authors hopper", 11, 3, 32, 128, 128, {1, 4, 8}, 0);
 
   // The default size's whole scratch lives in shared memory on both GPUs for a group of one, in
-  // either numeric mode; a group keeps its blocks' tensor-core buffers there. The authors' size's
-  // activations (512 KB a candidate) stay global.
-  using mpd::cuda::kUnetAllShared, mpd::cuda::kUnetOwnShared, mpd::cuda::kUnetGlobal;
+  // either numeric mode; a group keeps replicas there on an H100 (clusters), its blocks'
+  // tensor-core buffers on an Orin. The authors' size's activations (512 KB a candidate) stay global.
+  using mpd::cuda::kUnetAllShared, mpd::cuda::kUnetOwnShared, mpd::cuda::kUnetReplicated;
   for (bool tensor : {false, true}) {
     const std::vector<int> hopper = check_placement("default hopper", 11, 3, 16, 32, {1, 2, 4}, tensor);
-    CHECK((hopper == std::vector<int>{kUnetAllShared, kUnetOwnShared, kUnetAllShared, kUnetOwnShared}));
+    CHECK((hopper == std::vector<int>{kUnetAllShared, kUnetOwnShared, kUnetAllShared, kUnetReplicated}));
     const std::vector<int> authors = check_placement("authors hopper", 11, 3, 32, 128, {1, 4, 8}, tensor);
-    for (int placement : authors) CHECK(placement != kUnetAllShared);
+    for (int placement : authors) CHECK(placement != kUnetAllShared && placement != kUnetReplicated);
   }
   check_placement("humanoid", 348, 17, 16, 32, {1, 2, 4}, true);
 
