@@ -165,11 +165,20 @@ __device__ inline void unet_up(const DevConv& c, const UnetInput& x, int L, int 
   __syncthreads();
 }
 
+// The FiLM rows of a call's rows: row r < count conditional, the others unconditional (a row
+// chosen by comparison, not by indexing an array, so it stays in registers); cond null: none.
+struct UnetFilmRows {
+  const float* cond;
+  const float* uncond;
+  int count;
+  __device__ const float* of(int r) const { return r < count ? cond : uncond; }
+};
+
 // GroupNorm (8 groups, biased variance, sums in double) of the split's channels (whole groups),
 // its affine, FiLM (row r's [scale (C), shift (C)] at films[r] + film_at, when films is given)
 // folded into h a + b per channel, SiLU when asked; in place. stats: [rows][kUnetGroups][2].
 __device__ inline void unet_norm(float* x, size_t ld, int C, int L, int rows, const float* gamma, const float* beta,
-                                 const float* const* films, int film_at, float* stats, bool apply_silu,
+                                 const UnetFilmRows& films, int film_at, float* stats, bool apply_silu,
                                  const UnetSplit& split) {
   // A warp per (row, group) (width: the lanes, 32 in a kernel's block of kThreads; a block of one
   // thread, as the CPU emulation runs it, is one lane).
@@ -201,7 +210,7 @@ __device__ inline void unet_norm(float* x, size_t ld, int C, int L, int rows, co
   for (int q = threadIdx.x; q < rows * per_row; q += blockDim.x) {
     const int r = q / per_row, l = (q % per_row) / channels, ch = first + q % channels, grp = ch / per_group;
     const float mean = stats[(r * kUnetGroups + grp) * 2], inv = stats[(r * kUnetGroups + grp) * 2 + 1];
-    const float* f = films != nullptr ? films[r] + film_at : nullptr;
+    const float* f = films.cond != nullptr ? films.of(r) + film_at : nullptr;
     const float s = f ? f[ch] : 1.0f, t = f ? f[C + ch] : 0.0f;
     const float weight = MPD_WEIGHT(gamma + ch);
     const float a = weight * inv * s;
@@ -239,7 +248,7 @@ __device__ inline UnetInput activation(const float* x, const UnetScratch& u, int
 // A residual block with FiLM: x -> out, t1 and t3 scratch activations; two barriers. Returns the
 // split of its output (the block's channels of out).
 __device__ inline UnetSplit unet_block(const DevUnet& net, const DevBlock& b, const UnetInput& x, int L, int rows,
-                                       float* out, float* t1, float* t3, const float* const* films, float* stats,
+                                       float* out, float* t1, float* t3, const UnetFilmRows& films, float* stats,
                                        GroupSync& g, const UnetTensorBuffers& t, bool fast) {
   const UnetScratch& u = net.scratch;
   const size_t ld = static_cast<size_t>(u.act);
@@ -344,8 +353,7 @@ __device__ inline void unet_forward(const DevUnet& net, const UnetCall& call, fl
                                     bool fast) {
   const UnetScratch& u = net.scratch;
   const int H = net.horizon, rows = call.rows;
-  const float* films[kUnetRows];
-  for (int r = 0; r < rows; ++r) films[r] = call.films[r < call.count ? 0 : 1];
+  const UnetFilmRows films{call.films[0], call.films[1], call.count};
   float* buf[4] = {base + u.buf[0], base + u.buf[1], base + u.buf[2], base + u.buf[3]};
   float* stats = base + u.stats;
   // This block's own buffers for the tensor-core layers (none without bfloat16 weights).
@@ -411,7 +419,8 @@ __device__ inline void unet_forward(const DevUnet& net, const UnetCall& call, fl
   // so the members may read it while the group runs ahead).
   const UnetSplit h0 = unet_split(net.head0, true, unet_tensor_layer(net.head0, channels, 1, fast, t), g);
   unet_conv(net.head0, activation(buf[0], u, channels), length, rows, buf[1], u.act, h0, t, fast);
-  unet_norm(buf[1], u.act, net.head0.out, length, rows, net.head_gamma, net.head_beta, nullptr, 0, stats, true, h0);
+  unet_norm(buf[1], u.act, net.head0.out, length, rows, net.head_gamma, net.head_beta, UnetFilmRows{}, 0, stats, true,
+            h0);
   unet_publish(g, buf[1], u.act, net.head0.out, length, rows, h0.first, h0.width);
   g.sync();
   const int n = H * net.out_channels, ld_head = round4(n);
