@@ -72,3 +72,41 @@ def test_report(toy_bundle, tmp_path):
     bad = subprocess.run([sys.executable, str(SCRIPT), str(model_file), str(data_file), "--samples", "1"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--samples" in bad.stderr
+
+
+def _resources():
+    path = REPO_ROOT / "benchmarks" / "diagnostics" / "cuda_kernel_resources.py"
+    spec = importlib.util.spec_from_file_location("cuda_kernel_resources", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_kernel_resources_parse_ptxas_and_find_local_traffic_in_loops():
+    """cuda_kernel_resources.py reads ptxas -v per kernel and counts local loads and stores inside
+    innermost multiply-add loops only (a spill outside them, or in a loop without multiply-adds,
+    does not count there)."""
+    m = _resources()
+    ptxas = m.ptxas_report(
+        "ptxas info    : Compiling entry function '_Z11plan_kernelv' for 'sm_90'\n"
+        "ptxas info    : Function properties for _Z11plan_kernelv\n"
+        "    184 bytes stack frame, 236 bytes spill stores, 316 bytes spill loads\n"
+        "ptxas info    : Used 128 registers, used 1 barriers, 184 bytes cumulative stack size\n")
+    assert ptxas == {"_Z11plan_kernelv": {"stack_bytes": 184, "spill_store_bytes": 236, "spill_load_bytes": 316,
+                                          "registers": 128}}
+
+    def op(address, text):
+        return f"        /*{address:04x}*/                   {text} ;"
+
+    code = ["\tFunction : _Z11plan_kernelv",
+            op(0x00, "LDL R1, [R1+0x8]"),                       # outside any loop
+            op(0x10, "FFMA R2, R3, R4, R2"), op(0x20, "FFMA R2, R3, R4, R2"),   # a multiply-add loop
+            op(0x30, "STL [R1+0x4], R5"), op(0x40, "FFMA R2, R3, R4, R2"), op(0x50, "FFMA R2, R3, R4, R2"),
+            op(0x60, "@P0 BRA 0x10"),
+            op(0x70, "LDL R6, [R1+0x8]"), op(0x80, "IADD3 R7, R7, 0x1, RZ"),  # a loop without multiply-adds
+            op(0x90, "@P1 BRA 0x70"),
+            op(0xa0, "EXIT")]
+    r = m.local_traffic("header\n" + "\n".join(code))["_Z11plan_kernelv"]
+    assert r["local_accesses"] == 3 and r["multiply_add_loops"] == 1 and r["local_accesses_in_them"] == 1
+    assert r["loops_with_local"] == [{"at": "0x10", "instructions": 6, "multiply_adds": 4, "local": 1, "calls": 0,
+                                      "shared_loads": 0}]
