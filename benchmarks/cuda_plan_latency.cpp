@@ -7,7 +7,7 @@
 // --sms S runs everything in a green context of S SMs (a partition of the GPU: a 16-SM stand-in
 // for an Orin-class GPU on an H100/H200; CUDA 12.4 and up).
 //
-//   mpd_bench_cuda MODEL.safetensors [--candidates 16,64,256,1024] [--iters I] [--sms S] [--json F]
+//   mpd_bench_cuda MODEL.safetensors [--candidates 16,64,256,1024] [--iters I] [--warmup W] [--sms S] [--json F]
 #include <cuda.h>  // the driver's types; its functions through cudaGetDriverEntryPointByVersion
 #include <cuda_runtime.h>
 
@@ -144,11 +144,13 @@ double percentile(std::vector<double> v, double q) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s MODEL.safetensors [--candidates 16,64,256,1024] [--iters I] [--sms S] [--json F]\n",
+    std::fprintf(stderr, "usage: %s MODEL.safetensors [--candidates 16,64,256,1024] [--iters I] [--warmup W] [--sms S] "
+                 "[--json F]\n",
                  argv[0]);
     return 2;
   }
   const int iters = std::max(1, std::atoi(arg(argc, argv, "--iters", "200")));
+  const int warmup = std::max(0, std::atoi(arg(argc, argv, "--warmup", "10")));  // untimed plans before each series
   std::vector<uint32_t> counts;
   std::stringstream list(arg(argc, argv, "--candidates", "16,64,256,1024"));
   for (std::string item; std::getline(list, item, ',');) counts.push_back(static_cast<uint32_t>(std::atoi(item.c_str())));
@@ -191,7 +193,7 @@ int main(int argc, char** argv) {
       o.num_candidates = n;
       if (info.has_cost && !o.has_cost_limit) o.has_cost_limit = 1, o.cost_limit = 10.0;
       std::vector<double> kernel_ms, graph_ms, host_ms;
-      for (int i = 0; i < 10 + iters; ++i) {  // stream launches, timed by events
+      for (int i = 0; i < warmup + iters; ++i) {  // stream launches, timed by events
         check(cudaEventRecord(start, stream), "record");
         const mpd_status s = sampler.plan(state, static_cast<uint64_t>(i), &o, &out, stream);
         check(cudaEventRecord(stop, stream), "record");
@@ -199,7 +201,7 @@ int main(int argc, char** argv) {
         if (s != MPD_OK) throw mpd::Error(s, "mpd_plan");
         float ms = 0.0f;
         check(cudaEventElapsedTime(&ms, start, stop), "elapsed");
-        if (i >= 10) kernel_ms.push_back(ms);
+        if (i >= warmup) kernel_ms.push_back(ms);
       }
       cudaGraph_t graph;
       cudaGraphExec_t exec;
@@ -208,24 +210,24 @@ int main(int argc, char** argv) {
       check(cudaStreamEndCapture(stream, &graph), "end capture");
       if (captured != MPD_OK) throw mpd::Error(captured, "mpd_plan (capture)");
       check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
-      for (int i = 0; i < 10 + iters; ++i) {
+      for (int i = 0; i < warmup + iters; ++i) {
         check(cudaEventRecord(start, stream), "record");
         check(cudaGraphLaunch(exec, stream), "graph launch");
         check(cudaEventRecord(stop, stream), "record");
         check(cudaEventSynchronize(stop), "sync");
         float ms = 0.0f;
         check(cudaEventElapsedTime(&ms, start, stop), "elapsed");
-        if (i >= 10) graph_ms.push_back(ms);
+        if (i >= warmup) graph_ms.push_back(ms);
       }
       cudaGraphExecDestroy(exec);
       cudaGraphDestroy(graph);
-      for (int i = 0; i < 10 + iters; ++i) {  // host memory in and out, synchronized
+      for (int i = 0; i < warmup + iters; ++i) {  // host memory in and out, synchronized
         const auto begin = std::chrono::steady_clock::now();
         const mpd_status s = mpd_plan_host(model.get(), sampler.get(), host_state.data(), static_cast<uint64_t>(i),
                                            &o, &host_out, stream);
         const auto end = std::chrono::steady_clock::now();
         if (s != MPD_OK) throw mpd::Error(s, "mpd_plan_host");
-        if (i >= 10) host_ms.push_back(std::chrono::duration<double, std::milli>(end - begin).count());
+        if (i >= warmup) host_ms.push_back(std::chrono::duration<double, std::milli>(end - begin).count());
       }
       const double flops = plan_flops(info, o), bytes = weight_bytes(info, o, sms);
       const double k50 = percentile(kernel_ms, 0.5), k99 = percentile(kernel_ms, 0.99);

@@ -29,7 +29,7 @@
 # --backend cuda`: the MLP, the default U-Net and the authors' size),
 # cuda_cxx_h16.json / cuda_cxx_h32.json (mpd_bench_cuda), group_sync.json (one barrier across a
 # candidate's blocks), unet_group{1,2,4,8}.json, unet_group8_grid.json, unet_fast.json,
-# unet_group1_global.json / unet_fast_global.json / unet_group8_own.json (MPD_CUDA_UNET_SCRATCH), unet_authors_group{1,8}.json and
+# unet_group1_global.json / unet_fast_global.json / unet_group8_own.json (MPD_CUDA_UNET_SCRATCH), unet_authors_fast.json, unet_authors_group{1,8}.json and
 # mlp_group{2,4,8}.json (blocks per candidate), unet_sm16.json / unet_fast_sm16.json / mlp_sm16.json
 # (a 16-SM green context as an Orin stand-in), sweep.jsonl (candidates per block),
 # baseline.jsonl (mpd_bench_cuda built with $BASELINE instead of csrc/cuda/sampler.cu),
@@ -143,8 +143,9 @@ fast = SamplerOptions(fast_numerics=1)
 for h in (16, 32): f(f'runs/bench/synthetic-hopper-h{h}.safetensors', model=M(horizon=h))
 f('runs/bench/synthetic-hopper-unet.safetensors', model=M(architecture='unet'))
 f('runs/bench/synthetic-hopper-unet-fast.safetensors', model=M(architecture='unet'), weights='bf16', options=fast)
-f('runs/bench/synthetic-hopper-unet-authors.safetensors',
-  model=M(architecture='unet', horizon=32, unet_dim=128, unet_mults=(1, 4, 8), unet_embed_dim=128))
+authors = M(architecture='unet', horizon=32, unet_dim=128, unet_mults=(1, 4, 8), unet_embed_dim=128)
+f('runs/bench/synthetic-hopper-unet-authors.safetensors', model=authors)
+f('runs/bench/synthetic-hopper-unet-authors-fast.safetensors', model=authors, weights='bf16', options=fast)
 f('runs/bench/synthetic-humanoid-unet-fast.safetensors', 348, 17, model=M(architecture='unet'), weights='bf16', options=fast)" || exit 1
   # The unet family's blocks per candidate (issue 44): first the cost of one barrier across them
   # (grid and cluster barriers), then plans with the launch's choice capped at g (the FiLM kernel,
@@ -169,10 +170,12 @@ f('runs/bench/synthetic-humanoid-unet-fast.safetensors', 348, 17, model=M(archit
     runs/bench/synthetic-hopper-unet.safetensors --candidates 1,64 --iters 50 --json "$OUT/unet_group8_own.json"
   MPD_CUDA_UNET_SCRATCH=global step bench-unet-fast-global 120 "$BENCH" runs/bench/synthetic-hopper-unet-fast.safetensors \
     --candidates 1,64 --iters 50 --json "$OUT/unet_fast_global.json"
-  for g in 1 8; do
-    MPD_CUDA_BLOCKS_PER_CANDIDATE=$g step "bench-unet-authors-group$g" 120 "$BENCH" \
-      runs/bench/synthetic-hopper-unet-authors.safetensors --candidates 1 --iters 3 --json "$OUT/unet_authors_group$g.json"
-  done
+  # The authors' size at N = 1: the fast mode (its target), the exact mode (8 blocks).
+  step bench-unet-authors-fast 120 "$BENCH" runs/bench/synthetic-hopper-unet-authors-fast.safetensors \
+    --candidates 1 --warmup 2 --iters 5 --json "$OUT/unet_authors_fast.json"
+  MPD_CUDA_BLOCKS_PER_CANDIDATE=8 step bench-unet-authors-group8 120 "$BENCH" \
+    runs/bench/synthetic-hopper-unet-authors.safetensors --candidates 1 --warmup 1 --iters 3 \
+    --json "$OUT/unet_authors_group8.json"
   # The 16-SM stand-in for an Orin-class GPU: a green context of 16 SMs (mpd_bench_cuda --sms), the
   # default U-Net in both numeric modes and the demo's MLP size, N = 1 and 64.
   step bench-unet-sm16 120 "$BENCH" runs/bench/synthetic-hopper-unet.safetensors --sms 16 --candidates 1,64 \
@@ -190,6 +193,10 @@ f('runs/bench/synthetic-humanoid-unet-fast.safetensors', 348, 17, model=M(archit
     MPD_CUDA_BLOCKS_PER_CANDIDATE=$g step "bench-mlp-group$g" 120 "$BENCH" runs/bench/synthetic-hopper-h16.safetensors \
       --candidates 1,16 --iters 100 --json "$OUT/mlp_group$g.json"
   done
+  # The old design's authors' size (one block per candidate, by the performance model 1.5-3 s a plan).
+  MPD_CUDA_BLOCKS_PER_CANDIDATE=1 MPD_CUDA_UNET_SCRATCH=global step bench-unet-authors-group1 120 "$BENCH" \
+    runs/bench/synthetic-hopper-unet-authors.safetensors --candidates 1 --warmup 1 --iters 2 \
+    --json "$OUT/unet_authors_group1.json"
   # Against the PyTorch reference on the same GPU (eager and graph-replayed), from Python.
   step gpu-reference 300 python3 benchmarks/gpu_reference_latency.py --iters "${ITERS:-50}" --out "$OUT/gpu_latency.json"
   # What users run (issue 34): mpdiffuser bench --backend cuda, both families (cold and warm-started),
@@ -198,7 +205,7 @@ f('runs/bench/synthetic-humanoid-unet-fast.safetensors', 348, 17, model=M(archit
     --warm-start-level 5 --out $OUT/bench_cuda_mlp.json && python3 -m mpdiffuser bench --backend cuda \
     --architecture unet --candidates 1 64 --iters 20 --warm-start-level 5 --out $OUT/bench_cuda_unet.json"
   step bench-cli-cuda-unet-authors 240 python3 -m mpdiffuser bench --backend cuda \
-    --model-file runs/bench/synthetic-hopper-unet-authors.safetensors --candidates 1 64 --iters 10 \
+    --model-file runs/bench/synthetic-hopper-unet-authors-fast.safetensors --candidates 1 --iters 5 \
     --out "$OUT/bench_cuda_unet_authors.json"
   step bench-cli-cuda-fast 240 bash -c "python3 -m mpdiffuser bench --backend cuda \
     --model-file runs/bench/synthetic-hopper-unet-fast.safetensors --candidates 1 64 --iters 20 \
