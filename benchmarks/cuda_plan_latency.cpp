@@ -253,14 +253,15 @@ int main(int argc, char** argv) {
       const char* cap = std::getenv("MPD_CUDA_BLOCKS_PER_CANDIDATE");
       const char* barrier = std::getenv("MPD_CUDA_GROUP_BARRIER");
       const char* scratch = std::getenv("MPD_CUDA_UNET_SCRATCH");
+      const char* split = std::getenv("MPD_CUDA_UNET_SPLIT");
       std::fprintf(f, "{\"benchmark\": \"cuda_plan_latency_cxx\", \"device\": \"%s\", \"sms\": %d, "
                       "\"device_sms\": %d, \"green_context\": %s, \"model_file\": \"%s\", "
                       "\"iters\": %d, \"horizon\": %u, \"num_steps\": %u, \"width\": %u, \"layers\": %u, "
-                      "\"max_blocks_per_candidate\": %d, \"group_barrier\": \"%s\", \"unet_scratch\": \"%s\", "
+                      "\"max_blocks_per_candidate\": %d, \"group_barrier\": \"%s\", \"unet_scratch\": \"%s\", \"unet_split\": \"%s\", "
                       "\"rows\": [%s]}\n",
                    prop.name, sms, prop.multiProcessorCount, asked_sms > 0 ? "true" : "false", argv[1], iters, info.horizon, info.num_steps, info.width,
                    info.layers, cap ? std::atoi(cap) : 0, barrier ? barrier : "default",
-                   scratch ? scratch : "default", rows.c_str());
+                   scratch ? scratch : "default", split ? split : "default", rows.c_str());
       std::fclose(f);
     }
     cudaFree(state), cudaFree(actions), cudaFree(index);

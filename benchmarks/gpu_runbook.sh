@@ -29,7 +29,8 @@
 # --backend cuda`: the MLP, the default U-Net and the authors' size),
 # cuda_cxx_h16.json / cuda_cxx_h32.json (mpd_bench_cuda), group_sync.json (one barrier across a
 # candidate's blocks), unet_group{1,2,4,8}.json, unet_group8_grid.json, unet_fast.json,
-# unet_group1_global.json / unet_fast_global.json / unet_group8_own.json (MPD_CUDA_UNET_SCRATCH), unet_authors_fast.json, unet_authors_group{1,8}.json and
+# unet_group1_global.json / unet_fast_global.json / unet_group8_own.json (MPD_CUDA_UNET_SCRATCH),
+# unet_group8_unsplit.json (MPD_CUDA_UNET_SPLIT=off), unet_authors_fast.json, unet_authors_group{1,8}.json and
 # mlp_group{2,4,8}.json (blocks per candidate), unet_sm16.json / unet_fast_sm16.json / mlp_sm16.json
 # (a 16-SM green context as an Orin stand-in), sweep.jsonl (candidates per block),
 # baseline.jsonl (mpd_bench_cuda built with $BASELINE instead of csrc/cuda/sampler.cu),
@@ -126,11 +127,13 @@ if want tests; then
   # The grid barrier where the cluster's is the default (sm_90).
   MPD_CUDA_GROUP_BARRIER=grid step ctest-cuda-unet-grid-barrier 120 ctest --test-dir build/gpu -R cuda_plan \
     --output-on-failure
-  # The unet family's scratch placed otherwise (layout.h): all global, or no replicas in clusters.
+  # The unet family's scratch placed otherwise (layout.h): all global, or no replicas in clusters;
+  # and no convolution split into input-channel slices.
   for scratch in global own; do
     MPD_CUDA_UNET_SCRATCH=$scratch step "ctest-cuda-unet-scratch-$scratch" 120 ctest --test-dir build/gpu \
       -R cuda_plan --output-on-failure
   done
+  MPD_CUDA_UNET_SPLIT=off step ctest-cuda-unet-unsplit 120 ctest --test-dir build/gpu -R cuda_plan --output-on-failure
 fi
 
 if want bench; then
@@ -168,6 +171,10 @@ f('runs/bench/synthetic-humanoid-unet-fast.safetensors', 348, 17, model=M(archit
     runs/bench/synthetic-hopper-unet.safetensors --candidates 1,64 --iters 50 --json "$OUT/unet_group1_global.json"
   MPD_CUDA_UNET_SCRATCH=own MPD_CUDA_BLOCKS_PER_CANDIDATE=8 step bench-unet-group8-own 120 "$BENCH" \
     runs/bench/synthetic-hopper-unet.safetensors --candidates 1,64 --iters 50 --json "$OUT/unet_group8_own.json"
+  # No convolution split into input-channel slices (layout.h, unet_slices): each output's whole
+  # sum one thread's chain of multiply-adds, as before the split.
+  MPD_CUDA_UNET_SPLIT=off MPD_CUDA_BLOCKS_PER_CANDIDATE=8 step bench-unet-group8-unsplit 120 "$BENCH" \
+    runs/bench/synthetic-hopper-unet.safetensors --candidates 1,64 --iters 50 --json "$OUT/unet_group8_unsplit.json"
   MPD_CUDA_UNET_SCRATCH=global step bench-unet-fast-global 120 "$BENCH" runs/bench/synthetic-hopper-unet-fast.safetensors \
     --candidates 1,64 --iters 50 --json "$OUT/unet_fast_global.json"
   # The authors' size at N = 1: the fast mode (its target), the exact mode (8 blocks).

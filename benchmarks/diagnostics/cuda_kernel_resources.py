@@ -4,7 +4,8 @@ sits in the machine code, without a GPU.
 Compiles csrc/cuda/sampler.cu for one architecture with the flags a CMake build used
 (compile_commands.json), reads ptxas -v (registers, stack frame, spill bytes per kernel), then
 disassembles the cubin (cuobjdump -sass) and, per plan kernel, counts the local loads and stores
-(LDL/STL: spills and stack arrays alike) that sit inside an innermost loop doing multiply-adds
+(LDL/STL: spills and stack arrays alike), and those of the unet functions it calls rather than
+inlines, that sit inside an innermost loop doing multiply-adds
 (FFMA or HMMA: the convolutions and dense layers, where local-memory traffic would cost). The
 CUDA toolkit ships cuobjdump; where it does not, `pip download nvidia-cuda-cuobjdump` has it.
 
@@ -62,11 +63,12 @@ def ptxas_report(text: str) -> dict[str, dict]:
 
 
 def local_traffic(sass: str) -> dict[str, dict]:
-    """Per plan kernel: local loads and stores overall, and inside innermost multiply-add loops."""
+    """Per plan kernel and unet function it calls: local loads and stores overall, and inside
+    innermost multiply-add loops."""
     out = {}
     for body in re.split(r"\n\s+Function : ", sass)[1:]:
         name = body.split("\n")[0].strip()
-        if "plan_kernel" not in name:
+        if "plan_kernel" not in name and "unet" not in name:  # the plan kernels and the functions they call
             continue
         code = [(int(m.group(1), 16), m.group(2).strip()) for m in map(ADDRESS.search, body.split("\n")) if m]
         loops = [(int(t.group(1), 16), a) for a, t in

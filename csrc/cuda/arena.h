@@ -109,6 +109,7 @@ const FamilyArena kUnetArena{
       p->unet_scratch = a + ar.unet_scratch_at;
       p->unet_films = a + ar.unet_films_at;
       p->ld_films = ar.ld_films;
+      p->unet_split_work = kUnetSplitWork;
       return true;
     },
     false};

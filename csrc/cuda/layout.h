@@ -126,16 +126,62 @@ struct UnetShape {
 // Float offsets (multiples of 4; of 8 from tensor_at on) of one group's scratch for `rows` rows;
 // act and kept_row are one row's floats of an activation buffer and of the kept level outputs;
 // head holds the network's output rows while a group of several blocks hands them to each member.
-// With tensor cores (unet_mma.cuh), every member block has tensor_floats of its own from
-// tensor_at: the bfloat16 input rows (half_row elements each), then at stage_at a 16 x 16 float
-// tile per warp.
+// Every member block has own_floats of its own from tensor_at: with tensor cores (unet_mma.cuh)
+// the bfloat16 input rows (half_row elements each), then at stage_at a 16 x 16 float tile per
+// warp; then at partial_at the partial sums of the sliced convolutions (unet_slices).
 struct UnetScratch {
   int act, kept_row, max_channels, context, hidden;
   int kept_at[kMaxUnetLevels];  // level i's kept output within a row's kept region
-  int buf[4], kept, head, stats, tensor_at, tensor_floats, half_row, stage_at, total;
+  int buf[4], kept, head, stats, tensor_at, own_floats, half_row, stage_at, partial_at, total;
 };
 
+// A convolution with few outputs splits each output's sum into S slices of its input channels
+// (every tap within a slice), the slices' partial sums added in slice order after (cuda/unet.cuh:
+// unet_conv): its chain of dependent multiply-adds is S times shorter and its threads busy. S
+// comes from the layer alone (its outputs for kUnetRows rows), never from the group's size, so
+// neither does the answer; a layer of kUnetSplitWork outputs or more is not split.
+constexpr int kUnetSplitWork = 4096;  // outputs times slices a split layer reaches
+constexpr int kUnetMinSlice = 8;      // input channels per slice, at least
+
+// work: kUnetSplitWork, or 0 for no split (MPD_CUDA_UNET_SPLIT=off, for measurement).
+MPD_HOST_DEVICE int unet_slices(int cin, int outputs, int work = kUnetSplitWork) {
+  if (outputs >= work) return 1;
+  const int by_work = (work + outputs - 1) / outputs, by_channels = (cin + kUnetMinSlice - 1) / kUnetMinSlice;
+  return most(1, by_work < by_channels ? by_work : by_channels);
+}
+
 MPD_HOST_DEVICE int round_to(int n, int m) { return (n + m - 1) / m * m; }
+
+// A block's partial sums of a layer cin -> C channels over len output positions: its outputs
+// times slices when split (a group's block has a share of them), else none. Under 2 kUnetSplitWork.
+MPD_HOST_DEVICE int unet_partial_need(int cin, int len, int C) {
+  const int outputs = kUnetRows * len * C, slices = unet_slices(cin, outputs);
+  return slices > 1 ? outputs * slices : 0;
+}
+
+// The most any convolution of the network needs (the layers unet_conv runs, as unet_forward
+// walks them: each level's residual blocks and down convolution, the middle, the up path's
+// blocks, the head).
+MPD_HOST_DEVICE int unet_partial_floats(const UnetShape& s) {
+  int need = 0, length = s.horizon, channels = s.in_channels;
+  for (int i = 0; i < s.levels; ++i) {
+    const int d = s.dim * s.mults[i];
+    need = most(need, most(unet_partial_need(channels, length, d), unet_partial_need(d, length, d)));
+    if (i + 1 < s.levels) {
+      need = most(need, unet_partial_need(d, length / 2, d));
+      length /= 2;
+    }
+    channels = d;
+  }
+  for (int j = 0; j + 1 < s.levels; ++j) {
+    const int d = s.dim * s.mults[s.levels - 2 - j], skip = s.dim * s.mults[s.levels - 1 - j];
+    need = most(need, most(unet_partial_need(channels + skip, length, d), unet_partial_need(d, length, d)));
+    length *= 2;
+    channels = d;
+  }
+  need = most(need, unet_partial_need(s.dim, s.horizon, s.dim));
+  return round_to(most(need, unet_partial_need(s.dim, s.horizon, s.out_channels)), 8);
+}
 
 MPD_HOST_DEVICE void unet_grow(int* act, int* widest, int ch, int len) {
   *act = most(*act, ch * len);
@@ -183,9 +229,10 @@ MPD_HOST_DEVICE UnetScratch unet_scratch(const UnetShape& s, int rows, bool tens
   if (tensor_cores) {  // an input of up to max_channels over the longest padded length (kernels <= 5)
     u.half_row = round_to((round_to(s.horizon, 16) + 4) * u.max_channels, 16);
     u.stage_at = round_to(rows * u.half_row / 2, 8);
-    u.tensor_floats = u.stage_at + (kThreads / 32) * 256;
+    u.partial_at = u.stage_at + (kThreads / 32) * 256;
   }
-  u.total = u.tensor_at + kMaxBlocksPerCandidate * u.tensor_floats;
+  u.own_floats = u.partial_at + unet_partial_floats(s);
+  u.total = u.tensor_at + kMaxBlocksPerCandidate * u.own_floats;
   return u;
 }
 
@@ -195,36 +242,38 @@ MPD_HOST_DEVICE UnetScratch unet_scratch(const UnetShape& s, int rows, bool tens
 // kUnetReplicated, a group that is a thread-block cluster (sm_90), a replica of the group's
 // scratch in every member, each member writing its channels into every replica through distributed
 // shared memory before the barrier that hands them over (so every read is local);
-// kUnetOwnShared, the block's own tensor-core buffers (tensor_floats: no other block reads them),
+// kUnetOwnShared, the block's own buffers (own_floats: no other block reads them),
 // the activations global for the group to share; kUnetGlobal, everything global. The placement
 // moves no arithmetic, so the answer does not depend on it.
 enum UnetPlacement : int { kUnetGlobal = 0, kUnetOwnShared = 1, kUnetAllShared = 2, kUnetReplicated = 3 };
 
 // Floats of shared memory a block keeps past its plan layout for a placement.
 MPD_HOST_DEVICE int unet_shared_floats(const UnetScratch& u, int placement) {
-  return placement == kUnetAllShared || placement == kUnetReplicated ? u.tensor_at + u.tensor_floats
-         : placement == kUnetOwnShared                              ? u.tensor_floats
+  return placement == kUnetAllShared || placement == kUnetReplicated ? u.tensor_at + u.own_floats
+         : placement == kUnetOwnShared                              ? u.own_floats
                                                                     : 0;
 }
 
-// Where that tail starts: past the plan layout's `total` floats, at 32 bytes (WMMA's alignment).
-MPD_HOST_DEVICE int unet_tail_at(int total) { return round_to(total, 8); }
+// Where that tail starts: over the plan layout's partial sums of dense layers (Layout::part),
+// which only the ranker uses, after the denoising (the plan kernel zeroes them again before it
+// ranks), at 32 bytes (WMMA's alignment).
+MPD_HOST_DEVICE int unet_tail_at(const Layout& l) { return round_to(l.part, 8); }
 
 // A block's shared-memory floats with the tail of `placement` (none: the plan layout alone).
-MPD_HOST_DEVICE int shared_floats(int total, const UnetScratch& u, int placement) {
+MPD_HOST_DEVICE int shared_floats(const Layout& l, const UnetScratch& u, int placement) {
   const int tail = unet_shared_floats(u, placement);
-  return tail > 0 ? unet_tail_at(total) + tail : total;
+  return tail > 0 ? most(l.total, unet_tail_at(l) + tail) : l.total;
 }
 
 // The placement of a launch whose groups have `members` blocks (a cluster's: `cluster`): the most
 // that fits `limit` floats of shared memory per block (the device's opt-in maximum). A group of
 // several blocks shares its activations: replicas in a cluster, else only its own buffers there.
-MPD_HOST_DEVICE int unet_placement(int total, const UnetScratch& u, int members, long limit, bool cluster) {
+MPD_HOST_DEVICE int unet_placement(const Layout& l, const UnetScratch& u, int members, long limit, bool cluster) {
   if (u.total == 0) return kUnetGlobal;  // not the unet family
   const int first = members == 1 ? kUnetAllShared : cluster ? kUnetReplicated : kUnetOwnShared;
   for (int placement = first; placement > kUnetGlobal; --placement) {
     if (placement == kUnetAllShared && members > 1) continue;
-    if (shared_floats(total, u, placement) <= limit) return placement;
+    if (shared_floats(l, u, placement) <= limit) return placement;
   }
   return kUnetGlobal;
 }

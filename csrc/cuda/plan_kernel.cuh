@@ -52,6 +52,7 @@ struct PlanParams {
   const DevUnet* unets;             // the unet family: [planner, dynamics] in device memory, else null
   float* unet_scratch;              // the unet family: unets[0].scratch.total floats per candidate
   int unet_placement;               // the unet family: where this launch keeps the scratch (UnetPlacement)
+  int unet_split_work;              // the unet family: unet_slices' work (kUnetSplitWork; 0: no split)
   float* unet_films;                // the unet family: FiLM rows [2 nets][K levels][2 kinds][ld_films]
   int ld_films;
   unsigned* group_arrivals;         // [N] the candidates' group barriers (group_sync.h), zero at a launch
@@ -324,7 +325,7 @@ struct UnetFamily {
     return p.unet_scratch + static_cast<size_t>(candidate) * p.unets[0].scratch.total;
   }
 
-  // Block `rank`'s own tensor-core buffers (UnetScratch::tensor_floats): in its shared memory,
+  // Block `rank`'s own tensor-core buffers (UnetScratch::own_floats): in its shared memory,
   // or the rank's within the group's global scratch.
   __device__ static float* own(const PlanParams& p, int candidate, int rank, float* tail) {
     if (p.unet_placement == kUnetOwnShared) return tail;
@@ -345,7 +346,7 @@ struct UnetFamily {
   __device__ __forceinline__ static void forward(const PlanParams& p, int net, const BlockBuffers& b,
                                                  const float* tau, int cnt, int rows, int k, float* eps) {
     const UnetCall call{tau, p.ld_tau, cnt, rows, {unet_film_row(p, net, k - 1, 0), unet_film_row(p, net, k - 1, 1)},
-                        eps, p.ld_out};
+                        eps, p.ld_out, p.unet_split_work};
     unet_forward(p.unets[net], call, b.scratch, b.own, *b.sync, p.r.fast_numerics);
   }
 };
@@ -394,7 +395,7 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
   float* h1 = smem + l.h1;
   float* eps = smem + l.eps;    // [2 CPB, ld_out] or [kRankRows, ld_rout]
   float* part = smem + l.part;  // dense layers' partial sums
-  float* tail = smem + unet_tail_at(l.total);  // the unet family's scratch in shared memory, if placed there
+  float* tail = smem + unet_tail_at(l);  // the unet family's scratch in shared memory, if placed there
   const BlockBuffers buffers{in, h0, h1, part, Family::scratch(p, group, tail),
                              Family::own(p, group, sync.rank, tail), &sync,
                              p.mlp_exchange + static_cast<size_t>(group) * 4 * p.ld_exchange};
@@ -427,6 +428,11 @@ __global__ void __launch_bounds__(kThreads) plan_kernel(const PlanParams p) {
     }
     Family::planner(p, buffers, tau, cnt, rows, k, x0, emb, eps);
     noise_update(p, tau, first, cnt, k > 1 ? k : 0, eps, &st, x0);
+  }
+  if (p.unet_placement != kUnetGlobal) {  // the ranker's buffers under the unet family's tail, zero again
+    __syncthreads();
+    for (int i = unet_tail_at(l) + static_cast<int>(threadIdx.x); i < l.total; i += blockDim.x) smem[i] = 0.0f;
+    __syncthreads();
   }
   if (replicas) sync.sync();
   if (sync.rank != 0) return;

@@ -183,12 +183,15 @@ static mpd_status make_backend(const ModelFile& file, int max_candidates, std::u
   const bool all_global = scratch != nullptr && std::strcmp(scratch, "global") == 0;
   const bool replicas = impl->clusters && !(scratch != nullptr && std::strcmp(scratch, "own") == 0);
   const long limit = all_global ? 0 : static_cast<long>(prop.sharedMemPerBlockOptin / sizeof(float));
+  // MPD_CUDA_UNET_SPLIT=off: no convolution sums its input channels in slices (layout.h; benchmarks).
+  const char* split = std::getenv("MPD_CUDA_UNET_SPLIT");
+  if (split != nullptr && std::strcmp(split, "off") == 0) p.unet_split_work = 0;
   for (int v = 0; v < family.variants; ++v) {
-    const int total = plan_layout(p, family.candidates_per_block[v]).total;
+    const Layout layout = plan_layout(p, family.candidates_per_block[v]);
     for (int several = 0; several < 2; ++several) {
-      const int placement = unet_placement(total, arena.unet_layout, several ? 2 : 1, limit, replicas);
+      const int placement = unet_placement(layout, arena.unet_layout, several ? 2 : 1, limit, replicas);
       impl->placement[v][several] = placement;
-      impl->shared_bytes[v][several] = static_cast<size_t>(shared_floats(total, arena.unet_layout, placement)) *
+      impl->shared_bytes[v][several] = static_cast<size_t>(shared_floats(layout, arena.unet_layout, placement)) *
                                        sizeof(float);
     }
     const size_t most = std::max(impl->shared_bytes[v][0], impl->shared_bytes[v][1]);

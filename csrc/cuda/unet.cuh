@@ -82,17 +82,22 @@ struct UnetInput {
   int joined_channels = 0;
 };
 
-// acc + sum over the input channels i at position pos of row r of w[i out] x[i] (w: this tap's
-// weights of one output channel, stride out).
-__device__ inline float tap_sum(const UnetInput& x, int r, int pos, const float* w, int out, float acc, bool fast) {
+// acc + sum over the input channels i in [i0, i1) (the joined ones after x's own) at position
+// pos of row r of w[i out] x[i] (w: this tap's weights of one output channel, stride out).
+__device__ inline float tap_sum(const UnetInput& x, int r, int pos, const float* w, int out, float acc, bool fast,
+                               int i0 = 0, int i1 = 1 << 30) {
   const float* xp = x.at + static_cast<size_t>(r % x.count) * x.ld + static_cast<size_t>(pos) * x.channels;
-  for (int i = 0; i < x.channels; ++i) {
+  const int own_end = i1 < x.channels ? i1 : x.channels;
+  for (int i = i0; i < own_end; ++i) {
     acc = fmaf(MPD_WEIGHT(w + static_cast<size_t>(i) * out), math::layer_input(xp[i], fast), acc);
   }
   if (x.joined != nullptr) {
     xp = x.joined + static_cast<size_t>(r) * x.ld_joined + static_cast<size_t>(pos) * x.joined_channels;
     w += static_cast<size_t>(x.channels) * out;
-    for (int i = 0; i < x.joined_channels; ++i) {
+    const int j0 = i0 > x.channels ? i0 - x.channels : 0, j1 = i1 - x.channels < x.joined_channels
+                                                                 ? i1 - x.channels
+                                                                 : x.joined_channels;
+    for (int i = j0; i < j1; ++i) {
       acc = fmaf(MPD_WEIGHT(w + static_cast<size_t>(i) * out), math::layer_input(xp[i], fast), acc);
     }
   }
@@ -118,12 +123,45 @@ __device__ inline void unet_linear(const DevLinear& f, const float* x, int ldx, 
 // The input channels of x (joined ones included).
 __device__ inline int channels_of(const UnetInput& x) { return x.channels + x.joined_channels; }
 
+// unet_conv's layer of few outputs: each output's inputs in `slices` slices of the input channels
+// (every tap within a slice), summed apart into the block's partial buffer, then the bias and the
+// slices in slice order.
+__device__ inline void unet_conv_sliced(const DevConv& c, const UnetInput& x, int L, int rows, float* y, size_t ldy,
+                                        const UnetSplit& split, float* partial, bool fast, int stride, int slices) {
+  const int pad = stride == 1 ? c.kernel / 2 : 0, out_len = L / stride;
+  const int first = split.first, width = split.width, per_row = out_len * width;
+  const int slice = (channels_of(x) + slices - 1) / slices, outputs = rows * per_row;
+  for (int q = threadIdx.x; q < slices * outputs; q += blockDim.x) {
+    const int s = q / outputs, r = (q % outputs) / per_row, l = (q % per_row) / width, o = first + q % width;
+    float acc = 0.0f;
+    for (int j = 0; j < c.kernel; ++j) {
+      const int at = stride * l + j - pad;
+      if (at < 0 || at >= L) continue;
+      acc = tap_sum(x, r, at, c.w + static_cast<size_t>(j) * c.in * c.out + o, c.out, acc, fast, s * slice,
+                    (s + 1) * slice);
+    }
+    partial[q] = acc;
+  }
+  __syncthreads();
+  for (int q = threadIdx.x; q < outputs; q += blockDim.x) {
+    const int r = q / per_row, l = (q % per_row) / width, o = first + q % width;
+    float acc = MPD_WEIGHT(c.b + o);
+    for (int s = 0; s < slices; ++s) acc += partial[s * outputs + q];
+    y[static_cast<size_t>(r) * ldy + static_cast<size_t>(l) * c.out + o] = acc;
+  }
+  __syncthreads();
+}
+
 // x [rows][L][in] -> the split's channels of y [rows][L / stride][out] (row stride ldy): output l
 // reads positions stride l + j - pad for taps j (zero outside [0, L)). The network's
 // convolutions: stride 1 with pad kernel / 2 ("same"), and the down convolution, kernel 3,
-// stride 2, pad 0 (positions 2l..2l+2, zero past the end).
-__device__ inline void unet_conv(const DevConv& c, const UnetInput& x, int L, int rows, float* y, size_t ldy,
-                                 const UnetSplit& split, const UnetTensorBuffers& t, bool fast, int stride = 1) {
+// stride 2, pad 0 (positions 2l..2l+2, zero past the end). A layer of few outputs sums slices of
+// its input channels apart (unet_slices, layout.h: every tap within a slice) into the block's
+// partial buffer, then the bias and the slices in slice order. Not inlined: one copy serves every
+// layer (inlined at each with its sliced form, the plan kernel's stack grew from 184 to 2168 bytes
+// and its local accesses from 211 to 1498; called, 592 and 514: cuda_kernel_resources.py, sm_90).
+__device__ inline __noinline__ void unet_conv(const DevConv& c, const UnetInput& x, int L, int rows, float* y, size_t ldy,
+                                 const UnetSplit& split, const UnetOwnBuffers& t, bool fast, int stride = 1) {
   if (split.tensor) {
     unet_conv_mma(c, x.at, x.ld, x.count, x.channels, x.joined, x.ld_joined, x.joined_channels, L, rows, y, ldy,
                   split.first, split.width, t);
@@ -131,6 +169,11 @@ __device__ inline void unet_conv(const DevConv& c, const UnetInput& x, int L, in
   }
   const int pad = stride == 1 ? c.kernel / 2 : 0, out_len = L / stride;
   const int first = split.first, width = split.width, per_row = out_len * width;
+  const int cin = channels_of(x), slices = unet_slices(cin, kUnetRows * out_len * c.out, t.split_work);
+  if (slices > 1) {
+    unet_conv_sliced(c, x, L, rows, y, ldy, split, t.partial, fast, stride, slices);
+    return;
+  }
   for (int q = threadIdx.x; q < rows * per_row; q += blockDim.x) {
     const int r = q / per_row, l = (q % per_row) / width, o = first + q % width;
     float acc = MPD_WEIGHT(c.b + o);
@@ -249,7 +292,7 @@ __device__ inline UnetInput activation(const float* x, const UnetScratch& u, int
 // split of its output (the block's channels of out).
 __device__ inline UnetSplit unet_block(const DevUnet& net, const DevBlock& b, const UnetInput& x, int L, int rows,
                                        float* out, float* t1, float* t3, const UnetFilmRows& films, float* stats,
-                                       GroupSync& g, const UnetTensorBuffers& t, bool fast) {
+                                       GroupSync& g, const UnetOwnBuffers& t, bool fast) {
   const UnetScratch& u = net.scratch;
   const size_t ld = static_cast<size_t>(u.act);
   const bool tensor1 = unet_tensor_layer(b.first.conv, channels_of(x), 1, fast, t);
@@ -330,7 +373,7 @@ __device__ inline void unet_films(const DevUnet& net, int t, const float* x0, co
 
 // Block `rank`'s own tensor-core buffers within a group's scratch at base (the global placement).
 __device__ inline float* unet_own_buffers(float* base, const UnetScratch& u, int rank) {
-  return base + u.tensor_at + static_cast<size_t>(rank) * u.tensor_floats;
+  return base + u.tensor_at + static_cast<size_t>(rank) * u.own_floats;
 }
 
 // One candidate's network call: rows (<= kUnetRows) windows, row r's at windows + (r % count)
@@ -342,11 +385,12 @@ struct UnetCall {
   const float* films[2];
   float* out;  // [rows][H, out_channels], row stride ldo: every member block gets every row
   int ldo;
+  int split_work = kUnetSplitWork;  // unet_slices' (0: no convolution split)
 };
 
 // The call by the group g (every member calls it with the same arguments but its own out);
 // base: the group's scratch (net.scratch.total floats; the part before tensor_at is what the
-// members share), own: this block's tensor-core buffers (tensor_floats; unet_own_buffers where the
+// members share), own: this block's tensor-core buffers (own_floats; unet_own_buffers where the
 // group's scratch holds them). fast: the fast numeric mode (every layer's inputs rounded to
 // bfloat16). Ends synchronized within the block.
 __device__ inline void unet_forward(const DevUnet& net, const UnetCall& call, float* base, float* own, GroupSync& g,
@@ -357,8 +401,8 @@ __device__ inline void unet_forward(const DevUnet& net, const UnetCall& call, fl
   float* buf[4] = {base + u.buf[0], base + u.buf[1], base + u.buf[2], base + u.buf[3]};
   float* stats = base + u.stats;
   // This block's own buffers for the tensor-core layers (none without bfloat16 weights).
-  const UnetTensorBuffers t{u.tensor_floats > 0 ? reinterpret_cast<uint16_t*>(own) : nullptr, u.half_row,
-                            own + u.stage_at};
+  const UnetOwnBuffers t{u.half_row > 0 ? reinterpret_cast<uint16_t*>(own) : nullptr, u.half_row, own + u.stage_at,
+                         own + u.partial_at, call.split_work};
   UnetInput x{call.windows, static_cast<size_t>(call.ld_window), call.count, net.in_channels};
   int length = H;
   for (int i = 0; i < net.levels; ++i) {

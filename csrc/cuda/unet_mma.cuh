@@ -32,20 +32,23 @@
 
 namespace mpd::cuda {
 
-// A block's own buffers for the tensor-core convolutions (UnetScratch::tensor_at + rank
-// tensor_floats): the bfloat16 input rows, row stride half_row elements, and a 16 x 16 float
-// staging tile per warp.
-struct UnetTensorBuffers {
+// A block's own buffers (UnetScratch::own_floats; no other block reads them): for the tensor-core
+// convolutions the bfloat16 input rows (null without tensor cores), row stride half_row elements,
+// and a 16 x 16 float staging tile per warp; the sliced convolutions' partial sums (unet.cuh),
+// split_work their unet_slices work (0: no layer split).
+struct UnetOwnBuffers {
   uint16_t* half;
   int half_row;
   float* stage;
+  float* partial;
+  int split_work = kUnetSplitWork;
 };
 
 // Whether layer c (stride 1 or 2, cin input channels) runs on tensor cores in this plan: the fast
 // mode, the layer's bfloat16 weights, stride 1, channels in whole 16-channel tiles. It depends on
 // the layer alone, never on the group's size, so the answer does not either (unet.cuh gives such a
 // layer's blocks whole tiles of output channels).
-__device__ inline bool unet_tensor_layer(const DevConv& c, int cin, int stride, bool fast, const UnetTensorBuffers& t) {
+__device__ inline bool unet_tensor_layer(const DevConv& c, int cin, int stride, bool fast, const UnetOwnBuffers& t) {
   return fast && t.half != nullptr && c.wh != nullptr && stride == 1 && cin % 16 == 0 && c.out % 16 == 0;
 }
 
@@ -56,7 +59,7 @@ __device__ inline bool unet_tensor_layer(const DevConv& c, int cin, int stride, 
 __device__ inline __noinline__ void unet_conv_mma(const DevConv& c, const float* x_at, size_t x_ld, int x_count,
                                                   int x_channels, const float* joined, size_t ld_joined,
                                                   int joined_channels, int L, int rows, float* y, size_t ldy,
-                                                  int first, int width, const UnetTensorBuffers& t) {
+                                                  int first, int width, const UnetOwnBuffers& t) {
   const int cin = x_channels + joined_channels;
   const int pad = c.kernel / 2, tiles_m = (L + 15) / 16, positions = 16 * tiles_m + c.kernel - 1;
   for (int q = threadIdx.x; q < rows * positions * cin; q += blockDim.x) {

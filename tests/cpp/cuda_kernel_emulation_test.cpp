@@ -119,14 +119,14 @@ Plan kernel_plan(const mpd::ModelFile& file, const float* state, const float* wa
   CHECK(structs.size() == (kUnet ? 2 * sizeof(DevUnet) : 0));
   if (!structs.empty()) std::memcpy(memory.data() + arena.structs_at, structs.data(), structs.size());
   p.r = mpd::resolve_plan(file.config, o, state, warm, seed);
-  const int total = plan_layout(p, CPB).total;
+  const Layout layout = plan_layout(p, CPB);
   // The sampler's on an H100 (clusters: replicas) unless a placement is given; the replicas'
   // groups are clusters.
   p.unet_placement = placement != kSamplerPlacement
                          ? placement
-                         : unet_placement(total, arena.unet_layout, group, kH100SharedFloats, true);
+                         : unet_placement(layout, arena.unet_layout, group, kH100SharedFloats, true);
   p.cluster_groups = group > 1 && p.unet_placement == kUnetReplicated ? 1 : 0;
-  CHECK(static_cast<size_t>(shared_floats(total, arena.unet_layout, p.unet_placement)) * sizeof(float) <=
+  CHECK(static_cast<size_t>(shared_floats(layout, arena.unet_layout, p.unet_placement)) * sizeof(float) <=
         sizeof emulated_shared);
   const int blocks = (static_cast<int>(o.num_candidates) + CPB - 1) / CPB;
   // The family's kernels, as family_kernels (plan_kernel.cuh) picks them for the model's architecture.

@@ -160,7 +160,7 @@ void check_unet(const char* name, int dx, int du, int horizon, int dim, int embe
 // outputs in the eps rows, the ranker's dense layers in the other buffers, which must hold them.
 // Returns the bytes; `dense_bytes` gets what the layout would take were the two U-Nets sized as
 // dense networks (their windows as layer widths), as the layout did before it knew the family.
-int unet_shared_bytes(const char* name, int dx, int du, int horizon, int* dense_bytes) {
+int unet_shared_bytes(const char* name, int dx, int du, int horizon, int* dense_bytes, Layout* layout = nullptr) {
   const int D = dx + du, HD = horizon * D;
   const std::vector<int> planner{HD, HD}, dynamics{HD, horizon * dx};
   const std::vector<int> reward = mlp_dims(D, 128, 2, 2);
@@ -176,6 +176,7 @@ int unet_shared_bytes(const char* name, int dx, int du, int horizon, int* dense_
   *dense_bytes = 4 * mpd::cuda::plan_layout(mpd::cuda::plan_strides(dx, du, horizon, dims, dense, 3, true), 1).total;
   std::printf("unet %s: %d bytes of shared memory per block (%d sized as dense networks)\n", name, 4 * l.total,
               *dense_bytes);
+  if (layout != nullptr) *layout = l;
   return 4 * l.total;
 }
 
@@ -189,24 +190,28 @@ std::vector<int> check_placement(const char* name, int dx, int du, int horizon, 
   for (size_t i = 0; i < mults.size(); ++i) shape.mults[i] = mults[i];
   const mpd::cuda::UnetScratch u = mpd::cuda::unet_scratch(shape, mpd::cuda::kUnetRows, tensor);
   int dense_bytes = 0;
-  const int total = unet_shared_bytes(name, dx, du, horizon, &dense_bytes) / 4;
+  Layout l{};
+  unet_shared_bytes(name, dx, du, horizon, &dense_bytes, &l);
   std::vector<int> placements;
   for (long limit : {163L * 1024 / 4, 227L * 1024 / 4}) {
     const bool clusters = limit > 163L * 1024 / 4;
     for (int members : {1, 8}) {
-      const int placement = mpd::cuda::unet_placement(total, u, members, limit, clusters);
-      const int floats = mpd::cuda::shared_floats(total, u, placement);
+      const int placement = mpd::cuda::unet_placement(l, u, members, limit, clusters);
+      const int floats = mpd::cuda::shared_floats(l, u, placement);
       CHECK(floats <= limit && (placement != mpd::cuda::kUnetAllShared || members == 1));
       CHECK(placement != mpd::cuda::kUnetReplicated || (members > 1 && clusters));
-      const int tail = mpd::cuda::unet_shared_floats(u, placement);  // past the layout, at most 7 floats apart
-      CHECK(floats >= total + tail && floats < total + tail + 8 && (placement != mpd::cuda::kUnetGlobal || tail == 0));
-      CHECK(mpd::cuda::unet_tail_at(total) % 8 == 0 && mpd::cuda::unet_tail_at(total) >= total);
+      // The tail over the ranker's partial sums and past them: it leaves x0, tau and the eps rows
+      // (the networks' outputs) alone, on a 32-byte boundary.
+      const int tail = mpd::cuda::unet_shared_floats(u, placement), at = mpd::cuda::unet_tail_at(l);
+      CHECK(floats == (tail > 0 ? std::max(l.total, at + tail) : l.total));
+      CHECK(placement != mpd::cuda::kUnetGlobal || tail == 0);
+      CHECK(at % 8 == 0 && at >= l.part && at < l.part + 8 && l.part >= l.eps + (l.part - l.eps));
       placements.push_back(placement);
     }
   }
   std::printf("unet %s%s: placements Orin %d/%d, H100 %d/%d (one block / eight; 2 all shared, 1 own, 0 global, "
               "3 replicas), %d + %d floats\n", name, tensor ? " (tensor cores)" : "", placements[0], placements[1], placements[2],
-              placements[3], u.tensor_at, u.tensor_floats);
+              placements[3], u.tensor_at, u.own_floats);
   return placements;
 }
 
@@ -224,7 +229,12 @@ int main() {
   // By hand for the tiny one: activations at most 2 x (16 + 16) = 64 floats (the joined input of the
   // up block), kept 4 x 8 + 2 x 16 = 64, context 24, hidden 32, FiLM 2 x 32 = 64, stats 2 x 8: for
   // two rows 4 x 128 + 128 + 48 + 64 + 64 + 128 + 32 = 976 floats.
-  check_unet("tiny", 3, 2, 4, 8, 8, {1, 2}, 712 * 4);  // 4 x 2 x 64 + 2 x 64 + 2 x 20 + 2 x 16
+  // Each of up to 8 blocks' own partial sums: the layers split (unet_slices) are the 16 -> 16
+  // convolutions at 2 positions (64 outputs, 2 slices: 128 floats) and the up block's 24 -> 8 at 2
+  // (32 outputs, 3 slices: 96); 128 each.
+  check_unet("tiny", 3, 2, 4, 8, 8, {1, 2}, (712 + 8 * 128) * 4);  // 4 x 2 x 64 + 2 x 64 + 2 x 20 + 2 x 16
+  CHECK(mpd::cuda::unet_slices(16, 64) == 2 && mpd::cuda::unet_slices(24, 32) == 3 && mpd::cuda::unet_slices(5, 64) == 1);
+  CHECK(mpd::cuda::unet_slices(2048, 4095) == 2 && mpd::cuda::unet_slices(2048, 4096) == 1);
   check_unet("default hopper", 11, 3, 16, 32, 32, {1, 2, 4}, 0);
   check_unet("authors hopper", 11, 3, 32, 128, 128, {1, 4, 8}, 0);
 

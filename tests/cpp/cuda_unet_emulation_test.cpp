@@ -78,6 +78,7 @@ void compare(const testing::TinyModel& spec) {
   for (float& v : x0) v = testing::next_uniform(&seed);
   for (float& v : cond) v = testing::next_uniform(&seed);
   float worst = 0.0f, worst_fast = 0.0f, fast_moved = 0.0f;
+  float whole_worst = 0.0f, whole_moved = 0.0f;  // no split convolutions: from the CPU, from the split ones
   size_t fast_outputs = 0, fast_above = 0;
   int groups_checked = 0;
   float tensor_vs_plain = 0.0f;  // the fast mode with tensor-core layers against the same without
@@ -89,7 +90,7 @@ void compare(const testing::TinyModel& spec) {
     if (tensor_cores) {  // a layer that qualifies: 16 channels in and out, its bfloat16 copy there
       const mpd::cuda::DevConv& conv = dev.down1[0].second.conv;
       std::vector<uint16_t> half(16);
-      const mpd::cuda::UnetTensorBuffers t{half.data(), 16, nullptr};
+      const mpd::cuda::UnetOwnBuffers t{half.data(), 16, nullptr, nullptr};
       CHECK(conv.wh != nullptr && mpd::cuda::unet_tensor_layer(conv, conv.in, 1, true, t));
       CHECK(!mpd::cuda::unet_tensor_layer(conv, conv.in, 1, false, t));  // never in the exact mode
     }
@@ -124,7 +125,7 @@ void compare(const testing::TinyModel& spec) {
             // placement) for groups of 1 and 4, else apart from it, as in shared memory.
             const bool own_apart = members != 1 && members != 4;
             std::vector<std::vector<float>> own(static_cast<size_t>(members),
-                                                std::vector<float>(static_cast<size_t>(layout.tensor_floats) + 1, NAN));
+                                                std::vector<float>(static_cast<size_t>(layout.own_floats) + 1, NAN));
             unsigned arrivals = 0;
             std::vector<std::thread> blocks;
             for (int rank = 0; rank < members; ++rank) {
@@ -155,6 +156,22 @@ void compare(const testing::TinyModel& spec) {
             }
             for (const std::vector<float>& member : got) {  // the same bits for every member and group size
               CHECK(std::memcmp(member.data(), first.data(), sizeof(float) * first.size()) == 0);
+            }
+            if (members == 1 && !fast) {  // no convolution split into input-channel slices: as close to the CPU
+              std::vector<float> scratch_whole(static_cast<size_t>(layout.total), NAN), out_whole(rows * ldo, 0.0f);
+              mpd::cuda::GroupSync one{nullptr, 1, 0, 0};
+              const mpd::cuda::UnetCall call{windows.data(), H * D, count, rows,
+                                             {films.data(), films.data() + dev.film_floats}, out_whole.data(),
+                                             static_cast<int>(ldo), 0};
+              mpd::cuda::unet_forward(dev, call, scratch_whole.data(),
+                                      mpd::cuda::unet_own_buffers(scratch_whole.data(), layout, 0), one, fast);
+              for (int r = 0; r < rows; ++r) {
+                for (int e = 0; e < H * out_channels; ++e) {
+                  const float a = out_whole[r * ldo + e], b = want[r * ldo + e];
+                  whole_worst = std::fmax(whole_worst, std::fabs(a - b) / std::fmax(1.0f, std::fabs(b)));
+                  whole_moved = std::fmax(whole_moved, std::fabs(a - first[r * ldo + e]));
+                }
+              }
             }
             ++groups_checked;
           }
@@ -192,7 +209,9 @@ void compare(const testing::TinyModel& spec) {
     std::printf("  tensor-core layers against the plain loops, fast mode: %.3g\n", tensor_vs_plain);
     CHECK(tensor_vs_plain <= 2.0f * fast_moved);
   }
+  std::printf("  convolutions unsplit: %.3g from the CPU, %.3g from the split ones\n", whole_worst, whole_moved);
   CHECK(worst <= 1e-4f);
+  CHECK(whole_worst <= 1e-4f);
   CHECK(worst_fast <= 2.0f * fast_moved);
   CHECK(fast_above * 20 <= fast_outputs);
   CHECK(fast_moved > 1e-4f);
