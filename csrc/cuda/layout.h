@@ -237,7 +237,7 @@ MPD_HOST_DEVICE UnetScratch unet_scratch(const UnetShape& s, int rows, bool tens
 }
 
 // Where a launch keeps a unet candidate's scratch (PlanParams::unet_placement), in each block's
-// shared memory past its plan layout (from unet_tail_at) when it fits, else in the global scratch:
+// shared memory (the tail from unet_tail_at) when it fits, else in the global scratch:
 // kUnetAllShared, a group of one block, the whole scratch (the activations never leave the SM);
 // kUnetReplicated, a group that is a thread-block cluster (sm_90), a replica of the group's
 // scratch in every member, each member writing its channels into every replica through distributed
@@ -247,7 +247,7 @@ MPD_HOST_DEVICE UnetScratch unet_scratch(const UnetShape& s, int rows, bool tens
 // moves no arithmetic, so the answer does not depend on it.
 enum UnetPlacement : int { kUnetGlobal = 0, kUnetOwnShared = 1, kUnetAllShared = 2, kUnetReplicated = 3 };
 
-// Floats of shared memory a block keeps past its plan layout for a placement.
+// Floats of shared memory a block keeps for a placement (its tail).
 MPD_HOST_DEVICE int unet_shared_floats(const UnetScratch& u, int placement) {
   return placement == kUnetAllShared || placement == kUnetReplicated ? u.tensor_at + u.own_floats
          : placement == kUnetOwnShared                              ? u.own_floats

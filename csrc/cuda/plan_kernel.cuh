@@ -313,7 +313,7 @@ __device__ __forceinline__ float* unet_film_row(const PlanParams& p, int net, in
 // The unet family: one candidate per group of blocks, its rows through unet_forward with the
 // group's scratch (the windows' rows read in place from each block's shared memory), the FiLM
 // rows from the plan's first kernel (unet_film_kernel). The scratch is the candidate's slice of
-// the global buffer, or the block's shared memory past its plan layout (`tail`), as the launch's
+// the global buffer, or the block's shared memory from `tail` (unet_tail_at), as the launch's
 // placement says (layout.h).
 struct UnetFamily {
   __device__ static bool in_shared(const PlanParams& p) {
@@ -325,8 +325,8 @@ struct UnetFamily {
     return p.unet_scratch + static_cast<size_t>(candidate) * p.unets[0].scratch.total;
   }
 
-  // Block `rank`'s own tensor-core buffers (UnetScratch::own_floats): in its shared memory,
-  // or the rank's within the group's global scratch.
+  // Block `rank`'s own buffers (UnetScratch::own_floats: tensor-core rows, partial sums): in its
+  // shared memory, or the rank's within the group's global scratch.
   __device__ static float* own(const PlanParams& p, int candidate, int rank, float* tail) {
     if (p.unet_placement == kUnetOwnShared) return tail;
     if (in_shared(p)) return tail + p.unets[0].scratch.tensor_at;

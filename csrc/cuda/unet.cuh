@@ -371,7 +371,7 @@ __device__ inline void unet_films(const DevUnet& net, int t, const float* x0, co
   }
 }
 
-// Block `rank`'s own tensor-core buffers within a group's scratch at base (the global placement).
+// Block `rank`'s own buffers within a group's scratch at base (the global placement).
 __device__ inline float* unet_own_buffers(float* base, const UnetScratch& u, int rank) {
   return base + u.tensor_at + static_cast<size_t>(rank) * u.own_floats;
 }
@@ -390,7 +390,7 @@ struct UnetCall {
 
 // The call by the group g (every member calls it with the same arguments but its own out);
 // base: the group's scratch (net.scratch.total floats; the part before tensor_at is what the
-// members share), own: this block's tensor-core buffers (own_floats; unet_own_buffers where the
+// members share), own: this block's own buffers (own_floats; unet_own_buffers where the
 // group's scratch holds them). fast: the fast numeric mode (every layer's inputs rounded to
 // bfloat16). Ends synchronized within the block.
 __device__ inline void unet_forward(const DevUnet& net, const UnetCall& call, float* base, float* own, GroupSync& g,
