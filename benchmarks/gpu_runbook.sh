@@ -16,12 +16,12 @@
 # them where pip reaches an index; carry .whl with the call). Every step appends its name, exit
 # code and seconds to $OUT/steps.jsonl as it ends, so a later failure loses nothing written before.
 #
-# One call: the whole run stops within BUDGET_S seconds (default 470, under the device tool's
-# 8-minute plan for one call): each step's limit is cut to the time left, and a step that would
-# start with under 15 s left is recorded as skipped. PACK=FILE.tar.gz writes $OUT as one archive at
-# the end, whatever failed (the device tool returns at most 8 files):
+# One call: the whole run stops within BUDGET_S seconds (default 470, inside 8 minutes): each
+# step's limit is cut to the time left, and a step that would start with under 15 s left is
+# recorded as skipped. PACK=FILE.tar.gz writes $OUT as one archive at the end, whatever failed
+# (the `device` tool returns at most 8 files; its $OUT is expanded before OUT is set):
 #
-#   PACK=$OUT/gpu.tar.gz OUT=runs/gpu bash benchmarks/gpu_runbook.sh   # in the device call (its $OUT first)
+#   PACK=$OUT/gpu.tar.gz OUT=runs/gpu bash benchmarks/gpu_runbook.sh
 #
 # Results: $OUT/log.txt (every step's output), gpu_latency.json (PyTorch reference vs ours),
 # bench_cuda_mlp.json / bench_cuda_unet.json / bench_cuda_unet_authors.json / bench_cuda_unet_fast.json /
