@@ -91,7 +91,8 @@ double weight_bytes(const mpd_model_info& m, const mpd_options& o, int sms) {
                          cpb * chunks * ranker);
 }
 
-// A driver function by name (no link to the driver library).
+#if CUDART_VERSION >= 12050
+// A driver function by name (no link to the driver library; CUDA 12.5's runtime and up).
 template <typename F>
 F driver(const char* name) {
   void* f = nullptr;
@@ -132,6 +133,9 @@ int enter_green_context(int sms) {
   check(driver<SetCurrent>("cuCtxSetCurrent")(context), "cuCtxSetCurrent");
   return static_cast<int>(part.sm.smCount);
 }
+#else
+int enter_green_context(int) { throw std::runtime_error("--sms needs a CUDA 12.5 toolkit or newer"); }
+#endif
 
 double percentile(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());

@@ -96,8 +96,11 @@ uint32_t CudaBackend::max_candidates() const { return static_cast<uint32_t>(impl
 // The SMs the current context may use: fewer than the device's in a green context (a partition
 // of the GPU; mpd_bench_cuda --sms makes one as a 16-SM stand-in for an Orin), and the blocks
 // that run at once, so the candidates' group sizes, follow from them. The device's count where
-// the driver cannot say (before CUDA 12.4).
+// the driver cannot say (before CUDA 12.4) or the toolkit cannot ask (before 12.5, as JetPack 6.0's).
 static int context_sms(int device_sms) {
+#if CUDART_VERSION < 12050
+  return device_sms;
+#else
   using GetCurrent = CUresult (*)(CUcontext*);
   using GetResource = CUresult (*)(CUcontext, CUdevResource*, CUdevResourceType);
   void* get_current = nullptr;
@@ -119,6 +122,7 @@ static int context_sms(int device_sms) {
     return device_sms;
   }
   return std::min(device_sms, static_cast<int>(sms.sm.smCount));
+#endif
 }
 
 // MPD_ERR_NOT_AVAILABLE without a device, when the model's rows do not fit a block's shared
