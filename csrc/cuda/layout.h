@@ -159,30 +159,6 @@ MPD_HOST_DEVICE int unet_partial_need(int cin, int len, int C) {
   return slices > 1 ? outputs * slices : 0;
 }
 
-// The most any convolution of the network needs (the layers unet_conv runs, as unet_forward
-// walks them: each level's residual blocks and down convolution, the middle, the up path's
-// blocks, the head).
-MPD_HOST_DEVICE int unet_partial_floats(const UnetShape& s) {
-  int need = 0, length = s.horizon, channels = s.in_channels;
-  for (int i = 0; i < s.levels; ++i) {
-    const int d = s.dim * s.mults[i];
-    need = most(need, most(unet_partial_need(channels, length, d), unet_partial_need(d, length, d)));
-    if (i + 1 < s.levels) {
-      need = most(need, unet_partial_need(d, length / 2, d));
-      length /= 2;
-    }
-    channels = d;
-  }
-  for (int j = 0; j + 1 < s.levels; ++j) {
-    const int d = s.dim * s.mults[s.levels - 2 - j], skip = s.dim * s.mults[s.levels - 1 - j];
-    need = most(need, most(unet_partial_need(channels + skip, length, d), unet_partial_need(d, length, d)));
-    length *= 2;
-    channels = d;
-  }
-  need = most(need, unet_partial_need(s.dim, s.horizon, s.dim));
-  return round_to(most(need, unet_partial_need(s.dim, s.horizon, s.out_channels)), 8);
-}
-
 MPD_HOST_DEVICE void unet_grow(int* act, int* widest, int ch, int len) {
   *act = most(*act, ch * len);
   *widest = most(*widest, ch);
@@ -191,17 +167,25 @@ MPD_HOST_DEVICE void unet_grow(int* act, int* widest, int ch, int len) {
 MPD_HOST_DEVICE UnetScratch unet_scratch(const UnetShape& s, int rows, bool tensor_cores = false) {
   UnetScratch u{};
   int length = s.horizon, channels = s.in_channels, act = s.horizon * s.in_channels, widest = s.in_channels;
-  int kept = 0;
+  // partial: the most partial sums a block's convolution needs (the layers unet_conv runs, as
+  // unet_forward walks them: each level's residual blocks and down convolution, the middle, the
+  // up path's blocks, the head).
+  int kept = 0, partial = 0;
   for (int i = 0; i < s.levels; ++i) {
     const int d = s.dim * s.mults[i];
     unet_grow(&act, &widest, d, length);
+    partial = most(partial, most(unet_partial_need(channels, length, d), unet_partial_need(d, length, d)));
     u.kept_at[i] = kept;
     kept += round4(length * d);
     channels = d;
-    if (i + 1 < s.levels) length /= 2;
+    if (i + 1 < s.levels) {
+      partial = most(partial, unet_partial_need(d, length / 2, d));
+      length /= 2;
+    }
   }
   for (int j = 0; j + 1 < s.levels; ++j) {
     const int d = s.dim * s.mults[s.levels - 2 - j], skip = s.dim * s.mults[s.levels - 1 - j];
+    partial = most(partial, most(unet_partial_need(channels + skip, length, d), unet_partial_need(d, length, d)));
     unet_grow(&act, &widest, channels + skip, length);
     length *= 2;
     unet_grow(&act, &widest, d, length);
@@ -209,6 +193,8 @@ MPD_HOST_DEVICE UnetScratch unet_scratch(const UnetShape& s, int rows, bool tens
   }
   unet_grow(&act, &widest, s.dim, s.horizon);
   unet_grow(&act, &widest, s.out_channels, s.horizon);
+  partial = most(partial, most(unet_partial_need(s.dim, s.horizon, s.dim),
+                               unet_partial_need(s.dim, s.horizon, s.out_channels)));
   u.act = round4(act);
   u.kept_row = kept;
   u.max_channels = widest;
@@ -231,7 +217,7 @@ MPD_HOST_DEVICE UnetScratch unet_scratch(const UnetShape& s, int rows, bool tens
     u.stage_at = round_to(rows * u.half_row / 2, 8);
     u.partial_at = u.stage_at + (kThreads / 32) * 256;
   }
-  u.own_floats = u.partial_at + unet_partial_floats(s);
+  u.own_floats = u.partial_at + round_to(partial, 8);
   u.total = u.tensor_at + kMaxBlocksPerCandidate * u.own_floats;
   return u;
 }

@@ -180,6 +180,7 @@ static mpd_status make_backend(const ModelFile& file, int max_candidates, std::u
   impl->clusters = prop.major >= 9 && !(barrier != nullptr && std::strcmp(barrier, "grid") == 0);
   const bool together = impl->clusters || prop.cooperativeLaunch;
   bool fits[kVariants] = {};
+  const int sms = context_sms(prop.multiProcessorCount);  // after cudaMalloc: the context exists
   // Where the unet family's scratch goes (layout.h): the most of it that fits shared memory;
   // MPD_CUDA_UNET_SCRATCH=global keeps it all in global memory, =own no replicas in clusters
   // (benchmarks).
@@ -198,26 +199,22 @@ static mpd_status make_backend(const ModelFile& file, int max_candidates, std::u
       impl->shared_bytes[v][several] = static_cast<size_t>(shared_floats(layout, arena.unet_layout, placement)) *
                                        sizeof(float);
     }
+    // Blocks resident at once with the larger of the two (the fewer), on the context's SMs.
     const size_t most = std::max(impl->shared_bytes[v][0], impl->shared_bytes[v][1]);
     fits[v] = most <= prop.sharedMemPerBlockOptin &&
               cudaFuncSetAttribute(family.kernels[v], cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    static_cast<int>(most)) == cudaSuccess;
+    int per_sm = 0;
+    if (fits[v] && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, family.kernels[v], kThreads, most) ==
+                       cudaSuccess) {
+      impl->capacity[v] = per_sm * sms;
+    }
     cudaGetLastError();
   }
   if (!fits[0]) return MPD_ERR_NOT_AVAILABLE;
   if (family.prologue != nullptr) {
     impl->prologue_bytes = static_cast<size_t>(arena.prologue_floats) * sizeof(float);
     if (impl->prologue_bytes > prop.sharedMemPerBlock) return MPD_ERR_NOT_AVAILABLE;
-  }
-  const int sms = context_sms(prop.multiProcessorCount);  // after cudaMalloc: the context exists
-  for (int v = 0; v < family.variants; ++v) {
-    int per_sm = 0;
-    const size_t most = std::max(impl->shared_bytes[v][0], impl->shared_bytes[v][1]);  // the fewer blocks
-    if (fits[v] && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, family.kernels[v], kThreads, most) ==
-                       cudaSuccess) {
-      impl->capacity[v] = per_sm * sms;
-    }
-    cudaGetLastError();
   }
   // Tuning overrides (benchmarks): MPD_CUDA_CANDIDATES_PER_BLOCK = 1, 2 or 4 for every plan;
   // MPD_CUDA_BLOCKS_PER_CANDIDATE = 1, 2, 4 or 8, the most blocks a candidate may share (default:

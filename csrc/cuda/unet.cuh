@@ -123,24 +123,29 @@ __device__ inline void unet_linear(const DevLinear& f, const float* x, int ldx, 
 // The input channels of x (joined ones included).
 __device__ inline int channels_of(const UnetInput& x) { return x.channels + x.joined_channels; }
 
+// acc + output l, channel o of row r of convolution c over x's input channels [i0, i1): taps
+// outer, channels inner (the stride and padding of unet_conv's comment).
+__device__ inline float conv_output(const DevConv& c, const UnetInput& x, int L, int r, int l, int o, int stride,
+                                    float acc, bool fast, int i0 = 0, int i1 = 1 << 30) {
+  const int pad = stride == 1 ? c.kernel / 2 : 0;
+  for (int j = 0; j < c.kernel; ++j) {
+    const int at = stride * l + j - pad;
+    if (at < 0 || at >= L) continue;
+    acc = tap_sum(x, r, at, c.w + static_cast<size_t>(j) * c.in * c.out + o, c.out, acc, fast, i0, i1);
+  }
+  return acc;
+}
+
 // unet_conv's layer of few outputs: each output's inputs in `slices` slices of the input channels
 // (every tap within a slice), summed apart into the block's partial buffer, then the bias and the
 // slices in slice order.
 __device__ inline void unet_conv_sliced(const DevConv& c, const UnetInput& x, int L, int rows, float* y, size_t ldy,
                                         const UnetSplit& split, float* partial, bool fast, int stride, int slices) {
-  const int pad = stride == 1 ? c.kernel / 2 : 0, out_len = L / stride;
-  const int first = split.first, width = split.width, per_row = out_len * width;
+  const int first = split.first, width = split.width, per_row = (L / stride) * width;
   const int slice = (channels_of(x) + slices - 1) / slices, outputs = rows * per_row;
   for (int q = threadIdx.x; q < slices * outputs; q += blockDim.x) {
     const int s = q / outputs, r = (q % outputs) / per_row, l = (q % per_row) / width, o = first + q % width;
-    float acc = 0.0f;
-    for (int j = 0; j < c.kernel; ++j) {
-      const int at = stride * l + j - pad;
-      if (at < 0 || at >= L) continue;
-      acc = tap_sum(x, r, at, c.w + static_cast<size_t>(j) * c.in * c.out + o, c.out, acc, fast, s * slice,
-                    (s + 1) * slice);
-    }
-    partial[q] = acc;
+    partial[q] = conv_output(c, x, L, r, l, o, stride, 0.0f, fast, s * slice, (s + 1) * slice);
   }
   __syncthreads();
   for (int q = threadIdx.x; q < outputs; q += blockDim.x) {
@@ -167,22 +172,16 @@ __device__ inline __noinline__ void unet_conv(const DevConv& c, const UnetInput&
                   split.first, split.width, t);
     return;
   }
-  const int pad = stride == 1 ? c.kernel / 2 : 0, out_len = L / stride;
-  const int first = split.first, width = split.width, per_row = out_len * width;
-  const int cin = channels_of(x), slices = unet_slices(cin, kUnetRows * out_len * c.out, t.split_work);
+  const int out_len = L / stride, first = split.first, width = split.width, per_row = out_len * width;
+  const int slices = unet_slices(channels_of(x), kUnetRows * out_len * c.out, t.split_work);
   if (slices > 1) {
     unet_conv_sliced(c, x, L, rows, y, ldy, split, t.partial, fast, stride, slices);
     return;
   }
   for (int q = threadIdx.x; q < rows * per_row; q += blockDim.x) {
     const int r = q / per_row, l = (q % per_row) / width, o = first + q % width;
-    float acc = MPD_WEIGHT(c.b + o);
-    for (int j = 0; j < c.kernel; ++j) {
-      const int at = stride * l + j - pad;
-      if (at < 0 || at >= L) continue;
-      acc = tap_sum(x, r, at, c.w + static_cast<size_t>(j) * c.in * c.out + o, c.out, acc, fast);
-    }
-    y[static_cast<size_t>(r) * ldy + static_cast<size_t>(l) * c.out + o] = acc;
+    y[static_cast<size_t>(r) * ldy + static_cast<size_t>(l) * c.out + o] =
+        conv_output(c, x, L, r, l, o, stride, MPD_WEIGHT(c.b + o), fast);
   }
   __syncthreads();
 }
@@ -400,7 +399,8 @@ __device__ inline void unet_forward(const DevUnet& net, const UnetCall& call, fl
   const UnetFilmRows films{call.films[0], call.films[1], call.count};
   float* buf[4] = {base + u.buf[0], base + u.buf[1], base + u.buf[2], base + u.buf[3]};
   float* stats = base + u.stats;
-  // This block's own buffers for the tensor-core layers (none without bfloat16 weights).
+  // This block's own buffers: the tensor-core layers' (none without bfloat16 weights), the
+  // sliced convolutions' partial sums.
   const UnetOwnBuffers t{u.half_row > 0 ? reinterpret_cast<uint16_t*>(own) : nullptr, u.half_row, own + u.stage_at,
                          own + u.partial_at, call.split_work};
   UnetInput x{call.windows, static_cast<size_t>(call.ld_window), call.count, net.in_channels};
