@@ -40,12 +40,12 @@ struct Arena {
 
 // What a denoiser family keeps in the arena beyond what every family has (the dense layers of the
 // MLPs in the file: the ranker's, and the mlp family's planner and dynamics model): `append` puts
-// its weights in the image; `reserve` its plan buffers from float `at` (returns their end);
-// (false: a network this backend does not run); `params` sets its kernel parameters and gives the device structs to copy to structs_at (false:
-// a tensor is missing). build_arena and arena_params call the model's family (family_arena) and
-// name none.
+// its weights in the image (false: a network this backend does not run); `reserve` its plan
+// buffers from float `at` (returns their end); `params` sets its kernel parameters and gives the
+// device structs to copy to structs_at (false: a tensor is missing). build_arena and arena_params
+// call the model's family (family_arena) and name none.
 struct FamilyArena {
-  bool (*append)(const ModelFile& file, Arena* ar);  // false: a network this backend does not run
+  bool (*append)(const ModelFile& file, Arena* ar);
   size_t (*reserve)(const ModelFile& file, size_t N, size_t at, Arena* ar);
   bool (*params)(const ModelFile& file, const Arena& ar, float* a, PlanParams* p, std::vector<unsigned char>* structs);
   // Planner and dynamics model as dense layers through the kernel's shared-memory rows; else
